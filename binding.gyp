@@ -1,0 +1,26 @@
+{
+  "targets": [
+    {
+      "target_name": "vring",
+      "sources": [
+        "native/vring/addon.cc",
+        "native/vring/memory.cc",
+        "native/vring/virtqueue.cc",
+        "native/vring/split_ring.cc",
+        "native/vring/packed_ring.cc",
+        "native/vring/bind_memory.cc",
+        "native/vring/bind_queue.cc",
+        "native/vring/eventfd.cc",
+        "native/vring/uds.cc",
+        "native/vring/fd_watch.cc",
+        "native/vring/bind_io.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++20", "-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers", "-O2", "-fexceptions"],
+      "cflags": ["-Wall", "-Wextra", "-Werror"]
+    }
+  ]
+}

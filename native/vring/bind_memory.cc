@@ -1,0 +1,273 @@
+// JavaScript surface of guest memory: memfd creation and the MemTable class.
+//
+// Region ArrayBuffers handed to JavaScript (buffer(i)) are external buffers over the
+// mapping. Each keeps the mapping alive until it is collected, and close() detaches
+// every buffer it handed out, so no JavaScript view can reach memory after close().
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "bindings.h"
+#include "memory.h"
+
+namespace vhostkit {
+namespace {
+
+uint64_t ToU64(const Napi::Value& v, const char* what) {
+  if (v.IsBigInt()) {
+    bool lossless = false;
+    const uint64_t r = v.As<Napi::BigInt>().Uint64Value(&lossless);
+    if (!lossless) throw Napi::RangeError::New(v.Env(), std::string(what) + " does not fit in 64 bits");
+    return r;
+  }
+  if (v.IsNumber()) {
+    const double d = v.As<Napi::Number>().DoubleValue();
+    if (!(d >= 0) || d > 9007199254740991.0 || d != static_cast<double>(static_cast<uint64_t>(d))) {
+      throw Napi::RangeError::New(v.Env(), std::string(what) + " must be a non-negative integer");
+    }
+    return static_cast<uint64_t>(d);
+  }
+  throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a bigint or a number");
+}
+
+Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const std::string name = info[0].As<Napi::String>().Utf8Value();
+  const uint64_t size = ToU64(info[1], "size");
+  const int fd = memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) throw Napi::Error::New(env, std::string("memfd_create: ") + strerror(errno));
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    const int e = errno;
+    close(fd);
+    throw Napi::Error::New(env, std::string("ftruncate memfd: ") + strerror(e));
+  }
+  return Napi::Number::New(env, fd);
+}
+
+struct View {
+  std::shared_ptr<Mapping> map;
+  Napi::Reference<Napi::ArrayBuffer> ref;  // weak
+};
+
+class MemTableWrap : public Napi::ObjectWrap<MemTableWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "MemTable",
+                       {InstanceMethod<&MemTableWrap::Regions>("regions"),
+                        InstanceMethod<&MemTableWrap::Buffer>("buffer"),
+                        InstanceMethod<&MemTableWrap::Translate>("translate"),
+                        InstanceMethod<&MemTableWrap::TranslateUva>("translateUva"),
+                        InstanceMethod<&MemTableWrap::WithRegion>("withRegion"),
+                        InstanceMethod<&MemTableWrap::WithoutRegion>("withoutRegion"),
+                        InstanceMethod<&MemTableWrap::Close>("close")});
+  }
+
+  // new MemTable([{ fd, gpa, size, uva, mmapOffset }, ...]) maps every region (the fds
+  // stay owned by the caller). new MemTable(external) wraps an already built table.
+  explicit MemTableWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MemTableWrap>(info) {
+    Napi::Env env = info.Env();
+    if (info[0].IsExternal()) {
+      table_ = *info[0].As<Napi::External<std::shared_ptr<MemTable>>>().Data();
+      return;
+    }
+    if (!info[0].IsArray()) throw Napi::TypeError::New(env, "MemTable: expected an array of regions");
+    Napi::Array arr = info[0].As<Napi::Array>();
+    if (arr.Length() > kMaxRegions) {
+      throw Napi::RangeError::New(env, "MemTable: " + std::to_string(arr.Length()) + " regions, at most " + std::to_string(kMaxRegions));
+    }
+    std::vector<Region> regions;
+    for (uint32_t i = 0; i < arr.Length(); i++) regions.push_back(MapRegion(env, arr.Get(i).As<Napi::Object>()));
+    table_ = BuildOrThrow(env, std::move(regions));
+  }
+
+  std::shared_ptr<MemTable> table() const { return table_; }
+
+ private:
+  static Region MapRegion(Napi::Env env, Napi::Object o) {
+    Region r;
+    const int fd = o.Get("fd").As<Napi::Number>().Int32Value();
+    r.gpa = ToU64(o.Get("gpa"), "gpa");
+    r.size = ToU64(o.Get("size"), "size");
+    r.uva = ToU64(o.Get("uva"), "uva");
+    r.mmap_offset = ToU64(o.Get("mmapOffset"), "mmapOffset");
+    std::string err;
+    r.map = Mapping::Map(fd, r.size, r.mmap_offset, &err);
+    if (!r.map) {
+      Napi::Error e = Napi::Error::New(env, "region gpa 0x" + Hex(r.gpa) + ": " + err);
+      e.Set("code", Napi::String::New(env, "REGION_MAP"));
+      throw e;
+    }
+    return r;
+  }
+
+  static std::string Hex(uint64_t v) {
+    char b[24];
+    snprintf(b, sizeof b, "%llx", static_cast<unsigned long long>(v));
+    return b;
+  }
+
+  static std::shared_ptr<MemTable> BuildOrThrow(Napi::Env env, std::vector<Region> regions) {
+    std::string err;
+    auto t = MemTable::Build(std::move(regions), &err);
+    if (!t) {
+      Napi::Error e = Napi::Error::New(env, "memory table: " + err);
+      e.Set("code", Napi::String::New(env, "MEM_TABLE"));
+      throw e;
+    }
+    return t;
+  }
+
+  static Napi::Value Wrap(Napi::Env env, std::shared_ptr<MemTable> t) {
+    auto* holder = new std::shared_ptr<MemTable>(std::move(t));
+    auto ext = Napi::External<std::shared_ptr<MemTable>>::New(env, holder, [](Napi::Env, std::shared_ptr<MemTable>* h) { delete h; });
+    return GetAddonData(env).mem_table_ctor.New({ext});
+  }
+
+  void Check(Napi::Env env) const {
+    if (!table_) throw Napi::Error::New(env, "MemTable is closed");
+  }
+
+  static Napi::Object Describe(Napi::Env env, const Region& r) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("gpa", Napi::BigInt::New(env, r.gpa));
+    o.Set("size", Napi::BigInt::New(env, r.size));
+    o.Set("uva", Napi::BigInt::New(env, r.uva));
+    o.Set("mmapOffset", Napi::BigInt::New(env, r.mmap_offset));
+    o.Set("sealed", Napi::Boolean::New(env, r.map->sealed()));
+    return o;
+  }
+
+  Napi::Value Regions(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Check(env);
+    Napi::Array a = Napi::Array::New(env, table_->regions().size());
+    for (uint32_t i = 0; i < table_->regions().size(); i++) a.Set(i, Describe(env, table_->regions()[i]));
+    return a;
+  }
+
+  Napi::Value Buffer(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Check(env);
+    const uint32_t i = info[0].As<Napi::Number>().Uint32Value();
+    if (i >= table_->regions().size()) throw Napi::RangeError::New(env, "no region " + std::to_string(i));
+    const Region& r = table_->regions()[i];
+    if (r.size > (uint64_t{1} << 32) * 4) throw Napi::RangeError::New(env, "region too large for an ArrayBuffer");
+    // The finalizer hint owns one reference to the mapping; close() detaches the buffer.
+    auto* hint = new std::shared_ptr<Mapping>(r.map);
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, r.host(), r.size,
+                                                  [](Napi::Env, void*, std::shared_ptr<Mapping>* h) { delete h; }, hint);
+    views_.push_back(Napi::Reference<Napi::ArrayBuffer>::New(ab, 0));
+    return ab;
+  }
+
+  // translate(gpa, len) -> { region, offset, contiguous } or null
+  Napi::Value Translate(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Check(env);
+    const uint64_t gpa = ToU64(info[0], "gpa");
+    const uint64_t len = ToU64(info[1], "len");
+    uint64_t here = 0;
+    uint32_t region = 0;
+    const uint8_t* p = table_->TranslateGpa(gpa, len == 0 ? 1 : len, &here, &region);
+    if (p == nullptr) return env.Null();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("region", region);
+    o.Set("offset", static_cast<double>(p - table_->regions()[region].host()));
+    o.Set("contiguous", static_cast<double>(here));
+    return o;
+  }
+
+  // translateUva(uva, len) -> { region, offset } or null (range must lie in one region)
+  Napi::Value TranslateUva(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Check(env);
+    const uint64_t uva = ToU64(info[0], "uva");
+    const uint64_t len = ToU64(info[1], "len");
+    const uint8_t* p = table_->TranslateUvaContiguous(uva, len);
+    if (p == nullptr) return env.Null();
+    for (uint32_t i = 0; i < table_->regions().size(); i++) {
+      const Region& r = table_->regions()[i];
+      if (p >= r.host() && p < r.host() + r.size) {
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("region", i);
+        o.Set("offset", static_cast<double>(p - r.host()));
+        return o;
+      }
+    }
+    return env.Null();
+  }
+
+  // withRegion({fd, gpa, size, uva, mmapOffset}) -> a new table: these regions plus one.
+  Napi::Value WithRegion(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Check(env);
+    std::vector<Region> regions = table_->regions();
+    if (regions.size() >= kMaxRegions) {
+      throw Napi::RangeError::New(env, "memory table: already " + std::to_string(regions.size()) + " regions, at most " + std::to_string(kMaxRegions));
+    }
+    regions.push_back(MapRegion(env, info[0].As<Napi::Object>()));
+    return Wrap(env, BuildOrThrow(env, std::move(regions)));
+  }
+
+  // withoutRegion(gpa, size, uva) -> a new table without the region that matches exactly.
+  Napi::Value WithoutRegion(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Check(env);
+    const uint64_t gpa = ToU64(info[0], "gpa");
+    const uint64_t size = ToU64(info[1], "size");
+    const uint64_t uva = ToU64(info[2], "uva");
+    std::vector<Region> regions;
+    bool found = false;
+    for (const Region& r : table_->regions()) {
+      if (!found && r.gpa == gpa && r.size == size && r.uva == uva) {
+        found = true;
+        continue;
+      }
+      regions.push_back(r);
+    }
+    if (!found) {
+      Napi::Error e = Napi::Error::New(env, "memory table: no region at gpa 0x" + Hex(gpa) + " of size 0x" + Hex(size));
+      e.Set("code", Napi::String::New(env, "MEM_TABLE"));
+      throw e;
+    }
+    return Wrap(env, BuildOrThrow(env, std::move(regions)));
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    for (auto& ref : views_) {
+      if (!ref.IsEmpty()) {
+        Napi::ArrayBuffer ab = ref.Value();
+        if (!ab.IsEmpty() && !ab.IsDetached()) ab.Detach();
+      }
+    }
+    views_.clear();
+    table_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<MemTable> table_;
+  std::vector<Napi::Reference<Napi::ArrayBuffer>> views_;
+};
+
+}  // namespace
+
+std::shared_ptr<MemTable> UnwrapMemTable(Napi::Value v) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(GetAddonData(v.Env()).mem_table_ctor.Value())) {
+    throw Napi::TypeError::New(v.Env(), "expected a MemTable");
+  }
+  auto t = MemTableWrap::Unwrap(v.As<Napi::Object>())->table();
+  if (!t) throw Napi::Error::New(v.Env(), "MemTable is closed");
+  return t;
+}
+
+void BindMemory(Napi::Env env, Napi::Object exports) {
+  Napi::Function f = MemTableWrap::Define(env);
+  GetAddonData(env).mem_table_ctor = Napi::Persistent(f);
+  exports.Set("MemTable", f);
+  exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate));
+  exports.Set("maxRegions", Napi::Number::New(env, kMaxRegions));
+}
+
+}  // namespace vhostkit

@@ -1,0 +1,212 @@
+// JavaScript surface of a virtqueue. A burst crosses into C++ once per pop() and once
+// per push(); chains and used elements travel in typed arrays that JavaScript allocated
+// once and handed over at construction (kept alive by references held here).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "bindings.h"
+#include "virtqueue.h"
+
+namespace vhostkit {
+namespace {
+
+template <typename T>
+T* ArrayPtr(Napi::Object o, const char* key, napi_typedarray_type type, size_t min_len, std::vector<Napi::ObjectReference>* keep) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) {
+    throw Napi::TypeError::New(o.Env(), std::string("burst array '") + key + "' has the wrong type");
+  }
+  Napi::TypedArray ta = v.As<Napi::TypedArray>();
+  if (ta.ElementLength() < min_len) {
+    throw Napi::RangeError::New(o.Env(), std::string("burst array '") + key + "' holds " + std::to_string(ta.ElementLength()) +
+                                             " elements, at least " + std::to_string(min_len) + " needed");
+  }
+  keep->push_back(Napi::Persistent(ta.As<Napi::Object>()));
+  return reinterpret_cast<T*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+}
+
+uint64_t BigU64(const Napi::Value& v, const char* what) {
+  if (!v.IsBigInt()) throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a bigint");
+  bool lossless = false;
+  const uint64_t r = v.As<Napi::BigInt>().Uint64Value(&lossless);
+  if (!lossless) throw Napi::RangeError::New(v.Env(), std::string(what) + " does not fit in 64 bits");
+  return r;
+}
+
+class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Virtqueue",
+                       {InstanceMethod<&QueueWrap::SetFeatures>("setFeatures"),
+                        InstanceMethod<&QueueWrap::SetMemory>("setMemory"),
+                        InstanceMethod<&QueueWrap::SetRings>("setRings"),
+                        InstanceMethod<&QueueWrap::Detach>("detach"),
+                        InstanceMethod<&QueueWrap::GetBase>("getBase"),
+                        InstanceMethod<&QueueWrap::SetBase>("setBase"),
+                        InstanceMethod<&QueueWrap::SyncUsed>("syncUsedFromRing"),
+                        InstanceMethod<&QueueWrap::SetCallFd>("setCallFd"),
+                        InstanceMethod<&QueueWrap::Pop>("pop"),
+                        InstanceMethod<&QueueWrap::Push>("push"),
+                        InstanceMethod<&QueueWrap::Signal>("signal"),
+                        InstanceMethod<&QueueWrap::SetNotify>("setNotify"),
+                        InstanceMethod<&QueueWrap::HasAvail>("hasAvail"),
+                        InstanceMethod<&QueueWrap::Error>("error"),
+                        InstanceMethod<&QueueWrap::ErrorDetail>("errorDetail"),
+                        InstanceMethod<&QueueWrap::InFlight>("inFlight")});
+  }
+
+  // new Virtqueue(packed, size, arrays, maxChains, maxSegs)
+  explicit QueueWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<QueueWrap>(info) {
+    Napi::Env env = info.Env();
+    const bool packed = info[0].As<Napi::Boolean>().Value();
+    const uint32_t size = info[1].As<Napi::Number>().Uint32Value();
+    Napi::Object arrays = info[2].As<Napi::Object>();
+    const uint32_t max_chains = info[3].As<Napi::Number>().Uint32Value();
+    const uint32_t max_segs = info[4].As<Napi::Number>().Uint32Value();
+    if (max_chains == 0 || max_chains > 1024) throw Napi::RangeError::New(env, "burst of 1..1024 chains");
+    if (max_segs < kMaxChainSegs) {
+      throw Napi::RangeError::New(env, "burst segment capacity must be at least " + std::to_string(kMaxChainSegs));
+    }
+    std::string err;
+    q_ = Virtqueue::Create(packed, size, &err);
+    if (!q_) throw Napi::RangeError::New(env, err);
+    out_.max_chains = max_chains;
+    out_.max_segs = max_segs;
+    out_.head = ArrayPtr<uint16_t>(arrays, "head", napi_uint16_array, max_chains, &keep_);
+    out_.first_seg = ArrayPtr<uint32_t>(arrays, "firstSeg", napi_uint32_array, max_chains + 1, &keep_);
+    out_.read_len = ArrayPtr<uint32_t>(arrays, "readLen", napi_uint32_array, max_chains, &keep_);
+    out_.write_len = ArrayPtr<uint32_t>(arrays, "writeLen", napi_uint32_array, max_chains, &keep_);
+    out_.seg_region = ArrayPtr<uint32_t>(arrays, "segRegion", napi_uint32_array, max_segs, &keep_);
+    out_.seg_offset = ArrayPtr<double>(arrays, "segOffset", napi_float64_array, max_segs, &keep_);
+    out_.seg_len = ArrayPtr<uint32_t>(arrays, "segLen", napi_uint32_array, max_segs, &keep_);
+    out_.seg_flags = ArrayPtr<uint8_t>(arrays, "segFlags", napi_uint8_array, max_segs, &keep_);
+    used_id_ = ArrayPtr<uint16_t>(arrays, "usedId", napi_uint16_array, max_chains, &keep_);
+    used_len_ = ArrayPtr<uint32_t>(arrays, "usedLen", napi_uint32_array, max_chains, &keep_);
+  }
+
+ private:
+  void Throw(Napi::Env env, VqError e, const std::string& detail) {
+    Napi::Error err = Napi::Error::New(env, std::string(VqErrorName(e)) + ": " + detail);
+    err.Set("code", Napi::String::New(env, VqErrorName(e)));
+    throw err;
+  }
+
+  Napi::Value SetFeatures(const Napi::CallbackInfo& info) {
+    q_->SetFeatures(info[0].As<Napi::Boolean>().Value(), info[1].As<Napi::Boolean>().Value());
+    return info.Env().Undefined();
+  }
+
+  Napi::Value SetMemory(const Napi::CallbackInfo& info) {
+    if (info[0].IsNull() || info[0].IsUndefined()) {
+      q_->SetMemory(nullptr);
+    } else {
+      q_->SetMemory(UnwrapMemTable(info[0]));
+    }
+    return info.Env().Undefined();
+  }
+
+  // setRings(desc, driver, device, guestPhysical): bigint addresses
+  Napi::Value SetRings(const Napi::CallbackInfo& info) {
+    std::string detail;
+    const VqError e = q_->SetRings(BigU64(info[0], "desc"), BigU64(info[1], "driver"), BigU64(info[2], "device"),
+                                   info[3].ToBoolean() ? AddrSpace::kGuestPhysical : AddrSpace::kFrontendVirtual, &detail);
+    if (e != VqError::kOk) Throw(info.Env(), e, detail);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Detach(const Napi::CallbackInfo& info) {
+    q_->Detach();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value GetBase(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), q_->GetBase()); }
+
+  Napi::Value SetBase(const Napi::CallbackInfo& info) {
+    const VqError e = q_->SetBase(info[0].As<Napi::Number>().Uint32Value());
+    if (e != VqError::kOk) Throw(info.Env(), e, q_->error_detail());
+    return info.Env().Undefined();
+  }
+
+  Napi::Value SyncUsed(const Napi::CallbackInfo& info) {
+    q_->SyncUsedFromRing();
+    return info.Env().Undefined();
+  }
+
+  // setCallFd(fd | -1): where push() signals the driver. Made non-blocking so that a
+  // frontend passing a pipe that fills up cannot stall the data path.
+  Napi::Value SetCallFd(const Napi::CallbackInfo& info) {
+    const int fd = info[0].As<Napi::Number>().Int32Value();
+    if (fd >= 0) {
+      const int fl = fcntl(fd, F_GETFL);
+      if (fl < 0) throw Napi::Error::New(info.Env(), "setCallFd: not an open fd");
+      if (!(fl & O_NONBLOCK)) (void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    }
+    call_fd_ = fd;
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Pop(const Napi::CallbackInfo& info) {
+    const uint32_t max = info.Length() > 0 ? info[0].As<Napi::Number>().Uint32Value() : out_.max_chains;
+    return Napi::Number::New(info.Env(), q_->Pop(out_, max));
+  }
+
+  void WriteCall() {
+    const uint64_t one = 1;
+    ssize_t r = write(call_fd_, &one, sizeof one);
+    (void)r;  // EAGAIN: counter saturated, the driver is signalled anyway
+  }
+
+  // push(n): used elements from usedId/usedLen. Returns 1 if the driver wanted a
+  // notification (sent if a call fd is set), 0 if not, -1 if an id was not in flight.
+  Napi::Value Push(const Napi::CallbackInfo& info) {
+    const uint32_t n = info[0].As<Napi::Number>().Uint32Value();
+    if (n > out_.max_chains) throw Napi::RangeError::New(info.Env(), "push of more than the burst size");
+    const int32_t r = q_->Push(used_id_, used_len_, n);
+    if (r == 1 && call_fd_ >= 0) WriteCall();
+    return Napi::Number::New(info.Env(), r);
+  }
+
+  Napi::Value Signal(const Napi::CallbackInfo& info) {
+    if (call_fd_ >= 0) WriteCall();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value SetNotify(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), q_->SetNotify(info[0].As<Napi::Boolean>().Value()));
+  }
+  Napi::Value HasAvail(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), q_->HasAvail()); }
+  Napi::Value Error(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<int32_t>(q_->error()));
+  }
+  Napi::Value ErrorDetail(const Napi::CallbackInfo& info) {
+    if (q_->error() == VqError::kOk) return info.Env().Null();
+    return Napi::String::New(info.Env(), std::string(VqErrorName(q_->error())) + ": " + q_->error_detail());
+  }
+  Napi::Value InFlight(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), q_->in_flight()); }
+
+  std::unique_ptr<Virtqueue> q_;
+  BurstArrays out_;
+  uint16_t* used_id_ = nullptr;
+  uint32_t* used_len_ = nullptr;
+  int call_fd_ = -1;
+  std::vector<Napi::ObjectReference> keep_;
+};
+
+Napi::Value ErrorNames(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  for (int32_t i = 0; i <= static_cast<int32_t>(VqError::kBaseOutOfRange); i++) {
+    o.Set(static_cast<uint32_t>(i), Napi::String::New(env, VqErrorName(static_cast<VqError>(i))));
+  }
+  return o;
+}
+
+}  // namespace
+
+void BindQueue(Napi::Env env, Napi::Object exports) {
+  exports.Set("Virtqueue", QueueWrap::Define(env));
+  exports.Set("vqErrorNames", Napi::Function::New(env, ErrorNames));
+  exports.Set("maxChainSegs", Napi::Number::New(env, kMaxChainSegs));
+}
+
+}  // namespace vhostkit

@@ -1,0 +1,21 @@
+// One Bind* function per concern; addon.cc calls them all and does nothing else.
+#pragma once
+#include <napi.h>
+
+namespace vhostkit {
+void BindMemory(Napi::Env env, Napi::Object exports);  // bind_memory.cc
+void BindQueue(Napi::Env env, Napi::Object exports);   // bind_queue.cc
+void BindIo(Napi::Env env, Napi::Object exports);      // bind_io.cc: eventfd, unix sockets, fd watcher
+}  // namespace vhostkit
+
+#include <memory>
+namespace vhostkit {
+class MemTable;
+// Per-environment state (one per main thread or worker), kept as the env's instance data.
+struct AddonData {
+  Napi::FunctionReference mem_table_ctor;
+};
+AddonData& GetAddonData(Napi::Env env);
+// The table behind a JS MemTable object; throws a JS TypeError if v is not one.
+std::shared_ptr<MemTable> UnwrapMemTable(Napi::Value v);
+}  // namespace vhostkit

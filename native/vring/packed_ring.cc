@@ -1,0 +1,232 @@
+#include "packed_ring.h"
+
+#include <cstdio>
+
+#include "chain.h"
+
+namespace vhostkit {
+
+namespace {
+constexpr uint16_t kDescNext = 1;
+constexpr uint16_t kDescWrite = 2;
+constexpr uint16_t kDescIndirect = 4;
+constexpr uint16_t kDescAvail = 1 << 7;
+constexpr uint16_t kDescUsed = 1 << 15;
+constexpr uint16_t kEventEnable = 0;
+constexpr uint16_t kEventDisable = 1;
+constexpr uint16_t kEventDesc = 2;
+
+std::string Fmt(const char* fmt, unsigned a, unsigned b = 0) {
+  char buf[128];
+  snprintf(buf, sizeof buf, fmt, a, b);
+  return buf;
+}
+}  // namespace
+
+uint32_t PackedRing::GetBase() const {
+  return static_cast<uint32_t>(last_avail_) | (avail_wrap_ ? 1u << 15 : 0) | (static_cast<uint32_t>(last_used_) << 16) |
+         (used_wrap_ ? 1u << 31 : 0);
+}
+
+VqError PackedRing::SetBase(uint32_t base) {
+  const uint16_t avail = base & 0x7fff;
+  const uint16_t used = (base >> 16) & 0x7fff;
+  if (avail >= size_ || used >= size_) {
+    error_ = VqError::kBaseOutOfRange;
+    error_detail_ = Fmt("vring base avail %u / used %u outside the queue", avail, used);
+    return error_;
+  }
+  last_avail_ = avail;
+  avail_wrap_ = (base >> 15) & 1;
+  last_used_ = used;
+  used_wrap_ = (base >> 31) & 1;
+  signalled_used_valid_ = false;
+  error_ = VqError::kOk;
+  error_detail_.clear();
+  return VqError::kOk;
+}
+
+bool PackedRing::Avail(uint16_t flags) const {
+  const bool a = (flags & kDescAvail) != 0;
+  const bool u = (flags & kDescUsed) != 0;
+  return a == avail_wrap_ && u != avail_wrap_;
+}
+
+bool PackedRing::HasAvail() const {
+  return desc_ != nullptr && Avail(LoadAcquire<uint16_t>(desc_ + 16 * last_avail_ + 14));
+}
+
+VqError PackedRing::WalkChain(const BurstArrays& out, uint32_t first, uint32_t* end, uint16_t* id, uint32_t* ndesc,
+                              uint64_t* rlen, uint64_t* wlen, bool* full, std::string* detail) {
+  ChainBuilder cb(out, first, *mem_);
+  uint32_t idx = last_avail_;
+  uint32_t count = 0;
+  for (;;) {
+    if (++count > size_) {
+      *detail = Fmt("chain at %u is longer than the queue size %u", last_avail_, size_);
+      return VqError::kChainTooLong;
+    }
+    // The head's flags were read with acquire by the caller; the driver wrote the rest
+    // of the chain before it, so plain reads see them. Each descriptor is read once.
+    const RawDesc d = ReadDesc(desc_ + 16 * idx);
+    const uint16_t flags = d.b;
+    if (flags & kDescIndirect) {
+      if (!indirect_ok_) {
+        *detail = Fmt("descriptor %u is INDIRECT but VIRTIO_F_INDIRECT_DESC was not negotiated", idx);
+        return VqError::kIndirectNotNegotiated;
+      }
+      if (flags & kDescNext) {
+        *detail = Fmt("descriptor %u has both INDIRECT and NEXT", idx);
+        return VqError::kIndirectNext;
+      }
+      if (d.len == 0 || d.len % 16 != 0 || d.len / 16 > kMaxIndirect) {
+        *detail = Fmt("indirect table of %u bytes (expected a non-zero multiple of 16, at most %u entries)", d.len, kMaxIndirect);
+        return VqError::kIndirectLen;
+      }
+      const uint8_t* table = mem_->TranslateGpaContiguous(d.addr, d.len);
+      if (table == nullptr) {
+        *detail = Fmt("indirect table of descriptor %u (%u bytes) is not inside one memory region", idx, d.len);
+        return VqError::kIndirectAddr;
+      }
+      // §2.8.19: entries are used in order; NEXT is ignored inside the table.
+      for (uint32_t i = 0; i < d.len / 16; i++) {
+        const RawDesc e = ReadDesc(table + 16 * i);
+        if (e.b & kDescIndirect) {
+          *detail = Fmt("indirect entry %u of descriptor %u is itself INDIRECT", i, idx);
+          return VqError::kIndirectNested;
+        }
+        const VqError err = cb.Add(e.addr, e.len, (e.b & kDescWrite) != 0, full, detail);
+        if (err != VqError::kOk || *full) return err;
+      }
+      *id = d.a;
+      break;
+    }
+    const VqError err = cb.Add(d.addr, d.len, (flags & kDescWrite) != 0, full, detail);
+    if (err != VqError::kOk || *full) return err;
+    if (!(flags & kDescNext)) {
+      *id = d.a;
+      break;
+    }
+    if (++idx == size_) idx = 0;
+  }
+  *ndesc = count;
+  *end = cb.end();
+  *rlen = cb.read_len();
+  *wlen = cb.write_len();
+  return VqError::kOk;
+}
+
+int32_t PackedRing::Pop(const BurstArrays& out, uint32_t max) {
+  if (error_ != VqError::kOk) return -static_cast<int32_t>(error_);
+  if (desc_ == nullptr || !mem_) return -static_cast<int32_t>(VqError::kNotReady);
+  if (max > out.max_chains) max = out.max_chains;
+  uint32_t n = 0;
+  uint32_t seg = 0;
+  VqError err = VqError::kOk;
+  std::string detail;
+  out.first_seg[0] = 0;
+  while (n < max) {
+    if (!Avail(LoadAcquire<uint16_t>(desc_ + 16 * last_avail_ + 14))) break;
+    uint32_t end = seg, ndesc = 0;
+    uint16_t id = 0;
+    uint64_t rlen = 0, wlen = 0;
+    bool full = false;
+    err = WalkChain(out, seg, &end, &id, &ndesc, &rlen, &wlen, &full, &detail);
+    if (full && err == VqError::kOk) break;
+    if (err == VqError::kOk) {
+      if (id >= size_) {
+        err = VqError::kIdOutOfRange;
+        detail = Fmt("buffer id %u at descriptor %u is outside the queue", id, last_avail_);
+      } else if (in_flight_count_[id] != 0) {
+        err = VqError::kIdInFlight;
+        detail = Fmt("buffer id %u offered again while the device still holds it", id);
+      } else if (rlen > UINT32_MAX || wlen > UINT32_MAX) {
+        err = VqError::kChainTooLong;
+        detail = Fmt("chain of buffer id %u holds 4 GiB or more", id);
+      }
+    }
+    if (err != VqError::kOk) break;
+    out.head[n] = id;
+    out.read_len[n] = static_cast<uint32_t>(rlen);
+    out.write_len[n] = static_cast<uint32_t>(wlen);
+    out.first_seg[n + 1] = end;
+    seg = end;
+    in_flight_count_[id] = ndesc;
+    last_avail_ = static_cast<uint16_t>(last_avail_ + ndesc);
+    if (last_avail_ >= size_) {
+      last_avail_ = static_cast<uint16_t>(last_avail_ - size_);
+      avail_wrap_ = !avail_wrap_;
+    }
+    n++;
+  }
+  in_flight_ += n;
+  if (event_idx_ && notify_enabled_ && n > 0) WriteDeviceEvent(kEventDesc);
+  if (err != VqError::kOk) {
+    Fail(err, std::move(detail));
+    if (n == 0) return -static_cast<int32_t>(err);
+  }
+  return static_cast<int32_t>(n);
+}
+
+int32_t PackedRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) {
+  if (n == 0) return 0;
+  if (desc_ == nullptr || !ClaimIds(ids, n)) return -1;
+  uint16_t head_flags = 0;
+  uint8_t* head = nullptr;
+  // Write every id/len, then the flags, the first element's flags last, so the driver
+  // sees the whole batch at once (§2.8.7; as DPDK's flush_shadow_used_ring_packed).
+  for (uint32_t i = 0; i < n; i++) {
+    uint8_t* d = desc_ + 16 * last_used_;
+    StoreRelaxed<uint32_t>(d + 8, lens[i]);
+    StoreRelaxed<uint16_t>(d + 12, ids[i]);
+    const uint16_t flags = static_cast<uint16_t>((used_wrap_ ? (kDescAvail | kDescUsed) : 0) | (lens[i] ? kDescWrite : 0));
+    if (i == 0) {
+      head = d;
+      head_flags = flags;
+    } else {
+      StoreRelease<uint16_t>(d + 14, flags);
+    }
+    const uint32_t ndesc = TakeId(ids[i]);
+    uint32_t next = last_used_ + ndesc;
+    if (next >= size_) {
+      next -= size_;
+      used_wrap_ = !used_wrap_;
+    }
+    last_used_ = static_cast<uint16_t>(next);
+  }
+  StoreRelease<uint16_t>(head + 14, head_flags);
+  FullFence();  // used flags before reading the driver's event suppression
+  const uint16_t since = signalled_used_;
+  const bool valid = signalled_used_valid_;
+  signalled_used_ = last_used_;
+  signalled_used_valid_ = true;
+  const uint16_t flags = LoadRelaxed<uint16_t>(driver_ + 2);
+  if (flags != kEventDesc || !event_idx_) return flags == kEventDisable ? 0 : 1;
+  if (!valid) return 1;
+  // §2.8.10 with EVENT_IDX, as DPDK's vhost_vring_call_packed computes it: indices are
+  // unwrapped by the ring size so the u16 test of §2.7.10 applies.
+  const uint16_t off_wrap = LoadRelaxed<uint16_t>(driver_);
+  uint16_t off = off_wrap & 0x7fff;
+  uint16_t new_idx = last_used_;
+  uint16_t old_idx = since;
+  if (new_idx <= old_idx) old_idx = static_cast<uint16_t>(old_idx - size_);
+  if (used_wrap_ != static_cast<bool>(off_wrap >> 15)) off = static_cast<uint16_t>(off - size_);
+  return VringNeedEvent(off, new_idx, old_idx) ? 1 : 0;
+}
+
+void PackedRing::WriteDeviceEvent(uint16_t flags) {
+  if (flags == kEventDesc) {
+    StoreRelaxed<uint16_t>(device_, static_cast<uint16_t>(last_avail_ | (avail_wrap_ ? 0x8000 : 0)));
+  }
+  StoreRelease<uint16_t>(device_ + 2, flags);
+}
+
+bool PackedRing::SetNotify(bool enable) {
+  notify_enabled_ = enable;
+  if (desc_ == nullptr) return false;
+  WriteDeviceEvent(!enable ? kEventDisable : event_idx_ ? kEventDesc : kEventEnable);
+  FullFence();
+  return HasAvail();
+}
+
+}  // namespace vhostkit

@@ -1,0 +1,219 @@
+#include "split_ring.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "chain.h"
+
+namespace vhostkit {
+
+namespace {
+constexpr uint16_t kDescNext = 1;
+constexpr uint16_t kDescWrite = 2;
+constexpr uint16_t kDescIndirect = 4;
+constexpr uint16_t kAvailNoInterrupt = 1;
+constexpr uint16_t kUsedNoNotify = 1;
+
+std::string Fmt(const char* fmt, unsigned a, unsigned b = 0) {
+  char buf[128];
+  snprintf(buf, sizeof buf, fmt, a, b);
+  return buf;
+}
+}  // namespace
+
+SplitRing::SplitRing(uint32_t size)
+    : Virtqueue(false, size), mask_(static_cast<uint16_t>(size - 1)), stamp_(size, 0), ind_stamp_(kMaxIndirect, 0) {}
+
+VqError SplitRing::SetBase(uint32_t base) {
+  last_avail_ = static_cast<uint16_t>(base);
+  last_used_ = last_avail_;
+  signalled_used_valid_ = false;
+  error_ = VqError::kOk;
+  error_detail_.clear();
+  return VqError::kOk;
+}
+
+void SplitRing::SyncUsedFromRing() {
+  if (device_ != nullptr) last_used_ = LoadAcquire<uint16_t>(device_ + 2);
+}
+
+bool SplitRing::HasAvail() const { return driver_ != nullptr && AvailIdx() != last_avail_; }
+
+VqError SplitRing::WalkChain(uint16_t head, const BurstArrays& out, uint32_t first, uint32_t* end, uint64_t* rlen,
+                             uint64_t* wlen, bool* full, std::string* detail) {
+  ChainBuilder cb(out, first, *mem_);
+  if (++gen_ == 0) {  // generation wrapped: clear stamps once every 2^32 chains
+    std::fill(stamp_.begin(), stamp_.end(), 0);
+    std::fill(ind_stamp_.begin(), ind_stamp_.end(), 0);
+    gen_ = 1;
+  }
+  uint32_t idx = head;
+  uint32_t count = 0;
+  for (;;) {
+    if (stamp_[idx] == gen_) {
+      *detail = Fmt("descriptor %u is visited twice in the chain of head %u", idx, head);
+      return VqError::kDescLoop;
+    }
+    if (++count > size_) {
+      *detail = Fmt("chain of head %u is longer than the queue size %u", head, size_);
+      return VqError::kChainTooLong;
+    }
+    stamp_[idx] = gen_;
+    const RawDesc d = ReadDesc(desc_ + 16 * idx);
+    const uint16_t flags = d.a;
+    if (flags & kDescIndirect) {
+      // §2.7.5.3: an indirect descriptor ends the chain; it may not also chain on.
+      if (!indirect_ok_) {
+        *detail = Fmt("descriptor %u is INDIRECT but VIRTIO_F_INDIRECT_DESC was not negotiated", idx);
+        return VqError::kIndirectNotNegotiated;
+      }
+      if (flags & kDescNext) {
+        *detail = Fmt("descriptor %u has both INDIRECT and NEXT", idx);
+        return VqError::kIndirectNext;
+      }
+      if (d.len == 0 || d.len % 16 != 0 || d.len / 16 > kMaxIndirect) {
+        *detail = Fmt("indirect table of %u bytes (expected a non-zero multiple of 16, at most %u entries)", d.len, kMaxIndirect);
+        return VqError::kIndirectLen;
+      }
+      const uint8_t* table = mem_->TranslateGpaContiguous(d.addr, d.len);
+      if (table == nullptr) {
+        *detail = Fmt("indirect table of descriptor %u (%u bytes) is not inside one memory region", idx, d.len);
+        return VqError::kIndirectAddr;
+      }
+      const uint32_t entries = d.len / 16;
+      uint32_t i = 0;
+      uint32_t walked = 0;
+      for (;;) {
+        if (ind_stamp_[i] == gen_) {
+          *detail = Fmt("indirect descriptor %u is visited twice (head %u)", i, head);
+          return VqError::kDescLoop;
+        }
+        if (++walked > entries) {
+          *detail = Fmt("indirect chain longer than its table of %u entries", entries);
+          return VqError::kChainTooLong;
+        }
+        ind_stamp_[i] = gen_;
+        const RawDesc e = ReadDesc(table + 16 * i);
+        if (e.a & kDescIndirect) {
+          *detail = Fmt("indirect descriptor %u of head %u is itself INDIRECT", i, head);
+          return VqError::kIndirectNested;
+        }
+        const VqError err = cb.Add(e.addr, e.len, (e.a & kDescWrite) != 0, full, detail);
+        if (err != VqError::kOk || *full) return err;
+        if (!(e.a & kDescNext)) break;
+        if (e.b >= entries) {
+          *detail = Fmt("indirect next %u is outside the table of %u entries", e.b, entries);
+          return VqError::kNextOutOfRange;
+        }
+        i = e.b;
+      }
+      break;
+    }
+    const VqError err = cb.Add(d.addr, d.len, (flags & kDescWrite) != 0, full, detail);
+    if (err != VqError::kOk || *full) return err;
+    if (!(flags & kDescNext)) break;
+    if (d.b >= size_) {
+      *detail = Fmt("descriptor %u: next %u is outside the queue", idx, d.b);
+      return VqError::kNextOutOfRange;
+    }
+    idx = d.b;
+  }
+  *end = cb.end();
+  *rlen = cb.read_len();
+  *wlen = cb.write_len();
+  return VqError::kOk;
+}
+
+int32_t SplitRing::Pop(const BurstArrays& out, uint32_t max) {
+  if (error_ != VqError::kOk) return -static_cast<int32_t>(error_);
+  if (desc_ == nullptr || !mem_) return -static_cast<int32_t>(VqError::kNotReady);
+  const uint16_t avail_idx = AvailIdx();  // acquire: ring entries below are read after it
+  const uint16_t count = static_cast<uint16_t>(avail_idx - last_avail_);
+  if (count > size_) {
+    return Fail(VqError::kAvailIdxJump, Fmt("avail idx %u is more than the queue size ahead of last avail idx %u", avail_idx, last_avail_));
+  }
+  if (max > out.max_chains) max = out.max_chains;
+  uint32_t n = 0;
+  uint32_t seg = 0;
+  VqError err = VqError::kOk;
+  std::string detail;
+  out.first_seg[0] = 0;
+  while (n < max && n < count) {
+    const uint16_t head = LoadRelaxed<uint16_t>(driver_ + 4 + 2 * ((last_avail_ + n) & mask_));
+    if (head >= size_) {
+      err = VqError::kHeadOutOfRange;
+      detail = Fmt("avail ring entry %u is head %u, outside the queue", (last_avail_ + n) & mask_, head);
+      break;
+    }
+    if (in_flight_count_[head] != 0) {
+      err = VqError::kIdInFlight;
+      detail = Fmt("head %u offered again while the device still holds it", head);
+      break;
+    }
+    uint32_t end = seg;
+    uint64_t rlen = 0, wlen = 0;
+    bool full = false;
+    err = WalkChain(head, out, seg, &end, &rlen, &wlen, &full, &detail);
+    if (full && err == VqError::kOk) break;  // no room left in this burst: next Pop takes it
+    if (err == VqError::kOk && (rlen > UINT32_MAX || wlen > UINT32_MAX)) {
+      err = VqError::kChainTooLong;
+      detail = Fmt("chain of head %u holds 4 GiB or more", head);
+    }
+    if (err != VqError::kOk) break;
+    out.head[n] = head;
+    out.read_len[n] = static_cast<uint32_t>(rlen);
+    out.write_len[n] = static_cast<uint32_t>(wlen);
+    out.first_seg[n + 1] = end;
+    seg = end;
+    in_flight_count_[head] = 1;
+    n++;
+  }
+  last_avail_ = static_cast<uint16_t>(last_avail_ + n);
+  in_flight_ += n;
+  // With EVENT_IDX, ask for a kick as soon as the driver adds past what we took (§2.7.10).
+  if (event_idx_ && notify_enabled_ && n > 0) StoreRelaxed<uint16_t>(AvailEventPtr(), last_avail_);
+  if (err != VqError::kOk) {
+    Fail(err, std::move(detail));
+    if (n == 0) return -static_cast<int32_t>(err);
+  }
+  return static_cast<int32_t>(n);
+}
+
+int32_t SplitRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) {
+  if (n == 0) return 0;
+  if (desc_ == nullptr || !ClaimIds(ids, n)) return -1;
+  const uint16_t old = last_used_;
+  for (uint32_t i = 0; i < n; i++) {
+    TakeId(ids[i]);
+    uint8_t* e = device_ + 4 + 8 * ((old + i) & mask_);
+    StoreRelaxed<uint32_t>(e, ids[i]);
+    StoreRelaxed<uint32_t>(e + 4, lens[i]);
+  }
+  last_used_ = static_cast<uint16_t>(old + n);
+  StoreRelease<uint16_t>(device_ + 2, last_used_);  // entries before idx (§2.7.8)
+  FullFence();                                      // idx before reading used_event / flags
+  if (event_idx_) {
+    const uint16_t since = signalled_used_valid_ ? signalled_used_ : old;
+    const bool valid = signalled_used_valid_;
+    signalled_used_ = last_used_;
+    signalled_used_valid_ = true;
+    const uint16_t used_event = LoadRelaxed<uint16_t>(UsedEventPtr());
+    return (!valid || VringNeedEvent(used_event, last_used_, since)) ? 1 : 0;
+  }
+  return (LoadRelaxed<uint16_t>(driver_) & kAvailNoInterrupt) ? 0 : 1;
+}
+
+bool SplitRing::SetNotify(bool enable) {
+  notify_enabled_ = enable;
+  if (desc_ == nullptr) return false;
+  if (event_idx_) {
+    if (enable) StoreRelaxed<uint16_t>(AvailEventPtr(), last_avail_);
+  } else {
+    StoreRelaxed<uint16_t>(device_, enable ? 0 : kUsedNoNotify);
+  }
+  FullFence();
+  return HasAvail();
+}
+
+}  // namespace vhostkit

@@ -1,0 +1,115 @@
+#include "virtqueue.h"
+
+#include "packed_ring.h"
+#include "split_ring.h"
+
+namespace vhostkit {
+
+const char* VqErrorName(VqError e) {
+  switch (e) {
+    case VqError::kOk: return "OK";
+    case VqError::kNotReady: return "NOT_READY";
+    case VqError::kRingAddr: return "RING_ADDR";
+    case VqError::kAvailIdxJump: return "AVAIL_IDX_JUMP";
+    case VqError::kHeadOutOfRange: return "HEAD_OUT_OF_RANGE";
+    case VqError::kNextOutOfRange: return "NEXT_OUT_OF_RANGE";
+    case VqError::kDescLoop: return "DESC_LOOP";
+    case VqError::kChainTooLong: return "CHAIN_TOO_LONG";
+    case VqError::kDescAddr: return "DESC_ADDR";
+    case VqError::kWriteBeforeRead: return "WRITE_BEFORE_READ";
+    case VqError::kIndirectNotNegotiated: return "INDIRECT_NOT_NEGOTIATED";
+    case VqError::kIndirectNested: return "INDIRECT_NESTED";
+    case VqError::kIndirectLen: return "INDIRECT_LEN";
+    case VqError::kIndirectAddr: return "INDIRECT_ADDR";
+    case VqError::kIndirectNext: return "INDIRECT_NEXT";
+    case VqError::kIdOutOfRange: return "ID_OUT_OF_RANGE";
+    case VqError::kIdInFlight: return "ID_IN_FLIGHT";
+    case VqError::kBaseOutOfRange: return "BASE_OUT_OF_RANGE";
+  }
+  return "UNKNOWN";
+}
+
+std::unique_ptr<Virtqueue> Virtqueue::Create(bool packed, uint32_t size, std::string* err) {
+  if (size == 0 || size > 32768) {
+    *err = "queue size " + std::to_string(size) + ", expected 1..32768";
+    return nullptr;
+  }
+  if (!packed && (size & (size - 1)) != 0) {
+    *err = "split queue size " + std::to_string(size) + " is not a power of 2";
+    return nullptr;
+  }
+  if (packed) return std::unique_ptr<Virtqueue>(new PackedRing(size));
+  return std::unique_ptr<Virtqueue>(new SplitRing(size));
+}
+
+Virtqueue::Virtqueue(bool packed, uint32_t size) : packed_(packed), size_(size), in_flight_count_(size, 0) {}
+
+void Virtqueue::SetMemory(std::shared_ptr<MemTable> mem) {
+  mem_ = std::move(mem);
+  desc_ = driver_ = device_ = nullptr;  // ring pointers belong to the old table
+}
+
+void Virtqueue::Detach() {
+  desc_ = driver_ = device_ = nullptr;
+  mem_.reset();
+}
+
+VqError Virtqueue::SetRings(uint64_t desc, uint64_t driver, uint64_t device, AddrSpace space, std::string* detail) {
+  desc_ = driver_ = device_ = nullptr;
+  if (!mem_) {
+    *detail = "no memory table";
+    return VqError::kNotReady;
+  }
+  const uint64_t n = size_;
+  const uint64_t desc_len = 16 * n;
+  const uint64_t driver_len = packed_ ? 4 : 6 + 2 * n;
+  const uint64_t device_len = packed_ ? 4 : 6 + 8 * n;
+  const uint64_t driver_align = packed_ ? 4 : 2;
+  const uint64_t device_align = 4;
+  auto tr = [&](uint64_t a, uint64_t len) {
+    return space == AddrSpace::kGuestPhysical ? mem_->TranslateGpaContiguous(a, len) : mem_->TranslateUvaContiguous(a, len);
+  };
+  uint8_t* d = tr(desc, desc_len);
+  uint8_t* dr = tr(driver, driver_len);
+  uint8_t* dv = tr(device, device_len);
+  const char* bad = d == nullptr ? "descriptor table" : dr == nullptr ? (packed_ ? "driver area" : "avail ring")
+                  : dv == nullptr ? (packed_ ? "device area" : "used ring") : nullptr;
+  if (bad != nullptr) {
+    *detail = std::string(bad) + " is not inside one memory region";
+    return VqError::kRingAddr;
+  }
+  // Alignment of the host pointers (§2.7 / §2.8 alignment table); misaligned atomics are UB.
+  if ((reinterpret_cast<uintptr_t>(d) & 15) != 0 || (reinterpret_cast<uintptr_t>(dr) & (driver_align - 1)) != 0 ||
+      (reinterpret_cast<uintptr_t>(dv) & (device_align - 1)) != 0) {
+    *detail = "ring area misaligned";
+    return VqError::kRingAddr;
+  }
+  desc_ = d;
+  driver_ = dr;
+  device_ = dv;
+  return VqError::kOk;
+}
+
+int32_t Virtqueue::Fail(VqError e, std::string detail) {
+  if (error_ == VqError::kOk) {
+    error_ = e;
+    error_detail_ = std::move(detail);
+  }
+  return -static_cast<int32_t>(error_);
+}
+
+bool Virtqueue::ClaimIds(const uint16_t* ids, uint32_t n) {
+  // Mark each id with kClaimed so that a duplicate inside the batch is caught too; undo
+  // the marks if any id is not in flight. No allocation: this is the hot path.
+  uint32_t i = 0;
+  for (; i < n; i++) {
+    const uint16_t id = ids[i];
+    if (id >= size_ || in_flight_count_[id] == 0 || (in_flight_count_[id] & kClaimed) != 0) break;
+    in_flight_count_[id] |= kClaimed;
+  }
+  if (i == n) return true;
+  for (uint32_t j = 0; j < i; j++) in_flight_count_[ids[j]] &= ~kClaimed;
+  return false;
+}
+
+}  // namespace vhostkit

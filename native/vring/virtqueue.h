@@ -1,0 +1,166 @@
+// One interface over the split (virtio 1.2 §2.7) and packed (§2.8) ring layouts, seen
+// from the device side: pop a burst of available chains, push a burst of used elements,
+// honor and set notification suppression, read and set the ring state for
+// GET/SET_VRING_BASE.
+//
+// Everything the driver wrote is hostile until checked. A check that fails breaks the
+// queue: Pop returns the chains that were good and the error is latched (error(),
+// error_detail()); every later Pop returns -error. Nothing outside the mapped regions
+// is ever read or written.
+//
+// A queue is used by one thread at a time; the caller serializes control operations
+// (SetRings, SetBase, SetMemory) with the data path.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "memory.h"
+
+namespace vhostkit {
+
+enum class VqError : int32_t {
+  kOk = 0,
+  kNotReady = 1,              // rings not set or memory table missing
+  kRingAddr = 2,              // ring area not mapped, misaligned, or size invalid
+  kAvailIdxJump = 3,          // split: avail->idx moved by more than the queue size
+  kHeadOutOfRange = 4,        // split: avail ring entry >= queue size
+  kNextOutOfRange = 5,        // next index >= queue size (or >= indirect table entries)
+  kDescLoop = 6,              // a descriptor visited twice in one chain
+  kChainTooLong = 7,          // more descriptors than the queue size / table, or too many segments
+  kDescAddr = 8,              // descriptor (addr, len) not inside guest memory
+  kWriteBeforeRead = 9,       // a device-readable descriptor after a device-writable one
+  kIndirectNotNegotiated = 10,// INDIRECT flag without VIRTIO_F_INDIRECT_DESC
+  kIndirectNested = 11,       // INDIRECT inside an indirect table
+  kIndirectLen = 12,          // indirect table length 0, not a multiple of 16, or too large
+  kIndirectAddr = 13,         // indirect table not inside one guest memory region
+  kIndirectNext = 14,         // INDIRECT and NEXT both set
+  kIdOutOfRange = 15,         // packed: buffer id >= queue size
+  kIdInFlight = 16,           // the driver offered a head / buffer id the device still holds
+  kBaseOutOfRange = 17,       // SET_VRING_BASE index >= queue size (packed)
+};
+const char* VqErrorName(VqError e);
+
+// Limits on what one chain may expand to.
+constexpr uint32_t kMaxChainSegs = 1024;   // segments in one chain (QEMU: VIRTQUEUE_MAX_SIZE)
+constexpr uint32_t kMaxIndirect = 1024;    // entries in one indirect table
+
+// Where a burst is written: typed arrays owned by JavaScript, reused for every burst.
+struct BurstArrays {
+  uint32_t max_chains = 0;
+  uint32_t max_segs = 0;
+  uint16_t* head = nullptr;       // [max_chains] head descriptor index (split) / buffer id (packed)
+  uint32_t* first_seg = nullptr;  // [max_chains + 1] chain i owns segs [first_seg[i], first_seg[i+1])
+  uint32_t* read_len = nullptr;   // [max_chains] device-readable bytes of the chain
+  uint32_t* write_len = nullptr;  // [max_chains] device-writable bytes of the chain
+  uint32_t* seg_region = nullptr; // [max_segs] index in the memory table
+  double* seg_offset = nullptr;   // [max_segs] byte offset inside that region (< 2^47: exact)
+  uint32_t* seg_len = nullptr;    // [max_segs]
+  uint8_t* seg_flags = nullptr;   // [max_segs] bit 0: device-writable
+};
+
+enum class AddrSpace { kFrontendVirtual, kGuestPhysical };
+
+class Virtqueue {
+ public:
+  virtual ~Virtqueue() = default;
+  static std::unique_ptr<Virtqueue> Create(bool packed, uint32_t size, std::string* err);
+
+  bool packed() const { return packed_; }
+  uint32_t size() const { return size_; }
+
+  // Negotiated ring features.
+  void SetFeatures(bool event_idx, bool indirect) { event_idx_ = event_idx; indirect_ok_ = indirect; }
+  void SetMemory(std::shared_ptr<MemTable> mem);
+  const std::shared_ptr<MemTable>& memory() const { return mem_; }
+  // desc table; avail ring (split) / driver event area (packed); used ring (split) /
+  // device event area (packed). Checks mapping, size and alignment.
+  VqError SetRings(uint64_t desc, uint64_t driver, uint64_t device, AddrSpace space, std::string* detail);
+  bool ready() const { return desc_ != nullptr; }
+  void Detach();  // forget rings and memory (stop)
+
+  // GET/SET_VRING_BASE encoding. Split: bits 0-15 last avail idx. Packed: bits 0-14 last
+  // avail idx, bit 15 avail wrap counter, bits 16-30 last used idx, bit 31 used wrap counter.
+  virtual uint32_t GetBase() const = 0;
+  virtual VqError SetBase(uint32_t base) = 0;
+  // Split only: the used index the device continues from (read from the ring on start).
+  virtual void SyncUsedFromRing() {}
+
+  // Pops up to min(max, out.max_chains) chains. Returns the count, or -error if the queue
+  // is broken and nothing was popped.
+  virtual int32_t Pop(const BurstArrays& out, uint32_t max) = 0;
+  // Pushes n used elements. Returns 1 if the driver wants a notification now, 0 if not,
+  // -1 if an id was not in flight (caller bug: nothing written, queue not broken).
+  virtual int32_t Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) = 0;
+  // Driver-to-device notifications (kicks) on or off; returns whether chains are already
+  // available, so a caller going to sleep re-polls instead of missing them.
+  virtual bool SetNotify(bool enable) = 0;
+  virtual bool HasAvail() const = 0;
+  // Number of chains popped and not yet pushed back.
+  uint32_t in_flight() const { return in_flight_; }
+
+  VqError error() const { return error_; }
+  const std::string& error_detail() const { return error_detail_; }
+
+ protected:
+  Virtqueue(bool packed, uint32_t size);
+  int32_t Fail(VqError e, std::string detail);
+  // Checks that every id of a push is in flight, and not twice in the batch; marks them
+  // claimed. On failure nothing is marked. TakeId then returns an id's descriptor count
+  // and clears it.
+  bool ClaimIds(const uint16_t* ids, uint32_t n);
+  uint32_t TakeId(uint16_t id) {
+    const uint32_t c = in_flight_count_[id] & ~kClaimed;
+    in_flight_count_[id] = 0;
+    in_flight_--;
+    return c;
+  }
+  static constexpr uint32_t kClaimed = 0x80000000u;
+
+  const bool packed_;
+  const uint32_t size_;
+  bool event_idx_ = false;
+  bool indirect_ok_ = false;
+  bool notify_enabled_ = true;
+  std::shared_ptr<MemTable> mem_;
+  uint8_t* desc_ = nullptr;
+  uint8_t* driver_ = nullptr;
+  uint8_t* device_ = nullptr;
+  // Per id: 0 = not in flight, else the number of ring descriptors it used (packed) or 1.
+  std::vector<uint32_t> in_flight_count_;
+  uint32_t in_flight_ = 0;
+  VqError error_ = VqError::kOk;
+  std::string error_detail_;
+  // EVENT_IDX bookkeeping (§2.7.10, as Linux vhost and DPDK keep it).
+  uint16_t signalled_used_ = 0;
+  bool signalled_used_valid_ = false;
+};
+
+// Called by both layouts. u16 arithmetic of §2.7.10.
+inline bool VringNeedEvent(uint16_t event_idx, uint16_t new_idx, uint16_t old_idx) {
+  return static_cast<uint16_t>(new_idx - event_idx - 1) < static_cast<uint16_t>(new_idx - old_idx);
+}
+
+// Loads and stores of ring fields shared with the driver.
+template <typename T>
+inline T LoadAcquire(const uint8_t* p) {
+  return __atomic_load_n(reinterpret_cast<const T*>(p), __ATOMIC_ACQUIRE);
+}
+template <typename T>
+inline T LoadRelaxed(const uint8_t* p) {
+  return __atomic_load_n(reinterpret_cast<const T*>(p), __ATOMIC_RELAXED);
+}
+template <typename T>
+inline void StoreRelease(uint8_t* p, T v) {
+  __atomic_store_n(reinterpret_cast<T*>(p), v, __ATOMIC_RELEASE);
+}
+template <typename T>
+inline void StoreRelaxed(uint8_t* p, T v) {
+  __atomic_store_n(reinterpret_cast<T*>(p), v, __ATOMIC_RELAXED);
+}
+// Store-load ordering between publishing used entries and reading the driver's
+// suppression fields (and between enabling kicks and re-checking avail).
+inline void FullFence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
+}  // namespace vhostkit

@@ -1,0 +1,57 @@
+// The whole test suite, as `npm test` runs it:
+//   1. mocha over every test in dist/test (the normal build of the addon);
+//   2. the native-layer tests (dist/test/native) again against the ASan/UBSan build of
+//      the addon (scripts/build-asan.sh), with the sanitizer runtime preloaded.
+// Ends with one line "N passed, N failed" summing both runs. VHOSTKIT_SKIP_ASAN=1 skips
+// the second run (for quick local iterations; CI never sets it).
+import { spawn, execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const mocha = join(root, 'node_modules', 'mocha', 'bin', 'mocha.js');
+const extra = process.argv.slice(2);
+
+function run(label, args, env) {
+  return new Promise((resolve) => {
+    process.stdout.write(`\n=== ${label} ===\n`);
+    const child = spawn(process.execPath, [mocha, ...args, ...extra], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+      process.stdout.write(d);
+    });
+    child.on('close', (code, signal) => {
+      const passed = Number(/(\d+) passing/.exec(out)?.[1] ?? 0);
+      let failed = Number(/(\d+) failing/.exec(out)?.[1] ?? 0);
+      if ((code !== 0 || signal) && failed === 0) {
+        // A crash (e.g. a sanitizer report) or a load error: count it as a failure.
+        process.stdout.write(`\n${label}: mocha exited with ${signal ?? code} without reporting failures\n`);
+        failed = 1;
+      }
+      resolve({ passed, failed });
+    });
+  });
+}
+
+const results = [];
+results.push(await run('tests', ['--recursive', 'dist/test'], {}));
+
+if (process.env.VHOSTKIT_SKIP_ASAN !== '1') {
+  execFileSync('bash', [join(root, 'scripts', 'build-asan.sh')], { stdio: 'inherit' });
+  const asan = execFileSync('g++', ['-print-file-name=libasan.so']).toString().trim();
+  results.push(
+    await run('native tests under ASan + UBSan', ['--recursive', 'dist/test/native'], {
+      VHOSTKIT_NATIVE: 'asan',
+      LD_PRELOAD: asan,
+      // Node itself does not free everything at exit; leaks are checked by the fd/RSS tests.
+      ASAN_OPTIONS: 'detect_leaks=0:abort_on_error=1:allocator_may_return_null=1',
+      UBSAN_OPTIONS: 'print_stacktrace=1:halt_on_error=1',
+    }),
+  );
+}
+
+const passed = results.reduce((n, r) => n + r.passed, 0);
+const failed = results.reduce((n, r) => n + r.failed, 0);
+process.stdout.write(`\n${passed} passed, ${failed} failed\n`);
+process.exit(failed === 0 ? 0 : 1);

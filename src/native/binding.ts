@@ -1,0 +1,35 @@
+// Loads the native addon (native/vring) and declares its raw surface.
+// Only files under src/native/ import this; everything else uses the typed wrappers.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+function findRoot(start: string): string {
+  let dir = start;
+  for (;;) {
+    if (existsSync(join(dir, 'binding.gyp'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) throw new Error(`vhostkit: cannot find the package root above ${start}`);
+    dir = up;
+  }
+}
+
+/** Which build of the addon to load: the normal one, or the ASan/UBSan one (VHOSTKIT_NATIVE=asan). */
+export const nativeFlavor = process.env.VHOSTKIT_NATIVE === 'asan' ? 'asan' : 'release';
+
+function load(): unknown {
+  const root = findRoot(here);
+  const file = nativeFlavor === 'asan'
+    ? join(root, 'build', 'asan', 'vring.node')
+    : join(root, 'build', 'Release', 'vring.node');
+  if (!existsSync(file)) {
+    throw new Error(`vhostkit: native addon ${file} is missing; run "npm install" (or "npm run build:asan" for the sanitizer build)`);
+  }
+  return createRequire(import.meta.url)(file);
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export const addon: any = load();

@@ -1,0 +1,166 @@
+// Guest memory as the backend sees it: the frontend's regions mapped MAP_SHARED, with
+// overflow-safe translation of guest-physical addresses. Thin typed layer over the
+// native MemTable (native/vring/memory.cc, bind_memory.cc).
+import { addon } from './binding.js';
+
+/** A region as the frontend describes it (vhost-user SET_MEM_TABLE / ADD_MEM_REG). */
+export interface RegionSpec {
+  /** fd to map; stays owned by the caller (close it after mapping). */
+  fd: number;
+  /** guest physical address of the first byte */
+  gpa: bigint;
+  size: bigint;
+  /** frontend (e.g. QEMU) virtual address of the first byte */
+  uva: bigint;
+  /** offset of the region in the fd */
+  mmapOffset: bigint;
+}
+
+export interface RegionInfo {
+  gpa: bigint;
+  size: bigint;
+  uva: bigint;
+  mmapOffset: bigint;
+  /** whether the fd is sealed against shrinking (an unsealed fd could be truncated under us) */
+  sealed: boolean;
+}
+
+export interface Translation {
+  region: number;
+  /** byte offset inside the region */
+  offset: number;
+  /** bytes contiguous from there inside the region */
+  contiguous: number;
+}
+
+interface RawMemTable {
+  regions(): RegionInfo[];
+  buffer(i: number): ArrayBuffer;
+  translate(gpa: bigint, len: bigint): Translation | null;
+  translateUva(uva: bigint, len: bigint): { region: number; offset: number } | null;
+  withRegion(r: RegionSpec): RawMemTable;
+  withoutRegion(gpa: bigint, size: bigint, uva: bigint): RawMemTable;
+  close(): void;
+}
+interface RawMemoryAddon {
+  MemTable: new (regions: RegionSpec[]) => RawMemTable;
+  memfdCreate(name: string, size: bigint): number;
+  maxRegions: number;
+}
+const raw = addon as RawMemoryAddon;
+
+/** Most regions one table holds (vhost-user GET_MAX_MEM_SLOTS). */
+export const MAX_REGIONS: number = raw.maxRegions;
+
+/** Creates a memfd of `size` bytes (CLOEXEC, sealing allowed). The caller owns the fd. */
+export function createMemfd(name: string, size: number | bigint): number {
+  return raw.memfdCreate(name, BigInt(size));
+}
+
+// A view handed out keeps its GuestMemory reachable, so the table is never collected
+// (and its mappings never dropped) while JavaScript can still reach the bytes.
+const viewOwner = new WeakMap<Uint8Array, GuestMemory>();
+
+/**
+ * An immutable table of mapped guest memory regions. `withRegion`/`withoutRegion`
+ * build new tables that share the existing mappings. A mapping is released when the
+ * last table and the last queue using it let go of it; `close()` lets go of this
+ * table's hold and detaches every view it handed out.
+ */
+export class GuestMemory {
+  /** @internal */ readonly raw: RawMemTable;
+  private readonly info: RegionInfo[];
+  private readonly views: (Uint8Array | undefined)[] = [];
+  private closed = false;
+
+  private constructor(rawTable: RawMemTable) {
+    this.raw = rawTable;
+    this.info = rawTable.regions();
+  }
+
+  /** Maps the regions (throws an Error with code REGION_MAP or MEM_TABLE on bad input). */
+  static map(regions: RegionSpec[]): GuestMemory {
+    return new GuestMemory(new raw.MemTable(regions));
+  }
+
+  get regions(): readonly RegionInfo[] {
+    return this.info;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** A new table with one more region (vhost-user ADD_MEM_REG). */
+  withRegion(r: RegionSpec): GuestMemory {
+    this.check();
+    return new GuestMemory(this.raw.withRegion(r));
+  }
+
+  /** A new table without the region that matches exactly (vhost-user REM_MEM_REG). */
+  withoutRegion(gpa: bigint, size: bigint, uva: bigint): GuestMemory {
+    this.check();
+    return new GuestMemory(this.raw.withoutRegion(gpa, size, uva));
+  }
+
+  /** Zero-copy view of a whole region. Detached (length 0) once the table is closed. */
+  view(region: number): Uint8Array {
+    this.check();
+    let v = this.views[region];
+    if (v === undefined || v.byteLength === 0) {
+      v = new Uint8Array(this.raw.buffer(region));
+      this.views[region] = v;
+      viewOwner.set(v, this);
+    }
+    return v;
+  }
+
+  /** Where guest-physical `gpa` lives, or null if [gpa, gpa+len) is not all mapped. */
+  translate(gpa: bigint, len: number): Translation | null {
+    this.check();
+    return this.raw.translate(gpa, BigInt(len));
+  }
+
+  /** Where frontend-virtual `uva` lives, if [uva, uva+len) lies inside one region. */
+  translateUva(uva: bigint, len: number): { region: number; offset: number } | null {
+    this.check();
+    return this.raw.translateUva(uva, BigInt(len));
+  }
+
+  /** Copies guest bytes out (control plane and tests; the data plane uses views). */
+  read(gpa: bigint, len: number): Uint8Array {
+    const out = new Uint8Array(len);
+    this.walk(gpa, len, (view, off, at, n) => out.set(view.subarray(off, off + n), at));
+    return out;
+  }
+
+  /** Copies bytes into guest memory (control plane and tests). */
+  write(gpa: bigint, data: Uint8Array): void {
+    this.walk(gpa, data.length, (view, off, at, n) => view.set(data.subarray(at, at + n), off));
+  }
+
+  private walk(gpa: bigint, len: number, fn: (view: Uint8Array, off: number, at: number, n: number) => void): void {
+    const t0 = this.translate(gpa, len);
+    if (t0 === null) throw new RangeError(`guest range 0x${gpa.toString(16)}+${len} is not mapped`);
+    let at = 0;
+    let t: Translation | null = t0;
+    while (at < len) {
+      if (t === null) throw new RangeError(`guest range 0x${gpa.toString(16)}+${len} is not mapped`);
+      const n = Math.min(t.contiguous, len - at);
+      fn(this.view(t.region), t.offset, at, n);
+      at += n;
+      if (at < len) t = this.translate(gpa + BigInt(at), len - at);
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.views.length = 0;
+    this.raw.close();
+  }
+
+  private check(): void {
+    if (this.closed) throw new Error('GuestMemory is closed');
+  }
+}

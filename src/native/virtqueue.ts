@@ -1,0 +1,277 @@
+// Device side of a virtqueue, split or packed, over the native ring engine
+// (native/vring/split_ring.cc, packed_ring.cc). A burst is exchanged through typed
+// arrays allocated once per queue: pop() fills the chain and segment arrays, push()
+// reads the used arrays. No object is created per chain or per descriptor.
+import { addon } from './binding.js';
+import type { GuestMemory } from './guest-memory.js';
+
+/** Why a queue stopped: each hostile-ring case has its own code. */
+export const VringErrorCode = {
+  NOT_READY: 1,
+  RING_ADDR: 2,
+  AVAIL_IDX_JUMP: 3,
+  HEAD_OUT_OF_RANGE: 4,
+  NEXT_OUT_OF_RANGE: 5,
+  DESC_LOOP: 6,
+  CHAIN_TOO_LONG: 7,
+  DESC_ADDR: 8,
+  WRITE_BEFORE_READ: 9,
+  INDIRECT_NOT_NEGOTIATED: 10,
+  INDIRECT_NESTED: 11,
+  INDIRECT_LEN: 12,
+  INDIRECT_ADDR: 13,
+  INDIRECT_NEXT: 14,
+  ID_OUT_OF_RANGE: 15,
+  ID_IN_FLIGHT: 16,
+  BASE_OUT_OF_RANGE: 17,
+} as const;
+export type VringErrorName = keyof typeof VringErrorCode;
+
+/** A queue that the driver broke: which rule, and the details (indices, addresses). */
+export class VringError extends Error {
+  constructor(
+    readonly code: VringErrorName,
+    readonly detail: string,
+  ) {
+    super(detail);
+    this.name = 'VringError';
+  }
+}
+
+export type RingLayout = 'split' | 'packed';
+
+export interface VirtqueueOptions {
+  layout: RingLayout;
+  /** queue size (split: a power of 2 up to 32768; packed: 1..32768) */
+  size: number;
+  /** most chains per pop / used elements per push (default 32, DPDK's burst) */
+  burst?: number;
+  /** segment capacity of one burst (default and minimum: MAX_CHAIN_SEGS) */
+  maxSegs?: number;
+}
+
+interface RawQueue {
+  setFeatures(eventIdx: boolean, indirect: boolean): void;
+  setMemory(mem: unknown): void;
+  setRings(desc: bigint, driver: bigint, device: bigint, guestPhysical: boolean): void;
+  detach(): void;
+  getBase(): number;
+  setBase(base: number): void;
+  syncUsedFromRing(): void;
+  setCallFd(fd: number): void;
+  pop(max?: number): number;
+  push(n: number): number;
+  signal(): void;
+  setNotify(enable: boolean): boolean;
+  hasAvail(): boolean;
+  error(): number;
+  errorDetail(): string | null;
+  inFlight(): number;
+}
+interface RawQueueAddon {
+  Virtqueue: new (packed: boolean, size: number, arrays: BurstArrays, maxChains: number, maxSegs: number) => RawQueue;
+  vqErrorNames(): Record<number, string>;
+  maxChainSegs: number;
+}
+const raw = addon as RawQueueAddon;
+
+/** Most segments one chain may expand to; a longer chain breaks the queue (CHAIN_TOO_LONG). */
+export const MAX_CHAIN_SEGS: number = raw.maxChainSegs;
+
+// The TypeScript and C++ tables of error codes must agree.
+{
+  const names = raw.vqErrorNames();
+  for (const [name, code] of Object.entries(VringErrorCode)) {
+    if (names[code] !== name) throw new Error(`vhostkit: native error ${code} is ${names[code]}, expected ${name}`);
+  }
+}
+const nameOfCode = new Map<number, VringErrorName>(
+  Object.entries(VringErrorCode).map(([k, v]) => [v, k as VringErrorName]),
+);
+
+/** The arrays a burst travels in. Chain i owns segments firstSeg[i] .. firstSeg[i+1]-1. */
+export interface BurstArrays {
+  /** split: head descriptor index; packed: buffer id. Give it back in usedId. */
+  head: Uint16Array;
+  firstSeg: Uint32Array;
+  /** device-readable bytes of the chain */
+  readLen: Uint32Array;
+  /** device-writable bytes of the chain */
+  writeLen: Uint32Array;
+  /** region index in the queue's GuestMemory */
+  segRegion: Uint32Array;
+  /** byte offset inside that region */
+  segOffset: Float64Array;
+  segLen: Uint32Array;
+  /** bit 0: device-writable */
+  segFlags: Uint8Array;
+  usedId: Uint16Array;
+  usedLen: Uint32Array;
+}
+
+export class Virtqueue {
+  readonly layout: RingLayout;
+  readonly size: number;
+  readonly burst: number;
+  /** Burst arrays, overwritten by every pop(): read a chain before the next pop. */
+  readonly b: BurstArrays;
+  private readonly q: RawQueue;
+  private mem: GuestMemory | null = null;
+
+  constructor(opts: VirtqueueOptions) {
+    this.layout = opts.layout;
+    this.size = opts.size;
+    this.burst = opts.burst ?? 32;
+    const maxSegs = Math.max(opts.maxSegs ?? MAX_CHAIN_SEGS, MAX_CHAIN_SEGS);
+    this.b = {
+      head: new Uint16Array(this.burst),
+      firstSeg: new Uint32Array(this.burst + 1),
+      readLen: new Uint32Array(this.burst),
+      writeLen: new Uint32Array(this.burst),
+      segRegion: new Uint32Array(maxSegs),
+      segOffset: new Float64Array(maxSegs),
+      segLen: new Uint32Array(maxSegs),
+      segFlags: new Uint8Array(maxSegs),
+      usedId: new Uint16Array(this.burst),
+      usedLen: new Uint32Array(this.burst),
+    };
+    this.q = new raw.Virtqueue(opts.layout === 'packed', opts.size, this.b, this.burst, maxSegs);
+  }
+
+  /** Ring features the driver negotiated: VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC. */
+  setFeatures(f: { eventIdx: boolean; indirect: boolean }): void {
+    this.q.setFeatures(f.eventIdx, f.indirect);
+  }
+
+  /** The memory the rings and buffers live in. Ring addresses must be set again after. */
+  setMemory(mem: GuestMemory | null): void {
+    this.q.setMemory(mem === null ? null : mem.raw);
+    this.mem = mem;
+  }
+
+  get memory(): GuestMemory | null {
+    return this.mem;
+  }
+
+  /**
+   * Ring addresses: descriptor table, avail ring / driver area, used ring / device area.
+   * vhost-user gives frontend-virtual addresses ('uva'); a driver in the same process
+   * may give guest-physical ones ('gpa'). Throws VringError RING_ADDR if not mapped,
+   * misaligned or too small.
+   */
+  setRings(addrs: { desc: bigint; driver: bigint; device: bigint }, space: 'uva' | 'gpa' = 'uva'): void {
+    try {
+      this.q.setRings(addrs.desc, addrs.driver, addrs.device, space === 'gpa');
+    } catch (e) {
+      throw toVringError(e);
+    }
+  }
+
+  /** Forgets the rings and the memory (the queue stops). */
+  detach(): void {
+    this.q.detach();
+    this.mem = null;
+  }
+
+  get ready(): boolean {
+    return this.mem !== null;
+  }
+
+  /** GET_VRING_BASE value (split: last avail idx; packed: avail idx|wrap<<15|used idx<<16|wrap<<31). */
+  getBase(): number {
+    return this.q.getBase();
+  }
+
+  /** SET_VRING_BASE; also clears a latched error. Throws VringError BASE_OUT_OF_RANGE. */
+  setBase(base: number): void {
+    try {
+      this.q.setBase(base >>> 0);
+    } catch (e) {
+      throw toVringError(e);
+    }
+  }
+
+  /** Split: continue from the used index found in the ring (after a reconnect). */
+  syncUsedFromRing(): void {
+    this.q.syncUsedFromRing();
+  }
+
+  /** The fd push() writes when the driver wants a notification (-1: none; push() still reports it). */
+  setCallFd(fd: number): void {
+    this.q.setCallFd(fd);
+  }
+
+  /**
+   * Pops up to `max` (default: the burst) available chains into `b`. Returns how many,
+   * or a negative VringErrorCode once the queue is broken (see `error`).
+   */
+  pop(max?: number): number {
+    return max === undefined ? this.q.pop() : this.q.pop(max);
+  }
+
+  /**
+   * Pushes `n` used elements from b.usedId / b.usedLen. Returns true if the driver asked
+   * to be notified (the call fd, if set, was written). Throws if an id is not in flight.
+   */
+  push(n: number): boolean {
+    const r = this.q.push(n);
+    if (r < 0) throw new RangeError('push: an id is not in flight (or pushed twice), or the rings are not set');
+    return r === 1;
+  }
+
+  /** Writes the call fd unconditionally. */
+  signal(): void {
+    this.q.signal();
+  }
+
+  /** Kicks from the driver on or off. Returns true if chains are already waiting. */
+  setNotify(enable: boolean): boolean {
+    return this.q.setNotify(enable);
+  }
+
+  hasAvail(): boolean {
+    return this.q.hasAvail();
+  }
+
+  /** Chains popped and not yet pushed. */
+  get inFlight(): number {
+    return this.q.inFlight();
+  }
+
+  /** Why the queue is broken, or null. */
+  get error(): VringError | null {
+    const code = this.q.error();
+    if (code === 0) return null;
+    return new VringError(nameOfCode.get(code) ?? 'NOT_READY', this.q.errorDetail() ?? '');
+  }
+
+  // Helpers for code that is not on the hot path (tests, control plane, examples).
+
+  /** Segments of chain i of the last burst. */
+  segments(i: number): Array<{ region: number; offset: number; len: number; writable: boolean }> {
+    const out = [];
+    for (let s = this.b.firstSeg[i]; s < this.b.firstSeg[i + 1]; s++) {
+      out.push({ region: this.b.segRegion[s], offset: this.b.segOffset[s], len: this.b.segLen[s], writable: (this.b.segFlags[s] & 1) === 1 });
+    }
+    return out;
+  }
+
+  /** Zero-copy views of chain i's segments (one Uint8Array per segment). */
+  views(i: number): Uint8Array[] {
+    if (this.mem === null) throw new Error('queue has no memory');
+    const out: Uint8Array[] = [];
+    for (let s = this.b.firstSeg[i]; s < this.b.firstSeg[i + 1]; s++) {
+      const v = this.mem.view(this.b.segRegion[s]);
+      out.push(v.subarray(this.b.segOffset[s], this.b.segOffset[s] + this.b.segLen[s]));
+    }
+    return out;
+  }
+}
+
+function toVringError(e: unknown): unknown {
+  const code = e instanceof Error ? (e as Error & { code?: unknown }).code : undefined;
+  if (typeof code === 'string' && code in VringErrorCode) {
+    return new VringError(code as VringErrorName, (e as Error).message);
+  }
+  return e;
+}
