@@ -1,7 +1,9 @@
 import { expect } from 'chai';
 import { closeSync, fstatSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { constants, tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
@@ -52,6 +54,10 @@ describe('unix sockets', () => {
     else fds.push(...x);
     return x;
   }
+  /** Stops tracking fds the test closes (or hands over) itself. */
+  const untrack = (...closed: number[]): void => {
+    for (const fd of closed) fds.splice(fds.indexOf(fd), 1);
+  };
   const watchers: FdWatcher[] = [];
 
   before(() => {
@@ -145,7 +151,7 @@ describe('unix sockets', () => {
         expect(r.fds).to.have.length(2);
         const [kick2, c2] = track(r.fds);
         const adopted = EventFd.adopt(kick2);
-        fds.splice(fds.indexOf(kick2), 1); // owned by `adopted` now
+        untrack(kick2); // owned by `adopted` now
         adopted.write(5n);
         expect(kick.read()).to.equal(5n);
         adopted.close();
@@ -186,9 +192,8 @@ describe('unix sockets', () => {
         const r2 = recvMessage(b, new Uint8Array(8), 8)!;
         expect(r2).to.deep.equal({ bytes: 4, fds: [], fdsTruncated: false });
         for (const fd of r.fds) closeFd(fd);
-        fds.length = 0;
+        untrack(...r.fds);
         expect(openFdCount()).to.equal(before);
-        for (const fd of [a, b, ...files.fds]) closeFd(fd);
       });
     }
 
@@ -225,14 +230,14 @@ describe('unix sockets', () => {
       sendMessage(a, bytes('unread'), files.fds);
       closeFd(a);
       closeFd(b);
-      expect(openFdCount()).to.equal(before - 0);
+      expect(openFdCount()).to.equal(before);
     });
 
     it('reports a peer close as 0 bytes', () => {
       const [a, b] = track(socketPair());
       sendMessage(a, bytes('last'));
       closeFd(a);
-      fds.splice(fds.indexOf(a), 1);
+      untrack(a);
       const buf = new Uint8Array(8);
       expect(recvMessage(b, buf, 4)?.bytes).to.equal(4);
       expect(recvMessage(b, buf, 4)).to.deep.equal({ bytes: 0, fds: [], fdsTruncated: false });
@@ -251,7 +256,7 @@ describe('unix sockets', () => {
       expect(total).to.be.greaterThan(0);
       expect(sendMessage(a, chunk)).to.equal(null);
       closeFd(b);
-      fds.splice(fds.indexOf(b), 1);
+      untrack(b);
       expectErrno(() => sendMessage(a, chunk), 'EPIPE', 'sendmsg');
     });
 
@@ -491,7 +496,7 @@ describe('unix sockets', () => {
       const w = watch(a, (r, wr, e) => events.push([r, wr, e]));
       w.start(true, false);
       closeFd(b); // b closes with unread data: a gets ECONNRESET (EPOLLERR)
-      fds.splice(fds.indexOf(b), 1);
+      untrack(b);
       for (let i = 0; i < 100 && events.length === 0; i++) await sleep(5);
       await sleep(20);
       expect(events).to.have.length(1);
@@ -499,6 +504,43 @@ describe('unix sockets', () => {
       expect(events[0][2]).to.be.greaterThan(0);
       expect(w.active).to.equal(false);
       expectErrno(() => recvMessage(a, new Uint8Array(4), 0), 'ECONNRESET', 'recvmsg');
+    });
+
+    it('lets a worker thread exit with watchers still open (async cleanup hook)', function () {
+      this.timeout(20000);
+      // In a child process whose main thread never loads the addon, so that the worker's exit
+      // really unloads it: libuv must not call into the addon after that.
+      const moduleUrl = new URL('../src/native/unix-socket.js', import.meta.url).href;
+      const workerCode = `
+        import(${JSON.stringify(moduleUrl)}).then(({ socketPair, sendMessage, FdWatcher }) => {
+          const keep = [];
+          for (let i = 0; i < 20; i++) {
+            const [a, b] = socketPair();
+            const w = new FdWatcher(b, () => {});
+            if (i % 2) w.start(true, true); // active ones fire on every loop turn
+            sendMessage(a, new Uint8Array([i]));
+            keep.push(w);
+          }
+          setTimeout(() => process.exit(0), 10);
+        });`;
+      const mainCode = `
+        import { Worker } from 'node:worker_threads';
+        for (let i = 0; i < 3; i++) {
+          const w = new Worker(${JSON.stringify(workerCode)}, { eval: true });
+          const code = await new Promise((resolve) => w.on('exit', resolve));
+          if (code !== 0) throw new Error('worker exit code ' + code);
+        }
+        console.log('done');`;
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', mainCode], {
+        cwd: fileURLToPath(new URL('.', import.meta.url)),
+        encoding: 'utf8',
+        timeout: 15000,
+      });
+      expect({ status: r.status, signal: r.signal, stdout: r.stdout.trim() }, r.stderr).to.deep.equal({
+        status: 0,
+        signal: null,
+        stdout: 'done',
+      });
     });
 
     it('refuses fds epoll cannot watch, with a system error', () => {
