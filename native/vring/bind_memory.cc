@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "bindings.h"
+#include "dirty_log.h"
 #include "memory.h"
 
 namespace vhostkit {
@@ -251,7 +252,43 @@ class MemTableWrap : public Napi::ObjectWrap<MemTableWrap> {
   std::vector<Napi::Reference<Napi::ArrayBuffer>> views_;
 };
 
+// new DirtyLog(fd, size, offset): maps the frontend's dirty page bitmap (SET_LOG_BASE).
+class DirtyLogWrap : public Napi::ObjectWrap<DirtyLogWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "DirtyLog", {InstanceMethod<&DirtyLogWrap::Close>("close"), InstanceMethod<&DirtyLogWrap::Mark>("mark")});
+  }
+  explicit DirtyLogWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DirtyLogWrap>(info) {
+    Napi::Env env = info.Env();
+    const int fd = info[0].As<Napi::Number>().Int32Value();
+    std::string err;
+    log_ = DirtyLog::Map(fd, ToU64(info[1], "size"), ToU64(info[2], "offset"), &err);
+    if (!log_) throw Napi::Error::New(env, "dirty log: " + err);
+  }
+  std::shared_ptr<DirtyLog> log() const { return log_; }
+
+ private:
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    log_.reset();
+    return info.Env().Undefined();
+  }
+  // mark(gpa, len): for writes the device makes outside the rings' own bookkeeping.
+  Napi::Value Mark(const Napi::CallbackInfo& info) {
+    if (log_) log_->Mark(ToU64(info[0], "gpa"), ToU64(info[1], "len"));
+    return info.Env().Undefined();
+  }
+  std::shared_ptr<DirtyLog> log_;
+};
+
 }  // namespace
+
+std::shared_ptr<DirtyLog> UnwrapDirtyLog(Napi::Value v) {
+  if (v.IsNull() || v.IsUndefined()) return nullptr;
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(GetAddonData(v.Env()).dirty_log_ctor.Value())) {
+    throw Napi::TypeError::New(v.Env(), "expected a DirtyLog");
+  }
+  return DirtyLogWrap::Unwrap(v.As<Napi::Object>())->log();
+}
 
 std::shared_ptr<MemTable> UnwrapMemTable(Napi::Value v) {
   if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(GetAddonData(v.Env()).mem_table_ctor.Value())) {
@@ -266,6 +303,9 @@ void BindMemory(Napi::Env env, Napi::Object exports) {
   Napi::Function f = MemTableWrap::Define(env);
   GetAddonData(env).mem_table_ctor = Napi::Persistent(f);
   exports.Set("MemTable", f);
+  Napi::Function dl = DirtyLogWrap::Define(env);
+  GetAddonData(env).dirty_log_ctor = Napi::Persistent(dl);
+  exports.Set("DirtyLog", dl);
   exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate));
   exports.Set("maxRegions", Napi::Number::New(env, kMaxRegions));
 }

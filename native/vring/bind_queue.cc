@@ -41,6 +41,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
                         InstanceMethod<&QueueWrap::SetMemory>("setMemory"),
                         InstanceMethod<&QueueWrap::SetRings>("setRings"),
                         InstanceMethod<&QueueWrap::Detach>("detach"),
+                        InstanceMethod<&QueueWrap::SetDirtyLog>("setDirtyLog"),
                         InstanceMethod<&QueueWrap::GetBase>("getBase"),
                         InstanceMethod<&QueueWrap::SetBase>("setBase"),
                         InstanceMethod<&QueueWrap::SyncUsed>("syncUsedFromRing"),
@@ -111,6 +112,13 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     const VqError e = q_->SetRings(BigU64(info[0], "desc"), BigU64(info[1], "driver"), BigU64(info[2], "device"),
                                    info[3].ToBoolean() ? AddrSpace::kGuestPhysical : AddrSpace::kFrontendVirtual, &detail);
     if (e != VqError::kOk) Throw(info.Env(), e, detail);
+    return info.Env().Undefined();
+  }
+
+  // setDirtyLog(log | null, usedGpa: bigint | null): usedGpa null = do not log ring writes
+  Napi::Value SetDirtyLog(const Napi::CallbackInfo& info) {
+    const bool rings = !(info[1].IsNull() || info[1].IsUndefined());
+    q_->SetDirtyLog(UnwrapDirtyLog(info[0]), rings, rings ? BigU64(info[1], "usedGpa") : 0);
     return info.Env().Undefined();
   }
 

@@ -11,11 +11,15 @@ void BindIo(Napi::Env env, Napi::Object exports);      // bind_io.cc: eventfd, u
 #include <memory>
 namespace vhostkit {
 class MemTable;
+class DirtyLog;
 // Per-environment state (one per main thread or worker), kept as the env's instance data.
 struct AddonData {
   Napi::FunctionReference mem_table_ctor;
+  Napi::FunctionReference dirty_log_ctor;
 };
 AddonData& GetAddonData(Napi::Env env);
 // The table behind a JS MemTable object; throws a JS TypeError if v is not one.
 std::shared_ptr<MemTable> UnwrapMemTable(Napi::Value v);
+// The log behind a JS DirtyLog object, or nullptr for null/undefined.
+std::shared_ptr<DirtyLog> UnwrapDirtyLog(Napi::Value v);
 }  // namespace vhostkit

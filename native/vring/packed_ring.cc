@@ -150,6 +150,7 @@ int32_t PackedRing::Pop(const BurstArrays& out, uint32_t max) {
     out.read_len[n] = static_cast<uint32_t>(rlen);
     out.write_len[n] = static_cast<uint32_t>(wlen);
     out.first_seg[n + 1] = end;
+    if (log_) LogChain(id, out, seg, end);
     seg = end;
     in_flight_count_[id] = ndesc;
     last_avail_ = static_cast<uint16_t>(last_avail_ + ndesc);
@@ -171,6 +172,7 @@ int32_t PackedRing::Pop(const BurstArrays& out, uint32_t max) {
 int32_t PackedRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) {
   if (n == 0) return 0;
   if (desc_ == nullptr || !ClaimIds(ids, n)) return -1;
+  const uint16_t start = last_used_;
   uint16_t head_flags = 0;
   uint8_t* head = nullptr;
   // Write every id/len, then the flags, the first element's flags last, so the driver
@@ -187,6 +189,7 @@ int32_t PackedRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) 
       StoreRelease<uint16_t>(d + 14, flags);
     }
     const uint32_t ndesc = TakeId(ids[i]);
+    if (log_) LogCompleted(ids[i], lens[i]);
     uint32_t next = last_used_ + ndesc;
     if (next >= size_) {
       next -= size_;
@@ -195,6 +198,16 @@ int32_t PackedRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) 
     last_used_ = static_cast<uint16_t>(next);
   }
   StoreRelease<uint16_t>(head + 14, head_flags);
+  if (log_rings_) {
+    // The used descriptors written: [start, last_used_) around the ring (all of it if
+    // the batch went round exactly once).
+    if (last_used_ > start) {
+      LogRing(desc_ + 16 * start, 16u * (last_used_ - start));
+    } else {
+      LogRing(desc_ + 16 * start, 16u * (size_ - start));
+      LogRing(desc_, 16u * last_used_);
+    }
+  }
   FullFence();  // used flags before reading the driver's event suppression
   const uint16_t since = signalled_used_;
   const bool valid = signalled_used_valid_;
@@ -219,6 +232,7 @@ void PackedRing::WriteDeviceEvent(uint16_t flags) {
     StoreRelaxed<uint16_t>(device_, static_cast<uint16_t>(last_avail_ | (avail_wrap_ ? 0x8000 : 0)));
   }
   StoreRelease<uint16_t>(device_ + 2, flags);
+  if (log_rings_) LogRing(device_, 4);
 }
 
 bool PackedRing::SetNotify(bool enable) {

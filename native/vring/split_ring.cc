@@ -165,6 +165,7 @@ int32_t SplitRing::Pop(const BurstArrays& out, uint32_t max) {
     out.read_len[n] = static_cast<uint32_t>(rlen);
     out.write_len[n] = static_cast<uint32_t>(wlen);
     out.first_seg[n + 1] = end;
+    if (log_) LogChain(head, out, seg, end);
     seg = end;
     in_flight_count_[head] = 1;
     n++;
@@ -172,7 +173,10 @@ int32_t SplitRing::Pop(const BurstArrays& out, uint32_t max) {
   last_avail_ = static_cast<uint16_t>(last_avail_ + n);
   in_flight_ += n;
   // With EVENT_IDX, ask for a kick as soon as the driver adds past what we took (§2.7.10).
-  if (event_idx_ && notify_enabled_ && n > 0) StoreRelaxed<uint16_t>(AvailEventPtr(), last_avail_);
+  if (event_idx_ && notify_enabled_ && n > 0) {
+    StoreRelaxed<uint16_t>(AvailEventPtr(), last_avail_);
+    if (log_rings_) log_->Mark(used_gpa_ + 4 + 8 * size_, 2);
+  }
   if (err != VqError::kOk) {
     Fail(err, std::move(detail));
     if (n == 0) return -static_cast<int32_t>(err);
@@ -189,9 +193,14 @@ int32_t SplitRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) {
     uint8_t* e = device_ + 4 + 8 * ((old + i) & mask_);
     StoreRelaxed<uint32_t>(e, ids[i]);
     StoreRelaxed<uint32_t>(e + 4, lens[i]);
+    if (log_) {
+      LogCompleted(ids[i], lens[i]);
+      if (log_rings_) log_->Mark(used_gpa_ + 4 + 8 * ((old + i) & mask_), 8);
+    }
   }
   last_used_ = static_cast<uint16_t>(old + n);
   StoreRelease<uint16_t>(device_ + 2, last_used_);  // entries before idx (§2.7.8)
+  if (log_rings_) log_->Mark(used_gpa_ + 2, 2);
   FullFence();                                      // idx before reading used_event / flags
   if (event_idx_) {
     const uint16_t since = signalled_used_valid_ ? signalled_used_ : old;
@@ -209,8 +218,10 @@ bool SplitRing::SetNotify(bool enable) {
   if (desc_ == nullptr) return false;
   if (event_idx_) {
     if (enable) StoreRelaxed<uint16_t>(AvailEventPtr(), last_avail_);
+    if (enable && log_rings_) log_->Mark(used_gpa_ + 4 + 8 * size_, 2);
   } else {
     StoreRelaxed<uint16_t>(device_, enable ? 0 : kUsedNoNotify);
+    if (log_rings_) log_->Mark(used_gpa_, 2);
   }
   FullFence();
   return HasAvail();

@@ -98,6 +98,45 @@ int32_t Virtqueue::Fail(VqError e, std::string detail) {
   return -static_cast<int32_t>(error_);
 }
 
+void Virtqueue::SetDirtyLog(std::shared_ptr<DirtyLog> log, bool log_rings, uint64_t used_gpa) {
+  log_ = std::move(log);
+  log_rings_ = log_ != nullptr && log_rings;
+  used_gpa_ = used_gpa;
+  if (log_ && log_ranges_.size() != size_) log_ranges_.assign(size_, {});
+}
+
+void Virtqueue::LogChain(uint16_t id, const BurstArrays& out, uint32_t first, uint32_t end) {
+  std::vector<LogRange>& v = log_ranges_[id];
+  v.clear();
+  for (uint32_t s = first; s < end; s++) {
+    if (!(out.seg_flags[s] & 1)) continue;
+    const Region& r = mem_->regions()[out.seg_region[s]];
+    v.push_back({r.gpa + static_cast<uint64_t>(out.seg_offset[s]), out.seg_len[s]});
+  }
+}
+
+void Virtqueue::LogCompleted(uint16_t id, uint32_t len) {
+  if (id >= log_ranges_.size()) return;
+  uint64_t left = len;
+  for (const LogRange& r : log_ranges_[id]) {
+    if (left == 0) break;
+    const uint64_t n = r.len < left ? r.len : left;
+    log_->Mark(r.gpa, n);
+    left -= n;
+  }
+  log_ranges_[id].clear();
+}
+
+void Virtqueue::LogRing(const uint8_t* host, uint64_t len) {
+  // Ring bytes are found by host pointer; their gpa comes from the region holding them.
+  for (const Region& r : mem_->regions()) {
+    if (host >= r.host() && host < r.host() + r.size) {
+      log_->Mark(r.gpa + static_cast<uint64_t>(host - r.host()), len);
+      return;
+    }
+  }
+}
+
 bool Virtqueue::ClaimIds(const uint16_t* ids, uint32_t n) {
   // Mark each id with kClaimed so that a duplicate inside the batch is caught too; undo
   // the marks if any id is not in flight. No allocation: this is the hot path.

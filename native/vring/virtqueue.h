@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "dirty_log.h"
 #include "memory.h"
 
 namespace vhostkit {
@@ -97,6 +98,10 @@ class Virtqueue {
   // available, so a caller going to sleep re-polls instead of missing them.
   virtual bool SetNotify(bool enable) = 0;
   virtual bool HasAvail() const = 0;
+  // Dirty logging (VHOST_F_LOG_ALL): with a log set, Push marks the first `len` bytes of
+  // each completed chain's writable buffers, and, if log_rings, the ring bytes it wrote
+  // (used ring / descriptor ring and event areas) at their guest-physical addresses.
+  void SetDirtyLog(std::shared_ptr<DirtyLog> log, bool log_rings, uint64_t used_gpa);
   // Number of chains popped and not yet pushed back.
   uint32_t in_flight() const { return in_flight_; }
 
@@ -132,6 +137,18 @@ class Virtqueue {
   uint32_t in_flight_ = 0;
   VqError error_ = VqError::kOk;
   std::string error_detail_;
+  // Dirty logging state: per in-flight id, its writable (gpa, len) ranges.
+  struct LogRange {
+    uint64_t gpa;
+    uint32_t len;
+  };
+  void LogChain(uint16_t id, const BurstArrays& out, uint32_t first, uint32_t end);
+  void LogCompleted(uint16_t id, uint32_t len);
+  void LogRing(const uint8_t* host, uint64_t len);
+  std::shared_ptr<DirtyLog> log_;
+  bool log_rings_ = false;
+  uint64_t used_gpa_ = 0;  // split: log_guest_addr of the used ring
+  std::vector<std::vector<LogRange>> log_ranges_;
   // EVENT_IDX bookkeeping (§2.7.10, as Linux vhost and DPDK keep it).
   uint16_t signalled_used_ = 0;
   bool signalled_used_valid_ = false;

@@ -55,6 +55,7 @@ interface RawQueue {
   setMemory(mem: unknown): void;
   setRings(desc: bigint, driver: bigint, device: bigint, guestPhysical: boolean): void;
   detach(): void;
+  setDirtyLog(log: unknown, usedGpa: bigint | null): void;
   getBase(): number;
   setBase(base: number): void;
   syncUsedFromRing(): void;
@@ -165,6 +166,16 @@ export class Virtqueue {
     } catch (e) {
       throw toVringError(e);
     }
+  }
+
+  /**
+   * Dirty logging for live migration: with a log, every push marks the bytes the device
+   * reported writing (the first `len` bytes of the chain's writable buffers) and, when
+   * `usedGpa` (the used ring's log_guest_addr) is given, the ring bytes it wrote.
+   * Pass null to stop logging. `log` is a vhost-user DirtyLog's raw handle.
+   */
+  setDirtyLog(log: { raw: unknown } | unknown | null, usedGpa: bigint | null): void {
+    this.q.setDirtyLog(log, usedGpa);
   }
 
   /** Forgets the rings and the memory (the queue stops). */

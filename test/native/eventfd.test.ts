@@ -2,8 +2,8 @@ import { expect } from 'chai';
 import { readdirSync } from 'node:fs';
 import { constants } from 'node:os';
 
-import { EventFd } from '../src/native/eventfd.js';
-import { closeFd } from '../src/native/unix-socket.js';
+import { EventFd } from '../../src/native/eventfd.js';
+import { closeFd } from '../../src/native/unix-socket.js';
 
 const openFdCount = (): number => readdirSync('/proc/self/fd').length;
 

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
-import { EventFd } from '../src/native/eventfd.js';
+import { EventFd } from '../../src/native/eventfd.js';
 import {
   acceptUnix,
   closeFd,
@@ -19,7 +19,7 @@ import {
   recvMessage,
   sendMessage,
   socketPair,
-} from '../src/native/unix-socket.js';
+} from '../../src/native/unix-socket.js';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -510,7 +510,7 @@ describe('unix sockets', () => {
       this.timeout(20000);
       // In a child process whose main thread never loads the addon, so that the worker's exit
       // really unloads it: libuv must not call into the addon after that.
-      const moduleUrl = new URL('../src/native/unix-socket.js', import.meta.url).href;
+      const moduleUrl = new URL('../../src/native/unix-socket.js', import.meta.url).href;
       const workerCode = `
         import(${JSON.stringify(moduleUrl)}).then(({ socketPair, sendMessage, FdWatcher }) => {
           const keep = [];

@@ -1,0 +1,172 @@
+// Serves one device on one vhost-user socket, in server mode (we listen; the frontend,
+// e.g. QEMU with -chardev socket,path=...,reconnect=1, connects, and we listen again
+// after it leaves) or client mode (the frontend listens, e.g. QEMU with server=on; we
+// connect, and reconnect with backoff after a disconnect).
+import { EventEmitter } from 'node:events';
+import { chmodSync, closeSync, lstatSync, unlinkSync } from 'node:fs';
+import { FdWatcher, acceptUnix, connectUnix, listenUnix } from '../native/unix-socket.js';
+import { log as rootLog, type Logger } from '../log.js';
+import type { VhostUserDevice } from './device.js';
+import { Session } from './session.js';
+
+export interface BackendOptions {
+  /** Unix socket path */
+  socket: string;
+  /** 'server' (default): listen on the path; 'client': connect to a listening frontend. */
+  mode?: 'server' | 'client';
+  log?: Logger;
+  /** Ring burst size (default 32). */
+  burst?: number;
+  /** Permission bits of the socket file in server mode (default 0o600). */
+  socketMode?: number;
+  /** Client mode: first and longest delay between connection attempts (ms). */
+  reconnectMinMs?: number;
+  reconnectMaxMs?: number;
+}
+
+/** Removes a stale socket file; refuses to touch anything else or a socket in use. */
+export function prepareSocketPath(path: string): void {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  if (!st.isSocket()) throw new Error(`${path} exists and is not a socket; refusing to replace it`);
+  try {
+    const fd = connectUnix(path);
+    closeSync(fd);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ECONNREFUSED') {
+      unlinkSync(path); // stale: nobody listens
+      return;
+    }
+    throw new Error(`${path}: ${(e as Error).message}`);
+  }
+  throw new Error(`${path} is in use by another process`);
+}
+
+export class VhostUserBackend extends EventEmitter {
+  readonly log: Logger;
+  private listenFd = -1;
+  private listenWatcher: FdWatcher | null = null;
+  private current: Session | null = null;
+  private stopped = false;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retryDelay: number;
+  private readonly mode: 'server' | 'client';
+
+  constructor(
+    readonly device: VhostUserDevice,
+    readonly opts: BackendOptions,
+  ) {
+    super();
+    this.mode = opts.mode ?? 'server';
+    this.log = (opts.log ?? rootLog).child({ socket: opts.socket, mode: this.mode });
+    this.retryDelay = opts.reconnectMinMs ?? 100;
+  }
+
+  /** The connected frontend's session, if any. */
+  get session(): Session | null {
+    return this.current;
+  }
+
+  /** Server: listening when this resolves. Client: the first connection attempt was made. */
+  async start(): Promise<void> {
+    if (this.mode === 'server') {
+      prepareSocketPath(this.opts.socket);
+      this.listenFd = listenUnix(this.opts.socket);
+      chmodSync(this.opts.socket, this.opts.socketMode ?? 0o600);
+      this.listenWatcher = new FdWatcher(this.listenFd, () => this.onAccept());
+      this.listenWatcher.start(true, false);
+      this.log.info('listening');
+    } else {
+      this.tryConnect();
+    }
+  }
+
+  /** Waits for the next session to start (resolves at once if one is active). */
+  nextSession(timeoutMs = 10000): Promise<Session> {
+    if (this.current && !this.current.closed) return Promise.resolve(this.current);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.off('session', on);
+        reject(new Error(`no frontend connected to ${this.opts.socket} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const on = (s: Session) => {
+        clearTimeout(t);
+        resolve(s);
+      };
+      this.once('session', on);
+    });
+  }
+
+  private onAccept(): void {
+    for (;;) {
+      let fd: number | null;
+      try {
+        fd = acceptUnix(this.listenFd);
+      } catch (e) {
+        this.log.error('accept failed', { error: (e as Error).message });
+        return;
+      }
+      if (fd === null) return;
+      if (this.current) {
+        this.log.warn('a second frontend connected while one is active; refusing it');
+        closeSync(fd);
+        continue;
+      }
+      this.attach(fd);
+    }
+  }
+
+  private tryConnect(): void {
+    this.retryTimer = null;
+    if (this.stopped || this.current) return;
+    let fd: number;
+    try {
+      fd = connectUnix(this.opts.socket);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      this.log.debug('frontend not reachable yet', { code, retryMs: this.retryDelay });
+      this.retryTimer = setTimeout(() => this.tryConnect(), this.retryDelay);
+      this.retryDelay = Math.min(this.retryDelay * 2, this.opts.reconnectMaxMs ?? 5000);
+      return;
+    }
+    this.retryDelay = this.opts.reconnectMinMs ?? 100;
+    this.attach(fd);
+  }
+
+  private attach(fd: number): void {
+    const s = new Session(fd, this.device, { log: this.log, burst: this.opts.burst });
+    this.current = s;
+    s.once('closed', (reason: string) => {
+      if (this.current === s) this.current = null;
+      this.emit('session-closed', s, reason);
+      if (this.mode === 'client' && !this.stopped) {
+        this.retryTimer = setTimeout(() => this.tryConnect(), this.retryDelay);
+      }
+    });
+    this.emit('session', s);
+  }
+
+  /** Stops listening or reconnecting, closes the session, removes the socket we created. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    this.listenWatcher?.close();
+    this.listenWatcher = null;
+    if (this.listenFd >= 0) {
+      closeSync(this.listenFd);
+      this.listenFd = -1;
+      try {
+        unlinkSync(this.opts.socket);
+      } catch {
+        // already gone
+      }
+    }
+    if (this.current) await this.current.close('backend stopping');
+  }
+}

@@ -1,0 +1,70 @@
+// The one interface a device implements to be served over vhost-user. The protocol layer
+// (session.ts) never knows what a packet or a sector is; a device never sees a message.
+// Modelled on rust-vmm's VhostUserBackend trait and libvhost-user's VuDevIface.
+import type { GuestMemory } from '../native/guest-memory.js';
+import type { RingLayout, Virtqueue, VringError } from '../native/virtqueue.js';
+import type { Logger } from '../log.js';
+
+/** A started, enabled queue as the device sees it. */
+export interface QueueContext {
+  readonly index: number;
+  readonly layout: RingLayout;
+  readonly size: number;
+  /** The native ring: pop/push bursts. Push writes the call fd when the driver wants it. */
+  readonly vq: Virtqueue;
+  /** Guest memory the queue's buffers live in (changes on SET_MEM_TABLE / ADD/REM_MEM_REG). */
+  readonly memory: GuestMemory;
+  /** Negotiated virtio features. */
+  readonly features: bigint;
+  readonly log: Logger;
+  /**
+   * The driver broke the queue (vq.pop() < 0) or sent something the device cannot accept:
+   * the session stops this queue, sets DEVICE_NEEDS_RESET, signals the error fd and logs
+   * why. Other queues and sessions keep running.
+   */
+  fail(reason: VringError | Error | string): void;
+}
+
+export interface VhostUserDevice {
+  /** Short name for logs ("net", "blk", "echo"). */
+  readonly kind: string;
+  /** Virtio device id (1 net, 2 block, ...), for tools. */
+  readonly deviceId: number;
+  /** Device and transport features offered; the session adds VHOST_USER_F_PROTOCOL_FEATURES. */
+  readonly features: bigint;
+  /**
+   * Optional protocol features the device supports on top of those the session always
+   * offers (MQ, REPLY_ACK, CONFIG if configSpace exists, BACKEND_REQ, RESET_DEVICE,
+   * CONFIGURE_MEM_SLOTS, STATUS, LOG_SHMFD): e.g. MTU, RARP, INFLIGHT_SHMFD.
+   */
+  readonly protocolFeatures: bigint;
+  /** Queues the device has (GET_QUEUE_NUM). */
+  readonly numQueues: number;
+  /** Largest queue size accepted in SET_VRING_NUM. */
+  readonly maxQueueSize: number;
+
+  /** Current config space bytes (GET_CONFIG). Omit for devices without one. */
+  configSpace?(): Uint8Array;
+  /** SET_CONFIG: return false to refuse (e.g. a read-only field). */
+  setConfig?(offset: number, data: Uint8Array, flags: number): boolean;
+  /** SET_FEATURES accepted these features. */
+  featuresNegotiated?(features: bigint): void;
+
+  /** A queue was started and enabled: the device may now serve it. */
+  queueStart(q: QueueContext): void;
+  /** The driver kicked (or the session polls a queue without a kick fd). */
+  queueKick(q: QueueContext): void;
+  /**
+   * The queue stops (GET_VRING_BASE, disable, reset, disconnect). Resolve once no chain
+   * of it is in use, so its ring state can be handed back.
+   */
+  queueStop(q: QueueContext): void | Promise<void>;
+  /** Guest memory was replaced while queues run; chains popped before refer to the old table. */
+  memoryChanged?(memory: GuestMemory): void;
+  /** The frontend went away or reset the device: forget per-session state. */
+  reset?(): void;
+  /** NET_SET_MTU: return false if the MTU is not acceptable. */
+  setMtu?(mtu: number): boolean;
+  /** SEND_RARP: announce this MAC (after migration). */
+  sendRarp?(mac: Uint8Array): void;
+}

@@ -1,0 +1,748 @@
+// One connected frontend: the vhost-user state machine. Messages are dispatched through
+// a table (request -> payload size, fds, ordering rule, reply kind, handler), one at a
+// time: the channel is paused while an async handler (GET_VRING_BASE waiting for the
+// device to drain) runs. Any malformed, unknown or out-of-order message ends this
+// session with a log line naming it; the process and other sessions keep going.
+import { closeSync, readSync, writeSync } from 'node:fs';
+import { EventEmitter } from 'node:events';
+import { GuestMemory, MAX_REGIONS, createMemfd, type RegionSpec } from '../native/guest-memory.js';
+import { Virtqueue, VringError, type RingLayout } from '../native/virtqueue.js';
+import { FdWatcher } from '../native/unix-socket.js';
+import { bit, has, DeviceStatus, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VHOST_F_LOG_ALL } from '../virtio/features.js';
+import { log as rootLog, type Logger } from '../log.js';
+import { MessageChannel, closeFds, takeFd } from './channel.js';
+import type { QueueContext, VhostUserDevice } from './device.js';
+import { DirtyLog } from './dirty-log.js';
+import {
+  BackendReq,
+  CONFIG_FLAG_MIGRATION,
+  FLAG_NEED_REPLY,
+  FLAG_REPLY,
+  ProtocolError,
+  ProtocolFeature,
+  Req,
+  VRING_F_LOG,
+  configSpace,
+  inflightArea,
+  logArea,
+  memTable,
+  reqName,
+  singleRegion,
+  u64,
+  vringAddr,
+  vringFile,
+  vringState,
+  type Message,
+  type VringAddr,
+} from './protocol.js';
+
+/** Protocol features every session implements, whatever the device. */
+export const SESSION_PROTOCOL_FEATURES =
+  bit(ProtocolFeature.MQ) |
+  bit(ProtocolFeature.LOG_SHMFD) |
+  bit(ProtocolFeature.REPLY_ACK) |
+  bit(ProtocolFeature.BACKEND_REQ) |
+  bit(ProtocolFeature.RESET_DEVICE) |
+  bit(ProtocolFeature.CONFIGURE_MEM_SLOTS) |
+  bit(ProtocolFeature.STATUS);
+
+/** Features the session itself can honor for any device (dirty logging). */
+const SESSION_FEATURES = bit(VHOST_F_LOG_ALL);
+
+type Reply = 'none' | 'payload';
+interface Entry {
+  /** exact payload size, or [min, max] */
+  size: number | [number, number];
+  /** fds the message may carry: [min, max] */
+  fds: [number, number];
+  /** allowed before SET_OWNER */
+  beforeOwner?: boolean;
+  /** protocol feature that must have been negotiated */
+  needs?: ProtocolFeature;
+  reply: Reply;
+  handler: (s: Session, m: Message) => Uint8Array | boolean | void | Promise<Uint8Array | boolean | void>;
+}
+
+/** Per-queue state as the frontend configured it. */
+class Slot {
+  num = 0;
+  addr: VringAddr | null = null;
+  base = 0;
+  kickFd = -1;
+  callFd = -1;
+  errFd = -1;
+  polling = false;
+  /** SET_VRING_KICK received since the last stop */
+  started = false;
+  enabled = false;
+  vq: Virtqueue | null = null;
+  ctx: QueueContext | null = null;
+  running = false;
+  broken = false;
+  kickWatcher: FdWatcher | null = null;
+  pollTimer: NodeJS.Timeout | null = null;
+  constructor(readonly index: number) {}
+}
+
+export interface SessionOptions {
+  log?: Logger;
+  /** queue burst size for the native rings (default 32) */
+  burst?: number;
+}
+
+let nextSessionId = 1;
+
+export class Session extends EventEmitter {
+  readonly id = nextSessionId++;
+  readonly log: Logger;
+  private readonly ch: MessageChannel;
+  private owner = false;
+  private features = 0n;
+  private protocolFeatures = 0n;
+  private acked = 0n;
+  private status = 0;
+  private memory: GuestMemory | null = null;
+  private readonly slots: Slot[];
+  private backendChannel: MessageChannel | null = null;
+  private dirtyLog: DirtyLog | null = null;
+  private logFd = -1;
+  private inflight: { memory: GuestMemory; fd: number; numQueues: number; queueSize: number } | null = null;
+  private closing = false;
+  private readonly burst: number;
+
+  constructor(
+    fd: number,
+    readonly device: VhostUserDevice,
+    opts: SessionOptions = {},
+  ) {
+    super();
+    this.log = (opts.log ?? rootLog).child({ session: this.id, device: device.kind });
+    this.burst = opts.burst ?? 32;
+    this.slots = Array.from({ length: device.numQueues }, (_, i) => new Slot(i));
+    this.ch = new MessageChannel(fd, {
+      message: (m) => this.dispatch(m),
+      closed: (reason, err) => void this.teardown(reason, err),
+    });
+    this.log.info('frontend connected');
+  }
+
+  /** Features offered in GET_FEATURES. */
+  get offeredFeatures(): bigint {
+    return this.device.features | SESSION_FEATURES | bit(VHOST_USER_F_PROTOCOL_FEATURES);
+  }
+
+  get offeredProtocolFeatures(): bigint {
+    return SESSION_PROTOCOL_FEATURES | (this.device.configSpace ? bit(ProtocolFeature.CONFIG) : 0n) | this.device.protocolFeatures;
+  }
+
+  get negotiatedFeatures(): bigint {
+    return this.acked;
+  }
+
+  get negotiatedProtocolFeatures(): bigint {
+    return this.protocolFeatures;
+  }
+
+  get deviceStatus(): number {
+    return this.status;
+  }
+
+  get closed(): boolean {
+    return this.ch.closed;
+  }
+
+  /** Ends the session: rings stopped, regions unmapped, fds closed. */
+  close(reason = 'closed by the backend'): Promise<void> {
+    this.ch.close(reason);
+    return this.done;
+  }
+
+  /** Resolves when the session is torn down. */
+  readonly done: Promise<void> = new Promise((resolve) => this.once('closed', () => resolve()));
+
+  /** Tells the frontend the config space changed (CONFIG_CHANGE_MSG on the backend channel). */
+  notifyConfigChange(): boolean {
+    if (!this.backendChannel || this.backendChannel.closed) return false;
+    this.backendChannel.send(BackendReq.CONFIG_CHANGE_MSG, 0);
+    return true;
+  }
+
+  /** State of each queue, for tools and tests. */
+  queues(): Array<{ index: number; started: boolean; enabled: boolean; running: boolean; broken: boolean; size: number; layout: RingLayout | null }> {
+    return this.slots.map((s) => ({ index: s.index, started: s.started, enabled: s.enabled, running: s.running, broken: s.broken, size: s.num, layout: s.vq?.layout ?? null }));
+  }
+
+  // ---- dispatch ------------------------------------------------------------
+
+  private dispatch(m: Message): void {
+    const name = reqName(m.request);
+    const entry = table.get(m.request as Req);
+    try {
+      if (entry === undefined) throw new ProtocolError(`unknown or unsupported ${name}`);
+      if (m.flags & FLAG_REPLY) throw new ProtocolError(`${name} carries the reply flag`);
+      const [lo, hi] = typeof entry.size === 'number' ? [entry.size, entry.size] : entry.size;
+      if (m.payload.length < lo || m.payload.length > hi) {
+        throw new ProtocolError(`${name}: payload of ${m.payload.length} bytes, expected ${lo === hi ? lo : `${lo}..${hi}`}`);
+      }
+      if (m.fds.length < entry.fds[0] || m.fds.length > entry.fds[1]) {
+        throw new ProtocolError(`${name}: ${m.fds.length} file descriptors, expected ${entry.fds[0] === entry.fds[1] ? entry.fds[0] : `${entry.fds[0]}..${entry.fds[1]}`}`);
+      }
+      if (!this.owner && !entry.beforeOwner) throw new ProtocolError(`${name} before VHOST_USER_SET_OWNER`);
+      if (entry.needs !== undefined && !(this.protocolFeatures & bit(entry.needs))) {
+        throw new ProtocolError(`${name} without protocol feature ${ProtocolFeature[entry.needs]}`);
+      }
+      this.log.debug('message', { request: name, size: m.payload.length, fds: m.fds.length });
+      const r = entry.handler(this, m);
+      if (r instanceof Promise) {
+        this.ch.pause();
+        r.then(
+          (v) => {
+            this.finishMessage(m, entry, v);
+            this.ch.resume();
+          },
+          (e) => this.fatal(m, e),
+        );
+      } else {
+        this.finishMessage(m, entry, r);
+      }
+    } catch (e) {
+      this.fatal(m, e);
+    }
+  }
+
+  private finishMessage(m: Message, entry: Entry, result: Uint8Array | boolean | void): void {
+    closeFds(m.fds); // every fd the handler did not take
+    if (this.ch.closed) return;
+    if (entry.reply === 'payload') {
+      this.ch.send(m.request, FLAG_REPLY, result instanceof Uint8Array ? result : new Uint8Array(0));
+    } else if ((m.flags & FLAG_NEED_REPLY) && (this.protocolFeatures & bit(ProtocolFeature.REPLY_ACK))) {
+      this.ch.send(m.request, FLAG_REPLY, u64.encode(result === false ? 1n : 0n));
+    }
+  }
+
+  private fatal(m: Message, e: unknown): void {
+    closeFds(m.fds);
+    const reason = e instanceof Error ? e.message : String(e);
+    if (!this.ch.closed && (m.flags & FLAG_NEED_REPLY) && (this.protocolFeatures & bit(ProtocolFeature.REPLY_ACK))) {
+      try {
+        this.ch.send(m.request, FLAG_REPLY, u64.encode(1n));
+      } catch {
+        // the connection is going away anyway
+      }
+    }
+    this.log.error('closing session', { request: reqName(m.request), reason });
+    this.ch.close(reason);
+  }
+
+  // ---- queue lifecycle -----------------------------------------------------
+
+  slot(index: number, what: string): Slot {
+    const s = this.slots[index];
+    if (!Number.isInteger(index) || s === undefined) throw new ProtocolError(`${what}: queue ${index}, the device has ${this.slots.length}`);
+    return s;
+  }
+
+  private layout(): RingLayout {
+    return has(this.acked, VIRTIO_F_RING_PACKED) ? 'packed' : 'split';
+  }
+
+  /** SET_VRING_KICK: the ring starts (spec: "Ring states"). */
+  startQueue(s: Slot): void {
+    if (s.started) this.stopRunning(s); // a new kick fd for a running ring: restart it
+    if (this.memory === null) throw new ProtocolError(`queue ${s.index}: started before SET_MEM_TABLE`);
+    if (s.addr === null) throw new ProtocolError(`queue ${s.index}: started before SET_VRING_ADDR`);
+    if (s.num === 0) throw new ProtocolError(`queue ${s.index}: started before SET_VRING_NUM`);
+    const layout = this.layout();
+    const vq = new Virtqueue({ layout, size: s.num, burst: this.burst });
+    vq.setFeatures({ eventIdx: has(this.acked, VIRTIO_RING_F_EVENT_IDX), indirect: has(this.acked, VIRTIO_RING_F_INDIRECT_DESC) });
+    vq.setMemory(this.memory);
+    try {
+      vq.setBase(s.base);
+      vq.setRings(this.ringAddrs(s.addr, layout), 'uva');
+    } catch (e) {
+      throw new ProtocolError(`queue ${s.index}: ${(e as Error).message}`);
+    }
+    if (layout === 'split') vq.syncUsedFromRing();
+    vq.setCallFd(s.callFd);
+    this.attachLog(s, vq);
+    s.vq = vq;
+    s.started = true;
+    s.broken = false;
+    const log = this.log.child({ queue: s.index });
+    const self = this; // eslint-disable-line @typescript-eslint/no-this-alias
+    s.ctx = {
+      index: s.index,
+      layout,
+      size: s.num,
+      vq,
+      get memory() {
+        return self.memory!;
+      },
+      features: this.acked,
+      log,
+      fail: (reason) => this.failQueue(s, reason),
+    };
+    log.info('ring started', { layout, size: s.num, base: s.base, kick: s.polling ? 'polling' : 'eventfd' });
+    if (s.kickFd >= 0) {
+      s.kickWatcher = new FdWatcher(s.kickFd, () => this.onKick(s));
+      s.kickWatcher.start(true, false);
+    } else {
+      s.pollTimer = setInterval(() => this.kickDevice(s), 1);
+    }
+    this.updateRunning(s);
+  }
+
+  private ringAddrs(a: VringAddr, layout: RingLayout): { desc: bigint; driver: bigint; device: bigint } {
+    // split: driver area = avail ring, device area = used ring; packed: the event areas
+    void layout;
+    return { desc: a.desc, driver: a.avail, device: a.used };
+  }
+
+  private attachLog(s: Slot, vq: Virtqueue): void {
+    if (this.dirtyLog && has(this.acked, VHOST_F_LOG_ALL)) {
+      // Ring writes are logged when the frontend set VHOST_VRING_F_LOG on the ring.
+      vq.setDirtyLog(this.dirtyLog.raw, s.addr !== null && s.addr.flags & VRING_F_LOG ? s.addr.log : null);
+    } else {
+      vq.setDirtyLog(null, null);
+    }
+  }
+
+  private onKick(s: Slot): void {
+    // Drain the eventfd (made non-blocking by the watcher): one wakeup for any number of kicks.
+    try {
+      readSync(s.kickFd, kickBuf, 0, 8, null);
+    } catch {
+      // EAGAIN: already drained
+    }
+    this.kickDevice(s);
+  }
+
+  private kickDevice(s: Slot): void {
+    if (!s.running || s.ctx === null) return;
+    try {
+      this.device.queueKick(s.ctx);
+    } catch (e) {
+      this.failQueue(s, e as Error);
+    }
+  }
+
+  /** started && (enabled || PROTOCOL_FEATURES not negotiated) => running. */
+  updateRunning(s: Slot): void {
+    const want = s.started && !s.broken && (s.enabled || !has(this.acked, VHOST_USER_F_PROTOCOL_FEATURES));
+    if (want && !s.running && s.ctx) {
+      s.running = true;
+      this.device.queueStart(s.ctx);
+      this.kickDevice(s); // chains may already be waiting
+    } else if (!want && s.running) {
+      this.stopRunning(s);
+    }
+  }
+
+  private stopRunning(s: Slot): void | Promise<void> {
+    if (!s.running || s.ctx === null) return;
+    s.running = false;
+    return this.device.queueStop(s.ctx);
+  }
+
+  /** GET_VRING_BASE / reset / disconnect: the ring stops; returns its state. */
+  async stopQueue(s: Slot): Promise<number> {
+    await this.stopRunning(s);
+    s.kickWatcher?.close();
+    s.kickWatcher = null;
+    if (s.pollTimer) clearInterval(s.pollTimer);
+    s.pollTimer = null;
+    if (s.kickFd >= 0) closeSync(s.kickFd);
+    s.kickFd = -1;
+    const base = s.vq ? s.vq.getBase() : s.base;
+    if (s.vq) {
+      s.vq.detach();
+      this.log.info('ring stopped', { queue: s.index, base });
+    }
+    s.vq = null;
+    s.ctx = null;
+    s.started = false;
+    s.base = base;
+    return base;
+  }
+
+  private failQueue(s: Slot, reason: VringError | Error | string): void {
+    if (s.broken) return;
+    s.broken = true;
+    const why = reason instanceof VringError ? `${reason.code}: ${reason.detail}` : reason instanceof Error ? reason.message : reason;
+    this.log.error('queue broken by the driver, stopping it', { queue: s.index, reason: why });
+    void this.stopRunning(s);
+    if (has(this.acked, 32 /* VERSION_1 */)) this.status |= DeviceStatus.DEVICE_NEEDS_RESET;
+    if (s.errFd >= 0) {
+      try {
+        writeEventFd(s.errFd);
+      } catch {
+        // the frontend closed its end
+      }
+    }
+    this.emit('queue-error', s.index, why);
+  }
+
+  /** Swaps guest memory under running queues (SET_MEM_TABLE, ADD/REM_MEM_REG). */
+  replaceMemory(mem: GuestMemory): void {
+    const old = this.memory;
+    this.memory = mem;
+    for (const s of this.slots) {
+      if (!s.vq || !s.addr) continue;
+      s.vq.setMemory(mem);
+      try {
+        s.vq.setRings(this.ringAddrs(s.addr, s.vq.layout), 'uva');
+      } catch (e) {
+        this.failQueue(s, `its rings are not mapped by the new memory table: ${(e as Error).message}`);
+      }
+    }
+    if (this.slots.some((s) => s.vq)) this.device.memoryChanged?.(mem);
+    old?.close();
+    this.log.info('memory table set', { regions: mem.regions.length, bytes: mem.regions.reduce((n, r) => n + r.size, 0n) });
+  }
+
+  async resetDevice(why: string): Promise<void> {
+    for (const s of this.slots) await this.stopQueue(s);
+    for (const s of this.slots) {
+      for (const k of ['callFd', 'errFd'] as const) {
+        if (s[k] >= 0) closeSync(s[k]);
+        s[k] = -1;
+      }
+      s.num = 0;
+      s.addr = null;
+      s.base = 0;
+      s.enabled = false;
+      s.broken = false;
+    }
+    this.acked = 0n;
+    this.status = 0;
+    this.device.reset?.();
+    this.log.info('device reset', { why });
+  }
+
+  private async teardown(reason: string, err?: Error): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    const level = reason === 'eof' ? 'info' : 'warn';
+    this.log[level]('frontend disconnected', { reason, ...(err && !(err instanceof ProtocolError) ? { error: err.message } : {}) });
+    try {
+      await this.resetDevice('disconnect');
+    } catch (e) {
+      this.log.error('device stop failed during teardown', { error: (e as Error).message });
+    }
+    this.memory?.close();
+    this.memory = null;
+    this.backendChannel?.close('session closed');
+    this.backendChannel = null;
+    this.dirtyLog?.close();
+    this.dirtyLog = null;
+    if (this.logFd >= 0) closeSync(this.logFd);
+    this.logFd = -1;
+    if (this.inflight) {
+      this.inflight.memory.close();
+      closeSync(this.inflight.fd);
+      this.inflight = null;
+    }
+    this.emit('closed', reason);
+  }
+
+  // ---- handlers (called through the table) --------------------------------
+
+  h = {
+    getFeatures: (): Uint8Array => u64.encode(this.offeredFeatures),
+    setFeatures: (m: Message): boolean | void => {
+      const f = u64.decode(m.payload);
+      const extra = f & ~this.offeredFeatures;
+      if (extra) throw new ProtocolError(`SET_FEATURES acks features never offered: 0x${extra.toString(16)}`);
+      const wasLogging = has(this.acked, VHOST_F_LOG_ALL);
+      this.acked = f;
+      this.device.featuresNegotiated?.(f);
+      if (wasLogging !== has(f, VHOST_F_LOG_ALL)) for (const s of this.slots) if (s.vq) this.attachLog(s, s.vq);
+      this.log.info('features negotiated', { features: f });
+    },
+    getProtocolFeatures: (): Uint8Array => u64.encode(this.offeredProtocolFeatures),
+    setProtocolFeatures: (m: Message): void => {
+      const f = u64.decode(m.payload);
+      const extra = f & ~this.offeredProtocolFeatures;
+      if (extra) throw new ProtocolError(`SET_PROTOCOL_FEATURES acks features never offered: 0x${extra.toString(16)}`);
+      this.protocolFeatures = f;
+      this.log.info('protocol features negotiated', { protocolFeatures: f });
+    },
+    setOwner: (): void => {
+      this.owner = true;
+    },
+    resetOwner: async (): Promise<void> => {
+      // Deprecated; the spec recommends disabling the rings.
+      for (const s of this.slots) await this.stopQueue(s);
+    },
+    setMemTable: (m: Message): void => {
+      const regions = memTable.decode(m.payload);
+      if (m.payload.length !== 8 + 32 * regions.length) throw new ProtocolError(`SET_MEM_TABLE: payload of ${m.payload.length} bytes for ${regions.length} regions`);
+      if (m.fds.length !== regions.length) throw new ProtocolError(`SET_MEM_TABLE: ${regions.length} regions but ${m.fds.length} file descriptors`);
+      const specs: RegionSpec[] = regions.map((r, i) => ({ fd: m.fds[i], ...r }));
+      this.replaceMemory(mapOrThrow(() => GuestMemory.map(specs)));
+    },
+    getMaxMemSlots: (): Uint8Array => u64.encode(BigInt(MAX_REGIONS)),
+    addMemReg: (m: Message): void => {
+      const r = singleRegion.decode(m.payload);
+      const spec = { fd: m.fds[0], ...r };
+      const mem = this.memory === null ? mapOrThrow(() => GuestMemory.map([spec])) : mapOrThrow(() => this.memory!.withRegion(spec));
+      this.replaceMemory(mem);
+    },
+    remMemReg: (m: Message): void => {
+      const r = singleRegion.decode(m.payload);
+      if (this.memory === null) throw new ProtocolError('REM_MEM_REG with no memory table');
+      this.replaceMemory(mapOrThrow(() => this.memory!.withoutRegion(r.gpa, r.size, r.uva)));
+    },
+    setVringNum: (m: Message): void => {
+      const st = vringState.decode(m.payload);
+      const s = this.slot(st.index, 'SET_VRING_NUM');
+      if (s.started) throw new ProtocolError(`SET_VRING_NUM on running queue ${st.index}`);
+      const packed = has(this.acked, VIRTIO_F_RING_PACKED);
+      if (st.num === 0 || st.num > this.device.maxQueueSize || (!packed && (st.num & (st.num - 1)) !== 0)) {
+        throw new ProtocolError(`SET_VRING_NUM: queue size ${st.num} (at most ${this.device.maxQueueSize}${packed ? '' : ', a power of 2'})`);
+      }
+      s.num = st.num;
+    },
+    setVringAddr: (m: Message): void => {
+      const a = vringAddr.decode(m.payload);
+      const s = this.slot(a.index, 'SET_VRING_ADDR');
+      s.addr = a;
+      if (s.vq) {
+        // Only the LOG flag may change on a running ring (start/stop of dirty logging).
+        this.attachLog(s, s.vq);
+        try {
+          s.vq.setRings(this.ringAddrs(a, s.vq.layout), 'uva');
+        } catch (e) {
+          throw new ProtocolError(`SET_VRING_ADDR queue ${a.index}: ${(e as Error).message}`);
+        }
+      }
+    },
+    setVringBase: (m: Message): void => {
+      const st = vringState.decode(m.payload);
+      const s = this.slot(st.index, 'SET_VRING_BASE');
+      if (s.started) throw new ProtocolError(`SET_VRING_BASE on running queue ${st.index}`);
+      s.base = st.num;
+    },
+    getVringBase: async (m: Message): Promise<Uint8Array> => {
+      const st = vringState.decode(m.payload);
+      const s = this.slot(st.index, 'GET_VRING_BASE');
+      const base = await this.stopQueue(s);
+      return vringState.encode({ index: st.index, num: base });
+    },
+    setVringKick: (m: Message): void => {
+      const f = vringFile.decode(m.payload, 'SET_VRING_KICK');
+      const s = this.slot(f.index, 'SET_VRING_KICK');
+      if (f.noFd !== (m.fds.length === 0)) throw new ProtocolError(`SET_VRING_KICK: no-fd flag ${f.noFd} with ${m.fds.length} fds`);
+      if (s.started) {
+        s.kickWatcher?.close();
+        s.kickWatcher = null;
+        if (s.pollTimer) clearInterval(s.pollTimer);
+        if (s.kickFd >= 0) closeSync(s.kickFd);
+      }
+      s.kickFd = f.noFd ? -1 : takeFd(m);
+      s.polling = f.noFd;
+      this.startQueue(s);
+    },
+    setVringCall: (m: Message): void => {
+      const f = vringFile.decode(m.payload, 'SET_VRING_CALL');
+      const s = this.slot(f.index, 'SET_VRING_CALL');
+      if (f.noFd !== (m.fds.length === 0)) throw new ProtocolError(`SET_VRING_CALL: no-fd flag ${f.noFd} with ${m.fds.length} fds`);
+      if (s.callFd >= 0) closeSync(s.callFd);
+      s.callFd = f.noFd ? -1 : takeFd(m);
+      s.vq?.setCallFd(s.callFd);
+    },
+    setVringErr: (m: Message): void => {
+      const f = vringFile.decode(m.payload, 'SET_VRING_ERR');
+      const s = this.slot(f.index, 'SET_VRING_ERR');
+      if (f.noFd !== (m.fds.length === 0)) throw new ProtocolError(`SET_VRING_ERR: no-fd flag ${f.noFd} with ${m.fds.length} fds`);
+      if (s.errFd >= 0) closeSync(s.errFd);
+      s.errFd = f.noFd ? -1 : takeFd(m);
+    },
+    getQueueNum: (): Uint8Array => u64.encode(BigInt(this.device.numQueues)),
+    setVringEnable: (m: Message): void => {
+      const st = vringState.decode(m.payload);
+      const s = this.slot(st.index, 'SET_VRING_ENABLE');
+      if (st.num > 1) throw new ProtocolError(`SET_VRING_ENABLE: value ${st.num}`);
+      if (!has(this.acked, VHOST_USER_F_PROTOCOL_FEATURES) && this.acked !== 0n) {
+        throw new ProtocolError('SET_VRING_ENABLE without VHOST_USER_F_PROTOCOL_FEATURES negotiated');
+      }
+      s.enabled = st.num === 1;
+      this.updateRunning(s);
+    },
+    sendRarp: (m: Message): boolean => {
+      if (!this.device.sendRarp) return false;
+      this.device.sendRarp(m.payload.subarray(0, 6));
+      return true;
+    },
+    netSetMtu: (m: Message): boolean => {
+      const mtu = u64.decode(m.payload);
+      if (!this.device.setMtu || mtu > 65535n) return false;
+      return this.device.setMtu(Number(mtu));
+    },
+    setBackendReqFd: (m: Message): void => {
+      this.backendChannel?.close('replaced');
+      this.backendChannel = new MessageChannel(takeFd(m), {
+        message: (r) => closeFds(r.fds), // replies to our requests; we send none that need one
+        closed: () => {
+          this.backendChannel = null;
+        },
+      });
+    },
+    getConfig: (m: Message): Uint8Array => {
+      const c = configSpace.decode(m.payload);
+      const space = this.device.configSpace?.();
+      if (!space || c.offset + c.size > space.length) return new Uint8Array(0); // zero length: error
+      return configSpace.encode({ ...c, data: space.subarray(c.offset, c.offset + c.size) });
+    },
+    setConfig: (m: Message): boolean => {
+      const c = configSpace.decode(m.payload);
+      if (!this.device.setConfig) return false;
+      return this.device.setConfig(c.offset, c.data, c.flags & CONFIG_FLAG_MIGRATION);
+    },
+    setLogBase: (m: Message): Uint8Array => {
+      const a = logArea.decode(m.payload);
+      const fd = takeFd(m);
+      try {
+        const next = DirtyLog.map(fd, a.size, a.offset);
+        this.dirtyLog?.close();
+        this.dirtyLog = next;
+      } catch (e) {
+        throw new ProtocolError(`SET_LOG_BASE: ${(e as Error).message}`);
+      } finally {
+        closeSync(fd);
+      }
+      for (const s of this.slots) if (s.vq) this.attachLog(s, s.vq);
+      return u64.encode(0n);
+    },
+    setLogFd: (m: Message): void => {
+      if (this.logFd >= 0) closeSync(this.logFd);
+      this.logFd = takeFd(m);
+    },
+    getInflightFd: (m: Message): Uint8Array => {
+      const a = inflightArea.decode(m.payload);
+      if (a.numQueues === 0 || a.numQueues > this.device.numQueues || a.queueSize === 0 || a.queueSize > this.device.maxQueueSize) {
+        throw new ProtocolError(`GET_INFLIGHT_FD: ${a.numQueues} queues of ${a.queueSize} (device: ${this.device.numQueues} of at most ${this.device.maxQueueSize})`);
+      }
+      const size = a.numQueues * inflightQueueBytes(a.queueSize, has(this.acked, VIRTIO_F_RING_PACKED));
+      const fd = createMemfd('vhostkit-inflight', size);
+      this.setInflight(fd, BigInt(size), 0n, a.numQueues, a.queueSize);
+      this.inflightReplyFd = fd;
+      return inflightArea.encode({ mmapSize: BigInt(size), mmapOffset: 0n, numQueues: a.numQueues, queueSize: a.queueSize });
+    },
+    setInflightFd: (m: Message): void => {
+      const a = inflightArea.decode(m.payload);
+      const fd = takeFd(m);
+      const expect = BigInt(a.numQueues * inflightQueueBytes(a.queueSize, has(this.acked, VIRTIO_F_RING_PACKED)));
+      if (a.numQueues > this.device.numQueues || a.queueSize > this.device.maxQueueSize || a.mmapSize < expect) {
+        closeSync(fd);
+        throw new ProtocolError(`SET_INFLIGHT_FD: ${a.numQueues} queues of ${a.queueSize} in ${a.mmapSize} bytes`);
+      }
+      this.setInflight(fd, a.mmapSize, a.mmapOffset, a.numQueues, a.queueSize);
+    },
+    resetDevice: (): Promise<void> => this.resetDevice('RESET_DEVICE'),
+    setStatus: async (m: Message): Promise<void> => {
+      const st = Number(u64.decode(m.payload) & 0xffn);
+      if (st === 0) {
+        await this.resetDevice('status 0');
+        return;
+      }
+      this.status = (this.status & DeviceStatus.DEVICE_NEEDS_RESET) | st;
+      this.log.info('device status', { status: st });
+    },
+    getStatus: (): Uint8Array => u64.encode(BigInt(this.status)),
+  };
+
+  /** fd to attach to the GET_INFLIGHT_FD reply (sent, then kept for the mapping's life). */
+  inflightReplyFd = -1;
+
+  private setInflight(fd: number, size: bigint, offset: bigint, numQueues: number, queueSize: number): void {
+    let memory: GuestMemory;
+    try {
+      memory = GuestMemory.map([{ fd, gpa: 0n, size, uva: 0n, mmapOffset: offset }]);
+    } catch (e) {
+      closeSync(fd);
+      throw new ProtocolError(`inflight area: ${(e as Error).message}`);
+    }
+    if (this.inflight) {
+      this.inflight.memory.close();
+      closeSync(this.inflight.fd);
+    }
+    this.inflight = { memory, fd, numQueues, queueSize };
+  }
+
+  /** Sends a reply that carries an fd (GET_INFLIGHT_FD). */
+  sendWithFd(request: number, payload: Uint8Array, fd: number): void {
+    this.ch.send(request, FLAG_REPLY, payload, [fd]);
+  }
+}
+
+/** Bytes of one queue's inflight region (vhost-user.rst "Inflight I/O tracking"), 64-aligned. */
+export function inflightQueueBytes(queueSize: number, packed: boolean): number {
+  const raw = packed ? 32 + 32 * queueSize : 16 + 16 * queueSize;
+  return Math.ceil(raw / 64) * 64;
+}
+
+function mapOrThrow(f: () => GuestMemory): GuestMemory {
+  try {
+    return f();
+  } catch (e) {
+    throw new ProtocolError((e as Error).message);
+  }
+}
+
+const kickBuf = Buffer.alloc(8);
+function writeEventFd(fd: number): void {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(1n);
+  writeSync(fd, b);
+}
+
+const H = (k: keyof Session['h']) => (s: Session, m: Message) => (s.h[k] as (m: Message) => ReturnType<Entry['handler']>)(m);
+const U64 = 8;
+const STATE = 8;
+
+/** The dispatch table: every front-end request we serve. */
+const table = new Map<Req, Entry>([
+  [Req.GET_FEATURES, { size: 0, fds: [0, 0], beforeOwner: true, reply: 'payload', handler: H('getFeatures') }],
+  [Req.SET_FEATURES, { size: U64, fds: [0, 0], reply: 'none', handler: H('setFeatures') }],
+  [Req.GET_PROTOCOL_FEATURES, { size: 0, fds: [0, 0], beforeOwner: true, reply: 'payload', handler: H('getProtocolFeatures') }],
+  [Req.SET_PROTOCOL_FEATURES, { size: U64, fds: [0, 0], beforeOwner: true, reply: 'none', handler: H('setProtocolFeatures') }],
+  [Req.SET_OWNER, { size: 0, fds: [0, 0], beforeOwner: true, reply: 'none', handler: H('setOwner') }],
+  [Req.RESET_OWNER, { size: [0, U64], fds: [0, 0], reply: 'none', handler: H('resetOwner') }],
+  [Req.SET_MEM_TABLE, { size: [8, 8 + 32 * 8], fds: [1, 8], reply: 'none', handler: H('setMemTable') }],
+  [Req.GET_MAX_MEM_SLOTS, { size: 0, fds: [0, 0], beforeOwner: true, needs: ProtocolFeature.CONFIGURE_MEM_SLOTS, reply: 'payload', handler: H('getMaxMemSlots') }],
+  [Req.ADD_MEM_REG, { size: 40, fds: [1, 1], needs: ProtocolFeature.CONFIGURE_MEM_SLOTS, reply: 'none', handler: H('addMemReg') }],
+  [Req.REM_MEM_REG, { size: 40, fds: [0, 1], needs: ProtocolFeature.CONFIGURE_MEM_SLOTS, reply: 'none', handler: H('remMemReg') }],
+  [Req.SET_VRING_NUM, { size: STATE, fds: [0, 0], reply: 'none', handler: H('setVringNum') }],
+  [Req.SET_VRING_ADDR, { size: 40, fds: [0, 0], reply: 'none', handler: H('setVringAddr') }],
+  [Req.SET_VRING_BASE, { size: STATE, fds: [0, 0], reply: 'none', handler: H('setVringBase') }],
+  [Req.GET_VRING_BASE, { size: STATE, fds: [0, 0], reply: 'payload', handler: H('getVringBase') }],
+  [Req.SET_VRING_KICK, { size: U64, fds: [0, 1], reply: 'none', handler: H('setVringKick') }],
+  [Req.SET_VRING_CALL, { size: U64, fds: [0, 1], reply: 'none', handler: H('setVringCall') }],
+  [Req.SET_VRING_ERR, { size: U64, fds: [0, 1], reply: 'none', handler: H('setVringErr') }],
+  [Req.GET_QUEUE_NUM, { size: 0, fds: [0, 0], beforeOwner: true, needs: ProtocolFeature.MQ, reply: 'payload', handler: H('getQueueNum') }],
+  [Req.SET_VRING_ENABLE, { size: STATE, fds: [0, 0], reply: 'none', handler: H('setVringEnable') }],
+  [Req.SEND_RARP, { size: U64, fds: [0, 0], needs: ProtocolFeature.RARP, reply: 'none', handler: H('sendRarp') }],
+  [Req.NET_SET_MTU, { size: U64, fds: [0, 0], needs: ProtocolFeature.MTU, reply: 'none', handler: H('netSetMtu') }],
+  [Req.SET_BACKEND_REQ_FD, { size: 0, fds: [1, 1], beforeOwner: true, needs: ProtocolFeature.BACKEND_REQ, reply: 'none', handler: H('setBackendReqFd') }],
+  [Req.GET_CONFIG, { size: [12, 12 + 256], fds: [0, 0], beforeOwner: true, needs: ProtocolFeature.CONFIG, reply: 'payload', handler: H('getConfig') }],
+  [Req.SET_CONFIG, { size: [12, 12 + 256], fds: [0, 0], needs: ProtocolFeature.CONFIG, reply: 'none', handler: H('setConfig') }],
+  [Req.SET_LOG_BASE, { size: 16, fds: [1, 1], needs: ProtocolFeature.LOG_SHMFD, reply: 'payload', handler: H('setLogBase') }],
+  [Req.SET_LOG_FD, { size: 0, fds: [1, 1], reply: 'none', handler: H('setLogFd') }],
+  [Req.GET_INFLIGHT_FD, { size: [20, 24], fds: [0, 0], needs: ProtocolFeature.INFLIGHT_SHMFD, reply: 'payload', handler: getInflightWithFd }],
+  [Req.SET_INFLIGHT_FD, { size: [20, 24], fds: [1, 1], needs: ProtocolFeature.INFLIGHT_SHMFD, reply: 'none', handler: H('setInflightFd') }],
+  [Req.RESET_DEVICE, { size: [0, U64], fds: [0, 0], needs: ProtocolFeature.RESET_DEVICE, reply: 'none', handler: H('resetDevice') }],
+  [Req.SET_STATUS, { size: U64, fds: [0, 0], needs: ProtocolFeature.STATUS, reply: 'none', handler: H('setStatus') }],
+  [Req.GET_STATUS, { size: 0, fds: [0, 0], needs: ProtocolFeature.STATUS, reply: 'payload', handler: H('getStatus') }],
+]);
+
+/** GET_INFLIGHT_FD's reply carries the fd: sent here, so the table reply is suppressed. */
+function getInflightWithFd(s: Session, m: Message): void {
+  const payload = s.h.getInflightFd(m);
+  s.sendWithFd(m.request, payload, s.inflightReplyFd);
+  s.inflightReplyFd = -1;
+}
+table.get(Req.GET_INFLIGHT_FD)!.reply = 'none';
+
+/** Requests the session serves (for docs and tests). */
+export const supportedRequests: Req[] = [...table.keys()];
