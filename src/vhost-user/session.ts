@@ -371,7 +371,7 @@ export class Session extends EventEmitter {
     const why = reason instanceof VringError ? `${reason.code}: ${reason.detail}` : reason instanceof Error ? reason.message : reason;
     this.log.error('queue broken by the driver, stopping it', { queue: s.index, reason: why });
     void this.stopRunning(s);
-    if (has(this.acked, 32 /* VERSION_1 */)) this.status |= DeviceStatus.DEVICE_NEEDS_RESET;
+    if (this.protocolFeatures & bit(ProtocolFeature.STATUS)) this.status |= DeviceStatus.DEVICE_NEEDS_RESET;
     if (s.errFd >= 0) {
       try {
         writeEventFd(s.errFd);
