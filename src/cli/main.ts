@@ -4,6 +4,7 @@
 import { parseArgs } from 'node:util';
 import { ringBench } from '../testing/ring-bench.js';
 import type { RingLayout } from '../native/virtqueue.js';
+import { formatProbe, probe, type ProbeType } from '../vhost-user/probe.js';
 
 const usage = `usage: vhostkit <command> [options]
 
@@ -11,6 +12,10 @@ commands:
   ring-bench [--layout split|packed|both] [--size N] [--burst N] [--bytes N] [--seconds S]
       In-process ring loopback: a TypeScript driver keeps a queue full, the native
       device side pops and pushes bursts. Prints chains per second per layout.
+  probe <socket> [--type net|blk] [--timeout MS] [--json]
+      Connects to any vhost-user backend and prints what it offers: device features
+      and protocol features by name, queue count, config space. Exits 1 if the socket
+      is not a vhost-user backend.
   help
 `;
 
@@ -53,9 +58,37 @@ function cmdRingBench(argv: string[]): void {
   }
 }
 
+async function cmdProbe(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: { type: { type: 'string' }, timeout: { type: 'string' }, json: { type: 'boolean', default: false } },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (positionals.length !== 1) fail('probe: expected one socket path');
+  const type = values.type;
+  if (type !== undefined && type !== 'net' && type !== 'blk') fail(`--type ${type}: expected net or blk`);
+  const timeoutMs = int(values.timeout, 'timeout', 3000, 10, 600000);
+  let r;
+  try {
+    r = await probe(positionals[0], { type: type as ProbeType | undefined, timeoutMs });
+  } catch (e) {
+    process.stderr.write(`vhostkit probe: ${positionals[0]}: ${(e as Error).message}\n`);
+    process.exit(1);
+  }
+  if (values.json) {
+    process.stdout.write(JSON.stringify(r, (_k, v) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v), 2) + '\n');
+  } else {
+    process.stdout.write(formatProbe(r));
+  }
+}
+
 const [cmd, ...rest] = process.argv.slice(2);
 try {
   switch (cmd) {
+    case 'probe':
+      await cmdProbe(rest);
+      break;
     case 'ring-bench':
       cmdRingBench(rest);
       break;

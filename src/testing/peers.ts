@@ -322,11 +322,16 @@ export async function startStorageDaemon(opts: StorageDaemonOptions): Promise<St
       ...(opts.extraArgs ?? []),
     ];
     const proc = await ManagedProcess.start(argv, { name: 'qemu-storage-daemon', onLine: opts.onLine });
+    // If Node exits with the daemon still running, it is SIGKILLed and leaves its socket.
+    const unregisterSocket = registerExitCleanup(() => unlinkSocketIfPresent(socket));
     const stop = async (signal: NodeJS.Signals = 'SIGTERM', graceMs = 5000): Promise<ExitStatus> => {
-      const st = await proc.stop(signal, graceMs);
-      unlinkSocketIfPresent(socket);
-      temp?.cleanup();
-      return st;
+      try {
+        return await proc.stop(signal, graceMs);
+      } finally {
+        unlinkSocketIfPresent(socket);
+        unregisterSocket();
+        temp?.cleanup();
+      }
     };
     try {
       await proc.waitFor(async () => isSocket(socket) && (await canConnect(socket)), {
@@ -745,7 +750,10 @@ export async function startTestpmd(opts: TestpmdOptions): Promise<Testpmd> {
   const filePrefix = `vhostkit-${process.pid}-${++filePrefixCounter}`;
   const runtimeDir = dpdkRuntimeDir(filePrefix);
   const ownsSocket = (opts.role === 'vhost' && !opts.client) || (opts.role === 'virtio-user' && !!opts.server);
-  const removeRuntimeDir = (): void => rmSync(runtimeDir, { recursive: true, force: true });
+  const removeRuntimeDir = (): void => {
+    rmSync(runtimeDir, { recursive: true, force: true });
+    if (ownsSocket) unlinkSocketIfPresent(socket);
+  };
   const unregisterRuntimeDir = registerExitCleanup(removeRuntimeDir);
 
   let argv: string[];
@@ -778,7 +786,6 @@ export async function startTestpmd(opts: TestpmdOptions): Promise<Testpmd> {
       try {
         st = await proc.stop(signal, graceMs);
       } finally {
-        if (ownsSocket) unlinkSocketIfPresent(socket);
         removeRuntimeDir();
         unregisterRuntimeDir();
         tempDir.cleanup();
