@@ -39,8 +39,10 @@
 //     and forwarding starts only after the peer connected. SIGTERM while it waits makes it
 //     exit 0 but leaves its socket file behind (stop() removes it).
 //   - SIGTERM or SIGINT: it stops forwarding, prints "Forward statistics for port N" blocks
-//     and the "Accumulated forward statistics for all ports" block, closes the ports, exits 0
-//     within ~0.5 s (about one stats period). A vhost server removes its socket on exit.
+//     and the "Accumulated forward statistics for all ports" block, closes the ports, and
+//     exits 0 (not by the signal) within one stats period (0.1-1 s: the main lcore sleeps 1 s
+//     between prints). A vhost server removes its socket on exit. Since the main lcore shares
+//     its CPU with the busy-polling forwarding lcore, prints come every 1-3 s, not exactly 1 s.
 //   - as root, every run leaves /var/run/dpdk/<file-prefix>/ (config, fbarray files) behind,
 //     even on a clean exit; stop() removes it. (`--in-memory` would avoid it but is refused
 //     together with --no-huge: "Option --legacy-mem is not compatible with --in-memory".)

@@ -26,6 +26,7 @@ import {
   startTestpmd,
   type PeerName,
   type StorageDaemon,
+  type TempDir,
   type Testpmd,
   type TestpmdOptions,
 } from '../../src/testing/peers.js';
@@ -236,7 +237,10 @@ describe('testing/peers: availability', function () {
 describe('testing/peers: qemu-storage-daemon (vhost-user-blk)', function () {
   this.timeout(20_000);
   let daemon: StorageDaemon | null = null;
-  const dir = makeTempDir('vhostkit-qsdt-');
+  let dir: TempDir;
+  before(() => {
+    dir = makeTempDir('vhostkit-qsdt-');
+  });
   afterEach(async () => {
     await daemon?.stop('SIGKILL', 1000);
     daemon = null;

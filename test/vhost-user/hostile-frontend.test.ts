@@ -243,12 +243,12 @@ describe('vhost-user: hostile frontend', function () {
     const named = mine.find((r) => (r.level === 'warn' || r.level === 'error') && (problem.test(String(r.reason ?? '')) || problem.test(r.msg)));
     expect(named, `${label}: no warn/error record matching ${problem} among ${json(mine)}`).to.not.equal(undefined);
     expect(hostileDev.events.filter((e) => e.what === 'reset').length, `${label}: device reset on teardown`).to.equal(resets + 1);
-    const after = openFds();
-    const leaked = after.filter((f) => !before.includes(f));
-    expect(after.length, `${label}: open fds ${before.length} -> ${after.length} (new: ${leaked.join(',')})`).to.equal(before.length);
     const byNoise = logs.slice(mark).filter((r) => r.socket === bystanderSock && (r.level === 'warn' || r.level === 'error'));
     expect(byNoise, `${label}: bystander logged problems`).to.deep.equal([]);
     await bystanderEcho(label);
+    const after = openFds();
+    const leaked = after.filter((f) => !before.includes(f));
+    expect(after.length, `${label}: open fds ${before.length} -> ${after.length} (new: ${leaked.join(',')})`).to.equal(before.length);
   }
 
   before(async () => {
