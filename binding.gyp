@@ -9,6 +9,7 @@
         "native/vring/virtqueue.cc",
         "native/vring/split_ring.cc",
         "native/vring/packed_ring.cc",
+        "native/vring/handles.cc",
         "native/vring/bind_memory.cc",
         "native/vring/bind_queue.cc",
         "native/vring/eventfd.cc",

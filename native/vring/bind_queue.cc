@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "bindings.h"
+#include "handles.h"
 #include "virtqueue.h"
 
 namespace vhostkit {
@@ -53,13 +54,18 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
                         InstanceMethod<&QueueWrap::HasAvail>("hasAvail"),
                         InstanceMethod<&QueueWrap::Error>("error"),
                         InstanceMethod<&QueueWrap::ErrorDetail>("errorDetail"),
-                        InstanceMethod<&QueueWrap::InFlight>("inFlight")});
+                        InstanceMethod<&QueueWrap::InFlight>("inFlight"),
+                        InstanceMethod<&QueueWrap::Park>("park"),
+                        InstanceAccessor<&QueueWrap::Packed>("packed"),
+                        InstanceAccessor<&QueueWrap::Size>("size")});
   }
 
-  // new Virtqueue(packed, size, arrays, maxChains, maxSegs)
+  // new Virtqueue(packed, size, arrays, maxChains, maxSegs), or
+  // new Virtqueue(token, 0, arrays, maxChains, maxSegs) to claim a queue parked by another thread.
   explicit QueueWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<QueueWrap>(info) {
     Napi::Env env = info.Env();
-    const bool packed = info[0].As<Napi::Boolean>().Value();
+    const bool claim = info[0].IsNumber();
+    const bool packed = claim ? false : info[0].As<Napi::Boolean>().Value();
     const uint32_t size = info[1].As<Napi::Number>().Uint32Value();
     Napi::Object arrays = info[2].As<Napi::Object>();
     const uint32_t max_chains = info[3].As<Napi::Number>().Uint32Value();
@@ -68,9 +74,14 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     if (max_segs < kMaxChainSegs) {
       throw Napi::RangeError::New(env, "burst segment capacity must be at least " + std::to_string(kMaxChainSegs));
     }
-    std::string err;
-    q_ = Virtqueue::Create(packed, size, &err);
-    if (!q_) throw Napi::RangeError::New(env, err);
+    if (claim) {
+      q_ = std::static_pointer_cast<Virtqueue>(ClaimHandle(HandleKind::kQueue, info[0].As<Napi::Number>().Uint32Value()));
+      if (!q_) throw Napi::Error::New(env, "no parked queue with that token");
+    } else {
+      std::string err;
+      q_ = Virtqueue::Create(packed, size, &err);
+      if (!q_) throw Napi::RangeError::New(env, err);
+    }
     out_.max_chains = max_chains;
     out_.max_segs = max_segs;
     out_.head = ArrayPtr<uint16_t>(arrays, "head", napi_uint16_array, max_chains, &keep_);
@@ -140,28 +151,25 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     return info.Env().Undefined();
   }
 
-  // setCallFd(fd | -1): where push() signals the driver. Made non-blocking so that a
-  // frontend passing a pipe that fills up cannot stall the data path.
+  // setCallFd(fd | -1): where push() signals the driver. The queue keeps its own
+  // non-blocking duplicate, so the caller may close fd; safe while another thread pushes.
   Napi::Value SetCallFd(const Napi::CallbackInfo& info) {
     const int fd = info[0].As<Napi::Number>().Int32Value();
-    if (fd >= 0) {
-      const int fl = fcntl(fd, F_GETFL);
-      if (fl < 0) throw Napi::Error::New(info.Env(), "setCallFd: not an open fd");
-      if (!(fl & O_NONBLOCK)) (void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-    }
-    call_fd_ = fd;
+    if (fd >= 0 && fcntl(fd, F_GETFL) < 0) throw Napi::Error::New(info.Env(), "setCallFd: not an open fd");
+    q_->SetCallFd(fd);
     return info.Env().Undefined();
   }
+
+  // park() -> token: hands the queue to another thread (new Virtqueue(token, ...) there).
+  Napi::Value Park(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), ParkHandle(HandleKind::kQueue, q_));
+  }
+  Napi::Value Packed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), q_->packed()); }
+  Napi::Value Size(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), q_->size()); }
 
   Napi::Value Pop(const Napi::CallbackInfo& info) {
     const uint32_t max = info.Length() > 0 ? info[0].As<Napi::Number>().Uint32Value() : out_.max_chains;
     return Napi::Number::New(info.Env(), q_->Pop(out_, max));
-  }
-
-  void WriteCall() {
-    const uint64_t one = 1;
-    ssize_t r = write(call_fd_, &one, sizeof one);
-    (void)r;  // EAGAIN: counter saturated, the driver is signalled anyway
   }
 
   // push(n): used elements from usedId/usedLen. Returns 1 if the driver wanted a
@@ -170,12 +178,12 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     const uint32_t n = info[0].As<Napi::Number>().Uint32Value();
     if (n > out_.max_chains) throw Napi::RangeError::New(info.Env(), "push of more than the burst size");
     const int32_t r = q_->Push(used_id_, used_len_, n);
-    if (r == 1 && call_fd_ >= 0) WriteCall();
+    if (r == 1) q_->Signal();
     return Napi::Number::New(info.Env(), r);
   }
 
   Napi::Value Signal(const Napi::CallbackInfo& info) {
-    if (call_fd_ >= 0) WriteCall();
+    q_->Signal();
     return info.Env().Undefined();
   }
 
@@ -192,11 +200,10 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
   }
   Napi::Value InFlight(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), q_->in_flight()); }
 
-  std::unique_ptr<Virtqueue> q_;
+  std::shared_ptr<Virtqueue> q_;
   BurstArrays out_;
   uint16_t* used_id_ = nullptr;
   uint32_t* used_len_ = nullptr;
-  int call_fd_ = -1;
   std::vector<Napi::ObjectReference> keep_;
 };
 

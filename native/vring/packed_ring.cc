@@ -120,6 +120,7 @@ int32_t PackedRing::Pop(const BurstArrays& out, uint32_t max) {
   if (error_ != VqError::kOk) return -static_cast<int32_t>(error_);
   if (desc_ == nullptr || !mem_) return -static_cast<int32_t>(VqError::kNotReady);
   if (max > out.max_chains) max = out.max_chains;
+  const LogState lg = CurrentLog();
   uint32_t n = 0;
   uint32_t seg = 0;
   VqError err = VqError::kOk;
@@ -150,7 +151,7 @@ int32_t PackedRing::Pop(const BurstArrays& out, uint32_t max) {
     out.read_len[n] = static_cast<uint32_t>(rlen);
     out.write_len[n] = static_cast<uint32_t>(wlen);
     out.first_seg[n + 1] = end;
-    if (log_) LogChain(id, out, seg, end);
+    if (lg.log) LogChain(id, out, seg, end);
     seg = end;
     in_flight_count_[id] = ndesc;
     last_avail_ = static_cast<uint16_t>(last_avail_ + ndesc);
@@ -161,7 +162,7 @@ int32_t PackedRing::Pop(const BurstArrays& out, uint32_t max) {
     n++;
   }
   in_flight_ += n;
-  if (event_idx_ && notify_enabled_ && n > 0) WriteDeviceEvent(kEventDesc);
+  if (event_idx_ && notify_enabled_ && n > 0) WriteDeviceEvent(kEventDesc, lg);
   if (err != VqError::kOk) {
     Fail(err, std::move(detail));
     if (n == 0) return -static_cast<int32_t>(err);
@@ -173,6 +174,7 @@ int32_t PackedRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) 
   if (n == 0) return 0;
   if (desc_ == nullptr || !ClaimIds(ids, n)) return -1;
   const uint16_t start = last_used_;
+  const LogState lg = CurrentLog();
   uint16_t head_flags = 0;
   uint8_t* head = nullptr;
   // Write every id/len, then the flags, the first element's flags last, so the driver
@@ -189,7 +191,7 @@ int32_t PackedRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) 
       StoreRelease<uint16_t>(d + 14, flags);
     }
     const uint32_t ndesc = TakeId(ids[i]);
-    if (log_) LogCompleted(ids[i], lens[i]);
+    if (lg.log) LogCompleted(*lg.log, ids[i], lens[i]);
     uint32_t next = last_used_ + ndesc;
     if (next >= size_) {
       next -= size_;
@@ -198,14 +200,14 @@ int32_t PackedRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) 
     last_used_ = static_cast<uint16_t>(next);
   }
   StoreRelease<uint16_t>(head + 14, head_flags);
-  if (log_rings_) {
+  if (lg.rings) {
     // The used descriptors written: [start, last_used_) around the ring (all of it if
     // the batch went round exactly once).
     if (last_used_ > start) {
-      LogRing(desc_ + 16 * start, 16u * (last_used_ - start));
+      LogRing(*lg.log, desc_ + 16 * start, 16u * (last_used_ - start));
     } else {
-      LogRing(desc_ + 16 * start, 16u * (size_ - start));
-      LogRing(desc_, 16u * last_used_);
+      LogRing(*lg.log, desc_ + 16 * start, 16u * (size_ - start));
+      LogRing(*lg.log, desc_, 16u * last_used_);
     }
   }
   FullFence();  // used flags before reading the driver's event suppression
@@ -227,18 +229,18 @@ int32_t PackedRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) 
   return VringNeedEvent(off, new_idx, old_idx) ? 1 : 0;
 }
 
-void PackedRing::WriteDeviceEvent(uint16_t flags) {
+void PackedRing::WriteDeviceEvent(uint16_t flags, const LogState& lg) {
   if (flags == kEventDesc) {
     StoreRelaxed<uint16_t>(device_, static_cast<uint16_t>(last_avail_ | (avail_wrap_ ? 0x8000 : 0)));
   }
   StoreRelease<uint16_t>(device_ + 2, flags);
-  if (log_rings_) LogRing(device_, 4);
+  if (lg.rings) LogRing(*lg.log, device_, 4);
 }
 
 bool PackedRing::SetNotify(bool enable) {
   notify_enabled_ = enable;
   if (desc_ == nullptr) return false;
-  WriteDeviceEvent(!enable ? kEventDisable : event_idx_ ? kEventDesc : kEventEnable);
+  WriteDeviceEvent(!enable ? kEventDisable : event_idx_ ? kEventDesc : kEventEnable, CurrentLog());
   FullFence();
   return HasAvail();
 }

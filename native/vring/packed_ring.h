@@ -23,7 +23,7 @@ class PackedRing final : public Virtqueue {
   bool Avail(uint16_t flags) const;
   VqError WalkChain(const BurstArrays& out, uint32_t first, uint32_t* end, uint16_t* id, uint32_t* ndesc,
                     uint64_t* rlen, uint64_t* wlen, bool* full, std::string* detail);
-  void WriteDeviceEvent(uint16_t flags);
+  void WriteDeviceEvent(uint16_t flags, const LogState& lg);
 
   uint16_t last_avail_ = 0;
   bool avail_wrap_ = true;

@@ -134,6 +134,7 @@ int32_t SplitRing::Pop(const BurstArrays& out, uint32_t max) {
     return Fail(VqError::kAvailIdxJump, Fmt("avail idx %u is more than the queue size ahead of last avail idx %u", avail_idx, last_avail_));
   }
   if (max > out.max_chains) max = out.max_chains;
+  const LogState lg = CurrentLog();
   uint32_t n = 0;
   uint32_t seg = 0;
   VqError err = VqError::kOk;
@@ -165,7 +166,7 @@ int32_t SplitRing::Pop(const BurstArrays& out, uint32_t max) {
     out.read_len[n] = static_cast<uint32_t>(rlen);
     out.write_len[n] = static_cast<uint32_t>(wlen);
     out.first_seg[n + 1] = end;
-    if (log_) LogChain(head, out, seg, end);
+    if (lg.log) LogChain(head, out, seg, end);
     seg = end;
     in_flight_count_[head] = 1;
     n++;
@@ -175,7 +176,7 @@ int32_t SplitRing::Pop(const BurstArrays& out, uint32_t max) {
   // With EVENT_IDX, ask for a kick as soon as the driver adds past what we took (§2.7.10).
   if (event_idx_ && notify_enabled_ && n > 0) {
     StoreRelaxed<uint16_t>(AvailEventPtr(), last_avail_);
-    if (log_rings_) log_->Mark(used_gpa_ + 4 + 8 * size_, 2);
+    if (lg.rings) lg.log->Mark(lg.used_gpa + 4 + 8 * size_, 2);
   }
   if (err != VqError::kOk) {
     Fail(err, std::move(detail));
@@ -187,20 +188,21 @@ int32_t SplitRing::Pop(const BurstArrays& out, uint32_t max) {
 int32_t SplitRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) {
   if (n == 0) return 0;
   if (desc_ == nullptr || !ClaimIds(ids, n)) return -1;
+  const LogState lg = CurrentLog();
   const uint16_t old = last_used_;
   for (uint32_t i = 0; i < n; i++) {
     TakeId(ids[i]);
     uint8_t* e = device_ + 4 + 8 * ((old + i) & mask_);
     StoreRelaxed<uint32_t>(e, ids[i]);
     StoreRelaxed<uint32_t>(e + 4, lens[i]);
-    if (log_) {
-      LogCompleted(ids[i], lens[i]);
-      if (log_rings_) log_->Mark(used_gpa_ + 4 + 8 * ((old + i) & mask_), 8);
+    if (lg.log) {
+      LogCompleted(*lg.log, ids[i], lens[i]);
+      if (lg.rings) lg.log->Mark(lg.used_gpa + 4 + 8 * ((old + i) & mask_), 8);
     }
   }
   last_used_ = static_cast<uint16_t>(old + n);
   StoreRelease<uint16_t>(device_ + 2, last_used_);  // entries before idx (§2.7.8)
-  if (log_rings_) log_->Mark(used_gpa_ + 2, 2);
+  if (lg.rings) lg.log->Mark(lg.used_gpa + 2, 2);
   FullFence();                                      // idx before reading used_event / flags
   if (event_idx_) {
     const uint16_t since = signalled_used_valid_ ? signalled_used_ : old;
@@ -216,12 +218,13 @@ int32_t SplitRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) {
 bool SplitRing::SetNotify(bool enable) {
   notify_enabled_ = enable;
   if (desc_ == nullptr) return false;
+  const LogState lg = CurrentLog();
   if (event_idx_) {
     if (enable) StoreRelaxed<uint16_t>(AvailEventPtr(), last_avail_);
-    if (enable && log_rings_) log_->Mark(used_gpa_ + 4 + 8 * size_, 2);
+    if (enable && lg.rings) lg.log->Mark(lg.used_gpa + 4 + 8 * size_, 2);
   } else {
     StoreRelaxed<uint16_t>(device_, enable ? 0 : kUsedNoNotify);
-    if (log_rings_) log_->Mark(used_gpa_, 2);
+    if (lg.rings) lg.log->Mark(lg.used_gpa, 2);
   }
   FullFence();
   return HasAvail();

@@ -1,5 +1,8 @@
 #include "virtqueue.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "packed_ring.h"
 #include "split_ring.h"
 
@@ -29,7 +32,7 @@ const char* VqErrorName(VqError e) {
   return "UNKNOWN";
 }
 
-std::unique_ptr<Virtqueue> Virtqueue::Create(bool packed, uint32_t size, std::string* err) {
+std::shared_ptr<Virtqueue> Virtqueue::Create(bool packed, uint32_t size, std::string* err) {
   if (size == 0 || size > 32768) {
     *err = "queue size " + std::to_string(size) + ", expected 1..32768";
     return nullptr;
@@ -38,11 +41,36 @@ std::unique_ptr<Virtqueue> Virtqueue::Create(bool packed, uint32_t size, std::st
     *err = "split queue size " + std::to_string(size) + " is not a power of 2";
     return nullptr;
   }
-  if (packed) return std::unique_ptr<Virtqueue>(new PackedRing(size));
-  return std::unique_ptr<Virtqueue>(new SplitRing(size));
+  if (packed) return std::make_shared<PackedRing>(size);
+  return std::make_shared<SplitRing>(size);
 }
 
-Virtqueue::Virtqueue(bool packed, uint32_t size) : packed_(packed), size_(size), in_flight_count_(size, 0) {}
+Virtqueue::Virtqueue(bool packed, uint32_t size)
+    : packed_(packed), size_(size), in_flight_count_(size, 0), log_ranges_(size) {}
+
+Virtqueue::~Virtqueue() {
+  if (call_fd_ >= 0) close(call_fd_);
+}
+
+void Virtqueue::SetCallFd(int fd) {
+  const int dup = fd >= 0 ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+  if (dup >= 0) {
+    const int fl = fcntl(dup, F_GETFL);
+    if (fl >= 0 && !(fl & O_NONBLOCK)) (void)fcntl(dup, F_SETFL, fl | O_NONBLOCK);  // a full pipe must not stall us
+  }
+  std::lock_guard<std::mutex> g(ctl_mu_);
+  if (call_fd_ >= 0) close(call_fd_);
+  call_fd_ = dup;
+}
+
+bool Virtqueue::Signal() {
+  std::lock_guard<std::mutex> g(ctl_mu_);
+  if (call_fd_ < 0) return false;
+  const uint64_t one = 1;
+  ssize_t r = write(call_fd_, &one, sizeof one);
+  (void)r;  // EAGAIN: counter saturated, the driver is signalled anyway
+  return true;
+}
 
 void Virtqueue::SetMemory(std::shared_ptr<MemTable> mem) {
   mem_ = std::move(mem);
@@ -52,6 +80,8 @@ void Virtqueue::SetMemory(std::shared_ptr<MemTable> mem) {
 void Virtqueue::Detach() {
   desc_ = driver_ = device_ = nullptr;
   mem_.reset();
+  SetCallFd(-1);
+  SetDirtyLog(nullptr, false, 0);
 }
 
 VqError Virtqueue::SetRings(uint64_t desc, uint64_t driver, uint64_t device, AddrSpace space, std::string* detail) {
@@ -99,10 +129,17 @@ int32_t Virtqueue::Fail(VqError e, std::string detail) {
 }
 
 void Virtqueue::SetDirtyLog(std::shared_ptr<DirtyLog> log, bool log_rings, uint64_t used_gpa) {
-  log_ = std::move(log);
-  log_rings_ = log_ != nullptr && log_rings;
+  std::lock_guard<std::mutex> g(ctl_mu_);
+  log_rings_ = log != nullptr && log_rings;
   used_gpa_ = used_gpa;
-  if (log_ && log_ranges_.size() != size_) log_ranges_.assign(size_, {});
+  log_on_.store(log != nullptr, std::memory_order_release);
+  log_ = std::move(log);
+}
+
+Virtqueue::LogState Virtqueue::CurrentLog() {
+  if (!log_on_.load(std::memory_order_acquire)) return {};
+  std::lock_guard<std::mutex> g(ctl_mu_);
+  return {log_, log_rings_, used_gpa_};
 }
 
 void Virtqueue::LogChain(uint16_t id, const BurstArrays& out, uint32_t first, uint32_t end) {
@@ -115,23 +152,23 @@ void Virtqueue::LogChain(uint16_t id, const BurstArrays& out, uint32_t first, ui
   }
 }
 
-void Virtqueue::LogCompleted(uint16_t id, uint32_t len) {
+void Virtqueue::LogCompleted(DirtyLog& log, uint16_t id, uint32_t len) {
   if (id >= log_ranges_.size()) return;
   uint64_t left = len;
   for (const LogRange& r : log_ranges_[id]) {
     if (left == 0) break;
     const uint64_t n = r.len < left ? r.len : left;
-    log_->Mark(r.gpa, n);
+    log.Mark(r.gpa, n);
     left -= n;
   }
   log_ranges_[id].clear();
 }
 
-void Virtqueue::LogRing(const uint8_t* host, uint64_t len) {
+void Virtqueue::LogRing(DirtyLog& log, const uint8_t* host, uint64_t len) {
   // Ring bytes are found by host pointer; their gpa comes from the region holding them.
   for (const Region& r : mem_->regions()) {
     if (host >= r.host() && host < r.host() + r.size) {
-      log_->Mark(r.gpa + static_cast<uint64_t>(host - r.host()), len);
+      log.Mark(r.gpa + static_cast<uint64_t>(host - r.host()), len);
       return;
     }
   }

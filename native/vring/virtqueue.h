@@ -9,10 +9,14 @@
 // is ever read or written.
 //
 // A queue is used by one thread at a time; the caller serializes control operations
-// (SetRings, SetBase, SetMemory) with the data path.
+// (SetRings, SetBase, SetMemory) with the data path. Two settings may change from another
+// thread while the data path runs, as QEMU changes them on running rings: the call fd
+// (interrupt masking) and dirty logging (migration start/stop).
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -65,8 +69,8 @@ enum class AddrSpace { kFrontendVirtual, kGuestPhysical };
 
 class Virtqueue {
  public:
-  virtual ~Virtqueue() = default;
-  static std::unique_ptr<Virtqueue> Create(bool packed, uint32_t size, std::string* err);
+  virtual ~Virtqueue();
+  static std::shared_ptr<Virtqueue> Create(bool packed, uint32_t size, std::string* err);
 
   bool packed() const { return packed_; }
   uint32_t size() const { return size_; }
@@ -79,7 +83,7 @@ class Virtqueue {
   // device event area (packed). Checks mapping, size and alignment.
   VqError SetRings(uint64_t desc, uint64_t driver, uint64_t device, AddrSpace space, std::string* detail);
   bool ready() const { return desc_ != nullptr; }
-  void Detach();  // forget rings and memory (stop)
+  void Detach();  // forget rings, memory, call fd and dirty log (stop); releases their resources
 
   // GET/SET_VRING_BASE encoding. Split: bits 0-15 last avail idx. Packed: bits 0-14 last
   // avail idx, bit 15 avail wrap counter, bits 16-30 last used idx, bit 31 used wrap counter.
@@ -98,6 +102,11 @@ class Virtqueue {
   // available, so a caller going to sleep re-polls instead of missing them.
   virtual bool SetNotify(bool enable) = 0;
   virtual bool HasAvail() const = 0;
+  // The eventfd Signal() writes (the driver's interrupt); -1 for none. Thread-safe; the
+  // queue keeps its own duplicate of fd.
+  void SetCallFd(int fd);
+  // Writes the call fd (if any). Returns false if there is none.
+  bool Signal();
   // Dirty logging (VHOST_F_LOG_ALL): with a log set, Push marks the first `len` bytes of
   // each completed chain's writable buffers, and, if log_rings, the ring bytes it wrote
   // (used ring / descriptor ring and event areas) at their guest-physical addresses.
@@ -142,10 +151,19 @@ class Virtqueue {
     uint64_t gpa;
     uint32_t len;
   };
+  struct LogState {
+    std::shared_ptr<DirtyLog> log;  // null: not logging
+    bool rings = false;
+    uint64_t used_gpa = 0;
+  };
+  LogState CurrentLog();
   void LogChain(uint16_t id, const BurstArrays& out, uint32_t first, uint32_t end);
-  void LogCompleted(uint16_t id, uint32_t len);
-  void LogRing(const uint8_t* host, uint64_t len);
-  std::shared_ptr<DirtyLog> log_;
+  void LogCompleted(DirtyLog& log, uint16_t id, uint32_t len);
+  void LogRing(DirtyLog& log, const uint8_t* host, uint64_t len);
+  std::mutex ctl_mu_;                  // guards call_fd_, log_, log_rings_, used_gpa_
+  int call_fd_ = -1;
+  std::atomic<bool> log_on_{false};    // fast path: no lock while not logging
+  std::shared_ptr<DirtyLog> log_;      // read through CurrentLog()
   bool log_rings_ = false;
   uint64_t used_gpa_ = 0;  // split: log_guest_addr of the used ring
   std::vector<std::vector<LogRange>> log_ranges_;

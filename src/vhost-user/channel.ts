@@ -123,7 +123,10 @@ export class MessageChannel {
 
   private updateWatch(): void {
     if (this.isClosed) return;
-    this.watcher.start(!this.paused, this.outQueue.length > 0);
+    // Backpressure: no reading while replies wait to be sent, so a peer that never reads
+    // cannot make us queue replies without end.
+    const blocked = this.outQueue.length > 0;
+    this.watcher.start(!this.paused && !blocked, blocked);
   }
 
   private onReady(readable: boolean, writable: boolean): void {
@@ -135,12 +138,12 @@ export class MessageChannel {
       }
       this.updateWatch();
     }
-    if (readable && !this.paused) this.readSome();
+    if (readable && !this.paused && this.outQueue.length === 0) this.readSome();
   }
 
   private readSome(): void {
     try {
-      while (!this.paused && !this.isClosed) {
+      while (!this.paused && !this.isClosed && this.outQueue.length === 0) {
         const target = this.hdr === null ? this.header.subarray(this.got) : this.payload!.subarray(this.got);
         const r = recvMessage(this.fd, target, MAX_FDS);
         if (r === null) return;

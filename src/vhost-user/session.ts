@@ -79,6 +79,8 @@ class Slot {
   ctx: QueueContext | null = null;
   running = false;
   broken = false;
+  /** the device's queueStop in progress, if any */
+  stopping: Promise<void> | null = null;
   kickWatcher: FdWatcher | null = null;
   pollTimer: NodeJS.Timeout | null = null;
   constructor(readonly index: number) {}
@@ -246,9 +248,8 @@ export class Session extends EventEmitter {
     return has(this.acked, VIRTIO_F_RING_PACKED) ? 'packed' : 'split';
   }
 
-  /** SET_VRING_KICK: the ring starts (spec: "Ring states"). */
+  /** SET_VRING_KICK: the ring starts (spec: "Ring states"). A started ring was stopped first. */
   startQueue(s: Slot): void {
-    if (s.started) this.stopRunning(s); // a new kick fd for a running ring: restart it
     if (this.memory === null) throw new ProtocolError(`queue ${s.index}: started before SET_MEM_TABLE`);
     if (s.addr === null) throw new ProtocolError(`queue ${s.index}: started before SET_VRING_ADDR`);
     if (s.num === 0) throw new ProtocolError(`queue ${s.index}: started before SET_VRING_NUM`);
@@ -329,6 +330,11 @@ export class Session extends EventEmitter {
   /** started && (enabled || PROTOCOL_FEATURES not negotiated) => running. */
   updateRunning(s: Slot): void {
     const want = s.started && !s.broken && (s.enabled || !has(this.acked, VHOST_USER_F_PROTOCOL_FEATURES));
+    if (want && !s.running && s.stopping) {
+      // The device is still draining this queue: start it again once it has.
+      void s.stopping.then(() => this.updateRunning(s));
+      return;
+    }
     if (want && !s.running && s.ctx) {
       s.running = true;
       this.device.queueStart(s.ctx);
@@ -338,10 +344,31 @@ export class Session extends EventEmitter {
     }
   }
 
-  private stopRunning(s: Slot): void | Promise<void> {
-    if (!s.running || s.ctx === null) return;
+  /**
+   * Tells the device to stop serving the queue. The returned promise (also kept on the
+   * slot, so a later stopQueue waits for it) resolves when the device has drained it,
+   * or after STOP_TIMEOUT_MS with an error logged; it never rejects.
+   */
+  private stopRunning(s: Slot): Promise<void> {
+    if (!s.running || s.ctx === null) return s.stopping ?? Promise.resolve();
     s.running = false;
-    return this.device.queueStop(s.ctx);
+    const ctx = s.ctx;
+    let timer: NodeJS.Timeout | undefined;
+    const stop = Promise.resolve()
+      .then(() => this.device.queueStop(ctx))
+      .catch((e) => this.log.error('device failed to stop a queue', { queue: s.index, error: (e as Error).message }));
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        this.log.error('device did not stop a queue in time; continuing without it', { queue: s.index, ms: STOP_TIMEOUT_MS });
+        resolve();
+      }, STOP_TIMEOUT_MS);
+    });
+    const p = Promise.race([stop, timeout]).finally(() => {
+      clearTimeout(timer);
+      if (s.stopping === p) s.stopping = null;
+    });
+    s.stopping = p;
+    return p;
   }
 
   /** GET_VRING_BASE / reset / disconnect: the ring stops; returns its state. */
@@ -529,17 +556,22 @@ export class Session extends EventEmitter {
       const base = await this.stopQueue(s);
       return vringState.encode({ index: st.index, num: base });
     },
-    setVringKick: (m: Message): void => {
+    setVringKick: async (m: Message): Promise<void> => {
       const f = vringFile.decode(m.payload, 'SET_VRING_KICK');
       const s = this.slot(f.index, 'SET_VRING_KICK');
       if (f.noFd !== (m.fds.length === 0)) throw new ProtocolError(`SET_VRING_KICK: no-fd flag ${f.noFd} with ${m.fds.length} fds`);
-      if (s.started) {
-        s.kickWatcher?.close();
-        s.kickWatcher = null;
-        if (s.pollTimer) clearInterval(s.pollTimer);
-        if (s.kickFd >= 0) closeSync(s.kickFd);
+      const fd = f.noFd ? -1 : takeFd(m);
+      // A new kick fd for a started ring: stop it (the device drains, the ring state
+      // carries over), then start again with the new fd.
+      if (s.started || s.stopping) {
+        try {
+          await this.stopQueue(s);
+        } catch (e) {
+          if (fd >= 0) closeSync(fd);
+          throw e;
+        }
       }
-      s.kickFd = f.noFd ? -1 : takeFd(m);
+      s.kickFd = fd;
       s.polling = f.noFd;
       this.startQueue(s);
     },
@@ -691,6 +723,8 @@ function mapOrThrow(f: () => GuestMemory): GuestMemory {
 }
 
 const kickBuf = Buffer.alloc(8);
+/** How long a device may take to drain a stopping queue. */
+const STOP_TIMEOUT_MS = 10000;
 function writeEventFd(fd: number): void {
   const b = Buffer.alloc(8);
   b.writeBigUInt64LE(1n);

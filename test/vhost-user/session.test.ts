@@ -387,4 +387,80 @@ describe('vhost-user session (our frontend against our backend)', () => {
     for (const fd of [peer!, peer2!, lfd]) closeSync(fd);
     void readSync;
   });
+
+  describe('regressions found by the hostile-frontend review', () => {
+    let rejections: unknown[] = [];
+    const onRejection = (e: unknown) => rejections.push(e);
+    beforeEach(() => {
+      rejections = [];
+      process.on('unhandledRejection', onRejection);
+    });
+    afterEach(() => {
+      process.off('unhandledRejection', onRejection);
+    });
+
+    it('a second SET_VRING_KICK on a running ring drains it and restarts from its state (no double pop)', async () => {
+      h = await new Harness(1).start();
+      const { fe } = await h.connect();
+      await fe.negotiate({ features: ~bit(VIRTIO_F_RING_PACKED) });
+      await fe.setupMemory(4 * MiB);
+      const q = await fe.startQueue(0, { size: 64 });
+      h.dev.hold = true;
+      for (let i = 0; i < 2; i++) q.driver.add([{ len: 1, writable: false, data: Uint8Array.of(i) }, { len: 4, writable: true }]);
+      q.publishAndKick();
+      await until(() => h.dev.served === 2);
+      const kick = new EventFd();
+      await fe.request(Req.SET_VRING_KICK, u64.encode(0n), { fds: [kick.fd], ack: true });
+      h.dev.hold = false;
+      expect((q.driver as SplitDriver).used().length, 'held chains completed by the drain').to.equal(2);
+      kick.write(1n);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(h.dev.served, 'nothing popped twice').to.equal(2);
+      q.driver.add([{ len: 1, writable: false, data: Uint8Array.of(9) }, { len: 4, writable: true }]);
+      q.driver.publish();
+      kick.write(1n);
+      await until(() => h.dev.served === 3);
+      kick.close();
+      expect(rejections).to.deep.equal([]);
+    });
+
+    it('SET_VRING_ENABLE 0 then GET_VRING_BASE answers only after the device drained the ring', async () => {
+      h = await new Harness(1).start();
+      const { fe } = await h.connect();
+      await fe.negotiate({ features: ~bit(VIRTIO_F_RING_PACKED) });
+      await fe.setupMemory(4 * MiB);
+      const q = await fe.startQueue(0, { size: 64 });
+      h.dev.hold = true;
+      for (let i = 0; i < 3; i++) q.driver.add([{ len: 1, writable: false, data: Uint8Array.of(i) }, { len: 4, writable: true }]);
+      q.publishAndKick();
+      await until(() => h.dev.served === 3);
+      await fe.request(Req.SET_VRING_ENABLE, vringState.encode({ index: 0, num: 0 }), { ack: true });
+      const base = await fe.stopQueue(0);
+      expect(base).to.equal(3);
+      expect((q.driver as SplitDriver).used().length, 'completed before the reply').to.equal(3);
+      expect(rejections).to.deep.equal([]);
+    });
+
+    it('a frontend that never reads its replies does not make the backend queue them without end', async () => {
+      const { connectUnix, sendMessage } = await import('../../src/native/unix-socket.js');
+      const { encodeHeader } = await import('../../src/vhost-user/protocol.js');
+      h = await new Harness(1).start();
+      const fd = connectUnix(h.socket);
+      const msg = encodeHeader(Req.GET_FEATURES, 1, 0);
+      const flood = new Uint8Array(msg.length * 1024);
+      for (let i = 0; i < 1024; i++) flood.set(msg, i * msg.length);
+      const rss0 = process.memoryUsage().rss;
+      let sent = 0;
+      const end = Date.now() + 1500;
+      while (Date.now() < end) {
+        const n = sendMessage(fd, flood);
+        if (n === null) await new Promise((r) => setTimeout(r, 1));
+        else sent += n / msg.length;
+      }
+      const grown = process.memoryUsage().rss - rss0;
+      expect(sent, 'the backend stopped reading once its replies backed up').to.be.below(200000);
+      expect(grown).to.be.below(64 * MiB);
+      closeSync(fd);
+    });
+  });
 });
