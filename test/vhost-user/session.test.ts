@@ -281,6 +281,24 @@ describe('vhost-user session (our frontend against our backend)', () => {
     closeSync(logFd);
   });
 
+  it('RESET_OWNER stops every ring (deprecated message, handled as the spec recommends); SET_LOG_FD takes its eventfd', async () => {
+    h = await new Harness(2).start();
+    const { fe, session } = await h.connect();
+    await fe.negotiate();
+    await fe.setupMemory(4 * MiB);
+    const q0 = await fe.startQueue(0, { size: 64 });
+    await fe.startQueue(1, { size: 64 });
+    await echo(q0, [1, 2]);
+    const logEvt = new EventFd();
+    const before = fdCount();
+    await fe.request(Req.SET_LOG_FD, undefined, { fds: [logEvt.fd], ack: true });
+    expect(fdCount(), 'the backend keeps one fd for the log eventfd').to.equal(before + 1);
+    await fe.request(Req.RESET_OWNER, undefined, { ack: true });
+    expect(session.queues().map((q) => q.started)).to.deep.equal([false, false]);
+    expect(h.dev.events.filter((e) => e.what === 'stop').length).to.equal(2);
+    logEvt.close();
+  });
+
   it('GET_INFLIGHT_FD hands out a zeroed shared area of the right size; SET_INFLIGHT_FD takes it back', async () => {
     h = await new Harness(2).start();
     const { fe } = await h.connect();
