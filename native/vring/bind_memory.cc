@@ -11,6 +11,7 @@
 
 #include "bindings.h"
 #include "dirty_log.h"
+#include "handles.h"
 #include "memory.h"
 
 namespace vhostkit {
@@ -62,6 +63,7 @@ class MemTableWrap : public Napi::ObjectWrap<MemTableWrap> {
                         InstanceMethod<&MemTableWrap::TranslateUva>("translateUva"),
                         InstanceMethod<&MemTableWrap::WithRegion>("withRegion"),
                         InstanceMethod<&MemTableWrap::WithoutRegion>("withoutRegion"),
+                        InstanceMethod<&MemTableWrap::Park>("park"),
                         InstanceMethod<&MemTableWrap::Close>("close")});
   }
 
@@ -71,6 +73,11 @@ class MemTableWrap : public Napi::ObjectWrap<MemTableWrap> {
     Napi::Env env = info.Env();
     if (info[0].IsExternal()) {
       table_ = *info[0].As<Napi::External<std::shared_ptr<MemTable>>>().Data();
+      return;
+    }
+    if (info[0].IsNumber()) {  // a table parked by another thread
+      table_ = std::static_pointer_cast<MemTable>(ClaimHandle(HandleKind::kMemTable, info[0].As<Napi::Number>().Uint32Value()));
+      if (!table_) throw Napi::Error::New(env, "no parked memory table with that token");
       return;
     }
     if (!info[0].IsArray()) throw Napi::TypeError::New(env, "MemTable: expected an array of regions");
@@ -234,6 +241,12 @@ class MemTableWrap : public Napi::ObjectWrap<MemTableWrap> {
       throw e;
     }
     return Wrap(env, BuildOrThrow(env, std::move(regions)));
+  }
+
+  // park() -> token: another thread builds new MemTable(token) over the same mappings.
+  Napi::Value Park(const Napi::CallbackInfo& info) {
+    Check(info.Env());
+    return Napi::Number::New(info.Env(), ParkHandle(HandleKind::kMemTable, table_));
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {

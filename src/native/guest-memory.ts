@@ -40,10 +40,11 @@ interface RawMemTable {
   translateUva(uva: bigint, len: bigint): { region: number; offset: number } | null;
   withRegion(r: RegionSpec): RawMemTable;
   withoutRegion(gpa: bigint, size: bigint, uva: bigint): RawMemTable;
+  park(): number;
   close(): void;
 }
 interface RawMemoryAddon {
-  MemTable: new (regions: RegionSpec[]) => RawMemTable;
+  MemTable: new (regions: RegionSpec[] | number) => RawMemTable;
   memfdCreate(name: string, size: bigint): number;
   maxRegions: number;
 }
@@ -89,6 +90,20 @@ export class GuestMemory {
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /**
+   * Hands the same mappings to another thread: pass the token (e.g. in a worker message)
+   * to GuestMemory.claim there, once. The mappings live until both sides let go.
+   */
+  park(): number {
+    this.check();
+    return this.raw.park();
+  }
+
+  /** Takes a table parked by another thread. */
+  static claim(token: number): GuestMemory {
+    return new GuestMemory(new raw.MemTable(token));
   }
 
   /** A new table with one more region (vhost-user ADD_MEM_REG). */

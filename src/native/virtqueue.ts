@@ -42,6 +42,8 @@ export type RingLayout = 'split' | 'packed';
 
 export interface VirtqueueOptions {
   layout: RingLayout;
+  /** claim the queue another thread parked under this token (layout and size must match it) */
+  token?: number;
   /** queue size (split: a power of 2 up to 32768; packed: 1..32768) */
   size: number;
   /** most chains per pop / used elements per push (default 32, DPDK's burst) */
@@ -68,9 +70,12 @@ interface RawQueue {
   error(): number;
   errorDetail(): string | null;
   inFlight(): number;
+  park(): number;
+  readonly packed: boolean;
+  readonly size: number;
 }
 interface RawQueueAddon {
-  Virtqueue: new (packed: boolean, size: number, arrays: BurstArrays, maxChains: number, maxSegs: number) => RawQueue;
+  Virtqueue: new (packedOrToken: boolean | number, size: number, arrays: BurstArrays, maxChains: number, maxSegs: number) => RawQueue;
   vqErrorNames(): Record<number, string>;
   maxChainSegs: number;
 }
@@ -136,7 +141,10 @@ export class Virtqueue {
       usedId: new Uint16Array(this.burst),
       usedLen: new Uint32Array(this.burst),
     };
-    this.q = new raw.Virtqueue(opts.layout === 'packed', opts.size, this.b, this.burst, maxSegs);
+    this.q = new raw.Virtqueue(opts.token ?? opts.layout === 'packed', opts.size, this.b, this.burst, maxSegs);
+    if (opts.token !== undefined && (this.q.packed !== (opts.layout === 'packed') || this.q.size !== opts.size)) {
+      throw new Error(`claimed queue is ${this.q.packed ? 'packed' : 'split'} of size ${this.q.size}, expected ${opts.layout} of ${opts.size}`);
+    }
   }
 
   /** Ring features the driver negotiated: VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC. */
@@ -176,6 +184,14 @@ export class Virtqueue {
    */
   setDirtyLog(log: { raw: unknown } | unknown | null, usedGpa: bigint | null): void {
     this.q.setDirtyLog(log, usedGpa);
+  }
+
+  /**
+   * Hands the native queue to another thread: there, `new Virtqueue({ layout, size,
+   * token })` claims it (with its own burst arrays). Only one thread may use it at a time.
+   */
+  park(): number {
+    return this.q.park();
   }
 
   /** Forgets the rings and the memory (the queue stops). */
