@@ -12,6 +12,8 @@
         "native/vring/handles.cc",
         "native/vring/bind_memory.cc",
         "native/vring/bind_queue.cc",
+        "native/vring/net.cc",
+        "native/vring/bind_net.cc",
         "native/vring/eventfd.cc",
         "native/vring/uds.cc",
         "native/vring/fd_watch.cc",

@@ -10,6 +10,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vhostkit::BindMemory(env, exports);
   vhostkit::BindQueue(env, exports);
   vhostkit::BindIo(env, exports);
+  vhostkit::BindNet(env, exports);
   return exports;
 }
 

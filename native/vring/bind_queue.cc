@@ -36,6 +36,8 @@ uint64_t BigU64(const Napi::Value& v, const char* what) {
 
 class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
  public:
+  QueueView View() { return {q_.get(), &out_, used_id_, used_len_, out_.max_chains}; }
+
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Virtqueue",
                        {InstanceMethod<&QueueWrap::SetFeatures>("setFeatures"),
@@ -218,8 +220,17 @@ Napi::Value ErrorNames(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+QueueView UnwrapQueue(Napi::Value v) {
+  if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(GetAddonData(v.Env()).queue_ctor.Value())) {
+    throw Napi::TypeError::New(v.Env(), "expected a native Virtqueue");
+  }
+  return QueueWrap::Unwrap(v.As<Napi::Object>())->View();
+}
+
 void BindQueue(Napi::Env env, Napi::Object exports) {
-  exports.Set("Virtqueue", QueueWrap::Define(env));
+  Napi::Function f = QueueWrap::Define(env);
+  GetAddonData(env).queue_ctor = Napi::Persistent(f);
+  exports.Set("Virtqueue", f);
   exports.Set("vqErrorNames", Napi::Function::New(env, ErrorNames));
   exports.Set("maxChainSegs", Napi::Number::New(env, kMaxChainSegs));
 }

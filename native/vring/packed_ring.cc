@@ -229,6 +229,22 @@ int32_t PackedRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) 
   return VringNeedEvent(off, new_idx, old_idx) ? 1 : 0;
 }
 
+void PackedRing::Unpop(const uint16_t* ids, uint32_t n) {
+  for (uint32_t i = n; i-- > 0;) {
+    const uint16_t id = ids[i];
+    if (id >= size_ || in_flight_count_[id] == 0) continue;
+    const uint32_t c = in_flight_count_[id];
+    in_flight_count_[id] = 0;
+    in_flight_--;
+    if (last_avail_ >= c) {
+      last_avail_ = static_cast<uint16_t>(last_avail_ - c);
+    } else {
+      last_avail_ = static_cast<uint16_t>(last_avail_ + size_ - c);
+      avail_wrap_ = !avail_wrap_;
+    }
+  }
+}
+
 void PackedRing::WriteDeviceEvent(uint16_t flags, const LogState& lg) {
   if (flags == kEventDesc) {
     StoreRelaxed<uint16_t>(device_, static_cast<uint16_t>(last_avail_ | (avail_wrap_ ? 0x8000 : 0)));

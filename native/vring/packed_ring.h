@@ -16,6 +16,7 @@ class PackedRing final : public Virtqueue {
   VqError SetBase(uint32_t base) override;
   int32_t Pop(const BurstArrays& out, uint32_t max) override;
   int32_t Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) override;
+  void Unpop(const uint16_t* ids, uint32_t n) override;
   bool SetNotify(bool enable) override;
   bool HasAvail() const override;
 

@@ -215,6 +215,16 @@ int32_t SplitRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) {
   return (LoadRelaxed<uint16_t>(driver_) & kAvailNoInterrupt) ? 0 : 1;
 }
 
+void SplitRing::Unpop(const uint16_t* ids, uint32_t n) {
+  for (uint32_t i = 0; i < n; i++) {
+    if (ids[i] < size_ && in_flight_count_[ids[i]] != 0) {
+      in_flight_count_[ids[i]] = 0;
+      in_flight_--;
+    }
+  }
+  last_avail_ = static_cast<uint16_t>(last_avail_ - n);
+}
+
 bool SplitRing::SetNotify(bool enable) {
   notify_enabled_ = enable;
   if (desc_ == nullptr) return false;

@@ -98,6 +98,9 @@ class Virtqueue {
   // Pushes n used elements. Returns 1 if the driver wants a notification now, 0 if not,
   // -1 if an id was not in flight (caller bug: nothing written, queue not broken).
   virtual int32_t Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) = 0;
+  // Gives back the last n chains popped (ids in pop order), as if they had not been
+  // popped: the device found it could not use them (e.g. an RX packet that does not fit).
+  virtual void Unpop(const uint16_t* ids, uint32_t n) = 0;
   // Driver-to-device notifications (kicks) on or off; returns whether chains are already
   // available, so a caller going to sleep re-polls instead of missing them.
   virtual bool SetNotify(bool enable) = 0;

@@ -122,6 +122,10 @@ export class Virtqueue {
   /** Burst arrays, overwritten by every pop(): read a chain before the next pop. */
   readonly b: BurstArrays;
   private readonly q: RawQueue;
+  /** @internal the native object, for other native calls (net.ts) */
+  get native(): unknown {
+    return this.q;
+  }
   private mem: GuestMemory | null = null;
 
   constructor(opts: VirtqueueOptions) {

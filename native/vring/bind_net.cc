@@ -1,0 +1,69 @@
+// JavaScript surface of the virtio-net loops (net.cc): one call per burst.
+#include "bindings.h"
+#include "net.h"
+
+namespace vhostkit {
+namespace {
+
+template <typename T>
+T* Typed(Napi::Value v, napi_typedarray_type type, size_t min_len, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) {
+    throw Napi::TypeError::New(v.Env(), std::string(what) + ": wrong typed array");
+  }
+  Napi::TypedArray ta = v.As<Napi::TypedArray>();
+  if (ta.ElementLength() < min_len) throw Napi::RangeError::New(v.Env(), std::string(what) + ": too short");
+  return reinterpret_cast<T*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+}
+
+// netPeek(queue, n, hdrLen, out: Uint8Array, stride, lens: Uint32Array)
+Napi::Value Peek(const Napi::CallbackInfo& info) {
+  QueueView v = UnwrapQueue(info[0]);
+  const uint32_t n = info[1].As<Napi::Number>().Uint32Value();
+  const uint32_t hdr = info[2].As<Napi::Number>().Uint32Value();
+  const uint32_t stride = info[4].As<Napi::Number>().Uint32Value();
+  if (n > v.burst) throw Napi::RangeError::New(info.Env(), "netPeek: more chains than the burst");
+  if (!v.q->memory()) throw Napi::Error::New(info.Env(), "netPeek: queue has no memory");
+  uint8_t* out = Typed<uint8_t>(info[3], napi_uint8_array, static_cast<size_t>(n) * stride, "out");
+  uint32_t* lens = Typed<uint32_t>(info[5], napi_uint32_array, n, "lens");
+  NetPeek(*v.out, *v.q->memory(), n, hdr, out, stride, lens);
+  return info.Env().Undefined();
+}
+
+// netDeliver(rxQueue, rxHdrLen, mergeable, txQueue, txHdrLen, copyHdr, chains: Uint16Array, n, stats: Uint32Array(4))
+// -> 1 signalled, 0 not, < 0 the RX queue is broken (-VqError)
+Napi::Value Deliver(const Napi::CallbackInfo& info) {
+  QueueView rx = UnwrapQueue(info[0]);
+  QueueView tx = UnwrapQueue(info[3]);
+  if (rx.q == tx.q) throw Napi::Error::New(info.Env(), "netDeliver: RX and TX must be different queues");
+  const uint32_t n = info[7].As<Napi::Number>().Uint32Value();
+  if (n > tx.burst) throw Napi::RangeError::New(info.Env(), "netDeliver: more chains than the burst");
+  if (!tx.q->memory()) throw Napi::Error::New(info.Env(), "netDeliver: TX queue has no memory");
+  const uint16_t* chains = Typed<uint16_t>(info[6], napi_uint16_array, n, "chains");
+  for (uint32_t i = 0; i < n; i++) {
+    if (chains[i] >= tx.burst) throw Napi::RangeError::New(info.Env(), "netDeliver: chain index outside the burst");
+  }
+  uint32_t* stats = Typed<uint32_t>(info[8], napi_uint32_array, 4, "stats");
+  const uint32_t rx_hdr = info[1].As<Napi::Number>().Uint32Value();
+  const uint32_t tx_hdr = info[4].As<Napi::Number>().Uint32Value();
+  if ((rx_hdr != 10 && rx_hdr != 12) || (tx_hdr != 10 && tx_hdr != 12)) {
+    throw Napi::RangeError::New(info.Env(), "netDeliver: header length must be 10 or 12");
+  }
+  RxTarget dst{rx.q, rx.out, rx.used_id, rx.used_len, rx.burst, rx_hdr, info[2].ToBoolean()};
+  TxSource src{tx.out, tx.q->memory().get(), tx_hdr, info[5].ToBoolean()};
+  DeliverStats st;
+  const int32_t r = NetDeliver(dst, src, chains, n, &st);
+  stats[0] += st.delivered;
+  stats[1] += st.no_buffers;
+  stats[2] += st.too_big;
+  stats[3] += st.bad;
+  return Napi::Number::New(info.Env(), r);
+}
+
+}  // namespace
+
+void BindNet(Napi::Env env, Napi::Object exports) {
+  exports.Set("netPeek", Napi::Function::New(env, Peek));
+  exports.Set("netDeliver", Napi::Function::New(env, Deliver));
+}
+
+}  // namespace vhostkit

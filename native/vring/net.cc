@@ -1,0 +1,192 @@
+#include "net.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace vhostkit {
+
+namespace {
+
+inline uint8_t* SegPtr(const BurstArrays& b, const MemTable& m, uint32_t s) {
+  return m.regions()[b.seg_region[s]].host() + static_cast<uint64_t>(b.seg_offset[s]);
+}
+
+// Walks the readable bytes of one chain, after skipping `skip` of them.
+class ReadCursor {
+ public:
+  ReadCursor(const BurstArrays& b, const MemTable& m, uint32_t chain, uint32_t skip) : b_(b), m_(m) {
+    s_ = b.first_seg[chain];
+    end_ = b.first_seg[chain + 1];
+    Skip(skip);
+  }
+  // Copies up to len bytes into dst; returns how many were copied.
+  uint32_t Read(uint8_t* dst, uint32_t len) {
+    uint32_t done = 0;
+    while (done < len && s_ < end_ && !(b_.seg_flags[s_] & 1)) {
+      const uint32_t avail = b_.seg_len[s_] - off_;
+      const uint32_t n = std::min(avail, len - done);
+      std::memcpy(dst + done, SegPtr(b_, m_, s_) + off_, n);
+      done += n;
+      off_ += n;
+      if (off_ == b_.seg_len[s_]) {
+        s_++;
+        off_ = 0;
+      }
+    }
+    return done;
+  }
+
+ private:
+  void Skip(uint32_t n) {
+    while (n > 0 && s_ < end_ && !(b_.seg_flags[s_] & 1)) {
+      const uint32_t take = std::min(n, b_.seg_len[s_] - off_);
+      off_ += take;
+      n -= take;
+      if (off_ == b_.seg_len[s_]) {
+        s_++;
+        off_ = 0;
+      }
+    }
+  }
+  const BurstArrays& b_;
+  const MemTable& m_;
+  uint32_t s_, end_, off_ = 0;
+};
+
+}  // namespace
+
+void NetPeek(const BurstArrays& b, const MemTable& mem, uint32_t n, uint32_t hdr, uint8_t* out, uint32_t stride,
+             uint32_t* lens) {
+  for (uint32_t i = 0; i < n; i++) {
+    uint8_t* o = out + static_cast<size_t>(i) * stride;
+    const uint32_t rl = b.read_len[i];
+    lens[i] = rl > hdr ? rl - hdr : 0;
+    ReadCursor c(b, mem, i, hdr);
+    const uint32_t got = c.Read(o, stride);
+    if (got < stride) std::memset(o + got, 0, stride - got);
+  }
+}
+
+int32_t NetDeliver(const RxTarget& dst, const TxSource& src, const uint16_t* chains, uint32_t n, DeliverStats* st) {
+  Virtqueue& q = *dst.q;
+  const BurstArrays& db = *dst.arrays;
+  const MemTable* dmem = q.memory().get();
+  if (dmem == nullptr) return -static_cast<int32_t>(VqError::kNotReady);
+  uint32_t pending = 0;  // used elements staged in dst.used_id/len
+  int32_t signal = 0;
+  auto flush = [&]() -> int32_t {
+    if (pending == 0) return 0;
+    const int32_t r = q.Push(dst.used_id, dst.used_len, pending);
+    pending = 0;
+    if (r == 1) signal = 1;
+    return r;
+  };
+  uint8_t hdr[16];
+  for (uint32_t k = 0; k < n; k++) {
+    const uint32_t c = chains[k];
+    const uint32_t rl = src.arrays->read_len[c];
+    if (rl < src.hdr_len + 14) {
+      st->bad++;
+      continue;
+    }
+    const uint32_t frame = rl - src.hdr_len;
+    if (frame > kMaxFrame) {
+      st->too_big++;
+      continue;
+    }
+    // The header we give the receiver: zeroed, or the sender's (offloads passed through).
+    std::memset(hdr, 0, sizeof hdr);
+    if (src.copy_hdr) {
+      ReadCursor h(*src.arrays, *src.mem, c, 0);
+      h.Read(hdr, std::min<uint32_t>(10, src.hdr_len));
+    }
+    ReadCursor rc(*src.arrays, *src.mem, c, src.hdr_len);
+    const uint32_t total = dst.hdr_len + frame;
+    uint32_t written = 0;
+    uint16_t ids[kMaxMergeBuffers];
+    uint32_t lens[kMaxMergeBuffers];
+    uint32_t nbuf = 0;
+    uint8_t* nb_at[2] = {nullptr, nullptr};  // where num_buffers (header bytes 10, 11) landed
+    bool failed = false;
+    while (written < total) {
+      if (nbuf == kMaxMergeBuffers || (nbuf == 1 && !dst.mergeable)) {
+        st->too_big++;
+        failed = true;
+        break;
+      }
+      // Make room in the staging arrays before popping (pop uses the same burst arrays).
+      if (pending + nbuf + 1 > dst.used_cap) {
+        const int32_t r = flush();
+        if (r < 0) return r;
+      }
+      const int32_t r = q.Pop(db, 1);
+      if (r < 0) {
+        q.Unpop(ids, nbuf);
+        return r;
+      }
+      if (r == 0) {
+        st->no_buffers++;
+        failed = true;
+        break;
+      }
+      ids[nbuf] = db.head[0];
+      uint32_t in_chain = 0;
+      for (uint32_t s = db.first_seg[0]; s < db.first_seg[1] && written < total; s++) {
+        if (!(db.seg_flags[s] & 1)) continue;  // device-readable parts of an RX chain: skip
+        uint8_t* p = SegPtr(db, *dmem, s);
+        uint32_t room = db.seg_len[s];
+        while (room > 0 && written < total) {
+          if (written < dst.hdr_len) {
+            const uint32_t m = std::min(room, dst.hdr_len - written);
+            for (uint32_t j = 0; j < m; j++) {
+              const uint32_t at = written + j;
+              if (at == 10) nb_at[0] = p + j;
+              if (at == 11) nb_at[1] = p + j;
+            }
+            std::memcpy(p, hdr + written, m);
+            p += m;
+            room -= m;
+            written += m;
+            in_chain += m;
+          } else {
+            const uint32_t got = rc.Read(p, std::min(room, total - written));
+            if (got == 0) {  // source shorter than its read_len said: cannot happen, but never loop
+              written = total;
+              break;
+            }
+            p += got;
+            room -= got;
+            written += got;
+            in_chain += got;
+          }
+        }
+      }
+      lens[nbuf++] = in_chain;
+      if (in_chain == 0 && db.write_len[0] == 0) {
+        // An RX chain with no writable byte: it cannot hold anything. Count it as bad and
+        // give the guest its buffer back empty rather than loop over it.
+        st->bad++;
+      }
+    }
+    if (failed) {
+      q.Unpop(ids, nbuf);
+      continue;
+    }
+    if (dst.hdr_len >= 12) {  // num_buffers, le16 (VERSION_1 or MRG_RXBUF)
+      if (nb_at[0]) *nb_at[0] = static_cast<uint8_t>(nbuf & 0xff);
+      if (nb_at[1]) *nb_at[1] = static_cast<uint8_t>(nbuf >> 8);
+    }
+    for (uint32_t j = 0; j < nbuf; j++) {
+      dst.used_id[pending] = ids[j];
+      dst.used_len[pending] = lens[j];
+      pending++;
+    }
+    st->delivered++;
+  }
+  const int32_t r = flush();
+  if (r < 0) return r;
+  if (signal) q.Signal();
+  return signal;
+}
+
+}  // namespace vhostkit

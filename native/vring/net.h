@@ -1,0 +1,53 @@
+// The virtio-net per-packet loops (virtio 1.2 §5.1.6): reading the first bytes of each
+// frame of a TX burst for classification, and delivering frames of a TX burst into a
+// destination queue's RX buffers (one copy, guest to guest), mergeable or not. JavaScript
+// decides where packets go; this moves the bytes.
+#pragma once
+#include <cstdint>
+
+#include "memory.h"
+#include "virtqueue.h"
+
+namespace vhostkit {
+
+// The largest frame accepted (64 KiB TSO frames plus headers).
+constexpr uint32_t kMaxFrame = 65536 + 256;
+// RX chains one packet may spread over (mergeable buffers).
+constexpr uint32_t kMaxMergeBuffers = 64;
+
+// Copies bytes [hdr, hdr + stride) of the readable data of chains 0..n-1 of a burst into
+// out + i*stride (zero-filled past the frame), and each frame's length (readable bytes
+// minus hdr; 0 if shorter than hdr) into lens[i].
+void NetPeek(const BurstArrays& b, const MemTable& mem, uint32_t n, uint32_t hdr, uint8_t* out, uint32_t stride,
+             uint32_t* lens);
+
+struct DeliverStats {
+  uint32_t delivered = 0;
+  uint32_t no_buffers = 0;  // destination had no (or not enough) RX buffers: dropped
+  uint32_t too_big = 0;     // frame larger than kMaxFrame or than one buffer without mergeable
+  uint32_t bad = 0;         // source frame shorter than its header + an Ethernet header
+};
+
+struct RxTarget {
+  Virtqueue* q;
+  const BurstArrays* arrays;  // scratch for popping RX chains (the target queue's own)
+  uint16_t* used_id;
+  uint32_t* used_len;
+  uint32_t used_cap;
+  uint32_t hdr_len;  // 10 (legacy) or 12 (VERSION_1 / MRG_RXBUF)
+  bool mergeable;
+};
+
+struct TxSource {
+  const BurstArrays* arrays;
+  const MemTable* mem;
+  uint32_t hdr_len;
+  bool copy_hdr;  // pass the source's virtio_net_hdr (offload flags) through; else zero it
+};
+
+// Delivers chains[0..n) of the source burst into RX buffers of the target. Returns 1 if
+// the driver of the target asked for a notification (and it was signalled), 0 if not, or
+// -VqError if the target queue is broken (st says how many were delivered before).
+int32_t NetDeliver(const RxTarget& dst, const TxSource& src, const uint16_t* chains, uint32_t n, DeliverStats* st);
+
+}  // namespace vhostkit

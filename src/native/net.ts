@@ -1,0 +1,39 @@
+// The virtio-net per-packet loops, native (native/vring/net.cc), one call per burst.
+import { addon } from './binding.js';
+import type { Virtqueue } from './virtqueue.js';
+
+interface RawNet {
+  netPeek(q: unknown, n: number, hdrLen: number, out: Uint8Array, stride: number, lens: Uint32Array): void;
+  netDeliver(rx: unknown, rxHdr: number, mergeable: boolean, tx: unknown, txHdr: number, copyHdr: boolean, chains: Uint16Array, n: number, stats: Uint32Array): number;
+}
+const raw = addon as RawNet;
+
+/**
+ * Copies the first `stride` bytes of each frame (after its `hdrLen`-byte virtio_net_hdr)
+ * of the last popped burst of `q` into out[i*stride...], zero-padded, and each frame's
+ * length into lens[i]. Classification reads these instead of guest memory.
+ */
+export function netPeek(q: Virtqueue, n: number, hdrLen: number, out: Uint8Array, stride: number, lens: Uint32Array): void {
+  raw.netPeek(q.native, n, hdrLen, out, stride, lens);
+}
+
+/** Indices of DeliverStats in the stats array given to netDeliver (counters are added to). */
+export const DeliverStat = { DELIVERED: 0, NO_BUFFERS: 1, TOO_BIG: 2, BAD: 3 } as const;
+
+export interface RxSide {
+  q: Virtqueue;
+  /** 10 (legacy header) or 12 (VERSION_1 / MRG_RXBUF) */
+  hdrLen: number;
+  mergeable: boolean;
+}
+
+/**
+ * Copies frames `chains[0..n)` of the TX queue's last popped burst into RX buffers of `rx`
+ * (popping them as needed, several per frame when mergeable, num_buffers set), pushes
+ * them used, and signals the receiver if it asked. A frame that does not fit is dropped
+ * and counted; the TX side is never blocked. Returns 1 if the receiver was signalled, 0
+ * if not, or a negative VringErrorCode if the RX queue is broken.
+ */
+export function netDeliver(rx: RxSide, tx: Virtqueue, txHdrLen: number, copyHdr: boolean, chains: Uint16Array, n: number, stats: Uint32Array): number {
+  return raw.netDeliver(rx.q.native, rx.hdrLen, rx.mergeable, tx.native, txHdrLen, copyHdr, chains, n, stats);
+}
