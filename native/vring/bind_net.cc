@@ -29,7 +29,7 @@ Napi::Value Peek(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// netDeliver(rxQueue, rxHdrLen, mergeable, txQueue, txHdrLen, copyHdr, chains: Uint16Array, n, stats: Uint32Array(4))
+// netDeliver(rxQueue, rxHdrLen, mergeable, txQueue, txHdrLen, copyHdr, chains: Uint16Array, n, stats: Uint32Array(4), vlan)
 // -> 1 signalled, 0 not, < 0 the RX queue is broken (-VqError)
 Napi::Value Deliver(const Napi::CallbackInfo& info) {
   QueueView rx = UnwrapQueue(info[0]);
@@ -49,7 +49,9 @@ Napi::Value Deliver(const Napi::CallbackInfo& info) {
     throw Napi::RangeError::New(info.Env(), "netDeliver: header length must be 10 or 12");
   }
   RxTarget dst{rx.q, rx.out, rx.used_id, rx.used_len, rx.burst, rx_hdr, info[2].ToBoolean()};
-  TxSource src{tx.out, tx.q->memory().get(), tx_hdr, info[5].ToBoolean()};
+  const int32_t vlan = info.Length() > 9 ? info[9].As<Napi::Number>().Int32Value() : -1;
+  if (vlan < -2 || vlan > 0xffff) throw Napi::RangeError::New(info.Env(), "netDeliver: vlan must be -2, -1 or a TCI");
+  TxSource src{tx.out, tx.q->memory().get(), tx_hdr, info[5].ToBoolean(), vlan};
   DeliverStats st;
   const int32_t r = NetDeliver(dst, src, chains, n, &st);
   stats[0] += st.delivered;

@@ -53,6 +53,52 @@ class ReadCursor {
   uint32_t s_, end_, off_ = 0;
 };
 
+// The frame as the receiver gets it: the source bytes after the header, with an 802.1Q
+// tag inserted or removed after the 12 bytes of MAC addresses.
+class FrameReader {
+ public:
+  FrameReader(const BurstArrays& b, const MemTable& m, uint32_t chain, uint32_t hdr, int32_t vlan)
+      : rc_(b, m, chain, hdr), vlan_(vlan) {
+    if (vlan_ >= 0) {
+      tag_[0] = 0x81;
+      tag_[1] = 0x00;
+      tag_[2] = static_cast<uint8_t>(vlan_ >> 8);
+      tag_[3] = static_cast<uint8_t>(vlan_ & 0xff);
+    }
+  }
+  uint32_t Read(uint8_t* dst, uint32_t len) {
+    uint32_t done = 0;
+    while (done < len) {
+      uint32_t got;
+      if (pos_ < 12 || vlan_ == -1) {
+        const uint32_t want = vlan_ == -1 ? len - done : std::min(len - done, 12 - pos_);
+        got = rc_.Read(dst + done, want);
+      } else if (vlan_ >= 0 && pos_ < 16) {
+        got = std::min(len - done, 16 - pos_);
+        std::memcpy(dst + done, tag_ + (pos_ - 12), got);
+      } else {
+        if (vlan_ == -2 && !skipped_) {
+          uint8_t drop[4];
+          rc_.Read(drop, 4);
+          skipped_ = true;
+        }
+        got = rc_.Read(dst + done, len - done);
+      }
+      if (got == 0) break;
+      done += got;
+      pos_ += got;
+    }
+    return done;
+  }
+
+ private:
+  ReadCursor rc_;
+  int32_t vlan_;
+  uint8_t tag_[4] = {0, 0, 0, 0};
+  uint32_t pos_ = 0;
+  bool skipped_ = false;
+};
+
 }  // namespace
 
 void NetPeek(const BurstArrays& b, const MemTable& mem, uint32_t n, uint32_t hdr, uint8_t* out, uint32_t stride,
@@ -89,7 +135,16 @@ int32_t NetDeliver(const RxTarget& dst, const TxSource& src, const uint16_t* cha
       st->bad++;
       continue;
     }
-    const uint32_t frame = rl - src.hdr_len;
+    uint32_t frame = rl - src.hdr_len;
+    if (src.vlan == -2) {
+      if (frame < 18) {
+        st->bad++;
+        continue;
+      }
+      frame -= 4;
+    } else if (src.vlan >= 0) {
+      frame += 4;
+    }
     if (frame > kMaxFrame) {
       st->too_big++;
       continue;
@@ -100,7 +155,7 @@ int32_t NetDeliver(const RxTarget& dst, const TxSource& src, const uint16_t* cha
       ReadCursor h(*src.arrays, *src.mem, c, 0);
       h.Read(hdr, std::min<uint32_t>(10, src.hdr_len));
     }
-    ReadCursor rc(*src.arrays, *src.mem, c, src.hdr_len);
+    FrameReader rc(*src.arrays, *src.mem, c, src.hdr_len, src.vlan);
     const uint32_t total = dst.hdr_len + frame;
     uint32_t written = 0;
     uint16_t ids[kMaxMergeBuffers];

@@ -43,6 +43,9 @@ struct TxSource {
   const MemTable* mem;
   uint32_t hdr_len;
   bool copy_hdr;  // pass the source's virtio_net_hdr (offload flags) through; else zero it
+  // 802.1Q on the way: -1 leave the frame as it is, -2 strip the tag after the MACs,
+  // 0..65535 insert a tag with this TCI after the MACs.
+  int32_t vlan = -1;
 };
 
 // Delivers chains[0..n) of the source burst into RX buffers of the target. Returns 1 if

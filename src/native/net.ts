@@ -4,7 +4,7 @@ import type { Virtqueue } from './virtqueue.js';
 
 interface RawNet {
   netPeek(q: unknown, n: number, hdrLen: number, out: Uint8Array, stride: number, lens: Uint32Array): void;
-  netDeliver(rx: unknown, rxHdr: number, mergeable: boolean, tx: unknown, txHdr: number, copyHdr: boolean, chains: Uint16Array, n: number, stats: Uint32Array): number;
+  netDeliver(rx: unknown, rxHdr: number, mergeable: boolean, tx: unknown, txHdr: number, copyHdr: boolean, chains: Uint16Array, n: number, stats: Uint32Array, vlan: number): number;
 }
 const raw = addon as RawNet;
 
@@ -27,6 +27,10 @@ export interface RxSide {
   mergeable: boolean;
 }
 
+/** VLAN operation of netDeliver: leave the frame, strip its 802.1Q tag, or insert one (a TCI). */
+export const VLAN_KEEP = -1;
+export const VLAN_STRIP = -2;
+
 /**
  * Copies frames `chains[0..n)` of the TX queue's last popped burst into RX buffers of `rx`
  * (popping them as needed, several per frame when mergeable, num_buffers set), pushes
@@ -34,6 +38,6 @@ export interface RxSide {
  * and counted; the TX side is never blocked. Returns 1 if the receiver was signalled, 0
  * if not, or a negative VringErrorCode if the RX queue is broken.
  */
-export function netDeliver(rx: RxSide, tx: Virtqueue, txHdrLen: number, copyHdr: boolean, chains: Uint16Array, n: number, stats: Uint32Array): number {
-  return raw.netDeliver(rx.q.native, rx.hdrLen, rx.mergeable, tx.native, txHdrLen, copyHdr, chains, n, stats);
+export function netDeliver(rx: RxSide, tx: Virtqueue, txHdrLen: number, copyHdr: boolean, chains: Uint16Array, n: number, stats: Uint32Array, vlan = VLAN_KEEP): number {
+  return raw.netDeliver(rx.q.native, rx.hdrLen, rx.mergeable, tx.native, txHdrLen, copyHdr, chains, n, stats, vlan);
 }

@@ -18,6 +18,12 @@ export interface QueueContext {
   readonly features: bigint;
   readonly log: Logger;
   /**
+   * The kick eventfd (-1: the frontend asked for polling). Only for devices with
+   * `handlesKicks`: they watch it themselves (e.g. on a data-plane thread); it stays owned
+   * by the session, valid until queueStop resolves.
+   */
+  readonly kickFd: number;
+  /**
    * The driver broke the queue (vq.pop() < 0) or sent something the device cannot accept:
    * the session stops this queue, sets DEVICE_NEEDS_RESET, signals the error fd and logs
    * why. Other queues and sessions keep running.
@@ -42,6 +48,11 @@ export interface VhostUserDevice {
   readonly numQueues: number;
   /** Largest queue size accepted in SET_VRING_NUM. */
   readonly maxQueueSize: number;
+  /**
+   * True if the device watches kick fds itself (ctx.kickFd) instead of getting queueKick
+   * calls from the session on the main thread.
+   */
+  readonly handlesKicks?: boolean;
 
   /** Current config space bytes (GET_CONFIG). Omit for devices without one. */
   configSpace?(): Uint8Array;
@@ -59,6 +70,14 @@ export interface VhostUserDevice {
    * of it is in use, so its ring state can be handed back.
    */
   queueStop(q: QueueContext): void | Promise<void>;
+  /**
+   * Before the session changes something under running queues (memory table, ring
+   * addresses): resolve once no running queue of this device is touched, on any thread.
+   * resumeQueues follows. Devices that only use queues from the main thread between
+   * messages need neither.
+   */
+  pauseQueues?(): Promise<void>;
+  resumeQueues?(): void;
   /** Guest memory was replaced while queues run; chains popped before refer to the old table. */
   memoryChanged?(memory: GuestMemory): void;
   /** The frontend went away or reset the device: forget per-session state. */

@@ -281,10 +281,13 @@ export class Session extends EventEmitter {
       },
       features: this.acked,
       log,
+      kickFd: s.kickFd,
       fail: (reason) => this.failQueue(s, reason),
     };
     log.info('ring started', { layout, size: s.num, base: s.base, kick: s.polling ? 'polling' : 'eventfd' });
-    if (s.kickFd >= 0) {
+    if (this.device.handlesKicks) {
+      // the device watches ctx.kickFd itself
+    } else if (s.kickFd >= 0) {
       s.kickWatcher = new FdWatcher(s.kickFd, () => this.onKick(s));
       s.kickWatcher.start(true, false);
     } else {
@@ -409,8 +412,23 @@ export class Session extends EventEmitter {
     this.emit('queue-error', s.index, why);
   }
 
+  /** Runs `change` with the device's running queues paused (if the device needs it). */
+  private async underPause<T>(change: () => T): Promise<T> {
+    const running = this.slots.some((s) => s.running);
+    if (running && this.device.pauseQueues) await this.device.pauseQueues();
+    try {
+      return change();
+    } finally {
+      if (running && this.device.pauseQueues) this.device.resumeQueues?.();
+    }
+  }
+
   /** Swaps guest memory under running queues (SET_MEM_TABLE, ADD/REM_MEM_REG). */
-  replaceMemory(mem: GuestMemory): void {
+  replaceMemory(mem: GuestMemory): Promise<void> {
+    return this.underPause(() => this.swapMemory(mem));
+  }
+
+  private swapMemory(mem: GuestMemory): void {
     const old = this.memory;
     this.memory = mem;
     for (const s of this.slots) {
@@ -501,24 +519,24 @@ export class Session extends EventEmitter {
       // Deprecated; the spec recommends disabling the rings.
       for (const s of this.slots) await this.stopQueue(s);
     },
-    setMemTable: (m: Message): void => {
+    setMemTable: (m: Message): Promise<void> => {
       const regions = memTable.decode(m.payload);
       if (m.payload.length !== 8 + 32 * regions.length) throw new ProtocolError(`SET_MEM_TABLE: payload of ${m.payload.length} bytes for ${regions.length} regions`);
       if (m.fds.length !== regions.length) throw new ProtocolError(`SET_MEM_TABLE: ${regions.length} regions but ${m.fds.length} file descriptors`);
       const specs: RegionSpec[] = regions.map((r, i) => ({ fd: m.fds[i], ...r }));
-      this.replaceMemory(mapOrThrow(() => GuestMemory.map(specs)));
+      return this.replaceMemory(mapOrThrow(() => GuestMemory.map(specs)));
     },
     getMaxMemSlots: (): Uint8Array => u64.encode(BigInt(MAX_REGIONS)),
-    addMemReg: (m: Message): void => {
+    addMemReg: (m: Message): Promise<void> => {
       const r = singleRegion.decode(m.payload);
       const spec = { fd: m.fds[0], ...r };
       const mem = this.memory === null ? mapOrThrow(() => GuestMemory.map([spec])) : mapOrThrow(() => this.memory!.withRegion(spec));
-      this.replaceMemory(mem);
+      return this.replaceMemory(mem);
     },
-    remMemReg: (m: Message): void => {
+    remMemReg: (m: Message): Promise<void> => {
       const r = singleRegion.decode(m.payload);
       if (this.memory === null) throw new ProtocolError('REM_MEM_REG with no memory table');
-      this.replaceMemory(mapOrThrow(() => this.memory!.withoutRegion(r.gpa, r.size, r.uva)));
+      return this.replaceMemory(mapOrThrow(() => this.memory!.withoutRegion(r.gpa, r.size, r.uva)));
     },
     setVringNum: (m: Message): void => {
       const st = vringState.decode(m.payload);
@@ -530,17 +548,23 @@ export class Session extends EventEmitter {
       }
       s.num = st.num;
     },
-    setVringAddr: (m: Message): void => {
+    setVringAddr: async (m: Message): Promise<void> => {
       const a = vringAddr.decode(m.payload);
       const s = this.slot(a.index, 'SET_VRING_ADDR');
+      const old = s.addr;
       s.addr = a;
-      if (s.vq) {
-        // Only the LOG flag may change on a running ring (start/stop of dirty logging).
-        this.attachLog(s, s.vq);
-        try {
-          s.vq.setRings(this.ringAddrs(a, s.vq.layout), 'uva');
-        } catch (e) {
-          throw new ProtocolError(`SET_VRING_ADDR queue ${a.index}: ${(e as Error).message}`);
+      const vq = s.vq;
+      if (vq) {
+        // On a running ring QEMU changes the LOG flag (migration start/stop): thread-safe.
+        this.attachLog(s, vq);
+        if (old === null || old.desc !== a.desc || old.used !== a.used || old.avail !== a.avail) {
+          await this.underPause(() => {
+            try {
+              vq.setRings(this.ringAddrs(a, vq.layout), 'uva');
+            } catch (e) {
+              throw new ProtocolError(`SET_VRING_ADDR queue ${a.index}: ${(e as Error).message}`);
+            }
+          });
         }
       }
     },

@@ -132,6 +132,29 @@ describe('netDeliver / netPeek (guest TX ring -> guest RX ring, one copy)', () =
     expect(receive(rx).map((g) => g.frame.length)).to.deep.equal([100, 64]);
   });
 
+  it('inserts and strips 802.1Q tags on the way', async () => {
+    const { VLAN_STRIP } = await import('../../src/native/net.js');
+    const f = frame(100, 5);
+    addTx(tx, f, [HDR + 13]);
+    tx.drv.publish();
+    postRx(rx, 4, 2048);
+    tx.q.pop();
+    netDeliver({ q: rx.q, hdrLen: HDR, mergeable: false }, tx.q, HDR, false, chains, 1, stats, 0x2064);
+    const [tagged] = receive(rx);
+    expect(tagged.frame.length).to.equal(104);
+    expect(Array.from(tagged.frame.subarray(12, 16))).to.deep.equal([0x81, 0x00, 0x20, 0x64]);
+    expect(Buffer.concat([tagged.frame.subarray(0, 12), tagged.frame.subarray(16)]).equals(Buffer.from(f))).to.equal(true);
+    // and back: strip it again
+    tx.q.b.usedId[0] = tx.q.b.head[0];
+    tx.q.b.usedLen[0] = 0;
+    tx.q.push(1);
+    addTx(tx, tagged.frame, [HDR + 14]);
+    tx.drv.publish();
+    tx.q.pop();
+    netDeliver({ q: rx.q, hdrLen: HDR, mergeable: false }, tx.q, HDR, false, chains, 1, stats, VLAN_STRIP);
+    expect(Buffer.from(receive(rx)[0].frame).equals(Buffer.from(f))).to.equal(true);
+  });
+
   it('converts between a 10-byte legacy header and a 12-byte one', () => {
     addTx(tx, frame(80, 4), [], undefined, 10);
     tx.drv.publish();
