@@ -42,7 +42,7 @@ Napi::Value Deliver(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < n; i++) {
     if (chains[i] >= tx.burst) throw Napi::RangeError::New(info.Env(), "netDeliver: chain index outside the burst");
   }
-  uint32_t* stats = Typed<uint32_t>(info[8], napi_uint32_array, 4, "stats");
+  uint32_t* stats = Typed<uint32_t>(info[8], napi_uint32_array, 5, "stats");
   const uint32_t rx_hdr = info[1].As<Napi::Number>().Uint32Value();
   const uint32_t tx_hdr = info[4].As<Napi::Number>().Uint32Value();
   if ((rx_hdr != 10 && rx_hdr != 12) || (tx_hdr != 10 && tx_hdr != 12)) {
@@ -58,6 +58,39 @@ Napi::Value Deliver(const Napi::CallbackInfo& info) {
   stats[1] += st.no_buffers;
   stats[2] += st.too_big;
   stats[3] += st.bad;
+  stats[4] += st.bytes;
+  return Napi::Number::New(info.Env(), r);
+}
+
+// netDeliverFlat(rxQueue, rxHdrLen, mergeable, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n,
+//                hdr10: Uint8Array | null, stats: Uint32Array(5), vlan)
+Napi::Value DeliverFlat(const Napi::CallbackInfo& info) {
+  QueueView rx = UnwrapQueue(info[0]);
+  const uint32_t rx_hdr = info[1].As<Napi::Number>().Uint32Value();
+  if (rx_hdr != 10 && rx_hdr != 12) throw Napi::RangeError::New(info.Env(), "netDeliverFlat: header length must be 10 or 12");
+  const uint32_t n = info[6].As<Napi::Number>().Uint32Value();
+  Napi::TypedArray data = info[3].As<Napi::TypedArray>();
+  if (data.TypedArrayType() != napi_uint8_array) throw Napi::TypeError::New(info.Env(), "netDeliverFlat: data must be a Uint8Array");
+  const uint8_t* base = static_cast<uint8_t*>(data.ArrayBuffer().Data()) + data.ByteOffset();
+  const uint32_t* offsets = Typed<uint32_t>(info[4], napi_uint32_array, n, "offsets");
+  const uint32_t* lens = Typed<uint32_t>(info[5], napi_uint32_array, n, "lens");
+  for (uint32_t i = 0; i < n; i++) {
+    if (static_cast<uint64_t>(offsets[i]) + lens[i] > data.ByteLength()) {
+      throw Napi::RangeError::New(info.Env(), "netDeliverFlat: frame outside the data buffer");
+    }
+  }
+  const uint8_t* hdr10 = info[7].IsNull() || info[7].IsUndefined() ? nullptr : Typed<uint8_t>(info[7], napi_uint8_array, 10 * static_cast<size_t>(n), "hdr10");
+  uint32_t* stats = Typed<uint32_t>(info[8], napi_uint32_array, 5, "stats");
+  const int32_t vlan = info[9].As<Napi::Number>().Int32Value();
+  if (vlan < -2 || vlan > 0xffff) throw Napi::RangeError::New(info.Env(), "netDeliverFlat: vlan must be -2, -1 or a TCI");
+  RxTarget dst{rx.q, rx.out, rx.used_id, rx.used_len, rx.burst, rx_hdr, info[2].ToBoolean()};
+  DeliverStats st;
+  const int32_t r = NetDeliverFlat(dst, base, offsets, lens, n, hdr10, vlan, &st);
+  stats[0] += st.delivered;
+  stats[1] += st.no_buffers;
+  stats[2] += st.too_big;
+  stats[3] += st.bad;
+  stats[4] += st.bytes;
   return Napi::Number::New(info.Env(), r);
 }
 
@@ -66,6 +99,7 @@ Napi::Value Deliver(const Napi::CallbackInfo& info) {
 void BindNet(Napi::Env env, Napi::Object exports) {
   exports.Set("netPeek", Napi::Function::New(env, Peek));
   exports.Set("netDeliver", Napi::Function::New(env, Deliver));
+  exports.Set("netDeliverFlat", Napi::Function::New(env, DeliverFlat));
 }
 
 }  // namespace vhostkit

@@ -53,12 +53,29 @@ class ReadCursor {
   uint32_t s_, end_, off_ = 0;
 };
 
+// Bytes of a frame held in one flat host buffer (TAP/VXLAN reads, frames built by us).
+class FlatCursor {
+ public:
+  FlatCursor(const uint8_t* p, uint32_t len) : p_(p), left_(len) {}
+  uint32_t Read(uint8_t* dst, uint32_t len) {
+    const uint32_t n = std::min(len, left_);
+    std::memcpy(dst, p_, n);
+    p_ += n;
+    left_ -= n;
+    return n;
+  }
+
+ private:
+  const uint8_t* p_;
+  uint32_t left_;
+};
+
 // The frame as the receiver gets it: the source bytes after the header, with an 802.1Q
 // tag inserted or removed after the 12 bytes of MAC addresses.
+template <typename Cursor>
 class FrameReader {
  public:
-  FrameReader(const BurstArrays& b, const MemTable& m, uint32_t chain, uint32_t hdr, int32_t vlan)
-      : rc_(b, m, chain, hdr), vlan_(vlan) {
+  FrameReader(Cursor rc, int32_t vlan) : rc_(rc), vlan_(vlan) {
     if (vlan_ >= 0) {
       tag_[0] = 0x81;
       tag_[1] = 0x00;
@@ -92,7 +109,7 @@ class FrameReader {
   }
 
  private:
-  ReadCursor rc_;
+  Cursor rc_;
   int32_t vlan_;
   uint8_t tag_[4] = {0, 0, 0, 0};
   uint32_t pos_ = 0;
@@ -113,20 +130,114 @@ void NetPeek(const BurstArrays& b, const MemTable& mem, uint32_t n, uint32_t hdr
   }
 }
 
-int32_t NetDeliver(const RxTarget& dst, const TxSource& src, const uint16_t* chains, uint32_t n, DeliverStats* st) {
+namespace {
+
+// Delivers one frame (already adjusted for the VLAN operation: `frame` bytes come out of
+// `rd`) with header `hdr` into RX buffers of dst. Returns 1 delivered, 0 dropped (counted),
+// or -VqError. Used elements are staged in dst.used_id/len (*pending), flushed when full.
+template <typename Reader>
+int32_t DeliverOne(const RxTarget& dst, const MemTable& dmem, Reader& rd, const uint8_t* hdr, uint32_t frame,
+                   uint32_t* pending, int32_t* signal, DeliverStats* st) {
   Virtqueue& q = *dst.q;
   const BurstArrays& db = *dst.arrays;
-  const MemTable* dmem = q.memory().get();
-  if (dmem == nullptr) return -static_cast<int32_t>(VqError::kNotReady);
-  uint32_t pending = 0;  // used elements staged in dst.used_id/len
-  int32_t signal = 0;
-  auto flush = [&]() -> int32_t {
-    if (pending == 0) return 0;
-    const int32_t r = q.Push(dst.used_id, dst.used_len, pending);
-    pending = 0;
+  const uint32_t total = dst.hdr_len + frame;
+  uint32_t written = 0;
+  uint16_t ids[kMaxMergeBuffers];
+  uint32_t lens[kMaxMergeBuffers];
+  uint32_t nbuf = 0;
+  uint8_t* nb_at[2] = {nullptr, nullptr};  // where num_buffers (header bytes 10, 11) landed
+  while (written < total) {
+    if (nbuf == kMaxMergeBuffers || (nbuf == 1 && !dst.mergeable)) {
+      st->too_big++;
+      q.Unpop(ids, nbuf);
+      return 0;
+    }
+    // Make room in the staging arrays before popping (pop uses the same burst arrays).
+    if (*pending + nbuf + 1 > dst.used_cap) {
+      const int32_t r = q.Push(dst.used_id, dst.used_len, *pending);
+      *pending = 0;
+      if (r < 0) return r;
+      if (r == 1) *signal = 1;
+    }
+    const int32_t r = q.Pop(db, 1);
+    if (r < 0) {
+      q.Unpop(ids, nbuf);
+      return r;
+    }
+    if (r == 0) {
+      st->no_buffers++;
+      q.Unpop(ids, nbuf);
+      return 0;
+    }
+    ids[nbuf] = db.head[0];
+    uint32_t in_chain = 0;
+    for (uint32_t s = db.first_seg[0]; s < db.first_seg[1] && written < total; s++) {
+      if (!(db.seg_flags[s] & 1)) continue;  // device-readable parts of an RX chain: skip
+      uint8_t* p = SegPtr(db, dmem, s);
+      uint32_t room = db.seg_len[s];
+      while (room > 0 && written < total) {
+        uint32_t m;
+        if (written < dst.hdr_len) {
+          m = std::min(room, dst.hdr_len - written);
+          for (uint32_t j = 0; j < m; j++) {
+            if (written + j == 10) nb_at[0] = p + j;
+            if (written + j == 11) nb_at[1] = p + j;
+          }
+          std::memcpy(p, hdr + written, m);
+        } else {
+          m = rd.Read(p, std::min(room, total - written));
+          if (m == 0) {  // the source ran short of what it claimed: never loop
+            written = total;
+            break;
+          }
+        }
+        p += m;
+        room -= m;
+        written += m;
+        in_chain += m;
+      }
+    }
+    if (in_chain == 0) st->bad++;  // an RX chain with no writable byte
+    lens[nbuf++] = in_chain;
+  }
+  if (dst.hdr_len >= 12) {  // num_buffers, le16 (VERSION_1 or MRG_RXBUF)
+    if (nb_at[0]) *nb_at[0] = static_cast<uint8_t>(nbuf & 0xff);
+    if (nb_at[1]) *nb_at[1] = static_cast<uint8_t>(nbuf >> 8);
+  }
+  for (uint32_t j = 0; j < nbuf; j++) {
+    dst.used_id[*pending] = ids[j];
+    dst.used_len[*pending] = lens[j];
+    (*pending)++;
+  }
+  st->delivered++;
+  st->bytes += frame;
+  return 1;
+}
+
+// The frame length the receiver gets after the VLAN operation, or 0 if it cannot be done.
+inline uint32_t AdjustForVlan(uint32_t frame, int32_t vlan) {
+  if (vlan == -2) return frame < 18 ? 0 : frame - 4;
+  if (vlan >= 0) return frame + 4;
+  return frame;
+}
+
+int32_t Finish(const RxTarget& dst, uint32_t pending, int32_t signal) {
+  if (pending > 0) {
+    const int32_t r = dst.q->Push(dst.used_id, dst.used_len, pending);
+    if (r < 0) return r;
     if (r == 1) signal = 1;
-    return r;
-  };
+  }
+  if (signal) dst.q->Signal();
+  return signal;
+}
+
+}  // namespace
+
+int32_t NetDeliver(const RxTarget& dst, const TxSource& src, const uint16_t* chains, uint32_t n, DeliverStats* st) {
+  const MemTable* dmem = dst.q->memory().get();
+  if (dmem == nullptr) return -static_cast<int32_t>(VqError::kNotReady);
+  uint32_t pending = 0;
+  int32_t signal = 0;
   uint8_t hdr[16];
   for (uint32_t k = 0; k < n; k++) {
     const uint32_t c = chains[k];
@@ -135,15 +246,10 @@ int32_t NetDeliver(const RxTarget& dst, const TxSource& src, const uint16_t* cha
       st->bad++;
       continue;
     }
-    uint32_t frame = rl - src.hdr_len;
-    if (src.vlan == -2) {
-      if (frame < 18) {
-        st->bad++;
-        continue;
-      }
-      frame -= 4;
-    } else if (src.vlan >= 0) {
-      frame += 4;
+    const uint32_t frame = AdjustForVlan(rl - src.hdr_len, src.vlan);
+    if (frame == 0) {
+      st->bad++;
+      continue;
     }
     if (frame > kMaxFrame) {
       st->too_big++;
@@ -155,93 +261,41 @@ int32_t NetDeliver(const RxTarget& dst, const TxSource& src, const uint16_t* cha
       ReadCursor h(*src.arrays, *src.mem, c, 0);
       h.Read(hdr, std::min<uint32_t>(10, src.hdr_len));
     }
-    FrameReader rc(*src.arrays, *src.mem, c, src.hdr_len, src.vlan);
-    const uint32_t total = dst.hdr_len + frame;
-    uint32_t written = 0;
-    uint16_t ids[kMaxMergeBuffers];
-    uint32_t lens[kMaxMergeBuffers];
-    uint32_t nbuf = 0;
-    uint8_t* nb_at[2] = {nullptr, nullptr};  // where num_buffers (header bytes 10, 11) landed
-    bool failed = false;
-    while (written < total) {
-      if (nbuf == kMaxMergeBuffers || (nbuf == 1 && !dst.mergeable)) {
-        st->too_big++;
-        failed = true;
-        break;
-      }
-      // Make room in the staging arrays before popping (pop uses the same burst arrays).
-      if (pending + nbuf + 1 > dst.used_cap) {
-        const int32_t r = flush();
-        if (r < 0) return r;
-      }
-      const int32_t r = q.Pop(db, 1);
-      if (r < 0) {
-        q.Unpop(ids, nbuf);
-        return r;
-      }
-      if (r == 0) {
-        st->no_buffers++;
-        failed = true;
-        break;
-      }
-      ids[nbuf] = db.head[0];
-      uint32_t in_chain = 0;
-      for (uint32_t s = db.first_seg[0]; s < db.first_seg[1] && written < total; s++) {
-        if (!(db.seg_flags[s] & 1)) continue;  // device-readable parts of an RX chain: skip
-        uint8_t* p = SegPtr(db, *dmem, s);
-        uint32_t room = db.seg_len[s];
-        while (room > 0 && written < total) {
-          if (written < dst.hdr_len) {
-            const uint32_t m = std::min(room, dst.hdr_len - written);
-            for (uint32_t j = 0; j < m; j++) {
-              const uint32_t at = written + j;
-              if (at == 10) nb_at[0] = p + j;
-              if (at == 11) nb_at[1] = p + j;
-            }
-            std::memcpy(p, hdr + written, m);
-            p += m;
-            room -= m;
-            written += m;
-            in_chain += m;
-          } else {
-            const uint32_t got = rc.Read(p, std::min(room, total - written));
-            if (got == 0) {  // source shorter than its read_len said: cannot happen, but never loop
-              written = total;
-              break;
-            }
-            p += got;
-            room -= got;
-            written += got;
-            in_chain += got;
-          }
-        }
-      }
-      lens[nbuf++] = in_chain;
-      if (in_chain == 0 && db.write_len[0] == 0) {
-        // An RX chain with no writable byte: it cannot hold anything. Count it as bad and
-        // give the guest its buffer back empty rather than loop over it.
-        st->bad++;
-      }
-    }
-    if (failed) {
-      q.Unpop(ids, nbuf);
+    FrameReader<ReadCursor> rd(ReadCursor(*src.arrays, *src.mem, c, src.hdr_len), src.vlan);
+    const int32_t r = DeliverOne(dst, *dmem, rd, hdr, frame, &pending, &signal, st);
+    if (r < 0) return r;
+  }
+  return Finish(dst, pending, signal);
+}
+
+int32_t NetDeliverFlat(const RxTarget& dst, const uint8_t* base, const uint32_t* offsets, const uint32_t* lens, uint32_t n,
+                       const uint8_t* hdr10, int32_t vlan, DeliverStats* st) {
+  const MemTable* dmem = dst.q->memory().get();
+  if (dmem == nullptr) return -static_cast<int32_t>(VqError::kNotReady);
+  uint32_t pending = 0;
+  int32_t signal = 0;
+  uint8_t hdr[16];
+  for (uint32_t k = 0; k < n; k++) {
+    if (lens[k] < 14) {
+      st->bad++;
       continue;
     }
-    if (dst.hdr_len >= 12) {  // num_buffers, le16 (VERSION_1 or MRG_RXBUF)
-      if (nb_at[0]) *nb_at[0] = static_cast<uint8_t>(nbuf & 0xff);
-      if (nb_at[1]) *nb_at[1] = static_cast<uint8_t>(nbuf >> 8);
+    const uint32_t frame = AdjustForVlan(lens[k], vlan);
+    if (frame == 0) {
+      st->bad++;
+      continue;
     }
-    for (uint32_t j = 0; j < nbuf; j++) {
-      dst.used_id[pending] = ids[j];
-      dst.used_len[pending] = lens[j];
-      pending++;
+    if (frame > kMaxFrame) {
+      st->too_big++;
+      continue;
     }
-    st->delivered++;
+    std::memset(hdr, 0, sizeof hdr);
+    if (hdr10 != nullptr) std::memcpy(hdr, hdr10 + 10 * static_cast<size_t>(k), 10);
+    FrameReader<FlatCursor> rd(FlatCursor(base + offsets[k], lens[k]), vlan);
+    const int32_t r = DeliverOne(dst, *dmem, rd, hdr, frame, &pending, &signal, st);
+    if (r < 0) return r;
   }
-  const int32_t r = flush();
-  if (r < 0) return r;
-  if (signal) q.Signal();
-  return signal;
+  return Finish(dst, pending, signal);
 }
 
 }  // namespace vhostkit

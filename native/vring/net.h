@@ -26,6 +26,7 @@ struct DeliverStats {
   uint32_t no_buffers = 0;  // destination had no (or not enough) RX buffers: dropped
   uint32_t too_big = 0;     // frame larger than kMaxFrame or than one buffer without mergeable
   uint32_t bad = 0;         // source frame shorter than its header + an Ethernet header
+  uint32_t bytes = 0;       // frame bytes delivered
 };
 
 struct RxTarget {
@@ -52,5 +53,11 @@ struct TxSource {
 // the driver of the target asked for a notification (and it was signalled), 0 if not, or
 // -VqError if the target queue is broken (st says how many were delivered before).
 int32_t NetDeliver(const RxTarget& dst, const TxSource& src, const uint16_t* chains, uint32_t n, DeliverStats* st);
+
+// The same for frames in one host buffer: frame k is lens[k] bytes at base + offsets[k]
+// (no virtio_net_hdr); hdr10, if not null, holds 10 header bytes per frame to give the
+// receiver (offload flags from a TAP device), else the header is zeroed.
+int32_t NetDeliverFlat(const RxTarget& dst, const uint8_t* base, const uint32_t* offsets, const uint32_t* lens, uint32_t n,
+                       const uint8_t* hdr10, int32_t vlan, DeliverStats* st);
 
 }  // namespace vhostkit

@@ -4,6 +4,7 @@ import type { Virtqueue } from './virtqueue.js';
 
 interface RawNet {
   netPeek(q: unknown, n: number, hdrLen: number, out: Uint8Array, stride: number, lens: Uint32Array): void;
+  netDeliverFlat(rx: unknown, rxHdr: number, mergeable: boolean, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, hdr10: Uint8Array | null, stats: Uint32Array, vlan: number): number;
   netDeliver(rx: unknown, rxHdr: number, mergeable: boolean, tx: unknown, txHdr: number, copyHdr: boolean, chains: Uint16Array, n: number, stats: Uint32Array, vlan: number): number;
 }
 const raw = addon as RawNet;
@@ -18,7 +19,9 @@ export function netPeek(q: Virtqueue, n: number, hdrLen: number, out: Uint8Array
 }
 
 /** Indices of DeliverStats in the stats array given to netDeliver (counters are added to). */
-export const DeliverStat = { DELIVERED: 0, NO_BUFFERS: 1, TOO_BIG: 2, BAD: 3 } as const;
+export const DeliverStat = { DELIVERED: 0, NO_BUFFERS: 1, TOO_BIG: 2, BAD: 3, BYTES: 4 } as const;
+/** Length of the stats array netDeliver / netDeliverFlat add to. */
+export const DELIVER_STATS = 5;
 
 export interface RxSide {
   q: Virtqueue;
@@ -40,4 +43,13 @@ export const VLAN_STRIP = -2;
  */
 export function netDeliver(rx: RxSide, tx: Virtqueue, txHdrLen: number, copyHdr: boolean, chains: Uint16Array, n: number, stats: Uint32Array, vlan = VLAN_KEEP): number {
   return raw.netDeliver(rx.q.native, rx.hdrLen, rx.mergeable, tx.native, txHdrLen, copyHdr, chains, n, stats, vlan);
+}
+
+/**
+ * Delivers frames held in one host buffer (frame k: lens[k] bytes at data[offsets[k]],
+ * no virtio_net_hdr) into RX buffers of `rx`, as netDeliver does. `hdr10` may hold 10
+ * virtio_net_hdr bytes per frame (offload flags), else the receiver gets a zeroed header.
+ */
+export function netDeliverFlat(rx: RxSide, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, hdr10: Uint8Array | null, stats: Uint32Array, vlan = VLAN_KEEP): number {
+  return raw.netDeliverFlat(rx.q.native, rx.hdrLen, rx.mergeable, data, offsets, lens, n, hdr10, stats, vlan);
 }
