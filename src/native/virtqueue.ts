@@ -167,6 +167,14 @@ export class Virtqueue {
   }
 
   /**
+   * The GuestMemory this thread uses for views(), when the native queue's memory was set
+   * by another thread (a data-plane worker claiming a running queue).
+   */
+  setMemoryView(mem: GuestMemory | null): void {
+    this.mem = mem;
+  }
+
+  /**
    * Ring addresses: descriptor table, avail ring / driver area, used ring / device area.
    * vhost-user gives frontend-virtual addresses ('uva'); a driver in the same process
    * may give guest-physical ones ('gpa'). Throws VringError RING_ADDR if not mapped,

@@ -88,17 +88,23 @@ export class FrontendQueue {
     for (;;) {
       for (const u of this.driver.used()) got.push({ id: u.id, len: u.len });
       if (got.length >= count) return got;
-      // Ask for a call on the next used buffer (with EVENT_IDX: used_event = what we have
-      // consumed, as Linux's virtqueue_enable_cb does), then look again before sleeping.
-      if (this.driver instanceof SplitDriver && this.driver.eventIdx) {
-        this.driver.setUsedEvent(this.driver.lastUsedIdx);
-        for (const u of this.driver.used()) got.push({ id: u.id, len: u.len });
-        if (got.length >= count) return got;
-      }
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`queue ${this.index}: ${got.length} of ${count} used buffers after ${timeoutMs} ms`);
-      await this.wake(Math.min(left, 50));
+      await this.waitCall(Math.min(left, 50));
     }
+  }
+
+  /**
+   * Asks for a call on the next used buffer (with EVENT_IDX: used_event = what the driver
+   * has consumed, as Linux's virtqueue_enable_cb does) and waits for it, at most `ms`.
+   * Consumes nothing: read the ring with driver.used() after.
+   */
+  async waitCall(ms: number): Promise<void> {
+    if (this.driver instanceof SplitDriver && this.driver.eventIdx) {
+      this.driver.setUsedEvent(this.driver.lastUsedIdx);
+      if (this.driver.usedIdx !== this.driver.lastUsedIdx) return; // already there
+    }
+    await this.wake(ms);
   }
 
   private wake(ms: number): Promise<void> {

@@ -395,6 +395,12 @@ export class Session extends EventEmitter {
     return base;
   }
 
+  /** A device's data plane found queue `index` broken by the driver (see QueueContext.fail). */
+  failQueueByIndex(index: number, reason: string): void {
+    const s = this.slots[index];
+    if (s) this.failQueue(s, reason);
+  }
+
   private failQueue(s: Slot, reason: VringError | Error | string): void {
     if (s.broken) return;
     s.broken = true;

@@ -1,0 +1,131 @@
+// Batch I/O between the switch and the host, per burst: guest TX chains written to a TAP
+// fd or sent as VXLAN datagrams (RFC 7348) straight from guest memory (iovecs over the
+// chain's readable segments, no staging copy of the payload), and frames read from a TAP
+// fd or received from a UDP socket into one flat host buffer (which NetDeliverFlat then
+// copies into guest RX buffers). Plain C++, no N-API; nothing here ever blocks: a full
+// socket or device queue (EAGAIN) drops the frame and counts it.
+//
+// Each TX chain starts with a virtio_net_hdr of hdr_len (10 or 12) bytes (virtio 1.2
+// §5.1.6: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset[, num_buffers]),
+// little-endian, then the Ethernet frame.
+#pragma once
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <string>
+
+#include "memory.h"
+#include "virtqueue.h"
+
+namespace vhostkit::hostio {
+
+inline constexpr uint32_t kVnetHdrLen = 12;   // the TAP header (tap.h)
+inline constexpr uint32_t kVxlanHdrLen = 8;   // RFC 7348 §5
+inline constexpr uint32_t kMaxBatch = 1024;   // frames per call (UIO_MAXIOV messages)
+
+// virtio_net_hdr fields (§5.1.6).
+inline constexpr uint8_t kNeedsCsum = 1;   // VIRTIO_NET_HDR_F_NEEDS_CSUM
+inline constexpr uint8_t kGsoNone = 0;     // VIRTIO_NET_HDR_GSO_NONE
+inline constexpr uint8_t kGsoEcn = 0x80;   // VIRTIO_NET_HDR_GSO_ECN
+
+// Counters of one TX call (the binding adds them to the caller's array).
+struct TxStats {
+  uint32_t sent = 0;                // frames the kernel took
+  uint32_t bytes = 0;               // their Ethernet bytes (after the VLAN operation)
+  uint32_t dropped = 0;             // EAGAIN / ENOBUFS: the queue was full (rest of burst dropped)
+  uint32_t errors = 0;              // any other send error (last_errno says which)
+  uint32_t bad = 0;                 // shorter than header + Ethernet header, or a bad csum_start/offset
+  uint32_t too_big = 0;             // frame longer than kMaxFrame
+  uint32_t needs_segmentation = 0;  // GSO frame where it cannot go out as it is: not sent
+  int32_t last_errno = 0;           // errno of the last error counted in `errors`, else 0
+};
+
+// What happens to the frame on the way out.
+struct TxOptions {
+  uint32_t hdr_len = 12;  // virtio_net_hdr bytes at the start of each chain: 10 or 12
+  // 802.1Q, as NetDeliver's TxSource::vlan: -1 leave the frame as it is; -2 remove the
+  // 802.1Q tag after the MACs (only if there is one: TPID 0x8100; an untagged frame goes
+  // out unchanged); 0..65535 insert a tag with this TCI after the MACs. The 12 MAC bytes and
+  // the tag are the only bytes copied; csum_start / hdr_len in a passed header move with them.
+  int32_t vlan = -1;
+  // TAP only: pass the guest's header (its first 10 bytes, num_buffers 0) to the kernel,
+  // which completes partial checksums and segments GSO frames itself. When false the TAP
+  // gets a zeroed header: a NEEDS_CSUM frame has its checksum completed here (the two
+  // checksum bytes are the only other bytes copied) and a GSO frame is counted in
+  // needs_segmentation and not sent. VXLAN always behaves as if false.
+  bool pass_hdr = true;
+};
+
+// Writes chains[0..n) of a popped burst to a TAP fd, one writev per frame: the 12-byte
+// virtio_net_hdr, then the frame's bytes from guest memory. A chain index must be < the
+// burst's chain count (the caller checks). On EAGAIN the frame and every later one of the
+// burst are dropped (counted), so a full queue costs one syscall per burst.
+void TxToTap(int fd, const BurstArrays& b, const MemTable& mem, const uint16_t* chains, uint32_t n,
+             const TxOptions& opts, TxStats* st);
+
+// Sends chains[0..n) as VXLAN datagrams to one destination with sendmmsg: each datagram
+// is the 8-byte VXLAN header (the same for all) then the frame from guest memory.
+void TxToUdp(int fd, const BurstArrays& b, const MemTable& mem, const uint16_t* chains, uint32_t n,
+             const TxOptions& opts, const uint8_t vxlan_hdr[kVxlanHdrLen], const sockaddr* dest, socklen_t dest_len,
+             TxStats* st);
+
+struct ReadStats {
+  uint32_t frames = 0;     // frames recorded
+  uint32_t bytes = 0;      // their Ethernet bytes
+  uint32_t bad = 0;        // reads shorter than the header + an Ethernet header
+  uint32_t truncated = 0;  // frames larger than the room left (read reports the full size): lost
+};
+
+// Reads frames from a TAP fd into buf until EAGAIN, max_frames, or fewer than `slot` bytes
+// left (slot: the room a read must have, header included; 12 + 65536 + 256 takes any
+// frame of a TAP with offloads). Frames are packed back to back: frame k's 12-byte header is
+// at offsets[k] - 12, its len[k] Ethernet bytes at offsets[k], and its first 10 header bytes
+// are copied to hdrs10 + 10k. Returns the frame count, or -errno if a read failed with an
+// error other than EAGAIN before any frame was recorded (after one, the error is left for
+// the next call).
+int32_t ReadTap(int fd, uint8_t* buf, uint32_t buf_len, uint32_t slot, uint32_t* offsets, uint32_t* lens,
+                uint8_t* hdrs10, uint32_t max_frames, ReadStats* st);
+
+struct RecvStats {
+  uint32_t datagrams = 0;  // datagrams taken from the socket (accepted or not)
+  uint32_t accepted = 0;
+  uint32_t bytes = 0;      // Ethernet bytes of the accepted ones
+  uint32_t too_short = 0;  // less than the VXLAN header + an Ethernet header
+  uint32_t bad_flags = 0;  // I flag (0x08) clear
+  uint32_t reserved = 0;   // other flag bits or reserved bytes set (Linux vxlan_rcv drops these too)
+  uint32_t truncated = 0;  // larger than a slot
+};
+
+// Where accepted datagram k came from and what it carried.
+struct RecvOut {
+  uint32_t* offsets;   // [max] Ethernet frame at buf + offsets[k] (after the VXLAN header)
+  uint32_t* lens;      // [max]
+  uint32_t* vni;       // [max] 24-bit VNI
+  uint8_t* src_addr;   // [16 * max] IPv4: first 4 bytes; IPv6: 16 bytes (network order)
+  uint16_t* src_port;  // [max] host order
+  uint8_t* src_family; // [max] 4 or 6
+};
+
+// One recvmmsg of up to max_frames datagrams into slots of `slot` bytes (datagram j in
+// buf + j*slot). Malformed datagrams are counted and skipped; accepted ones are listed in
+// out[0..count). Returns the count, or -errno for an error other than EAGAIN.
+int32_t RecvUdp(int fd, uint8_t* buf, uint32_t slot, uint32_t max_frames, const RecvOut& out, RecvStats* st);
+
+// A numeric IPv4 or IPv6 address (an IPv6 one may carry a "%scope" zone) and a port as a
+// sockaddr. No name lookups. Returns false if the address is not numeric.
+bool ParseSockaddr(const std::string& addr, uint16_t port, sockaddr_storage* out, socklen_t* len);
+
+struct UdpOptions {
+  bool reuse_addr = true;   // SO_REUSEADDR
+  int v6_only = -1;         // IPV6_V6ONLY for IPv6 sockets: -1 leave the system default
+  int rcvbuf = 0;           // SO_RCVBUF if > 0
+  int sndbuf = 0;           // SO_SNDBUF if > 0
+};
+
+// socket(SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC) of the address's family, options, bind.
+// Returns 0 with *fd_out and the bound port (useful for port 0), or a positive errno with
+// *failed naming the step; no fd is left open on failure.
+int UdpOpen(const sockaddr* addr, socklen_t len, const UdpOptions& opts, int* fd_out, uint16_t* bound_port,
+            const char** failed);
+
+}  // namespace vhostkit::hostio

@@ -1,0 +1,46 @@
+// The data-plane thread: hosts a SwitchEngine and answers the control plane's calls.
+import { parentPort, workerData } from 'node:worker_threads';
+import { SwitchEngine, type BurstHook } from './engine.js';
+import type { HookModule } from './dataplane.js';
+
+const { burst, agingMs, hook } = workerData as { burst: number; agingMs: number; hook: HookModule | null };
+const port = parentPort!;
+const engine = new SwitchEngine(burst, agingMs, {
+  queueError: (p, index, reason) => port.postMessage({ event: 'queue-error', port: p, index, reason }),
+});
+
+let ready: Promise<void> = Promise.resolve();
+if (hook) {
+  ready = import(hook.module.startsWith('file:') ? hook.module : `file://${hook.module}`).then((mod: Record<string, unknown>) => {
+    const f = mod[hook.export ?? 'default'];
+    if (typeof f !== 'function') throw new Error(`hook module ${hook.module} has no function export ${hook.export ?? 'default'}`);
+    engine.setHook(f as BurstHook);
+  });
+}
+
+const ops: Record<string, (...args: never[]) => unknown> = {
+  ready: () => ready,
+  addPort: (id: number, name: string, vlan, counters: Float64Array) => engine.addPort(id, name, vlan, counters),
+  removePort: (id: number) => engine.removePort(id),
+  setVlan: (id: number, vlan) => engine.setVlan(id, vlan),
+  setMemory: (p: number, token: number) => engine.setMemory(p, token),
+  startQueue: (spec) => engine.startQueue(spec),
+  stopQueue: (p: number, index: number) => engine.stopQueue(p, index),
+  pause: () => engine.pause(),
+  resume: () => engine.resume(),
+  inject: (p: number, frame: Uint8Array) => engine.inject(p, frame, Uint32Array.of(0), Uint32Array.of(frame.length), 1),
+  dumpFdb: () => engine.dumpFdb(),
+  setAging: (ms: number) => engine.setAging(ms),
+  close: () => engine.close(),
+};
+
+port.on('message', async (m: { id: number; op: string; args: never[] }) => {
+  try {
+    const f = ops[m.op];
+    if (!f) throw new Error(`unknown data-plane call ${m.op}`);
+    const value = await f(...m.args);
+    port.postMessage({ id: m.id, ok: true, value });
+  } catch (e) {
+    port.postMessage({ id: m.id, ok: false, error: (e as Error).message });
+  }
+});

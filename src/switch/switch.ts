@@ -1,0 +1,195 @@
+// The software L2 switch: ports (vhost-user virtio-net now; TAP and VXLAN next), MAC
+// learning with aging, flooding, 802.1Q VLANs, per-port counters, a dataplane hook. This
+// is the control plane, on the caller's thread; forwarding runs in the data plane.
+import { basename } from 'node:path';
+import { log as rootLog, type Logger } from '../log.js';
+import { VhostUserBackend } from '../vhost-user/backend.js';
+import { NetDevice } from '../backends/net/device.js';
+import { InProcessDataplane, WorkerDataplane, type Dataplane, type HookModule } from './dataplane.js';
+import type { BurstHook, VlanConfig } from './engine.js';
+import { newCounters, readCounters, type PortCounters } from './counters.js';
+import type { FdbEntry } from './fdb.js';
+
+export interface SwitchOptions {
+  /** MAC aging in seconds (default 300) */
+  agingSeconds?: number;
+  /** 'worker' (default): forwarding on its own thread; 'inline': on this thread */
+  dataplane?: 'worker' | 'inline';
+  /** a dataplane hook: a module for the worker, or (inline only) a function */
+  hook?: BurstHook | HookModule;
+  burst?: number;
+  log?: Logger;
+}
+
+export interface VhostPortOptions {
+  /** port name (default: the socket's basename) */
+  name?: string;
+  socket: string;
+  /** 'server' (default): we listen; 'client': we connect to QEMU's socket (server=on) */
+  mode?: 'server' | 'client';
+  /** MAC for the config space (default: 52:54:00 + a counter) */
+  mac?: string;
+  queuePairs?: number;
+  mtu?: number;
+  vlan?: VlanConfig;
+  /** offer the packed ring (default true) */
+  packed?: boolean;
+}
+
+export interface PortInfo {
+  id: number;
+  name: string;
+  kind: 'vhost-user';
+  socket: string;
+  mode: 'server' | 'client';
+  vlan: VlanConfig;
+  connected: boolean;
+  counters: PortCounters;
+}
+
+interface Port {
+  id: number;
+  name: string;
+  kind: 'vhost-user';
+  socket: string;
+  mode: 'server' | 'client';
+  vlan: VlanConfig;
+  counters: Float64Array;
+  backend: VhostUserBackend;
+  device: NetDevice;
+}
+
+let macCounter = 1;
+
+export class Switch {
+  readonly log: Logger;
+  private readonly ports = new Map<string, Port>();
+  private nextId = 1;
+
+  private constructor(
+    private readonly dp: Dataplane,
+    log: Logger,
+  ) {
+    this.log = log;
+  }
+
+  static async create(opts: SwitchOptions = {}): Promise<Switch> {
+    const log = (opts.log ?? rootLog).child({ component: 'switch' });
+    let sw: Switch | null = null;
+    const dpOpts = {
+      burst: opts.burst,
+      agingMs: (opts.agingSeconds ?? 300) * 1000,
+      hook: opts.hook ?? null,
+      onQueueError: (port: number, index: number, reason: string) => sw?.onQueueError(port, index, reason),
+    };
+    const dp = opts.dataplane === 'inline' ? await InProcessDataplane.create(dpOpts) : await WorkerDataplane.create(dpOpts);
+    sw = new Switch(dp, log);
+    return sw;
+  }
+
+  /** The data plane (inline mode exposes the engine for tests and embedders). */
+  get dataplane(): Dataplane {
+    return this.dp;
+  }
+
+  /** Adds a vhost-user virtio-net port; resolves once it listens (server) or is connecting (client). */
+  async addVhostPort(o: VhostPortOptions): Promise<PortInfo> {
+    const name = o.name ?? basename(o.socket).replace(/\.sock$/, '');
+    if (this.ports.has(name)) throw new Error(`port ${name} exists`);
+    const id = this.nextId++;
+    const vlan = o.vlan ?? { mode: 'access', vid: 1 };
+    validateVlan(vlan);
+    const counters = newCounters();
+    await this.dp.addPort(id, name, vlan, counters);
+    const mac = o.mac ?? `52:54:00:00:${((macCounter >> 8) & 0xff).toString(16).padStart(2, '0')}:${(macCounter++ & 0xff).toString(16).padStart(2, '0')}`;
+    const device = new NetDevice(this.dp, id, { mac, queuePairs: o.queuePairs, mtu: o.mtu, packed: o.packed });
+    const backend = new VhostUserBackend(device, { socket: o.socket, mode: o.mode ?? 'server', log: this.log.child({ port: name }) });
+    try {
+      await backend.start();
+    } catch (e) {
+      await this.dp.removePort(id);
+      throw e;
+    }
+    const port: Port = { id, name, kind: 'vhost-user', socket: o.socket, mode: o.mode ?? 'server', vlan, counters, backend, device };
+    this.ports.set(name, port);
+    this.log.info('port added', { port: name, socket: o.socket, mode: port.mode, vlan });
+    return this.info(port);
+  }
+
+  async removePort(name: string): Promise<void> {
+    const p = this.ports.get(name);
+    if (!p) throw new Error(`no port ${name}`);
+    this.ports.delete(name);
+    await p.backend.stop();
+    await this.dp.removePort(p.id);
+    this.log.info('port removed', { port: name });
+  }
+
+  async setVlan(name: string, vlan: VlanConfig): Promise<void> {
+    const p = this.ports.get(name);
+    if (!p) throw new Error(`no port ${name}`);
+    validateVlan(vlan);
+    await this.dp.setVlan(p.id, vlan);
+    p.vlan = vlan;
+  }
+
+  port(name: string): PortInfo {
+    const p = this.ports.get(name);
+    if (!p) throw new Error(`no port ${name}`);
+    return this.info(p);
+  }
+
+  list(): PortInfo[] {
+    return [...this.ports.values()].map((p) => this.info(p));
+  }
+
+  counters(name: string): PortCounters {
+    return this.port(name).counters;
+  }
+
+  /** The forwarding database, with port names. */
+  async fdb(): Promise<Array<FdbEntry & { portName: string }>> {
+    const names = new Map([...this.ports.values()].map((p) => [p.id, p.name]));
+    return (await this.dp.dumpFdb()).map((e) => ({ ...e, portName: names.get(e.port) ?? `#${e.port}` }));
+  }
+
+  async setAging(seconds: number): Promise<void> {
+    await this.dp.setAging(seconds * 1000);
+  }
+
+  /** The vhost-user backend of a port (its session, to wait for a frontend). */
+  backend(name: string): VhostUserBackend {
+    const p = this.ports.get(name);
+    if (!p) throw new Error(`no port ${name}`);
+    return p.backend;
+  }
+
+  async close(): Promise<void> {
+    for (const name of [...this.ports.keys()]) await this.removePort(name);
+    await this.dp.close();
+  }
+
+  private info(p: Port): PortInfo {
+    return { id: p.id, name: p.name, kind: p.kind, socket: p.socket, mode: p.mode, vlan: p.vlan, connected: p.backend.session !== null, counters: readCounters(p.counters) };
+  }
+
+  private onQueueError(portId: number, index: number, reason: string): void {
+    const p = [...this.ports.values()].find((x) => x.id === portId);
+    this.log.error('port queue broken by its guest', { port: p?.name ?? portId, queue: index, reason });
+    const s = p?.backend.session;
+    // The session stops the queue, sets DEVICE_NEEDS_RESET and signals the error fd.
+    s?.failQueueByIndex(index, reason);
+  }
+}
+
+function validateVlan(v: VlanConfig): void {
+  const ok = (x: number) => Number.isInteger(x) && x >= 1 && x <= 4094;
+  if (v.mode === 'access') {
+    if (!ok(v.vid)) throw new RangeError(`VLAN ${v.vid}: expected 1..4094`);
+  } else if (v.mode === 'trunk') {
+    if (v.native !== undefined && !ok(v.native)) throw new RangeError(`native VLAN ${v.native}: expected 1..4094`);
+    for (const x of v.allowed ?? []) if (!ok(x)) throw new RangeError(`VLAN ${x}: expected 1..4094`);
+  } else {
+    throw new RangeError('vlan.mode must be access or trunk');
+  }
+}
