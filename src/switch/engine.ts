@@ -458,10 +458,7 @@ export class SwitchEngine {
 
   private stage(q: EnginePort, i: number): void {
     const op = this.egressOp(q, this.vid[i], this.tagged[i] === 1);
-    if (op === null) {
-      q.counters[PortCounter.DROP_VLAN]++;
-      return;
-    }
+    if (op === null) return; // q is not a member of the frame's VLAN (not a drop: not its traffic)
     if (q.rx.length === 0) {
       q.counters[PortCounter.DROP_NO_QUEUE]++;
       return;
@@ -486,6 +483,10 @@ export class SwitchEngine {
     const from = ipv4 ? o + 26 : o;
     const to = ipv4 ? o + 38 : o + 12;
     for (let k = from; k < to; k++) x = Math.imul(x ^ h[k], 16777619);
+    // Final avalanche (FNV-1a alone leaves the low bits, used for "% queues", weak).
+    x ^= x >>> 16;
+    x = Math.imul(x, 0x45d9f3b);
+    x ^= x >>> 16;
     return x >>> 0;
   }
 
