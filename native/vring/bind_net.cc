@@ -16,6 +16,28 @@ T* Typed(Napi::Value v, napi_typedarray_type type, size_t min_len, const char* w
 }
 
 // netPeek(queue, n, hdrLen, out: Uint8Array, stride, lens: Uint32Array)
+// Receiver offload bits as JavaScript passes them.
+RxOffloads Offloads(const Napi::Value& v) {
+  const uint32_t m = v.IsNumber() ? v.As<Napi::Number>().Uint32Value() : 0;
+  RxOffloads o;
+  o.csum = m & 1;
+  o.tso4 = m & 2;
+  o.tso6 = m & 4;
+  o.ecn = m & 8;
+  o.ufo = m & 16;
+  return o;
+}
+
+void AddStats(uint32_t* stats, const DeliverStats& st) {
+  stats[0] += st.delivered;
+  stats[1] += st.no_buffers;
+  stats[2] += st.too_big;
+  stats[3] += st.bad;
+  stats[4] += st.bytes;
+  stats[5] += st.segmented;
+  stats[6] += st.csum_done;
+}
+
 Napi::Value Peek(const Napi::CallbackInfo& info) {
   QueueView v = UnwrapQueue(info[0]);
   const uint32_t n = info[1].As<Napi::Number>().Uint32Value();
@@ -29,7 +51,8 @@ Napi::Value Peek(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// netDeliver(rxQueue, rxHdrLen, mergeable, txQueue, txHdrLen, copyHdr, chains: Uint16Array, n, stats: Uint32Array(4), vlan)
+// netDeliver(rxQueue, rxHdrLen, mergeable, txQueue, txHdrLen, txOffloads, chains: Uint16Array, n, stats: Uint32Array(7),
+//            vlan, rxOffloads)
 // -> 1 signalled, 0 not, < 0 the RX queue is broken (-VqError)
 Napi::Value Deliver(const Napi::CallbackInfo& info) {
   QueueView rx = UnwrapQueue(info[0]);
@@ -42,28 +65,24 @@ Napi::Value Deliver(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < n; i++) {
     if (chains[i] >= tx.burst) throw Napi::RangeError::New(info.Env(), "netDeliver: chain index outside the burst");
   }
-  uint32_t* stats = Typed<uint32_t>(info[8], napi_uint32_array, 5, "stats");
+  uint32_t* stats = Typed<uint32_t>(info[8], napi_uint32_array, 7, "stats");
   const uint32_t rx_hdr = info[1].As<Napi::Number>().Uint32Value();
   const uint32_t tx_hdr = info[4].As<Napi::Number>().Uint32Value();
   if ((rx_hdr != 10 && rx_hdr != 12) || (tx_hdr != 10 && tx_hdr != 12)) {
     throw Napi::RangeError::New(info.Env(), "netDeliver: header length must be 10 or 12");
   }
-  RxTarget dst{rx.q, rx.out, rx.used_id, rx.used_len, rx.burst, rx_hdr, info[2].ToBoolean()};
+  RxTarget dst{rx.q, rx.out, rx.used_id, rx.used_len, rx.burst, rx_hdr, info[2].ToBoolean(), Offloads(info[10])};
   const int32_t vlan = info.Length() > 9 ? info[9].As<Napi::Number>().Int32Value() : -1;
   if (vlan < -2 || vlan > 0xffff) throw Napi::RangeError::New(info.Env(), "netDeliver: vlan must be -2, -1 or a TCI");
   TxSource src{tx.out, tx.q->memory().get(), tx_hdr, info[5].ToBoolean(), vlan};
   DeliverStats st;
   const int32_t r = NetDeliver(dst, src, chains, n, &st);
-  stats[0] += st.delivered;
-  stats[1] += st.no_buffers;
-  stats[2] += st.too_big;
-  stats[3] += st.bad;
-  stats[4] += st.bytes;
+  AddStats(stats, st);
   return Napi::Number::New(info.Env(), r);
 }
 
 // netDeliverFlat(rxQueue, rxHdrLen, mergeable, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n,
-//                hdr10: Uint8Array | null, stats: Uint32Array(5), vlan)
+//                hdr10: Uint8Array | null, stats: Uint32Array(7), vlan, rxOffloads)
 Napi::Value DeliverFlat(const Napi::CallbackInfo& info) {
   QueueView rx = UnwrapQueue(info[0]);
   const uint32_t rx_hdr = info[1].As<Napi::Number>().Uint32Value();
@@ -80,17 +99,13 @@ Napi::Value DeliverFlat(const Napi::CallbackInfo& info) {
     }
   }
   const uint8_t* hdr10 = info[7].IsNull() || info[7].IsUndefined() ? nullptr : Typed<uint8_t>(info[7], napi_uint8_array, 10 * static_cast<size_t>(n), "hdr10");
-  uint32_t* stats = Typed<uint32_t>(info[8], napi_uint32_array, 5, "stats");
+  uint32_t* stats = Typed<uint32_t>(info[8], napi_uint32_array, 7, "stats");
   const int32_t vlan = info[9].As<Napi::Number>().Int32Value();
   if (vlan < -2 || vlan > 0xffff) throw Napi::RangeError::New(info.Env(), "netDeliverFlat: vlan must be -2, -1 or a TCI");
-  RxTarget dst{rx.q, rx.out, rx.used_id, rx.used_len, rx.burst, rx_hdr, info[2].ToBoolean()};
+  RxTarget dst{rx.q, rx.out, rx.used_id, rx.used_len, rx.burst, rx_hdr, info[2].ToBoolean(), Offloads(info[10])};
   DeliverStats st;
   const int32_t r = NetDeliverFlat(dst, base, offsets, lens, n, hdr10, vlan, &st);
-  stats[0] += st.delivered;
-  stats[1] += st.no_buffers;
-  stats[2] += st.too_big;
-  stats[3] += st.bad;
-  stats[4] += st.bytes;
+  AddStats(stats, st);
   return Napi::Number::New(info.Env(), r);
 }
 

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <vector>
 
 namespace vhostkit {
 
@@ -221,6 +222,66 @@ inline uint32_t AdjustForVlan(uint32_t frame, int32_t vlan) {
   return frame;
 }
 
+// Staging for the software offload path (one per thread: the engine runs per thread).
+uint8_t* Staging() {
+  thread_local std::vector<uint8_t> buf(kMaxFrame + 4096);
+  return buf.data();
+}
+uint8_t* SegScratch() {
+  thread_local std::vector<uint8_t> buf(65536 + 512);
+  return buf.data();
+}
+
+// Delivers one frame from cursor `cur` (its bytes before the VLAN operation; `frame` is
+// the length after it), honoring the sender's offload header `sh` (null: none): passed
+// through when the receiver accepts it, else completed or segmented here.
+template <typename Cursor>
+int32_t DeliverFrame(const RxTarget& dst, const MemTable& dmem, Cursor cur, uint32_t frame, const NetHdr* sh, int32_t vlan,
+                     uint32_t* pending, int32_t* signal, DeliverStats* st) {
+  uint8_t hdr[16];
+  std::memset(hdr, 0, sizeof hdr);
+  FrameReader<Cursor> rd(cur, vlan);
+  const bool offloaded = sh != nullptr && ((sh->gso_type & ~kGsoEcn) != kGsoNone || (sh->flags & kHdrNeedsCsum));
+  if (!offloaded) return DeliverOne(dst, dmem, rd, hdr, frame, pending, signal, st);
+  const int32_t adj = vlan == -2 ? -4 : vlan >= 0 ? 4 : 0;
+  if (AcceptsAsIs(*sh, dst.offloads)) {
+    NetHdr h = *sh;
+    if (h.flags & kHdrNeedsCsum) h.csum_start = static_cast<uint16_t>(h.csum_start + adj);
+    if (h.hdr_len) h.hdr_len = static_cast<uint16_t>(h.hdr_len + adj);
+    WriteNetHdr(h, hdr);
+    return DeliverOne(dst, dmem, rd, hdr, frame, pending, signal, st);
+  }
+  // The receiver cannot take it: bring the frame here and finish the work in software.
+  uint8_t* stage = Staging();
+  if (rd.Read(stage, frame) != frame) {
+    st->bad++;
+    return 0;
+  }
+  if ((sh->gso_type & ~kGsoEcn) != kGsoNone) {
+    int32_t err = 0;
+    const int32_t n = SegmentTcp(stage, frame, *sh, SegScratch(), 65536 + 512, [&](const uint8_t* p, uint32_t len) {
+      FrameReader<FlatCursor> r2(FlatCursor(p, len), -1);
+      const int32_t r = DeliverOne(dst, dmem, r2, hdr, len, pending, signal, st);
+      if (r < 0) {
+        err = r;
+        return false;
+      }
+      st->segmented += static_cast<uint32_t>(r);
+      return true;
+    });
+    if (err < 0) return err;
+    if (n < 0) st->bad++;
+    return 0;
+  }
+  if (!CompleteChecksum(stage, frame, static_cast<uint32_t>(sh->csum_start + adj), sh->csum_offset)) {
+    st->bad++;
+    return 0;
+  }
+  st->csum_done++;
+  FrameReader<FlatCursor> r2(FlatCursor(stage, frame), -1);
+  return DeliverOne(dst, dmem, r2, hdr, frame, pending, signal, st);
+}
+
 int32_t Finish(const RxTarget& dst, uint32_t pending, int32_t signal) {
   if (pending > 0) {
     const int32_t r = dst.q->Push(dst.used_id, dst.used_len, pending);
@@ -238,7 +299,6 @@ int32_t NetDeliver(const RxTarget& dst, const TxSource& src, const uint16_t* cha
   if (dmem == nullptr) return -static_cast<int32_t>(VqError::kNotReady);
   uint32_t pending = 0;
   int32_t signal = 0;
-  uint8_t hdr[16];
   for (uint32_t k = 0; k < n; k++) {
     const uint32_t c = chains[k];
     const uint32_t rl = src.arrays->read_len[c];
@@ -255,14 +315,15 @@ int32_t NetDeliver(const RxTarget& dst, const TxSource& src, const uint16_t* cha
       st->too_big++;
       continue;
     }
-    // The header we give the receiver: zeroed, or the sender's (offloads passed through).
-    std::memset(hdr, 0, sizeof hdr);
-    if (src.copy_hdr) {
+    NetHdr sh;
+    if (src.offloads) {
+      uint8_t raw[10];
       ReadCursor h(*src.arrays, *src.mem, c, 0);
-      h.Read(hdr, std::min<uint32_t>(10, src.hdr_len));
+      h.Read(raw, 10);
+      sh = ParseNetHdr(raw);
     }
-    FrameReader<ReadCursor> rd(ReadCursor(*src.arrays, *src.mem, c, src.hdr_len), src.vlan);
-    const int32_t r = DeliverOne(dst, *dmem, rd, hdr, frame, &pending, &signal, st);
+    const int32_t r = DeliverFrame(dst, *dmem, ReadCursor(*src.arrays, *src.mem, c, src.hdr_len), frame, src.offloads ? &sh : nullptr,
+                                   src.vlan, &pending, &signal, st);
     if (r < 0) return r;
   }
   return Finish(dst, pending, signal);
@@ -274,7 +335,6 @@ int32_t NetDeliverFlat(const RxTarget& dst, const uint8_t* base, const uint32_t*
   if (dmem == nullptr) return -static_cast<int32_t>(VqError::kNotReady);
   uint32_t pending = 0;
   int32_t signal = 0;
-  uint8_t hdr[16];
   for (uint32_t k = 0; k < n; k++) {
     if (lens[k] < 14) {
       st->bad++;
@@ -289,10 +349,10 @@ int32_t NetDeliverFlat(const RxTarget& dst, const uint8_t* base, const uint32_t*
       st->too_big++;
       continue;
     }
-    std::memset(hdr, 0, sizeof hdr);
-    if (hdr10 != nullptr) std::memcpy(hdr, hdr10 + 10 * static_cast<size_t>(k), 10);
-    FrameReader<FlatCursor> rd(FlatCursor(base + offsets[k], lens[k]), vlan);
-    const int32_t r = DeliverOne(dst, *dmem, rd, hdr, frame, &pending, &signal, st);
+    NetHdr sh;
+    if (hdr10 != nullptr) sh = ParseNetHdr(hdr10 + 10 * static_cast<size_t>(k));
+    const int32_t r = DeliverFrame(dst, *dmem, FlatCursor(base + offsets[k], lens[k]), frame, hdr10 != nullptr ? &sh : nullptr, vlan,
+                                   &pending, &signal, st);
     if (r < 0) return r;
   }
   return Finish(dst, pending, signal);

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "memory.h"
+#include "offload.h"
 #include "virtqueue.h"
 
 namespace vhostkit {
@@ -27,6 +28,8 @@ struct DeliverStats {
   uint32_t too_big = 0;     // frame larger than kMaxFrame or than one buffer without mergeable
   uint32_t bad = 0;         // source frame shorter than its header + an Ethernet header
   uint32_t bytes = 0;       // frame bytes delivered
+  uint32_t segmented = 0;   // TSO frames cut into segments in software (segments delivered)
+  uint32_t csum_done = 0;   // partial checksums completed in software
 };
 
 struct RxTarget {
@@ -37,13 +40,14 @@ struct RxTarget {
   uint32_t used_cap;
   uint32_t hdr_len;  // 10 (legacy) or 12 (VERSION_1 / MRG_RXBUF)
   bool mergeable;
+  RxOffloads offloads;  // what the receiver takes as is; anything else is done in software
 };
 
 struct TxSource {
   const BurstArrays* arrays;
   const MemTable* mem;
   uint32_t hdr_len;
-  bool copy_hdr;  // pass the source's virtio_net_hdr (offload flags) through; else zero it
+  bool offloads;  // the source's headers may carry offloads (it negotiated CSUM / HOST_TSO*)
   // 802.1Q on the way: -1 leave the frame as it is, -2 strip the tag after the MACs,
   // 0..65535 insert a tag with this TCI after the MACs.
   int32_t vlan = -1;
@@ -56,7 +60,7 @@ int32_t NetDeliver(const RxTarget& dst, const TxSource& src, const uint16_t* cha
 
 // The same for frames in one host buffer: frame k is lens[k] bytes at base + offsets[k]
 // (no virtio_net_hdr); hdr10, if not null, holds 10 header bytes per frame to give the
-// receiver (offload flags from a TAP device), else the header is zeroed.
+// receiver (offload flags from a TAP device), else the frames carry no offload.
 int32_t NetDeliverFlat(const RxTarget& dst, const uint8_t* base, const uint32_t* offsets, const uint32_t* lens, uint32_t n,
                        const uint8_t* hdr10, int32_t vlan, DeliverStats* st);
 

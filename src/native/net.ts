@@ -4,8 +4,8 @@ import type { Virtqueue } from './virtqueue.js';
 
 interface RawNet {
   netPeek(q: unknown, n: number, hdrLen: number, out: Uint8Array, stride: number, lens: Uint32Array): void;
-  netDeliverFlat(rx: unknown, rxHdr: number, mergeable: boolean, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, hdr10: Uint8Array | null, stats: Uint32Array, vlan: number): number;
-  netDeliver(rx: unknown, rxHdr: number, mergeable: boolean, tx: unknown, txHdr: number, copyHdr: boolean, chains: Uint16Array, n: number, stats: Uint32Array, vlan: number): number;
+  netDeliverFlat(rx: unknown, rxHdr: number, mergeable: boolean, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, hdr10: Uint8Array | null, stats: Uint32Array, vlan: number, rxOffloads: number): number;
+  netDeliver(rx: unknown, rxHdr: number, mergeable: boolean, tx: unknown, txHdr: number, txOffloads: boolean, chains: Uint16Array, n: number, stats: Uint32Array, vlan: number, rxOffloads: number): number;
 }
 const raw = addon as RawNet;
 
@@ -19,15 +19,20 @@ export function netPeek(q: Virtqueue, n: number, hdrLen: number, out: Uint8Array
 }
 
 /** Indices of DeliverStats in the stats array given to netDeliver (counters are added to). */
-export const DeliverStat = { DELIVERED: 0, NO_BUFFERS: 1, TOO_BIG: 2, BAD: 3, BYTES: 4 } as const;
+export const DeliverStat = { DELIVERED: 0, NO_BUFFERS: 1, TOO_BIG: 2, BAD: 3, BYTES: 4, SEGMENTED: 5, CSUM_DONE: 6 } as const;
 /** Length of the stats array netDeliver / netDeliverFlat add to. */
-export const DELIVER_STATS = 5;
+export const DELIVER_STATS = 7;
+
+/** What a receiver takes as is (its GUEST_* features); anything else is done in software. */
+export const RxOffload = { CSUM: 1, TSO4: 2, TSO6: 4, ECN: 8, UFO: 16 } as const;
 
 export interface RxSide {
   q: Virtqueue;
   /** 10 (legacy header) or 12 (VERSION_1 / MRG_RXBUF) */
   hdrLen: number;
   mergeable: boolean;
+  /** RxOffload bits the receiver negotiated (default 0: checksums completed, TSO segmented here) */
+  offloads?: number;
 }
 
 /** VLAN operation of netDeliver: leave the frame, strip its 802.1Q tag, or insert one (a TCI). */
@@ -35,14 +40,17 @@ export const VLAN_KEEP = -1;
 export const VLAN_STRIP = -2;
 
 /**
- * Copies frames `chains[0..n)` of the TX queue's last popped burst into RX buffers of `rx`
+ * Copies frames `chains[0..n)` of the TX queue's last popped burst into RX buffers of `rx`.
+ * With `txOffloads`, each frame's virtio_net_hdr may ask for checksum or TSO offload: it
+ * is passed through if the receiver negotiated taking it (rx.offloads), else the checksum
+ * is completed or the frame cut into TCP segments here.
  * (popping them as needed, several per frame when mergeable, num_buffers set), pushes
  * them used, and signals the receiver if it asked. A frame that does not fit is dropped
  * and counted; the TX side is never blocked. Returns 1 if the receiver was signalled, 0
  * if not, or a negative VringErrorCode if the RX queue is broken.
  */
-export function netDeliver(rx: RxSide, tx: Virtqueue, txHdrLen: number, copyHdr: boolean, chains: Uint16Array, n: number, stats: Uint32Array, vlan = VLAN_KEEP): number {
-  return raw.netDeliver(rx.q.native, rx.hdrLen, rx.mergeable, tx.native, txHdrLen, copyHdr, chains, n, stats, vlan);
+export function netDeliver(rx: RxSide, tx: Virtqueue, txHdrLen: number, txOffloads: boolean, chains: Uint16Array, n: number, stats: Uint32Array, vlan = VLAN_KEEP): number {
+  return raw.netDeliver(rx.q.native, rx.hdrLen, rx.mergeable, tx.native, txHdrLen, txOffloads, chains, n, stats, vlan, rx.offloads ?? 0);
 }
 
 /**
@@ -51,5 +59,5 @@ export function netDeliver(rx: RxSide, tx: Virtqueue, txHdrLen: number, copyHdr:
  * virtio_net_hdr bytes per frame (offload flags), else the receiver gets a zeroed header.
  */
 export function netDeliverFlat(rx: RxSide, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, hdr10: Uint8Array | null, stats: Uint32Array, vlan = VLAN_KEEP): number {
-  return raw.netDeliverFlat(rx.q.native, rx.hdrLen, rx.mergeable, data, offsets, lens, n, hdr10, stats, vlan);
+  return raw.netDeliverFlat(rx.q.native, rx.hdrLen, rx.mergeable, data, offsets, lens, n, hdr10, stats, vlan, rx.offloads ?? 0);
 }

@@ -1,7 +1,7 @@
 // netDeliver / netPeek: frames from one guest's TX ring into another guest's RX buffers.
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { DeliverStat, netDeliver, netPeek } from '../../src/native/net.js';
+import { DeliverStat, RxOffload, netDeliver, netPeek } from '../../src/native/net.js';
 import { Rig } from './ring-rig.js';
 
 const HDR = 12;
@@ -51,7 +51,7 @@ function receive(rig: Rig): Array<{ hdr: Uint8Array; frame: Uint8Array; numBuffe
 describe('netDeliver / netPeek (guest TX ring -> guest RX ring, one copy)', () => {
   let tx: Rig;
   let rx: Rig;
-  const stats = new Uint32Array(5);
+  const stats = new Uint32Array(7);
   const chains = Uint16Array.from({ length: 32 }, (_, i) => i);
   beforeEach(() => {
     tx = new Rig('split', { size: 256 });
@@ -100,7 +100,7 @@ describe('netDeliver / netPeek (guest TX ring -> guest RX ring, one copy)', () =
     tx.drv.publish();
     postRx(rx, 10, 1536, true);
     expect(tx.q.pop()).to.equal(1);
-    netDeliver({ q: rx.q, hdrLen: HDR, mergeable: true }, tx.q, HDR, true, chains, 1, stats);
+    netDeliver({ q: rx.q, hdrLen: HDR, mergeable: true, offloads: RxOffload.CSUM | RxOffload.TSO4 }, tx.q, HDR, true, chains, 1, stats);
     const [g] = receive(rx);
     expect(g.numBuffers).to.equal(Math.ceil((9000 + HDR) / 1536));
     expect(Buffer.from(g.frame).equals(Buffer.from(big))).to.equal(true);
@@ -165,7 +165,7 @@ describe('netDeliver / netPeek (guest TX ring -> guest RX ring, one copy)', () =
     const hdr10 = new Uint8Array(20);
     hdr10.set([1, 0, 0, 0, 0, 0, 34, 0, 16, 0], 10);
     postRx(rx, 4, 2048);
-    netDeliverFlat({ q: rx.q, hdrLen: HDR, mergeable: false }, data, Uint32Array.of(100, 1000), Uint32Array.of(60, 1400), 2, hdr10, stats);
+    netDeliverFlat({ q: rx.q, hdrLen: HDR, mergeable: false, offloads: RxOffload.CSUM }, data, Uint32Array.of(100, 1000), Uint32Array.of(60, 1400), 2, hdr10, stats);
     const got = receive(rx);
     expect(got.map((g) => g.frame.length)).to.deep.equal([60, 1400]);
     expect(Buffer.from(got[1].frame).equals(Buffer.from(b))).to.equal(true);
@@ -199,7 +199,7 @@ describe('netDeliver / netPeek (guest TX ring -> guest RX ring, one copy)', () =
             t.drv.publish();
             postRx(r, nbuf, bufSize);
             const n = t.q.pop();
-            const st = new Uint32Array(5);
+            const st = new Uint32Array(7);
             netDeliver({ q: r.q, hdrLen: HDR, mergeable }, t.q, HDR, false, chains, n, st);
             const got = receive(r);
             expect(got.length).to.equal(st[0]);
