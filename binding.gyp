@@ -13,6 +13,7 @@
         "native/vring/bind_memory.cc",
         "native/vring/bind_queue.cc",
         "native/vring/net.cc",
+        "native/vring/offload.cc",
         "native/vring/bind_net.cc",
         "native/vring/eventfd.cc",
         "native/vring/uds.cc",
