@@ -63,7 +63,10 @@ export interface EnginePort {
   counters: Float64Array;
   hdrLen: number;
   mergeable: boolean;
-  copyHdr: boolean;
+  /** RxOffload bits the port's guest takes as is (its GUEST_* features) */
+  rxOffloads: number;
+  /** the guest's TX headers may carry offloads (it negotiated CSUM / HOST_TSO*) */
+  txOffloads: boolean;
   memory: GuestMemory | null;
   rx: RxQueue[];
   tx: Map<number, TxQueue>;
@@ -84,6 +87,8 @@ export interface QueueStartSpec {
   kickFd: number;
   hdrLen: number;
   mergeable: boolean;
+  rxOffloads: number;
+  txOffloads: boolean;
 }
 
 export interface EngineEvents {
@@ -167,7 +172,8 @@ export class SwitchEngine {
       counters,
       hdrLen: 12,
       mergeable: true,
-      copyHdr: false,
+      rxOffloads: 0,
+      txOffloads: false,
       memory: null,
       rx: [],
       tx: new Map(),
@@ -210,6 +216,8 @@ export class SwitchEngine {
     if (p.memory) vq.setMemoryView(p.memory);
     p.hdrLen = s.hdrLen;
     p.mergeable = s.mergeable;
+    p.rxOffloads = s.rxOffloads;
+    p.txOffloads = s.txOffloads;
     if (s.index % 2 === 0) {
       // Guest RX: we fill it when frames arrive; its kicks (new buffers) are not needed.
       vq.setNotify(false);
@@ -291,7 +299,7 @@ export class SwitchEngine {
           continue;
         }
         this.stats.fill(0);
-        const r = netDeliverFlat({ q: rx.vq, hdrLen: q.hdrLen, mergeable: q.mergeable }, data, Uint32Array.of(off), Uint32Array.of(len), 1, null, this.stats, op);
+        const r = netDeliverFlat({ q: rx.vq, hdrLen: q.hdrLen, mergeable: q.mergeable, offloads: q.rxOffloads }, data, Uint32Array.of(off), Uint32Array.of(len), 1, null, this.stats, op);
         this.account(q, rx, r);
       }
     }
@@ -499,7 +507,7 @@ export class SwitchEngine {
         if (m === 0) continue;
         cnt[kind] = 0;
         this.stats.fill(0);
-        const r = netDeliver({ q: q.rx[k].vq, hdrLen: q.hdrLen, mergeable: q.mergeable }, t.vq, t.port.hdrLen, false, q.lists[k][kind], m, this.stats, kind === 0 ? VLAN_KEEP : kind === 1 ? VLAN_STRIP : q.insertTci);
+        const r = netDeliver({ q: q.rx[k].vq, hdrLen: q.hdrLen, mergeable: q.mergeable, offloads: q.rxOffloads }, t.vq, t.port.hdrLen, t.port.txOffloads, q.lists[k][kind], m, this.stats, kind === 0 ? VLAN_KEEP : kind === 1 ? VLAN_STRIP : q.insertTci);
         this.account(q, q.rx[k], r);
       }
     }

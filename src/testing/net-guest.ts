@@ -17,6 +17,8 @@ export interface NetGuestOptions {
   memoryBytes?: number;
   /** largest frame send() takes (default 9216) */
   maxFrame?: number;
+  /** extra virtio-net feature bits to negotiate (offloads: CSUM, GUEST_TSO4, ...) */
+  extraFeatures?: bigint;
 }
 
 export class NetGuest {
@@ -42,6 +44,7 @@ export class NetGuest {
       rxBuffers: o.rxBuffers ?? 128,
       memoryBytes: o.memoryBytes ?? 16 << 20,
       maxFrame: o.maxFrame ?? 9216,
+      extraFeatures: o.extraFeatures ?? 0n,
     };
   }
 
@@ -59,7 +62,8 @@ export class NetGuest {
       bit(VIRTIO_RING_F_EVENT_IDX) |
       bit(VIRTIO_RING_F_INDIRECT_DESC) |
       (o.packed ? bit(VIRTIO_F_RING_PACKED) : 0n) |
-      (o.mergeable ? bit(NetFeature.MRG_RXBUF) : 0n);
+      (o.mergeable ? bit(NetFeature.MRG_RXBUF) : 0n) |
+      o.extraFeatures;
     await this.fe.negotiate({ features: want });
     await this.fe.setupMemory(o.memoryBytes);
     this.rx = await this.fe.startQueue(0, { size: o.queueSize });

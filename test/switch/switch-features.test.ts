@@ -213,6 +213,31 @@ describe('switch features', function () {
     fe.close();
   });
 
+  it('offloads: a TSO frame reaches a TSO-capable guest as is and a plain guest as valid segments', async () => {
+    const { NetFeature } = await import('../../src/virtio/net.js');
+    const { bit } = await import('../../src/virtio/features.js');
+    const { checkTcp, offloadHdr, tcpFrame } = await import('../../src/testing/packets.js');
+    await start({ dataplane: 'worker' });
+    const a = await attach('a', {}, { extraFeatures: bit(NetFeature.CSUM) | bit(NetFeature.HOST_TSO4), maxFrame: 66000 });
+    const b = await attach('b', {}, { extraFeatures: bit(NetFeature.GUEST_CSUM) | bit(NetFeature.GUEST_TSO4), rxBuffers: 200 });
+    const c = await attach('c', {}, { rxBuffers: 200 });
+    const payload = Uint8Array.from({ length: 30000 }, (_, i) => (i * 7) & 0xff);
+    const { frame, l4 } = tcpFrame(payload, { partialCsum: true, dst: BCAST, src: A });
+    a.send([frame], offloadHdr({ gso: 'tcpv4', gsoSize: 1448, csumStart: l4, csumOffset: 16, hdrLen: l4 + 20 }));
+    const atB = await b.receive(1);
+    expect(atB.length).to.equal(1);
+    expect(Buffer.from(atB[0].frame).equals(Buffer.from(frame)), 'B takes the 30 KB TSO frame as is').to.equal(true);
+    expect(atB[0].hdr[1], 'gso_type TCPV4 passed through').to.equal(1);
+    const atC = await c.receive(Math.ceil(30000 / 1448));
+    expect(atC.length).to.equal(Math.ceil(30000 / 1448));
+    const rebuilt = Buffer.concat(atC.map((x) => {
+      const k = checkTcp(x.frame);
+      expect(k.ok, k.why).to.equal(true);
+      return k.payload;
+    }));
+    expect(rebuilt.equals(Buffer.from(payload))).to.equal(true);
+  });
+
   it('a guest that breaks its TX ring stops only its own port (logged, NEEDS_RESET); others keep switching', async () => {
     await start({ dataplane: 'worker' });
     const a = await attach('a');

@@ -7,6 +7,7 @@ import { ProtocolFeature } from '../../vhost-user/protocol.js';
 import type { QueueContext, VhostUserDevice } from '../../vhost-user/device.js';
 import type { GuestMemory } from '../../native/guest-memory.js';
 import type { Dataplane } from '../../switch/dataplane.js';
+import { RxOffload } from '../../native/net.js';
 import { macBytes } from '../../testing/net-frames.js';
 
 export interface NetDeviceOptions {
@@ -18,6 +19,8 @@ export interface NetDeviceOptions {
   queuePairs?: number;
   /** offer the packed ring (default true) */
   packed?: boolean;
+  /** offer checksum and TSO offloads both ways (default true) */
+  offloads?: boolean;
   maxQueueSize?: number;
 }
 
@@ -58,7 +61,34 @@ export class NetDevice implements VhostUserDevice {
       bit(NetFeature.MAC) |
       bit(NetFeature.STATUS) |
       bit(NetFeature.MTU) |
-      (pairs > 1 ? bit(NetFeature.MQ) : 0n);
+      (pairs > 1 ? bit(NetFeature.MQ) : 0n) |
+      (opts.offloads === false
+        ? 0n
+        : bit(NetFeature.CSUM) |
+          bit(NetFeature.GUEST_CSUM) |
+          bit(NetFeature.HOST_TSO4) |
+          bit(NetFeature.HOST_TSO6) |
+          bit(NetFeature.HOST_ECN) |
+          bit(NetFeature.GUEST_TSO4) |
+          bit(NetFeature.GUEST_TSO6) |
+          bit(NetFeature.GUEST_ECN));
+  }
+
+  /** What the guest takes as is (RxOffload bits from its GUEST_* features). */
+  get rxOffloads(): number {
+    const f = this.negotiated;
+    return (
+      (has(f, NetFeature.GUEST_CSUM) ? RxOffload.CSUM : 0) |
+      (has(f, NetFeature.GUEST_TSO4) ? RxOffload.TSO4 : 0) |
+      (has(f, NetFeature.GUEST_TSO6) ? RxOffload.TSO6 : 0) |
+      (has(f, NetFeature.GUEST_ECN) ? RxOffload.ECN : 0) |
+      (has(f, NetFeature.GUEST_UFO) ? RxOffload.UFO : 0)
+    );
+  }
+
+  /** Whether the guest's TX headers may ask for offloads (it negotiated CSUM). */
+  get txOffloads(): boolean {
+    return has(this.negotiated, NetFeature.CSUM);
   }
 
   /** struct virtio_net_config: mac, status, max_virtqueue_pairs, mtu. */
@@ -101,6 +131,8 @@ export class NetDevice implements VhostUserDevice {
         kickFd: q.kickFd,
         hdrLen: this.hdrLen,
         mergeable: has(this.negotiated, NetFeature.MRG_RXBUF),
+        rxOffloads: this.rxOffloads,
+        txOffloads: this.txOffloads,
       })
       .catch((e) => q.fail(e as Error));
   }
