@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util';
 import { ringBench } from '../testing/ring-bench.js';
 import type { RingLayout } from '../native/virtqueue.js';
 import { formatProbe, probe, type ProbeType } from '../vhost-user/probe.js';
+import { cmdSwitch, switchUsage } from './switch.js';
 
 const usage = `usage: vhostkit <command> [options]
 
@@ -16,6 +17,8 @@ commands:
       Connects to any vhost-user backend and prints what it offers: device features
       and protocol features by name, queue count, config space. Exits 1 if the socket
       is not a vhost-user backend.
+  switch --port [NAME=]SOCKET[,...] [--port ...] [--aging S] [--inline] [--hook FILE[:EXPORT]]
+      A software L2 switch joining QEMU guests over vhost-user (see "vhostkit switch --help").
   help
 `;
 
@@ -88,6 +91,9 @@ try {
   switch (cmd) {
     case 'probe':
       await cmdProbe(rest);
+      break;
+    case 'switch':
+      await cmdSwitch(rest);
       break;
     case 'ring-bench':
       cmdRingBench(rest);

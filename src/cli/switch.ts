@@ -1,0 +1,113 @@
+// `vhostkit switch`: a software L2 switch joining QEMU guests over vhost-user (and, with
+// --tap / --vxlan, the host and other hosts). A thin layer over the Switch class.
+import { parseArgs } from 'node:util';
+import { resolve } from 'node:path';
+import { Switch, type VhostPortOptions } from '../switch/switch.js';
+import type { VlanConfig } from '../switch/engine.js';
+import { log } from '../log.js';
+
+export const switchUsage = `vhostkit switch --port [NAME=]SOCKET[,OPTION...] [--port ...] [options]
+
+  --port [NAME=]SOCKET[,mode=server|client][,queues=N][,mac=MAC][,vlan=VID][,trunk=VID:VID...][,native=VID]
+                       a vhost-user virtio-net port (name: the socket's basename)
+  --aging SECONDS      MAC aging time (default 300)
+  --inline             forward on the main thread (default: a data-plane worker thread)
+  --hook FILE[:EXPORT] a dataplane hook module run on the data-plane thread
+
+Runs until SIGINT or SIGTERM. Prints, for each port, the QEMU arguments that attach to it.`;
+
+export function parsePortSpec(spec: string): VhostPortOptions {
+  const [first, ...opts] = spec.split(',');
+  const eq = first.indexOf('=');
+  const o: VhostPortOptions = eq > 0 && !first.startsWith('/') && !first.startsWith('.') ? { name: first.slice(0, eq), socket: resolve(first.slice(eq + 1)) } : { socket: resolve(first) };
+  if (!o.socket) throw new Error(`--port ${spec}: no socket path`);
+  let trunk: number[] | null = null;
+  let native: number | undefined;
+  let vid: number | undefined;
+  for (const kv of opts) {
+    const [k, v] = kv.split('=');
+    if (v === undefined) throw new Error(`--port ${spec}: "${kv}" is not key=value`);
+    const num = () => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1) throw new Error(`--port ${spec}: ${k}=${v} is not a positive integer`);
+      return n;
+    };
+    if (k === 'mode') {
+      if (v !== 'server' && v !== 'client') throw new Error(`--port ${spec}: mode must be server or client`);
+      o.mode = v;
+    } else if (k === 'queues') o.queuePairs = num();
+    else if (k === 'mac') o.mac = v;
+    else if (k === 'mtu') o.mtu = num();
+    else if (k === 'vlan') vid = num();
+    else if (k === 'native') native = num();
+    else if (k === 'trunk') trunk = v.split(':').map((x) => Number(x));
+    else if (k === 'packed') o.packed = v !== 'off' && v !== '0';
+    else throw new Error(`--port ${spec}: unknown option ${k}`);
+  }
+  let vlan: VlanConfig | undefined;
+  if (trunk) vlan = { mode: 'trunk', allowed: trunk, native };
+  else if (vid !== undefined) vlan = { mode: 'access', vid };
+  if (vlan) o.vlan = vlan;
+  return o;
+}
+
+/** The QEMU arguments that attach a guest to a port. */
+export function qemuArgs(p: { name: string; socket: string; mode: 'server' | 'client'; mac?: string; queuePairs?: number }, idx: number): string {
+  const chardev = p.mode === 'server' ? `-chardev socket,id=c${idx},path=${p.socket},reconnect=1` : `-chardev socket,id=c${idx},path=${p.socket},server=on,wait=off`;
+  const q = p.queuePairs && p.queuePairs > 1 ? `,queues=${p.queuePairs}` : '';
+  const mq = p.queuePairs && p.queuePairs > 1 ? `,mq=on,vectors=${2 * p.queuePairs + 2}` : '';
+  return `${chardev} -netdev vhost-user,id=n${idx},chardev=c${idx}${q} -device virtio-net-pci,netdev=n${idx}${p.mac ? `,mac=${p.mac}` : ''}${mq}`;
+}
+
+export async function cmdSwitch(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      port: { type: 'string', multiple: true, default: [] },
+      aging: { type: 'string' },
+      inline: { type: 'boolean', default: false },
+      hook: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(switchUsage + '\n');
+    return;
+  }
+  const ports = (values.port ?? []).map(parsePortSpec);
+  if (ports.length === 0) throw new Error('switch: give at least one --port');
+  const aging = values.aging === undefined ? 300 : Number(values.aging);
+  if (!(aging > 0)) throw new Error(`--aging ${values.aging}: expected seconds > 0`);
+  let hook;
+  if (values.hook) {
+    const [file, exp] = values.hook.split(':');
+    hook = { module: resolve(file), export: exp };
+  }
+  const sw = await Switch.create({ agingSeconds: aging, dataplane: values.inline ? 'inline' : 'worker', hook });
+  let i = 0;
+  const lines = [];
+  for (const p of ports) {
+    const mac = p.mac ?? `52:54:00:12:34:${(0x56 + i).toString(16).padStart(2, '0')}`;
+    const info = await sw.addVhostPort({ ...p, mac });
+    lines.push(`port ${info.name}: ${info.socket} (${info.mode})\n  qemu ... ${qemuArgs({ ...info, mac, queuePairs: p.queuePairs }, i)}`);
+    i++;
+  }
+  process.stdout.write(
+    `vhostkit switch: ${ports.length} port(s). Guests also need shareable memory:\n` +
+      `  -object memory-backend-memfd,id=mem,size=<RAM>,share=on -numa node,memdev=mem\n` +
+      lines.join('\n') +
+      '\n',
+  );
+  await new Promise<void>((resolveStop) => {
+    let stopping = false;
+    const stop = (sig: string) => {
+      if (stopping) process.exit(1); // a second signal: at once
+      stopping = true;
+      log.info('stopping', { signal: sig });
+      void sw.close().then(resolveStop, resolveStop);
+    };
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+  });
+}
