@@ -29,6 +29,10 @@ uint32_t PackedRing::GetBase() const {
 }
 
 VqError PackedRing::SetBase(uint32_t base) {
+  // Frontends that only know the avail half (DPDK virtio-user sends 1 << 15 for a fresh
+  // ring) leave the used half zero: the used state then equals the avail state, as DPDK's
+  // vhost library assumes too (rings are stopped with nothing in flight).
+  if ((base >> 16) == 0) base |= (base & 0xffff) << 16;
   const uint16_t avail = base & 0x7fff;
   const uint16_t used = (base >> 16) & 0x7fff;
   if (avail >= size_ || used >= size_) {

@@ -86,7 +86,8 @@ class Virtqueue {
   void Detach();  // forget rings, memory, call fd and dirty log (stop); releases their resources
 
   // GET/SET_VRING_BASE encoding. Split: bits 0-15 last avail idx. Packed: bits 0-14 last
-  // avail idx, bit 15 avail wrap counter, bits 16-30 last used idx, bit 31 used wrap counter.
+  // avail idx, bit 15 avail wrap counter, bits 16-30 last used idx, bit 31 used wrap counter
+  // (upper half 0 on SET: the used state equals the avail state).
   virtual uint32_t GetBase() const = 0;
   virtual VqError SetBase(uint32_t base) = 0;
   // Split only: the used index the device continues from (read from the ring on start).

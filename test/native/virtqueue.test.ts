@@ -191,6 +191,25 @@ for (const layout of ['split', 'packed'] as const) {
   });
 }
 
+describe('packed SET_VRING_BASE from frontends that send only the avail half', () => {
+  it('takes the used state from the avail state when the upper 16 bits are zero (DPDK virtio-user)', () => {
+    const rig = new Rig('packed', { size: 16 });
+    try {
+      rig.q.setBase(1 << 15); // what dpdk virtio-user sends for a fresh packed ring
+      expect(rig.q.getBase()).to.equal(((1 << 15) | (1 << 31)) >>> 0);
+      rig.q.setRings(rig.ringAddrs(), 'gpa');
+      const id = rig.drv.addAndPublish([{ len: 8, writable: true }]);
+      expect(rig.q.pop()).to.equal(1);
+      rig.q.b.usedId[0] = id;
+      rig.q.b.usedLen[0] = 8;
+      rig.q.push(1);
+      expect(rig.drv.used().map((u) => u.id), 'used with the right wrap counter').to.deep.equal([id]);
+    } finally {
+      rig.close();
+    }
+  });
+});
+
 describe('notification suppression, split ring', () => {
   let rig: Rig;
   afterEach(() => rig?.close());

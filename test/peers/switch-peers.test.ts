@@ -1,0 +1,36 @@
+// dpdk-testpmd virtio-user frontends on two switch ports: frames sent on one arrive on
+// the other.
+import { expect } from 'chai';
+import { makeTempDir, startTestpmd } from '../../src/testing/peers.js';
+import { Switch } from '../../src/switch/switch.js';
+import { setLogSink } from '../../src/log.js';
+
+describe('real peers: dpdk-testpmd virtio-user on two switch ports', function () {
+  this.timeout(60000);
+
+  for (const packed of [false, true]) {
+    it(`txonly on one port reaches rxonly on the other (${packed ? 'packed' : 'split'} rings)`, async () => {
+      const old = setLogSink(() => undefined);
+      const tmp = makeTempDir('vk-swpmd-');
+      const sw = await Switch.create({ dataplane: 'worker' });
+      await sw.addVhostPort({ name: 'a', socket: tmp.join('a.sock') });
+      await sw.addVhostPort({ name: 'b', socket: tmp.join('b.sock') });
+      const rx = await startTestpmd({ role: 'virtio-user', socket: tmp.join('b.sock'), forwardMode: 'rxonly', cpu: 1, packed });
+      const tx = await startTestpmd({ role: 'virtio-user', socket: tmp.join('a.sock'), forwardMode: 'txonly', txpkts: 64, cpu: 0, packed });
+      try {
+        const s = await rx.waitForStats((st) => (st.ports[0]?.rxPackets ?? 0) > 10000, 20000);
+        expect(s.ports[0].rxPackets).to.be.greaterThan(10000);
+        expect(sw.counters('a').rx_packets).to.be.greaterThan(10000);
+        expect(sw.counters('b').tx_packets).to.be.greaterThan(10000);
+        const layouts = sw.backend('a').session!.queues().map((q) => q.layout);
+        expect(layouts[0]).to.equal(packed ? 'packed' : 'split');
+      } finally {
+        await tx.stop();
+        await rx.stop();
+        await sw.close();
+        tmp.cleanup();
+        setLogSink(old);
+      }
+    });
+  }
+});
