@@ -14,10 +14,10 @@
 // - the initramfs is written here, in TypeScript (newc cpio + zlib gzip): no cpio command.
 //
 // Facts this file relies on (QEMU 7.2, Debian 12 kernel 6.1, checked on this machine):
-// - Debian's vmlinuz is XZ-compressed; under TCG its self-decompression plus SeaBIOS's loader
-//   cost about 3 s of a 6.5 s boot. Its kernel has CONFIG_PVH=y, so QEMU can boot the
-//   decompressed ELF (`vmlinux`, made by guest-kernel.sh) directly: boot to userspace then
-//   takes about 2.5 s under TCG. The bzImage is used when vmlinux is absent.
+// - Debian's vmlinuz is XZ-compressed, and under TCG its in-guest decompression is slow: a
+//   no-device guest reached userspace in about 9 s from the bzImage, 2.5-3 s from the
+//   decompressed ELF (`vmlinux`, made by guest-kernel.sh), which QEMU boots through its PVH
+//   entry (the kernel has CONFIG_PVH=y). The bzImage is used when vmlinux is absent.
 // - the package ships no modules.dep (depmod runs in its postinst): module dependencies are
 //   read from each .ko's .modinfo section ("depends=a,b"). Debian 12 modules are not
 //   compressed; .ko.xz / .ko.zst / .ko.gz are decompressed too (xz / zstd commands, zlib).
@@ -26,8 +26,13 @@
 //   (legacy INTx) avoids it, multiqueue included. vhost-user-blk-pci works with MSI-X under TCG.
 // - the guest's virtio_net enables min(queue pairs, online CPUs) pairs and busybox has no
 //   ethtool -L: a multiqueue NIC needs `-smp` >= queues for the guest to use every pair.
-// - /dev/kvm exists here but a stock kernel hangs at boot under -accel kvm (100% CPU in the
-//   host kernel, no output): KVM is used only after a bounded probe boot succeeded.
+// - /dev/kvm exists here but is not usable: a stock kernel hangs at boot under -accel kvm
+//   with QEMU's default CPU (100% CPU in the host kernel, no output), and with `-cpu host`
+//   (what KVM guests get here) QEMU aborts at once ("failed to set MSR 0x10a"). KVM is used
+//   only after a bounded probe boot succeeded.
+// - with `reconnect=1` on the chardev, a guest whose backend (testpmd) was stopped and
+//   restarted 3 s later kept pinging (21 of 25 answered); QEMU prints "vhost VQ n ring
+//   restore failed" on stderr meanwhile, which is harmless.
 // - the serial console carries SeaBIOS escape codes (ESC c, ESC [2J...) in front of the first
 //   line the guest prints: lines are matched after stripping escape sequences.
 // - /dev/urandom blocks until the guest's crng is ready (about 1 s after boot under TCG with
@@ -833,8 +838,12 @@ async function probeKvm(kernel: GuestKernel, qemu: string): Promise<AccelChoice>
     await guest.waitFor(new RegExp(GUEST_MARKERS.exit), KVM_PROBE_TIMEOUT_MS);
     return { accel: 'kvm', reason: `KVM probe boot reached userspace in ${Date.now() - started} ms` };
   } catch {
-    const tail = guest.tail(300).replace(/\s+/g, ' ').trim();
-    return { accel: 'tcg', reason: `KVM probe boot did not reach userspace within ${KVM_PROBE_TIMEOUT_MS} ms (${tail || 'no output'})` };
+    const tail = guest.tail(300).replace(/\s+/g, ' ').trim() || 'no output';
+    const st = guest.process.exitStatus;
+    const how = st
+      ? `QEMU ${st.signal ? `was killed by ${st.signal}` : `exited with code ${st.code}`} after ${Date.now() - started} ms`
+      : `no userspace within ${KVM_PROBE_TIMEOUT_MS} ms`;
+    return { accel: 'tcg', reason: `KVM probe boot failed: ${how} (${tail})` };
   } finally {
     await guest.kill();
   }
@@ -881,6 +890,10 @@ export function chooseAccel(kernel?: GuestKernel): Promise<AccelChoice> {
     }
     return choice;
   })();
+  // A failure (no kernel, no QEMU) is not remembered: the next call tries again.
+  accelChoice.catch(() => {
+    accelChoice = null;
+  });
   return accelChoice;
 }
 
@@ -940,9 +953,11 @@ export class Guest {
     readonly logPath: string,
     private readonly tempDir: TempDir,
   ) {
-    process.onLine((line) => {
+    const booted = (line: string): void => {
       if (this.bootedAt === null && line.includes(GUEST_MARKERS.booted)) this.bootedAt = Date.now();
-    });
+    };
+    for (const line of process.linesSince(0)) booted(line);
+    process.onLine(booted);
     this.exited = process.exited.then((st) => {
       tempDir.cleanup();
       const m = this.log().match(/VHOSTKIT-EXIT (\d+)/);
