@@ -11,6 +11,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vhostkit::BindQueue(env, exports);
   vhostkit::BindIo(env, exports);
   vhostkit::BindNet(env, exports);
+  vhostkit::BindHostIo(env, exports);
   return exports;
 }
 

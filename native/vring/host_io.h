@@ -73,12 +73,14 @@ struct ReadStats {
   uint32_t frames = 0;     // frames recorded
   uint32_t bytes = 0;      // their Ethernet bytes
   uint32_t bad = 0;        // reads shorter than the header + an Ethernet header
-  uint32_t truncated = 0;  // frames larger than the room left (read reports the full size): lost
+  uint32_t truncated = 0;  // reads that filled all the room left: maybe a frame cut short, dropped
 };
 
 // Reads frames from a TAP fd into buf until EAGAIN, max_frames, or fewer than `slot` bytes
-// left (slot: the room a read must have, header included; 12 + 65536 + 256 takes any
-// frame of a TAP with offloads). Frames are packed back to back: frame k's 12-byte header is
+// left (slot: the room a read must have, header included, and more than the largest frame;
+// 12 + 65536 + 256 takes any frame of a TAP with offloads). A frame larger than the room
+// left is cut short by the kernel with no error, so a read that fills the room is counted
+// as truncated and dropped. Frames are packed back to back: frame k's 12-byte header is
 // at offsets[k] - 12, its len[k] Ethernet bytes at offsets[k], and its first 10 header bytes
 // are copied to hdrs10 + 10k. Returns the frame count, or -errno if a read failed with an
 // error other than EAGAIN before any frame was recorded (after one, the error is left for

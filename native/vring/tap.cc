@@ -47,6 +47,7 @@ int Open(const std::string& name, const OpenOptions& opts, int* fd_out, std::str
   if (ioctl(fd, TUNSETVNETHDRSZ, &hdr) < 0) return Fail(fd, "ioctl TUNSETVNETHDRSZ", failed);
   const unsigned off = opts.offloads ? kOffloadFlags : 0;
   if (ioctl(fd, TUNSETOFFLOAD, off) < 0) return Fail(fd, "ioctl TUNSETOFFLOAD", failed);
+  if (opts.sndbuf > 0 && ioctl(fd, TUNSETSNDBUF, &opts.sndbuf) < 0) return Fail(fd, "ioctl TUNSETSNDBUF", failed);
   ifr.ifr_name[IFNAMSIZ - 1] = '\0';
   *ifname = ifr.ifr_name;
   *fd_out = fd;

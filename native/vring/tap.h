@@ -19,6 +19,9 @@ struct OpenOptions {
   // GUEST_TSO4/6). Frames written to the TAP may carry offloads either way.
   bool offloads = false;
   bool multi_queue = false;  // IFF_MULTI_QUEUE: open the same name again for another queue
+  // TUNSETSNDBUF if > 0: the bytes of written frames the kernel may hold at once (in qdiscs,
+  // backlogs) before a write fails with EAGAIN. The default (INT_MAX) never says EAGAIN.
+  int sndbuf = 0;
 };
 
 // Opens /dev/net/tun and attaches it to TAP interface `name` (created if missing; an empty
