@@ -199,6 +199,28 @@ Napi::Value TxToUdp(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), st.sent);
 }
 
+// flatToUdp(fd, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n, vxlanHdr: Uint8Array(8), dest, stats(8))
+Napi::Value FlatToUdp(const Napi::CallbackInfo& info) {
+  const int fd = Fd(info, 0);
+  size_t data_len = 0;
+  const uint8_t* data = Typed<uint8_t>(info, 1, napi_uint8_array, 0, "data", &data_len);
+  const uint32_t n = static_cast<uint32_t>(Int(info, 4, "n", 0, hio::kMaxBatch));
+  const uint32_t* offsets = Typed<uint32_t>(info, 2, napi_uint32_array, n, "offsets");
+  const uint32_t* lens = Typed<uint32_t>(info, 3, napi_uint32_array, n, "lens");
+  for (uint32_t k = 0; k < n; k++) {
+    if (static_cast<uint64_t>(offsets[k]) + lens[k] > data_len) throw Napi::RangeError::New(info.Env(), "flatToUdp: frame outside data");
+  }
+  uint8_t vx[hio::kVxlanHdrLen];
+  std::memcpy(vx, Typed<uint8_t>(info, 5, napi_uint8_array, hio::kVxlanHdrLen, "vxlanHdr"), sizeof vx);
+  sockaddr_storage dest;
+  const socklen_t dest_len = DestArg(info, 6, &dest);
+  uint32_t* stats = Typed<uint32_t>(info, 7, napi_uint32_array, 8, "stats");
+  hio::TxStats st;
+  hio::FlatToUdp(fd, data, offsets, lens, n, vx, reinterpret_cast<sockaddr*>(&dest), dest_len, &st);
+  AddTx(stats, st);
+  return Napi::Number::New(info.Env(), st.sent);
+}
+
 // recvUdp(fd, buf, slot, maxFrames, offsets: Uint32Array, lens: Uint32Array, vni: Uint32Array,
 //         srcAddr: Uint8Array(16 * max), srcPort: Uint16Array, srcFamily: Uint8Array, stats: Uint32Array(7)) -> accepted
 Napi::Value RecvUdp(const Napi::CallbackInfo& info) {
@@ -282,6 +304,7 @@ void BindHostIo(Napi::Env env, Napi::Object exports) {
   exports.Set("readTap", Napi::Function::New(env, ReadTap, "readTap"));
   exports.Set("txToUdp", Napi::Function::New(env, TxToUdp, "txToUdp"));
   exports.Set("recvUdp", Napi::Function::New(env, RecvUdp, "recvUdp"));
+  exports.Set("flatToUdp", Napi::Function::New(env, FlatToUdp, "flatToUdp"));
   exports.Set("udpSockaddr", Napi::Function::New(env, UdpSockaddr, "udpSockaddr"));
   exports.Set("udpOpen", Napi::Function::New(env, UdpOpen, "udpOpen"));
 }

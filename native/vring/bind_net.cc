@@ -109,12 +109,42 @@ Napi::Value DeliverFlat(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), r);
 }
 
+// netToFlat(txQueue, txHdrLen, txOffloads, chains: Uint16Array, n, vlan, out: Uint8Array, offsets: Uint32Array,
+//           lens: Uint32Array, maxFrames, stats: Uint32Array(7)) -> frames written
+Napi::Value ToFlat(const Napi::CallbackInfo& info) {
+  QueueView tx = UnwrapQueue(info[0]);
+  if (!tx.q->memory()) throw Napi::Error::New(info.Env(), "netToFlat: TX queue has no memory");
+  const uint32_t hdr = info[1].As<Napi::Number>().Uint32Value();
+  if (hdr != 10 && hdr != 12) throw Napi::RangeError::New(info.Env(), "netToFlat: header length must be 10 or 12");
+  const uint32_t n = info[4].As<Napi::Number>().Uint32Value();
+  if (n > tx.burst) throw Napi::RangeError::New(info.Env(), "netToFlat: more chains than the burst");
+  const uint16_t* chains = Typed<uint16_t>(info[3], napi_uint16_array, n, "chains");
+  for (uint32_t i = 0; i < n; i++) {
+    if (chains[i] >= tx.burst) throw Napi::RangeError::New(info.Env(), "netToFlat: chain index outside the burst");
+  }
+  const int32_t vlan = info[5].As<Napi::Number>().Int32Value();
+  if (vlan < -2 || vlan > 0xffff) throw Napi::RangeError::New(info.Env(), "netToFlat: vlan must be -2, -1 or a TCI");
+  Napi::TypedArray outv = info[6].As<Napi::TypedArray>();
+  if (outv.TypedArrayType() != napi_uint8_array) throw Napi::TypeError::New(info.Env(), "netToFlat: out must be a Uint8Array");
+  uint8_t* out = static_cast<uint8_t*>(outv.ArrayBuffer().Data()) + outv.ByteOffset();
+  const uint32_t max = info[9].As<Napi::Number>().Uint32Value();
+  uint32_t* offsets = Typed<uint32_t>(info[7], napi_uint32_array, max, "offsets");
+  uint32_t* lens = Typed<uint32_t>(info[8], napi_uint32_array, max, "lens");
+  uint32_t* stats = Typed<uint32_t>(info[10], napi_uint32_array, 7, "stats");
+  TxSource src{tx.out, tx.q->memory().get(), hdr, info[2].ToBoolean(), vlan};
+  DeliverStats st;
+  const uint32_t k = NetToFlat(src, chains, n, out, static_cast<uint32_t>(outv.ByteLength()), offsets, lens, max, &st);
+  AddStats(stats, st);
+  return Napi::Number::New(info.Env(), k);
+}
+
 }  // namespace
 
 void BindNet(Napi::Env env, Napi::Object exports) {
   exports.Set("netPeek", Napi::Function::New(env, Peek));
   exports.Set("netDeliver", Napi::Function::New(env, Deliver));
   exports.Set("netDeliverFlat", Napi::Function::New(env, DeliverFlat));
+  exports.Set("netToFlat", Napi::Function::New(env, ToFlat));
 }
 
 }  // namespace vhostkit

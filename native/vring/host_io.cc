@@ -325,6 +325,43 @@ void TxToUdp(int fd, const BurstArrays& b, const MemTable& mem, const uint16_t* 
   }
 }
 
+void FlatToUdp(int fd, const uint8_t* base, const uint32_t* offsets, const uint32_t* lens, uint32_t n,
+               const uint8_t vxlan_hdr[kVxlanHdrLen], const sockaddr* dest, socklen_t dest_len, TxStats* st) {
+  thread_local std::vector<iovec> iov;
+  thread_local std::vector<mmsghdr> msgs;
+  iov.resize(2 * static_cast<size_t>(n));
+  msgs.resize(n);
+  for (uint32_t k = 0; k < n; k++) {
+    iov[2 * k] = {const_cast<uint8_t*>(vxlan_hdr), kVxlanHdrLen};
+    iov[2 * k + 1] = {const_cast<uint8_t*>(base + offsets[k]), lens[k]};
+    std::memset(&msgs[k], 0, sizeof msgs[k]);
+    msgs[k].msg_hdr.msg_name = const_cast<sockaddr*>(dest);
+    msgs[k].msg_hdr.msg_namelen = dest_len;
+    msgs[k].msg_hdr.msg_iov = &iov[2 * k];
+    msgs[k].msg_hdr.msg_iovlen = 2;
+  }
+  uint32_t i = 0;
+  while (i < n) {
+    const int r = sendmmsg(fd, msgs.data() + i, n - i, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r > 0) {
+      for (uint32_t j = i; j < i + static_cast<uint32_t>(r); j++) {
+        st->sent++;
+        st->bytes += lens[j];
+      }
+      i += static_cast<uint32_t>(r);
+    } else if (r < 0 && errno == EINTR) {
+      continue;
+    } else if (r == 0 || Full(errno)) {
+      st->dropped += n - i;
+      return;
+    } else {
+      st->errors++;
+      st->last_errno = errno;
+      i++;
+    }
+  }
+}
+
 int32_t ReadTap(int fd, uint8_t* buf, uint32_t buf_len, uint32_t slot, uint32_t* offsets, uint32_t* lens,
                 uint8_t* hdrs10, uint32_t max_frames, ReadStats* st) {
   slot = std::max(slot, kVnetHdrLen + 14);

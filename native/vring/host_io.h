@@ -85,6 +85,12 @@ struct ReadStats {
 // are copied to hdrs10 + 10k. Returns the frame count, or -errno if a read failed with an
 // error other than EAGAIN before any frame was recorded (after one, the error is left for
 // the next call).
+// Sends frames held in one host buffer (frame k: lens[k] bytes at base + offsets[k]) as
+// VXLAN datagrams to one destination, with sendmmsg. Frames that switch from one host port
+// to another (TAP -> VXLAN, announcements) take this path; guest frames take TxToUdp.
+void FlatToUdp(int fd, const uint8_t* base, const uint32_t* offsets, const uint32_t* lens, uint32_t n,
+               const uint8_t vxlan_hdr[kVxlanHdrLen], const sockaddr* dest, socklen_t dest_len, TxStats* st);
+
 int32_t ReadTap(int fd, uint8_t* buf, uint32_t buf_len, uint32_t slot, uint32_t* offsets, uint32_t* lens,
                 uint8_t* hdrs10, uint32_t max_frames, ReadStats* st);
 

@@ -329,6 +329,74 @@ int32_t NetDeliver(const RxTarget& dst, const TxSource& src, const uint16_t* cha
   return Finish(dst, pending, signal);
 }
 
+uint32_t NetToFlat(const TxSource& src, const uint16_t* chains, uint32_t n, uint8_t* out, uint32_t out_len,
+                   uint32_t* offsets, uint32_t* lens, uint32_t max_frames, DeliverStats* st) {
+  uint32_t at = 0;
+  uint32_t k = 0;
+  auto room = [&](uint32_t len) { return k < max_frames && len <= out_len - at; };
+  auto put = [&](const uint8_t* p, uint32_t len) {
+    if (!room(len)) return false;
+    std::memcpy(out + at, p, len);
+    offsets[k] = at;
+    lens[k] = len;
+    k++;
+    at += len;
+    st->delivered++;
+    st->bytes += len;
+    return true;
+  };
+  for (uint32_t i = 0; i < n; i++) {
+    const uint32_t c = chains[i];
+    const uint32_t rl = src.arrays->read_len[c];
+    if (rl < src.hdr_len + 14) {
+      st->bad++;
+      continue;
+    }
+    const uint32_t frame = AdjustForVlan(rl - src.hdr_len, src.vlan);
+    if (frame == 0 || frame > kMaxFrame) {
+      st->bad++;
+      continue;
+    }
+    NetHdr sh{};
+    if (src.offloads) {
+      uint8_t raw[10];
+      ReadCursor h(*src.arrays, *src.mem, c, 0);
+      h.Read(raw, 10);
+      sh = ParseNetHdr(raw);
+    }
+    uint8_t* stage = Staging();
+    FrameReader<ReadCursor> rd(ReadCursor(*src.arrays, *src.mem, c, src.hdr_len), src.vlan);
+    if (rd.Read(stage, frame) != frame) {
+      st->bad++;
+      continue;
+    }
+    const int32_t adj = src.vlan == -2 ? -4 : src.vlan >= 0 ? 4 : 0;
+    if ((sh.gso_type & ~kGsoEcn) != kGsoNone) {
+      bool full = false;
+      const int32_t m = SegmentTcp(stage, frame, sh, SegScratch(), 65536 + 512, [&](const uint8_t* p, uint32_t len) {
+        if (!put(p, len)) {
+          full = true;
+          return false;
+        }
+        st->segmented++;
+        return true;
+      });
+      if (m < 0) st->bad++;
+      if (full) break;
+      continue;
+    }
+    if (sh.flags & kHdrNeedsCsum) {
+      if (!CompleteChecksum(stage, frame, static_cast<uint32_t>(sh.csum_start + adj), sh.csum_offset)) {
+        st->bad++;
+        continue;
+      }
+      st->csum_done++;
+    }
+    if (!put(stage, frame)) break;
+  }
+  return k;
+}
+
 int32_t NetDeliverFlat(const RxTarget& dst, const uint8_t* base, const uint32_t* offsets, const uint32_t* lens, uint32_t n,
                        const uint8_t* hdr10, int32_t vlan, DeliverStats* st) {
   const MemTable* dmem = dst.q->memory().get();

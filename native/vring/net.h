@@ -58,6 +58,14 @@ struct TxSource {
 // -VqError if the target queue is broken (st says how many were delivered before).
 int32_t NetDeliver(const RxTarget& dst, const TxSource& src, const uint16_t* chains, uint32_t n, DeliverStats* st);
 
+// Copies chains[0..n) of a burst into a flat host buffer as finished frames: the VLAN
+// operation applied, partial checksums completed, TSO frames cut into segments (so a host
+// port that cannot take offloads, like a VXLAN tunnel, gets plain frames). Frame k of the
+// output is lens[k] bytes at out + offsets[k]. Returns the number of frames written (stops
+// when out or max_frames is full); st counts bad frames and software work.
+uint32_t NetToFlat(const TxSource& src, const uint16_t* chains, uint32_t n, uint8_t* out, uint32_t out_len,
+                   uint32_t* offsets, uint32_t* lens, uint32_t max_frames, DeliverStats* st);
+
 // The same for frames in one host buffer: frame k is lens[k] bytes at base + offsets[k]
 // (no virtio_net_hdr); hdr10, if not null, holds 10 header bytes per frame to give the
 // receiver (offload flags from a TAP device), else the frames carry no offload.

@@ -12,6 +12,7 @@ interface RawHostIo {
   tapInfo(fd: number): TapInfo;
   txToTap(fd: number, q: unknown, chains: Uint16Array, n: number, hdrLen: number, passHdr: boolean, vlan: number, stats: Uint32Array): number;
   readTap(fd: number, buf: Uint8Array, slot: number, offsets: Uint32Array, lens: Uint32Array, hdrs10: Uint8Array | null, maxFrames: number, stats: Uint32Array): number;
+  flatToUdp(fd: number, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, vxlanHdr: Uint8Array, dest: Uint8Array, stats: Uint32Array): number;
   txToUdp(fd: number, q: unknown, chains: Uint16Array, n: number, hdrLen: number, vlan: number, vxlanHdr: Uint8Array, dest: Uint8Array, stats: Uint32Array): number;
   recvUdp(fd: number, buf: Uint8Array, slot: number, maxFrames: number, offsets: Uint32Array, lens: Uint32Array, vni: Uint32Array, srcAddr: Uint8Array, srcPort: Uint16Array, srcFamily: Uint8Array, stats: Uint32Array): number;
   udpSockaddr(address: string, port: number): Uint8Array;
@@ -259,6 +260,14 @@ export function sockaddr(address: string, port: number): Uint8Array {
  */
 export function txToUdp(fd: number, q: Virtqueue, chains: Uint16Array, n: number, vxlanHdr: Uint8Array, dest: Uint8Array, stats: Uint32Array, options: HostTxOptions = {}): number {
   return raw.txToUdp(fd, q.native, chains, n, options.hdrLen ?? 12, options.vlan ?? -1, vxlanHdr, dest, stats);
+}
+
+/**
+ * Sends frames held in one host buffer (frame k: lens[k] bytes at data[offsets[k]]) as
+ * VXLAN datagrams (`vxlanHdr` + frame) to `dest`. Returns the datagrams sent.
+ */
+export function flatToUdp(fd: number, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, vxlanHdr: Uint8Array, dest: Uint8Array, stats: Uint32Array): number {
+  return raw.flatToUdp(fd, data, offsets, lens, n, vxlanHdr, dest, stats);
 }
 
 /** Indices of the stats array recvUdp adds to ({@link RECV_STATS} long). */

@@ -5,6 +5,7 @@ import type { Virtqueue } from './virtqueue.js';
 interface RawNet {
   netPeek(q: unknown, n: number, hdrLen: number, out: Uint8Array, stride: number, lens: Uint32Array): void;
   netDeliverFlat(rx: unknown, rxHdr: number, mergeable: boolean, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, hdr10: Uint8Array | null, stats: Uint32Array, vlan: number, rxOffloads: number): number;
+  netToFlat(tx: unknown, txHdr: number, txOffloads: boolean, chains: Uint16Array, n: number, vlan: number, out: Uint8Array, offsets: Uint32Array, lens: Uint32Array, maxFrames: number, stats: Uint32Array): number;
   netDeliver(rx: unknown, rxHdr: number, mergeable: boolean, tx: unknown, txHdr: number, txOffloads: boolean, chains: Uint16Array, n: number, stats: Uint32Array, vlan: number, rxOffloads: number): number;
 }
 const raw = addon as RawNet;
@@ -60,4 +61,14 @@ export function netDeliver(rx: RxSide, tx: Virtqueue, txHdrLen: number, txOffloa
  */
 export function netDeliverFlat(rx: RxSide, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, hdr10: Uint8Array | null, stats: Uint32Array, vlan = VLAN_KEEP): number {
   return raw.netDeliverFlat(rx.q.native, rx.hdrLen, rx.mergeable, data, offsets, lens, n, hdr10, stats, vlan, rx.offloads ?? 0);
+}
+
+/**
+ * Copies frames `chains[0..n)` of the TX queue's last burst into `out` as finished frames
+ * (VLAN operation applied, partial checksums completed, TSO frames cut into segments) for
+ * a host port that takes no offloads. Frame k: lens[k] bytes at out[offsets[k]]. Returns
+ * the frames written (stops when `out` or `maxFrames` is full).
+ */
+export function netToFlat(tx: Virtqueue, txHdrLen: number, txOffloads: boolean, chains: Uint16Array, n: number, out: Uint8Array, offsets: Uint32Array, lens: Uint32Array, stats: Uint32Array, vlan = VLAN_KEEP): number {
+  return raw.netToFlat(tx.native, txHdrLen, txOffloads, chains, n, vlan, out, offsets, lens, offsets.length, stats);
 }

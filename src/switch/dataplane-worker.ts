@@ -22,6 +22,7 @@ const ops: Record<string, (...args: never[]) => unknown> = {
   ready: () => ready,
   addPort: (id: number, name: string, vlan, counters: Float64Array) => engine.addPort(id, name, vlan, counters),
   removePort: (id: number) => engine.removePort(id),
+  attachHost: (id: number, spec) => engine.attachHost(id, spec),
   setVlan: (id: number, vlan) => engine.setVlan(id, vlan),
   setMemory: (p: number, token: number) => engine.setMemory(p, token),
   startQueue: (spec) => engine.startQueue(spec),

@@ -3,7 +3,7 @@
 // calling thread (tests, embedding). Both speak the same asynchronous interface.
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
-import { SwitchEngine, type BurstHook, type QueueStartSpec, type VlanConfig } from './engine.js';
+import { SwitchEngine, type BurstHook, type HostPortSpec, type QueueStartSpec, type VlanConfig } from './engine.js';
 import type { FdbEntry } from './fdb.js';
 
 export interface HookModule {
@@ -23,6 +23,7 @@ export interface DataplaneOptions {
 export interface Dataplane {
   addPort(id: number, name: string, vlan: VlanConfig, counters: Float64Array): Promise<void>;
   removePort(id: number): Promise<void>;
+  attachHost(id: number, spec: HostPortSpec): Promise<void>;
   setVlan(id: number, vlan: VlanConfig): Promise<void>;
   setMemory(port: number, token: number): Promise<void>;
   startQueue(spec: QueueStartSpec): Promise<void>;
@@ -61,6 +62,9 @@ export class InProcessDataplane implements Dataplane {
   }
   async removePort(id: number): Promise<void> {
     this.engine.removePort(id);
+  }
+  async attachHost(id: number, spec: HostPortSpec): Promise<void> {
+    this.engine.attachHost(id, spec);
   }
   async setVlan(id: number, vlan: VlanConfig): Promise<void> {
     this.engine.setVlan(id, vlan);
@@ -152,6 +156,9 @@ export class WorkerDataplane implements Dataplane {
   }
   removePort(id: number): Promise<void> {
     return this.call('removePort', id);
+  }
+  attachHost(id: number, spec: HostPortSpec): Promise<void> {
+    return this.call('attachHost', id, spec);
   }
   setVlan(id: number, vlan: VlanConfig): Promise<void> {
     return this.call('setVlan', id, vlan);

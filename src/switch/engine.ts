@@ -5,10 +5,26 @@
 import { FdWatcher } from '../native/unix-socket.js';
 import { GuestMemory } from '../native/guest-memory.js';
 import { Virtqueue, type RingLayout } from '../native/virtqueue.js';
-import { DELIVER_STATS, DeliverStat, VLAN_KEEP, VLAN_STRIP, netDeliver, netDeliverFlat, netPeek } from '../native/net.js';
+import { DELIVER_STATS, DeliverStat, VLAN_KEEP, VLAN_STRIP, netDeliver, netDeliverFlat, netPeek, netToFlat } from '../native/net.js';
+import {
+  READ_STATS,
+  RECV_STATS,
+  TX_STATS,
+  TxStat,
+  createTapReadBatch,
+  createUdpRecvBatch,
+  flatToUdp,
+  readTap,
+  recvUdp,
+  txToTap,
+  txToUdp,
+  vxlanHeader,
+  type TapReadBatch,
+  type UdpRecvBatch,
+} from '../native/host-io.js';
 import { Fdb, isMulticast, macAt, type FdbEntry } from './fdb.js';
 import { PortCounter } from './counters.js';
-import { readSync } from 'node:fs';
+import { readSync, writeSync } from 'node:fs';
 
 export type VlanConfig = { mode: 'access'; vid: number } | { mode: 'trunk'; allowed?: number[]; native?: number };
 
@@ -56,9 +72,26 @@ interface TxQueue {
   scheduled: boolean;
 }
 
+/** The host side of a TAP or VXLAN port (fds opened by the control plane). */
+export type HostPortSpec =
+  | { kind: 'tap'; fd: number; offloads: boolean }
+  | { kind: 'vxlan'; fd: number; vni: number; dest: Uint8Array };
+
+interface HostPort {
+  spec: HostPortSpec;
+  watcher: FdWatcher;
+  tapBatch: TapReadBatch | null;
+  udpBatch: UdpRecvBatch | null;
+  vxlanHdr: Uint8Array | null;
+  /** staging for frames sent to a VXLAN port that must be finished (offloads) first */
+  flat: { data: Uint8Array; offsets: Uint32Array; lens: Uint32Array } | null;
+  scheduled: boolean;
+}
+
 export interface EnginePort {
   id: number;
   name: string;
+  host: HostPort | null;
   vlan: VlanConfig;
   counters: Float64Array;
   hdrLen: number;
@@ -101,6 +134,7 @@ export class SwitchEngine {
   private readonly byName = new Map<string, number>();
   private paused = false;
   private readonly pendingService = new Set<TxQueue>();
+  private readonly pausedHosts = new Set<EnginePort>();
   private readonly heads: Uint8Array;
   private readonly lens: Uint32Array;
   private readonly verdict: Int32Array;
@@ -175,6 +209,7 @@ export class SwitchEngine {
       rxOffloads: 0,
       txOffloads: false,
       memory: null,
+      host: null,
       rx: [],
       tx: new Map(),
       lists: [],
@@ -185,11 +220,34 @@ export class SwitchEngine {
     this.byName.set(name, id);
   }
 
+  /** Makes port `id` a TAP or VXLAN port: frames read from its fd are switched, frames for it written there. */
+  attachHost(id: number, spec: HostPortSpec): void {
+    const p = this.port(id);
+    const h: HostPort = {
+      spec,
+      watcher: new FdWatcher(spec.fd, () => this.scheduleHost(p)),
+      tapBatch: spec.kind === 'tap' ? createTapReadBatch(this.burst) : null,
+      udpBatch: spec.kind === 'vxlan' ? createUdpRecvBatch(this.burst) : null,
+      vxlanHdr: spec.kind === 'vxlan' ? vxlanHeader(spec.vni) : null,
+      flat: spec.kind === 'vxlan' ? { data: new Uint8Array(this.burst * 2048 + 65536 * 2), offsets: new Uint32Array(2048), lens: new Uint32Array(2048) } : null,
+      scheduled: false,
+    };
+    p.host = h;
+    p.hdrLen = 12;
+    p.mergeable = true;
+    p.rxOffloads = 0;
+    p.txOffloads = spec.kind === 'tap' && spec.offloads;
+    p.lists = [[new Uint16Array(this.burst), new Uint16Array(this.burst), new Uint16Array(this.burst)]];
+    p.counts = [new Int32Array(3)];
+    h.watcher.start(true, false);
+  }
+
   removePort(id: number): void {
     const p = this.ports.get(id);
     if (!p) return;
     for (const q of [...p.tx.keys()]) this.stopQueue(id, q);
     for (const r of [...p.rx]) this.stopQueue(id, r.index);
+    p.host?.watcher.close();
     p.memory?.close();
     this.ports.delete(id);
     this.byName.delete(p.name);
@@ -263,6 +321,8 @@ export class SwitchEngine {
     const pending = [...this.pendingService];
     this.pendingService.clear();
     for (const t of pending) this.schedule(t);
+    for (const p of this.pausedHosts) p.host?.watcher.start(true, false);
+    this.pausedHosts.clear();
   }
 
   dumpFdb(): FdbEntry[] {
@@ -270,39 +330,11 @@ export class SwitchEngine {
   }
 
   /**
-   * Frames from the host side of port `id` (TAP, VXLAN) or made by the switch (RARP
-   * announcements): switched exactly like frames a guest sent on that port.
+   * Frames made by the switch for port `id` (RARP announcements), or any frames from its
+   * host side: switched exactly like frames received on that port.
    */
   inject(id: number, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number): void {
-    const p = this.port(id);
-    const now = Date.now();
-    for (let i = 0; i < n; i++) {
-      const off = offsets[i];
-      const len = lens[i];
-      p.counters[PortCounter.RX_PACKETS]++;
-      p.counters[PortCounter.RX_BYTES] += len;
-      if (len < 14) {
-        p.counters[PortCounter.DROP_BAD]++;
-        continue;
-      }
-      const head = data.subarray(off, off + Math.min(len, HEAD));
-      const cls = this.classify(p, head, 0, now);
-      if (cls.vid < 0) continue;
-      const targets = cls.dest === FLOOD ? [...this.ports.values()].filter((q) => q !== p) : cls.dest >= 0 ? [this.ports.get(cls.dest)!] : [];
-      if (cls.dest === FLOOD) p.counters[PortCounter.FLOODED]++;
-      for (const q of targets) {
-        const op = this.egressOp(q, cls.vid, cls.tagged);
-        if (op === null) continue;
-        const rx = q.rx[0];
-        if (!rx) {
-          q.counters[PortCounter.DROP_NO_QUEUE]++;
-          continue;
-        }
-        this.stats.fill(0);
-        const r = netDeliverFlat({ q: rx.vq, hdrLen: q.hdrLen, mergeable: q.mergeable, offloads: q.rxOffloads }, data, Uint32Array.of(off), Uint32Array.of(len), 1, null, this.stats, op);
-        this.account(q, rx, r);
-      }
-    }
+    this.switchFlat(this.port(id), data, offsets, lens, null, n);
   }
 
   // ---- data path -------------------------------------------------------------
@@ -467,11 +499,12 @@ export class SwitchEngine {
   private stage(q: EnginePort, i: number): void {
     const op = this.egressOp(q, this.vid[i], this.tagged[i] === 1);
     if (op === null) return; // q is not a member of the frame's VLAN (not a drop: not its traffic)
-    if (q.rx.length === 0) {
+    const nq = q.host ? 1 : q.rx.length;
+    if (nq === 0) {
       q.counters[PortCounter.DROP_NO_QUEUE]++;
       return;
     }
-    const k = q.rx.length === 1 ? 0 : this.flowHash(i) % q.rx.length;
+    const k = nq === 1 ? 0 : this.flowHash(i) % nq;
     const kind = op === VLAN_KEEP ? 0 : op === VLAN_STRIP ? 1 : 2;
     if (kind === 2) q.insertTci = op;
     const cnt = q.counts[k];
@@ -500,6 +533,16 @@ export class SwitchEngine {
 
   private flushPort(q: EnginePort, t: TxQueue): void {
     q.touched = false;
+    if (q.host) {
+      const cnt = q.counts[0];
+      for (let kind = 0; kind < 3; kind++) {
+        const m = cnt[kind];
+        if (m === 0) continue;
+        cnt[kind] = 0;
+        this.hostEgress(q, q.host, t, q.lists[0][kind], m, kind === 0 ? VLAN_KEEP : kind === 1 ? VLAN_STRIP : q.insertTci);
+      }
+      return;
+    }
     for (let k = 0; k < q.rx.length; k++) {
       const cnt = q.counts[k];
       for (let kind = 0; kind < 3; kind++) {
@@ -510,6 +553,206 @@ export class SwitchEngine {
         const r = netDeliver({ q: q.rx[k].vq, hdrLen: q.hdrLen, mergeable: q.mergeable, offloads: q.rxOffloads }, t.vq, t.port.hdrLen, t.port.txOffloads, q.lists[k][kind], m, this.stats, kind === 0 ? VLAN_KEEP : kind === 1 ? VLAN_STRIP : q.insertTci);
         this.account(q, q.rx[k], r);
       }
+    }
+  }
+
+  private readonly hostStats = new Uint32Array(TX_STATS);
+
+  /** Guest frames (chains of t's burst) out of a TAP or VXLAN port. */
+  private hostEgress(q: EnginePort, h: HostPort, t: TxQueue, chains: Uint16Array, m: number, vlan: number): void {
+    const st = this.hostStats;
+    st.fill(0);
+    const src = t.port;
+    if (h.spec.kind === 'tap') {
+      txToTap(h.spec.fd, t.vq, chains, m, st, { hdrLen: src.hdrLen, vlan, passHdr: h.spec.offloads && src.txOffloads });
+    } else if (!src.txOffloads) {
+      txToUdp(h.spec.fd, t.vq, chains, m, h.vxlanHdr!, h.spec.dest, st, { hdrLen: src.hdrLen, vlan });
+    } else {
+      // The guest may send TSO / partial-checksum frames: finish them first (a tunnel takes no offloads).
+      const f = h.flat!;
+      this.stats.fill(0);
+      const k = netToFlat(t.vq, src.hdrLen, true, chains, m, f.data, f.offsets, f.lens, this.stats, vlan);
+      q.counters[PortCounter.DROP_BAD] += this.stats[DeliverStat.BAD];
+      flatToUdp(h.spec.fd, f.data, f.offsets, f.lens, k, h.vxlanHdr!, h.spec.dest, st);
+    }
+    this.accountHost(q, st);
+  }
+
+  private accountHost(q: EnginePort, st: Uint32Array): void {
+    const c = q.counters;
+    c[PortCounter.TX_PACKETS] += st[TxStat.SENT];
+    c[PortCounter.TX_BYTES] += st[TxStat.BYTES];
+    c[PortCounter.DROP_HOST_BUSY] += st[TxStat.DROPPED] + st[TxStat.ERRORS];
+    c[PortCounter.DROP_BAD] += st[TxStat.BAD];
+    c[PortCounter.DROP_TOO_BIG] += st[TxStat.TOO_BIG] + st[TxStat.NEEDS_SEGMENTATION];
+  }
+
+  private scheduleHost(p: EnginePort): void {
+    const h = p.host;
+    if (!h || h.scheduled) return;
+    if (this.paused) {
+      h.watcher.stop(); // resume() starts it again
+      this.pausedHosts.add(p);
+      return;
+    }
+    h.scheduled = true;
+    h.watcher.stop();
+    setImmediate(() => {
+      h.scheduled = false;
+      if (p.host !== h) return;
+      this.serviceHost(p, h);
+      h.watcher.start(true, false);
+    });
+  }
+
+  private readonly readStats = new Uint32Array(Math.max(READ_STATS, RECV_STATS));
+
+  /** Reads what the host side of a port has for us (up to 16 batches) and switches it. */
+  private serviceHost(p: EnginePort, h: HostPort): void {
+    for (let round = 0; round < 16; round++) {
+      let n: number;
+      let hdr10: Uint8Array | null = null;
+      let batch: { data: Uint8Array; offsets: Uint32Array; lens: Uint32Array };
+      this.readStats.fill(0);
+      try {
+        if (h.tapBatch) {
+          n = readTap(h.spec.fd, h.tapBatch, this.readStats);
+          batch = h.tapBatch;
+          hdr10 = h.tapBatch.hdr10;
+        } else {
+          n = recvUdp(h.spec.fd, h.udpBatch!, this.readStats);
+          batch = h.udpBatch!;
+          // Only our VNI: the socket may be shared by the kernel's view of the port.
+          const vni = (h.spec as { vni: number }).vni;
+          let w = 0;
+          for (let i = 0; i < n; i++) {
+            if (h.udpBatch!.vni[i] !== vni) {
+              p.counters[PortCounter.DROP_VLAN]++;
+              continue;
+            }
+            batch.offsets[w] = batch.offsets[i];
+            batch.lens[w] = batch.lens[i];
+            w++;
+          }
+          n = w;
+        }
+      } catch (e) {
+        p.counters[PortCounter.QUEUE_ERRORS]++;
+        this.events.queueError(p.id, -1, `host port read failed: ${(e as Error).message}`);
+        return;
+      }
+      if (n <= 0) return;
+      this.switchFlat(p, batch.data, batch.offsets, batch.lens, hdr10, n);
+    }
+  }
+
+  private readonly flatOff = new Uint32Array(1024);
+  private readonly flatLen = new Uint32Array(1024);
+  private readonly flatHdr = new Uint8Array(10 * 1024);
+  private readonly flatDest = new Int32Array(1024);
+  private readonly flatVid = new Int32Array(1024);
+  private readonly flatTagged = new Uint8Array(1024);
+
+  /**
+   * Switches frames held in a host buffer, as if port `p` had received them: from a TAP or
+   * VXLAN port, or made by the switch (RARP). `hdr10`: 10 virtio_net_hdr bytes per frame.
+   */
+  switchFlat(p: EnginePort, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, hdr10: Uint8Array | null, n: number): void {
+    const now = Date.now();
+    const c = p.counters;
+    n = Math.min(n, 1024);
+    for (let i = 0; i < n; i++) {
+      const len = lens[i];
+      c[PortCounter.RX_PACKETS]++;
+      c[PortCounter.RX_BYTES] += len;
+      this.flatDest[i] = -1;
+      if (len < 14) {
+        c[PortCounter.DROP_BAD]++;
+        continue;
+      }
+      const cls = this.classify(p, data, offsets[i], now);
+      if (cls.vid < 0) continue;
+      this.flatVid[i] = cls.vid;
+      this.flatTagged[i] = cls.tagged ? 1 : 0;
+      this.flatDest[i] = cls.dest;
+      if (cls.dest === FLOOD) c[PortCounter.FLOODED]++;
+    }
+    for (const q of this.ports.values()) {
+      if (q === p) continue;
+      // frames for q, grouped by VLAN operation
+      for (let kind = 0; kind < 3; kind++) {
+        let m = 0;
+        let op = VLAN_KEEP;
+        for (let i = 0; i < n; i++) {
+          const d = this.flatDest[i];
+          if (d !== FLOOD && d !== q.id) continue;
+          const o = this.egressOp(q, this.flatVid[i], this.flatTagged[i] === 1);
+          if (o === null) continue;
+          const k = o === VLAN_KEEP ? 0 : o === VLAN_STRIP ? 1 : 2;
+          if (k !== kind) continue;
+          op = o;
+          this.flatOff[m] = offsets[i];
+          this.flatLen[m] = lens[i];
+          if (hdr10) this.flatHdr.set(hdr10.subarray(10 * i, 10 * i + 10), 10 * m);
+          m++;
+        }
+        if (m > 0) this.deliverFlatTo(q, data, m, hdr10 ? this.flatHdr : null, op);
+      }
+    }
+  }
+
+  private deliverFlatTo(q: EnginePort, data: Uint8Array, m: number, hdr10: Uint8Array | null, op: number): void {
+    if (q.host) {
+      const st = this.hostStats;
+      st.fill(0);
+      if (q.host.spec.kind === 'vxlan') {
+        if (op !== VLAN_KEEP || hdr10) {
+          // Rare: host to host with a VLAN change or offloads: build each frame here.
+          for (let i = 0; i < m; i++) this.hostFrameOut(q, data.subarray(this.flatOff[i], this.flatOff[i] + this.flatLen[i]), hdr10 ? hdr10.subarray(10 * i, 10 * i + 10) : null, op, st);
+        } else {
+          flatToUdp(q.host.spec.fd, data, this.flatOff, this.flatLen, m, q.host.vxlanHdr!, q.host.spec.dest, st);
+        }
+      } else {
+        for (let i = 0; i < m; i++) this.hostFrameOut(q, data.subarray(this.flatOff[i], this.flatOff[i] + this.flatLen[i]), hdr10 ? hdr10.subarray(10 * i, 10 * i + 10) : null, op, st);
+      }
+      this.accountHost(q, st);
+      return;
+    }
+    const rx = q.rx[0];
+    if (!rx) {
+      q.counters[PortCounter.DROP_NO_QUEUE] += m;
+      return;
+    }
+    this.stats.fill(0);
+    const r = netDeliverFlat({ q: rx.vq, hdrLen: q.hdrLen, mergeable: q.mergeable, offloads: q.rxOffloads }, data, this.flatOff, this.flatLen, m, hdr10, this.stats, op);
+    this.account(q, rx, r);
+  }
+
+  /** One frame from a host buffer out of a host port (JavaScript path for the rare cases). */
+  private hostFrameOut(q: EnginePort, frame: Uint8Array, hdr10: Uint8Array | null, op: number, st: Uint32Array): void {
+    let f = frame;
+    if (op === VLAN_STRIP && f.length >= 18 && f[12] === 0x81 && f[13] === 0x00) {
+      f = new Uint8Array(Buffer.concat([f.subarray(0, 12), f.subarray(16)]));
+    } else if (op >= 0) {
+      f = new Uint8Array(Buffer.concat([f.subarray(0, 12), Uint8Array.of(0x81, 0x00, op >> 8, op & 0xff), f.subarray(12)]));
+    }
+    const spec = q.host!.spec;
+    if (spec.kind === 'tap') {
+      const hdr = new Uint8Array(12);
+      if (hdr10 && spec.offloads) hdr.set(hdr10);
+      try {
+        writeSync(spec.fd, Buffer.concat([hdr, f]));
+        st[TxStat.SENT]++;
+        st[TxStat.BYTES] += f.length;
+      } catch {
+        st[TxStat.DROPPED]++;
+      }
+    } else {
+      if (hdr10 && (hdr10[1] & 0x7f) !== 0) {
+        st[TxStat.NEEDS_SEGMENTATION]++; // a TSO frame from a TAP cannot go into a tunnel as is
+        return;
+      }
+      flatToUdp(spec.fd, f, Uint32Array.of(0), Uint32Array.of(f.length), 1, q.host!.vxlanHdr!, spec.dest, st);
     }
   }
 

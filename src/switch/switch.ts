@@ -9,6 +9,7 @@ import { InProcessDataplane, WorkerDataplane, type Dataplane, type HookModule } 
 import type { BurstHook, VlanConfig } from './engine.js';
 import { newCounters, readCounters, type PortCounters } from './counters.js';
 import type { FdbEntry } from './fdb.js';
+import { close as closeHostFd, openTap, sockaddr, udpSocket, VXLAN_PORT } from '../native/host-io.js';
 
 export interface SwitchOptions {
   /** MAC aging in seconds (default 300) */
@@ -36,10 +37,33 @@ export interface VhostPortOptions {
   packed?: boolean;
 }
 
+export interface TapPortOptions {
+  /** port name (default: the interface name) */
+  name?: string;
+  /** TAP interface name (created if it does not exist; the kernel picks one if empty) */
+  ifname: string;
+  /** let the host stack take checksum/TSO offloads (IFF_VNET_HDR + TUNSETOFFLOAD; default true) */
+  offloads?: boolean;
+  vlan?: VlanConfig;
+}
+
+export interface VxlanPortOptions {
+  name?: string;
+  /** the remote VTEP (a Linux vxlan device or OVS) */
+  remote: string;
+  vni: number;
+  /** local address to bind (default 0.0.0.0, or :: for an IPv6 remote) */
+  local?: string;
+  /** UDP port (default 4789) */
+  dstport?: number;
+  vlan?: VlanConfig;
+}
+
 export interface PortInfo {
   id: number;
   name: string;
-  kind: 'vhost-user';
+  kind: 'vhost-user' | 'tap' | 'vxlan';
+  /** vhost-user: the socket; tap: the interface; vxlan: remote:port/vni */
   socket: string;
   mode: 'server' | 'client';
   vlan: VlanConfig;
@@ -50,13 +74,15 @@ export interface PortInfo {
 interface Port {
   id: number;
   name: string;
-  kind: 'vhost-user';
+  kind: 'vhost-user' | 'tap' | 'vxlan';
   socket: string;
   mode: 'server' | 'client';
   vlan: VlanConfig;
   counters: Float64Array;
-  backend: VhostUserBackend;
-  device: NetDevice;
+  backend: VhostUserBackend | null;
+  device: NetDevice | null;
+  /** TAP / UDP fd (closed when the port goes) */
+  fd: number;
 }
 
 let macCounter = 1;
@@ -110,9 +136,49 @@ export class Switch {
       await this.dp.removePort(id);
       throw e;
     }
-    const port: Port = { id, name, kind: 'vhost-user', socket: o.socket, mode: o.mode ?? 'server', vlan, counters, backend, device };
+    const port: Port = { id, name, kind: 'vhost-user', socket: o.socket, mode: o.mode ?? 'server', vlan, counters, backend, device, fd: -1 };
     this.ports.set(name, port);
     this.log.info('port added', { port: name, socket: o.socket, mode: port.mode, vlan });
+    return this.info(port);
+  }
+
+  /** Adds a TAP port: frames between the switch and the host's network stack. */
+  async addTapPort(o: TapPortOptions): Promise<PortInfo> {
+    const tap = openTap(o.ifname, { offloads: o.offloads ?? true });
+    const name = o.name ?? tap.name;
+    return this.addHostPort(name, 'tap', tap.name, tap.fd, o.vlan, { kind: 'tap', fd: tap.fd, offloads: o.offloads ?? true });
+  }
+
+  /** Adds a VXLAN port (RFC 7348): a tunnel to a Linux vxlan device or OVS on another host. */
+  async addVxlanPort(o: VxlanPortOptions): Promise<PortInfo> {
+    if (!Number.isInteger(o.vni) || o.vni < 0 || o.vni >= 1 << 24) throw new RangeError(`VNI ${o.vni}: expected 0..16777215`);
+    const port = o.dstport ?? VXLAN_PORT;
+    const v6 = o.remote.includes(':');
+    const dest = sockaddr(o.remote, port);
+    const sock = udpSocket({ address: o.local ?? (v6 ? '::' : '0.0.0.0'), port, reuseAddr: true });
+    const name = o.name ?? `vxlan${o.vni}`;
+    return this.addHostPort(name, 'vxlan', `${o.remote}:${port}/vni ${o.vni}`, sock.fd, o.vlan, { kind: 'vxlan', fd: sock.fd, vni: o.vni, dest });
+  }
+
+  private async addHostPort(name: string, kind: 'tap' | 'vxlan', what: string, fd: number, vlan: VlanConfig | undefined, spec: import('./engine.js').HostPortSpec): Promise<PortInfo> {
+    if (this.ports.has(name)) {
+      closeHostFd(fd);
+      throw new Error(`port ${name} exists`);
+    }
+    const v = vlan ?? { mode: 'access', vid: 1 };
+    try {
+      validateVlan(v);
+    } catch (e) {
+      closeHostFd(fd);
+      throw e;
+    }
+    const id = this.nextId++;
+    const counters = newCounters();
+    await this.dp.addPort(id, name, v, counters);
+    await this.dp.attachHost(id, spec);
+    const port: Port = { id, name, kind, socket: what, mode: 'server', vlan: v, counters, backend: null, device: null, fd };
+    this.ports.set(name, port);
+    this.log.info('port added', { port: name, kind, what, vlan: v });
     return this.info(port);
   }
 
@@ -120,8 +186,9 @@ export class Switch {
     const p = this.ports.get(name);
     if (!p) throw new Error(`no port ${name}`);
     this.ports.delete(name);
-    await p.backend.stop();
+    await p.backend?.stop();
     await this.dp.removePort(p.id);
+    if (p.fd >= 0) closeHostFd(p.fd);
     this.log.info('port removed', { port: name });
   }
 
@@ -160,7 +227,7 @@ export class Switch {
   /** The vhost-user backend of a port (its session, to wait for a frontend). */
   backend(name: string): VhostUserBackend {
     const p = this.ports.get(name);
-    if (!p) throw new Error(`no port ${name}`);
+    if (!p || !p.backend) throw new Error(`no vhost-user port ${name}`);
     return p.backend;
   }
 
@@ -170,13 +237,13 @@ export class Switch {
   }
 
   private info(p: Port): PortInfo {
-    return { id: p.id, name: p.name, kind: p.kind, socket: p.socket, mode: p.mode, vlan: p.vlan, connected: p.backend.session !== null, counters: readCounters(p.counters) };
+    return { id: p.id, name: p.name, kind: p.kind, socket: p.socket, mode: p.mode, vlan: p.vlan, connected: p.backend ? p.backend.session !== null : true, counters: readCounters(p.counters) };
   }
 
   private onQueueError(portId: number, index: number, reason: string): void {
     const p = [...this.ports.values()].find((x) => x.id === portId);
     this.log.error('port queue broken by its guest', { port: p?.name ?? portId, queue: index, reason });
-    const s = p?.backend.session;
+    const s = p?.backend?.session;
     // The session stops the queue, sets DEVICE_NEEDS_RESET and signals the error fd.
     s?.failQueueByIndex(index, reason);
   }
