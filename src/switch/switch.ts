@@ -57,6 +57,8 @@ export interface VxlanPortOptions {
   /** UDP port (default 4789) */
   dstport?: number;
   vlan?: VlanConfig;
+  /** a bound UDP socket to use instead of opening one (e.g. made in another namespace); the switch owns it */
+  socketFd?: number;
 }
 
 export interface PortInfo {
@@ -155,7 +157,7 @@ export class Switch {
     const port = o.dstport ?? VXLAN_PORT;
     const v6 = o.remote.includes(':');
     const dest = sockaddr(o.remote, port);
-    const sock = udpSocket({ address: o.local ?? (v6 ? '::' : '0.0.0.0'), port, reuseAddr: true });
+    const sock = o.socketFd !== undefined ? { fd: o.socketFd } : udpSocket({ address: o.local ?? (v6 ? '::' : '0.0.0.0'), port, reuseAddr: true });
     const name = o.name ?? `vxlan${o.vni}`;
     return this.addHostPort(name, 'vxlan', `${o.remote}:${port}/vni ${o.vni}`, sock.fd, o.vlan, { kind: 'vxlan', fd: sock.fd, vni: o.vni, dest });
   }

@@ -101,3 +101,76 @@ export function offloadHdr(o: { gso?: 'tcpv4' | 'tcpv6'; gsoSize?: number; csumS
   dv.setUint16(8, o.csumOffset, true);
   return h;
 }
+
+// ---- ARP and ICMP, for tests that talk to the kernel's own stack ----------------------
+
+function ip4bytes(s: string): number[] {
+  return s.split('.').map(Number);
+}
+
+/** An Ethernet frame. */
+export function ethernet(dst: string, src: string, ethertype: number, payload: Uint8Array): Uint8Array {
+  const f = new Uint8Array(Math.max(60, 14 + payload.length));
+  f.set(macBytes(dst), 0);
+  f.set(macBytes(src), 6);
+  f[12] = ethertype >> 8;
+  f[13] = ethertype & 0xff;
+  f.set(payload, 14);
+  return f;
+}
+
+/** An ARP request "who has tpa, tell spa" from sha, broadcast. */
+export function arpRequest(sha: string, spa: string, tpa: string): Uint8Array {
+  const a = new Uint8Array(28);
+  const v = new DataView(a.buffer);
+  v.setUint16(0, 1);
+  v.setUint16(2, 0x0800);
+  a[4] = 6;
+  a[5] = 4;
+  v.setUint16(6, 1);
+  a.set(macBytes(sha), 8);
+  a.set(ip4bytes(spa), 14);
+  a.set(ip4bytes(tpa), 24);
+  return ethernet('ff:ff:ff:ff:ff:ff', sha, 0x0806, a);
+}
+
+/** If f is an ARP reply from `spa`, the sender's MAC; else null. */
+export function arpReplyFrom(f: Uint8Array, spa: string): string | null {
+  if (f.length < 42 || f[12] !== 0x08 || f[13] !== 0x06 || f[20] !== 0 || f[21] !== 2) return null;
+  if (f.subarray(28, 32).join('.') !== spa) return null;
+  return Array.from(f.subarray(22, 28), (x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+/** An ICMP echo request in IPv4 in Ethernet. */
+export function icmpEchoRequest(dst: string, src: string, srcIp: string, dstIp: string, id: number, seq: number, data = new Uint8Array(32)): Uint8Array {
+  const icmp = new Uint8Array(8 + data.length);
+  icmp[0] = 8;
+  const iv = new DataView(icmp.buffer);
+  iv.setUint16(4, id);
+  iv.setUint16(6, seq);
+  icmp.set(data, 8);
+  iv.setUint16(2, fold(inetSum(icmp)));
+  const ip = new Uint8Array(20 + icmp.length);
+  const v = new DataView(ip.buffer);
+  ip[0] = 0x45;
+  v.setUint16(2, ip.length);
+  v.setUint16(4, id);
+  ip[8] = 64;
+  ip[9] = 1;
+  ip.set(ip4bytes(srcIp), 12);
+  ip.set(ip4bytes(dstIp), 16);
+  v.setUint16(10, fold(inetSum(ip, 0, 20)));
+  ip.set(icmp, 20);
+  return ethernet(dst, src, 0x0800, ip);
+}
+
+/** Whether f is an ICMP echo reply from srcIp with this id and seq (and a valid checksum). */
+export function isEchoReply(f: Uint8Array, srcIp: string, id: number, seq: number): boolean {
+  if (f.length < 42 || f[12] !== 0x08 || f[13] !== 0x00 || f[23] !== 1) return false;
+  const ihl = (f[14] & 15) * 4;
+  const icmp = 14 + ihl;
+  const total = (f[16] << 8) | f[17];
+  if (f.subarray(26, 30).join('.') !== srcIp || f[icmp] !== 0) return false;
+  if (((f[icmp + 4] << 8) | f[icmp + 5]) !== id || ((f[icmp + 6] << 8) | f[icmp + 7]) !== seq) return false;
+  return fold(inetSum(f, icmp, 14 + total)) === 0;
+}

@@ -1,0 +1,94 @@
+// TAP and VXLAN ports against the Linux kernel, in network namespaces this test makes:
+// a guest (our frontend) reaches an address on the host side of a TAP port, and a Linux
+// vxlan device's peer in another namespace through a VXLAN port.
+import { expect } from 'chai';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Switch } from '../../src/switch/switch.js';
+import { NetGuest } from '../../src/testing/net-guest.js';
+import { Netns, ip, netnsUnavailable } from '../../src/testing/netns.js';
+import { arpReplyFrom, arpRequest, icmpEchoRequest, isEchoReply } from '../../src/testing/packets.js';
+import { setLogSink } from '../../src/log.js';
+
+const GUEST = '02:00:00:00:aa:01';
+const TAG = process.pid.toString(36).slice(-4);
+
+async function ask(g: NetGuest, frame: Uint8Array, match: (f: Uint8Array) => boolean, what: string, tries = 10): Promise<Uint8Array> {
+  for (let t = 0; t < tries; t++) {
+    g.send([frame]);
+    for (const r of await g.receive(1, 300)) if (match(r.frame)) return r.frame;
+  }
+  throw new Error(`no ${what}`);
+}
+
+describe('switch host ports (TAP, VXLAN) against the kernel', function () {
+  this.timeout(30000);
+  let dir: string;
+  let sw: Switch;
+  let g: NetGuest;
+  let old: ReturnType<typeof setLogSink>;
+  const nss: Netns[] = [];
+
+  before(() => {
+    const why = netnsUnavailable();
+    if (why) throw new Error(`cannot run the TAP/VXLAN tests: ${why}`);
+  });
+  beforeEach(async () => {
+    old = setLogSink(() => undefined);
+    dir = mkdtempSync(join(tmpdir(), 'vk-host-'));
+    sw = await Switch.create({ dataplane: 'worker' });
+    await sw.addVhostPort({ name: 'vm', socket: join(dir, 'vm.sock') });
+    g = await NetGuest.connect(join(dir, 'vm.sock'));
+    await sw.backend('vm').nextSession();
+  });
+  afterEach(async () => {
+    g.close();
+    await sw.close();
+    for (const n of nss.splice(0)) n.delete();
+    rmSync(dir, { recursive: true, force: true });
+    setLogSink(old);
+  });
+
+  it('a guest reaches an address on the host side of a TAP port (ARP, ping)', async () => {
+    const ns = new Netns(`vkt${TAG}`);
+    nss.push(ns);
+    const info = await sw.addTapPort({ ifname: `vkt${TAG}0` });
+    // The TAP fd keeps working after its interface moves into the namespace.
+    ip('link', 'set', 'dev', info.socket, 'netns', ns.name);
+    ns.ip('addr', 'add', '10.77.1.1/24', 'dev', info.socket);
+    ns.ip('link', 'set', 'dev', info.socket, 'up');
+    const reply = await ask(g, arpRequest(GUEST, '10.77.1.2', '10.77.1.1'), (f) => arpReplyFrom(f, '10.77.1.1') !== null, 'ARP reply from 10.77.1.1');
+    const hostMac = arpReplyFrom(reply, '10.77.1.1')!;
+    await ask(g, icmpEchoRequest(hostMac, GUEST, '10.77.1.2', '10.77.1.1', 7, 1), (f) => isEchoReply(f, '10.77.1.1', 7, 1), 'echo reply');
+    const c = sw.counters(info.name);
+    expect(c.tx_packets, 'frames into the host stack').to.be.at.least(2);
+    expect(c.rx_packets, 'frames from the host stack').to.be.at.least(2);
+    const fdb = await sw.fdb();
+    expect(fdb.find((e) => e.mac === hostMac)?.portName).to.equal(info.name);
+  });
+
+  it('a guest reaches a Linux vxlan device in another namespace through a VXLAN port (VNI 42)', async () => {
+    const a = new Netns(`vka${TAG}`);
+    const b = new Netns(`vkb${TAG}`);
+    nss.push(a, b);
+    a.ip('link', 'add', 'va', 'type', 'veth', 'peer', 'name', 'vb', 'netns', b.name);
+    a.ip('addr', 'add', '10.99.1.1/24', 'dev', 'va');
+    b.ip('addr', 'add', '10.99.1.2/24', 'dev', 'vb');
+    a.ip('link', 'set', 'va', 'up');
+    b.ip('link', 'set', 'vb', 'up');
+    a.ip('link', 'add', 'vx0', 'type', 'vxlan', 'id', '42', 'local', '10.99.1.1', 'remote', '10.99.1.2', 'dstport', '4789', 'dev', 'va');
+    a.ip('addr', 'add', '10.88.1.1/24', 'dev', 'vx0');
+    a.ip('link', 'set', 'vx0', 'up');
+    // The switch's end of the tunnel lives in namespace b (its socket is made there).
+    const fd = b.udpSocket('10.99.1.2', 4789);
+    const info = await sw.addVxlanPort({ remote: '10.99.1.1', vni: 42, socketFd: fd });
+    const reply = await ask(g, arpRequest(GUEST, '10.88.1.2', '10.88.1.1'), (f) => arpReplyFrom(f, '10.88.1.1') !== null, 'ARP reply through the tunnel');
+    const peerMac = arpReplyFrom(reply, '10.88.1.1')!;
+    await ask(g, icmpEchoRequest(peerMac, GUEST, '10.88.1.2', '10.88.1.1', 9, 3), (f) => isEchoReply(f, '10.88.1.1', 9, 3), 'echo reply through the tunnel');
+    const c = sw.counters(info.name);
+    expect(c.tx_packets).to.be.at.least(2);
+    expect(c.rx_packets).to.be.at.least(2);
+    expect((await sw.fdb()).find((e) => e.mac === peerMac)?.portName).to.equal(info.name);
+  });
+});
