@@ -17,7 +17,7 @@ commands:
       Connects to any vhost-user backend and prints what it offers: device features
       and protocol features by name, queue count, config space. Exits 1 if the socket
       is not a vhost-user backend.
-  switch --port [NAME=]SOCKET[,...] [--port ...] [--aging S] [--inline] [--hook FILE[:EXPORT]]
+  switch --port [NAME=]SOCKET[,...] [--tap IFNAME] [--vxlan remote=ADDR,vni=N] [--aging S] [--hook FILE[:EXPORT]]
       A software L2 switch joining QEMU guests over vhost-user (see "vhostkit switch --help").
   help
 `;

@@ -2,7 +2,7 @@
 // --tap / --vxlan, the host and other hosts). A thin layer over the Switch class.
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
-import { Switch, type VhostPortOptions } from '../switch/switch.js';
+import { Switch, type VhostPortOptions, type VxlanPortOptions } from '../switch/switch.js';
 import type { VlanConfig } from '../switch/engine.js';
 import { log } from '../log.js';
 
@@ -10,6 +10,10 @@ export const switchUsage = `vhostkit switch --port [NAME=]SOCKET[,OPTION...] [--
 
   --port [NAME=]SOCKET[,mode=server|client][,queues=N][,mac=MAC][,vlan=VID][,trunk=VID:VID...][,native=VID]
                        a vhost-user virtio-net port (name: the socket's basename)
+  --tap IFNAME[,vlan=VID][,offloads=off]
+                       a TAP port to the host's network stack (created if needed)
+  --vxlan remote=ADDR,vni=N[,local=ADDR][,dstport=P][,vlan=VID]
+                       a VXLAN port (RFC 7348, UDP 4789 by default) to a Linux vxlan device or OVS
   --aging SECONDS      MAC aging time (default 300)
   --inline             forward on the main thread (default: a data-plane worker thread)
   --hook FILE[:EXPORT] a dataplane hook module run on the data-plane thread
@@ -51,6 +55,34 @@ export function parsePortSpec(spec: string): VhostPortOptions {
   return o;
 }
 
+function kv(spec: string, first: number): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const part of spec.split(',').slice(first)) {
+    const i = part.indexOf('=');
+    if (i <= 0) throw new Error(`"${part}" in "${spec}" is not key=value`);
+    m.set(part.slice(0, i), part.slice(i + 1));
+  }
+  return m;
+}
+
+export function parseVxlanSpec(spec: string): VxlanPortOptions {
+  const m = kv(spec, 0);
+  const remote = m.get('remote');
+  const vni = Number(m.get('vni'));
+  if (!remote) throw new Error(`--vxlan ${spec}: remote= is required`);
+  if (!Number.isInteger(vni) || vni < 0 || vni >= 1 << 24) throw new Error(`--vxlan ${spec}: vni= must be 0..16777215`);
+  const o: VxlanPortOptions = { remote, vni };
+  for (const [k, v] of m) {
+    if (k === 'remote' || k === 'vni') continue;
+    if (k === 'local') o.local = v;
+    else if (k === 'dstport') o.dstport = Number(v);
+    else if (k === 'name') o.name = v;
+    else if (k === 'vlan') o.vlan = { mode: 'access', vid: Number(v) };
+    else throw new Error(`--vxlan ${spec}: unknown option ${k}`);
+  }
+  return o;
+}
+
 /** The QEMU arguments that attach a guest to a port. */
 export function qemuArgs(p: { name: string; socket: string; mode: 'server' | 'client'; mac?: string; queuePairs?: number }, idx: number): string {
   const chardev = p.mode === 'server' ? `-chardev socket,id=c${idx},path=${p.socket},reconnect=1` : `-chardev socket,id=c${idx},path=${p.socket},server=on,wait=off`;
@@ -64,6 +96,8 @@ export async function cmdSwitch(argv: string[]): Promise<void> {
     args: argv,
     options: {
       port: { type: 'string', multiple: true, default: [] },
+      tap: { type: 'string', multiple: true, default: [] },
+      vxlan: { type: 'string', multiple: true, default: [] },
       aging: { type: 'string' },
       inline: { type: 'boolean', default: false },
       hook: { type: 'string' },
@@ -76,7 +110,8 @@ export async function cmdSwitch(argv: string[]): Promise<void> {
     return;
   }
   const ports = (values.port ?? []).map(parsePortSpec);
-  if (ports.length === 0) throw new Error('switch: give at least one --port');
+  const vxlans = (values.vxlan ?? []).map(parseVxlanSpec);
+  if (ports.length + (values.tap ?? []).length + vxlans.length === 0) throw new Error('switch: give at least one --port, --tap or --vxlan');
   const aging = values.aging === undefined ? 300 : Number(values.aging);
   if (!(aging > 0)) throw new Error(`--aging ${values.aging}: expected seconds > 0`);
   let hook;
@@ -93,8 +128,18 @@ export async function cmdSwitch(argv: string[]): Promise<void> {
     lines.push(`port ${info.name}: ${info.socket} (${info.mode})\n  qemu ... ${qemuArgs({ ...info, mac, queuePairs: p.queuePairs }, i)}`);
     i++;
   }
+  for (const t of values.tap ?? []) {
+    const m = kv(t, 1);
+    const vid = m.get('vlan');
+    const info = await sw.addTapPort({ ifname: t.split(',')[0], offloads: m.get('offloads') !== 'off', vlan: vid ? { mode: 'access', vid: Number(vid) } : undefined });
+    lines.push(`port ${info.name}: TAP ${info.socket}`);
+  }
+  for (const v of vxlans) {
+    const info = await sw.addVxlanPort(v);
+    lines.push(`port ${info.name}: VXLAN ${info.socket}`);
+  }
   process.stdout.write(
-    `vhostkit switch: ${ports.length} port(s). Guests also need shareable memory:\n` +
+    `vhostkit switch: ${lines.length} port(s). Guests also need shareable memory:\n` +
       `  -object memory-backend-memfd,id=mem,size=<RAM>,share=on -numa node,memdev=mem\n` +
       lines.join('\n') +
       '\n',

@@ -6,7 +6,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NetGuest } from '../../src/testing/net-guest.js';
 import { ethFrame } from '../../src/testing/net-frames.js';
-import { parsePortSpec, qemuArgs } from '../../src/cli/switch.js';
+import { parsePortSpec, parseVxlanSpec, qemuArgs } from '../../src/cli/switch.js';
 
 const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
 
@@ -18,6 +18,9 @@ describe('vhostkit switch (CLI)', function () {
     expect(parsePortSpec('/run/x.sock,mode=client,queues=4,vlan=10')).to.deep.equal({ socket: '/run/x.sock', mode: 'client', queuePairs: 4, vlan: { mode: 'access', vid: 10 } });
     expect(parsePortSpec('t=/run/t.sock,trunk=10:20,native=1').vlan).to.deep.equal({ mode: 'trunk', allowed: [10, 20], native: 1 });
     expect(() => parsePortSpec('/x.sock,frob=1')).to.throw(/unknown option frob/);
+    expect(parseVxlanSpec('remote=10.0.0.2,vni=42,dstport=4790')).to.deep.equal({ remote: '10.0.0.2', vni: 42, dstport: 4790 });
+    expect(() => parseVxlanSpec('vni=1')).to.throw(/remote= is required/);
+    expect(() => parseVxlanSpec('remote=1.2.3.4,vni=99999999')).to.throw(/vni=/);
     expect(qemuArgs({ name: 'a', socket: '/s', mode: 'server', mac: '52:54:00:00:00:01' }, 0)).to.equal(
       '-chardev socket,id=c0,path=/s,reconnect=1 -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01',
     );
