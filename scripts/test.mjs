@@ -35,13 +35,13 @@ function run(label, args, env) {
 }
 
 const results = [];
-results.push(await run('tests', ['--recursive', 'dist/test'], {}));
+results.push(await run('tests', ['dist/test/**/*.test.js'], {}));
 
 if (process.env.VHOSTKIT_SKIP_ASAN !== '1') {
   execFileSync('bash', [join(root, 'scripts', 'build-asan.sh')], { stdio: 'inherit' });
   const asan = execFileSync('g++', ['-print-file-name=libasan.so']).toString().trim();
   results.push(
-    await run('native tests under ASan + UBSan', ['--recursive', 'dist/test/native'], {
+    await run('native tests under ASan + UBSan', ['dist/test/native/**/*.test.js'], {
       VHOSTKIT_NATIVE: 'asan',
       LD_PRELOAD: asan,
       // Node itself does not free everything at exit; leaks are checked by the fd/RSS tests.

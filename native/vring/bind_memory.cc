@@ -48,11 +48,6 @@ Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
-struct View {
-  std::shared_ptr<Mapping> map;
-  Napi::Reference<Napi::ArrayBuffer> ref;  // weak
-};
-
 class MemTableWrap : public Napi::ObjectWrap<MemTableWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
@@ -166,7 +161,16 @@ class MemTableWrap : public Napi::ObjectWrap<MemTableWrap> {
     auto* hint = new std::shared_ptr<Mapping>(r.map);
     Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, r.host(), r.size,
                                                   [](Napi::Env, void*, std::shared_ptr<Mapping>* h) { delete h; }, hint);
-    views_.push_back(Napi::Reference<Napi::ArrayBuffer>::New(ab, 0));
+    // Remember the buffer as a property of this object (not an N-API reference: see
+    // bind_queue.cc), so close() can detach it.
+    Napi::Object self = Value();
+    Napi::Value list = self.Get("__views");
+    if (!list.IsArray()) {
+      list = Napi::Array::New(env);
+      self.DefineProperty(Napi::PropertyDescriptor::Value("__views", list, napi_writable));
+    }
+    Napi::Array arr = list.As<Napi::Array>();
+    arr.Set(arr.Length(), ab);
     return ab;
   }
 
@@ -250,19 +254,21 @@ class MemTableWrap : public Napi::ObjectWrap<MemTableWrap> {
   }
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
-    for (auto& ref : views_) {
-      if (!ref.IsEmpty()) {
-        Napi::ArrayBuffer ab = ref.Value();
-        if (!ab.IsEmpty() && !ab.IsDetached()) ab.Detach();
+    Napi::Object self = Value();
+    Napi::Value list = self.Get("__views");
+    if (list.IsArray()) {
+      Napi::Array arr = list.As<Napi::Array>();
+      for (uint32_t i = 0; i < arr.Length(); i++) {
+        Napi::Value v = arr.Get(i);
+        if (v.IsArrayBuffer() && !v.As<Napi::ArrayBuffer>().IsDetached()) v.As<Napi::ArrayBuffer>().Detach();
       }
+      self.Set("__views", info.Env().Undefined());
     }
-    views_.clear();
     table_.reset();
     return info.Env().Undefined();
   }
 
   std::shared_ptr<MemTable> table_;
-  std::vector<Napi::Reference<Napi::ArrayBuffer>> views_;
 };
 
 // new DirtyLog(fd, size, offset): maps the frontend's dirty page bitmap (SET_LOG_BASE).

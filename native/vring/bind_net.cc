@@ -52,7 +52,7 @@ Napi::Value Peek(const Napi::CallbackInfo& info) {
 }
 
 // netDeliver(rxQueue, rxHdrLen, mergeable, txQueue, txHdrLen, txOffloads, chains: Uint16Array, n, stats: Uint32Array(7),
-//            vlan, rxOffloads)
+//            vlan, rxOffloads, rxMaxFrame)
 // -> 1 signalled, 0 not, < 0 the RX queue is broken (-VqError)
 Napi::Value Deliver(const Napi::CallbackInfo& info) {
   QueueView rx = UnwrapQueue(info[0]);
@@ -71,7 +71,8 @@ Napi::Value Deliver(const Napi::CallbackInfo& info) {
   if ((rx_hdr != 10 && rx_hdr != 12) || (tx_hdr != 10 && tx_hdr != 12)) {
     throw Napi::RangeError::New(info.Env(), "netDeliver: header length must be 10 or 12");
   }
-  RxTarget dst{rx.q, rx.out, rx.used_id, rx.used_len, rx.burst, rx_hdr, info[2].ToBoolean(), Offloads(info[10])};
+  RxTarget dst{rx.q, rx.out, rx.used_id, rx.used_len, rx.burst, rx_hdr, info[2].ToBoolean(), Offloads(info[10]),
+               info[11].IsNumber() ? info[11].As<Napi::Number>().Uint32Value() : 0};
   const int32_t vlan = info.Length() > 9 ? info[9].As<Napi::Number>().Int32Value() : -1;
   if (vlan < -2 || vlan > 0xffff) throw Napi::RangeError::New(info.Env(), "netDeliver: vlan must be -2, -1 or a TCI");
   TxSource src{tx.out, tx.q->memory().get(), tx_hdr, info[5].ToBoolean(), vlan};
@@ -82,7 +83,7 @@ Napi::Value Deliver(const Napi::CallbackInfo& info) {
 }
 
 // netDeliverFlat(rxQueue, rxHdrLen, mergeable, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n,
-//                hdr10: Uint8Array | null, stats: Uint32Array(7), vlan, rxOffloads)
+//                hdr10: Uint8Array | null, stats: Uint32Array(7), vlan, rxOffloads, rxMaxFrame)
 Napi::Value DeliverFlat(const Napi::CallbackInfo& info) {
   QueueView rx = UnwrapQueue(info[0]);
   const uint32_t rx_hdr = info[1].As<Napi::Number>().Uint32Value();
@@ -102,7 +103,8 @@ Napi::Value DeliverFlat(const Napi::CallbackInfo& info) {
   uint32_t* stats = Typed<uint32_t>(info[8], napi_uint32_array, 7, "stats");
   const int32_t vlan = info[9].As<Napi::Number>().Int32Value();
   if (vlan < -2 || vlan > 0xffff) throw Napi::RangeError::New(info.Env(), "netDeliverFlat: vlan must be -2, -1 or a TCI");
-  RxTarget dst{rx.q, rx.out, rx.used_id, rx.used_len, rx.burst, rx_hdr, info[2].ToBoolean(), Offloads(info[10])};
+  RxTarget dst{rx.q, rx.out, rx.used_id, rx.used_len, rx.burst, rx_hdr, info[2].ToBoolean(), Offloads(info[10]),
+               info[11].IsNumber() ? info[11].As<Napi::Number>().Uint32Value() : 0};
   DeliverStats st;
   const int32_t r = NetDeliverFlat(dst, base, offsets, lens, n, hdr10, vlan, &st);
   AddStats(stats, st);

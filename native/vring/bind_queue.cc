@@ -12,7 +12,7 @@ namespace vhostkit {
 namespace {
 
 template <typename T>
-T* ArrayPtr(Napi::Object o, const char* key, napi_typedarray_type type, size_t min_len, std::vector<Napi::ObjectReference>* keep) {
+T* ArrayPtr(Napi::Object o, const char* key, napi_typedarray_type type, size_t min_len) {
   Napi::Value v = o.Get(key);
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) {
     throw Napi::TypeError::New(o.Env(), std::string("burst array '") + key + "' has the wrong type");
@@ -22,7 +22,6 @@ T* ArrayPtr(Napi::Object o, const char* key, napi_typedarray_type type, size_t m
     throw Napi::RangeError::New(o.Env(), std::string("burst array '") + key + "' holds " + std::to_string(ta.ElementLength()) +
                                              " elements, at least " + std::to_string(min_len) + " needed");
   }
-  keep->push_back(Napi::Persistent(ta.As<Napi::Object>()));
   return reinterpret_cast<T*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
 }
 
@@ -86,16 +85,20 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     }
     out_.max_chains = max_chains;
     out_.max_segs = max_segs;
-    out_.head = ArrayPtr<uint16_t>(arrays, "head", napi_uint16_array, max_chains, &keep_);
-    out_.first_seg = ArrayPtr<uint32_t>(arrays, "firstSeg", napi_uint32_array, max_chains + 1, &keep_);
-    out_.read_len = ArrayPtr<uint32_t>(arrays, "readLen", napi_uint32_array, max_chains, &keep_);
-    out_.write_len = ArrayPtr<uint32_t>(arrays, "writeLen", napi_uint32_array, max_chains, &keep_);
-    out_.seg_region = ArrayPtr<uint32_t>(arrays, "segRegion", napi_uint32_array, max_segs, &keep_);
-    out_.seg_offset = ArrayPtr<double>(arrays, "segOffset", napi_float64_array, max_segs, &keep_);
-    out_.seg_len = ArrayPtr<uint32_t>(arrays, "segLen", napi_uint32_array, max_segs, &keep_);
-    out_.seg_flags = ArrayPtr<uint8_t>(arrays, "segFlags", napi_uint8_array, max_segs, &keep_);
-    used_id_ = ArrayPtr<uint16_t>(arrays, "usedId", napi_uint16_array, max_chains, &keep_);
-    used_len_ = ArrayPtr<uint32_t>(arrays, "usedLen", napi_uint32_array, max_chains, &keep_);
+    out_.head = ArrayPtr<uint16_t>(arrays, "head", napi_uint16_array, max_chains);
+    out_.first_seg = ArrayPtr<uint32_t>(arrays, "firstSeg", napi_uint32_array, max_chains + 1);
+    out_.read_len = ArrayPtr<uint32_t>(arrays, "readLen", napi_uint32_array, max_chains);
+    out_.write_len = ArrayPtr<uint32_t>(arrays, "writeLen", napi_uint32_array, max_chains);
+    out_.seg_region = ArrayPtr<uint32_t>(arrays, "segRegion", napi_uint32_array, max_segs);
+    out_.seg_offset = ArrayPtr<double>(arrays, "segOffset", napi_float64_array, max_segs);
+    out_.seg_len = ArrayPtr<uint32_t>(arrays, "segLen", napi_uint32_array, max_segs);
+    out_.seg_flags = ArrayPtr<uint8_t>(arrays, "segFlags", napi_uint8_array, max_segs);
+    used_id_ = ArrayPtr<uint16_t>(arrays, "usedId", napi_uint16_array, max_chains);
+    used_len_ = ArrayPtr<uint32_t>(arrays, "usedLen", napi_uint32_array, max_chains);
+    // The arrays stay alive as long as this object: a property of it, not an N-API
+    // reference (references deleted by our destructor during environment teardown, when
+    // Node has already freed them, corrupt the heap of a worker thread that exits).
+    info.This().As<Napi::Object>().DefineProperty(Napi::PropertyDescriptor::Value("__arrays", arrays, napi_default));
   }
 
  private:
@@ -206,7 +209,6 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
   BurstArrays out_;
   uint16_t* used_id_ = nullptr;
   uint32_t* used_len_ = nullptr;
-  std::vector<Napi::ObjectReference> keep_;
 };
 
 Napi::Value ErrorNames(const Napi::CallbackInfo& info) {

@@ -19,6 +19,13 @@ struct AddonData {
   Napi::FunctionReference mem_table_ctor;
   Napi::FunctionReference dirty_log_ctor;
   Napi::FunctionReference queue_ctor;
+  // Deleted by the environment's teardown, after Node has already released every
+  // reference: deleting them again here would free them twice (a worker's heap dies).
+  ~AddonData() {
+    mem_table_ctor.SuppressDestruct();
+    dirty_log_ctor.SuppressDestruct();
+    queue_ctor.SuppressDestruct();
+  }
 };
 AddonData& GetAddonData(Napi::Env env);
 // The table behind a JS MemTable object; throws a JS TypeError if v is not one.

@@ -141,6 +141,10 @@ int32_t DeliverOne(const RxTarget& dst, const MemTable& dmem, Reader& rd, const 
                    uint32_t* pending, int32_t* signal, DeliverStats* st) {
   Virtqueue& q = *dst.q;
   const BurstArrays& db = *dst.arrays;
+  if (dst.max_frame != 0 && frame > dst.max_frame && (hdr[1] & ~kGsoEcn) == kGsoNone) {
+    st->too_big++;  // over the receiver's MTU (NET_SET_MTU) and not a GSO frame it agreed to
+    return 0;
+  }
   const uint32_t total = dst.hdr_len + frame;
   uint32_t written = 0;
   uint16_t ids[kMaxMergeBuffers];

@@ -41,6 +41,7 @@ struct RxTarget {
   uint32_t hdr_len;  // 10 (legacy) or 12 (VERSION_1 / MRG_RXBUF)
   bool mergeable;
   RxOffloads offloads;  // what the receiver takes as is; anything else is done in software
+  uint32_t max_frame = 0;  // largest non-GSO frame the receiver takes (its MTU + L2 header); 0: no limit
 };
 
 struct TxSource {

@@ -4,9 +4,9 @@ import type { Virtqueue } from './virtqueue.js';
 
 interface RawNet {
   netPeek(q: unknown, n: number, hdrLen: number, out: Uint8Array, stride: number, lens: Uint32Array): void;
-  netDeliverFlat(rx: unknown, rxHdr: number, mergeable: boolean, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, hdr10: Uint8Array | null, stats: Uint32Array, vlan: number, rxOffloads: number): number;
+  netDeliverFlat(rx: unknown, rxHdr: number, mergeable: boolean, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, hdr10: Uint8Array | null, stats: Uint32Array, vlan: number, rxOffloads: number, rxMaxFrame: number): number;
   netToFlat(tx: unknown, txHdr: number, txOffloads: boolean, chains: Uint16Array, n: number, vlan: number, out: Uint8Array, offsets: Uint32Array, lens: Uint32Array, maxFrames: number, stats: Uint32Array): number;
-  netDeliver(rx: unknown, rxHdr: number, mergeable: boolean, tx: unknown, txHdr: number, txOffloads: boolean, chains: Uint16Array, n: number, stats: Uint32Array, vlan: number, rxOffloads: number): number;
+  netDeliver(rx: unknown, rxHdr: number, mergeable: boolean, tx: unknown, txHdr: number, txOffloads: boolean, chains: Uint16Array, n: number, stats: Uint32Array, vlan: number, rxOffloads: number, rxMaxFrame: number): number;
 }
 const raw = addon as RawNet;
 
@@ -34,6 +34,8 @@ export interface RxSide {
   mergeable: boolean;
   /** RxOffload bits the receiver negotiated (default 0: checksums completed, TSO segmented here) */
   offloads?: number;
+  /** largest non-GSO frame the receiver takes (MTU + 14, + 4 if tagged); 0 or absent: no limit */
+  maxFrame?: number;
 }
 
 /** VLAN operation of netDeliver: leave the frame, strip its 802.1Q tag, or insert one (a TCI). */
@@ -51,7 +53,7 @@ export const VLAN_STRIP = -2;
  * if not, or a negative VringErrorCode if the RX queue is broken.
  */
 export function netDeliver(rx: RxSide, tx: Virtqueue, txHdrLen: number, txOffloads: boolean, chains: Uint16Array, n: number, stats: Uint32Array, vlan = VLAN_KEEP): number {
-  return raw.netDeliver(rx.q.native, rx.hdrLen, rx.mergeable, tx.native, txHdrLen, txOffloads, chains, n, stats, vlan, rx.offloads ?? 0);
+  return raw.netDeliver(rx.q.native, rx.hdrLen, rx.mergeable, tx.native, txHdrLen, txOffloads, chains, n, stats, vlan, rx.offloads ?? 0, rx.maxFrame ?? 0);
 }
 
 /**
@@ -60,7 +62,7 @@ export function netDeliver(rx: RxSide, tx: Virtqueue, txHdrLen: number, txOffloa
  * virtio_net_hdr bytes per frame (offload flags), else the receiver gets a zeroed header.
  */
 export function netDeliverFlat(rx: RxSide, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, hdr10: Uint8Array | null, stats: Uint32Array, vlan = VLAN_KEEP): number {
-  return raw.netDeliverFlat(rx.q.native, rx.hdrLen, rx.mergeable, data, offsets, lens, n, hdr10, stats, vlan, rx.offloads ?? 0);
+  return raw.netDeliverFlat(rx.q.native, rx.hdrLen, rx.mergeable, data, offsets, lens, n, hdr10, stats, vlan, rx.offloads ?? 0, rx.maxFrame ?? 0);
 }
 
 /**

@@ -100,6 +100,8 @@ export interface EnginePort {
   rxOffloads: number;
   /** the guest's TX headers may carry offloads (it negotiated CSUM / HOST_TSO*) */
   txOffloads: boolean;
+  /** largest non-GSO frame delivered to the guest (MTU + 18), 0: no limit */
+  maxFrame: number;
   memory: GuestMemory | null;
   rx: RxQueue[];
   tx: Map<number, TxQueue>;
@@ -122,6 +124,8 @@ export interface QueueStartSpec {
   mergeable: boolean;
   rxOffloads: number;
   txOffloads: boolean;
+  /** the MTU the guest was told (VIRTIO_NET_F_MTU / NET_SET_MTU), 0 if none */
+  mtu: number;
 }
 
 export interface EngineEvents {
@@ -208,6 +212,7 @@ export class SwitchEngine {
       mergeable: true,
       rxOffloads: 0,
       txOffloads: false,
+      maxFrame: 0,
       memory: null,
       host: null,
       rx: [],
@@ -276,6 +281,7 @@ export class SwitchEngine {
     p.mergeable = s.mergeable;
     p.rxOffloads = s.rxOffloads;
     p.txOffloads = s.txOffloads;
+    p.maxFrame = s.mtu > 0 ? s.mtu + 18 : 0;
     if (s.index % 2 === 0) {
       // Guest RX: we fill it when frames arrive; its kicks (new buffers) are not needed.
       vq.setNotify(false);
@@ -550,7 +556,7 @@ export class SwitchEngine {
         if (m === 0) continue;
         cnt[kind] = 0;
         this.stats.fill(0);
-        const r = netDeliver({ q: q.rx[k].vq, hdrLen: q.hdrLen, mergeable: q.mergeable, offloads: q.rxOffloads }, t.vq, t.port.hdrLen, t.port.txOffloads, q.lists[k][kind], m, this.stats, kind === 0 ? VLAN_KEEP : kind === 1 ? VLAN_STRIP : q.insertTci);
+        const r = netDeliver({ q: q.rx[k].vq, hdrLen: q.hdrLen, mergeable: q.mergeable, offloads: q.rxOffloads, maxFrame: q.maxFrame }, t.vq, t.port.hdrLen, t.port.txOffloads, q.lists[k][kind], m, this.stats, kind === 0 ? VLAN_KEEP : kind === 1 ? VLAN_STRIP : q.insertTci);
         this.account(q, q.rx[k], r);
       }
     }
@@ -724,7 +730,7 @@ export class SwitchEngine {
       return;
     }
     this.stats.fill(0);
-    const r = netDeliverFlat({ q: rx.vq, hdrLen: q.hdrLen, mergeable: q.mergeable, offloads: q.rxOffloads }, data, this.flatOff, this.flatLen, m, hdr10, this.stats, op);
+    const r = netDeliverFlat({ q: rx.vq, hdrLen: q.hdrLen, mergeable: q.mergeable, offloads: q.rxOffloads, maxFrame: q.maxFrame }, data, this.flatOff, this.flatLen, m, hdr10, this.stats, op);
     this.account(q, rx, r);
   }
 

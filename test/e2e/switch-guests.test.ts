@@ -32,8 +32,10 @@ for p in ${[server, ...peers].join(' ')}; do
   i=0; until ping -c 1 -W 1 $p >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 60 ] || vk_fail "$p never answered"; done
 done
 vk_result ping=$(ping -c 3 -W 2 ${server} | sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p')
+t0=$(cut -d' ' -f1 /proc/uptime)
 i=0; until wget -q -O /tmp/f http://${server}/f 2>/dev/null; do i=$((i+1)); [ $i -lt 30 ] || vk_fail "wget failed"; sleep 1; done
-vk_result md5=$(md5sum < /tmp/f | cut -d' ' -f1) size=$(wc -c < /tmp/f)
+t1=$(cut -d' ' -f1 /proc/uptime)
+vk_result md5=$(md5sum < /tmp/f | cut -d' ' -f1) size=$(wc -c < /tmp/f) ms=$(awk "BEGIN { print int(($t1 - $t0) * 1000) }")
 `;
 
 describe('e2e: QEMU guests on the vhostkit switch', function () {
@@ -71,6 +73,7 @@ describe('e2e: QEMU guests on the vhostkit switch', function () {
       const [a, b, c] = settled.map((s) => (s as PromiseFulfilledResult<GuestRunResult>).value);
       for (const r of [a, b, c]) expect(r.results.packed, 'packed ring bit').to.equal(packed ? '1' : '0');
       for (const r of [b, c]) {
+        console.log(`      8 MiB over TCP guest to guest (${packed ? 'packed' : 'split'}, TCG): ${r.results.ms} ms = ${((8 * 1048576) / (Number(r.results.ms) / 1000) / 1e6).toFixed(1)} MB/s`);
         expect(r.results.ping).to.equal('3');
         expect(r.results.size).to.equal(String(8 << 20));
         expect(r.results.md5, 'the file arrived intact').to.equal(a.results.md5);

@@ -238,6 +238,19 @@ describe('switch features', function () {
     expect(rebuilt.equals(Buffer.from(payload))).to.equal(true);
   });
 
+  it('respects the MTU a guest was given (VIRTIO_NET_F_MTU / NET_SET_MTU): larger frames are dropped and counted', async () => {
+    const { NetFeature } = await import('../../src/virtio/net.js');
+    const { bit } = await import('../../src/virtio/features.js');
+    await start({ dataplane: 'inline' });
+    const a = await attach('a');
+    const b = await attach('b', { mtu: 1000 }, { extraFeatures: bit(NetFeature.MTU) });
+    a.send([ethFrame(B, A, 1018, 1), ethFrame(B, A, 1019, 2), ethFrame(B, A, 9000, 3)]);
+    const got = await b.receive(1);
+    await b.receive(1, 200);
+    expect(got.map((x) => x.frame.length)).to.deep.equal([1018]);
+    expect(sw.counters('b').drop_too_big).to.equal(2);
+  });
+
   it('a guest that breaks its TX ring stops only its own port (logged, NEEDS_RESET); others keep switching', async () => {
     await start({ dataplane: 'worker' });
     const a = await attach('a');

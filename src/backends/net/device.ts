@@ -133,6 +133,7 @@ export class NetDevice implements VhostUserDevice {
         mergeable: has(this.negotiated, NetFeature.MRG_RXBUF),
         rxOffloads: this.rxOffloads,
         txOffloads: this.txOffloads,
+        mtu: has(this.negotiated, NetFeature.MTU) ? this.mtu : 0,
       })
       .catch((e) => q.fail(e as Error));
   }
