@@ -71,7 +71,7 @@ Napi::Value Deliver(const Napi::CallbackInfo& info) {
   if ((rx_hdr != 10 && rx_hdr != 12) || (tx_hdr != 10 && tx_hdr != 12)) {
     throw Napi::RangeError::New(info.Env(), "netDeliver: header length must be 10 or 12");
   }
-  RxTarget dst{rx.q, rx.out, rx.used_id, rx.used_len, rx.burst, rx_hdr, info[2].ToBoolean(), Offloads(info[10]),
+  RxTarget dst{rx.q, rx.out, rx_hdr, info[2].ToBoolean(), Offloads(info[10]),
                info[11].IsNumber() ? info[11].As<Napi::Number>().Uint32Value() : 0};
   const int32_t vlan = info.Length() > 9 ? info[9].As<Napi::Number>().Int32Value() : -1;
   if (vlan < -2 || vlan > 0xffff) throw Napi::RangeError::New(info.Env(), "netDeliver: vlan must be -2, -1 or a TCI");
@@ -103,7 +103,7 @@ Napi::Value DeliverFlat(const Napi::CallbackInfo& info) {
   uint32_t* stats = Typed<uint32_t>(info[8], napi_uint32_array, 7, "stats");
   const int32_t vlan = info[9].As<Napi::Number>().Int32Value();
   if (vlan < -2 || vlan > 0xffff) throw Napi::RangeError::New(info.Env(), "netDeliverFlat: vlan must be -2, -1 or a TCI");
-  RxTarget dst{rx.q, rx.out, rx.used_id, rx.used_len, rx.burst, rx_hdr, info[2].ToBoolean(), Offloads(info[10]),
+  RxTarget dst{rx.q, rx.out, rx_hdr, info[2].ToBoolean(), Offloads(info[10]),
                info[11].IsNumber() ? info[11].As<Napi::Number>().Uint32Value() : 0};
   DeliverStats st;
   const int32_t r = NetDeliverFlat(dst, base, offsets, lens, n, hdr10, vlan, &st);

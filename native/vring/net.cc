@@ -133,9 +133,22 @@ void NetPeek(const BurstArrays& b, const MemTable& mem, uint32_t n, uint32_t hdr
 
 namespace {
 
+// Used elements staged for one Push: a frame's buffers must reach the used ring in one
+// update (a receiver that sees num_buffers = 44 but only some of them drops the frame),
+// and a mergeable 64 KiB frame can take more buffers than a burst's arrays hold.
+struct UsedStage {
+  std::vector<uint16_t> ids;
+  std::vector<uint32_t> lens;
+};
+UsedStage& Stage() {
+  thread_local UsedStage s;
+  return s;
+}
+
 // Delivers one frame (already adjusted for the VLAN operation: `frame` bytes come out of
 // `rd`) with header `hdr` into RX buffers of dst. Returns 1 delivered, 0 dropped (counted),
-// or -VqError. Used elements are staged in dst.used_id/len (*pending), flushed when full.
+// or -VqError. Used elements are staged (*pending of them, see UsedStage) and pushed, at a
+// frame boundary, once enough are staged.
 template <typename Reader>
 int32_t DeliverOne(const RxTarget& dst, const MemTable& dmem, Reader& rd, const uint8_t* hdr, uint32_t frame,
                    uint32_t* pending, int32_t* signal, DeliverStats* st) {
@@ -156,13 +169,6 @@ int32_t DeliverOne(const RxTarget& dst, const MemTable& dmem, Reader& rd, const 
       st->too_big++;
       q.Unpop(ids, nbuf);
       return 0;
-    }
-    // Make room in the staging arrays before popping (pop uses the same burst arrays).
-    if (*pending + nbuf + 1 > dst.used_cap) {
-      const int32_t r = q.Push(dst.used_id, dst.used_len, *pending);
-      *pending = 0;
-      if (r < 0) return r;
-      if (r == 1) *signal = 1;
     }
     const int32_t r = q.Pop(db, 1);
     if (r < 0) {
@@ -209,10 +215,19 @@ int32_t DeliverOne(const RxTarget& dst, const MemTable& dmem, Reader& rd, const 
     if (nb_at[0]) *nb_at[0] = static_cast<uint8_t>(nbuf & 0xff);
     if (nb_at[1]) *nb_at[1] = static_cast<uint8_t>(nbuf >> 8);
   }
+  UsedStage& us = Stage();
+  us.ids.resize(*pending + nbuf);
+  us.lens.resize(*pending + nbuf);
   for (uint32_t j = 0; j < nbuf; j++) {
-    dst.used_id[*pending] = ids[j];
-    dst.used_len[*pending] = lens[j];
+    us.ids[*pending] = ids[j];
+    us.lens[*pending] = lens[j];
     (*pending)++;
+  }
+  if (*pending >= 256) {  // a frame boundary: publish what is staged
+    const int32_t r = q.Push(us.ids.data(), us.lens.data(), *pending);
+    *pending = 0;
+    if (r < 0) return r;
+    if (r == 1) *signal = 1;
   }
   st->delivered++;
   st->bytes += frame;
@@ -288,7 +303,8 @@ int32_t DeliverFrame(const RxTarget& dst, const MemTable& dmem, Cursor cur, uint
 
 int32_t Finish(const RxTarget& dst, uint32_t pending, int32_t signal) {
   if (pending > 0) {
-    const int32_t r = dst.q->Push(dst.used_id, dst.used_len, pending);
+    UsedStage& us = Stage();
+    const int32_t r = dst.q->Push(us.ids.data(), us.lens.data(), pending);
     if (r < 0) return r;
     if (r == 1) signal = 1;
   }

@@ -35,9 +35,6 @@ struct DeliverStats {
 struct RxTarget {
   Virtqueue* q;
   const BurstArrays* arrays;  // scratch for popping RX chains (the target queue's own)
-  uint16_t* used_id;
-  uint32_t* used_len;
-  uint32_t used_cap;
   uint32_t hdr_len;  // 10 (legacy) or 12 (VERSION_1 / MRG_RXBUF)
   bool mergeable;
   RxOffloads offloads;  // what the receiver takes as is; anything else is done in software

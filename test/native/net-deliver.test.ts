@@ -107,6 +107,19 @@ describe('netDeliver / netPeek (guest TX ring -> guest RX ring, one copy)', () =
     expect(Array.from(g.hdr.subarray(0, 10))).to.deep.equal(Array.from(hdr.subarray(0, 10)));
   });
 
+  it('publishes a frame spread over more buffers than a burst holds in one used-ring update (64 KiB, 43 buffers)', () => {
+    const big = frame(65000, 8);
+    addTx(tx, big);
+    tx.drv.publish();
+    postRx(rx, 60, 1536);
+    expect(tx.q.pop()).to.equal(1);
+    netDeliver({ q: rx.q, hdrLen: HDR, mergeable: true }, tx.q, HDR, false, chains, 1, stats);
+    const [g] = receive(rx);
+    expect(g.numBuffers).to.equal(Math.ceil((65000 + HDR) / 1536));
+    expect(Buffer.from(g.frame).equals(Buffer.from(big))).to.equal(true);
+    expect(rx.canariesIntact()).to.equal(true);
+  });
+
   it('drops (and counts) when the receiver has no buffers, too-small buffers or a bad frame; never blocks or loses buffers', () => {
     addTx(tx, frame(100, 1));
     addTx(tx, frame(3000, 2));
