@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the native addon a second time with AddressSanitizer and UndefinedBehaviorSanitizer
-# into build/asan/vring.node (loaded when VHOSTKIT_NATIVE=asan). Same sources and warning
+# into build-asan/vring.node (loaded when VHOSTKIT_NATIVE=asan). Same sources and warning
 # flags as binding.gyp; -fno-sanitize-recover makes any UB finding fatal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,8 +12,8 @@ done
 [ -n "$node_inc" ] || { echo "build-asan: cannot find Node's headers (node_api.h)" >&2; exit 1; }
 napi_inc=$(node -p "require('node-addon-api').include_dir")
 srcs=$(node -e "const g=JSON.parse(require('fs').readFileSync('binding.gyp','utf8').replace(/#.*$/mg,''));console.log(g.targets[0].sources.join(' '))")
-mkdir -p build/asan
-out=build/asan/vring.node
+mkdir -p build-asan
+out=build-asan/vring.node
 # Rebuild only when a source is newer than the output.
 if [ -f "$out" ] && [ -z "$(find native binding.gyp -newer "$out" -print -quit)" ]; then exit 0; fi
 echo "build-asan: compiling $(echo $srcs | wc -w) files with -fsanitize=address,undefined"

@@ -23,7 +23,7 @@ export const nativeFlavor = process.env.VHOSTKIT_NATIVE === 'asan' ? 'asan' : 'r
 function load(): unknown {
   const root = findRoot(here);
   const file = nativeFlavor === 'asan'
-    ? join(root, 'build', 'asan', 'vring.node')
+    ? join(root, 'build-asan', 'vring.node')
     : join(root, 'build', 'Release', 'vring.node');
   if (!existsSync(file)) {
     throw new Error(`vhostkit: native addon ${file} is missing; run "npm install" (or "npm run build:asan" for the sanitizer build)`);
