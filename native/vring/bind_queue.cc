@@ -44,6 +44,8 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
                         InstanceMethod<&QueueWrap::SetRings>("setRings"),
                         InstanceMethod<&QueueWrap::Detach>("detach"),
                         InstanceMethod<&QueueWrap::SetDirtyLog>("setDirtyLog"),
+                        InstanceMethod<&QueueWrap::SetInflight>("setInflight"),
+                        InstanceMethod<&QueueWrap::ResubmitPending>("resubmitPending"),
                         InstanceMethod<&QueueWrap::GetBase>("getBase"),
                         InstanceMethod<&QueueWrap::SetBase>("setBase"),
                         InstanceMethod<&QueueWrap::SyncUsed>("syncUsedFromRing"),
@@ -136,6 +138,27 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     const bool rings = !(info[1].IsNull() || info[1].IsUndefined());
     q_->SetDirtyLog(UnwrapDirtyLog(info[0]), rings, rings ? BigU64(info[1], "usedGpa") : 0);
     return info.Env().Undefined();
+  }
+
+  // setInflight(memTable | null, offset, len): this queue's area of the inflight memory
+  // (region 0 of the table). Returns false if too small or not supported for the layout.
+  Napi::Value SetInflight(const Napi::CallbackInfo& info) {
+    if (info[0].IsNull() || info[0].IsUndefined()) {
+      q_->SetInflight(nullptr, nullptr, 0);
+      return Napi::Boolean::New(info.Env(), true);
+    }
+    std::shared_ptr<MemTable> t = UnwrapMemTable(info[0]);
+    const uint64_t off = BigU64(info[1], "offset");
+    const uint64_t len = BigU64(info[2], "len");
+    if (t->regions().empty()) return Napi::Boolean::New(info.Env(), false);
+    const Region& r = t->regions()[0];
+    if (off > r.size || len > r.size - off) throw Napi::RangeError::New(info.Env(), "setInflight: area outside the inflight memory");
+    uint8_t* host = r.host() + off;
+    return Napi::Boolean::New(info.Env(), q_->SetInflight(t, host, len));
+  }
+
+  Napi::Value ResubmitPending(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), q_->resubmit_pending());
   }
 
   Napi::Value Detach(const Napi::CallbackInfo& info) {

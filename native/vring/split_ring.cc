@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 
 #include "chain.h"
 
@@ -36,6 +38,65 @@ VqError SplitRing::SetBase(uint32_t base) {
 
 void SplitRing::SyncUsedFromRing() {
   if (device_ != nullptr) last_used_ = LoadAcquire<uint16_t>(device_ + 2);
+  if (inflight_ != nullptr && device_ != nullptr) RecoverInflight();
+}
+
+bool SplitRing::SetInflight(std::shared_ptr<MemTable> table, uint8_t* host, uint64_t len) {
+  if (host == nullptr) {
+    inflight_ = nullptr;
+    inflight_table_.reset();
+    return true;
+  }
+  if (len < 16 + 16 * static_cast<uint64_t>(size_)) return false;
+  inflight_table_ = std::move(table);
+  inflight_ = host;
+  return true;
+}
+
+// On start: an area never used (version 0) is initialized; otherwise the last batch of a
+// backend that died between writing the used ring and clearing its flags is settled, and
+// every descriptor still marked in flight is queued for resubmission, oldest first, as
+// libvhost-user's vu_check_queue_inflights does. Nothing here trusts the area: indices
+// are bounded by the queue size and a bad area is reinitialized.
+void SplitRing::RecoverInflight() {
+  resubmit_.clear();
+  resubmit_pos_ = 0;
+  const uint16_t ring_used = LoadAcquire<uint16_t>(device_ + 2);
+  const uint16_t version = LoadRelaxed<uint16_t>(inflight_ + 8);
+  const uint16_t desc_num = LoadRelaxed<uint16_t>(inflight_ + 10);
+  if (version != 1 || desc_num != size_) {
+    std::memset(inflight_, 0, 16 + 16 * static_cast<size_t>(size_));
+    StoreRelaxed<uint16_t>(inflight_ + 10, static_cast<uint16_t>(size_));
+    StoreRelaxed<uint16_t>(inflight_ + 14, ring_used);
+    StoreRelease<uint16_t>(inflight_ + 8, 1);
+    inflight_counter_ = 1;
+    return;
+  }
+  const uint16_t used_idx = LoadRelaxed<uint16_t>(inflight_ + 14);
+  if (used_idx != ring_used) {
+    // The used ring got entries whose inflight flags were not cleared yet: walk the last
+    // batch list (at most the batch size, at most the queue size) and clear them.
+    const uint32_t batch = static_cast<uint16_t>(ring_used - used_idx);
+    uint16_t i = LoadRelaxed<uint16_t>(inflight_ + 12);
+    for (uint32_t k = 0; k < batch && k < size_ && i < size_; k++) {
+      InflightDesc(i)[0] = 0;
+      i = LoadRelaxed<uint16_t>(InflightDesc(i) + 6);
+    }
+    StoreRelease<uint16_t>(inflight_ + 14, ring_used);
+  }
+  std::vector<std::pair<uint64_t, uint16_t>> live;
+  uint64_t max_counter = 0;
+  for (uint32_t i = 0; i < size_; i++) {
+    const uint64_t c = LoadRelaxed<uint64_t>(InflightDesc(i) + 8);
+    if (c > max_counter) max_counter = c;
+    if (InflightDesc(i)[0] == 1) live.emplace_back(c, static_cast<uint16_t>(i));
+  }
+  std::sort(live.begin(), live.end());
+  for (auto& e : live) resubmit_.push_back(e.second);
+  inflight_counter_ = max_counter + 1;
+  // The driver's avail ring moved past the chains we had popped: continue after them.
+  last_used_ = ring_used;
+  last_avail_ = static_cast<uint16_t>(ring_used + live.size());
 }
 
 bool SplitRing::HasAvail() const { return driver_ != nullptr && AvailIdx() != last_avail_; }
@@ -140,11 +201,40 @@ int32_t SplitRing::Pop(const BurstArrays& out, uint32_t max) {
   VqError err = VqError::kOk;
   std::string detail;
   out.first_seg[0] = 0;
-  while (n < max && n < count) {
-    const uint16_t head = LoadRelaxed<uint16_t>(driver_ + 4 + 2 * ((last_avail_ + n) & mask_));
+  // Chains a previous backend had in flight first (they were popped before: the avail
+  // ring is not read for them).
+  while (resubmit_pos_ < resubmit_.size() && n < max) {
+    const uint16_t head = resubmit_[resubmit_pos_];
+    if (in_flight_count_[head] != 0) {
+      resubmit_pos_++;
+      continue;
+    }
+    uint32_t end = seg;
+    uint64_t rlen = 0, wlen = 0;
+    bool full = false;
+    err = WalkChain(head, out, seg, &end, &rlen, &wlen, &full, &detail);
+    if (full && err == VqError::kOk) break;
+    if (err != VqError::kOk) break;
+    out.head[n] = head;
+    out.read_len[n] = static_cast<uint32_t>(std::min<uint64_t>(rlen, UINT32_MAX));
+    out.write_len[n] = static_cast<uint32_t>(std::min<uint64_t>(wlen, UINT32_MAX));
+    out.first_seg[n + 1] = end;
+    seg = end;
+    in_flight_count_[head] = 1;
+    in_flight_++;
+    resubmit_pos_++;
+    n++;
+  }
+  if (err != VqError::kOk) {
+    Fail(err, std::move(detail));
+    return n > 0 ? static_cast<int32_t>(n) : -static_cast<int32_t>(err);
+  }
+  const uint32_t resubmitted = n;
+  while (n < max && n - resubmitted < count) {
+    const uint16_t head = LoadRelaxed<uint16_t>(driver_ + 4 + 2 * ((last_avail_ + n - resubmitted) & mask_));
     if (head >= size_) {
       err = VqError::kHeadOutOfRange;
-      detail = Fmt("avail ring entry %u is head %u, outside the queue", (last_avail_ + n) & mask_, head);
+      detail = Fmt("avail ring entry %u is head %u, outside the queue", (last_avail_ + n - resubmitted) & mask_, head);
       break;
     }
     if (in_flight_count_[head] != 0) {
@@ -169,10 +259,14 @@ int32_t SplitRing::Pop(const BurstArrays& out, uint32_t max) {
     if (lg.log) LogChain(head, out, seg, end);
     seg = end;
     in_flight_count_[head] = 1;
+    if (inflight_ != nullptr) {
+      StoreRelaxed<uint64_t>(InflightDesc(head) + 8, inflight_counter_++);
+      StoreRelease<uint8_t>(InflightDesc(head), 1);
+    }
     n++;
   }
-  last_avail_ = static_cast<uint16_t>(last_avail_ + n);
-  in_flight_ += n;
+  last_avail_ = static_cast<uint16_t>(last_avail_ + n - resubmitted);
+  in_flight_ += n - resubmitted;
   // With EVENT_IDX, ask for a kick as soon as the driver adds past what we took (§2.7.10).
   if (event_idx_ && notify_enabled_ && n > 0) {
     StoreRelaxed<uint16_t>(AvailEventPtr(), last_avail_);
@@ -190,6 +284,16 @@ int32_t SplitRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) {
   if (desc_ == nullptr || !ClaimIds(ids, n)) return -1;
   const LogState lg = CurrentLog();
   const uint16_t old = last_used_;
+  if (inflight_ != nullptr) {
+    // The batch list first, so that a backend dying after the used idx update but before
+    // the flags are cleared can be settled on restart (RecoverInflight).
+    uint16_t batch_head = LoadRelaxed<uint16_t>(inflight_ + 12);
+    for (uint32_t i = 0; i < n; i++) {
+      StoreRelaxed<uint16_t>(InflightDesc(ids[i]) + 6, batch_head);
+      batch_head = ids[i];
+    }
+    StoreRelease<uint16_t>(inflight_ + 12, batch_head);
+  }
   for (uint32_t i = 0; i < n; i++) {
     TakeId(ids[i]);
     uint8_t* e = device_ + 4 + 8 * ((old + i) & mask_);
@@ -202,6 +306,10 @@ int32_t SplitRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) {
   }
   last_used_ = static_cast<uint16_t>(old + n);
   StoreRelease<uint16_t>(device_ + 2, last_used_);  // entries before idx (§2.7.8)
+  if (inflight_ != nullptr) {
+    for (uint32_t i = 0; i < n; i++) StoreRelease<uint8_t>(InflightDesc(ids[i]), 0);
+    StoreRelease<uint16_t>(inflight_ + 14, last_used_);
+  }
   if (lg.rings) lg.log->Mark(lg.used_gpa + 2, 2);
   FullFence();                                      // idx before reading used_event / flags
   if (event_idx_) {

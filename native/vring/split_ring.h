@@ -13,6 +13,8 @@ class SplitRing final : public Virtqueue {
   uint32_t GetBase() const override { return last_avail_; }
   VqError SetBase(uint32_t base) override;
   void SyncUsedFromRing() override;
+  bool SetInflight(std::shared_ptr<MemTable> table, uint8_t* host, uint64_t len) override;
+  uint32_t resubmit_pending() const override { return static_cast<uint32_t>(resubmit_.size() - resubmit_pos_); }
   int32_t Pop(const BurstArrays& out, uint32_t max) override;
   int32_t Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) override;
   void Unpop(const uint16_t* ids, uint32_t n) override;
@@ -26,6 +28,16 @@ class SplitRing final : public Virtqueue {
   uint16_t AvailIdx() const { return LoadAcquire<uint16_t>(driver_ + 2); }
   uint8_t* UsedEventPtr() const { return driver_ + 4 + 2 * size_; }
   uint8_t* AvailEventPtr() const { return device_ + 4 + 8 * size_; }
+
+  // QueueRegionSplit: u64 features; u16 version; u16 desc_num; u16 last_batch_head;
+  // u16 used_idx; then per descriptor { u8 inflight; u8 pad[5]; u16 next; u64 counter }.
+  uint8_t* InflightDesc(uint32_t i) const { return inflight_ + 16 + 16 * static_cast<size_t>(i); }
+  void RecoverInflight();
+  std::shared_ptr<MemTable> inflight_table_;
+  uint8_t* inflight_ = nullptr;
+  uint64_t inflight_counter_ = 1;
+  std::vector<uint16_t> resubmit_;  // heads to pop again, oldest first
+  size_t resubmit_pos_ = 0;
 
   const uint16_t mask_;
   uint16_t last_avail_ = 0;

@@ -82,6 +82,7 @@ void Virtqueue::Detach() {
   mem_.reset();
   SetCallFd(-1);
   SetDirtyLog(nullptr, false, 0);
+  SetInflight(nullptr, nullptr, 0);
 }
 
 VqError Virtqueue::SetRings(uint64_t desc, uint64_t driver, uint64_t device, AddrSpace space, std::string* detail) {

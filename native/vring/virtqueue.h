@@ -91,7 +91,21 @@ class Virtqueue {
   virtual uint32_t GetBase() const = 0;
   virtual VqError SetBase(uint32_t base) = 0;
   // Split only: the used index the device continues from (read from the ring on start).
+  // With an inflight area set (SetInflight), also recovers the chains that were in flight
+  // when a previous backend died: Pop returns them first, oldest first.
   virtual void SyncUsedFromRing() {}
+  // Inflight I/O tracking (vhost-user "Inflight I/O tracking", GET/SET_INFLIGHT_FD): the
+  // queue's area inside the shared inflight memory (kept mapped through `table`), `len`
+  // bytes at `host`. Split rings use the spec's QueueRegionSplit layout. Returns false if
+  // the area is too small or the layout is not supported (packed).
+  virtual bool SetInflight(std::shared_ptr<MemTable> table, uint8_t* host, uint64_t len) {
+    (void)table;
+    (void)host;
+    (void)len;
+    return false;
+  }
+  // Chains recovered from the inflight area and not yet popped again.
+  virtual uint32_t resubmit_pending() const { return 0; }
 
   // Pops up to min(max, out.max_chains) chains. Returns the count, or -error if the queue
   // is broken and nothing was popped.

@@ -58,6 +58,8 @@ interface RawQueue {
   setRings(desc: bigint, driver: bigint, device: bigint, guestPhysical: boolean): void;
   detach(): void;
   setDirtyLog(log: unknown, usedGpa: bigint | null): void;
+  setInflight(mem: unknown, offset: bigint, len: bigint): boolean;
+  resubmitPending(): number;
   getBase(): number;
   setBase(base: number): void;
   syncUsedFromRing(): void;
@@ -204,6 +206,21 @@ export class Virtqueue {
    */
   park(): number {
     return this.q.park();
+  }
+
+  /**
+   * Inflight I/O tracking (vhost-user GET/SET_INFLIGHT_FD): this queue's area, `len` bytes
+   * at `offset` of the inflight memory (region 0 of `mem`). Set before syncUsedFromRing():
+   * chains a previous backend had in flight are then popped again first. Returns false
+   * if the area is too small or the ring layout is not supported (packed: not yet).
+   */
+  setInflight(mem: GuestMemory | null, offset = 0, len = 0): boolean {
+    return this.q.setInflight(mem === null ? null : mem.raw, BigInt(offset), BigInt(len));
+  }
+
+  /** Chains recovered from the inflight area that pop() has not returned yet. */
+  get resubmitPending(): number {
+    return this.q.resubmitPending();
   }
 
   /** Forgets the rings and the memory (the queue stops). */

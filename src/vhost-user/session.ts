@@ -263,7 +263,14 @@ export class Session extends EventEmitter {
     } catch (e) {
       throw new ProtocolError(`queue ${s.index}: ${(e as Error).message}`);
     }
+    if (this.inflight && s.index < this.inflight.numQueues) {
+      const per = inflightQueueBytes(this.inflight.queueSize, layout === 'packed');
+      if (this.inflight.queueSize !== s.num || !vq.setInflight(this.inflight.memory, s.index * per, per)) {
+        this.log.warn('inflight tracking not available for this queue', { queue: s.index, layout, size: s.num, inflightQueueSize: this.inflight.queueSize });
+      }
+    }
     if (layout === 'split') vq.syncUsedFromRing();
+    if (vq.resubmitPending > 0) this.log.info('resubmitting requests in flight before the restart', { queue: s.index, count: vq.resubmitPending });
     vq.setCallFd(s.callFd);
     this.attachLog(s, vq);
     s.vq = vq;
