@@ -264,6 +264,31 @@ void TxToTap(int fd, const BurstArrays& b, const MemTable& mem, const uint16_t* 
   }
 }
 
+// sendmmsg until everything went, the socket is full (the rest is dropped and counted:
+// never block), or a message fails (counted, then the next one is tried).
+void SendAll(int fd, mmsghdr* msgs, const uint32_t* lens, uint32_t count, TxStats* st) {
+  uint32_t i = 0;
+  while (i < count) {
+    const int r = sendmmsg(fd, msgs + i, count - i, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r > 0) {
+      for (uint32_t j = i; j < i + static_cast<uint32_t>(r); j++) {
+        st->sent++;
+        st->bytes += lens[j];
+      }
+      i += static_cast<uint32_t>(r);
+    } else if (r < 0 && errno == EINTR) {
+      continue;
+    } else if (r == 0 || Full(errno)) {
+      st->dropped += count - i;
+      return;
+    } else {
+      st->errors++;
+      st->last_errno = errno;
+      i++;
+    }
+  }
+}
+
 void TxToUdp(int fd, const BurstArrays& b, const MemTable& mem, const uint16_t* chains, uint32_t n,
              const TxOptions& opts, const uint8_t vxlan_hdr[kVxlanHdrLen], const sockaddr* dest, socklen_t dest_len,
              TxStats* st) {
@@ -302,27 +327,7 @@ void TxToUdp(int fd, const BurstArrays& b, const MemTable& mem, const uint16_t* 
     msgs[m].msg_hdr.msg_iov = iov.data() + starts[m];
     msgs[m].msg_hdr.msg_iovlen = end - starts[m];
   }
-  uint32_t i = 0;
-  while (i < count) {
-    const int r = sendmmsg(fd, msgs.data() + i, count - i, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (r > 0) {
-      for (uint32_t j = i; j < i + static_cast<uint32_t>(r); j++) {
-        st->sent++;
-        st->bytes += lens[j];
-      }
-      i += static_cast<uint32_t>(r);
-    } else if (r < 0 && errno == EINTR) {
-      continue;
-    } else if (r == 0 || Full(errno)) {
-      st->dropped += count - i;  // the socket's send buffer is full
-      return;
-    } else {
-      // sendmmsg stops at the first message that fails: count it and go on after it.
-      st->errors++;
-      st->last_errno = errno;
-      i++;
-    }
-  }
+  SendAll(fd, msgs.data(), lens.data(), count, st);
 }
 
 void FlatToUdp(int fd, const uint8_t* base, const uint32_t* offsets, const uint32_t* lens, uint32_t n,
@@ -340,26 +345,7 @@ void FlatToUdp(int fd, const uint8_t* base, const uint32_t* offsets, const uint3
     msgs[k].msg_hdr.msg_iov = &iov[2 * k];
     msgs[k].msg_hdr.msg_iovlen = 2;
   }
-  uint32_t i = 0;
-  while (i < n) {
-    const int r = sendmmsg(fd, msgs.data() + i, n - i, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (r > 0) {
-      for (uint32_t j = i; j < i + static_cast<uint32_t>(r); j++) {
-        st->sent++;
-        st->bytes += lens[j];
-      }
-      i += static_cast<uint32_t>(r);
-    } else if (r < 0 && errno == EINTR) {
-      continue;
-    } else if (r == 0 || Full(errno)) {
-      st->dropped += n - i;
-      return;
-    } else {
-      st->errors++;
-      st->last_errno = errno;
-      i++;
-    }
-  }
+  SendAll(fd, msgs.data(), lens, n, st);
 }
 
 int32_t ReadTap(int fd, uint8_t* buf, uint32_t buf_len, uint32_t slot, uint32_t* offsets, uint32_t* lens,

@@ -241,6 +241,25 @@ inline uint32_t AdjustForVlan(uint32_t frame, int32_t vlan) {
   return frame;
 }
 
+// The length a frame of `len` bytes (after its header) has once delivered with the VLAN
+// operation, or 0 after counting why it cannot be delivered.
+uint32_t CheckedFrameLen(uint32_t len, int32_t vlan, DeliverStats* st) {
+  if (len < 14) {
+    st->bad++;
+    return 0;
+  }
+  const uint32_t frame = AdjustForVlan(len, vlan);
+  if (frame == 0) {
+    st->bad++;
+    return 0;
+  }
+  if (frame > kMaxFrame) {
+    st->too_big++;
+    return 0;
+  }
+  return frame;
+}
+
 // Staging for the software offload path (one per thread: the engine runs per thread).
 uint8_t* Staging() {
   thread_local std::vector<uint8_t> buf(kMaxFrame + 4096);
@@ -322,19 +341,8 @@ int32_t NetDeliver(const RxTarget& dst, const TxSource& src, const uint16_t* cha
   for (uint32_t k = 0; k < n; k++) {
     const uint32_t c = chains[k];
     const uint32_t rl = src.arrays->read_len[c];
-    if (rl < src.hdr_len + 14) {
-      st->bad++;
-      continue;
-    }
-    const uint32_t frame = AdjustForVlan(rl - src.hdr_len, src.vlan);
-    if (frame == 0) {
-      st->bad++;
-      continue;
-    }
-    if (frame > kMaxFrame) {
-      st->too_big++;
-      continue;
-    }
+    const uint32_t frame = CheckedFrameLen(rl < src.hdr_len ? 0 : rl - src.hdr_len, src.vlan, st);
+    if (frame == 0) continue;
     NetHdr sh;
     if (src.offloads) {
       uint8_t raw[10];
@@ -424,19 +432,8 @@ int32_t NetDeliverFlat(const RxTarget& dst, const uint8_t* base, const uint32_t*
   uint32_t pending = 0;
   int32_t signal = 0;
   for (uint32_t k = 0; k < n; k++) {
-    if (lens[k] < 14) {
-      st->bad++;
-      continue;
-    }
-    const uint32_t frame = AdjustForVlan(lens[k], vlan);
-    if (frame == 0) {
-      st->bad++;
-      continue;
-    }
-    if (frame > kMaxFrame) {
-      st->too_big++;
-      continue;
-    }
+    const uint32_t frame = CheckedFrameLen(lens[k], vlan, st);
+    if (frame == 0) continue;
     NetHdr sh;
     if (hdr10 != nullptr) sh = ParseNetHdr(hdr10 + 10 * static_cast<size_t>(k));
     const int32_t r = DeliverFrame(dst, *dmem, FlatCursor(base + offsets[k], lens[k]), frame, hdr10 != nullptr ? &sh : nullptr, vlan,
