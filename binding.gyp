@@ -21,7 +21,8 @@
         "native/vring/bind_io.cc",
         "native/vring/tap.cc",
         "native/vring/host_io.cc",
-        "native/vring/bind_host_io.cc"
+        "native/vring/bind_host_io.cc",
+        "native/vring/blk.cc", "native/vring/bind_blk.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -12,6 +12,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vhostkit::BindIo(env, exports);
   vhostkit::BindNet(env, exports);
   vhostkit::BindHostIo(env, exports);
+  vhostkit::BindBlk(env, exports);
   return exports;
 }
 

@@ -41,6 +41,7 @@ struct QueueView {
 QueueView UnwrapQueue(Napi::Value v);  // bind_queue.cc
 void BindNet(Napi::Env env, Napi::Object exports);  // bind_net.cc
 void BindHostIo(Napi::Env env, Napi::Object exports);  // bind_host_io.cc: TAP, VXLAN/UDP batch I/O
+void BindBlk(Napi::Env env, Napi::Object exports);  // bind_blk.cc: virtio-blk request engine
 // The log behind a JS DirtyLog object, or nullptr for null/undefined.
 std::shared_ptr<DirtyLog> UnwrapDirtyLog(Napi::Value v);
 }  // namespace vhostkit

@@ -6,6 +6,7 @@ import { ringBench } from '../testing/ring-bench.js';
 import type { RingLayout } from '../native/virtqueue.js';
 import { formatProbe, probe, type ProbeType } from '../vhost-user/probe.js';
 import { cmdSwitch, switchUsage } from './switch.js';
+import { cmdBlk } from './blk.js';
 
 const usage = `usage: vhostkit <command> [options]
 
@@ -19,6 +20,8 @@ commands:
       is not a vhost-user backend.
   switch --port [NAME=]SOCKET[,...] [--tap IFNAME] [--vxlan remote=ADDR,vni=N] [--aging S] [--hook FILE[:EXPORT]]
       A software L2 switch joining QEMU guests over vhost-user (see "vhostkit switch --help").
+  blk --socket PATH (--file IMAGE | --ram SIZE) [--read-only] [--serial ID] [--num-queues N]
+      Serve a raw image or a RAM disk as vhost-user-blk (see "vhostkit blk --help").
   help
 `;
 
@@ -94,6 +97,9 @@ try {
       break;
     case 'switch':
       await cmdSwitch(rest);
+      break;
+    case 'blk':
+      await cmdBlk(rest);
       break;
     case 'ring-bench':
       cmdRingBench(rest);

@@ -1,0 +1,140 @@
+// virtio-blk over vhost-user (virtio 1.2 §5.2): features, config space, queues. Requests
+// are parsed and executed by the native BlkEngine (native/vring/blk.cc) on its own
+// threads, straight between the file (or RAM) and guest memory; this device pops bursts
+// on kicks, submits them, and pushes completions when the engine signals them.
+import { bit, has, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VirtioDeviceId } from '../../virtio/features.js';
+import { BlkFeature, BLK_CONFIG_SIZE } from '../../virtio/blk.js';
+import { ProtocolFeature } from '../../vhost-user/protocol.js';
+import type { QueueContext, VhostUserDevice } from '../../vhost-user/device.js';
+import { BlkEngine } from '../../native/blk.js';
+import { VringError } from '../../native/virtqueue.js';
+
+export interface BlkDeviceOptions {
+  /** queues (VIRTIO_BLK_F_MQ above 1; default 1) */
+  numQueues?: number;
+  /** offer the packed ring (default true) */
+  packed?: boolean;
+  /** logical block size reported (default 512) */
+  blockSize?: number;
+  /** segments per request the driver may use (default 126) */
+  segMax?: number;
+  maxQueueSize?: number;
+  /** write cache on (writeback, CONFIG_WCE) at start; default true */
+  writeback?: boolean;
+}
+
+export class BlkDevice implements VhostUserDevice {
+  readonly kind = 'blk';
+  readonly deviceId = VirtioDeviceId.BLOCK;
+  readonly features: bigint;
+  readonly protocolFeatures = bit(ProtocolFeature.INFLIGHT_SHMFD);
+  readonly numQueues: number;
+  readonly maxQueueSize: number;
+  private readonly queues = new Map<number, QueueContext>();
+  private stopWatch: (() => void) | null = null;
+  private writeback: boolean;
+  private readonly segMax: number;
+  private readonly blockSize: number;
+
+  constructor(
+    readonly engine: BlkEngine,
+    opts: BlkDeviceOptions = {},
+  ) {
+    const nq = opts.numQueues ?? 1;
+    if (!Number.isInteger(nq) || nq < 1 || nq > 64) throw new RangeError(`num-queues ${nq}: expected 1..64`);
+    this.numQueues = nq;
+    this.maxQueueSize = opts.maxQueueSize ?? 1024;
+    this.segMax = opts.segMax ?? 126;
+    this.blockSize = opts.blockSize ?? 512;
+    this.writeback = opts.writeback ?? true;
+    this.features =
+      bit(VIRTIO_F_VERSION_1) |
+      bit(VIRTIO_RING_F_EVENT_IDX) |
+      bit(VIRTIO_RING_F_INDIRECT_DESC) |
+      (opts.packed === false ? 0n : bit(VIRTIO_F_RING_PACKED)) |
+      bit(BlkFeature.SEG_MAX) |
+      bit(BlkFeature.BLK_SIZE) |
+      bit(BlkFeature.TOPOLOGY) |
+      bit(BlkFeature.FLUSH) |
+      bit(BlkFeature.CONFIG_WCE) |
+      bit(BlkFeature.DISCARD) |
+      bit(BlkFeature.WRITE_ZEROES) |
+      (nq > 1 ? bit(BlkFeature.MQ) : 0n) |
+      (engine.readOnly ? bit(BlkFeature.RO) : 0n);
+  }
+
+  /** struct virtio_blk_config (the first 60 bytes). */
+  configSpace(): Uint8Array {
+    const b = new Uint8Array(BLK_CONFIG_SIZE);
+    const v = new DataView(b.buffer);
+    v.setBigUint64(0, this.engine.capacitySectors, true);
+    v.setUint32(8, 0, true); // size_max: no limit
+    v.setUint32(12, this.segMax, true);
+    v.setUint32(20, this.blockSize, true);
+    b[24] = 0; // physical_block_exp
+    b[25] = 0; // alignment_offset
+    v.setUint16(26, 1, true); // min_io_size (blocks)
+    v.setUint32(28, 1, true); // opt_io_size
+    b[32] = this.writeback ? 1 : 0;
+    v.setUint16(34, this.numQueues, true);
+    v.setUint32(36, 32768, true); // max_discard_sectors
+    v.setUint32(40, 1, true); // max_discard_seg
+    v.setUint32(44, 1, true); // discard_sector_alignment
+    v.setUint32(48, 32768, true); // max_write_zeroes_sectors
+    v.setUint32(52, 1, true); // max_write_zeroes_seg
+    b[56] = 1; // write_zeroes_may_unmap
+    return b;
+  }
+
+  /** SET_CONFIG: only the writeback byte (CONFIG_WCE) is writable. */
+  setConfig(offset: number, data: Uint8Array): boolean {
+    if (offset !== 32 || data.length !== 1 || data[0] > 1) return false;
+    this.writeback = data[0] === 1;
+    return true;
+  }
+
+  get writebackEnabled(): boolean {
+    return this.writeback;
+  }
+
+  queueStart(q: QueueContext): void {
+    this.queues.set(q.index, q);
+    if (this.stopWatch === null) {
+      this.stopWatch = this.engine.watch(() => {
+        for (const c of this.queues.values()) this.engine.reap(c.vq);
+      });
+    }
+  }
+
+  queueKick(q: QueueContext): void {
+    try {
+      this.engine.serve(q.vq);
+    } catch (e) {
+      if (e instanceof VringError) q.fail(e);
+      else throw e;
+    }
+  }
+
+  async queueStop(q: QueueContext): Promise<void> {
+    // Everything submitted completes and is pushed before the ring state is handed back.
+    await this.engine.drain(q.vq);
+    this.queues.delete(q.index);
+    if (this.queues.size === 0 && this.stopWatch) {
+      this.stopWatch();
+      this.stopWatch = null;
+    }
+  }
+
+  reset(): void {
+    this.queues.clear();
+    if (this.stopWatch) {
+      this.stopWatch();
+      this.stopWatch = null;
+    }
+  }
+
+  /** Whether the negotiated features carry the packed ring (for logs and tools). */
+  static packed(f: bigint): boolean {
+    return has(f, VIRTIO_F_RING_PACKED);
+  }
+}

@@ -1,0 +1,62 @@
+// A disk ready to serve: the backend (file or RAM), its native engine and the virtio-blk
+// device, with the engine's limits matching what the config space announces.
+import { closeSync, constants, fstatSync, openSync } from 'node:fs';
+import { BlkEngine } from '../../native/blk.js';
+import { BlkDevice, type BlkDeviceOptions } from './device.js';
+
+export interface DiskOptions extends BlkDeviceOptions {
+  /** a raw image file or block device */
+  file?: string;
+  /** a RAM disk of this many bytes (a multiple of 512) */
+  ramBytes?: number | bigint;
+  readOnly?: boolean;
+  /** open the file with O_DIRECT */
+  direct?: boolean;
+  /** GET_ID answer (up to 20 bytes) */
+  serial?: string;
+  /** I/O threads (default 2) */
+  threads?: number;
+}
+
+export interface Disk {
+  engine: BlkEngine;
+  device: BlkDevice;
+  /** bytes */
+  size: bigint;
+  close(): void;
+}
+
+/** Parses "1G", "512M", "4096" (bytes) into bytes. */
+export function parseSize(s: string): bigint {
+  const m = /^(\d+)([KMGT]i?B?)?$/i.exec(s.trim());
+  if (!m) throw new Error(`size ${s}: expected a number with an optional K, M, G or T suffix`);
+  const unit = (m[2] ?? '').toUpperCase()[0];
+  const mult = unit === 'K' ? 1n << 10n : unit === 'M' ? 1n << 20n : unit === 'G' ? 1n << 30n : unit === 'T' ? 1n << 40n : 1n;
+  return BigInt(m[1]) * mult;
+}
+
+export function openDisk(o: DiskOptions): Disk {
+  const limits = { maxDiscardSectors: 32768, maxDiscardSeg: 1, maxWriteZeroesSectors: 32768, maxWriteZeroesSeg: 1 };
+  let engine: BlkEngine;
+  let size: bigint;
+  if (o.ramBytes !== undefined) {
+    const bytes = BigInt(o.ramBytes);
+    if (bytes <= 0n || bytes % 512n !== 0n) throw new Error(`RAM disk of ${bytes} bytes: must be a positive multiple of 512`);
+    engine = BlkEngine.inRam(bytes / 512n, { readOnly: o.readOnly, serial: o.serial, threads: o.threads, ...limits });
+    size = bytes;
+  } else if (o.file) {
+    const flags = (o.readOnly ? constants.O_RDONLY : constants.O_RDWR) | (o.direct ? constants.O_DIRECT : 0);
+    const fd = openSync(o.file, flags);
+    try {
+      engine = BlkEngine.forFile(fd, { readOnly: o.readOnly, serial: o.serial, threads: o.threads, direct: o.direct, ...limits });
+      size = engine.capacitySectors * 512n;
+      void fstatSync(fd);
+    } finally {
+      closeSync(fd); // the engine keeps its own duplicate
+    }
+  } else {
+    throw new Error('a disk needs a file or a RAM size');
+  }
+  const device = new BlkDevice(engine, o);
+  return { engine, device, size, close: () => engine.close() };
+}

@@ -1,0 +1,81 @@
+// `vhostkit blk`: serve a raw image file or a RAM disk to a QEMU guest as vhost-user-blk.
+import { parseArgs } from 'node:util';
+import { resolve } from 'node:path';
+import { VhostUserBackend } from '../vhost-user/backend.js';
+import { openDisk, parseSize } from '../backends/blk/disk.js';
+import { log } from '../log.js';
+
+export const blkUsage = `vhostkit blk --socket PATH (--file IMAGE | --ram SIZE) [options]
+
+  --socket PATH        the vhost-user socket (server; --client to connect to QEMU's)
+  --file IMAGE         a raw image file or block device
+  --ram SIZE           a RAM disk (e.g. 1G), zeroed, never written to a file
+  --read-only          refuse writes (the guest sees VIRTIO_BLK_F_RO)
+  --direct             open the file with O_DIRECT
+  --serial ID          the GET_ID answer (20 bytes at most)
+  --num-queues N       request queues (default 1)
+  --threads N          I/O threads (default 2)
+  --client             connect to a socket QEMU listens on (server=on)
+
+Runs until SIGINT or SIGTERM; prints the QEMU arguments that attach to the disk.`;
+
+export async function cmdBlk(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      socket: { type: 'string' },
+      file: { type: 'string' },
+      ram: { type: 'string' },
+      'read-only': { type: 'boolean', default: false },
+      direct: { type: 'boolean', default: false },
+      serial: { type: 'string' },
+      'num-queues': { type: 'string' },
+      threads: { type: 'string' },
+      client: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(blkUsage + '\n');
+    return;
+  }
+  if (!values.socket) throw new Error('blk: --socket is required');
+  if (!values.file === !values.ram) throw new Error('blk: give exactly one of --file and --ram');
+  const numQueues = values['num-queues'] === undefined ? 1 : Number(values['num-queues']);
+  if (!Number.isInteger(numQueues) || numQueues < 1 || numQueues > 64) throw new Error(`--num-queues ${values['num-queues']}: expected 1..64`);
+  const threads = values.threads === undefined ? 2 : Number(values.threads);
+  if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw new Error(`--threads ${values.threads}: expected 1..64`);
+  const disk = openDisk({
+    file: values.file ? resolve(values.file) : undefined,
+    ramBytes: values.ram ? parseSize(values.ram) : undefined,
+    readOnly: values['read-only'],
+    direct: values.direct,
+    serial: values.serial,
+    numQueues,
+    threads,
+  });
+  const socket = resolve(values.socket);
+  const be = new VhostUserBackend(disk.device, { socket, mode: values.client ? 'client' : 'server', log: log.child({ disk: values.file ?? `ram:${values.ram}` }) });
+  await be.start();
+  const chardev = values.client ? `-chardev socket,id=c1,path=${socket},server=on,wait=off` : `-chardev socket,id=c1,path=${socket},reconnect=1`;
+  process.stdout.write(
+    `vhostkit blk: ${values.file ?? `RAM ${values.ram}`} (${disk.size} bytes${values['read-only'] ? ', read-only' : ''}) on ${socket}\n` +
+      `  qemu ... -object memory-backend-memfd,id=mem,size=<RAM>,share=on -numa node,memdev=mem \\\n` +
+      `    ${chardev} -device vhost-user-blk-pci,chardev=c1${numQueues > 1 ? `,num-queues=${numQueues}` : ''}\n`,
+  );
+  await new Promise<void>((done) => {
+    let stopping = false;
+    const stop = (sig: string) => {
+      if (stopping) process.exit(1);
+      stopping = true;
+      log.info('stopping', { signal: sig });
+      void be
+        .stop()
+        .then(() => disk.close())
+        .then(done, done);
+    };
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+  });
+}
