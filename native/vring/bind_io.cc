@@ -2,6 +2,7 @@
 // Conventions: fds are plain numbers; failures throw Node-style system errors (SystemError);
 // EAGAIN on the hot paths (accept, send, recv, eventfd read/write) is a return value (null or
 // false), never an exception.
+#include <sys/file.h>
 #include <uv.h>
 
 #include <cmath>
@@ -209,9 +210,22 @@ void CloseFd(const Napi::CallbackInfo& info) {
   if (int e = io::Close(FdArg(info, 0))) throw SystemError(info.Env(), e, "close");
 }
 
+// lockExclusive(fd): an exclusive, non-blocking flock on the open file (a disk image that
+// two processes must not serve at once). Returns false if another open file holds it.
+Napi::Value LockExclusive(const Napi::CallbackInfo& info) {
+  const int fd = FdArg(info, 0);
+  for (;;) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return Napi::Boolean::New(info.Env(), true);
+    if (errno == EINTR) continue;
+    if (errno == EWOULDBLOCK) return Napi::Boolean::New(info.Env(), false);
+    throw SystemError(info.Env(), errno, "flock");
+  }
+}
+
 }  // namespace
 
 void BindIo(Napi::Env env, Napi::Object exports) {
+  exports.Set("lockExclusive", Napi::Function::New(env, LockExclusive, "lockExclusive"));
   exports.Set("eventfdCreate", Napi::Function::New<EventFdCreate>(env, "eventfdCreate"));
   exports.Set("eventfdRead", Napi::Function::New<EventFdRead>(env, "eventfdRead"));
   exports.Set("eventfdWrite", Napi::Function::New<EventFdWrite>(env, "eventfdWrite"));

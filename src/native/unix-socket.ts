@@ -170,3 +170,12 @@ export class FdWatcher {
     return !this.#closed && this.#raw.active;
   }
 }
+
+/**
+ * Takes an exclusive advisory lock (flock) on an open file, without waiting. Returns false
+ * if another open file description holds it (e.g. another process serves the same image).
+ * The lock lasts until every fd of this open file description is closed.
+ */
+export function lockExclusive(fd: number): boolean {
+  return (native as unknown as { lockExclusive(fd: number): boolean }).lockExclusive(fd);
+}

@@ -49,6 +49,12 @@ for (const layout of ['split', 'packed'] as const) {
         setLogSink(old);
       });
 
+      if (kind === 'file') {
+        it('locks the image: a second server of the same file is refused', () => {
+          expect(() => openDisk({ file: img() })).to.throw(/in use: another process serves this image/);
+        });
+      }
+
       it('announces its geometry in the config space', async () => {
         const c = decodeBlkConfig((await fe.getConfig(0, 60))!);
         expect(c.capacity).to.equal(BigInt((16 * MiB) / 512));

@@ -2,6 +2,7 @@
 // device, with the engine's limits matching what the config space announces.
 import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 import { BlkEngine } from '../../native/blk.js';
+import { lockExclusive } from '../../native/unix-socket.js';
 import { BlkDevice, type BlkDeviceOptions } from './device.js';
 
 export interface DiskOptions extends BlkDeviceOptions {
@@ -48,6 +49,8 @@ export function openDisk(o: DiskOptions): Disk {
     const flags = (o.readOnly ? constants.O_RDONLY : constants.O_RDWR) | (o.direct ? constants.O_DIRECT : 0);
     const fd = openSync(o.file, flags);
     try {
+      // One server per image: the lock lives as long as the engine's duplicate of the fd.
+      if (!lockExclusive(fd)) throw new Error(`${o.file} is in use: another process serves this image (it holds the lock)`);
       engine = BlkEngine.forFile(fd, { readOnly: o.readOnly, serial: o.serial, threads: o.threads, direct: o.direct, ...limits });
       size = engine.capacitySectors * 512n;
       void fstatSync(fd);
