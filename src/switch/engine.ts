@@ -403,32 +403,41 @@ export class SwitchEngine {
     this.schedule(t); // more work: yield to the event loop first
   }
 
-  private classify(p: EnginePort, h: Uint8Array, o: number, now: number): { vid: number; tagged: boolean; dest: number } {
-    const ethertype = (h[o + 12] << 8) | h[o + 13];
-    const tagged = ethertype === ETH_P_8021Q;
+  // classify() results (fields, not a returned object: no allocation per packet).
+  private clsVid = 0;
+  private clsTagged = false;
+
+  /**
+   * Ingress VLAN, learning and lookup for the frame whose head is at h[o...]. Returns the
+   * destination port, FLOOD, or -1 (dropped and counted); sets clsVid / clsTagged.
+   */
+  private classify(p: EnginePort, h: Uint8Array, o: number, now: number): number {
+    const tagged = ((h[o + 12] << 8) | h[o + 13]) === ETH_P_8021Q;
+    this.clsTagged = tagged;
     let vid: number;
     if (p.vlan.mode === 'access') {
       if (tagged) {
         p.counters[PortCounter.DROP_VLAN]++;
-        return { vid: -1, tagged, dest: -1 };
+        return -1;
       }
       vid = p.vlan.vid;
     } else if (tagged) {
       vid = ((h[o + 14] << 8) | h[o + 15]) & 0xfff;
       if (p.vlan.allowed && !p.vlan.allowed.includes(vid)) {
         p.counters[PortCounter.DROP_VLAN]++;
-        return { vid: -1, tagged, dest: -1 };
+        return -1;
       }
     } else if (p.vlan.native !== undefined) {
       vid = p.vlan.native;
     } else {
       p.counters[PortCounter.DROP_VLAN]++;
-      return { vid: -1, tagged, dest: -1 };
+      return -1;
     }
+    this.clsVid = vid;
     if (!isMulticast(h, o + 6)) this.fdb.learn(macAt(h, o + 6), vid, p.id, now);
-    if (isMulticast(h, o)) return { vid, tagged, dest: FLOOD };
+    if (isMulticast(h, o)) return FLOOD;
     const d = this.fdb.lookup(macAt(h, o), vid, now);
-    return { vid, tagged, dest: d < 0 ? FLOOD : d };
+    return d < 0 ? FLOOD : d;
   }
 
   /** The VLAN operation to deliver a frame of `vid` to q, or null if q does not carry vid. */
@@ -476,11 +485,11 @@ export class SwitchEngine {
         c[PortCounter.DROP_HOOK]++;
         continue;
       }
-      const cls = this.classify(p, this.heads, i * HEAD, now);
-      if (cls.vid < 0) continue;
-      this.vid[i] = cls.vid;
-      this.tagged[i] = cls.tagged ? 1 : 0;
-      this.dest[i] = v >= 0 ? v : cls.dest;
+      const dest = this.classify(p, this.heads, i * HEAD, now);
+      if (dest === -1) continue;
+      this.vid[i] = this.clsVid;
+      this.tagged[i] = this.clsTagged ? 1 : 0;
+      this.dest[i] = v >= 0 ? v : dest;
       if (this.dest[i] === FLOOD) c[PortCounter.FLOODED]++;
     }
     // Group by destination port, RX queue (flow hash) and VLAN operation.
@@ -676,12 +685,12 @@ export class SwitchEngine {
         c[PortCounter.DROP_BAD]++;
         continue;
       }
-      const cls = this.classify(p, data, offsets[i], now);
-      if (cls.vid < 0) continue;
-      this.flatVid[i] = cls.vid;
-      this.flatTagged[i] = cls.tagged ? 1 : 0;
-      this.flatDest[i] = cls.dest;
-      if (cls.dest === FLOOD) c[PortCounter.FLOODED]++;
+      const dest = this.classify(p, data, offsets[i], now);
+      if (dest === -1) continue;
+      this.flatVid[i] = this.clsVid;
+      this.flatTagged[i] = this.clsTagged ? 1 : 0;
+      this.flatDest[i] = dest;
+      if (dest === FLOOD) c[PortCounter.FLOODED]++;
     }
     for (const q of this.ports.values()) {
       if (q === p) continue;
