@@ -558,15 +558,21 @@ export class SwitchEngine {
       }
       return;
     }
-    for (let k = 0; k < q.rx.length; k++) {
-      const cnt = q.counts[k];
+    // A receiver that breaks its ring is removed from q.rx during the loop (account): walk
+    // the arrays as they were (stopQueue replaces them, it does not edit them in place).
+    const rx = q.rx;
+    const lists = q.lists;
+    const counts = q.counts;
+    for (let k = 0; k < rx.length; k++) {
+      const cnt = counts[k];
       for (let kind = 0; kind < 3; kind++) {
         const m = cnt[kind];
         if (m === 0) continue;
         cnt[kind] = 0;
+        if (!q.rx.includes(rx[k])) continue; // stopped by the delivery before
         this.stats.fill(0);
-        const r = netDeliver({ q: q.rx[k].vq, hdrLen: q.hdrLen, mergeable: q.mergeable, offloads: q.rxOffloads, maxFrame: q.maxFrame }, t.vq, t.port.hdrLen, t.port.txOffloads, q.lists[k][kind], m, this.stats, kind === 0 ? VLAN_KEEP : kind === 1 ? VLAN_STRIP : q.insertTci);
-        this.account(q, q.rx[k], r);
+        const r = netDeliver({ q: rx[k].vq, hdrLen: q.hdrLen, mergeable: q.mergeable, offloads: q.rxOffloads, maxFrame: q.maxFrame }, t.vq, t.port.hdrLen, t.port.txOffloads, lists[k][kind], m, this.stats, kind === 0 ? VLAN_KEEP : kind === 1 ? VLAN_STRIP : q.insertTci);
+        this.account(q, rx[k], r);
       }
     }
   }

@@ -251,6 +251,24 @@ describe('switch features', function () {
     expect(sw.counters('b').drop_too_big).to.equal(2);
   });
 
+  it('a guest that breaks its RX ring loses only its own port; a broadcast still reaches the others', async () => {
+    await start({ dataplane: 'worker' });
+    const a = await attach('a');
+    const b = await attach('b');
+    const h = await attach('h', {}, { rxBuffers: 8 });
+    const d = h.rx.driver as import('../../src/testing/driver.js').SplitDriver;
+    // An avail entry naming a descriptor outside the ring, after the posted buffers.
+    d.setAvailRing(d.availIdx, 60000);
+    d.setAvailIdx(d.availIdx + 1);
+    for (let i = 0; i < 12; i++) a.send([ethFrame(BCAST, A, 100, i)]);
+    const got = await b.receive(12, 3000);
+    expect(got.length, 'b got every broadcast').to.equal(12);
+    const deadline = Date.now() + 3000;
+    while (sw.counters('h').queue_errors === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(sw.counters('h').queue_errors).to.equal(1);
+    expect(logs.some((l) => l.level === 'error' && /HEAD_OUT_OF_RANGE/.test(String(l.reason)))).to.equal(true);
+  });
+
   it('a guest that breaks its TX ring stops only its own port (logged, NEEDS_RESET); others keep switching', async () => {
     await start({ dataplane: 'worker' });
     const a = await attach('a');
