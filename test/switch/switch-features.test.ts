@@ -289,7 +289,8 @@ describe('switch features', function () {
     const deadline = Date.now() + 3000;
     while (sw.counters('h').queue_errors === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     expect(sw.counters('h').queue_errors).to.equal(1);
-    await new Promise((r) => setTimeout(r, 50));
+    const logged = () => logs.some((l) => l.level === 'error' && /DESC_LOOP/.test(String(l.reason))) && sw.backend('h').session!.queues()[1].broken;
+    while (!logged() && Date.now() < deadline + 2000) await new Promise((r) => setTimeout(r, 10));
     expect(logs.some((l) => l.level === 'error' && /DESC_LOOP/.test(String(l.reason)))).to.equal(true);
     expect(sw.backend('h').session!.queues()[1].broken).to.equal(true);
     for (let i = 0; i < 5; i++) {
