@@ -135,6 +135,8 @@ export interface EngineEvents {
 export class SwitchEngine {
   readonly fdb: Fdb;
   private readonly ports = new Map<number, EnginePort>();
+  /** the same ports as an array, for the per-packet flood loop (no iterator per packet) */
+  private portList: EnginePort[] = [];
   private readonly byName = new Map<string, number>();
   private paused = false;
   private readonly pendingService = new Set<TxQueue>();
@@ -223,6 +225,7 @@ export class SwitchEngine {
       touched: false,
     });
     this.byName.set(name, id);
+    this.portList = [...this.ports.values()];
   }
 
   /** Makes port `id` a TAP or VXLAN port: frames read from its fd are switched, frames for it written there. */
@@ -255,6 +258,7 @@ export class SwitchEngine {
     p.host?.watcher.close();
     p.memory?.close();
     this.ports.delete(id);
+    this.portList = [...this.ports.values()];
     this.byName.delete(p.name);
     this.fdb.flushPort(id);
   }
@@ -497,7 +501,8 @@ export class SwitchEngine {
       const d = this.dest[i];
       if (d === -1) continue;
       if (d === FLOOD) {
-        for (const q of this.ports.values()) if (q !== p) this.stage(q, i);
+        const all = this.portList;
+        for (let k = 0; k < all.length; k++) if (all[k] !== p) this.stage(all[k], i);
       } else {
         const q = this.ports.get(d);
         if (q && q !== p) this.stage(q, i);
@@ -698,7 +703,7 @@ export class SwitchEngine {
       this.flatDest[i] = dest;
       if (dest === FLOOD) c[PortCounter.FLOODED]++;
     }
-    for (const q of this.ports.values()) {
+    for (const q of this.portList) {
       if (q === p) continue;
       // frames for q, grouped by VLAN operation
       for (let kind = 0; kind < 3; kind++) {
