@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <vector>
+
 #include "bindings.h"
 #include "handles.h"
 #include "virtqueue.h"
@@ -52,6 +54,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
                         InstanceMethod<&QueueWrap::SetCallFd>("setCallFd"),
                         InstanceMethod<&QueueWrap::Pop>("pop"),
                         InstanceMethod<&QueueWrap::Push>("push"),
+                        InstanceMethod<&QueueWrap::Unpop>("unpop"),
                         InstanceMethod<&QueueWrap::Signal>("signal"),
                         InstanceMethod<&QueueWrap::SetNotify>("setNotify"),
                         InstanceMethod<&QueueWrap::HasAvail>("hasAvail"),
@@ -210,6 +213,21 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     return Napi::Number::New(info.Env(), r);
   }
 
+  // unpop(ids: number[]): gives back the last chains popped (ids in pop order).
+  Napi::Value Unpop(const Napi::CallbackInfo& info) {
+    if (!info[0].IsArray()) throw Napi::TypeError::New(info.Env(), "unpop: an array of ids");
+    const Napi::Array a = info[0].As<Napi::Array>();
+    if (a.Length() > out_.max_chains) throw Napi::RangeError::New(info.Env(), "unpop of more than the burst size");
+    std::vector<uint16_t> ids;
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      const uint32_t id = a.Get(i).As<Napi::Number>().Uint32Value();
+      if (id > 0xffff) throw Napi::RangeError::New(info.Env(), "unpop: id out of range");
+      ids.push_back(static_cast<uint16_t>(id));
+    }
+    q_->Unpop(ids.data(), static_cast<uint32_t>(ids.size()));
+    return info.Env().Undefined();
+  }
+
   Napi::Value Signal(const Napi::CallbackInfo& info) {
     q_->Signal();
     return info.Env().Undefined();
@@ -237,7 +255,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
 Napi::Value ErrorNames(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
-  for (int32_t i = 0; i <= static_cast<int32_t>(VqError::kBaseOutOfRange); i++) {
+  for (int32_t i = 0; i <= static_cast<int32_t>(VqError::kInflightCorrupt); i++) {
     o.Set(static_cast<uint32_t>(i), Napi::String::New(env, VqErrorName(static_cast<VqError>(i))));
   }
   return o;

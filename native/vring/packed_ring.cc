@@ -1,6 +1,8 @@
 #include "packed_ring.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 
 #include "chain.h"
 
@@ -60,19 +62,20 @@ bool PackedRing::HasAvail() const {
   return desc_ != nullptr && Avail(LoadAcquire<uint16_t>(desc_ + 16 * last_avail_ + 14));
 }
 
-VqError PackedRing::WalkChain(const BurstArrays& out, uint32_t first, uint32_t* end, uint16_t* id, uint32_t* ndesc,
+VqError PackedRing::WalkChain(const uint8_t* ring, uint32_t start, uint32_t ring_len, uint32_t max_desc,
+                              const BurstArrays& out, uint32_t first, uint32_t* end, uint16_t* id, uint32_t* ndesc,
                               uint64_t* rlen, uint64_t* wlen, bool* full, std::string* detail) {
   ChainBuilder cb(out, first, *mem_);
-  uint32_t idx = last_avail_;
+  uint32_t idx = start;
   uint32_t count = 0;
   for (;;) {
-    if (++count > size_) {
-      *detail = Fmt("chain at %u is longer than the queue size %u", last_avail_, size_);
+    if (++count > max_desc) {
+      *detail = Fmt("chain at %u is longer than %u descriptors", start, max_desc);
       return VqError::kChainTooLong;
     }
     // The head's flags were read with acquire by the caller; the driver wrote the rest
     // of the chain before it, so plain reads see them. Each descriptor is read once.
-    const RawDesc d = ReadDesc(desc_ + 16 * idx);
+    const RawDesc d = ReadDesc(ring + 16 * idx);
     const uint16_t flags = d.b;
     if (flags & kDescIndirect) {
       if (!indirect_ok_) {
@@ -111,7 +114,7 @@ VqError PackedRing::WalkChain(const BurstArrays& out, uint32_t first, uint32_t* 
       *id = d.a;
       break;
     }
-    if (++idx == size_) idx = 0;
+    if (++idx == ring_len) idx = 0;
   }
   *ndesc = count;
   *end = cb.end();
@@ -130,13 +133,46 @@ int32_t PackedRing::Pop(const BurstArrays& out, uint32_t max) {
   VqError err = VqError::kOk;
   std::string detail;
   out.first_seg[0] = 0;
-  while (n < max) {
+  // Chains a previous backend had in flight first, from their saved copies (their ring
+  // slots may hold used descriptors by now).
+  while (resubmit_pos_ < resubmit_.size() && n < max) {
+    const uint16_t id = resubmit_[resubmit_pos_];
+    const uint32_t saved = resubmit_ndesc_[resubmit_pos_];
+    chain_copy_.resize(16 * static_cast<size_t>(saved));
+    for (uint32_t k = 0, e = pool_first_[id]; k < saved; k++, e = pool_next_[e]) {
+      __builtin_memcpy(chain_copy_.data() + 16 * k, PoolDesc(e), 16);
+    }
+    uint32_t end = seg, ndesc = 0;
+    uint16_t cid = 0;
+    uint64_t rlen = 0, wlen = 0;
+    bool full = false;
+    err = WalkChain(chain_copy_.data(), 0, saved, saved, out, seg, &end, &cid, &ndesc, &rlen, &wlen, &full, &detail);
+    if (full && err == VqError::kOk) break;
+    if (err == VqError::kOk && (cid != id || ndesc != saved || rlen > UINT32_MAX || wlen > UINT32_MAX)) {
+      err = VqError::kInflightCorrupt;
+      detail = Fmt("the saved copy of in-flight buffer id %u does not hold its chain (%u descriptors)", id, saved);
+    }
+    if (err != VqError::kOk) break;
+    out.head[n] = id;
+    out.read_len[n] = static_cast<uint32_t>(rlen);
+    out.write_len[n] = static_cast<uint32_t>(wlen);
+    out.first_seg[n + 1] = end;
+    if (lg.log) LogChain(id, out, seg, end);
+    seg = end;
+    in_flight_count_[id] = ndesc;
+    resubmitted_[id] = 1;
+    in_flight_++;
+    resubmit_pos_++;
+    n++;
+  }
+  const uint32_t resubmitted = n;
+  while (n < max && err == VqError::kOk) {
     if (!Avail(LoadAcquire<uint16_t>(desc_ + 16 * last_avail_ + 14))) break;
     uint32_t end = seg, ndesc = 0;
     uint16_t id = 0;
     uint64_t rlen = 0, wlen = 0;
     bool full = false;
-    err = WalkChain(out, seg, &end, &id, &ndesc, &rlen, &wlen, &full, &detail);
+    err = WalkChain(desc_, last_avail_, size_, size_, out, seg, &end, &id, &ndesc, &rlen, &wlen, &full, &detail);
     if (full && err == VqError::kOk) break;
     if (err == VqError::kOk) {
       if (id >= size_) {
@@ -148,6 +184,9 @@ int32_t PackedRing::Pop(const BurstArrays& out, uint32_t max) {
       } else if (rlen > UINT32_MAX || wlen > UINT32_MAX) {
         err = VqError::kChainTooLong;
         detail = Fmt("chain of buffer id %u holds 4 GiB or more", id);
+      } else if (inflight_ != nullptr && !SaveChain(id, last_avail_, ndesc)) {
+        err = VqError::kChainTooLong;
+        detail = Fmt("buffer id %u would put more than %u descriptors in flight", id, size_);
       }
     }
     if (err != VqError::kOk) break;
@@ -165,7 +204,8 @@ int32_t PackedRing::Pop(const BurstArrays& out, uint32_t max) {
     }
     n++;
   }
-  in_flight_ += n;
+  in_flight_ += n - resubmitted;
+  if (inflight_ != nullptr && n > resubmitted) CommitAvail(inflight_counter_ - 1);
   if (event_idx_ && notify_enabled_ && n > 0) WriteDeviceEvent(kEventDesc, lg);
   if (err != VqError::kOk) {
     Fail(err, std::move(detail));
@@ -179,6 +219,25 @@ int32_t PackedRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) 
   if (desc_ == nullptr || !ClaimIds(ids, n)) return -1;
   const uint16_t start = last_used_;
   const LogState lg = CurrentLog();
+  if (inflight_ != nullptr) {
+    // Mark the batch before the ring sees it: a backend dying from here until the
+    // commit below leaves the area saying which ids were being completed and where the
+    // used position ends; recovery checks the ring for the batch's head flags.
+    uint32_t pos = last_used_;
+    bool wrap = used_wrap_;
+    for (uint32_t i = 0; i < n; i++) {
+      const uint32_t ndesc = in_flight_count_[ids[i]] & ~kClaimed;
+      StoreRelaxed<uint8_t>(Record(ids[i]), 2);
+      FreeChain(ids[i], ndesc);
+      pos += ndesc;
+      if (pos >= size_) {
+        pos -= size_;
+        wrap = !wrap;
+      }
+    }
+    StoreRelaxed<uint16_t>(inflight_ + 18, static_cast<uint16_t>(pos | (wrap ? 0x8000 : 0)));
+    StoreRelease<uint8_t>(inflight_ + 6, 1);
+  }
   uint16_t head_flags = 0;
   uint8_t* head = nullptr;
   // Write every id/len, then the flags, the first element's flags last, so the driver
@@ -204,6 +263,14 @@ int32_t PackedRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) 
     last_used_ = static_cast<uint16_t>(next);
   }
   StoreRelease<uint16_t>(head + 14, head_flags);
+  if (inflight_ != nullptr) {
+    for (uint32_t i = 0; i < n; i++) {
+      StoreRelaxed<uint8_t>(Record(ids[i]), 0);
+      resubmitted_[ids[i]] = 0;
+    }
+    StoreRelease<uint16_t>(inflight_ + 16, UsedPos());
+    StoreRelease<uint8_t>(inflight_ + 6, 0);
+  }
   if (lg.rings) {
     // The used descriptors written: [start, last_used_) around the ring (all of it if
     // the batch went round exactly once).
@@ -240,11 +307,25 @@ void PackedRing::Unpop(const uint16_t* ids, uint32_t n) {
     const uint32_t c = in_flight_count_[id];
     in_flight_count_[id] = 0;
     in_flight_--;
+    if (resubmitted_[id]) {
+      // A resubmitted chain goes back to the resubmission list (chains are given back
+      // in reverse pop order, and resubmitted ones were popped first).
+      resubmitted_[id] = 0;
+      if (resubmit_pos_ > 0) resubmit_[--resubmit_pos_] = id;
+      continue;
+    }
     if (last_avail_ >= c) {
       last_avail_ = static_cast<uint16_t>(last_avail_ - c);
     } else {
       last_avail_ = static_cast<uint16_t>(last_avail_ + size_ - c);
       avail_wrap_ = !avail_wrap_;
+    }
+    if (inflight_ != nullptr) {
+      // One store takes the chain out of the committed pops (its counter is above the
+      // committed one), then the record is freed.
+      CommitAvail(LoadRelaxed<uint64_t>(Record(id) + 8) - 1);
+      StoreRelease<uint8_t>(Record(id), 0);
+      FreeChain(id, c);
     }
   }
 }
@@ -263,6 +344,166 @@ bool PackedRing::SetNotify(bool enable) {
   WriteDeviceEvent(!enable ? kEventDisable : event_idx_ ? kEventDesc : kEventEnable, CurrentLog());
   FullFence();
   return HasAvail();
+}
+
+// ---- Inflight I/O tracking (layout in packed_ring.h) ----
+
+bool PackedRing::SetInflight(std::shared_ptr<MemTable> table, uint8_t* host, uint64_t len) {
+  resubmit_.clear();
+  resubmit_ndesc_.clear();
+  resubmit_pos_ = 0;
+  if (host == nullptr) {
+    inflight_ = nullptr;
+    inflight_table_.reset();
+    return true;
+  }
+  if (len < InflightBytes(size_)) return false;
+  inflight_table_ = std::move(table);
+  inflight_ = host;
+  pool_first_.assign(size_, 0);
+  pool_next_.assign(size_, 0);
+  resubmitted_.assign(size_, 0);
+  return true;
+}
+
+void PackedRing::SyncUsedFromRing() {
+  if (inflight_ == nullptr || desc_ == nullptr) return;
+  if (LoadAcquire<uint32_t>(inflight_) == kInflightMagic && LoadRelaxed<uint16_t>(inflight_ + 4) == size_ &&
+      RecoverInflight()) {
+    return;
+  }
+  InitInflight();
+}
+
+void PackedRing::CommitAvail(uint64_t counter) {
+  StoreRelease<uint64_t>(inflight_ + 8, (counter << 16) | AvailPos());
+}
+
+// A fresh area (or one that cannot be trusted): nothing in flight, the ring state is the
+// one SET_VRING_BASE gave.
+void PackedRing::InitInflight() {
+  StoreRelease<uint32_t>(inflight_, 0);
+  std::memset(inflight_ + 4, 0, InflightBytes(size_) - 4);
+  StoreRelaxed<uint16_t>(inflight_ + 4, static_cast<uint16_t>(size_));
+  StoreRelaxed<uint64_t>(inflight_ + 8, AvailPos());
+  StoreRelaxed<uint16_t>(inflight_ + 16, UsedPos());
+  StoreRelease<uint32_t>(inflight_, kInflightMagic);
+  inflight_counter_ = 1;
+  pool_free_.clear();
+  for (uint32_t i = size_; i-- > 0;) pool_free_.push_back(static_cast<uint16_t>(i));
+  resubmit_.clear();
+  resubmit_ndesc_.clear();
+  resubmit_pos_ = 0;
+}
+
+bool PackedRing::RecoverInflight() {
+  resubmit_.clear();
+  resubmit_ndesc_.clear();
+  resubmit_pos_ = 0;
+  uint16_t used = LoadRelaxed<uint16_t>(inflight_ + 16);
+  const uint64_t ac = LoadRelaxed<uint64_t>(inflight_ + 8);
+  const uint16_t avail = static_cast<uint16_t>(ac);
+  const uint64_t committed = ac >> 16;
+  if ((used & 0x7fff) >= size_ || (avail & 0x7fff) >= size_) return false;
+  const bool batch = LoadRelaxed<uint8_t>(inflight_ + 6) == 1;
+  bool published = false;
+  if (batch) {
+    const uint16_t batch_used = LoadRelaxed<uint16_t>(inflight_ + 18);
+    if ((batch_used & 0x7fff) >= size_) return false;
+    // The batch's head descriptor (at the committed used position) was written last. It
+    // still holds the driver's available descriptor of this round unless the batch was
+    // published (then it is used, or already made available again by the driver in the
+    // next round).
+    const uint16_t f = LoadAcquire<uint16_t>(desc_ + 16 * (used & 0x7fff) + 14);
+    const bool w = (used >> 15) != 0;
+    published = !(((f & kDescAvail) != 0) == w && ((f & kDescUsed) != 0) != w);
+    if (published) used = batch_used;
+  }
+  std::vector<std::pair<uint64_t, uint16_t>> live;
+  std::vector<uint8_t> pool_used(size_, 0);
+  uint64_t max_counter = committed;
+  uint32_t total = 0;
+  for (uint32_t id = 0; id < size_; id++) {
+    uint8_t* r = Record(id);
+    const uint8_t state = LoadRelaxed<uint8_t>(r);
+    const uint64_t counter = LoadRelaxed<uint64_t>(r + 8);
+    if (counter > max_counter) max_counter = counter;
+    // 2: being completed when the backend died; done if its batch reached the ring.
+    const bool live_state = state == 1 || (state == 2 && !(batch && published));
+    if (!live_state || counter > committed) continue;  // completed, free, or popped in a burst never committed
+    const uint16_t ndesc = LoadRelaxed<uint16_t>(r + 2);
+    uint16_t e = LoadRelaxed<uint16_t>(r + 4);
+    if (ndesc == 0 || ndesc > size_) return false;
+    pool_first_[id] = e;
+    for (uint32_t k = 0; k < ndesc; k++) {
+      if (e >= size_ || pool_used[e]) return false;
+      pool_used[e] = 1;
+      const uint16_t next = LoadRelaxed<uint16_t>(PoolNext(e));
+      pool_next_[e] = next;
+      if (k + 1 < ndesc) e = next;
+    }
+    total += ndesc;
+    live.emplace_back(counter, static_cast<uint16_t>(id));
+  }
+  // The descriptors in flight are exactly those between the used and avail positions.
+  const uint32_t ua = (used & 0x7fff), aa = (avail & 0x7fff);
+  const bool same_wrap = (used >> 15) == (avail >> 15);
+  if (same_wrap ? aa < ua : aa > ua) return false;
+  const uint32_t distance = same_wrap ? aa - ua : aa + size_ - ua;
+  if (distance != total) return false;
+
+  // The area is consistent: settle it, then continue from it.
+  std::sort(live.begin(), live.end());
+  std::vector<uint8_t> is_live(size_, 0);
+  for (auto& e : live) is_live[e.second] = 1;
+  for (uint32_t id = 0; id < size_; id++) StoreRelaxed<uint8_t>(Record(id), is_live[id]);
+  StoreRelaxed<uint16_t>(inflight_ + 16, used);
+  StoreRelease<uint8_t>(inflight_ + 6, 0);
+  for (auto& e : live) {
+    resubmit_.push_back(e.second);
+    resubmit_ndesc_.push_back(LoadRelaxed<uint16_t>(Record(e.second) + 2));
+  }
+  pool_free_.clear();
+  for (uint32_t i = size_; i-- > 0;) {
+    if (!pool_used[i]) pool_free_.push_back(static_cast<uint16_t>(i));
+  }
+  inflight_counter_ = max_counter + 1;
+  last_avail_ = static_cast<uint16_t>(aa);
+  avail_wrap_ = (avail >> 15) != 0;
+  last_used_ = static_cast<uint16_t>(ua);
+  used_wrap_ = (used >> 15) != 0;
+  signalled_used_valid_ = false;
+  return true;
+}
+
+bool PackedRing::SaveChain(uint16_t id, uint32_t start, uint32_t ndesc) {
+  if (pool_free_.size() < ndesc) return false;
+  uint16_t first = 0, prev = 0;
+  for (uint32_t k = 0; k < ndesc; k++) {
+    const uint16_t e = pool_free_.back();
+    pool_free_.pop_back();
+    uint32_t slot = start + k;
+    if (slot >= size_) slot -= size_;
+    __builtin_memcpy(PoolDesc(e), desc_ + 16 * slot, 16);
+    if (k == 0) {
+      first = e;
+    } else {
+      pool_next_[prev] = e;
+      StoreRelaxed<uint16_t>(PoolNext(prev), e);
+    }
+    prev = e;
+  }
+  pool_first_[id] = first;
+  uint8_t* r = Record(id);
+  StoreRelaxed<uint16_t>(r + 2, static_cast<uint16_t>(ndesc));
+  StoreRelaxed<uint16_t>(r + 4, first);
+  StoreRelaxed<uint64_t>(r + 8, inflight_counter_++);
+  StoreRelease<uint8_t>(r, 1);
+  return true;
+}
+
+void PackedRing::FreeChain(uint16_t id, uint32_t ndesc) {
+  for (uint32_t k = 0, e = pool_first_[id]; k < ndesc; k++, e = pool_next_[e]) pool_free_.push_back(static_cast<uint16_t>(e));
 }
 
 }  // namespace vhostkit

@@ -11,9 +11,12 @@ namespace vhostkit {
 
 class PackedRing final : public Virtqueue {
  public:
-  explicit PackedRing(uint32_t size) : Virtqueue(true, size) {}
+  explicit PackedRing(uint32_t size) : Virtqueue(true, size), resubmitted_(size, 0) {}
   uint32_t GetBase() const override;
   VqError SetBase(uint32_t base) override;
+  void SyncUsedFromRing() override;
+  bool SetInflight(std::shared_ptr<MemTable> table, uint8_t* host, uint64_t len) override;
+  uint32_t resubmit_pending() const override { return static_cast<uint32_t>(resubmit_.size() - resubmit_pos_); }
   int32_t Pop(const BurstArrays& out, uint32_t max) override;
   int32_t Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) override;
   void Unpop(const uint16_t* ids, uint32_t n) override;
@@ -22,9 +25,59 @@ class PackedRing final : public Virtqueue {
 
  private:
   bool Avail(uint16_t flags) const;
-  VqError WalkChain(const BurstArrays& out, uint32_t first, uint32_t* end, uint16_t* id, uint32_t* ndesc,
-                    uint64_t* rlen, uint64_t* wlen, bool* full, std::string* detail);
+  // Walks the chain that starts at descriptor `start` of `ring` (ring_len descriptors,
+  // wrapping), at most max_desc descriptors long.
+  VqError WalkChain(const uint8_t* ring, uint32_t start, uint32_t ring_len, uint32_t max_desc, const BurstArrays& out,
+                    uint32_t first, uint32_t* end, uint16_t* id, uint32_t* ndesc, uint64_t* rlen, uint64_t* wlen,
+                    bool* full, std::string* detail);
   void WriteDeviceEvent(uint16_t flags, const LogState& lg);
+
+  // Inflight I/O tracking for packed rings. The device writes used descriptors over the
+  // ring slots of chains still in flight (out-of-order completion), so the area keeps a
+  // copy of each in-flight chain's descriptors, and the device's own ring state (QEMU
+  // cannot restore a packed ring's position after a backend died). Private layout
+  // (QEMU does not read the area; sizes agree through GET_INFLIGHT_FD):
+  //   0  u32 magic "VKP1"     4  u16 desc_num     6  u8 batch_valid
+  //   8  u64 avail_commit: bits 0-15 avail position | wrap << 15, bits 16-63 the counter of
+  //      the last chain popped; one store commits a whole pop burst
+  //   16 u16 used_commit (position | wrap << 15)   18 u16 batch_used (used_commit after the
+  //      batch being pushed)
+  //   64 records [desc_num] { u8 state (0 free, 1 in flight, 2 completing); u8 pad;
+  //      u16 ndesc; u16 first pool entry; u16 pad; u64 counter }
+  //   64 + 16 n  pool [desc_num] descriptor copies (16 bytes)
+  //   64 + 32 n  pool_next [desc_num] u16
+  // Recovery (SyncUsedFromRing on start) settles a push batch that was cut short (did its
+  // head flags reach the ring?), drops chains of a pop burst that was not committed, and
+  // resubmits the rest from their copies, oldest first. The area is shared with the
+  // frontend: everything read from it is bounds-checked, and an inconsistent area is
+  // reinitialized (nothing resubmitted).
+  static constexpr uint32_t kInflightMagic = 0x31504b56;  // "VKP1"
+ public:
+  static uint64_t InflightBytes(uint32_t size) { return 64 + 34 * static_cast<uint64_t>(size); }
+
+ private:
+  uint8_t* Record(uint32_t id) const { return inflight_ + 64 + 16 * static_cast<size_t>(id); }
+  uint8_t* PoolDesc(uint32_t i) const { return inflight_ + 64 + 16 * (static_cast<size_t>(size_) + i); }
+  uint8_t* PoolNext(uint32_t i) const { return inflight_ + 64 + 32 * static_cast<size_t>(size_) + 2 * i; }
+  uint16_t AvailPos() const { return static_cast<uint16_t>(last_avail_ | (avail_wrap_ ? 0x8000 : 0)); }
+  uint16_t UsedPos() const { return static_cast<uint16_t>(last_used_ | (used_wrap_ ? 0x8000 : 0)); }
+  void CommitAvail(uint64_t counter);
+  void InitInflight();
+  bool RecoverInflight();  // false: the area is inconsistent
+  bool SaveChain(uint16_t id, uint32_t start, uint32_t ndesc);
+  void FreeChain(uint16_t id, uint32_t ndesc);  // its pool entries back to the free stack
+
+  std::shared_ptr<MemTable> inflight_table_;
+  uint8_t* inflight_ = nullptr;
+  uint64_t inflight_counter_ = 1;
+  std::vector<uint16_t> pool_free_;   // free pool entries (a stack)
+  std::vector<uint16_t> pool_first_;  // per id: its first pool entry (shadow of the area)
+  std::vector<uint16_t> pool_next_;   // shadow of pool_next
+  std::vector<uint16_t> resubmit_;    // ids to pop again from their copies, oldest first
+  std::vector<uint16_t> resubmit_ndesc_;
+  std::vector<uint8_t> resubmitted_;  // per id: popped from resubmit_ (Unpop puts it back there)
+  size_t resubmit_pos_ = 0;
+  std::vector<uint8_t> chain_copy_;   // one resubmitted chain's descriptors, contiguous
 
   uint16_t last_avail_ = 0;
   bool avail_wrap_ = true;

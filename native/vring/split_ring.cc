@@ -25,7 +25,7 @@ std::string Fmt(const char* fmt, unsigned a, unsigned b = 0) {
 }  // namespace
 
 SplitRing::SplitRing(uint32_t size)
-    : Virtqueue(false, size), mask_(static_cast<uint16_t>(size - 1)), stamp_(size, 0), ind_stamp_(kMaxIndirect, 0) {}
+    : Virtqueue(false, size), resubmitted_(size, 0), mask_(static_cast<uint16_t>(size - 1)), stamp_(size, 0), ind_stamp_(kMaxIndirect, 0) {}
 
 VqError SplitRing::SetBase(uint32_t base) {
   last_avail_ = static_cast<uint16_t>(base);
@@ -50,6 +50,7 @@ bool SplitRing::SetInflight(std::shared_ptr<MemTable> table, uint8_t* host, uint
   if (len < 16 + 16 * static_cast<uint64_t>(size_)) return false;
   inflight_table_ = std::move(table);
   inflight_ = host;
+  resubmitted_.assign(size_, 0);
   return true;
 }
 
@@ -221,6 +222,7 @@ int32_t SplitRing::Pop(const BurstArrays& out, uint32_t max) {
     out.first_seg[n + 1] = end;
     seg = end;
     in_flight_count_[head] = 1;
+    resubmitted_[head] = 1;
     in_flight_++;
     resubmit_pos_++;
     n++;
@@ -307,7 +309,10 @@ int32_t SplitRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) {
   last_used_ = static_cast<uint16_t>(old + n);
   StoreRelease<uint16_t>(device_ + 2, last_used_);  // entries before idx (§2.7.8)
   if (inflight_ != nullptr) {
-    for (uint32_t i = 0; i < n; i++) StoreRelease<uint8_t>(InflightDesc(ids[i]), 0);
+    for (uint32_t i = 0; i < n; i++) {
+      StoreRelease<uint8_t>(InflightDesc(ids[i]), 0);
+      resubmitted_[ids[i]] = 0;
+    }
     StoreRelease<uint16_t>(inflight_ + 14, last_used_);
   }
   if (lg.rings) lg.log->Mark(lg.used_gpa + 2, 2);
@@ -324,13 +329,20 @@ int32_t SplitRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) {
 }
 
 void SplitRing::Unpop(const uint16_t* ids, uint32_t n) {
-  for (uint32_t i = 0; i < n; i++) {
-    if (ids[i] < size_ && in_flight_count_[ids[i]] != 0) {
-      in_flight_count_[ids[i]] = 0;
-      in_flight_--;
+  for (uint32_t i = n; i-- > 0;) {
+    const uint16_t id = ids[i];
+    if (id >= size_ || in_flight_count_[id] == 0) continue;
+    in_flight_count_[id] = 0;
+    in_flight_--;
+    if (resubmitted_[id]) {
+      // Back to the resubmission list (resubmitted chains were popped first).
+      resubmitted_[id] = 0;
+      if (resubmit_pos_ > 0) resubmit_[--resubmit_pos_] = id;
+      continue;
     }
+    if (inflight_ != nullptr) StoreRelease<uint8_t>(InflightDesc(id), 0);
+    last_avail_--;
   }
-  last_avail_ = static_cast<uint16_t>(last_avail_ - n);
 }
 
 bool SplitRing::SetNotify(bool enable) {

@@ -38,6 +38,7 @@ class SplitRing final : public Virtqueue {
   uint64_t inflight_counter_ = 1;
   std::vector<uint16_t> resubmit_;  // heads to pop again, oldest first
   size_t resubmit_pos_ = 0;
+  std::vector<uint8_t> resubmitted_;  // per head: popped from resubmit_ (Unpop puts it back there)
 
   const uint16_t mask_;
   uint16_t last_avail_ = 0;

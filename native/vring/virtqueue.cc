@@ -28,6 +28,7 @@ const char* VqErrorName(VqError e) {
     case VqError::kIdOutOfRange: return "ID_OUT_OF_RANGE";
     case VqError::kIdInFlight: return "ID_IN_FLIGHT";
     case VqError::kBaseOutOfRange: return "BASE_OUT_OF_RANGE";
+    case VqError::kInflightCorrupt: return "INFLIGHT_CORRUPT";
   }
   return "UNKNOWN";
 }

@@ -44,6 +44,7 @@ enum class VqError : int32_t {
   kIdOutOfRange = 15,         // packed: buffer id >= queue size
   kIdInFlight = 16,           // the driver offered a head / buffer id the device still holds
   kBaseOutOfRange = 17,       // SET_VRING_BASE index >= queue size (packed)
+  kInflightCorrupt = 18,      // packed: a saved in-flight chain no longer walks as saved
 };
 const char* VqErrorName(VqError e);
 
@@ -90,14 +91,16 @@ class Virtqueue {
   // (upper half 0 on SET: the used state equals the avail state).
   virtual uint32_t GetBase() const = 0;
   virtual VqError SetBase(uint32_t base) = 0;
-  // Split only: the used index the device continues from (read from the ring on start).
-  // With an inflight area set (SetInflight), also recovers the chains that were in flight
-  // when a previous backend died: Pop returns them first, oldest first.
+  // On start. Split: the used index the device continues from (read from the ring).
+  // With an inflight area set (SetInflight), both layouts also recover the chains that
+  // were in flight when a previous backend died: Pop returns them first, oldest first.
+  // Packed rings also take their ring position from the area then (a frontend cannot
+  // restore it: QEMU's SET_VRING_BASE after a backend died is the one of the last start).
   virtual void SyncUsedFromRing() {}
   // Inflight I/O tracking (vhost-user "Inflight I/O tracking", GET/SET_INFLIGHT_FD): the
   // queue's area inside the shared inflight memory (kept mapped through `table`), `len`
-  // bytes at `host`. Split rings use the spec's QueueRegionSplit layout. Returns false if
-  // the area is too small or the layout is not supported (packed).
+  // bytes at `host`. Split rings use the spec's QueueRegionSplit layout, packed rings a
+  // private one (packed_ring.h). Returns false if the area is too small.
   virtual bool SetInflight(std::shared_ptr<MemTable> table, uint8_t* host, uint64_t len) {
     (void)table;
     (void)host;

@@ -24,6 +24,7 @@ export const VringErrorCode = {
   ID_OUT_OF_RANGE: 15,
   ID_IN_FLIGHT: 16,
   BASE_OUT_OF_RANGE: 17,
+  INFLIGHT_CORRUPT: 18,
 } as const;
 export type VringErrorName = keyof typeof VringErrorCode;
 
@@ -66,6 +67,7 @@ interface RawQueue {
   setCallFd(fd: number): void;
   pop(max?: number): number;
   push(n: number): number;
+  unpop(ids: number[]): void;
   signal(): void;
   setNotify(enable: boolean): boolean;
   hasAvail(): boolean;
@@ -211,8 +213,8 @@ export class Virtqueue {
   /**
    * Inflight I/O tracking (vhost-user GET/SET_INFLIGHT_FD): this queue's area, `len` bytes
    * at `offset` of the inflight memory (region 0 of `mem`). Set before syncUsedFromRing():
-   * chains a previous backend had in flight are then popped again first. Returns false
-   * if the area is too small or the ring layout is not supported (packed: not yet).
+   * chains a previous backend had in flight are then popped again first (packed rings
+   * also take their position from the area). Returns false if the area is too small.
    */
   setInflight(mem: GuestMemory | null, offset = 0, len = 0): boolean {
     return this.q.setInflight(mem === null ? null : mem.raw, BigInt(offset), BigInt(len));
@@ -247,7 +249,11 @@ export class Virtqueue {
     }
   }
 
-  /** Split: continue from the used index found in the ring (after a reconnect). */
+  /**
+   * On start. Split: continue from the used index found in the ring (after a reconnect).
+   * With an inflight area (setInflight), recover what a previous backend had in flight;
+   * packed rings also take their ring position from the area.
+   */
   syncUsedFromRing(): void {
     this.q.syncUsedFromRing();
   }
@@ -263,6 +269,14 @@ export class Virtqueue {
    */
   pop(max?: number): number {
     return max === undefined ? this.q.pop() : this.q.pop(max);
+  }
+
+  /**
+   * Gives back the last chains popped (ids in pop order) as if they had not been popped:
+   * the next pop() returns them again. Ids not in flight are ignored.
+   */
+  unpop(ids: number[]): void {
+    this.q.unpop(ids);
   }
 
   /**

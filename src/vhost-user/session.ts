@@ -269,7 +269,7 @@ export class Session extends EventEmitter {
         this.log.warn('inflight tracking not available for this queue', { queue: s.index, layout, size: s.num, inflightQueueSize: this.inflight.queueSize });
       }
     }
-    if (layout === 'split') vq.syncUsedFromRing();
+    vq.syncUsedFromRing();
     if (vq.resubmitPending > 0) this.log.info('resubmitting requests in flight before the restart', { queue: s.index, count: vq.resubmitPending });
     vq.setCallFd(s.callFd);
     this.attachLog(s, vq);
@@ -745,9 +745,12 @@ export class Session extends EventEmitter {
   }
 }
 
-/** Bytes of one queue's inflight region (vhost-user.rst "Inflight I/O tracking"), 64-aligned. */
+/**
+ * Bytes of one queue's inflight region, 64-aligned: split rings use vhost-user.rst's
+ * QueueRegionSplit, packed rings vhostkit's own layout (native/vring/packed_ring.h).
+ */
 export function inflightQueueBytes(queueSize: number, packed: boolean): number {
-  const raw = packed ? 32 + 32 * queueSize : 16 + 16 * queueSize;
+  const raw = packed ? 64 + 34 * queueSize : 16 + 16 * queueSize;
   return Math.ceil(raw / 64) * 64;
 }
 

@@ -1,7 +1,9 @@
 // Crash-safe restart: the vhostkit blk backend is killed with SIGKILL while a QEMU guest
 // writes in a loop, and started again on the same socket; QEMU reconnects (reconnect=1),
 // the requests that were in flight are resubmitted (inflight tracking), and the guest's
-// run finishes with no I/O error and the data verifies. Split ring.
+// run finishes with no I/O error and the data verifies. Split and packed rings (for
+// packed ones the backend also takes the ring position from the inflight area: QEMU
+// sends the base of the previous start again).
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, truncateSync, writeFileSync } from 'node:fs';
@@ -55,27 +57,32 @@ describe('e2e: kill -9 of the blk backend during guest writes (crash-safe restar
   beforeEach(() => (tmp = makeTempDir('vk-e2e-kill-')));
   afterEach(() => tmp.cleanup());
 
-  it('survives three SIGKILL + restarts with no I/O error and no lost or torn write', async () => {
-    const img = tmp.join('disk.img');
-    writeFileSync(img, new Uint8Array(0));
-    truncateSync(img, 64 << 20);
-    const sock = tmp.join('blk.sock');
-    let be = startBackend(sock, img);
-    await waitFor(() => existsSync(sock), 10000, 'the backend socket');
-    const guest = await startGuest({ script, devices: [{ type: 'vhost-user-blk', socket: sock, reconnect: true }] });
-    try {
-      for (const at of [8, 20, 32]) {
-        await guest.waitFor(new RegExp(`VHOSTKIT-PROGRESS ${at}\\b`), 120_000);
+  for (const ring of ['split', 'packed'] as const) {
+    it(`${ring} ring: survives three SIGKILL + restarts with no I/O error and no lost or torn write`, async () => {
+      const img = tmp.join('disk.img');
+      writeFileSync(img, new Uint8Array(0));
+      truncateSync(img, 64 << 20);
+      const sock = tmp.join('blk.sock');
+      let be = startBackend(sock, img);
+      await waitFor(() => existsSync(sock), 10000, 'the backend socket');
+      const guest = await startGuest({
+        script,
+        devices: [{ type: 'vhost-user-blk', socket: sock, reconnect: true, packed: ring === 'packed' }],
+      });
+      try {
+        for (const at of [8, 20, 32]) {
+          await guest.waitFor(new RegExp(`VHOSTKIT-PROGRESS ${at}\\b`), 120_000);
+          be.kill('SIGKILL');
+          await new Promise((r) => be.once('exit', r));
+          be = startBackend(sock, img);
+        }
+        const exit = await guest.exited;
+        expect(guest.results().verified, guest.tail(30)).to.equal('yes');
+        expect(exit.scriptExitCode).to.equal(0);
+      } finally {
+        await guest.stop();
         be.kill('SIGKILL');
-        await new Promise((r) => be.once('exit', r));
-        be = startBackend(sock, img);
       }
-      const exit = await guest.exited;
-      expect(guest.results().verified, guest.tail(30)).to.equal('yes');
-      expect(exit.scriptExitCode).to.equal(0);
-    } finally {
-      await guest.stop();
-      be.kill('SIGKILL');
-    }
-  });
+    });
+  }
 });

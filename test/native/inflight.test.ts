@@ -102,10 +102,34 @@ describe('inflight tracking (split ring)', () => {
     q.detach();
   });
 
-  it('refuses an area too small for the queue, and the packed layout (not supported yet)', () => {
+  it('refuses an area too small for the queue (split and packed)', () => {
     const q = new Virtqueue({ layout: 'split', size: 64 });
     expect(q.setInflight(area, 0, per)).to.equal(false);
     const p = new Virtqueue({ layout: 'packed', size: 16 });
-    expect(p.setInflight(area, 0, per)).to.equal(false);
+    expect(p.setInflight(area, 0, per), 'the packed layout needs more than the split one').to.equal(false);
+    expect(inflightQueueBytes(16, true)).to.be.greaterThan(per);
+  });
+
+  it('a chain given back (unpop) is not resubmitted, and a resubmitted one given back is popped again', () => {
+    const d = rig.drv as SplitDriver;
+    const a = d.addAndPublish([{ len: 4, writable: false }, { len: 1, writable: true }]);
+    const b = d.addAndPublish([{ len: 4, writable: false }, { len: 1, writable: true }]);
+    expect(rig.q.pop()).to.equal(2);
+    rig.q.unpop([b]);
+    let q = restart(0);
+    expect(q.resubmitPending).to.equal(1);
+    expect(q.pop()).to.equal(2);
+    expect(Array.from(q.b.head.subarray(0, 2))).to.deep.equal([a, b]);
+    q.unpop([a, b]);
+    expect(q.resubmitPending, 'a goes back to the resubmission list').to.equal(1);
+    expect(q.pop()).to.equal(2);
+    expect(Array.from(q.b.head.subarray(0, 2))).to.deep.equal([a, b]);
+    complete(q, [a, b]);
+    expect(d.used().map((u) => u.id)).to.deep.equal([a, b]);
+    q.detach();
+    rig.q.detach();
+    q = restart(2);
+    expect(q.resubmitPending).to.equal(0);
+    q.detach();
   });
 });
