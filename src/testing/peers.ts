@@ -54,6 +54,7 @@ import { closeSync, ftruncateSync, lstatSync, mkdtempSync, openSync, rmSync, sta
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import {
   ManagedProcess,
   registerExitCleanup,
@@ -267,6 +268,10 @@ export interface StorageDaemonOptions {
   writable?: boolean;
   /** `num-queues=N` on the export (N >= 1). Omitted: QEMU's default, 1. */
   numQueues?: number;
+  /** The blockdev's `discard=` (default QEMU's, ignore: DISCARD requests leave the data). */
+  discard?: 'ignore' | 'unmap';
+  /** `cache.direct=on` (O_DIRECT); default off. */
+  direct?: boolean;
   /** Extra arguments appended to the command line. */
   extraArgs?: string[];
   /** Default 10 s. */
@@ -318,34 +323,92 @@ export async function startStorageDaemon(opts: StorageDaemonOptions): Promise<St
     const argv = [
       exe,
       '--blockdev',
-      `driver=file,node-name=f,filename=${qemuOptValue(opts.image)},cache.direct=off`,
+      `driver=file,node-name=f,filename=${qemuOptValue(opts.image)},cache.direct=${opts.direct ? 'on' : 'off'}` +
+        (opts.discard ? `,discard=${opts.discard}` : ''),
       '--export',
       exportOpts.join(','),
       ...(opts.extraArgs ?? []),
     ];
-    const proc = await ManagedProcess.start(argv, { name: 'qemu-storage-daemon', onLine: opts.onLine });
-    // If Node exits with the daemon still running, it is SIGKILLed and leaves its socket.
-    const unregisterSocket = registerExitCleanup(() => unlinkSocketIfPresent(socket));
-    const stop = async (signal: NodeJS.Signals = 'SIGTERM', graceMs = 5000): Promise<ExitStatus> => {
-      try {
-        return await proc.stop(signal, graceMs);
-      } finally {
-        unlinkSocketIfPresent(socket);
-        unregisterSocket();
-        temp?.cleanup();
-      }
-    };
+    return await serveOnSocket(argv, 'qemu-storage-daemon', socket, opts.image, temp, opts);
+  } catch (e) {
+    temp?.cleanup();
+    throw e;
+  }
+}
+
+/** Starts a vhost-user server process and resolves once its socket accepts a connection. */
+async function serveOnSocket(
+  argv: string[],
+  name: string,
+  socket: string,
+  image: string,
+  temp: TempDir | null,
+  opts: { readyTimeoutMs?: number; onLine?: LineListener },
+): Promise<StorageDaemon> {
+  const proc = await ManagedProcess.start(argv, { name, onLine: opts.onLine });
+  // If Node exits with the server still running, it is SIGKILLed and leaves its socket.
+  const unregisterSocket = registerExitCleanup(() => unlinkSocketIfPresent(socket));
+  const stop = async (signal: NodeJS.Signals = 'SIGTERM', graceMs = 5000): Promise<ExitStatus> => {
     try {
-      await proc.waitFor(async () => isSocket(socket) && (await canConnect(socket)), {
-        what: `the vhost-user socket ${socket} to accept a connection`,
-        timeoutMs: opts.readyTimeoutMs ?? 10_000,
-        pollMs: 20,
-      });
-    } catch (e) {
-      await stop('SIGKILL', 1000);
-      throw e;
+      return await proc.stop(signal, graceMs);
+    } finally {
+      unlinkSocketIfPresent(socket);
+      unregisterSocket();
+      temp?.cleanup();
     }
-    return { process: proc, pid: proc.pid as number, socket, image: opts.image, stop };
+  };
+  try {
+    await proc.waitFor(async () => isSocket(socket) && (await canConnect(socket)), {
+      what: `the vhost-user socket ${socket} to accept a connection`,
+      timeoutMs: opts.readyTimeoutMs ?? 10_000,
+      pollMs: 20,
+    });
+  } catch (e) {
+    await stop('SIGKILL', 1000);
+    throw e;
+  }
+  return { process: proc, pid: proc.pid as number, socket, image, stop };
+}
+
+export interface VhostkitBlkOptions {
+  /** image file (or `ram`) */
+  file?: string;
+  /** RAM disk size (`--ram`), e.g. '64M' */
+  ram?: string;
+  socket?: string;
+  numQueues?: number;
+  threads?: number;
+  serial?: string;
+  readOnly?: boolean;
+  direct?: boolean;
+  extraArgs?: string[];
+  readyTimeoutMs?: number;
+  onLine?: LineListener;
+}
+
+/** The vhostkit CLI of this build (dist/src/cli/main.js). */
+export const vhostkitCli = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+
+/**
+ * Starts `vhostkit blk` (this build's CLI, in its own Node process) and resolves once its
+ * socket accepts a connection, like startStorageDaemon, so both references run the same way.
+ */
+export async function startVhostkitBlk(opts: VhostkitBlkOptions): Promise<StorageDaemon> {
+  if ((opts.file === undefined) === (opts.ram === undefined)) throw new Error('startVhostkitBlk: one of file or ram');
+  const temp = opts.socket === undefined ? makeTempDir('vhostkit-blk-') : null;
+  const socket = opts.socket ?? (temp as TempDir).join('blk.sock');
+  try {
+    checkSocketPath(socket, false);
+    const argv = [process.execPath, vhostkitCli, 'blk', '--socket', socket];
+    if (opts.file !== undefined) argv.push('--file', opts.file);
+    if (opts.ram !== undefined) argv.push('--ram', opts.ram);
+    if (opts.numQueues !== undefined) argv.push('--num-queues', String(opts.numQueues));
+    if (opts.threads !== undefined) argv.push('--threads', String(opts.threads));
+    if (opts.serial !== undefined) argv.push('--serial', opts.serial);
+    if (opts.readOnly) argv.push('--read-only');
+    if (opts.direct) argv.push('--direct');
+    argv.push(...(opts.extraArgs ?? []));
+    return await serveOnSocket(argv, 'vhostkit-blk', socket, opts.file ?? `ram:${opts.ram}`, temp, opts);
   } catch (e) {
     temp?.cleanup();
     throw e;

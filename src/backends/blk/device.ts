@@ -9,8 +9,11 @@ import type { QueueContext, VhostUserDevice } from '../../vhost-user/device.js';
 import { BlkEngine } from '../../native/blk.js';
 import { VringError } from '../../native/virtqueue.js';
 
+/** size_max: the engine takes segments of any size; 1 MiB is above what guests' block layers use. */
+const SIZE_MAX_BYTES = 1 << 20;
+
 export interface BlkDeviceOptions {
-  /** queues (VIRTIO_BLK_F_MQ above 1; default 1) */
+  /** queues (num_queues with VIRTIO_BLK_F_MQ; default 1) */
   numQueues?: number;
   /** offer the packed ring (default true) */
   packed?: boolean;
@@ -52,6 +55,7 @@ export class BlkDevice implements VhostUserDevice {
       bit(VIRTIO_RING_F_EVENT_IDX) |
       bit(VIRTIO_RING_F_INDIRECT_DESC) |
       (opts.packed === false ? 0n : bit(VIRTIO_F_RING_PACKED)) |
+      bit(BlkFeature.SIZE_MAX) |
       bit(BlkFeature.SEG_MAX) |
       bit(BlkFeature.BLK_SIZE) |
       bit(BlkFeature.TOPOLOGY) |
@@ -59,7 +63,7 @@ export class BlkDevice implements VhostUserDevice {
       bit(BlkFeature.CONFIG_WCE) |
       bit(BlkFeature.DISCARD) |
       bit(BlkFeature.WRITE_ZEROES) |
-      (nq > 1 ? bit(BlkFeature.MQ) : 0n) |
+      bit(BlkFeature.MQ) |
       (engine.readOnly ? bit(BlkFeature.RO) : 0n);
   }
 
@@ -68,7 +72,7 @@ export class BlkDevice implements VhostUserDevice {
     const b = new Uint8Array(BLK_CONFIG_SIZE);
     const v = new DataView(b.buffer);
     v.setBigUint64(0, this.engine.capacitySectors, true);
-    v.setUint32(8, 0, true); // size_max: no limit
+    v.setUint32(8, SIZE_MAX_BYTES, true); // size_max: any guest segment size the block layer uses
     v.setUint32(12, this.segMax, true);
     v.setUint32(20, this.blockSize, true);
     b[24] = 0; // physical_block_exp
