@@ -7,6 +7,7 @@ import type { RingLayout } from '../native/virtqueue.js';
 import { formatProbe, probe, type ProbeType } from '../vhost-user/probe.js';
 import { cmdSwitch, switchUsage } from './switch.js';
 import { cmdBlk } from './blk.js';
+import { runBlkLoad } from '../loadgen/blk.js';
 
 const usage = `usage: vhostkit <command> [options]
 
@@ -22,6 +23,10 @@ commands:
       A software L2 switch joining QEMU guests over vhost-user (see "vhostkit switch --help").
   blk --socket PATH (--file IMAGE | --ram SIZE) [--read-only] [--serial ID] [--num-queues N]
       Serve a raw image or a RAM disk as vhost-user-blk (see "vhostkit blk --help").
+  blk-load <socket> [--rw randread|randwrite] [--qd N] [--queues N] [--bs BYTES] [--seconds S] [--json]
+      Drive any vhost-user-blk backend (vhostkit, qemu-storage-daemon) from our own
+      frontend: random I/O at a fixed queue depth, polling; prints IOPS and latency.
+      Writes change the disk. Pin it: taskset -c 0 vhostkit blk-load ...
   help
 `;
 
@@ -89,6 +94,49 @@ async function cmdProbe(argv: string[]): Promise<void> {
   }
 }
 
+async function cmdBlkLoad(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: {
+      rw: { type: 'string', default: 'randread' },
+      qd: { type: 'string' },
+      queues: { type: 'string' },
+      bs: { type: 'string' },
+      seconds: { type: 'string' },
+      warmup: { type: 'string' },
+      json: { type: 'boolean', default: false },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (positionals.length !== 1) fail('blk-load: expected one socket path');
+  if (values.rw !== 'randread' && values.rw !== 'randwrite') fail(`--rw ${values.rw}: expected randread or randwrite`);
+  const seconds = Number(values.seconds ?? '5');
+  if (!(seconds > 0 && seconds <= 3600)) fail(`--seconds ${values.seconds}: expected 0 < S <= 3600`);
+  const warmup = Number(values.warmup ?? '0.5');
+  if (!(warmup >= 0 && warmup <= 60)) fail(`--warmup ${values.warmup}: expected 0 <= S <= 60`);
+  const r = await runBlkLoad({
+    socket: positionals[0],
+    pattern: values.rw,
+    depth: int(values.qd, 'qd', 32, 1, 85),
+    queues: int(values.queues, 'queues', 1, 1, 64),
+    blockSize: int(values.bs, 'bs', 4096, 512, 1 << 20),
+    seconds,
+    warmupSeconds: warmup,
+  });
+  if (values.json) {
+    process.stdout.write(JSON.stringify(r) + '\n');
+  } else {
+    process.stdout.write(
+      `${r.pattern} bs ${r.blockSize} qd ${r.depth} x ${r.queues} queue(s): ${Math.round(r.iops)} IOPS, ` +
+        `p50 ${r.p50us.toFixed(1)} us, p99 ${r.p99us.toFixed(1)} us, ${r.requests} requests in ${r.seconds.toFixed(2)} s` +
+        (r.errors ? `, ${r.errors} errors` : '') +
+        '\n',
+    );
+  }
+  if (r.errors) process.exitCode = 1;
+}
+
 const [cmd, ...rest] = process.argv.slice(2);
 try {
   switch (cmd) {
@@ -100,6 +148,9 @@ try {
       break;
     case 'blk':
       await cmdBlk(rest);
+      break;
+    case 'blk-load':
+      await cmdBlkLoad(rest);
       break;
     case 'ring-bench':
       cmdRingBench(rest);
