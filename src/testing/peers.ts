@@ -179,8 +179,8 @@ export interface TempDir {
  * Node exits if cleanup() was never called. Keep prefixes short: a Unix socket path must fit
  * in 107 bytes.
  */
-export function makeTempDir(prefix = 'vhostkit-'): TempDir {
-  const path = mkdtempSync(join(tmpdir(), prefix));
+export function makeTempDir(prefix = 'vhostkit-', parent = tmpdir()): TempDir {
+  const path = mkdtempSync(join(parent, prefix));
   let unregister: (() => void) | null = null;
   const cleanup = (): void => {
     unregister?.();
@@ -272,6 +272,8 @@ export interface StorageDaemonOptions {
   discard?: 'ignore' | 'unmap';
   /** `cache.direct=on` (O_DIRECT); default off. */
   direct?: boolean;
+  /** Pin the process (all its threads) to these CPUs: `taskset -c CPUS` (e.g. "1"). */
+  cpus?: string;
   /** Extra arguments appended to the command line. */
   extraArgs?: string[];
   /** Default 10 s. */
@@ -343,9 +345,11 @@ async function serveOnSocket(
   socket: string,
   image: string,
   temp: TempDir | null,
-  opts: { readyTimeoutMs?: number; onLine?: LineListener },
+  opts: { readyTimeoutMs?: number; onLine?: LineListener; cpus?: string },
 ): Promise<StorageDaemon> {
-  const proc = await ManagedProcess.start(argv, { name, onLine: opts.onLine });
+  // taskset execs the program: the pid stays the server's.
+  const full = opts.cpus !== undefined ? ['taskset', '-c', opts.cpus, ...argv] : argv;
+  const proc = await ManagedProcess.start(full, { name, onLine: opts.onLine });
   // If Node exits with the server still running, it is SIGKILLed and leaves its socket.
   const unregisterSocket = registerExitCleanup(() => unlinkSocketIfPresent(socket));
   const stop = async (signal: NodeJS.Signals = 'SIGTERM', graceMs = 5000): Promise<ExitStatus> => {
@@ -382,6 +386,8 @@ export interface VhostkitBlkOptions {
   readOnly?: boolean;
   direct?: boolean;
   extraArgs?: string[];
+  /** Pin the process to these CPUs (`taskset -c`). */
+  cpus?: string;
   readyTimeoutMs?: number;
   onLine?: LineListener;
 }

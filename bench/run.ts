@@ -1,0 +1,93 @@
+// npm run bench: every case against its reference in the same run, alternating them, at
+// least 3 rounds; medians and ratios go to bench/results/<date>.md with the commands that
+// reproduce each measurement, and SVG charts beside it.
+//
+//   npm run bench [-- --cases blk,... --rounds N --seconds S --frontend-cpus 0 --backend-cpus 1]
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { peerAvailability, type PeerName } from '../src/testing/peers.js';
+import { blkCase } from './cases/blk.js';
+import { barChartSvg, markdownTable, ratio, type CaseReport } from './lib/report.js';
+import { progress } from './lib/proc.js';
+
+export interface BenchContext {
+  rounds: number;
+  seconds: number;
+  frontendCpus: string;
+  backendCpus: string;
+}
+
+interface CaseDef {
+  id: string;
+  peers: PeerName[];
+  run: (ctx: BenchContext) => Promise<CaseReport>;
+}
+
+const CASES: CaseDef[] = [{ id: 'blk', peers: ['qemu-storage-daemon'], run: blkCase }];
+
+const { values } = parseArgs({
+  options: {
+    cases: { type: 'string' },
+    rounds: { type: 'string', default: '3' },
+    seconds: { type: 'string', default: '3' },
+    'frontend-cpus': { type: 'string', default: '0' },
+    'backend-cpus': { type: 'string', default: cpus().length > 1 ? '1' : '0' },
+    out: { type: 'string' },
+  },
+  strict: true,
+});
+const rounds = Number(values.rounds);
+const seconds = Number(values.seconds);
+if (!Number.isInteger(rounds) || rounds < 3) throw new Error(`--rounds ${values.rounds}: at least 3`);
+if (!(seconds > 0)) throw new Error(`--seconds ${values.seconds}: a positive number`);
+const ctx: BenchContext = { rounds, seconds, frontendCpus: values['frontend-cpus'], backendCpus: values['backend-cpus'] };
+const wanted = values.cases ? values.cases.split(',') : CASES.map((c) => c.id);
+for (const w of wanted) if (!CASES.some((c) => c.id === w)) throw new Error(`unknown case ${w}; cases: ${CASES.map((c) => c.id).join(', ')}`);
+
+const peers = await peerAvailability();
+const missing = (c: CaseDef) => c.peers.filter((p) => !peers[p].available);
+const reports: CaseReport[] = [];
+const skipped: string[] = [];
+for (const c of CASES.filter((x) => wanted.includes(x.id))) {
+  const m = missing(c);
+  if (m.length) {
+    const line = `case ${c.id} skipped: missing ${m.join(', ')} (install: sudo apt-get install -y ${m.map((p) => peers[p].debianPackage).join(' ')})`;
+    progress(line);
+    skipped.push(line);
+    continue;
+  }
+  progress(`case ${c.id}: ${rounds} rounds of ${seconds} s per run`);
+  reports.push(await c.run(ctx));
+}
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'results');
+const outDir = values.out ?? root;
+mkdirSync(outDir, { recursive: true });
+const date = new Date().toISOString().slice(0, 10);
+const md: string[] = [`# vhostkit benchmarks, ${date}`, ''];
+md.push(`Machine: ${cpus().length} x ${cpus()[0]?.model ?? 'CPU'}, Node ${process.version}. Medians of ${rounds} rounds; every case runs its reference in the same run, alternating.`);
+md.push(`Reproduce: \`npm run bench -- --cases ${wanted.join(',')} --rounds ${rounds} --seconds ${seconds}\`.`, '');
+for (const s of skipped) md.push(`- ${s}`);
+for (const r of reports) {
+  md.push(`## ${r.title}`, '');
+  for (const n of r.notes) md.push(n, '');
+  md.push(markdownTable(r));
+  if (r.target) {
+    const rows = r.rows.filter(r.target.rows);
+    const ok = rows.every((x) => ratio(x) >= r.target!.ratio);
+    md.push(`Target (${r.target.what}): ${ok ? 'met' : 'NOT met'} (${rows.map((x) => ratio(x).toFixed(2)).join(', ')}).`, '');
+  }
+  for (const ch of r.charts ?? []) {
+    const file = `${date}-${ch.file}.svg`;
+    writeFileSync(join(outDir, file), barChartSvg(ch));
+    md.push(`![${ch.title}](${file})`, '');
+  }
+  md.push('Commands:', '', '```', ...r.commands, '```', '');
+}
+const mdPath = join(outDir, `${date}.md`);
+writeFileSync(mdPath, md.join('\n'));
+process.stdout.write(md.join('\n') + '\n');
+progress(`report: ${mdPath}`);
