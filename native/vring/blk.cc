@@ -243,7 +243,6 @@ BlkEngine::Request* BlkEngine::Alloc() {
 bool BlkEngine::Fail(Request* r, uint8_t status, BlkErr why) {
   r->status = status;
   r->why = why;
-  r->used_len = r->status_ptr != nullptr ? 1 : 0;
   return false;
 }
 
@@ -287,6 +286,10 @@ bool BlkEngine::Parse(Request* r, const BurstArrays& b, uint32_t i, const MemTab
   }
   // The status byte: the last device-writable byte (§5.2.6: "u8 status" ends the request).
   if (wlen == 0) return Fail(r, 0, BlkErr::kNoStatus);
+  // Used length: the whole writable part, as QEMU reports it. Dirty logging (migration)
+  // marks the first `len` writable bytes, and the status byte is the last of them, whatever
+  // the request wrote before it. (The chain's writable part is < 4 GiB: Pop checks.)
+  r->used_len = static_cast<uint32_t>(wlen);
   for (size_t k = segs_.size(); k-- > 0;) {
     if (segs_[k].writable) {
       r->status_ptr = segs_[k].p + segs_[k].len - 1;
@@ -327,7 +330,6 @@ bool BlkEngine::Parse(Request* r, const BurstArrays& b, uint32_t i, const MemTab
       r->offset = sector * blk::kSectorSize;
       r->len = len;
       if (len == 0) {
-        r->used_len = 1;
         return false;
       }
       build(true, 0, len);
@@ -341,14 +343,12 @@ bool BlkEngine::Parse(Request* r, const BurstArrays& b, uint32_t i, const MemTab
       if (!InRange(sector, len / blk::kSectorSize, capacity_)) return Fail(r, blk::kStatusIoErr, BlkErr::kRange);
       r->offset = sector * blk::kSectorSize;
       r->len = len;
-      r->used_len = 1;
       if (len == 0) return false;
       build(false, blk::kHeaderLen, len);
       return true;
     }
     case blk::kTypeFlush:
       js_.flush++;
-      r->used_len = 1;
       return ram_ == nullptr;  // a RAM disk is always stable
     case blk::kTypeGetId: {
       js_.get_id++;
@@ -358,14 +358,12 @@ bool BlkEngine::Parse(Request* r, const BurstArrays& b, uint32_t i, const MemTab
       IovCursor(r->iov.data(), r->iov.size()).From(opts_.serial.data(), len);
       r->iov.clear();
       r->len = len;
-      r->used_len = static_cast<uint32_t>(len) + 1;
       return false;
     }
     case blk::kTypeDiscard:
     case blk::kTypeWriteZeroes: {
       const bool discard = r->type == blk::kTypeDiscard;
       (discard ? js_.discard : js_.write_zeroes)++;
-      r->used_len = 1;
       const uint32_t max_seg = discard ? opts_.max_discard_seg : opts_.max_write_zeroes_seg;
       const uint32_t max_sectors = discard ? opts_.max_discard_sectors : opts_.max_write_zeroes_sectors;
       if (max_seg == 0) return Fail(r, blk::kStatusUnsupp, BlkErr::kUnsupported);
@@ -541,8 +539,6 @@ void BlkEngine::Execute(Request* r, Scratch& s) {
   }
   if (e != 0) {
     Fail(r, blk::kStatusIoErr, BlkErr::kIo);
-  } else if (r->type == blk::kTypeIn) {
-    r->used_len = static_cast<uint32_t>(r->len) + 1;
   }
 }
 

@@ -5,7 +5,9 @@
 // test against a reference model, and no fd or thread left behind.
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { closeSync, constants, existsSync, fstatSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { createMemfd } from '../../src/native/guest-memory.js';
+import { DirtyLog } from '../../src/vhost-user/dirty-log.js';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -241,7 +243,7 @@ for (const backend of ['file', 'ram'] as const) {
 
         for (const type of [BlkReqType.GET_LIFETIME, BlkReqType.SECURE_ERASE, 2, 7, 99, 0xffffffff]) {
           const u = one(b.rig, b.eng, { type, dataLen: 8 });
-          expect([u.status, u.len], `type ${type}`).to.deep.equal([BlkStatus.UNSUPP, 1]);
+          expect([u.status, u.len], `type ${type}: the used length is the whole writable part`).to.deep.equal([BlkStatus.UNSUPP, 9]);
         }
         const st = b.eng.stats();
         expect(st.requests).to.deep.equal({ in: 2, out: 1, flush: 1, getId: 1, discard: 1, writeZeroes: 1, other: 6 });
@@ -327,7 +329,8 @@ describe('BlkEngine: malformed requests', () => {
       for (const [name, req, status, len, why] of cases) {
         const before = b.eng.stats().errors as unknown as Record<string, number>;
         const [g1, bad, g2] = exec(b.rig, b.eng, [good(), req, good()]);
-        expect([bad.status, bad.len], name).to.deep.equal([status, len]);
+        // The used length is the whole writable part (data buffer + status byte), or 0.
+        expect([bad.status, bad.len], name).to.deep.equal([status, len === 0 ? 0 : (req.dataLen ?? 0) + 1]);
         expect([g1.status, g2.status], `${name}: neighbours`).to.deep.equal([BlkStatus.OK, BlkStatus.OK]);
         const errs = b.eng.stats().errors as unknown as Record<string, number>;
         expect(errs[why] - before[why], `${name}: counted as ${why}`).to.equal(1);
@@ -399,6 +402,36 @@ describe('BlkEngine: read-only disk', () => {
   }
 });
 
+describe('BlkEngine: dirty logging (live migration)', () => {
+  it('a failed request marks the page of its status byte: the used length covers the whole writable part', () => {
+    const b = new Bench('ram');
+    const logFd = createMemfd('dirty-log', 4096);
+    const log = DirtyLog.map(logFd, 4096n, 0n);
+    try {
+      b.rig.q.setDirtyLog(log.raw, null);
+      const id = b.rig.drv.add(segmentsOf({ type: BlkReqType.IN, sector: BigInt(DISK_SECTORS), dataLen: 4096 }));
+      b.rig.drv.publish();
+      expect(b.eng.serve(b.rig.q)).to.equal(1);
+      expect(b.eng.waitIdle(10000)).to.equal(true);
+      expect(b.eng.reap(b.rig.q)).to.equal(1);
+      const [u] = b.rig.drv.used();
+      expect([u.id, u.len]).to.deep.equal([id, 4097]);
+      const bufs = b.rig.drv.chainBuffers(id).filter((x) => x.writable);
+      const statusGpa = bufs[bufs.length - 1].addr + bufs[bufs.length - 1].len - 1;
+      const page = Math.floor(statusGpa / 4096);
+      const bits = new Uint8Array(4096);
+      readSync(logFd, bits, 0, 4096, 0);
+      expect((bits[page >> 3] >> (page & 7)) & 1, `page ${page} of the status byte is marked`).to.equal(1);
+      expect(b.rig.drv.readWritten(id)[4096]).to.equal(BlkStatus.IOERR);
+    } finally {
+      b.rig.q.setDirtyLog(null, null);
+      log.close();
+      closeSync(logFd);
+      b.close();
+    }
+  });
+});
+
 describe('BlkEngine: GET_ID', () => {
   it('writes at most 20 bytes of serial, NUL-padded, whatever the buffer', () => {
     const b = new Bench('ram', { serial: 'vhostkit-serial-0020' });
@@ -410,7 +443,7 @@ describe('BlkEngine: GET_ID', () => {
       ]);
       expect([full.status, full.len, Buffer.from(full.data).toString()]).to.deep.equal([0, 21, 'vhostkit-serial-0020']);
       expect([short.status, short.len, Buffer.from(short.data).toString()]).to.deep.equal([0, 9, 'vhostkit']);
-      expect([long.status, long.len, Buffer.from(long.data.subarray(0, 20)).toString()]).to.deep.equal([0, 21, 'vhostkit-serial-0020']);
+      expect([long.status, long.len, Buffer.from(long.data.subarray(0, 20)).toString()]).to.deep.equal([0, 513, 'vhostkit-serial-0020']);
       expect(long.data.subarray(20).every((x) => x === FILL), 'nothing past 20 bytes').to.equal(true);
     } finally {
       b.close();
