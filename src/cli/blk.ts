@@ -13,8 +13,8 @@ export const blkUsage = `vhostkit blk --socket PATH (--file IMAGE | --ram SIZE) 
   --read-only          refuse writes (the guest sees VIRTIO_BLK_F_RO)
   --direct             open the file with O_DIRECT
   --serial ID          the GET_ID answer (20 bytes at most)
-  --num-queues N       request queues (default 1)
   --threads N          I/O threads (default 2)
+  --num-queues N       request queues (default: one per I/O thread)
   --client             connect to a socket QEMU listens on (server=on)
 
 Runs until SIGINT or SIGTERM; prints the QEMU arguments that attach to the disk.`;
@@ -42,10 +42,10 @@ export async function cmdBlk(argv: string[]): Promise<void> {
   }
   if (!values.socket) throw new Error('blk: --socket is required');
   if (!values.file === !values.ram) throw new Error('blk: give exactly one of --file and --ram');
-  const numQueues = values['num-queues'] === undefined ? 1 : Number(values['num-queues']);
-  if (!Number.isInteger(numQueues) || numQueues < 1 || numQueues > 64) throw new Error(`--num-queues ${values['num-queues']}: expected 1..64`);
   const threads = values.threads === undefined ? 2 : Number(values.threads);
   if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw new Error(`--threads ${values.threads}: expected 1..64`);
+  const numQueues = values['num-queues'] === undefined ? threads : Number(values['num-queues']);
+  if (!Number.isInteger(numQueues) || numQueues < 1 || numQueues > 64) throw new Error(`--num-queues ${values['num-queues']}: expected 1..64`);
   const disk = openDisk({
     file: values.file ? resolve(values.file) : undefined,
     ramBytes: values.ram ? parseSize(values.ram) : undefined,
