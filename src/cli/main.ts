@@ -7,6 +7,7 @@ import type { RingLayout } from '../native/virtqueue.js';
 import { formatProbe, probe, type ProbeType } from '../vhost-user/probe.js';
 import { cmdSwitch, switchUsage } from './switch.js';
 import { cmdBlk } from './blk.js';
+import { cmdNetLoad } from './net-load.js';
 import { runBlkLoad } from '../loadgen/blk.js';
 
 const usage = `usage: vhostkit <command> [options]
@@ -23,6 +24,9 @@ commands:
       A software L2 switch joining QEMU guests over vhost-user (see "vhostkit switch --help").
   blk --socket PATH (--file IMAGE | --ram SIZE) [--read-only] [--serial ID] [--num-queues N]
       Serve a raw image or a RAM disk as vhost-user-blk (see "vhostkit blk --help").
+  net-load --socket PATH [--gen] [--size BYTES] [--poll busy|event|adaptive]
+      A virtio-net port that drops what it gets and, with --gen, sends a fixed frame into
+      every receive buffer: one end of a ring benchmark (see "vhostkit net-load --help").
   blk-load <socket> [--rw randread|randwrite] [--qd N] [--queues N] [--bs BYTES] [--seconds S] [--json]
       Drive any vhost-user-blk backend (vhostkit, qemu-storage-daemon) from our own
       frontend: random I/O at a fixed queue depth, polling; prints IOPS and latency.
@@ -148,6 +152,9 @@ try {
       break;
     case 'blk':
       await cmdBlk(rest);
+      break;
+    case 'net-load':
+      await cmdNetLoad(rest);
       break;
     case 'blk-load':
       await cmdBlkLoad(rest);
