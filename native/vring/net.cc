@@ -145,13 +145,52 @@ UsedStage& Stage() {
   return s;
 }
 
+// RX chains popped ahead in one Pop and handed out one at a time (a small frame takes one):
+// one Pop per burst of frames instead of one per frame. Per thread, for the delivery call
+// in progress; what is left is given back (Unpop) when the call ends.
+struct RxPrefetch {
+  uint32_t next = 0;
+  uint32_t count = 0;
+  uint32_t want = 1;
+  std::vector<uint16_t> unpop;
+};
+RxPrefetch& Prefetch() {
+  thread_local RxPrefetch p;
+  return p;
+}
+
+void BeginPrefetch(const RxTarget& dst, RxPrefetch& p, uint32_t frames) {
+  p.next = p.count = 0;
+  p.want = std::max<uint32_t>(1, std::min(frames, dst.arrays->max_chains));
+}
+
+// Gives back `before` (the current frame's chains, popped first) and the chains popped
+// ahead and not used, in pop order.
+void ReleasePrefetch(const RxTarget& dst, RxPrefetch& p, const uint16_t* before, uint32_t nbefore) {
+  if (nbefore + (p.count - p.next) > 0) {
+    p.unpop.assign(before, before + nbefore);
+    p.unpop.insert(p.unpop.end(), dst.arrays->head + p.next, dst.arrays->head + p.count);
+    dst.q->Unpop(p.unpop.data(), static_cast<uint32_t>(p.unpop.size()));
+  }
+  p.next = p.count = 0;
+}
+
+// State of one delivery call: the thread's scratch (looked up once per call: thread_local
+// access from a shared object costs a __tls_get_addr call) and what is staged.
+struct DeliverCtx {
+  UsedStage& us;
+  RxPrefetch& pf;
+  uint32_t pending = 0;  // used elements staged in us
+  int32_t signal = 0;    // the receiver asked for an interrupt
+};
+
 // Delivers one frame (already adjusted for the VLAN operation: `frame` bytes come out of
 // `rd`) with header `hdr` into RX buffers of dst. Returns 1 delivered, 0 dropped (counted),
-// or -VqError. Used elements are staged (*pending of them, see UsedStage) and pushed, at a
+// or -VqError. Used elements are staged (cx.pending of them, see UsedStage) and pushed, at a
 // frame boundary, once enough are staged.
 template <typename Reader>
 int32_t DeliverOne(const RxTarget& dst, const MemTable& dmem, Reader& rd, const uint8_t* hdr, uint32_t frame,
-                   uint32_t* pending, int32_t* signal, DeliverStats* st) {
+                   DeliverCtx& cx, DeliverStats* st) {
   Virtqueue& q = *dst.q;
   const BurstArrays& db = *dst.arrays;
   if (dst.max_frame != 0 && frame > dst.max_frame && (hdr[1] & ~kGsoEcn) == kGsoNone) {
@@ -164,25 +203,29 @@ int32_t DeliverOne(const RxTarget& dst, const MemTable& dmem, Reader& rd, const 
   uint32_t lens[kMaxMergeBuffers];
   uint32_t nbuf = 0;
   uint8_t* nb_at[2] = {nullptr, nullptr};  // where num_buffers (header bytes 10, 11) landed
+  RxPrefetch& pf = cx.pf;
   while (written < total) {
     if (nbuf == kMaxMergeBuffers || (nbuf == 1 && !dst.mergeable)) {
       st->too_big++;
-      q.Unpop(ids, nbuf);
+      ReleasePrefetch(dst, pf, ids, nbuf);
       return 0;
     }
-    const int32_t r = q.Pop(db, 1);
-    if (r < 0) {
-      q.Unpop(ids, nbuf);
-      return r;
+    if (pf.next == pf.count) {
+      // The burst's arrays are reused: this frame's earlier chains were written and their
+      // ids kept in ids[].
+      const int32_t r = q.Pop(db, pf.want);
+      if (r <= 0) {
+        if (r == 0) st->no_buffers++;
+        ReleasePrefetch(dst, pf, ids, nbuf);
+        return r;
+      }
+      pf.next = 0;
+      pf.count = static_cast<uint32_t>(r);
     }
-    if (r == 0) {
-      st->no_buffers++;
-      q.Unpop(ids, nbuf);
-      return 0;
-    }
-    ids[nbuf] = db.head[0];
+    const uint32_t c = pf.next++;
+    ids[nbuf] = db.head[c];
     uint32_t in_chain = 0;
-    for (uint32_t s = db.first_seg[0]; s < db.first_seg[1] && written < total; s++) {
+    for (uint32_t s = db.first_seg[c]; s < db.first_seg[c + 1] && written < total; s++) {
       if (!(db.seg_flags[s] & 1)) continue;  // device-readable parts of an RX chain: skip
       uint8_t* p = SegPtr(db, dmem, s);
       uint32_t room = db.seg_len[s];
@@ -190,10 +233,8 @@ int32_t DeliverOne(const RxTarget& dst, const MemTable& dmem, Reader& rd, const 
         uint32_t m;
         if (written < dst.hdr_len) {
           m = std::min(room, dst.hdr_len - written);
-          for (uint32_t j = 0; j < m; j++) {
-            if (written + j == 10) nb_at[0] = p + j;
-            if (written + j == 11) nb_at[1] = p + j;
-          }
+          if (written <= 10 && 10 < written + m) nb_at[0] = p + (10 - written);
+          if (written <= 11 && 11 < written + m) nb_at[1] = p + (11 - written);
           std::memcpy(p, hdr + written, m);
         } else {
           m = rd.Read(p, std::min(room, total - written));
@@ -215,19 +256,21 @@ int32_t DeliverOne(const RxTarget& dst, const MemTable& dmem, Reader& rd, const 
     if (nb_at[0]) *nb_at[0] = static_cast<uint8_t>(nbuf & 0xff);
     if (nb_at[1]) *nb_at[1] = static_cast<uint8_t>(nbuf >> 8);
   }
-  UsedStage& us = Stage();
-  us.ids.resize(*pending + nbuf);
-  us.lens.resize(*pending + nbuf);
-  for (uint32_t j = 0; j < nbuf; j++) {
-    us.ids[*pending] = ids[j];
-    us.lens[*pending] = lens[j];
-    (*pending)++;
+  UsedStage& us = cx.us;
+  if (us.ids.size() < cx.pending + nbuf) {  // grow only: resize() down and up would zero-fill every time
+    us.ids.resize(cx.pending + nbuf + 256);
+    us.lens.resize(cx.pending + nbuf + 256);
   }
-  if (*pending >= 256) {  // a frame boundary: publish what is staged
-    const int32_t r = q.Push(us.ids.data(), us.lens.data(), *pending);
-    *pending = 0;
+  for (uint32_t j = 0; j < nbuf; j++) {
+    us.ids[cx.pending] = ids[j];
+    us.lens[cx.pending] = lens[j];
+    (cx.pending)++;
+  }
+  if (cx.pending >= 256) {  // a frame boundary: publish what is staged
+    const int32_t r = q.Push(us.ids.data(), us.lens.data(), cx.pending);
+    cx.pending = 0;
     if (r < 0) return r;
-    if (r == 1) *signal = 1;
+    if (r == 1) cx.signal = 1;
   }
   st->delivered++;
   st->bytes += frame;
@@ -275,19 +318,19 @@ uint8_t* SegScratch() {
 // through when the receiver accepts it, else completed or segmented here.
 template <typename Cursor>
 int32_t DeliverFrame(const RxTarget& dst, const MemTable& dmem, Cursor cur, uint32_t frame, const NetHdr* sh, int32_t vlan,
-                     uint32_t* pending, int32_t* signal, DeliverStats* st) {
+                     DeliverCtx& cx, DeliverStats* st) {
   uint8_t hdr[16];
   std::memset(hdr, 0, sizeof hdr);
   FrameReader<Cursor> rd(cur, vlan);
   const bool offloaded = sh != nullptr && ((sh->gso_type & ~kGsoEcn) != kGsoNone || (sh->flags & kHdrNeedsCsum));
-  if (!offloaded) return DeliverOne(dst, dmem, rd, hdr, frame, pending, signal, st);
+  if (!offloaded) return DeliverOne(dst, dmem, rd, hdr, frame, cx, st);
   const int32_t adj = vlan == -2 ? -4 : vlan >= 0 ? 4 : 0;
   if (AcceptsAsIs(*sh, dst.offloads)) {
     NetHdr h = *sh;
     if (h.flags & kHdrNeedsCsum) h.csum_start = static_cast<uint16_t>(h.csum_start + adj);
     if (h.hdr_len) h.hdr_len = static_cast<uint16_t>(h.hdr_len + adj);
     WriteNetHdr(h, hdr);
-    return DeliverOne(dst, dmem, rd, hdr, frame, pending, signal, st);
+    return DeliverOne(dst, dmem, rd, hdr, frame, cx, st);
   }
   // The receiver cannot take it: bring the frame here and finish the work in software.
   uint8_t* stage = Staging();
@@ -299,7 +342,7 @@ int32_t DeliverFrame(const RxTarget& dst, const MemTable& dmem, Cursor cur, uint
     int32_t err = 0;
     const int32_t n = SegmentTcp(stage, frame, *sh, SegScratch(), 65536 + 512, [&](const uint8_t* p, uint32_t len) {
       FrameReader<FlatCursor> r2(FlatCursor(p, len), -1);
-      const int32_t r = DeliverOne(dst, dmem, r2, hdr, len, pending, signal, st);
+      const int32_t r = DeliverOne(dst, dmem, r2, hdr, len, cx, st);
       if (r < 0) {
         err = r;
         return false;
@@ -317,18 +360,19 @@ int32_t DeliverFrame(const RxTarget& dst, const MemTable& dmem, Cursor cur, uint
   }
   st->csum_done++;
   FrameReader<FlatCursor> r2(FlatCursor(stage, frame), -1);
-  return DeliverOne(dst, dmem, r2, hdr, frame, pending, signal, st);
+  return DeliverOne(dst, dmem, r2, hdr, frame, cx, st);
 }
 
-int32_t Finish(const RxTarget& dst, uint32_t pending, int32_t signal) {
-  if (pending > 0) {
-    UsedStage& us = Stage();
-    const int32_t r = dst.q->Push(us.ids.data(), us.lens.data(), pending);
+int32_t Finish(const RxTarget& dst, DeliverCtx& cx) {
+  ReleasePrefetch(dst, cx.pf, nullptr, 0);
+  if (cx.pending > 0) {
+    const int32_t r = dst.q->Push(cx.us.ids.data(), cx.us.lens.data(), cx.pending);
+    cx.pending = 0;
     if (r < 0) return r;
-    if (r == 1) signal = 1;
+    if (r == 1) cx.signal = 1;
   }
-  if (signal) dst.q->Signal();
-  return signal;
+  if (cx.signal) dst.q->Signal();
+  return cx.signal;
 }
 
 }  // namespace
@@ -336,8 +380,8 @@ int32_t Finish(const RxTarget& dst, uint32_t pending, int32_t signal) {
 int32_t NetDeliver(const RxTarget& dst, const TxSource& src, const uint16_t* chains, uint32_t n, DeliverStats* st) {
   const MemTable* dmem = dst.q->memory().get();
   if (dmem == nullptr) return -static_cast<int32_t>(VqError::kNotReady);
-  uint32_t pending = 0;
-  int32_t signal = 0;
+  DeliverCtx cx{Stage(), Prefetch()};
+  BeginPrefetch(dst, cx.pf, n);
   for (uint32_t k = 0; k < n; k++) {
     const uint32_t c = chains[k];
     const uint32_t rl = src.arrays->read_len[c];
@@ -351,10 +395,13 @@ int32_t NetDeliver(const RxTarget& dst, const TxSource& src, const uint16_t* cha
       sh = ParseNetHdr(raw);
     }
     const int32_t r = DeliverFrame(dst, *dmem, ReadCursor(*src.arrays, *src.mem, c, src.hdr_len), frame, src.offloads ? &sh : nullptr,
-                                   src.vlan, &pending, &signal, st);
-    if (r < 0) return r;
+                                   src.vlan, cx, st);
+    if (r < 0) {
+      ReleasePrefetch(dst, cx.pf, nullptr, 0);
+      return r;
+    }
   }
-  return Finish(dst, pending, signal);
+  return Finish(dst, cx);
 }
 
 uint32_t NetToFlat(const TxSource& src, const uint16_t* chains, uint32_t n, uint8_t* out, uint32_t out_len,
@@ -429,18 +476,21 @@ int32_t NetDeliverFlat(const RxTarget& dst, const uint8_t* base, const uint32_t*
                        const uint8_t* hdr10, int32_t vlan, DeliverStats* st) {
   const MemTable* dmem = dst.q->memory().get();
   if (dmem == nullptr) return -static_cast<int32_t>(VqError::kNotReady);
-  uint32_t pending = 0;
-  int32_t signal = 0;
+  DeliverCtx cx{Stage(), Prefetch()};
+  BeginPrefetch(dst, cx.pf, n);
   for (uint32_t k = 0; k < n; k++) {
     const uint32_t frame = CheckedFrameLen(lens[k], vlan, st);
     if (frame == 0) continue;
     NetHdr sh;
     if (hdr10 != nullptr) sh = ParseNetHdr(hdr10 + 10 * static_cast<size_t>(k));
     const int32_t r = DeliverFrame(dst, *dmem, FlatCursor(base + offsets[k], lens[k]), frame, hdr10 != nullptr ? &sh : nullptr, vlan,
-                                   &pending, &signal, st);
-    if (r < 0) return r;
+                                   cx, st);
+    if (r < 0) {
+      ReleasePrefetch(dst, cx.pf, nullptr, 0);
+      return r;
+    }
   }
-  return Finish(dst, pending, signal);
+  return Finish(dst, cx);
 }
 
 }  // namespace vhostkit
