@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { peerAvailability, type PeerName } from '../src/testing/peers.js';
 import { blkCase } from './cases/blk.js';
+import { netCase } from './cases/net.js';
 import { barChartSvg, markdownTable, ratio, type CaseReport } from './lib/report.js';
 import { progress } from './lib/proc.js';
 
@@ -26,7 +27,11 @@ interface CaseDef {
   run: (ctx: BenchContext) => Promise<CaseReport>;
 }
 
-const CASES: CaseDef[] = [{ id: 'blk', peers: ['qemu-storage-daemon'], run: blkCase }];
+const CASES: CaseDef[] = [
+  { id: 'net-rx', peers: ['dpdk-testpmd'], run: netCase('rx') },
+  { id: 'net-tx', peers: ['dpdk-testpmd'], run: netCase('tx') },
+  { id: 'blk', peers: ['qemu-storage-daemon'], run: blkCase },
+];
 
 const { values } = parseArgs({
   options: {

@@ -1,0 +1,138 @@
+// Cases 1 and 2: virtio-net rings against dpdk-testpmd.
+//   net-rx: testpmd virtio-user txonly -> a vhostkit port that drops (net-load, --poll busy),
+//           vs -> testpmd's vhost PMD in rxonly.
+//   net-tx: a vhostkit port generating frames (net-load --gen) -> testpmd virtio-user rxonly,
+//           vs testpmd's vhost PMD in txonly.
+// Both sides of every run are measured at the same point: the virtio-user testpmd's own
+// counters (packets it managed to send, or received), over whole statistics periods.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { makeTempDir, startTestpmd, vhostkitCli, type Testpmd } from '../../src/testing/peers.js';
+import { commandLine, progress } from '../lib/proc.js';
+import { median, type CaseReport, type Row } from '../lib/report.js';
+import type { BenchContext } from '../run.js';
+
+type Dir = 'rx' | 'tx';
+const SIZES = [64, 512, 1500];
+
+async function waitSocket(path: string, proc: ChildProcess, ms: number): Promise<void> {
+  const { existsSync } = await import('node:fs');
+  const end = Date.now() + ms;
+  while (!existsSync(path)) {
+    if (proc.exitCode !== null) throw new Error(`vhostkit net-load exited (${proc.exitCode}) before creating ${path}`);
+    if (Date.now() > end) throw new Error(`vhostkit net-load did not create ${path}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Packets per second seen by the virtio-user testpmd over `seconds` whole periods after 2 warm-up periods. */
+async function measure(v: Testpmd, dir: Dir, seconds: number): Promise<number> {
+  const first = await v.waitForStats((s) => s.seq >= 3 && s.ports[0] !== undefined, 30_000);
+  const last = await v.waitForStats((s) => s.seq >= first.seq + seconds, (seconds + 10) * 1000);
+  const count = (s: typeof first) => (dir === 'rx' ? s.ports[0].txPackets : s.ports[0].rxPackets);
+  return (count(last) - count(first)) / ((last.at - first.at) / 1000);
+}
+
+function vkArgv(dir: Dir, sock: string, size: number, cpus: string, packed: boolean): string[] {
+  const a = ['taskset', '-c', cpus, process.execPath, vhostkitCli, 'net-load', '--socket', sock, '--poll', 'busy'];
+  if (dir === 'tx') a.push('--gen', '--size', String(size));
+  if (!packed) a.push('--split-only');
+  return a;
+}
+
+/** A command line with the run's own socket, file prefix and size replaced by placeholders. */
+function generic(argv: readonly string[], sock: string): string {
+  return commandLine([...argv])
+    .replaceAll(sock, 'SOCK')
+    .replace(/--file-prefix \S+/, '--file-prefix PREFIX')
+    .replace(/--txpkts=\d+/, '--txpkts=SIZE')
+    .replace(/--size \d+/, '--size SIZE');
+}
+
+async function runOnce(ctx: BenchContext, dir: Dir, who: 'vhostkit' | 'testpmd vhost PMD', size: number, packed: boolean, commands: Set<string>): Promise<number> {
+  const tmp = makeTempDir('vhostkit-bench-net-');
+  const sock = tmp.join('port.sock');
+  let vk: ChildProcess | null = null;
+  let ref: Testpmd | null = null;
+  let virtio: Testpmd | null = null;
+  const cpuB = Number(ctx.backendCpus.split(',')[0]);
+  const cpuF = Number(ctx.frontendCpus.split(',')[0]);
+  try {
+    if (who === 'vhostkit') {
+      const argv = vkArgv(dir, sock, size, ctx.backendCpus, packed);
+      commands.add(`vhostkit (${packed ? 'packed' : 'split'}): ${generic(argv, sock)}`);
+      vk = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'ignore'] });
+      await waitSocket(sock, vk, 10_000);
+    } else {
+      ref = await startTestpmd({ role: 'vhost', socket: sock, forwardMode: dir === 'rx' ? 'rxonly' : 'txonly', txpkts: dir === 'tx' ? size : undefined, cpu: cpuB });
+      commands.add(`reference: ${generic(ref.process.argv, sock)}`);
+    }
+    virtio = await startTestpmd({
+      role: 'virtio-user',
+      socket: sock,
+      forwardMode: dir === 'rx' ? 'txonly' : 'rxonly',
+      txpkts: dir === 'rx' ? size : undefined,
+      cpu: cpuF,
+      packed,
+    });
+    commands.add(`frontend (${packed ? 'packed' : 'split'}): ${generic(virtio.process.argv, sock)}`);
+    return await measure(virtio, dir, ctx.seconds);
+  } finally {
+    await virtio?.stop();
+    await ref?.stop();
+    if (vk && vk.exitCode === null) {
+      vk.kill('SIGTERM');
+      await new Promise((r) => vk!.once('exit', r));
+    }
+    tmp.cleanup();
+  }
+}
+
+export function netCase(dir: Dir): (ctx: BenchContext) => Promise<CaseReport> {
+  return async (ctx) => {
+    const rows: Row[] = [];
+    const commands = new Set<string>();
+    const total = 2 * SIZES.length * ctx.rounds * 2;
+    let step = 0;
+    for (const packed of [false, true]) {
+      for (const size of SIZES) {
+        const samples: Record<string, number[]> = { vhostkit: [], 'testpmd vhost PMD': [] };
+        for (let round = 0; round < ctx.rounds; round++) {
+          const order = round % 2 === 0 ? (['vhostkit', 'testpmd vhost PMD'] as const) : (['testpmd vhost PMD', 'vhostkit'] as const);
+          for (const who of order) {
+            const pps = await runOnce(ctx, dir, who, size, packed, commands);
+            samples[who].push(pps / 1e6);
+            progress(`net-${dir} ${++step}/${total} ${packed ? 'packed' : 'split'} ${size} B, ${who}, round ${round + 1}: ${(pps / 1e6).toFixed(2)} Mpps`);
+          }
+        }
+        rows.push({ config: `${packed ? 'packed' : 'split'}, ${size} B`, unit: 'Mpps', samples, subject: 'vhostkit', reference: 'testpmd vhost PMD' });
+      }
+    }
+    const chartSeries = (layout: string) =>
+      Object.keys(rows[0].samples).map((name) => ({ name: `${name} (${layout})`, values: SIZES.map((s) => median(rows.find((r) => r.config === `${layout}, ${s} B`)!.samples[name])) }));
+    return {
+      id: `net-${dir}`,
+      title:
+        dir === 'rx'
+          ? 'Case 1: net rx — testpmd virtio-user txonly into a vhostkit sink port vs into testpmd vhost PMD rxonly (Mpps)'
+          : 'Case 2: net tx — a vhostkit generator port vs testpmd vhost PMD txonly, into testpmd virtio-user rxonly (Mpps)',
+      notes: [
+        dir === 'rx'
+          ? 'The vhostkit sink returns each buffer without reading the frame; the vhost PMD copies each frame into an mbuf that rxonly then frees.'
+          : 'The vhostkit generator copies a prepared frame into each receive buffer; the vhost PMD copies its txonly mbufs.',
+        `vhostkit: \`vhostkit net-load --poll busy${dir === 'tx' ? ' --gen' : ''}\` pinned to CPU ${ctx.backendCpus}; the testpmd virtio-user frontend (queue size 1024) pinned to CPU ${ctx.frontendCpus}; the reference backend pinned like vhostkit. Rates are the virtio-user testpmd's own counters over ${ctx.seconds} whole statistics periods after 2 warm-up periods; ${ctx.rounds} rounds alternating.`,
+      ],
+      rows,
+      commands: [...commands],
+      target: { ratio: 0.7, rows: (r) => r.config.endsWith(' 64 B'), what: `net ${dir} at 64 B: at least 0.7 x DPDK's vhost PMD, split and packed` },
+      charts: [
+        {
+          file: `net-${dir}`,
+          title: `net ${dir}: Mpps by frame size, split and packed`,
+          yLabel: 'Mpps',
+          categories: SIZES.map((s) => `${s} B`),
+          series: [...chartSeries('split'), ...chartSeries('packed')],
+        },
+      ],
+    };
+  };
+}
