@@ -1,5 +1,6 @@
 // `vhostkit switch`: a software L2 switch joining QEMU guests over vhost-user (and, with
 // --tap / --vxlan, the host and other hosts). A thin layer over the Switch class.
+import { POLL_MODES, type PollMode } from '../dataplane/poller.js';
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { Switch, type VhostPortOptions, type VxlanPortOptions } from '../switch/switch.js';
@@ -16,6 +17,8 @@ export const switchUsage = `vhostkit switch --port [NAME=]SOCKET[,OPTION...] [--
                        a VXLAN port (RFC 7348, UDP 4789 by default) to a Linux vxlan device or OVS
   --aging SECONDS      MAC aging time (default 300)
   --inline             forward on the main thread (default: a data-plane worker thread)
+  --poll MODE          busy: spin on the guests' rings (one CPU); event: sleep on kicks;
+                       adaptive: spin while traffic flows, sleep after 200 us idle (default event)
   --hook FILE[:EXPORT] a dataplane hook module run on the data-plane thread
 
 Runs until SIGINT or SIGTERM. Prints, for each port, the QEMU arguments that attach to it.`;
@@ -100,6 +103,7 @@ export async function cmdSwitch(argv: string[]): Promise<void> {
       vxlan: { type: 'string', multiple: true, default: [] },
       aging: { type: 'string' },
       inline: { type: 'boolean', default: false },
+      poll: { type: 'string', default: 'event' },
       hook: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -119,7 +123,8 @@ export async function cmdSwitch(argv: string[]): Promise<void> {
     const [file, exp] = values.hook.split(':');
     hook = { module: resolve(file), export: exp };
   }
-  const sw = await Switch.create({ agingSeconds: aging, dataplane: values.inline ? 'inline' : 'worker', hook });
+  if (!POLL_MODES.includes(values.poll as PollMode)) throw new Error(`--poll ${values.poll}: expected ${POLL_MODES.join(', ')}`);
+  const sw = await Switch.create({ agingSeconds: aging, dataplane: values.inline ? 'inline' : 'worker', hook, poll: values.poll as PollMode });
   let i = 0;
   const lines = [];
   for (const p of ports) {

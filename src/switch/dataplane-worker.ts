@@ -2,12 +2,16 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { SwitchEngine, type BurstHook } from './engine.js';
 import type { HookModule } from './dataplane.js';
+import type { PollMode } from '../dataplane/poller.js';
 
-const { burst, agingMs, hook } = workerData as { burst: number; agingMs: number; hook: HookModule | null };
+const { burst, agingMs, hook, poll } = workerData as { burst: number; agingMs: number; hook: HookModule | null; poll: PollMode };
 const port = parentPort!;
-const engine = new SwitchEngine(burst, agingMs, {
-  queueError: (p, index, reason) => port.postMessage({ event: 'queue-error', port: p, index, reason }),
-});
+const engine = new SwitchEngine(
+  burst,
+  agingMs,
+  { queueError: (p, index, reason) => port.postMessage({ event: 'queue-error', port: p, index, reason }) },
+  poll,
+);
 
 let ready: Promise<void> = Promise.resolve();
 if (hook) {

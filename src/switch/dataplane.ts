@@ -4,6 +4,7 @@
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { SwitchEngine, type BurstHook, type HostPortSpec, type QueueStartSpec, type VlanConfig } from './engine.js';
+import type { PollMode } from '../dataplane/poller.js';
 import type { FdbEntry } from './fdb.js';
 
 export interface HookModule {
@@ -17,6 +18,8 @@ export interface DataplaneOptions {
   burst?: number;
   agingMs?: number;
   hook?: BurstHook | HookModule | null;
+  /** how TX queues are waited for (default event) */
+  poll?: PollMode;
   onQueueError?: (port: number, index: number, reason: string) => void;
 }
 
@@ -49,7 +52,7 @@ async function loadHook(h: BurstHook | HookModule | null | undefined): Promise<B
 export class InProcessDataplane implements Dataplane {
   readonly engine: SwitchEngine;
   constructor(opts: DataplaneOptions = {}) {
-    this.engine = new SwitchEngine(opts.burst ?? 32, opts.agingMs ?? 300_000, { queueError: (p, i, r) => opts.onQueueError?.(p, i, r) });
+    this.engine = new SwitchEngine(opts.burst ?? 32, opts.agingMs ?? 300_000, { queueError: (p, i, r) => opts.onQueueError?.(p, i, r) }, opts.poll);
     if (typeof opts.hook === 'function') this.engine.setHook(opts.hook);
   }
   static async create(opts: DataplaneOptions = {}): Promise<InProcessDataplane> {
@@ -112,7 +115,7 @@ export class WorkerDataplane implements Dataplane {
     const hook = opts.hook && typeof opts.hook !== 'function' ? opts.hook : null;
     if (typeof opts.hook === 'function') throw new Error('a hook function cannot cross to a worker: give { module, export } instead');
     this.worker = new Worker(fileURLToPath(new URL('./dataplane-worker.js', import.meta.url)), {
-      workerData: { burst: opts.burst ?? 32, agingMs: opts.agingMs ?? 300_000, hook },
+      workerData: { burst: opts.burst ?? 32, agingMs: opts.agingMs ?? 300_000, hook, poll: opts.poll ?? 'event' },
     });
     this.worker.on('message', (m: Reply) => {
       if ('event' in m) {

@@ -3,6 +3,7 @@
 // in JavaScript (VLAN, learning, lookup, hook), deliver per destination queue (one native
 // call each, one copy guest to guest), push the TX chains back. No object per packet.
 import { FdWatcher } from '../native/unix-socket.js';
+import { Poller, type PollMode, type PollTarget } from '../dataplane/poller.js';
 import { GuestMemory } from '../native/guest-memory.js';
 import { Virtqueue, type RingLayout } from '../native/virtqueue.js';
 import { DELIVER_STATS, DeliverStat, VLAN_KEEP, VLAN_STRIP, netDeliver, netDeliverFlat, netPeek, netToFlat } from '../native/net.js';
@@ -67,9 +68,8 @@ interface TxQueue {
   index: number;
   port: EnginePort;
   kickFd: number;
-  watcher: FdWatcher | null;
-  poll: NodeJS.Timeout | null;
-  scheduled: boolean;
+  /** what the Poller serves: one burst of this queue per call */
+  target: PollTarget;
 }
 
 /** The host side of a TAP or VXLAN port (fds opened by the control plane). */
@@ -139,7 +139,8 @@ export class SwitchEngine {
   private portList: EnginePort[] = [];
   private readonly byName = new Map<string, number>();
   private paused = false;
-  private readonly pendingService = new Set<TxQueue>();
+  /** how the guests' TX queues are waited for (busy, event, adaptive) */
+  readonly poller: Poller;
   private readonly pausedHosts = new Set<EnginePort>();
   private readonly heads: Uint8Array;
   private readonly lens: Uint32Array;
@@ -169,7 +170,9 @@ export class SwitchEngine {
     readonly burst = 32,
     agingMs = 300_000,
     private readonly events: EngineEvents = { queueError: () => undefined },
+    poll: PollMode = 'event',
   ) {
+    this.poller = new Poller(poll);
     this.fdb = new Fdb(agingMs);
     this.heads = new Uint8Array(burst * HEAD);
     this.lens = new Uint32Array(burst);
@@ -293,15 +296,10 @@ export class SwitchEngine {
       p.rx.sort((a, b) => a.index - b.index);
       this.resizeLists(p);
     } else {
-      const t: TxQueue = { vq, index: s.index, port: p, kickFd: s.kickFd, watcher: null, poll: null, scheduled: false };
+      const t = { vq, index: s.index, port: p, kickFd: s.kickFd } as TxQueue;
+      t.target = { vq, kickFd: s.kickFd, service: () => this.serviceOnce(t) };
       p.tx.set(s.index, t);
-      if (s.kickFd >= 0) {
-        t.watcher = new FdWatcher(s.kickFd, () => this.onKick(t));
-        t.watcher.start(true, false);
-      } else {
-        t.poll = setInterval(() => this.schedule(t), 1);
-      }
-      this.schedule(t); // chains may already be waiting
+      this.poller.add(t.target); // serves chains already waiting too
     }
   }
 
@@ -315,22 +313,19 @@ export class SwitchEngine {
     } else {
       const t = p.tx.get(index);
       if (!t) return;
-      t.watcher?.close();
-      if (t.poll) clearInterval(t.poll);
-      this.pendingService.delete(t);
+      this.poller.remove(t.target);
       p.tx.delete(index);
     }
   }
 
   pause(): void {
     this.paused = true;
+    this.poller.pause();
   }
 
   resume(): void {
     this.paused = false;
-    const pending = [...this.pendingService];
-    this.pendingService.clear();
-    for (const t of pending) this.schedule(t);
+    this.poller.resume();
     for (const p of this.pausedHosts) p.host?.watcher.start(true, false);
     this.pausedHosts.clear();
   }
@@ -360,51 +355,19 @@ export class SwitchEngine {
     p.counts = p.rx.map(() => new Int32Array(3));
   }
 
-  private onKick(t: TxQueue): void {
-    try {
-      readSync(t.kickFd, kickBuf, 0, 8, null);
-    } catch {
-      // EAGAIN: already drained
+  /** One burst of a guest's TX queue (the Poller calls it). Returns the frames taken. */
+  private serviceOnce(t: TxQueue): number {
+    if (this.paused || !t.port.tx.has(t.index)) return 0;
+    const n = t.vq.pop();
+    if (n < 0) {
+      const e = t.vq.error;
+      t.port.counters[PortCounter.QUEUE_ERRORS]++;
+      this.stopQueue(t.port.id, t.index);
+      this.events.queueError(t.port.id, t.index, e ? `${e.code}: ${e.detail}` : `error ${-n}`);
+      return 0;
     }
-    this.schedule(t);
-  }
-
-  private schedule(t: TxQueue): void {
-    if (this.paused) {
-      this.pendingService.add(t);
-      return;
-    }
-    if (t.scheduled) return;
-    t.scheduled = true;
-    setImmediate(() => {
-      t.scheduled = false;
-      this.service(t);
-    });
-  }
-
-  /** Serves a TX queue until it is empty (then re-arms kicks) or 16 bursts were done. */
-  service(t: TxQueue): void {
-    if (this.paused) {
-      this.pendingService.add(t);
-      return;
-    }
-    if (!t.port.tx.has(t.index)) return; // stopped meanwhile
-    for (let round = 0; round < 16; round++) {
-      const n = t.vq.pop();
-      if (n < 0) {
-        const e = t.vq.error;
-        t.port.counters[PortCounter.QUEUE_ERRORS]++;
-        this.stopQueue(t.port.id, t.index);
-        this.events.queueError(t.port.id, t.index, e ? `${e.code}: ${e.detail}` : `error ${-n}`);
-        return;
-      }
-      if (n === 0) {
-        if (!t.vq.setNotify(true)) return; // empty, kicks re-armed
-        continue; // chains arrived while re-arming
-      }
-      this.forward(t, n);
-    }
-    this.schedule(t); // more work: yield to the event loop first
+    if (n > 0) this.forward(t, n);
+    return n;
   }
 
   // classify() results (fields, not a returned object: no allocation per packet).
@@ -802,7 +765,6 @@ export class SwitchEngine {
   close(): void {
     if (this.ager) clearInterval(this.ager);
     for (const id of [...this.ports.keys()]) this.removePort(id);
+    this.poller.close();
   }
 }
-
-const kickBuf = Buffer.alloc(8);

@@ -1,6 +1,7 @@
 // The software L2 switch: ports (vhost-user virtio-net now; TAP and VXLAN next), MAC
 // learning with aging, flooding, 802.1Q VLANs, per-port counters, a dataplane hook. This
 // is the control plane, on the caller's thread; forwarding runs in the data plane.
+import type { PollMode } from '../dataplane/poller.js';
 import { basename } from 'node:path';
 import { log as rootLog, type Logger } from '../log.js';
 import { VhostUserBackend } from '../vhost-user/backend.js';
@@ -19,6 +20,8 @@ export interface SwitchOptions {
   /** a dataplane hook: a module for the worker, or (inline only) a function */
   hook?: BurstHook | HookModule;
   burst?: number;
+  /** how the data plane waits for the guests' frames: busy, event (default), adaptive */
+  poll?: PollMode;
   log?: Logger;
 }
 
@@ -108,6 +111,7 @@ export class Switch {
       burst: opts.burst,
       agingMs: (opts.agingSeconds ?? 300) * 1000,
       hook: opts.hook ?? null,
+      poll: opts.poll,
       onQueueError: (port: number, index: number, reason: string) => sw?.onQueueError(port, index, reason),
     };
     const dp = opts.dataplane === 'inline' ? await InProcessDataplane.create(dpOpts) : await WorkerDataplane.create(dpOpts);

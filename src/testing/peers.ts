@@ -667,6 +667,8 @@ export interface TestpmdOptions {
   queueSize?: number;
   /** virtio-user: `packed_vq=1` (offer the packed ring). */
   packed?: boolean;
+  /** virtio-user: `mac=` of the port (its source MAC in txonly). */
+  mac?: string;
   /** vhost: `client=1`, connect to a listening frontend instead of creating the socket. */
   client?: boolean;
   /** virtio-user: `server=1`, create the socket and wait for a vhost client. */
@@ -760,7 +762,7 @@ export function testpmdArgv(
     if (opts.client) throw new Error('client is a vhost option (role "vhost"); virtio-user connects by default');
     vdev =
       `net_virtio_user0,path=${resolved.socket},queues=${queues},queue_size=${opts.queueSize ?? 1024}` +
-      `${opts.packed ? ',packed_vq=1' : ''}${opts.server ? ',server=1' : ''}`;
+      `${opts.packed ? ',packed_vq=1' : ''}${opts.server ? ',server=1' : ''}${opts.mac ? `,mac=${opts.mac}` : ''}`;
   } else {
     throw new Error(`unknown testpmd role ${String((opts as { role: unknown }).role)}`);
   }

@@ -4,15 +4,22 @@ import { expect } from 'chai';
 import { makeTempDir, startTestpmd } from '../../src/testing/peers.js';
 import { Switch } from '../../src/switch/switch.js';
 import { setLogSink } from '../../src/log.js';
+import type { PollMode } from '../../src/dataplane/poller.js';
 
 describe('real peers: dpdk-testpmd virtio-user on two switch ports', function () {
   this.timeout(60000);
 
-  for (const packed of [false, true]) {
-    it(`txonly on one port reaches rxonly on the other (${packed ? 'packed' : 'split'} rings)`, async () => {
+  const cases: Array<{ packed: boolean; poll: PollMode }> = [
+    { packed: false, poll: 'event' },
+    { packed: true, poll: 'event' },
+    { packed: false, poll: 'busy' },
+    { packed: true, poll: 'adaptive' },
+  ];
+  for (const { packed, poll } of cases) {
+    it(`txonly on one port reaches rxonly on the other (${packed ? 'packed' : 'split'} rings, poll ${poll})`, async () => {
       const old = setLogSink(() => undefined);
       const tmp = makeTempDir('vk-swpmd-');
-      const sw = await Switch.create({ dataplane: 'worker' });
+      const sw = await Switch.create({ dataplane: 'worker', poll });
       await sw.addVhostPort({ name: 'a', socket: tmp.join('a.sock') });
       await sw.addVhostPort({ name: 'b', socket: tmp.join('b.sock') });
       const rx = await startTestpmd({ role: 'virtio-user', socket: tmp.join('b.sock'), forwardMode: 'rxonly', cpu: 1, packed });
