@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { peerAvailability, type PeerName } from '../src/testing/peers.js';
 import { blkCase } from './cases/blk.js';
 import { netCase } from './cases/net.js';
+import { switchCase } from './cases/switch.js';
 import { barChartSvg, markdownTable, ratio, type CaseReport } from './lib/report.js';
 import { progress } from './lib/proc.js';
 
@@ -30,6 +31,7 @@ interface CaseDef {
 const CASES: CaseDef[] = [
   { id: 'net-rx', peers: ['dpdk-testpmd'], run: netCase('rx') },
   { id: 'net-tx', peers: ['dpdk-testpmd'], run: netCase('tx') },
+  { id: 'switch', peers: ['dpdk-testpmd'], run: switchCase },
   { id: 'blk', peers: ['qemu-storage-daemon'], run: blkCase },
 ];
 
