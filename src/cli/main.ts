@@ -20,7 +20,7 @@ commands:
       Connects to any vhost-user backend and prints what it offers: device features
       and protocol features by name, queue count, config space. Exits 1 if the socket
       is not a vhost-user backend.
-  switch --port [NAME=]SOCKET[,...] [--tap IFNAME] [--vxlan remote=ADDR,vni=N] [--aging S] [--hook FILE[:EXPORT]]
+  switch --port [NAME=]SOCKET[,...] [--tap IFNAME] [--vxlan remote=ADDR,vni=N] [--poll MODE] [--hook FILE[:EXPORT]]
       A software L2 switch joining QEMU guests over vhost-user (see "vhostkit switch --help").
   blk --socket PATH (--file IMAGE | --ram SIZE) [--read-only] [--serial ID] [--num-queues N]
       Serve a raw image or a RAM disk as vhost-user-blk (see "vhostkit blk --help").
