@@ -153,11 +153,7 @@ int32_t PackedRing::Pop(const BurstArrays& out, uint32_t max) {
       detail = Fmt("the saved copy of in-flight buffer id %u does not hold its chain (%u descriptors)", id, saved);
     }
     if (err != VqError::kOk) break;
-    out.head[n] = id;
-    out.read_len[n] = static_cast<uint32_t>(rlen);
-    out.write_len[n] = static_cast<uint32_t>(wlen);
-    out.first_seg[n + 1] = end;
-    if (lg.log) LogChain(id, out, seg, end);
+    EmitChain(out, n, id, static_cast<uint32_t>(rlen), static_cast<uint32_t>(wlen), seg, end, lg);
     seg = end;
     in_flight_count_[id] = ndesc;
     resubmitted_[id] = 1;
@@ -190,11 +186,7 @@ int32_t PackedRing::Pop(const BurstArrays& out, uint32_t max) {
       }
     }
     if (err != VqError::kOk) break;
-    out.head[n] = id;
-    out.read_len[n] = static_cast<uint32_t>(rlen);
-    out.write_len[n] = static_cast<uint32_t>(wlen);
-    out.first_seg[n + 1] = end;
-    if (lg.log) LogChain(id, out, seg, end);
+    EmitChain(out, n, id, static_cast<uint32_t>(rlen), static_cast<uint32_t>(wlen), seg, end, lg);
     seg = end;
     in_flight_count_[id] = ndesc;
     last_avail_ = static_cast<uint16_t>(last_avail_ + ndesc);
@@ -307,13 +299,7 @@ void PackedRing::Unpop(const uint16_t* ids, uint32_t n) {
     const uint32_t c = in_flight_count_[id];
     in_flight_count_[id] = 0;
     in_flight_--;
-    if (resubmitted_[id]) {
-      // A resubmitted chain goes back to the resubmission list (chains are given back
-      // in reverse pop order, and resubmitted ones were popped first).
-      resubmitted_[id] = 0;
-      if (resubmit_pos_ > 0) resubmit_[--resubmit_pos_] = id;
-      continue;
-    }
+    if (UnpopResubmitted(id)) continue;
     if (last_avail_ >= c) {
       last_avail_ = static_cast<uint16_t>(last_avail_ - c);
     } else {
@@ -362,7 +348,6 @@ bool PackedRing::SetInflight(std::shared_ptr<MemTable> table, uint8_t* host, uin
   inflight_ = host;
   pool_first_.assign(size_, 0);
   pool_next_.assign(size_, 0);
-  resubmitted_.assign(size_, 0);
   return true;
 }
 

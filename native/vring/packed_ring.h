@@ -11,12 +11,11 @@ namespace vhostkit {
 
 class PackedRing final : public Virtqueue {
  public:
-  explicit PackedRing(uint32_t size) : Virtqueue(true, size), resubmitted_(size, 0) {}
+  explicit PackedRing(uint32_t size) : Virtqueue(true, size) {}
   uint32_t GetBase() const override;
   VqError SetBase(uint32_t base) override;
   void SyncUsedFromRing() override;
   bool SetInflight(std::shared_ptr<MemTable> table, uint8_t* host, uint64_t len) override;
-  uint32_t resubmit_pending() const override { return static_cast<uint32_t>(resubmit_.size() - resubmit_pos_); }
   int32_t Pop(const BurstArrays& out, uint32_t max) override;
   int32_t Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) override;
   void Unpop(const uint16_t* ids, uint32_t n) override;
@@ -73,10 +72,7 @@ class PackedRing final : public Virtqueue {
   std::vector<uint16_t> pool_free_;   // free pool entries (a stack)
   std::vector<uint16_t> pool_first_;  // per id: its first pool entry (shadow of the area)
   std::vector<uint16_t> pool_next_;   // shadow of pool_next
-  std::vector<uint16_t> resubmit_;    // ids to pop again from their copies, oldest first
-  std::vector<uint16_t> resubmit_ndesc_;
-  std::vector<uint8_t> resubmitted_;  // per id: popped from resubmit_ (Unpop puts it back there)
-  size_t resubmit_pos_ = 0;
+  std::vector<uint16_t> resubmit_ndesc_;  // per resubmit_ entry: descriptors saved
   std::vector<uint8_t> chain_copy_;   // one resubmitted chain's descriptors, contiguous
 
   uint16_t last_avail_ = 0;

@@ -25,7 +25,7 @@ std::string Fmt(const char* fmt, unsigned a, unsigned b = 0) {
 }  // namespace
 
 SplitRing::SplitRing(uint32_t size)
-    : Virtqueue(false, size), resubmitted_(size, 0), mask_(static_cast<uint16_t>(size - 1)), stamp_(size, 0), ind_stamp_(kMaxIndirect, 0) {}
+    : Virtqueue(false, size), mask_(static_cast<uint16_t>(size - 1)), stamp_(size, 0), ind_stamp_(kMaxIndirect, 0) {}
 
 VqError SplitRing::SetBase(uint32_t base) {
   last_avail_ = static_cast<uint16_t>(base);
@@ -50,7 +50,6 @@ bool SplitRing::SetInflight(std::shared_ptr<MemTable> table, uint8_t* host, uint
   if (len < 16 + 16 * static_cast<uint64_t>(size_)) return false;
   inflight_table_ = std::move(table);
   inflight_ = host;
-  resubmitted_.assign(size_, 0);
   return true;
 }
 
@@ -216,10 +215,9 @@ int32_t SplitRing::Pop(const BurstArrays& out, uint32_t max) {
     err = WalkChain(head, out, seg, &end, &rlen, &wlen, &full, &detail);
     if (full && err == VqError::kOk) break;
     if (err != VqError::kOk) break;
-    out.head[n] = head;
-    out.read_len[n] = static_cast<uint32_t>(std::min<uint64_t>(rlen, UINT32_MAX));
-    out.write_len[n] = static_cast<uint32_t>(std::min<uint64_t>(wlen, UINT32_MAX));
-    out.first_seg[n + 1] = end;
+    // (Also logged when dirty logging is on, as any popped chain: it was missing here.)
+    EmitChain(out, n, head, static_cast<uint32_t>(std::min<uint64_t>(rlen, UINT32_MAX)),
+              static_cast<uint32_t>(std::min<uint64_t>(wlen, UINT32_MAX)), seg, end, lg);
     seg = end;
     in_flight_count_[head] = 1;
     resubmitted_[head] = 1;
@@ -254,11 +252,7 @@ int32_t SplitRing::Pop(const BurstArrays& out, uint32_t max) {
       detail = Fmt("chain of head %u holds 4 GiB or more", head);
     }
     if (err != VqError::kOk) break;
-    out.head[n] = head;
-    out.read_len[n] = static_cast<uint32_t>(rlen);
-    out.write_len[n] = static_cast<uint32_t>(wlen);
-    out.first_seg[n + 1] = end;
-    if (lg.log) LogChain(head, out, seg, end);
+    EmitChain(out, n, head, static_cast<uint32_t>(rlen), static_cast<uint32_t>(wlen), seg, end, lg);
     seg = end;
     in_flight_count_[head] = 1;
     if (inflight_ != nullptr) {
@@ -334,12 +328,7 @@ void SplitRing::Unpop(const uint16_t* ids, uint32_t n) {
     if (id >= size_ || in_flight_count_[id] == 0) continue;
     in_flight_count_[id] = 0;
     in_flight_--;
-    if (resubmitted_[id]) {
-      // Back to the resubmission list (resubmitted chains were popped first).
-      resubmitted_[id] = 0;
-      if (resubmit_pos_ > 0) resubmit_[--resubmit_pos_] = id;
-      continue;
-    }
+    if (UnpopResubmitted(id)) continue;
     if (inflight_ != nullptr) StoreRelease<uint8_t>(InflightDesc(id), 0);
     last_avail_--;
   }

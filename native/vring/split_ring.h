@@ -14,7 +14,6 @@ class SplitRing final : public Virtqueue {
   VqError SetBase(uint32_t base) override;
   void SyncUsedFromRing() override;
   bool SetInflight(std::shared_ptr<MemTable> table, uint8_t* host, uint64_t len) override;
-  uint32_t resubmit_pending() const override { return static_cast<uint32_t>(resubmit_.size() - resubmit_pos_); }
   int32_t Pop(const BurstArrays& out, uint32_t max) override;
   int32_t Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) override;
   void Unpop(const uint16_t* ids, uint32_t n) override;
@@ -36,9 +35,6 @@ class SplitRing final : public Virtqueue {
   std::shared_ptr<MemTable> inflight_table_;
   uint8_t* inflight_ = nullptr;
   uint64_t inflight_counter_ = 1;
-  std::vector<uint16_t> resubmit_;  // heads to pop again, oldest first
-  size_t resubmit_pos_ = 0;
-  std::vector<uint8_t> resubmitted_;  // per head: popped from resubmit_ (Unpop puts it back there)
 
   const uint16_t mask_;
   uint16_t last_avail_ = 0;

@@ -47,7 +47,9 @@ std::shared_ptr<Virtqueue> Virtqueue::Create(bool packed, uint32_t size, std::st
 }
 
 Virtqueue::Virtqueue(bool packed, uint32_t size)
-    : packed_(packed), size_(size), in_flight_count_(size, 0), log_ranges_(size) {}
+    : packed_(packed), size_(size), in_flight_count_(size, 0), log_ranges_(size) {
+  resubmitted_.assign(size, 0);
+}
 
 Virtqueue::~Virtqueue() {
   if (call_fd_ >= 0) close(call_fd_);

@@ -108,7 +108,7 @@ class Virtqueue {
     return false;
   }
   // Chains recovered from the inflight area and not yet popped again.
-  virtual uint32_t resubmit_pending() const { return 0; }
+  uint32_t resubmit_pending() const { return static_cast<uint32_t>(resubmit_.size() - resubmit_pos_); }
 
   // Pops up to min(max, out.max_chains) chains. Returns the count, or -error if the queue
   // is broken and nothing was popped.
@@ -153,6 +153,20 @@ class Virtqueue {
   }
   static constexpr uint32_t kClaimed = 0x80000000u;
 
+  // Unpop of a chain that came from the resubmission list puts it back there (chains are
+  // given back in reverse pop order, and resubmitted ones are popped first). Returns
+  // whether it was one.
+  bool UnpopResubmitted(uint16_t id) {
+    if (!resubmitted_[id]) return false;
+    resubmitted_[id] = 0;
+    if (resubmit_pos_ > 0) resubmit_[--resubmit_pos_] = id;
+    return true;
+  }
+  // Inflight recovery (both layouts): heads / buffer ids to pop again, oldest first.
+  std::vector<uint16_t> resubmit_;
+  size_t resubmit_pos_ = 0;
+  std::vector<uint8_t> resubmitted_;  // per id: popped from resubmit_ and not pushed yet
+
   const bool packed_;
   const uint32_t size_;
   bool event_idx_ = false;
@@ -181,6 +195,16 @@ class Virtqueue {
   void LogChain(uint16_t id, const BurstArrays& out, uint32_t first, uint32_t end);
   void LogCompleted(DirtyLog& log, uint16_t id, uint32_t len);
   void LogRing(DirtyLog& log, const uint8_t* host, uint64_t len);
+  // Chain i of a Pop burst: its id, lengths and segment range (and, when logging, its
+  // writable ranges for the dirty log).
+  void EmitChain(const BurstArrays& out, uint32_t i, uint16_t id, uint32_t rlen, uint32_t wlen, uint32_t first_seg,
+                 uint32_t end_seg, const LogState& lg) {
+    out.head[i] = id;
+    out.read_len[i] = rlen;
+    out.write_len[i] = wlen;
+    out.first_seg[i + 1] = end_seg;
+    if (lg.log) LogChain(id, out, first_seg, end_seg);
+  }
   std::mutex ctl_mu_;                  // guards call_fd_, log_, log_rings_, used_gpa_
   int call_fd_ = -1;
   std::atomic<bool> log_on_{false};    // fast path: no lock while not logging

@@ -115,7 +115,10 @@ class LoadQueue {
 
   submit(k: number, now: number): void {
     const hdr = this.hdr[k];
-    this.dv.setBigUint64(hdr + 8, BigInt((this.nextBlock() * this.blockSize) / SECTOR), true);
+    // The sector as two 32-bit halves: no BigInt allocated per request.
+    const sector = (this.nextBlock() * this.blockSize) / SECTOR;
+    this.dv.setUint32(hdr + 8, sector >>> 0, true);
+    this.dv.setUint32(hdr + 12, Math.floor(sector / 0x100000000), true);
     this.mem[this.status[k]] = 0xff;
     const avail = this.driver.availAddr;
     this.dv.setUint16(avail + 4 + 2 * (this.availIdx & this.mask), 3 * k, true);

@@ -2,7 +2,8 @@
 // killed with requests in flight is replaced by a new one that pops exactly those chains
 // again, oldest first, and nothing else twice.
 import { expect } from 'chai';
-import { closeSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
+import { DirtyLog } from '../../src/vhost-user/dirty-log.js';
 import { GuestMemory, createMemfd } from '../../src/native/guest-memory.js';
 import { Virtqueue } from '../../src/native/virtqueue.js';
 import { SplitDriver } from '../../src/testing/driver.js';
@@ -73,6 +74,31 @@ describe('inflight tracking (split ring)', () => {
     expect(d.used().map((u) => u.id)).to.deep.equal([ids[0], ids[2], ids[5], more]);
     expect(q.pop()).to.equal(0);
     q.detach();
+  });
+
+  it('a resubmitted chain is dirty-logged like any other when it completes (live migration)', () => {
+    const d = rig.drv as SplitDriver;
+    const id = d.addAndPublish([{ len: 4, writable: false }, { len: 4096, writable: true }]);
+    expect(rig.q.pop()).to.equal(1);
+    const q = restart(0);
+    const logFd = createMemfd('dirty-log', 4096);
+    const log = DirtyLog.map(logFd, 4096n, 0n);
+    try {
+      q.setDirtyLog(log.raw, null);
+      expect(q.pop()).to.equal(1);
+      expect(q.b.head[0]).to.equal(id);
+      complete(q, [id]);
+      const w = d.chainBuffers(id).find((b) => b.writable)!;
+      const page = Math.floor(w.addr / 4096);
+      const bits = new Uint8Array(4096);
+      readSync(logFd, bits, 0, 4096, 0);
+      expect((bits[page >> 3] >> (page & 7)) & 1, `page ${page} of the resubmitted chain's buffer`).to.equal(1);
+    } finally {
+      q.setDirtyLog(null, null);
+      log.close();
+      closeSync(logFd);
+      q.detach();
+    }
   });
 
   it('settles a batch that reached the used ring before the backend died clearing its flags', () => {
