@@ -38,17 +38,7 @@ std::string Str(const Napi::CallbackInfo& info, size_t i, const char* name) {
 template <typename T>
 T* Typed(const Napi::CallbackInfo& info, size_t i, napi_typedarray_type type, size_t min_len, const char* what,
          size_t* len_out = nullptr) {
-  Napi::Value v = i < info.Length() ? info[i] : info.Env().Undefined();
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) {
-    throw Napi::TypeError::New(info.Env(), std::string(what) + ": wrong typed array type");
-  }
-  Napi::TypedArray ta = v.As<Napi::TypedArray>();
-  if (ta.ElementLength() < min_len) {
-    throw Napi::RangeError::New(info.Env(), std::string(what) + ": " + std::to_string(ta.ElementLength()) +
-                                                " elements, at least " + std::to_string(min_len) + " needed");
-  }
-  if (len_out != nullptr) *len_out = ta.ElementLength();
-  return reinterpret_cast<T*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+  return TypedData<T>(info.Env(), i < info.Length() ? info[i] : info.Env().Undefined(), type, min_len, what, len_out);
 }
 
 Napi::Error OpenError(Napi::Env env, int err, const char* step, const std::string& what) {

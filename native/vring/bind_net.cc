@@ -7,12 +7,7 @@ namespace {
 
 template <typename T>
 T* Typed(Napi::Value v, napi_typedarray_type type, size_t min_len, const char* what) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type) {
-    throw Napi::TypeError::New(v.Env(), std::string(what) + ": wrong typed array");
-  }
-  Napi::TypedArray ta = v.As<Napi::TypedArray>();
-  if (ta.ElementLength() < min_len) throw Napi::RangeError::New(v.Env(), std::string(what) + ": too short");
-  return reinterpret_cast<T*>(static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset());
+  return TypedData<T>(v.Env(), v, type, min_len, what);
 }
 
 // netPeek(queue, n, hdrLen, out: Uint8Array, stride, lens: Uint32Array)
@@ -89,13 +84,12 @@ Napi::Value DeliverFlat(const Napi::CallbackInfo& info) {
   const uint32_t rx_hdr = info[1].As<Napi::Number>().Uint32Value();
   if (rx_hdr != 10 && rx_hdr != 12) throw Napi::RangeError::New(info.Env(), "netDeliverFlat: header length must be 10 or 12");
   const uint32_t n = info[6].As<Napi::Number>().Uint32Value();
-  Napi::TypedArray data = info[3].As<Napi::TypedArray>();
-  if (data.TypedArrayType() != napi_uint8_array) throw Napi::TypeError::New(info.Env(), "netDeliverFlat: data must be a Uint8Array");
-  const uint8_t* base = static_cast<uint8_t*>(data.ArrayBuffer().Data()) + data.ByteOffset();
+  size_t data_len = 0;
+  const uint8_t* base = TypedData<uint8_t>(info.Env(), info[3], napi_uint8_array, 0, "netDeliverFlat: data", &data_len);
   const uint32_t* offsets = Typed<uint32_t>(info[4], napi_uint32_array, n, "offsets");
   const uint32_t* lens = Typed<uint32_t>(info[5], napi_uint32_array, n, "lens");
   for (uint32_t i = 0; i < n; i++) {
-    if (static_cast<uint64_t>(offsets[i]) + lens[i] > data.ByteLength()) {
+    if (static_cast<uint64_t>(offsets[i]) + lens[i] > data_len) {
       throw Napi::RangeError::New(info.Env(), "netDeliverFlat: frame outside the data buffer");
     }
   }
@@ -126,16 +120,15 @@ Napi::Value ToFlat(const Napi::CallbackInfo& info) {
   }
   const int32_t vlan = info[5].As<Napi::Number>().Int32Value();
   if (vlan < -2 || vlan > 0xffff) throw Napi::RangeError::New(info.Env(), "netToFlat: vlan must be -2, -1 or a TCI");
-  Napi::TypedArray outv = info[6].As<Napi::TypedArray>();
-  if (outv.TypedArrayType() != napi_uint8_array) throw Napi::TypeError::New(info.Env(), "netToFlat: out must be a Uint8Array");
-  uint8_t* out = static_cast<uint8_t*>(outv.ArrayBuffer().Data()) + outv.ByteOffset();
+  size_t out_len = 0;
+  uint8_t* out = TypedData<uint8_t>(info.Env(), info[6], napi_uint8_array, 0, "netToFlat: out", &out_len);
   const uint32_t max = info[9].As<Napi::Number>().Uint32Value();
   uint32_t* offsets = Typed<uint32_t>(info[7], napi_uint32_array, max, "offsets");
   uint32_t* lens = Typed<uint32_t>(info[8], napi_uint32_array, max, "lens");
   uint32_t* stats = Typed<uint32_t>(info[10], napi_uint32_array, 7, "stats");
   TxSource src{tx.out, tx.q->memory().get(), hdr, info[2].ToBoolean(), vlan};
   DeliverStats st;
-  const uint32_t k = NetToFlat(src, chains, n, out, static_cast<uint32_t>(outv.ByteLength()), offsets, lens, max, &st);
+  const uint32_t k = NetToFlat(src, chains, n, out, static_cast<uint32_t>(std::min<size_t>(out_len, UINT32_MAX)), offsets, lens, max, &st);
   AddStats(stats, st);
   return Napi::Number::New(info.Env(), k);
 }

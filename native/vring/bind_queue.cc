@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cstdint>
+#include <string>
 #include <vector>
 
 #include "bindings.h"
@@ -35,8 +37,32 @@ uint64_t BigU64(const Napi::Value& v, const char* what) {
   return r;
 }
 
+class QueueWrap;
+
+// This thread's live queue wrappers by slot: the per-burst native calls name a queue by its
+// slot (a bounds-checked array lookup) instead of passing the object (an instanceof
+// check and an unwrap cost more than delivering a small frame). JS objects live on the
+// thread that made them, so the table is per thread; a wrapper frees its slot when it is
+// finalized.
+struct SlotTable {
+  std::vector<QueueWrap*> live;
+  std::vector<uint32_t> free;
+};
+SlotTable& Slots() {
+  thread_local SlotTable t;
+  return t;
+}
+
 class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
  public:
+  ~QueueWrap() override {
+    SlotTable& t = Slots();
+    if (slot_ < t.live.size() && t.live[slot_] == this) {
+      t.live[slot_] = nullptr;
+      t.free.push_back(slot_);
+    }
+  }
+
   QueueView View() { return {q_.get(), &out_, used_id_, used_len_, out_.max_chains}; }
 
   static Napi::Function Define(Napi::Env env) {
@@ -104,6 +130,17 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     // reference (references deleted by our destructor during environment teardown, when
     // Node has already freed them, corrupt the heap of a worker thread that exits).
     info.This().As<Napi::Object>().DefineProperty(Napi::PropertyDescriptor::Value("__arrays", arrays, napi_default));
+    SlotTable& t = Slots();
+    if (t.free.empty()) {
+      slot_ = static_cast<uint32_t>(t.live.size());
+      t.live.push_back(this);
+    } else {
+      slot_ = t.free.back();
+      t.free.pop_back();
+      t.live[slot_] = this;
+    }
+    info.This().As<Napi::Object>().DefineProperty(
+        Napi::PropertyDescriptor::Value("slot", Napi::Number::New(env, slot_), napi_enumerable));
   }
 
  private:
@@ -250,6 +287,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
   BurstArrays out_;
   uint16_t* used_id_ = nullptr;
   uint32_t* used_len_ = nullptr;
+  uint32_t slot_ = UINT32_MAX;  // in Slots(); set once the constructor can no longer throw
 };
 
 Napi::Value ErrorNames(const Napi::CallbackInfo& info) {
@@ -264,6 +302,15 @@ Napi::Value ErrorNames(const Napi::CallbackInfo& info) {
 }  // namespace
 
 QueueView UnwrapQueue(Napi::Value v) {
+  if (v.IsNumber()) {
+    const double d = v.As<Napi::Number>().DoubleValue();
+    const SlotTable& t = Slots();
+    if (d >= 0 && d < static_cast<double>(t.live.size())) {
+      QueueWrap* w = t.live[static_cast<size_t>(d)];
+      if (w != nullptr && static_cast<double>(static_cast<size_t>(d)) == d) return w->View();
+    }
+    throw Napi::TypeError::New(v.Env(), "expected a native Virtqueue slot; no live queue has slot " + std::to_string(d));
+  }
   if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(GetAddonData(v.Env()).queue_ctor.Value())) {
     throw Napi::TypeError::New(v.Env(), "expected a native Virtqueue");
   }

@@ -9,6 +9,7 @@ void BindIo(Napi::Env env, Napi::Object exports);      // bind_io.cc: eventfd, u
 }  // namespace vhostkit
 
 #include <memory>
+#include <string>
 namespace vhostkit {
 class MemTable;
 class DirtyLog;
@@ -38,7 +39,30 @@ struct QueueView {
   uint32_t* used_len;
   uint32_t burst;
 };
+// v is the queue's slot number (Virtqueue.slot in JS: one array lookup, for the per-burst
+// calls) or the native object itself (checked with instanceof: slow). Throws a TypeError
+// for anything else.
 QueueView UnwrapQueue(Napi::Value v);  // bind_queue.cc
+
+// The elements of a typed array of `type` holding at least min_len of them (one N-API
+// call: the per-burst calls take several arrays). Throws a JS TypeError / RangeError
+// naming `what`. *len_out, if given, gets the element count.
+template <typename T>
+T* TypedData(Napi::Env env, Napi::Value v, napi_typedarray_type type, size_t min_len, const char* what,
+             size_t* len_out = nullptr) {
+  napi_typedarray_type t;
+  size_t len = 0;
+  void* data = nullptr;
+  if (napi_get_typedarray_info(env, v, &t, &len, &data, nullptr, nullptr) != napi_ok || t != type) {
+    throw Napi::TypeError::New(env, std::string(what) + ": wrong typed array type");
+  }
+  if (len < min_len) {
+    throw Napi::RangeError::New(env, std::string(what) + ": " + std::to_string(len) + " elements, at least " +
+                                         std::to_string(min_len) + " needed");
+  }
+  if (len_out != nullptr) *len_out = len;
+  return static_cast<T*>(data);
+}
 void BindNet(Napi::Env env, Napi::Object exports);  // bind_net.cc
 void BindHostIo(Napi::Env env, Napi::Object exports);  // bind_host_io.cc: TAP, VXLAN/UDP batch I/O
 void BindBlk(Napi::Env env, Napi::Object exports);  // bind_blk.cc: virtio-blk request engine

@@ -103,16 +103,17 @@ std::shared_ptr<MemTable> MemTable::Build(std::vector<Region> regions, std::stri
   }
   auto t = std::make_shared<MemTable>();
   t->regions_ = std::move(regions);
+  for (const Region& r : t->regions_) t->spans_.push_back(Span{r.gpa, r.size, r.host()});
   return t;
 }
 
 int MemTable::FindGpa(uint64_t addr) const {
   const uint32_t n = static_cast<uint32_t>(regions_.size());
-  uint32_t hint = last_hit_;
+  const uint32_t hint = last_hit_.load(std::memory_order_relaxed);
   if (hint < n && Inside(addr, 1, regions_[hint].gpa, regions_[hint].size)) return static_cast<int>(hint);
   for (uint32_t i = 0; i < n; i++) {
     if (Inside(addr, 1, regions_[i].gpa, regions_[i].size)) {
-      last_hit_ = i;
+      last_hit_.store(i, std::memory_order_relaxed);
       return static_cast<int>(i);
     }
   }

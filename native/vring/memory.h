@@ -9,6 +9,7 @@
 // new table from the old regions plus one).
 #pragma once
 #include <cstddef>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -76,10 +77,33 @@ class MemTable {
   // Frontend virtual address -> guest physical (for dirty logging of rings).
   bool UvaToGpa(uint64_t uva, uint64_t* gpa) const;
 
+  // The hot path's lookup: [addr, addr + len) (len > 0) inside the region that served the
+  // last lookup. nullptr means "not there", not "not mapped": take TranslateGpa then.
+  uint8_t* TranslateHinted(uint64_t addr, uint32_t len, uint32_t* region) const {
+    const uint32_t h = last_hit_.load(std::memory_order_relaxed);
+    if (h >= spans_.size()) return nullptr;
+    const Span& s = spans_[h];
+    const uint64_t off = addr - s.gpa;  // wraps (huge) when addr < gpa: refused below
+    if (addr < s.gpa || off >= s.size || len > s.size - off) return nullptr;
+    *region = h;
+    return s.host + off;
+  }
+  // Host address of region i's first byte (i < regions().size()).
+  uint8_t* host(uint32_t i) const { return spans_[i].host; }
+
  private:
   int FindGpa(uint64_t addr) const;  // index of the region containing addr, or -1
-  std::vector<Region> regions_;      // sorted by gpa
-  mutable uint32_t last_hit_ = 0;    // lookup cache (benign race: any value is a valid hint)
+  // What the hot path reads of each region, packed together (no shared_ptr to follow).
+  struct Span {
+    uint64_t gpa;
+    uint64_t size;
+    uint8_t* host;
+  };
+  std::vector<Region> regions_;  // sorted by gpa
+  std::vector<Span> spans_;      // spans_[i] describes regions_[i]
+  // Lookup cache: any value is a valid hint. Atomic because queues on several threads
+  // share one table; written only when it changes.
+  mutable std::atomic<uint32_t> last_hit_{0};
 };
 
 }  // namespace vhostkit

@@ -9,7 +9,7 @@ namespace vhostkit {
 namespace {
 
 inline uint8_t* SegPtr(const BurstArrays& b, const MemTable& m, uint32_t s) {
-  return m.regions()[b.seg_region[s]].host() + static_cast<uint64_t>(b.seg_offset[s]);
+  return m.host(b.seg_region[s]) + static_cast<uint64_t>(b.seg_offset[s]);
 }
 
 // Walks the readable bytes of one chain, after skipping `skip` of them.
@@ -85,6 +85,12 @@ class FrameReader {
     }
   }
   uint32_t Read(uint8_t* dst, uint32_t len) {
+    if (vlan_ == -1) return rc_.Read(dst, len);  // no VLAN operation: the bytes as they are
+    return ReadTagged(dst, len);
+  }
+
+ private:
+  uint32_t ReadTagged(uint8_t* dst, uint32_t len) {
     uint32_t done = 0;
     while (done < len) {
       uint32_t got;
@@ -109,7 +115,6 @@ class FrameReader {
     return done;
   }
 
- private:
   Cursor rc_;
   int32_t vlan_;
   uint8_t tag_[4] = {0, 0, 0, 0};
@@ -224,6 +229,20 @@ int32_t DeliverOne(const RxTarget& dst, const MemTable& dmem, Reader& rd, const 
     }
     const uint32_t c = pf.next++;
     ids[nbuf] = db.head[c];
+    if (nbuf == 0) {
+      // The common case: the whole frame fits in the chain's first buffer.
+      const uint32_t s = db.first_seg[c];
+      if (s < db.first_seg[c + 1] && (db.seg_flags[s] & 1) && db.seg_len[s] >= total) {
+        uint8_t* p = SegPtr(db, dmem, s);
+        std::memcpy(p, hdr, 10);  // hdr_len is 10 or 12
+        if (dst.hdr_len == 12) {  // num_buffers = 1
+          p[10] = 1;
+          p[11] = 0;
+        }
+        lens[nbuf++] = dst.hdr_len + rd.Read(p + dst.hdr_len, frame);
+        break;
+      }
+    }
     uint32_t in_chain = 0;
     for (uint32_t s = db.first_seg[c]; s < db.first_seg[c + 1] && written < total; s++) {
       if (!(db.seg_flags[s] & 1)) continue;  // device-readable parts of an RX chain: skip

@@ -162,8 +162,28 @@ int32_t PackedRing::Pop(const BurstArrays& out, uint32_t max) {
     n++;
   }
   const uint32_t resubmitted = n;
+  const MemTable& mem = *mem_;
   while (n < max && err == VqError::kOk) {
     if (!Avail(LoadAcquire<uint16_t>(desc_ + 16 * last_avail_ + 14))) break;
+    {
+      // The common chain: one direct descriptor inside the region of the last lookup.
+      // Anything else (or any doubt) goes the general way below, which re-reads it.
+      const RawDesc d = ReadDesc(desc_ + 16 * last_avail_);
+      uint32_t region;
+      const uint8_t* p;
+      if (!(d.b & (kDescNext | kDescIndirect)) && d.len != 0 && d.a < size_ && in_flight_count_[d.a] == 0 &&
+          seg < out.max_segs && inflight_ == nullptr && (p = mem.TranslateHinted(d.addr, d.len, &region)) != nullptr) {
+        EmitOneSegment(out, n, d.a, seg, mem, region, p, d.len, (d.b & kDescWrite) != 0, lg);
+        seg++;
+        in_flight_count_[d.a] = 1;
+        if (++last_avail_ == size_) {
+          last_avail_ = 0;
+          avail_wrap_ = !avail_wrap_;
+        }
+        n++;
+        continue;
+      }
+    }
     uint32_t end = seg, ndesc = 0;
     uint16_t id = 0;
     uint64_t rlen = 0, wlen = 0;

@@ -230,6 +230,7 @@ int32_t SplitRing::Pop(const BurstArrays& out, uint32_t max) {
     return n > 0 ? static_cast<int32_t>(n) : -static_cast<int32_t>(err);
   }
   const uint32_t resubmitted = n;
+  const MemTable& mem = *mem_;
   while (n < max && n - resubmitted < count) {
     const uint16_t head = LoadRelaxed<uint16_t>(driver_ + 4 + 2 * ((last_avail_ + n - resubmitted) & mask_));
     if (head >= size_) {
@@ -241,6 +242,20 @@ int32_t SplitRing::Pop(const BurstArrays& out, uint32_t max) {
       err = VqError::kIdInFlight;
       detail = Fmt("head %u offered again while the device still holds it", head);
       break;
+    }
+    if (inflight_ == nullptr && seg < out.max_segs) {
+      // The common chain: one direct descriptor inside the region of the last lookup.
+      // Anything else (or any doubt) goes the general way below, which re-reads it.
+      const RawDesc d = ReadDesc(desc_ + 16 * head);
+      uint32_t region;
+      const uint8_t* p;
+      if (!(d.a & (kDescNext | kDescIndirect)) && d.len != 0 && (p = mem.TranslateHinted(d.addr, d.len, &region)) != nullptr) {
+        EmitOneSegment(out, n, head, seg, mem, region, p, d.len, (d.a & kDescWrite) != 0, lg);
+        seg++;
+        in_flight_count_[head] = 1;
+        n++;
+        continue;
+      }
     }
     uint32_t end = seg;
     uint64_t rlen = 0, wlen = 0;

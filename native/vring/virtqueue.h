@@ -205,6 +205,16 @@ class Virtqueue {
     out.first_seg[i + 1] = end_seg;
     if (lg.log) LogChain(id, out, first_seg, end_seg);
   }
+  // Chain i of a Pop burst when it is one descriptor inside one region (both layouts'
+  // fast path): segment `seg` at host address p of region `region`.
+  void EmitOneSegment(const BurstArrays& out, uint32_t i, uint16_t id, uint32_t seg, const MemTable& mem, uint32_t region,
+                      const uint8_t* p, uint32_t len, bool writable, const LogState& lg) {
+    out.seg_region[seg] = region;
+    out.seg_offset[seg] = static_cast<double>(p - mem.host(region));
+    out.seg_len[seg] = len;
+    out.seg_flags[seg] = writable ? 1 : 0;
+    EmitChain(out, i, id, writable ? 0 : len, writable ? len : 0, seg, seg + 1, lg);
+  }
   std::mutex ctl_mu_;                  // guards call_fd_, log_, log_rings_, used_gpa_
   int call_fd_ = -1;
   std::atomic<bool> log_on_{false};    // fast path: no lock while not logging

@@ -214,7 +214,7 @@ export class BlkEngine {
 
   /** Requests of `q` submitted and not yet reaped. */
   inFlightOf(q: Virtqueue): number {
-    return this.#raw.inFlightOf(q.native);
+    return this.#raw.inFlightOf(q.slot);
   }
 
   /**
@@ -222,7 +222,7 @@ export class BlkEngine {
    * len 0 when it has no device-writable byte). Throws if the engine is closed.
    */
   submit(q: Virtqueue, n: number): void {
-    this.#raw.submit(q.native, n);
+    this.#raw.submit(q.slot, n);
   }
 
   /**
@@ -237,7 +237,7 @@ export class BlkEngine {
       const n = q.pop();
       if (n < 0) throw q.error ?? new Error(`pop failed: ${n}`);
       if (n === 0) return total;
-      this.#raw.submit(q.native, n);
+      this.#raw.submit(q.slot, n);
       total += n;
     }
   }
@@ -248,7 +248,7 @@ export class BlkEngine {
    * with requests in flight: they are dropped).
    */
   reap(q: Virtqueue): number {
-    return this.#raw.reap(q.native);
+    return this.#raw.reap(q.slot);
   }
 
   /**

@@ -131,7 +131,7 @@ export interface TapTxOptions extends HostTxOptions {
  * The chains are done with when this returns (push them used).
  */
 export function txToTap(fd: number, q: Virtqueue, chains: Uint16Array, n: number, stats: Uint32Array, options: TapTxOptions = {}): number {
-  return raw.txToTap(fd, q.native, chains, n, options.hdrLen ?? 12, options.passHdr ?? true, options.vlan ?? -1, stats);
+  return raw.txToTap(fd, q.slot, chains, n, options.hdrLen ?? 12, options.passHdr ?? true, options.vlan ?? -1, stats);
 }
 
 /** Indices of the stats array readTap adds to ({@link READ_STATS} long). */
@@ -259,7 +259,7 @@ export function sockaddr(address: string, port: number): Uint8Array {
  * first). Counters are added to `stats` ({@link TxStat}). Returns the datagrams sent.
  */
 export function txToUdp(fd: number, q: Virtqueue, chains: Uint16Array, n: number, vxlanHdr: Uint8Array, dest: Uint8Array, stats: Uint32Array, options: HostTxOptions = {}): number {
-  return raw.txToUdp(fd, q.native, chains, n, options.hdrLen ?? 12, options.vlan ?? -1, vxlanHdr, dest, stats);
+  return raw.txToUdp(fd, q.slot, chains, n, options.hdrLen ?? 12, options.vlan ?? -1, vxlanHdr, dest, stats);
 }
 
 /**

@@ -16,7 +16,7 @@ const raw = addon as RawNet;
  * length into lens[i]. Classification reads these instead of guest memory.
  */
 export function netPeek(q: Virtqueue, n: number, hdrLen: number, out: Uint8Array, stride: number, lens: Uint32Array): void {
-  raw.netPeek(q.native, n, hdrLen, out, stride, lens);
+  raw.netPeek(q.slot, n, hdrLen, out, stride, lens);
 }
 
 /** Indices of DeliverStats in the stats array given to netDeliver (counters are added to). */
@@ -53,7 +53,7 @@ export const VLAN_STRIP = -2;
  * if not, or a negative VringErrorCode if the RX queue is broken.
  */
 export function netDeliver(rx: RxSide, tx: Virtqueue, txHdrLen: number, txOffloads: boolean, chains: Uint16Array, n: number, stats: Uint32Array, vlan = VLAN_KEEP): number {
-  return raw.netDeliver(rx.q.native, rx.hdrLen, rx.mergeable, tx.native, txHdrLen, txOffloads, chains, n, stats, vlan, rx.offloads ?? 0, rx.maxFrame ?? 0);
+  return raw.netDeliver(rx.q.slot, rx.hdrLen, rx.mergeable, tx.slot, txHdrLen, txOffloads, chains, n, stats, vlan, rx.offloads ?? 0, rx.maxFrame ?? 0);
 }
 
 /**
@@ -62,7 +62,7 @@ export function netDeliver(rx: RxSide, tx: Virtqueue, txHdrLen: number, txOffloa
  * virtio_net_hdr bytes per frame (offload flags), else the receiver gets a zeroed header.
  */
 export function netDeliverFlat(rx: RxSide, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, hdr10: Uint8Array | null, stats: Uint32Array, vlan = VLAN_KEEP): number {
-  return raw.netDeliverFlat(rx.q.native, rx.hdrLen, rx.mergeable, data, offsets, lens, n, hdr10, stats, vlan, rx.offloads ?? 0, rx.maxFrame ?? 0);
+  return raw.netDeliverFlat(rx.q.slot, rx.hdrLen, rx.mergeable, data, offsets, lens, n, hdr10, stats, vlan, rx.offloads ?? 0, rx.maxFrame ?? 0);
 }
 
 /**
@@ -72,5 +72,5 @@ export function netDeliverFlat(rx: RxSide, data: Uint8Array, offsets: Uint32Arra
  * the frames written (stops when `out` or `maxFrames` is full).
  */
 export function netToFlat(tx: Virtqueue, txHdrLen: number, txOffloads: boolean, chains: Uint16Array, n: number, out: Uint8Array, offsets: Uint32Array, lens: Uint32Array, stats: Uint32Array, vlan = VLAN_KEEP): number {
-  return raw.netToFlat(tx.native, txHdrLen, txOffloads, chains, n, vlan, out, offsets, lens, offsets.length, stats);
+  return raw.netToFlat(tx.slot, txHdrLen, txOffloads, chains, n, vlan, out, offsets, lens, offsets.length, stats);
 }

@@ -75,6 +75,8 @@ interface RawQueue {
   errorDetail(): string | null;
   inFlight(): number;
   park(): number;
+  /** this thread's number for the queue (see UnwrapQueue in bind_queue.cc) */
+  readonly slot: number;
   readonly packed: boolean;
   readonly size: number;
 }
@@ -126,9 +128,13 @@ export class Virtqueue {
   /** Burst arrays, overwritten by every pop(): read a chain before the next pop. */
   readonly b: BurstArrays;
   private readonly q: RawQueue;
-  /** @internal the native object, for other native calls (net.ts) */
+  /** @internal the native object */
   get native(): unknown {
     return this.q;
+  }
+  /** @internal how other native calls (net.ts, host-io.ts, blk.ts) name this queue: its slot on this thread */
+  get slot(): number {
+    return this.q.slot;
   }
   private mem: GuestMemory | null = null;
 

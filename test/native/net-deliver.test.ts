@@ -187,6 +187,21 @@ describe('netDeliver / netPeek (guest TX ring -> guest RX ring, one copy)', () =
     expect(() => netDeliverFlat({ q: rx.q, hdrLen: HDR, mergeable: false }, data, Uint32Array.of(4000), Uint32Array.of(200), 1, null, stats)).to.throw(/outside the data buffer/);
   });
 
+  it('names queues by their slot on this thread, and refuses a number that is not a live queue', async () => {
+    const { netDeliverFlat } = await import('../../src/native/net.js');
+    expect(rx.q.slot).to.be.a('number');
+    expect(rx.q.slot).to.not.equal(tx.q.slot);
+    const data = frame(60, 3);
+    for (const slot of [-1, 1.5, 1e6, NaN]) {
+      const q = { slot } as unknown as typeof rx.q;
+      expect(() => netDeliverFlat({ q, hdrLen: HDR, mergeable: false }, data, Uint32Array.of(0), Uint32Array.of(60), 1, null, stats), String(slot)).to.throw(TypeError, /slot/);
+    }
+    // The queue's own slot names it.
+    postRx(rx, 1, 2048);
+    expect(netDeliverFlat({ q: rx.q, hdrLen: HDR, mergeable: false }, data, Uint32Array.of(0), Uint32Array.of(60), 1, null, stats)).to.equal(1);
+    expect(receive(rx).map((g) => g.frame.length)).to.deep.equal([60]);
+  });
+
   it('converts between a 10-byte legacy header and a 12-byte one', () => {
     addTx(tx, frame(80, 4), [], undefined, 10);
     tx.drv.publish();

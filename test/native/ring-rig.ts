@@ -21,10 +21,14 @@ export interface RigOptions {
   startIdx?: number;
   burst?: number;
   regionSize?: number;
+  /** give the queue the region as two adjacent memory-table regions, split this many bytes in */
+  splitAt?: number;
 }
 
 export class Rig {
   readonly mem: GuestMemory;
+  /** what the queue translates through (mem, or mem's bytes split in two regions) */
+  readonly table: GuestMemory;
   readonly whole: GuestMemory;
   readonly q: Virtqueue;
   readonly drv: SplitDriver | PackedDriver;
@@ -39,6 +43,13 @@ export class Rig {
     this.whole = GuestMemory.map([{ fd: this.fd, gpa: 0n, size: BigInt(GUARD * 2 + this.regionSize), uva: 0x200000000000n, mmapOffset: 0n }]);
     this.whole.view(0).fill(CANARY);
     this.mem = GuestMemory.map([{ fd: this.fd, gpa: BigInt(BASE), size: BigInt(this.regionSize), uva: 0x7f0000000000n, mmapOffset: BigInt(GUARD) }]);
+    // The queue's table: the same bytes, as one region or as two adjacent ones.
+    this.table = opts.splitAt
+      ? GuestMemory.map([
+          { fd: this.fd, gpa: BigInt(BASE), size: BigInt(opts.splitAt), uva: 0x7e0000000000n, mmapOffset: BigInt(GUARD) },
+          { fd: this.fd, gpa: BigInt(BASE + opts.splitAt), size: BigInt(this.regionSize - opts.splitAt), uva: 0x7e8000000000n, mmapOffset: BigInt(GUARD + opts.splitAt) },
+        ])
+      : this.mem;
     closeSync(this.fd);
     const view = this.mem.view(0);
     view.fill(0);
@@ -47,7 +58,7 @@ export class Rig {
     this.drv = layout === 'split' ? new SplitDriver({ ...common, startIdx: opts.startIdx }) : new PackedDriver(common);
     this.q = new Virtqueue({ layout, size, burst: opts.burst ?? 32 });
     this.q.setFeatures({ eventIdx: opts.eventIdx ?? false, indirect: opts.indirect ?? true });
-    this.q.setMemory(this.mem);
+    this.q.setMemory(this.table);
     this.q.setBase(layout === 'split' ? (opts.startIdx ?? 0) : (1 << 15) | (1 << 31));
     this.q.setRings(this.ringAddrs(), 'gpa');
     this.q.syncUsedFromRing();
@@ -113,6 +124,7 @@ export class Rig {
 
   close(): void {
     this.q.detach();
+    if (this.table !== this.mem) this.table.close();
     this.mem.close();
     this.whole.close();
   }

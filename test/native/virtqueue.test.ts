@@ -2,7 +2,7 @@ import { expect } from 'chai';
 import { PackedDriver, SplitDriver } from '../../src/testing/driver.js';
 import { Virtqueue } from '../../src/native/virtqueue.js';
 import { PackedEventFlags, VRING_USED_F_NO_NOTIFY } from '../../src/virtio/ring-layout.js';
-import { BASE, Rig, bytes } from './ring-rig.js';
+import { BASE, MiB, Rig, bytes, concat } from './ring-rig.js';
 
 for (const layout of ['split', 'packed'] as const) {
   describe(`Virtqueue (${layout} ring, device side)`, () => {
@@ -23,6 +23,35 @@ for (const layout of ['split', 'packed'] as const) {
       expect(Buffer.from(rig.q.views(0)[0]).equals(Buffer.from(data))).to.equal(true);
       expect(rig.q.inFlight).to.equal(1);
       expect(rig.q.pop(), 'nothing more').to.equal(0);
+    });
+
+    it('translates one-descriptor chains in either region, and one that crosses from one region into the next as two segments', () => {
+      rig = new Rig(layout, { splitAt: 2 * MiB });
+      const edge = BASE + 2 * MiB;
+      const a = bytes(100, 1);
+      const b = bytes(100, 2);
+      const c = bytes(300, 3);
+      // First a chain in the first region (the lookup cache settles there), then one in the
+      // second, then one straddling the boundary, then the first region again.
+      rig.drv.add([{ len: 100, writable: false, data: a, addr: edge - 4096 }]);
+      rig.drv.add([{ len: 100, writable: false, data: b, addr: edge + 4096 }]);
+      rig.drv.add([{ len: 300, writable: false, data: c, addr: edge - 100 }]);
+      rig.drv.add([{ len: 100, writable: false, data: a, addr: edge - 8192 }]);
+      rig.drv.publish();
+      expect(rig.q.pop()).to.equal(4);
+      expect(rig.q.segments(0)).to.deep.equal([{ region: 0, offset: 2 * MiB - 4096, len: 100, writable: false }]);
+      expect(rig.q.segments(1)).to.deep.equal([{ region: 1, offset: 4096, len: 100, writable: false }]);
+      expect(rig.q.segments(2)).to.deep.equal([
+        { region: 0, offset: 2 * MiB - 100, len: 100, writable: false },
+        { region: 1, offset: 0, len: 200, writable: false },
+      ]);
+      expect(rig.q.segments(3)).to.deep.equal([{ region: 0, offset: 2 * MiB - 8192, len: 100, writable: false }]);
+      expect(Buffer.from(concat(rig.q.views(2))).equals(Buffer.from(c))).to.equal(true);
+      expect(Buffer.from(rig.q.views(1)[0]).equals(Buffer.from(b))).to.equal(true);
+      // A descriptor running past the end of the table (from the region the cache holds) is refused.
+      rig.drv.addAndPublish([{ len: 8192, writable: false, addr: BASE + 4 * MiB - 4096 }]);
+      expect(rig.q.pop()).to.be.lessThan(0);
+      expect(rig.q.error?.code).to.equal('DESC_ADDR');
     });
 
     it('serves chained descriptors: readable then writable, device writes land in the driver buffers', () => {
