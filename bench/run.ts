@@ -10,9 +10,11 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { peerAvailability, type PeerName } from '../src/testing/peers.js';
 import { blkCase } from './cases/blk.js';
+import { cpuCase } from './cases/cpu.js';
+import { memoryCase } from './cases/memory.js';
 import { netCase } from './cases/net.js';
 import { switchCase } from './cases/switch.js';
-import { barChartSvg, markdownTable, ratio, type CaseReport } from './lib/report.js';
+import { barChartSvg, checkTarget, markdownTable, type CaseReport } from './lib/report.js';
 import { progress } from './lib/proc.js';
 
 export interface BenchContext {
@@ -33,6 +35,8 @@ const CASES: CaseDef[] = [
   { id: 'net-tx', peers: ['dpdk-testpmd'], run: netCase('tx') },
   { id: 'switch', peers: ['dpdk-testpmd'], run: switchCase },
   { id: 'blk', peers: ['qemu-storage-daemon'], run: blkCase },
+  { id: 'cpu', peers: ['dpdk-testpmd'], run: cpuCase },
+  { id: 'memory', peers: ['dpdk-testpmd'], run: memoryCase },
 ];
 
 const { values } = parseArgs({
@@ -82,11 +86,8 @@ for (const r of reports) {
   md.push(`## ${r.title}`, '');
   for (const n of r.notes) md.push(n, '');
   md.push(markdownTable(r));
-  if (r.target) {
-    const rows = r.rows.filter(r.target.rows);
-    const ok = rows.every((x) => ratio(x) >= r.target!.ratio);
-    md.push(`Target (${r.target.what}): ${ok ? 'met' : 'NOT met'} (${rows.map((x) => ratio(x).toFixed(2)).join(', ')}).`, '');
-  }
+  const t = checkTarget(r);
+  if (t) md.push(`Target (${r.target!.what}): ${t.ok ? 'met' : 'NOT met'} (${t.figures.join(', ')}).`, '');
   for (const ch of r.charts ?? []) {
     const file = `${date}-${ch.file}.svg`;
     writeFileSync(join(outDir, file), barChartSvg(ch));

@@ -11,10 +11,10 @@ import { commandLine, progress } from '../lib/proc.js';
 import { median, type CaseReport, type Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';
 
-type Dir = 'rx' | 'tx';
+export type Dir = 'rx' | 'tx';
 const SIZES = [64, 512, 1500];
 
-async function waitSocket(path: string, proc: ChildProcess, ms: number): Promise<void> {
+export async function waitSocket(path: string, proc: ChildProcess, ms: number): Promise<void> {
   const { existsSync } = await import('node:fs');
   const end = Date.now() + ms;
   while (!existsSync(path)) {
@@ -32,15 +32,15 @@ async function measure(v: Testpmd, dir: Dir, seconds: number): Promise<number> {
   return (count(last) - count(first)) / ((last.at - first.at) / 1000);
 }
 
-function vkArgv(dir: Dir, sock: string, size: number, cpus: string, packed: boolean): string[] {
-  const a = ['taskset', '-c', cpus, process.execPath, vhostkitCli, 'net-load', '--socket', sock, '--poll', 'busy'];
+export function vkArgv(dir: Dir, sock: string, size: number, cpus: string, packed: boolean, poll = 'busy'): string[] {
+  const a = ['taskset', '-c', cpus, process.execPath, vhostkitCli, 'net-load', '--socket', sock, '--poll', poll];
   if (dir === 'tx') a.push('--gen', '--size', String(size));
   if (!packed) a.push('--split-only');
   return a;
 }
 
 /** A command line with the run's own socket, file prefix and size replaced by placeholders. */
-function generic(argv: readonly string[], sock: string): string {
+export function generic(argv: readonly string[], sock: string): string {
   return commandLine([...argv])
     .replaceAll(sock, 'SOCK')
     .replace(/--file-prefix \S+/, '--file-prefix PREFIX')

@@ -27,8 +27,12 @@ export interface CaseReport {
   rows: Row[];
   /** shell commands that reproduce one measurement of each side */
   commands: string[];
-  /** a floor from the issue: the ratio subject / reference that rows named here must reach */
-  target?: { ratio: number; rows: (row: Row) => boolean; what: string };
+  /**
+   * A target from the issue for the rows it names: a floor for the ratio subject / reference
+   * (`ratio`), a ceiling for it when lower is better (`maxRatio`), or a ceiling for the
+   * subject's own median (`maxSubject`).
+   */
+  target?: { ratio?: number; maxRatio?: number; maxSubject?: number; rows: (row: Row) => boolean; what: string };
   charts?: Chart[];
 }
 
@@ -127,4 +131,26 @@ function short(v: number): string {
   if (v >= 1e6) return `${(v / 1e6).toFixed(v % 1e6 ? 1 : 0)}M`;
   if (v >= 1e3) return `${(v / 1e3).toFixed(v % 1e3 ? 1 : 0)}k`;
   return Number.isInteger(v) ? String(v) : v.toFixed(2);
+}
+
+/** Whether the target's rows meet it, and the figure checked for each. */
+export function checkTarget(c: CaseReport): { ok: boolean; figures: string[] } | null {
+  const t = c.target;
+  if (!t) return null;
+  const rows = c.rows.filter(t.rows);
+  const figures: string[] = [];
+  let ok = rows.length > 0;
+  for (const r of rows) {
+    if (t.maxSubject !== undefined) {
+      const v = median(r.samples[r.subject]);
+      figures.push(`${fmt(v, r.unit)} ${r.unit}`);
+      ok &&= v <= t.maxSubject;
+    } else {
+      const x = ratio(r);
+      figures.push(x.toFixed(2));
+      if (t.ratio !== undefined) ok &&= x >= t.ratio;
+      if (t.maxRatio !== undefined) ok &&= x <= t.maxRatio;
+    }
+  }
+  return { ok, figures };
 }

@@ -2,9 +2,11 @@
 // Conventions: fds are plain numbers; failures throw Node-style system errors (SystemError);
 // EAGAIN on the hot paths (accept, send, recv, eventfd read/write) is a return value (null or
 // false), never an exception.
+#include <sched.h>
 #include <sys/file.h>
 #include <uv.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -224,7 +226,43 @@ Napi::Value LockExclusive(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+// setThreadAffinity(cpus: number[]): pins the calling thread (the JS thread that calls it:
+// the main thread or a worker) to these CPUs. getThreadAffinity() -> number[].
+Napi::Value SetThreadAffinity(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArray()) throw Napi::TypeError::New(env, "setThreadAffinity: expected an array of CPU numbers");
+  Napi::Array a = info[0].As<Napi::Array>();
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (a.Length() == 0) throw Napi::RangeError::New(env, "setThreadAffinity: no CPU given");
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Value v = a.Get(i);
+    const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= 0 && d < CPU_SETSIZE) || std::floor(d) != d) {
+      throw Napi::RangeError::New(env, "setThreadAffinity: CPU numbers are integers in 0.." + std::to_string(CPU_SETSIZE - 1));
+    }
+    CPU_SET(static_cast<int>(d), &set);
+  }
+  if (sched_setaffinity(0, sizeof set, &set) != 0) throw SystemError(env, errno, "sched_setaffinity", nullptr);
+  return env.Undefined();
+}
+
+Napi::Value GetThreadAffinity(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) throw SystemError(env, errno, "sched_getaffinity", nullptr);
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t k = 0;
+  for (int c = 0; c < CPU_SETSIZE; c++) {
+    if (CPU_ISSET(c, &set)) out.Set(k++, Napi::Number::New(env, c));
+  }
+  return out;
+}
+
 void BindIo(Napi::Env env, Napi::Object exports) {
+  exports.Set("setThreadAffinity", Napi::Function::New<SetThreadAffinity>(env, "setThreadAffinity"));
+  exports.Set("getThreadAffinity", Napi::Function::New<GetThreadAffinity>(env, "getThreadAffinity"));
   exports.Set("lockExclusive", Napi::Function::New(env, LockExclusive, "lockExclusive"));
   exports.Set("eventfdCreate", Napi::Function::New<EventFdCreate>(env, "eventfdCreate"));
   exports.Set("eventfdRead", Napi::Function::New<EventFdRead>(env, "eventfdRead"));

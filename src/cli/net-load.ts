@@ -7,6 +7,7 @@ import { VhostUserBackend } from '../vhost-user/backend.js';
 import { NetLoadDevice } from '../loadgen/net.js';
 import { POLL_MODES, type PollMode } from '../dataplane/poller.js';
 import { log } from '../log.js';
+import { parseCpuList } from '../native/affinity.js';
 
 export const netLoadUsage = `vhostkit net-load --socket PATH [--gen] [--size BYTES] [--poll busy|event|adaptive] [options]
 
@@ -16,6 +17,11 @@ export const netLoadUsage = `vhostkit net-load --socket PATH [--gen] [--size BYT
   --poll MODE          busy: spin on the rings; event: sleep on kicks; adaptive: spin while
                        traffic flows, sleep after 200 us idle (default event)
   --split-only         do not offer the packed ring
+  --queues N           queue pairs offered (VIRTIO_NET_F_MQ above 1; default 1)
+  --threads N          data-plane worker threads; queue pair i is served by thread i mod N
+                       (default: the main thread serves every queue)
+  --cpus LIST          pin the data-plane threads: thread k on the k-th CPU of LIST (e.g.
+                       1 or 2-3,6; default: as many threads as CPUs listed)
   --seconds S          exit after S seconds (default: run until SIGINT/SIGTERM)
   --json               print counters as one JSON object per second on stdout
 
@@ -30,6 +36,9 @@ export async function cmdNetLoad(argv: string[]): Promise<void> {
       size: { type: 'string' },
       poll: { type: 'string', default: 'event' },
       'split-only': { type: 'boolean', default: false },
+      queues: { type: 'string', default: '1' },
+      threads: { type: 'string' },
+      cpus: { type: 'string' },
       seconds: { type: 'string' },
       json: { type: 'boolean', default: false },
       client: { type: 'boolean', default: false },
@@ -46,18 +55,26 @@ export async function cmdNetLoad(argv: string[]): Promise<void> {
   const size = values.size === undefined ? 64 : Number(values.size);
   const seconds = values.seconds === undefined ? Infinity : Number(values.seconds);
   if (!(seconds > 0)) throw new Error(`--seconds ${values.seconds}: a positive number`);
-  const dev = new NetLoadDevice({ generate: values.gen, frameBytes: size, poll: values.poll as PollMode, packed: !values['split-only'] });
+  const queuePairs = Number(values.queues);
+  const cpus = values.cpus === undefined ? undefined : parseCpuList(values.cpus);
+  const threads = values.threads === undefined ? (cpus?.length ?? 0) : Number(values.threads);
+  if (!Number.isInteger(threads) || threads < 0) throw new Error(`--threads ${values.threads}: a whole number`);
+  if (cpus && threads === 0) throw new Error('--cpus needs --threads of 1 or more');
+  const dev = await NetLoadDevice.create({ generate: values.gen, frameBytes: size, poll: values.poll as PollMode, packed: !values['split-only'], queuePairs, threads, cpus });
   const socket = resolve(values.socket);
   const be = new VhostUserBackend(dev, { socket, mode: values.client ? 'client' : 'server', log: log.child({ port: 'net-load' }) });
   await be.start();
-  if (!values.json) process.stdout.write(`vhostkit net-load: ${values.gen ? 'sink and generator' : 'sink'} on ${socket}, poll ${values.poll}\n`);
-  const c = dev.counters;
+  if (!values.json) {
+    const where = threads === 0 ? 'on the main thread' : `on ${threads} thread${threads > 1 ? 's' : ''}${cpus ? ` pinned to CPU ${cpus.join(',')}` : ''}`;
+    process.stdout.write(`vhostkit net-load: ${values.gen ? 'sink and generator' : 'sink'} on ${socket}, ${queuePairs} queue pair${queuePairs > 1 ? 's' : ''} ${where}, poll ${values.poll}\n`);
+  }
   let last = { t: performance.now(), rx: 0, tx: 0 };
   const tick = setInterval(() => {
     const now = performance.now();
     const dt = (now - last.t) / 1000;
+    const c = dev.counters;
     if (values.json) {
-      process.stdout.write(JSON.stringify({ t: now / 1000, ...c, poll: dev.poller.stats }) + '\n');
+      process.stdout.write(JSON.stringify({ t: now / 1000, ...c, poll: dev.pollStats, threads: dev.threadStats() }) + '\n');
     } else {
       process.stdout.write(
         `rx ${((c.rxPackets - last.rx) / dt / 1e6).toFixed(3)} Mpps  tx ${((c.txPackets - last.tx) / dt / 1e6).toFixed(3)} Mpps  (total rx ${c.rxPackets}, tx ${c.txPackets})\n`,

@@ -6,6 +6,7 @@ import { resolve } from 'node:path';
 import { Switch, type VhostPortOptions, type VxlanPortOptions } from '../switch/switch.js';
 import type { VlanConfig } from '../switch/engine.js';
 import { log } from '../log.js';
+import { parseCpuList } from '../native/affinity.js';
 
 export const switchUsage = `vhostkit switch --port [NAME=]SOCKET[,OPTION...] [--port ...] [options]
 
@@ -19,6 +20,7 @@ export const switchUsage = `vhostkit switch --port [NAME=]SOCKET[,OPTION...] [--
   --inline             forward on the main thread (default: a data-plane worker thread)
   --poll MODE          busy: spin on the guests' rings (one CPU); event: sleep on kicks;
                        adaptive: spin while traffic flows, sleep after 200 us idle (default event)
+  --cpus LIST          pin the data-plane thread to these CPUs (e.g. 1, or 2-3)
   --hook FILE[:EXPORT] a dataplane hook module run on the data-plane thread
 
 Runs until SIGINT or SIGTERM. Prints, for each port, the QEMU arguments that attach to it.`;
@@ -104,6 +106,7 @@ export async function cmdSwitch(argv: string[]): Promise<void> {
       aging: { type: 'string' },
       inline: { type: 'boolean', default: false },
       poll: { type: 'string', default: 'event' },
+      cpus: { type: 'string' },
       hook: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -124,7 +127,9 @@ export async function cmdSwitch(argv: string[]): Promise<void> {
     hook = { module: resolve(file), export: exp };
   }
   if (!POLL_MODES.includes(values.poll as PollMode)) throw new Error(`--poll ${values.poll}: expected ${POLL_MODES.join(', ')}`);
-  const sw = await Switch.create({ agingSeconds: aging, dataplane: values.inline ? 'inline' : 'worker', hook, poll: values.poll as PollMode });
+  const cpus = values.cpus === undefined ? undefined : parseCpuList(values.cpus);
+  if (cpus && values.inline) throw new Error('--cpus pins the data-plane thread: not with --inline');
+  const sw = await Switch.create({ agingSeconds: aging, dataplane: values.inline ? 'inline' : 'worker', hook, poll: values.poll as PollMode, cpus });
   let i = 0;
   const lines = [];
   for (const p of ports) {
@@ -144,7 +149,7 @@ export async function cmdSwitch(argv: string[]): Promise<void> {
     lines.push(`port ${info.name}: VXLAN ${info.socket}`);
   }
   process.stdout.write(
-    `vhostkit switch: ${lines.length} port(s). Guests also need shareable memory:\n` +
+    `vhostkit switch: ${lines.length} port(s); data plane: ${values.inline ? 'the main thread' : `one worker thread${cpus ? ` on CPU ${cpus.join(',')}` : ''}`}, poll ${values.poll}. Guests also need shareable memory:\n` +
       `  -object memory-backend-memfd,id=mem,size=<RAM>,share=on -numa node,memdev=mem\n` +
       lines.join('\n') +
       '\n',

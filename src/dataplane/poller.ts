@@ -205,20 +205,25 @@ export class Poller {
     this.spin();
   }
 
-  /** Adaptive: re-arm notifications; sleep on the kick fds unless chains raced in. */
+  /**
+   * Adaptive: re-arm notifications; sleep on the kick fds unless chains raced in. Stale
+   * kicks (from the polling spell) are drained BEFORE re-arming: a driver that sees the
+   * re-armed notifications may add a chain and kick at once, and that kick must still be
+   * in the eventfd when the watcher starts (drained after re-arming, it would be lost with
+   * the chain left waiting: the driver kicks once per EVENT_IDX crossing).
+   */
   private trySleep(): boolean {
+    if (this.list.some((e) => e.watcher === null)) return false;
+    for (const e of this.list) drainKick(e.t.kickFd);
     let raced = false;
     for (const e of this.list) if (e.t.vq.setNotify(true)) raced = true;
-    if (raced || this.list.some((e) => e.watcher === null)) {
+    if (raced) {
       for (const e of this.list) e.t.vq.setNotify(false);
       return false;
     }
     this.sleeping = true;
     this.stats.sleeps++;
-    for (const e of this.list) {
-      drainKick(e.t.kickFd); // kicks that came while polling: not a reason to wake
-      e.watcher!.start(true, false);
-    }
+    for (const e of this.list) e.watcher!.start(true, false);
     return true;
   }
 

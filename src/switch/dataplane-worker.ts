@@ -3,9 +3,11 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { SwitchEngine, type BurstHook } from './engine.js';
 import type { HookModule } from './dataplane.js';
 import type { PollMode } from '../dataplane/poller.js';
+import { getThreadAffinity, setThreadAffinity } from '../native/affinity.js';
 
-const { burst, agingMs, hook, poll } = workerData as { burst: number; agingMs: number; hook: HookModule | null; poll: PollMode };
+const { burst, agingMs, hook, poll, cpus } = workerData as { burst: number; agingMs: number; hook: HookModule | null; poll: PollMode; cpus: number[] };
 const port = parentPort!;
+if (cpus.length) setThreadAffinity(cpus);
 const engine = new SwitchEngine(
   burst,
   agingMs,
@@ -35,6 +37,7 @@ const ops: Record<string, (...args: never[]) => unknown> = {
   resume: () => engine.resume(),
   inject: (p: number, frame: Uint8Array) => engine.inject(p, frame, Uint32Array.of(0), Uint32Array.of(frame.length), 1),
   dumpFdb: () => engine.dumpFdb(),
+  threads: () => [{ thread: 0, cpus: cpus.length ? getThreadAffinity() : [], poll, queues: engine.queues() }],
   setAging: (ms: number) => engine.setAging(ms),
   close: () => engine.close(),
 };

@@ -1,7 +1,7 @@
 // Where the forwarding engine runs: on a worker thread (the default: the event loop never
 // waits for the data plane and the data plane never waits for the event loop), or on the
 // calling thread (tests, embedding). Both speak the same asynchronous interface.
-import { Worker } from 'node:worker_threads';
+import { WorkerRpc } from '../dataplane/worker-rpc.js';
 import { fileURLToPath } from 'node:url';
 import { SwitchEngine, type BurstHook, type HostPortSpec, type QueueStartSpec, type VlanConfig } from './engine.js';
 import type { PollMode } from '../dataplane/poller.js';
@@ -20,7 +20,16 @@ export interface DataplaneOptions {
   hook?: BurstHook | HookModule | null;
   /** how TX queues are waited for (default event) */
   poll?: PollMode;
+  /** pin the data-plane thread to these CPUs (worker only) */
+  cpus?: number[];
   onQueueError?: (port: number, index: number, reason: string) => void;
+}
+
+export interface DataplaneThread {
+  thread: number;
+  cpus: number[];
+  poll: PollMode;
+  queues: Array<{ port: string; index: number }>;
 }
 
 export interface Dataplane {
@@ -35,6 +44,8 @@ export interface Dataplane {
   resume(): Promise<void>;
   inject(port: number, frame: Uint8Array): Promise<void>;
   dumpFdb(): Promise<FdbEntry[]>;
+  /** The data-plane threads: CPUs each is pinned to (empty: not pinned), poll mode, the queues it serves. */
+  threads(): Promise<DataplaneThread[]>;
   setAging(ms: number): Promise<void>;
   close(): Promise<void>;
 }
@@ -51,7 +62,10 @@ async function loadHook(h: BurstHook | HookModule | null | undefined): Promise<B
 /** The engine on the calling thread. */
 export class InProcessDataplane implements Dataplane {
   readonly engine: SwitchEngine;
+  private readonly poll: PollMode;
   constructor(opts: DataplaneOptions = {}) {
+    if (opts.cpus?.length) throw new Error('pinning (cpus) needs the worker data plane');
+    this.poll = opts.poll ?? 'event';
     this.engine = new SwitchEngine(opts.burst ?? 32, opts.agingMs ?? 300_000, { queueError: (p, i, r) => opts.onQueueError?.(p, i, r) }, opts.poll);
     if (typeof opts.hook === 'function') this.engine.setHook(opts.hook);
   }
@@ -93,6 +107,9 @@ export class InProcessDataplane implements Dataplane {
   async dumpFdb(): Promise<FdbEntry[]> {
     return this.engine.dumpFdb();
   }
+  async threads(): Promise<DataplaneThread[]> {
+    return [{ thread: -1, cpus: [], poll: this.poll, queues: this.engine.queues() }];
+  }
   async setAging(ms: number): Promise<void> {
     this.engine.setAging(ms);
   }
@@ -101,35 +118,21 @@ export class InProcessDataplane implements Dataplane {
   }
 }
 
-type Request = { id: number; op: string; args: unknown[] };
-type Reply = { id: number; ok: boolean; value?: unknown; error?: string } | { event: 'queue-error'; port: number; index: number; reason: string };
+type Event = { event: 'queue-error'; port: number; index: number; reason: string };
 
 /** The engine on a worker thread; calls are messages, answered in order. */
 export class WorkerDataplane implements Dataplane {
-  private readonly worker: Worker;
-  private nextId = 1;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private dead: Error | null = null;
+  private readonly rpc: WorkerRpc<Event>;
 
   private constructor(opts: DataplaneOptions) {
     const hook = opts.hook && typeof opts.hook !== 'function' ? opts.hook : null;
     if (typeof opts.hook === 'function') throw new Error('a hook function cannot cross to a worker: give { module, export } instead');
-    this.worker = new Worker(fileURLToPath(new URL('./dataplane-worker.js', import.meta.url)), {
-      workerData: { burst: opts.burst ?? 32, agingMs: opts.agingMs ?? 300_000, hook, poll: opts.poll ?? 'event' },
-    });
-    this.worker.on('message', (m: Reply) => {
-      if ('event' in m) {
-        opts.onQueueError?.(m.port, m.index, m.reason);
-        return;
-      }
-      const p = this.pending.get(m.id);
-      if (!p) return;
-      this.pending.delete(m.id);
-      if (m.ok) p.resolve(m.value);
-      else p.reject(new Error(m.error));
-    });
-    this.worker.on('error', (e) => this.fail(e));
-    this.worker.on('exit', (code) => this.fail(new Error(`data-plane thread exited with code ${code}`)));
+    this.rpc = new WorkerRpc<Event>(
+      fileURLToPath(new URL('./dataplane-worker.js', import.meta.url)),
+      { burst: opts.burst ?? 32, agingMs: opts.agingMs ?? 300_000, hook, poll: opts.poll ?? 'event', cpus: opts.cpus ?? [] },
+      'data-plane thread',
+      (m) => opts.onQueueError?.(m.port, m.index, m.reason),
+    );
   }
 
   static async create(opts: DataplaneOptions = {}): Promise<WorkerDataplane> {
@@ -138,20 +141,8 @@ export class WorkerDataplane implements Dataplane {
     return d;
   }
 
-  private fail(e: Error): void {
-    if (this.dead) return;
-    this.dead = e;
-    for (const p of this.pending.values()) p.reject(e);
-    this.pending.clear();
-  }
-
   private call<T>(op: string, ...args: unknown[]): Promise<T> {
-    if (this.dead) return Promise.reject(this.dead);
-    const id = this.nextId++;
-    return new Promise<T>((resolve, reject) => {
-      this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.worker.postMessage({ id, op, args } satisfies Request);
-    });
+    return this.rpc.call<T>(op, ...args);
   }
 
   addPort(id: number, name: string, vlan: VlanConfig, counters: Float64Array): Promise<void> {
@@ -187,11 +178,14 @@ export class WorkerDataplane implements Dataplane {
   dumpFdb(): Promise<FdbEntry[]> {
     return this.call('dumpFdb');
   }
+  threads(): Promise<DataplaneThread[]> {
+    return this.call('threads');
+  }
   setAging(ms: number): Promise<void> {
     return this.call('setAging', ms);
   }
-  async close(): Promise<void> {
-    if (!this.dead) await this.call('close').catch(() => undefined);
-    await this.worker.terminate();
+  close(): Promise<void> {
+    return this.rpc.close();
   }
+
 }

@@ -762,6 +762,16 @@ export class SwitchEngine {
     }
   }
 
+  /** The guest queues this engine serves: port name and queue index (TX: polled; RX: filled). */
+  queues(): Array<{ port: string; index: number }> {
+    const out: Array<{ port: string; index: number }> = [];
+    for (const p of this.ports.values()) {
+      const idx = [...p.rx.map((r) => r.index), ...p.tx.keys()].sort((a, b) => a - b);
+      for (const index of idx) out.push({ port: p.name, index });
+    }
+    return out;
+  }
+
   close(): void {
     if (this.ager) clearInterval(this.ager);
     for (const id of [...this.ports.keys()]) this.removePort(id);

@@ -22,6 +22,8 @@ export interface SwitchOptions {
   burst?: number;
   /** how the data plane waits for the guests' frames: busy, event (default), adaptive */
   poll?: PollMode;
+  /** pin the data-plane thread to these CPUs (worker data plane only) */
+  cpus?: number[];
   log?: Logger;
 }
 
@@ -112,6 +114,7 @@ export class Switch {
       agingMs: (opts.agingSeconds ?? 300) * 1000,
       hook: opts.hook ?? null,
       poll: opts.poll,
+      cpus: opts.cpus,
       onQueueError: (port: number, index: number, reason: string) => sw?.onQueueError(port, index, reason),
     };
     const dp = opts.dataplane === 'inline' ? await InProcessDataplane.create(dpOpts) : await WorkerDataplane.create(dpOpts);

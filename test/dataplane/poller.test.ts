@@ -136,6 +136,47 @@ describe('Poller: busy, event and adaptive modes', function () {
     });
   }
 
+  it('adaptive: a chain and its kick racing the re-arm before sleeping are not lost', async () => {
+    // A driver that adds a chain and kicks the moment it sees notifications turned back on
+    // (after the device's check found the ring empty): the kick must wake the poller.
+    const kick = new EventFd();
+    let waiting = 0;
+    let served = 0;
+    let raceArmed = true;
+    const vq = {
+      setNotify(enable: boolean): boolean {
+        if (enable && raceArmed) {
+          raceArmed = false;
+          waiting++; // the chain lands just after the device's check...
+          kick.write(1n); // ...and the driver kicks, as notifications are on
+          return false;
+        }
+        return enable && waiting > 0;
+      },
+    };
+    const target: PollTarget = {
+      vq: vq as unknown as PollTarget['vq'],
+      kickFd: kick.fd,
+      service: () => {
+        const n = waiting;
+        served += n;
+        waiting = 0;
+        return n;
+      },
+    };
+    const p = new Poller('adaptive', { idleUs: 1000 });
+    try {
+      p.add(target);
+      const end = Date.now() + 2000;
+      while (served === 0 && Date.now() < end) await sleep(5);
+      expect(served, 'the raced chain was served').to.equal(1);
+      expect(p.stats.wakes, 'woken by the raced kick').to.be.greaterThan(0);
+    } finally {
+      p.close();
+      kick.close();
+    }
+  });
+
   it('refuses an unknown mode', () => {
     expect(() => new Poller('spin' as PollMode)).to.throw(/poll mode/);
   });

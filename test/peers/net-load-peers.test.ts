@@ -1,6 +1,8 @@
 // vhostkit net-load (sink and generator) against dpdk-testpmd's virtio-user frontend, in
 // every poll mode: frames sent by testpmd are all taken, frames generated reach testpmd
 // intact in length, and the device's counters agree with testpmd's.
+import { readdirSync, readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { expect } from 'chai';
 import { makeTempDir, startTestpmd } from '../../src/testing/peers.js';
 import { NetLoadDevice } from '../../src/loadgen/net.js';
@@ -23,7 +25,7 @@ describe('real peers: vhostkit net-load with dpdk-testpmd virtio-user', function
     it(`${what}, ${c.packed ? 'packed' : 'split'} ring, poll ${c.poll}`, async () => {
       const old = setLogSink(() => undefined);
       const tmp = makeTempDir('vk-netload-');
-      const dev = new NetLoadDevice({ generate: c.gen, frameBytes: 128, poll: c.poll });
+      const dev = await NetLoadDevice.create({ generate: c.gen, frameBytes: 128, poll: c.poll });
       const be = new VhostUserBackend(dev, { socket: tmp.join('p.sock') });
       await be.start();
       const pmd = await startTestpmd({ role: 'virtio-user', socket: tmp.join('p.sock'), forwardMode: c.gen ? 'rxonly' : 'txonly', txpkts: 128, cpu: 1, packed: c.packed });
@@ -43,10 +45,48 @@ describe('real peers: vhostkit net-load with dpdk-testpmd virtio-user', function
       } finally {
         await pmd.stop();
         await be.stop();
-        dev.close();
+        await dev.close();
         tmp.cleanup();
         setLogSink(old);
       }
     });
   }
+
+  it('2 queue pairs on 2 pinned data-plane threads: each thread serves its pair, both carry traffic (generator and sink)', async () => {
+    const old = setLogSink(() => undefined);
+    const tmp = makeTempDir('vk-netload-mq-');
+    const cpu = cpus().length - 1;
+    const dev = await NetLoadDevice.create({ generate: true, frameBytes: 128, poll: 'adaptive', queuePairs: 2, threads: 2, cpus: [cpu] });
+    const be = new VhostUserBackend(dev, { socket: tmp.join('p.sock') });
+    await be.start();
+    const pmd = await startTestpmd({
+      role: 'virtio-user',
+      socket: tmp.join('p.sock'),
+      forwardMode: 'io',
+      portTopology: 'loop',
+      cpu: 0,
+      queues: 2,
+      extraArgs: ['--rxq=2', '--txq=2'],
+    });
+    try {
+      // testpmd io-forwards what we generate on each queue back out of the same queue to our sink.
+      await pmd.waitForStats((st) => (st.ports[0]?.txPackets ?? 0) > 200000 && (st.ports[0]?.rxPackets ?? 0) > 200000, 30000);
+      const threads = dev.threadStats();
+      expect(threads.map((t) => t.queues)).to.deep.equal([[0, 1], [2, 3]]);
+      expect(threads.map((t) => t.cpus)).to.deep.equal([[cpu], [cpu]]);
+      for (const t of threads) {
+        expect(t.rxPackets, `thread ${t.thread} sank frames`).to.be.greaterThan(0);
+        expect(t.txPackets, `thread ${t.thread} generated frames`).to.be.greaterThan(0);
+      }
+      // The kernel agrees: two threads of this process may run on that CPU only.
+      const pinned = readdirSync('/proc/self/task').filter((tid) => /^Cpus_allowed_list:\s*(\S+)$/m.exec(readFileSync(`/proc/self/task/${tid}/status`, 'utf8'))?.[1] === String(cpu));
+      expect(pinned.length).to.be.at.least(cpus().length > 1 ? 2 : 0);
+    } finally {
+      await pmd.stop();
+      await be.stop();
+      await dev.close();
+      tmp.cleanup();
+      setLogSink(old);
+    }
+  });
 });
