@@ -32,7 +32,14 @@ describe('real peers: vhostkit net-load with dpdk-testpmd virtio-user', function
       try {
         if (c.gen) {
           const s = await pmd.waitForStats((st) => (st.ports[0]?.rxPackets ?? 0) > 100000, 20000);
-          expect(s.ports[0].rxBytes / s.ports[0].rxPackets, 'frames of 128 bytes').to.equal(128);
+          // testpmd reads its packet and byte counters while the forwarding lcore adds to
+          // them, so at 10+ Mpps a snapshot's bytes may count a few more frames than its
+          // packets (seen: 5 to 23 frames of skew in 30 M). Every frame is 128 bytes, so
+          // the difference must be a whole number of frames, and small; a frame of any other
+          // length (a 12-byte header too many, two buffers merged) would break the first.
+          const extra = s.ports[0].rxBytes - 128 * s.ports[0].rxPackets;
+          expect(extra % 128, `bytes beyond ${s.ports[0].rxPackets} frames of 128: ${extra}`).to.equal(0);
+          expect(Math.abs(extra / 128), 'counter skew in frames').to.be.at.most(1024);
           expect(dev.counters.txPackets).to.be.at.least(s.ports[0].rxPackets);
         } else {
           const s = await pmd.waitForStats((st) => (st.ports[0]?.txPackets ?? 0) > 100000, 20000);
