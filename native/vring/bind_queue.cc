@@ -130,17 +130,19 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     // reference (references deleted by our destructor during environment teardown, when
     // Node has already freed them, corrupt the heap of a worker thread that exits).
     info.This().As<Napi::Object>().DefineProperty(Napi::PropertyDescriptor::Value("__arrays", arrays, napi_default));
+    // The slot is published (read-only) before it is taken: nothing after this can throw
+    // and leave the table pointing at a wrapper that was never constructed.
     SlotTable& t = Slots();
+    const uint32_t slot = t.free.empty() ? static_cast<uint32_t>(t.live.size()) : t.free.back();
+    info.This().As<Napi::Object>().DefineProperty(
+        Napi::PropertyDescriptor::Value("slot", Napi::Number::New(env, slot), napi_enumerable));
     if (t.free.empty()) {
-      slot_ = static_cast<uint32_t>(t.live.size());
       t.live.push_back(this);
     } else {
-      slot_ = t.free.back();
       t.free.pop_back();
-      t.live[slot_] = this;
+      t.live[slot] = this;
     }
-    info.This().As<Napi::Object>().DefineProperty(
-        Napi::PropertyDescriptor::Value("slot", Napi::Number::New(env, slot_), napi_enumerable));
+    slot_ = slot;
   }
 
  private:
