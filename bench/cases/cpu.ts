@@ -9,7 +9,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { makeTempDir, startTestpmd, type Testpmd } from '../../src/testing/peers.js';
-import { progress } from '../lib/proc.js';
+import { progress, stopChild } from '../lib/proc.js';
 import { median, type CaseReport, type Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';
 import { generic, vkArgv, waitSocket } from './net.js';
@@ -64,10 +64,7 @@ async function runOnce(ctx: BenchContext, who: Who, idle: boolean, packed: boole
   } finally {
     await virtio?.stop();
     await ref?.stop();
-    if (vk && vk.exitCode === null) {
-      vk.kill('SIGTERM');
-      await new Promise((r) => vk!.once('exit', r));
-    }
+    await stopChild(vk);
     tmp.cleanup();
   }
 }

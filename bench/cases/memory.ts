@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { makeTempDir, startTestpmd, type Testpmd } from '../../src/testing/peers.js';
-import { commandLine, progress } from '../lib/proc.js';
+import { commandLine, progress, stopChild } from '../lib/proc.js';
 import type { CaseReport, Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';
 
@@ -46,10 +46,7 @@ async function vhostkitRss(ctx: BenchContext, ports: number, commands: Set<strin
     await settle(3000);
     return rssKiB(p.pid!);
   } finally {
-    if (p.exitCode === null) {
-      p.kill('SIGTERM');
-      await new Promise((r) => p.once('exit', r));
-    }
+    await stopChild(p);
     tmp.cleanup();
   }
 }

@@ -7,7 +7,7 @@
 // counters (packets it managed to send, or received), over whole statistics periods.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { makeTempDir, startTestpmd, vhostkitCli, type Testpmd } from '../../src/testing/peers.js';
-import { commandLine, progress } from '../lib/proc.js';
+import { commandLine, progress, stopChild } from '../lib/proc.js';
 import { median, type CaseReport, type Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';
 
@@ -79,10 +79,7 @@ async function runOnce(ctx: BenchContext, dir: Dir, who: 'vhostkit' | 'testpmd v
   } finally {
     await virtio?.stop();
     await ref?.stop();
-    if (vk && vk.exitCode === null) {
-      vk.kill('SIGTERM');
-      await new Promise((r) => vk!.once('exit', r));
-    }
+    await stopChild(vk);
     tmp.cleanup();
   }
 }

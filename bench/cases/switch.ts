@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { makeTempDir, startTestpmd, vhostkitCli, type Testpmd } from '../../src/testing/peers.js';
-import { commandLine, progress } from '../lib/proc.js';
+import { commandLine, progress, stopChild } from '../lib/proc.js';
 import { median, type CaseReport, type Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';
 
@@ -54,10 +54,7 @@ async function runOnce(ctx: BenchContext, who: 'vhostkit switch' | 'testpmd io',
     await pa?.stop();
     await pb?.stop();
     await ref?.stop();
-    if (sw && sw.exitCode === null) {
-      sw.kill('SIGTERM');
-      await new Promise((r) => sw!.once('exit', r));
-    }
+    await stopChild(sw);
     tmp.cleanup();
   }
 }

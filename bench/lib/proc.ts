@@ -1,6 +1,6 @@
 // Running one measurement: a command (usually pinned with taskset) whose last stdout line
 // is a JSON object.
-import { execFile } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 
 export function shellQuote(a: string): string {
   return /^[A-Za-z0-9_./:=@,+-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`;
@@ -31,4 +31,12 @@ export function runJson<T>(argv: string[], timeoutMs: number): Promise<T> {
 /** Progress on stderr, one line per step. */
 export function progress(msg: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+/** Stops a child with SIGTERM (if it still runs) and waits for it to exit. */
+export async function stopChild(p: ChildProcess | null): Promise<void> {
+  if (!p || p.exitCode !== null || p.signalCode !== null) return;
+  const exited = new Promise((r) => p.once('exit', r));
+  p.kill('SIGTERM');
+  await exited;
 }

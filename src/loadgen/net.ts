@@ -162,9 +162,7 @@ export class NetLoadServer {
     const b = vq.b;
     let bytes = 0;
     for (let i = 0; i < n; i++) bytes += b.readLen[i];
-    b.usedId.set(b.head.subarray(0, n));
-    b.usedLen.fill(0, 0, n);
-    vq.push(n);
+    vq.pushPopped(n);
     this.counters[C.RX_P] += n;
     this.counters[C.RX_B] += bytes - n * hdr;
     return n;

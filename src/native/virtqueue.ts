@@ -295,6 +295,19 @@ export class Virtqueue {
     return r === 1;
   }
 
+  /**
+   * Gives back the whole last popped burst (`n` chains, in pop order) with used length 0:
+   * what a device that only reads (a sink, a switch's TX side) returns. No allocation.
+   */
+  pushPopped(n: number): boolean {
+    const b = this.b;
+    for (let i = 0; i < n; i++) {
+      b.usedId[i] = b.head[i];
+      b.usedLen[i] = 0;
+    }
+    return this.push(n);
+  }
+
   /** Writes the call fd unconditionally. */
   signal(): void {
     this.q.signal();

@@ -473,10 +473,7 @@ export class SwitchEngine {
     }
     for (const q of this.touched) this.flushPort(q, t);
     this.touched.length = 0;
-    const b = t.vq.b;
-    b.usedId.set(b.head.subarray(0, n));
-    b.usedLen.fill(0, 0, n);
-    t.vq.push(n);
+    t.vq.pushPopped(n);
   }
 
   private stage(q: EnginePort, i: number): void {

@@ -62,9 +62,7 @@ export function ringBench(o: RingBenchOptions): RingBenchResult {
           if (n < 0) throw q.error!;
           break;
         }
-        q.b.usedId.set(q.b.head.subarray(0, n));
-        q.b.usedLen.fill(0, 0, n);
-        q.push(n);
+        q.pushPopped(n);
         chains += n;
       }
       drv.used();
