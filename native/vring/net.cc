@@ -152,11 +152,15 @@ UsedStage& Stage() {
 
 // RX chains popped ahead in one Pop and handed out one at a time (a small frame takes one):
 // one Pop per burst of frames instead of one per frame. Per thread, for the delivery call
-// in progress; what is left is given back (Unpop) when the call ends.
+// in progress; what is left is given back (Unpop) when the call ends. Chains that are one
+// writable descriptor each come through PopDirect (into `direct`: no burst arrays to write
+// and read back); anything else through Pop (then `direct` is false until the next refill).
 struct RxPrefetch {
   uint32_t next = 0;
   uint32_t count = 0;
   uint32_t want = 1;
+  bool is_direct = false;
+  std::vector<DirectBuf> direct;
   std::vector<uint16_t> unpop;
 };
 RxPrefetch& Prefetch() {
@@ -167,6 +171,22 @@ RxPrefetch& Prefetch() {
 void BeginPrefetch(const RxTarget& dst, RxPrefetch& p, uint32_t frames) {
   p.next = p.count = 0;
   p.want = std::max<uint32_t>(1, std::min(frames, dst.arrays->max_chains));
+  if (p.direct.size() < p.want) p.direct.resize(dst.arrays->max_chains);
+}
+
+// Pops the next chains ahead (count 0: none available, counted by the caller). Returns
+// the count or -VqError.
+int32_t RefillPrefetch(const RxTarget& dst, RxPrefetch& p) {
+  p.next = p.count = 0;
+  int32_t r = dst.q->PopDirect(p.direct.data(), p.want);
+  p.is_direct = r > 0;
+  if (r == 0) r = dst.q->Pop(*dst.arrays, p.want);
+  if (r > 0) p.count = static_cast<uint32_t>(r);
+  return r;
+}
+
+uint16_t PrefetchId(const RxTarget& dst, const RxPrefetch& p, uint32_t c) {
+  return p.is_direct ? p.direct[c].id : dst.arrays->head[c];
 }
 
 // Gives back `before` (the current frame's chains, popped first) and the chains popped
@@ -174,7 +194,7 @@ void BeginPrefetch(const RxTarget& dst, RxPrefetch& p, uint32_t frames) {
 void ReleasePrefetch(const RxTarget& dst, RxPrefetch& p, const uint16_t* before, uint32_t nbefore) {
   if (nbefore + (p.count - p.next) > 0) {
     p.unpop.assign(before, before + nbefore);
-    p.unpop.insert(p.unpop.end(), dst.arrays->head + p.next, dst.arrays->head + p.count);
+    for (uint32_t c = p.next; c < p.count; c++) p.unpop.push_back(PrefetchId(dst, p, c));
     dst.q->Unpop(p.unpop.data(), static_cast<uint32_t>(p.unpop.size()));
   }
   p.next = p.count = 0;
@@ -209,6 +229,39 @@ int32_t DeliverOne(const RxTarget& dst, const MemTable& dmem, Reader& rd, const 
   uint32_t nbuf = 0;
   uint8_t* nb_at[2] = {nullptr, nullptr};  // where num_buffers (header bytes 10, 11) landed
   RxPrefetch& pf = cx.pf;
+  // Writes header and frame bytes into one writable segment; returns the bytes written.
+  auto fill = [&](uint8_t* p, uint32_t room) -> uint32_t {
+    uint32_t put = 0;
+    while (room > 0 && written < total) {
+      uint32_t m;
+      if (written < dst.hdr_len) {
+        m = std::min(room, dst.hdr_len - written);
+        if (written <= 10 && 10 < written + m) nb_at[0] = p + (10 - written);
+        if (written <= 11 && 11 < written + m) nb_at[1] = p + (11 - written);
+        std::memcpy(p, hdr + written, m);
+      } else {
+        m = rd.Read(p, std::min(room, total - written));
+        if (m == 0) {  // the source ran short of what it claimed: never loop
+          written = total;
+          break;
+        }
+      }
+      p += m;
+      room -= m;
+      written += m;
+      put += m;
+    }
+    return put;
+  };
+  // The common case: the whole frame in the chain's first buffer, num_buffers = 1.
+  auto whole = [&](uint8_t* p) -> uint32_t {
+    std::memcpy(p, hdr, 10);  // hdr_len is 10 or 12
+    if (dst.hdr_len == 12) {
+      p[10] = 1;
+      p[11] = 0;
+    }
+    return dst.hdr_len + rd.Read(p + dst.hdr_len, frame);
+  };
   while (written < total) {
     if (nbuf == kMaxMergeBuffers || (nbuf == 1 && !dst.mergeable)) {
       st->too_big++;
@@ -218,54 +271,33 @@ int32_t DeliverOne(const RxTarget& dst, const MemTable& dmem, Reader& rd, const 
     if (pf.next == pf.count) {
       // The burst's arrays are reused: this frame's earlier chains were written and their
       // ids kept in ids[].
-      const int32_t r = q.Pop(db, pf.want);
+      const int32_t r = RefillPrefetch(dst, pf);
       if (r <= 0) {
         if (r == 0) st->no_buffers++;
         ReleasePrefetch(dst, pf, ids, nbuf);
         return r;
       }
-      pf.next = 0;
-      pf.count = static_cast<uint32_t>(r);
     }
     const uint32_t c = pf.next++;
-    ids[nbuf] = db.head[c];
-    if (nbuf == 0) {
-      // The common case: the whole frame fits in the chain's first buffer.
-      const uint32_t s = db.first_seg[c];
-      if (s < db.first_seg[c + 1] && (db.seg_flags[s] & 1) && db.seg_len[s] >= total) {
-        uint8_t* p = SegPtr(db, dmem, s);
-        std::memcpy(p, hdr, 10);  // hdr_len is 10 or 12
-        if (dst.hdr_len == 12) {  // num_buffers = 1
-          p[10] = 1;
-          p[11] = 0;
-        }
-        lens[nbuf++] = dst.hdr_len + rd.Read(p + dst.hdr_len, frame);
+    uint32_t in_chain = 0;
+    if (pf.is_direct) {
+      const DirectBuf& b = pf.direct[c];
+      ids[nbuf] = b.id;
+      if (nbuf == 0 && b.cap >= total) {
+        lens[nbuf++] = whole(b.p);
         break;
       }
-    }
-    uint32_t in_chain = 0;
-    for (uint32_t s = db.first_seg[c]; s < db.first_seg[c + 1] && written < total; s++) {
-      if (!(db.seg_flags[s] & 1)) continue;  // device-readable parts of an RX chain: skip
-      uint8_t* p = SegPtr(db, dmem, s);
-      uint32_t room = db.seg_len[s];
-      while (room > 0 && written < total) {
-        uint32_t m;
-        if (written < dst.hdr_len) {
-          m = std::min(room, dst.hdr_len - written);
-          if (written <= 10 && 10 < written + m) nb_at[0] = p + (10 - written);
-          if (written <= 11 && 11 < written + m) nb_at[1] = p + (11 - written);
-          std::memcpy(p, hdr + written, m);
-        } else {
-          m = rd.Read(p, std::min(room, total - written));
-          if (m == 0) {  // the source ran short of what it claimed: never loop
-            written = total;
-            break;
-          }
-        }
-        p += m;
-        room -= m;
-        written += m;
-        in_chain += m;
+      in_chain = fill(b.p, b.cap);
+    } else {
+      ids[nbuf] = db.head[c];
+      const uint32_t s0 = db.first_seg[c];
+      const uint32_t s1 = db.first_seg[c + 1];
+      if (nbuf == 0 && s0 < s1 && (db.seg_flags[s0] & 1) && db.seg_len[s0] >= total) {
+        lens[nbuf++] = whole(SegPtr(db, dmem, s0));
+        break;
+      }
+      for (uint32_t s = s0; s < s1 && written < total; s++) {
+        if (db.seg_flags[s] & 1) in_chain += fill(SegPtr(db, dmem, s), db.seg_len[s]);  // readable parts of an RX chain: skipped
       }
     }
     if (in_chain == 0) st->bad++;  // an RX chain with no writable byte

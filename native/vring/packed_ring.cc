@@ -226,6 +226,32 @@ int32_t PackedRing::Pop(const BurstArrays& out, uint32_t max) {
   return static_cast<int32_t>(n);
 }
 
+int32_t PackedRing::PopDirect(DirectBuf* out, uint32_t max) {
+  if (error_ != VqError::kOk) return -static_cast<int32_t>(error_);
+  if (inflight_ != nullptr || !DirectAllowed()) return 0;
+  const MemTable& mem = *mem_;
+  uint32_t n = 0;
+  while (n < max) {
+    const uint8_t* at = desc_ + 16 * last_avail_;
+    const uint16_t flags = LoadAcquire<uint16_t>(at + 14);
+    if (!Avail(flags) || (flags & (kDescNext | kDescIndirect | kDescWrite)) != kDescWrite) break;
+    const RawDesc d = ReadDesc(at);
+    if (d.len == 0 || d.a >= size_ || in_flight_count_[d.a] != 0) break;
+    uint32_t region;
+    uint8_t* p = mem.TranslateHinted(d.addr, d.len, &region);
+    if (p == nullptr && (p = mem.TranslateGpaContiguous(d.addr, d.len)) == nullptr) break;
+    out[n++] = DirectBuf{p, d.len, d.a};
+    in_flight_count_[d.a] = 1;
+    if (++last_avail_ == size_) {
+      last_avail_ = 0;
+      avail_wrap_ = !avail_wrap_;
+    }
+  }
+  in_flight_ += n;
+  if (event_idx_ && notify_enabled_ && n > 0) WriteDeviceEvent(kEventDesc, LogState{});
+  return static_cast<int32_t>(n);
+}
+
 int32_t PackedRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) {
   if (n == 0) return 0;
   if (desc_ == nullptr || !ClaimIds(ids, n)) return -1;

@@ -290,6 +290,31 @@ int32_t SplitRing::Pop(const BurstArrays& out, uint32_t max) {
   return static_cast<int32_t>(n);
 }
 
+int32_t SplitRing::PopDirect(DirectBuf* out, uint32_t max) {
+  if (error_ != VqError::kOk) return -static_cast<int32_t>(error_);
+  if (inflight_ != nullptr || !DirectAllowed()) return 0;
+  const uint16_t count = static_cast<uint16_t>(AvailIdx() - last_avail_);  // acquire
+  if (count > size_) return 0;  // Pop refuses it
+  if (max > count) max = count;
+  const MemTable& mem = *mem_;
+  uint32_t n = 0;
+  while (n < max) {
+    const uint16_t head = LoadRelaxed<uint16_t>(driver_ + 4 + 2 * ((last_avail_ + n) & mask_));
+    if (head >= size_ || in_flight_count_[head] != 0) break;
+    const RawDesc d = ReadDesc(desc_ + 16 * head);
+    if ((d.a & (kDescNext | kDescIndirect | kDescWrite)) != kDescWrite || d.len == 0) break;
+    uint32_t region;
+    uint8_t* p = mem.TranslateHinted(d.addr, d.len, &region);
+    if (p == nullptr && (p = mem.TranslateGpaContiguous(d.addr, d.len)) == nullptr) break;
+    out[n++] = DirectBuf{p, d.len, head};
+    in_flight_count_[head] = 1;
+  }
+  last_avail_ = static_cast<uint16_t>(last_avail_ + n);
+  in_flight_ += n;
+  if (event_idx_ && notify_enabled_ && n > 0) StoreRelaxed<uint16_t>(AvailEventPtr(), last_avail_);
+  return static_cast<int32_t>(n);
+}
+
 int32_t SplitRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) {
   if (n == 0) return 0;
   if (desc_ == nullptr || !ClaimIds(ids, n)) return -1;

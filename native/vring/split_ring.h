@@ -15,6 +15,7 @@ class SplitRing final : public Virtqueue {
   void SyncUsedFromRing() override;
   bool SetInflight(std::shared_ptr<MemTable> table, uint8_t* host, uint64_t len) override;
   int32_t Pop(const BurstArrays& out, uint32_t max) override;
+  int32_t PopDirect(DirectBuf* out, uint32_t max) override;
   int32_t Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) override;
   void Unpop(const uint16_t* ids, uint32_t n) override;
   bool SetNotify(bool enable) override;

@@ -66,6 +66,14 @@ struct BurstArrays {
   uint8_t* seg_flags = nullptr;   // [max_segs] bit 0: device-writable
 };
 
+// One device-writable buffer of one descriptor, as PopDirect gives it: where it is in this
+// process, how many bytes it takes, its head / buffer id.
+struct DirectBuf {
+  uint8_t* p;
+  uint32_t cap;
+  uint16_t id;
+};
+
 enum class AddrSpace { kFrontendVirtual, kGuestPhysical };
 
 class Virtqueue {
@@ -113,6 +121,14 @@ class Virtqueue {
   // Pops up to min(max, out.max_chains) chains. Returns the count, or -error if the queue
   // is broken and nothing was popped.
   virtual int32_t Pop(const BurstArrays& out, uint32_t max) = 0;
+  // The receive fast path: pops up to max chains that are each one device-writable
+  // descriptor inside one memory region, as (host pointer, length, id), with Pop's
+  // bookkeeping (they are in flight: Push and Unpop take them). Stops at the first chain
+  // that is anything else, or that Pop would refuse: Pop takes it from there, and decides.
+  // Takes nothing while chains recovered from an inflight area wait, or with an inflight
+  // area or a dirty log set (their bookkeeping is Pop's). Returns the count, or -error if
+  // the queue is broken.
+  virtual int32_t PopDirect(DirectBuf* out, uint32_t max) = 0;
   // Pushes n used elements. Returns 1 if the driver wants a notification now, 0 if not,
   // -1 if an id was not in flight (caller bug: nothing written, queue not broken).
   virtual int32_t Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) = 0;
@@ -145,6 +161,10 @@ class Virtqueue {
   // claimed. On failure nothing is marked. TakeId then returns an id's descriptor count
   // and clears it.
   bool ClaimIds(const uint16_t* ids, uint32_t n);
+  // PopDirect may take chains (the ring-specific conditions are the caller's).
+  bool DirectAllowed() const {
+    return desc_ != nullptr && mem_ && resubmit_pos_ >= resubmit_.size() && !log_on_.load(std::memory_order_relaxed);
+  }
   uint32_t TakeId(uint16_t id) {
     const uint32_t c = in_flight_count_[id] & ~kClaimed;
     in_flight_count_[id] = 0;
