@@ -84,6 +84,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
                         InstanceMethod<&QueueWrap::Signal>("signal"),
                         InstanceMethod<&QueueWrap::SetNotify>("setNotify"),
                         InstanceMethod<&QueueWrap::HasAvail>("hasAvail"),
+                        InstanceMethod<&QueueWrap::AvailCount>("availCount"),
                         InstanceMethod<&QueueWrap::Error>("error"),
                         InstanceMethod<&QueueWrap::ErrorDetail>("errorDetail"),
                         InstanceMethod<&QueueWrap::InFlight>("inFlight"),
@@ -276,6 +277,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     return Napi::Boolean::New(info.Env(), q_->SetNotify(info[0].As<Napi::Boolean>().Value()));
   }
   Napi::Value HasAvail(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), q_->HasAvail()); }
+  Napi::Value AvailCount(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), q_->AvailCount()); }
   Napi::Value Error(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), static_cast<int32_t>(q_->error()));
   }

@@ -58,6 +58,23 @@ bool PackedRing::Avail(uint16_t flags) const {
   return a == avail_wrap_ && u != avail_wrap_;
 }
 
+uint32_t PackedRing::AvailCount() const {
+  if (desc_ == nullptr) return 0;
+  uint32_t n = 0;
+  uint32_t at = last_avail_;
+  bool wrap = avail_wrap_;
+  while (n < size_) {
+    const uint16_t flags = LoadAcquire<uint16_t>(desc_ + 16 * at + 14);
+    if (((flags & kDescAvail) != 0) != wrap || ((flags & kDescUsed) != 0) == wrap) break;
+    n++;
+    if (++at == size_) {
+      at = 0;
+      wrap = !wrap;
+    }
+  }
+  return n;
+}
+
 bool PackedRing::HasAvail() const {
   return desc_ != nullptr && Avail(LoadAcquire<uint16_t>(desc_ + 16 * last_avail_ + 14));
 }

@@ -22,6 +22,7 @@ class PackedRing final : public Virtqueue {
   void Unpop(const uint16_t* ids, uint32_t n) override;
   bool SetNotify(bool enable) override;
   bool HasAvail() const override;
+  uint32_t AvailCount() const override;
 
  private:
   bool Avail(uint16_t flags) const;

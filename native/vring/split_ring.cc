@@ -99,6 +99,12 @@ void SplitRing::RecoverInflight() {
   last_avail_ = static_cast<uint16_t>(ring_used + live.size());
 }
 
+uint32_t SplitRing::AvailCount() const {
+  if (driver_ == nullptr) return 0;
+  const uint16_t n = static_cast<uint16_t>(AvailIdx() - last_avail_);
+  return n > size_ ? size_ : n;
+}
+
 bool SplitRing::HasAvail() const { return driver_ != nullptr && AvailIdx() != last_avail_; }
 
 VqError SplitRing::WalkChain(uint16_t head, const BurstArrays& out, uint32_t first, uint32_t* end, uint64_t* rlen,

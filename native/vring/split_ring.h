@@ -20,6 +20,7 @@ class SplitRing final : public Virtqueue {
   void Unpop(const uint16_t* ids, uint32_t n) override;
   bool SetNotify(bool enable) override;
   bool HasAvail() const override;
+  uint32_t AvailCount() const override;
 
  private:
   // Walks one chain from head; on success fills *end with the next free segment.

@@ -139,6 +139,9 @@ class Virtqueue {
   // available, so a caller going to sleep re-polls instead of missing them.
   virtual bool SetNotify(bool enable) = 0;
   virtual bool HasAvail() const = 0;
+  // Descriptors (packed) / avail ring entries (split) the driver made available that the
+  // device has not taken yet: how full the ring is, for metrics. Read-only.
+  virtual uint32_t AvailCount() const = 0;
   // The eventfd Signal() writes (the driver's interrupt); -1 for none. Thread-safe; the
   // queue keeps its own duplicate of fd.
   void SetCallFd(int fd);

@@ -8,11 +8,19 @@ import { formatProbe, probe, type ProbeType } from '../vhost-user/probe.js';
 import { cmdSwitch, switchUsage } from './switch.js';
 import { cmdBlk } from './blk.js';
 import { cmdNetLoad } from './net-load.js';
+import { cmdRun } from './run.js';
+import { cmdCtl } from './ctl.js';
 import { runBlkLoad } from '../loadgen/blk.js';
 
 const usage = `usage: vhostkit <command> [options]
 
 commands:
+  run [--config FILE] [--port ...] [--disk ...] [--api ADDR]
+      One process for a host: switches, ports and disks from a file and/or flags, a
+      management API (HTTP on a Unix socket), /metrics (see "vhostkit run --help").
+  ctl <command> [args]
+      The management API's client: ports, disks, fdb, vlan, counters, metrics...
+      (see "vhostkit ctl --help").
   ring-bench [--layout split|packed|both] [--size N] [--burst N] [--bytes N] [--seconds S]
       In-process ring loopback: a TypeScript driver keeps a queue full, the native
       device side pops and pushes bursts. Prints chains per second per layout.
@@ -146,6 +154,12 @@ try {
   switch (cmd) {
     case 'probe':
       await cmdProbe(rest);
+      break;
+    case 'run':
+      await cmdRun(rest);
+      break;
+    case 'ctl':
+      process.exitCode = await cmdCtl(rest);
       break;
     case 'switch':
       await cmdSwitch(rest);

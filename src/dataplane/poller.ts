@@ -64,8 +64,18 @@ export class Poller {
   private readonly idleMs: number;
   private readonly sliceMs: number;
   private readonly maxBursts: number;
-  /** Counters: spins (busy/adaptive slices run), sleeps (adaptive fell asleep), wakes (kicks that woke a queue or thread). */
-  readonly stats = { slices: 0, sleeps: 0, wakes: 0, polls: 0, work: 0 };
+  /**
+   * Counters: slices (busy/adaptive spins run), sleeps (adaptive fell asleep), wakes (kicks
+   * that woke a queue or thread), polls (service calls), work (items served), busyMs (time
+   * spent serving queues that had work; the rest of wallMs() was idle: empty polls or asleep).
+   */
+  readonly stats = { slices: 0, sleeps: 0, wakes: 0, polls: 0, work: 0, busyMs: 0 };
+  private readonly created = performance.now();
+
+  /** Milliseconds since the poller was made (busy + idle). */
+  wallMs(): number {
+    return performance.now() - this.created;
+  }
 
   constructor(
     readonly mode: PollMode,
@@ -148,17 +158,22 @@ export class Poller {
   private serveEvent(e: Entry): void {
     if (this.paused || this.closed || !this.entries.has(e.t)) return;
     const t = e.t;
-    t.vq.setNotify(false);
-    for (let i = 0; i < this.maxBursts; i++) {
-      this.stats.polls++;
-      const n = t.service();
-      this.stats.work += n;
-      if (n > 0) continue;
-      if (!this.entries.has(t)) return; // removed by its own service (queue broken)
-      if (!t.vq.setNotify(true)) return; // empty and re-armed
-      t.vq.setNotify(false); // chains raced in: keep serving
+    const start = performance.now();
+    try {
+      t.vq.setNotify(false);
+      for (let i = 0; i < this.maxBursts; i++) {
+        this.stats.polls++;
+        const n = t.service();
+        this.stats.work += n;
+        if (n > 0) continue;
+        if (!this.entries.has(t)) return; // removed by its own service (queue broken)
+        if (!t.vq.setNotify(true)) return; // empty and re-armed
+        t.vq.setNotify(false); // chains raced in: keep serving
+      }
+      this.schedule(e); // more work: let the event loop run first
+    } finally {
+      this.stats.busyMs += performance.now() - start;
     }
-    this.schedule(e); // more work: let the event loop run first
   }
 
   private onKick(e: Entry): void {
@@ -184,14 +199,22 @@ export class Poller {
     let now = start;
     let work = 0;
     let passes = 0;
+    let mark = start; // busy time: clock intervals in which some queue had work
+    let worked = 0;
     const list = this.list;
     do {
       let w = 0;
       for (let i = 0; i < list.length; i++) w += list[i].t.service();
       work += w;
+      worked += w;
       passes++;
       // Reading the clock costs; every 16 passes is fine grained enough.
-      if ((passes & 15) === 0 || w === 0) now = performance.now();
+      if ((passes & 15) === 0 || w === 0) {
+        now = performance.now();
+        if (worked > 0) this.stats.busyMs += now - mark;
+        mark = now;
+        worked = 0;
+      }
       if (w > 0) this.lastWork = now;
       else if (this.mode === 'adaptive' && now - this.lastWork >= this.idleMs) {
         this.stats.polls += passes;

@@ -71,6 +71,7 @@ interface RawQueue {
   signal(): void;
   setNotify(enable: boolean): boolean;
   hasAvail(): boolean;
+  availCount(): number;
   error(): number;
   errorDetail(): string | null;
   inFlight(): number;
@@ -320,6 +321,11 @@ export class Virtqueue {
 
   hasAvail(): boolean {
     return this.q.hasAvail();
+  }
+
+  /** Entries (split) / descriptors (packed) the driver made available and the device has not taken: how full the ring is. */
+  availCount(): number {
+    return this.q.availCount();
   }
 
   /** Chains popped and not yet pushed. */

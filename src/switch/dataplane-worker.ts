@@ -2,6 +2,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { SwitchEngine, type BurstHook } from './engine.js';
 import type { HookModule } from './dataplane.js';
+import type { CaptureSpec } from './capture.js';
 import type { PollMode } from '../dataplane/poller.js';
 import { getThreadAffinity, setThreadAffinity } from '../native/affinity.js';
 
@@ -37,7 +38,11 @@ const ops: Record<string, (...args: never[]) => unknown> = {
   resume: () => engine.resume(),
   inject: (p: number, frame: Uint8Array) => engine.inject(p, frame, Uint32Array.of(0), Uint32Array.of(frame.length), 1),
   dumpFdb: () => engine.dumpFdb(),
-  threads: () => [{ thread: 0, cpus: cpus.length ? getThreadAffinity() : [], poll, queues: engine.queues() }],
+  threads: () => [{ thread: 0, cpus: cpus.length ? getThreadAffinity() : [], poll, queues: engine.queues(), ...engine.threadTimes() }],
+  queueStats: () => engine.queueStats(),
+  startCapture: (p: number, spec: CaptureSpec) =>
+    engine.startCapture(p, spec, (records, packets, done) => port.postMessage({ event: 'capture', port: p, records, packets, done }, [records.buffer as ArrayBuffer])),
+  stopCapture: (p: number) => engine.stopCapture(p),
   setAging: (ms: number) => engine.setAging(ms),
   close: () => engine.close(),
 };

@@ -3,9 +3,10 @@
 // calling thread (tests, embedding). Both speak the same asynchronous interface.
 import { WorkerRpc } from '../dataplane/worker-rpc.js';
 import { fileURLToPath } from 'node:url';
-import { SwitchEngine, type BurstHook, type HostPortSpec, type QueueStartSpec, type VlanConfig } from './engine.js';
+import { SwitchEngine, type BurstHook, type HostPortSpec, type QueueStartSpec, type QueueStat, type VlanConfig } from './engine.js';
 import type { PollMode } from '../dataplane/poller.js';
 import type { FdbEntry } from './fdb.js';
+import type { CaptureSink, CaptureSpec } from './capture.js';
 
 export interface HookModule {
   /** module path (absolute, or a file: URL) loaded in the data-plane thread */
@@ -30,6 +31,9 @@ export interface DataplaneThread {
   cpus: number[];
   poll: PollMode;
   queues: Array<{ port: string; index: number }>;
+  /** time spent serving queues that had work, and the rest (empty polls, asleep) */
+  busySeconds: number;
+  idleSeconds: number;
 }
 
 export interface Dataplane {
@@ -46,6 +50,11 @@ export interface Dataplane {
   dumpFdb(): Promise<FdbEntry[]>;
   /** The data-plane threads: CPUs each is pinned to (empty: not pinned), poll mode, the queues it serves. */
   threads(): Promise<DataplaneThread[]>;
+  /** Counters and ring fill of every guest queue. */
+  queueStats(): Promise<QueueStat[]>;
+  /** Captures a port's frames (both directions) as pcap records handed to `sink`. */
+  startCapture(port: number, spec: CaptureSpec, sink: CaptureSink): Promise<void>;
+  stopCapture(port: number): Promise<void>;
   setAging(ms: number): Promise<void>;
   close(): Promise<void>;
 }
@@ -108,7 +117,16 @@ export class InProcessDataplane implements Dataplane {
     return this.engine.dumpFdb();
   }
   async threads(): Promise<DataplaneThread[]> {
-    return [{ thread: -1, cpus: [], poll: this.poll, queues: this.engine.queues() }];
+    return [{ thread: -1, cpus: [], poll: this.poll, queues: this.engine.queues(), ...this.engine.threadTimes() }];
+  }
+  async queueStats(): Promise<QueueStat[]> {
+    return this.engine.queueStats();
+  }
+  async startCapture(port: number, spec: CaptureSpec, sink: CaptureSink): Promise<void> {
+    this.engine.startCapture(port, spec, sink);
+  }
+  async stopCapture(port: number): Promise<void> {
+    this.engine.stopCapture(port);
   }
   async setAging(ms: number): Promise<void> {
     this.engine.setAging(ms);
@@ -118,11 +136,14 @@ export class InProcessDataplane implements Dataplane {
   }
 }
 
-type Event = { event: 'queue-error'; port: number; index: number; reason: string };
+type Event =
+  | { event: 'queue-error'; port: number; index: number; reason: string }
+  | { event: 'capture'; port: number; records: Uint8Array; packets: number; done: boolean };
 
 /** The engine on a worker thread; calls are messages, answered in order. */
 export class WorkerDataplane implements Dataplane {
   private readonly rpc: WorkerRpc<Event>;
+  private readonly captureSinks = new Map<number, CaptureSink>();
 
   private constructor(opts: DataplaneOptions) {
     const hook = opts.hook && typeof opts.hook !== 'function' ? opts.hook : null;
@@ -131,7 +152,14 @@ export class WorkerDataplane implements Dataplane {
       fileURLToPath(new URL('./dataplane-worker.js', import.meta.url)),
       { burst: opts.burst ?? 32, agingMs: opts.agingMs ?? 300_000, hook, poll: opts.poll ?? 'event', cpus: opts.cpus ?? [] },
       'data-plane thread',
-      (m) => opts.onQueueError?.(m.port, m.index, m.reason),
+      (m) => {
+        if (m.event === 'queue-error') opts.onQueueError?.(m.port, m.index, m.reason);
+        else {
+          const sink = this.captureSinks.get(m.port);
+          if (m.done) this.captureSinks.delete(m.port);
+          sink?.(m.records, m.packets, m.done);
+        }
+      },
     );
   }
 
@@ -180,6 +208,21 @@ export class WorkerDataplane implements Dataplane {
   }
   threads(): Promise<DataplaneThread[]> {
     return this.call('threads');
+  }
+  queueStats(): Promise<QueueStat[]> {
+    return this.call('queueStats');
+  }
+  async startCapture(port: number, spec: CaptureSpec, sink: CaptureSink): Promise<void> {
+    this.captureSinks.set(port, sink);
+    try {
+      await this.call('startCapture', port, spec);
+    } catch (e) {
+      this.captureSinks.delete(port);
+      throw e;
+    }
+  }
+  stopCapture(port: number): Promise<void> {
+    return this.call('stopCapture', port);
   }
   setAging(ms: number): Promise<void> {
     return this.call('setAging', ms);

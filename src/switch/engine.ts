@@ -4,6 +4,7 @@
 // call each, one copy guest to guest), push the TX chains back. No object per packet.
 import { FdWatcher } from '../native/unix-socket.js';
 import { Poller, type PollMode, type PollTarget } from '../dataplane/poller.js';
+import { CaptureTap, IOTA, type CaptureSink, type CaptureSpec } from './capture.js';
 import { GuestMemory } from '../native/guest-memory.js';
 import { Virtqueue, type RingLayout } from '../native/virtqueue.js';
 import { DELIVER_STATS, DeliverStat, VLAN_KEEP, VLAN_STRIP, netDeliver, netDeliverFlat, netPeek, netToFlat } from '../native/net.js';
@@ -58,14 +59,22 @@ export interface PacketBurst {
 }
 export type BurstHook = (b: PacketBurst) => void;
 
+/** Per-queue counters (QueueStat order): packets, bytes, notifications sent, suppressed. */
+const Q_PACKETS = 0;
+const Q_BYTES = 1;
+const Q_NOTIFY = 2;
+const Q_SUPPRESSED = 3;
+
 interface RxQueue {
   vq: Virtqueue;
   index: number;
+  stats: Float64Array;
 }
 
 interface TxQueue {
   vq: Virtqueue;
   index: number;
+  stats: Float64Array;
   port: EnginePort;
   kickFd: number;
   /** what the Poller serves: one burst of this queue per call */
@@ -111,6 +120,8 @@ export interface EnginePort {
   /** the TCI inserted by kind 2 in this burst (one ingress port: one VLAN for untagged frames) */
   insertTci: number;
   touched: boolean;
+  /** packet capture on this port (both directions), or null */
+  capture: CaptureTap | null;
 }
 
 export interface QueueStartSpec {
@@ -126,6 +137,21 @@ export interface QueueStartSpec {
   txOffloads: boolean;
   /** the MTU the guest was told (VIRTIO_NET_F_MTU / NET_SET_MTU), 0 if none */
   mtu: number;
+}
+
+/** One guest queue as the metrics see it. */
+export interface QueueStat {
+  port: string;
+  index: number;
+  size: number;
+  /** rx (even index): frames delivered to the guest; tx (odd): frames taken from it */
+  packets: number;
+  bytes: number;
+  /** bursts after which the guest was notified, and after which it asked not to be */
+  notifySent: number;
+  notifySuppressed: number;
+  /** available entries / descriptors not taken yet */
+  ringFill: number;
 }
 
 export interface EngineEvents {
@@ -226,9 +252,25 @@ export class SwitchEngine {
       counts: [],
       insertTci: 0,
       touched: false,
+      capture: null,
     });
     this.byName.set(name, id);
     this.portList = [...this.ports.values()];
+  }
+
+  /** Captures port `id`'s frames, both directions, into pcap records handed to `sink`. */
+  startCapture(id: number, spec: CaptureSpec, sink: CaptureSink): void {
+    const p = this.port(id);
+    if (p.capture && !p.capture.done) throw new Error(`port ${p.name} is already being captured`);
+    p.capture = new CaptureTap(spec, sink);
+  }
+
+  /** Stops a capture (its last records go to the sink, marked done). */
+  stopCapture(id: number): void {
+    const p = this.ports.get(id);
+    if (!p?.capture) return;
+    p.capture.stop();
+    p.capture = null;
   }
 
   /** Makes port `id` a TAP or VXLAN port: frames read from its fd are switched, frames for it written there. */
@@ -256,6 +298,7 @@ export class SwitchEngine {
   removePort(id: number): void {
     const p = this.ports.get(id);
     if (!p) return;
+    this.stopCapture(id);
     for (const q of [...p.tx.keys()]) this.stopQueue(id, q);
     for (const r of [...p.rx]) this.stopQueue(id, r.index);
     p.host?.watcher.close();
@@ -292,11 +335,11 @@ export class SwitchEngine {
     if (s.index % 2 === 0) {
       // Guest RX: we fill it when frames arrive; its kicks (new buffers) are not needed.
       vq.setNotify(false);
-      p.rx.push({ vq, index: s.index });
+      p.rx.push({ vq, index: s.index, stats: new Float64Array(4) });
       p.rx.sort((a, b) => a.index - b.index);
       this.resizeLists(p);
     } else {
-      const t = { vq, index: s.index, port: p, kickFd: s.kickFd } as TxQueue;
+      const t = { vq, index: s.index, port: p, kickFd: s.kickFd, stats: new Float64Array(4) } as TxQueue;
       t.target = { vq, kickFd: s.kickFd, service: () => this.serviceOnce(t) };
       p.tx.set(s.index, t);
       this.poller.add(t.target); // serves chains already waiting too
@@ -437,6 +480,7 @@ export class SwitchEngine {
       }
       if (this.rereadWanted) netPeek(t.vq, n, p.hdrLen, this.heads, HEAD, this.lens);
     }
+    if (p.capture) this.captureIn(p, t.vq, n);
     const c = p.counters;
     for (let i = 0; i < n; i++) {
       const len = this.lens[i];
@@ -473,7 +517,10 @@ export class SwitchEngine {
     }
     for (const q of this.touched) this.flushPort(q, t);
     this.touched.length = 0;
-    t.vq.pushPopped(n);
+    const qs = t.stats;
+    qs[Q_PACKETS] += n;
+    for (let i = 0; i < n; i++) qs[Q_BYTES] += this.lens[i];
+    qs[t.vq.pushPopped(n) ? Q_NOTIFY : Q_SUPPRESSED]++;
   }
 
   private stage(q: EnginePort, i: number): void {
@@ -519,7 +566,9 @@ export class SwitchEngine {
         const m = cnt[kind];
         if (m === 0) continue;
         cnt[kind] = 0;
-        this.hostEgress(q, q.host, t, q.lists[0][kind], m, kind === 0 ? VLAN_KEEP : kind === 1 ? VLAN_STRIP : q.insertTci);
+        const op = kind === 0 ? VLAN_KEEP : kind === 1 ? VLAN_STRIP : q.insertTci;
+        if (q.capture) this.captureOut(q, t, q.lists[0][kind], m, op);
+        this.hostEgress(q, q.host, t, q.lists[0][kind], m, op);
       }
       return;
     }
@@ -535,6 +584,7 @@ export class SwitchEngine {
         if (m === 0) continue;
         cnt[kind] = 0;
         if (!q.rx.includes(rx[k])) continue; // stopped by the delivery before
+        if (q.capture) this.captureOut(q, t, lists[k][kind], m, kind === 0 ? VLAN_KEEP : kind === 1 ? VLAN_STRIP : q.insertTci);
         this.stats.fill(0);
         const r = netDeliver({ q: rx[k].vq, hdrLen: q.hdrLen, mergeable: q.mergeable, offloads: q.rxOffloads, maxFrame: q.maxFrame }, t.vq, t.port.hdrLen, t.port.txOffloads, lists[k][kind], m, this.stats, kind === 0 ? VLAN_KEEP : kind === 1 ? VLAN_STRIP : q.insertTci);
         this.account(q, rx[k], r);
@@ -647,6 +697,7 @@ export class SwitchEngine {
     const now = Date.now();
     const c = p.counters;
     n = Math.min(n, 1024);
+    if (p.capture) this.captureFlat(p, data, offsets, lens, n, VLAN_KEEP);
     for (let i = 0; i < n; i++) {
       const len = lens[i];
       c[PortCounter.RX_PACKETS]++;
@@ -688,6 +739,7 @@ export class SwitchEngine {
   }
 
   private deliverFlatTo(q: EnginePort, data: Uint8Array, m: number, hdr10: Uint8Array | null, op: number): void {
+    if (q.capture) this.captureFlat(q, data, this.flatOff, this.flatLen, m, op);
     if (q.host) {
       const st = this.hostStats;
       st.fill(0);
@@ -742,9 +794,29 @@ export class SwitchEngine {
     }
   }
 
+  // Capture: a tap that reached its count is dropped here (its sink was told).
+  private captureIn(p: EnginePort, vq: Virtqueue, n: number): void {
+    p.capture!.addChains(vq, p.hdrLen, IOTA, n);
+    if (p.capture!.done) p.capture = null;
+  }
+
+  private captureOut(q: EnginePort, t: TxQueue, chains: Uint16Array, m: number, op: number): void {
+    q.capture!.addChains(t.vq, t.port.hdrLen, chains, m, op);
+    if (q.capture!.done) q.capture = null;
+  }
+
+  private captureFlat(p: EnginePort, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, op: number): void {
+    p.capture!.addFlat(data, offsets, lens, n, op);
+    if (p.capture!.done) p.capture = null;
+  }
+
   private account(q: EnginePort, rx: RxQueue, r: number): void {
     const c = q.counters;
     const s = this.stats;
+    const qs = rx.stats;
+    qs[Q_PACKETS] += s[DeliverStat.DELIVERED];
+    qs[Q_BYTES] += s[DeliverStat.BYTES];
+    if (s[DeliverStat.DELIVERED] > 0 && r >= 0) qs[r === 1 ? Q_NOTIFY : Q_SUPPRESSED]++;
     c[PortCounter.TX_PACKETS] += s[DeliverStat.DELIVERED];
     c[PortCounter.TX_BYTES] += s[DeliverStat.BYTES];
     c[PortCounter.DROP_NO_BUFFERS] += s[DeliverStat.NO_BUFFERS];
@@ -767,6 +839,24 @@ export class SwitchEngine {
       for (const index of idx) out.push({ port: p.name, index });
     }
     return out;
+  }
+
+  /** Counters and ring fill of every guest queue this engine serves. */
+  queueStats(): QueueStat[] {
+    const out: QueueStat[] = [];
+    const one = (p: EnginePort, q: RxQueue | TxQueue) =>
+      out.push({ port: p.name, index: q.index, size: q.vq.size, packets: q.stats[Q_PACKETS], bytes: q.stats[Q_BYTES], notifySent: q.stats[Q_NOTIFY], notifySuppressed: q.stats[Q_SUPPRESSED], ringFill: q.vq.availCount() });
+    for (const p of this.ports.values()) {
+      for (const r of p.rx) one(p, r);
+      for (const t of p.tx.values()) one(p, t);
+    }
+    return out.sort((a, b) => (a.port === b.port ? a.index - b.index : a.port < b.port ? -1 : 1));
+  }
+
+  /** Busy and idle time of the thread's poller (seconds). */
+  threadTimes(): { busySeconds: number; idleSeconds: number } {
+    const busy = this.poller.stats.busyMs;
+    return { busySeconds: busy / 1000, idleSeconds: Math.max(0, this.poller.wallMs() - busy) / 1000 };
   }
 
   close(): void {

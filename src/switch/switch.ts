@@ -10,6 +10,7 @@ import { InProcessDataplane, WorkerDataplane, type Dataplane, type HookModule } 
 import type { BurstHook, VlanConfig } from './engine.js';
 import { newCounters, readCounters, type PortCounters } from './counters.js';
 import type { FdbEntry } from './fdb.js';
+import type { CaptureSink, CaptureSpec } from './capture.js';
 import { close as closeHostFd, openTap, sockaddr, udpSocket, VXLAN_PORT } from '../native/host-io.js';
 
 export interface SwitchOptions {
@@ -40,6 +41,10 @@ export interface VhostPortOptions {
   vlan?: VlanConfig;
   /** offer the packed ring (default true) */
   packed?: boolean;
+  /** permission bits of the socket file (server mode; default 0o600) */
+  socketMode?: number;
+  /** group (gid) of the socket file (server mode) */
+  socketGroup?: number;
 }
 
 export interface TapPortOptions {
@@ -138,7 +143,13 @@ export class Switch {
     await this.dp.addPort(id, name, vlan, counters);
     const mac = o.mac ?? `52:54:00:00:${((macCounter >> 8) & 0xff).toString(16).padStart(2, '0')}:${(macCounter++ & 0xff).toString(16).padStart(2, '0')}`;
     const device = new NetDevice(this.dp, id, { mac, queuePairs: o.queuePairs, mtu: o.mtu, packed: o.packed });
-    const backend = new VhostUserBackend(device, { socket: o.socket, mode: o.mode ?? 'server', log: this.log.child({ port: name }) });
+    const backend = new VhostUserBackend(device, {
+      socket: o.socket,
+      mode: o.mode ?? 'server',
+      socketMode: o.socketMode,
+      socketGroup: o.socketGroup,
+      log: this.log.child({ port: name }),
+    });
     try {
       await backend.start();
     } catch (e) {
@@ -227,6 +238,19 @@ export class Switch {
   async fdb(): Promise<Array<FdbEntry & { portName: string }>> {
     const names = new Map([...this.ports.values()].map((p) => [p.id, p.name]));
     return (await this.dp.dumpFdb()).map((e) => ({ ...e, portName: names.get(e.port) ?? `#${e.port}` }));
+  }
+
+  /** Captures a port's frames, both directions, as pcap records handed to `sink` (see CaptureTap). */
+  async startCapture(name: string, spec: CaptureSpec, sink: CaptureSink): Promise<void> {
+    const p = this.ports.get(name);
+    if (!p) throw new Error(`no port ${name}`);
+    await this.dp.startCapture(p.id, spec, sink);
+  }
+
+  async stopCapture(name: string): Promise<void> {
+    const p = this.ports.get(name);
+    if (!p) throw new Error(`no port ${name}`);
+    await this.dp.stopCapture(p.id);
   }
 
   async setAging(seconds: number): Promise<void> {

@@ -3,7 +3,8 @@
 // after it leaves) or client mode (the frontend listens, e.g. QEMU with server=on; we
 // connect, and reconnect with backoff after a disconnect).
 import { EventEmitter } from 'node:events';
-import { chmodSync, closeSync, lstatSync, unlinkSync } from 'node:fs';
+import { closeSync, lstatSync, unlinkSync } from 'node:fs';
+import { bindSocketFile, removeSocketFile } from '../host/sockets.js';
 import { FdWatcher, acceptUnix, connectUnix, listenUnix } from '../native/unix-socket.js';
 import { log as rootLog, type Logger } from '../log.js';
 import type { VhostUserDevice } from './device.js';
@@ -19,6 +20,8 @@ export interface BackendOptions {
   burst?: number;
   /** Permission bits of the socket file in server mode (default 0o600). */
   socketMode?: number;
+  /** Group (gid) of the socket file in server mode (default: the process's). */
+  socketGroup?: number;
   /** Client mode: first and longest delay between connection attempts (ms). */
   reconnectMinMs?: number;
   reconnectMaxMs?: number;
@@ -50,6 +53,7 @@ export function prepareSocketPath(path: string): void {
 export class VhostUserBackend extends EventEmitter {
   readonly log: Logger;
   private listenFd = -1;
+  private socketIno = -1;
   private listenWatcher: FdWatcher | null = null;
   private current: Session | null = null;
   private stopped = false;
@@ -76,8 +80,9 @@ export class VhostUserBackend extends EventEmitter {
   async start(): Promise<void> {
     if (this.mode === 'server') {
       prepareSocketPath(this.opts.socket);
-      this.listenFd = listenUnix(this.opts.socket);
-      chmodSync(this.opts.socket, this.opts.socketMode ?? 0o600);
+      const b = bindSocketFile(this.opts.socket, () => listenUnix(this.opts.socket), this.opts.socketMode, this.opts.socketGroup);
+      this.listenFd = b.result;
+      this.socketIno = b.ino;
       this.listenWatcher = new FdWatcher(this.listenFd, () => this.onAccept());
       this.listenWatcher.start(true, false);
       this.log.info('listening');
@@ -161,11 +166,7 @@ export class VhostUserBackend extends EventEmitter {
     if (this.listenFd >= 0) {
       closeSync(this.listenFd);
       this.listenFd = -1;
-      try {
-        unlinkSync(this.opts.socket);
-      } catch {
-        // already gone
-      }
+      removeSocketFile(this.opts.socket, this.socketIno);
     }
     if (this.current) await this.current.close('backend stopping');
   }

@@ -1,0 +1,303 @@
+// `vhostkit ctl`: the management API's command-line client (as ovs-appctl is to OVS).
+import { request } from 'node:http';
+import { parseArgs } from 'node:util';
+import { resolve as resolvePath } from 'node:path';
+import { defaultApiAddress, parseApiAddress } from '../host/api.js';
+import { mergeFlags, diskSpecToRaw } from './run.js';
+
+export const ctlUsage = `vhostkit ctl [--api ADDR] [--json] <command> [args]
+
+  status                         version, uptime, what is served
+  qemu                           the QEMU arguments for every port and disk
+  switches                       switches, their ports and data-plane threads
+  switch-add NAME [--poll MODE]  a switch (no ports)
+  switch-del NAME
+  ports [SWITCH]                 ports with their counters
+  port-add SWITCH [NAME=]SOCKET[,OPTION...]     a vhost-user port (options as "vhostkit switch --port")
+  tap-add SWITCH IFNAME[,vlan=VID]
+  vxlan-add SWITCH remote=ADDR,vni=N[,...]
+  port-del PORT
+  vlan PORT VID | trunk:VID[:VID...][,native=VID]
+  fdb SWITCH                     the forwarding database (MAC, VLAN, port, age)
+  queues SWITCH                  per queue packets, bytes, notifications, ring fill
+  disks                          disks
+  disk PORT                      one disk, with its request counters
+  disk-add [NAME=]SOCKET,file=IMAGE|ram=SIZE[,readonly][,serial=ID][,queues=N]
+  disk-del NAME                  (in-flight requests finish first)
+  capture start PORT FILE [--count N] [--snaplen N]   pcap of both directions (tcpdump -r reads it)
+  capture stop PORT
+  captures                       captures and their packet counts
+  metrics                        the Prometheus text /metrics serves
+
+--api: unix:/path or HOST:PORT (default: VHOSTKIT_API, else ${defaultApiAddress()}).`;
+
+export interface ApiReply {
+  status: number;
+  body: unknown;
+  text: string;
+}
+
+/** One request to the management API at `address`. */
+export function apiRequest(address: string, method: string, path: string, body?: unknown): Promise<ApiReply> {
+  const a = parseApiAddress(address);
+  const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+  return new Promise((resolve, reject) => {
+    const req = request(
+      {
+        ...('path' in a ? { socketPath: a.path } : { host: a.host, port: a.port }),
+        method,
+        path,
+        headers: data ? { 'content-type': 'application/json', 'content-length': data.length } : {},
+        timeout: 30000,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let parsed: unknown = text;
+          if ((res.headers['content-type'] ?? '').startsWith('application/json')) {
+            try {
+              parsed = JSON.parse(text);
+            } catch {
+              // leave the text
+            }
+          }
+          resolve({ status: res.statusCode ?? 0, body: parsed, text });
+        });
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`no answer from ${address} within 30 s`)));
+    req.on('error', (e) => reject(new Error(`cannot reach the management API at ${address}: ${(e as NodeJS.ErrnoException).code ?? e.message}`)));
+    req.end(data);
+  });
+}
+
+type Row = Record<string, unknown>;
+
+function table(rows: Row[], cols: Array<[string, (r: Row) => unknown]>): string {
+  const cells = rows.map((r) => cols.map(([, f]) => String(f(r) ?? '')));
+  const w = cols.map(([h], i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
+  const line = (c: string[]) => c.map((x, i) => x.padEnd(w[i])).join('  ').trimEnd();
+  return [line(cols.map(([h]) => h)), ...cells.map(line)].join('\n') + '\n';
+}
+
+function vlanText(v: Row | undefined): string {
+  if (!v) return '';
+  return v.mode === 'access' ? `access ${v.vid}` : `trunk ${((v.allowed as number[]) ?? []).join(',') || 'all'}${v.native ? ` native ${v.native}` : ''}`;
+}
+
+/** "10" or "trunk:10:20,native=1" -> the API's VLAN body. */
+export function vlanArg(s: string): unknown {
+  if (/^\d+$/.test(s)) return Number(s);
+  const m = /^trunk(?::([\d:]+))?(?:,native=(\d+))?$/.exec(s);
+  if (!m) throw new Error(`vlan ${s}: expected VID or trunk:VID[:VID...][,native=VID]`);
+  return { mode: 'trunk', allowed: m[1] ? m[1].split(':').map(Number) : undefined, native: m[2] ? Number(m[2]) : undefined };
+}
+
+export async function cmdCtl(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    options: {
+      api: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      poll: { type: 'string' },
+      count: { type: 'string' },
+      snaplen: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  const [cmd, ...args] = positionals;
+  if (values.help || !cmd) {
+    process.stdout.write(ctlUsage + '\n');
+    return cmd || values.help ? 0 : 2;
+  }
+  const api = values.api ?? defaultApiAddress();
+  const need = (n: number, what: string) => {
+    if (args.length < n) throw new Error(`ctl ${cmd}: expected ${what}`);
+  };
+  const enc = encodeURIComponent;
+  let method = 'GET';
+  let path: string;
+  let body: unknown;
+  let show: ((b: unknown) => string) | null = null;
+  switch (cmd) {
+    case 'status':
+      path = '/v1/status';
+      break;
+    case 'qemu':
+      path = '/v1/qemu';
+      show = (b) => {
+        const q = b as { memory: string; devices: Array<{ name: string; args: string }> };
+        return `every guest: ${q.memory}\n` + q.devices.map((d) => `${d.name}: ${d.args}\n`).join('');
+      };
+      break;
+    case 'switches':
+      path = '/v1/switches';
+      show = (b) =>
+        table(b as Row[], [
+          ['SWITCH', (r) => r.name],
+          ['POLL', (r) => r.poll],
+          ['PORTS', (r) => (r.ports as string[]).join(',')],
+          ['THREADS', (r) => (r.threads as Row[]).map((t) => `${t.thread}${(t.cpus as number[]).length ? `@${(t.cpus as number[]).join(',')}` : ''}`).join(' ')],
+        ]);
+      break;
+    case 'switch-add':
+      need(1, 'NAME');
+      method = 'POST';
+      path = '/v1/switches';
+      body = { name: args[0], ...(values.poll ? { poll: values.poll } : {}) };
+      break;
+    case 'switch-del':
+      need(1, 'NAME');
+      method = 'DELETE';
+      path = `/v1/switches/${enc(args[0])}`;
+      break;
+    case 'ports':
+      path = args[0] ? `/v1/ports?switch=${enc(args[0])}` : '/v1/ports';
+      show = (b) =>
+        table(b as Row[], [
+          ['PORT', (r) => r.name],
+          ['SWITCH', (r) => r.switch],
+          ['KIND', (r) => r.kind],
+          ['WHERE', (r) => r.socket],
+          ['UP', (r) => (r.connected ? 'yes' : 'no')],
+          ['VLAN', (r) => vlanText(r.vlan as Row)],
+          ['RX PKTS', (r) => (r.counters as Row).rx_packets],
+          ['TX PKTS', (r) => (r.counters as Row).tx_packets],
+          ['DROPS', (r) => Object.entries(r.counters as Row).reduce((n, [k, v]) => n + (k.startsWith('drop_') ? (v as number) : 0), 0)],
+        ]);
+      break;
+    case 'port-add':
+    case 'tap-add':
+    case 'vxlan-add': {
+      need(2, 'SWITCH SPEC');
+      const flag = cmd === 'port-add' ? 'port' : cmd === 'tap-add' ? 'tap' : 'vxlan';
+      const merged = mergeFlags({}, { [flag]: [args[1]] });
+      const port = ((merged.switches as Row[])[0].ports as Row[])[0];
+      method = 'POST';
+      path = '/v1/ports';
+      body = { switch: args[0], ...port };
+      break;
+    }
+    case 'port-del':
+      need(1, 'PORT');
+      method = 'DELETE';
+      path = `/v1/ports/${enc(args[0])}`;
+      break;
+    case 'vlan':
+      need(2, 'PORT VLAN');
+      method = 'PUT';
+      path = `/v1/ports/${enc(args[0])}/vlan`;
+      body = vlanArg(args[1]);
+      break;
+    case 'fdb':
+      need(1, 'SWITCH');
+      path = `/v1/switches/${enc(args[0])}/fdb`;
+      show = (b) =>
+        table(b as Row[], [
+          ['MAC', (r) => r.mac],
+          ['VLAN', (r) => r.vlan],
+          ['PORT', (r) => r.portName],
+          ['AGE', (r) => `${Math.round((r.age as number) / 1000)}s`],
+        ]);
+      break;
+    case 'queues':
+      need(1, 'SWITCH');
+      path = `/v1/switches/${enc(args[0])}/queues`;
+      show = (b) =>
+        table(b as Row[], [
+          ['PORT', (r) => r.port],
+          ['QUEUE', (r) => `${r.index} ${(r.index as number) % 2 === 0 ? 'rx' : 'tx'}`],
+          ['PACKETS', (r) => r.packets],
+          ['BYTES', (r) => r.bytes],
+          ['NOTIFIED', (r) => r.notifySent],
+          ['SUPPRESSED', (r) => r.notifySuppressed],
+          ['FILL', (r) => `${r.ringFill}/${r.size}`],
+        ]);
+      break;
+    case 'disks':
+      path = '/v1/disks';
+      show = (b) =>
+        table(b as Row[], [
+          ['DISK', (r) => r.name],
+          ['SOCKET', (r) => r.socket],
+          ['UP', (r) => (r.connected ? 'yes' : 'no')],
+          ['BACKING', (r) => r.backing],
+          ['BYTES', (r) => r.sizeBytes],
+          ['RO', (r) => (r.readOnly ? 'yes' : 'no')],
+          ['QUEUES', (r) => r.queues],
+        ]);
+      break;
+    case 'disk':
+      need(1, 'NAME');
+      path = `/v1/disks/${enc(args[0])}`;
+      break;
+    case 'disk-add':
+      need(1, 'SPEC');
+      method = 'POST';
+      path = '/v1/disks';
+      body = JSON.parse(JSON.stringify(diskSpecToRaw(args[0])));
+      break;
+    case 'disk-del':
+      need(1, 'NAME');
+      method = 'DELETE';
+      path = `/v1/disks/${enc(args[0])}`;
+      break;
+    case 'capture': {
+      need(2, 'start PORT FILE | stop PORT');
+      const [sub, port, file] = args;
+      if (sub === 'start') {
+        if (!file) throw new Error('ctl capture start: expected PORT FILE');
+        method = 'POST';
+        path = `/v1/ports/${enc(port)}/capture`;
+        const num = (v: string | undefined, what: string) => {
+          if (v === undefined) return undefined;
+          const n = Number(v);
+          if (!Number.isInteger(n) || n < 1) throw new Error(`--${what} ${v}: expected a positive integer`);
+          return n;
+        };
+        body = { file: resolvePath(file), count: num(values.count, 'count'), snaplen: num(values.snaplen, 'snaplen') };
+      } else if (sub === 'stop') {
+        method = 'DELETE';
+        path = `/v1/ports/${enc(port)}/capture`;
+      } else {
+        throw new Error(`ctl capture ${sub}: expected start or stop`);
+      }
+      show = (b) => {
+        const c = b as Row;
+        return `capture of ${c.port} into ${c.file}: ${c.packets} packet(s)${c.running ? ', running' : ', stopped'}\n`;
+      };
+      break;
+    }
+    case 'captures':
+      path = '/v1/captures';
+      show = (b) =>
+        table(b as Row[], [
+          ['PORT', (r) => r.port],
+          ['FILE', (r) => r.file],
+          ['PACKETS', (r) => r.packets],
+          ['COUNT', (r) => r.count || ''],
+          ['RUNNING', (r) => (r.running ? 'yes' : 'no')],
+        ]);
+      break;
+    case 'metrics':
+      path = '/metrics';
+      show = (b) => String(b);
+      break;
+    default:
+      throw new Error(`ctl: unknown command ${cmd} (see vhostkit ctl --help)`);
+  }
+  const r = await apiRequest(api, method, path, body);
+  if (r.status >= 400) {
+    const err = (r.body as { error?: string })?.error ?? r.text;
+    process.stderr.write(`vhostkit ctl ${cmd}: ${err}\n`);
+    return 1;
+  }
+  if (values.json || !show) process.stdout.write(typeof r.body === 'string' ? r.body : JSON.stringify(r.body, null, 2) + '\n');
+  else process.stdout.write(show(r.body));
+  return 0;
+}

@@ -1,0 +1,188 @@
+// `vhostkit run`: one process for a host. Switches, ports and disks from a configuration
+// file and/or command-line flags, a management API, the QEMU arguments for every device,
+// and a clean stop on SIGTERM / SIGINT.
+import { parseArgs } from 'node:util';
+import { dirname, resolve } from 'node:path';
+import { ConfigError, loadConfig, parseConfig, readConfigFile, type HostConfig } from '../host/config.js';
+import { Host, QEMU_MEMORY_ARGS } from '../host/host.js';
+import { ApiServer, defaultApiAddress } from '../host/api.js';
+import { resolveGroup } from '../host/sockets.js';
+import { log } from '../log.js';
+import { parsePortSpec, parseVxlanSpec } from './switch.js';
+
+export const runUsage = `vhostkit run [--config FILE] [--port ...] [--tap ...] [--vxlan ...] [--disk ...] [options]
+
+  --config FILE        switches, ports and disks (JSON, or YAML for .yaml / .yml; see README)
+  --port [NAME=]SOCKET[,OPTION...]   a vhost-user net port on switch sw0 (options as "vhostkit switch")
+  --tap IFNAME[,vlan=VID]            a TAP port on switch sw0
+  --vxlan remote=ADDR,vni=N[,...]    a VXLAN port on switch sw0
+  --disk [NAME=]SOCKET,file=IMAGE|ram=SIZE[,readonly][,serial=ID][,queues=N][,threads=N]
+                       a vhost-user-blk disk
+  --poll MODE          poll mode of switch sw0 (busy, event, adaptive; default event)
+  --api ADDR           management API: unix:/path (default ${defaultApiAddress()}), HOST:PORT, or none
+  --socket-mode MODE   permission bits of the sockets it creates (default 0600)
+  --socket-group GROUP group of the sockets it creates
+  --check              check the configuration, print what would be served, and exit
+
+Runs until SIGTERM or SIGINT: then stops accepting, lets in-flight block requests finish,
+closes the sessions and removes its sockets (exit 0). A second signal exits at once.`;
+
+function kvs(spec: string, from: number): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const part of spec.split(',').slice(from)) {
+    const i = part.indexOf('=');
+    m.set(i < 0 ? part : part.slice(0, i), i < 0 ? '' : part.slice(i + 1));
+  }
+  return m;
+}
+
+/** --disk [NAME=]SOCKET,file=...|ram=...,... -> a raw disk object (checked by parseConfig). */
+export function diskSpecToRaw(spec: string): Record<string, unknown> {
+  const first = spec.split(',')[0];
+  const eq = first.indexOf('=');
+  const named = eq > 0 && !first.startsWith('/') && !first.startsWith('.');
+  const o: Record<string, unknown> = named ? { name: first.slice(0, eq), socket: resolve(first.slice(eq + 1)) } : { socket: resolve(first) };
+  for (const [k, v] of kvs(spec, 1)) {
+    if (k === 'file') o.file = resolve(v);
+    else if (k === 'ram') o.ram = v;
+    else if (k === 'readonly' || k === 'read-only') o.readOnly = v !== 'off';
+    else if (k === 'direct') o.direct = v !== 'off';
+    else if (k === 'serial') o.serial = v;
+    else if (k === 'queues' || k === 'threads') o[k] = Number(v);
+    else if (k === 'mode') o.mode = v;
+    else if (k === 'packed') o.packed = v !== 'off';
+    else throw new Error(`--disk ${spec}: unknown option ${k}`);
+  }
+  return o;
+}
+
+/** Flags for switch sw0 and disks, merged into a configuration (the file's, or an empty one). */
+export function mergeFlags(raw: Record<string, unknown>, v: { port?: string[]; tap?: string[]; vxlan?: string[]; disk?: string[]; poll?: string }): Record<string, unknown> {
+  const ports: Record<string, unknown>[] = [];
+  for (const p of v.port ?? []) {
+    const o = parsePortSpec(p);
+    ports.push({ name: o.name, socket: o.socket, mode: o.mode, mac: o.mac, queues: o.queuePairs, mtu: o.mtu, packed: o.packed, vlan: o.vlan });
+  }
+  for (const t of v.tap ?? []) {
+    const m = kvs(t, 1);
+    ports.push({ kind: 'tap', ifname: t.split(',')[0], vlan: m.has('vlan') ? Number(m.get('vlan')) : undefined, offloads: m.get('offloads') === 'off' ? false : undefined });
+  }
+  for (const x of v.vxlan ?? []) {
+    const o = parseVxlanSpec(x);
+    ports.push({ kind: 'vxlan', name: o.name, remote: o.remote, vni: o.vni, local: o.local, dstport: o.dstport, vlan: o.vlan });
+  }
+  const out = { ...raw };
+  if (ports.length > 0 || v.poll !== undefined) {
+    const switches = Array.isArray(out.switches) ? [...(out.switches as Record<string, unknown>[])] : [];
+    let sw0 = switches.find((s) => s && s.name === 'sw0');
+    if (!sw0) {
+      sw0 = { name: 'sw0', ports: [] };
+      switches.push(sw0);
+    } else {
+      sw0 = { ...sw0, ports: [...((sw0.ports as unknown[]) ?? [])] };
+      switches[switches.findIndex((s) => s && s.name === 'sw0')] = sw0;
+    }
+    (sw0.ports as unknown[]).push(...ports.map((p) => JSON.parse(JSON.stringify(p)) as unknown));
+    if (v.poll !== undefined) sw0.poll = v.poll;
+    out.switches = switches;
+  }
+  if (v.disk?.length) out.disks = [...(Array.isArray(out.disks) ? out.disks : []), ...v.disk.map(diskSpecToRaw)];
+  return out;
+}
+
+/** What the process serves, and how QEMU attaches to each device. */
+export function describe(host: Host, api: string | null): string {
+  const lines: string[] = [];
+  for (const p of host.ports()) lines.push(`port ${p.name} (switch ${p.switch}): ${p.kind === 'vhost-user' ? `${p.socket} (${p.mode})` : `${p.kind.toUpperCase()} ${p.socket}`}`);
+  for (const d of host.diskList()) lines.push(`disk ${d.name}: ${d.socket} (${d.mode}), ${d.backing}, ${d.sizeBytes} bytes${d.readOnly ? ', read-only' : ''}`);
+  lines.push(`management API: ${api ?? 'off'}`);
+  const q = host.qemuLines();
+  if (q.length > 0) {
+    lines.push('', 'QEMU: every guest needs its RAM shared:', `  ${QEMU_MEMORY_ARGS}`);
+    for (const x of q) lines.push(`${x.name}:`, `  ${x.args}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** Serves until a signal; resolves after the clean stop. */
+export async function serve(cfg: HostConfig, opts: { check?: boolean } = {}): Promise<void> {
+  if (opts.check) {
+    process.stdout.write(
+      `configuration OK: ${cfg.switches.length} switch(es) with ${cfg.switches.reduce((n, s) => n + s.ports.length, 0)} port(s), ${cfg.disks.length} disk(s); API ${cfg.api ?? 'off'}\n`,
+    );
+    return;
+  }
+  const host = await Host.start(cfg);
+  let api: ApiServer | null = null;
+  try {
+    if (cfg.api) api = await ApiServer.listen(host, cfg.api, { socketMode: cfg.socketMode, socketGroup: cfg.socketGroup === undefined ? undefined : resolveGroup(cfg.socketGroup) });
+  } catch (e) {
+    await host.close();
+    throw new Error(`management API on ${cfg.api}: ${(e as Error).message}`);
+  }
+  process.stdout.write(`vhostkit: serving\n${describe(host, api?.address ?? null)}`);
+  await new Promise<void>((done) => {
+    let stopping = false;
+    const stop = (sig: string) => {
+      if (stopping) {
+        log.warn('second signal: exiting now', { signal: sig });
+        process.exit(1);
+      }
+      stopping = true;
+      log.info('stopping', { signal: sig });
+      void (async () => {
+        await api?.close();
+        await host.close();
+        log.info('stopped');
+      })().then(done, (e) => {
+        log.error('stop failed', { error: (e as Error).message });
+        done();
+      });
+    };
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+  });
+}
+
+export async function cmdRun(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      config: { type: 'string' },
+      port: { type: 'string', multiple: true },
+      tap: { type: 'string', multiple: true },
+      vxlan: { type: 'string', multiple: true },
+      disk: { type: 'string', multiple: true },
+      poll: { type: 'string' },
+      api: { type: 'string' },
+      'socket-mode': { type: 'string' },
+      'socket-group': { type: 'string' },
+      check: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(runUsage + '\n');
+    return;
+  }
+  const hasFlags = !!(values.port || values.tap || values.vxlan || values.disk || values.poll !== undefined);
+  let cfg: HostConfig;
+  if (values.config && !hasFlags) {
+    cfg = await loadConfig(values.config);
+  } else {
+    const fileRaw = values.config ? await readConfigFile(values.config) : {};
+    if (typeof fileRaw !== 'object' || fileRaw === null || Array.isArray(fileRaw)) throw new ConfigError([`${values.config}: expected an object at the top level`]);
+    cfg = parseConfig(mergeFlags(fileRaw as Record<string, unknown>, values), values.config ? dirname(resolve(values.config)) : process.cwd());
+  }
+  if (values.api !== undefined) cfg.api = values.api === 'none' ? null : values.api;
+  else if (cfg.api === undefined) cfg.api = defaultApiAddress();
+  if (values['socket-mode'] !== undefined) {
+    if (!/^0?[0-7]{3}$/.test(values['socket-mode'])) throw new ConfigError([`--socket-mode ${values['socket-mode']}: expected an octal mode like 0660`]);
+    cfg.socketMode = parseInt(values['socket-mode'], 8);
+  }
+  if (values['socket-group'] !== undefined) cfg.socketGroup = values['socket-group'];
+  if (cfg.socketGroup !== undefined) resolveGroup(cfg.socketGroup); // an unknown group is a config error, before anything starts
+  if (cfg.switches.length === 0 && cfg.disks.length === 0 && !cfg.api) throw new ConfigError(['nothing to serve: give --config, --port, --disk, or an API to add them through']);
+  await serve(cfg, { check: values.check });
+}

@@ -1,0 +1,229 @@
+// The management API: HTTP + JSON on a Unix socket (default) or a TCP address. Lists,
+// adds and removes switches, ports and disks, dumps forwarding databases, sets VLANs,
+// reads counters and queue state, and serves /metrics (Prometheus text format).
+//
+//   GET    /v1/status                         process, version, what it serves
+//   GET    /v1/qemu                           the QEMU arguments for every port and disk
+//   GET    /v1/switches                       POST /v1/switches {name, poll, ...}
+//   GET    /v1/switches/:sw                   DELETE /v1/switches/:sw
+//   GET    /v1/switches/:sw/fdb               the forwarding database
+//   GET    /v1/switches/:sw/queues            per queue counters and ring fill
+//   GET    /v1/ports[?switch=sw]              POST /v1/ports {switch, kind, name, socket, ...}
+//   GET    /v1/ports/:name                    DELETE /v1/ports/:name
+//   PUT    /v1/ports/:name/vlan               body: a VLAN id or {mode, vid} / {mode, allowed, native}
+//   POST   /v1/ports/:name/capture            {file, count?, snaplen?}: pcap of both directions
+//   DELETE /v1/ports/:name/capture            GET /v1/captures
+//   GET    /v1/disks                          POST /v1/disks {name, socket, file | ram, ...}
+//   GET    /v1/disks/:name                    DELETE /v1/disks/:name (in-flight requests finish first)
+//   GET    /metrics
+// Errors: {"error": "..."} with 400 (bad request), 404 (no such thing), 409 (exists), 500.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { log as rootLog, type Logger } from '../log.js';
+import { prepareSocketPath } from '../vhost-user/backend.js';
+import { ConfigError, parseDiskConfig, parsePortConfig, parseSwitchConfig, parseVlanConfig } from './config.js';
+import { Host, HostError } from './host.js';
+import { renderMetrics } from './metrics.js';
+import { bindSocketFile, removeSocketFile } from './sockets.js';
+
+const VERSION = (() => {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+})();
+
+const MAX_BODY = 64 * 1024;
+
+/** "unix:/path" -> { path }; "HOST:PORT" / "[V6]:PORT" -> { host, port }. */
+export function parseApiAddress(a: string): { path: string } | { host: string; port: number } {
+  if (a.startsWith('unix:')) {
+    const path = a.slice(5);
+    if (!path) throw new Error(`API address ${a}: no socket path`);
+    return { path };
+  }
+  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(a);
+  if (!m || Number(m[2]) > 65535) throw new Error(`API address ${a}: expected unix:/path or HOST:PORT`);
+  return { host: m[1] || '127.0.0.1', port: Number(m[2]) };
+}
+
+/** The API address used when none is given: VHOSTKIT_API, else a socket in the runtime directory. */
+export function defaultApiAddress(): string {
+  if (process.env.VHOSTKIT_API) return process.env.VHOSTKIT_API;
+  const dir = process.getuid?.() === 0 ? '/run' : (process.env.XDG_RUNTIME_DIR ?? '/tmp');
+  return `unix:${dir}/vhostkit.sock`;
+}
+
+type Handler = (req: IncomingMessage, params: string[], body: unknown, url: URL) => Promise<unknown>;
+
+interface Route {
+  method: string;
+  re: RegExp;
+  handler: Handler;
+}
+
+export class ApiServer {
+  readonly log: Logger;
+  private readonly server: Server;
+  private readonly routes: Route[] = [];
+  private socket: { path: string; ino: number } | null = null;
+  /** where it listens: "unix:/path" or "host:port" */
+  address = '';
+
+  private constructor(
+    private readonly host: Host,
+    opts: { log?: Logger },
+  ) {
+    this.log = opts.log ?? rootLog.child({ component: 'api' });
+    this.server = createServer((req, res) => void this.handle(req, res));
+    this.server.keepAliveTimeout = 5000;
+    this.defineRoutes();
+  }
+
+  /** Listens on `address` (see parseApiAddress); Unix sockets get mode `socketMode` (default 0600). */
+  static async listen(host: Host, address: string, opts: { log?: Logger; socketMode?: number; socketGroup?: number } = {}): Promise<ApiServer> {
+    const api = new ApiServer(host, opts);
+    const a = parseApiAddress(address);
+    await new Promise<void>((resolve, reject) => {
+      api.server.once('error', reject);
+      if ('path' in a) {
+        prepareSocketPath(a.path);
+        const b = bindSocketFile(a.path, () => api.server.listen(a.path, () => resolve()), opts.socketMode, opts.socketGroup);
+        api.socket = { path: a.path, ino: b.ino };
+        api.address = `unix:${a.path}`;
+      } else {
+        api.server.listen(a.port, a.host, () => {
+          const addr = api.server.address();
+          api.address = typeof addr === 'object' && addr ? `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}` : address;
+          resolve();
+        });
+      }
+    });
+    api.server.on('error', (e) => api.log.error('API server error', { error: e.message }));
+    api.log.info('management API listening', { address: api.address });
+    return api;
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((resolve) => {
+      this.server.close(() => resolve());
+      this.server.closeAllConnections();
+    });
+    if (this.socket) removeSocketFile(this.socket.path, this.socket.ino);
+    this.socket = null;
+  }
+
+  private route(method: string, path: string, handler: Handler): void {
+    const re = new RegExp(`^${path.replace(/:[a-z]+/g, '([^/]+)')}$`);
+    this.routes.push({ method, re, handler });
+  }
+
+  private defineRoutes(): void {
+    const h = this.host;
+    const name = (s: string) => decodeURIComponent(s);
+    this.route('GET', '/v1/status', async () => ({
+      version: VERSION,
+      pid: process.pid,
+      uptimeSeconds: Math.round(process.uptime()),
+      switches: (await h.switchList()).map((s) => s.name),
+      ports: h.ports().length,
+      disks: h.diskList().length,
+    }));
+    this.route('GET', '/v1/qemu', async () => ({ memory: '-object memory-backend-memfd,id=mem,size=<RAM>,share=on -numa node,memdev=mem', devices: h.qemuLines() }));
+    this.route('GET', '/v1/switches', async () => h.switchList());
+    this.route('POST', '/v1/switches', async (_r, _p, body) => h.addSwitch(parseSwitchConfig(body)));
+    this.route('GET', '/v1/switches/:sw', async (_r, p) => h.switchInfo(name(p[0])));
+    this.route('DELETE', '/v1/switches/:sw', async (_r, p) => {
+      await h.removeSwitch(name(p[0]));
+      return { removed: name(p[0]) };
+    });
+    this.route('GET', '/v1/switches/:sw/fdb', async (_r, p) => h.fdb(name(p[0])));
+    this.route('GET', '/v1/switches/:sw/queues', async (_r, p) => h.queueStats(name(p[0])));
+    this.route('GET', '/v1/ports', async (_r, _p, _b, url) => h.ports(url.searchParams.get('switch') ?? undefined));
+    this.route('POST', '/v1/ports', async (_r, _p, body) => {
+      const b = (body ?? {}) as Record<string, unknown>;
+      if (typeof b.switch !== 'string') throw new HostError(400, 'switch: required (the switch to add the port to)');
+      const { switch: sw, ...rest } = b;
+      return h.addPort(sw as string, parsePortConfig(rest));
+    });
+    this.route('GET', '/v1/ports/:name', async (_r, p) => h.port(name(p[0])));
+    this.route('DELETE', '/v1/ports/:name', async (_r, p) => {
+      await h.removePort(name(p[0]));
+      return { removed: name(p[0]) };
+    });
+    this.route('GET', '/v1/captures', async () => h.captureList());
+    this.route('POST', '/v1/ports/:name/capture', async (_r, p, body) => {
+      const b = (body ?? {}) as { file?: unknown; count?: unknown; snaplen?: unknown };
+      if (typeof b.file !== 'string' || !b.file.startsWith('/')) throw new HostError(400, 'file: required, an absolute path');
+      const int = (v: unknown, what: string, max: number) => {
+        if (v === undefined) return undefined;
+        if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) throw new HostError(400, `${what}: expected an integer in 1..${max}`);
+        return v;
+      };
+      return h.startCapture(name(p[0]), b.file, { count: int(b.count, 'count', 2 ** 31), snaplen: int(b.snaplen, 'snaplen', 65535) });
+    });
+    this.route('DELETE', '/v1/ports/:name/capture', async (_r, p) => h.stopCapture(name(p[0])));
+    this.route('PUT', '/v1/ports/:name/vlan', async (_r, p, body) => h.setVlan(name(p[0]), parseVlanConfig(body)));
+    this.route('GET', '/v1/disks', async () => h.diskList());
+    this.route('POST', '/v1/disks', async (_r, _p, body) => h.addDisk(parseDiskConfig(body)));
+    this.route('GET', '/v1/disks/:name', async (_r, p) => ({ ...h.diskInfo(name(p[0])), stats: h.diskStats(name(p[0])) }));
+    this.route('DELETE', '/v1/disks/:name', async (_r, p) => {
+      await h.removeDisk(name(p[0]));
+      return { removed: name(p[0]) };
+    });
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://vhostkit');
+    try {
+      if (url.pathname === '/metrics') {
+        if (req.method !== 'GET' && req.method !== 'HEAD') throw new HostError(405, `${req.method} /metrics: only GET`);
+        const text = await renderMetrics(this.host);
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+        res.end(req.method === 'HEAD' ? undefined : text);
+        return;
+      }
+      let allowed = false;
+      for (const r of this.routes) {
+        const m = r.re.exec(url.pathname);
+        if (!m) continue;
+        allowed = true;
+        if (r.method !== req.method) continue;
+        const body = await readBody(req);
+        const value = await r.handler(req, m.slice(1), body, url);
+        send(res, req.method === 'POST' ? 201 : 200, value);
+        if (req.method !== 'GET') this.log.info('API change', { method: req.method, path: url.pathname });
+        return;
+      }
+      throw new HostError(allowed ? 405 : 404, allowed ? `${req.method} ${url.pathname}: method not allowed` : `${url.pathname}: no such resource`);
+    } catch (e) {
+      const status = e instanceof HostError ? e.status : e instanceof ConfigError || e instanceof SyntaxError || e instanceof RangeError ? 400 : 500;
+      const message = e instanceof ConfigError ? e.problems.join('; ') : (e as Error).message;
+      if (status >= 500) this.log.error('API request failed', { method: req.method, path: url.pathname, error: message });
+      send(res, status, { error: message });
+    }
+  }
+}
+
+function send(res: ServerResponse, status: number, value: unknown): void {
+  const text = JSON.stringify(value, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2) + '\n';
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+async function readBody(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > MAX_BODY) throw new HostError(413, `request body over ${MAX_BODY} bytes`);
+    chunks.push(c as Buffer);
+  }
+  if (size === 0) return undefined;
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch (e) {
+    throw new HostError(400, `request body is not JSON: ${(e as Error).message}`);
+  }
+}

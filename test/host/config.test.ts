@@ -1,0 +1,86 @@
+// The host configuration: defaults, every kind of port and disk, and problems reported with
+// the path of the key.
+import { expect } from 'chai';
+import { ConfigError, parseConfig, parseDiskConfig, parsePortConfig, parseVlanConfig } from '../../src/host/config.js';
+import { mergeFlags, diskSpecToRaw } from '../../src/cli/run.js';
+
+function problems(raw: unknown): string[] {
+  try {
+    parseConfig(raw, '/base');
+  } catch (e) {
+    if (e instanceof ConfigError) return e.problems;
+    throw e;
+  }
+  return [];
+}
+
+describe('host configuration', () => {
+  it('fills defaults and resolves relative paths against the file directory', () => {
+    const c = parseConfig(
+      {
+        switches: [{ ports: [{ socket: 'vm1.sock' }, { kind: 'tap', ifname: 'vk0', vlan: 10 }, { remote: '10.0.0.2', vni: 42 }] }],
+        disks: [{ socket: '/run/d.sock', file: 'img/d.raw', readOnly: true }],
+        socketMode: '0660',
+      },
+      '/base',
+    );
+    expect(c.api).to.equal(undefined);
+    expect(c.socketMode).to.equal(0o660);
+    expect(c.switches[0]).to.deep.include({ name: 'sw0', poll: 'event', aging: 300, inline: false });
+    expect(c.switches[0].ports).to.deep.equal([
+      { kind: 'vhost-user', name: 'vm1', socket: '/base/vm1.sock', mode: 'server', mac: undefined, queues: 1, mtu: undefined, packed: true, vlan: undefined },
+      { kind: 'tap', name: 'vk0', ifname: 'vk0', offloads: true, vlan: { mode: 'access', vid: 10 } },
+      { kind: 'vxlan', name: 'vxlan42', remote: '10.0.0.2', vni: 42, local: undefined, dstport: undefined, vlan: undefined },
+    ]);
+    expect(c.disks[0]).to.deep.include({ name: 'd', socket: '/run/d.sock', file: '/base/img/d.raw', readOnly: true, queues: 2, threads: 2 });
+    expect(parseConfig({ api: 'none' }).api).to.equal(null);
+    expect(parseConfig({ api: '127.0.0.1:9000' }).api).to.equal('127.0.0.1:9000');
+  });
+
+  it('names every problem by its path, all at once', () => {
+    const p = problems({
+      api: 'http://x',
+      switches: [
+        { name: 'a', cpus: 'x', ports: [{ socket: 's1', queues: 0 }, { kind: 'wire' }, { socket: 's1' }] },
+        { name: 'a', ports: 'no' },
+        7,
+      ],
+      disks: [{ socket: 'd', ram: '1000' }, { name: 's1', socket: 'e', file: 'f', serial: 'x'.repeat(21) }],
+      socketMode: 'rw',
+    });
+    expect(p).to.include.members([
+      'api: expected "unix:/path", "HOST:PORT" or "none", got "http://x"',
+      'switches[0].cpus: expected a CPU list like "1" or "2-3,5", got "x"',
+      'switches[0].ports[0].queues: expected an integer in 1..64, got 0',
+      'switches[0].ports[1].kind: expected "vhost-user", "tap" or "vxlan", got "wire"',
+      'switches[0].ports[2]: name "s1" is used twice in this switch',
+      'switches[1].name: switch name "a" is already used by switches[0].name',
+      'switches[1].ports: expected a list, got "no"',
+      'switches[2]: expected an object, got 7',
+      'disks[0].ram: expected a size that is a multiple of 512 bytes, like "1G" or "512M", got "1000"',
+      'disks[1].serial: expected at most 20 printable ASCII characters, got "xxxxxxxxxxxxxxxxxxxxx"',
+      'socketMode: expected an octal mode like "0660", got "rw"',
+    ]);
+    expect(p.some((x) => /^disks\[1\]: name "s1" is already used by switches\[0\]\.ports/.test(x)), p.join('\n')).to.equal(true);
+    expect(p.filter((x) => x.includes('"s1"')), 'a duplicate is reported once').to.have.length(2);
+  });
+
+  it('checks single ports, disks and VLANs as the API takes them', () => {
+    expect(parsePortConfig({ name: 'p', socket: '/s', mac: '52:54:00:00:00:01', vlan: { mode: 'trunk', allowed: [10, 20], native: 10 } }).vlan).to.deep.equal({ mode: 'trunk', allowed: [10, 20], native: 10 });
+    expect(() => parsePortConfig({ socket: '/s', mac: '52:54' })).to.throw(ConfigError, /port\.mac: expected a MAC address/);
+    expect(() => parsePortConfig({ socket: '/s', vlan: { mode: 'trunk', allowed: [0] } })).to.throw(ConfigError, /port\.vlan\.allowed/);
+    expect(parseDiskConfig({ socket: '/d.sock', ram: '64M' }).ram).to.equal(64n << 20n);
+    expect(() => parseDiskConfig({ socket: '/d.sock' })).to.throw(ConfigError, /disk\.file: give exactly one of file and ram/);
+    expect(parseVlanConfig(7)).to.deep.equal({ mode: 'access', vid: 7 });
+    expect(() => parseVlanConfig({ mode: 'x' })).to.throw(ConfigError, /vlan\.mode/);
+  });
+
+  it('merges command-line ports and disks into switch sw0 and the disk list', () => {
+    const raw = mergeFlags({ switches: [{ name: 'sw0', ports: [{ socket: '/a.sock' }] }] }, { port: ['b=/b.sock,vlan=5'], disk: ['d=/d.sock,ram=1M,readonly'], poll: 'busy' });
+    const c = parseConfig(raw);
+    expect(c.switches[0].poll).to.equal('busy');
+    expect(c.switches[0].ports.map((p) => p.name)).to.deep.equal(['a', 'b']);
+    expect(c.disks[0]).to.deep.include({ name: 'd', socket: '/d.sock', ram: 1n << 20n, readOnly: true });
+    expect(() => diskSpecToRaw('/d.sock,frob=1')).to.throw(/unknown option frob/);
+  });
+});
