@@ -1,6 +1,8 @@
 // The one logger library code writes through. A line per event: level, time, message,
-// and the bound context (session, port, queue...). The sink defaults to stderr as JSON
-// lines and can be replaced (tests capture it; the daemon may send it elsewhere).
+// and the bound context (session, port, queue...). The default sink is pino writing JSON
+// lines to stderr (pino-pretty and pino's transports read them); the sink can be replaced
+// (tests capture it; an embedder may send records to its own logger).
+import { pino, type Logger as PinoLogger } from 'pino';
 
 export type Level = 'debug' | 'info' | 'warn' | 'error';
 const rank: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
@@ -13,11 +15,20 @@ export interface LogRecord {
 }
 export type LogSink = (rec: LogRecord) => void;
 
-function stderrSink(rec: LogRecord): void {
-  process.stderr.write(JSON.stringify(rec, (_k, v) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v)) + '\n');
+let out: PinoLogger | null = null;
+
+/** pino on stderr: {"level":"info","time":<ms>,<context and fields>,"msg":"..."}; bigints as hex strings. */
+function pinoSink(rec: LogRecord): void {
+  out ??= pino(
+    { level: 'debug', base: undefined, timestamp: pino.stdTimeFunctions.epochTime, formatters: { level: (label) => ({ level: label }) } },
+    pino.destination({ dest: 2, sync: true }),
+  );
+  const { level, time: _time, msg, ...fields } = rec;
+  for (const k of Object.keys(fields)) if (typeof fields[k] === 'bigint') fields[k] = `0x${(fields[k] as bigint).toString(16)}`;
+  out[level](fields, msg);
 }
 
-let sink: LogSink = stderrSink;
+let sink: LogSink = pinoSink;
 let threshold: number = rank[(process.env.VHOSTKIT_LOG as Level | undefined) ?? 'info'] ?? rank.info;
 
 /** Replaces where log records go; returns the previous sink. */
