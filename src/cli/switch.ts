@@ -7,6 +7,7 @@ import { Switch, type VhostPortOptions, type VxlanPortOptions } from '../switch/
 import type { VlanConfig } from '../switch/engine.js';
 import { log } from '../log.js';
 import { parseCpuList } from '../native/affinity.js';
+import { qemuNetArgs } from '../host/host.js';
 
 export const switchUsage = `vhostkit switch --port [NAME=]SOCKET[,OPTION...] [--port ...] [options]
 
@@ -90,10 +91,7 @@ export function parseVxlanSpec(spec: string): VxlanPortOptions {
 
 /** The QEMU arguments that attach a guest to a port. */
 export function qemuArgs(p: { name: string; socket: string; mode: 'server' | 'client'; mac?: string; queuePairs?: number }, idx: number): string {
-  const chardev = p.mode === 'server' ? `-chardev socket,id=c${idx},path=${p.socket},reconnect=1` : `-chardev socket,id=c${idx},path=${p.socket},server=on,wait=off`;
-  const q = p.queuePairs && p.queuePairs > 1 ? `,queues=${p.queuePairs}` : '';
-  const mq = p.queuePairs && p.queuePairs > 1 ? `,mq=on,vectors=${2 * p.queuePairs + 2}` : '';
-  return `${chardev} -netdev vhost-user,id=n${idx},chardev=c${idx}${q} -device virtio-net-pci,netdev=n${idx}${p.mac ? `,mac=${p.mac}` : ''}${mq}`;
+  return qemuNetArgs(p, idx);
 }
 
 export async function cmdSwitch(argv: string[]): Promise<void> {
