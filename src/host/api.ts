@@ -198,7 +198,9 @@ export class ApiServer {
       }
       throw new HostError(allowed ? 405 : 404, allowed ? `${req.method} ${url.pathname}: method not allowed` : `${url.pathname}: no such resource`);
     } catch (e) {
-      const status = e instanceof HostError ? e.status : e instanceof ConfigError || e instanceof SyntaxError || e instanceof RangeError ? 400 : 500;
+      // A change that fails on what it was given (a missing image, a socket in use) is the
+      // request's fault; a read that fails is ours.
+      const status = e instanceof HostError ? e.status : e instanceof ConfigError || e instanceof SyntaxError || e instanceof RangeError || req.method !== 'GET' ? 400 : 500;
       const message = e instanceof ConfigError ? e.problems.join('; ') : (e as Error).message;
       if (status >= 500) this.log.error('API request failed', { method: req.method, path: url.pathname, error: message });
       send(res, status, { error: message });

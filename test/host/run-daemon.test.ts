@@ -195,6 +195,10 @@ describe('vhostkit run: one process for a host, its management API and ctl', fun
     const bad = await apiRequest(api, 'POST', '/v1/disks', { socket: join(dir, 'disk2.sock'), ram: '1000' });
     expect(bad.status).to.equal(400);
     expect((bad.body as { error: string }).error).to.include('disk.ram: expected a size that is a multiple of 512 bytes');
+    const missing = await apiRequest(api, 'POST', '/v1/disks', { socket: join(dir, 'disk3.sock'), file: join(dir, 'nope.img') });
+    expect(missing.status, 'a missing image is the request\'s fault').to.equal(400);
+    expect((missing.body as { error: string }).error).to.include('ENOENT');
+    expect(existsSync(join(dir, 'disk3.sock'))).to.equal(false);
     expect((await ctl(api, 'disk-del', 'disk1')).code).to.equal(0);
     expect(existsSync(join(dir, 'disk1.sock'))).to.equal(false);
     expect((await apiRequest(api, 'GET', '/v1/nothing')).status).to.equal(404);
@@ -232,6 +236,28 @@ describe('vhostkit run: one process for a host, its management API and ctl', fun
       fe.close();
     }
     expect(existsSync(join(dir, 'd0.sock'))).to.equal(false);
+  });
+
+  it('a second signal exits at once (exit 1), even while the first stop is under way', async () => {
+    // An inline switch whose hook holds the main thread for 1.5 s when a frame comes: both
+    // signals are handled after it, the first starts the stop, the second ends the process.
+    writeFileSync(join(dir, 'slow-hook.mjs'), 'export default function () { const t = Date.now(); while (Date.now() - t < 1500) {} }\n');
+    writeFileSync(join(dir, 'host.json'), JSON.stringify({ api: 'none', switches: [{ name: 'sw0', inline: true, hook: 'slow-hook.mjs', ports: [{ name: 'a', socket: 'a.sock' }] }] }));
+    d = start(['--config', join(dir, 'host.json')]);
+    const dd = d;
+    await until(() => dd.out().includes('QEMU'), 'the port');
+    const g = await NetGuest.connect(join(dir, 'a.sock'));
+    try {
+      g.send([ethFrame('ff:ff:ff:ff:ff:ff', '02:00:00:00:00:0a', 60, 1)]);
+      await new Promise((r) => setTimeout(r, 300)); // the hook is running now
+      d.child.kill('SIGTERM');
+      await new Promise((r) => setTimeout(r, 100));
+      d.child.kill('SIGTERM');
+      expect(await d.exited).to.equal(1);
+      expect(d.err()).to.include('second signal: exiting now');
+    } finally {
+      g.close();
+    }
   });
 
   it('creates sockets 0600 by default, with --socket-mode / --socket-group when asked; never follows a symlink or replaces a file', async () => {
