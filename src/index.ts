@@ -31,3 +31,6 @@ export { ApiServer } from './host/api.js';
 export { renderMetrics } from './host/metrics.js';
 export { Capture, pcapHeader } from './host/capture.js';
 export type { CaptureInfo, CaptureOptions } from './host/capture.js';
+export { NetLoadDevice } from './loadgen/net.js';
+export { NetGuest } from './testing/net-guest.js';
+export { ethFrame } from './testing/net-frames.js';
