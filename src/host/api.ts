@@ -89,7 +89,7 @@ export class ApiServer {
       api.server.once('error', reject);
       if ('path' in a) {
         prepareSocketPath(a.path);
-        const b = bindSocketFile(a.path, () => api.server.listen(a.path, () => resolve()), opts.socketMode, opts.socketGroup);
+        const b = bindSocketFile(a.path, () => api.server.listen(a.path, () => resolve()), opts.socketMode, opts.socketGroup, (srv) => srv.close());
         api.socket = { path: a.path, ino: b.ino };
         api.address = `unix:${a.path}`;
       } else {

@@ -25,7 +25,7 @@ export function resolveGroup(g: string | number): number {
  * path swapped for a symlink or anything but our socket is refused, not followed.
  * Returns the socket file's inode (to remove only our own file later).
  */
-export function bindSocketFile<T>(path: string, bind: () => T, mode = 0o600, gid?: number): { result: T; ino: number } {
+export function bindSocketFile<T>(path: string, bind: () => T, mode = 0o600, gid?: number, undo?: (result: T) => void): { result: T; ino: number } {
   let result: T;
   if (isMainThread) {
     const old = process.umask(0o177);
@@ -38,11 +38,16 @@ export function bindSocketFile<T>(path: string, bind: () => T, mode = 0o600, gid
     result = bind(); // workers cannot set the umask: the mode below closes it right after
     mode = mode === 0o600 ? 0o600 | 0o1000 : mode; // force the chmod
   }
-  const st = lstatSync(path);
-  if (!st.isSocket()) throw new Error(`${path} is not the socket just bound (replaced?); refusing to change its mode`);
-  if (gid !== undefined) lchownSync(path, -1, gid);
-  if (mode !== 0o600) chmodSync(path, mode & 0o777);
-  return { result, ino: st.ino };
+  try {
+    const st = lstatSync(path);
+    if (!st.isSocket()) throw new Error(`${path} is not the socket just bound (replaced?); refusing to change its mode`);
+    if (gid !== undefined) lchownSync(path, -1, gid);
+    if (mode !== 0o600) chmodSync(path, mode & 0o777);
+    return { result, ino: st.ino };
+  } catch (e) {
+    undo?.(result); // the listening socket is not kept
+    throw e;
+  }
 }
 
 /** Removes the socket file if it is still the one we bound (same inode, still a socket). */
