@@ -16,6 +16,8 @@ export interface CaptureSpec {
 export type CaptureSink = (records: Uint8Array, packets: number, done: boolean) => void;
 
 const BUF = 1 << 20;
+/** chains copied per netToFlat call: the staging holds that many of the largest frames */
+const CHUNK = 4;
 const REC = 16; // ts_sec, ts_usec, incl_len, orig_len (u32 each, little endian)
 export const IOTA = Uint16Array.from({ length: 1024 }, (_, i) => i);
 const VLAN_KEEP = -1;
@@ -32,7 +34,7 @@ export class CaptureTap {
   private pending = 0;
   private readonly timer: NodeJS.Timeout;
   // netToFlat staging for frames taken from guest chains
-  private readonly flat = new Uint8Array(65536 * 4);
+  private readonly flat = new Uint8Array(CHUNK * (65536 + 1024));
   private readonly offsets = new Uint32Array(1024);
   private readonly lens = new Uint32Array(1024);
   private readonly st = new Uint32Array(DELIVER_STATS);
@@ -49,14 +51,12 @@ export class CaptureTap {
 
   /** Frames of a guest's burst: chains[0..n) of vq (their virtio-net header of hdrLen bytes skipped), with a VLAN operation. */
   addChains(vq: Virtqueue, hdrLen: number, chains: Uint16Array, n: number, vlan = VLAN_KEEP): void {
-    for (let from = 0; from < n && !this.done; ) {
-      // netToFlat stops when its buffer is full: go on from there.
-      const m = Math.min(n - from, 1024);
-      const part = from === 0 && m === n ? chains : chains.subarray(from, from + m);
-      const k = netToFlat(vq, hdrLen, false, part, m, this.flat, this.offsets, this.lens, this.st, vlan);
-      if (k === 0) break;
+    // A few chains per call, so the staging never fills: netToFlat's count is then short
+    // only of frames it skipped (malformed), and each chain is taken once.
+    for (let from = 0; from < n && !this.done; from += CHUNK) {
+      const m = Math.min(n - from, CHUNK);
+      const k = netToFlat(vq, hdrLen, false, chains.subarray(from, from + m), m, this.flat, this.offsets, this.lens, this.st, vlan);
       this.addFlat(this.flat, this.offsets, this.lens, k);
-      from += k;
     }
   }
 
