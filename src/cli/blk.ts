@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { VhostUserBackend } from '../vhost-user/backend.js';
 import { openDisk, parseSize } from '../backends/blk/disk.js';
 import { log } from '../log.js';
+import { untilSignal } from './signals.js';
 
 export const blkUsage = `vhostkit blk --socket PATH (--file IMAGE | --ram SIZE) [options]
 
@@ -64,18 +65,8 @@ export async function cmdBlk(argv: string[]): Promise<void> {
       `  qemu ... -object memory-backend-memfd,id=mem,size=<RAM>,share=on -numa node,memdev=mem \\\n` +
       `    ${chardev} -device vhost-user-blk-pci,chardev=c1${numQueues > 1 ? `,num-queues=${numQueues}` : ''}\n`,
   );
-  await new Promise<void>((done) => {
-    let stopping = false;
-    const stop = (sig: string) => {
-      if (stopping) process.exit(1);
-      stopping = true;
-      log.info('stopping', { signal: sig });
-      void be
-        .stop()
-        .then(() => disk.close())
-        .then(done, done);
-    };
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGTERM', () => stop('SIGTERM'));
+  await untilSignal(async () => {
+    await be.stop();
+    disk.close();
   });
 }

@@ -8,6 +8,7 @@ import { NetLoadDevice } from '../loadgen/net.js';
 import { POLL_MODES, type PollMode } from '../dataplane/poller.js';
 import { log } from '../log.js';
 import { parseCpuList } from '../native/affinity.js';
+import { untilSignal } from './signals.js';
 
 export const netLoadUsage = `vhostkit net-load --socket PATH [--gen] [--size BYTES] [--poll busy|event|adaptive] [options]
 
@@ -82,20 +83,12 @@ export async function cmdNetLoad(argv: string[]): Promise<void> {
     }
     last = { t: now, rx: c.rxPackets, tx: c.txPackets };
   }, 1000);
-  await new Promise<void>((done) => {
-    let stopping = false;
-    const stop = (why: string) => {
-      if (stopping) process.exit(1);
-      stopping = true;
+  await untilSignal(
+    async () => {
       clearInterval(tick);
-      log.info('stopping', { why });
-      void be
-        .stop()
-        .then(() => dev.close())
-        .then(done, done);
-    };
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    if (Number.isFinite(seconds)) setTimeout(() => stop(`${seconds} s elapsed`), seconds * 1000);
-  });
+      await be.stop();
+      await dev.close();
+    },
+    { afterMs: seconds * 1000 },
+  );
 }

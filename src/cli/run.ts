@@ -7,8 +7,8 @@ import { ConfigError, loadConfig, parseConfig, readConfigFile, type HostConfig }
 import { Host, QEMU_MEMORY_ARGS } from '../host/host.js';
 import { ApiServer, defaultApiAddress } from '../host/api.js';
 import { resolveGroup } from '../host/sockets.js';
-import { log } from '../log.js';
 import { parsePortSpec, parseVxlanSpec } from './switch.js';
+import { untilSignal } from './signals.js';
 
 export const runUsage = `vhostkit run [--config FILE] [--port ...] [--tap ...] [--vxlan ...] [--disk ...] [options]
 
@@ -121,26 +121,9 @@ export async function serve(cfg: HostConfig, opts: { check?: boolean } = {}): Pr
     throw new Error(`management API on ${cfg.api}: ${(e as Error).message}`);
   }
   process.stdout.write(`vhostkit: serving\n${describe(host, api?.address ?? null)}`);
-  await new Promise<void>((done) => {
-    let stopping = false;
-    const stop = (sig: string) => {
-      if (stopping) {
-        log.warn('second signal: exiting now', { signal: sig });
-        process.exit(1);
-      }
-      stopping = true;
-      log.info('stopping', { signal: sig });
-      void (async () => {
-        await api?.close();
-        await host.close();
-        log.info('stopped');
-      })().then(done, (e) => {
-        log.error('stop failed', { error: (e as Error).message });
-        done();
-      });
-    };
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGTERM', () => stop('SIGTERM'));
+  await untilSignal(async () => {
+    await api?.close();
+    await host.close();
   });
 }
 

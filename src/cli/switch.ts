@@ -5,9 +5,9 @@ import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { Switch, type VhostPortOptions, type VxlanPortOptions } from '../switch/switch.js';
 import type { VlanConfig } from '../switch/engine.js';
-import { log } from '../log.js';
 import { parseCpuList } from '../native/affinity.js';
 import { qemuNetArgs } from '../host/host.js';
+import { untilSignal } from './signals.js';
 
 export const switchUsage = `vhostkit switch --port [NAME=]SOCKET[,OPTION...] [--port ...] [options]
 
@@ -152,15 +152,5 @@ export async function cmdSwitch(argv: string[]): Promise<void> {
       lines.join('\n') +
       '\n',
   );
-  await new Promise<void>((resolveStop) => {
-    let stopping = false;
-    const stop = (sig: string) => {
-      if (stopping) process.exit(1); // a second signal: at once
-      stopping = true;
-      log.info('stopping', { signal: sig });
-      void sw.close().then(resolveStop, resolveStop);
-    };
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGTERM', () => stop('SIGTERM'));
-  });
+  await untilSignal(() => sw.close());
 }
