@@ -482,8 +482,10 @@ export class SwitchEngine {
     }
     if (p.capture) this.captureIn(p, t.vq, n);
     const c = p.counters;
+    let bytes = 0;
     for (let i = 0; i < n; i++) {
       const len = this.lens[i];
+      bytes += len;
       c[PortCounter.RX_PACKETS]++;
       c[PortCounter.RX_BYTES] += len;
       this.dest[i] = -1;
@@ -519,7 +521,7 @@ export class SwitchEngine {
     this.touched.length = 0;
     const qs = t.stats;
     qs[Q_PACKETS] += n;
-    for (let i = 0; i < n; i++) qs[Q_BYTES] += this.lens[i];
+    qs[Q_BYTES] += bytes;
     qs[t.vq.pushPopped(n) ? Q_NOTIFY : Q_SUPPRESSED]++;
   }
 
