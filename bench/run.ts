@@ -9,6 +9,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { peerAvailability, type PeerName } from '../src/testing/peers.js';
+import { apiCase } from './cases/api.js';
 import { blkCase } from './cases/blk.js';
 import { cpuCase } from './cases/cpu.js';
 import { memoryCase } from './cases/memory.js';
@@ -37,6 +38,7 @@ const CASES: CaseDef[] = [
   { id: 'blk', peers: ['qemu-storage-daemon'], run: blkCase },
   { id: 'cpu', peers: ['dpdk-testpmd'], run: cpuCase },
   { id: 'memory', peers: ['dpdk-testpmd'], run: memoryCase },
+  { id: 'api', peers: ['dpdk-testpmd'], run: apiCase },
 ];
 
 const { values } = parseArgs({

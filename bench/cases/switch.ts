@@ -13,8 +13,32 @@ import type { BenchContext } from '../run.js';
 const MAC_A = '02:00:00:00:00:0a';
 const MAC_B = '02:00:00:00:00:0b';
 
-function generic(argv: readonly string[], a: string, b: string): string {
+export function generic(argv: readonly string[], a: string, b: string): string {
   return commandLine([...argv]).replaceAll(a, 'SOCK_A').replaceAll(b, 'SOCK_B').replace(/--file-prefix \S+/, '--file-prefix PREFIX');
+}
+
+/** Frontend B (rxonly, sends one burst first so its MAC is learnt), then A (txonly to B's MAC). */
+export async function startFrontends(ctx: BenchContext, sa: string, sb: string, packed: boolean, commands: Set<string>): Promise<{ a: Testpmd; b: Testpmd }> {
+  const cpuF = Number(ctx.frontendCpus.split(',')[0]);
+  const b = await startTestpmd({ role: 'virtio-user', socket: sb, forwardMode: 'rxonly', cpu: cpuF, packed, mac: MAC_B, extraArgs: ['--tx-first'] });
+  try {
+    await new Promise((r) => setTimeout(r, 300));
+    const a = await startTestpmd({ role: 'virtio-user', socket: sa, forwardMode: 'txonly', txpkts: 64, cpu: cpuF, packed, mac: MAC_A, extraArgs: [`--eth-peer=0,${MAC_B}`] });
+    commands.add(`frontend B (${packed ? 'packed' : 'split'}): ${generic(b.process.argv, sa, sb)}`);
+    commands.add(`frontend A (${packed ? 'packed' : 'split'}): ${generic(a.process.argv, sa, sb)}`);
+    return { a, b };
+  } catch (e) {
+    await b.stop();
+    throw e;
+  }
+}
+
+/** Packets per second B received over `seconds` statistics periods, after 2 warm-up periods. */
+export async function measureAtB(b: Testpmd, seconds: number): Promise<number> {
+  const s0 = b.latestStats()?.seq ?? 0;
+  const first = await b.waitForStats((s) => s.seq >= s0 + 2 && s.ports[0] !== undefined, 30_000);
+  const last = await b.waitForStats((s) => s.seq >= first.seq + seconds, (seconds + 10) * 1000);
+  return (last.ports[0].rxPackets - first.ports[0].rxPackets) / ((last.at - first.at) / 1000);
 }
 
 async function runOnce(ctx: BenchContext, who: 'vhostkit switch' | 'testpmd io', packed: boolean, commands: Set<string>): Promise<number> {
@@ -22,7 +46,6 @@ async function runOnce(ctx: BenchContext, who: 'vhostkit switch' | 'testpmd io',
   const sa = tmp.join('a.sock');
   const sb = tmp.join('b.sock');
   const cpuB = Number(ctx.backendCpus.split(',')[0]);
-  const cpuF = Number(ctx.frontendCpus.split(',')[0]);
   let sw: ChildProcess | null = null;
   let ref: Testpmd | null = null;
   let pa: Testpmd | null = null;
@@ -41,15 +64,10 @@ async function runOnce(ctx: BenchContext, who: 'vhostkit switch' | 'testpmd io',
       ref = await startTestpmd({ role: 'vhost', socket: sa, forwardMode: 'io', cpu: cpuB, extraEalArgs: ['--vdev', `net_vhost1,iface=${sb},queues=1`] });
       commands.add(`reference: ${generic(ref.process.argv, sa, sb)}`);
     }
-    pb = await startTestpmd({ role: 'virtio-user', socket: sb, forwardMode: 'rxonly', cpu: cpuF, packed, mac: MAC_B, extraArgs: ['--tx-first'] });
-    await new Promise((r) => setTimeout(r, 300));
-    pa = await startTestpmd({ role: 'virtio-user', socket: sa, forwardMode: 'txonly', txpkts: 64, cpu: cpuF, packed, mac: MAC_A, extraArgs: [`--eth-peer=0,${MAC_B}`] });
-    commands.add(`frontend B (${packed ? 'packed' : 'split'}): ${generic(pb.process.argv, sa, sb)}`);
-    commands.add(`frontend A (${packed ? 'packed' : 'split'}): ${generic(pa.process.argv, sa, sb)}`);
-    const s0 = pb.latestStats()?.seq ?? 0;
-    const first = await pb.waitForStats((s) => s.seq >= s0 + 2 && s.ports[0] !== undefined, 30_000);
-    const last = await pb.waitForStats((s) => s.seq >= first.seq + ctx.seconds, (ctx.seconds + 10) * 1000);
-    return (last.ports[0].rxPackets - first.ports[0].rxPackets) / ((last.at - first.at) / 1000);
+    const fe = await startFrontends(ctx, sa, sb, packed, commands);
+    pa = fe.a;
+    pb = fe.b;
+    return await measureAtB(pb, ctx.seconds);
   } finally {
     await pa?.stop();
     await pb?.stop();
