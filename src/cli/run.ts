@@ -100,6 +100,7 @@ export function describe(host: Host, api: string | null): string {
   if (q.length > 0) {
     lines.push('', 'QEMU: every guest needs its RAM shared:', `  ${QEMU_MEMORY_ARGS}`);
     for (const x of q) lines.push(`${x.name}:`, `  ${x.args}`);
+    if (q.some((x) => x.kind === 'net')) lines.push('(without KVM, under TCG, QEMU 7.2 needs vectors=0 on virtio-net-pci: it crashes with MSI-X there)');
   }
   return lines.join('\n') + '\n';
 }

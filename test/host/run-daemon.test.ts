@@ -2,64 +2,16 @@
 // management API and `vhostkit ctl` through real HTTP on a Unix socket; /metrics after
 // traffic; socket modes; SIGTERM with block requests in flight.
 import { expect } from 'chai';
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { existsSync, lstatSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
+import { join } from 'node:path';
 import { NetGuest } from '../../src/testing/net-guest.js';
 import { ethFrame } from '../../src/testing/net-frames.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { BlkClient, BlkReqType, BlkStatus } from '../../src/testing/blk-client.js';
 import { bit, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX } from '../../src/virtio/features.js';
 import { apiRequest } from '../../src/cli/ctl.js';
-
-const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
-const run = promisify(execFile);
-
-interface Daemon {
-  child: ChildProcess;
-  out: () => string;
-  err: () => string;
-  exited: Promise<number | null>;
-}
-
-function start(args: string[]): Daemon {
-  const child = spawn(process.execPath, [cli, 'run', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (err += d));
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  return { child, out: () => out, err: () => err, exited };
-}
-
-async function until(f: () => boolean, what: string, ms = 10000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-async function ctl(api: string, ...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  try {
-    const r = await run(process.execPath, [cli, 'ctl', '--api', api, ...args]);
-    return { code: 0, out: r.stdout, err: r.stderr };
-  } catch (e) {
-    const x = e as { code: number; stdout: string; stderr: string };
-    return { code: x.code, out: x.stdout, err: x.stderr };
-  }
-}
-
-function metric(text: string, name: string, labels: Record<string, string>): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(name + '{')) continue;
-    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return undefined;
-}
+import { cli, ctl, metric, run, start, until, type Daemon } from './daemon.js';
 
 describe('vhostkit run: one process for a host, its management API and ctl', function () {
   this.timeout(60000);
