@@ -8,7 +8,7 @@ import { bindSocketFile, removeSocketFile } from '../host/sockets.js';
 import { FdWatcher, acceptUnix, connectUnix, listenUnix } from '../native/unix-socket.js';
 import { log as rootLog, type Logger } from '../log.js';
 import type { VhostUserDevice } from './device.js';
-import { Session } from './session.js';
+import { Session, checkDevice, resolveLimits, type SessionLimits } from './session.js';
 
 export interface BackendOptions {
   /** Unix socket path */
@@ -25,6 +25,8 @@ export interface BackendOptions {
   /** Client mode: first and longest delay between connection attempts (ms). */
   reconnectMinMs?: number;
   reconnectMaxMs?: number;
+  /** What one frontend may make a session hold (memory regions, mapped bytes); see SessionLimits. */
+  limits?: SessionLimits;
 }
 
 /** Removes a stale socket file; refuses to touch anything else or a socket in use. */
@@ -66,6 +68,8 @@ export class VhostUserBackend extends EventEmitter {
     readonly opts: BackendOptions,
   ) {
     super();
+    checkDevice(device); // a device vhost-user cannot address fails here, not at the first connection
+    resolveLimits(opts.limits);
     this.mode = opts.mode ?? 'server';
     this.log = (opts.log ?? rootLog).child({ socket: opts.socket, mode: this.mode });
     this.retryDelay = opts.reconnectMinMs ?? 100;
@@ -144,7 +148,7 @@ export class VhostUserBackend extends EventEmitter {
   }
 
   private attach(fd: number): void {
-    const s = new Session(fd, this.device, { log: this.log, burst: this.opts.burst });
+    const s = new Session(fd, this.device, { log: this.log, burst: this.opts.burst, limits: this.opts.limits });
     this.current = s;
     s.once('closed', (reason: string) => {
       if (this.current === s) this.current = null;

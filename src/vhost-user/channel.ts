@@ -3,18 +3,7 @@
 // socket on the event loop, and sends messages with fds. Used by both the backend session
 // and our frontend.
 import { FdWatcher, closeFd, recvMessage, sendMessage } from '../native/unix-socket.js';
-import {
-  FLAG_VERSION_MASK,
-  HEADER_SIZE,
-  MAX_FDS,
-  MAX_PAYLOAD,
-  ProtocolError,
-  VERSION,
-  decodeHeader,
-  encodeHeader,
-  reqName,
-  type Message,
-} from './protocol.js';
+import { MAX_FDS, MAX_PAYLOAD, MessageReader, ProtocolError, encodeMessage, reqName, type Message } from './protocol.js';
 
 export interface ChannelHandlers {
   /** A whole message. The handler owns msg.fds (see takeFd / closeFds). */
@@ -47,19 +36,30 @@ export function takeFd(msg: Message, i = 0): number {
 export class MessageChannel {
   readonly fd: number;
   private readonly watcher: FdWatcher;
-  private readonly header = new Uint8Array(HEADER_SIZE);
-  private got = 0;
-  private hdr: { request: number; flags: number; size: number } | null = null;
-  private payload: Uint8Array | null = null;
-  private fds: number[] = [];
+  private readonly reader: MessageReader;
   private paused = false;
   private isClosed = false;
   private readonly outQueue: Array<{ data: Uint8Array; fds: number[] }> = [];
 
-  constructor(fd: number, private readonly handlers: ChannelHandlers, private readonly maxPayload = MAX_PAYLOAD) {
+  /**
+   * Takes ownership of `fd`: it is closed by close(), at the end of the stream, and also
+   * here if watching it fails (not a socket epoll accepts), before the error is thrown.
+   */
+  constructor(fd: number, private readonly handlers: ChannelHandlers, maxPayload = MAX_PAYLOAD) {
     this.fd = fd;
-    this.watcher = new FdWatcher(fd, (r, w) => this.onReady(r, w));
-    this.watcher.start(true, false);
+    this.reader = new MessageReader(maxPayload);
+    try {
+      this.watcher = new FdWatcher(fd, (r, w) => this.onReady(r, w));
+      this.watcher.start(true, false);
+    } catch (e) {
+      this.isClosed = true;
+      try {
+        closeFd(fd);
+      } catch {
+        // already closed
+      }
+      throw e;
+    }
   }
 
   get closed(): boolean {
@@ -83,9 +83,7 @@ export class MessageChannel {
   send(request: number, flags: number, payload: Uint8Array = new Uint8Array(0), fds: number[] = []): void {
     if (this.isClosed) throw new Error('vhost-user channel is closed');
     if (fds.length > MAX_FDS) throw new RangeError(`${fds.length} fds in one message, at most ${MAX_FDS}`);
-    const data = new Uint8Array(HEADER_SIZE + payload.length);
-    data.set(encodeHeader(request, flags | VERSION, payload.length), 0);
-    data.set(payload, HEADER_SIZE);
+    const data = encodeMessage(request, flags, payload);
     if (this.outQueue.length > 0) {
       this.outQueue.push({ data, fds: [...fds] });
       return;
@@ -144,44 +142,18 @@ export class MessageChannel {
   private readSome(): void {
     try {
       while (!this.paused && !this.isClosed && this.outQueue.length === 0) {
-        const target = this.hdr === null ? this.header.subarray(this.got) : this.payload!.subarray(this.got);
-        const r = recvMessage(this.fd, target, MAX_FDS);
+        const r = recvMessage(this.fd, this.reader.target(), MAX_FDS);
         if (r === null) return;
         if (r.bytes === 0) {
-          this.finish(this.got === 0 && this.hdr === null ? 'eof' : 'eof in the middle of a message');
+          this.finish(this.reader.idle ? 'eof' : 'eof in the middle of a message');
           return;
         }
         if (r.fdsTruncated) {
           closeFds(r.fds);
-          throw new ProtocolError(`more than ${MAX_FDS} file descriptors in one message`);
+          throw ProtocolError.mismatch('', `more than ${MAX_FDS} file descriptors in one message`, `at most ${MAX_FDS}`);
         }
-        if (this.hdr !== null && r.fds.length > 0) {
-          closeFds(r.fds);
-          throw new ProtocolError(`file descriptors arrived in the payload of ${reqName(this.hdr.request)}`);
-        }
-        this.fds.push(...r.fds);
-        if (this.fds.length > MAX_FDS) throw new ProtocolError(`more than ${MAX_FDS} file descriptors in one message`);
-        this.got += r.bytes;
-        if (this.hdr === null) {
-          if (this.got < HEADER_SIZE) continue;
-          const h = decodeHeader(this.header);
-          if ((h.flags & FLAG_VERSION_MASK) !== VERSION) {
-            throw new ProtocolError(`${reqName(h.request)}: header version ${h.flags & FLAG_VERSION_MASK}, expected ${VERSION}`);
-          }
-          if (h.size > this.maxPayload) {
-            throw new ProtocolError(`${reqName(h.request)}: payload size ${h.size}, at most ${this.maxPayload}`);
-          }
-          this.hdr = h;
-          this.payload = new Uint8Array(h.size);
-          this.got = 0;
-        }
-        if (this.got < this.payload!.length) continue;
-        const msg: Message = { request: this.hdr.request, flags: this.hdr.flags, payload: this.payload!, fds: this.fds };
-        this.hdr = null;
-        this.payload = null;
-        this.got = 0;
-        this.fds = [];
-        this.handlers.message(msg);
+        const msg = this.reader.received(r.bytes, r.fds);
+        if (msg !== null) this.handlers.message(msg);
       }
     } catch (e) {
       this.finish(e instanceof ProtocolError ? e.message : 'read failed', e as Error);
@@ -192,7 +164,7 @@ export class MessageChannel {
     if (this.isClosed) return;
     this.isClosed = true;
     this.watcher.close();
-    closeFds(this.fds);
+    closeFds(this.reader.takeFds());
     this.outQueue.length = 0;
     try {
       closeFd(this.fd);

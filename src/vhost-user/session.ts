@@ -18,19 +18,18 @@ import {
   CONFIG_FLAG_MIGRATION,
   FLAG_NEED_REPLY,
   FLAG_REPLY,
+  LimitError,
   ProtocolError,
   ProtocolFeature,
   Req,
   VRING_F_LOG,
+  VRING_IDX_MASK,
+  checkRequest,
   configSpace,
+  decodeBody,
   inflightArea,
-  logArea,
-  memTable,
   reqName,
-  singleRegion,
   u64,
-  vringAddr,
-  vringFile,
   vringState,
   type Message,
   type VringAddr,
@@ -50,11 +49,8 @@ export const SESSION_PROTOCOL_FEATURES =
 const SESSION_FEATURES = bit(VHOST_F_LOG_ALL);
 
 type Reply = 'none' | 'payload';
+/** How the session serves one request; its payload size and fds are checked by the codec (protocol.ts REQUESTS). */
 interface Entry {
-  /** exact payload size, or [min, max] */
-  size: number | [number, number];
-  /** fds the message may carry: [min, max] */
-  fds: [number, number];
   /** allowed before SET_OWNER */
   beforeOwner?: boolean;
   /** protocol feature that must have been negotiated */
@@ -86,10 +82,54 @@ class Slot {
   constructor(readonly index: number) {}
 }
 
+/**
+ * What one frontend may make the session hold. Going past a limit ends the session with
+ * a LimitError naming the limit; nothing is mapped or allocated first.
+ */
+export interface SessionLimits {
+  /**
+   * Memory regions at once (SET_MEM_TABLE carries at most 8 by the protocol; ADD_MEM_REG
+   * adds one at a time). GET_MAX_MEM_SLOTS answers this. Default and most: MAX_REGIONS (64).
+   */
+  maxMemSlots?: number;
+  /**
+   * Bytes mapped from the frontend's fds at once: every memory region (with the mmap
+   * offset in front of it, which is mapped too), the dirty log (SET_LOG_BASE) and the
+   * inflight area (GET/SET_INFLIGHT_FD). Default DEFAULT_MAX_MAPPED_BYTES (1 TiB) keeps a
+   * hostile frontend from exhausting the process's address space with sparse memfds.
+   */
+  maxMappedBytes?: number | bigint;
+}
+
+/** Default SessionLimits.maxMappedBytes: 1 TiB of address space per session. */
+export const DEFAULT_MAX_MAPPED_BYTES = 1n << 40n;
+/** Most queues a device may have: SET_VRING_KICK/CALL/ERR carry the index in 8 bits. */
+export const MAX_QUEUES = Number(VRING_IDX_MASK) + 1;
+/** Largest queue size (virtio 1.2 §2.6 and §2.8: at most 32768). */
+export const MAX_QUEUE_SIZE = 32768;
+
+/** Limits with their defaults applied; throws RangeError on a nonsensical value. */
+export function resolveLimits(l: SessionLimits = {}): Required<{ maxMemSlots: number; maxMappedBytes: bigint }> {
+  const maxMemSlots = l.maxMemSlots ?? MAX_REGIONS;
+  if (!Number.isInteger(maxMemSlots) || maxMemSlots < 1 || maxMemSlots > MAX_REGIONS) throw new RangeError(`maxMemSlots ${maxMemSlots}: expected 1..${MAX_REGIONS}`);
+  const maxMappedBytes = BigInt(l.maxMappedBytes ?? DEFAULT_MAX_MAPPED_BYTES);
+  if (maxMappedBytes < 4096n) throw new RangeError(`maxMappedBytes ${maxMappedBytes}: expected at least 4096`);
+  return { maxMemSlots, maxMappedBytes };
+}
+
+/** Throws RangeError if a device declares more queues, or larger ones, than vhost-user can address. */
+export function checkDevice(d: VhostUserDevice): void {
+  if (!Number.isInteger(d.numQueues) || d.numQueues < 1 || d.numQueues > MAX_QUEUES) throw new RangeError(`device ${d.kind}: ${d.numQueues} queues, expected 1..${MAX_QUEUES}`);
+  if (!Number.isInteger(d.maxQueueSize) || d.maxQueueSize < 1 || d.maxQueueSize > MAX_QUEUE_SIZE) {
+    throw new RangeError(`device ${d.kind}: largest queue size ${d.maxQueueSize}, expected 1..${MAX_QUEUE_SIZE}`);
+  }
+}
+
 export interface SessionOptions {
   log?: Logger;
   /** queue burst size for the native rings (default 32) */
   burst?: number;
+  limits?: SessionLimits;
 }
 
 let nextSessionId = 1;
@@ -108,9 +148,12 @@ export class Session extends EventEmitter {
   private backendChannel: MessageChannel | null = null;
   private dirtyLog: DirtyLog | null = null;
   private logFd = -1;
-  private inflight: { memory: GuestMemory; fd: number; numQueues: number; queueSize: number } | null = null;
+  private inflight: { memory: GuestMemory; fd: number; numQueues: number; queueSize: number; bytes: bigint } | null = null;
+  /** bytes the dirty log maps (size + offset) */
+  private logBytes = 0n;
   private closing = false;
   private readonly burst: number;
+  readonly limits: { readonly maxMemSlots: number; readonly maxMappedBytes: bigint };
 
   constructor(
     fd: number,
@@ -120,6 +163,8 @@ export class Session extends EventEmitter {
     super();
     this.log = (opts.log ?? rootLog).child({ session: this.id, device: device.kind });
     this.burst = opts.burst ?? 32;
+    checkDevice(device);
+    this.limits = resolveLimits(opts.limits);
     this.slots = Array.from({ length: device.numQueues }, (_, i) => new Slot(i));
     this.ch = new MessageChannel(fd, {
       message: (m) => this.dispatch(m),
@@ -181,14 +226,7 @@ export class Session extends EventEmitter {
     const entry = table.get(m.request as Req);
     try {
       if (entry === undefined) throw new ProtocolError(`unknown or unsupported ${name}`);
-      if (m.flags & FLAG_REPLY) throw new ProtocolError(`${name} carries the reply flag`);
-      const [lo, hi] = typeof entry.size === 'number' ? [entry.size, entry.size] : entry.size;
-      if (m.payload.length < lo || m.payload.length > hi) {
-        throw new ProtocolError(`${name}: payload of ${m.payload.length} bytes, expected ${lo === hi ? lo : `${lo}..${hi}`}`);
-      }
-      if (m.fds.length < entry.fds[0] || m.fds.length > entry.fds[1]) {
-        throw new ProtocolError(`${name}: ${m.fds.length} file descriptors, expected ${entry.fds[0] === entry.fds[1] ? entry.fds[0] : `${entry.fds[0]}..${entry.fds[1]}`}`);
-      }
+      checkRequest(m); // header flags, payload size, fd count
       if (!this.owner && !entry.beforeOwner) throw new ProtocolError(`${name} before VHOST_USER_SET_OWNER`);
       if (entry.needs !== undefined && !(this.protocolFeatures & bit(entry.needs))) {
         throw new ProtocolError(`${name} without protocol feature ${ProtocolFeature[entry.needs]}`);
@@ -436,6 +474,25 @@ export class Session extends EventEmitter {
     }
   }
 
+  /** Bytes the memory table maps: each region with the mmap offset in front of it. */
+  private static tableBytes(regions: ReadonlyArray<{ size: bigint; mmapOffset: bigint }>): bigint {
+    return regions.reduce((n, r) => n + r.size + r.mmapOffset, 0n);
+  }
+
+  /**
+   * Refuses a change that would map more than limits.maxMappedBytes in all: the memory
+   * table, the dirty log and the inflight area, each as it would be after the change.
+   */
+  private checkMapped(what: string, change: { memory?: bigint; log?: bigint; inflight?: bigint }): void {
+    const memory = change.memory ?? (this.memory ? Session.tableBytes(this.memory.regions) : 0n);
+    const total = memory + (change.log ?? this.logBytes) + (change.inflight ?? this.inflight?.bytes ?? 0n);
+    if (total > this.limits.maxMappedBytes) throw new LimitError('maxMappedBytes', what, `${total} bytes mapped`, this.limits.maxMappedBytes);
+  }
+
+  private checkSlots(what: string, regions: number): void {
+    if (regions > this.limits.maxMemSlots) throw new LimitError('maxMemSlots', what, `${regions} memory regions`, this.limits.maxMemSlots);
+  }
+
   /** Swaps guest memory under running queues (SET_MEM_TABLE, ADD/REM_MEM_REG). */
   replaceMemory(mem: GuestMemory): Promise<void> {
     return this.underPause(() => this.swapMemory(mem));
@@ -493,6 +550,7 @@ export class Session extends EventEmitter {
     this.backendChannel = null;
     this.dirtyLog?.close();
     this.dirtyLog = null;
+    this.logBytes = 0n;
     if (this.logFd >= 0) closeSync(this.logFd);
     this.logFd = -1;
     if (this.inflight) {
@@ -508,7 +566,7 @@ export class Session extends EventEmitter {
   h = {
     getFeatures: (): Uint8Array => u64.encode(this.offeredFeatures),
     setFeatures: (m: Message): boolean | void => {
-      const f = u64.decode(m.payload);
+      const f = decodeBody(Req.SET_FEATURES, m);
       const extra = f & ~this.offeredFeatures;
       if (extra) throw new ProtocolError(`SET_FEATURES acks features never offered: 0x${extra.toString(16)}`);
       const wasLogging = has(this.acked, VHOST_F_LOG_ALL);
@@ -519,7 +577,7 @@ export class Session extends EventEmitter {
     },
     getProtocolFeatures: (): Uint8Array => u64.encode(this.offeredProtocolFeatures),
     setProtocolFeatures: (m: Message): void => {
-      const f = u64.decode(m.payload);
+      const f = decodeBody(Req.SET_PROTOCOL_FEATURES, m);
       const extra = f & ~this.offeredProtocolFeatures;
       if (extra) throw new ProtocolError(`SET_PROTOCOL_FEATURES acks features never offered: 0x${extra.toString(16)}`);
       this.protocolFeatures = f;
@@ -533,26 +591,28 @@ export class Session extends EventEmitter {
       for (const s of this.slots) await this.stopQueue(s);
     },
     setMemTable: (m: Message): Promise<void> => {
-      const regions = memTable.decode(m.payload);
-      if (m.payload.length !== 8 + 32 * regions.length) throw new ProtocolError(`SET_MEM_TABLE: payload of ${m.payload.length} bytes for ${regions.length} regions`);
-      if (m.fds.length !== regions.length) throw new ProtocolError(`SET_MEM_TABLE: ${regions.length} regions but ${m.fds.length} file descriptors`);
+      const regions = decodeBody(Req.SET_MEM_TABLE, m);
+      this.checkSlots('SET_MEM_TABLE', regions.length);
+      this.checkMapped('SET_MEM_TABLE', { memory: Session.tableBytes(regions) });
       const specs: RegionSpec[] = regions.map((r, i) => ({ fd: m.fds[i], ...r }));
       return this.replaceMemory(mapOrThrow(() => GuestMemory.map(specs)));
     },
-    getMaxMemSlots: (): Uint8Array => u64.encode(BigInt(MAX_REGIONS)),
+    getMaxMemSlots: (): Uint8Array => u64.encode(BigInt(this.limits.maxMemSlots)),
     addMemReg: (m: Message): Promise<void> => {
-      const r = singleRegion.decode(m.payload);
+      const r = decodeBody(Req.ADD_MEM_REG, m);
+      this.checkSlots('ADD_MEM_REG', (this.memory?.regions.length ?? 0) + 1);
+      this.checkMapped('ADD_MEM_REG', { memory: Session.tableBytes([...(this.memory?.regions ?? []), r]) });
       const spec = { fd: m.fds[0], ...r };
       const mem = this.memory === null ? mapOrThrow(() => GuestMemory.map([spec])) : mapOrThrow(() => this.memory!.withRegion(spec));
       return this.replaceMemory(mem);
     },
     remMemReg: (m: Message): Promise<void> => {
-      const r = singleRegion.decode(m.payload);
+      const r = decodeBody(Req.REM_MEM_REG, m);
       if (this.memory === null) throw new ProtocolError('REM_MEM_REG with no memory table');
       return this.replaceMemory(mapOrThrow(() => this.memory!.withoutRegion(r.gpa, r.size, r.uva)));
     },
     setVringNum: (m: Message): void => {
-      const st = vringState.decode(m.payload);
+      const st = decodeBody(Req.SET_VRING_NUM, m);
       const s = this.slot(st.index, 'SET_VRING_NUM');
       if (s.started) throw new ProtocolError(`SET_VRING_NUM on running queue ${st.index}`);
       const packed = has(this.acked, VIRTIO_F_RING_PACKED);
@@ -562,7 +622,7 @@ export class Session extends EventEmitter {
       s.num = st.num;
     },
     setVringAddr: async (m: Message): Promise<void> => {
-      const a = vringAddr.decode(m.payload);
+      const a = decodeBody(Req.SET_VRING_ADDR, m);
       const s = this.slot(a.index, 'SET_VRING_ADDR');
       const old = s.addr;
       s.addr = a;
@@ -582,21 +642,20 @@ export class Session extends EventEmitter {
       }
     },
     setVringBase: (m: Message): void => {
-      const st = vringState.decode(m.payload);
+      const st = decodeBody(Req.SET_VRING_BASE, m);
       const s = this.slot(st.index, 'SET_VRING_BASE');
       if (s.started) throw new ProtocolError(`SET_VRING_BASE on running queue ${st.index}`);
       s.base = st.num;
     },
     getVringBase: async (m: Message): Promise<Uint8Array> => {
-      const st = vringState.decode(m.payload);
+      const st = decodeBody(Req.GET_VRING_BASE, m);
       const s = this.slot(st.index, 'GET_VRING_BASE');
       const base = await this.stopQueue(s);
       return vringState.encode({ index: st.index, num: base });
     },
     setVringKick: async (m: Message): Promise<void> => {
-      const f = vringFile.decode(m.payload, 'SET_VRING_KICK');
+      const f = decodeBody(Req.SET_VRING_KICK, m);
       const s = this.slot(f.index, 'SET_VRING_KICK');
-      if (f.noFd !== (m.fds.length === 0)) throw new ProtocolError(`SET_VRING_KICK: no-fd flag ${f.noFd} with ${m.fds.length} fds`);
       const fd = f.noFd ? -1 : takeFd(m);
       // A new kick fd for a started ring: stop it (the device drains, the ring state
       // carries over), then start again with the new fd.
@@ -613,23 +672,21 @@ export class Session extends EventEmitter {
       this.startQueue(s);
     },
     setVringCall: (m: Message): void => {
-      const f = vringFile.decode(m.payload, 'SET_VRING_CALL');
+      const f = decodeBody(Req.SET_VRING_CALL, m);
       const s = this.slot(f.index, 'SET_VRING_CALL');
-      if (f.noFd !== (m.fds.length === 0)) throw new ProtocolError(`SET_VRING_CALL: no-fd flag ${f.noFd} with ${m.fds.length} fds`);
       if (s.callFd >= 0) closeSync(s.callFd);
       s.callFd = f.noFd ? -1 : takeFd(m);
       s.vq?.setCallFd(s.callFd);
     },
     setVringErr: (m: Message): void => {
-      const f = vringFile.decode(m.payload, 'SET_VRING_ERR');
+      const f = decodeBody(Req.SET_VRING_ERR, m);
       const s = this.slot(f.index, 'SET_VRING_ERR');
-      if (f.noFd !== (m.fds.length === 0)) throw new ProtocolError(`SET_VRING_ERR: no-fd flag ${f.noFd} with ${m.fds.length} fds`);
       if (s.errFd >= 0) closeSync(s.errFd);
       s.errFd = f.noFd ? -1 : takeFd(m);
     },
     getQueueNum: (): Uint8Array => u64.encode(BigInt(this.device.numQueues)),
     setVringEnable: (m: Message): void => {
-      const st = vringState.decode(m.payload);
+      const st = decodeBody(Req.SET_VRING_ENABLE, m);
       const s = this.slot(st.index, 'SET_VRING_ENABLE');
       if (st.num > 1) throw new ProtocolError(`SET_VRING_ENABLE: value ${st.num}`);
       if (!has(this.acked, VHOST_USER_F_PROTOCOL_FEATURES) && this.acked !== 0n) {
@@ -640,11 +697,11 @@ export class Session extends EventEmitter {
     },
     sendRarp: (m: Message): boolean => {
       if (!this.device.sendRarp) return false;
-      this.device.sendRarp(m.payload.subarray(0, 6));
+      this.device.sendRarp(decodeBody(Req.SEND_RARP, m));
       return true;
     },
     netSetMtu: (m: Message): boolean => {
-      const mtu = u64.decode(m.payload);
+      const mtu = decodeBody(Req.NET_SET_MTU, m);
       if (!this.device.setMtu || mtu > 65535n) return false;
       return this.device.setMtu(Number(mtu));
     },
@@ -658,23 +715,25 @@ export class Session extends EventEmitter {
       });
     },
     getConfig: (m: Message): Uint8Array => {
-      const c = configSpace.decode(m.payload);
+      const c = decodeBody(Req.GET_CONFIG, m);
       const space = this.device.configSpace?.();
       if (!space || c.offset + c.size > space.length) return new Uint8Array(0); // zero length: error
       return configSpace.encode({ ...c, data: space.subarray(c.offset, c.offset + c.size) });
     },
     setConfig: (m: Message): boolean => {
-      const c = configSpace.decode(m.payload);
+      const c = decodeBody(Req.SET_CONFIG, m);
       if (!this.device.setConfig) return false;
       return this.device.setConfig(c.offset, c.data, c.flags & CONFIG_FLAG_MIGRATION);
     },
     setLogBase: (m: Message): Uint8Array => {
-      const a = logArea.decode(m.payload);
+      const a = decodeBody(Req.SET_LOG_BASE, m);
+      this.checkMapped('SET_LOG_BASE', { log: a.size + a.offset });
       const fd = takeFd(m);
       try {
         const next = DirtyLog.map(fd, a.size, a.offset);
         this.dirtyLog?.close();
         this.dirtyLog = next;
+        this.logBytes = a.size + a.offset;
       } catch (e) {
         throw new ProtocolError(`SET_LOG_BASE: ${(e as Error).message}`);
       } finally {
@@ -688,29 +747,30 @@ export class Session extends EventEmitter {
       this.logFd = takeFd(m);
     },
     getInflightFd: (m: Message): Uint8Array => {
-      const a = inflightArea.decode(m.payload);
+      const a = decodeBody(Req.GET_INFLIGHT_FD, m);
       if (a.numQueues === 0 || a.numQueues > this.device.numQueues || a.queueSize === 0 || a.queueSize > this.device.maxQueueSize) {
         throw new ProtocolError(`GET_INFLIGHT_FD: ${a.numQueues} queues of ${a.queueSize} (device: ${this.device.numQueues} of at most ${this.device.maxQueueSize})`);
       }
       const size = a.numQueues * inflightQueueBytes(a.queueSize, has(this.acked, VIRTIO_F_RING_PACKED));
+      this.checkMapped('GET_INFLIGHT_FD', { inflight: BigInt(size) });
       const fd = createMemfd('vhostkit-inflight', size);
       this.setInflight(fd, BigInt(size), 0n, a.numQueues, a.queueSize);
       this.inflightReplyFd = fd;
       return inflightArea.encode({ mmapSize: BigInt(size), mmapOffset: 0n, numQueues: a.numQueues, queueSize: a.queueSize });
     },
     setInflightFd: (m: Message): void => {
-      const a = inflightArea.decode(m.payload);
-      const fd = takeFd(m);
+      const a = decodeBody(Req.SET_INFLIGHT_FD, m);
       const expect = BigInt(a.numQueues * inflightQueueBytes(a.queueSize, has(this.acked, VIRTIO_F_RING_PACKED)));
       if (a.numQueues > this.device.numQueues || a.queueSize > this.device.maxQueueSize || a.mmapSize < expect) {
-        closeSync(fd);
         throw new ProtocolError(`SET_INFLIGHT_FD: ${a.numQueues} queues of ${a.queueSize} in ${a.mmapSize} bytes`);
       }
+      this.checkMapped('SET_INFLIGHT_FD', { inflight: a.mmapSize + a.mmapOffset });
+      const fd = takeFd(m);
       this.setInflight(fd, a.mmapSize, a.mmapOffset, a.numQueues, a.queueSize);
     },
     resetDevice: (): Promise<void> => this.resetDevice('RESET_DEVICE'),
     setStatus: async (m: Message): Promise<void> => {
-      const st = Number(u64.decode(m.payload) & 0xffn);
+      const st = Number(decodeBody(Req.SET_STATUS, m) & 0xffn);
       if (st === 0) {
         await this.resetDevice('status 0');
         return;
@@ -736,7 +796,7 @@ export class Session extends EventEmitter {
       this.inflight.memory.close();
       closeSync(this.inflight.fd);
     }
-    this.inflight = { memory, fd, numQueues, queueSize };
+    this.inflight = { memory, fd, numQueues, queueSize, bytes: size + offset };
   }
 
   /** Sends a reply that carries an fd (GET_INFLIGHT_FD). */
@@ -772,42 +832,40 @@ function writeEventFd(fd: number): void {
 }
 
 const H = (k: keyof Session['h']) => (s: Session, m: Message) => (s.h[k] as (m: Message) => ReturnType<Entry['handler']>)(m);
-const U64 = 8;
-const STATE = 8;
 
 /** The dispatch table: every front-end request we serve. */
 const table = new Map<Req, Entry>([
-  [Req.GET_FEATURES, { size: 0, fds: [0, 0], beforeOwner: true, reply: 'payload', handler: H('getFeatures') }],
-  [Req.SET_FEATURES, { size: U64, fds: [0, 0], reply: 'none', handler: H('setFeatures') }],
-  [Req.GET_PROTOCOL_FEATURES, { size: 0, fds: [0, 0], beforeOwner: true, reply: 'payload', handler: H('getProtocolFeatures') }],
-  [Req.SET_PROTOCOL_FEATURES, { size: U64, fds: [0, 0], beforeOwner: true, reply: 'none', handler: H('setProtocolFeatures') }],
-  [Req.SET_OWNER, { size: 0, fds: [0, 0], beforeOwner: true, reply: 'none', handler: H('setOwner') }],
-  [Req.RESET_OWNER, { size: [0, U64], fds: [0, 0], reply: 'none', handler: H('resetOwner') }],
-  [Req.SET_MEM_TABLE, { size: [8, 8 + 32 * 8], fds: [1, 8], reply: 'none', handler: H('setMemTable') }],
-  [Req.GET_MAX_MEM_SLOTS, { size: 0, fds: [0, 0], beforeOwner: true, needs: ProtocolFeature.CONFIGURE_MEM_SLOTS, reply: 'payload', handler: H('getMaxMemSlots') }],
-  [Req.ADD_MEM_REG, { size: 40, fds: [1, 1], needs: ProtocolFeature.CONFIGURE_MEM_SLOTS, reply: 'none', handler: H('addMemReg') }],
-  [Req.REM_MEM_REG, { size: 40, fds: [0, 1], needs: ProtocolFeature.CONFIGURE_MEM_SLOTS, reply: 'none', handler: H('remMemReg') }],
-  [Req.SET_VRING_NUM, { size: STATE, fds: [0, 0], reply: 'none', handler: H('setVringNum') }],
-  [Req.SET_VRING_ADDR, { size: 40, fds: [0, 0], reply: 'none', handler: H('setVringAddr') }],
-  [Req.SET_VRING_BASE, { size: STATE, fds: [0, 0], reply: 'none', handler: H('setVringBase') }],
-  [Req.GET_VRING_BASE, { size: STATE, fds: [0, 0], reply: 'payload', handler: H('getVringBase') }],
-  [Req.SET_VRING_KICK, { size: U64, fds: [0, 1], reply: 'none', handler: H('setVringKick') }],
-  [Req.SET_VRING_CALL, { size: U64, fds: [0, 1], reply: 'none', handler: H('setVringCall') }],
-  [Req.SET_VRING_ERR, { size: U64, fds: [0, 1], reply: 'none', handler: H('setVringErr') }],
-  [Req.GET_QUEUE_NUM, { size: 0, fds: [0, 0], beforeOwner: true, needs: ProtocolFeature.MQ, reply: 'payload', handler: H('getQueueNum') }],
-  [Req.SET_VRING_ENABLE, { size: STATE, fds: [0, 0], reply: 'none', handler: H('setVringEnable') }],
-  [Req.SEND_RARP, { size: U64, fds: [0, 0], needs: ProtocolFeature.RARP, reply: 'none', handler: H('sendRarp') }],
-  [Req.NET_SET_MTU, { size: U64, fds: [0, 0], needs: ProtocolFeature.MTU, reply: 'none', handler: H('netSetMtu') }],
-  [Req.SET_BACKEND_REQ_FD, { size: 0, fds: [1, 1], beforeOwner: true, needs: ProtocolFeature.BACKEND_REQ, reply: 'none', handler: H('setBackendReqFd') }],
-  [Req.GET_CONFIG, { size: [12, 12 + 256], fds: [0, 0], beforeOwner: true, needs: ProtocolFeature.CONFIG, reply: 'payload', handler: H('getConfig') }],
-  [Req.SET_CONFIG, { size: [12, 12 + 256], fds: [0, 0], needs: ProtocolFeature.CONFIG, reply: 'none', handler: H('setConfig') }],
-  [Req.SET_LOG_BASE, { size: 16, fds: [1, 1], needs: ProtocolFeature.LOG_SHMFD, reply: 'payload', handler: H('setLogBase') }],
-  [Req.SET_LOG_FD, { size: 0, fds: [1, 1], reply: 'none', handler: H('setLogFd') }],
-  [Req.GET_INFLIGHT_FD, { size: [20, 24], fds: [0, 0], needs: ProtocolFeature.INFLIGHT_SHMFD, reply: 'payload', handler: getInflightWithFd }],
-  [Req.SET_INFLIGHT_FD, { size: [20, 24], fds: [1, 1], needs: ProtocolFeature.INFLIGHT_SHMFD, reply: 'none', handler: H('setInflightFd') }],
-  [Req.RESET_DEVICE, { size: [0, U64], fds: [0, 0], needs: ProtocolFeature.RESET_DEVICE, reply: 'none', handler: H('resetDevice') }],
-  [Req.SET_STATUS, { size: U64, fds: [0, 0], needs: ProtocolFeature.STATUS, reply: 'none', handler: H('setStatus') }],
-  [Req.GET_STATUS, { size: 0, fds: [0, 0], needs: ProtocolFeature.STATUS, reply: 'payload', handler: H('getStatus') }],
+  [Req.GET_FEATURES, { beforeOwner: true, reply: 'payload', handler: H('getFeatures') }],
+  [Req.SET_FEATURES, { reply: 'none', handler: H('setFeatures') }],
+  [Req.GET_PROTOCOL_FEATURES, { beforeOwner: true, reply: 'payload', handler: H('getProtocolFeatures') }],
+  [Req.SET_PROTOCOL_FEATURES, { beforeOwner: true, reply: 'none', handler: H('setProtocolFeatures') }],
+  [Req.SET_OWNER, { beforeOwner: true, reply: 'none', handler: H('setOwner') }],
+  [Req.RESET_OWNER, { reply: 'none', handler: H('resetOwner') }],
+  [Req.SET_MEM_TABLE, { reply: 'none', handler: H('setMemTable') }],
+  [Req.GET_MAX_MEM_SLOTS, { beforeOwner: true, needs: ProtocolFeature.CONFIGURE_MEM_SLOTS, reply: 'payload', handler: H('getMaxMemSlots') }],
+  [Req.ADD_MEM_REG, { needs: ProtocolFeature.CONFIGURE_MEM_SLOTS, reply: 'none', handler: H('addMemReg') }],
+  [Req.REM_MEM_REG, { needs: ProtocolFeature.CONFIGURE_MEM_SLOTS, reply: 'none', handler: H('remMemReg') }],
+  [Req.SET_VRING_NUM, { reply: 'none', handler: H('setVringNum') }],
+  [Req.SET_VRING_ADDR, { reply: 'none', handler: H('setVringAddr') }],
+  [Req.SET_VRING_BASE, { reply: 'none', handler: H('setVringBase') }],
+  [Req.GET_VRING_BASE, { reply: 'payload', handler: H('getVringBase') }],
+  [Req.SET_VRING_KICK, { reply: 'none', handler: H('setVringKick') }],
+  [Req.SET_VRING_CALL, { reply: 'none', handler: H('setVringCall') }],
+  [Req.SET_VRING_ERR, { reply: 'none', handler: H('setVringErr') }],
+  [Req.GET_QUEUE_NUM, { beforeOwner: true, needs: ProtocolFeature.MQ, reply: 'payload', handler: H('getQueueNum') }],
+  [Req.SET_VRING_ENABLE, { reply: 'none', handler: H('setVringEnable') }],
+  [Req.SEND_RARP, { needs: ProtocolFeature.RARP, reply: 'none', handler: H('sendRarp') }],
+  [Req.NET_SET_MTU, { needs: ProtocolFeature.MTU, reply: 'none', handler: H('netSetMtu') }],
+  [Req.SET_BACKEND_REQ_FD, { beforeOwner: true, needs: ProtocolFeature.BACKEND_REQ, reply: 'none', handler: H('setBackendReqFd') }],
+  [Req.GET_CONFIG, { beforeOwner: true, needs: ProtocolFeature.CONFIG, reply: 'payload', handler: H('getConfig') }],
+  [Req.SET_CONFIG, { needs: ProtocolFeature.CONFIG, reply: 'none', handler: H('setConfig') }],
+  [Req.SET_LOG_BASE, { needs: ProtocolFeature.LOG_SHMFD, reply: 'payload', handler: H('setLogBase') }],
+  [Req.SET_LOG_FD, { reply: 'none', handler: H('setLogFd') }],
+  [Req.GET_INFLIGHT_FD, { needs: ProtocolFeature.INFLIGHT_SHMFD, reply: 'payload', handler: getInflightWithFd }],
+  [Req.SET_INFLIGHT_FD, { needs: ProtocolFeature.INFLIGHT_SHMFD, reply: 'none', handler: H('setInflightFd') }],
+  [Req.RESET_DEVICE, { needs: ProtocolFeature.RESET_DEVICE, reply: 'none', handler: H('resetDevice') }],
+  [Req.SET_STATUS, { needs: ProtocolFeature.STATUS, reply: 'none', handler: H('setStatus') }],
+  [Req.GET_STATUS, { needs: ProtocolFeature.STATUS, reply: 'payload', handler: H('getStatus') }],
 ]);
 
 /** GET_INFLIGHT_FD's reply carries the fd: sent here, so the table reply is suppressed. */
