@@ -1,0 +1,40 @@
+// How many fast-check runs the property tests of test/vhost-user make. `npm test` uses the
+// defaults (each property file well under 20 s here); a longer fuzzing session sets
+//   VHOSTKIT_FUZZ_RUNS=N     runs per property (instead of each property's default)
+//   VHOSTKIT_FUZZ_SEED=S     replay a failure fast-check reported (with its "path" if given)
+//   VHOSTKIT_FUZZ_PATH=P
+// e.g. VHOSTKIT_FUZZ_RUNS=5000 mocha --timeout 0 'dist/test/vhost-user/*-property.test.js'
+import type { Parameters as FcParameters } from 'fast-check';
+
+function envInt(name: string): number | undefined {
+  const v = process.env[name];
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`${name}=${v}: expected a positive integer`);
+  return n;
+}
+
+/** Runs for one property: VHOSTKIT_FUZZ_RUNS if set, else the property's default. */
+export function fuzzRuns(defaultRuns: number): number {
+  return envInt('VHOSTKIT_FUZZ_RUNS') ?? defaultRuns;
+}
+
+/** True when VHOSTKIT_FUZZ_RUNS asks for more than the defaults (a fuzzing session). */
+export const fuzzing = envInt('VHOSTKIT_FUZZ_RUNS') !== undefined;
+
+/** fast-check parameters: the run count, and a seed / path to replay when given. */
+export function fcParams<T>(defaultRuns: number, more: FcParameters<T> = {}): FcParameters<T> {
+  const seed = process.env.VHOSTKIT_FUZZ_SEED;
+  const path = process.env.VHOSTKIT_FUZZ_PATH;
+  return {
+    numRuns: fuzzRuns(defaultRuns),
+    ...(seed ? { seed: Number(seed) } : {}),
+    ...(path ? { path } : {}),
+    ...more,
+  };
+}
+
+/** A mocha timeout for a property whose run takes at most `msPerRun` (generous: no timing is asserted). */
+export function timeoutFor(defaultRuns: number, msPerRun: number): number {
+  return Math.max(20000, fuzzRuns(defaultRuns) * msPerRun);
+}
