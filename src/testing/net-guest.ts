@@ -1,10 +1,10 @@
 // A virtio-net "guest" made of our frontend: one queue pair, RX buffers kept posted,
 // frames sent with a virtio_net_hdr and received whole (mergeable buffers joined).
 // For switch tests and benchmarks without a VM.
-import { VhostUserFrontend, type FrontendQueue } from '../vhost-user/frontend.js';
+import { FRONTEND_UVA_BASE, VhostUserFrontend, type FrontendQueue } from '../vhost-user/frontend.js';
 import { NetFeature } from '../virtio/net.js';
 import { DeviceStatus, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, bit } from '../virtio/features.js';
-import { ProtocolFeature } from '../vhost-user/protocol.js';
+import { ProtocolFeature, Req, memTable } from '../vhost-user/protocol.js';
 import { NET_HDR_SIZE } from './net-frames.js';
 
 export interface NetGuestOptions {
@@ -66,17 +66,47 @@ export class NetGuest {
       o.extraFeatures;
     await this.fe.negotiate({ features: want });
     await this.fe.setupMemory(o.memoryBytes);
+    const alloc = this.fe.alloc!;
+    for (let i = 0; i < o.rxBuffers; i++) this.rxSlots.push(alloc.alloc(o.rxBufferSize, 64));
+    for (let i = 0; i < Math.min(o.queueSize, 128); i++) this.txSlots.push(alloc.alloc(NET_HDR_SIZE + o.maxFrame, 64));
+    await this.startQueues();
+  }
+
+  /** Starts both queues on fresh rings (the buffer slots are kept) and posts the RX buffers. */
+  private async startQueues(): Promise<void> {
+    const o = this.o;
     this.rx = await this.fe.startQueue(0, { size: o.queueSize });
     this.tx = await this.fe.startQueue(1, { size: o.queueSize });
     if (this.fe.protocolFeatures & bit(ProtocolFeature.STATUS)) {
       await this.fe.setStatus(DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER | DeviceStatus.FEATURES_OK | DeviceStatus.DRIVER_OK);
     }
-    const alloc = this.fe.alloc!;
-    for (let i = 0; i < o.rxBuffers; i++) this.rxSlots.push(alloc.alloc(o.rxBufferSize, 64));
     this.freeRx = [...this.rxSlots];
-    for (let i = 0; i < Math.min(o.queueSize, 128); i++) this.txSlots.push(alloc.alloc(NET_HDR_SIZE + o.maxFrame, 64));
     this.freeTx = [...this.txSlots];
+    this.rxSlotOf.clear();
+    this.txSlotOf.clear();
     this.refillRx();
+  }
+
+  /**
+   * Resets the device on the same connection, as a rebooting guest's QEMU does: both rings
+   * stopped (GET_VRING_BASE), SET_STATUS 0 (or RESET_DEVICE), features, the memory table
+   * again, fresh rings. Frames in flight are dropped, as on real hardware.
+   */
+  async reset(): Promise<void> {
+    await this.fe.stopQueue(0);
+    await this.fe.stopQueue(1);
+    if (this.fe.protocolFeatures & bit(ProtocolFeature.STATUS)) await this.fe.setStatus(0);
+    else await this.fe.request(Req.RESET_DEVICE, undefined, { ack: true });
+    await this.fe.setFeatures(this.fe.features);
+    await this.resendMemTable();
+    // Rings go to new memory each time (the slots stay): a reset loop needs a few KiB a round.
+    await this.startQueues();
+  }
+
+  /** Sends SET_MEM_TABLE again with the same region, as QEMU does when guest memory changes. */
+  async resendMemTable(): Promise<void> {
+    const fd = (this.fe as unknown as { memFd: number }).memFd;
+    await this.fe.request(Req.SET_MEM_TABLE, memTable.encode([{ gpa: 0n, size: BigInt(this.o.memoryBytes), uva: FRONTEND_UVA_BASE, mmapOffset: 0n }]), { fds: [fd], ack: true });
   }
 
   /** Posts every free RX buffer. */
