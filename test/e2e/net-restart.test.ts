@@ -1,0 +1,105 @@
+// kill -9 of the backend during net traffic: two QEMU guests (reconnect=1) ping each other
+// through `vhostkit run`; the process is killed with SIGKILL mid-stream and started again on
+// the same sockets (stale socket files replaced); QEMU reconnects, vhostkit renegotiates and
+// restarts the rings from the guests' used indices, and the guests' pings flow again.
+// TCG, busybox initramfs (src/testing/guest.ts).
+//
+// Split rings only. With packed rings QEMU 7.2 cannot tell the restarted backend where the
+// dead one stopped: GET_VRING_BASE is impossible, and its fallback re-sends the base of the
+// previous start, which a packed ring cannot check against guest memory as a split ring's
+// used->idx can. vhost-user-blk solves this with the inflight area (test/e2e/blk-restart);
+// QEMU gives vhost-user-net none. Tried here: after the restart the packed guests' pings
+// never come back. What vhostkit would need (its own record of the ring position, kept
+// across a crash) is described in the hardening issue's note.
+import { expect } from 'chai';
+import { makeTempDir, type TempDir } from '../../src/testing/peers.js';
+import { chooseAccel, cleanConsoleLine, findBusybox, findGuestKernel, runScript, type GuestAccel } from '../../src/testing/guest.js';
+import { ctl, start, until, type Daemon } from '../host/daemon.js';
+
+const pingScript = (ip: string, peer: string) => `
+ip addr add ${ip}/24 dev eth0 && ip link set eth0 up || vk_fail "eth0 setup"
+i=0; until ping -c 1 -W 1 ${peer} >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 90 ] || vk_fail "${peer} never answered"; done
+echo "PINGS-FLOWING"
+s=""; n=0
+while [ $n -lt 60 ]; do
+  if ping -c 1 -W 1 ${peer} >/dev/null 2>&1; then s="\${s}1"; else s="\${s}0"; fi
+  n=$((n+1)); sleep 0.2
+done
+vk_result seq=$s
+`;
+
+function printedArgs(out: string, name: string, accel: GuestAccel): string[] {
+  const lines = out.split('\n');
+  const i = lines.indexOf(`${name}:`);
+  if (i < 0) throw new Error(`no QEMU arguments printed for ${name}:\n${out}`);
+  const args = lines[i + 1].trim().split(/ +/);
+  return accel === 'tcg' ? args.map((a) => (a.startsWith('virtio-net-pci,') ? `${a},vectors=0` : a)) : args;
+}
+
+describe('e2e: kill -9 of vhostkit during net traffic, restart, QEMU reconnects', function () {
+  this.timeout(300_000);
+  let tmp: TempDir;
+  const daemons: Daemon[] = [];
+
+  before(() => {
+    findGuestKernel();
+    findBusybox();
+  });
+  beforeEach(() => {
+    tmp = makeTempDir('vk-e2e-netkill-');
+  });
+  afterEach(async () => {
+    for (const d of daemons) {
+      if (d.child.exitCode === null && d.child.signalCode === null) {
+        d.child.kill('SIGKILL');
+        await d.exited;
+      }
+    }
+    daemons.length = 0;
+    tmp.cleanup();
+  });
+
+  for (const packed of [false]) {
+    it(`${packed ? 'packed' : 'split'} rings: the guests' pings flow again after the backend is killed and restarted`, async () => {
+      const api = `unix:${tmp.join('api.sock')}`;
+      const args = ['--port', `vm1=${tmp.join('vm1.sock')}`, '--port', `vm2=${tmp.join('vm2.sock')}`, '--api', api];
+      const first = start(args);
+      daemons.push(first);
+      await until(() => first.out().includes('vm2:\n'), 'vhostkit run to print the QEMU arguments');
+      const { accel } = await chooseAccel();
+      const dev = (n: string) => printedArgs(first.out(), n, accel).map((a) => (packed && a.startsWith('virtio-net-pci,') ? `${a},packed=on` : a));
+      let flowing = 0;
+      const onLine = (l: string) => {
+        if (cleanConsoleLine(l).includes('PINGS-FLOWING')) flowing++;
+      };
+      const guests = Promise.allSettled([
+        runScript(pingScript('10.0.0.1', '10.0.0.2'), [], 240_000, { accel, extraArgs: dev('vm1'), name: 'vm1', onLine }),
+        runScript(pingScript('10.0.0.2', '10.0.0.1'), [], 240_000, { accel, extraArgs: dev('vm2'), name: 'vm2', onLine }),
+      ]);
+      await until(() => flowing === 2, 'both guests pinging', 200_000);
+      await new Promise((r) => setTimeout(r, 1500));
+      first.child.kill('SIGKILL');
+      expect(await first.exited).to.equal(null);
+      await new Promise((r) => setTimeout(r, 500));
+      const second = start(args);
+      daemons.push(second);
+      await until(() => second.out().includes('vm2:\n'), 'the restarted vhostkit to serve');
+
+      const settled = await guests;
+      const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+      if (failed) throw failed.reason;
+      for (const s of settled) {
+        const seq = (s as PromiseFulfilledResult<Awaited<ReturnType<typeof runScript>>>).value.results.seq;
+        console.log(`      pings (1 = answered within 1 s): ${seq}`);
+        expect(seq).to.have.length(60);
+        expect(seq.endsWith('11111'), 'the last pings are answered').to.equal(true);
+        expect(seq.startsWith('1'), 'pings flowed before the kill').to.equal(true);
+      }
+      const ports = await ctl(api, '--json', 'ports');
+      const list = JSON.parse(ports.out) as Array<{ name: string; connected: boolean; counters: Record<string, number> }>;
+      for (const p of list) expect(p.counters.rx_packets, `${p.name} traffic through the restarted process`).to.be.greaterThan(3);
+      second.child.kill('SIGTERM');
+      expect(await second.exited).to.equal(0);
+    });
+  }
+});
