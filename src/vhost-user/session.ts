@@ -49,6 +49,12 @@ export const SESSION_PROTOCOL_FEATURES =
 const SESSION_FEATURES = bit(VHOST_F_LOG_ALL);
 
 type Reply = 'none' | 'payload';
+/**
+ * What a handler returns: the reply payload (with an fd for GET_INFLIGHT_FD, which stays
+ * the session's: the kernel sends a duplicate), or for requests without a reply of their
+ * own false to refuse (REPLY_ACK 1) and anything else to accept.
+ */
+type Result = Uint8Array | { payload: Uint8Array; fd: number } | boolean | void;
 /** How the session serves one request; its payload size and fds are checked by the codec (protocol.ts REQUESTS). */
 interface Entry {
   /** allowed before SET_OWNER */
@@ -56,7 +62,7 @@ interface Entry {
   /** protocol feature that must have been negotiated */
   needs?: ProtocolFeature;
   reply: Reply;
-  handler: (s: Session, m: Message) => Uint8Array | boolean | void | Promise<Uint8Array | boolean | void>;
+  handler: (s: Session, m: Message) => Result | Promise<Result>;
 }
 
 /** Per-queue state as the frontend configured it. */
@@ -144,6 +150,8 @@ export class Session extends EventEmitter {
   private acked = 0n;
   private status = 0;
   private memory: GuestMemory | null = null;
+  /** the regions of `memory` with their fds (owned by the session) */
+  private regionSpecs: RegionSpec[] = [];
   private readonly slots: Slot[];
   private backendChannel: MessageChannel | null = null;
   private dirtyLog: DirtyLog | null = null;
@@ -250,11 +258,15 @@ export class Session extends EventEmitter {
     }
   }
 
-  private finishMessage(m: Message, entry: Entry, result: Uint8Array | boolean | void): void {
+  private finishMessage(m: Message, entry: Entry, result: Result): void {
     closeFds(m.fds); // every fd the handler did not take
     if (this.ch.closed) return;
     if (entry.reply === 'payload') {
-      this.ch.send(m.request, FLAG_REPLY, result instanceof Uint8Array ? result : new Uint8Array(0));
+      // An explicit reply is the only answer: NEED_REPLY brings no REPLY_ACK on top
+      // (vhost-user.rst, "REPLY_ACK": no behavioural change for messages with a reply).
+      if (result instanceof Uint8Array) this.ch.send(m.request, FLAG_REPLY, result);
+      else if (typeof result === 'object') this.ch.send(m.request, FLAG_REPLY, result.payload, [result.fd]);
+      else this.ch.send(m.request, FLAG_REPLY, new Uint8Array(0));
     } else if ((m.flags & FLAG_NEED_REPLY) && (this.protocolFeatures & bit(ProtocolFeature.REPLY_ACK))) {
       this.ch.send(m.request, FLAG_REPLY, u64.encode(result === false ? 1n : 0n));
     }
@@ -296,21 +308,27 @@ export class Session extends EventEmitter {
     vq.setFeatures({ eventIdx: has(this.acked, VIRTIO_RING_F_EVENT_IDX), indirect: has(this.acked, VIRTIO_RING_F_INDIRECT_DESC) });
     vq.setMemory(this.memory);
     try {
-      vq.setBase(s.base);
-      vq.setRings(this.ringAddrs(s.addr, layout), 'uva');
-    } catch (e) {
-      throw new ProtocolError(`queue ${s.index}: ${(e as Error).message}`);
-    }
-    if (this.inflight && s.index < this.inflight.numQueues) {
-      const per = inflightQueueBytes(this.inflight.queueSize, layout === 'packed');
-      if (this.inflight.queueSize !== s.num || !vq.setInflight(this.inflight.memory, s.index * per, per)) {
-        this.log.warn('inflight tracking not available for this queue', { queue: s.index, layout, size: s.num, inflightQueueSize: this.inflight.queueSize });
+      try {
+        vq.setBase(s.base);
+        vq.setRings(this.ringAddrs(s.addr, layout), 'uva');
+      } catch (e) {
+        throw new ProtocolError(`queue ${s.index}: ${(e as Error).message}`);
       }
+      if (this.inflight && s.index < this.inflight.numQueues) {
+        const per = inflightQueueBytes(this.inflight.queueSize, layout === 'packed');
+        if (this.inflight.queueSize !== s.num || !vq.setInflight(this.inflight.memory, s.index * per, per)) {
+          this.log.warn('inflight tracking not available for this queue', { queue: s.index, layout, size: s.num, inflightQueueSize: this.inflight.queueSize });
+        }
+      }
+      vq.syncUsedFromRing();
+      if (vq.resubmitPending > 0) this.log.info('resubmitting requests in flight before the restart', { queue: s.index, count: vq.resubmitPending });
+      vq.setCallFd(s.callFd);
+      this.attachLog(s, vq);
+    } catch (e) {
+      // A ring that does not start lets go of guest memory now, not when it is collected.
+      vq.detach();
+      throw e;
     }
-    vq.syncUsedFromRing();
-    if (vq.resubmitPending > 0) this.log.info('resubmitting requests in flight before the restart', { queue: s.index, count: vq.resubmitPending });
-    vq.setCallFd(s.callFd);
-    this.attachLog(s, vq);
     s.vq = vq;
     s.started = true;
     s.broken = false;
@@ -494,13 +512,26 @@ export class Session extends EventEmitter {
   }
 
   /** Swaps guest memory under running queues (SET_MEM_TABLE, ADD/REM_MEM_REG). */
-  replaceMemory(mem: GuestMemory): Promise<void> {
-    return this.underPause(() => this.swapMemory(mem));
+  replaceMemory(mem: GuestMemory, specs: RegionSpec[]): Promise<void> {
+    return this.underPause(() => this.swapMemory(mem, specs));
   }
 
-  private swapMemory(mem: GuestMemory): void {
+  /** Closes the region fds of `specs` that `keep` does not hold. */
+  private static closeRegionFds(specs: RegionSpec[], keep: RegionSpec[] = []): void {
+    for (const r of specs) if (!keep.some((k) => k.fd === r.fd)) closeSync(r.fd);
+  }
+
+  private swapMemory(mem: GuestMemory, specs: RegionSpec[]): void {
+    if (this.closing) {
+      // Torn down while the device paused its queues: this table belongs to no one.
+      mem.close();
+      Session.closeRegionFds(specs, this.regionSpecs);
+      return;
+    }
     const old = this.memory;
     this.memory = mem;
+    Session.closeRegionFds(this.regionSpecs, specs);
+    this.regionSpecs = specs;
     for (const s of this.slots) {
       if (!s.vq || !s.addr) continue;
       s.vq.setMemory(mem);
@@ -546,6 +577,8 @@ export class Session extends EventEmitter {
     }
     this.memory?.close();
     this.memory = null;
+    Session.closeRegionFds(this.regionSpecs);
+    this.regionSpecs = [];
     this.backendChannel?.close('session closed');
     this.backendChannel = null;
     this.dirtyLog?.close();
@@ -590,26 +623,36 @@ export class Session extends EventEmitter {
       // Deprecated; the spec recommends disabling the rings.
       for (const s of this.slots) await this.stopQueue(s);
     },
+    // Every table is mapped whole from the regions' fds (kept in regionSpecs), never
+    // derived with GuestMemory.withRegion / withoutRegion: a derived table's mappings
+    // stay until the garbage collector frees a native handle, long after close(), and a
+    // frontend adding and removing regions could pile up address space meanwhile.
     setMemTable: (m: Message): Promise<void> => {
       const regions = decodeBody(Req.SET_MEM_TABLE, m);
       this.checkSlots('SET_MEM_TABLE', regions.length);
       this.checkMapped('SET_MEM_TABLE', { memory: Session.tableBytes(regions) });
       const specs: RegionSpec[] = regions.map((r, i) => ({ fd: m.fds[i], ...r }));
-      return this.replaceMemory(mapOrThrow(() => GuestMemory.map(specs)));
+      const mem = mapOrThrow(() => GuestMemory.map(specs));
+      regions.forEach((_, i) => takeFd(m, i)); // kept for the next ADD/REM_MEM_REG
+      return this.replaceMemory(mem, specs);
     },
     getMaxMemSlots: (): Uint8Array => u64.encode(BigInt(this.limits.maxMemSlots)),
     addMemReg: (m: Message): Promise<void> => {
       const r = decodeBody(Req.ADD_MEM_REG, m);
-      this.checkSlots('ADD_MEM_REG', (this.memory?.regions.length ?? 0) + 1);
-      this.checkMapped('ADD_MEM_REG', { memory: Session.tableBytes([...(this.memory?.regions ?? []), r]) });
-      const spec = { fd: m.fds[0], ...r };
-      const mem = this.memory === null ? mapOrThrow(() => GuestMemory.map([spec])) : mapOrThrow(() => this.memory!.withRegion(spec));
-      return this.replaceMemory(mem);
+      this.checkSlots('ADD_MEM_REG', this.regionSpecs.length + 1);
+      this.checkMapped('ADD_MEM_REG', { memory: Session.tableBytes([...this.regionSpecs, r]) });
+      const specs = [...this.regionSpecs, { fd: m.fds[0], ...r }];
+      const mem = mapOrThrow(() => GuestMemory.map(specs));
+      takeFd(m);
+      return this.replaceMemory(mem, specs);
     },
     remMemReg: (m: Message): Promise<void> => {
       const r = decodeBody(Req.REM_MEM_REG, m);
       if (this.memory === null) throw new ProtocolError('REM_MEM_REG with no memory table');
-      return this.replaceMemory(mapOrThrow(() => this.memory!.withoutRegion(r.gpa, r.size, r.uva)));
+      const i = this.regionSpecs.findIndex((x) => x.gpa === r.gpa && x.size === r.size && x.uva === r.uva);
+      if (i < 0) throw ProtocolError.mismatch('REM_MEM_REG', `no region at gpa 0x${r.gpa.toString(16)} of size 0x${r.size.toString(16)}`, 'expected one of the memory table');
+      const specs = this.regionSpecs.filter((_, k) => k !== i);
+      return this.replaceMemory(mapOrThrow(() => GuestMemory.map(specs)), specs);
     },
     setVringNum: (m: Message): void => {
       const st = decodeBody(Req.SET_VRING_NUM, m);
@@ -746,7 +789,7 @@ export class Session extends EventEmitter {
       if (this.logFd >= 0) closeSync(this.logFd);
       this.logFd = takeFd(m);
     },
-    getInflightFd: (m: Message): Uint8Array => {
+    getInflightFd: (m: Message): { payload: Uint8Array; fd: number } => {
       const a = decodeBody(Req.GET_INFLIGHT_FD, m);
       if (a.numQueues === 0 || a.numQueues > this.device.numQueues || a.queueSize === 0 || a.queueSize > this.device.maxQueueSize) {
         throw new ProtocolError(`GET_INFLIGHT_FD: ${a.numQueues} queues of ${a.queueSize} (device: ${this.device.numQueues} of at most ${this.device.maxQueueSize})`);
@@ -755,8 +798,7 @@ export class Session extends EventEmitter {
       this.checkMapped('GET_INFLIGHT_FD', { inflight: BigInt(size) });
       const fd = createMemfd('vhostkit-inflight', size);
       this.setInflight(fd, BigInt(size), 0n, a.numQueues, a.queueSize);
-      this.inflightReplyFd = fd;
-      return inflightArea.encode({ mmapSize: BigInt(size), mmapOffset: 0n, numQueues: a.numQueues, queueSize: a.queueSize });
+      return { payload: inflightArea.encode({ mmapSize: BigInt(size), mmapOffset: 0n, numQueues: a.numQueues, queueSize: a.queueSize }), fd };
     },
     setInflightFd: (m: Message): void => {
       const a = decodeBody(Req.SET_INFLIGHT_FD, m);
@@ -781,9 +823,6 @@ export class Session extends EventEmitter {
     getStatus: (): Uint8Array => u64.encode(BigInt(this.status)),
   };
 
-  /** fd to attach to the GET_INFLIGHT_FD reply (sent, then kept for the mapping's life). */
-  inflightReplyFd = -1;
-
   private setInflight(fd: number, size: bigint, offset: bigint, numQueues: number, queueSize: number): void {
     let memory: GuestMemory;
     try {
@@ -797,11 +836,6 @@ export class Session extends EventEmitter {
       closeSync(this.inflight.fd);
     }
     this.inflight = { memory, fd, numQueues, queueSize, bytes: size + offset };
-  }
-
-  /** Sends a reply that carries an fd (GET_INFLIGHT_FD). */
-  sendWithFd(request: number, payload: Uint8Array, fd: number): void {
-    this.ch.send(request, FLAG_REPLY, payload, [fd]);
   }
 }
 
@@ -861,20 +895,12 @@ const table = new Map<Req, Entry>([
   [Req.SET_CONFIG, { needs: ProtocolFeature.CONFIG, reply: 'none', handler: H('setConfig') }],
   [Req.SET_LOG_BASE, { needs: ProtocolFeature.LOG_SHMFD, reply: 'payload', handler: H('setLogBase') }],
   [Req.SET_LOG_FD, { reply: 'none', handler: H('setLogFd') }],
-  [Req.GET_INFLIGHT_FD, { needs: ProtocolFeature.INFLIGHT_SHMFD, reply: 'payload', handler: getInflightWithFd }],
+  [Req.GET_INFLIGHT_FD, { needs: ProtocolFeature.INFLIGHT_SHMFD, reply: 'payload', handler: H('getInflightFd') }],
   [Req.SET_INFLIGHT_FD, { needs: ProtocolFeature.INFLIGHT_SHMFD, reply: 'none', handler: H('setInflightFd') }],
   [Req.RESET_DEVICE, { needs: ProtocolFeature.RESET_DEVICE, reply: 'none', handler: H('resetDevice') }],
   [Req.SET_STATUS, { needs: ProtocolFeature.STATUS, reply: 'none', handler: H('setStatus') }],
   [Req.GET_STATUS, { needs: ProtocolFeature.STATUS, reply: 'payload', handler: H('getStatus') }],
 ]);
-
-/** GET_INFLIGHT_FD's reply carries the fd: sent here, so the table reply is suppressed. */
-function getInflightWithFd(s: Session, m: Message): void {
-  const payload = s.h.getInflightFd(m);
-  s.sendWithFd(m.request, payload, s.inflightReplyFd);
-  s.inflightReplyFd = -1;
-}
-table.get(Req.GET_INFLIGHT_FD)!.reply = 'none';
 
 /** Requests the session serves (for docs and tests). */
 export const supportedRequests: Req[] = [...table.keys()];

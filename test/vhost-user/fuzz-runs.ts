@@ -3,6 +3,8 @@
 //   VHOSTKIT_FUZZ_RUNS=N     runs per property (instead of each property's default)
 //   VHOSTKIT_FUZZ_SEED=S     replay a failure fast-check reported (with its "path" if given)
 //   VHOSTKIT_FUZZ_PATH=P
+//   VHOSTKIT_FUZZ_NO_SHRINK=1 report the first failure as found (when runs share state,
+//                            a shrunk counterexample can be misleading)
 // e.g. VHOSTKIT_FUZZ_RUNS=5000 mocha --timeout 0 'dist/test/vhost-user/*-property.test.js'
 import type { Parameters as FcParameters } from 'fast-check';
 
@@ -30,6 +32,7 @@ export function fcParams<T>(defaultRuns: number, more: FcParameters<T> = {}): Fc
     numRuns: fuzzRuns(defaultRuns),
     ...(seed ? { seed: Number(seed) } : {}),
     ...(path ? { path } : {}),
+    ...(process.env.VHOSTKIT_FUZZ_NO_SHRINK ? { endOnFailure: true } : {}),
     ...more,
   };
 }
