@@ -1,9 +1,11 @@
 import { expect } from 'chai';
-import { closeSync, readSync } from 'node:fs';
+import { closeSync, readFileSync, readSync } from 'node:fs';
 import { createMemfd, GuestMemory } from '../../src/native/guest-memory.js';
 import { EventFd } from '../../src/native/eventfd.js';
 import { socketPair, recvMessage, closeFd } from '../../src/native/unix-socket.js';
+import { RawFrontend, isEof } from './raw-frontend.js';
 import { ProtocolFeature, Req, VRING_F_LOG, configSpace, decodeHeader, inflightArea, logArea, memTable, u64, vringAddr, vringState, BackendReq, HEADER_SIZE, FLAG_REPLY } from '../../src/vhost-user/protocol.js';
+import { FLAG_NEED_REPLY, VERSION, decodeReply, reqName, singleRegion, type Message } from '../../src/vhost-user/protocol.js';
 import { FRONTEND_UVA_BASE } from '../../src/vhost-user/frontend.js';
 import { SESSION_PROTOCOL_FEATURES, inflightQueueBytes, supportedRequests } from '../../src/vhost-user/session.js';
 import { DeviceStatus, VHOST_F_LOG_ALL, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, bit } from '../../src/virtio/features.js';
@@ -480,5 +482,111 @@ describe('vhost-user session (our frontend against our backend)', () => {
       expect(grown).to.be.below(64 * MiB);
       closeSync(fd);
     });
+  });
+});
+
+describe('vhost-user session: regressions found by the property and fault tests', function () {
+  this.timeout(10000);
+  let h: Harness;
+  afterEach(async () => h?.close());
+  const UVA = 0x7f0000000000n;
+  const mapsOf = (name: string): string[] =>
+    readFileSync('/proc/self/maps', 'utf8')
+      .split('\n')
+      .filter((l) => l.includes(`/memfd:${name}`));
+
+  /** A raw frontend and the session it got; `closed` resolves with the session's close reason. */
+  async function raw(): Promise<{ fe: RawFrontend; closed: Promise<string>; id: number }> {
+    const fe = new RawFrontend(h.socket);
+    const s = await h.be.nextSession();
+    return { fe, closed: new Promise((resolve) => s.once('closed', resolve)), id: s.id };
+  }
+
+  async function reply(fe: RawFrontend): Promise<Message> {
+    const r = await fe.next(3000);
+    if (isEof(r)) throw new Error(`the backend closed the connection (${r.eof})`);
+    return r;
+  }
+
+  it('GET_INFLIGHT_FD with NEED_REPLY and REPLY_ACK gets its reply only, not a REPLY_ACK on top', async () => {
+    h = await new Harness(2).start();
+    const { fe } = await raw();
+    try {
+      await fe.send(Req.SET_PROTOCOL_FEATURES, VERSION, u64.encode(bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.INFLIGHT_SHMFD)));
+      await fe.send(Req.SET_OWNER, VERSION);
+      await fe.send(Req.GET_INFLIGHT_FD, VERSION | FLAG_NEED_REPLY, inflightArea.encode({ mmapSize: 0n, mmapOffset: 0n, numQueues: 2, queueSize: 64 }));
+      await fe.send(Req.GET_FEATURES, VERSION);
+      const first = await reply(fe);
+      expect(first.request).to.equal(Req.GET_INFLIGHT_FD);
+      const area = decodeReply(Req.GET_INFLIGHT_FD, first);
+      expect(area.mmapSize).to.equal(BigInt(2 * inflightQueueBytes(64, false)));
+      first.fds.forEach((fd) => closeFd(fd));
+      const second = await reply(fe);
+      expect(reqName(second.request), 'the next reply answers GET_FEATURES').to.equal(reqName(Req.GET_FEATURES));
+    } finally {
+      fe.close();
+    }
+  });
+
+  it('ADD_MEM_REG / REM_MEM_REG: a removed region is unmapped at once, and nothing stays mapped after the session (no gc needed)', async () => {
+    h = await new Harness(1).start();
+    const fds0 = fdCount();
+    const { fe } = await h.connect();
+    await fe.negotiate();
+    await fe.setupMemory(MiB);
+    const extra = [0, 1, 2].map((i) => ({ fd: createMemfd(`vk-regress-add-${i}`, 64 * 1024), gpa: BigInt(16 + i) * BigInt(MiB) }));
+    try {
+      for (const x of extra) await fe.request(Req.ADD_MEM_REG, singleRegion.encode({ gpa: x.gpa, size: 65536n, uva: UVA + x.gpa, mmapOffset: 0n }), { fds: [x.fd], ack: true });
+      expect(extra.map((_, i) => mapsOf(`vk-regress-add-${i}`).length), 'each added region mapped once').to.deep.equal([1, 1, 1]);
+      await fe.request(Req.REM_MEM_REG, singleRegion.encode({ gpa: extra[1].gpa, size: 65536n, uva: UVA + extra[1].gpa, mmapOffset: 0n }), { ack: true });
+      expect(extra.map((_, i) => mapsOf(`vk-regress-add-${i}`).length), 'the removed region is unmapped').to.deep.equal([1, 0, 1]);
+      const closed = h.sessionClosed();
+      fe.close();
+      await closed;
+      expect(extra.map((_, i) => mapsOf(`vk-regress-add-${i}`).length), 'nothing mapped after the session').to.deep.equal([0, 0, 0]);
+    } finally {
+      for (const x of extra) closeFd(x.fd);
+    }
+    expect(fdCount(), 'fds').to.equal(fds0);
+  });
+
+  it('a ring that fails to start (misaligned packed descriptor ring) leaves no mapping behind once the session ends', async () => {
+    h = await new Harness(1).start();
+    const memfd = createMemfd('vk-regress-ring', MiB);
+    const kick = new EventFd();
+    const { fe, closed } = await raw();
+    try {
+      await fe.send(Req.SET_OWNER, VERSION);
+      await fe.send(Req.SET_FEATURES, VERSION, u64.encode(bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_F_RING_PACKED)));
+      await fe.send(Req.SET_MEM_TABLE, VERSION, memTable.encode([{ gpa: 0n, size: BigInt(MiB), uva: UVA, mmapOffset: 0n }]), [memfd]);
+      await fe.send(Req.SET_VRING_NUM, VERSION, vringState.encode({ index: 0, num: 64 }));
+      await fe.send(Req.SET_VRING_ADDR, VERSION, vringAddr.encode({ index: 0, flags: 0, desc: UVA + 0x1001n, used: UVA + 0x3000n, avail: UVA + 0x2000n, log: 0n }));
+      await fe.send(Req.SET_VRING_KICK, VERSION, u64.encode(0n), [kick.fd]);
+      expect(await closed).to.match(/queue 0: /);
+      expect(mapsOf('vk-regress-ring'), 'mapped after the session').to.deep.equal([]);
+    } finally {
+      fe.close();
+      kick.close();
+      closeFd(memfd);
+    }
+  });
+
+  it('SET_BACKEND_REQ_FD with an fd that cannot be watched (a memfd): the session closes saying why, the fd is closed', async () => {
+    h = await new Harness(1).start();
+    const fds0 = fdCount();
+    const memfd = createMemfd('vk-regress-backend-fd', 4096);
+    const { fe, closed, id } = await raw();
+    try {
+      await fe.send(Req.SET_PROTOCOL_FEATURES, VERSION, u64.encode(bit(ProtocolFeature.BACKEND_REQ)));
+      await fe.send(Req.SET_BACKEND_REQ_FD, VERSION, new Uint8Array(0), [memfd]);
+      const reason = await closed;
+      expect(reason).to.match(/EPERM/);
+      expect(h.logs.some((r) => r.session === id && r.level === 'error' && r.reason === reason)).to.equal(true);
+    } finally {
+      fe.close();
+      closeFd(memfd);
+    }
+    await until(() => h.be.session === null);
+    expect(fdCount(), 'fds').to.equal(fds0);
   });
 });
