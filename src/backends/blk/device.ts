@@ -11,6 +11,8 @@ import { VringError } from '../../native/virtqueue.js';
 
 /** size_max: the engine takes segments of any size; 1 MiB is above what guests' block layers use. */
 const SIZE_MAX_BYTES = 1 << 20;
+/** Default BlkDeviceOptions.maxInFlight. */
+export const DEFAULT_MAX_IN_FLIGHT = 1024;
 
 export interface BlkDeviceOptions {
   /** queues (num_queues with VIRTIO_BLK_F_MQ; default 1) */
@@ -24,6 +26,14 @@ export interface BlkDeviceOptions {
   maxQueueSize?: number;
   /** write cache on (writeback, CONFIG_WCE) at start; default true */
   writeback?: boolean;
+  /**
+   * Most requests in flight (submitted to the engine, not yet completed and pushed) over
+   * all queues; default DEFAULT_MAX_IN_FLIGHT (1024). At the cap the device stops popping:
+   * further chains wait in their rings (flow control the driver sees as a slow disk) and
+   * are taken as completions make room. Without it, up to numQueues x queue size
+   * requests (64 x 32768) could be held at once.
+   */
+  maxInFlight?: number;
 }
 
 export class BlkDevice implements VhostUserDevice {
@@ -38,6 +48,15 @@ export class BlkDevice implements VhostUserDevice {
   private writeback: boolean;
   private readonly segMax: number;
   private readonly blockSize: number;
+  readonly maxInFlight: number;
+  /** queues left with chains in their ring because of the in-flight cap */
+  private readonly waiting = new Set<QueueContext>();
+  /** queues being drained by queueStop: no new chain is taken from them */
+  private readonly stopping = new Set<QueueContext>();
+  /** queues whose log already said the cap was reached (once per start) */
+  private readonly capLogged = new Set<QueueContext>();
+  /** times a queue was left waiting because the cap was reached */
+  heldBack = 0;
 
   constructor(
     readonly engine: BlkEngine,
@@ -50,6 +69,9 @@ export class BlkDevice implements VhostUserDevice {
     this.segMax = opts.segMax ?? 126;
     this.blockSize = opts.blockSize ?? 512;
     this.writeback = opts.writeback ?? true;
+    const cap = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+    if (!Number.isInteger(cap) || cap < 1) throw new RangeError(`maxInFlight ${cap}: expected a positive integer`);
+    this.maxInFlight = cap;
     this.features =
       bit(VIRTIO_F_VERSION_1) |
       bit(VIRTIO_RING_F_EVENT_IDX) |
@@ -103,33 +125,83 @@ export class BlkDevice implements VhostUserDevice {
 
   queueStart(q: QueueContext): void {
     this.queues.set(q.index, q);
+    this.capLogged.delete(q);
     if (this.stopWatch === null) {
       this.stopWatch = this.engine.watch(() => {
         for (const c of this.queues.values()) this.engine.reap(c.vq);
+        this.serveWaiting();
       });
     }
   }
 
   queueKick(q: QueueContext): void {
+    this.serve(q);
+  }
+
+  /** Pops and submits what q has, as long as the in-flight cap leaves room. */
+  private serve(q: QueueContext): void {
+    // Checked before popping: a popped chain the engine cannot take would be lost.
+    if (this.engine.completionFd < 0) throw new Error('BlkEngine is closed');
     try {
-      this.engine.serve(q.vq);
+      for (;;) {
+        const room = this.maxInFlight - this.engine.inFlight;
+        if (room <= 0) {
+          this.waiting.add(q);
+          this.heldBack++;
+          if (!this.capLogged.has(q)) {
+            this.capLogged.add(q);
+            q.log.info('requests in flight at the cap: further chains wait in the ring', { maxInFlight: this.maxInFlight });
+          }
+          return;
+        }
+        const n = q.vq.pop(Math.min(room, q.vq.burst));
+        if (n < 0) throw q.vq.error ?? new Error(`pop failed: ${n}`);
+        if (n === 0) return;
+        this.engine.submit(q.vq, n);
+      }
     } catch (e) {
       if (e instanceof VringError) q.fail(e);
       else throw e;
     }
   }
 
+  /** Completions made room: serve the queues the cap left waiting (if still served). */
+  private serveWaiting(): void {
+    if (this.waiting.size === 0 || this.engine.inFlight >= this.maxInFlight) return;
+    const queues = [...this.waiting];
+    this.waiting.clear();
+    for (const q of queues) {
+      if (this.queues.get(q.index) !== q || this.stopping.has(q)) continue;
+      try {
+        this.serve(q);
+      } catch (e) {
+        q.fail(e as Error); // on the engine's completion callback: nobody above to catch it
+      }
+    }
+  }
+
   async queueStop(q: QueueContext): Promise<void> {
     // Everything submitted completes and is pushed before the ring state is handed back.
-    await this.engine.drain(q.vq);
+    this.stopping.add(q);
+    this.waiting.delete(q);
+    try {
+      await this.engine.drain(q.vq);
+    } finally {
+      this.stopping.delete(q);
+    }
     this.queues.delete(q.index);
+    this.capLogged.delete(q);
     if (this.queues.size === 0 && this.stopWatch) {
       this.stopWatch();
       this.stopWatch = null;
     }
+    this.serveWaiting(); // the drain may have reaped what other queues wait for
   }
 
   reset(): void {
+    this.waiting.clear();
+    this.stopping.clear();
+    this.capLogged.clear();
     this.queues.clear();
     if (this.stopWatch) {
       this.stopWatch();

@@ -60,6 +60,12 @@ export function openDisk(o: DiskOptions): Disk {
   } else {
     throw new Error('a disk needs a file or a RAM size');
   }
-  const device = new BlkDevice(engine, o);
+  let device: BlkDevice;
+  try {
+    device = new BlkDevice(engine, o);
+  } catch (e) {
+    engine.close(); // options the device refuses (queues, in-flight cap): no engine threads left behind
+    throw e;
+  }
   return { engine, device, size, close: () => engine.close() };
 }
