@@ -180,7 +180,12 @@ int32_t PackedRing::Pop(const BurstArrays& out, uint32_t max) {
   }
   const uint32_t resubmitted = n;
   const MemTable& mem = *mem_;
-  while (n < max && err == VqError::kOk) {
+  // No chain is taken from the ring while resubmissions wait (the burst filled up before
+  // they were all popped): a buffer id the device still holds from before the restart is
+  // free in in_flight_count_ until it is resubmitted, and the driver offering it again
+  // would be taken as a new chain (its saved copy overwritten, the id in flight twice).
+  // Once resubmitted, offering it again is refused as ID_IN_FLIGHT.
+  while (n < max && err == VqError::kOk && resubmit_pos_ >= resubmit_.size()) {
     if (!Avail(LoadAcquire<uint16_t>(desc_ + 16 * last_avail_ + 14))) break;
     {
       // The common chain: one direct descriptor inside the region of the last lookup.
