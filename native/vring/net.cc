@@ -20,13 +20,15 @@ class ReadCursor {
     end_ = b.first_seg[chain + 1];
     Skip(skip);
   }
-  // Copies up to len bytes into dst; returns how many were copied.
+  // Copies up to len bytes into dst; returns how many were copied. memmove: dst may be
+  // guest memory too, and a guest sending to itself (two NICs of one VM share its memory)
+  // may make its TX buffer overlap its RX buffer.
   uint32_t Read(uint8_t* dst, uint32_t len) {
     uint32_t done = 0;
     while (done < len && s_ < end_ && !(b_.seg_flags[s_] & 1)) {
       const uint32_t avail = b_.seg_len[s_] - off_;
       const uint32_t n = std::min(avail, len - done);
-      std::memcpy(dst + done, SegPtr(b_, m_, s_) + off_, n);
+      std::memmove(dst + done, SegPtr(b_, m_, s_) + off_, n);
       done += n;
       off_ += n;
       if (off_ == b_.seg_len[s_]) {
@@ -60,7 +62,7 @@ class FlatCursor {
   FlatCursor(const uint8_t* p, uint32_t len) : p_(p), left_(len) {}
   uint32_t Read(uint8_t* dst, uint32_t len) {
     const uint32_t n = std::min(len, left_);
-    std::memcpy(dst, p_, n);
+    std::memmove(dst, p_, n);  // the caller's buffer may be a view of guest memory
     p_ += n;
     left_ -= n;
     return n;
