@@ -67,6 +67,13 @@ std::shared_ptr<Mapping> Mapping::Map(int fd, uint64_t size, uint64_t mmap_offse
   return m;
 }
 
+std::shared_ptr<Mapping> Mapping::Borrow(uint8_t* host, uint64_t size) {
+  std::shared_ptr<Mapping> m(new Mapping());
+  m->host_ = host;
+  m->size_ = size;
+  return m;  // base_ stays null: the destructor unmaps nothing
+}
+
 Mapping::~Mapping() {
   if (base_ != nullptr) munmap(base_, map_len_);
 }

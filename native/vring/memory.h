@@ -23,7 +23,9 @@ class Mapping {
   // Maps [0, mmap_offset + size) of fd and points host() at mmap_offset.
   // Returns nullptr and sets err on failure. Does not take ownership of fd.
   static std::shared_ptr<Mapping> Map(int fd, uint64_t size, uint64_t mmap_offset, std::string* err);
-  // An anonymous or already-mapped area we do not own (tests, frontend use).
+  // An area this process owns and keeps alive itself (the fuzz harnesses' guest memory, a
+  // heap buffer under AddressSanitizer): host() is `host`, nothing is unmapped.
+  static std::shared_ptr<Mapping> Borrow(uint8_t* host, uint64_t size);
   ~Mapping();
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;

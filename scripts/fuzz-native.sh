@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# libFuzzer harnesses over the native engine (native/fuzz/README.md), with AddressSanitizer
+# and UndefinedBehaviorSanitizer: builds each target into build-fuzz/, runs it for a bounded
+# time on its committed seeds (native/fuzz/corpus/<target>/, replayed on every run: valid
+# rings and chains, and the inputs of past findings) and a working corpus that grows from run
+# to run (build-fuzz/corpus/<target>/), and reports for each target its executions, corpus
+# and findings (crash-, leak-, timeout-, oom- files in build-fuzz/findings/<target>/).
+#
+#   scripts/fuzz-native.sh [SECONDS] [TARGET...]   SECONDS per target, default 60; all targets
+#   scripts/fuzz-native.sh --build-only [TARGET...]
+#   scripts/fuzz-native.sh --seeds                 regenerate the seed-* files (gen_seeds.cc)
+#   scripts/fuzz-native.sh --list
+#
+# One fuzzing process at a time (no -jobs/-workers). Exit status: 0 no finding, 1 a finding
+# (its sanitizer report is printed), 2 usage or build error. Needs clang++ with libFuzzer
+# (Debian: clang-14 libclang-rt-14-dev); FUZZ_CXX overrides the compiler.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TARGETS=(split_ring packed_ring memory offload net blk)
+V=native/vring
+RING_SRCS="$V/memory.cc $V/dirty_log.cc $V/virtqueue.cc $V/split_ring.cc $V/packed_ring.cc"
+declare -A SRCS=(
+  [split_ring]="native/fuzz/fuzz_ring.cc $RING_SRCS"
+  [packed_ring]="native/fuzz/fuzz_ring.cc $RING_SRCS"
+  [memory]="native/fuzz/fuzz_memory.cc $V/memory.cc $V/dirty_log.cc"
+  [offload]="native/fuzz/fuzz_offload.cc $V/offload.cc"
+  [net]="native/fuzz/fuzz_net.cc $RING_SRCS $V/net.cc $V/offload.cc"
+  [blk]="native/fuzz/fuzz_blk.cc $RING_SRCS $V/blk.cc $V/eventfd.cc"
+)
+declare -A DEFS=([split_ring]="-DFUZZ_PACKED=0" [packed_ring]="-DFUZZ_PACKED=1")
+FLAGS=(-std=c++20 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1 -fno-omit-frame-pointer
+       -Wall -Wextra -Werror -Wno-missing-field-initializers)
+OUT=build-fuzz
+
+die() { echo "fuzz-native: $*" >&2; exit 2; }
+
+find_cxx() {
+  if [ -n "${FUZZ_CXX:-}" ]; then echo "$FUZZ_CXX"; return; fi
+  for c in clang++ clang++-14 clang++-15 clang++-16; do
+    if command -v "$c" >/dev/null 2>&1; then echo "$c"; return; fi
+  done
+  die "no clang++ found (Debian: apt-get install clang-14 libclang-rt-14-dev), or set FUZZ_CXX"
+}
+
+known() { local t; for t in "${TARGETS[@]}"; do [ "$t" = "$1" ] && return 0; done; return 1; }
+
+# Rebuilds build-fuzz/fuzz_<t> when a source or header under native/fuzz or native/vring is newer.
+build() {
+  local t=$1 bin=$OUT/fuzz_$1
+  if [ -f "$bin" ] && [ -z "$(find native/fuzz native/vring -newer "$bin" \( -name '*.cc' -o -name '*.h' \) \
+       ! -name gen_seeds.cc ! -name 'bind_*' ! -name addon.cc -print -quit)" ]; then return 0; fi
+  echo "fuzz-native: building $bin"
+  # shellcheck disable=SC2086
+  if ! "$CXX" "${FLAGS[@]}" ${DEFS[$t]:-} ${SRCS[$t]} -o "$bin.tmp" 2>"$OUT/logs/build-$t.log"; then
+    cat "$OUT/logs/build-$t.log" >&2
+    die "build of $t failed (is libFuzzer installed? Debian: libclang-rt-14-dev)"
+  fi
+  mv "$bin.tmp" "$bin"
+}
+
+seeds() {
+  mkdir -p "$OUT"
+  "$CXX" -std=c++20 -O1 -g -Wall -Wextra -Werror -Wno-missing-field-initializers native/fuzz/gen_seeds.cc -o "$OUT/gen_seeds"
+  rm -f native/fuzz/corpus/*/seed-*
+  "$OUT/gen_seeds" native/fuzz/corpus
+  echo "fuzz-native: seeds written: $(find native/fuzz/corpus -name 'seed-*' | wc -l) files under native/fuzz/corpus/"
+}
+
+# The value of a libFuzzer final stat line ("stat::name: value").
+statv() { sed -n "s/^stat::$1: *//p" "$2" | tail -n 1; }
+
+# Runs one target; prints its line; returns 1 on a finding.
+run() {
+  local t=$1 secs=$2
+  local bin=$OUT/fuzz_$t work=$OUT/corpus/$t findings=$OUT/findings/$t log=$OUT/logs/$t.log
+  mkdir -p "$work" "$findings" "native/fuzz/corpus/$t"
+  rm -f "$findings"/*  # findings are those of this run (kept until the next one)
+  local rc=0
+  UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} \
+    "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+      -artifact_prefix="$findings/" "$work" "native/fuzz/corpus/$t" >"$log" 2>&1 || rc=$?
+  local execs rate units files found
+  execs=$(statv number_of_executed_units "$log")
+  rate=$(statv average_exec_per_sec "$log")
+  units=$(grep -oE 'corp: [0-9]+' "$log" | tail -n 1 | grep -oE '[0-9]+' || true)
+  files=$(find "$work" -type f | wc -l)
+  found=$(find "$findings" -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) -printf '%f ' | sed 's/ $//')
+  printf 'fuzz-native: %-11s %s executions (%s exec/s), corpus %s units (%s files in %s), findings: %s\n' \
+    "$t" "${execs:-?}" "${rate:-?}" "${units:-?}" "$files" "$work" "${found:-none}"
+  if [ -n "$found" ] || [ "$rc" -ne 0 ]; then
+    echo "fuzz-native: $t: libFuzzer exited with $rc; report (from $log):" >&2
+    grep -E -A40 'ERROR: |INVARIANT FAILED|runtime error|SUMMARY|Test unit written' "$log" | head -n 80 >&2 || tail -n 40 "$log" >&2
+    if [ -z "$found" ]; then echo "fuzz-native: $t: no finding file, but libFuzzer failed" >&2; fi
+    return 1
+  fi
+  return 0
+}
+
+mode=run
+secs=60
+case "${1:-}" in
+  --build-only) mode=build; shift ;;
+  --seeds) mode=seeds; shift ;;
+  --list) printf '%s\n' "${TARGETS[@]}"; exit 0 ;;
+  -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+  '') ;;
+  *)
+    if [[ "$1" =~ ^[0-9]+$ ]]; then secs=$1; shift; fi ;;
+esac
+[ "$secs" -gt 0 ] || die "seconds must be > 0"
+selected=("$@")
+[ ${#selected[@]} -gt 0 ] || selected=("${TARGETS[@]}")
+for t in "${selected[@]}"; do known "$t" || die "unknown target '$t' (known: ${TARGETS[*]})"; done
+
+CXX=$(find_cxx)
+mkdir -p "$OUT/logs"
+if [ "$mode" = seeds ]; then seeds; exit 0; fi
+for t in "${selected[@]}"; do build "$t"; done
+[ "$mode" = build ] && exit 0
+
+failed=()
+for t in "${selected[@]}"; do
+  run "$t" "$secs" || failed+=("$t")
+done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "fuzz-native: FINDINGS in ${failed[*]} (inputs under $OUT/findings/)"
+  exit 1
+fi
+echo "fuzz-native: ${#selected[@]} targets, ${secs}s each, no findings"
