@@ -33,7 +33,7 @@ import { EventFd } from '../../src/native/eventfd.js';
 import { closeFd } from '../../src/native/unix-socket.js';
 import { setLogLevel, setLogSink, type Level, type LogRecord, type LogSink } from '../../src/log.js';
 import { DeviceStatus, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, bit } from '../../src/virtio/features.js';
-import { ProtocolFeature, Req, inflightArea, logArea, memTable, singleRegion, u64, vringAddr, vringFile, vringState, type MemRegion } from '../../src/vhost-user/protocol.js';
+import { ProtocolFeature, Req, inflightArea, logArea, memTable, singleRegion, vringAddr, vringFile, vringState, type MemRegion } from '../../src/vhost-user/protocol.js';
 
 const MiB = 1 << 20;
 const UVA = 0x7f0000000000n;

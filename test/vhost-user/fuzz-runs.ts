@@ -21,9 +21,6 @@ export function fuzzRuns(defaultRuns: number): number {
   return envInt('VHOSTKIT_FUZZ_RUNS') ?? defaultRuns;
 }
 
-/** True when VHOSTKIT_FUZZ_RUNS asks for more than the defaults (a fuzzing session). */
-export const fuzzing = envInt('VHOSTKIT_FUZZ_RUNS') !== undefined;
-
 /** fast-check parameters: the run count, and a seed / path to replay when given. */
 export function fcParams<T>(defaultRuns: number, more: FcParameters<T> = {}): FcParameters<T> {
   const seed = process.env.VHOSTKIT_FUZZ_SEED;

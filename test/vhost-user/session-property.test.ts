@@ -13,7 +13,9 @@
 //     every mapping of the frontend's memfds and of its own inflight memfd is gone
 //     (/proc/self/maps);
 //   - a well-behaved frontend then connects to the same server, negotiates and moves data.
-// Run for the echo device (2 queues) and for a virtio-blk RAM disk (2 queues).
+// Run for the echo device (2 queues), a virtio-blk RAM disk (2 queues, 4 requests in
+// flight at most) and a virtio-net port of a switch (worker data plane).
+// Runs per device: VHOSTKIT_FUZZ_RUNS, else each case's `runs` (fuzz-runs.ts).
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeSync } from 'node:fs';
@@ -26,6 +28,9 @@ import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { inflightQueueBytes, type Session } from '../../src/vhost-user/session.js';
 import type { VhostUserDevice } from '../../src/vhost-user/device.js';
 import { EchoDevice } from '../../src/testing/echo-device.js';
+import { NetGuest } from '../../src/testing/net-guest.js';
+import { ethFrame, macBytes } from '../../src/testing/net-frames.js';
+import { Switch } from '../../src/switch/switch.js';
 import { BlkClient, BlkStatus } from '../../src/testing/blk-client.js';
 import { BumpAllocator, SplitDriver } from '../../src/testing/driver.js';
 import { openDisk, type Disk } from '../../src/backends/blk/disk.js';
@@ -195,10 +200,18 @@ const runArb = fc
     prelude: fc.oneof({ weight: 1, arbitrary: fc.constantFrom('none' as const, 'owner' as const) }, { weight: 4, arbitrary: fc.constant('full' as const) }),
     packed: fc.boolean(),
     chaos: fc.oneof({ weight: 2, arbitrary: fc.constant(0) }, { weight: 2, arbitrary: fc.integer({ min: 1, max: 2 }) }),
-    /** how the frontend leaves: hang up, or hang up in the middle of one more message */
-    end: fc.oneof(fc.constant(null), fc.record({ which: fc.constantFrom(...VALID), q: fc.integer({ min: 0, max: 1 }), cut: fc.nat() })),
+    /**
+     * how the frontend leaves: hang up; hang up in the middle of one more message; or send
+     * one more (e.g. GET_VRING_BASE while the device holds chains) and hang up at once
+     */
+    end: fc.oneof(
+      fc.constant(null),
+      fc.record({ which: fc.constantFrom(...VALID), q: fc.integer({ min: 0, max: 1 }), cut: fc.nat() }),
+      fc.record({ which: fc.constantFrom(...VALID), q: fc.integer({ min: 0, max: 1 }), cut: fc.constant(-1) }),
+    ),
   })
   .chain((r) => actionsArb(r.chaos).map((actions) => ({ ...r, actions })));
+/** end.cut: bytes of the last message sent before hanging up (-1: all of it) */
 type Run = { prelude: 'none' | 'owner' | 'full'; packed: boolean; chaos: number; actions: Action[]; end: { which: ValidKind; q: number; cut: number } | null };
 
 /** Requests answered with a payload of their own (NEED_REPLY changes nothing for them). */
@@ -304,8 +317,8 @@ function validMessage(st: RunState, s: Session, which: ValidKind, q: number, var
       st.added.push(extraGpa);
       return { request, payload: singleRegion.encode({ gpa: extraGpa, size: 4096n, uva: UVA + extraGpa, mmapOffset: 0n }), fds: [st.fd('memfd4k')] };
     case 'REM_MEM_REG': {
-      // mostly a region added before (it may be gone already: SET_MEM_TABLE replaces all)
-      const gpa = st.added.length > 0 && variant % 4 !== 0 ? st.added.splice(variant % st.added.length, 1)[0] : extraGpa;
+      // a region added before if any (it may be gone already: SET_MEM_TABLE replaces all)
+      const gpa = st.added.length > 0 ? st.added.splice(variant % st.added.length, 1)[0] : extraGpa;
       return { request, payload: singleRegion.encode({ gpa, size: 4096n, uva: UVA + gpa, mmapOffset: 0n }), fds: [] };
     }
     case 'SET_VRING_NUM':
@@ -346,7 +359,8 @@ function validMessage(st: RunState, s: Session, which: ValidKind, q: number, var
     case 'NET_SET_MTU':
       return { request, payload: u64.encode(BigInt(variant % 3 === 0 ? variant % 70000 : 1500)), fds: [] };
     case 'SEND_RARP':
-      return { request, payload: Uint8Array.of(2, 0, 0, 0, 0, variant & 0xff, 0, 0), fds: [] };
+      // not the MAC of a well-behaved guest: the switch would rightly learn it on this port
+      return { request, payload: Uint8Array.of(2, 0, 0, 0, 1, variant & 0xff, 0, 0), fds: [] };
   }
 }
 
@@ -364,14 +378,31 @@ async function collect(): Promise<void> {
   }
 }
 
+interface Served {
+  backend: VhostUserBackend;
+  setHold(on: boolean): void;
+  /** a well-behaved session that moves data; throws if it does not */
+  wellBehaved(): Promise<void>;
+  close(): Promise<void>;
+}
+
 interface DeviceCase {
   name: string;
   runs: number;
   /** the device's code touches chains through views: collect garbage before looking at the maps */
   views: boolean;
-  make(): { device: VhostUserDevice; close(): void; release?(): void; setHold(on: boolean): void };
-  /** a well-behaved session that moves data; throws if it does not */
-  wellBehaved(socket: string): Promise<void>;
+  /**
+   * The device keeps the last guest memory until the next guest's replaces it (see the
+   * virtio-net port below): the run's mappings are checked after the well-behaved session.
+   */
+  keepsLastMemory: boolean;
+  serve(dir: string): Promise<Served>;
+}
+
+async function backendFor(device: VhostUserDevice, socket: string): Promise<VhostUserBackend> {
+  const be = new VhostUserBackend(device, { socket });
+  await be.start();
+  return be;
 }
 
 async function echoSession(socket: string): Promise<void> {
@@ -405,26 +436,103 @@ async function blkSession(socket: string): Promise<void> {
   }
 }
 
+/** Waits until `g` got the frame from `src` numbered `seq` (others are skipped). */
+async function receiveSeq(g: NetGuest, src: Uint8Array, seq: number, context: () => unknown): Promise<void> {
+  const deadline = Date.now() + 5000;
+  const others: string[] = [];
+  for (;;) {
+    for (const f of await g.receive(1, 100)) {
+      const n = f.frame.length >= 18 ? new DataView(f.frame.buffer, f.frame.byteOffset).getUint32(14) : -1;
+      if (Buffer.from(f.frame.subarray(6, 12)).equals(src) && n === seq) return;
+      others.push(`${Buffer.from(f.frame.subarray(6, 12)).toString('hex')}#${n}`);
+    }
+    if (Date.now() > deadline) throw new Error(`frame ${seq} not received (got ${others.slice(-8).join(' ')}); ${json(context())}`);
+  }
+}
+
+/** warn/error lines of every session (diagnostics of a failure) */
+const diagLogs: LogRecord[] = [];
+
 const cases: DeviceCase[] = [
   {
     name: 'echo device',
-    runs: 400,
+    runs: 300,
     views: true,
-    make() {
+    keepsLastMemory: false,
+    async serve(dir) {
       const device = new EchoDevice(2);
-      return { device, close: () => undefined, setHold: (on) => (device.hold = on) };
+      const socket = join(dir, 'echo.sock');
+      const backend = await backendFor(device, socket);
+      return { backend, setHold: (on) => (device.hold = on), wellBehaved: () => echoSession(socket), close: () => backend.stop() };
     },
-    wellBehaved: echoSession,
   },
   {
     name: 'virtio-blk RAM disk',
-    runs: 500,
+    runs: 400,
     views: false,
-    make() {
-      const disk: Disk = openDisk({ ramBytes: 4 * MiB, numQueues: 2, maxQueueSize: 256 });
-      return { device: disk.device, close: () => disk.close(), setHold: () => undefined };
+    keepsLastMemory: false,
+    async serve(dir) {
+      // A low in-flight cap, so that random sequences also stop and reset queues the cap holds back.
+      const disk: Disk = openDisk({ ramBytes: 4 * MiB, numQueues: 2, maxQueueSize: 256, maxInFlight: 4 });
+      const socket = join(dir, 'blk.sock');
+      const backend = await backendFor(disk.device, socket);
+      return {
+        backend,
+        setHold: () => undefined,
+        wellBehaved: () => blkSession(socket),
+        close: async () => {
+          await backend.stop();
+          disk.close();
+        },
+      };
     },
-    wellBehaved: blkSession,
+  },
+  {
+    // A port of a switch with its data plane on a worker thread: kicks are watched there,
+    // memory changes pause it. The port keeps the last guest's memory mapped until the next
+    // guest's replaces it (NetDevice has no way to tell the data plane to let go of it).
+    name: 'virtio-net switch port',
+    runs: 400,
+    views: false,
+    keepsLastMemory: true,
+    async serve(dir) {
+      const sw = await Switch.create({ agingSeconds: 300 });
+      const socket = join(dir, 'x.sock');
+      await sw.addVhostPort({ name: 'x', socket, mac: '02:00:00:00:00:aa' });
+      await sw.addVhostPort({ name: 'peer', socket: join(dir, 'peer.sock') });
+      const peer = await NetGuest.connect(join(dir, 'peer.sock'));
+      const [a, b] = ['02:00:00:00:00:0a', '02:00:00:00:00:0b'];
+      let seq = 0;
+      let fdbNow: string[] = [];
+      return {
+        backend: sw.backend('x'),
+        setHold: () => undefined,
+        async wellBehaved() {
+          const g = await NetGuest.connect(socket);
+          try {
+            seq++;
+            fdbNow = (await sw.fdb()).map((e) => `${e.mac}@${e.portName}`);
+            expect(g.send([ethFrame(b, a, 100, seq)])).to.equal(1);
+            await receiveSeq(peer, macBytes(a), seq, () => ({ x: sw.counters('x'), peer: sw.counters('peer'), fdb: [] }));
+            expect(peer.send([ethFrame(a, b, 100, seq)])).to.equal(1);
+            await receiveSeq(g, macBytes(b), seq, () => ({
+              x: sw.counters('x'),
+              peer: sw.counters('peer'),
+              peerQueues: sw.backend('peer').session?.queues(),
+              peerTx: { outstanding: peer.tx.driver.outstanding },
+              fdb: fdbNow,
+              diag: diagLogs.slice(-12),
+            }));
+          } finally {
+            g.close();
+          }
+        },
+        close: async () => {
+          peer.close();
+          await sw.close();
+        },
+      };
+    },
   },
 ];
 
@@ -438,25 +546,27 @@ for (const dc of cases) {
     let dir: string;
     let socket: string;
     let be: VhostUserBackend;
-    let dev: ReturnType<DeviceCase['make']>;
+    let dev: Served;
 
     before(async () => {
-      oldSink = setLogSink((r) => logs.push(r));
+      oldSink = setLogSink((r) => {
+        logs.push(r);
+        if (r.level === 'warn' || r.level === 'error') diagLogs.push(r);
+        if (diagLogs.length > 100) diagLogs.splice(0, 50);
+      });
       setLogLevel('info');
       process.on('unhandledRejection', onProblem);
       process.on('uncaughtException', onProblem);
       dir = mkdtempSync(join(tmpdir(), 'vk-sprop-'));
-      socket = join(dir, 'vhost.sock');
-      dev = dc.make();
-      be = new VhostUserBackend(dev.device, { socket });
-      await be.start();
-      await dc.wellBehaved(socket); // opens whatever the process opens lazily, before any count
+      dev = await dc.serve(dir);
+      be = dev.backend;
+      socket = be.opts.socket;
+      await dev.wellBehaved(); // opens whatever the process opens lazily, before any count
       await until(() => be.session === null, 'the warm-up session to end');
     });
 
     after(async () => {
-      await be?.stop();
-      dev?.close();
+      await dev?.close();
       if (dir) rmSync(dir, { recursive: true, force: true });
       process.off('unhandledRejection', onProblem);
       process.off('uncaughtException', onProblem);
@@ -609,10 +719,11 @@ for (const dc of cases) {
           }
         }
         if (!ended && run.end !== null) {
-          // Hang up in the middle of one more message (its fds went with its first byte).
+          // Hang up in the middle of one more message (its fds went with its first byte),
+          // or right after a whole one, without waiting for it to be handled.
           const m = validMessage(st, s, run.end.which, run.end.q, 0);
           const bytes = encodeMessage(m.request, VERSION, m.payload);
-          const cut = 1 + (run.end.cut % (bytes.length - 1));
+          const cut = run.end.cut < 0 ? bytes.length : 1 + (run.end.cut % (bytes.length - 1));
           trace.push(`${run.end.which}: ${cut} of ${bytes.length} bytes, then hang up`);
           await fe.sendBytes(bytes.subarray(0, cut), m.fds);
         }
@@ -632,29 +743,36 @@ for (const dc of cases) {
       if (process.env.VHOSTKIT_FUZZ_STATS && ended) stats[stats.length - 1].reason = (reason ?? '').replace(/\d+/g, 'N').slice(0, 70);
       expect(reason, label).to.be.a('string').and.not.equal('');
       const mine = logs.slice(mark).filter((r) => r.session === s!.id);
-      if (ended) {
-        // The backend closed the session: a warn/error line for it says why.
+      const hungUp = reason === 'eof' || reason === 'eof in the middle of a message';
+      if (ended || !hungUp) {
+        // The backend closed the session (also possible for the last message of an abrupt
+        // end, which nobody waited for): a warn/error line for it says why.
+        expect(ended || run.end?.cut === -1, `${label}: the session closed (${reason}) while the frontend still talked`).to.equal(true);
         const why = mine.find((r) => (r.level === 'warn' || r.level === 'error') && r.reason === reason);
         expect(why, `${label}: no warn/error log line with reason ${json(reason)} among ${json(mine)}`).to.not.equal(undefined);
       } else {
         expect(mine.some((r) => r.msg === 'frontend disconnected' && r.reason === reason), `${label}: ${json(mine)}`).to.equal(true);
-        expect(reason, label).to.be.oneOf(['eof', 'eof in the middle of a message']);
       }
       await until(() => be.session === null, 'the backend to drop the session');
       st.close();
       expect(problems, `${label}: uncaught errors`).to.deep.equal([]);
-      if (dc.views && mappingsOf(st.id).length !== maps0.length) await collect();
-      const maps1 = mappingsOf(st.id);
-      if (maps1.length !== maps0.length && !dc.views) {
-        await collect();
-        (maps1 as string[] & { afterGc?: number }).afterGc = mappingsOf(st.id).length;
-      }
-      expect(maps1, `${label}: mappings left after the session${dc.views ? ' (and a gc)' : ` (after a gc: ${(maps1 as { afterGc?: number }).afterGc})`}: ${maps1.join('; ')}`).to.deep.equal(maps0);
+      const checkMaps = async (when: string): Promise<void> => {
+        if (dc.views && mappingsOf(st.id).length !== maps0.length) await collect();
+        const maps1 = mappingsOf(st.id);
+        let afterGc = '';
+        if (maps1.length !== maps0.length && !dc.views) {
+          await collect();
+          afterGc = ` (after a gc: ${mappingsOf(st.id).length})`;
+        }
+        expect(maps1, `${label}: mappings left ${when}${dc.views ? ' (and a gc)' : afterGc}: ${maps1.join('; ')}`).to.deep.equal(maps0);
+      };
+      if (!dc.keepsLastMemory) await checkMaps('after the session');
       const fds1 = fdCount();
       expect(fds1, `${label}: open fds before ${fds0}, after ${fds1}`).to.equal(fds0);
       // The same server serves a well-behaved frontend next.
-      await dc.wellBehaved(socket);
+      await dev.wellBehaved();
       await until(() => be.session === null, 'the well-behaved session to end');
+      if (dc.keepsLastMemory) await checkMaps("after the next guest's session");
       expect(fdCount(), `${label}: fds after the well-behaved session`).to.equal(fds0);
     }
 
