@@ -29,6 +29,7 @@ import {
   decodeBody,
   inflightArea,
   reqName,
+  requestSpec,
   u64,
   vringState,
   type Message,
@@ -275,7 +276,10 @@ export class Session extends EventEmitter {
   private fatal(m: Message, e: unknown): void {
     closeFds(m.fds);
     const reason = e instanceof Error ? e.message : String(e);
-    if (!this.ch.closed && (m.flags & FLAG_NEED_REPLY) && (this.protocolFeatures & bit(ProtocolFeature.REPLY_ACK))) {
+    // REPLY_ACK's failure answer, for requests without an explicit reply of their own: a
+    // u64 sent for one (GET_VRING_BASE, GET_CONFIG, ...) would read as that reply.
+    const explicit = table.get(m.request as Req)?.reply === 'payload' || requestSpec(m.request)?.reply !== undefined;
+    if (!this.ch.closed && !explicit && (m.flags & FLAG_NEED_REPLY) && (this.protocolFeatures & bit(ProtocolFeature.REPLY_ACK))) {
       try {
         this.ch.send(m.request, FLAG_REPLY, u64.encode(1n));
       } catch {

@@ -626,6 +626,28 @@ for (const dc of cases) {
       }
     }
 
+    /**
+     * A message the session closed on (or before handling) got at most one answer: its
+     * explicit reply, or a REPLY_ACK (a failure, 1) when NEED_REPLY was set and REPLY_ACK
+     * negotiated; never a REPLY_ACK in place of an explicit reply.
+     */
+    function checkAnsweredBeforeClose(label: string, request: number, flags: number, replies: Message[], s: Session): void {
+      expect(replies.length, `${label}: answers before the close`).to.be.at.most(1);
+      if (replies.length === 0) return;
+      const m = replies[0];
+      expect(m.request, `${label}: reply to`).to.equal(request);
+      if (explicitReply(request)) {
+        if (request === Req.GET_CONFIG && m.payload.length === 0) return;
+        decodeReply(request as CodedRequest, m);
+      } else {
+        expect(flags & FLAG_NEED_REPLY, `${label}: a REPLY_ACK without NEED_REPLY`).to.not.equal(0);
+        expect(s.negotiatedProtocolFeatures & bit(ProtocolFeature.REPLY_ACK), `${label}: a REPLY_ACK without REPLY_ACK negotiated`).to.not.equal(0n);
+        expect(m.flags & FLAG_REPLY, `${label}: reply flag`).to.not.equal(0);
+        expect(m.payload.length, `${label}: REPLY_ACK payload`).to.equal(8);
+        expect([0n, 1n], `${label}: REPLY_ACK value`).to.include(u64.decode(m.payload));
+      }
+    }
+
     async function oneRun(run: Run): Promise<void> {
       // A run that failed may have left its session closing: start from a server with none.
       await until(() => be.session === null, 'the previous session to end', 12000);
@@ -647,6 +669,7 @@ for (const dc of cases) {
           const r = await exchange(fe, request, flags, payload, fds);
           if (r.ended) {
             ended = true;
+            checkAnsweredBeforeClose(`step ${step} ${label}`, request, flags, r.replies, s!);
             return;
           }
           checkAnswered(`step ${step} ${label}`, request, flags, r.replies, s!);

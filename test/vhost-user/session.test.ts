@@ -528,6 +528,21 @@ describe('vhost-user session: regressions found by the property and fault tests'
     }
   });
 
+  it('a refused request that has a reply of its own (GET_VRING_BASE of queue 9) gets no REPLY_ACK u64 in its place before the close', async () => {
+    h = await new Harness(2).start();
+    const { fe, closed } = await raw();
+    try {
+      await fe.send(Req.SET_PROTOCOL_FEATURES, VERSION, u64.encode(bit(ProtocolFeature.REPLY_ACK)));
+      await fe.send(Req.SET_OWNER, VERSION);
+      await fe.send(Req.GET_VRING_BASE, VERSION | FLAG_NEED_REPLY, vringState.encode({ index: 9, num: 0 }));
+      expect(await closed).to.match(/GET_VRING_BASE: queue 9, the device has 2/);
+      const r = await fe.next(3000);
+      expect(isEof(r) ? r.eof : `a ${reqName((r as Message).request)} reply of ${(r as Message).payload.length} bytes`, 'what the frontend gets').to.be.oneOf(['eof', 'reset']);
+    } finally {
+      fe.close();
+    }
+  });
+
   it('ADD_MEM_REG / REM_MEM_REG: a removed region is unmapped at once, and nothing stays mapped after the session (no gc needed)', async () => {
     h = await new Harness(1).start();
     const fds0 = fdCount();
