@@ -456,7 +456,7 @@ const diagLogs: LogRecord[] = [];
 const cases: DeviceCase[] = [
   {
     name: 'echo device',
-    runs: 300,
+    runs: 250,
     views: true,
     keepsLastMemory: false,
     async serve(dir) {
@@ -468,7 +468,7 @@ const cases: DeviceCase[] = [
   },
   {
     name: 'virtio-blk RAM disk',
-    runs: 400,
+    runs: 300,
     views: false,
     keepsLastMemory: false,
     async serve(dir) {
@@ -492,7 +492,7 @@ const cases: DeviceCase[] = [
     // memory changes pause it. The port keeps the last guest's memory mapped until the next
     // guest's replaces it (NetDevice has no way to tell the data plane to let go of it).
     name: 'virtio-net switch port',
-    runs: 400,
+    runs: 300,
     views: false,
     keepsLastMemory: true,
     async serve(dir) {
