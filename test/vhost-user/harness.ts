@@ -22,8 +22,9 @@ export class Harness {
   be!: VhostUserBackend;
   fe: VhostUserFrontend | null = null;
 
-  constructor(numQueues = 2) {
-    this.dev = new EchoDevice(numQueues);
+  /** `dev`: an echo device of one's own (e.g. a subclass that pauses its queues) instead of a new one. */
+  constructor(numQueues = 2, dev?: EchoDevice) {
+    this.dev = dev ?? new EchoDevice(numQueues);
     this.oldSink = setLogSink((r) => this.logs.push(r));
   }
 

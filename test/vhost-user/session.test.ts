@@ -7,6 +7,7 @@ import { RawFrontend, isEof } from './raw-frontend.js';
 import { ProtocolFeature, Req, VRING_F_LOG, configSpace, decodeHeader, inflightArea, logArea, memTable, u64, vringAddr, vringState, BackendReq, HEADER_SIZE, FLAG_REPLY } from '../../src/vhost-user/protocol.js';
 import { FLAG_NEED_REPLY, VERSION, decodeReply, reqName, singleRegion, type Message } from '../../src/vhost-user/protocol.js';
 import { FRONTEND_UVA_BASE } from '../../src/vhost-user/frontend.js';
+import { EchoDevice } from '../../src/testing/echo-device.js';
 import { SESSION_PROTOCOL_FEATURES, inflightQueueBytes, supportedRequests } from '../../src/vhost-user/session.js';
 import { DeviceStatus, VHOST_F_LOG_ALL, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, bit } from '../../src/virtio/features.js';
 import { SplitDriver } from '../../src/testing/driver.js';
@@ -541,6 +542,38 @@ describe('vhost-user session: regressions found by the property and fault tests'
     } finally {
       fe.close();
     }
+  });
+
+  it('a session closed while the device pauses its queues for a new memory table releases that table and its fds', async () => {
+    // A device that pauses its queues (as the switch's data plane does) until told to go on.
+    let release!: () => void;
+    let pausing = false;
+    class PausingDevice extends EchoDevice {
+      pauseQueues(): Promise<void> {
+        pausing = true;
+        return new Promise((resolve) => (release = resolve));
+      }
+      resumeQueues(): void {}
+    }
+    h = await new Harness(1, new PausingDevice(1)).start();
+    const fds0 = fdCount();
+    const { fe, session } = await h.connect();
+    await fe.negotiate();
+    await fe.setupMemory(MiB);
+    await fe.startQueue(0, { size: 64 });
+    const memfd = createMemfd('vk-regress-pause', MiB);
+    const pending = fe.request(Req.SET_MEM_TABLE, memTable.encode([{ gpa: 0n, size: BigInt(MiB), uva: FRONTEND_UVA_BASE, mmapOffset: 0n }]), { fds: [memfd], ack: true }).catch((e: Error) => e);
+    closeFd(memfd);
+    await until(() => pausing, 3000, 'the device to be asked to pause');
+    expect(mapsOf('vk-regress-pause'), 'the new table is mapped, waiting for the pause').to.have.length(1);
+    await session.close('backend stopping');
+    release();
+    expect(await pending).to.be.instanceOf(Error);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(mapsOf('vk-regress-pause'), 'mapped after the session').to.deep.equal([]);
+    fe.close();
+    await until(() => h.be.session === null);
+    expect(fdCount(), 'fds').to.equal(fds0);
   });
 
   it('ADD_MEM_REG / REM_MEM_REG: a removed region is unmapped at once, and nothing stays mapped after the session (no gc needed)', async () => {
