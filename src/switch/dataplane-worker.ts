@@ -32,6 +32,7 @@ const ops: Record<string, (...args: never[]) => unknown> = {
   attachHost: (id: number, spec) => engine.attachHost(id, spec),
   setVlan: (id: number, vlan) => engine.setVlan(id, vlan),
   setMemory: (p: number, token: number) => engine.setMemory(p, token),
+  releaseMemory: (p: number) => engine.releaseMemory(p),
   startQueue: (spec) => engine.startQueue(spec),
   stopQueue: (p: number, index: number) => engine.stopQueue(p, index),
   pause: () => engine.pause(),

@@ -42,6 +42,8 @@ export interface Dataplane {
   attachHost(id: number, spec: HostPortSpec): Promise<void>;
   setVlan(id: number, vlan: VlanConfig): Promise<void>;
   setMemory(port: number, token: number): Promise<void>;
+  /** Unmaps the port's guest memory: its guest is gone (queues left on it are stopped). */
+  releaseMemory(port: number): Promise<void>;
   startQueue(spec: QueueStartSpec): Promise<void>;
   stopQueue(port: number, index: number): Promise<void>;
   pause(): Promise<void>;
@@ -97,6 +99,9 @@ export class InProcessDataplane implements Dataplane {
   }
   async setMemory(port: number, token: number): Promise<void> {
     this.engine.setMemory(port, token);
+  }
+  async releaseMemory(port: number): Promise<void> {
+    this.engine.releaseMemory(port);
   }
   async startQueue(spec: QueueStartSpec): Promise<void> {
     this.engine.startQueue(spec);
@@ -187,6 +192,9 @@ export class WorkerDataplane implements Dataplane {
   }
   setMemory(port: number, token: number): Promise<void> {
     return this.call('setMemory', port, token);
+  }
+  releaseMemory(port: number): Promise<void> {
+    return this.call('releaseMemory', port);
   }
   startQueue(spec: QueueStartSpec): Promise<void> {
     return this.call('startQueue', spec);

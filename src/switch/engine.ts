@@ -315,6 +315,16 @@ export class SwitchEngine {
     this.fdb.flushPort(id);
   }
 
+  /** Unmaps a port's guest memory (its guest went away), after stopping any queue left on it. */
+  releaseMemory(id: number): void {
+    const p = this.ports.get(id);
+    if (!p || !p.memory) return;
+    for (const q of [...p.tx.keys()]) this.stopQueue(id, q);
+    for (const r of [...p.rx]) this.stopQueue(id, r.index);
+    p.memory.close();
+    p.memory = null;
+  }
+
   setMemory(id: number, token: number): void {
     const p = this.port(id);
     p.memory?.close();

@@ -163,6 +163,9 @@ export class NetDevice implements VhostUserDevice {
 
   reset(): void {
     this.negotiated = 0n;
+    // The data plane holds its own mapping of the guest's memory: release it now, or a
+    // departed guest's RAM stays mapped (and allocated) until the next guest connects.
+    void this.dataplane.releaseMemory(this.portId).catch(() => undefined);
     this.memory = null;
     this.started = 0;
   }
