@@ -58,6 +58,8 @@ export class VhostUserBackend extends EventEmitter {
   private socketIno = -1;
   private listenWatcher: FdWatcher | null = null;
   private current: Session | null = null;
+  /** A frontend that connected while the previous session was still closing: served next. */
+  private waiting: number | null = null;
   private stopped = false;
   private retryTimer: NodeJS.Timeout | null = null;
   private retryDelay: number;
@@ -122,6 +124,13 @@ export class VhostUserBackend extends EventEmitter {
       }
       if (fd === null) return;
       if (this.current) {
+        // A guest that reconnects at once (a QEMU restart, a driver reload) may arrive while
+        // its previous session still stops its rings: it waits for that, it is not refused.
+        if (this.current.closed && this.waiting === null) {
+          this.log.info('a frontend connected while the previous session closes; serving it when that ends');
+          this.waiting = fd;
+          continue;
+        }
         this.log.warn('a second frontend connected while one is active; refusing it');
         closeSync(fd);
         continue;
@@ -153,6 +162,12 @@ export class VhostUserBackend extends EventEmitter {
     s.once('closed', (reason: string) => {
       if (this.current === s) this.current = null;
       this.emit('session-closed', s, reason);
+      if (this.waiting !== null && this.current === null) {
+        const next = this.waiting;
+        this.waiting = null;
+        if (this.stopped) closeSync(next);
+        else this.attach(next);
+      }
       if (this.mode === 'client' && !this.stopped) {
         this.retryTimer = setTimeout(() => this.tryConnect(), this.retryDelay);
       }
@@ -173,5 +188,9 @@ export class VhostUserBackend extends EventEmitter {
       removeSocketFile(this.opts.socket, this.socketIno);
     }
     if (this.current) await this.current.close('backend stopping');
+    if (this.waiting !== null && this.current === null) {
+      closeSync(this.waiting);
+      this.waiting = null;
+    }
   }
 }

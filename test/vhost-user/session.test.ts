@@ -8,6 +8,7 @@ import { ProtocolFeature, Req, VRING_F_LOG, configSpace, decodeHeader, inflightA
 import { FLAG_NEED_REPLY, VERSION, decodeReply, reqName, singleRegion, type Message } from '../../src/vhost-user/protocol.js';
 import { FRONTEND_UVA_BASE } from '../../src/vhost-user/frontend.js';
 import { EchoDevice } from '../../src/testing/echo-device.js';
+import type { QueueContext } from '../../src/vhost-user/device.js';
 import { SESSION_PROTOCOL_FEATURES, inflightQueueBytes, supportedRequests } from '../../src/vhost-user/session.js';
 import { DeviceStatus, VHOST_F_LOG_ALL, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, bit } from '../../src/virtio/features.js';
 import { SplitDriver } from '../../src/testing/driver.js';
@@ -365,6 +366,33 @@ describe('vhost-user session (our frontend against our backend)', () => {
     expect(err!.message).to.match(/closed|no reply/);
     other.close();
     expect(await fe.getFeatures()).to.be.a('bigint');
+  });
+
+  it('a frontend that connects while the previous session still stops its rings waits for it and is served, not refused', async () => {
+    // A device whose rings take 300 ms to stop holds the closing session open that long.
+    class SlowStop extends EchoDevice {
+      override async queueStop(q: QueueContext): Promise<void> {
+        await new Promise((r) => setTimeout(r, 300));
+        await super.queueStop(q);
+      }
+    }
+    h = await new Harness(1, new SlowStop(1)).start();
+    const { fe, session } = await h.connect();
+    await fe.negotiate();
+    await fe.setupMemory(2 * MiB);
+    await fe.startQueue(0, { size: 32 });
+    fe.close();
+    await until(() => session.closed, 2000, 'the first session sees the hang-up');
+    const { VhostUserFrontend } = await import('../../src/vhost-user/frontend.js');
+    const next = await VhostUserFrontend.connect(h.socket, { timeoutMs: 3000 });
+    expect(h.be.session, 'still the first session, stopping').to.equal(session);
+    await next.negotiate();
+    await next.setupMemory(2 * MiB);
+    const q = await next.startQueue(0, { size: 32 });
+    await echo(q, [7, 8, 9]);
+    expect(h.be.session).to.not.equal(session);
+    expect(h.logs.some((l) => /previous session closes/.test(l.msg))).to.equal(true);
+    next.close();
   });
 
   it('client mode: connects to a listening frontend, and reconnects after it drops the connection', async () => {
