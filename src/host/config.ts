@@ -61,6 +61,8 @@ export interface DiskConfig {
   queues: number;
   threads: number;
   packed: boolean;
+  /** requests in flight at most, over all queues (beyond it, chains wait in their rings) */
+  maxInFlight: number;
 }
 
 export interface HostConfig {
@@ -281,7 +283,7 @@ function parseSwitch(r: Obj, path: string, problems: string[], base: string, ind
 }
 
 function parseDisk(r: Obj, path: string, problems: string[], base: string): DiskConfig | undefined {
-  const rd = new Reader(r, path, problems, ['name', 'socket', 'mode', 'file', 'ram', 'readOnly', 'direct', 'serial', 'queues', 'threads', 'packed']);
+  const rd = new Reader(r, path, problems, ['name', 'socket', 'mode', 'file', 'ram', 'readOnly', 'direct', 'serial', 'queues', 'threads', 'packed', 'maxInFlight']);
   const socket = pathOf(rd, 'socket', base, true);
   const file = pathOf(rd, 'file', base, false);
   let ram: bigint | undefined;
@@ -310,6 +312,7 @@ function parseDisk(r: Obj, path: string, problems: string[], base: string): Disk
     queues: rd.int('queues', threads, 1, 64),
     threads,
     packed: rd.bool('packed', true),
+    maxInFlight: rd.int('maxInFlight', 1024, 1, 65536),
   };
   return socket && name ? d : undefined;
 }

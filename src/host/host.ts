@@ -222,6 +222,7 @@ export class Host {
       numQueues: cfg.queues,
       threads: cfg.threads,
       packed: cfg.packed,
+      maxInFlight: cfg.maxInFlight,
     });
     const backend = new VhostUserBackend(disk.device, {
       socket: cfg.socket,

@@ -32,7 +32,7 @@ describe('host configuration', () => {
       { kind: 'tap', name: 'vk0', ifname: 'vk0', offloads: true, vlan: { mode: 'access', vid: 10 } },
       { kind: 'vxlan', name: 'vxlan42', remote: '10.0.0.2', vni: 42, local: undefined, dstport: undefined, vlan: undefined },
     ]);
-    expect(c.disks[0]).to.deep.include({ name: 'd', socket: '/run/d.sock', file: '/base/img/d.raw', readOnly: true, queues: 2, threads: 2 });
+    expect(c.disks[0]).to.deep.include({ name: 'd', socket: '/run/d.sock', file: '/base/img/d.raw', readOnly: true, queues: 2, threads: 2, maxInFlight: 1024 });
     expect(parseConfig({ api: 'none' }).api).to.equal(null);
     expect(parseConfig({ api: '127.0.0.1:9000' }).api).to.equal('127.0.0.1:9000');
   });
@@ -45,7 +45,7 @@ describe('host configuration', () => {
         { name: 'a', ports: 'no' },
         7,
       ],
-      disks: [{ socket: 'd', ram: '1000' }, { name: 's1', socket: 'e', file: 'f', serial: 'x'.repeat(21) }],
+      disks: [{ socket: 'd', ram: '1000', maxInFlight: 0 }, { name: 's1', socket: 'e', file: 'f', serial: 'x'.repeat(21) }],
       socketMode: 'rw',
     });
     expect(p).to.include.members([
@@ -58,6 +58,7 @@ describe('host configuration', () => {
       'switches[1].ports: expected a list, got "no"',
       'switches[2]: expected an object, got 7',
       'disks[0].ram: expected a size that is a multiple of 512 bytes, like "1G" or "512M", got "1000"',
+      'disks[0].maxInFlight: expected an integer in 1..65536, got 0',
       'disks[1].serial: expected at most 20 printable ASCII characters, got "xxxxxxxxxxxxxxxxxxxxx"',
       'socketMode: expected an octal mode like "0660", got "rw"',
     ]);
