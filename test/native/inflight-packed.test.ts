@@ -5,6 +5,7 @@
 // saved in the area (QEMU cannot restore a packed ring's position after a backend died).
 import { expect } from 'chai';
 import fc from 'fast-check';
+import { fcParams } from '../vhost-user/fuzz-runs.js';
 import { closeSync } from 'node:fs';
 import { GuestMemory, createMemfd } from '../../src/native/guest-memory.js';
 import { Virtqueue, VringErrorCode } from '../../src/native/virtqueue.js';
@@ -323,7 +324,7 @@ describe('inflight tracking (packed ring)', () => {
           t.close();
         }
       }),
-      { numRuns: 300 },
+      fcParams(300),
     );
   });
 });

@@ -1,6 +1,7 @@
 // netDeliver / netPeek: frames from one guest's TX ring into another guest's RX buffers.
 import { expect } from 'chai';
 import fc from 'fast-check';
+import { fcParams } from '../vhost-user/fuzz-runs.js';
 import { DeliverStat, RxOffload, netDeliver, netPeek } from '../../src/native/net.js';
 import { Rig } from './ring-rig.js';
 
@@ -246,7 +247,7 @@ describe('netDeliver / netPeek (guest TX ring -> guest RX ring, one copy)', () =
           }
         },
       ),
-      { numRuns: 150 },
+      fcParams(150),
     );
   });
 });

@@ -4,6 +4,7 @@
 // must either serve chains or report one of its error codes.
 import { expect } from 'chai';
 import fc from 'fast-check';
+import { fcParams } from '../vhost-user/fuzz-runs.js';
 import { PackedDriver, SplitDriver } from '../../src/testing/driver.js';
 import { VringErrorCode } from '../../src/native/virtqueue.js';
 import { BASE, MiB, Rig } from './ring-rig.js';
@@ -101,7 +102,7 @@ describe('ring engine properties (fast-check)', function () {
           }
         },
       ),
-      { numRuns: 300 },
+      fcParams(300),
     );
   });
 
@@ -129,7 +130,7 @@ describe('ring engine properties (fast-check)', function () {
           }
         },
       ),
-      { numRuns: 300 },
+      fcParams(300),
     );
   });
 
@@ -171,7 +172,7 @@ describe('ring engine properties (fast-check)', function () {
           }
         },
       ),
-      { numRuns: 200 },
+      fcParams(200),
     );
   });
 });
