@@ -67,7 +67,9 @@ class MemTableWrap : public Napi::ObjectWrap<MemTableWrap> {
   explicit MemTableWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<MemTableWrap>(info) {
     Napi::Env env = info.Env();
     if (info[0].IsExternal()) {
-      table_ = *info[0].As<Napi::External<std::shared_ptr<MemTable>>>().Data();
+      // Take the table out of the External: a copy left there would keep the mappings alive
+      // after close() until the External is garbage-collected.
+      table_ = std::move(*info[0].As<Napi::External<std::shared_ptr<MemTable>>>().Data());
       return;
     }
     if (info[0].IsNumber()) {  // a table parked by another thread
