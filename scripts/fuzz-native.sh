@@ -9,6 +9,8 @@
 #   scripts/fuzz-native.sh [SECONDS] [TARGET...]   SECONDS per target, default 60; all targets
 #   scripts/fuzz-native.sh --build-only [TARGET...]
 #   scripts/fuzz-native.sh --seeds                 regenerate the seed-* files (gen_seeds.cc)
+#   scripts/fuzz-native.sh --merge [TARGET...]     shrink build-fuzz/corpus/<target> to the
+#                                                  inputs that keep its coverage (-merge=1)
 #   scripts/fuzz-native.sh --list
 #
 # One fuzzing process at a time (no -jobs/-workers). Exit status: 0 no finding, 1 a finding
@@ -17,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(split_ring packed_ring memory offload net blk)
+TARGETS=(split_ring packed_ring memory offload net blk host_io)
 V=native/vring
 RING_SRCS="$V/memory.cc $V/dirty_log.cc $V/virtqueue.cc $V/split_ring.cc $V/packed_ring.cc"
 declare -A SRCS=(
@@ -27,6 +29,7 @@ declare -A SRCS=(
   [offload]="native/fuzz/fuzz_offload.cc $V/offload.cc"
   [net]="native/fuzz/fuzz_net.cc $RING_SRCS $V/net.cc $V/offload.cc"
   [blk]="native/fuzz/fuzz_blk.cc $RING_SRCS $V/blk.cc $V/eventfd.cc"
+  [host_io]="native/fuzz/fuzz_host_io.cc $RING_SRCS $V/host_io.cc"
 )
 declare -A DEFS=([split_ring]="-DFUZZ_PACKED=0" [packed_ring]="-DFUZZ_PACKED=1")
 FLAGS=(-std=c++20 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1 -fno-omit-frame-pointer
@@ -45,11 +48,19 @@ find_cxx() {
 
 known() { local t; for t in "${TARGETS[@]}"; do [ "$t" = "$1" ] && return 0; done; return 1; }
 
-# Rebuilds build-fuzz/fuzz_<t> when a source or header under native/fuzz or native/vring is newer.
+# Is any of files $2... newer than $1?
+newer() {
+  local bin=$1 f
+  shift
+  for f in "$@"; do [ "$f" -nt "$bin" ] && return 0; done
+  return 1
+}
+
+# Rebuilds build-fuzz/fuzz_<t> when one of its sources or a header is newer than it.
 build() {
   local t=$1 bin=$OUT/fuzz_$1
-  if [ -f "$bin" ] && [ -z "$(find native/fuzz native/vring -newer "$bin" \( -name '*.cc' -o -name '*.h' \) \
-       ! -name gen_seeds.cc ! -name 'bind_*' ! -name addon.cc -print -quit)" ]; then return 0; fi
+  # shellcheck disable=SC2086
+  if [ -f "$bin" ] && ! newer "$bin" ${SRCS[$t]} native/fuzz/*.h native/vring/*.h; then return 0; fi
   echo "fuzz-native: building $bin"
   # shellcheck disable=SC2086
   if ! "$CXX" "${FLAGS[@]}" ${DEFS[$t]:-} ${SRCS[$t]} -o "$bin.tmp" 2>"$OUT/logs/build-$t.log"; then
@@ -65,6 +76,23 @@ seeds() {
   rm -f native/fuzz/corpus/*/seed-*
   "$OUT/gen_seeds" native/fuzz/corpus
   echo "fuzz-native: seeds written: $(find native/fuzz/corpus -name 'seed-*' | wc -l) files under native/fuzz/corpus/"
+}
+
+# Replaces the working corpus of t by the smallest set of its inputs with the same coverage.
+merge() {
+  local t=$1 work=$OUT/corpus/$1 tmp=$OUT/corpus/$1.merge
+  [ -d "$work" ] || return 0
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  local before
+  before=$(find "$work" -type f | wc -l)
+  if ! "$OUT/fuzz_$t" -merge=1 -timeout=10 -rss_limit_mb=2048 "$tmp" "$work" >"$OUT/logs/merge-$t.log" 2>&1; then
+    rm -rf "$tmp"
+    die "merge of $t failed (see $OUT/logs/merge-$t.log)"
+  fi
+  rm -rf "$work"
+  mv "$tmp" "$work"
+  echo "fuzz-native: $t: working corpus $before -> $(find "$work" -type f | wc -l) files"
 }
 
 # The value of a libFuzzer final stat line ("stat::name: value").
@@ -102,6 +130,7 @@ secs=60
 case "${1:-}" in
   --build-only) mode=build; shift ;;
   --seeds) mode=seeds; shift ;;
+  --merge) mode=merge; shift ;;
   --list) printf '%s\n' "${TARGETS[@]}"; exit 0 ;;
   -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
   '') ;;
@@ -118,6 +147,10 @@ mkdir -p "$OUT/logs"
 if [ "$mode" = seeds ]; then seeds; exit 0; fi
 for t in "${selected[@]}"; do build "$t"; done
 [ "$mode" = build ] && exit 0
+if [ "$mode" = merge ]; then
+  for t in "${selected[@]}"; do merge "$t"; done
+  exit 0
+fi
 
 failed=()
 for t in "${selected[@]}"; do

@@ -607,6 +607,86 @@ void NetOverlapSeed() {
   Save("net", "overlap", o, "regression-");
 }
 
+// host_io: TX chains of a plain frame, a NEEDS_CSUM frame and a TSO frame (the last two
+// tagged), written to the "TAP" with and without the guest's header, with each VLAN
+// operation, sent as VXLAN; frames read from the "TAP"; VXLAN datagrams good and bad.
+void HostIoSeeds() {
+  Output o;
+  Guest(o, 16384, 16384, 32);
+  RingSpec tx;
+  tx.chains = 8;
+  Ring(o, tx);
+  const std::vector<uint8_t> plain = TcpFrame(false, 100, false);
+  const std::vector<uint8_t> tagged = TcpFrame(false, 300, true);
+  const std::vector<uint8_t> big = TcpFrame(true, 3000, true);
+  std::vector<uint8_t> c0 = NetHdrBytes(0, 0, 0, 0, 0, 0);
+  c0.insert(c0.end(), plain.begin(), plain.end());
+  std::vector<uint8_t> c1 = NetHdrBytes(1, 0, 0, 0, 38, 16);
+  c1.insert(c1.end(), tagged.begin(), tagged.end());
+  std::vector<uint8_t> c2 = NetHdrBytes(1, 4, 78, 1400, 58, 16);
+  c2.insert(c2.end(), big.begin(), big.end());
+  WriteBytes(o, 0x1000, c0, 0);
+  WriteBytes(o, 0x1400, c1, 0);
+  WriteBytes(o, 16384 + 0x100, c2, 0);  // the TSO frame in region 1 (raw writes address both regions in a row)
+  o.U8(0);
+  SplitChain(o, 0, {{false, 0x1000, 12}, {false, 0x100c, static_cast<uint32_t>(plain.size())}});
+  o.U8(0);
+  SplitChain(o, 2, {{false, 0x1400, static_cast<uint32_t>(c1.size())}, {true, 0x3000, 64}});
+  o.U8(0);
+  SplitChain(o, 4, {{false, 0x100, static_cast<uint32_t>(c2.size()), true}});
+  o.U8(0);
+  Pop(o, 8);
+  const uint8_t opts[] = {1 | 2, 1, 1 | 2 | (1 << 2), 1 | (1 << 2), 1 | 2 | (2 << 2), 1 | (2 << 2)};
+  for (uint8_t f : opts) {
+    o.U8(1);  // TxToTap of the three chains
+    o.U8(3);
+    o.U8(0);
+    o.U8(1);
+    o.U8(2);
+    o.U8(f);
+    if ((f >> 2) == 2) o.U16(0x2005);
+  }
+  o.U8(2);  // TxToUdp
+  o.U8(3);
+  o.U8(0);
+  o.U8(1);
+  o.U8(2);
+  o.U8(1 | (1 << 2));
+  const uint8_t vx[8] = {0x08, 0, 0, 0, 0, 0x10, 0x01, 0};
+  o.Bytes(vx, 8);
+  o.U8(3);  // frames from the "TAP": a good one, a short one, a big one
+  o.U8(3);
+  std::vector<uint8_t> t0(12, 0);
+  t0.insert(t0.end(), plain.begin(), plain.end());
+  o.U16(t0.size() - 1);
+  o.Bytes(t0.data(), t0.size());
+  o.U16(9);
+  o.Bytes(t0.data(), 10);
+  o.U16(2999);
+  std::vector<uint8_t> t2(3000, 0x33);
+  o.Bytes(t2.data(), t2.size());
+  o.U32(4096);
+  o.U16(1600);
+  o.U8(8);
+  o.U8(4);  // VXLAN datagrams: good, bad flags, reserved bits, short
+  o.U8(4);
+  std::vector<uint8_t> d0(vx, vx + 8);
+  d0.insert(d0.end(), plain.begin(), plain.end());
+  std::vector<uint8_t> d1 = d0;
+  d1[0] = 0;
+  std::vector<uint8_t> d2 = d0;
+  d2[7] = 1;
+  for (const auto& d : {d0, d1, d2}) {
+    o.U16(d.size());
+    o.Bytes(d.data(), d.size());
+  }
+  o.U16(20);
+  o.Bytes(d0.data(), 20);
+  o.U16(2000 - 22);
+  o.U8(8);
+  Save("host_io", "tap-udp", o);
+}
+
 // A block request chain: header (type, sector) in one descriptor, data, status.
 void BlkSeeds() {
   struct Req {
@@ -706,6 +786,7 @@ int main(int argc, char** argv) {
   OffloadSeeds();
   NetSeeds();
   NetOverlapSeed();
+  HostIoSeeds();
   BlkSeeds();
   return 0;
 }

@@ -1,0 +1,365 @@
+// libFuzzer target: the host side of the switch (host_io.cc): guest TX chains written to a
+// TAP (here a SOCK_SEQPACKET socketpair: one read per frame, as a TAP) and sent as VXLAN
+// datagrams (UDP over loopback), frames read back from the "TAP", and VXLAN datagrams of
+// any shape received. Each is compared byte for byte with a reference written here from the
+// header comments of host_io.h (virtio_net_hdr, 802.1Q insert / strip, checksum completion,
+// RFC 7348 header checks).
+//
+// Input: the GuestMem layout, Ring::Setup (the TX queue), then operations:
+//   0 a ring operation (Ring::Step)    2 TxToUdp of chains of the last pop
+//   1 TxToTap of chains of the last pop 3 ReadTap of frames written to the "TAP"
+//   4 RecvUdp of raw datagrams
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+
+#include "../vring/host_io.h"
+#include "../vring/net.h"
+#include "fuzz_ring.h"
+
+namespace {
+
+using namespace fuzz;
+namespace hio = vhostkit::hostio;
+
+constexpr uint32_t kMaxUdpPayload = 65507;  // IPv4 UDP over loopback
+
+struct Sockets {
+  int tap[2] = {-1, -1};  // [0] the device side (ours), [1] the kernel side (the harness)
+  int udp_tx = -1, udp_rx = -1;
+  sockaddr_in rx_addr{};
+  uint16_t tx_port = 0;
+  Sockets() {
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, tap) != 0) Die("socketpair");
+    const int big = 8 << 20;
+    for (int fd : tap) {
+      setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big);
+      setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
+    }
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    hio::UdpOptions o;
+    o.rcvbuf = o.sndbuf = big;
+    uint16_t port = 0;
+    const char* failed = nullptr;
+    if (hio::UdpOpen(reinterpret_cast<sockaddr*>(&a), sizeof a, o, &udp_rx, &port, &failed) != 0) Die("UdpOpen rx: %s", failed);
+    rx_addr = a;
+    rx_addr.sin_port = htons(port);
+    if (hio::UdpOpen(reinterpret_cast<sockaddr*>(&a), sizeof a, o, &udp_tx, &tx_port, &failed) != 0) Die("UdpOpen tx: %s", failed);
+    for (int fd : {udp_rx, udp_tx}) {
+      setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big);
+      setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big);
+    }
+  }
+};
+
+Sockets& S() {
+  static Sockets s;
+  return s;
+}
+
+// Reads every message waiting on fd (nonblocking).
+std::vector<std::vector<uint8_t>> Drain(int fd) {
+  std::vector<std::vector<uint8_t>> out;
+  std::vector<uint8_t> buf(kMaxFrame + 4096);
+  for (;;) {
+    const ssize_t r = recv(fd, buf.data(), buf.size(), MSG_DONTWAIT);
+    if (r < 0) break;
+    out.emplace_back(buf.begin(), buf.begin() + r);
+  }
+  return out;
+}
+
+uint16_t Le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+
+uint16_t Csum(const uint8_t* p, size_t n) {
+  uint64_t acc = 0;
+  for (; n >= 2; p += 2, n -= 2) acc += (uint32_t{p[0]} << 8) | p[1];
+  if (n) acc += uint32_t{p[0]} << 8;
+  while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
+  const uint16_t c = static_cast<uint16_t>(~acc & 0xffff);
+  return c == 0 ? 0xffff : c;
+}
+
+enum class V { kSend, kBad, kTooBig, kNeedsSeg };
+
+// The readable bytes of chain c, as host_io.cc's ChainPieces takes them (up to the first
+// writable segment); false for a segment outside the table.
+bool ChainBytes(const BurstArrays& b, const MemTable& m, uint32_t c, std::vector<uint8_t>* out) {
+  out->clear();
+  const uint32_t s0 = b.first_seg[c], s1 = b.first_seg[c + 1];
+  if (s0 > s1 || s1 > b.max_segs) return false;
+  for (uint32_t s = s0; s < s1; s++) {
+    if (b.seg_flags[s] & 1) break;
+    if (b.seg_len[s] == 0) continue;
+    if (b.seg_region[s] >= m.regions().size()) return false;
+    const Region& r = m.regions()[b.seg_region[s]];
+    const uint64_t off = static_cast<uint64_t>(b.seg_offset[s]);
+    if (off + b.seg_len[s] > r.size) return false;
+    out->insert(out->end(), r.host() + off, r.host() + off + b.seg_len[s]);
+  }
+  return true;
+}
+
+// What the TAP (with its 12-byte header) or a VXLAN datagram (pass_hdr false, no TAP
+// header) carries for a chain's bytes.
+V Expected(const std::vector<uint8_t>& bytes, bool ok, const hio::TxOptions& o, bool pass_hdr, std::vector<uint8_t>* msg) {
+  const uint32_t hl = o.hdr_len;
+  if (!ok || bytes.size() < hl + 14) return V::kBad;
+  if (bytes.size() - hl > kMaxFrame) return V::kTooBig;
+  const uint8_t* h = bytes.data();
+  std::vector<uint8_t> f(bytes.begin() + hl, bytes.end());
+  uint32_t from = 0;
+  int32_t delta = 0;
+  std::vector<uint8_t> out;
+  if (o.vlan >= 0) {
+    out.assign(f.begin(), f.begin() + 12);
+    out.push_back(0x81);
+    out.push_back(0x00);
+    out.push_back(static_cast<uint8_t>(o.vlan >> 8));
+    out.push_back(static_cast<uint8_t>(o.vlan));
+    from = 12;
+    delta = 4;
+  } else if (o.vlan == -2 && f.size() >= 18 && f[12] == 0x81 && f[13] == 0x00) {
+    out.assign(f.begin(), f.begin() + 12);
+    from = 16;
+    delta = -4;
+  }
+  if (f.size() + delta > kMaxFrame) return V::kTooBig;
+  uint8_t vh[12] = {};
+  const uint32_t cs = Le16(h + 6), co = Le16(h + 8), ghl = Le16(h + 2);
+  if (pass_hdr) {
+    memcpy(vh, h, 10);
+    if (delta != 0 && (h[0] & 1)) {
+      if (cs < from) return V::kBad;
+      const uint32_t v = cs + delta;
+      vh[6] = static_cast<uint8_t>(v);
+      vh[7] = static_cast<uint8_t>(v >> 8);
+    }
+    if (delta != 0 && h[1] != 0 && ghl != 0) {
+      if (ghl < from) return V::kBad;
+      const uint32_t v = ghl + delta;
+      vh[2] = static_cast<uint8_t>(v);
+      vh[3] = static_cast<uint8_t>(v >> 8);
+    }
+  } else {
+    if (h[1] != 0) return V::kNeedsSeg;
+    if (h[0] & 1) {
+      const uint64_t at = uint64_t{cs} + co;
+      if (cs < from || at + 2 > f.size()) return V::kBad;
+      const uint16_t c = Csum(f.data() + cs, f.size() - cs);
+      f[at] = static_cast<uint8_t>(c >> 8);
+      f[at + 1] = static_cast<uint8_t>(c);
+    }
+  }
+  out.insert(out.end(), f.begin() + from, f.end());
+  msg->clear();
+  msg->insert(msg->end(), vh, vh + 12);
+  msg->insert(msg->end(), out.begin(), out.end());
+  return V::kSend;
+}
+
+hio::TxOptions ReadTx(Input& in) {
+  hio::TxOptions o;
+  const uint8_t f = in.U8();
+  o.hdr_len = (f & 1) ? 12 : 10;
+  o.pass_hdr = f & 2;
+  const uint8_t v = (f >> 2) & 3;
+  o.vlan = v == 0 ? -1 : v == 1 ? -2 : static_cast<int32_t>(in.U16());
+  return o;
+}
+
+// Chain indices as the binding lets them through: below the burst size (a chain past the
+// last pop's count is a stale one, or never written: ChainPieces refuses what is not sane).
+std::vector<uint16_t> Chains(Input& in, Ring& tx) {
+  const uint32_t n = in.U8() % (tx.chains() + 1);
+  std::vector<uint16_t> c(n);
+  for (auto& x : c) x = static_cast<uint16_t>(in.U8() % tx.chains());
+  return c;
+}
+
+void ToTap(Input& in, GuestMem& g, Ring& tx) {
+  const std::vector<uint16_t> chains = Chains(in, tx);
+  const hio::TxOptions o = ReadTx(in);
+  if (!tx.q().memory() || chains.empty()) return;
+  const MemTable& m = *tx.q().memory();
+  std::vector<std::vector<uint8_t>> want;
+  hio::TxStats ref;
+  std::vector<uint8_t> bytes, msg;
+  for (uint16_t c : chains) {
+    const bool ok = ChainBytes(tx.burst().a, m, c, &bytes);
+    switch (Expected(bytes, ok, o, o.pass_hdr, &msg)) {
+      case V::kSend: want.push_back(msg); break;
+      case V::kBad: ref.bad++; break;
+      case V::kTooBig: ref.too_big++; break;
+      case V::kNeedsSeg: ref.needs_segmentation++; break;
+    }
+  }
+  Snapshot s;
+  s.Take(g);
+  hio::TxStats st;
+  hio::TxToTap(S().tap[0], tx.burst().a, m, chains.data(), static_cast<uint32_t>(chains.size()), o, &st);
+  s.Compare(g, Ranges{}, "TxToTap");
+  const auto got = Drain(S().tap[1]);
+  FUZZ_TRACE("TxToTap(%zu chains) -> sent %u bad %u too_big %u needs_seg %u dropped %u errors %u (errno %d)\n", chains.size(), st.sent,
+             st.bad, st.too_big, st.needs_segmentation, st.dropped, st.errors, st.last_errno);
+  FUZZ_CHECK(st.bad == ref.bad && st.too_big == ref.too_big && st.needs_segmentation == ref.needs_segmentation,
+             "TxToTap verdicts: bad %u too_big %u needs_segmentation %u, reference %u %u %u", st.bad, st.too_big,
+             st.needs_segmentation, ref.bad, ref.too_big, ref.needs_segmentation);
+  FUZZ_CHECK(st.errors == 0 && st.dropped == 0, "TxToTap: errors %u (errno %d), dropped %u", st.errors, st.last_errno, st.dropped);
+  FUZZ_CHECK(got.size() == want.size() && st.sent == want.size(), "TxToTap sent %u frames, %zu arrived, reference %zu", st.sent,
+             got.size(), want.size());
+  for (size_t i = 0; i < got.size(); i++) FUZZ_CHECK(got[i] == want[i], "TxToTap frame %zu differs from the reference", i);
+}
+
+void ToUdp(Input& in, GuestMem& g, Ring& tx) {
+  const std::vector<uint16_t> chains = Chains(in, tx);
+  hio::TxOptions o = ReadTx(in);
+  uint8_t vx[8];
+  in.Bytes(vx, 8);
+  if (!tx.q().memory() || chains.empty()) return;
+  const MemTable& m = *tx.q().memory();
+  std::vector<std::vector<uint8_t>> want;
+  uint32_t too_large = 0;
+  std::vector<uint8_t> bytes, msg;
+  for (uint16_t c : chains) {
+    const bool ok = ChainBytes(tx.burst().a, m, c, &bytes);
+    if (Expected(bytes, ok, o, false, &msg) != V::kSend) continue;
+    std::vector<uint8_t> d(vx, vx + 8);
+    d.insert(d.end(), msg.begin() + 12, msg.end());
+    if (d.size() > kMaxUdpPayload) {
+      too_large++;  // EMSGSIZE: counted as an error, not sent
+      continue;
+    }
+    want.push_back(std::move(d));
+  }
+  Snapshot s;
+  s.Take(g);
+  hio::TxStats st;
+  hio::TxToUdp(S().udp_tx, tx.burst().a, m, chains.data(), static_cast<uint32_t>(chains.size()), o, vx,
+               reinterpret_cast<const sockaddr*>(&S().rx_addr), sizeof(sockaddr_in), &st);
+  s.Compare(g, Ranges{}, "TxToUdp");
+  const auto got = Drain(S().udp_rx);
+  FUZZ_TRACE("TxToUdp(%zu chains) -> sent %u bad %u too_big %u needs_seg %u dropped %u errors %u\n", chains.size(), st.sent, st.bad,
+             st.too_big, st.needs_segmentation, st.dropped, st.errors);
+  FUZZ_CHECK(st.errors == too_large && st.dropped == 0, "TxToUdp: errors %u (errno %d, %u too large), dropped %u", st.errors,
+             st.last_errno, too_large, st.dropped);
+  FUZZ_CHECK(got.size() == want.size() && st.sent == want.size(), "TxToUdp sent %u, %zu arrived, reference %zu", st.sent, got.size(),
+             want.size());
+  for (size_t i = 0; i < got.size(); i++) FUZZ_CHECK(got[i] == want[i], "TxToUdp datagram %zu differs from the reference", i);
+}
+
+// u8 count, per message u16 length and bytes; u32 buffer length, u16 slot, u8 max frames.
+void FromTap(Input& in) {
+  const uint32_t n = in.U8() % 16;
+  std::vector<std::vector<uint8_t>> msgs(n);
+  for (auto& m : msgs) {
+    m.resize(in.U16() % 9000 + 1);
+    in.Bytes(m.data(), m.size());
+  }
+  const uint32_t buf_len = in.U32() % (64 * 1024);
+  const uint32_t slot = std::max<uint32_t>(26, in.U16());  // the binding's minimum
+  const uint32_t max = in.U8() % 20;
+  for (const auto& m : msgs) {
+    if (send(S().tap[1], m.data(), m.size(), MSG_DONTWAIT) != static_cast<ssize_t>(m.size())) Die("send to the TAP side");
+  }
+  HeapBuf buf(buf_len);
+  std::vector<uint32_t> offsets(max), lens(max);
+  std::vector<uint8_t> hdrs(10 * size_t{max});
+  hio::ReadStats st;
+  const int32_t k = hio::ReadTap(S().tap[0], buf.p, buf_len, slot, offsets.data(), lens.data(), hdrs.data(), max, &st);
+  // Reference: read by read while there are frames to record and a slot of room.
+  const uint32_t sl = std::max<uint32_t>(slot, 12 + 14);
+  uint32_t at = 0, rk = 0, trunc = 0, bad = 0;
+  size_t i = 0;
+  std::vector<std::pair<size_t, uint32_t>> rec;  // message, offset
+  while (rk < max && at <= buf_len && buf_len - at >= sl && i < msgs.size()) {
+    const uint32_t room = buf_len - at;
+    const auto& m = msgs[i++];
+    if (m.size() >= room) {
+      trunc++;
+      continue;
+    }
+    if (m.size() < 26) {
+      bad++;
+      continue;
+    }
+    rec.emplace_back(i - 1, at);
+    rk++;
+    at += static_cast<uint32_t>(m.size());
+  }
+  Drain(S().tap[0]);
+  FUZZ_CHECK(k == static_cast<int32_t>(rk) && st.truncated == trunc && st.bad == bad, "ReadTap -> %d (truncated %u bad %u), reference %u (%u %u)", k,
+             st.truncated, st.bad, rk, trunc, bad);
+  for (uint32_t j = 0; j < rk; j++) {
+    const auto& m = msgs[rec[j].first];
+    FUZZ_CHECK(offsets[j] == rec[j].second + 12 && lens[j] == m.size() - 12, "ReadTap frame %u at %u (+%u)", j, offsets[j], lens[j]);
+    FUZZ_CHECK(memcmp(buf.p + offsets[j], m.data() + 12, lens[j]) == 0 && memcmp(hdrs.data() + 10 * j, m.data(), 10) == 0,
+               "ReadTap frame %u bytes", j);
+  }
+}
+
+// u8 count, per datagram u16 length and bytes; u16 slot, u8 max frames.
+void FromUdp(Input& in) {
+  const uint32_t n = in.U8() % 16;
+  std::vector<std::vector<uint8_t>> dg(n);
+  for (auto& d : dg) {
+    d.resize(in.U16() % 9000);
+    in.Bytes(d.data(), d.size());
+  }
+  const uint32_t slot = 22 + in.U16() % 9100;  // the binding's minimum: a VXLAN and an Ethernet header
+  const uint32_t max = in.U8() % 20;
+  for (const auto& d : dg) {
+    if (sendto(S().udp_tx, d.data(), d.size(), MSG_DONTWAIT, reinterpret_cast<const sockaddr*>(&S().rx_addr), sizeof(sockaddr_in)) !=
+        static_cast<ssize_t>(d.size())) {
+      Die("sendto");
+    }
+  }
+  HeapBuf buf(size_t{slot} * std::max<uint32_t>(max, 1));
+  std::vector<uint32_t> offsets(max), lens(max), vni(max);
+  std::vector<uint8_t> src(16 * size_t{max}), fam(max);
+  std::vector<uint16_t> port(max);
+  hio::RecvOut out{offsets.data(), lens.data(), vni.data(), src.data(), port.data(), fam.data()};
+  hio::RecvStats st;
+  const int32_t k = hio::RecvUdp(S().udp_rx, buf.p, slot, max, out, &st);
+  Drain(S().udp_rx);
+  // Reference (RFC 7348 §5): the first min(n, max) datagrams.
+  uint32_t rk = 0;
+  for (uint32_t j = 0; j < std::min(n, max); j++) {
+    const auto& d = dg[j];
+    if (d.size() > slot || d.size() < 22 || d[0] != 0x08 || d[1] || d[2] || d[3] || d[7]) continue;
+    FUZZ_CHECK(static_cast<int32_t>(rk) < k, "RecvUdp accepted %d, the reference accepts datagram %u too", k, j);
+    FUZZ_CHECK(offsets[rk] == j * slot + 8 && lens[rk] == d.size() - 8, "RecvUdp datagram %u: at %u +%u", j, offsets[rk], lens[rk]);
+    FUZZ_CHECK(vni[rk] == ((uint32_t{d[4]} << 16) | (uint32_t{d[5]} << 8) | d[6]), "RecvUdp datagram %u: vni", j);
+    FUZZ_CHECK(memcmp(buf.p + offsets[rk], d.data() + 8, lens[rk]) == 0, "RecvUdp datagram %u: bytes", j);
+    FUZZ_CHECK(fam[rk] == 4 && port[rk] == S().tx_port && src[16 * rk] == 127, "RecvUdp datagram %u: source", j);
+    rk++;
+  }
+  FUZZ_CHECK(k == static_cast<int32_t>(rk), "RecvUdp accepted %d, reference %u", k, rk);
+  FUZZ_CHECK(st.datagrams == std::min(n, max), "RecvUdp took %u datagrams of %u", st.datagrams, std::min(n, max));
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  Input in(data, size);
+  GuestMem g;
+  if (!g.Read(in)) return 0;
+  Ring tx(g, false);
+  if (!tx.Setup(in)) return 0;
+  for (int ops = 0; ops < 256 && !in.done(); ops++) {
+    switch (in.U8() % 5) {
+      case 0: tx.Step(in); break;
+      case 1: ToTap(in, g, tx); break;
+      case 2: ToUdp(in, g, tx); break;
+      case 3: FromTap(in); break;
+      default: FromUdp(in); break;
+    }
+  }
+  g.CheckCanaries("the run");
+  return 0;
+}
