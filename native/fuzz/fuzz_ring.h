@@ -166,8 +166,10 @@ class Ring {
         break;
       }
       case kOpSetBase: {
-        const VqError e = q_->SetBase(in.U32());
+        const uint32_t base = in.U32();
+        const VqError e = q_->SetBase(base);
         FUZZ_CHECK(e == VqError::kOk || e == VqError::kBaseOutOfRange, "SetBase: %s", VqErrorName(e));
+        if (!packed_) used_ = static_cast<uint16_t>(base);
         break;
       }
       case kOpRestart: {
@@ -333,6 +335,7 @@ class Ring {
     }
     Snapshot s;
     s.Take(g_);
+    const uint32_t base = q_->GetBase();
     const int32_t r = q_->Push(ids, lens, n);
     FUZZ_TRACE("%s Push(%u ids) -> %d\n", Name(), n, r);
     s.Compare(g_, Owned(), "Push");
@@ -340,6 +343,7 @@ class Ring {
       FUZZ_CHECK(r == 0, "Push of nothing returned %d", r);
     } else if (valid) {
       FUZZ_CHECK(r == 0 || r == 1, "Push of %u chains in flight returned %d", n, r);
+      CheckUsed(ids, lens, n, base);
       for (uint32_t i = 0; i < n; i++) Give(ids[i]);
     } else {
       FUZZ_CHECK(r == -1, "Push of ids not in flight returned %d", r);
@@ -443,6 +447,10 @@ class Ring {
     }
     const VqError be = q_->SetBase(base);
     FUZZ_CHECK(be == VqError::kOk || be == VqError::kBaseOutOfRange, "SetBase: %s", VqErrorName(be));
+    // Split: the used index the device continues from is the ring's (SyncUsedFromRing
+    // below), or the base when the rings are not set.
+    used_ = static_cast<uint16_t>(base);
+    if (!packed_ && q_->ready()) memcpy(&used_, device_host_ + 2, 2);
     if (inflight_) (void)q_->SetInflight(g_.table(), inflight_->p, inflight_len_);
     if (cfg_ & 16) q_->SetDirtyLog(SharedDirtyLog(), (cfg_ & 32) != 0, used_gpa_);
     q_->SyncUsedFromRing();
@@ -450,6 +458,32 @@ class Ring {
     return true;
   }
   const char* Name() const { return packed_ ? "packed" : "split"; }
+
+  // What a successful Push wrote: split, every used element at the positions after the used
+  // index the model expects, then the index (§2.7.8); packed, the first used descriptor at
+  // the device's used position, with its wrap bits (§2.8.7).
+  void CheckUsed(const uint16_t* ids, const uint32_t* lens, uint32_t n, uint32_t base) {
+    if (!packed_) {
+      for (uint32_t i = 0; i < n; i++) {
+        const uint8_t* e = device_host_ + 4 + 8 * ((used_ + i) & (size_ - 1));
+        uint32_t id, len;
+        memcpy(&id, e, 4);
+        memcpy(&len, e + 4, 4);
+        FUZZ_CHECK(id == ids[i] && len == lens[i], "used element %u: id %u len %u, pushed %u %u", i, id, len, ids[i], lens[i]);
+      }
+      used_ = static_cast<uint16_t>(used_ + n);
+      uint16_t idx;
+      memcpy(&idx, device_host_ + 2, 2);
+      FUZZ_CHECK(idx == used_, "used idx %u after the push, expected %u", idx, used_);
+      return;
+    }
+    const uint32_t at = (base >> 16) & 0x7fff;
+    const bool wrap = (base >> 31) != 0;
+    const RawLe d = ReadLe(desc_host_ + 16 * at);
+    const uint16_t want = static_cast<uint16_t>((wrap ? (kPAvail | kPUsed) : 0) | (lens[0] ? kFWrite : 0));
+    FUZZ_CHECK(d.a == ids[0] && d.len == lens[0] && d.b == want, "used descriptor %u: id %u len %u flags %04x, expected %u %u %04x", at,
+               d.a, d.len, d.b, ids[0], lens[0], want);
+  }
 
   void Publish() {
     if (driver_host_) Store16(driver_host_ + 2, avail_shadow_);
@@ -656,6 +690,7 @@ class Ring {
   std::unique_ptr<Burst> b_;
   // Driver state.
   uint16_t avail_shadow_ = 0;  // split: the driver's next avail idx
+  uint16_t used_ = 0;          // split: the used idx the device's next push starts at
   uint32_t next_ = 0;          // packed: the driver's next slot
   bool wrap_ = true;           // packed: the driver's wrap counter
   // Model of the device side.
