@@ -222,7 +222,7 @@ void SubmitPopped(Input& in, GuestMem& g, Ring& ring, BlkEngine& e, const BlkOpt
   s.Compare(g, allowed, "blk Submit/Reap");
   FUZZ_CHECK(r == static_cast<int32_t>(n), "Reap of %u requests returned %d", n, r);
   for (uint16_t id : ids) ring.Give(id);
-  ring.ForgetLastBatch();
+  ring.UsedElsewhere();
   ring.CheckCount("Reap");
   CheckStatuses(plan, ring.Owned());
   FUZZ_CHECK(e.InFlight(nullptr) == 0, "requests left in flight");

@@ -64,7 +64,7 @@ std::vector<uint16_t> Chains(Input& in, Ring& tx) {
 
 // After a delivery into rx: the result, and the queue's in-flight count.
 void AfterDeliver(Ring& rx, int32_t r, const char* what) {
-  rx.ForgetLastBatch();
+  rx.UsedElsewhere();
   if (r >= 0) {
     FUZZ_CHECK(r <= 1, "%s returned %d", what, r);
     rx.CheckCount(what);

@@ -170,6 +170,7 @@ class Ring {
         const VqError e = q_->SetBase(base);
         FUZZ_CHECK(e == VqError::kOk || e == VqError::kBaseOutOfRange, "SetBase: %s", VqErrorName(e));
         if (!packed_) used_ = static_cast<uint16_t>(base);
+        used_known_ = true;
         break;
       }
       case kOpRestart: {
@@ -355,9 +356,13 @@ class Ring {
   // A device reset (the queue broken for good, or the frontend restarting it): a new
   // queue over the same rings and inflight area, from the current ring base.
   void Reset() { NewQueue(q_->GetBase()); }
-  // Code other than the harness popped and pushed on this queue: the last pop is no
-  // longer the harness's.
-  void ForgetLastBatch() { last_batch_.clear(); }
+  // Code other than the harness popped and pushed on this queue (net delivery, blk reap):
+  // the last pop is no longer the harness's, and the split used index is read back from
+  // the ring after the harness's next push.
+  void UsedElsewhere() {
+    last_batch_.clear();
+    used_known_ = false;
+  }
 
   // Takes / gives back an id in the model.
   void Take(uint16_t id, const char* what) {
@@ -450,6 +455,7 @@ class Ring {
     // Split: the used index the device continues from is the ring's (SyncUsedFromRing
     // below), or the base when the rings are not set.
     used_ = static_cast<uint16_t>(base);
+    used_known_ = true;
     if (!packed_ && q_->ready()) memcpy(&used_, device_host_ + 2, 2);
     if (inflight_) (void)q_->SetInflight(g_.table(), inflight_->p, inflight_len_);
     if (cfg_ & 16) q_->SetDirtyLog(SharedDirtyLog(), (cfg_ & 32) != 0, used_gpa_);
@@ -464,6 +470,11 @@ class Ring {
   // the device's used position, with its wrap bits (§2.8.7).
   void CheckUsed(const uint16_t* ids, const uint32_t* lens, uint32_t n, uint32_t base) {
     if (!packed_) {
+      if (!used_known_) {
+        memcpy(&used_, device_host_ + 2, 2);
+        used_known_ = true;
+        return;
+      }
       for (uint32_t i = 0; i < n; i++) {
         const uint8_t* e = device_host_ + 4 + 8 * ((used_ + i) & (size_ - 1));
         uint32_t id, len;
@@ -691,6 +702,7 @@ class Ring {
   // Driver state.
   uint16_t avail_shadow_ = 0;  // split: the driver's next avail idx
   uint16_t used_ = 0;          // split: the used idx the device's next push starts at
+  bool used_known_ = true;     // false after pushes by other code (UsedElsewhere)
   uint32_t next_ = 0;          // packed: the driver's next slot
   bool wrap_ = true;           // packed: the driver's wrap counter
   // Model of the device side.
