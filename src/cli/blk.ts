@@ -60,13 +60,14 @@ export async function cmdBlk(argv: string[]): Promise<void> {
   const be = new VhostUserBackend(disk.device, { socket, mode: values.client ? 'client' : 'server', log: log.child({ disk: values.file ?? `ram:${values.ram}` }) });
   await be.start();
   const chardev = values.client ? `-chardev socket,id=c1,path=${socket},server=on,wait=off` : `-chardev socket,id=c1,path=${socket},reconnect=1`;
+  const stopped = untilSignal(async () => {
+    await be.stop();
+    disk.close();
+  });
   process.stdout.write(
     `vhostkit blk: ${values.file ?? `RAM ${values.ram}`} (${disk.size} bytes${values['read-only'] ? ', read-only' : ''}) on ${socket}\n` +
       `  qemu ... -object memory-backend-memfd,id=mem,size=<RAM>,share=on -numa node,memdev=mem \\\n` +
       `    ${chardev} -device vhost-user-blk-pci,chardev=c1${numQueues > 1 ? `,num-queues=${numQueues}` : ''}\n`,
   );
-  await untilSignal(async () => {
-    await be.stop();
-    disk.close();
-  });
+  await stopped;
 }

@@ -65,12 +65,22 @@ export async function cmdNetLoad(argv: string[]): Promise<void> {
   const socket = resolve(values.socket);
   const be = new VhostUserBackend(dev, { socket, mode: values.client ? 'client' : 'server', log: log.child({ port: 'net-load' }) });
   await be.start();
+  // Signals are handled before the first line that says we serve.
+  let tick: NodeJS.Timeout | undefined;
+  const stopped = untilSignal(
+    async () => {
+      clearInterval(tick);
+      await be.stop();
+      await dev.close();
+    },
+    { afterMs: seconds * 1000 },
+  );
   if (!values.json) {
     const where = threads === 0 ? 'on the main thread' : `on ${threads} thread${threads > 1 ? 's' : ''}${cpus ? ` pinned to CPU ${cpus.join(',')}` : ''}`;
     process.stdout.write(`vhostkit net-load: ${values.gen ? 'sink and generator' : 'sink'} on ${socket}, ${queuePairs} queue pair${queuePairs > 1 ? 's' : ''} ${where}, poll ${values.poll}\n`);
   }
   let last = { t: performance.now(), rx: 0, tx: 0 };
-  const tick = setInterval(() => {
+  tick = setInterval(() => {
     const now = performance.now();
     const dt = (now - last.t) / 1000;
     const c = dev.counters;
@@ -83,12 +93,5 @@ export async function cmdNetLoad(argv: string[]): Promise<void> {
     }
     last = { t: now, rx: c.rxPackets, tx: c.txPackets };
   }, 1000);
-  await untilSignal(
-    async () => {
-      clearInterval(tick);
-      await be.stop();
-      await dev.close();
-    },
-    { afterMs: seconds * 1000 },
-  );
+  await stopped;
 }

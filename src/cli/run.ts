@@ -121,11 +121,13 @@ export async function serve(cfg: HostConfig, opts: { check?: boolean } = {}): Pr
     await host.close();
     throw new Error(`management API on ${cfg.api}: ${(e as Error).message}`);
   }
-  process.stdout.write(`vhostkit: serving\n${describe(host, api?.address ?? null)}`);
-  await untilSignal(async () => {
+  // Signals are handled before the lines that say we serve: whoever reads them may signal at once.
+  const stopped = untilSignal(async () => {
     await api?.close();
     await host.close();
   });
+  process.stdout.write(`vhostkit: serving\n${describe(host, api?.address ?? null)}`);
+  await stopped;
 }
 
 export async function cmdRun(argv: string[]): Promise<void> {

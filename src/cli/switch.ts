@@ -146,11 +146,12 @@ export async function cmdSwitch(argv: string[]): Promise<void> {
     const info = await sw.addVxlanPort(v);
     lines.push(`port ${info.name}: VXLAN ${info.socket}`);
   }
+  const stopped = untilSignal(() => sw.close());
   process.stdout.write(
     `vhostkit switch: ${lines.length} port(s); data plane: ${values.inline ? 'the main thread' : `one worker thread${cpus ? ` on CPU ${cpus.join(',')}` : ''}`}, poll ${values.poll}. Guests also need shareable memory:\n` +
       `  -object memory-backend-memfd,id=mem,size=<RAM>,share=on -numa node,memdev=mem\n` +
       lines.join('\n') +
       '\n',
   );
-  await untilSignal(() => sw.close());
+  await stopped;
 }
