@@ -86,13 +86,19 @@ merge() {
   mkdir -p "$tmp"
   local before
   before=$(find "$work" -type f | wc -l)
-  if ! "$OUT/fuzz_$t" -merge=1 -timeout=10 -rss_limit_mb=2048 "$tmp" "$work" >"$OUT/logs/merge-$t.log" 2>&1; then
+  mkdir -p "$OUT/findings/$t"
+  if ! "$OUT/fuzz_$t" -merge=1 -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$OUT/findings/$t/" "$tmp" "$work" \
+       >"$OUT/logs/merge-$t.log" 2>&1; then
     rm -rf "$tmp"
     die "merge of $t failed (see $OUT/logs/merge-$t.log)"
   fi
   rm -rf "$work"
   mv "$tmp" "$work"
   echo "fuzz-native: $t: working corpus $before -> $(find "$work" -type f | wc -l) files"
+  # A merge runs every input and goes on past a crash: say so (the input is in findings/).
+  if grep -q 'Test unit written' "$OUT/logs/merge-$t.log"; then
+    echo "fuzz-native: $t: inputs crashed during the merge (see $OUT/logs/merge-$t.log, $OUT/findings/$t/)"
+  fi
 }
 
 # The value of a libFuzzer final stat line ("stat::name: value").
