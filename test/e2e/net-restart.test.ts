@@ -13,8 +13,8 @@
 // across a crash) is described in the hardening issue's note.
 import { expect } from 'chai';
 import { makeTempDir, type TempDir } from '../../src/testing/peers.js';
-import { chooseAccel, cleanConsoleLine, findBusybox, findGuestKernel, runScript, type GuestAccel } from '../../src/testing/guest.js';
-import { ctl, start, until, type Daemon } from '../host/daemon.js';
+import { chooseAccel, cleanConsoleLine, findBusybox, findGuestKernel, runScript } from '../../src/testing/guest.js';
+import { ctl, start, until, type Daemon, printedQemuArgs } from '../host/daemon.js';
 
 const pingScript = (ip: string, peer: string) => `
 ip addr add ${ip}/24 dev eth0 && ip link set eth0 up || vk_fail "eth0 setup"
@@ -27,14 +27,6 @@ while [ $n -lt 60 ]; do
 done
 vk_result seq=$s
 `;
-
-function printedArgs(out: string, name: string, accel: GuestAccel): string[] {
-  const lines = out.split('\n');
-  const i = lines.indexOf(`${name}:`);
-  if (i < 0) throw new Error(`no QEMU arguments printed for ${name}:\n${out}`);
-  const args = lines[i + 1].trim().split(/ +/);
-  return accel === 'tcg' ? args.map((a) => (a.startsWith('virtio-net-pci,') ? `${a},vectors=0` : a)) : args;
-}
 
 describe('e2e: kill -9 of vhostkit during net traffic, restart, QEMU reconnects', function () {
   this.timeout(300_000);
@@ -67,7 +59,7 @@ describe('e2e: kill -9 of vhostkit during net traffic, restart, QEMU reconnects'
       daemons.push(first);
       await until(() => first.out().includes('vm2:\n'), 'vhostkit run to print the QEMU arguments');
       const { accel } = await chooseAccel();
-      const dev = (n: string) => printedArgs(first.out(), n, accel).map((a) => (packed && a.startsWith('virtio-net-pci,') ? `${a},packed=on` : a));
+      const dev = (n: string) => printedQemuArgs(first.out(), n, accel).map((a) => (packed && a.startsWith('virtio-net-pci,') ? `${a},packed=on` : a));
       let flowing = 0;
       const onLine = (l: string) => {
         if (cleanConsoleLine(l).includes('PINGS-FLOWING')) flowing++;

@@ -6,19 +6,8 @@
 import { expect } from 'chai';
 import { existsSync } from 'node:fs';
 import { makeTempDir, type TempDir } from '../../src/testing/peers.js';
-import { chooseAccel, findBusybox, findGuestKernel, runScript, type GuestAccel } from '../../src/testing/guest.js';
-import { ctl, metric, start, until, type Daemon } from '../host/daemon.js';
-
-/** The QEMU arguments `vhostkit run` printed for `name` (the line under "name:"). */
-function printedArgs(out: string, name: string, accel: GuestAccel): string[] {
-  const lines = out.split('\n');
-  const i = lines.indexOf(`${name}:`);
-  if (i < 0 || !lines[i + 1]?.startsWith('  -chardev')) throw new Error(`no QEMU arguments printed for ${name}:\n${out}`);
-  const args = lines[i + 1].trim().split(/ +/);
-  // QEMU 7.2 under TCG crashes with MSI-X on vhost-user-net (../shared/PEERS.md); the
-  // printed hint says so, and this is what a user without KVM adds.
-  return accel === 'tcg' ? args.map((a) => (a.startsWith('virtio-net-pci,') ? `${a},vectors=0` : a)) : args;
-}
+import { chooseAccel, findBusybox, findGuestKernel, runScript } from '../../src/testing/guest.js';
+import { ctl, metric, start, until, type Daemon, printedQemuArgs } from '../host/daemon.js';
 
 const vm1Script = `
 ip addr add 10.0.0.1/24 dev eth0 && ip link set eth0 up || vk_fail "eth0 setup"
@@ -70,8 +59,8 @@ describe('e2e: a user sets up two QEMU guests and a disk with `vhostkit run` and
     expect(out).to.include('-object memory-backend-memfd,id=mem,size=<RAM>,share=on -numa node,memdev=mem');
     expect(out).to.include('under TCG, QEMU 7.2 needs vectors=0');
     const { accel } = await chooseAccel();
-    const args1 = [...printedArgs(out, 'vm1', accel), ...printedArgs(out, 'disk0', accel)];
-    const args2 = printedArgs(out, 'vm2', accel);
+    const args1 = [...printedQemuArgs(out, 'vm1', accel), ...printedQemuArgs(out, 'disk0', accel)];
+    const args2 = printedQemuArgs(out, 'vm2', accel);
     // The guests' -m and memory-backend-memfd come from the test launcher, as they would
     // from the user's own command line.
     const settled = await Promise.allSettled([

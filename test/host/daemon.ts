@@ -49,3 +49,16 @@ export function metric(text: string, name: string, labels: Record<string, string
   }
   return undefined;
 }
+
+/**
+ * The QEMU arguments `vhostkit run` printed for `name` (the line under "name:"). Under TCG,
+ * `vectors=0` is added to virtio-net-pci, as the printed hint says (QEMU 7.2 crashes in
+ * vhost-user-net with MSI-X there: ../shared/PEERS.md).
+ */
+export function printedQemuArgs(out: string, name: string, accel: 'tcg' | 'kvm'): string[] {
+  const lines = out.split('\n');
+  const i = lines.indexOf(`${name}:`);
+  if (i < 0 || !lines[i + 1]?.startsWith('  -chardev')) throw new Error(`no QEMU arguments printed for ${name}:\n${out}`);
+  const args = lines[i + 1].trim().split(/ +/);
+  return accel === 'tcg' ? args.map((a) => (a.startsWith('virtio-net-pci,') ? `${a},vectors=0` : a)) : args;
+}

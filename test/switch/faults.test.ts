@@ -3,26 +3,15 @@
 // frames sent from the new region, REM_MEM_REG, SET_MEM_TABLE sent again) under load.
 // Split and packed rings.
 import { expect } from 'chai';
-import { closeSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Switch } from '../../src/switch/switch.js';
-import { NetGuest } from '../../src/testing/net-guest.js';
+import { closeSync } from 'node:fs';
+import type { NetGuest } from '../../src/testing/net-guest.js';
 import { ethFrame, NET_HDR_SIZE } from '../../src/testing/net-frames.js';
 import { GuestMemory } from '../../src/native/guest-memory.js';
-import { setLogSink, type LogRecord } from '../../src/log.js';
+import { SwitchRig, until } from './rig.js';
 
 const A = '02:00:00:00:00:0a';
 const B = '02:00:00:00:00:0b';
 const H = '02:00:00:00:00:0e';
-
-async function until(f: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 const seqOf = (f: Uint8Array) => new DataView(f.buffer, f.byteOffset).getUint32(14);
 const srcIs = (f: Uint8Array, mac: string) => Buffer.from(f.subarray(6, 12)).equals(Buffer.from(ethFrame(mac, mac, 14).subarray(6, 12)));
@@ -43,33 +32,11 @@ async function expectFrames(g: NetGuest, src: string, n: number, first: number):
 
 describe('switch: faults under traffic', function () {
   this.timeout(60_000);
-  let dir: string;
-  let sw: Switch;
-  let guests: NetGuest[] = [];
-  const logs: LogRecord[] = [];
-  let oldSink: ReturnType<typeof setLogSink>;
-
-  async function attach(name: string, packed: boolean): Promise<NetGuest> {
-    await sw.addVhostPort({ name, socket: join(dir, `${name}.sock`) });
-    const g = await NetGuest.connect(join(dir, `${name}.sock`), { packed });
-    guests.push(g);
-    await sw.backend(name).nextSession();
-    return g;
-  }
-
-  beforeEach(async () => {
-    oldSink = setLogSink((r) => logs.push(r));
-    logs.length = 0;
-    dir = mkdtempSync(join(tmpdir(), 'vk-faults-'));
-    sw = await Switch.create({ dataplane: 'worker' });
-  });
-  afterEach(async () => {
-    for (const g of guests) g.close();
-    guests = [];
-    await sw.close();
-    rmSync(dir, { recursive: true, force: true });
-    setLogSink(oldSink);
-  });
+  const rig = new SwitchRig('vk-faults-');
+  const logs = rig.logs;
+  const attach = (name: string, packed: boolean) => rig.attach(name, packed);
+  beforeEach(() => rig.setUp());
+  afterEach(() => rig.tearDown());
 
   for (const packed of [false, true]) {
     const layout = packed ? 'packed' : 'split';
@@ -78,10 +45,10 @@ describe('switch: faults under traffic', function () {
       const a = await attach('a', packed);
       const b = await attach('b', packed);
       const h = await attach('h', packed);
-      const session = sw.backend('h').session;
+      const session = rig.sw.backend('h').session;
       // b announces itself, so h's frames to b in flight at each reset are not flooded to a.
       b.send([ethFrame('ff:ff:ff:ff:ff:ff', B, 60, 0)]);
-      await until(() => sw.counters('a').tx_packets >= 1 && sw.counters('h').tx_packets >= 1, 'b learnt');
+      await until(() => rig.sw.counters('a').tx_packets >= 1 && rig.sw.counters('h').tx_packets >= 1, 'b learnt');
       let seq = 0;
       for (let round = 0; round < 25; round++) {
         // a's burst is forwarded by the data-plane thread while h's reset runs on the main
@@ -96,8 +63,8 @@ describe('switch: faults under traffic', function () {
         a.send([ethFrame(H, A, 70, 300000 + round)]);
         await expectFrames(h, A, 1, 300000 + round);
       }
-      expect(sw.backend('h').session, 'the same connection throughout').to.equal(session);
-      for (const p of ['a', 'b', 'h']) expect(sw.counters(p).queue_errors, p).to.equal(0);
+      expect(rig.sw.backend('h').session, 'the same connection throughout').to.equal(session);
+      for (const p of ['a', 'b', 'h']) expect(rig.sw.counters(p).queue_errors, p).to.equal(0);
       expect(logs.filter((l) => l.msg === 'device reset').length, 'one log line a reset').to.be.at.least(25);
     });
 
@@ -132,7 +99,7 @@ describe('switch: faults under traffic', function () {
         await a.resendMemTable();
         await expectFrames(b, A, seq - first, first);
       }
-      expect(sw.counters('a').queue_errors + sw.counters('b').queue_errors).to.equal(0);
+      expect(rig.sw.counters('a').queue_errors + rig.sw.counters('b').queue_errors).to.equal(0);
     });
   }
 });

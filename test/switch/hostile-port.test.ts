@@ -5,14 +5,10 @@
 // keeps going with the runts counted as bad; meanwhile two honest guests on the same switch
 // move every one of their frames, in order. Split and packed rings.
 import { expect } from 'chai';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Switch } from '../../src/switch/switch.js';
-import { NetGuest } from '../../src/testing/net-guest.js';
+import type { NetGuest } from '../../src/testing/net-guest.js';
 import { ethFrame } from '../../src/testing/net-frames.js';
 import type { SplitDriver } from '../../src/testing/driver.js';
-import { setLogSink, type LogRecord } from '../../src/log.js';
+import { SwitchRig, until } from './rig.js';
 import { DeviceStatus } from '../../src/virtio/features.js';
 
 const A = '02:00:00:00:00:0a';
@@ -22,14 +18,6 @@ const C = '02:00:00:00:00:0c';
 const BCAST = 'ff:ff:ff:ff:ff:ff';
 /** Far outside the guests' 16 MiB of memory. */
 const OUTSIDE = 2 ** 40;
-
-async function until(f: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 /** a sends `n` unicast frames to b in bursts; b must receive every one, in order. `between` runs before each burst. */
 async function honestPair(a: NetGuest, b: NetGuest, n: number, first = 0, between?: () => Promise<void>): Promise<void> {
@@ -125,33 +113,11 @@ const BREAKERS: Breaker[] = [
 
 describe('switch: a hostile guest on one port', function () {
   this.timeout(60_000);
-  let dir: string;
-  let sw: Switch;
-  let guests: NetGuest[] = [];
-  const logs: LogRecord[] = [];
-  let oldSink: ReturnType<typeof setLogSink>;
-
-  async function attach(name: string, packed: boolean): Promise<NetGuest> {
-    await sw.addVhostPort({ name, socket: join(dir, `${name}.sock`) });
-    const g = await NetGuest.connect(join(dir, `${name}.sock`), { packed });
-    guests.push(g);
-    await sw.backend(name).nextSession();
-    return g;
-  }
-
-  beforeEach(async () => {
-    oldSink = setLogSink((r) => logs.push(r));
-    logs.length = 0;
-    dir = mkdtempSync(join(tmpdir(), 'vk-hostile-'));
-    sw = await Switch.create({ dataplane: 'worker' });
-  });
-  afterEach(async () => {
-    for (const g of guests) g.close();
-    guests = [];
-    await sw.close();
-    rmSync(dir, { recursive: true, force: true });
-    setLogSink(oldSink);
-  });
+  const rig = new SwitchRig('vk-hostile-');
+  const logs = rig.logs;
+  const attach = (name: string, packed: boolean) => rig.attach(name, packed);
+  beforeEach(() => rig.setUp());
+  afterEach(() => rig.tearDown());
 
   for (const layout of ['split', 'packed'] as const) {
     const packed = layout === 'packed';
@@ -172,32 +138,30 @@ describe('switch: a hostile guest on one port', function () {
           const posted = h.rx.driver.outstanding;
           for (let i = 0; i < posted; i += 32) {
             a.send(Array.from({ length: Math.min(32, posted - i) }, (_, k) => ethFrame(H, A, 60, k)));
-            await until(() => sw.counters('h').tx_packets >= 1 + i + Math.min(32, posted - i), 'h RX ring drained');
+            await until(() => rig.sw.counters('h').tx_packets >= 1 + i + Math.min(32, posted - i), 'h RX ring drained');
           }
         }
         await honestPair(a, b, 300, 1000);
         br.act(h);
         if (br.queue === 'rx') a.send([ethFrame(BCAST, A, 60, 1)]);
-        await until(() => sw.counters('h').queue_errors === 1, 'h queue broken');
+        await until(() => rig.sw.counters('h').queue_errors === 1, 'h queue broken');
         const qi = br.queue === 'rx' ? 0 : 1;
-        await until(() => sw.backend('h').session!.queues()[qi].broken, 'session sees the broken queue');
+        await until(() => rig.sw.backend('h').session!.queues()[qi].broken, 'session sees the broken queue');
         await until(() => logs.some((l) => l.level === 'error' && new RegExp(br.code).test(String(l.reason))), `a log line naming ${br.code}`);
         expect(Number(await h.fe.getStatus()) & DeviceStatus.DEVICE_NEEDS_RESET, 'DEVICE_NEEDS_RESET').to.equal(DeviceStatus.DEVICE_NEEDS_RESET);
         // The honest pair is untouched, in both directions, and the broadcast still reaches b.
         await honestPair(a, b, 1000, 2000);
         a.send([ethFrame(BCAST, A, 60, 2)]);
         expect((await b.receive(1)).length).to.equal(1);
-        expect(sw.counters('a').queue_errors + sw.counters('b').queue_errors).to.equal(0);
-        expect(sw.counters('h').queue_errors).to.equal(1);
+        expect(rig.sw.counters('a').queue_errors + rig.sw.counters('b').queue_errors).to.equal(0);
+        expect(rig.sw.counters('h').queue_errors).to.equal(1);
 
         // The guest resets its device (a new driver on the same socket) and the port works again.
-        const old = sw.backend('h').session!;
-        h.close();
-        guests = guests.filter((g) => g !== h);
-        await until(() => sw.backend('h').session !== old, 'the old session gone');
-        const h2 = await NetGuest.connect(join(dir, 'h.sock'), { packed });
-        guests.push(h2);
-        await until(() => sw.backend('h').session !== old && sw.backend('h').session?.queues()[1]?.running === true, 'h renegotiated');
+        const old = rig.sw.backend('h').session!;
+        rig.close(h);
+        await until(() => rig.sw.backend('h').session !== old, 'the old session gone');
+        const h2 = await rig.reconnect('h', packed);
+        await until(() => rig.sw.backend('h').session !== old && rig.sw.backend('h').session?.queues()[1]?.running === true, 'h renegotiated');
         h2.send([ethFrame(A, H, 80, 7)]);
         const back = await a.receive(1);
         expect(back.length, 'a hears h again').to.equal(1);
@@ -217,7 +181,7 @@ describe('switch: a hostile guest on one port', function () {
         [c, C],
       ] as const)
         g.send([ethFrame(BCAST, mac, 60, 0)]);
-      await until(() => sw.counters('h').tx_packets >= 3, 'MACs learnt');
+      await until(() => rig.sw.counters('h').tx_packets >= 3, 'MACs learnt');
       // Before each burst of the pair, h sends a burst of 32: 60-byte frames to c, and one in
       // eight a runt (0 to 13 bytes, shorter than an Ethernet header), and the switch takes it.
       let floodSent = 0;
@@ -225,19 +189,19 @@ describe('switch: a hostile guest on one port', function () {
       const burst: Uint8Array[] = [];
       for (let i = 0; i < 32; i++) burst.push(i % 8 === 7 ? new Uint8Array(i % 14) : ethFrame(C, H, 60, i));
       const floodBurst = async () => {
-        const before = sw.counters('h').rx_packets;
+        const before = rig.sw.counters('h').rx_packets;
         const n = h.send(burst);
         floodSent += n;
         for (let i = 0; i < n; i++) if (i % 8 === 7) runts++;
-        await until(() => sw.counters('h').rx_packets === before + n, 'the switch took the burst');
+        await until(() => rig.sw.counters('h').rx_packets === before + n, 'the switch took the burst');
       };
       await honestPair(a, b, 3000, 1, floodBurst);
-      await until(() => sw.counters('h').rx_packets >= floodSent, 'the flood consumed');
-      const hc = sw.counters('h');
+      await until(() => rig.sw.counters('h').rx_packets >= floodSent, 'the flood consumed');
+      const hc = rig.sw.counters('h');
       expect(floodSent, 'a burst before each of the pair\'s bursts').to.be.at.least(3000);
       expect(hc.drop_bad, 'runts dropped as bad').to.equal(runts);
       expect(hc.queue_errors, 'a flood is not a ring error').to.equal(0);
-      expect(sw.counters('c').tx_packets + sw.counters('c').drop_no_buffers, 'the rest went to c (or dropped there for lack of buffers)').to.equal(floodSent - runts + 2);
+      expect(rig.sw.counters('c').tx_packets + rig.sw.counters('c').drop_no_buffers, 'the rest went to c (or dropped there for lack of buffers)').to.equal(floodSent - runts + 2);
       // h still works.
       await a.receive(2); // the broadcasts of b and c, at the start
       h.send([ethFrame(A, H, 80, 9)]);

@@ -1,0 +1,67 @@
+// A switch with its data plane on a worker thread, and NetGuests attached to its ports: the
+// set-up the fault and hostile-guest tests share.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Switch } from '../../src/switch/switch.js';
+import { NetGuest } from '../../src/testing/net-guest.js';
+import { setLogSink, type LogRecord } from '../../src/log.js';
+
+export async function until(f: () => boolean, what: string, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!f()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+export class SwitchRig {
+  dir = '';
+  sw!: Switch;
+  readonly logs: LogRecord[] = [];
+  private guests: NetGuest[] = [];
+  private oldSink: ReturnType<typeof setLogSink> | null = null;
+
+  constructor(private readonly prefix: string) {}
+
+  async setUp(): Promise<void> {
+    this.oldSink = setLogSink((r) => this.logs.push(r));
+    this.logs.length = 0;
+    this.dir = mkdtempSync(join(tmpdir(), this.prefix));
+    this.sw = await Switch.create({ dataplane: 'worker' });
+  }
+
+  async tearDown(): Promise<void> {
+    for (const g of this.guests) g.close();
+    this.guests = [];
+    await this.sw.close();
+    rmSync(this.dir, { recursive: true, force: true });
+    if (this.oldSink) setLogSink(this.oldSink);
+  }
+
+  socket(name: string): string {
+    return join(this.dir, `${name}.sock`);
+  }
+
+  /** A port `name` and a guest on it, negotiated. */
+  async attach(name: string, packed: boolean): Promise<NetGuest> {
+    await this.sw.addVhostPort({ name, socket: this.socket(name) });
+    const g = await NetGuest.connect(this.socket(name), { packed });
+    this.guests.push(g);
+    await this.sw.backend(name).nextSession();
+    return g;
+  }
+
+  /** A guest connected to an existing port (a new driver), closed at tear-down. */
+  async reconnect(name: string, packed: boolean): Promise<NetGuest> {
+    const g = await NetGuest.connect(this.socket(name), { packed });
+    this.guests.push(g);
+    return g;
+  }
+
+  /** Closes a guest now (it is not closed again at tear-down). */
+  close(g: NetGuest): void {
+    g.close();
+    this.guests = this.guests.filter((x) => x !== g);
+  }
+}
