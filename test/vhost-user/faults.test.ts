@@ -31,7 +31,8 @@ import { DEFAULT_MAX_IN_FLIGHT } from '../../src/backends/blk/device.js';
 import { GuestMemory, MAX_REGIONS, createMemfd } from '../../src/native/guest-memory.js';
 import { EventFd } from '../../src/native/eventfd.js';
 import { closeFd } from '../../src/native/unix-socket.js';
-import { setLogLevel, setLogSink, type Level, type LogRecord, type LogSink } from '../../src/log.js';
+import type { LogRecord } from '../../src/log.js';
+import { captureLogs } from './harness.js';
 import { DeviceStatus, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, bit } from '../../src/virtio/features.js';
 import { ProtocolFeature, Req, inflightArea, logArea, memTable, singleRegion, vringAddr, vringFile, vringState, type MemRegion } from '../../src/vhost-user/protocol.js';
 
@@ -276,16 +277,8 @@ function blkUnderTest(dir: string): DeviceUnderTest {
 describe('vhost-user faults: a frontend that disconnects after each step of the setup', function () {
   this.timeout(120000);
   const logs: LogRecord[] = [];
-  let oldSink: LogSink;
   let dir: string;
-  before(() => {
-    oldSink = setLogSink((r) => logs.push(r));
-    setLogLevel('info');
-  });
-  after(() => {
-    setLogSink(oldSink);
-    setLogLevel((process.env.VHOSTKIT_LOG as Level | undefined) ?? 'info');
-  });
+  captureLogs(logs);
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'vk-faults-'));
   });
@@ -392,7 +385,6 @@ describe('vhost-user faults: 10,000 connect / negotiate / disconnect cycles agai
 describe('vhost-user faults: resource limits', function () {
   this.timeout(30000);
   const logs: LogRecord[] = [];
-  let oldSink: LogSink;
   let dir: string;
   let be: VhostUserBackend | null = null;
   let fe: VhostUserFrontend | null = null;
@@ -404,14 +396,7 @@ describe('vhost-user faults: resource limits', function () {
   };
   const mapped = (name: string): number => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes(`/memfd:${name}`)).length;
 
-  before(() => {
-    oldSink = setLogSink((r) => logs.push(r));
-    setLogLevel('info');
-  });
-  after(() => {
-    setLogSink(oldSink);
-    setLogLevel((process.env.VHOSTKIT_LOG as Level | undefined) ?? 'info');
-  });
+  captureLogs(logs);
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'vk-limits-'));
   });

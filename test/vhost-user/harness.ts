@@ -7,7 +7,7 @@ import { VhostUserBackend, type BackendOptions } from '../../src/vhost-user/back
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import type { Session } from '../../src/vhost-user/session.js';
 import { EchoDevice } from '../../src/testing/echo-device.js';
-import { setLogSink, type LogRecord, type LogSink } from '../../src/log.js';
+import { setLogLevel, setLogSink, type Level, type LogRecord, type LogSink } from '../../src/log.js';
 
 export function fdCount(): number {
   return readdirSync('/proc/self/fd').length;
@@ -68,4 +68,17 @@ export async function until(pred: () => boolean, timeoutMs = 3000, what = 'condi
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 5));
   }
+}
+
+/** For the enclosing describe: log records (info and up) go to `logs`; the sink and level are restored after. */
+export function captureLogs(logs: LogRecord[]): void {
+  let oldSink: LogSink;
+  before(() => {
+    oldSink = setLogSink((r) => logs.push(r));
+    setLogLevel('info');
+  });
+  after(() => {
+    setLogSink(oldSink);
+    setLogLevel((process.env.VHOSTKIT_LOG as Level | undefined) ?? 'info');
+  });
 }
