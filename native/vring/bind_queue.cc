@@ -74,6 +74,9 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
                         InstanceMethod<&QueueWrap::SetDirtyLog>("setDirtyLog"),
                         InstanceMethod<&QueueWrap::SetInflight>("setInflight"),
                         InstanceMethod<&QueueWrap::ResubmitPending>("resubmitPending"),
+                        InstanceMethod<&QueueWrap::SetRingRecord>("setRingRecord"),
+                        InstanceMethod<&QueueWrap::ForgetRingRecord>("forgetRingRecord"),
+                        InstanceMethod<&QueueWrap::RingRecordState>("ringRecordState"),
                         InstanceMethod<&QueueWrap::GetBase>("getBase"),
                         InstanceMethod<&QueueWrap::SetBase>("setBase"),
                         InstanceMethod<&QueueWrap::SyncUsed>("syncUsedFromRing"),
@@ -198,6 +201,33 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     if (off > r.size || len > r.size - off) throw Napi::RangeError::New(info.Env(), "setInflight: area outside the inflight memory");
     uint8_t* host = r.host() + off;
     return Napi::Boolean::New(info.Env(), q_->SetInflight(t, host, len));
+  }
+
+  // setRingRecord(memTable | null, offset, len, frontendBase): this queue's ring position
+  // record (region 0 of the table). Returns false if too small or the layout keeps none.
+  Napi::Value SetRingRecord(const Napi::CallbackInfo& info) {
+    if (info[0].IsNull() || info[0].IsUndefined()) {
+      q_->SetRingRecord(nullptr, nullptr, 0, 0);
+      return Napi::Boolean::New(info.Env(), true);
+    }
+    std::shared_ptr<MemTable> t = UnwrapMemTable(info[0]);
+    const uint64_t off = BigU64(info[1], "offset");
+    const uint64_t len = BigU64(info[2], "len");
+    if (t->regions().empty()) return Napi::Boolean::New(info.Env(), false);
+    const Region& r = t->regions()[0];
+    if (off > r.size || len > r.size - off) throw Napi::RangeError::New(info.Env(), "setRingRecord: area outside the record memory");
+    uint8_t* host = r.host() + off;
+    return Napi::Boolean::New(info.Env(), q_->SetRingRecord(t, host, len, info[3].As<Napi::Number>().Uint32Value()));
+  }
+
+  Napi::Value ForgetRingRecord(const Napi::CallbackInfo& info) {
+    q_->ForgetRingRecord();
+    return info.Env().Undefined();
+  }
+
+  // 0 none, 1 fresh, 2 recovered, 3 out of order (Virtqueue::RecordState)
+  Napi::Value RingRecordState(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<int32_t>(q_->record_state()));
   }
 
   Napi::Value ResubmitPending(const Napi::CallbackInfo& info) {

@@ -279,6 +279,7 @@ int32_t PackedRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) 
   if (desc_ == nullptr || !ClaimIds(ids, n)) return -1;
   const uint16_t start = last_used_;
   const LogState lg = CurrentLog();
+  const bool recording = record_ != nullptr && inflight_ == nullptr && RecordBatch(ids, lens, n);
   if (inflight_ != nullptr) {
     // Mark the batch before the ring sees it: a backend dying from here until the
     // commit below leaves the area saying which ids were being completed and where the
@@ -323,6 +324,10 @@ int32_t PackedRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) 
     last_used_ = static_cast<uint16_t>(next);
   }
   StoreRelease<uint16_t>(head + 14, head_flags);
+  if (recording) {
+    StoreRelaxed<uint16_t>(record_ + 36, UsedPos());
+    StoreRelease<uint8_t>(record_ + 6, 0);
+  }
   if (inflight_ != nullptr) {
     for (uint32_t i = 0; i < n; i++) {
       StoreRelaxed<uint8_t>(Record(ids[i]), 0);
@@ -420,12 +425,126 @@ bool PackedRing::SetInflight(std::shared_ptr<MemTable> table, uint8_t* host, uin
 }
 
 void PackedRing::SyncUsedFromRing() {
-  if (inflight_ == nullptr || desc_ == nullptr) return;
-  if (LoadAcquire<uint32_t>(inflight_) == kInflightMagic && LoadRelaxed<uint16_t>(inflight_ + 4) == size_ &&
-      RecoverInflight()) {
+  if (desc_ == nullptr) return;
+  if (inflight_ != nullptr) {
+    if (LoadAcquire<uint32_t>(inflight_) == kInflightMagic && LoadRelaxed<uint16_t>(inflight_ + 4) == size_ &&
+        RecoverInflight()) {
+      return;
+    }
+    InitInflight();
     return;
   }
-  InitInflight();
+  if (record_ == nullptr) return;
+  if (RecoverRecord()) {
+    record_state_.store(RecordState::kRecovered, std::memory_order_relaxed);
+    return;
+  }
+  InitRecord();
+  record_state_.store(RecordState::kFresh, std::memory_order_relaxed);
+}
+
+// ---- Ring position record (layout in packed_ring.h) ----
+
+bool PackedRing::SetRingRecord(std::shared_ptr<MemTable> table, uint8_t* host, uint64_t len, uint32_t frontend_base) {
+  if (host == nullptr) {
+    record_ = nullptr;
+    record_table_.reset();
+    return true;
+  }
+  if (len < RecordBytes(size_)) return false;
+  record_table_ = std::move(table);
+  record_ = host;
+  frontend_base_ = frontend_base;
+  record_state_.store(RecordState::kNone, std::memory_order_relaxed);
+  return true;
+}
+
+void PackedRing::ForgetRingRecord() {
+  if (record_ != nullptr) StoreRelease<uint32_t>(record_, 0);
+}
+
+void PackedRing::InitRecord() {
+  StoreRelease<uint32_t>(record_, 0);
+  std::memset(record_ + 4, 0, 60);
+  StoreRelaxed<uint16_t>(record_ + 4, static_cast<uint16_t>(size_));
+  for (int k = 0; k < 3; k++) StoreRelaxed<uint64_t>(record_ + 8 + 8 * k, ring_addr_[k]);
+  StoreRelaxed<uint32_t>(record_ + 32, frontend_base_);
+  StoreRelaxed<uint16_t>(record_ + 36, UsedPos());
+  StoreRelease<uint32_t>(record_, kRecordMagic);
+}
+
+bool PackedRing::RecordBatch(const uint16_t* ids, const uint32_t* lens, uint32_t n) {
+  uint32_t pos = last_used_;
+  bool wrap = used_wrap_;
+  for (uint32_t i = 0; i < n; i++) {
+    const uint32_t ndesc = in_flight_count_[ids[i]] & ~kClaimed;
+    uint32_t last = pos + ndesc - 1;
+    if (last >= size_) last -= size_;
+    // In pop order, the chain completed next is the one at the used position, and its
+    // buffer id is in its last descriptor, which the device has not written over.
+    if (LoadRelaxed<uint16_t>(desc_ + 16 * last + 12) != ids[i]) {
+      StoreRelease<uint32_t>(record_, 0);
+      record_ = nullptr;  // the mapping stays with record_table_ until Detach
+      record_state_.store(RecordState::kOutOfOrder, std::memory_order_relaxed);
+      return false;
+    }
+    uint8_t* e = Entry(i);
+    StoreRelaxed<uint16_t>(e, static_cast<uint16_t>(pos | (wrap ? 0x8000 : 0)));
+    StoreRelaxed<uint16_t>(e + 2, ids[i]);
+    StoreRelaxed<uint32_t>(e + 4, lens[i]);
+    pos += ndesc;
+    if (pos >= size_) {
+      pos -= size_;
+      wrap = !wrap;
+    }
+  }
+  StoreRelaxed<uint16_t>(record_ + 38, static_cast<uint16_t>(pos | (wrap ? 0x8000 : 0)));
+  StoreRelaxed<uint32_t>(record_ + 40, n);
+  StoreRelease<uint8_t>(record_ + 6, 1);
+  return true;
+}
+
+bool PackedRing::RecoverRecord() {
+  if (LoadAcquire<uint32_t>(record_) != kRecordMagic || LoadRelaxed<uint16_t>(record_ + 4) != size_) return false;
+  for (int k = 0; k < 3; k++) {
+    if (LoadRelaxed<uint64_t>(record_ + 8 + 8 * k) != ring_addr_[k]) return false;
+  }
+  // The frontend sends the base of the last start again only if it never learned a newer
+  // one: a different base means a new ring state (GET_VRING_BASE answered, or a reset).
+  if (LoadRelaxed<uint32_t>(record_ + 32) != frontend_base_) return false;
+  uint16_t used = LoadRelaxed<uint16_t>(record_ + 36);
+  if ((used & 0x7fff) >= size_) return false;
+  if (LoadRelaxed<uint8_t>(record_ + 6) == 1) {
+    const uint16_t end = LoadRelaxed<uint16_t>(record_ + 38);
+    const uint32_t n = LoadRelaxed<uint32_t>(record_ + 40);
+    if ((end & 0x7fff) >= size_ || n == 0 || n > size_ || LoadRelaxed<uint16_t>(Entry(0)) != used) return false;
+    for (uint32_t i = 0; i < n; i++) {
+      if ((LoadRelaxed<uint16_t>(Entry(i)) & 0x7fff) >= size_) return false;
+    }
+    // The batch's head flags were written last. If the head still holds the driver's
+    // available descriptor of this round, the driver has seen none of the batch: write it
+    // all again (some of it may be written), the head's flags last, as Push does.
+    const uint16_t f = LoadAcquire<uint16_t>(desc_ + 16 * (used & 0x7fff) + 14);
+    const bool w = (used >> 15) != 0;
+    if (((f & kDescAvailBit) != 0) == w && ((f & kDescUsedBit) != 0) != w) {
+      for (uint32_t i = n; i-- > 0;) {
+        const uint16_t at = LoadRelaxed<uint16_t>(Entry(i));
+        const uint32_t len = LoadRelaxed<uint32_t>(Entry(i) + 4);
+        uint8_t* d = desc_ + 16 * (at & 0x7fff);
+        StoreRelaxed<uint32_t>(d + 8, len);
+        StoreRelaxed<uint16_t>(d + 12, LoadRelaxed<uint16_t>(Entry(i) + 2));
+        StoreRelease<uint16_t>(d + 14, UsedFlags((at >> 15) != 0, len));
+      }
+    }
+    used = end;
+    StoreRelaxed<uint16_t>(record_ + 36, used);
+    StoreRelease<uint8_t>(record_ + 6, 0);
+  }
+  // Every chain popped after the used position was still in flight: pop them again.
+  last_avail_ = last_used_ = static_cast<uint16_t>(used & 0x7fff);
+  avail_wrap_ = used_wrap_ = (used >> 15) != 0;
+  signalled_used_valid_ = false;
+  return true;
 }
 
 void PackedRing::CommitAvail(uint64_t counter) {

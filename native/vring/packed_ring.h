@@ -16,6 +16,8 @@ class PackedRing final : public Virtqueue {
   VqError SetBase(uint32_t base) override;
   void SyncUsedFromRing() override;
   bool SetInflight(std::shared_ptr<MemTable> table, uint8_t* host, uint64_t len) override;
+  bool SetRingRecord(std::shared_ptr<MemTable> table, uint8_t* host, uint64_t len, uint32_t frontend_base) override;
+  void ForgetRingRecord() override;
   int32_t Pop(const BurstArrays& out, uint32_t max) override;
   int32_t PopDirect(DirectBuf* out, uint32_t max) override;
   int32_t Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) override;
@@ -55,6 +57,7 @@ class PackedRing final : public Virtqueue {
   static constexpr uint32_t kInflightMagic = 0x31504b56;  // "VKP1"
  public:
   static uint64_t InflightBytes(uint32_t size) { return 64 + 34 * static_cast<uint64_t>(size); }
+  static uint64_t RecordBytes(uint32_t size) { return 64 + 8 * static_cast<uint64_t>(size); }
 
  private:
   uint8_t* Record(uint32_t id) const { return inflight_ + 64 + 16 * static_cast<size_t>(id); }
@@ -67,6 +70,34 @@ class PackedRing final : public Virtqueue {
   bool RecoverInflight();  // false: the area is inconsistent
   bool SaveChain(uint16_t id, uint32_t start, uint32_t ndesc);
   void FreeChain(uint16_t id, uint32_t ndesc);  // its pool entries back to the free stack
+
+  // Ring position record (Virtqueue::SetRingRecord), used only without an inflight area.
+  // Chains complete in pop order, so the chains in flight are the ring slots from the used
+  // position on, untouched by the device: the record keeps the used position, and a
+  // restart pops again from there. Layout:
+  //   0  u32 magic "VKR1"   4 u16 size   6 u8 batch_valid
+  //   8  u64 desc, 16 u64 driver area, 24 u64 device area (as SetRings got them)
+  //   32 u32 the frontend's SET_VRING_BASE when the record was started
+  //   36 u16 used_commit (position | wrap << 15)   38 u16 batch_end   40 u32 batch_n
+  //   64 entries [size] { u16 slot | wrap << 15; u16 id; u32 len }: the push batch being
+  //      written (write-ahead: a backend dying inside a batch leaves some of its used
+  //      descriptors written, the head's last; recovery writes the rest from here).
+  static constexpr uint32_t kRecordMagic = 0x31524b56;  // "VKR1"
+  uint8_t* Entry(uint32_t i) const { return record_ + 64 + 8 * static_cast<size_t>(i); }
+  void InitRecord();
+  bool RecoverRecord();  // false: the record is not this ring's, or inconsistent
+  // Before a push batch is written: checks it completes chains in pop order and logs it.
+  // Returns false (and invalidates the record) if it does not.
+  bool RecordBatch(const uint16_t* ids, const uint32_t* lens, uint32_t n);
+  uint16_t UsedFlags(bool wrap, uint32_t len) const {
+    return static_cast<uint16_t>((wrap ? (kDescAvailBit | kDescUsedBit) : 0) | (len ? kDescWriteBit : 0));
+  }
+  static constexpr uint16_t kDescWriteBit = 2;
+  static constexpr uint16_t kDescAvailBit = 1 << 7;
+  static constexpr uint16_t kDescUsedBit = 1 << 15;
+  std::shared_ptr<MemTable> record_table_;
+  uint8_t* record_ = nullptr;
+  uint32_t frontend_base_ = 0;
 
   std::shared_ptr<MemTable> inflight_table_;
   uint8_t* inflight_ = nullptr;

@@ -86,6 +86,7 @@ void Virtqueue::Detach() {
   SetCallFd(-1);
   SetDirtyLog(nullptr, false, 0);
   SetInflight(nullptr, nullptr, 0);
+  SetRingRecord(nullptr, nullptr, 0, 0);
 }
 
 VqError Virtqueue::SetRings(uint64_t desc, uint64_t driver, uint64_t device, AddrSpace space, std::string* detail) {
@@ -121,6 +122,9 @@ VqError Virtqueue::SetRings(uint64_t desc, uint64_t driver, uint64_t device, Add
   desc_ = d;
   driver_ = dr;
   device_ = dv;
+  ring_addr_[0] = desc;
+  ring_addr_[1] = driver;
+  ring_addr_[2] = device;
   return VqError::kOk;
 }
 

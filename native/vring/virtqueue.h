@@ -118,6 +118,32 @@ class Virtqueue {
   // Chains recovered from the inflight area and not yet popped again.
   uint32_t resubmit_pending() const { return static_cast<uint32_t>(resubmit_.size() - resubmit_pos_); }
 
+  // Ring position record, for packed rings of devices that complete chains in the order
+  // they were popped (net) when the frontend keeps no inflight area. QEMU cannot restore a
+  // packed ring's position after its backend died (its SET_VRING_BASE is then the one of
+  // the last start), so the device keeps its own: `len` bytes at `host` of a file that
+  // outlives the process (kept mapped through `table`). `frontend_base` is the value of
+  // the frontend's last SET_VRING_BASE. Set before SyncUsedFromRing, which takes the ring
+  // position from the record when it was left by a previous backend serving the same
+  // rings from the same frontend base, and starts a fresh record otherwise. Returns false
+  // if the area is too small or the layout keeps no record (split rings: the frontend
+  // restores them from the used index).
+  virtual bool SetRingRecord(std::shared_ptr<MemTable> table, uint8_t* host, uint64_t len, uint32_t frontend_base) {
+    (void)table;
+    (void)host;
+    (void)len;
+    (void)frontend_base;
+    return false;
+  }
+  // The frontend now knows the ring state (GET_VRING_BASE answered): the record no longer
+  // describes a restart and is invalidated.
+  virtual void ForgetRingRecord() {}
+  enum class RecordState : int32_t { kNone = 0, kFresh = 1, kRecovered = 2, kOutOfOrder = 3 };
+  // kRecovered: SyncUsedFromRing took the position from the record. kOutOfOrder: a push
+  // completed chains out of pop order, so the record was invalidated (the device is not
+  // one a record can serve).
+  RecordState record_state() const { return record_state_.load(std::memory_order_relaxed); }
+
   // Pops up to min(max, out.max_chains) chains. Returns the count, or -error if the queue
   // is broken and nothing was popped.
   virtual int32_t Pop(const BurstArrays& out, uint32_t max) = 0;
@@ -189,6 +215,9 @@ class Virtqueue {
   std::vector<uint16_t> resubmit_;
   size_t resubmit_pos_ = 0;
   std::vector<uint8_t> resubmitted_;  // per id: popped from resubmit_ and not pushed yet
+  std::atomic<RecordState> record_state_{RecordState::kNone};  // read by the control thread
+  // The ring addresses as SetRings got them (frontend-virtual or guest-physical).
+  uint64_t ring_addr_[3] = {0, 0, 0};
 
   const bool packed_;
   const uint32_t size_;

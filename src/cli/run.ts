@@ -9,6 +9,7 @@ import { ApiServer, defaultApiAddress } from '../host/api.js';
 import { resolveGroup } from '../host/sockets.js';
 import { parsePortSpec, parseVxlanSpec } from './switch.js';
 import { untilSignal } from './signals.js';
+import { defaultStateDir } from '../vhost-user/ring-record.js';
 
 export const runUsage = `vhostkit run [--config FILE] [--port ...] [--tap ...] [--vxlan ...] [--disk ...] [options]
 
@@ -22,6 +23,8 @@ export const runUsage = `vhostkit run [--config FILE] [--port ...] [--tap ...] [
   --api ADDR           management API: unix:/path (default ${defaultApiAddress()}), HOST:PORT, or none
   --socket-mode MODE   permission bits of the sockets it creates (default 0600)
   --socket-group GROUP group of the sockets it creates
+  --state-dir DIR      where net ports keep their ring records, so packed rings survive a
+                       restart of vhostkit, kill -9 included (default ${defaultStateDir()}), or none
   --check              check the configuration, print what would be served, and exit
 
 Runs until SIGTERM or SIGINT: then stops accepting, lets in-flight block requests finish,
@@ -143,6 +146,7 @@ export async function cmdRun(argv: string[]): Promise<void> {
       api: { type: 'string' },
       'socket-mode': { type: 'string' },
       'socket-group': { type: 'string' },
+      'state-dir': { type: 'string' },
       check: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -168,6 +172,8 @@ export async function cmdRun(argv: string[]): Promise<void> {
     cfg.socketMode = parseInt(values['socket-mode'], 8);
   }
   if (values['socket-group'] !== undefined) cfg.socketGroup = values['socket-group'];
+  if (values['state-dir'] !== undefined) cfg.stateDir = values['state-dir'] === 'none' ? null : resolve(values['state-dir']);
+  else if (cfg.stateDir === undefined) cfg.stateDir = defaultStateDir();
   if (cfg.socketGroup !== undefined) resolveGroup(cfg.socketGroup); // an unknown group is a config error, before anything starts
   if (cfg.switches.length === 0 && cfg.disks.length === 0 && !cfg.api) throw new ConfigError(['nothing to serve: give --config, --port, --disk, or an API to add them through']);
   await serve(cfg, { check: values.check });

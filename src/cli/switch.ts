@@ -8,6 +8,7 @@ import type { VlanConfig } from '../switch/engine.js';
 import { parseCpuList } from '../native/affinity.js';
 import { qemuNetArgs } from '../host/host.js';
 import { untilSignal } from './signals.js';
+import { defaultStateDir } from '../vhost-user/ring-record.js';
 
 export const switchUsage = `vhostkit switch --port [NAME=]SOCKET[,OPTION...] [--port ...] [options]
 
@@ -23,6 +24,8 @@ export const switchUsage = `vhostkit switch --port [NAME=]SOCKET[,OPTION...] [--
                        adaptive: spin while traffic flows, sleep after 200 us idle (default event)
   --cpus LIST          pin the data-plane thread to these CPUs (e.g. 1, or 2-3)
   --hook FILE[:EXPORT] a dataplane hook module run on the data-plane thread
+  --state-dir DIR      where ports keep their ring records, so packed rings survive a
+                       restart of the switch, kill -9 included (default ${defaultStateDir()}), or none
 
 Runs until SIGINT or SIGTERM. Prints, for each port, the QEMU arguments that attach to it.`;
 
@@ -106,6 +109,7 @@ export async function cmdSwitch(argv: string[]): Promise<void> {
       poll: { type: 'string', default: 'event' },
       cpus: { type: 'string' },
       hook: { type: 'string' },
+      'state-dir': { type: 'string' },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -127,7 +131,9 @@ export async function cmdSwitch(argv: string[]): Promise<void> {
   if (!POLL_MODES.includes(values.poll as PollMode)) throw new Error(`--poll ${values.poll}: expected ${POLL_MODES.join(', ')}`);
   const cpus = values.cpus === undefined ? undefined : parseCpuList(values.cpus);
   if (cpus && values.inline) throw new Error('--cpus pins the data-plane thread: not with --inline');
-  const sw = await Switch.create({ agingSeconds: aging, dataplane: values.inline ? 'inline' : 'worker', hook, poll: values.poll as PollMode, cpus });
+  const sd = values['state-dir'];
+  const stateDir = sd === 'none' ? undefined : sd !== undefined ? resolve(sd) : defaultStateDir();
+  const sw = await Switch.create({ agingSeconds: aging, dataplane: values.inline ? 'inline' : 'worker', hook, poll: values.poll as PollMode, cpus, stateDir });
   let i = 0;
   const lines = [];
   for (const p of ports) {

@@ -72,6 +72,11 @@ export interface HostConfig {
   socketMode: number;
   /** group the sockets we create are given (name or gid) */
   socketGroup?: string;
+  /**
+   * where vhost-user net ports keep their ring records (ring-record.ts), so packed rings
+   * survive a restart of the process; null: none; undefined: not said (the default applies)
+   */
+  stateDir?: string | null;
   switches: SwitchConfig[];
   disks: DiskConfig[];
 }
@@ -348,7 +353,7 @@ export function parseVlanConfig(raw: unknown): VlanConfig {
 export function parseConfig(raw: unknown, base = process.cwd()): HostConfig {
   const problems: string[] = [];
   if (!isObj(raw)) throw new ConfigError([`(top level): expected an object, got ${show(raw)}`]);
-  const top = new Reader(raw as Obj, '', problems, ['api', 'socketMode', 'socketGroup', 'switches', 'disks']);
+  const top = new Reader(raw as Obj, '', problems, ['api', 'socketMode', 'socketGroup', 'stateDir', 'switches', 'disks']);
   let api: string | null | undefined;
   const a = top.raw('api');
   if (a === null || a === false) api = null;
@@ -361,7 +366,14 @@ export function parseConfig(raw: unknown, base = process.cwd()): HostConfig {
     if (Number.isNaN(n)) top.bad('socketMode', `expected an octal mode like "0660", got ${show(m)}`);
     else socketMode = n;
   }
-  const cfg: HostConfig = { api, socketMode, socketGroup: top.str('socketGroup', false), switches: [], disks: [] };
+  let stateDir: string | null | undefined;
+  const sd = top.raw('stateDir');
+  if (sd === null || sd === false || sd === 'none') stateDir = null;
+  else if (sd !== undefined) {
+    const v = top.str('stateDir', false);
+    stateDir = v === undefined ? undefined : resolve(base, v);
+  }
+  const cfg: HostConfig = { api, socketMode, socketGroup: top.str('socketGroup', false), stateDir, switches: [], disks: [] };
   const names = new Map<string, string>(); // port and disk names are one namespace (the API addresses them by name)
   const sockets = new Map<string, string>();
   const claim = (map: Map<string, string>, key: string, path: string, what: string) => {

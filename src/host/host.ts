@@ -73,12 +73,14 @@ export class Host {
   private readonly captures = new Map<string, Capture>();
   private readonly socketMode: number;
   private readonly socketGroup: number | undefined;
+  private readonly stateDir: string | null;
   private closing: Promise<void> | null = null;
 
   private constructor(cfg: HostConfig, log: Logger) {
     this.log = log;
     this.socketMode = cfg.socketMode;
     this.socketGroup = cfg.socketGroup === undefined ? undefined : resolveGroup(cfg.socketGroup);
+    this.stateDir = cfg.stateDir ?? null;
   }
 
   /** Starts everything in the configuration; if anything fails, what started is stopped and the error thrown. */
@@ -105,6 +107,7 @@ export class Host {
       poll: cfg.poll,
       cpus: cfg.cpus,
       log: this.log.child({ switch: cfg.name }),
+      stateDir: this.stateDir ?? undefined,
     });
     this.switches.set(cfg.name, { cfg: { ...cfg, ports: [] }, sw });
     try {

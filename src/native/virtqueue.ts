@@ -41,6 +41,13 @@ export class VringError extends Error {
 
 export type RingLayout = 'split' | 'packed';
 
+export type RingRecordState = 'none' | 'fresh' | 'recovered' | 'out-of-order';
+const RING_RECORD_STATES: readonly RingRecordState[] = ['none', 'fresh', 'recovered', 'out-of-order'];
+/** Bytes of one packed queue's ring position record (native/vring/packed_ring.h), 64-aligned. */
+export function ringRecordBytes(queueSize: number): number {
+  return Math.ceil((64 + 8 * queueSize) / 64) * 64;
+}
+
 export interface VirtqueueOptions {
   layout: RingLayout;
   /** claim the queue another thread parked under this token (layout and size must match it) */
@@ -61,6 +68,9 @@ interface RawQueue {
   setDirtyLog(log: unknown, usedGpa: bigint | null): void;
   setInflight(mem: unknown, offset: bigint, len: bigint): boolean;
   resubmitPending(): number;
+  setRingRecord(mem: unknown, offset: bigint, len: bigint, frontendBase: number): boolean;
+  forgetRingRecord(): void;
+  ringRecordState(): number;
   getBase(): number;
   setBase(base: number): void;
   syncUsedFromRing(): void;
@@ -225,6 +235,34 @@ export class Virtqueue {
    */
   setInflight(mem: GuestMemory | null, offset = 0, len = 0): boolean {
     return this.q.setInflight(mem === null ? null : mem.raw, BigInt(offset), BigInt(len));
+  }
+
+  /**
+   * Ring position record (packed rings of devices that complete chains in pop order, when
+   * the frontend keeps no inflight area): this queue's `len` bytes at `offset` of `mem`
+   * (region 0; a file that outlives the process, see RingRecordFile). QEMU cannot restore
+   * a packed ring's position after its backend died; the record can. `frontendBase` is the
+   * frontend's last SET_VRING_BASE. Set before syncUsedFromRing(), which then continues
+   * from the record if a previous backend left it for these rings and this base, and
+   * starts a fresh one otherwise. Returns false if the area is too small or the layout
+   * keeps no record (split). Bytes one queue needs: ringRecordBytes(size).
+   */
+  setRingRecord(mem: GuestMemory | null, offset = 0, len = 0, frontendBase = 0): boolean {
+    return this.q.setRingRecord(mem === null ? null : mem.raw, BigInt(offset), BigInt(len), frontendBase >>> 0);
+  }
+
+  /** GET_VRING_BASE answered: the frontend knows the ring state, the record is invalidated. */
+  forgetRingRecord(): void {
+    this.q.forgetRingRecord();
+  }
+
+  /**
+   * 'none': no record; 'fresh': started one; 'recovered': the ring position came from a
+   * previous backend's record; 'out-of-order': the device completed chains out of pop
+   * order, so the record was dropped (a restart cannot use it).
+   */
+  get ringRecordState(): RingRecordState {
+    return RING_RECORD_STATES[this.q.ringRecordState()] ?? 'none';
   }
 
   /** Chains recovered from the inflight area that pop() has not returned yet. */

@@ -5,6 +5,7 @@ import type { PollMode } from '../dataplane/poller.js';
 import { basename } from 'node:path';
 import { log as rootLog, type Logger } from '../log.js';
 import { VhostUserBackend } from '../vhost-user/backend.js';
+import { ringRecordPath } from '../vhost-user/ring-record.js';
 import { NetDevice } from '../backends/net/device.js';
 import { InProcessDataplane, WorkerDataplane, type Dataplane, type HookModule } from './dataplane.js';
 import type { BurstHook, VlanConfig } from './engine.js';
@@ -26,6 +27,12 @@ export interface SwitchOptions {
   /** pin the data-plane thread to these CPUs (worker data plane only) */
   cpus?: number[];
   log?: Logger;
+  /**
+   * Directory for the vhost-user ports' ring records (ring-record.ts), one file per
+   * socket: with it, packed-ring ports survive a restart of this process (kill -9
+   * included), which QEMU cannot recover from alone. Unset: no records.
+   */
+  stateDir?: string;
 }
 
 export interface VhostPortOptions {
@@ -45,6 +52,8 @@ export interface VhostPortOptions {
   socketMode?: number;
   /** group (gid) of the socket file (server mode) */
   socketGroup?: number;
+  /** ring record file (default: in SwitchOptions.stateDir, if set; false: none) */
+  ringRecord?: string | false;
 }
 
 export interface TapPortOptions {
@@ -107,6 +116,7 @@ export class Switch {
   private constructor(
     private readonly dp: Dataplane,
     log: Logger,
+    private readonly stateDir: string | null,
   ) {
     this.log = log;
   }
@@ -123,7 +133,7 @@ export class Switch {
       onQueueError: (port: number, index: number, reason: string) => sw?.onQueueError(port, index, reason),
     };
     const dp = opts.dataplane === 'inline' ? await InProcessDataplane.create(dpOpts) : await WorkerDataplane.create(dpOpts);
-    sw = new Switch(dp, log);
+    sw = new Switch(dp, log, opts.stateDir ?? null);
     return sw;
   }
 
@@ -149,6 +159,7 @@ export class Switch {
       socketMode: o.socketMode,
       socketGroup: o.socketGroup,
       log: this.log.child({ port: name }),
+      ringRecord: o.ringRecord === false ? undefined : (o.ringRecord ?? (this.stateDir !== null ? ringRecordPath(this.stateDir, o.socket) : undefined)),
     });
     try {
       await backend.start();

@@ -18,6 +18,7 @@ export class EchoDevice implements VhostUserDevice {
   readonly features = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VIRTIO_RING_F_INDIRECT_DESC) | bit(VIRTIO_F_RING_PACKED);
   readonly protocolFeatures = bit(ProtocolFeature.MTU) | bit(ProtocolFeature.RARP) | bit(ProtocolFeature.INFLIGHT_SHMFD);
   readonly maxQueueSize = 1024;
+  readonly completesInOrder = true;
   readonly events: EchoEvent[] = [];
   readonly config = new Uint8Array(16).map((_, i) => i);
   served = 0;

@@ -27,6 +27,12 @@ export interface BackendOptions {
   reconnectMaxMs?: number;
   /** What one frontend may make a session hold (memory regions, mapped bytes); see SessionLimits. */
   limits?: SessionLimits;
+  /**
+   * Ring position record file for a device that completes chains in order (see
+   * SessionOptions.ringRecord and ring-record.ts): with it, packed rings survive a backend
+   * restart (kill -9 included). Default: none.
+   */
+  ringRecord?: string;
 }
 
 /** Removes a stale socket file; refuses to touch anything else or a socket in use. */
@@ -157,7 +163,7 @@ export class VhostUserBackend extends EventEmitter {
   }
 
   private attach(fd: number): void {
-    const s = new Session(fd, this.device, { log: this.log, burst: this.opts.burst, limits: this.opts.limits });
+    const s = new Session(fd, this.device, { log: this.log, burst: this.opts.burst, limits: this.opts.limits, ringRecord: this.opts.ringRecord });
     this.current = s;
     s.once('closed', (reason: string) => {
       if (this.current === s) this.current = null;

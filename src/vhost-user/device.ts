@@ -53,6 +53,13 @@ export interface VhostUserDevice {
    * calls from the session on the main thread.
    */
   readonly handlesKicks?: boolean;
+  /**
+   * True if the device completes every queue's chains in the order it popped them (net).
+   * Such a device's packed rings can keep their position in a ring record file
+   * (BackendOptions.ringRecord) and survive a backend restart the frontend cannot
+   * recover from itself. A push out of order drops the record (and logs it).
+   */
+  readonly completesInOrder?: boolean;
 
   /** Current config space bytes (GET_CONFIG). Omit for devices without one. */
   configSpace?(): Uint8Array;

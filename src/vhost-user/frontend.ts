@@ -52,6 +52,11 @@ export interface StartQueueOptions {
   enable?: boolean;
   /** SET_VRING_BASE value (default: 0 / packed wrap counters set) */
   base?: number;
+  /**
+   * Rings already laid out in this frontend's memory (e.g. by the queue of a frontend whose
+   * memory was taken over with takeMemory): started where they are instead of new ones.
+   */
+  driver?: SplitDriver | PackedDriver;
 }
 
 /** A started queue from the driver's side. */
@@ -296,6 +301,25 @@ export class VhostUserFrontend {
     return this.memory;
   }
 
+  /**
+   * Takes over `prev`'s guest memory (its memfd and mapping; prev no longer owns them) and
+   * sends SET_MEM_TABLE: a frontend reconnecting to a restarted backend, as QEMU does, with
+   * the guest and its rings where they were.
+   */
+  async takeMemory(prev: VhostUserFrontend): Promise<GuestMemory> {
+    if (prev.memory === null || prev.alloc === null || prev.memFd < 0) throw new Error('takeMemory: the other frontend has no memory');
+    this.memory = prev.memory;
+    this.alloc = prev.alloc;
+    this.memFd = prev.memFd;
+    prev.memory = null;
+    prev.alloc = null;
+    prev.memFd = -1;
+    const r = this.memory.regions[0];
+    const region: MemRegion = { gpa: 0n, size: r.size, uva: FRONTEND_UVA_BASE, mmapOffset: 0n };
+    await this.request(Req.SET_MEM_TABLE, memTable.encode([region]), { fds: [this.memFd], ack: true });
+    return this.memory;
+  }
+
   /** Adds a region (ADD_MEM_REG) backed by a new memfd at `gpa`; returns its fd (kept open). */
   async addRegion(gpa: bigint, bytes: number): Promise<{ fd: number; region: MemRegion }> {
     const fd = createMemfd('vhostkit-frontend-extra', bytes);
@@ -313,7 +337,7 @@ export class VhostUserFrontend {
     if (this.memory === null || this.alloc === null) throw new Error('startQueue before setupMemory');
     const layout = o.layout ?? (has(this.features, VIRTIO_F_RING_PACKED) ? 'packed' : 'split');
     const common = { mem: this.memory.view(0), base: 0, size: o.size, alloc: this.alloc, eventIdx: has(this.features, VIRTIO_RING_F_EVENT_IDX) };
-    const driver = layout === 'split' ? new SplitDriver(common) : new PackedDriver(common);
+    const driver = o.driver ?? (layout === 'split' ? new SplitDriver(common) : new PackedDriver(common));
     const uva = (gpa: number) => FRONTEND_UVA_BASE + BigInt(gpa);
     const [desc, avail, used] =
       driver instanceof SplitDriver ? [driver.descAddr, driver.availAddr, driver.usedAddr] : [driver.descAddr, driver.driverEventAddr, driver.deviceEventAddr];
@@ -340,6 +364,17 @@ export class VhostUserFrontend {
     this.queues.get(index)?.close();
     this.queues.delete(index);
     return st.num;
+  }
+
+  /**
+   * Drops the connection (the queues' eventfds with it) and keeps the guest memory, for
+   * another frontend to take over (takeMemory): what a backend sees when QEMU's side of
+   * the socket goes, and what QEMU keeps when its backend dies.
+   */
+  disconnect(): void {
+    for (const q of this.queues.values()) q.close();
+    this.queues.clear();
+    this.ch.close('frontend disconnected');
   }
 
   close(): void {

@@ -9,6 +9,7 @@ import { GuestMemory, MAX_REGIONS, createMemfd, type RegionSpec } from '../nativ
 import { Virtqueue, VringError, type RingLayout } from '../native/virtqueue.js';
 import { FdWatcher } from '../native/unix-socket.js';
 import { bit, has, DeviceStatus, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VHOST_F_LOG_ALL } from '../virtio/features.js';
+import { RingRecordFile } from './ring-record.js';
 import { log as rootLog, type Logger } from '../log.js';
 import { MessageChannel, closeFds, takeFd } from './channel.js';
 import type { QueueContext, VhostUserDevice } from './device.js';
@@ -71,6 +72,8 @@ class Slot {
   num = 0;
   addr: VringAddr | null = null;
   base = 0;
+  /** the frontend's last SET_VRING_BASE (base also changes when the ring stops) */
+  frontendBase = 0;
   kickFd = -1;
   callFd = -1;
   errFd = -1;
@@ -137,6 +140,13 @@ export interface SessionOptions {
   /** queue burst size for the native rings (default 32) */
   burst?: number;
   limits?: SessionLimits;
+  /**
+   * Ring position record file (see ring-record.ts): packed rings of a device that
+   * completes chains in order (device.inOrder) keep their position there when the
+   * frontend offers no inflight area, so a restarted backend continues where the dead one
+   * stopped. Unset: no record.
+   */
+  ringRecord?: string;
 }
 
 let nextSessionId = 1;
@@ -162,6 +172,8 @@ export class Session extends EventEmitter {
   private logBytes = 0n;
   private closing = false;
   private readonly burst: number;
+  private readonly ringRecordPath: string | null;
+  private ringRecords: RingRecordFile | null = null;
   readonly limits: { readonly maxMemSlots: number; readonly maxMappedBytes: bigint };
 
   constructor(
@@ -172,6 +184,7 @@ export class Session extends EventEmitter {
     super();
     this.log = (opts.log ?? rootLog).child({ session: this.id, device: device.kind });
     this.burst = opts.burst ?? 32;
+    this.ringRecordPath = opts.ringRecord ?? null;
     checkDevice(device);
     this.limits = resolveLimits(opts.limits);
     this.slots = Array.from({ length: device.numQueues }, (_, i) => new Slot(i));
@@ -323,10 +336,18 @@ export class Session extends EventEmitter {
         if (this.inflight.queueSize !== s.num || !vq.setInflight(this.inflight.memory, s.index * per, per)) {
           this.log.warn('inflight tracking not available for this queue', { queue: s.index, layout, size: s.num, inflightQueueSize: this.inflight.queueSize });
         }
+      } else if (layout === 'packed') {
+        this.attachRingRecord(s, vq);
       }
       vq.syncUsedFromRing();
       if (vq.resubmitPending > 0) this.log.info('resubmitting requests in flight before the restart', { queue: s.index, count: vq.resubmitPending });
       vq.setCallFd(s.callFd);
+      if (vq.ringRecordState === 'recovered') {
+        // The dead backend may have completed chains without the interrupt reaching the
+        // driver; one spurious interrupt is harmless.
+        this.log.info('ring position taken from the ring record of the previous backend', { queue: s.index, frontendBase: s.frontendBase, base: vq.getBase() });
+        vq.signal();
+      }
       this.attachLog(s, vq);
     } catch (e) {
       // A ring that does not start lets go of guest memory now, not when it is collected.
@@ -367,6 +388,22 @@ export class Session extends EventEmitter {
     // split: driver area = avail ring, device area = used ring; packed: the event areas
     void layout;
     return { desc: a.desc, driver: a.avail, device: a.used };
+  }
+
+  /** A packed ring without an inflight area keeps its position in the ring record file. */
+  private attachRingRecord(s: Slot, vq: Virtqueue): void {
+    if (this.ringRecordPath === null || !this.device.completesInOrder) return;
+    try {
+      this.ringRecords ??= RingRecordFile.open(this.ringRecordPath, this.device.numQueues);
+    } catch (e) {
+      // The ring works without it; only a restart after a crash cannot continue it.
+      this.log.warn('ring record file not available; a restarted backend will not find this ring position', { path: this.ringRecordPath, error: (e as Error).message });
+      return;
+    }
+    const a = this.ringRecords.area(s.index);
+    if (!vq.setRingRecord(this.ringRecords.memory, a.offset, a.len, s.frontendBase)) {
+      this.log.warn('ring record too small for this queue', { queue: s.index, size: s.num });
+    }
   }
 
   private attachLog(s: Slot, vq: Virtqueue): void {
@@ -441,8 +478,12 @@ export class Session extends EventEmitter {
     return p;
   }
 
-  /** GET_VRING_BASE / reset / disconnect: the ring stops; returns its state. */
-  async stopQueue(s: Slot): Promise<number> {
+  /**
+   * GET_VRING_BASE / reset / disconnect: the ring stops; returns its state. `answered`:
+   * the state goes to the frontend (GET_VRING_BASE), so the ring record is no longer
+   * needed for a restart.
+   */
+  async stopQueue(s: Slot, answered = false): Promise<number> {
     await this.stopRunning(s);
     s.kickWatcher?.close();
     s.kickWatcher = null;
@@ -452,6 +493,8 @@ export class Session extends EventEmitter {
     s.kickFd = -1;
     const base = s.vq ? s.vq.getBase() : s.base;
     if (s.vq) {
+      if (answered) s.vq.forgetRingRecord();
+      if (s.vq.ringRecordState === 'out-of-order') this.log.warn('the device completed chains out of order: this ring kept no position record', { queue: s.index });
       s.vq.detach();
       this.log.info('ring stopped', { queue: s.index, base });
     }
@@ -560,6 +603,7 @@ export class Session extends EventEmitter {
       s.num = 0;
       s.addr = null;
       s.base = 0;
+      s.frontendBase = 0;
       s.enabled = false;
       s.broken = false;
     }
@@ -595,6 +639,8 @@ export class Session extends EventEmitter {
       closeSync(this.inflight.fd);
       this.inflight = null;
     }
+    this.ringRecords?.close();
+    this.ringRecords = null;
     this.emit('closed', reason);
   }
 
@@ -693,11 +739,12 @@ export class Session extends EventEmitter {
       const s = this.slot(st.index, 'SET_VRING_BASE');
       if (s.started) throw new ProtocolError(`SET_VRING_BASE on running queue ${st.index}`);
       s.base = st.num;
+      s.frontendBase = st.num;
     },
     getVringBase: async (m: Message): Promise<Uint8Array> => {
       const st = decodeBody(Req.GET_VRING_BASE, m);
       const s = this.slot(st.index, 'GET_VRING_BASE');
-      const base = await this.stopQueue(s);
+      const base = await this.stopQueue(s, true);
       return vringState.encode({ index: st.index, num: base });
     },
     setVringKick: async (m: Message): Promise<void> => {

@@ -35,6 +35,10 @@ describe('host configuration', () => {
     expect(c.disks[0]).to.deep.include({ name: 'd', socket: '/run/d.sock', file: '/base/img/d.raw', readOnly: true, queues: 2, threads: 2, maxInFlight: 1024 });
     expect(parseConfig({ api: 'none' }).api).to.equal(null);
     expect(parseConfig({ api: '127.0.0.1:9000' }).api).to.equal('127.0.0.1:9000');
+    expect(c.stateDir, 'not said: vhostkit run applies its default').to.equal(undefined);
+    expect(parseConfig({ stateDir: 'state' }, '/base').stateDir).to.equal('/base/state');
+    expect(parseConfig({ stateDir: 'none' }).stateDir).to.equal(null);
+    expect(parseConfig({ stateDir: null }).stateDir).to.equal(null);
   });
 
   it('names every problem by its path, all at once', () => {
@@ -47,6 +51,7 @@ describe('host configuration', () => {
       ],
       disks: [{ socket: 'd', ram: '1000', maxInFlight: 0 }, { name: 's1', socket: 'e', file: 'f', serial: 'x'.repeat(21) }],
       socketMode: 'rw',
+      stateDir: 5,
     });
     expect(p).to.include.members([
       'api: expected "unix:/path", "HOST:PORT" or "none", got "http://x"',
@@ -61,6 +66,7 @@ describe('host configuration', () => {
       'disks[0].maxInFlight: expected an integer in 1..65536, got 0',
       'disks[1].serial: expected at most 20 printable ASCII characters, got "xxxxxxxxxxxxxxxxxxxxx"',
       'socketMode: expected an octal mode like "0660", got "rw"',
+      'stateDir: expected a non-empty string, got 5',
     ]);
     expect(p.some((x) => /^disks\[1\]: name "s1" is already used by switches\[0\]\.ports/.test(x)), p.join('\n')).to.equal(true);
     expect(p.filter((x) => x.includes('"s1"')), 'a duplicate is reported once').to.have.length(2);

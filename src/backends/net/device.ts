@@ -31,6 +31,7 @@ export class NetDevice implements VhostUserDevice {
   readonly kind = 'net';
   readonly deviceId = VirtioDeviceId.NET;
   readonly handlesKicks = true;
+  readonly completesInOrder = true;
   readonly features: bigint;
   readonly protocolFeatures = bit(ProtocolFeature.MTU) | bit(ProtocolFeature.RARP);
   readonly numQueues: number;
