@@ -5,11 +5,13 @@
 // Input, after the GuestMem layout (fuzz_common.h), Ring::Setup reads:
 //   u8 cfg: bit 0 EVENT_IDX, 1 INDIRECT_DESC, 2 ring addresses are frontend-virtual,
 //           3 an inflight area, 4 dirty logging on, 5 dirty logging of the rings,
-//           6 SET_VRING_BASE from a raw u32 (else 0 / the fresh packed base)
+//           6 SET_VRING_BASE from a raw u32 (else 0 / the fresh packed base),
+//           7 a ring position record (packed, without an inflight area)
 //   u8 queue size (split 1 << (v % 9), packed 1 + v)
 //   u8 burst chains (1 + v % 64), u16 burst segments (1 + v % 1024)
 //   addr desc, addr driver, addr device (Ring::Addr selectors)
 //   [u32 base] [u16 inflight length slack, u8 inflight fill: bit 0 raw bytes]
+//   [u16 record length slack, u8 record fill: bit 0 raw bytes]
 //   [addr used_gpa for the log]
 // then operations, each a u8 opcode (Op) and its arguments, until the input ends.
 #pragma once
@@ -74,6 +76,18 @@ class Ring {
         in.Bytes(inflight_->p, len);
       } else {
         memset(inflight_->p, 0, len);
+      }
+    }
+    if (packed_ && (cfg_ & 128) && !(cfg_ & 8)) {
+      const uint64_t need = PackedRing::RecordBytes(size_);
+      const uint16_t slack = in.U16();
+      const uint64_t len = (slack & 0x8000) ? need - 1 - (slack & 15) % need : need + (slack & 63);
+      record_ = std::make_unique<HeapBuf>(len);
+      record_len_ = len;
+      if (in.U8() & 1) {
+        in.Bytes(record_->p, len);
+      } else {
+        memset(record_->p, 0, len);
       }
     }
     if (cfg_ & 16) used_gpa_ = Addr(in, AddrSpace::kGuestPhysical);
@@ -178,7 +192,11 @@ class Ring {
         Snapshot s;
         s.Take(g_);
         NewQueue(base);
-        s.Compare(g_, Ranges{}, "restart");
+        // A record's recovery finishes the push batch the previous queue was writing:
+        // used descriptors, in the descriptor ring only.
+        Ranges owned;
+        if (record_) owned.Add(desc_host_, 16 * size_t{size_});
+        s.Compare(g_, owned, "restart");
         break;
       }
       case kOpRemap: {
@@ -194,6 +212,8 @@ class Ring {
         in.Bytes(tmp, n);
         if (inflight_ && inflight_len_ > 0) {
           for (uint32_t k = 0; k < n; k++) inflight_->p[(off + k) % inflight_len_] = tmp[k];
+        } else if (record_ && record_len_ > 0) {
+          for (uint32_t k = 0; k < n; k++) record_->p[(off + k) % record_len_] = tmp[k];
         }
         break;
       }
@@ -458,6 +478,7 @@ class Ring {
     used_known_ = true;
     if (!packed_ && q_->ready()) memcpy(&used_, device_host_ + 2, 2);
     if (inflight_) (void)q_->SetInflight(g_.table(), inflight_->p, inflight_len_);
+    if (record_) (void)q_->SetRingRecord(g_.table(), record_->p, record_len_, base);
     if (cfg_ & 16) q_->SetDirtyLog(SharedDirtyLog(), (cfg_ & 32) != 0, used_gpa_);
     q_->SyncUsedFromRing();
     FUZZ_TRACE("%s base %08x, resubmit pending %u\n", Name(), q_->GetBase(), q_->resubmit_pending());
@@ -696,6 +717,8 @@ class Ring {
   uint32_t base_ = 0;
   std::unique_ptr<HeapBuf> inflight_;
   uint64_t inflight_len_ = 0;
+  std::unique_ptr<HeapBuf> record_;
+  uint64_t record_len_ = 0;
   uint64_t used_gpa_ = 0;
   std::shared_ptr<Virtqueue> q_;
   std::unique_ptr<Burst> b_;

@@ -58,7 +58,7 @@ void Len(Output& o, uint32_t n) {
   }
 }
 
-enum Cfg : uint8_t { kEventIdx = 1, kIndirect = 2, kUva = 4, kInflight = 8, kLog = 16, kLogRings = 32, kRawBase = 64 };
+enum Cfg : uint8_t { kEventIdx = 1, kIndirect = 2, kUva = 4, kInflight = 8, kLog = 16, kLogRings = 32, kRawBase = 64, kRecord = 128 };
 
 struct RingSpec {
   bool packed = false;
@@ -88,6 +88,10 @@ void Ring(Output& o, const RingSpec& r) {
   if (r.cfg & kInflight) {
     o.U16(0);  // exactly the length needed
     o.U8(0);   // zero-filled: a fresh area
+  }
+  if (r.packed && (r.cfg & kRecord) && !(r.cfg & kInflight)) {
+    o.U16(0);  // exactly the length needed
+    o.U8(0);   // zero-filled: a fresh file
   }
   if (r.cfg & kLog) A0(o, r.device);
 }
@@ -333,6 +337,50 @@ void PackedResubmitSeed() {
   Pop(o);  // the resubmitted id 1
   PushAll(o, 1);
   Save("packed_ring", "resubmit-reused-id", o, "regression-");
+}
+
+// A ring position record across restarts (what QEMU does after its backend died: the
+// SET_VRING_BASE of the first start again), once cleanly, once with the record saying a
+// push batch was being written when the backend died (batch_valid set, the used position
+// put back).
+void PackedRecordSeed() {
+  Output o;
+  Guest(o, 16384);
+  RingSpec r;
+  r.packed = true;
+  r.cfg = kIndirect | kRecord;
+  Ring(o, r);
+  for (uint32_t id = 0; id < 3; id++) PackedChain(o, id, {{false, 0x1000 + 0x100 * id, 16}, {true, 0x1800 + 0x100 * id, 16}});
+  Pop(o);
+  PushAll(o, 1);
+  PackedChain(o, 3, {{true, 0x2000, 64}});
+  Pop(o);
+  o.U8(fuzz::kOpRestart);
+  o.U8(1);
+  o.U32((1u << 15) | (1u << 31));
+  Pop(o);
+  PushAll(o, 4);
+  // The last burst (id 3 at slot 6) cut short: batch_valid = 1, used_commit back at slot 6
+  // (wrap 1), and its head still showing the driver's available descriptor.
+  o.U8(fuzz::kOpWriteInflight);
+  o.U16(6);
+  o.U8(1);
+  o.U8(1);
+  o.U8(fuzz::kOpWriteInflight);
+  o.U16(36);
+  o.U8(2);
+  o.U8(6);
+  o.U8(0x80);
+  o.U8(fuzz::kOpDriver1);
+  o.U16(6);
+  o.U16(0x0082);
+  o.U8(fuzz::kOpRestart);
+  o.U8(1);
+  o.U32((1u << 15) | (1u << 31));
+  PackedChain(o, 0, {{true, 0x2100, 64}});
+  Pop(o);
+  PushAll(o, 8);
+  Save("packed_ring", "ring-record", o);
 }
 
 void MemorySeeds() {
@@ -782,6 +830,7 @@ int main(int argc, char** argv) {
   RingSeeds(false);
   RingSeeds(true);
   PackedResubmitSeed();
+  PackedRecordSeed();
   MemorySeeds();
   OffloadSeeds();
   NetSeeds();
