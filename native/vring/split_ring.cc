@@ -237,7 +237,9 @@ int32_t SplitRing::Pop(const BurstArrays& out, uint32_t max) {
   }
   const uint32_t resubmitted = n;
   const MemTable& mem = *mem_;
-  while (n < max && n - resubmitted < count) {
+  // Nothing is taken from the ring while resubmissions wait (the burst filled up before
+  // they were all popped): they go first, oldest first, as on the packed ring.
+  while (n < max && n - resubmitted < count && resubmit_pos_ >= resubmit_.size()) {
     const uint16_t head = LoadRelaxed<uint16_t>(driver_ + 4 + 2 * ((last_avail_ + n - resubmitted) & mask_));
     if (head >= size_) {
       err = VqError::kHeadOutOfRange;

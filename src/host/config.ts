@@ -8,6 +8,7 @@ import { POLL_MODES, type PollMode } from '../dataplane/poller.js';
 import type { VlanConfig } from '../switch/engine.js';
 import { parseSize } from '../backends/blk/disk.js';
 import { parseCpuList } from '../native/affinity.js';
+import { MAX_REGIONS } from '../native/guest-memory.js';
 
 export interface VhostPortConfig {
   kind: 'vhost-user';
@@ -77,6 +78,8 @@ export interface HostConfig {
    * survive a restart of the process; null: none; undefined: not said (the default applies)
    */
   stateDir?: string | null;
+  /** what one frontend may make a session hold, on every vhost-user socket (SessionLimits) */
+  limits: { maxMemSlots?: number; maxMappedBytes?: bigint };
   switches: SwitchConfig[];
   disks: DiskConfig[];
 }
@@ -353,7 +356,7 @@ export function parseVlanConfig(raw: unknown): VlanConfig {
 export function parseConfig(raw: unknown, base = process.cwd()): HostConfig {
   const problems: string[] = [];
   if (!isObj(raw)) throw new ConfigError([`(top level): expected an object, got ${show(raw)}`]);
-  const top = new Reader(raw as Obj, '', problems, ['api', 'socketMode', 'socketGroup', 'stateDir', 'switches', 'disks']);
+  const top = new Reader(raw as Obj, '', problems, ['api', 'socketMode', 'socketGroup', 'stateDir', 'limits', 'switches', 'disks']);
   let api: string | null | undefined;
   const a = top.raw('api');
   if (a === null || a === false) api = null;
@@ -373,7 +376,27 @@ export function parseConfig(raw: unknown, base = process.cwd()): HostConfig {
     const v = top.str('stateDir', false);
     stateDir = v === undefined ? undefined : resolve(base, v);
   }
-  const cfg: HostConfig = { api, socketMode, socketGroup: top.str('socketGroup', false), stateDir, switches: [], disks: [] };
+  const limits: HostConfig['limits'] = {};
+  const lim = top.raw('limits');
+  if (lim !== undefined) {
+    if (!isObj(lim)) top.bad('limits', `expected { maxMemSlots, maxMappedBytes }, got ${show(lim)}`);
+    else {
+      const lr = new Reader(lim as Obj, 'limits', problems, ['maxMemSlots', 'maxMappedBytes']);
+      limits.maxMemSlots = lr.optInt('maxMemSlots', 1, MAX_REGIONS);
+      const mb = lr.raw('maxMappedBytes');
+      if (mb !== undefined) {
+        let n: bigint | undefined;
+        try {
+          n = typeof mb === 'string' ? parseSize(mb) : typeof mb === 'number' && Number.isSafeInteger(mb) ? BigInt(mb) : undefined;
+        } catch {
+          n = undefined;
+        }
+        if (n === undefined || n < 4096n) lr.bad('maxMappedBytes', `expected a size of at least 4096 bytes, like "64G", got ${show(mb)}`);
+        else limits.maxMappedBytes = n;
+      }
+    }
+  }
+  const cfg: HostConfig = { api, socketMode, socketGroup: top.str('socketGroup', false), stateDir, limits, switches: [], disks: [] };
   const names = new Map<string, string>(); // port and disk names are one namespace (the API addresses them by name)
   const sockets = new Map<string, string>();
   const claim = (map: Map<string, string>, key: string, path: string, what: string) => {

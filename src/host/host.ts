@@ -6,6 +6,7 @@ import { Switch, type PortInfo } from '../switch/switch.js';
 import type { QueueStat, VlanConfig } from '../switch/engine.js';
 import type { FdbEntry } from '../switch/fdb.js';
 import { VhostUserBackend } from '../vhost-user/backend.js';
+import type { SessionLimits } from '../vhost-user/session.js';
 import { openDisk, type Disk } from '../backends/blk/disk.js';
 import type { BlkEngineStats } from '../native/blk.js';
 import type { DataplaneThread } from '../switch/dataplane.js';
@@ -74,6 +75,7 @@ export class Host {
   private readonly socketMode: number;
   private readonly socketGroup: number | undefined;
   private readonly stateDir: string | null;
+  private readonly limits: SessionLimits;
   private closing: Promise<void> | null = null;
 
   private constructor(cfg: HostConfig, log: Logger) {
@@ -81,6 +83,7 @@ export class Host {
     this.socketMode = cfg.socketMode;
     this.socketGroup = cfg.socketGroup === undefined ? undefined : resolveGroup(cfg.socketGroup);
     this.stateDir = cfg.stateDir ?? null;
+    this.limits = cfg.limits ?? {};
   }
 
   /** Starts everything in the configuration; if anything fails, what started is stopped and the error thrown. */
@@ -108,6 +111,7 @@ export class Host {
       cpus: cfg.cpus,
       log: this.log.child({ switch: cfg.name }),
       stateDir: this.stateDir ?? undefined,
+      limits: this.limits,
     });
     this.switches.set(cfg.name, { cfg: { ...cfg, ports: [] }, sw });
     try {
@@ -233,6 +237,7 @@ export class Host {
       socketMode: this.socketMode,
       socketGroup: this.socketGroup,
       log: this.log.child({ disk: cfg.name }),
+      limits: this.limits,
     });
     try {
       await backend.start();

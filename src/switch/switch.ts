@@ -6,6 +6,7 @@ import { basename } from 'node:path';
 import { log as rootLog, type Logger } from '../log.js';
 import { VhostUserBackend } from '../vhost-user/backend.js';
 import { ringRecordPath } from '../vhost-user/ring-record.js';
+import type { SessionLimits } from '../vhost-user/session.js';
 import { NetDevice } from '../backends/net/device.js';
 import { InProcessDataplane, WorkerDataplane, type Dataplane, type HookModule } from './dataplane.js';
 import type { BurstHook, VlanConfig } from './engine.js';
@@ -33,6 +34,8 @@ export interface SwitchOptions {
    * included), which QEMU cannot recover from alone. Unset: no records.
    */
   stateDir?: string;
+  /** what one frontend may make a vhost-user port's session hold (SessionLimits) */
+  limits?: SessionLimits;
 }
 
 export interface VhostPortOptions {
@@ -117,6 +120,7 @@ export class Switch {
     private readonly dp: Dataplane,
     log: Logger,
     private readonly stateDir: string | null,
+    private readonly limits: SessionLimits | undefined,
   ) {
     this.log = log;
   }
@@ -133,7 +137,7 @@ export class Switch {
       onQueueError: (port: number, index: number, reason: string) => sw?.onQueueError(port, index, reason),
     };
     const dp = opts.dataplane === 'inline' ? await InProcessDataplane.create(dpOpts) : await WorkerDataplane.create(dpOpts);
-    sw = new Switch(dp, log, opts.stateDir ?? null);
+    sw = new Switch(dp, log, opts.stateDir ?? null, opts.limits);
     return sw;
   }
 
@@ -159,6 +163,7 @@ export class Switch {
       socketMode: o.socketMode,
       socketGroup: o.socketGroup,
       log: this.log.child({ port: name }),
+      limits: this.limits,
       ringRecord: o.ringRecord === false ? undefined : (o.ringRecord ?? (this.stateDir !== null ? ringRecordPath(this.stateDir, o.socket) : undefined)),
     });
     try {

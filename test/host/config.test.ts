@@ -39,6 +39,8 @@ describe('host configuration', () => {
     expect(parseConfig({ stateDir: 'state' }, '/base').stateDir).to.equal('/base/state');
     expect(parseConfig({ stateDir: 'none' }).stateDir).to.equal(null);
     expect(parseConfig({ stateDir: null }).stateDir).to.equal(null);
+    expect(c.limits).to.deep.equal({});
+    expect(parseConfig({ limits: { maxMemSlots: 16, maxMappedBytes: '64G' } }).limits).to.deep.equal({ maxMemSlots: 16, maxMappedBytes: 64n << 30n });
   });
 
   it('names every problem by its path, all at once', () => {
@@ -52,6 +54,7 @@ describe('host configuration', () => {
       disks: [{ socket: 'd', ram: '1000', maxInFlight: 0 }, { name: 's1', socket: 'e', file: 'f', serial: 'x'.repeat(21) }],
       socketMode: 'rw',
       stateDir: 5,
+      limits: { maxMemSlots: 65, maxMappedBytes: '1K', x: 1 },
     });
     expect(p).to.include.members([
       'api: expected "unix:/path", "HOST:PORT" or "none", got "http://x"',
@@ -67,6 +70,9 @@ describe('host configuration', () => {
       'disks[1].serial: expected at most 20 printable ASCII characters, got "xxxxxxxxxxxxxxxxxxxxx"',
       'socketMode: expected an octal mode like "0660", got "rw"',
       'stateDir: expected a non-empty string, got 5',
+      'limits.x: unknown key (expected one of: maxMemSlots, maxMappedBytes)',
+      'limits.maxMemSlots: expected an integer in 1..64, got 65',
+      'limits.maxMappedBytes: expected a size of at least 4096 bytes, like "64G", got "1K"',
     ]);
     expect(p.some((x) => /^disks\[1\]: name "s1" is already used by switches\[0\]\.ports/.test(x)), p.join('\n')).to.equal(true);
     expect(p.filter((x) => x.includes('"s1"')), 'a duplicate is reported once').to.have.length(2);

@@ -76,6 +76,27 @@ describe('inflight tracking (split ring)', () => {
     q.detach();
   });
 
+  it('chains waiting for resubmission go before new ones even when they do not fit one burst', () => {
+    const d = rig.drv as SplitDriver;
+    // Two chains of 600 segments each (indirect): a burst holds 1024 segments, so one at a time.
+    const big = (tag: number) => Array.from({ length: 600 }, (_, i) => ({ len: 1, writable: i > 0, data: i === 0 ? Uint8Array.of(tag) : undefined }));
+    const a = d.add(big(1), { indirect: true });
+    const b = d.add(big(2), { indirect: true });
+    d.publish();
+    expect(rig.q.pop()).to.equal(1);
+    expect(rig.q.pop()).to.equal(1);
+    const q = restart(0);
+    expect(q.resubmitPending).to.equal(2);
+    const small = d.addAndPublish([{ len: 4, writable: false }, { len: 1, writable: true }]);
+    expect(q.pop()).to.equal(1);
+    expect(q.b.head[0]).to.equal(a);
+    expect(q.pop()).to.equal(2);
+    expect(Array.from(q.b.head.subarray(0, 2)), 'the second resubmission, then the new chain').to.deep.equal([b, small]);
+    complete(q, [a, b, small]);
+    expect(d.used().map((u) => u.id)).to.deep.equal([a, b, small]);
+    q.detach();
+  });
+
   it('a resubmitted chain is dirty-logged like any other when it completes (live migration)', () => {
     const d = rig.drv as SplitDriver;
     const id = d.addAndPublish([{ len: 4, writable: false }, { len: 4096, writable: true }]);
