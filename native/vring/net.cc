@@ -182,6 +182,10 @@ int32_t RefillPrefetch(const RxTarget& dst, RxPrefetch& p) {
   p.next = p.count = 0;
   int32_t r = dst.q->PopDirect(p.direct.data(), p.want);
   p.is_direct = r > 0;
+  // The buffers' first lines are in the driver's cache (it read the last frame's header
+  // there): ask for them now, for writing, so the misses of the whole burst overlap
+  // instead of stalling one frame's copy each.
+  for (int32_t i = 0; i < r; i++) __builtin_prefetch(p.direct[i].p, 1, 3);
   if (r == 0) r = dst.q->Pop(*dst.arrays, p.want);
   if (r > 0) p.count = static_cast<uint32_t>(r);
   return r;
