@@ -66,30 +66,8 @@ class Ring {
     driver_addr_ = Addr(in, space_);
     device_addr_ = Addr(in, space_);
     base_ = (cfg_ & 64) ? in.U32() : (packed_ ? (1u << 15) | (1u << 31) : 0);
-    if (cfg_ & 8) {
-      const uint64_t need = packed_ ? PackedRing::InflightBytes(size_) : 16 + 16 * uint64_t{size_};
-      const uint16_t slack = in.U16();
-      const uint64_t len = (slack & 0x8000) ? need - 1 - (slack & 15) % need : need + (slack & 63);
-      inflight_ = std::make_unique<HeapBuf>(len);
-      inflight_len_ = len;
-      if (in.U8() & 1) {
-        in.Bytes(inflight_->p, len);
-      } else {
-        memset(inflight_->p, 0, len);
-      }
-    }
-    if (packed_ && (cfg_ & 128) && !(cfg_ & 8)) {
-      const uint64_t need = PackedRing::RecordBytes(size_);
-      const uint16_t slack = in.U16();
-      const uint64_t len = (slack & 0x8000) ? need - 1 - (slack & 15) % need : need + (slack & 63);
-      record_ = std::make_unique<HeapBuf>(len);
-      record_len_ = len;
-      if (in.U8() & 1) {
-        in.Bytes(record_->p, len);
-      } else {
-        memset(record_->p, 0, len);
-      }
-    }
+    if (cfg_ & 8) inflight_len_ = Area(in, packed_ ? PackedRing::InflightBytes(size_) : 16 + 16 * uint64_t{size_}, &inflight_);
+    if (packed_ && (cfg_ & 128) && !(cfg_ & 8)) record_len_ = Area(in, PackedRing::RecordBytes(size_), &record_);
     if (cfg_ & 16) used_gpa_ = Addr(in, AddrSpace::kGuestPhysical);
     b_ = std::make_unique<Burst>(chains_, segs_);
     MapRings();
@@ -442,6 +420,20 @@ class Ring {
       }
       if (!found) return;
     }
+  }
+
+  // An inflight area or ring record of about `need` bytes (u16 slack: a little more, or
+  // with bit 15 too little), zero-filled or (u8 bit 0) raw bytes from the input.
+  static uint64_t Area(Input& in, uint64_t need, std::unique_ptr<HeapBuf>* out) {
+    const uint16_t slack = in.U16();
+    const uint64_t len = (slack & 0x8000) ? need - 1 - (slack & 15) % need : need + (slack & 63);
+    *out = std::make_unique<HeapBuf>(len);
+    if (in.U8() & 1) {
+      in.Bytes((*out)->p, len);
+    } else {
+      memset((*out)->p, 0, len);
+    }
+    return len;
   }
 
   void MapRings() {

@@ -186,6 +186,24 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     return info.Env().Undefined();
   }
 
+  // An area of region 0 of a memory table: (table, offset, len) arguments 0-2. False if
+  // the table has no region; throws if the area is outside region 0.
+  struct Area {
+    std::shared_ptr<MemTable> table;
+    uint8_t* host = nullptr;
+    uint64_t len = 0;
+  };
+  static bool AreaArg(const Napi::CallbackInfo& info, const char* what, Area* a) {
+    a->table = UnwrapMemTable(info[0]);
+    const uint64_t off = BigU64(info[1], "offset");
+    a->len = BigU64(info[2], "len");
+    if (a->table->regions().empty()) return false;
+    const Region& r = a->table->regions()[0];
+    if (off > r.size || a->len > r.size - off) throw Napi::RangeError::New(info.Env(), std::string(what) + ": area outside its memory");
+    a->host = r.host() + off;
+    return true;
+  }
+
   // setInflight(memTable | null, offset, len): this queue's area of the inflight memory
   // (region 0 of the table). Returns false if too small or not supported for the layout.
   Napi::Value SetInflight(const Napi::CallbackInfo& info) {
@@ -193,14 +211,9 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
       q_->SetInflight(nullptr, nullptr, 0);
       return Napi::Boolean::New(info.Env(), true);
     }
-    std::shared_ptr<MemTable> t = UnwrapMemTable(info[0]);
-    const uint64_t off = BigU64(info[1], "offset");
-    const uint64_t len = BigU64(info[2], "len");
-    if (t->regions().empty()) return Napi::Boolean::New(info.Env(), false);
-    const Region& r = t->regions()[0];
-    if (off > r.size || len > r.size - off) throw Napi::RangeError::New(info.Env(), "setInflight: area outside the inflight memory");
-    uint8_t* host = r.host() + off;
-    return Napi::Boolean::New(info.Env(), q_->SetInflight(t, host, len));
+    Area a;
+    if (!AreaArg(info, "setInflight", &a)) return Napi::Boolean::New(info.Env(), false);
+    return Napi::Boolean::New(info.Env(), q_->SetInflight(std::move(a.table), a.host, a.len));
   }
 
   // setRingRecord(memTable | null, offset, len, frontendBase): this queue's ring position
@@ -210,14 +223,9 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
       q_->SetRingRecord(nullptr, nullptr, 0, 0);
       return Napi::Boolean::New(info.Env(), true);
     }
-    std::shared_ptr<MemTable> t = UnwrapMemTable(info[0]);
-    const uint64_t off = BigU64(info[1], "offset");
-    const uint64_t len = BigU64(info[2], "len");
-    if (t->regions().empty()) return Napi::Boolean::New(info.Env(), false);
-    const Region& r = t->regions()[0];
-    if (off > r.size || len > r.size - off) throw Napi::RangeError::New(info.Env(), "setRingRecord: area outside the record memory");
-    uint8_t* host = r.host() + off;
-    return Napi::Boolean::New(info.Env(), q_->SetRingRecord(t, host, len, info[3].As<Napi::Number>().Uint32Value()));
+    Area a;
+    if (!AreaArg(info, "setRingRecord", &a)) return Napi::Boolean::New(info.Env(), false);
+    return Napi::Boolean::New(info.Env(), q_->SetRingRecord(std::move(a.table), a.host, a.len, info[3].As<Napi::Number>().Uint32Value()));
   }
 
   Napi::Value ForgetRingRecord(const Napi::CallbackInfo& info) {
