@@ -564,6 +564,27 @@ class Ring {
     }
   }
 
+  // Descriptor k of an n-descriptor chain in AddChain's input: u8 f (bit 0 WRITE, 1
+  // INDIRECT with its table, 2 a raw u16 follows, 3 NEXT even on the last), addr, len.
+  struct ChainDesc {
+    uint8_t f;
+    uint16_t raw;
+    uint64_t addr;
+    uint32_t len;
+    uint16_t flags;  // WRITE / INDIRECT / NEXT, no wrap bits
+  };
+  ChainDesc ReadChainDesc(Input& in, uint32_t k, uint32_t n) {
+    ChainDesc d;
+    d.f = in.U8();
+    d.raw = (d.f & 4) ? in.U16() : 0;
+    d.addr = Addr(in, AddrSpace::kGuestPhysical);
+    d.len = Len(in);
+    if (d.f & 2) IndirectTable(in, &d.addr, &d.len);
+    d.flags = static_cast<uint16_t>(((d.f & 1) ? kFWrite : 0) | ((d.f & 2) ? kFIndirect : 0));
+    if (k + 1 < n || (d.f & 8)) d.flags |= kFNext;
+    return d;
+  }
+
   // A chain: split: u8 head, u8 count (1 + v % 8; bit 7: not published);
   //          packed: u8 count (1 + v % 8; bit 7: wrong AVAIL/USED bits), u16 buffer id;
   // then per descriptor u8 flags (bit 0 WRITE, 1 INDIRECT, 2 raw next u16 (split) / raw
@@ -574,13 +595,7 @@ class Ring {
       const uint8_t c = in.U8();
       const uint32_t n = 1 + (c & 0x7f) % 8;
       for (uint32_t k = 0; k < n; k++) {
-        const uint8_t f = in.U8();
-        const uint16_t raw = (f & 4) ? in.U16() : 0;
-        uint64_t addr = Addr(in, AddrSpace::kGuestPhysical);
-        uint32_t len = Len(in);
-        if (f & 2) IndirectTable(in, &addr, &len);
-        uint16_t flags = static_cast<uint16_t>(((f & 1) ? kFWrite : 0) | ((f & 2) ? kFIndirect : 0));
-        if (k + 1 < n || (f & 8)) flags |= kFNext;
+        const auto [f, raw, addr, len, flags] = ReadChainDesc(in, k, n);
         const uint32_t idx = (head + k) % size_;
         const uint16_t next = (f & 4) ? raw : static_cast<uint16_t>((head + k + 1) % size_);
         if (desc_host_) WriteLe(desc_host_ + 16 * idx, addr, len, flags, next);
@@ -596,13 +611,7 @@ class Ring {
     uint8_t* head = nullptr;
     uint16_t head_flags = 0;
     for (uint32_t k = 0; k < n; k++) {
-      const uint8_t f = in.U8();
-      const uint16_t raw = (f & 4) ? in.U16() : 0;
-      uint64_t addr = Addr(in, AddrSpace::kGuestPhysical);
-      uint32_t len = Len(in);
-      if (f & 2) IndirectTable(in, &addr, &len);
-      uint16_t flags = static_cast<uint16_t>(((f & 1) ? kFWrite : 0) | ((f & 2) ? kFIndirect : 0));
-      if (k + 1 < n || (f & 8)) flags |= kFNext;
+      auto [f, raw, addr, len, flags] = ReadChainDesc(in, k, n);
       const bool w = (c & 0x80) ? !wrap_ : wrap_;
       flags |= w ? kPAvail : kPUsed;
       if (f & 4) flags = raw;

@@ -43,6 +43,7 @@ import {
   type Message,
 } from '../../src/vhost-user/protocol.js';
 import { fcParams, timeoutFor } from './fuzz-runs.js';
+import { concat } from '../native/ring-rig.js';
 
 // ---- arbitraries ---------------------------------------------------------------
 
@@ -193,16 +194,6 @@ function stable(request: CodedRequest, m: Message): void {
   const body = decodeBody(request, m);
   const again = decodeBody(request, { ...m, payload: encodeBody(request, body as never) });
   expect(again, `${Req[request]} re-encoded`).to.deep.equal(body);
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 describe('vhost-user codec: properties', function () {

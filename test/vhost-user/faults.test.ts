@@ -40,6 +40,9 @@ const MiB = 1 << 20;
 const UVA = 0x7f0000000000n;
 const A = '02:00:00:00:00:0a';
 const B = '02:00:00:00:00:0b';
+/** What both the net port and the disk under test are driven with: VERSION_1, protocol features, and the ring layout. */
+const versionOneFeatures = (layout: 'split' | 'packed'): bigint =>
+  bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | (layout === 'packed' ? bit(VIRTIO_F_RING_PACKED) : 0n);
 const json = (x: unknown): string => JSON.stringify(x, (_k, v) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v));
 const fdCount = (): number => readdirSync('/proc/self/fd').length;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -170,7 +173,7 @@ function netUnderTest(dir: string): DeviceUnderTest {
   return {
     name: 'virtio-net switch port',
     queues: 2,
-    features: (layout) => bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | (layout === 'packed' ? bit(VIRTIO_F_RING_PACKED) : 0n),
+    features: versionOneFeatures,
     traffic: [
       [
         'RX buffers and TX frames kicked (in flight)',
@@ -229,7 +232,7 @@ function blkUnderTest(dir: string): DeviceUnderTest {
   return {
     name: 'virtio-blk disk',
     queues: 1,
-    features: (layout) => bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | (layout === 'packed' ? bit(VIRTIO_F_RING_PACKED) : 0n),
+    features: versionOneFeatures,
     traffic: [
       [
         '8 writes of 64 KiB kicked (in flight)',
