@@ -38,6 +38,11 @@ class ReadCursor {
     }
     return done;
   }
+  // The next len bytes, if they lie in one readable segment; else null.
+  const uint8_t* Contiguous(uint32_t len) const {
+    if (s_ >= end_ || (b_.seg_flags[s_] & 1) || b_.seg_len[s_] - off_ < len) return nullptr;
+    return SegPtr(b_, m_, s_) + off_;
+  }
 
  private:
   void Skip(uint32_t n) {
@@ -67,6 +72,7 @@ class FlatCursor {
     left_ -= n;
     return n;
   }
+  const uint8_t* Contiguous(uint32_t len) const { return left_ >= len ? p_ : nullptr; }
 
  private:
   const uint8_t* p_;
@@ -90,6 +96,9 @@ class FrameReader {
     if (vlan_ == -1) return rc_.Read(dst, len);  // no VLAN operation: the bytes as they are
     return ReadTagged(dst, len);
   }
+  // Where the next len bytes are in the source, if they can be copied as they are (no
+  // VLAN operation, one segment); else null.
+  const uint8_t* Contiguous(uint32_t len) const { return vlan_ == -1 ? rc_.Contiguous(len) : nullptr; }
 
  private:
   uint32_t ReadTagged(uint8_t* dst, uint32_t len) {
@@ -157,6 +166,20 @@ UsedStage& Stage() {
 // in progress; what is left is given back (Unpop) when the call ends. Chains that are one
 // writable descriptor each come through PopDirect (into `direct`: no burst arrays to write
 // and read back); anything else through Pop (then `direct` is false until the next refill).
+// A frame written into its RX buffer at the end of the burst, not when it is taken. With
+// the driver on another CPU, the stores into its buffers miss (it read the last frames
+// there); x86 commits stores in order, so a missing store holds back every store after it
+// in the store queue, bookkeeping included. Deferred, the burst's buffer stores come one
+// after another with nothing between them, and the misses of many frames overlap (DPDK's
+// vhost batches its small copies for the same reason).
+struct CopyJob {
+  uint8_t* dst;
+  const uint8_t* src;
+  uint32_t len;      // frame bytes from src
+  uint32_t hdr_len;  // header bytes from hdr, before them
+  uint8_t hdr[12];
+};
+
 struct RxPrefetch {
   uint32_t next = 0;
   uint32_t count = 0;
@@ -164,6 +187,7 @@ struct RxPrefetch {
   bool is_direct = false;
   std::vector<DirectBuf> direct;
   std::vector<uint16_t> unpop;
+  std::vector<CopyJob> jobs;  // [max_chains]: see CopyJob
 };
 RxPrefetch& Prefetch() {
   thread_local RxPrefetch p;
@@ -174,18 +198,26 @@ void BeginPrefetch(const RxTarget& dst, RxPrefetch& p, uint32_t frames) {
   p.next = p.count = 0;
   p.want = std::max<uint32_t>(1, std::min(frames, dst.arrays->max_chains));
   if (p.direct.size() < p.want) p.direct.resize(dst.arrays->max_chains);
+  if (p.jobs.size() < p.want) p.jobs.resize(dst.arrays->max_chains);
 }
 
 // Pops the next chains ahead (count 0: none available, counted by the caller). Returns
-// the count or -VqError.
-int32_t RefillPrefetch(const RxTarget& dst, RxPrefetch& p) {
+// the count or -VqError. `expect`: bytes the current frame takes (header included), the
+// guess for the frames after it.
+int32_t RefillPrefetch(const RxTarget& dst, RxPrefetch& p, uint32_t expect) {
   p.next = p.count = 0;
   int32_t r = dst.q->PopDirect(p.direct.data(), p.want);
   p.is_direct = r > 0;
-  // The buffers' first lines are in the driver's cache (it read the last frame's header
-  // there): ask for them now, for writing, so the misses of the whole burst overlap
-  // instead of stalling one frame's copy each.
-  for (int32_t i = 0; i < r; i++) __builtin_prefetch(p.direct[i].p, 1, 3);
+  // The buffers' lines are in the driver's cache (it read the last frame's header there,
+  // and the last frame): ask for them now, for writing, so the misses of the whole burst
+  // overlap instead of stalling each frame's copy. A small frame's header and bytes
+  // straddle two or three lines (a DPDK mbuf puts the 12-byte header at offset 52 of a
+  // line); longer copies stream and the hardware prefetcher follows them.
+  for (int32_t i = 0; i < r; i++) {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p.direct[i].p);
+    const uintptr_t end = a + std::min<uint32_t>({p.direct[i].cap, expect, 192});
+    for (uintptr_t l = a & ~uintptr_t{63}; l < end; l += 64) PrefetchForWrite(reinterpret_cast<const void*>(l));
+  }
   if (r == 0) r = dst.q->Pop(*dst.arrays, p.want);
   if (r > 0) p.count = static_cast<uint32_t>(r);
   return r;
@@ -213,16 +245,37 @@ struct DeliverCtx {
   RxPrefetch& pf;
   uint32_t pending = 0;  // used elements staged in us
   int32_t signal = 0;    // the receiver asked for an interrupt
+  bool empty = false;    // a frame found the ring empty: the rest of the call is dropped
+  uint32_t njobs = 0;    // CopyJobs in pf.jobs, written before anything is pushed
 };
+
+// Writes the deferred frames (see CopyJob). memmove: a guest sending to itself may make
+// a source overlap a destination.
+void FlushCopies(DeliverCtx& cx) {
+  CopyJob* j = cx.pf.jobs.data();
+  for (uint32_t i = 0; i < cx.njobs; i++) {
+    std::memcpy(j[i].dst, j[i].hdr, j[i].hdr_len);
+    std::memmove(j[i].dst + j[i].hdr_len, j[i].src, j[i].len);
+  }
+  cx.njobs = 0;
+}
+
+// Pushes the staged used elements (after writing the frames they hold).
+int32_t PushStaged(const RxTarget& dst, DeliverCtx& cx) {
+  FlushCopies(cx);
+  const int32_t r = dst.q->Push(cx.us.ids.data(), cx.us.lens.data(), cx.pending);
+  cx.pending = 0;
+  if (r == 1) cx.signal = 1;
+  return r;
+}
 
 // Delivers one frame (already adjusted for the VLAN operation: `frame` bytes come out of
 // `rd`) with header `hdr` into RX buffers of dst. Returns 1 delivered, 0 dropped (counted),
 // or -VqError. Used elements are staged (cx.pending of them, see UsedStage) and pushed, at a
 // frame boundary, once enough are staged.
 template <typename Reader>
-int32_t DeliverOne(const RxTarget& dst, const MemTable& dmem, Reader& rd, const uint8_t* hdr, uint32_t frame,
-                   DeliverCtx& cx, DeliverStats* st) {
-  Virtqueue& q = *dst.q;
+[[gnu::noinline]] int32_t DeliverChains(const RxTarget& dst, const MemTable& dmem, Reader& rd, const uint8_t* hdr, uint32_t frame,
+                                        DeliverCtx& cx, DeliverStats* st) {
   const BurstArrays& db = *dst.arrays;
   if (dst.max_frame != 0 && frame > dst.max_frame && (hdr[1] & ~kGsoEcn) == kGsoNone) {
     st->too_big++;  // over the receiver's MTU (NET_SET_MTU) and not a GSO frame it agreed to
@@ -277,9 +330,14 @@ int32_t DeliverOne(const RxTarget& dst, const MemTable& dmem, Reader& rd, const 
     if (pf.next == pf.count) {
       // The burst's arrays are reused: this frame's earlier chains were written and their
       // ids kept in ids[].
-      const int32_t r = RefillPrefetch(dst, pf);
+      const int32_t r = RefillPrefetch(dst, pf, total - written);
       if (r <= 0) {
         if (r == 0) st->no_buffers++;
+        // An empty ring at a frame's start stays empty for the rest of the call (as DPDK
+        // drops the rest of a burst): polling it again per frame only takes the line with
+        // the ring index away from the driver, which is writing it. Chains given back by
+        // a frame that did not fit may still take a smaller frame.
+        if (r == 0 && nbuf == 0) cx.empty = true;
         ReleasePrefetch(dst, pf, ids, nbuf);
         return r;
       }
@@ -324,14 +382,60 @@ int32_t DeliverOne(const RxTarget& dst, const MemTable& dmem, Reader& rd, const 
     (cx.pending)++;
   }
   if (cx.pending >= 256) {  // a frame boundary: publish what is staged
-    const int32_t r = q.Push(us.ids.data(), us.lens.data(), cx.pending);
-    cx.pending = 0;
+    const int32_t r = PushStaged(dst, cx);
     if (r < 0) return r;
-    if (r == 1) cx.signal = 1;
   }
   st->delivered++;
   st->bytes += frame;
   return 1;
+}
+
+// Delivers one frame as DeliverChains does; the common case is done here, small enough to
+// inline into the burst loops: the next buffer popped ahead is one writable descriptor
+// that takes header and frame whole. Few stores per frame matter: with the driver on
+// another CPU, every buffer line is a miss for writing, and the frames whose misses
+// overlap are those whose stores fit in the store queue together.
+template <typename Reader>
+inline int32_t DeliverOne(const RxTarget& dst, const MemTable& dmem, Reader& rd, const uint8_t* hdr, uint32_t frame,
+                          DeliverCtx& cx, DeliverStats* st) {
+  if (cx.empty) {
+    st->no_buffers++;
+    return 0;
+  }
+  RxPrefetch& pf = cx.pf;
+  const uint32_t total = dst.hdr_len + frame;
+  if (pf.next < pf.count && pf.is_direct && cx.pending < cx.us.ids.size() && pf.direct[pf.next].cap >= total &&
+      (dst.max_frame == 0 || frame <= dst.max_frame)) {
+    const DirectBuf& b = pf.direct[pf.next++];
+    cx.us.ids[cx.pending] = b.id;
+    const uint8_t* src = rd.Contiguous(frame);
+    if (src != nullptr && cx.njobs < pf.jobs.size()) {
+      CopyJob& j = pf.jobs[cx.njobs++];
+      j.dst = b.p;
+      j.src = src;
+      j.len = frame;
+      j.hdr_len = dst.hdr_len;
+      std::memcpy(j.hdr, hdr, 10);  // hdr_len is 10 or 12
+      j.hdr[10] = 1;                // num_buffers
+      j.hdr[11] = 0;
+      cx.us.lens[cx.pending] = total;
+    } else {
+      std::memcpy(b.p, hdr, 10);
+      if (dst.hdr_len == 12) {
+        b.p[10] = 1;
+        b.p[11] = 0;
+      }
+      cx.us.lens[cx.pending] = dst.hdr_len + rd.Read(b.p + dst.hdr_len, frame);
+    }
+    if (++cx.pending >= 256) {  // a frame boundary: publish what is staged
+      const int32_t r = PushStaged(dst, cx);
+      if (r < 0) return r;
+    }
+    st->delivered++;
+    st->bytes += frame;
+    return 1;
+  }
+  return DeliverChains(dst, dmem, rd, hdr, frame, cx, st);
 }
 
 // The frame length the receiver gets after the VLAN operation, or 0 if it cannot be done.
@@ -423,10 +527,8 @@ int32_t DeliverFrame(const RxTarget& dst, const MemTable& dmem, Cursor cur, uint
 int32_t Finish(const RxTarget& dst, DeliverCtx& cx) {
   ReleasePrefetch(dst, cx.pf, nullptr, 0);
   if (cx.pending > 0) {
-    const int32_t r = dst.q->Push(cx.us.ids.data(), cx.us.lens.data(), cx.pending);
-    cx.pending = 0;
+    const int32_t r = PushStaged(dst, cx);
     if (r < 0) return r;
-    if (r == 1) cx.signal = 1;
   }
   if (cx.signal) dst.q->Signal();
   return cx.signal;

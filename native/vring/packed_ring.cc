@@ -255,6 +255,9 @@ int32_t PackedRing::PopDirect(DirectBuf* out, uint32_t max) {
   uint32_t n = 0;
   while (n < max) {
     const uint8_t* at = desc_ + 16 * last_avail_;
+    // The used descriptors of this burst go back into these lines: take each line for
+    // writing when first reading it, not shared and then again when pushing.
+    if ((last_avail_ & 3) == 0) PrefetchForWrite(at);
     const uint16_t flags = LoadAcquire<uint16_t>(at + 14);
     if (!Avail(flags) || (flags & (kDescNext | kDescIndirect | kDescWrite)) != kDescWrite) break;
     const RawDesc d = ReadDesc(at);

@@ -146,6 +146,26 @@ describe('netDeliver / netPeek (guest TX ring -> guest RX ring, one copy)', () =
     expect(receive(rx).map((g) => g.frame.length)).to.deep.equal([100, 64]);
   });
 
+  it('a frame that needs more mergeable buffers than are left is dropped, and smaller frames after it in the same call take them', () => {
+    addTx(tx, frame(1000, 3)); // header + 1000 B: 4 buffers of 256 B
+    addTx(tx, frame(64, 4));
+    addTx(tx, frame(80, 5));
+    tx.drv.publish();
+    expect(tx.q.pop()).to.equal(3);
+    postRx(rx, 2, 256);
+    netDeliver({ q: rx.q, hdrLen: HDR, mergeable: true }, tx.q, HDR, false, chains, 3, stats);
+    expect(stats[DeliverStat.NO_BUFFERS], 'the 1000 B frame').to.equal(1);
+    expect(stats[DeliverStat.DELIVERED]).to.equal(2);
+    expect(receive(rx).map((g) => g.frame.length)).to.deep.equal([64, 80]);
+    expect(rx.q.inFlight).to.equal(0);
+    // An empty ring: every frame of the call is dropped and counted, nothing is held.
+    stats.fill(0);
+    netDeliver({ q: rx.q, hdrLen: HDR, mergeable: true }, tx.q, HDR, false, chains, 3, stats);
+    expect(stats[DeliverStat.NO_BUFFERS]).to.equal(3);
+    expect(stats[DeliverStat.DELIVERED]).to.equal(0);
+    expect(rx.q.inFlight).to.equal(0);
+  });
+
   it('inserts and strips 802.1Q tags on the way', async () => {
     const { VLAN_STRIP } = await import('../../src/native/net.js');
     const f = frame(100, 5);
