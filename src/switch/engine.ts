@@ -516,6 +516,8 @@ export class SwitchEngine {
       if (this.dest[i] === FLOOD) c[PortCounter.FLOODED]++;
     }
     // Group by destination port, RX queue (flow hash) and VLAN operation.
+    let lastD = -1; // the port of the frame before, looked up once for a run of frames
+    let lastQ: EnginePort | undefined;
     for (let i = 0; i < n; i++) {
       const d = this.dest[i];
       if (d === -1) continue;
@@ -523,7 +525,11 @@ export class SwitchEngine {
         const all = this.portList;
         for (let k = 0; k < all.length; k++) if (all[k] !== p) this.stage(all[k], i);
       } else {
-        const q = this.ports.get(d);
+        if (d !== lastD) {
+          lastQ = this.ports.get(d);
+          lastD = d;
+        }
+        const q = lastQ;
         if (q && q !== p) this.stage(q, i);
       }
     }

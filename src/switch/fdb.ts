@@ -63,14 +63,33 @@ export class Fdb {
     return this.count;
   }
 
+  // The entries the last learn and the last lookup found, for the frames after them with
+  // the same address (a burst is mostly one flow or a few): a Map lookup keyed by a 48-bit
+  // number hashes a double each time. An entry stays valid until one is deleted (`gen`).
+  private gen = 0;
+  private learnMac = -1;
+  private learnVlan = -1;
+  private learnGen = -1;
+  private learnSlot: Slot | null = null;
+  private lookMac = -1;
+  private lookVlan = -1;
+  private lookGen = -1;
+  private lookSlot: Slot | null = null;
+
   /** Records that `mac` was seen on `port`; returns true if this is new or a move. */
   learn(mac: number, vlan: number, port: number, now: number): boolean {
-    let t = this.vlans.get(vlan);
-    if (t === undefined) {
-      t = new Map();
-      this.vlans.set(vlan, t);
+    let e: Slot | undefined;
+    if (mac === this.learnMac && vlan === this.learnVlan && this.gen === this.learnGen) {
+      e = this.learnSlot!;
+    } else {
+      let t = this.vlans.get(vlan);
+      if (t === undefined) {
+        t = new Map();
+        this.vlans.set(vlan, t);
+      }
+      e = t.get(mac);
+      if (e !== undefined) this.remember(true, mac, vlan, e);
     }
-    const e = t.get(mac);
     if (e !== undefined) {
       e.seen = now;
       if (e.port !== port) {
@@ -84,7 +103,9 @@ export class Fdb {
       this.stats.full++;
       return false;
     }
-    t.set(mac, { port, seen: now });
+    const slot = { port, seen: now };
+    this.vlans.get(vlan)!.set(mac, slot);
+    this.remember(true, mac, vlan, slot);
     this.count++;
     this.stats.learned++;
     return true;
@@ -92,10 +113,30 @@ export class Fdb {
 
   /** The port of `mac` in `vlan`, or -1 if unknown or aged out. */
   lookup(mac: number, vlan: number, now: number): number {
-    const e = this.vlans.get(vlan)?.get(mac);
-    if (e === undefined) return -1;
+    let e: Slot | undefined;
+    if (mac === this.lookMac && vlan === this.lookVlan && this.gen === this.lookGen) {
+      e = this.lookSlot!;
+    } else {
+      e = this.vlans.get(vlan)?.get(mac);
+      if (e === undefined) return -1;
+      this.remember(false, mac, vlan, e);
+    }
     if (now - e.seen > this.agingMs) return -1;
     return e.port;
+  }
+
+  private remember(learn: boolean, mac: number, vlan: number, e: Slot): void {
+    if (learn) {
+      this.learnMac = mac;
+      this.learnVlan = vlan;
+      this.learnGen = this.gen;
+      this.learnSlot = e;
+    } else {
+      this.lookMac = mac;
+      this.lookVlan = vlan;
+      this.lookGen = this.gen;
+      this.lookSlot = e;
+    }
   }
 
   /** Drops entries older than the aging time; returns how many. */
@@ -105,6 +146,7 @@ export class Fdb {
       for (const [mac, e] of t) {
         if (now - e.seen > this.agingMs) {
           t.delete(mac);
+          this.gen++;
           n++;
         }
       }
@@ -121,6 +163,7 @@ export class Fdb {
       for (const [mac, e] of t) {
         if (e.port === port) {
           t.delete(mac);
+          this.gen++;
           n++;
         }
       }
