@@ -8,11 +8,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import autocannon from 'autocannon';
-import { makeTempDir, vhostkitCli, type Testpmd } from '../../src/testing/peers.js';
+import { makeTempDir, vhostkitCli } from '../../src/testing/peers.js';
 import { progress, stopChild } from '../lib/proc.js';
 import { median, type CaseReport, type Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';
-import { generic, measureAtB, startFrontends } from './switch.js';
+import { combined, generic, startSwitchTraffic, type SwitchTraffic } from './switch.js';
 
 const PACED_RATE = 200;
 const CONNECTIONS = 4;
@@ -94,20 +94,19 @@ async function runRound(ctx: BenchContext, round: number, commands: Set<string>)
   const windows: Array<'none' | Load> = (['none', 'paced', 'saturated'] as const).map((_, i, a) => a[(i + round) % 3]);
   let tmp = makeTempDir('vhostkit-bench-api-');
   let d: Awaited<ReturnType<typeof startDaemon>> | null = null;
-  let fe: { a: Testpmd; b: Testpmd } | null = null;
+  let fe: SwitchTraffic | null = null;
   try {
     d = await startDaemon(tmp, ctx, commands);
-    fe = await startFrontends(ctx, d.sa, d.sb, false, commands);
+    fe = await startSwitchTraffic(ctx, d.sa, d.sb, false, commands);
     for (const w of windows) {
       const load = w === 'none' ? null : apiLoad(d.api, w);
-      const pps = await measureAtB(fe.b, ctx.seconds);
+      const pps = await fe.measure(ctx.seconds);
       out.mpps![w] = pps / 1e6;
       if (load) out.loaded![w as Load] = await load.stop();
-      progress(`api round ${round + 1}: traffic, API ${w}: ${(pps / 1e6).toFixed(2)} Mpps at B${load ? `, API ${out.loaded![w as Load].reqPerSec.toFixed(0)} req/s, p99 ${out.loaded![w as Load].p99} ms` : ''}`);
+      progress(`api round ${round + 1}: traffic, API ${w}: ${(pps / 1e6).toFixed(2)} Mpps ${fe.where}${load ? `, API ${out.loaded![w as Load].reqPerSec.toFixed(0)} req/s, p99 ${out.loaded![w as Load].p99} ms` : ''}`);
     }
   } finally {
-    await fe?.a.stop();
-    await fe?.b.stop();
+    await fe?.stop();
     await stopChild(d?.daemon ?? null);
     tmp.cleanup();
   }
@@ -152,7 +151,7 @@ export async function apiCase(ctx: BenchContext): Promise<CaseReport> {
   commands.add(`API load: autocannon -S API_SOCK -c ${CONNECTIONS} [-R ${PACED_RATE}] ${REQUESTS.map((p) => `http://localhost${p}`).join(' ')} (bench/cases/api.ts cycles the four paths)`);
   return {
     id: 'api',
-    title: 'Case 7: the management API under full data-plane load — case 3 traffic through `vhostkit run` (split, 64 B, Mpps at B) with and without autocannon on the API; the API with the traffic and without',
+    title: `Case 7: the management API under full data-plane load — case 3 traffic through \`vhostkit run\` (split, 64 B, Mpps ${combined(ctx) ? 'at A and B' : 'at B'}) with and without autocannon on the API; the API with the traffic and without`,
     notes: [
       `\`vhostkit run\` (switch sw0 with ports a and b, \`--poll busy\`, API on a Unix socket) pinned to CPU ${ctx.backendCpus}: its main thread, which serves the API, shares that CPU with the busy-polling data-plane thread. The testpmd frontends and autocannon share CPU ${ctx.frontendCpus}. Each round measures three windows on one running set-up (no API load, paced, saturated; the order turns with the round), then the two API loads against a daemon with no traffic. ${ctx.rounds} rounds; every API request must answer 200 (a failure ends the run).`,
       'Requests cycle through GET /metrics, /v1/ports, /v1/switches/sw0/queues (a round trip to the data-plane thread) and /v1/status. Paced: a monitoring-like load. Saturated: 4 connections as fast as the API answers, which takes CPU time from the data-plane thread on a shared core; with a control-plane core of its own (3+ CPUs) it would not.',

@@ -80,8 +80,33 @@ export async function measureAtB(b: Testpmd, seconds: number): Promise<number> {
 }
 
 /** One frontend process for A and B unless the frontends have a CPU each (--frontend-cpus 0,2). */
-function combined(ctx: BenchContext): boolean {
+export function combined(ctx: BenchContext): boolean {
   return ctx.frontendCpus.split(',').length < 2;
+}
+
+/** The case's traffic through the switch on sockets sa, sb: what is measured, and how to stop it. */
+export interface SwitchTraffic {
+  /** frames per second over `seconds` statistics periods, after 2 warm-up periods */
+  measure(seconds: number): Promise<number>;
+  /** where the rate is read: "at A and B" or "at B" */
+  where: string;
+  stop(): Promise<void>;
+}
+
+export async function startSwitchTraffic(ctx: BenchContext, sa: string, sb: string, packed: boolean, commands: Set<string>): Promise<SwitchTraffic> {
+  if (combined(ctx)) {
+    const fe = await startCombinedFrontend(ctx, sa, sb, packed, commands);
+    return { measure: (s) => measureAll(fe, s), where: 'at A and B', stop: async () => void (await fe.stop()) };
+  }
+  const { a, b } = await startFrontends(ctx, sa, sb, packed, commands);
+  return {
+    measure: (s) => measureAtB(b, s),
+    where: 'at B',
+    stop: async () => {
+      await a.stop();
+      await b.stop();
+    },
+  };
 }
 
 async function runOnce(ctx: BenchContext, who: 'vhostkit switch' | 'testpmd io', packed: boolean, commands: Set<string>): Promise<number> {
@@ -91,8 +116,7 @@ async function runOnce(ctx: BenchContext, who: 'vhostkit switch' | 'testpmd io',
   const cpuB = Number(ctx.backendCpus.split(',')[0]);
   let sw: ChildProcess | null = null;
   let ref: Testpmd | null = null;
-  let pa: Testpmd | null = null;
-  let pb: Testpmd | null = null;
+  let traffic: SwitchTraffic | null = null;
   try {
     if (who === 'vhostkit switch') {
       const argv = ['taskset', '-c', ctx.backendCpus, process.execPath, vhostkitCli, 'switch', '--port', `a=${sa}`, '--port', `b=${sb}`, '--poll', 'busy'];
@@ -107,17 +131,10 @@ async function runOnce(ctx: BenchContext, who: 'vhostkit switch' | 'testpmd io',
       ref = await startTestpmd({ role: 'vhost', socket: sa, forwardMode: 'io', cpu: cpuB, extraEalArgs: ['--vdev', `net_vhost1,iface=${sb},queues=1`] });
       commands.add(`reference: ${generic(ref.process.argv, sa, sb)}`);
     }
-    if (combined(ctx)) {
-      pa = await startCombinedFrontend(ctx, sa, sb, packed, commands);
-      return await measureAll(pa, ctx.seconds);
-    }
-    const fe = await startFrontends(ctx, sa, sb, packed, commands);
-    pa = fe.a;
-    pb = fe.b;
-    return await measureAtB(pb, ctx.seconds);
+    traffic = await startSwitchTraffic(ctx, sa, sb, packed, commands);
+    return await traffic.measure(ctx.seconds);
   } finally {
-    await pa?.stop();
-    await pb?.stop();
+    await traffic?.stop();
     await ref?.stop();
     await stopChild(sw);
     tmp.cleanup();
