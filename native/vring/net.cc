@@ -62,9 +62,12 @@ class ReadCursor {
 };
 
 // Bytes of a frame held in one flat host buffer (TAP/VXLAN reads, frames built by us).
+// `stable`: the bytes stay where they are until the delivery call returns (the caller's
+// buffer), so their copy may be deferred (CopyJob); not so for this file's scratch
+// buffers, which the next frame or segment overwrites.
 class FlatCursor {
  public:
-  FlatCursor(const uint8_t* p, uint32_t len) : p_(p), left_(len) {}
+  FlatCursor(const uint8_t* p, uint32_t len, bool stable) : p_(p), left_(len), stable_(stable) {}
   uint32_t Read(uint8_t* dst, uint32_t len) {
     const uint32_t n = std::min(len, left_);
     std::memmove(dst, p_, n);  // the caller's buffer may be a view of guest memory
@@ -72,11 +75,12 @@ class FlatCursor {
     left_ -= n;
     return n;
   }
-  const uint8_t* Contiguous(uint32_t len) const { return left_ >= len ? p_ : nullptr; }
+  const uint8_t* Contiguous(uint32_t len) const { return stable_ && left_ >= len ? p_ : nullptr; }
 
  private:
   const uint8_t* p_;
   uint32_t left_;
+  bool stable_;
 };
 
 // The frame as the receiver gets it: the source bytes after the header, with an 802.1Q
@@ -161,11 +165,6 @@ UsedStage& Stage() {
   return s;
 }
 
-// RX chains popped ahead in one Pop and handed out one at a time (a small frame takes one):
-// one Pop per burst of frames instead of one per frame. Per thread, for the delivery call
-// in progress; what is left is given back (Unpop) when the call ends. Chains that are one
-// writable descriptor each come through PopDirect (into `direct`: no burst arrays to write
-// and read back); anything else through Pop (then `direct` is false until the next refill).
 // A frame written into its RX buffer at the end of the burst, not when it is taken. With
 // the driver on another CPU, the stores into its buffers miss (it read the last frames
 // there); x86 commits stores in order, so a missing store holds back every store after it
@@ -180,6 +179,11 @@ struct CopyJob {
   uint8_t hdr[12];
 };
 
+// RX chains popped ahead in one Pop and handed out one at a time (a small frame takes one):
+// one Pop per burst of frames instead of one per frame. Per thread, for the delivery call
+// in progress; what is left is given back (Unpop) when the call ends. Chains that are one
+// writable descriptor each come through PopDirect (into `direct`: no burst arrays to write
+// and read back); anything else through Pop (then `direct` is false until the next refill).
 struct RxPrefetch {
   uint32_t next = 0;
   uint32_t count = 0;
@@ -502,7 +506,7 @@ int32_t DeliverFrame(const RxTarget& dst, const MemTable& dmem, Cursor cur, uint
   if ((sh->gso_type & ~kGsoEcn) != kGsoNone) {
     int32_t err = 0;
     const int32_t n = SegmentTcp(stage, frame, *sh, SegScratch(), 65536 + 512, [&](const uint8_t* p, uint32_t len) {
-      FrameReader<FlatCursor> r2(FlatCursor(p, len), -1);
+      FrameReader<FlatCursor> r2(FlatCursor(p, len, false), -1);
       const int32_t r = DeliverOne(dst, dmem, r2, hdr, len, cx, st);
       if (r < 0) {
         err = r;
@@ -520,7 +524,7 @@ int32_t DeliverFrame(const RxTarget& dst, const MemTable& dmem, Cursor cur, uint
     return 0;
   }
   st->csum_done++;
-  FrameReader<FlatCursor> r2(FlatCursor(stage, frame), -1);
+  FrameReader<FlatCursor> r2(FlatCursor(stage, frame, false), -1);
   return DeliverOne(dst, dmem, r2, hdr, frame, cx, st);
 }
 
@@ -642,7 +646,7 @@ int32_t NetDeliverFlat(const RxTarget& dst, const uint8_t* base, const uint32_t*
     if (frame == 0) continue;
     NetHdr sh;
     if (hdr10 != nullptr) sh = ParseNetHdr(hdr10 + 10 * static_cast<size_t>(k));
-    const int32_t r = DeliverFrame(dst, *dmem, FlatCursor(base + offsets[k], lens[k]), frame, hdr10 != nullptr ? &sh : nullptr, vlan,
+    const int32_t r = DeliverFrame(dst, *dmem, FlatCursor(base + offsets[k], lens[k], true), frame, hdr10 != nullptr ? &sh : nullptr, vlan,
                                    cx, st);
     if (r < 0) {
       ReleasePrefetch(dst, cx.pf, nullptr, 0);

@@ -81,6 +81,35 @@ describe('offloads through the switch path (checksum, TSO)', () => {
     });
   }
 
+  it('segments two TSO frames of one burst, and a plain frame after them, each byte for byte (segments are built in one scratch area)', () => {
+    const pa = payloadOf(10000, 5);
+    const pb = payloadOf(7000, 9);
+    const fa = tcpFrame(pa, { partialCsum: true, seq: 1000 });
+    const fb = tcpFrame(pb, { partialCsum: true, seq: 50000 });
+    const plain = tcpFrame(payloadOf(300, 11), { seq: 7 }).frame;
+    send(tx, offloadHdr({ gso: 'tcpv4', gsoSize: 1448, csumStart: fa.l4, csumOffset: 16, hdrLen: fa.l4 + 20 }), fa.frame);
+    send(tx, offloadHdr({ gso: 'tcpv4', gsoSize: 1448, csumStart: fb.l4, csumOffset: 16, hdrLen: fb.l4 + 20 }), fb.frame);
+    send(tx, new Uint8Array(HDR), plain);
+    expect(tx.q.pop()).to.equal(3);
+    netDeliver({ q: rx.q, hdrLen: HDR, mergeable: true }, tx.q, HDR, true, chains, 3, stats);
+    const got = received(rx);
+    const na = Math.ceil(pa.length / 1448);
+    const nb = Math.ceil(pb.length / 1448);
+    expect(got.length).to.equal(na + nb + 1);
+    const rebuild = (from: number, count: number, seq: number) =>
+      Buffer.concat(
+        got.slice(from, from + count).map((g, i) => {
+          const c = checkTcp(g.frame);
+          expect(c.ok, `segment ${from + i}: ${c.why}`).to.equal(true);
+          expect(c.seq).to.equal(seq + i * 1448);
+          return c.payload;
+        }),
+      );
+    expect(rebuild(0, na, 1000).equals(Buffer.from(pa)), 'first frame rebuilt').to.equal(true);
+    expect(rebuild(na, nb, 50000).equals(Buffer.from(pb)), 'second frame rebuilt').to.equal(true);
+    expect(Buffer.from(got[na + nb].frame).equals(Buffer.from(plain)), 'the plain frame').to.equal(true);
+  });
+
   it('passes a TSO frame through unchanged to a receiver that negotiated GUEST_TSO4 + GUEST_CSUM', () => {
     const { frame, l4 } = tcpFrame(payloadOf(20000), { partialCsum: true });
     const hdr = offloadHdr({ gso: 'tcpv4', gsoSize: 1448, csumStart: l4, csumOffset: 16, hdrLen: l4 + 20 });
