@@ -273,6 +273,18 @@ int32_t PushStaged(const RxTarget& dst, DeliverCtx& cx) {
   return r;
 }
 
+// Writes header and frame into one buffer that holds them (num_buffers = 1); returns the
+// bytes written.
+template <typename Reader>
+inline uint32_t WriteWhole(const RxTarget& dst, uint8_t* p, const uint8_t* hdr, Reader& rd, uint32_t frame) {
+  std::memcpy(p, hdr, 10);  // hdr_len is 10 or 12
+  if (dst.hdr_len == 12) {
+    p[10] = 1;
+    p[11] = 0;
+  }
+  return dst.hdr_len + rd.Read(p + dst.hdr_len, frame);
+}
+
 // Delivers one frame (already adjusted for the VLAN operation: `frame` bytes come out of
 // `rd`) with header `hdr` into RX buffers of dst. Returns 1 delivered, 0 dropped (counted),
 // or -VqError. Used elements are staged (cx.pending of them, see UsedStage) and pushed, at a
@@ -317,14 +329,7 @@ template <typename Reader>
     return put;
   };
   // The common case: the whole frame in the chain's first buffer, num_buffers = 1.
-  auto whole = [&](uint8_t* p) -> uint32_t {
-    std::memcpy(p, hdr, 10);  // hdr_len is 10 or 12
-    if (dst.hdr_len == 12) {
-      p[10] = 1;
-      p[11] = 0;
-    }
-    return dst.hdr_len + rd.Read(p + dst.hdr_len, frame);
-  };
+  auto whole = [&](uint8_t* p) -> uint32_t { return WriteWhole(dst, p, hdr, rd, frame); };
   while (written < total) {
     if (nbuf == kMaxMergeBuffers || (nbuf == 1 && !dst.mergeable)) {
       st->too_big++;
@@ -424,12 +429,7 @@ inline int32_t DeliverOne(const RxTarget& dst, const MemTable& dmem, Reader& rd,
       j.hdr[11] = 0;
       cx.us.lens[cx.pending] = total;
     } else {
-      std::memcpy(b.p, hdr, 10);
-      if (dst.hdr_len == 12) {
-        b.p[10] = 1;
-        b.p[11] = 0;
-      }
-      cx.us.lens[cx.pending] = dst.hdr_len + rd.Read(b.p + dst.hdr_len, frame);
+      cx.us.lens[cx.pending] = WriteWhole(dst, b.p, hdr, rd, frame);
     }
     if (++cx.pending >= 256) {  // a frame boundary: publish what is staged
       const int32_t r = PushStaged(dst, cx);
