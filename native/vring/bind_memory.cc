@@ -159,10 +159,14 @@ class MemTableWrap : public Napi::ObjectWrap<MemTableWrap> {
     if (i >= table_->regions().size()) throw Napi::RangeError::New(env, "no region " + std::to_string(i));
     const Region& r = table_->regions()[i];
     if (r.size > (uint64_t{1} << 32) * 4) throw Napi::RangeError::New(env, "region too large for an ArrayBuffer");
-    // The finalizer hint owns one reference to the mapping; close() detaches the buffer.
-    auto* hint = new std::shared_ptr<Mapping>(r.map);
+    // The buffer holds the mapping through a ViewHold, shared by its finalizer hint and by
+    // this table: close() detaches the buffer and drops the mapping at once, without
+    // waiting for the collector to run the finalizer (which only frees the hold).
+    auto hold = std::make_shared<ViewHold>(ViewHold{r.map});
+    holds_.push_back(hold);
+    auto* hint = new std::shared_ptr<ViewHold>(std::move(hold));
     Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, r.host(), r.size,
-                                                  [](Napi::Env, void*, std::shared_ptr<Mapping>* h) { delete h; }, hint);
+                                                  [](Napi::Env, void*, std::shared_ptr<ViewHold>* h) { delete h; }, hint);
     // Remember the buffer as a property of this object (not an N-API reference: see
     // bind_queue.cc), so close() can detach it.
     Napi::Object self = Value();
@@ -266,11 +270,18 @@ class MemTableWrap : public Napi::ObjectWrap<MemTableWrap> {
       }
       self.Set("__views", info.Env().Undefined());
     }
+    for (auto& h : holds_) h->map.reset();
+    holds_.clear();
     table_.reset();
     return info.Env().Undefined();
   }
 
+  // What a region buffer handed out keeps alive (see Buffer).
+  struct ViewHold {
+    std::shared_ptr<Mapping> map;
+  };
   std::shared_ptr<MemTable> table_;
+  std::vector<std::shared_ptr<ViewHold>> holds_;
 };
 
 // new DirtyLog(fd, size, offset): maps the frontend's dirty page bitmap (SET_LOG_BASE).
