@@ -29,7 +29,11 @@ function run(label, args, env) {
         process.stdout.write(`\n${label}: mocha exited with ${signal ?? code} without reporting failures\n`);
         failed = 1;
       }
-      resolve({ passed, failed });
+      // mocha's report of the failures ("N failing" and each failure's title and error),
+      // printed again at the very end: CI shows the tail of this output.
+      const at = out.search(/^\s*\d+ failing/m);
+      const report = at >= 0 ? out.slice(at) : '';
+      resolve({ label, passed, failed, report });
     });
   });
 }
@@ -51,6 +55,12 @@ if (process.env.VHOSTKIT_SKIP_ASAN !== '1') {
   );
 }
 
+for (const r of results) {
+  if (r.report === '') continue;
+  const max = 6000;
+  const text = r.report.length > max ? `${r.report.slice(0, max)}\n[... ${r.report.length - max} more characters]\n` : r.report;
+  process.stdout.write(`\n=== failures in ${r.label}, again ===\n${text}`);
+}
 const passed = results.reduce((n, r) => n + r.passed, 0);
 const failed = results.reduce((n, r) => n + r.failed, 0);
 process.stdout.write(`\n${passed} passed, ${failed} failed\n`);
