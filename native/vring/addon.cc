@@ -13,6 +13,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vhostkit::BindNet(env, exports);
   vhostkit::BindHostIo(env, exports);
   vhostkit::BindBlk(env, exports);
+  vhostkit::BindSwitch(env, exports);
   return exports;
 }
 

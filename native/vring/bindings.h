@@ -66,6 +66,7 @@ T* TypedData(Napi::Env env, Napi::Value v, napi_typedarray_type type, size_t min
 void BindNet(Napi::Env env, Napi::Object exports);  // bind_net.cc
 void BindHostIo(Napi::Env env, Napi::Object exports);  // bind_host_io.cc: TAP, VXLAN/UDP batch I/O
 void BindBlk(Napi::Env env, Napi::Object exports);  // bind_blk.cc: virtio-blk request engine
+void BindSwitch(Napi::Env env, Napi::Object exports);  // bind_switch.cc: the switch's forwarding database
 // The log behind a JS DirtyLog object, or nullptr for null/undefined.
 std::shared_ptr<DirtyLog> UnwrapDirtyLog(Napi::Value v);
 }  // namespace vhostkit

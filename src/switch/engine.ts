@@ -24,7 +24,7 @@ import {
   type TapReadBatch,
   type UdpRecvBatch,
 } from '../native/host-io.js';
-import { Fdb, isMulticast, macAt, type FdbEntry } from './fdb.js';
+import { CLASSIFY_COUNTS, CLASSIFY_FLOOD, ClassifyCount, Fdb, INGRESS_WORDS, type FdbEntry } from './fdb.js';
 import { PortCounter } from './counters.js';
 import { readSync, writeSync } from 'node:fs';
 
@@ -34,8 +34,24 @@ export type VlanConfig = { mode: 'access'; vid: number } | { mode: 'trunk'; allo
 export const Verdict = { SWITCH: -1, DROP: -2 } as const;
 
 const HEAD = 64; // bytes of each frame head read for classification
-const FLOOD = -3;
-const ETH_P_8021Q = 0x8100;
+const FLOOD = CLASSIFY_FLOOD;
+const FLAT_MAX = 1024; // frames switchFlat takes per call
+
+/** A port's VLAN configuration as the native classification reads it (fdb.ts). */
+function ingressWords(v: VlanConfig): Int32Array {
+  const w = new Int32Array(INGRESS_WORDS);
+  if (v.mode === 'access') {
+    w[0] = 1;
+    w[1] = v.vid;
+    w[2] = -1;
+    w[3] = 1;
+  } else {
+    w[2] = v.native ?? -1;
+    w[3] = v.allowed ? 0 : 1;
+    for (const id of v.allowed ?? []) w[4 + ((id & 0xfff) >> 5)] |= 1 << (id & 31);
+  }
+  return w;
+}
 
 /** A burst as a dataplane hook sees it: arrays indexed by packet, reused for every burst. */
 export interface PacketBurst {
@@ -102,6 +118,8 @@ export interface EnginePort {
   name: string;
   host: HostPort | null;
   vlan: VlanConfig;
+  /** vlan, as the native classification reads it */
+  ingress: Int32Array;
   counters: Float64Array;
   hdrLen: number;
   mergeable: boolean;
@@ -171,9 +189,11 @@ export class SwitchEngine {
   private readonly heads: Uint8Array;
   private readonly lens: Uint32Array;
   private readonly verdict: Int32Array;
+  /** what classify writes for a burst: dest, vid and tagged per frame, then its counters */
+  private readonly cls: Int32Array;
   private readonly dest: Int32Array;
   private readonly vid: Int32Array;
-  private readonly tagged: Uint8Array;
+  private readonly tagged: Int32Array;
   private readonly stats = new Uint32Array(DELIVER_STATS);
   private readonly touched: EnginePort[] = [];
   private hook: BurstHook | null = null;
@@ -203,9 +223,10 @@ export class SwitchEngine {
     this.heads = new Uint8Array(burst * HEAD);
     this.lens = new Uint32Array(burst);
     this.verdict = new Int32Array(burst);
-    this.dest = new Int32Array(burst);
-    this.vid = new Int32Array(burst);
-    this.tagged = new Uint8Array(burst);
+    this.cls = new Int32Array(3 * burst + CLASSIFY_COUNTS);
+    this.dest = this.cls.subarray(0, burst);
+    this.vid = this.cls.subarray(burst, 2 * burst);
+    this.tagged = this.cls.subarray(2 * burst, 3 * burst);
     const self = this; // eslint-disable-line @typescript-eslint/no-this-alias
     this.burstView = {
       n: 0,
@@ -238,6 +259,7 @@ export class SwitchEngine {
       id,
       name,
       vlan,
+      ingress: ingressWords(vlan),
       counters,
       hdrLen: 12,
       mergeable: true,
@@ -312,6 +334,7 @@ export class SwitchEngine {
   setVlan(id: number, vlan: VlanConfig): void {
     const p = this.port(id);
     p.vlan = vlan;
+    p.ingress = ingressWords(vlan);
     this.fdb.flushPort(id);
   }
 
@@ -423,43 +446,6 @@ export class SwitchEngine {
     return n;
   }
 
-  // classify() results (fields, not a returned object: no allocation per packet).
-  private clsVid = 0;
-  private clsTagged = false;
-
-  /**
-   * Ingress VLAN, learning and lookup for the frame whose head is at h[o...]. Returns the
-   * destination port, FLOOD, or -1 (dropped and counted); sets clsVid / clsTagged.
-   */
-  private classify(p: EnginePort, h: Uint8Array, o: number, now: number): number {
-    const tagged = ((h[o + 12] << 8) | h[o + 13]) === ETH_P_8021Q;
-    this.clsTagged = tagged;
-    let vid: number;
-    if (p.vlan.mode === 'access') {
-      if (tagged) {
-        p.counters[PortCounter.DROP_VLAN]++;
-        return -1;
-      }
-      vid = p.vlan.vid;
-    } else if (tagged) {
-      vid = ((h[o + 14] << 8) | h[o + 15]) & 0xfff;
-      if (p.vlan.allowed && !p.vlan.allowed.includes(vid)) {
-        p.counters[PortCounter.DROP_VLAN]++;
-        return -1;
-      }
-    } else if (p.vlan.native !== undefined) {
-      vid = p.vlan.native;
-    } else {
-      p.counters[PortCounter.DROP_VLAN]++;
-      return -1;
-    }
-    this.clsVid = vid;
-    if (!isMulticast(h, o + 6)) this.fdb.learn(macAt(h, o + 6), vid, p.id, now);
-    if (isMulticast(h, o)) return FLOOD;
-    const d = this.fdb.lookup(macAt(h, o), vid, now);
-    return d < 0 ? FLOOD : d;
-  }
-
   /** The VLAN operation to deliver a frame of `vid` to q, or null if q does not carry vid. */
   private egressOp(q: EnginePort, vid: number, tagged: boolean): number | null {
     if (q.vlan.mode === 'access') {
@@ -491,30 +477,8 @@ export class SwitchEngine {
       if (this.rereadWanted) netPeek(t.vq, n, p.hdrLen, this.heads, HEAD, this.lens);
     }
     if (p.capture) this.captureIn(p, t.vq, n);
-    const c = p.counters;
-    let bytes = 0;
-    for (let i = 0; i < n; i++) {
-      const len = this.lens[i];
-      bytes += len;
-      c[PortCounter.RX_PACKETS]++;
-      c[PortCounter.RX_BYTES] += len;
-      this.dest[i] = -1;
-      if (len < 14) {
-        c[PortCounter.DROP_BAD]++;
-        continue;
-      }
-      const v = this.hook ? this.verdict[i] : Verdict.SWITCH;
-      if (v === Verdict.DROP) {
-        c[PortCounter.DROP_HOOK]++;
-        continue;
-      }
-      const dest = this.classify(p, this.heads, i * HEAD, now);
-      if (dest === -1) continue;
-      this.vid[i] = this.clsVid;
-      this.tagged[i] = this.clsTagged ? 1 : 0;
-      this.dest[i] = v >= 0 ? v : dest;
-      if (this.dest[i] === FLOOD) c[PortCounter.FLOODED]++;
-    }
+    const bytes = this.fdb.classify(p.id, p.ingress, this.heads, null, HEAD, HEAD, this.lens, n, now, this.hook ? this.verdict : null, this.cls);
+    this.countIngress(p, this.cls, 3 * this.burst, n, bytes);
     // Group by destination port, RX queue (flow hash) and VLAN operation.
     let lastD = -1; // the port of the frame before, looked up once for a run of frames
     let lastQ: EnginePort | undefined;
@@ -539,6 +503,17 @@ export class SwitchEngine {
     qs[Q_PACKETS] += n;
     qs[Q_BYTES] += bytes;
     qs[t.vq.pushPopped(n) ? Q_NOTIFY : Q_SUPPRESSED]++;
+  }
+
+  /** Adds what classify counted for a burst of n frames (its counters at cls[at...]). */
+  private countIngress(p: EnginePort, cls: Int32Array, at: number, n: number, bytes: number): void {
+    const c = p.counters;
+    c[PortCounter.RX_PACKETS] += n;
+    c[PortCounter.RX_BYTES] += bytes;
+    c[PortCounter.DROP_BAD] += cls[at + ClassifyCount.BAD];
+    c[PortCounter.DROP_HOOK] += cls[at + ClassifyCount.HOOK];
+    c[PortCounter.DROP_VLAN] += cls[at + ClassifyCount.VLAN];
+    c[PortCounter.FLOODED] += cls[at + ClassifyCount.FLOODED];
   }
 
   private stage(q: EnginePort, i: number): void {
@@ -700,38 +675,23 @@ export class SwitchEngine {
     }
   }
 
-  private readonly flatOff = new Uint32Array(1024);
-  private readonly flatLen = new Uint32Array(1024);
-  private readonly flatHdr = new Uint8Array(10 * 1024);
-  private readonly flatDest = new Int32Array(1024);
-  private readonly flatVid = new Int32Array(1024);
-  private readonly flatTagged = new Uint8Array(1024);
+  private readonly flatOff = new Uint32Array(FLAT_MAX);
+  private readonly flatLen = new Uint32Array(FLAT_MAX);
+  private readonly flatHdr = new Uint8Array(10 * FLAT_MAX);
+  private readonly flatCls = new Int32Array(3 * FLAT_MAX + CLASSIFY_COUNTS);
+  private readonly flatDest = this.flatCls.subarray(0, FLAT_MAX);
+  private readonly flatVid = this.flatCls.subarray(FLAT_MAX, 2 * FLAT_MAX);
+  private readonly flatTagged = this.flatCls.subarray(2 * FLAT_MAX, 3 * FLAT_MAX);
 
   /**
    * Switches frames held in a host buffer, as if port `p` had received them: from a TAP or
    * VXLAN port, or made by the switch (RARP). `hdr10`: 10 virtio_net_hdr bytes per frame.
    */
   switchFlat(p: EnginePort, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, hdr10: Uint8Array | null, n: number): void {
-    const now = Date.now();
-    const c = p.counters;
-    n = Math.min(n, 1024);
+    n = Math.min(n, FLAT_MAX);
     if (p.capture) this.captureFlat(p, data, offsets, lens, n, VLAN_KEEP);
-    for (let i = 0; i < n; i++) {
-      const len = lens[i];
-      c[PortCounter.RX_PACKETS]++;
-      c[PortCounter.RX_BYTES] += len;
-      this.flatDest[i] = -1;
-      if (len < 14) {
-        c[PortCounter.DROP_BAD]++;
-        continue;
-      }
-      const dest = this.classify(p, data, offsets[i], now);
-      if (dest === -1) continue;
-      this.flatVid[i] = this.clsVid;
-      this.flatTagged[i] = this.clsTagged ? 1 : 0;
-      this.flatDest[i] = dest;
-      if (dest === FLOOD) c[PortCounter.FLOODED]++;
-    }
+    const bytes = this.fdb.classify(p.id, p.ingress, data, offsets, 0, 0xffffffff, lens, n, Date.now(), null, this.flatCls);
+    this.countIngress(p, this.flatCls, 3 * FLAT_MAX, n, bytes);
     for (const q of this.portList) {
       if (q === p) continue;
       // frames for q, grouped by VLAN operation

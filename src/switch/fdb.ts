@@ -1,5 +1,7 @@
 // The forwarding database: which port a MAC address was last seen on, per VLAN, with
-// aging. Keys are numbers (a 48-bit MAC fits a double exactly); no string per packet.
+// aging. The table and the per-burst classification are native (native/vring/switch_fdb.cc);
+// MACs cross as numbers (a 48-bit MAC fits a double exactly).
+import { addon } from '../native/binding.js';
 
 export interface FdbEntry {
   mac: string;
@@ -15,11 +17,6 @@ export interface FdbStats {
   aged: number;
   /** learning refused because the table is full */
   full: number;
-}
-
-interface Slot {
-  port: number;
-  seen: number;
 }
 
 export function macToString(m: number): string {
@@ -49,136 +46,101 @@ export function isMulticast(b: Uint8Array, off: number): boolean {
   return (b[off] & 1) === 1;
 }
 
+interface RawSwitchFdb {
+  learn(mac: number, vlan: number, port: number, now: number): boolean;
+  lookup(mac: number, vlan: number, now: number, agingMs: number): number;
+  age(now: number, agingMs: number): number;
+  flushPort(port: number): number;
+  dump(): Float64Array;
+  stats(): FdbStats;
+  classify(
+    port: number,
+    ingress: Int32Array,
+    heads: Uint8Array,
+    offsets: Uint32Array | null,
+    stride: number,
+    cap: number,
+    lens: Uint32Array,
+    n: number,
+    now: number,
+    agingMs: number,
+    verdict: Int32Array | null,
+    out: Int32Array,
+  ): number;
+  readonly size: number;
+}
+const raw = addon as { SwitchFdb: new (maxEntries: number) => RawSwitchFdb };
+
+/** Words of an ingress VLAN configuration given to classify (see ingressWords). */
+export const INGRESS_WORDS = 4 + 4096 / 32;
+/** Counters classify adds after dest, vid and tagged in its out array (ClassifyCount order). */
+export const CLASSIFY_COUNTS = 4;
+export const ClassifyCount = { BAD: 0, HOOK: 1, VLAN: 2, FLOODED: 3 } as const;
+
+/**
+ * The forwarding table (native: switch_fdb.cc), one per data-plane thread. classify()
+ * decides a whole burst: ingress VLAN, learning, lookup.
+ */
 export class Fdb {
-  private readonly vlans = new Map<number, Map<number, Slot>>();
-  private count = 0;
-  readonly stats: FdbStats = { learned: 0, moved: 0, aged: 0, full: 0 };
+  private readonly t: RawSwitchFdb;
 
   constructor(
     public agingMs = 300_000,
     readonly maxEntries = 65536,
-  ) {}
-
-  get size(): number {
-    return this.count;
+  ) {
+    this.t = new raw.SwitchFdb(maxEntries);
   }
 
-  // The entries the last learn and the last lookup found, for the frames after them with
-  // the same address (a burst is mostly one flow or a few): a Map lookup keyed by a 48-bit
-  // number hashes a double each time. An entry stays valid until one is deleted (`gen`).
-  private gen = 0;
-  private learnMac = -1;
-  private learnVlan = -1;
-  private learnGen = -1;
-  private learnSlot: Slot | null = null;
-  private lookMac = -1;
-  private lookVlan = -1;
-  private lookGen = -1;
-  private lookSlot: Slot | null = null;
+  get size(): number {
+    return this.t.size;
+  }
+
+  get stats(): FdbStats {
+    return this.t.stats();
+  }
 
   /** Records that `mac` was seen on `port`; returns true if this is new or a move. */
   learn(mac: number, vlan: number, port: number, now: number): boolean {
-    let e: Slot | undefined;
-    if (mac === this.learnMac && vlan === this.learnVlan && this.gen === this.learnGen) {
-      e = this.learnSlot!;
-    } else {
-      let t = this.vlans.get(vlan);
-      if (t === undefined) {
-        t = new Map();
-        this.vlans.set(vlan, t);
-      }
-      e = t.get(mac);
-      if (e !== undefined) this.remember(true, mac, vlan, e);
-    }
-    if (e !== undefined) {
-      e.seen = now;
-      if (e.port !== port) {
-        e.port = port;
-        this.stats.moved++;
-        return true;
-      }
-      return false;
-    }
-    if (this.count >= this.maxEntries) {
-      this.stats.full++;
-      return false;
-    }
-    const slot = { port, seen: now };
-    this.vlans.get(vlan)!.set(mac, slot);
-    this.remember(true, mac, vlan, slot);
-    this.count++;
-    this.stats.learned++;
-    return true;
+    return this.t.learn(mac, vlan, port, now);
   }
 
   /** The port of `mac` in `vlan`, or -1 if unknown or aged out. */
   lookup(mac: number, vlan: number, now: number): number {
-    let e: Slot | undefined;
-    if (mac === this.lookMac && vlan === this.lookVlan && this.gen === this.lookGen) {
-      e = this.lookSlot!;
-    } else {
-      e = this.vlans.get(vlan)?.get(mac);
-      if (e === undefined) return -1;
-      this.remember(false, mac, vlan, e);
-    }
-    if (now - e.seen > this.agingMs) return -1;
-    return e.port;
-  }
-
-  private remember(learn: boolean, mac: number, vlan: number, e: Slot): void {
-    if (learn) {
-      this.learnMac = mac;
-      this.learnVlan = vlan;
-      this.learnGen = this.gen;
-      this.learnSlot = e;
-    } else {
-      this.lookMac = mac;
-      this.lookVlan = vlan;
-      this.lookGen = this.gen;
-      this.lookSlot = e;
-    }
+    return this.t.lookup(mac, vlan, now, this.agingMs);
   }
 
   /** Drops entries older than the aging time; returns how many. */
   age(now: number): number {
-    let n = 0;
-    for (const t of this.vlans.values()) {
-      for (const [mac, e] of t) {
-        if (now - e.seen > this.agingMs) {
-          t.delete(mac);
-          this.gen++;
-          n++;
-        }
-      }
-    }
-    this.count -= n;
-    this.stats.aged += n;
-    return n;
+    return this.t.age(now, this.agingMs);
   }
 
   /** Forgets everything learned on a port (removed or reset). */
   flushPort(port: number): number {
-    let n = 0;
-    for (const t of this.vlans.values()) {
-      for (const [mac, e] of t) {
-        if (e.port === port) {
-          t.delete(mac);
-          this.gen++;
-          n++;
-        }
-      }
-    }
-    this.count -= n;
-    return n;
+    return this.t.flushPort(port);
+  }
+
+  /**
+   * Classifies frames 0..n-1 received on `port`: frame i's first bytes are at
+   * heads[offsets[i]] (or heads[i * stride] when offsets is null), min(lens[i], cap) of
+   * them. Writes out[i] = destination port, CLASSIFY_FLOOD or CLASSIFY_DROP, out[B + i] =
+   * VLAN, out[2B + i] = 1 if it came tagged (B = (out.length - CLASSIFY_COUNTS) / 3), and
+   * adds nothing but sets the ClassifyCount counters after them. verdict: a hook's
+   * verdicts (Verdict.DROP, or a port that overrides the lookup). Returns the n frames' bytes.
+   */
+  classify(port: number, ingress: Int32Array, heads: Uint8Array, offsets: Uint32Array | null, stride: number, cap: number, lens: Uint32Array, n: number, now: number, verdict: Int32Array | null, out: Int32Array): number {
+    return this.t.classify(port, ingress, heads, offsets, stride, cap, lens, n, now, this.agingMs, verdict, out);
   }
 
   dump(now: number): FdbEntry[] {
+    const d = this.t.dump();
     const out: FdbEntry[] = [];
-    for (const [vlan, t] of this.vlans) {
-      for (const [mac, e] of t) {
-        if (now - e.seen <= this.agingMs) out.push({ mac: macToString(mac), vlan, port: e.port, age: now - e.seen });
-      }
+    for (let i = 0; i < d.length; i += 4) {
+      const age = now - d[i + 3];
+      if (age <= this.agingMs) out.push({ mac: macToString(d[i]), vlan: d[i + 1], port: d[i + 2], age });
     }
     return out.sort((a, b) => a.vlan - b.vlan || a.mac.localeCompare(b.mac));
   }
 }
+
+export const CLASSIFY_DROP = -1;
+export const CLASSIFY_FLOOD = -3;
