@@ -1,6 +1,7 @@
 // The forwarding engine: runs on a data-plane thread (src/switch/dataplane-worker.ts), or
-// in-process for tests. Per TX burst: pop, read the frame heads (one native call), decide
-// in JavaScript (VLAN, learning, lookup, hook), deliver per destination queue (one native
+// in-process for tests. Per TX burst: pop, read the frame heads (one native call), the
+// hook if any, classify (one native call: VLAN, learning, lookup; fdb.ts), group by
+// destination queue and VLAN operation here, deliver per destination queue (one native
 // call each, one copy guest to guest), push the TX chains back. No object per packet.
 import { FdWatcher } from '../native/unix-socket.js';
 import { Poller, type PollMode, type PollTarget } from '../dataplane/poller.js';
