@@ -36,16 +36,6 @@ export function macFromString(s: string): number {
   return m;
 }
 
-/** Reads a MAC at `off` of a byte array as a number. */
-export function macAt(b: Uint8Array, off: number): number {
-  return (b[off] * 0x10000 + b[off + 1] * 0x100 + b[off + 2]) * 0x1000000 + (b[off + 3] * 0x10000 + b[off + 4] * 0x100 + b[off + 5]);
-}
-
-/** Group bit: broadcast and multicast destinations. */
-export function isMulticast(b: Uint8Array, off: number): boolean {
-  return (b[off] & 1) === 1;
-}
-
 interface RawSwitchFdb {
   learn(mac: number, vlan: number, port: number, now: number): boolean;
   lookup(mac: number, vlan: number, now: number, agingMs: number): number;
@@ -124,7 +114,7 @@ export class Fdb {
    * heads[offsets[i]] (or heads[i * stride] when offsets is null), min(lens[i], cap) of
    * them. Writes out[i] = destination port, CLASSIFY_FLOOD or CLASSIFY_DROP, out[B + i] =
    * VLAN, out[2B + i] = 1 if it came tagged (B = (out.length - CLASSIFY_COUNTS) / 3), and
-   * adds nothing but sets the ClassifyCount counters after them. verdict: a hook's
+   * the burst's ClassifyCount counters after them (set, not added to). verdict: a hook's
    * verdicts (Verdict.DROP, or a port that overrides the lookup). Returns the n frames' bytes.
    */
   classify(port: number, ingress: Int32Array, heads: Uint8Array, offsets: Uint32Array | null, stride: number, cap: number, lens: Uint32Array, n: number, now: number, verdict: Int32Array | null, out: Int32Array): number {
