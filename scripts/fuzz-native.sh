@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(split_ring packed_ring memory offload net blk host_io)
+TARGETS=(split_ring packed_ring memory offload net blk host_io switch)
 V=native/vring
 RING_SRCS="$V/memory.cc $V/dirty_log.cc $V/virtqueue.cc $V/split_ring.cc $V/packed_ring.cc"
 declare -A SRCS=(
@@ -30,6 +30,7 @@ declare -A SRCS=(
   [net]="native/fuzz/fuzz_net.cc $RING_SRCS $V/net.cc $V/offload.cc"
   [blk]="native/fuzz/fuzz_blk.cc $RING_SRCS $V/blk.cc $V/eventfd.cc"
   [host_io]="native/fuzz/fuzz_host_io.cc $RING_SRCS $V/host_io.cc"
+  [switch]="native/fuzz/fuzz_switch.cc $V/switch_fdb.cc"
 )
 declare -A DEFS=([split_ring]="-DFUZZ_PACKED=0" [packed_ring]="-DFUZZ_PACKED=1")
 FLAGS=(-std=c++20 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1 -fno-omit-frame-pointer
