@@ -343,6 +343,13 @@ Napi::Value ErrorNames(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+bool QueueBySlot(uint32_t slot, QueueView* v) {
+  const SlotTable& t = Slots();
+  if (slot >= t.live.size() || t.live[slot] == nullptr) return false;
+  *v = t.live[slot]->View();
+  return true;
+}
+
 QueueView UnwrapQueue(Napi::Value v) {
   if (v.IsNumber()) {
     const double d = v.As<Napi::Number>().DoubleValue();

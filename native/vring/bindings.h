@@ -43,6 +43,9 @@ struct QueueView {
 // calls) or the native object itself (checked with instanceof: slow). Throws a TypeError
 // for anything else.
 QueueView UnwrapQueue(Napi::Value v);  // bind_queue.cc
+// The live queue of this thread with that slot, if any (for native state that names queues
+// by slot; the slot table is per thread).
+bool QueueBySlot(uint32_t slot, QueueView* v);  // bind_queue.cc
 
 // The elements of a typed array of `type` holding at least min_len of them (one N-API
 // call: the per-burst calls take several arrays). Throws a JS TypeError / RangeError

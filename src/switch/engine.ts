@@ -1,8 +1,11 @@
 // The forwarding engine: runs on a data-plane thread (src/switch/dataplane-worker.ts), or
-// in-process for tests. Per TX burst: pop, read the frame heads (one native call), the
-// hook if any, classify (one native call: VLAN, learning, lookup; fdb.ts), group by
-// destination queue and VLAN operation here, deliver per destination queue (one native
-// call each, one copy guest to guest), push the TX chains back. No object per packet.
+// in-process for tests. A TX burst without a hook or a capture on its port is one native
+// call (fdb.forward: pop, classify, group, deliver guest to guest, push); frames it leaves
+// for ports it does not serve (TAP, VXLAN, captured ports) are delivered here before the
+// push. With a hook or a capture: pop, read the frame heads (one native call), the hook,
+// classify (one native call: VLAN, learning, lookup), group by destination queue and VLAN
+// operation here, deliver per destination queue (one native call each, one copy guest to
+// guest), push the TX chains back. No object per packet.
 import { FdWatcher } from '../native/unix-socket.js';
 import { Poller, type PollMode, type PollTarget } from '../dataplane/poller.js';
 import { CaptureTap, IOTA, type CaptureSink, type CaptureSpec } from './capture.js';
@@ -25,7 +28,20 @@ import {
   type TapReadBatch,
   type UdpRecvBatch,
 } from '../native/host-io.js';
-import { CLASSIFY_COUNTS, CLASSIFY_FLOOD, ClassifyCount, Fdb, INGRESS_WORDS, type FdbEntry } from './fdb.js';
+import {
+  CLASSIFY_COUNTS,
+  CLASSIFY_FLOOD,
+  ClassifyCount,
+  FORWARD_MAX_RX,
+  FORWARD_NOT_PUSHED,
+  Fdb,
+  ForwardRec,
+  ForwardRes,
+  INGRESS_WORDS,
+  PORT_WORDS,
+  PortWord,
+  type FdbEntry,
+} from './fdb.js';
 import { PortCounter } from './counters.js';
 import { readSync, writeSync } from 'node:fs';
 
@@ -36,7 +52,7 @@ export const Verdict = { SWITCH: -1, DROP: -2 } as const;
 
 const HEAD = 64; // bytes of each frame head read for classification
 const FLOOD = CLASSIFY_FLOOD;
-const FLAT_MAX = 1024; // frames switchFlat takes per call
+const FLAT_MAX = 1024;
 
 /** A port's VLAN configuration as the native classification reads it (fdb.ts). */
 function ingressWords(v: VlanConfig): Int32Array {
@@ -90,6 +106,8 @@ interface RxQueue {
 
 interface TxQueue {
   vq: Virtqueue;
+  /** vq's native slot (what fdb.forward names it by) */
+  slot: number;
   index: number;
   stats: Float64Array;
   port: EnginePort;
@@ -141,6 +159,10 @@ export interface EnginePort {
   touched: boolean;
   /** packet capture on this port (both directions), or null */
   capture: CaptureTap | null;
+  /** fdb.forward delivers frames for this port itself (a guest port, no capture, 1-8 RX queues) */
+  direct: boolean;
+  /** the port as fdb.forward sees it (PortWord layout) */
+  rec: Int32Array;
 }
 
 export interface QueueStartSpec {
@@ -196,6 +218,8 @@ export class SwitchEngine {
   private readonly vid: Int32Array;
   private readonly tagged: Int32Array;
   private readonly stats = new Uint32Array(DELIVER_STATS);
+  /** what fdb.forward writes besides cls (ForwardRes layout); grows with the ports */
+  private res: Int32Array;
   private readonly touched: EnginePort[] = [];
   private hook: BurstHook | null = null;
   private readonly burstView: {
@@ -228,6 +252,8 @@ export class SwitchEngine {
     this.dest = this.cls.subarray(0, burst);
     this.vid = this.cls.subarray(burst, 2 * burst);
     this.tagged = this.cls.subarray(2 * burst, 3 * burst);
+    this.res = new Int32Array(ForwardRes.HEAD + burst);
+    this.fdb.bindBurst(this.heads, this.lens, this.cls, this.res);
     const self = this; // eslint-disable-line @typescript-eslint/no-this-alias
     this.burstView = {
       n: 0,
@@ -276,9 +302,33 @@ export class SwitchEngine {
       insertTci: 0,
       touched: false,
       capture: null,
+      direct: false,
+      rec: new Int32Array(PORT_WORDS),
     });
     this.byName.set(name, id);
     this.portList = [...this.ports.values()];
+    const need = ForwardRes.HEAD + this.burst + ForwardRec.WORDS * FORWARD_MAX_RX * this.ports.size;
+    if (this.res.length < need) {
+      this.res = new Int32Array(need);
+      this.fdb.bindBurst(this.heads, this.lens, this.cls, this.res);
+    }
+    this.syncPort(this.port(id));
+  }
+
+  /** Tells fdb.forward what it needs of port p (after any change to its queues, VLAN, memory, host side or capture). */
+  private syncPort(p: EnginePort): void {
+    p.direct = !p.host && !p.capture && p.memory !== null && p.rx.length >= 1 && p.rx.length <= FORWARD_MAX_RX;
+    const w = p.rec;
+    w[PortWord.DELIVER] = p.direct ? 1 : 0;
+    w[PortWord.HDR_LEN] = p.hdrLen;
+    w[PortWord.MERGEABLE] = p.mergeable ? 1 : 0;
+    w[PortWord.RX_OFFLOADS] = p.rxOffloads;
+    w[PortWord.MAX_FRAME] = p.maxFrame;
+    w[PortWord.TX_OFFLOADS] = p.txOffloads ? 1 : 0;
+    w[PortWord.NRX] = p.direct ? p.rx.length : 0;
+    for (let k = 0; k < FORWARD_MAX_RX; k++) w[PortWord.SLOTS + k] = p.direct ? p.rx[k]?.vq.slot ?? 0 : 0;
+    w.set(p.ingress, PortWord.INGRESS);
+    this.fdb.setPort(p.id, w);
   }
 
   /** Captures port `id`'s frames, both directions, into pcap records handed to `sink`. */
@@ -286,6 +336,7 @@ export class SwitchEngine {
     const p = this.port(id);
     if (p.capture && !p.capture.done) throw new Error(`port ${p.name} is already being captured`);
     p.capture = new CaptureTap(spec, sink);
+    this.syncPort(p);
   }
 
   /** Stops a capture (its last records go to the sink, marked done). */
@@ -294,6 +345,7 @@ export class SwitchEngine {
     if (!p?.capture) return;
     p.capture.stop();
     p.capture = null;
+    this.syncPort(p);
   }
 
   /** Makes port `id` a TAP or VXLAN port: frames read from its fd are switched, frames for it written there. */
@@ -315,6 +367,7 @@ export class SwitchEngine {
     p.txOffloads = spec.kind === 'tap' && spec.offloads;
     p.lists = [[new Uint16Array(this.burst), new Uint16Array(this.burst), new Uint16Array(this.burst)]];
     p.counts = [new Int32Array(3)];
+    this.syncPort(p);
     h.watcher.start(true, false);
   }
 
@@ -329,6 +382,7 @@ export class SwitchEngine {
     this.ports.delete(id);
     this.portList = [...this.ports.values()];
     this.byName.delete(p.name);
+    this.fdb.setPort(id, null);
     this.fdb.flushPort(id);
   }
 
@@ -336,6 +390,7 @@ export class SwitchEngine {
     const p = this.port(id);
     p.vlan = vlan;
     p.ingress = ingressWords(vlan);
+    this.syncPort(p);
     this.fdb.flushPort(id);
   }
 
@@ -347,6 +402,7 @@ export class SwitchEngine {
     for (const r of [...p.rx]) this.stopQueue(id, r.index);
     p.memory.close();
     p.memory = null;
+    this.syncPort(p);
   }
 
   setMemory(id: number, token: number): void {
@@ -355,6 +411,7 @@ export class SwitchEngine {
     p.memory = GuestMemory.claim(token);
     for (const r of p.rx) r.vq.setMemoryView(p.memory);
     for (const t of p.tx.values()) t.vq.setMemoryView(p.memory);
+    this.syncPort(p);
   }
 
   startQueue(s: QueueStartSpec): void {
@@ -373,11 +430,12 @@ export class SwitchEngine {
       p.rx.sort((a, b) => a.index - b.index);
       this.resizeLists(p);
     } else {
-      const t = { vq, index: s.index, port: p, kickFd: s.kickFd, stats: new Float64Array(4) } as TxQueue;
+      const t = { vq, slot: vq.slot, index: s.index, port: p, kickFd: s.kickFd, stats: new Float64Array(4) } as TxQueue;
       t.target = { vq, kickFd: s.kickFd, service: () => this.serviceOnce(t) };
       p.tx.set(s.index, t);
       this.poller.add(t.target); // serves chains already waiting too
     }
+    this.syncPort(p);
   }
 
   /** Stops using a queue; the caller gets it back through its own handle on the same native queue. */
@@ -387,6 +445,7 @@ export class SwitchEngine {
     if (index % 2 === 0) {
       p.rx = p.rx.filter((r) => r.index !== index);
       this.resizeLists(p);
+      this.syncPort(p);
     } else {
       const t = p.tx.get(index);
       if (!t) return;
@@ -435,7 +494,8 @@ export class SwitchEngine {
   /** One burst of a guest's TX queue (the Poller calls it). Returns the frames taken. */
   private serviceOnce(t: TxQueue): number {
     if (this.paused || !t.port.tx.has(t.index)) return 0;
-    const n = t.vq.pop();
+    const direct = this.hook === null && t.port.capture === null;
+    const n = direct ? this.fdb.forward(t.slot, t.port.id, Date.now()) : t.vq.pop();
     if (n < 0) {
       const e = t.vq.error;
       t.port.counters[PortCounter.QUEUE_ERRORS]++;
@@ -443,8 +503,58 @@ export class SwitchEngine {
       this.events.queueError(t.port.id, t.index, e ? `${e.code}: ${e.detail}` : `error ${-n}`);
       return 0;
     }
-    if (n > 0) this.forward(t, n);
+    if (n > 0) {
+      if (direct) this.forwarded(t, n);
+      else this.forward(t, n);
+    }
     return n;
+  }
+
+  /** The rest of a burst fdb.forward took: frames it left for ports served here, the push if it did not, the counters. */
+  private forwarded(t: TxQueue, n: number): void {
+    const p = t.port;
+    const res = this.res;
+    const bytes = res[ForwardRes.BYTES];
+    this.countIngress(p, this.cls, 3 * this.burst, n, bytes);
+    const left = res[ForwardRes.LEFT];
+    if (left > 0) {
+      // Frames for ports fdb.forward does not serve (TAP, VXLAN, captured, no RX queue): only those.
+      const all = this.portList;
+      for (let j = 0; j < left; j++) {
+        const i = res[ForwardRes.HEAD + j];
+        const d = this.dest[i];
+        if (d === FLOOD) {
+          for (let k = 0; k < all.length; k++) if (all[k] !== p && !all[k].direct) this.stage(all[k], i);
+        } else {
+          const q = this.ports.get(d);
+          if (q && q !== p && !q.direct) this.stage(q, i);
+        }
+      }
+      for (const q of this.touched) this.flushPort(q, t);
+      this.touched.length = 0;
+    }
+    // Its deliveries, last first: a queue that broke is stopped, which renumbers those after it.
+    const s = this.stats;
+    for (let j = res[ForwardRes.RECORDS] - 1; j >= 0; j--) {
+      const o = ForwardRes.HEAD + this.burst + j * ForwardRec.WORDS;
+      const q = this.ports.get(res[o + ForwardRec.PORT]);
+      const rx = q?.rx[res[o + ForwardRec.QUEUE]];
+      if (!q || !rx) continue;
+      s.fill(0);
+      s[DeliverStat.DELIVERED] = res[o + ForwardRec.DELIVERED];
+      s[DeliverStat.BYTES] = res[o + ForwardRec.BYTES];
+      s[DeliverStat.NO_BUFFERS] = res[o + ForwardRec.NO_BUFFERS];
+      s[DeliverStat.TOO_BIG] = res[o + ForwardRec.TOO_BIG];
+      s[DeliverStat.BAD] = res[o + ForwardRec.BAD];
+      this.account(q, rx, res[o + ForwardRec.RESULT]);
+    }
+    const pushed = res[ForwardRes.PUSH];
+    if (pushed === -1) throw new RangeError('push: an id is not in flight (or pushed twice), or the rings are not set');
+    const notified = pushed === FORWARD_NOT_PUSHED ? t.vq.pushPopped(n) : pushed === 1;
+    const qs = t.stats;
+    qs[Q_PACKETS] += n;
+    qs[Q_BYTES] += bytes;
+    qs[notified ? Q_NOTIFY : Q_SUPPRESSED]++;
   }
 
   /** The VLAN operation to deliver a frame of `vid` to q, or null if q does not carry vid. */
@@ -776,17 +886,22 @@ export class SwitchEngine {
   // Capture: a tap that reached its count is dropped here (its sink was told).
   private captureIn(p: EnginePort, vq: Virtqueue, n: number): void {
     p.capture!.addChains(vq, p.hdrLen, IOTA, n);
-    if (p.capture!.done) p.capture = null;
+    if (p.capture!.done) this.captureDone(p);
   }
 
   private captureOut(q: EnginePort, t: TxQueue, chains: Uint16Array, m: number, op: number): void {
     q.capture!.addChains(t.vq, t.port.hdrLen, chains, m, op);
-    if (q.capture!.done) q.capture = null;
+    if (q.capture!.done) this.captureDone(q);
   }
 
   private captureFlat(p: EnginePort, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, op: number): void {
     p.capture!.addFlat(data, offsets, lens, n, op);
-    if (p.capture!.done) p.capture = null;
+    if (p.capture!.done) this.captureDone(p);
+  }
+
+  private captureDone(p: EnginePort): void {
+    p.capture = null;
+    this.syncPort(p);
   }
 
   private account(q: EnginePort, rx: RxQueue, r: number): void {

@@ -57,6 +57,9 @@ interface RawSwitchFdb {
     verdict: Int32Array | null,
     out: Int32Array,
   ): number;
+  bindBurst(heads: Uint8Array, lens: Uint32Array, cls: Int32Array, res: Int32Array): void;
+  setPort(port: number, rec: Int32Array | null): void;
+  forward(txSlot: number, port: number, now: number, agingMs: number): number;
   readonly size: number;
 }
 const raw = addon as { SwitchFdb: new (maxEntries: number) => RawSwitchFdb };
@@ -66,6 +69,18 @@ export const INGRESS_WORDS = 4 + 4096 / 32;
 /** Counters classify adds after dest, vid and tagged in its out array (ClassifyCount order). */
 export const CLASSIFY_COUNTS = 4;
 export const ClassifyCount = { BAD: 0, HOOK: 1, VLAN: 2, FLOODED: 3 } as const;
+
+/** RX queues of a port that forward() delivers to itself (more: the port is left to JavaScript). */
+export const FORWARD_MAX_RX = 8;
+/** A port as setPort() takes it (see PortWord), its ingress words last. */
+export const PortWord = { DELIVER: 0, HDR_LEN: 1, MERGEABLE: 2, RX_OFFLOADS: 3, MAX_FRAME: 4, TX_OFFLOADS: 5, NRX: 6, SLOTS: 7, INGRESS: 7 + FORWARD_MAX_RX } as const;
+export const PORT_WORDS = PortWord.INGRESS + 4 + 4096 / 32;
+/** forward()'s result: header words, then the frames left (a burst of them), then records. */
+export const ForwardRes = { BYTES: 0, PUSH: 1, LEFT: 2, RECORDS: 3, HEAD: 4 } as const;
+/** One record of forward(): what delivering to one RX queue of one port gave. */
+export const ForwardRec = { PORT: 0, QUEUE: 1, RESULT: 2, DELIVERED: 3, BYTES: 4, NO_BUFFERS: 5, TOO_BIG: 6, BAD: 7, WORDS: 8 } as const;
+/** forward()'s push result when frames were left to JavaScript (the burst is not pushed yet). */
+export const FORWARD_NOT_PUSHED = -2;
 
 /**
  * The forwarding table (native: switch_fdb.cc), one per data-plane thread. classify()
@@ -119,6 +134,29 @@ export class Fdb {
    */
   classify(port: number, ingress: Int32Array, heads: Uint8Array, offsets: Uint32Array | null, stride: number, cap: number, lens: Uint32Array, n: number, now: number, verdict: Int32Array | null, out: Int32Array): number {
     return this.t.classify(port, ingress, heads, offsets, stride, cap, lens, n, now, this.agingMs, verdict, out);
+  }
+
+  /**
+   * The arrays forward() writes: heads (burst x 64 bytes), lens, cls (as classify's out),
+   * res (ForwardRes; room for FORWARD_MAX_RX records per port set with DELIVER). The burst
+   * is lens.length and cannot change; bind again with a longer res before adding ports.
+   */
+  bindBurst(heads: Uint8Array, lens: Uint32Array, cls: Int32Array, res: Int32Array): void {
+    this.t.bindBurst(heads, lens, cls, res);
+  }
+
+  /** A port as forward() sees it (PortWord layout), or null: gone. */
+  setPort(port: number, rec: Int32Array | null): void {
+    this.t.setPort(port, rec);
+  }
+
+  /**
+   * One whole burst of `port`'s TX queue in one native call: pop, classify, deliver to the
+   * ports set with DELIVER, and push the chains back unless frames are left (res says which)
+   * for ports JavaScript serves. Returns the frames taken, or a negative VringErrorCode.
+   */
+  forward(txSlot: number, port: number, now: number): number {
+    return this.t.forward(txSlot, port, now, this.agingMs);
   }
 
   dump(now: number): FdbEntry[] {

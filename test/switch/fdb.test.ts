@@ -2,7 +2,7 @@
 // flushing, the table's growth and deletions, and the per-burst classification.
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { CLASSIFY_COUNTS, CLASSIFY_DROP, CLASSIFY_FLOOD, ClassifyCount, Fdb, INGRESS_WORDS, macFromString, macToString } from '../../src/switch/fdb.js';
+import { CLASSIFY_COUNTS, CLASSIFY_DROP, CLASSIFY_FLOOD, ClassifyCount, FORWARD_MAX_RX, Fdb, ForwardRec, ForwardRes, INGRESS_WORDS, PORT_WORDS, PortWord, macFromString, macToString } from '../../src/switch/fdb.js';
 import { fcParams } from '../vhost-user/fuzz-runs.js';
 
 const A = macFromString('02:00:00:00:00:0a');
@@ -245,5 +245,40 @@ describe('Fdb.classify (a burst in one call)', () => {
     expect(() => f.classify(1, access(1), data, null, 64, 65, lens, 2, 0, null, out)).to.throw(RangeError, /cap/);
     expect(() => f.classify(1, access(1), new Uint8Array(BURST * 64 * 2), null, 64, 64, new Uint32Array(16), 9, 0, null, out)).to.throw(RangeError, /out holds/);
     expect(() => f.classify(1, new Int32Array(4), data, null, 64, 64, lens, 2, 0, null, out)).to.throw(RangeError, /ingress/);
+  });
+});
+
+describe('Fdb.forward (a whole burst in one call): its arguments', () => {
+  const rec = (o: { hdrLen?: number; nrx?: number; deliver?: boolean } = {}) => {
+    const w = new Int32Array(PORT_WORDS);
+    w[PortWord.DELIVER] = o.deliver ? 1 : 0;
+    w[PortWord.HDR_LEN] = o.hdrLen ?? 12;
+    w[PortWord.NRX] = o.nrx ?? 0;
+    w[PortWord.INGRESS] = 1; // access
+    w[PortWord.INGRESS + 1] = 1;
+    return w;
+  };
+
+  it('needs bound arrays, a known port and a live queue; refuses bad port records and a res too short for them', () => {
+    const f = new Fdb(1000);
+    expect(() => f.setPort(1, rec())).to.throw(/bindBurst first/);
+    expect(() => f.forward(0, 1, 0)).to.throw(/bindBurst first/);
+    const burst = 4;
+    const bind = (resWords: number) => f.bindBurst(new Uint8Array(64 * burst), new Uint32Array(burst), new Int32Array(3 * burst + CLASSIFY_COUNTS), new Int32Array(resWords));
+    expect(() => f.bindBurst(new Uint8Array(64), new Uint32Array(burst), new Int32Array(3 * burst + CLASSIFY_COUNTS), new Int32Array(4 + burst))).to.throw(/heads/);
+    bind(ForwardRes.HEAD + burst);
+    expect(() => f.bindBurst(new Uint8Array(64 * 8), new Uint32Array(8), new Int32Array(3 * 8 + CLASSIFY_COUNTS), new Int32Array(4 + 8))).to.throw(/burst cannot change/);
+    expect(() => f.setPort(1, rec({ hdrLen: 11 }))).to.throw(/header length/);
+    expect(() => f.setPort(1, rec({ nrx: FORWARD_MAX_RX + 1 }))).to.throw(/RX queues/);
+    expect(() => f.setPort(1, rec({ deliver: true, nrx: 2 })), 'no room for its records').to.throw(/res too short/);
+    f.setPort(1, rec());
+    expect(() => f.forward(0, 2, 0)).to.throw(/no such port/);
+    expect(() => f.forward(1e9, 1, 0)).to.throw(/no live queue/);
+    bind(ForwardRes.HEAD + burst + ForwardRec.WORDS * 2);
+    f.setPort(2, rec({ deliver: true, nrx: 2 }));
+    expect(() => bind(ForwardRes.HEAD + burst), 'a shorter res than the ports need').to.throw(/res too short/);
+    f.setPort(2, null);
+    f.setPort(1, null);
+    expect(() => f.forward(0, 1, 0)).to.throw(/no such port/);
   });
 });
