@@ -283,8 +283,9 @@ class SwitchFdbWrap : public Napi::ObjectWrap<SwitchFdbWrap> {
     const TxSource s{tx.out, mem.get(), src->hdr_len, src->tx_offloads, -1};
     uint32_t nleft = 0;
     uint32_t nrec = 0;
+    const size_t room = (res_len_ - kResHead - burst_) / kRecordWords;  // bindBurst checked res_len_ >= kResHead + burst_
     ports_->Forward(*src, s, heads_, dest, vid, tagged, un, ResolveSlot, left_.data(), &nleft, records_.data(),
-                    static_cast<uint32_t>(records_.size()), &nrec);
+                    static_cast<uint32_t>(std::min(records_.size(), room)), &nrec);
     res_[0] = static_cast<int32_t>(std::min<double>(c.bytes, INT32_MAX));
     res_[2] = static_cast<int32_t>(nleft);
     res_[3] = static_cast<int32_t>(nrec);

@@ -52,7 +52,7 @@ export const Verdict = { SWITCH: -1, DROP: -2 } as const;
 
 const HEAD = 64; // bytes of each frame head read for classification
 const FLOOD = CLASSIFY_FLOOD;
-const FLAT_MAX = 1024;
+const FLAT_MAX = 1024; // frames switchFlat takes per call
 
 /** A port's VLAN configuration as the native classification reads it (fdb.ts). */
 function ingressWords(v: VlanConfig): Int32Array {
