@@ -30,7 +30,7 @@ declare -A SRCS=(
   [net]="native/fuzz/fuzz_net.cc $RING_SRCS $V/net.cc $V/offload.cc"
   [blk]="native/fuzz/fuzz_blk.cc $RING_SRCS $V/blk.cc $V/eventfd.cc"
   [host_io]="native/fuzz/fuzz_host_io.cc $RING_SRCS $V/host_io.cc"
-  [switch]="native/fuzz/fuzz_switch.cc $V/switch_fdb.cc"
+  [switch]="native/fuzz/fuzz_switch.cc $RING_SRCS $V/switch_fdb.cc $V/switch_forward.cc $V/net.cc $V/offload.cc"
 )
 declare -A DEFS=([split_ring]="-DFUZZ_PACKED=0" [packed_ring]="-DFUZZ_PACKED=1")
 FLAGS=(-std=c++20 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1 -fno-omit-frame-pointer

@@ -1,5 +1,6 @@
-// libFuzzer target: the switch's forwarding table and per-burst classification
-// (switch_fdb.cc) on hostile frame heads and any order of operations.
+// libFuzzer target: the switch's forwarding table, per-burst classification
+// (switch_fdb.cc) and grouping (switch_forward.cc) on hostile frame heads, port
+// configurations and any order of operations.
 //
 // Input: u8 table limit, then operations (u8 each: learn, lookup, age, flush, classify)
 // with their operands. Heads live in exact-size heap buffers laid out as bind_switch.cc
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "../vring/switch_fdb.h"
+#include "../vring/switch_forward.h"
 #include "fuzz_common.h"
 
 namespace {
@@ -38,6 +40,77 @@ void Resync(Model& model, const SwitchFdb& fdb) {
   model.m.clear();
   for (const SwitchFdb::Entry& e : fdb.Dump()) model.m[Model::Key(e.mac, e.vlan)] = Model::E{e.port, e.seen};
   FUZZ_CHECK(model.m.size() == fdb.size(), "Dump() has %zu distinct entries, size() says %u", model.m.size(), fdb.size());
+}
+
+bool NoQueue(uint32_t, vhostkit::Virtqueue**, const vhostkit::BurstArrays**) { return false; }
+
+// The grouping of a classified burst (switch_forward.cc) over 4 hostile port configurations
+// whose queues do not resolve (so nothing is delivered and every staged frame is counted
+// as no_buffers). Oracles: the frames left are exactly those with a destination not served
+// here, once each, in order; the records count exactly the (frame, served port) pairs the
+// VLAN rules let through; at most one record per served queue.
+void Group(Input& in, int32_t src_id, const uint8_t* heads, const uint32_t* off, uint32_t stride, uint32_t cap, const uint32_t* lens,
+           uint32_t n, const std::vector<int32_t>& dest, const std::vector<int32_t>& vid, const std::vector<int32_t>& tagged) {
+  constexpr uint32_t kBurst = 16;
+  vhostkit::SwitchPorts ports(kBurst);
+  std::vector<vhostkit::SwitchPort> conf(4);
+  for (int32_t id = 0; id < 4; id++) {
+    vhostkit::SwitchPort& p = conf[id];
+    p.id = id;
+    const uint8_t b = in.U8();
+    p.deliver = b & 1;
+    p.nrx = (b >> 1) % 10;  // Set() clamps to kSwitchMaxRx
+    p.access = b & 0x20;
+    p.vid = in.U8() % 4;
+    p.native = static_cast<int32_t>(in.U8() % 5) - 1;
+    p.all_allowed = b & 0x40;
+    p.allowed[0] = in.U8();
+    if (b & 0x80) continue;  // not in the table
+    ports.Set(p);
+  }
+  vhostkit::SwitchPort* src = ports.Find(src_id);
+  if (src == nullptr) return;
+  // The heads as the engine has them: 64 bytes per frame, zero-filled past the frame.
+  std::vector<uint8_t> h64(static_cast<size_t>(n) * vhostkit::kSwitchHead, 0);
+  for (uint32_t i = 0; i < n; i++) {
+    const uint32_t have = std::min({lens[i], cap, 16u});
+    std::copy(heads + (off ? off[i] : i * stride), heads + (off ? off[i] : i * stride) + have, h64.data() + i * vhostkit::kSwitchHead);
+  }
+  std::vector<uint16_t> left(kBurst);
+  std::vector<vhostkit::SwitchRecord> recs(ports.DeliverQueues() + 1);
+  uint32_t nleft = 0, nrec = 0;
+  const vhostkit::TxSource tx{nullptr, nullptr, 12, false, -1};
+  ports.Forward(*src, tx, h64.data(), dest.data(), vid.data(), tagged.data(), n, NoQueue, left.data(), &nleft, recs.data(),
+                static_cast<uint32_t>(recs.size()), &nrec);
+  uint32_t want_left = 0;
+  uint32_t want_staged = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    if (dest[i] == vhostkit::kClassifyDrop) continue;
+    bool other = false;
+    for (int32_t id = 0; id < 4; id++) {
+      const vhostkit::SwitchPort* q = ports.Find(id);
+      if (q == nullptr || q == src || (dest[i] != vhostkit::kClassifyFlood && dest[i] != id)) continue;
+      if (!q->deliver) {
+        other = true;
+      } else if (q->nrx > 0 && q->Egress(static_cast<uint32_t>(vid[i]), tagged[i] == 1) != vhostkit::kEgressNone) {
+        want_staged++;
+      }
+    }
+    if (other) {
+      FUZZ_CHECK(want_left < nleft && left[want_left] == i, "frame %u should be left (entry %u of %u)", i, want_left, nleft);
+      want_left++;
+    }
+  }
+  FUZZ_CHECK(nleft == want_left, "%u frames left, expected %u", nleft, want_left);
+  uint32_t staged = 0;
+  for (uint32_t r = 0; r < nrec; r++) {
+    FUZZ_CHECK(recs[r].result == 0 && recs[r].st.delivered == 0, "record %u delivered with no queue", r);
+    const vhostkit::SwitchPort* q = ports.Find(recs[r].port);
+    FUZZ_CHECK(q != nullptr && q->deliver && recs[r].k < q->nrx, "record %u: port %d queue %u", r, recs[r].port, recs[r].k);
+    staged += recs[r].st.no_buffers;
+  }
+  FUZZ_CHECK(nrec <= ports.DeliverQueues(), "%u records for %u queues", nrec, ports.DeliverQueues());
+  FUZZ_CHECK(staged == want_staged, "%u frames staged, expected %u", staged, want_staged);
 }
 
 void Classify(Input& in, SwitchFdb& fdb, Model& model, int64_t now) {
@@ -90,6 +163,7 @@ void Classify(Input& in, SwitchFdb& fdb, Model& model, int64_t now) {
              c.hook, c.vlan, c.flooded, drops, floods);
   Resync(model, fdb);
   FUZZ_CHECK(fdb.size() <= model.max, "size %u above the limit %u", fdb.size(), model.max);
+  if (mode & 64) Group(in, port, heads.p, offsets ? off.data() : nullptr, stride, cap, lens.data(), n, dest, vid, tagged);
 }
 
 }  // namespace
