@@ -516,23 +516,9 @@ export class SwitchEngine {
     const res = this.res;
     const bytes = res[ForwardRes.BYTES];
     this.countIngress(p, this.cls, 3 * this.burst, n, bytes);
+    // Frames for ports fdb.forward does not serve (TAP, VXLAN, captured, no RX queue): only those.
     const left = res[ForwardRes.LEFT];
-    if (left > 0) {
-      // Frames for ports fdb.forward does not serve (TAP, VXLAN, captured, no RX queue): only those.
-      const all = this.portList;
-      for (let j = 0; j < left; j++) {
-        const i = res[ForwardRes.HEAD + j];
-        const d = this.dest[i];
-        if (d === FLOOD) {
-          for (let k = 0; k < all.length; k++) if (all[k] !== p && !all[k].direct) this.stage(all[k], i);
-        } else {
-          const q = this.ports.get(d);
-          if (q && q !== p && !q.direct) this.stage(q, i);
-        }
-      }
-      for (const q of this.touched) this.flushPort(q, t);
-      this.touched.length = 0;
-    }
+    if (left > 0) this.groupAndDeliver(t, res, ForwardRes.HEAD, left, true);
     // Its deliveries, last first: a queue that broke is stopped, which renumbers those after it.
     const s = this.stats;
     for (let j = res[ForwardRes.RECORDS] - 1; j >= 0; j--) {
@@ -550,7 +536,40 @@ export class SwitchEngine {
     }
     const pushed = res[ForwardRes.PUSH];
     if (pushed === -1) throw new RangeError('push: an id is not in flight (or pushed twice), or the rings are not set');
-    const notified = pushed === FORWARD_NOT_PUSHED ? t.vq.pushPopped(n) : pushed === 1;
+    this.countTx(t, n, bytes, pushed === FORWARD_NOT_PUSHED ? t.vq.pushPopped(n) : pushed === 1);
+  }
+
+  /**
+   * Stages frames frames[at, at + m) of t's burst (frame indices; null: 0..m-1) for their
+   * destinations (every other port for a flood; with indirectOnly, only ports fdb.forward
+   * does not serve), then delivers per destination queue and VLAN operation.
+   */
+  private groupAndDeliver(t: TxQueue, frames: Int32Array | null, at: number, m: number, indirectOnly: boolean): void {
+    const p = t.port;
+    const all = this.portList;
+    let lastD = -1; // the port of the frame before, looked up once for a run of frames
+    let lastQ: EnginePort | undefined;
+    for (let j = 0; j < m; j++) {
+      const i = frames ? frames[at + j] : j;
+      const d = this.dest[i];
+      if (d === -1) continue;
+      if (d === FLOOD) {
+        for (let k = 0; k < all.length; k++) if (all[k] !== p && !(indirectOnly && all[k].direct)) this.stage(all[k], i);
+      } else {
+        if (d !== lastD) {
+          lastQ = this.ports.get(d);
+          lastD = d;
+        }
+        const q = lastQ;
+        if (q && q !== p && !(indirectOnly && q.direct)) this.stage(q, i);
+      }
+    }
+    for (const q of this.touched) this.flushPort(q, t);
+    this.touched.length = 0;
+  }
+
+  /** A TX burst's queue counters, after its push. */
+  private countTx(t: TxQueue, n: number, bytes: number, notified: boolean): void {
     const qs = t.stats;
     qs[Q_PACKETS] += n;
     qs[Q_BYTES] += bytes;
@@ -591,29 +610,8 @@ export class SwitchEngine {
     const bytes = this.fdb.classify(p.id, p.ingress, this.heads, null, HEAD, HEAD, this.lens, n, now, this.hook ? this.verdict : null, this.cls);
     this.countIngress(p, this.cls, 3 * this.burst, n, bytes);
     // Group by destination port, RX queue (flow hash) and VLAN operation.
-    let lastD = -1; // the port of the frame before, looked up once for a run of frames
-    let lastQ: EnginePort | undefined;
-    for (let i = 0; i < n; i++) {
-      const d = this.dest[i];
-      if (d === -1) continue;
-      if (d === FLOOD) {
-        const all = this.portList;
-        for (let k = 0; k < all.length; k++) if (all[k] !== p) this.stage(all[k], i);
-      } else {
-        if (d !== lastD) {
-          lastQ = this.ports.get(d);
-          lastD = d;
-        }
-        const q = lastQ;
-        if (q && q !== p) this.stage(q, i);
-      }
-    }
-    for (const q of this.touched) this.flushPort(q, t);
-    this.touched.length = 0;
-    const qs = t.stats;
-    qs[Q_PACKETS] += n;
-    qs[Q_BYTES] += bytes;
-    qs[t.vq.pushPopped(n) ? Q_NOTIFY : Q_SUPPRESSED]++;
+    this.groupAndDeliver(t, null, 0, n, false);
+    this.countTx(t, n, bytes, t.vq.pushPopped(n));
   }
 
   /** Adds what classify counted for a burst of n frames (its counters at cls[at...]). */
