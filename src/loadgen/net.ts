@@ -13,7 +13,7 @@ import type { QueueContext, VhostUserDevice } from '../vhost-user/device.js';
 import type { GuestMemory } from '../native/guest-memory.js';
 import { bit, has, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VirtioDeviceId } from '../virtio/features.js';
 import { NetFeature } from '../virtio/net.js';
-import { DELIVER_STATS, DeliverStat, netDeliverFlat, type RxSide } from '../native/net.js';
+import { DELIVER_STATS, DeliverStat, FlatFrames, type RxSide } from '../native/net.js';
 import { Poller, type PollMode, type PollTarget } from '../dataplane/poller.js';
 import { ethFrame, macBytes } from '../testing/net-frames.js';
 import type { Virtqueue } from '../native/virtqueue.js';
@@ -78,7 +78,7 @@ interface FrameSpec {
 export class NetLoadServer {
   readonly poller: Poller;
   private readonly targets = new Map<number, PollTarget>();
-  private readonly frames: { data: Uint8Array; offsets: Uint32Array; lens: Uint32Array; n: number };
+  private readonly frames: FlatFrames;
   private readonly stats = new Uint32Array(DELIVER_STATS);
 
   constructor(
@@ -96,7 +96,7 @@ export class NetLoadServer {
       data.set(ethFrame('02:00:00:00:00:02', '02:00:00:00:00:01', len, i), i * len);
       offsets[i] = i * len;
     }
-    this.frames = { data, offsets, lens, n };
+    this.frames = new FlatFrames(data, offsets, lens, null, this.stats);
   }
 
   get queues(): number[] {
@@ -172,14 +172,14 @@ export class NetLoadServer {
     const st = this.stats;
     const before = st[DeliverStat.DELIVERED];
     const noBuf = st[DeliverStat.NO_BUFFERS];
-    const r = netDeliverFlat(rx, this.frames.data, this.frames.offsets, this.frames.lens, this.frames.n, null, st);
+    const r = this.frames.deliver(rx, this.spec.burst);
     if (r < 0) {
       broken();
       return 0;
     }
     const sent = st[DeliverStat.DELIVERED] - before;
     this.counters[C.TX_P] += sent;
-    this.counters[C.TX_B] += sent * this.frames.lens[0];
+    this.counters[C.TX_B] += sent * this.spec.frameBytes;
     this.counters[C.NOBUF] += st[DeliverStat.NO_BUFFERS] - noBuf;
     // Counters are u32: reset them before they wrap.
     if (st[DeliverStat.DELIVERED] > 0x7fffffff) st.fill(0);

@@ -7,6 +7,10 @@ interface RawNet {
   netDeliverFlat(rx: unknown, rxHdr: number, mergeable: boolean, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, hdr10: Uint8Array | null, stats: Uint32Array, vlan: number, rxOffloads: number, rxMaxFrame: number): number;
   netToFlat(tx: unknown, txHdr: number, txOffloads: boolean, chains: Uint16Array, n: number, vlan: number, out: Uint8Array, offsets: Uint32Array, lens: Uint32Array, maxFrames: number, stats: Uint32Array): number;
   netDeliver(rx: unknown, rxHdr: number, mergeable: boolean, tx: unknown, txHdr: number, txOffloads: boolean, chains: Uint16Array, n: number, stats: Uint32Array, vlan: number, rxOffloads: number, rxMaxFrame: number): number;
+  FlatFrames: new (data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, hdr10: Uint8Array | null, stats: Uint32Array) => RawFlatFrames;
+}
+interface RawFlatFrames {
+  deliver(rx: number, n: number, rxHdr: number, mergeable: boolean, vlan: number, rxOffloads: number, rxMaxFrame: number, withHdr10: boolean): number;
 }
 const raw = addon as RawNet;
 
@@ -63,6 +67,32 @@ export function netDeliver(rx: RxSide, tx: Virtqueue, txHdrLen: number, txOffloa
  */
 export function netDeliverFlat(rx: RxSide, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, hdr10: Uint8Array | null, stats: Uint32Array, vlan = VLAN_KEEP): number {
   return raw.netDeliverFlat(rx.q.slot, rx.hdrLen, rx.mergeable, data, offsets, lens, n, hdr10, stats, vlan, rx.offloads ?? 0, rx.maxFrame ?? 0);
+}
+
+/**
+ * netDeliverFlat for a caller that sends from the same arrays every burst (a traffic
+ * generator): the arrays are given once, each deliver() passes numbers only. The object
+ * keeps the arrays alive; their contents may change between calls (offsets and lengths
+ * are checked on every call). Frames: as many as offsets, lens (and hdr10, 10 bytes a
+ * frame) hold.
+ */
+export class FlatFrames {
+  private readonly h: RawFlatFrames;
+  constructor(
+    readonly data: Uint8Array,
+    readonly offsets: Uint32Array,
+    readonly lens: Uint32Array,
+    readonly hdr10: Uint8Array | null,
+    /** DELIVER_STATS counters every deliver() adds to */
+    readonly stats: Uint32Array,
+  ) {
+    this.h = new raw.FlatFrames(data, offsets, lens, hdr10, stats);
+  }
+
+  /** Delivers frames 0..n into RX buffers of `rx`; returns as netDeliverFlat. */
+  deliver(rx: RxSide, n: number, vlan = VLAN_KEEP, withHdr10 = false): number {
+    return this.h.deliver(rx.q.slot, n, rx.hdrLen, rx.mergeable, vlan, rx.offloads ?? 0, rx.maxFrame ?? 0, withHdr10);
+  }
 }
 
 /**

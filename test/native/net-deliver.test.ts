@@ -2,7 +2,7 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { fcParams } from '../vhost-user/fuzz-runs.js';
-import { DeliverStat, RxOffload, netDeliver, netPeek } from '../../src/native/net.js';
+import { DeliverStat, RxOffload, VLAN_KEEP, netDeliver, netPeek } from '../../src/native/net.js';
 import { Rig } from './ring-rig.js';
 
 const HDR = 12;
@@ -206,6 +206,50 @@ describe('netDeliver / netPeek (guest TX ring -> guest RX ring, one copy)', () =
     expect(Array.from(got[1].hdr.subarray(0, 10))).to.deep.equal([1, 0, 0, 0, 0, 0, 34, 0, 16, 0]);
     expect(stats[4], 'bytes').to.equal(1460);
     expect(() => netDeliverFlat({ q: rx.q, hdrLen: HDR, mergeable: false }, data, Uint32Array.of(4000), Uint32Array.of(200), 1, null, stats)).to.throw(/outside the data buffer/);
+  });
+
+  it('delivers from arrays given once (FlatFrames), rechecking their contents on every call', async () => {
+    const { FlatFrames } = await import('../../src/native/net.js');
+    const a = frame(60, 5);
+    const b = frame(700, 6);
+    const data = new Uint8Array(2048);
+    data.set(a, 0);
+    data.set(b, 64);
+    const offsets = Uint32Array.of(0, 64);
+    const lens = Uint32Array.of(60, 700);
+    const hdr10 = new Uint8Array(20);
+    hdr10.set([1, 0, 0, 0, 0, 0, 34, 0, 16, 0], 10);
+    const st = new Uint32Array(7);
+    const ff = new FlatFrames(data, offsets, lens, hdr10, st);
+    postRx(rx, 4, 2048);
+    expect(ff.deliver({ q: rx.q, hdrLen: HDR, mergeable: false, offloads: RxOffload.CSUM }, 2, VLAN_KEEP, true)).to.be.at.least(0);
+    let got = receive(rx);
+    expect(got.map((g) => g.frame.length)).to.deep.equal([60, 700]);
+    expect(Buffer.from(got[1].frame).equals(Buffer.from(b))).to.equal(true);
+    expect(Array.from(got[1].hdr.subarray(0, 10))).to.deep.equal([1, 0, 0, 0, 0, 0, 34, 0, 16, 0]);
+    expect(st[0], 'delivered').to.equal(2);
+    expect(st[4], 'bytes').to.equal(760);
+    // Contents changed between calls are what the next call sends (no header: a zeroed one).
+    data.set(frame(90, 7), 1000);
+    offsets[0] = 1000;
+    lens[0] = 90;
+    postRx(rx, 2, 2048);
+    ff.deliver({ q: rx.q, hdrLen: HDR, mergeable: false }, 1);
+    got = receive(rx);
+    expect(got.map((g) => g.frame.length)).to.deep.equal([90]);
+    expect(Buffer.from(got[0].frame).equals(Buffer.from(frame(90, 7)))).to.equal(true);
+    expect(Array.from(got[0].hdr.subarray(0, 10))).to.deep.equal(new Array(10).fill(0));
+    expect(st[0]).to.equal(3);
+    // Every call checks its frames against the data buffer, its count against the arrays.
+    offsets[1] = 2000;
+    expect(() => ff.deliver({ q: rx.q, hdrLen: HDR, mergeable: false }, 2)).to.throw(RangeError, /outside the data buffer/);
+    expect(() => ff.deliver({ q: rx.q, hdrLen: HDR, mergeable: false }, 3)).to.throw(RangeError, /more frames than the arrays hold/);
+    expect(() => ff.deliver({ q: rx.q, hdrLen: 11, mergeable: false }, 1)).to.throw(RangeError, /10 or 12/);
+    expect(() => ff.deliver({ q: rx.q, hdrLen: HDR, mergeable: false }, 1, 0x10000)).to.throw(RangeError, /vlan/);
+    expect(() => new FlatFrames(data, offsets, lens, null, st).deliver({ q: rx.q, hdrLen: HDR, mergeable: false }, 1, VLAN_KEEP, true)).to.throw(/no hdr10/);
+    expect(() => new FlatFrames(data, offsets, lens, null, new Uint32Array(6))).to.throw(RangeError, /stats/);
+    expect(() => new FlatFrames(data, new Uint16Array(2) as unknown as Uint32Array, lens, null, st)).to.throw(TypeError, /offsets/);
+    expect(st[0], 'nothing delivered by a refused call').to.equal(3);
   });
 
   it('names queues by their slot on this thread, and refuses a number that is not a live queue', async () => {
