@@ -46,6 +46,22 @@ Napi::Value Peek(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// A VLAN operation argument: -1 keep, -2 strip, or a TCI to insert.
+int32_t Vlan(const Napi::Value& v, const char* who) {
+  const int32_t vlan = v.As<Napi::Number>().Int32Value();
+  if (vlan < -2 || vlan > 0xffff) throw Napi::RangeError::New(v.Env(), std::string(who) + ": vlan must be -2, -1 or a TCI");
+  return vlan;
+}
+
+// Frames 0..n of a flat buffer: each must lie inside its data_len bytes.
+void CheckFrames(Napi::Env env, const uint32_t* offsets, const uint32_t* lens, uint32_t n, size_t data_len, const char* who) {
+  for (uint32_t i = 0; i < n; i++) {
+    if (static_cast<uint64_t>(offsets[i]) + lens[i] > data_len) {
+      throw Napi::RangeError::New(env, std::string(who) + ": frame outside the data buffer");
+    }
+  }
+}
+
 // netDeliver(rxQueue, rxHdrLen, mergeable, txQueue, txHdrLen, txOffloads, chains: Uint16Array, n, stats: Uint32Array(7),
 //            vlan, rxOffloads, rxMaxFrame)
 // -> 1 signalled, 0 not, < 0 the RX queue is broken (-VqError)
@@ -68,8 +84,7 @@ Napi::Value Deliver(const Napi::CallbackInfo& info) {
   }
   RxTarget dst{rx.q, rx.out, rx_hdr, info[2].ToBoolean(), Offloads(info[10]),
                info[11].IsNumber() ? info[11].As<Napi::Number>().Uint32Value() : 0};
-  const int32_t vlan = info.Length() > 9 ? info[9].As<Napi::Number>().Int32Value() : -1;
-  if (vlan < -2 || vlan > 0xffff) throw Napi::RangeError::New(info.Env(), "netDeliver: vlan must be -2, -1 or a TCI");
+  const int32_t vlan = info.Length() > 9 ? Vlan(info[9], "netDeliver") : -1;
   TxSource src{tx.out, tx.q->memory().get(), tx_hdr, info[5].ToBoolean(), vlan};
   DeliverStats st;
   const int32_t r = NetDeliver(dst, src, chains, n, &st);
@@ -88,15 +103,10 @@ Napi::Value DeliverFlat(const Napi::CallbackInfo& info) {
   const uint8_t* base = TypedData<uint8_t>(info.Env(), info[3], napi_uint8_array, 0, "netDeliverFlat: data", &data_len);
   const uint32_t* offsets = Typed<uint32_t>(info[4], napi_uint32_array, n, "offsets");
   const uint32_t* lens = Typed<uint32_t>(info[5], napi_uint32_array, n, "lens");
-  for (uint32_t i = 0; i < n; i++) {
-    if (static_cast<uint64_t>(offsets[i]) + lens[i] > data_len) {
-      throw Napi::RangeError::New(info.Env(), "netDeliverFlat: frame outside the data buffer");
-    }
-  }
+  CheckFrames(info.Env(), offsets, lens, n, data_len, "netDeliverFlat");
   const uint8_t* hdr10 = info[7].IsNull() || info[7].IsUndefined() ? nullptr : Typed<uint8_t>(info[7], napi_uint8_array, 10 * static_cast<size_t>(n), "hdr10");
   uint32_t* stats = Typed<uint32_t>(info[8], napi_uint32_array, 7, "stats");
-  const int32_t vlan = info[9].As<Napi::Number>().Int32Value();
-  if (vlan < -2 || vlan > 0xffff) throw Napi::RangeError::New(info.Env(), "netDeliverFlat: vlan must be -2, -1 or a TCI");
+  const int32_t vlan = Vlan(info[9], "netDeliverFlat");
   RxTarget dst{rx.q, rx.out, rx_hdr, info[2].ToBoolean(), Offloads(info[10]),
                info[11].IsNumber() ? info[11].As<Napi::Number>().Uint32Value() : 0};
   DeliverStats st;
@@ -118,8 +128,7 @@ Napi::Value ToFlat(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < n; i++) {
     if (chains[i] >= tx.burst) throw Napi::RangeError::New(info.Env(), "netToFlat: chain index outside the burst");
   }
-  const int32_t vlan = info[5].As<Napi::Number>().Int32Value();
-  if (vlan < -2 || vlan > 0xffff) throw Napi::RangeError::New(info.Env(), "netToFlat: vlan must be -2, -1 or a TCI");
+  const int32_t vlan = Vlan(info[5], "netToFlat");
   size_t out_len = 0;
   uint8_t* out = TypedData<uint8_t>(info.Env(), info[6], napi_uint8_array, 0, "netToFlat: out", &out_len);
   const uint32_t max = info[9].As<Napi::Number>().Uint32Value();
@@ -174,15 +183,10 @@ class FlatFramesWrap : public Napi::ObjectWrap<FlatFramesWrap> {
     if (n > max_) throw Napi::RangeError::New(env, "FlatFrames.deliver: more frames than the arrays hold");
     const uint32_t rx_hdr = info[2].As<Napi::Number>().Uint32Value();
     if (rx_hdr != 10 && rx_hdr != 12) throw Napi::RangeError::New(env, "FlatFrames.deliver: header length must be 10 or 12");
-    const int32_t vlan = info[4].As<Napi::Number>().Int32Value();
-    if (vlan < -2 || vlan > 0xffff) throw Napi::RangeError::New(env, "FlatFrames.deliver: vlan must be -2, -1 or a TCI");
+    const int32_t vlan = Vlan(info[4], "FlatFrames.deliver");
     const bool with_hdr = info[7].ToBoolean();
     if (with_hdr && hdr10_ == nullptr) throw Napi::Error::New(env, "FlatFrames.deliver: no hdr10 array was given");
-    for (uint32_t i = 0; i < n; i++) {
-      if (static_cast<uint64_t>(offsets_[i]) + lens_[i] > data_len_) {
-        throw Napi::RangeError::New(env, "FlatFrames.deliver: frame outside the data buffer");
-      }
-    }
+    CheckFrames(env, offsets_, lens_, n, data_len_, "FlatFrames.deliver");
     RxTarget dst{rx.q, rx.out, rx_hdr, info[3].ToBoolean(), Offloads(info[5]), info[6].As<Napi::Number>().Uint32Value()};
     DeliverStats st;
     const int32_t r = NetDeliverFlat(dst, data_, offsets_, lens_, n, with_hdr ? hdr10_ : nullptr, vlan, &st);
