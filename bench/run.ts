@@ -82,7 +82,7 @@ mkdirSync(outDir, { recursive: true });
 const date = new Date().toISOString().slice(0, 10);
 const md: string[] = [`# vhostkit benchmarks, ${date}`, ''];
 md.push(`Machine: ${cpus().length} x ${cpus()[0]?.model ?? 'CPU'}, Node ${process.version}. Medians of ${rounds} rounds; every case runs its reference in the same run, alternating.`);
-md.push('', 'Two ratios per row: the ratio of the medians, and the median of the per-round ratios (each round measures subject and reference next to each other, so on a machine whose speed shifts between regimes during a run, as these 2-CPU machines do, a round compares like with like). A target is met only if both meet it; the figures are given as "ratio of medians / median of round ratios".');
+md.push('', 'Two ratios per row: the ratio of the medians, and the median of the per-round ratios (each round measures subject and reference one right after the other, so on a machine whose speed shifts between regimes during a run, as these 2-CPU machines do, a round more often compares like with like; not always: the regime can change between two runs, see docs/performance.md). A target is met only if both meet it; the figures are given as "ratio of medians / median of round ratios".');
 md.push(`Reproduce: \`npm run bench -- --cases ${wanted.join(',')} --rounds ${rounds} --seconds ${seconds}\`.`, '');
 for (const s of skipped) md.push(`- ${s}`);
 for (const r of reports) {
