@@ -1,4 +1,5 @@
 // The virtio-net per-packet loops, native (native/vring/net.cc), one call per burst.
+import { markAsUntransferable } from 'node:worker_threads';
 import { addon } from './binding.js';
 import type { Virtqueue } from './virtqueue.js';
 
@@ -74,7 +75,9 @@ export function netDeliverFlat(rx: RxSide, data: Uint8Array, offsets: Uint32Arra
  * generator): the arrays are given once, each deliver() passes numbers only. The object
  * keeps the arrays alive; their contents may change between calls (offsets and lengths
  * are checked on every call). Frames: as many as offsets, lens (and hdr10, 10 bytes a
- * frame) hold.
+ * frame) hold. The native side keeps pointers into the arrays' buffers, so those buffers
+ * are marked untransferable: a postMessage or structuredClone that tries to move one
+ * (detaching it under the native side) throws instead; resizable buffers are refused.
  */
 export class FlatFrames {
   private readonly h: RawFlatFrames;
@@ -86,6 +89,13 @@ export class FlatFrames {
     /** DELIVER_STATS counters every deliver() adds to */
     readonly stats: Uint32Array,
   ) {
+    for (const a of [data, offsets, lens, hdr10, stats]) {
+      if (a === null) continue;
+      const b = a.buffer as ArrayBuffer & { resizable?: boolean };
+      if (b instanceof SharedArrayBuffer) continue; // never detached, never shrunk
+      if (b.resizable) throw new TypeError('FlatFrames: a resizable ArrayBuffer can shrink under the native side');
+      markAsUntransferable(b);
+    }
     this.h = new raw.FlatFrames(data, offsets, lens, hdr10, stats);
   }
 

@@ -250,6 +250,15 @@ describe('netDeliver / netPeek (guest TX ring -> guest RX ring, one copy)', () =
     expect(() => new FlatFrames(data, offsets, lens, null, new Uint32Array(6))).to.throw(RangeError, /stats/);
     expect(() => new FlatFrames(data, new Uint16Array(2) as unknown as Uint32Array, lens, null, st)).to.throw(TypeError, /offsets/);
     expect(st[0], 'nothing delivered by a refused call').to.equal(3);
+    // The native side keeps pointers into the buffers: they cannot be moved away (detached).
+    try {
+      structuredClone(data.buffer, { transfer: [data.buffer] }); // Node 20 clones it, 21+ throws
+    } catch {
+      // refused
+    }
+    expect(data.byteLength, 'still attached').to.equal(2048);
+    const resizable = new (ArrayBuffer as unknown as new (n: number, o: { maxByteLength: number }) => ArrayBuffer)(64, { maxByteLength: 128 });
+    expect(() => new FlatFrames(new Uint8Array(resizable), offsets, lens, null, st)).to.throw(TypeError, /resizable/);
   });
 
   it('names queues by their slot on this thread, and refuses a number that is not a live queue', async () => {
