@@ -2,7 +2,11 @@
 // least 3 rounds; medians and ratios go to bench/results/<date>.md with the commands that
 // reproduce each measurement, and SVG charts beside it.
 //
-//   npm run bench [-- --cases blk,... --rounds N --seconds S --frontend-cpus 0 --backend-cpus 1]
+//   npm run bench [-- --cases blk,... --rounds N --seconds S --turns T --frontend-cpus 0 --backend-cpus 1]
+//
+// --seconds is the length of one run of the blk, cpu, memory and api cases. The net and
+// switch cases keep both sides up and measure them in turns of one statistics period,
+// --turns turns per side per round (lib/interleave.ts).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -21,6 +25,8 @@ import { progress } from './lib/proc.js';
 export interface BenchContext {
   rounds: number;
   seconds: number;
+  /** net and switch cases: turns per side per round */
+  turns: number;
   frontendCpus: string;
   backendCpus: string;
 }
@@ -46,6 +52,7 @@ const { values } = parseArgs({
     cases: { type: 'string' },
     rounds: { type: 'string', default: '3' },
     seconds: { type: 'string', default: '3' },
+    turns: { type: 'string', default: '4' },
     'frontend-cpus': { type: 'string', default: '0' },
     'backend-cpus': { type: 'string', default: cpus().length > 1 ? '1' : '0' },
     out: { type: 'string' },
@@ -56,7 +63,9 @@ const rounds = Number(values.rounds);
 const seconds = Number(values.seconds);
 if (!Number.isInteger(rounds) || rounds < 3) throw new Error(`--rounds ${values.rounds}: at least 3`);
 if (!(seconds > 0)) throw new Error(`--seconds ${values.seconds}: a positive number`);
-const ctx: BenchContext = { rounds, seconds, frontendCpus: values['frontend-cpus'], backendCpus: values['backend-cpus'] };
+const turns = Number(values.turns);
+if (!Number.isInteger(turns) || turns < 1) throw new Error(`--turns ${values.turns}: a positive integer`);
+const ctx: BenchContext = { rounds, seconds, turns, frontendCpus: values['frontend-cpus'], backendCpus: values['backend-cpus'] };
 const wanted = values.cases ? values.cases.split(',') : CASES.map((c) => c.id);
 for (const w of wanted) if (!CASES.some((c) => c.id === w)) throw new Error(`unknown case ${w}; cases: ${CASES.map((c) => c.id).join(', ')}`);
 
@@ -72,7 +81,7 @@ for (const c of CASES.filter((x) => wanted.includes(x.id))) {
     skipped.push(line);
     continue;
   }
-  progress(`case ${c.id}: ${rounds} rounds of ${seconds} s per run`);
+  progress(`case ${c.id}: ${rounds} rounds${c.id.startsWith('net') || c.id === 'switch' ? `, ${turns} turns per side per round` : ` of ${seconds} s per run`}`);
   reports.push(await c.run(ctx));
 }
 
@@ -83,7 +92,7 @@ const date = new Date().toISOString().slice(0, 10);
 const md: string[] = [`# vhostkit benchmarks, ${date}`, ''];
 md.push(`Machine: ${cpus().length} x ${cpus()[0]?.model ?? 'CPU'}, Node ${process.version}. Medians of ${rounds} rounds; every case runs its reference in the same run, alternating.`);
 md.push('', 'Two ratios per row: the ratio of the medians, and the median of the per-round ratios (each round measures subject and reference one right after the other, so on a machine whose speed shifts between regimes during a run, as these 2-CPU machines do, a round more often compares like with like; not always: the regime can change between two runs, see docs/performance.md). A target is met only if both meet it; the figures are given as "ratio of medians / median of round ratios".');
-md.push(`Reproduce: \`npm run bench -- --cases ${wanted.join(',')} --rounds ${rounds} --seconds ${seconds}\`.`, '');
+md.push(`Reproduce: \`npm run bench -- --cases ${wanted.join(',')} --rounds ${rounds} --seconds ${seconds} --turns ${turns}\`.`, '');
 for (const s of skipped) md.push(`- ${s}`);
 for (const r of reports) {
   md.push(`## ${r.title}`, '');

@@ -9,6 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import autocannon from 'autocannon';
 import { makeTempDir, vhostkitCli } from '../../src/testing/peers.js';
+import { rate } from '../lib/interleave.js';
 import { progress, stopChild } from '../lib/proc.js';
 import { median, type CaseReport, type Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';
@@ -100,7 +101,7 @@ async function runRound(ctx: BenchContext, round: number, commands: Set<string>)
     fe = await startSwitchTraffic(ctx, d.sa, d.sb, false, commands);
     for (const w of windows) {
       const load = w === 'none' ? null : apiLoad(d.api, w);
-      const pps = await fe.measure(ctx.seconds);
+      const pps = rate(await fe.measure(ctx.seconds, 2000));
       out.mpps![w] = pps / 1e6;
       if (load) out.loaded![w as Load] = await load.stop();
       progress(`api round ${round + 1}: traffic, API ${w}: ${(pps / 1e6).toFixed(2)} Mpps ${fe.where}${load ? `, API ${out.loaded![w as Load].reqPerSec.toFixed(0)} req/s, p99 ${out.loaded![w as Load].p99} ms` : ''}`);

@@ -4,9 +4,11 @@
 //   net-tx: a vhostkit port generating frames (net-load --gen) -> testpmd virtio-user rxonly,
 //           vs testpmd's vhost PMD in txonly.
 // Both sides of every run are measured at the same point: the virtio-user testpmd's own
-// counters (packets it managed to send, or received), over whole statistics periods.
+// counters (packets it managed to send, or received), over whole statistics periods. The
+// two sides of a row are both up and take turns (lib/interleave.ts).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { makeTempDir, startTestpmd, vhostkitCli, type Testpmd } from '../../src/testing/peers.js';
+import { measureInTurns, rate, testpmdWindow, turnsNote, type Contender } from '../lib/interleave.js';
 import { commandLine, progress, stopChild } from '../lib/proc.js';
 import { median, type CaseReport, type Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';
@@ -22,14 +24,6 @@ export async function waitSocket(path: string, proc: ChildProcess, ms: number): 
     if (Date.now() > end) throw new Error(`vhostkit net-load did not create ${path}`);
     await new Promise((r) => setTimeout(r, 20));
   }
-}
-
-/** Packets per second seen by the virtio-user testpmd over `seconds` whole periods after 2 warm-up periods. */
-async function measure(v: Testpmd, dir: Dir, seconds: number): Promise<number> {
-  const first = await v.waitForStats((s) => s.seq >= 3 && s.ports[0] !== undefined, 30_000);
-  const last = await v.waitForStats((s) => s.seq >= first.seq + seconds, (seconds + 10) * 1000);
-  const count = (s: typeof first) => (dir === 'rx' ? s.ports[0].txPackets : s.ports[0].rxPackets);
-  return (count(last) - count(first)) / ((last.at - first.at) / 1000);
 }
 
 export function vkArgv(dir: Dir, sock: string, size: number, cpus: string, packed: boolean, poll = 'busy'): string[] {
@@ -48,7 +42,10 @@ export function generic(argv: readonly string[], sock: string): string {
     .replace(/--size \d+/, '--size SIZE');
 }
 
-async function runOnce(ctx: BenchContext, dir: Dir, who: 'vhostkit' | 'testpmd vhost PMD', size: number, packed: boolean, commands: Set<string>): Promise<number> {
+type Who = 'vhostkit' | 'testpmd vhost PMD';
+
+/** One side of a net case, up and forwarding: its backend and the virtio-user testpmd. */
+async function startSide(ctx: BenchContext, dir: Dir, who: Who, size: number, packed: boolean, commands: Set<string>): Promise<Contender> {
   const tmp = makeTempDir('vhostkit-bench-net-');
   const sock = tmp.join('port.sock');
   let vk: ChildProcess | null = null;
@@ -56,6 +53,12 @@ async function runOnce(ctx: BenchContext, dir: Dir, who: 'vhostkit' | 'testpmd v
   let virtio: Testpmd | null = null;
   const cpuB = Number(ctx.backendCpus.split(',')[0]);
   const cpuF = Number(ctx.frontendCpus.split(',')[0]);
+  const stop = async (): Promise<void> => {
+    await virtio?.stop();
+    await ref?.stop();
+    await stopChild(vk);
+    tmp.cleanup();
+  };
   try {
     if (who === 'vhostkit') {
       const argv = vkArgv(dir, sock, size, ctx.backendCpus, packed);
@@ -75,32 +78,36 @@ async function runOnce(ctx: BenchContext, dir: Dir, who: 'vhostkit' | 'testpmd v
       packed,
     });
     commands.add(`frontend (${packed ? 'packed' : 'split'}): ${generic(virtio.process.argv, sock)}`);
-    return await measure(virtio, dir, ctx.seconds);
-  } finally {
-    await virtio?.stop();
-    await ref?.stop();
-    await stopChild(vk);
-    tmp.cleanup();
+  } catch (e) {
+    await stop();
+    throw e;
   }
+  const fe = virtio;
+  const backendPid = vk ? vk.pid! : ref!.pid;
+  // Both sides are measured at the same point: the virtio-user testpmd's own counters
+  // (packets it managed to send, or received).
+  return {
+    pids: () => [backendPid, fe.pid],
+    measure: (periods, settleMs) => testpmdWindow(fe, periods, settleMs, [0], (s) => (dir === 'rx' ? s.ports[0].txPackets : s.ports[0].rxPackets)),
+    stop,
+  };
 }
 
 export function netCase(dir: Dir): (ctx: BenchContext) => Promise<CaseReport> {
   return async (ctx) => {
     const rows: Row[] = [];
     const commands = new Set<string>();
-    const total = 2 * SIZES.length * ctx.rounds * 2;
+    const total = 2 * SIZES.length * ctx.rounds * ctx.turns * 2;
     let step = 0;
     for (const packed of [false, true]) {
       for (const size of SIZES) {
-        const samples: Record<string, number[]> = { vhostkit: [], 'testpmd vhost PMD': [] };
-        for (let round = 0; round < ctx.rounds; round++) {
-          const order = round % 2 === 0 ? (['vhostkit', 'testpmd vhost PMD'] as const) : (['testpmd vhost PMD', 'vhostkit'] as const);
-          for (const who of order) {
-            const pps = await runOnce(ctx, dir, who, size, packed, commands);
-            samples[who].push(pps / 1e6);
-            progress(`net-${dir} ${++step}/${total} ${packed ? 'packed' : 'split'} ${size} B, ${who}, round ${round + 1}: ${(pps / 1e6).toFixed(2)} Mpps`);
-          }
-        }
+        const samples = await measureInTurns<Who>(['vhostkit', 'testpmd vhost PMD'], (who) => startSide(ctx, dir, who, size, packed, commands), {
+          rounds: ctx.rounds,
+          turns: ctx.turns,
+          periods: 1,
+          onTurn: (who, round, turn, w) => progress(`net-${dir} ${++step}/${total} ${packed ? 'packed' : 'split'} ${size} B, ${who}, round ${round + 1} turn ${turn + 1}: ${(rate(w) / 1e6).toFixed(2)} Mpps`),
+        });
+        for (const k of Object.keys(samples) as Who[]) samples[k] = samples[k].map((pps) => pps / 1e6);
         rows.push({ config: `${packed ? 'packed' : 'split'}, ${size} B`, unit: 'Mpps', samples, subject: 'vhostkit', reference: 'testpmd vhost PMD' });
       }
     }
@@ -116,7 +123,8 @@ export function netCase(dir: Dir): (ctx: BenchContext) => Promise<CaseReport> {
         dir === 'rx'
           ? 'The vhostkit sink returns each buffer without reading the frame; the vhost PMD copies each frame into an mbuf that rxonly then frees.'
           : 'The vhostkit generator copies a prepared frame into each receive buffer; the vhost PMD copies its txonly mbufs.',
-        `vhostkit: \`vhostkit net-load --poll busy${dir === 'tx' ? ' --gen' : ''}\` pinned to CPU ${ctx.backendCpus}; the testpmd virtio-user frontend (queue size 1024) pinned to CPU ${ctx.frontendCpus}; the reference backend pinned like vhostkit. Rates are the virtio-user testpmd's own counters over ${ctx.seconds} whole statistics periods after 2 warm-up periods; ${ctx.rounds} rounds alternating.`,
+        `vhostkit: \`vhostkit net-load --poll busy${dir === 'tx' ? ' --gen' : ''}\` pinned to CPU ${ctx.backendCpus}; the testpmd virtio-user frontend (queue size 1024) pinned to CPU ${ctx.frontendCpus}; the reference backend pinned like vhostkit. Rates are the virtio-user testpmd's own counters (packets sent, or received).`,
+        turnsNote(ctx.rounds, ctx.turns),
       ],
       rows,
       commands: [...commands],

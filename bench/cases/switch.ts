@@ -8,9 +8,10 @@
 //   forwards unicast, not flooding), each on its own CPU. Measured: what B receives.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { makeTempDir, startTestpmd, vhostkitCli, type Testpmd, type TestpmdStatsSnapshot } from '../../src/testing/peers.js';
+import { makeTempDir, startTestpmd, vhostkitCli, type Testpmd } from '../../src/testing/peers.js';
+import { measureInTurns, rate, testpmdWindow, turnsNote, type Contender, type Window } from '../lib/interleave.js';
 import { commandLine, progress, stopChild } from '../lib/proc.js';
-import { median, type CaseReport, type Row } from '../lib/report.js';
+import { type CaseReport, type Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';
 
 const MAC_A = '02:00:00:00:00:0a';
@@ -61,22 +62,14 @@ export async function startCombinedFrontend(ctx: BenchContext, sa: string, sb: s
   return fe;
 }
 
-/** Packets per second received on all ports of `fe` over `seconds` statistics periods, after 2 warm-up periods. */
-export async function measureAll(fe: Testpmd, seconds: number): Promise<number> {
-  const s0 = fe.latestStats()?.seq ?? 0;
-  const both = (s: TestpmdStatsSnapshot) => s.ports[0] !== undefined && s.ports[1] !== undefined;
-  const first = await fe.waitForStats((s) => s.seq >= s0 + 2 && both(s), 30_000);
-  const last = await fe.waitForStats((s) => s.seq >= first.seq + seconds, (seconds + 10) * 1000);
-  const rx = (s: TestpmdStatsSnapshot) => s.ports[0].rxPackets + s.ports[1].rxPackets;
-  return (rx(last) - rx(first)) / ((last.at - first.at) / 1000);
+/** Packets received on both ports of `fe` (see testpmdWindow). */
+export function measureAll(fe: Testpmd, periods: number, settleMs: number): Promise<Window> {
+  return testpmdWindow(fe, periods, settleMs, [0, 1], (s) => s.ports[0].rxPackets + s.ports[1].rxPackets);
 }
 
-/** Packets per second B received over `seconds` statistics periods, after 2 warm-up periods. */
-export async function measureAtB(b: Testpmd, seconds: number): Promise<number> {
-  const s0 = b.latestStats()?.seq ?? 0;
-  const first = await b.waitForStats((s) => s.seq >= s0 + 2 && s.ports[0] !== undefined, 30_000);
-  const last = await b.waitForStats((s) => s.seq >= first.seq + seconds, (seconds + 10) * 1000);
-  return (last.ports[0].rxPackets - first.ports[0].rxPackets) / ((last.at - first.at) / 1000);
+/** Packets B received (see testpmdWindow). */
+export function measureAtB(b: Testpmd, periods: number, settleMs: number): Promise<Window> {
+  return testpmdWindow(b, periods, settleMs, [0], (s) => s.ports[0].rxPackets);
 }
 
 /** One frontend process for A and B unless the frontends have a CPU each (--frontend-cpus 0,2). */
@@ -86,8 +79,10 @@ export function combined(ctx: BenchContext): boolean {
 
 /** The case's traffic through the switch on sockets sa, sb: what is measured, and how to stop it. */
 export interface SwitchTraffic {
-  /** frames per second over `seconds` statistics periods, after 2 warm-up periods */
-  measure(seconds: number): Promise<number>;
+  /** frames over `periods` statistics periods, from the first that starts `settleMs` after the call */
+  measure(periods: number, settleMs: number): Promise<Window>;
+  /** the frontend processes */
+  pids(): number[];
   /** where the rate is read: "at A and B" or "at B" */
   where: string;
   stop(): Promise<void>;
@@ -96,11 +91,12 @@ export interface SwitchTraffic {
 export async function startSwitchTraffic(ctx: BenchContext, sa: string, sb: string, packed: boolean, commands: Set<string>): Promise<SwitchTraffic> {
   if (combined(ctx)) {
     const fe = await startCombinedFrontend(ctx, sa, sb, packed, commands);
-    return { measure: (s) => measureAll(fe, s), where: 'at A and B', stop: async () => void (await fe.stop()) };
+    return { measure: (p, ms) => measureAll(fe, p, ms), pids: () => [fe.pid], where: 'at A and B', stop: async () => void (await fe.stop()) };
   }
   const { a, b } = await startFrontends(ctx, sa, sb, packed, commands);
   return {
-    measure: (s) => measureAtB(b, s),
+    measure: (p, ms) => measureAtB(b, p, ms),
+    pids: () => [a.pid, b.pid],
     where: 'at B',
     stop: async () => {
       await a.stop();
@@ -109,7 +105,10 @@ export async function startSwitchTraffic(ctx: BenchContext, sa: string, sb: stri
   };
 }
 
-async function runOnce(ctx: BenchContext, who: 'vhostkit switch' | 'testpmd io', packed: boolean, commands: Set<string>): Promise<number> {
+type Who = 'vhostkit switch' | 'testpmd io';
+
+/** One side of the case, up and forwarding: the switch or the reference, and the traffic. */
+async function startSide(ctx: BenchContext, who: Who, packed: boolean, commands: Set<string>): Promise<Contender> {
   const tmp = makeTempDir('vhostkit-bench-sw-');
   const sa = tmp.join('a.sock');
   const sb = tmp.join('b.sock');
@@ -117,6 +116,12 @@ async function runOnce(ctx: BenchContext, who: 'vhostkit switch' | 'testpmd io',
   let sw: ChildProcess | null = null;
   let ref: Testpmd | null = null;
   let traffic: SwitchTraffic | null = null;
+  const stop = async (): Promise<void> => {
+    await traffic?.stop();
+    await ref?.stop();
+    await stopChild(sw);
+    tmp.cleanup();
+  };
   try {
     if (who === 'vhostkit switch') {
       const argv = ['taskset', '-c', ctx.backendCpus, process.execPath, vhostkitCli, 'switch', '--port', `a=${sa}`, '--port', `b=${sb}`, '--poll', 'busy'];
@@ -132,39 +137,39 @@ async function runOnce(ctx: BenchContext, who: 'vhostkit switch' | 'testpmd io',
       commands.add(`reference: ${generic(ref.process.argv, sa, sb)}`);
     }
     traffic = await startSwitchTraffic(ctx, sa, sb, packed, commands);
-    return await traffic.measure(ctx.seconds);
-  } finally {
-    await traffic?.stop();
-    await ref?.stop();
-    await stopChild(sw);
-    tmp.cleanup();
+  } catch (e) {
+    await stop();
+    throw e;
   }
+  const t = traffic;
+  const backendPid = sw ? sw.pid! : ref!.pid;
+  return { pids: () => [backendPid, ...t.pids()], measure: (p, ms) => t.measure(p, ms), stop };
 }
 
 export async function switchCase(ctx: BenchContext): Promise<CaseReport> {
   const rows: Row[] = [];
   const commands = new Set<string>();
   let step = 0;
-  const total = 2 * ctx.rounds * 2;
+  const total = 2 * ctx.rounds * ctx.turns * 2;
   for (const packed of [false, true]) {
-    const samples: Record<string, number[]> = { 'vhostkit switch': [], 'testpmd io': [] };
-    for (let round = 0; round < ctx.rounds; round++) {
-      const order = round % 2 === 0 ? (['vhostkit switch', 'testpmd io'] as const) : (['testpmd io', 'vhostkit switch'] as const);
-      for (const who of order) {
-        const pps = await runOnce(ctx, who, packed, commands);
-        samples[who].push(pps / 1e6);
-        progress(`switch ${++step}/${total} ${packed ? 'packed' : 'split'}, ${who}, round ${round + 1}: ${(pps / 1e6).toFixed(2)} Mpps`);
-      }
-    }
+    const samples = await measureInTurns<Who>(['vhostkit switch', 'testpmd io'], (who) => startSide(ctx, who, packed, commands), {
+      rounds: ctx.rounds,
+      turns: ctx.turns,
+      periods: 1,
+      onTurn: (who, round, turn, w) => progress(`switch ${++step}/${total} ${packed ? 'packed' : 'split'}, ${who}, round ${round + 1} turn ${turn + 1}: ${(rate(w) / 1e6).toFixed(2)} Mpps`),
+    });
+    for (const k of Object.keys(samples) as Who[]) samples[k] = samples[k].map((pps) => pps / 1e6);
     rows.push({ config: `${packed ? 'packed' : 'split'}, 64 B, ${combined(ctx) ? 'A <-> B unicast' : 'A -> B unicast'}`, unit: 'Mpps', samples, subject: 'vhostkit switch', reference: 'testpmd io' });
   }
   const notes = combined(ctx)
     ? [
-        `The switch (\`vhostkit switch --poll busy\`, forwarding on its data-plane thread) or the reference pinned to CPU ${ctx.backendCpus}; one testpmd on CPU ${ctx.frontendCpus} drives both ports: virtio-user port 0 on A's socket, port 1 on B's, one forwarding lcore in flowgen mode (on each port: receive and discard a burst, send a burst of 64 B frames to the other port's MAC). The switch learns both MACs from the first frames and forwards unicast both ways; the reference forwards port to port (io). Measured: frames received on both ports, ${ctx.seconds} statistics periods after 2 warm-up periods; ${ctx.rounds} rounds alternating.`,
+        `The switch (\`vhostkit switch --poll busy\`, forwarding on its data-plane thread) or the reference pinned to CPU ${ctx.backendCpus}; one testpmd on CPU ${ctx.frontendCpus} drives both ports: virtio-user port 0 on A's socket, port 1 on B's, one forwarding lcore in flowgen mode (on each port: receive and discard a burst, send a burst of 64 B frames to the other port's MAC). The switch learns both MACs from the first frames and forwards unicast both ways; the reference forwards port to port (io). Measured: frames received on both ports.`,
+        turnsNote(ctx.rounds, ctx.turns),
         'Why one frontend process: the issue\'s set-up (A txonly and B rxonly, each busy on its own CPU) needs 3 CPUs; on 2, the two frontends share one, B drains its ring only while A is descheduled, and both forwarders read about 0.1 Mpps, the scheduler\'s figure. With 3+ CPUs, `--frontend-cpus 0,2` runs that set-up (A on the first CPU listed, B on the second).',
       ]
     : [
-        `The switch (\`vhostkit switch --poll busy\`, forwarding on its data-plane thread) or the reference pinned to CPU ${ctx.backendCpus}; frontend A (txonly, to B's MAC with --eth-peer) on CPU ${ctx.frontendCpus.split(',')[0]}, frontend B (rxonly; it sends one burst first with --tx-first so its MAC is learnt) on CPU ${ctx.frontendCpus.split(',')[1]}. Measured: what B receives, ${ctx.seconds} statistics periods after 2 warm-up periods; ${ctx.rounds} rounds alternating.`,
+        `The switch (\`vhostkit switch --poll busy\`, forwarding on its data-plane thread) or the reference pinned to CPU ${ctx.backendCpus}; frontend A (txonly, to B's MAC with --eth-peer) on CPU ${ctx.frontendCpus.split(',')[0]}, frontend B (rxonly; it sends one burst first with --tx-first so its MAC is learnt) on CPU ${ctx.frontendCpus.split(',')[1]}. Measured: what B receives.`,
+        turnsNote(ctx.rounds, ctx.turns),
       ];
   return {
     id: 'switch',
