@@ -5,12 +5,12 @@
 // paced at a monitoring-like rate, then as fast as 4 connections can go. Reported: the rate B
 // receives with and without the API load (does the data plane keep its rate?), and the API's
 // latency and throughput with the data plane loaded and idle (does the API stay responsive?).
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import autocannon from 'autocannon';
 import { makeTempDir, vhostkitCli } from '../../src/testing/peers.js';
 import { rate } from '../lib/interleave.js';
-import { progress, stopChild } from '../lib/proc.js';
+import { progress, spawnOwned, stopChild } from '../lib/proc.js';
 import { median, type CaseReport, type Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';
 import { combined, generic, startSwitchTraffic, type SwitchTraffic } from './switch.js';
@@ -67,7 +67,7 @@ async function startDaemon(tmp: ReturnType<typeof makeTempDir>, ctx: BenchContex
   const api = tmp.join('api.sock');
   const argv = ['taskset', '-c', ctx.backendCpus, process.execPath, vhostkitCli, 'run', '--port', `a=${sa}`, '--port', `b=${sb}`, '--poll', 'busy', '--api', `unix:${api}`];
   commands.add(`vhostkit: ${generic(argv, sa, sb).replaceAll(api, 'API_SOCK')}`);
-  const daemon = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'ignore'] });
+  const daemon = spawnOwned(argv);
   const end = Date.now() + 15_000;
   while (!existsSync(sa) || !existsSync(sb) || !existsSync(api)) {
     if (daemon.exitCode !== null || Date.now() > end) {

@@ -6,10 +6,10 @@
 //
 // CPU time is the backend process's utime + stime (all its threads) from /proc/<pid>/stat,
 // read when the frontend's statistics periods that bound the window are seen.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { makeTempDir, startTestpmd, type Testpmd } from '../../src/testing/peers.js';
-import { progress, stopChild } from '../lib/proc.js';
+import { progress, spawnOwned, stopChild } from '../lib/proc.js';
 import { median, type CaseReport, type Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';
 import { generic, vkArgv, waitSocket } from './net.js';
@@ -40,7 +40,7 @@ async function runOnce(ctx: BenchContext, who: Who, idle: boolean, packed: boole
     } else {
       const argv = vkArgv('rx', sock, 64, ctx.backendCpus, packed, who);
       commands.add(`vhostkit --poll ${who}: ${generic(argv, sock)}`);
-      vk = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'ignore'] });
+      vk = spawnOwned(argv);
       await waitSocket(sock, vk, 10_000);
       pid = vk.pid!;
     }

@@ -5,12 +5,12 @@
 // the difference between 16 and 32 ports. Idle: every socket listening, no frontend
 // connected. testpmd runs with the least memory that serves 32 ports here
 // (--no-huge -m 128 --total-num-mbufs=2048).
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { makeTempDir, startTestpmd, type Testpmd } from '../../src/testing/peers.js';
-import { commandLine, progress, stopChild } from '../lib/proc.js';
+import { commandLine, progress, spawnOwned, stopChild } from '../lib/proc.js';
 import type { CaseReport, Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';
 
@@ -30,7 +30,7 @@ async function vhostkitRss(ctx: BenchContext, ports: number, commands: Set<strin
   const tmp = makeTempDir('vhostkit-bench-mem-');
   const argv = ['taskset', '-c', ctx.backendCpus, process.execPath, hostMany, '--dir', tmp.path, '--ports', String(ports), '--disks', String(DISKS)];
   commands.add(`vhostkit: ${commandLine(argv).replace(tmp.path, 'DIR')}`);
-  const p: ChildProcess = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, VHOSTKIT_LOG: 'warn' } });
+  const p: ChildProcess = spawnOwned(argv, { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, VHOSTKIT_LOG: 'warn' } });
   try {
     await new Promise<void>((resolve, reject) => {
       const rl = createInterface({ input: p.stdout! });

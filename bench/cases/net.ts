@@ -6,10 +6,10 @@
 // Both sides of every run are measured at the same point: the virtio-user testpmd's own
 // counters (packets it managed to send, or received), over whole statistics periods. The
 // two sides of a row are both up and take turns (lib/interleave.ts).
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { makeTempDir, startTestpmd, vhostkitCli, type Testpmd } from '../../src/testing/peers.js';
 import { measureInTurns, rate, testpmdWindow, turnsNote, type Contender } from '../lib/interleave.js';
-import { commandLine, progress, stopChild } from '../lib/proc.js';
+import { commandLine, progress, spawnOwned, stopChild } from '../lib/proc.js';
 import { median, type CaseReport, type Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';
 
@@ -63,7 +63,7 @@ async function startSide(ctx: BenchContext, dir: Dir, who: Who, size: number, pa
     if (who === 'vhostkit') {
       const argv = vkArgv(dir, sock, size, ctx.backendCpus, packed);
       commands.add(`vhostkit (${packed ? 'packed' : 'split'}): ${generic(argv, sock)}`);
-      vk = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'ignore'] });
+      vk = spawnOwned(argv);
       await waitSocket(sock, vk, 10_000);
     } else {
       ref = await startTestpmd({ role: 'vhost', socket: sock, forwardMode: dir === 'rx' ? 'rxonly' : 'txonly', txpkts: dir === 'tx' ? size : undefined, cpu: cpuB });

@@ -6,11 +6,11 @@
 // - --frontend-cpus 0,2 (3+ CPUs): the issue's set-up, A txonly (unicast to B's MAC) and B
 //   rxonly (it sends one burst first with --tx-first, so the switch has learnt its MAC and
 //   forwards unicast, not flooding), each on its own CPU. Measured: what B receives.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { makeTempDir, startTestpmd, vhostkitCli, type Testpmd } from '../../src/testing/peers.js';
 import { measureInTurns, rate, testpmdWindow, turnsNote, type Contender, type Window } from '../lib/interleave.js';
-import { commandLine, progress, stopChild } from '../lib/proc.js';
+import { commandLine, progress, spawnOwned, stopChild } from '../lib/proc.js';
 import { type CaseReport, type Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';
 
@@ -126,7 +126,7 @@ async function startSide(ctx: BenchContext, who: Who, packed: boolean, commands:
     if (who === 'vhostkit switch') {
       const argv = ['taskset', '-c', ctx.backendCpus, process.execPath, vhostkitCli, 'switch', '--port', `a=${sa}`, '--port', `b=${sb}`, '--poll', 'busy'];
       commands.add(`vhostkit: ${generic(argv, sa, sb)}`);
-      sw = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'ignore', 'ignore'] });
+      sw = spawnOwned(argv);
       const end = Date.now() + 10_000;
       while (!existsSync(sa) || !existsSync(sb)) {
         if (sw.exitCode !== null || Date.now() > end) throw new Error('vhostkit switch did not create its sockets');

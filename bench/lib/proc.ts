@@ -1,6 +1,7 @@
 // Running one measurement: a command (usually pinned with taskset) whose last stdout line
 // is a JSON object.
-import { execFile, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { registerExitCleanup } from '../../src/testing/process.js';
 
 export function shellQuote(a: string): string {
   return /^[A-Za-z0-9_./:=@,+-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`;
@@ -39,4 +40,17 @@ export async function stopChild(p: ChildProcess | null): Promise<void> {
   const exited = new Promise((r) => p.once('exit', r));
   p.kill('SIGTERM');
   await exited;
+}
+
+/**
+ * Spawns argv as a child that does not outlive the bench: if the bench exits first (an
+ * error, Ctrl-C), the child is killed with SIGKILL, which also ends it if it is stopped.
+ */
+export function spawnOwned(argv: string[], opts: SpawnOptions = { stdio: ['ignore', 'ignore', 'ignore'] }): ChildProcess {
+  const p = spawn(argv[0], argv.slice(1), opts);
+  const unregister = registerExitCleanup(() => {
+    if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+  });
+  p.once('exit', unregister);
+  return p;
 }
