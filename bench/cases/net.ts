@@ -26,8 +26,8 @@ export async function waitSocket(path: string, proc: ChildProcess, ms: number): 
   }
 }
 
-export function vkArgv(dir: Dir, sock: string, size: number, cpus: string, packed: boolean, poll = 'busy'): string[] {
-  const a = ['taskset', '-c', cpus, process.execPath, vhostkitCli, 'net-load', '--socket', sock, '--poll', poll];
+export function vkArgv(dir: Dir, sock: string, size: number, cpus: string, packed: boolean, poll = 'busy', cli = vhostkitCli): string[] {
+  const a = ['taskset', '-c', cpus, process.execPath, cli, 'net-load', '--socket', sock, '--poll', poll];
   if (dir === 'tx') a.push('--gen', '--size', String(size));
   if (!packed) a.push('--split-only');
   return a;
@@ -44,8 +44,11 @@ export function generic(argv: readonly string[], sock: string): string {
 
 type Who = 'vhostkit' | 'testpmd vhost PMD';
 
-/** One side of a net case, up and forwarding: its backend and the virtio-user testpmd. */
-async function startSide(ctx: BenchContext, dir: Dir, who: Who, size: number, packed: boolean, commands: Set<string>): Promise<Contender> {
+/**
+ * One side of a net case, up and forwarding: its backend and the virtio-user testpmd.
+ * `cli`: the vhostkit CLI to run (another build's, to compare two builds: bench/ab.ts).
+ */
+export async function startNetSide(ctx: BenchContext, dir: Dir, who: Who, size: number, packed: boolean, commands: Set<string>, cli = vhostkitCli): Promise<Contender> {
   const tmp = makeTempDir('vhostkit-bench-net-');
   const sock = tmp.join('port.sock');
   let vk: ChildProcess | null = null;
@@ -61,7 +64,7 @@ async function startSide(ctx: BenchContext, dir: Dir, who: Who, size: number, pa
   };
   try {
     if (who === 'vhostkit') {
-      const argv = vkArgv(dir, sock, size, ctx.backendCpus, packed);
+      const argv = vkArgv(dir, sock, size, ctx.backendCpus, packed, 'busy', cli);
       commands.add(`vhostkit (${packed ? 'packed' : 'split'}): ${generic(argv, sock)}`);
       vk = spawnOwned(argv);
       await waitSocket(sock, vk, 10_000);
@@ -101,7 +104,7 @@ export function netCase(dir: Dir): (ctx: BenchContext) => Promise<CaseReport> {
     let step = 0;
     for (const packed of [false, true]) {
       for (const size of SIZES) {
-        const samples = await measureInTurns<Who>(['vhostkit', 'testpmd vhost PMD'], (who) => startSide(ctx, dir, who, size, packed, commands), {
+        const samples = await measureInTurns<Who>(['vhostkit', 'testpmd vhost PMD'], (who) => startNetSide(ctx, dir, who, size, packed, commands), {
           rounds: ctx.rounds,
           turns: ctx.turns,
           periods: 1,

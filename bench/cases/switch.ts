@@ -107,8 +107,11 @@ export async function startSwitchTraffic(ctx: BenchContext, sa: string, sb: stri
 
 type Who = 'vhostkit switch' | 'testpmd io';
 
-/** One side of the case, up and forwarding: the switch or the reference, and the traffic. */
-async function startSide(ctx: BenchContext, who: Who, packed: boolean, commands: Set<string>): Promise<Contender> {
+/**
+ * One side of the case, up and forwarding: the switch or the reference, and the traffic.
+ * `cli`: the vhostkit CLI to run (another build's, to compare two builds: bench/ab.ts).
+ */
+export async function startSwitchSide(ctx: BenchContext, who: Who, packed: boolean, commands: Set<string>, cli = vhostkitCli): Promise<Contender> {
   const tmp = makeTempDir('vhostkit-bench-sw-');
   const sa = tmp.join('a.sock');
   const sb = tmp.join('b.sock');
@@ -124,7 +127,7 @@ async function startSide(ctx: BenchContext, who: Who, packed: boolean, commands:
   };
   try {
     if (who === 'vhostkit switch') {
-      const argv = ['taskset', '-c', ctx.backendCpus, process.execPath, vhostkitCli, 'switch', '--port', `a=${sa}`, '--port', `b=${sb}`, '--poll', 'busy'];
+      const argv = ['taskset', '-c', ctx.backendCpus, process.execPath, cli, 'switch', '--port', `a=${sa}`, '--port', `b=${sb}`, '--poll', 'busy'];
       commands.add(`vhostkit: ${generic(argv, sa, sb)}`);
       sw = spawnOwned(argv);
       const end = Date.now() + 10_000;
@@ -152,7 +155,7 @@ export async function switchCase(ctx: BenchContext): Promise<CaseReport> {
   let step = 0;
   const total = 2 * ctx.rounds * ctx.turns * 2;
   for (const packed of [false, true]) {
-    const samples = await measureInTurns<Who>(['vhostkit switch', 'testpmd io'], (who) => startSide(ctx, who, packed, commands), {
+    const samples = await measureInTurns<Who>(['vhostkit switch', 'testpmd io'], (who) => startSwitchSide(ctx, who, packed, commands), {
       rounds: ctx.rounds,
       turns: ctx.turns,
       periods: 1,
