@@ -4,7 +4,7 @@
 // seconds, A B B A A B ... Restarting processes between runs put 10-15 s between a subject's
 // window and the reference's; these 2-CPU machines switch between two speeds on about that
 // scale (docs/performance.md, "This machine's two speeds"), so a round could compare one
-// side's fast regime with the other's slow one. Turns a second apart compare like with like
+// side's fast regime with the other's slow one. Turns seconds apart compare like with like
 // far more often, and cost little, so a case can afford more of them.
 import type { Testpmd, TestpmdStatsSnapshot } from '../../src/testing/peers.js';
 
