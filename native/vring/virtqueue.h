@@ -305,18 +305,4 @@ inline void StoreRelaxed(uint8_t* p, T v) {
 // suppression fields (and between enabling kicks and re-checking avail).
 inline void FullFence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
-// Asks for a cache line in the exclusive state, ready for a store: for lines the other
-// side's CPU holds (it wrote or read them last) that we are about to write. GCC lowers
-// __builtin_prefetch(p, 1) to a plain prefetcht0 unless built for a CPU with PREFETCHW,
-// and that brings the line shared: the store then waits for the other copy to be
-// invalidated, a second round trip. PREFETCHW is in every x86-64 CPU of the last decade
-// (AMD since K8, Intel since Broadwell; older Intel ones run it as a no-op).
-inline void PrefetchForWrite(const void* p) {
-#if defined(__x86_64__)
-  asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
-#else
-  __builtin_prefetch(p, 1, 3);
-#endif
-}
-
 }  // namespace vhostkit
