@@ -10,7 +10,7 @@
 import { join, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { parseArgs } from 'node:util';
+import { benchArgs, usageError } from './lib/args.js';
 import { startNetSide } from './cases/net.js';
 import { startSwitchSide } from './cases/switch.js';
 import { measureInTurns, rate } from './lib/interleave.js';
@@ -18,29 +18,35 @@ import { progress } from './lib/proc.js';
 import { median } from './lib/report.js';
 import type { BenchContext } from './run.js';
 
-const { values } = parseArgs({
-  options: {
-    a: { type: 'string' },
-    b: { type: 'string' },
-    case: { type: 'string', default: 'net-tx' },
-    packed: { type: 'boolean', default: false },
-    size: { type: 'string', default: '64' },
-    rounds: { type: 'string', default: '5' },
-    turns: { type: 'string', default: '2' },
-    'frontend-cpus': { type: 'string', default: '0' },
-    'backend-cpus': { type: 'string', default: cpus().length > 1 ? '1' : '0' },
-  },
-  strict: true,
+const USAGE = `usage: node dist/bench/ab.js --a DIST_A --b DIST_B [OPTIONS]
+  two vhostkit builds (the dist directories of two built checkouts) on one configuration, in turns
+  --case C              net-tx, net-rx or switch (default net-tx)
+  --packed              packed rings (default split)
+  --size BYTES          frame size of the net cases (default 64)
+  --rounds N            rounds (default 5)
+  --turns T             turns per side per round (default 2)
+  --frontend-cpus LIST  CPUs of the frontend (default 0)
+  --backend-cpus LIST   CPUs of the builds under test (default 1; 0 with one CPU)`;
+const values = benchArgs(USAGE, {
+  a: { type: 'string' },
+  b: { type: 'string' },
+  case: { type: 'string', default: 'net-tx' },
+  packed: { type: 'boolean', default: false },
+  size: { type: 'string', default: '64' },
+  rounds: { type: 'string', default: '5' },
+  turns: { type: 'string', default: '2' },
+  'frontend-cpus': { type: 'string', default: '0' },
+  'backend-cpus': { type: 'string', default: cpus().length > 1 ? '1' : '0' },
 });
 const cli = (d: string | undefined, flag: string): string => {
-  if (!d) throw new Error(`--${flag} DIST: the dist directory of a built checkout`);
+  if (!d) usageError(USAGE, `--${flag} DIST: the dist directory of a built checkout`);
   const p = join(resolve(d), 'src', 'cli', 'main.js');
-  if (!existsSync(p)) throw new Error(`--${flag} ${d}: no ${p}`);
+  if (!existsSync(p)) usageError(USAGE, `--${flag} ${d}: no ${p}`);
   return p;
 };
 const builds = { A: cli(values.a, 'a'), B: cli(values.b, 'b') };
 const kase = values.case!;
-if (!['net-tx', 'net-rx', 'switch'].includes(kase)) throw new Error(`--case ${kase}: net-tx, net-rx or switch`);
+if (!['net-tx', 'net-rx', 'switch'].includes(kase)) usageError(USAGE, `--case ${kase}: net-tx, net-rx or switch`);
 const ctx: BenchContext = { rounds: Number(values.rounds), seconds: 1, turns: Number(values.turns), frontendCpus: values['frontend-cpus']!, backendCpus: values['backend-cpus']! };
 const size = Number(values.size);
 const commands = new Set<string>();

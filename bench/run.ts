@@ -11,7 +11,6 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { peerAvailability, type PeerName } from '../src/testing/peers.js';
 import { apiCase } from './cases/api.js';
 import { blkCase } from './cases/blk.js';
@@ -21,6 +20,7 @@ import { netCase } from './cases/net.js';
 import { switchCase } from './cases/switch.js';
 import { barChartSvg, checkTarget, markdownTable, type CaseReport } from './lib/report.js';
 import { progress } from './lib/proc.js';
+import { benchArgs, usageError } from './lib/args.js';
 
 export interface BenchContext {
   rounds: number;
@@ -47,27 +47,32 @@ const CASES: CaseDef[] = [
   { id: 'api', peers: ['dpdk-testpmd'], run: apiCase },
 ];
 
-const { values } = parseArgs({
-  options: {
-    cases: { type: 'string' },
-    rounds: { type: 'string', default: '3' },
-    seconds: { type: 'string', default: '3' },
-    turns: { type: 'string', default: '4' },
-    'frontend-cpus': { type: 'string', default: '0' },
-    'backend-cpus': { type: 'string', default: cpus().length > 1 ? '1' : '0' },
-    out: { type: 'string' },
-  },
-  strict: true,
+const USAGE = `usage: npm run bench [-- OPTIONS]   (or: node dist/bench/run.js OPTIONS, after a build)
+  --cases LIST          cases to run, of ${CASES.map((c) => c.id).join(',')} (default: all)
+  --rounds N            rounds per case, at least 3 (default 3)
+  --seconds S           length of one run of the blk, cpu, memory and api cases (default 3)
+  --turns T             net and switch: turns per side per round (default 4)
+  --frontend-cpus LIST  CPUs of the frontends (default 0)
+  --backend-cpus LIST   CPUs of vhostkit and of the reference backends (default 1; 0 with one CPU)
+  --out DIR             where the report and charts go (default bench/results)`;
+const values = benchArgs(USAGE, {
+  cases: { type: 'string' },
+  rounds: { type: 'string', default: '3' },
+  seconds: { type: 'string', default: '3' },
+  turns: { type: 'string', default: '4' },
+  'frontend-cpus': { type: 'string', default: '0' },
+  'backend-cpus': { type: 'string', default: cpus().length > 1 ? '1' : '0' },
+  out: { type: 'string' },
 });
 const rounds = Number(values.rounds);
 const seconds = Number(values.seconds);
-if (!Number.isInteger(rounds) || rounds < 3) throw new Error(`--rounds ${values.rounds}: at least 3`);
-if (!(seconds > 0)) throw new Error(`--seconds ${values.seconds}: a positive number`);
+if (!Number.isInteger(rounds) || rounds < 3) usageError(USAGE, `--rounds ${values.rounds}: at least 3`);
+if (!(seconds > 0)) usageError(USAGE, `--seconds ${values.seconds}: a positive number`);
 const turns = Number(values.turns);
-if (!Number.isInteger(turns) || turns < 1) throw new Error(`--turns ${values.turns}: a positive integer`);
+if (!Number.isInteger(turns) || turns < 1) usageError(USAGE, `--turns ${values.turns}: a positive integer`);
 const ctx: BenchContext = { rounds, seconds, turns, frontendCpus: values['frontend-cpus'], backendCpus: values['backend-cpus'] };
 const wanted = values.cases ? values.cases.split(',') : CASES.map((c) => c.id);
-for (const w of wanted) if (!CASES.some((c) => c.id === w)) throw new Error(`unknown case ${w}; cases: ${CASES.map((c) => c.id).join(', ')}`);
+for (const w of wanted) if (!CASES.some((c) => c.id === w)) usageError(USAGE, `unknown case ${w}; cases: ${CASES.map((c) => c.id).join(', ')}`);
 
 const peers = await peerAvailability();
 const missing = (c: CaseDef) => c.peers.filter((p) => !peers[p].available);
