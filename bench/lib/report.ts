@@ -66,7 +66,9 @@ export function markdownTable(c: CaseReport): string {
   const head = ['configuration', ...names.map((n) => `${n} (${c.rows[0].unit}, median)`), `ratio ${c.rows[0].subject} / ${c.rows[0].reference}`, 'median of round ratios', ...extras];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`];
   for (const r of c.rows) {
-    const cells = [r.config, ...names.map((n) => fmt(median(r.samples[n]), r.unit)), ratio(r).toFixed(2), pairedRatio(r).toFixed(2), ...extras.map((e) => r.extra?.[e] ?? '')];
+    // The header names the first row's unit; a row in another unit says so in its values.
+    const value = (v: number) => (r.unit === c.rows[0].unit ? fmt(v, r.unit) : `${fmt(v, r.unit)} ${r.unit}`);
+    const cells = [r.config, ...names.map((n) => value(median(r.samples[n]))), ratio(r).toFixed(2), pairedRatio(r).toFixed(2), ...extras.map((e) => r.extra?.[e] ?? '')];
     lines.push(`| ${cells.join(' | ')} |`);
   }
   return lines.join('\n') + '\n';
