@@ -25,7 +25,7 @@ import { benchArgs, usageError } from './lib/args.js';
 export interface BenchContext {
   rounds: number;
   seconds: number;
-  /** net and switch cases: turns per side per round */
+  /** net, switch and api cases: turns per side per round */
   turns: number;
   frontendCpus: string;
   backendCpus: string;
@@ -50,8 +50,8 @@ const CASES: CaseDef[] = [
 const USAGE = `usage: npm run bench [-- OPTIONS]   (or: node dist/bench/run.js OPTIONS, after a build)
   --cases LIST          cases to run, of ${CASES.map((c) => c.id).join(',')} (default: all)
   --rounds N            rounds per case, at least 3 (default 3)
-  --seconds S           length of one run of the blk, cpu, memory and api cases (default 3)
-  --turns T             net and switch: turns per side per round (default 4)
+  --seconds S           length of one run of the blk, cpu and memory cases, and of the API-only runs (default 3)
+  --turns T             net, switch and api: turns per side per round (default 4)
   --frontend-cpus LIST  CPUs of the frontends (default 0)
   --backend-cpus LIST   CPUs of vhostkit and of the reference backends (default 1; 0 with one CPU)
   --out DIR             where the report and charts go (default bench/results)`;
@@ -86,7 +86,7 @@ for (const c of CASES.filter((x) => wanted.includes(x.id))) {
     skipped.push(line);
     continue;
   }
-  progress(`case ${c.id}: ${rounds} rounds${c.id.startsWith('net') || c.id === 'switch' ? `, ${turns} turns per side per round` : ` of ${seconds} s per run`}`);
+  progress(`case ${c.id}: ${rounds} rounds${c.id.startsWith('net') || c.id === 'switch' || c.id === 'api' ? `, ${turns} turns per side per round` : ` of ${seconds} s per run`}`);
   reports.push(await c.run(ctx));
 }
 
@@ -95,8 +95,8 @@ const outDir = values.out ?? root;
 mkdirSync(outDir, { recursive: true });
 const date = new Date().toISOString().slice(0, 10);
 const md: string[] = [`# vhostkit benchmarks, ${date}`, ''];
-md.push(`Machine: ${cpus().length} x ${cpus()[0]?.model ?? 'CPU'}, Node ${process.version}. Medians of ${rounds} rounds; every case runs its reference in the same run, alternating (net and switch: ${turns} turns per side per round).`);
-md.push('', 'Two ratios per row: the ratio of the medians, and the median of the per-round ratios. These 2-CPU machines switch between regimes of different speed, for seconds to a minute at a time (docs/performance.md, "This machine\'s two speeds"). The net and switch cases therefore keep both sides up and measure them in short turns, A B B A ..., so that the two figures of a round span the same stretch of time; the other cases alternate whole runs. A target is met only if both ratios meet it; the figures are given as "ratio of medians / median of round ratios".');
+md.push(`Machine: ${cpus().length} x ${cpus()[0]?.model ?? 'CPU'}, Node ${process.version}. Medians of ${rounds} rounds; every case runs its reference in the same run, alternating (net, switch and api: ${turns} turns per side per round).`);
+md.push('', 'Two ratios per row: the ratio of the medians, and the median of the per-round ratios. These 2-CPU machines switch between regimes of different speed, for seconds to a minute at a time (docs/performance.md, "This machine\'s two speeds"). The net and switch cases therefore keep both sides up and measure them in short turns, A B B A ..., so that the two figures of a round span the same stretch of time (the api case likewise turns its API load off and on under one running traffic); the other cases alternate whole runs. A target is met only if both ratios meet it; the figures are given as "ratio of medians / median of round ratios".');
 md.push(`Reproduce: \`npm run bench -- --cases ${wanted.join(',')} --rounds ${rounds} --seconds ${seconds} --turns ${turns}\`.`, '');
 for (const s of skipped) md.push(`- ${s}`);
 for (const r of reports) {
