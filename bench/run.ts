@@ -4,9 +4,10 @@
 //
 //   npm run bench [-- --cases blk,... --rounds N --seconds S --turns T --frontend-cpus 0 --backend-cpus 1]
 //
-// --seconds is the length of one run of the blk, cpu, memory and api cases. The net and
-// switch cases keep both sides up and measure them in turns of one statistics period,
-// --turns turns per side per round (lib/interleave.ts).
+// --seconds is the length of one run of the blk, cpu and memory cases and of the api case's
+// runs without traffic. The net and switch cases keep both sides up and measure them in
+// turns of one statistics period, --turns turns per side per round (lib/interleave.ts); the
+// api case turns its API load off and on the same way.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, dirname } from 'node:path';
@@ -50,7 +51,7 @@ const CASES: CaseDef[] = [
 const USAGE = `usage: npm run bench [-- OPTIONS]   (or: node dist/bench/run.js OPTIONS, after a build)
   --cases LIST          cases to run, of ${CASES.map((c) => c.id).join(',')} (default: all)
   --rounds N            rounds per case, at least 3 (default 3)
-  --seconds S           length of one run of the blk, cpu and memory cases, and of the API-only runs (default 3)
+  --seconds S           length of one run of the blk, cpu and memory cases, and of the api case's runs without traffic (default 3)
   --turns T             net, switch and api: turns per side per round (default 4)
   --frontend-cpus LIST  CPUs of the frontends (default 0)
   --backend-cpus LIST   CPUs of vhostkit and of the reference backends (default 1; 0 with one CPU)
