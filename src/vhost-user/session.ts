@@ -593,7 +593,12 @@ export class Session extends EventEmitter {
     this.log.info('memory table set', { regions: mem.regions.length, bytes: mem.regions.reduce((n, r) => n + r.size, 0n) });
   }
 
-  async resetDevice(why: string): Promise<void> {
+  /**
+   * Stops every ring and forgets the negotiation. `keepPositions`: each ring keeps where it
+   * stopped, for a GET_VRING_BASE that follows (see setStatus); the next start of a ring is
+   * preceded by SET_VRING_BASE all the same.
+   */
+  async resetDevice(why: string, keepPositions = false): Promise<void> {
     for (const s of this.slots) await this.stopQueue(s);
     for (const s of this.slots) {
       for (const k of ['callFd', 'errFd'] as const) {
@@ -602,8 +607,10 @@ export class Session extends EventEmitter {
       }
       s.num = 0;
       s.addr = null;
-      s.base = 0;
-      s.frontendBase = 0;
+      if (!keepPositions) {
+        s.base = 0;
+        s.frontendBase = 0;
+      }
       s.enabled = false;
       s.broken = false;
     }
@@ -865,7 +872,10 @@ export class Session extends EventEmitter {
     setStatus: async (m: Message): Promise<void> => {
       const st = Number(decodeBody(Req.SET_STATUS, m) & 0xffn);
       if (st === 0) {
-        await this.resetDevice('status 0');
+        // QEMU before 8.1 stops a device (VM stop, live migration) with SET_STATUS 0 and only
+        // then asks each ring's position with GET_VRING_BASE, and migrates what it is told:
+        // the positions outlive this reset (a driver's own reset is followed by SET_VRING_BASE).
+        await this.resetDevice('status 0', true);
         return;
       }
       this.status = (this.status & DeviceStatus.DEVICE_NEEDS_RESET) | st;

@@ -231,6 +231,33 @@ describe('vhost-user session (our frontend against our backend)', () => {
     expect(h.dev.events.filter((e) => e.what === 'reset').length).to.equal(3);
   });
 
+  for (const layout of ['split', 'packed'] as const) {
+    it(`GET_VRING_BASE after SET_STATUS 0 answers where the ring stopped, as QEMU 7.2 stops a device (${layout})`, async () => {
+      h = await new Harness(2).start();
+      const { fe, session } = await h.connect();
+      await fe.negotiate({ features: layout === 'packed' ? ~0n : ~bit(VIRTIO_F_RING_PACKED) });
+      await fe.setupMemory(8 * MiB);
+      const q0 = await fe.startQueue(0, { size: 64 });
+      const q1 = await fe.startQueue(1, { size: 64 });
+      // 100 chains: past the ring size once, so a packed ring's wrap counters have flipped.
+      for (let i = 0; i < 100; i++) await echo(q0, [i & 0xff, 7]);
+      for (let i = 0; i < 3; i++) await echo(q1, [i, 8]);
+      await fe.setStatus(0); // QEMU before 8.1: SET_STATUS 0, then GET_VRING_BASE per ring
+      expect(session.queues()[0].started).to.equal(false);
+      const b0 = await fe.stopQueue(0);
+      const b1 = await fe.stopQueue(1);
+      if (layout === 'split') {
+        expect([b0, b1]).to.deep.equal([100, 3]);
+      } else {
+        // Descriptor index in bits 0-14 and its wrap counter in bit 15 (the used side in
+        // 16-31). Two descriptors a chain: 200 = 3 * 64 + 8, the wrap counter flipped 3 times.
+        expect(b0 & 0xffff).to.equal(8);
+        expect(b0 >>> 16).to.equal(8);
+        expect(b1).to.equal(0x8006_8006);
+      }
+    });
+  }
+
   it('NET_SET_MTU and SEND_RARP reach the device; an invalid MTU is refused with REPLY_ACK', async () => {
     h = await new Harness().start();
     const { fe } = await h.connect();
