@@ -1,0 +1,136 @@
+// Live migration of a QEMU guest between two QEMU processes on this machine, for the
+// end-to-end tests: the source runs the guest, the destination waits with the same command
+// line plus `-incoming unix:...` and `-S`, QMP `migrate` moves it. With -S the destination
+// stays paused after the migration, so both RAM images can be saved (`pmemsave`) and compared
+// page by page before the guest runs on (`cont`): a backend that wrote guest memory without
+// marking the dirty log leaves pages that differ.
+import { closeSync, openSync, readSync, rmSync } from 'node:fs';
+import { buildInitramfs, findGuestKernel, startGuest, type Guest, type GuestDevice, type GuestOptions } from '../../src/testing/guest.js';
+import type { TempDir } from '../../src/testing/peers.js';
+import { Qmp } from './qmp.js';
+
+export interface MigratingGuest {
+  src: Guest;
+  /** Where the destination listens for the migration stream (`-incoming`). */
+  incomingUri: string;
+  srcQmp: Qmp;
+  /** Starts the destination (paused, waiting for the migration) with these devices. */
+  startDestination(devices: readonly GuestDevice[]): Promise<{ dst: Guest; dstQmp: Qmp }>;
+  /** Both consoles, source then destination: the script's output before and after the move. */
+  log(): string;
+  kill(): Promise<void>;
+}
+
+export interface MigrationResult {
+  /** query-migrate on the source once completed. */
+  downtimeMs: number;
+  totalMs: number;
+  ramBytes: number;
+  /** Guest-physical addresses of the 4 KiB pages that differ between source and destination. */
+  differingPages: number[];
+}
+
+let n = 0;
+
+/** Boots the source guest (QMP on a socket in `tmp`) and prepares its destination's command line. */
+export async function startMigratingGuest(tmp: TempDir, script: string, devices: readonly GuestDevice[], opts: Omit<GuestOptions, 'script' | 'initrd' | 'devices' | 'extraArgs'> = {}): Promise<MigratingGuest> {
+  const kernel = opts.kernel ?? findGuestKernel();
+  const initrd = await buildInitramfs({ script, kernel });
+  const id = ++n;
+  const srcQmpPath = tmp.join(`qmp-src-${id}.sock`);
+  const dstQmpPath = tmp.join(`qmp-dst-${id}.sock`);
+  const incoming = tmp.join(`migrate-${id}.sock`);
+  // init_on_alloc=0: a Debian kernel zeroes every page it allocates, which would hide pages
+  // that the backend wrote without logging them (the destination would rewrite them itself).
+  const append = `init_on_alloc=0${opts.append ? ` ${opts.append}` : ''}`;
+  const base = { ...opts, kernel, initrd, append };
+  const src = await startGuest({ ...base, devices, name: `mig-src-${id}`, extraArgs: ['-qmp', `unix:${srcQmpPath},server=on,wait=off`] });
+  let dst: Guest | null = null;
+  let srcQmp: Qmp;
+  try {
+    srcQmp = await Qmp.connect(srcQmpPath);
+  } catch (e) {
+    await src.kill();
+    throw e;
+  }
+  return {
+    src,
+    incomingUri: `unix:${incoming}`,
+    srcQmp,
+    async startDestination(dstDevices) {
+      dst = await startGuest({
+        ...base,
+        devices: dstDevices,
+        name: `mig-dst-${id}`,
+        extraArgs: ['-qmp', `unix:${dstQmpPath},server=on,wait=off`, '-incoming', `unix:${incoming}`, '-S'],
+      });
+      const dstQmp = await Qmp.connect(dstQmpPath);
+      return { dst, dstQmp };
+    },
+    log() {
+      return `${src.log()}\n${dst?.log() ?? ''}`;
+    },
+    async kill() {
+      srcQmp.close();
+      await Promise.all([src.kill(), dst?.kill()]);
+    },
+  };
+}
+
+async function waitStatus(q: Qmp, cmd: 'query-migrate' | 'query-status', want: (r: Record<string, unknown>) => boolean, what: string, timeoutMs: number): Promise<Record<string, unknown>> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await q.execute(cmd);
+    if (want(r)) return r;
+    if (r.status === 'failed' || r.status === 'cancelled') throw new Error(`migration ${String(r.status)}: ${JSON.stringify(r)}`);
+    if (Date.now() > until) throw new Error(`${what} not reached within ${timeoutMs} ms: ${JSON.stringify(r)}`);
+    await new Promise((res) => setTimeout(res, 50));
+  }
+}
+
+/**
+ * Migrates source to destination (which must have been started with startDestination), saves
+ * both RAM images and compares them, then lets the destination run and quits the source.
+ */
+export async function migrate(g: MigratingGuest, dstQmp: Qmp, tmp: TempDir, ramBytes: number, timeoutMs = 60_000): Promise<MigrationResult> {
+  const id = ++n;
+  // No bandwidth cap (QEMU 7.2 defaults to 128 MiB/s): the move takes one short pass.
+  await g.srcQmp.execute('migrate-set-parameters', { 'max-bandwidth': 8 * 1024 * 1024 * 1024, 'downtime-limit': 300 });
+  await g.srcQmp.execute('migrate', { uri: g.incomingUri });
+  const done = await waitStatus(g.srcQmp, 'query-migrate', (r) => r.status === 'completed', 'migration completed on the source', timeoutMs);
+  await waitStatus(dstQmp, 'query-status', (r) => r.status === 'paused', 'destination paused after the migration (-S)', timeoutMs);
+  const srcImg = tmp.join(`ram-src-${id}.bin`);
+  const dstImg = tmp.join(`ram-dst-${id}.bin`);
+  await g.srcQmp.execute('pmemsave', { val: 0, size: ramBytes, filename: srcImg });
+  await dstQmp.execute('pmemsave', { val: 0, size: ramBytes, filename: dstImg });
+  const differingPages = comparePages(srcImg, dstImg, ramBytes);
+  rmSync(srcImg, { force: true });
+  rmSync(dstImg, { force: true });
+  await dstQmp.execute('cont');
+  await g.srcQmp.execute('quit').catch(() => undefined); // QEMU may close QMP before it answers
+  return { downtimeMs: Number(done.downtime ?? -1), totalMs: Number(done['total-time'] ?? -1), ramBytes, differingPages };
+}
+
+/** Guest-physical addresses of the 4 KiB pages at which two RAM images differ. */
+export function comparePages(a: string, b: string, bytes: number): number[] {
+  const PAGE = 4096;
+  const CHUNK = 1 << 20;
+  const fa = openSync(a, 'r');
+  const fb = openSync(b, 'r');
+  const ba = Buffer.alloc(CHUNK);
+  const bb = Buffer.alloc(CHUNK);
+  const out: number[] = [];
+  try {
+    for (let off = 0; off < bytes; off += CHUNK) {
+      const len = Math.min(CHUNK, bytes - off);
+      if (readSync(fa, ba, 0, len, off) !== len || readSync(fb, bb, 0, len, off) !== len) throw new Error(`RAM image shorter than ${bytes} bytes`);
+      for (let p = 0; p < len; p += PAGE) {
+        if (ba.compare(bb, p, p + PAGE, p, p + PAGE) !== 0) out.push(off + p);
+      }
+    }
+  } finally {
+    closeSync(fa);
+    closeSync(fb);
+  }
+  return out;
+}
