@@ -207,6 +207,13 @@ Napi::Value UnixPeerCred(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// unixPeerClosed(fd): whether the peer closed its end (data may still be unread).
+Napi::Value UnixPeerClosed(const Napi::CallbackInfo& info) {
+  bool closed = false;
+  if (int e = io::PeerClosed(FdArg(info, 0), &closed)) throw SystemError(info.Env(), e, "poll");
+  return Napi::Boolean::New(info.Env(), closed);
+}
+
 // closeFd(fd): undefined
 void CloseFd(const Napi::CallbackInfo& info) {
   if (int e = io::Close(FdArg(info, 0))) throw SystemError(info.Env(), e, "close");
@@ -274,6 +281,7 @@ void BindIo(Napi::Env env, Napi::Object exports) {
   exports.Set("unixSendMsg", Napi::Function::New<UnixSendMsg>(env, "unixSendMsg"));
   exports.Set("unixRecvMsg", Napi::Function::New<UnixRecvMsg>(env, "unixRecvMsg"));
   exports.Set("unixPeerCred", Napi::Function::New<UnixPeerCred>(env, "unixPeerCred"));
+  exports.Set("unixPeerClosed", Napi::Function::New<UnixPeerClosed>(env, "unixPeerClosed"));
   exports.Set("closeFd", Napi::Function::New<CloseFd>(env, "closeFd"));
   exports.Set("FdWatcher", DefineFdWatcher(env));
   exports.Set("maxFdsPerMessage", Napi::Number::New(env, kMaxFds));

@@ -1,5 +1,6 @@
 #include "uds.h"
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -187,6 +188,18 @@ int PeerCredentials(int fd, PeerCred* out) {
   if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return errno;
   if (len != sizeof(cred)) return EINVAL;
   *out = PeerCred{cred.pid, cred.uid, cred.gid};
+  return 0;
+}
+
+int PeerClosed(int fd, bool* closed) {
+  pollfd p{fd, POLLRDHUP, 0};
+  for (;;) {
+    const int n = poll(&p, 1, 0);
+    if (n >= 0) break;
+    if (errno != EINTR) return errno;
+  }
+  if (p.revents & POLLNVAL) return EBADF;
+  *closed = (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
   return 0;
 }
 

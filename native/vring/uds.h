@@ -62,6 +62,10 @@ struct PeerCred {
 // SO_PEERCRED of a connected Unix socket: the peer's credentials at connect/socketpair time.
 int PeerCredentials(int fd, PeerCred* out);
 
+// Whether the peer of a connected stream socket has closed it or shut down its writing side
+// (poll: POLLRDHUP, POLLHUP or POLLERR), even with data still unread. Sets *closed.
+int PeerClosed(int fd, bool* closed);
+
 // close(2). EINTR counts as success: Linux has released the fd by then, and retrying could
 // close an fd another thread just got.
 int Close(int fd);

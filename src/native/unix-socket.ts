@@ -29,6 +29,7 @@ interface UnixSocketAddon {
   unixSendMsg(fd: number, data: Uint8Array, fds?: number[]): number | null;
   unixRecvMsg(fd: number, buf: Uint8Array, maxFds: number): RawReceived | null;
   unixPeerCred(fd: number): PeerCredentials;
+  unixPeerClosed(fd: number): boolean;
   closeFd(fd: number): void;
   maxFdsPerMessage: number;
   FdWatcher: new (fd: number, callback: FdWatchCallback) => RawFdWatcher;
@@ -115,6 +116,11 @@ export function recvMessage(fd: number, buf: Uint8Array, maxFds: number): Receiv
 /** The pid, uid and gid of the peer of a connected Unix socket (as of connect time). */
 export function peerCredentials(fd: number): PeerCredentials {
   return native.unixPeerCred(fd);
+}
+
+/** Whether the peer of a connected socket has closed its end, even with data still unread. */
+export function peerClosed(fd: number): boolean {
+  return native.unixPeerClosed(fd);
 }
 
 /** Closes an fd. Throws EBADF if it was not open. */

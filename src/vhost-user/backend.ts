@@ -5,7 +5,7 @@
 import { EventEmitter } from 'node:events';
 import { closeSync, lstatSync, unlinkSync } from 'node:fs';
 import { bindSocketFile, removeSocketFile } from '../host/sockets.js';
-import { FdWatcher, acceptUnix, connectUnix, listenUnix } from '../native/unix-socket.js';
+import { FdWatcher, acceptUnix, connectUnix, listenUnix, peerClosed } from '../native/unix-socket.js';
 import { log as rootLog, type Logger } from '../log.js';
 import type { VhostUserDevice } from './device.js';
 import { Session, checkDevice, resolveLimits, type SessionLimits } from './session.js';
@@ -56,6 +56,14 @@ export function prepareSocketPath(path: string): void {
     throw new Error(`${path}: ${(e as Error).message}`);
   }
   throw new Error(`${path} is in use by another process`);
+}
+
+function peerClosedSafe(fd: number): boolean {
+  try {
+    return peerClosed(fd);
+  } catch {
+    return true;
+  }
 }
 
 export class VhostUserBackend extends EventEmitter {
@@ -130,11 +138,23 @@ export class VhostUserBackend extends EventEmitter {
       }
       if (fd === null) return;
       if (this.current) {
-        // A guest that reconnects at once (a QEMU restart, a driver reload) may arrive while
-        // its previous session still stops its rings: it waits for that, it is not refused.
-        if (this.current.closed && this.waiting === null) {
-          this.log.info('a frontend connected while the previous session closes; serving it when that ends');
+        // A frontend that reconnects at once (a restarted QEMU, a driver reload, DPDK's
+        // virtio-user) connects before its previous session has read its EOF. If that
+        // frontend has closed its end, its session is over: end it now and serve the new one
+        // when it is gone. Only a frontend whose predecessor is still connected is refused.
+        if (this.current.frontendGone) {
+          if (this.waiting !== null) {
+            // Several fast reconnects in a row: the newest live one waits, the others are gone.
+            if (!peerClosedSafe(this.waiting)) {
+              this.log.warn('a frontend connected while another waits for the previous session to end; refusing it');
+              closeSync(fd);
+              continue;
+            }
+            closeSync(this.waiting);
+          }
+          this.log.info('a frontend connected and the previous one has closed its connection: serving it once that session ends');
           this.waiting = fd;
+          void this.current.close('the frontend closed its connection and a new one connected');
           continue;
         }
         this.log.warn('a second frontend connected while one is active; refusing it');

@@ -2,7 +2,7 @@
 // `size` payload bytes, so the fds of each message stay with it) from a non-blocking Unix
 // socket on the event loop, and sends messages with fds. Used by both the backend session
 // and our frontend.
-import { FdWatcher, closeFd, recvMessage, sendMessage } from '../native/unix-socket.js';
+import { FdWatcher, closeFd, peerClosed, recvMessage, sendMessage } from '../native/unix-socket.js';
 import { MAX_FDS, MAX_PAYLOAD, MessageReader, ProtocolError, encodeMessage, reqName, type Message } from './protocol.js';
 
 export interface ChannelHandlers {
@@ -64,6 +64,11 @@ export class MessageChannel {
 
   get closed(): boolean {
     return this.isClosed;
+  }
+
+  /** Closed here, or the peer closed its end (what it sent before may still be unread). */
+  get peerGone(): boolean {
+    return this.isClosed || peerClosed(this.fd);
   }
 
   /** Stop delivering messages (while an async handler runs); resume() continues. */

@@ -220,6 +220,11 @@ export class Session extends EventEmitter {
     return this.ch.closed;
   }
 
+  /** The session is closed or closing, or its frontend has closed the connection. */
+  get frontendGone(): boolean {
+    return this.closing || this.ch.peerGone;
+  }
+
   /** Ends the session: rings stopped, regions unmapped, fds closed. */
   close(reason = 'closed by the backend'): Promise<void> {
     this.ch.close(reason);

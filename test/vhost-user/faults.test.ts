@@ -338,6 +338,88 @@ describe('vhost-user faults: a frontend that disconnects after each step of the 
   }
 });
 
+// ---- 1b. reconnect at once ---------------------------------------------------------
+//
+// A restarted QEMU, DPDK's virtio-user or a test harness closes its connection and connects
+// again within a millisecond, before the backend has read the EOF of the first. The new
+// frontend must be served as soon as the old session is gone, not refused as a second one.
+
+describe('vhost-user faults: a frontend that closes and connects again at once', function () {
+  this.timeout(180000);
+  const logs: LogRecord[] = [];
+  let dir: string;
+  captureLogs(logs);
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'vk-recon-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  for (const make of [netUnderTest, blkUnderTest]) {
+    for (const layout of ['split', 'packed'] as const) {
+      it(`${make === netUnderTest ? 'virtio-net' : 'virtio-blk'}, ${layout} rings: after each setup step, close and connect at once; the new frontend moves data`, async () => {
+        const dut = make(dir);
+        const be = await dut.start();
+        let seq = 1;
+        try {
+          await dut.wellBehaved(layout, seq++);
+          await until(() => be.session === null, 'the warm-up session to end');
+          const fds0 = fdCount();
+          const steps = [...setupSteps(dut.features(layout), dut.queues, layout), ...dut.traffic];
+          for (let k = 0; k <= steps.length; k++) {
+            const label = `${dut.name} ${layout}: close after ${k === 0 ? 'connecting' : steps[k - 1][0]} (step ${k} of ${steps.length}), connect at once`;
+            const mark = logs.length;
+            const g = new PartialGuest(layout, dut.queues);
+            try {
+              const fe = await VhostUserFrontend.connect(be.opts.socket);
+              try {
+                for (const [, step] of steps.slice(0, k)) await step(fe, g);
+              } finally {
+                fe.close();
+              }
+              // No await between the close and the next connect: it arrives before the EOF is read.
+              await withTimeout(dut.wellBehaved(layout, seq++), 10000, label);
+            } finally {
+              g.close();
+            }
+            const refused = logs.slice(mark).filter((r) => /refusing/.test(r.msg));
+            expect(refused.map((r) => r.msg), `${label}: refused`).to.deep.equal([]);
+            expect(logs.slice(mark).filter((r) => r.level === 'error').map((r) => json(r)), `${label}: errors`).to.deep.equal([]);
+            await until(() => be.session === null, 'the session to end');
+          }
+          // 1000 cycles of connect, full negotiation, data, close, each next connect at once.
+          const t0 = Date.now();
+          for (let i = 0; i < 1000; i++) await withTimeout(dut.wellBehaved(layout, seq++), 10000, `fast cycle ${i}`);
+          await until(() => be.session === null, 'the last session to end');
+          process.stdout.write(`      1000 fast reconnect cycles in ${Date.now() - t0} ms\n`);
+          expect(logs.filter((r) => /refusing/.test(r.msg)).length, 'frontends refused').to.equal(0);
+          expect(fdCount(), 'open fds after every cycle').to.equal(fds0);
+        } finally {
+          await dut.stop();
+        }
+      });
+    }
+  }
+
+  it('a frontend whose predecessor is still connected is refused; the predecessor keeps working', async () => {
+    const dut = blkUnderTest(dir);
+    const be = await dut.start();
+    try {
+      const first = await VhostUserFrontend.connect(be.opts.socket);
+      await first.negotiate();
+      const other = await VhostUserFrontend.connect(be.opts.socket, { timeoutMs: 500 });
+      let err: Error | null = null;
+      await other.getFeatures().catch((e: Error) => (err = e));
+      expect(err, 'the second frontend got no answer').to.not.equal(null);
+      other.close();
+      expect(await first.getFeatures()).to.be.a('bigint');
+      expect(logs.some((r) => /second frontend connected while one is active/.test(r.msg))).to.equal(true);
+      first.close();
+    } finally {
+      await dut.stop();
+    }
+  });
+});
+
 // ---- 2. many connections ----------------------------------------------------------
 
 describe('vhost-user faults: 10,000 connect / negotiate / disconnect cycles against one backend', function () {

@@ -418,7 +418,7 @@ describe('vhost-user session (our frontend against our backend)', () => {
     const q = await next.startQueue(0, { size: 32 });
     await echo(q, [7, 8, 9]);
     expect(h.be.session).to.not.equal(session);
-    expect(h.logs.some((l) => /previous session closes/.test(l.msg))).to.equal(true);
+    expect(h.logs.some((l) => /previous one has closed its connection/.test(l.msg))).to.equal(true);
     next.close();
   });
 
