@@ -35,6 +35,7 @@ const ops: Record<string, (...args: never[]) => unknown> = {
   releaseMemory: (p: number) => engine.releaseMemory(p),
   startQueue: (spec) => engine.startQueue(spec),
   stopQueue: (p: number, index: number) => engine.stopQueue(p, index),
+  setMtu: (p: number, mtu: number) => engine.setMtu(p, mtu),
   pause: () => engine.pause(),
   resume: () => engine.resume(),
   inject: (p: number, frame: Uint8Array) => engine.inject(p, frame, Uint32Array.of(0), Uint32Array.of(frame.length), 1),

@@ -46,6 +46,8 @@ export interface Dataplane {
   releaseMemory(port: number): Promise<void>;
   startQueue(spec: QueueStartSpec): Promise<void>;
   stopQueue(port: number, index: number): Promise<void>;
+  /** The MTU the port's guest was given changed (NET_SET_MTU after start); 0: no limit. */
+  setMtu(port: number, mtu: number): Promise<void>;
   pause(): Promise<void>;
   resume(): Promise<void>;
   inject(port: number, frame: Uint8Array): Promise<void>;
@@ -108,6 +110,9 @@ export class InProcessDataplane implements Dataplane {
   }
   async stopQueue(port: number, index: number): Promise<void> {
     this.engine.stopQueue(port, index);
+  }
+  async setMtu(port: number, mtu: number): Promise<void> {
+    this.engine.setMtu(port, mtu);
   }
   async pause(): Promise<void> {
     this.engine.pause();
@@ -201,6 +206,9 @@ export class WorkerDataplane implements Dataplane {
   }
   stopQueue(port: number, index: number): Promise<void> {
     return this.call('stopQueue', port, index);
+  }
+  setMtu(port: number, mtu: number): Promise<void> {
+    return this.call('setMtu', port, mtu);
   }
   pause(): Promise<void> {
     return this.call('pause');

@@ -438,6 +438,17 @@ export class SwitchEngine {
     this.syncPort(p);
   }
 
+  /**
+   * The MTU port `id`'s guest was given changed (NET_SET_MTU while its rings run; 0: no
+   * limit): frames for it are checked against the new size from the next burst on, on
+   * every delivery path (native forward, JavaScript, flat).
+   */
+  setMtu(id: number, mtu: number): void {
+    const p = this.port(id);
+    p.maxFrame = mtu > 0 ? mtu + 18 : 0;
+    this.syncPort(p);
+  }
+
   /** Stops using a queue; the caller gets it back through its own handle on the same native queue. */
   stopQueue(port: number, index: number): void {
     const p = this.ports.get(port);

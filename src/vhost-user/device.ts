@@ -89,8 +89,12 @@ export interface VhostUserDevice {
   memoryChanged?(memory: GuestMemory): void;
   /** The frontend went away or reset the device: forget per-session state. */
   reset?(): void;
-  /** NET_SET_MTU: return false if the MTU is not acceptable. */
-  setMtu?(mtu: number): boolean;
+  /**
+   * NET_SET_MTU, before or after the rings started: return (or resolve) false if the MTU is
+   * not acceptable. A promise holds the session's next message (and the REPLY_ACK) until it
+   * resolves: the new MTU applies to the running data plane by then.
+   */
+  setMtu?(mtu: number): boolean | Promise<boolean>;
   /** SEND_RARP: announce this MAC (after migration). */
   sendRarp?(mac: Uint8Array): void;
 }

@@ -806,7 +806,7 @@ export class Session extends EventEmitter {
       this.device.sendRarp(decodeBody(Req.SEND_RARP, m));
       return true;
     },
-    netSetMtu: (m: Message): boolean => {
+    netSetMtu: (m: Message): boolean | Promise<boolean> => {
       const mtu = decodeBody(Req.NET_SET_MTU, m);
       if (!this.device.setMtu || mtu > 65535n) return false;
       return this.device.setMtu(Number(mtu));

@@ -251,6 +251,30 @@ describe('switch features', function () {
     expect(sw.counters('b').drop_too_big).to.equal(2);
   });
 
+  for (const dataplane of ['inline', 'worker'] as const) {
+    it(`NET_SET_MTU after the rings started applies to the running data plane (${dataplane}): larger and smaller`, async () => {
+      const { NetFeature } = await import('../../src/virtio/net.js');
+      const { bit } = await import('../../src/virtio/features.js');
+      await start({ dataplane });
+      const a = await attach('a');
+      const b = await attach('b', { mtu: 1000 }, { extraFeatures: bit(NetFeature.MTU) });
+      const sizes = async (lens: number[]): Promise<number[]> => {
+        a.send(lens.map((n, i) => ethFrame(B, A, n, i)));
+        const got = await b.receive(1);
+        got.push(...(await b.receive(lens.length, 200)));
+        return got.map((x) => x.frame.length);
+      };
+      expect(await sizes([1018, 1019]), 'MTU 1000 from the start').to.deep.equal([1018]);
+      // Raised while the rings run: a frame over the old limit, under the new one, arrives.
+      await b.fe.request(Req.NET_SET_MTU, u64.encode(1500n), { ack: true });
+      expect(await sizes([1019, 1518, 1519]), 'MTU raised to 1500').to.deep.equal([1019, 1518]);
+      // Lowered: a frame the old limit let through is now dropped.
+      await b.fe.request(Req.NET_SET_MTU, u64.encode(800n), { ack: true });
+      expect(await sizes([818, 819, 1018]), 'MTU lowered to 800').to.deep.equal([818]);
+      expect(sw.counters('b').drop_too_big).to.equal(1 + 1 + 2);
+    });
+  }
+
   it('a guest that breaks its RX ring loses only its own port; a broadcast still reaches the others', async () => {
     await start({ dataplane: 'worker' });
     const a = await attach('a');

@@ -134,7 +134,7 @@ export class NetDevice implements VhostUserDevice {
         mergeable: has(this.negotiated, NetFeature.MRG_RXBUF),
         rxOffloads: this.rxOffloads,
         txOffloads: this.txOffloads,
-        mtu: has(this.negotiated, NetFeature.MTU) ? this.mtu : 0,
+        mtu: this.dataplaneMtu,
       })
       .catch((e) => q.fail(e as Error));
   }
@@ -171,10 +171,24 @@ export class NetDevice implements VhostUserDevice {
     this.started = 0;
   }
 
-  setMtu(mtu: number): boolean {
+  /** The limit the data plane applies: the MTU if the guest negotiated VIRTIO_NET_F_MTU, else none. */
+  private get dataplaneMtu(): number {
+    return has(this.negotiated, NetFeature.MTU) ? this.mtu : 0;
+  }
+
+  /**
+   * NET_SET_MTU. Before the rings start it is taken at queueStart; with rings running the
+   * data plane is told now (worker thread included), and the REPLY_ACK waits for it, so a
+   * frame the frontend sends after the ack is already judged by the new MTU.
+   */
+  setMtu(mtu: number): boolean | Promise<boolean> {
     if (mtu < 68 || mtu > 65535) return false;
     this.mtu = mtu;
-    return true;
+    if (this.started === 0) return true;
+    return this.dataplane.setMtu(this.portId, this.dataplaneMtu).then(
+      () => true,
+      () => false,
+    );
   }
 
   sendRarp(mac: Uint8Array): void {
