@@ -44,6 +44,7 @@ class BlkWrap : public Napi::ObjectWrap<BlkWrap> {
                        {InstanceMethod<&BlkWrap::Submit>("submit"),
                         InstanceMethod<&BlkWrap::Reap>("reap"),
                         InstanceMethod<&BlkWrap::WaitIdle>("waitIdle"),
+                        InstanceMethod<&BlkWrap::Resize>("resize"),
                         InstanceMethod<&BlkWrap::InFlightOf>("inFlightOf"),
                         InstanceMethod<&BlkWrap::Stats>("stats"),
                         InstanceMethod<&BlkWrap::Close>("close"),
@@ -121,6 +122,18 @@ class BlkWrap : public Napi::ObjectWrap<BlkWrap> {
   Napi::Value WaitIdle(const Napi::CallbackInfo& info) {
     const int64_t t = info.Length() > 0 && info[0].IsNumber() ? info[0].As<Napi::Number>().Int64Value() : -1;
     return Napi::Boolean::New(info.Env(), e_->WaitIdle(t));
+  }
+
+  // resize(sectors: bigint) -> the new capacity; 0n re-reads a file's or device's size.
+  Napi::Value Resize(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsBigInt()) throw Napi::TypeError::New(env, "resize: expected a bigint of sectors");
+    bool lossless = false;
+    const uint64_t sectors = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
+    if (!lossless) throw Napi::RangeError::New(env, "resize: sectors out of range");
+    std::string err;
+    if (!Open(env).Resize(sectors, &err)) throw Napi::Error::New(env, "resize: " + err);
+    return Napi::BigInt::New(env, e_->capacity_sectors());
   }
 
   Napi::Value InFlightOf(const Napi::CallbackInfo& info) {

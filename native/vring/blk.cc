@@ -498,6 +498,85 @@ int32_t BlkEngine::Reap(Virtqueue& q) {
   return pr < 0 ? -1 : static_cast<int32_t>(k);
 }
 
+bool BlkEngine::Resize(uint64_t sectors, std::string* err) {
+  if (closed_) {
+    *err = "the engine is closed";
+    return false;
+  }
+  if (sectors > (uint64_t{1} << 46)) {
+    *err = std::to_string(sectors) + " sectors: at most 2^46";
+    return false;
+  }
+  if (ram_ != nullptr) {
+    if (sectors == 0) {
+      *err = "a RAM disk needs a size";
+      return false;
+    }
+    if (sectors < capacity_) {
+      *err = "shrinking from " + std::to_string(capacity_) + " to " + std::to_string(sectors) + " sectors is refused";
+      return false;
+    }
+    const uint64_t len = sectors * blk::kSectorSize;
+    if (len > ram_len_) {
+      void* p = mremap(ram_, ram_len_, len, 0);  // in place: requests may keep running
+      if (p == MAP_FAILED) {
+        WaitIdle(-1);  // nothing is submitted meanwhile: this is the submitting thread
+        p = mremap(ram_, ram_len_, len, MREMAP_MAYMOVE);
+        if (p == MAP_FAILED) {
+          *err = std::string("mremap of the RAM disk: ") + strerror(errno);
+          return false;
+        }
+      }
+      {
+        std::lock_guard<std::mutex> lk(jmu_);  // workers read ram_ after taking a job under jmu_
+        ram_ = static_cast<uint8_t*>(p);
+        ram_len_ = len;
+      }
+    }
+    capacity_ = sectors;
+    return true;
+  }
+  struct stat sb;
+  if (fstat(fd_, &sb) != 0) {
+    *err = std::string("fstat: ") + strerror(errno);
+    return false;
+  }
+  uint64_t bytes = 0;
+  if (S_ISBLK(sb.st_mode)) {
+    if (ioctl(fd_, BLKGETSIZE64, &bytes) != 0) {
+      *err = std::string("BLKGETSIZE64: ") + strerror(errno);
+      return false;
+    }
+    if (sectors != 0 && sectors * blk::kSectorSize != bytes / blk::kSectorSize * blk::kSectorSize) {
+      *err = "a block device cannot be given a size (it has " + std::to_string(bytes) + " bytes): resize the device, then re-read it";
+      return false;
+    }
+  } else if (S_ISREG(sb.st_mode)) {
+    bytes = static_cast<uint64_t>(sb.st_size);
+  } else {
+    *err = "fd is neither a regular file nor a block device";
+    return false;
+  }
+  const uint64_t now = sectors != 0 ? sectors : bytes / blk::kSectorSize;
+  if (now < capacity_) {
+    *err = (sectors != 0 ? "shrinking from " : "the file is now smaller than the disk: shrinking from ") + std::to_string(capacity_) + " to " +
+           std::to_string(now) + " sectors is refused";
+    return false;
+  }
+  if (sectors != 0 && S_ISREG(sb.st_mode) && sectors * blk::kSectorSize > bytes) {
+    if (read_only_) {
+      *err = "the disk is read-only: grow the file yourself, then re-read it";
+      return false;
+    }
+    if (ftruncate(fd_, static_cast<off_t>(sectors * blk::kSectorSize)) != 0) {
+      *err = std::string("ftruncate: ") + strerror(errno);
+      return false;
+    }
+  }
+  capacity_ = now;
+  return true;
+}
+
 bool BlkEngine::WaitIdle(int64_t timeout_ms) {
   std::unique_lock<std::mutex> lk(cmu_);
   if (timeout_ms < 0) {

@@ -135,6 +135,15 @@ class BlkEngine {
   // Blocks until no submitted request is still executing (they may await Reap).
   // timeout_ms < 0: no limit. Returns true if idle.
   bool WaitIdle(int64_t timeout_ms);
+  // Grows the disk to `sectors` (0 with a file or block device: take its current size), on
+  // the JavaScript thread (the one that submits: Parse checks ranges against the new
+  // capacity from the next Submit on). A regular file is extended with ftruncate (sparse);
+  // a block device cannot be given a size, only re-read. A RAM disk keeps its contents: its
+  // mapping grows in place, or moves once every executing request has finished (the
+  // workers only touch ram_ while executing one). Shrinking is refused (the guest may still
+  // address what would go). Returns false and sets err on failure; the capacity is then
+  // unchanged.
+  bool Resize(uint64_t sectors, std::string* err);
   // Requests of q submitted and not yet reaped (all queues for nullptr).
   uint32_t InFlight(const Virtqueue* q) const;
   // Stops the workers once every queued request has executed, and releases the backend

@@ -24,6 +24,8 @@ export const ctlUsage = `vhostkit ctl [--api ADDR] [--json] <command> [args]
   disk PORT                      one disk, with its request counters
   disk-add [NAME=]SOCKET,file=IMAGE|ram=SIZE[,readonly][,serial=ID][,queues=N]
   disk-del NAME                  (in-flight requests finish first)
+  disk-resize NAME [SIZE]        grow a disk to SIZE (bytes, or 512M, 10G...); without SIZE,
+                                 re-read its file's size (after truncate -s); the guest is told
   capture start PORT FILE [--count N] [--snaplen N]   pcap of both directions (tcpdump -r reads it)
   capture stop PORT
   captures                       captures and their packet counts
@@ -241,6 +243,17 @@ export async function cmdCtl(argv: string[]): Promise<number> {
       method = 'POST';
       path = '/v1/disks';
       body = JSON.parse(JSON.stringify(diskSpecToRaw(args[0])));
+      break;
+    case 'disk-resize':
+      need(1, 'NAME [SIZE]');
+      method = 'POST';
+      path = `/v1/disks/${enc(args[0])}/resize`;
+      body = args[1] === undefined ? {} : { size: args[1] };
+      show = (b) => {
+        const d = b as Row;
+        const told = d.notified ? 'the guest was told' : d.connected ? 'the frontend could not be told (see the log)' : 'no guest connected';
+        return `disk ${d.name}: ${d.oldSizeBytes} -> ${d.sizeBytes} bytes; ${told}\n`;
+      };
       break;
     case 'disk-del':
       need(1, 'NAME');

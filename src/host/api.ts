@@ -15,6 +15,7 @@
 //   DELETE /v1/ports/:name/capture            GET /v1/captures
 //   GET    /v1/disks                          POST /v1/disks {name, socket, file | ram, ...}
 //   GET    /v1/disks/:name                    DELETE /v1/disks/:name (in-flight requests finish first)
+//   POST   /v1/disks/:name/resize             {size?: bytes | "10G"}: grow (no size: re-read the file); the guest is told
 //   GET    /metrics
 // Errors: {"error": "..."} with 400 (bad request), 404 (no such thing), 409 (exists), 500.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -24,6 +25,7 @@ import { prepareSocketPath } from '../vhost-user/backend.js';
 import { ConfigError, parseDiskConfig, parsePortConfig, parseSwitchConfig, parseVlanConfig } from './config.js';
 import { Host, HostError } from './host.js';
 import { renderMetrics } from './metrics.js';
+import { parseSize } from '../backends/blk/disk.js';
 import { bindSocketFile, removeSocketFile } from './sockets.js';
 
 const VERSION = (() => {
@@ -168,6 +170,26 @@ export class ApiServer {
     this.route('GET', '/v1/disks', async () => h.diskList());
     this.route('POST', '/v1/disks', async (_r, _p, body) => h.addDisk(parseDiskConfig(body)));
     this.route('GET', '/v1/disks/:name', async (_r, p) => ({ ...h.diskInfo(name(p[0])), stats: h.diskStats(name(p[0])) }));
+    this.route('POST', '/v1/disks/:name/resize', async (_r, p, body) => {
+      const b = (body ?? {}) as { size?: unknown };
+      if (typeof b !== 'object' || Array.isArray(b)) throw new HostError(400, 'body: expected {"size": bytes or "10G"} or nothing');
+      const extra = Object.keys(b).filter((k) => k !== 'size');
+      if (extra.length) throw new HostError(400, `unknown field(s) ${extra.join(', ')}: only size`);
+      let size: bigint | undefined;
+      if (typeof b.size === 'number') {
+        if (!Number.isSafeInteger(b.size) || b.size <= 0) throw new HostError(400, `size ${b.size}: expected a positive integer of bytes`);
+        size = BigInt(b.size);
+      } else if (typeof b.size === 'string') {
+        try {
+          size = parseSize(b.size);
+        } catch (e) {
+          throw new HostError(400, (e as Error).message);
+        }
+      } else if (b.size !== undefined && b.size !== null) {
+        throw new HostError(400, 'size: expected bytes (a number) or a string such as "10G"');
+      }
+      return h.resizeDisk(name(p[0]), size);
+    });
     this.route('DELETE', '/v1/disks/:name', async (_r, p) => {
       await h.removeDisk(name(p[0]));
       return { removed: name(p[0]) };

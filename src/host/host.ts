@@ -275,6 +275,29 @@ export class Host {
     };
   }
 
+  /**
+   * Grows disk `name` to `size` bytes, or with no size re-reads its file's size (grown with
+   * truncate): the capacity in its config space changes and a connected guest is told
+   * (CONFIG_CHANGE_MSG). Shrinking, a size for a RAM disk's re-read, or a size that is not
+   * a multiple of the block size: HostError 400, nothing changed.
+   */
+  resizeDisk(name: string, size?: bigint): DiskInfo & { oldSizeBytes: number; notified: boolean } {
+    const d = this.disks.get(name);
+    if (!d) throw new HostError(404, `no disk ${name}`);
+    if (size === undefined && d.cfg.file === undefined) throw new HostError(400, `disk ${name} is a RAM disk: give the new size`);
+    const s = d.backend.session;
+    const sent = s?.configChangesSent ?? 0;
+    let r: { oldBytes: bigint; newBytes: bigint };
+    try {
+      r = d.disk.resize(size);
+    } catch (e) {
+      throw new HostError(400, `disk ${name}: ${(e as Error).message}`);
+    }
+    const notified = s !== null && s.configChangesSent > sent;
+    this.log.info('disk resized', { disk: name, oldBytes: String(r.oldBytes), newBytes: String(r.newBytes), notified });
+    return { ...this.diskInfo(name), oldSizeBytes: Number(r.oldBytes), notified };
+  }
+
   diskList(): DiskInfo[] {
     return [...this.disks.keys()].map((n) => this.diskInfo(n));
   }

@@ -133,6 +133,7 @@ interface RawBlkEngine {
   submit(q: unknown, n: number): void;
   reap(q: unknown): number;
   waitIdle(timeoutMs?: number): boolean;
+  resize(sectors: bigint): bigint;
   inFlightOf(q: unknown): number;
   stats(): BlkEngineStats;
   close(): void;
@@ -187,6 +188,17 @@ export class BlkEngine {
   /** Disk size in 512-byte sectors (the config space's capacity). */
   get capacitySectors(): bigint {
     return this.#raw.capacitySectors;
+  }
+
+  /**
+   * Grows the disk to `sectors`; 0n (the default) re-reads a file's or block device's size.
+   * A regular file given a size is extended (sparse ftruncate); a RAM disk keeps its
+   * contents. Requests submitted from now on are checked against the new capacity.
+   * Shrinking, or a size for a block device, throws; the capacity is then unchanged.
+   * Returns the capacity in sectors.
+   */
+  resize(sectors: bigint = 0n): bigint {
+    return this.#raw.resize(sectors);
   }
 
   /** Writes are refused (offer VIRTIO_BLK_F_RO). */

@@ -63,6 +63,12 @@ export interface VhostUserDevice {
 
   /** Current config space bytes (GET_CONFIG). Omit for devices without one. */
   configSpace?(): Uint8Array;
+  /**
+   * Calls `changed` whenever the device changes its own config space (a disk resized):
+   * the session then notifies the frontend (CONFIG_CHANGE_MSG). Returns a function that
+   * stops watching (the session calls it at teardown).
+   */
+  watchConfig?(changed: () => void): () => void;
   /** SET_CONFIG: return false to refuse (e.g. a read-only field). */
   setConfig?(offset: number, data: Uint8Array, flags: number): boolean;
   /** SET_FEATURES accepted these features. */

@@ -192,8 +192,13 @@ export class Session extends EventEmitter {
       message: (m) => this.dispatch(m),
       closed: (reason, err) => void this.teardown(reason, err),
     });
+    this.unwatchConfig = device.watchConfig?.(() => {
+      if (!this.ch.closed) this.notifyConfigChange();
+    }) ?? null;
     this.log.info('frontend connected');
   }
+
+  private readonly unwatchConfig: (() => void) | null;
 
   /** Features offered in GET_FEATURES. */
   get offeredFeatures(): bigint {
@@ -234,11 +239,49 @@ export class Session extends EventEmitter {
   /** Resolves when the session is torn down. */
   readonly done: Promise<void> = new Promise((resolve) => this.once('closed', () => resolve()));
 
-  /** Tells the frontend the config space changed (CONFIG_CHANGE_MSG on the backend channel). */
+  /**
+   * Tells the frontend the config space changed: CONFIG_CHANGE_MSG on the backend channel
+   * (vhost-user.rst: needs the CONFIG and BACKEND_REQ protocol features; NEED_REPLY when
+   * REPLY_ACK was negotiated, and a non-zero answer is logged). QEMU's vhost-user-blk
+   * answers it by reading the config space again (GET_CONFIG) and, if the capacity
+   * changed, interrupting the guest (virtio_notify_config). Returns false, and says why
+   * in the log, when the frontend cannot be told.
+   */
   notifyConfigChange(): boolean {
-    if (!this.backendChannel || this.backendChannel.closed) return false;
-    this.backendChannel.send(BackendReq.CONFIG_CHANGE_MSG, 0);
+    const missing = [ProtocolFeature.CONFIG, ProtocolFeature.BACKEND_REQ].filter((f) => !(this.protocolFeatures & bit(f)));
+    if (missing.length > 0) {
+      this.log.warn('config space changed; the frontend cannot be told', { reason: `protocol feature ${missing.map((f) => ProtocolFeature[f]).join(', ')} not negotiated` });
+      return false;
+    }
+    if (!this.backendChannel || this.backendChannel.closed) {
+      this.log.warn('config space changed; the frontend cannot be told', { reason: 'no backend channel (SET_BACKEND_REQ_FD)' });
+      return false;
+    }
+    const ack = (this.protocolFeatures & bit(ProtocolFeature.REPLY_ACK)) !== 0n;
+    this.backendChannel.send(BackendReq.CONFIG_CHANGE_MSG, ack ? FLAG_NEED_REPLY : 0);
+    this.configChangesSent++;
+    this.log.info('config space changed; frontend notified (CONFIG_CHANGE_MSG)', { replyAck: ack });
     return true;
+  }
+
+  /** CONFIG_CHANGE_MSG sent, and the answers (REPLY_ACK) received: ok and failed. */
+  configChangesSent = 0;
+  readonly configChangeReplies = { ok: 0, failed: 0 };
+
+  private onBackendReply(r: Message): void {
+    closeFds(r.fds);
+    if (r.request !== BackendReq.CONFIG_CHANGE_MSG || !(r.flags & FLAG_REPLY)) return;
+    let v: bigint;
+    try {
+      v = u64.decode(r.payload, 'CONFIG_CHANGE_MSG reply');
+    } catch {
+      v = -1n;
+    }
+    if (v === 0n) this.configChangeReplies.ok++;
+    else {
+      this.configChangeReplies.failed++;
+      this.log.warn('the frontend refused CONFIG_CHANGE_MSG', { answer: String(v) });
+    }
   }
 
   /** State of each queue, for tools and tests. */
@@ -628,6 +671,7 @@ export class Session extends EventEmitter {
   private async teardown(reason: string, err?: Error): Promise<void> {
     if (this.closing) return;
     this.closing = true;
+    this.unwatchConfig?.();
     const level = reason === 'eof' ? 'info' : 'warn';
     this.log[level]('frontend disconnected', { reason, ...(err && !(err instanceof ProtocolError) ? { error: err.message } : {}) });
     try {
@@ -814,7 +858,7 @@ export class Session extends EventEmitter {
     setBackendReqFd: (m: Message): void => {
       this.backendChannel?.close('replaced');
       this.backendChannel = new MessageChannel(takeFd(m), {
-        message: (r) => closeFds(r.fds), // replies to our requests; we send none that need one
+        message: (r) => this.onBackendReply(r), // replies to our requests (CONFIG_CHANGE_MSG's REPLY_ACK)
         closed: () => {
           this.backendChannel = null;
         },

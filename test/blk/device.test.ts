@@ -11,6 +11,20 @@ import { BlkClient, BlkReqType, BlkStatus } from '../../src/testing/blk-client.j
 import { VIRTIO_F_RING_PACKED, bit } from '../../src/virtio/features.js';
 import { decodeBlkConfig } from '../../src/virtio/blk.js';
 import { setLogSink } from '../../src/log.js';
+import { closeFd, recvMessage, sendMessage, socketPair } from '../../src/native/unix-socket.js';
+import { BackendReq, FLAG_NEED_REPLY, FLAG_REPLY, HEADER_SIZE, ProtocolFeature, Req, decodeHeader, encodeMessage, u64 } from '../../src/vhost-user/protocol.js';
+
+/** Polls `fd` (non-blocking) for one whole header-only message, for up to `ms`. */
+async function recvHeader(fd: number, ms = 2000): Promise<{ request: number; flags: number; size: number } | null> {
+  const buf = new Uint8Array(HEADER_SIZE);
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    const r = recvMessage(fd, buf, 0);
+    if (r !== null && r.bytes === HEADER_SIZE) return decodeHeader(buf);
+    await new Promise((res) => setTimeout(res, 10));
+  }
+  return null;
+}
 
 const MiB = 1 << 20;
 
@@ -108,6 +122,101 @@ for (const layout of ['split', 'packed'] as const) {
         expect((await blk.read(0xffffffffffffffffn, 512)).status, 'sector wraps').to.equal(BlkStatus.IOERR);
         expect((await blk.write(0n, pattern(512, 3))).status, 'still serving').to.equal(BlkStatus.OK);
       });
+
+      it('resize: grows with CONFIG_CHANGE_MSG to the frontend, GET_CONFIG answers the new capacity, I/O past the old end works, beyond the new end IOERR; shrinking refused', async () => {
+        const q = await fe.startQueue(0, { size: 128 });
+        const blk = new BlkClient(q);
+        const [mine, theirs] = socketPair();
+        await fe.request(Req.SET_BACKEND_REQ_FD, undefined, { fds: [theirs], ack: true });
+        closeFd(theirs);
+        const session = be.session!;
+        const oldCap = BigInt((16 * MiB) / 512);
+        const tail = pattern(4096, 9);
+        expect((await blk.write(oldCap - 8n, tail)).status).to.equal(BlkStatus.OK);
+        expect((await blk.write(oldCap, pattern(512, 1))).status, 'past the old end').to.equal(BlkStatus.IOERR);
+        // file: grown with truncate and re-read (no size); RAM: a size.
+        if (kind === 'file') truncateSync(img(), 32 * MiB);
+        const r = kind === 'file' ? disk.resize() : disk.resize(BigInt(32 * MiB));
+        expect(r).to.deep.equal({ oldBytes: BigInt(16 * MiB), newBytes: BigInt(32 * MiB) });
+        expect(disk.size).to.equal(BigInt(32 * MiB));
+        const h = await recvHeader(mine);
+        expect(h?.request, 'CONFIG_CHANGE_MSG on the backend channel').to.equal(BackendReq.CONFIG_CHANGE_MSG);
+        expect(h!.flags & FLAG_NEED_REPLY, 'REPLY_ACK negotiated: NEED_REPLY').to.equal(FLAG_NEED_REPLY);
+        sendMessage(mine, encodeMessage(BackendReq.CONFIG_CHANGE_MSG, FLAG_REPLY, u64.encode(0n)));
+        const newCap = BigInt((32 * MiB) / 512);
+        expect(decodeBlkConfig((await fe.getConfig(0, 60))!).capacity, 'GET_CONFIG').to.equal(newCap);
+        expect(session.configChangesSent).to.equal(1);
+        expect(session.configChangeReplies).to.deep.equal({ ok: 1, failed: 0 });
+        const past = pattern(65536, 4);
+        expect((await blk.write(oldCap, past)).status, 'past the old end').to.equal(BlkStatus.OK);
+        const back = await blk.read(oldCap, 65536);
+        expect(Buffer.from(back.data!).equals(Buffer.from(past))).to.equal(true);
+        expect(Buffer.from((await blk.read(oldCap - 8n, 4096)).data!).equals(Buffer.from(tail)), 'contents kept').to.equal(true);
+        expect((await blk.write(newCap - 1n, pattern(512, 2))).status, 'the last sector').to.equal(BlkStatus.OK);
+        expect((await blk.write(newCap, pattern(512, 2))).status, 'past the new end').to.equal(BlkStatus.IOERR);
+        expect((await blk.read(newCap - 1n, 1024)).status, 'crossing the new end').to.equal(BlkStatus.IOERR);
+        // Shrinking is refused, nothing changes, nobody is told.
+        expect(() => disk.resize(BigInt(8 * MiB))).to.throw(RangeError, /shrinking is refused/);
+        if (kind === 'file') {
+          truncateSync(img(), 8 * MiB);
+          expect(() => disk.resize()).to.throw(RangeError, /smaller than the disk: shrinking .* is refused/);
+          truncateSync(img(), 32 * MiB);
+        } else {
+          expect(() => disk.resize()).to.throw(RangeError, /RAM disk needs a size/);
+        }
+        expect(() => disk.resize(BigInt(32 * MiB + 100))).to.throw(RangeError, /multiple of the block size/);
+        expect(disk.size).to.equal(BigInt(32 * MiB));
+        expect(await recvHeader(mine, 200)).to.equal(null);
+        // The same size again: nothing to tell.
+        disk.resize(BigInt(32 * MiB));
+        expect(await recvHeader(mine, 200)).to.equal(null);
+        if (kind === 'file') expect(readFileSync(img()).length).to.equal(32 * MiB);
+        closeFd(mine);
+      });
+
+      if (kind === 'ram') {
+        it('resize: a RAM disk grown many times (its mapping moves) keeps every byte written', async () => {
+          const q = await fe.startQueue(0, { size: 128 });
+          const blk = new BlkClient(q);
+          let cap = BigInt((16 * MiB) / 512);
+          for (let i = 0; i < 12; i++) {
+            expect((await blk.write(cap - 8n, pattern(4096, i))).status).to.equal(BlkStatus.OK);
+            cap *= 2n;
+            disk.resize(cap * 512n); // up to 64 GiB, NORESERVE: only written pages are allocated
+          }
+          cap = BigInt((16 * MiB) / 512);
+          for (let i = 0; i < 12; i++) {
+            const r = await blk.read(cap - 8n, 4096);
+            expect(Buffer.from(r.data!).equals(Buffer.from(pattern(4096, i))), `block ${i}`).to.equal(true);
+            cap *= 2n;
+          }
+          expect(disk.engine.capacitySectors).to.equal(cap);
+          // Grown again with 64 writes in flight: the move waits for them; all land.
+          for (let i = 0; i < 64; i++) blk.submit(BlkReqType.OUT, BigInt(i * 16), { data: pattern(8192, 100 + i), indirect: true });
+          q.publishAndKick();
+          await new Promise((res) => setTimeout(res, 1)); // the kick is served on the event loop
+          disk.resize(cap * 2n * 512n);
+          const used = await q.waitUsed(64, 5000);
+          expect(used.length).to.equal(64);
+          for (let i = 0; i < 64; i++) {
+            const r = await blk.read(BigInt(i * 16), 8192);
+            expect(Buffer.from(r.data!).equals(Buffer.from(pattern(8192, 100 + i))), `write ${i}`).to.equal(true);
+          }
+        });
+      } else {
+        it('resize: a file disk given a size grows the file (sparse); a frontend without BACKEND_REQ is not told, the size still changes', async () => {
+          fe.close();
+          await be.nextSession().then((s) => s.done);
+          fe = await VhostUserFrontend.connect(join(dir, 'blk.sock'));
+          await fe.negotiate({ protocolFeatures: ~bit(ProtocolFeature.BACKEND_REQ) });
+          await fe.setupMemory(32 * MiB);
+          const s = await be.nextSession();
+          disk.resize(BigInt(64 * MiB));
+          expect(readFileSync(img()).length).to.equal(64 * MiB);
+          expect(s.configChangesSent).to.equal(0);
+          expect(decodeBlkConfig((await fe.getConfig(0, 60))!).capacity).to.equal(BigInt((64 * MiB) / 512));
+        });
+      }
 
       it('keeps 96 requests in flight and completes them all correctly', async () => {
         const q = await fe.startQueue(0, { size: 512 });

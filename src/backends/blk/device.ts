@@ -57,6 +57,8 @@ export class BlkDevice implements VhostUserDevice {
   private readonly capLogged = new Set<QueueContext>();
   /** times a queue was left waiting because the cap was reached */
   heldBack = 0;
+  /** sessions to tell when the config space changes (watchConfig) */
+  private readonly configWatchers = new Set<() => void>();
 
   constructor(
     readonly engine: BlkEngine,
@@ -110,6 +112,46 @@ export class BlkDevice implements VhostUserDevice {
     v.setUint32(52, 1, true); // max_write_zeroes_seg
     b[56] = 1; // write_zeroes_may_unmap
     return b;
+  }
+
+  watchConfig(changed: () => void): () => void {
+    this.configWatchers.add(changed);
+    return () => this.configWatchers.delete(changed);
+  }
+
+  /**
+   * Grows the disk to `bytes` (a multiple of the block size), or with no size re-reads a
+   * file's or block device's size (after `truncate -s`): the config space's capacity
+   * changes and every connected frontend gets CONFIG_CHANGE_MSG (QEMU then re-reads the
+   * config and interrupts the guest, whose driver updates the disk size). From the next
+   * request on, sectors up to the new end work; beyond it, IOERR. A RAM disk keeps its
+   * contents; a file grows sparse (ftruncate).
+   *
+   * Shrinking is refused (RangeError): the guest keeps a filesystem or partition table
+   * that may reach past the new end and would meet IOERR (or, for a file, lose the data
+   * truncated away) with no warning; qemu-storage-daemon's block_resize allows it, but a
+   * mistyped size there destroys data. Shrink with the guest's cooperation offline
+   * instead (remove the disk, truncate, add it again).
+   *
+   * Returns the old and new size in bytes.
+   */
+  resize(bytes?: bigint): { oldBytes: bigint; newBytes: bigint } {
+    const oldBytes = this.engine.capacitySectors * 512n;
+    let sectors = 0n;
+    if (bytes !== undefined) {
+      if (bytes <= 0n || bytes % BigInt(this.blockSize) !== 0n) throw new RangeError(`size ${bytes}: expected a positive multiple of the block size (${this.blockSize} bytes)`);
+      if (bytes < oldBytes) throw new RangeError(`size ${bytes}: smaller than the disk (${oldBytes} bytes); shrinking is refused (the guest may still address what would go)`);
+      sectors = bytes / 512n;
+    }
+    let now: bigint;
+    try {
+      now = this.engine.resize(sectors);
+    } catch (e) {
+      throw new RangeError((e as Error).message.replace(/^resize: /, ''));
+    }
+    const newBytes = now * 512n;
+    if (newBytes !== oldBytes) for (const w of [...this.configWatchers]) w();
+    return { oldBytes, newBytes };
   }
 
   /** SET_CONFIG: only the writeback byte (CONFIG_WCE) is writable. */

@@ -22,8 +22,10 @@ export interface DiskOptions extends BlkDeviceOptions {
 export interface Disk {
   engine: BlkEngine;
   device: BlkDevice;
-  /** bytes */
-  size: bigint;
+  /** bytes (the current capacity) */
+  readonly size: bigint;
+  /** Grows the disk (or re-reads a file's size with no argument): see BlkDevice.resize. */
+  resize(bytes?: bigint): { oldBytes: bigint; newBytes: bigint };
   close(): void;
 }
 
@@ -39,12 +41,10 @@ export function parseSize(s: string): bigint {
 export function openDisk(o: DiskOptions): Disk {
   const limits = { maxDiscardSectors: 32768, maxDiscardSeg: 1, maxWriteZeroesSectors: 32768, maxWriteZeroesSeg: 1 };
   let engine: BlkEngine;
-  let size: bigint;
   if (o.ramBytes !== undefined) {
     const bytes = BigInt(o.ramBytes);
     if (bytes <= 0n || bytes % 512n !== 0n) throw new Error(`RAM disk of ${bytes} bytes: must be a positive multiple of 512`);
     engine = BlkEngine.inRam(bytes / 512n, { readOnly: o.readOnly, serial: o.serial, threads: o.threads, ...limits });
-    size = bytes;
   } else if (o.file) {
     const flags = (o.readOnly ? constants.O_RDONLY : constants.O_RDWR) | (o.direct ? constants.O_DIRECT : 0);
     const fd = openSync(o.file, flags);
@@ -52,7 +52,6 @@ export function openDisk(o: DiskOptions): Disk {
       // One server per image: the lock lives as long as the engine's duplicate of the fd.
       if (!lockExclusive(fd)) throw new Error(`${o.file} is in use: another process serves this image (it holds the lock)`);
       engine = BlkEngine.forFile(fd, { readOnly: o.readOnly, serial: o.serial, threads: o.threads, direct: o.direct, ...limits });
-      size = engine.capacitySectors * 512n;
       void fstatSync(fd);
     } finally {
       closeSync(fd); // the engine keeps its own duplicate
@@ -67,5 +66,13 @@ export function openDisk(o: DiskOptions): Disk {
     engine.close(); // options the device refuses (queues, in-flight cap): no engine threads left behind
     throw e;
   }
-  return { engine, device, size, close: () => engine.close() };
+  return {
+    engine,
+    device,
+    get size() {
+      return engine.capacitySectors * 512n;
+    },
+    resize: (bytes?: bigint) => device.resize(bytes),
+    close: () => engine.close(),
+  };
 }
