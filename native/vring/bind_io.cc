@@ -219,12 +219,14 @@ void CloseFd(const Napi::CallbackInfo& info) {
   if (int e = io::Close(FdArg(info, 0))) throw SystemError(info.Env(), e, "close");
 }
 
-// lockExclusive(fd): an exclusive, non-blocking flock on the open file (a disk image that
-// two processes must not serve at once). Returns false if another open file holds it.
-Napi::Value LockExclusive(const Napi::CallbackInfo& info) {
+// lockImage(fd, shared): a non-blocking flock on the open file (a disk image), exclusive (no
+// other server at once) or shared (only other shared servers, as the two ends of a live
+// migration are). Returns false if another open file holds a lock that conflicts.
+Napi::Value LockImage(const Napi::CallbackInfo& info) {
   const int fd = FdArg(info, 0);
+  const bool shared = info.Length() > 1 && info[1].ToBoolean().Value();
   for (;;) {
-    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return Napi::Boolean::New(info.Env(), true);
+    if (flock(fd, (shared ? LOCK_SH : LOCK_EX) | LOCK_NB) == 0) return Napi::Boolean::New(info.Env(), true);
     if (errno == EINTR) continue;
     if (errno == EWOULDBLOCK) return Napi::Boolean::New(info.Env(), false);
     throw SystemError(info.Env(), errno, "flock");
@@ -270,7 +272,7 @@ Napi::Value GetThreadAffinity(const Napi::CallbackInfo& info) {
 void BindIo(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreadAffinity", Napi::Function::New<SetThreadAffinity>(env, "setThreadAffinity"));
   exports.Set("getThreadAffinity", Napi::Function::New<GetThreadAffinity>(env, "getThreadAffinity"));
-  exports.Set("lockExclusive", Napi::Function::New(env, LockExclusive, "lockExclusive"));
+  exports.Set("lockImage", Napi::Function::New(env, LockImage, "lockImage"));
   exports.Set("eventfdCreate", Napi::Function::New<EventFdCreate>(env, "eventfdCreate"));
   exports.Set("eventfdRead", Napi::Function::New<EventFdRead>(env, "eventfdRead"));
   exports.Set("eventfdWrite", Napi::Function::New<EventFdWrite>(env, "eventfdWrite"));

@@ -17,7 +17,7 @@ export const runUsage = `vhostkit run [--config FILE] [--port ...] [--tap ...] [
   --port [NAME=]SOCKET[,OPTION...]   a vhost-user net port on switch sw0 (options as "vhostkit switch")
   --tap IFNAME[,vlan=VID]            a TAP port on switch sw0
   --vxlan remote=ADDR,vni=N[,...]    a VXLAN port on switch sw0
-  --disk [NAME=]SOCKET,file=IMAGE|ram=SIZE[,readonly][,serial=ID][,queues=N][,threads=N]
+  --disk [NAME=]SOCKET,file=IMAGE|ram=SIZE[,readonly][,shared][,serial=ID][,queues=N][,threads=N]
                        a vhost-user-blk disk
   --poll MODE          poll mode of switch sw0 (busy, event, adaptive; default event)
   --api ADDR           management API: unix:/path (default ${defaultApiAddress()}), HOST:PORT, or none
@@ -50,6 +50,7 @@ export function diskSpecToRaw(spec: string): Record<string, unknown> {
     else if (k === 'ram') o.ram = v;
     else if (k === 'readonly' || k === 'read-only') o.readOnly = v !== 'off';
     else if (k === 'direct') o.direct = v !== 'off';
+    else if (k === 'shared') o.shared = v !== 'off';
     else if (k === 'serial') o.serial = v;
     else if (k === 'queues' || k === 'threads') o[k] = Number(v);
     else if (k === 'mode') o.mode = v;

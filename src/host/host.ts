@@ -225,6 +225,7 @@ export class Host {
       ramBytes: cfg.ram,
       readOnly: cfg.readOnly,
       direct: cfg.direct,
+      shared: cfg.shared,
       serial: cfg.serial,
       numQueues: cfg.queues,
       threads: cfg.threads,

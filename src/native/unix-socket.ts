@@ -178,10 +178,11 @@ export class FdWatcher {
 }
 
 /**
- * Takes an exclusive advisory lock (flock) on an open file, without waiting. Returns false
- * if another open file description holds it (e.g. another process serves the same image).
- * The lock lasts until every fd of this open file description is closed.
+ * Takes an advisory lock (flock) on an open file, without waiting: exclusive, or shared with
+ * other shared holders. Returns false if another open file description holds a conflicting
+ * lock (another disk or process serves the same image). The lock lasts until every fd of this
+ * open file description is closed.
  */
-export function lockExclusive(fd: number): boolean {
-  return (native as unknown as { lockExclusive(fd: number): boolean }).lockExclusive(fd);
+export function lockImage(fd: number, shared = false): boolean {
+  return (native as unknown as { lockImage(fd: number, shared: boolean): boolean }).lockImage(fd, shared);
 }

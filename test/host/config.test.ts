@@ -83,6 +83,9 @@ describe('host configuration', () => {
     expect(() => parsePortConfig({ socket: '/s', mac: '52:54' })).to.throw(ConfigError, /port\.mac: expected a MAC address/);
     expect(() => parsePortConfig({ socket: '/s', vlan: { mode: 'trunk', allowed: [0] } })).to.throw(ConfigError, /port\.vlan\.allowed/);
     expect(parseDiskConfig({ socket: '/d.sock', ram: '64M' }).ram).to.equal(64n << 20n);
+    expect(parseDiskConfig({ socket: '/d.sock', file: '/i.raw' }).shared).to.equal(false);
+    expect(parseDiskConfig({ socket: '/d.sock', file: '/i.raw', shared: true }).shared).to.equal(true);
+    expect(parseDiskConfig(diskSpecToRaw('/d.sock,file=/i.raw,shared')).shared).to.equal(true);
     expect(() => parseDiskConfig({ socket: '/d.sock' })).to.throw(ConfigError, /disk\.file: give exactly one of file and ram/);
     expect(parseVlanConfig(7)).to.deep.equal({ mode: 'access', vid: 7 });
     expect(() => parseVlanConfig({ mode: 'x' })).to.throw(ConfigError, /vlan\.mode/);

@@ -2,7 +2,7 @@
 // device, with the engine's limits matching what the config space announces.
 import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 import { BlkEngine } from '../../native/blk.js';
-import { lockExclusive } from '../../native/unix-socket.js';
+import { lockImage } from '../../native/unix-socket.js';
 import { BlkDevice, type BlkDeviceOptions } from './device.js';
 
 export interface DiskOptions extends BlkDeviceOptions {
@@ -13,6 +13,13 @@ export interface DiskOptions extends BlkDeviceOptions {
   readOnly?: boolean;
   /** open the file with O_DIRECT */
   direct?: boolean;
+  /**
+   * Let other disks (of this process or another) serve the same image at the same time if
+   * they are shared too: the source and destination of a live migration, each with its own
+   * socket. Only one guest may write it at a time; that is the user's to ensure, as with
+   * QEMU's share-rw. Default: an exclusive lock, a second server is refused.
+   */
+  shared?: boolean;
   /** GET_ID answer (up to 20 bytes) */
   serial?: string;
   /** I/O threads (default 2) */
@@ -49,8 +56,14 @@ export function openDisk(o: DiskOptions): Disk {
     const flags = (o.readOnly ? constants.O_RDONLY : constants.O_RDWR) | (o.direct ? constants.O_DIRECT : 0);
     const fd = openSync(o.file, flags);
     try {
-      // One server per image: the lock lives as long as the engine's duplicate of the fd.
-      if (!lockExclusive(fd)) throw new Error(`${o.file} is in use: another process serves this image (it holds the lock)`);
+      // One server per image, or only shared ones (a migration's source and destination): the
+      // lock lives as long as the engine's duplicate of the fd.
+      if (!lockImage(fd, o.shared === true)) {
+        throw new Error(
+          `${o.file} is in use: another disk or process serves this image${o.shared ? ' without `shared`' : ''} (it holds the lock)` +
+            (o.shared ? '' : '; give both disks `shared` to serve it twice, as the two ends of a live migration do'),
+        );
+      }
       engine = BlkEngine.forFile(fd, { readOnly: o.readOnly, serial: o.serial, threads: o.threads, direct: o.direct, ...limits });
       void fstatSync(fd);
     } finally {
