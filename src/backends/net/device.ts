@@ -40,6 +40,8 @@ export class NetDevice implements VhostUserDevice {
   private memory: GuestMemory | null = null;
   private started = 0;
   mtu: number;
+  /** The MTU the port was made with: what a new frontend starts from (NET_SET_MTU changes `mtu`). */
+  private readonly configuredMtu: number;
   readonly mac: Uint8Array;
 
   constructor(
@@ -51,6 +53,7 @@ export class NetDevice implements VhostUserDevice {
     if (!Number.isInteger(pairs) || pairs < 1 || pairs > 128) throw new RangeError(`queue pairs ${pairs}: expected 1..128`);
     this.mac = macBytes(opts.mac);
     this.mtu = opts.mtu ?? 1500;
+    this.configuredMtu = this.mtu;
     this.numQueues = 2 * pairs;
     this.maxQueueSize = opts.maxQueueSize ?? 32768;
     this.features =
@@ -164,6 +167,7 @@ export class NetDevice implements VhostUserDevice {
 
   reset(): void {
     this.negotiated = 0n;
+    this.mtu = this.configuredMtu;
     // The data plane holds its own mapping of the guest's memory: release it now, or a
     // departed guest's RAM stays mapped (and allocated) until the next guest connects.
     void this.dataplane.releaseMemory(this.portId).catch(() => undefined);
