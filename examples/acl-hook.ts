@@ -4,7 +4,7 @@
 // first 64 bytes of each frame (b.heads) -- no copy of the frames, no allocation.
 //
 //   vhostkit switch --port guest=/tmp/guest.sock --port up=/tmp/up.sock --hook dist/examples/acl-hook.js
-import { Verdict, type PacketBurst } from '../src/index.js';
+import { Verdict, type PacketBurst } from 'vhostkit';
 
 const ALLOWED = new Set([0x0806 /* ARP */, 0x0800 /* IPv4 */]);
 

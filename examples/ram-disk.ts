@@ -1,7 +1,7 @@
 // A RAM disk served to a QEMU guest over vhost-user-blk, as a program of its own.
 //
 //   node dist/examples/ram-disk.js /tmp/ram.sock 256M
-import { openDisk, parseSize, qemuBlkArgs, QEMU_MEMORY_ARGS, VhostUserBackend } from '../src/index.js';
+import { openDisk, parseSize, qemuBlkArgs, QEMU_MEMORY_ARGS, VhostUserBackend } from 'vhostkit';
 
 const socket = process.argv[2] ?? '/tmp/vhostkit-ram.sock';
 const disk = openDisk({ ramBytes: parseSize(process.argv[3] ?? '256M'), serial: 'example-ram' });

@@ -4,7 +4,7 @@
 //
 //   node dist/examples/ring-bench.js [SECONDS] [SOCKET]
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import { ethFrame, NetGuest, NetLoadDevice, VhostUserBackend } from '../src/index.js';
+import { ethFrame, NetGuest, NetLoadDevice, VhostUserBackend } from 'vhostkit';
 
 const [seconds = '2', given] = process.argv.slice(2);
 const socket = given ?? `/tmp/vhostkit-ring-bench-${process.pid}.sock`;

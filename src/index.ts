@@ -36,3 +36,8 @@ export type { CaptureInfo, CaptureOptions } from './host/capture.js';
 export { NetLoadDevice } from './loadgen/net.js';
 export { NetGuest } from './testing/net-guest.js';
 export { ethFrame } from './testing/net-frames.js';
+// What a device author needs: feature bits and helpers, status bits, device ids, protocol features.
+export * from './virtio/features.js';
+export { NetFeature, netFeatureNames } from './virtio/net.js';
+export { BlkFeature, blkFeatureNames } from './virtio/blk.js';
+export { ProtocolFeature } from './vhost-user/protocol.js';

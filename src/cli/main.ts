@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // vhostkit command line. A thin layer over the library: every command calls the same
 // public API a program would.
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ringBench } from '../testing/ring-bench.js';
 import type { RingLayout } from '../native/virtqueue.js';
@@ -39,8 +40,13 @@ commands:
       Drive any vhost-user-blk backend (vhostkit, qemu-storage-daemon) from our own
       frontend: random I/O at a fixed queue depth, polling; prints IOPS and latency.
       Writes change the disk. Pin it: taskset -c 0 vhostkit blk-load ...
-  help
+  help, --version
 `;
+
+/** The version in the package's package.json (dist/src/cli/main.js is three levels below it). */
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
 
 function fail(msg: string): never {
   process.stderr.write(`vhostkit: ${msg}\n`);
@@ -175,6 +181,11 @@ try {
       break;
     case 'ring-bench':
       cmdRingBench(rest);
+      break;
+    case '--version':
+    case '-V':
+    case 'version':
+      process.stdout.write(`vhostkit ${packageVersion()}\n`);
       break;
     case undefined:
     case 'help':

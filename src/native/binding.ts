@@ -22,13 +22,20 @@ export const nativeFlavor = process.env.VHOSTKIT_NATIVE === 'asan' ? 'asan' : 'r
 
 function load(): unknown {
   const root = findRoot(here);
-  const file = nativeFlavor === 'asan'
-    ? join(root, 'build-asan', 'vring.node')
-    : join(root, 'build', 'Release', 'vring.node');
-  if (!existsSync(file)) {
-    throw new Error(`vhostkit: native addon ${file} is missing; run "npm install" (or "npm run build:asan" for the sanitizer build)`);
+  const require = createRequire(import.meta.url);
+  if (nativeFlavor === 'asan') {
+    const file = join(root, 'build-asan', 'vring.node');
+    if (!existsSync(file)) throw new Error(`vhostkit: native addon ${file} is missing; run "npm run build:asan"`);
+    return require(file);
   }
-  return createRequire(import.meta.url)(file);
+  // build/Release (built here from source) or else prebuilds/<platform>-<arch> (shipped in
+  // the package): node-gyp-build picks the one that matches this Node and platform.
+  const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
+  try {
+    return nodeGypBuild(root);
+  } catch (e) {
+    throw new Error(`vhostkit: no native addon for this platform in ${root} (${(e as Error).message}); run "npm rebuild vhostkit" with a C++ compiler, make and python3 installed`);
+  }
 }
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
