@@ -38,6 +38,15 @@ function run(label, args, env) {
   });
 }
 
+// What the tests need (compilers, QEMU, DPDK, a guest kernel...): installed as root, or a
+// stop here with the apt-get line to run.
+try {
+  execFileSync('bash', [join(root, 'scripts', 'test-deps.sh')], { stdio: 'inherit' });
+} catch {
+  process.stdout.write('\n0 passed, 1 failed\n');
+  process.exit(1);
+}
+
 const results = [];
 results.push(await run('tests', ['dist/test/**/*.test.js'], {}));
 

@@ -5,7 +5,7 @@
 //   const r = await runScript('uname -r; vk_result cpus=$(nproc)', [], 60_000);
 //   r.results.cpus === '1'
 //
-// Where things come from (see scripts/guest-kernel.sh and scripts/ci-guest-deps.sh):
+// Where things come from (see scripts/guest-kernel.sh and scripts/test-deps.sh):
 // - kernel + modules: `scripts/guest-kernel.sh` unpacks Debian's linux-image package into
 //   ~/.cache/vhostkit/guest/<release>/ (VHOSTKIT_CACHE_DIR or XDG_CACHE_HOME move the cache;
 //   VHOSTKIT_GUEST_KERNEL_DIR names a kernel directory directly). A host that has
@@ -81,7 +81,7 @@ export function vhostkitCacheDir(): string {
 
 const FETCH_REMEDY =
   'Fetch one (as root, ~10 s, no host initramfs build): bash scripts/guest-kernel.sh ' +
-  '(or bash scripts/ci-guest-deps.sh, which also installs busybox-static and xz-utils)';
+  '(or bash scripts/test-deps.sh, which also installs busybox-static and xz-utils)';
 
 // ---------------------------------------------------------------------------
 // Guest kernel

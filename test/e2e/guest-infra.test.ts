@@ -2,7 +2,7 @@
 // a Debian kernel + busybox guest under QEMU, dpdk-testpmd as a vhost-user "wire" between two
 // guests' virtio-net NICs, and qemu-storage-daemon as a vhost-user-blk disk.
 //
-// Needs (scripts/ci-guest-deps.sh installs them): qemu-system-x86, dpdk-dev, busybox-static,
+// Needs (scripts/test-deps.sh installs them): qemu-system-x86, dpdk-dev, busybox-static,
 // xz-utils, and the guest kernel fetched by scripts/guest-kernel.sh. A missing one FAILS the
 // tests with a message naming what to install; nothing is skipped.
 //
