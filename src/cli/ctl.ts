@@ -2,10 +2,10 @@
 import { request } from 'node:http';
 import { parseArgs } from 'node:util';
 import { resolve as resolvePath } from 'node:path';
-import { defaultApiAddress, parseApiAddress } from '../host/api.js';
+import { defaultApiAddress, parseApiAddress, readTokenFile } from '../host/api.js';
 import { mergeFlags, diskSpecToRaw } from './run.js';
 
-export const ctlUsage = `vhostkit ctl [--api ADDR] [--json] <command> [args]
+export const ctlUsage = `vhostkit ctl [--api ADDR] [--token-file FILE] [--json] <command> [args]
 
   status                         version, uptime, what is served
   qemu                           the QEMU arguments for every port and disk
@@ -31,7 +31,9 @@ export const ctlUsage = `vhostkit ctl [--api ADDR] [--json] <command> [args]
   captures                       captures and their packet counts
   metrics                        the Prometheus text /metrics serves
 
---api: unix:/path or HOST:PORT (default: VHOSTKIT_API, else ${defaultApiAddress()}).`;
+--api: unix:/path or HOST:PORT (default: VHOSTKIT_API, else ${defaultApiAddress()}).
+--token-file: the API's bearer token (default: VHOSTKIT_API_TOKEN_FILE, else none).
+capture start FILE: a name in, or a path under, the capture directory vhostkit run was given.`;
 
 export interface ApiReply {
   status: number;
@@ -40,16 +42,17 @@ export interface ApiReply {
 }
 
 /** One request to the management API at `address`. */
-export function apiRequest(address: string, method: string, path: string, body?: unknown): Promise<ApiReply> {
+export function apiRequest(address: string, method: string, path: string, body?: unknown, token?: string): Promise<ApiReply> {
   const a = parseApiAddress(address);
   const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+  const auth: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
   return new Promise((resolve, reject) => {
     const req = request(
       {
         ...('path' in a ? { socketPath: a.path } : { host: a.host, port: a.port }),
         method,
         path,
-        headers: data ? { 'content-type': 'application/json', 'content-length': data.length } : {},
+        headers: data ? { ...auth, 'content-type': 'application/json', 'content-length': String(data.length) } : auth,
         timeout: 30000,
       },
       (res) => {
@@ -103,6 +106,7 @@ export async function cmdCtl(argv: string[]): Promise<number> {
     args: argv,
     options: {
       api: { type: 'string' },
+      'token-file': { type: 'string' },
       json: { type: 'boolean', default: false },
       poll: { type: 'string' },
       count: { type: 'string' },
@@ -273,7 +277,7 @@ export async function cmdCtl(argv: string[]): Promise<number> {
           if (!Number.isInteger(n) || n < 1) throw new Error(`--${what} ${v}: expected a positive integer`);
           return n;
         };
-        body = { file: resolvePath(file), count: num(values.count, 'count'), snaplen: num(values.snaplen, 'snaplen') };
+        body = { file, count: num(values.count, 'count'), snaplen: num(values.snaplen, 'snaplen') };
       } else if (sub === 'stop') {
         method = 'DELETE';
         path = `/v1/ports/${enc(port)}/capture`;
@@ -304,7 +308,8 @@ export async function cmdCtl(argv: string[]): Promise<number> {
     default:
       throw new Error(`ctl: unknown command ${cmd} (see vhostkit ctl --help)`);
   }
-  const r = await apiRequest(api, method, path, body);
+  const tokenFile = values['token-file'] ?? process.env.VHOSTKIT_API_TOKEN_FILE;
+  const r = await apiRequest(api, method, path, body, tokenFile ? readTokenFile(tokenFile) : undefined);
   if (r.status >= 400) {
     const err = (r.body as { error?: string })?.error ?? r.text;
     process.stderr.write(`vhostkit ctl ${cmd}: ${err}\n`);

@@ -5,7 +5,8 @@ import { parseArgs } from 'node:util';
 import { dirname, resolve } from 'node:path';
 import { ConfigError, loadConfig, parseConfig, readConfigFile, type HostConfig } from '../host/config.js';
 import { Host, QEMU_MEMORY_ARGS } from '../host/host.js';
-import { ApiServer, defaultApiAddress } from '../host/api.js';
+import { ApiServer, defaultApiAddress, readTokenFile } from '../host/api.js';
+import { AccessPolicy } from '../host/policy.js';
 import { resolveGroup } from '../host/sockets.js';
 import { parsePortSpec, parseVxlanSpec } from './switch.js';
 import { untilSignal } from './signals.js';
@@ -21,6 +22,12 @@ export const runUsage = `vhostkit run [--config FILE] [--port ...] [--tap ...] [
                        a vhost-user-blk disk
   --poll MODE          poll mode of switch sw0 (busy, event, adaptive; default event)
   --api ADDR           management API: unix:/path (default ${defaultApiAddress()}), HOST:PORT, or none
+  --api-token-file FILE  the API's bearer token (first line, 16+ characters); required for
+                       an API on a non-loopback TCP address
+  --capture-dir DIR    where captures asked through the API may write (default: refused)
+  --image-dir DIR      a directory whose images disks added through the API may serve
+                       (repeatable; default: file disks through the API are refused)
+  --allow-block-devices  disks added through the API may serve block devices in those dirs
   --socket-mode MODE   permission bits of the sockets it creates (default 0600)
   --socket-group GROUP group of the sockets it creates
   --state-dir DIR      where net ports keep their ring records, so packed rings survive a
@@ -120,7 +127,14 @@ export async function serve(cfg: HostConfig, opts: { check?: boolean } = {}): Pr
   const host = await Host.start(cfg);
   let api: ApiServer | null = null;
   try {
-    if (cfg.api) api = await ApiServer.listen(host, cfg.api, { socketMode: cfg.socketMode, socketGroup: cfg.socketGroup === undefined ? undefined : resolveGroup(cfg.socketGroup) });
+    if (cfg.api) {
+      api = await ApiServer.listen(host, cfg.api, {
+        socketMode: cfg.socketMode,
+        socketGroup: cfg.socketGroup === undefined ? undefined : resolveGroup(cfg.socketGroup),
+        token: cfg.apiTokenFile ? readTokenFile(cfg.apiTokenFile) : undefined,
+        policy: new AccessPolicy({ captureDir: cfg.captureDir, imageDirs: cfg.imageDirs, allowBlockDevices: cfg.allowBlockDevices }),
+      });
+    }
   } catch (e) {
     await host.close();
     throw new Error(`management API on ${cfg.api}: ${(e as Error).message}`);
@@ -145,6 +159,10 @@ export async function cmdRun(argv: string[]): Promise<void> {
       disk: { type: 'string', multiple: true },
       poll: { type: 'string' },
       api: { type: 'string' },
+      'api-token-file': { type: 'string' },
+      'capture-dir': { type: 'string' },
+      'image-dir': { type: 'string', multiple: true },
+      'allow-block-devices': { type: 'boolean' },
       'socket-mode': { type: 'string' },
       'socket-group': { type: 'string' },
       'state-dir': { type: 'string' },
@@ -173,6 +191,11 @@ export async function cmdRun(argv: string[]): Promise<void> {
     cfg.socketMode = parseInt(values['socket-mode'], 8);
   }
   if (values['socket-group'] !== undefined) cfg.socketGroup = values['socket-group'];
+  if (values['api-token-file'] !== undefined) cfg.apiTokenFile = resolve(values['api-token-file']);
+  if (cfg.apiTokenFile !== undefined) readTokenFile(cfg.apiTokenFile); // unreadable or short: a config error, before anything starts
+  if (values['capture-dir'] !== undefined) cfg.captureDir = resolve(values['capture-dir']);
+  if (values['image-dir'] !== undefined) cfg.imageDirs = [...cfg.imageDirs, ...values['image-dir'].map((d) => resolve(d))];
+  if (values['allow-block-devices'] !== undefined) cfg.allowBlockDevices = values['allow-block-devices'];
   if (values['state-dir'] !== undefined) cfg.stateDir = values['state-dir'] === 'none' ? null : resolve(values['state-dir']);
   else if (cfg.stateDir === undefined) cfg.stateDir = defaultStateDir();
   if (cfg.socketGroup !== undefined) resolveGroup(cfg.socketGroup); // an unknown group is a config error, before anything starts

@@ -17,9 +17,18 @@
 //   GET    /v1/disks/:name                    DELETE /v1/disks/:name (in-flight requests finish first)
 //   POST   /v1/disks/:name/resize             {size?: bytes | "10G"}: grow (no size: re-read the file); the guest is told
 //   GET    /metrics
-// Errors: {"error": "..."} with 400 (bad request), 404 (no such thing), 409 (exists), 500.
+// Errors: {"error": "..."} with 400 (bad request), 401 (no or a wrong token), 403 (a file or
+// device the configuration does not allow), 404 (no such thing), 409 (exists), 500.
+//
+// Who may use it: on a Unix socket, whoever the socket's mode and group let in (0600 by
+// default). On TCP, a non-loopback address needs a bearer token (ApiOptions.token, from
+// --api-token-file); loopback may go without one, and says so. With a token, every request
+// (/metrics too) must carry "Authorization: Bearer <token>". Files a request names are held
+// to the directories the configuration allows (AccessPolicy).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
+import { timingSafeEqual } from 'node:crypto';
+import { isIP } from 'node:net';
 import { log as rootLog, type Logger } from '../log.js';
 import { prepareSocketPath } from '../vhost-user/backend.js';
 import { ConfigError, parseDiskConfig, parsePortConfig, parseSwitchConfig, parseVlanConfig } from './config.js';
@@ -27,6 +36,7 @@ import { Host, HostError } from './host.js';
 import { renderMetrics } from './metrics.js';
 import { parseSize } from '../backends/blk/disk.js';
 import { bindSocketFile, removeSocketFile } from './sockets.js';
+import { AccessPolicy } from './policy.js';
 
 const VERSION = (() => {
   try {
@@ -57,6 +67,31 @@ export function defaultApiAddress(): string {
   return `unix:${dir}/vhostkit.sock`;
 }
 
+export interface ApiOptions {
+  log?: Logger;
+  /** permission bits and group of a Unix socket (default 0600, the process's group) */
+  socketMode?: number;
+  socketGroup?: number;
+  /** bearer token every request must carry; required on a non-loopback TCP address */
+  token?: string;
+  /** the files and devices requests may name (default: none) */
+  policy?: AccessPolicy;
+}
+
+/** Whether a TCP listen address is loopback only (127.0.0.0/8, ::1, localhost). */
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  return host === '::1' || host === '0:0:0:0:0:0:0:1' || /^::ffff:127\./i.test(host);
+}
+
+/** Reads a token file: the first line, at least 16 characters. */
+export function readTokenFile(path: string): string {
+  const token = readFileSync(path, 'utf8').split('\n')[0].trim();
+  if (token.length < 16) throw new Error(`API token file ${path}: the token (its first line) must have at least 16 characters`);
+  return token;
+}
+
 type Handler = (req: IncomingMessage, params: string[], body: unknown, url: URL) => Promise<unknown>;
 
 interface Route {
@@ -73,20 +108,31 @@ export class ApiServer {
   /** where it listens: "unix:/path" or "host:port" */
   address = '';
 
+  private readonly token: Buffer | null;
+  private readonly policy: AccessPolicy;
+
   private constructor(
     private readonly host: Host,
-    opts: { log?: Logger },
+    opts: ApiOptions,
   ) {
     this.log = opts.log ?? rootLog.child({ component: 'api' });
+    this.token = opts.token ? Buffer.from(`Bearer ${opts.token}`) : null;
+    this.policy = opts.policy ?? new AccessPolicy();
     this.server = createServer((req, res) => void this.handle(req, res));
     this.server.keepAliveTimeout = 5000;
     this.defineRoutes();
   }
 
   /** Listens on `address` (see parseApiAddress); Unix sockets get mode `socketMode` (default 0600). */
-  static async listen(host: Host, address: string, opts: { log?: Logger; socketMode?: number; socketGroup?: number } = {}): Promise<ApiServer> {
-    const api = new ApiServer(host, opts);
+  static async listen(host: Host, address: string, opts: ApiOptions = {}): Promise<ApiServer> {
     const a = parseApiAddress(address);
+    if ('host' in a && !opts.token) {
+      if (!isLoopback(a.host)) {
+        throw new Error(`API on ${address} without a token: anyone who can reach that address could add disks and ports as this process's user. Give --api-token-file FILE (apiTokenFile), or listen on loopback or a Unix socket`);
+      }
+    }
+    const api = new ApiServer(host, opts);
+    if ('host' in a && !opts.token) api.log.warn('management API on loopback TCP without a token: every local user can use it (--api-token-file to require one)', { address });
     await new Promise<void>((resolve, reject) => {
       api.server.once('error', reject);
       if ('path' in a) {
@@ -157,18 +203,23 @@ export class ApiServer {
     this.route('GET', '/v1/captures', async () => h.captureList());
     this.route('POST', '/v1/ports/:name/capture', async (_r, p, body) => {
       const b = (body ?? {}) as { file?: unknown; count?: unknown; snaplen?: unknown };
-      if (typeof b.file !== 'string' || !b.file.startsWith('/')) throw new HostError(400, 'file: required, an absolute path');
+      if (typeof b.file !== 'string' || b.file === '') throw new HostError(400, 'file: required, a path in the capture directory');
+      const file = this.policy.captureFile(b.file);
       const int = (v: unknown, what: string, max: number) => {
         if (v === undefined) return undefined;
         if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) throw new HostError(400, `${what}: expected an integer in 1..${max}`);
         return v;
       };
-      return h.startCapture(name(p[0]), b.file, { count: int(b.count, 'count', 2 ** 31), snaplen: int(b.snaplen, 'snaplen', 65535) });
+      return h.startCapture(name(p[0]), file, { count: int(b.count, 'count', 2 ** 31), snaplen: int(b.snaplen, 'snaplen', 65535) });
     });
     this.route('DELETE', '/v1/ports/:name/capture', async (_r, p) => h.stopCapture(name(p[0])));
     this.route('PUT', '/v1/ports/:name/vlan', async (_r, p, body) => h.setVlan(name(p[0]), parseVlanConfig(body)));
     this.route('GET', '/v1/disks', async () => h.diskList());
-    this.route('POST', '/v1/disks', async (_r, _p, body) => h.addDisk(parseDiskConfig(body)));
+    this.route('POST', '/v1/disks', async (_r, _p, body) => {
+      const cfg = parseDiskConfig(body);
+      if (cfg.file !== undefined) cfg.file = this.policy.image(cfg.file);
+      return h.addDisk(cfg);
+    });
     this.route('GET', '/v1/disks/:name', async (_r, p) => ({ ...h.diskInfo(name(p[0])), stats: h.diskStats(name(p[0])) }));
     this.route('POST', '/v1/disks/:name/resize', async (_r, p, body) => {
       const b = (body ?? {}) as { size?: unknown };
@@ -199,6 +250,14 @@ export class ApiServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://vhostkit');
     try {
+      if (this.token) {
+        const got = Buffer.from(req.headers.authorization ?? '');
+        if (got.length !== this.token.length || !timingSafeEqual(got, this.token)) {
+          this.log.warn('API request without the right token', { method: req.method, path: url.pathname, from: req.socket.remoteAddress ?? 'unix socket' });
+          res.setHeader('www-authenticate', 'Bearer');
+          throw new HostError(401, req.headers.authorization ? 'unauthorized: wrong token' : 'unauthorized: this API needs "Authorization: Bearer <token>" (vhostkit ctl --token-file FILE)');
+        }
+      }
       if (url.pathname === '/metrics') {
         if (req.method !== 'GET' && req.method !== 'HEAD') throw new HostError(405, `${req.method} /metrics: only GET`);
         const text = await renderMetrics(this.host);

@@ -48,8 +48,8 @@ export class Capture {
     private readonly count: number,
     private readonly onDone: () => void,
   ) {
-    // A new file, or an existing regular file truncated; a symlink is not followed.
-    this.fd = openSync(file, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, 0o600);
+    // Always a new file: never one that exists (it is not ours to overwrite), never through a symlink.
+    this.fd = openSync(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
     writeSync(this.fd, pcapHeader(snaplen));
     this.finished = new Promise((r) => (this.finish = r));
   }

@@ -71,6 +71,14 @@ export interface DiskConfig {
 export interface HostConfig {
   /** management API: "unix:/path", "HOST:PORT", null for none, undefined: not said (the default applies) */
   api?: string | null;
+  /** a file holding the API's bearer token; required for an API on a non-loopback address */
+  apiTokenFile?: string;
+  /** where captures asked through the API may write; none: such captures are refused */
+  captureDir?: string;
+  /** directories of the images that disks added through the API may serve */
+  imageDirs: string[];
+  /** disks added through the API may serve block devices (inside imageDirs) */
+  allowBlockDevices: boolean;
   /** permission bits of the sockets we create (default 0o600) */
   socketMode: number;
   /** group the sockets we create are given (name or gid) */
@@ -359,7 +367,7 @@ export function parseVlanConfig(raw: unknown): VlanConfig {
 export function parseConfig(raw: unknown, base = process.cwd()): HostConfig {
   const problems: string[] = [];
   if (!isObj(raw)) throw new ConfigError([`(top level): expected an object, got ${show(raw)}`]);
-  const top = new Reader(raw as Obj, '', problems, ['api', 'socketMode', 'socketGroup', 'stateDir', 'limits', 'switches', 'disks']);
+  const top = new Reader(raw as Obj, '', problems, ['api', 'apiTokenFile', 'captureDir', 'imageDirs', 'allowBlockDevices', 'socketMode', 'socketGroup', 'stateDir', 'limits', 'switches', 'disks']);
   let api: string | null | undefined;
   const a = top.raw('api');
   if (a === null || a === false) api = null;
@@ -399,7 +407,16 @@ export function parseConfig(raw: unknown, base = process.cwd()): HostConfig {
       }
     }
   }
-  const cfg: HostConfig = { api, socketMode, socketGroup: top.str('socketGroup', false), stateDir, limits, switches: [], disks: [] };
+  const apiTokenFile = pathOf(top, 'apiTokenFile', base, false);
+  const captureDir = pathOf(top, 'captureDir', base, false);
+  const imageDirs: string[] = [];
+  const idirs = top.raw('imageDirs');
+  if (idirs !== undefined) {
+    if (!Array.isArray(idirs) || idirs.some((d) => typeof d !== 'string' || d === '')) top.bad('imageDirs', `expected a list of directories, got ${show(idirs)}`);
+    else imageDirs.push(...idirs.map((d) => resolve(base, d as string)));
+  }
+  const allowBlockDevices = top.bool('allowBlockDevices', false);
+  const cfg: HostConfig = { api, apiTokenFile, captureDir, imageDirs, allowBlockDevices, socketMode, socketGroup: top.str('socketGroup', false), stateDir, limits, switches: [], disks: [] };
   const names = new Map<string, string>(); // port and disk names are one namespace (the API addresses them by name)
   const sockets = new Map<string, string>();
   const claim = (map: Map<string, string>, key: string, path: string, what: string) => {

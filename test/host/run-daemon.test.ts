@@ -62,6 +62,8 @@ describe('vhostkit run: one process for a host, its management API and ctl', fun
         'disks:',
         '  - { name: disk0, socket: disk0.sock, ram: 16M, serial: vk-disk0 }',
         `api: "${api}"`,
+        `captureDir: "${dir}"`,
+        `imageDirs: ["${dir}"]`,
       ].join('\n'),
     );
     d = start(['--config', join(dir, 'host.yaml')]);
