@@ -4,7 +4,7 @@
 // 'vhostkit' serving a RAM disk, and our frontend writing and reading a block through it.
 //
 // The tarball is packed from a staging copy of the files package.json ships (the build of
-// this run, with build/Release/vring.node as the prebuild that `npm pack`'s prepack step,
+// this run, with build/Release/vring.node as the prebuild (prebuilds/linux-<arch>/vhostkit.node) that `npm pack`'s prepack step,
 // prebuildify, makes), so the test does not rebuild the addon the running tests have loaded.
 import { expect } from 'chai';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -48,12 +48,12 @@ describe('the package, packed and installed from its tarball', function () {
     cpSync(join(root, 'native', 'vring'), join(stage, 'native', 'vring'), { recursive: true });
     cpSync(join(dist, 'src'), join(stage, 'dist', 'src'), { recursive: true });
     mkdirSync(join(stage, 'prebuilds', `linux-${process.arch}`), { recursive: true });
-    copyFileSync(join(root, 'build', 'Release', 'vring.node'), join(stage, 'prebuilds', `linux-${process.arch}`, 'node.napi.node'));
+    copyFileSync(join(root, 'build', 'Release', 'vring.node'), join(stage, 'prebuilds', `linux-${process.arch}`, 'vhostkit.node'));
     const npm = npmCli();
     const packed = await run(process.execPath, [npm, 'pack', '--ignore-scripts', '--pack-destination', tmp.path], { cwd: stage });
     const tarball = join(tmp.path, packed.stdout.trim().split('\n').pop()!);
     const listing = execFileSync('tar', ['tzf', tarball], { encoding: 'utf8' }).split('\n');
-    expect(listing).to.include.members(['package/package.json', 'package/LICENSE', 'package/dist/src/index.js', 'package/dist/src/index.d.ts', `package/prebuilds/linux-${process.arch}/node.napi.node`, 'package/binding.gyp']);
+    expect(listing).to.include.members(['package/package.json', 'package/LICENSE', 'package/dist/src/index.js', 'package/dist/src/index.d.ts', `package/prebuilds/linux-${process.arch}/vhostkit.node`, 'package/binding.gyp']);
     expect(listing.filter((f) => /^package\/(src|test|bench|native\/fuzz)\//.test(f)), 'sources, tests and fuzzers are not shipped').to.deep.equal([]);
 
     // A user's empty project; PATH: node and sh only.
