@@ -48,6 +48,14 @@ function packageVersion(): string {
   return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 }
 
+/** The lines of `usage` that describe `command` (its synopsis and what follows it). */
+function commandUsage(command: string): string {
+  const lines = usage.split('\n');
+  const at = lines.findIndex((l) => l.startsWith(`  ${command} `) || l === `  ${command}`);
+  const end = lines.findIndex((l, i) => i > at && /^ {2}\S/.test(l));
+  return `usage: vhostkit${lines.slice(at, end < 0 ? undefined : end).join('\n').replace(/^ {1}/, '')}\n`;
+}
+
 function fail(msg: string): never {
   process.stderr.write(`vhostkit: ${msg}\n`);
   process.exit(2);
@@ -69,9 +77,14 @@ function cmdRingBench(argv: string[]): void {
       burst: { type: 'string' },
       bytes: { type: 'string' },
       seconds: { type: 'string' },
+      help: { type: 'boolean', default: false },
     },
     strict: true,
   });
+  if (values.help) {
+    process.stdout.write(commandUsage('ring-bench'));
+    return;
+  }
   const layouts: RingLayout[] =
     values.layout === 'both' ? ['split', 'packed'] : values.layout === 'split' || values.layout === 'packed' ? [values.layout] : fail(`--layout ${values.layout}: expected split, packed or both`);
   const size = int(values.size, 'size', 256, 1, 32768);
@@ -90,10 +103,14 @@ function cmdRingBench(argv: string[]): void {
 async function cmdProbe(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args: argv,
-    options: { type: { type: 'string' }, timeout: { type: 'string' }, json: { type: 'boolean', default: false } },
+    options: { type: { type: 'string' }, timeout: { type: 'string' }, json: { type: 'boolean', default: false }, help: { type: 'boolean', default: false } },
     allowPositionals: true,
     strict: true,
   });
+  if (values.help) {
+    process.stdout.write(commandUsage('probe'));
+    return;
+  }
   if (positionals.length !== 1) fail('probe: expected one socket path');
   const type = values.type;
   if (type !== undefined && type !== 'net' && type !== 'blk') fail(`--type ${type}: expected net or blk`);
@@ -123,10 +140,15 @@ async function cmdBlkLoad(argv: string[]): Promise<void> {
       seconds: { type: 'string' },
       warmup: { type: 'string' },
       json: { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
     },
     allowPositionals: true,
     strict: true,
   });
+  if (values.help) {
+    process.stdout.write(commandUsage('blk-load'));
+    return;
+  }
   if (positionals.length !== 1) fail('blk-load: expected one socket path');
   if (values.rw !== 'randread' && values.rw !== 'randwrite') fail(`--rw ${values.rw}: expected randread or randwrite`);
   const seconds = Number(values.seconds ?? '5');
@@ -157,6 +179,11 @@ async function cmdBlkLoad(argv: string[]): Promise<void> {
 
 const [cmd, ...rest] = process.argv.slice(2);
 try {
+  // --version answers on every subcommand too (vhostkit switch --version).
+  if (cmd !== undefined && rest.includes('--version')) {
+    process.stdout.write(`vhostkit ${packageVersion()}\n`);
+    process.exit(0);
+  }
   switch (cmd) {
     case 'probe':
       await cmdProbe(rest);
