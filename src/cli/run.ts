@@ -8,6 +8,7 @@ import { Host, QEMU_MEMORY_ARGS } from '../host/host.js';
 import { ApiServer, defaultApiAddress, readTokenFile } from '../host/api.js';
 import { AccessPolicy } from '../host/policy.js';
 import { resolveGroup } from '../host/sockets.js';
+import { checkImage } from '../backends/blk/disk.js';
 import { parsePortSpec, parseVxlanSpec } from './switch.js';
 import { untilSignal } from './signals.js';
 import { defaultStateDir } from '../vhost-user/ring-record.js';
@@ -58,6 +59,7 @@ export function diskSpecToRaw(spec: string): Record<string, unknown> {
     else if (k === 'readonly' || k === 'read-only') o.readOnly = v !== 'off';
     else if (k === 'direct') o.direct = v !== 'off';
     else if (k === 'shared') o.shared = v !== 'off';
+    else if (k === 'format') o.format = v;
     else if (k === 'serial') o.serial = v;
     else if (k === 'queues' || k === 'threads') o[k] = Number(v);
     else if (k === 'mode') o.mode = v;
@@ -119,6 +121,9 @@ export function describe(host: Host, api: string | null): string {
 /** Serves until a signal; resolves after the clean stop. */
 export async function serve(cfg: HostConfig, opts: { check?: boolean } = {}): Promise<void> {
   if (opts.check) {
+    // The images too: a missing, unusable or non-raw image is a configuration error.
+    const problems = cfg.disks.flatMap((d) => (d.file === undefined ? [] : [checkImage(d.file, d.readOnly, d.format)].filter((p): p is string => p !== null).map((p) => `disk ${d.name}: ${p}`)));
+    if (problems.length > 0) throw new ConfigError(problems);
     process.stdout.write(
       `configuration OK: ${cfg.switches.length} switch(es) with ${cfg.switches.reduce((n, s) => n + s.ports.length, 0)} port(s), ${cfg.disks.length} disk(s); API ${cfg.api ?? 'off'}\n`,
     );

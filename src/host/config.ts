@@ -60,6 +60,8 @@ export interface DiskConfig {
   direct: boolean;
   /** the image may be served by other shared disks at once (a live migration's two ends) */
   shared: boolean;
+  /** 'raw': serve the image as raw without looking at its first bytes */
+  format?: 'raw';
   serial?: string;
   queues: number;
   threads: number;
@@ -301,7 +303,7 @@ function parseSwitch(r: Obj, path: string, problems: string[], base: string, ind
 }
 
 function parseDisk(r: Obj, path: string, problems: string[], base: string): DiskConfig | undefined {
-  const rd = new Reader(r, path, problems, ['name', 'socket', 'mode', 'file', 'ram', 'readOnly', 'direct', 'shared', 'serial', 'queues', 'threads', 'packed', 'maxInFlight']);
+  const rd = new Reader(r, path, problems, ['name', 'socket', 'mode', 'file', 'ram', 'readOnly', 'direct', 'shared', 'format', 'serial', 'queues', 'threads', 'packed', 'maxInFlight']);
   const socket = pathOf(rd, 'socket', base, true);
   const file = pathOf(rd, 'file', base, false);
   let ram: bigint | undefined;
@@ -327,6 +329,7 @@ function parseDisk(r: Obj, path: string, problems: string[], base: string): Disk
     readOnly: rd.bool('readOnly', false),
     direct: rd.bool('direct', false),
     shared: rd.bool('shared', false),
+    format: rd.raw('format') === undefined ? undefined : rd.oneOf('format', ['raw'] as const, 'raw'),
     serial: rd.str('serial', false, /^[\x20-\x7e]{1,20}$/, 'at most 20 printable ASCII characters'),
     queues: rd.int('queues', threads, 1, 64),
     threads,

@@ -226,6 +226,7 @@ export class Host {
       readOnly: cfg.readOnly,
       direct: cfg.direct,
       shared: cfg.shared,
+      format: cfg.format,
       serial: cfg.serial,
       numQueues: cfg.queues,
       threads: cfg.threads,

@@ -1,6 +1,6 @@
 // A disk ready to serve: the backend (file or RAM), its native engine and the virtio-blk
 // device, with the engine's limits matching what the config space announces.
-import { closeSync, constants, fstatSync, openSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { BlkEngine } from '../../native/blk.js';
 import { lockImage } from '../../native/unix-socket.js';
 import { BlkDevice, type BlkDeviceOptions } from './device.js';
@@ -20,6 +20,12 @@ export interface DiskOptions extends BlkDeviceOptions {
    * QEMU's share-rw. Default: an exclusive lock, a second server is refused.
    */
   shared?: boolean;
+  /**
+   * 'raw': the image is raw whatever its first bytes say (a guest may write a qcow2 header
+   * at the start of its own disk). Default: an image that starts like qcow2, QED, VMDK, VDI
+   * or VHDX is refused, with the qemu-img line to convert it.
+   */
+  format?: 'raw';
   /** GET_ID answer (up to 20 bytes) */
   serial?: string;
   /** I/O threads (default 2) */
@@ -45,6 +51,52 @@ export function parseSize(s: string): bigint {
   return BigInt(m[1]) * mult;
 }
 
+/** Image formats QEMU writes, by the magic at their start: vhostkit serves raw bytes only. */
+const FORMATS: Array<[string, Buffer]> = [
+  ['qcow2', Buffer.from('QFI\xfb', 'latin1')],
+  ['QED', Buffer.from('QED\0', 'latin1')],
+  ['VMDK', Buffer.from('KDMV', 'latin1')],
+  ['VDI', Buffer.from('<<< ', 'latin1')],
+  ['VHDX', Buffer.from('vhdxfile', 'latin1')],
+];
+
+/** The format an image file starts like (qcow2, VMDK...), or null for anything else (raw). */
+export function imageFormat(file: string): string | null {
+  const fd = openSync(file, constants.O_RDONLY);
+  try {
+    if (!fstatSync(fd).isFile()) return null;
+    const head = Buffer.alloc(8);
+    const n = readSync(fd, head, 0, 8, 0);
+    for (const [name, magic] of FORMATS) if (n >= magic.length && head.subarray(0, magic.length).equals(magic)) return name;
+    return null;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * What would keep `file` from being served (missing, unreadable or unwritable, not a file or
+ * block device, not raw, empty or not a whole number of sectors), or null if nothing.
+ */
+export function checkImage(file: string, readOnly = false, format?: 'raw'): string | null {
+  let fd: number;
+  try {
+    fd = openSync(file, readOnly ? constants.O_RDONLY : constants.O_RDWR);
+  } catch (e) {
+    return `${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}${(e as NodeJS.ErrnoException).code === 'ENOENT' ? ' (no such image)' : ''}`;
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile() && !st.isBlockDevice()) return `${file}: not a regular file or block device`;
+    const found = format === 'raw' ? null : imageFormat(file);
+    if (found) return `${file} is a ${found} image, and vhostkit serves raw images only: convert it with  qemu-img convert -O raw ${file} ${file.replace(/\.[^./]*$/, '')}.raw (or, if it is a raw disk whose guest wrote that header, declare format=raw)`;
+    if (st.isFile() && (st.size === 0 || st.size % 512 !== 0)) return `${file}: ${st.size} bytes, expected a positive multiple of 512 (truncate -s SIZE)`;
+    return null;
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export function openDisk(o: DiskOptions): Disk {
   const limits = { maxDiscardSectors: 32768, maxDiscardSeg: 1, maxWriteZeroesSectors: 32768, maxWriteZeroesSeg: 1 };
   let engine: BlkEngine;
@@ -64,8 +116,10 @@ export function openDisk(o: DiskOptions): Disk {
             (o.shared ? '' : '; give both disks `shared` to serve it twice, as the two ends of a live migration do'),
         );
       }
+      // A qcow2 (or other formatted) image served as raw bytes would hand the guest the
+      // format's metadata, and its writes would corrupt the image.
+      if (o.format !== 'raw' && imageFormat(o.file)) throw new Error(checkImage(o.file, true) ?? `${o.file}: not a raw image`);
       engine = BlkEngine.forFile(fd, { readOnly: o.readOnly, serial: o.serial, threads: o.threads, direct: o.direct, ...limits });
-      void fstatSync(fd);
     } finally {
       closeSync(fd); // the engine keeps its own duplicate
     }
