@@ -30,6 +30,7 @@ export const ctlUsage = `vhostkit ctl [--api ADDR] [--token-file FILE] [--json] 
   capture stop PORT
   captures                       captures and their packet counts
   metrics                        the Prometheus text /metrics serves
+  log-level [LEVEL]              the log level, or set it (debug, info, warn, error) at run time
 
 --api: unix:/path or HOST:PORT (default: VHOSTKIT_API, else ${defaultApiAddress()}).
 --token-file: the API's bearer token (default: VHOSTKIT_API_TOKEN_FILE, else none).
@@ -304,6 +305,14 @@ export async function cmdCtl(argv: string[]): Promise<number> {
     case 'metrics':
       path = '/metrics';
       show = (b) => String(b);
+      break;
+    case 'log-level':
+      path = '/v1/log';
+      if (args[0] !== undefined) {
+        method = 'PUT';
+        body = { level: args[0] };
+      }
+      show = (b) => `log level ${(b as { level: string }).level}\n`;
       break;
     default:
       throw new Error(`ctl: unknown command ${cmd} (see vhostkit ctl --help)`);

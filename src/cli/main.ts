@@ -2,6 +2,7 @@
 // vhostkit command line. A thin layer over the library: every command calls the same
 // public API a program would.
 import { readFileSync } from 'node:fs';
+import { LEVELS, setLogFormat, setLogLevel, type Level } from '../log.js';
 import { parseArgs } from 'node:util';
 import { ringBench } from '../testing/ring-bench.js';
 import type { RingLayout } from '../native/virtqueue.js';
@@ -41,6 +42,9 @@ commands:
       frontend: random I/O at a fixed queue depth, polling; prints IOPS and latency.
       Writes change the disk. Pin it: taskset -c 0 vhostkit blk-load ...
   help, --version
+
+Every command also takes --log-level debug|info|warn|error and --log-format pretty|json
+(default: pretty on a terminal, JSON lines otherwise).
 `;
 
 /** The version in the package's package.json (dist/src/cli/main.js is three levels below it). */
@@ -177,7 +181,28 @@ async function cmdBlkLoad(argv: string[]): Promise<void> {
   if (r.errors) process.exitCode = 1;
 }
 
-const [cmd, ...rest] = process.argv.slice(2);
+/** Takes --log-level and --log-format (any command, anywhere on the line) out of argv and applies them. */
+function logFlags(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const m = /^--log-(level|format)(?:=(.*))?$/.exec(argv[i]);
+    if (!m) {
+      out.push(argv[i]);
+      continue;
+    }
+    const v = m[2] ?? argv[++i];
+    if (m[1] === 'level') {
+      if (!LEVELS.includes(v as Level)) fail(`--log-level ${v}: expected one of ${LEVELS.join(', ')}`);
+      setLogLevel(v as Level);
+    } else {
+      if (v !== 'pretty' && v !== 'json') fail(`--log-format ${v}: expected pretty or json`);
+      setLogFormat(v);
+    }
+  }
+  return out;
+}
+
+const [cmd, ...rest] = logFlags(process.argv.slice(2));
 try {
   // --version answers on every subcommand too (vhostkit switch --version).
   if (cmd !== undefined && rest.includes('--version')) {

@@ -16,6 +16,7 @@
 //   GET    /v1/disks                          POST /v1/disks {name, socket, file | ram, ...}
 //   GET    /v1/disks/:name                    DELETE /v1/disks/:name (in-flight requests finish first)
 //   POST   /v1/disks/:name/resize             {size?: bytes | "10G"}: grow (no size: re-read the file); the guest is told
+//   GET    /v1/log                            {level, format}     PUT /v1/log {level}: at run time
 //   GET    /metrics
 // Errors: {"error": "..."} with 400 (bad request), 401 (no or a wrong token), 403 (a file or
 // device the configuration does not allow), 404 (no such thing), 409 (exists), 500.
@@ -29,7 +30,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { readFileSync } from 'node:fs';
 import { timingSafeEqual } from 'node:crypto';
 import { isIP } from 'node:net';
-import { log as rootLog, type Logger } from '../log.js';
+import { LEVELS, log as rootLog, logFormat, logLevel, setLogLevel, type Level, type Logger } from '../log.js';
 import { prepareSocketPath } from '../vhost-user/backend.js';
 import { ConfigError, parseDiskConfig, parsePortConfig, parseSwitchConfig, parseVlanConfig } from './config.js';
 import { Host, HostError } from './host.js';
@@ -214,6 +215,13 @@ export class ApiServer {
     });
     this.route('DELETE', '/v1/ports/:name/capture', async (_r, p) => h.stopCapture(name(p[0])));
     this.route('PUT', '/v1/ports/:name/vlan', async (_r, p, body) => h.setVlan(name(p[0]), parseVlanConfig(body)));
+    this.route('GET', '/v1/log', async () => ({ level: logLevel(), format: logFormat() }));
+    this.route('PUT', '/v1/log', async (_r, _p, body) => {
+      const b = (body ?? {}) as { level?: unknown };
+      if (typeof b !== 'object' || !LEVELS.includes(b.level as Level)) throw new HostError(400, `level: expected one of ${LEVELS.join(', ')}`);
+      setLogLevel(b.level as Level);
+      return { level: logLevel(), format: logFormat() };
+    });
     this.route('GET', '/v1/disks', async () => h.diskList());
     this.route('POST', '/v1/disks', async (_r, _p, body) => {
       const cfg = parseDiskConfig(body);
