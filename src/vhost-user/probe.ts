@@ -1,6 +1,7 @@
 // `vhostkit probe`: what does the backend on this socket offer? Connects as a frontend,
 // asks, and closes without setting anything up (SET_OWNER is the only state change, as
 // every frontend sends it first).
+import { lstatSync } from 'node:fs';
 import { NET_CONFIG_SIZE, decodeNetConfig, netFeatureNames, NetFeature } from '../virtio/net.js';
 import { BLK_CONFIG_SIZE, BlkFeature, blkFeatureNames, decodeBlkConfig } from '../virtio/blk.js';
 import { VHOST_USER_F_PROTOCOL_FEATURES, featureNames, has } from '../virtio/features.js';
@@ -32,8 +33,42 @@ export function guessType(features: bigint): ProbeType {
   return 'unknown';
 }
 
+/** Why `socket` could not be probed, in plain words. */
+export function explainProbeFailure(socket: string, e: Error, timeoutMs: number): string {
+  let st;
+  try {
+    st = lstatSync(socket);
+  } catch (le) {
+    if ((le as NodeJS.ErrnoException).code === 'ENOENT') return 'no such file';
+  }
+  if (st && !st.isSocket()) return `not a socket (it is ${st.isDirectory() ? 'a directory' : st.isFile() ? 'a regular file' : st.isSymbolicLink() ? 'a symlink' : 'not a socket file'})`;
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ECONNREFUSED') return 'nothing listens on this socket (a stale socket file: its server has gone)';
+  if (code === 'EACCES') return 'permission denied: this user may not connect to the socket';
+  const m = /request (\d+): header version/.exec(e.message);
+  if (m) {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(Number(m[1]) >>> 0);
+    const text = b.toString('latin1');
+    return /^HTTP$/.test(text) ? 'not a vhost-user backend: it answered HTTP' : `not a vhost-user backend: its answer is not a vhost-user message (it starts with ${JSON.stringify(text)})`;
+  }
+  if (/timed out|no reply|timeout/i.test(e.message)) return `no answer within ${timeoutMs} ms: not a vhost-user backend, or one busy with another frontend`;
+  if (/closed/.test(e.message)) return 'the other end closed the connection without answering: not a vhost-user backend, or one that serves another frontend already';
+  return e.message;
+}
+
 export async function probe(socket: string, opts: { type?: ProbeType; timeoutMs?: number } = {}): Promise<ProbeResult> {
-  const fe = await VhostUserFrontend.connect(socket, { timeoutMs: opts.timeoutMs ?? 3000 });
+  const timeoutMs = opts.timeoutMs ?? 3000;
+  try {
+    return await probeOnce(socket, opts.type, timeoutMs);
+  } catch (e) {
+    throw new Error(explainProbeFailure(socket, e as Error, timeoutMs));
+  }
+}
+
+async function probeOnce(socket: string, want: ProbeType | undefined, timeoutMs: number): Promise<ProbeResult> {
+  const opts = { type: want };
+  const fe = await VhostUserFrontend.connect(socket, { timeoutMs });
   try {
     const features = await fe.getFeatures();
     const type = opts.type && opts.type !== 'unknown' ? opts.type : guessType(features);
