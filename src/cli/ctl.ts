@@ -36,6 +36,9 @@ export const ctlUsage = `vhostkit ctl [--api ADDR] [--token-file FILE] [--json] 
 --token-file: the API's bearer token (default: VHOSTKIT_API_TOKEN_FILE, else none).
 capture start FILE: a name in, or a path under, the capture directory vhostkit run was given.`;
 
+/** "port vm3 removed" from the API's {removed: name}. */
+const removed = (what: string) => (b: unknown) => `${what} ${(b as { removed: string }).removed} removed\n`;
+
 export interface ApiReply {
   status: number;
   body: unknown;
@@ -157,11 +160,13 @@ export async function cmdCtl(argv: string[]): Promise<number> {
       method = 'POST';
       path = '/v1/switches';
       body = { name: args[0], ...(values.poll ? { poll: values.poll } : {}) };
+      show = (b) => `switch ${(b as Row).name} added (poll ${(b as Row).poll})\n`;
       break;
     case 'switch-del':
       need(1, 'NAME');
       method = 'DELETE';
       path = `/v1/switches/${enc(args[0])}`;
+      show = removed('switch');
       break;
     case 'ports':
       path = args[0] ? `/v1/ports?switch=${enc(args[0])}` : '/v1/ports';
@@ -188,18 +193,24 @@ export async function cmdCtl(argv: string[]): Promise<number> {
       method = 'POST';
       path = '/v1/ports';
       body = { switch: args[0], ...port };
+      show = (b) => {
+        const p = b as Row;
+        return `port ${p.name} added to switch ${p.switch}: ${p.kind} ${p.socket}, VLAN ${vlanText(p.vlan as Row)}\n`;
+      };
       break;
     }
     case 'port-del':
       need(1, 'PORT');
       method = 'DELETE';
       path = `/v1/ports/${enc(args[0])}`;
+      show = removed('port');
       break;
     case 'vlan':
       need(2, 'PORT VLAN');
       method = 'PUT';
       path = `/v1/ports/${enc(args[0])}/vlan`;
       body = vlanArg(args[1]);
+      show = (b) => `port ${(b as Row).name}: VLAN ${vlanText((b as Row).vlan as Row)}\n`;
       break;
     case 'fdb':
       need(1, 'SWITCH');
@@ -248,6 +259,10 @@ export async function cmdCtl(argv: string[]): Promise<number> {
       method = 'POST';
       path = '/v1/disks';
       body = JSON.parse(JSON.stringify(diskSpecToRaw(args[0])));
+      show = (b) => {
+        const d = b as Row;
+        return `disk ${d.name} added: ${d.socket}, ${d.backing}, ${d.sizeBytes} bytes${d.readOnly ? ', read-only' : ''}\n`;
+      };
       break;
     case 'disk-resize':
       need(1, 'NAME [SIZE]');
@@ -264,6 +279,7 @@ export async function cmdCtl(argv: string[]): Promise<number> {
       need(1, 'NAME');
       method = 'DELETE';
       path = `/v1/disks/${enc(args[0])}`;
+      show = removed('disk');
       break;
     case 'capture': {
       need(2, 'start PORT FILE | stop PORT');
