@@ -5,6 +5,7 @@
       "sources": [
         "native/vring/addon.cc",
         "native/vring/memory.cc",
+        "native/vring/guest_fault.cc",
         "native/vring/dirty_log.cc",
         "native/vring/virtqueue.cc",
         "native/vring/split_ring.cc",

@@ -21,11 +21,11 @@ cd "$(dirname "$0")/.."
 
 TARGETS=(split_ring packed_ring memory offload net blk host_io switch)
 V=native/vring
-RING_SRCS="$V/memory.cc $V/dirty_log.cc $V/virtqueue.cc $V/split_ring.cc $V/packed_ring.cc"
+RING_SRCS="$V/memory.cc $V/guest_fault.cc $V/dirty_log.cc $V/virtqueue.cc $V/split_ring.cc $V/packed_ring.cc"
 declare -A SRCS=(
   [split_ring]="native/fuzz/fuzz_ring.cc $RING_SRCS"
   [packed_ring]="native/fuzz/fuzz_ring.cc $RING_SRCS"
-  [memory]="native/fuzz/fuzz_memory.cc $V/memory.cc $V/dirty_log.cc"
+  [memory]="native/fuzz/fuzz_memory.cc $V/memory.cc $V/guest_fault.cc $V/dirty_log.cc"
   [offload]="native/fuzz/fuzz_offload.cc $V/offload.cc"
   [net]="native/fuzz/fuzz_net.cc $RING_SRCS $V/net.cc $V/offload.cc"
   [blk]="native/fuzz/fuzz_blk.cc $RING_SRCS $V/blk.cc $V/eventfd.cc"

@@ -266,7 +266,7 @@ struct Burst {
 
 // Every error code the engine may return.
 inline bool KnownVqError(int32_t code) {
-  return code >= static_cast<int32_t>(VqError::kNotReady) && code <= static_cast<int32_t>(VqError::kInflightCorrupt);
+  return code >= static_cast<int32_t>(VqError::kNotReady) && code <= static_cast<int32_t>(VqError::kGuestMemoryLost);
 }
 
 // Checks chains [0, n) of a burst Pop just filled: segments inside the memory table's

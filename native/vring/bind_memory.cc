@@ -38,7 +38,10 @@ Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const std::string name = info[0].As<Napi::String>().Utf8Value();
   const uint64_t size = ToU64(info[1], "size");
-  const int fd = memfd_create(name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  // Third argument false: a memfd that cannot be sealed (as some frontends create them),
+  // for tests of a frontend that truncates guest memory under the backend.
+  const bool sealing = info.Length() < 3 || !info[2].IsBoolean() || info[2].As<Napi::Boolean>().Value();
+  const int fd = memfd_create(name.c_str(), MFD_CLOEXEC | (sealing ? MFD_ALLOW_SEALING : 0u));
   if (fd < 0) throw Napi::Error::New(env, std::string("memfd_create: ") + strerror(errno));
   if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
     const int e = errno;
@@ -59,6 +62,7 @@ class MemTableWrap : public Napi::ObjectWrap<MemTableWrap> {
                         InstanceMethod<&MemTableWrap::WithRegion>("withRegion"),
                         InstanceMethod<&MemTableWrap::WithoutRegion>("withoutRegion"),
                         InstanceMethod<&MemTableWrap::Park>("park"),
+                        InstanceMethod<&MemTableWrap::LostRegions>("lostRegions"),
                         InstanceMethod<&MemTableWrap::Close>("close")});
   }
 
@@ -141,6 +145,7 @@ class MemTableWrap : public Napi::ObjectWrap<MemTableWrap> {
     o.Set("uva", Napi::BigInt::New(env, r.uva));
     o.Set("mmapOffset", Napi::BigInt::New(env, r.mmap_offset));
     o.Set("sealed", Napi::Boolean::New(env, r.map->sealed()));
+  o.Set("guarded", Napi::Boolean::New(env, r.map->guarded()));
     return o;
   }
 
@@ -253,6 +258,18 @@ class MemTableWrap : public Napi::ObjectWrap<MemTableWrap> {
     return Wrap(env, BuildOrThrow(env, std::move(regions)));
   }
 
+  // lostRegions() -> indices of the regions whose file was truncated under the mapping
+  // (guest_fault.h); [] once closed.
+  Napi::Value LostRegions(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Array a = Napi::Array::New(env);
+    if (!table_) return a;
+    for (uint32_t i = 0; i < table_->regions().size(); i++) {
+      if (table_->regions()[i].map->lost()) a.Set(a.Length(), i);
+    }
+    return a;
+  }
+
   // park() -> token: another thread builds new MemTable(token) over the same mappings.
   Napi::Value Park(const Napi::CallbackInfo& info) {
     Check(info.Env());
@@ -312,6 +329,20 @@ class DirtyLogWrap : public Napi::ObjectWrap<DirtyLogWrap> {
   std::shared_ptr<DirtyLog> log_;
 };
 
+// guestFaultGuard() -> { installed, error, fd, epoch }: the SIGBUS guard of guest memory
+// (guest_fault.h); fd is the eventfd written after each recovered fault.
+Napi::Value GuestFaultGuard(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string err;
+  const bool ok = guest_fault::Install(&err);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("installed", Napi::Boolean::New(env, ok));
+  o.Set("error", ok ? env.Null() : Napi::String::New(env, err));
+  o.Set("fd", Napi::Number::New(env, guest_fault::EventFd()));
+  o.Set("epoch", Napi::Number::New(env, guest_fault::Epoch()));
+  return o;
+}
+
 }  // namespace
 
 std::shared_ptr<DirtyLog> UnwrapDirtyLog(Napi::Value v) {
@@ -340,6 +371,10 @@ void BindMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("DirtyLog", dl);
   exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate));
   exports.Set("maxRegions", Napi::Number::New(env, kMaxRegions));
+  // The SIGBUS guard and its eventfd exist from the first load on, before any region is
+  // mapped (and before a test counts its fds).
+  guest_fault::Install(nullptr);
+  exports.Set("guestFaultGuard", Napi::Function::New(env, GuestFaultGuard));
 }
 
 }  // namespace vhostkit

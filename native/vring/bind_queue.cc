@@ -335,7 +335,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
 Napi::Value ErrorNames(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object o = Napi::Object::New(env);
-  for (int32_t i = 0; i <= static_cast<int32_t>(VqError::kInflightCorrupt); i++) {
+  for (int32_t i = 0; i <= static_cast<int32_t>(VqError::kGuestMemoryLost); i++) {
     o.Set(static_cast<uint32_t>(i), Napi::String::New(env, VqErrorName(static_cast<VqError>(i))));
   }
   return o;

@@ -35,6 +35,7 @@ const char* BlkErrName(BlkErr e) {
     case BlkErr::kUnsupported: return "unsupported";
     case BlkErr::kIo: return "io";
     case BlkErr::kBadSegment: return "badSegment";
+    case BlkErr::kGuestMemoryLost: return "guestMemoryLost";
     case BlkErr::kCount: break;
   }
   return "?";
@@ -609,6 +610,12 @@ void BlkEngine::Worker() {
 }
 
 void BlkEngine::Execute(Request* r, Scratch& s) {
+  // Guest memory the frontend truncated is not the guest's any more (guest_fault.h): no
+  // I/O from or into it (a write would store zeros), and the request fails.
+  if (r->mem && r->mem->LostRegion() >= 0) {
+    Fail(r, blk::kStatusIoErr, BlkErr::kGuestMemoryLost);
+    return;
+  }
   int e = 0;
   switch (r->type) {
     case blk::kTypeIn: e = DoRead(r, s); break;
@@ -616,7 +623,10 @@ void BlkEngine::Execute(Request* r, Scratch& s) {
     case blk::kTypeFlush: e = DoFlush(); break;
     default: e = DoDwz(r); break;
   }
-  if (e != 0) {
+  // EFAULT: DoRead / DoWrite probed the buffers, so a truncated file shows as a lost region.
+  if (r->mem && r->mem->LostRegion() >= 0) {
+    Fail(r, blk::kStatusIoErr, BlkErr::kGuestMemoryLost);
+  } else if (e != 0) {
     Fail(r, blk::kStatusIoErr, BlkErr::kIo);
   }
 }
@@ -694,6 +704,12 @@ int BlkEngine::DoRead(Request* r, Scratch& s) {
     const int cnt = static_cast<int>(std::min<size_t>(r->iov.size() - idx, IOV_MAX));
     const ssize_t k = preadv(fd_, r->iov.data() + idx, cnt, static_cast<off_t>(off));
     if (k < 0 && errno == EINTR) continue;
+    if (k < 0 && errno == EFAULT) {
+      // Guest memory the kernel could not write: a file truncated under its mapping
+      // raises no SIGBUS inside a syscall. Touch the pages so the guard sees it.
+      guest_fault::Probe(r->iov.data() + idx, r->iov.size() - idx);
+      return EFAULT;
+    }
     if (k < 0) return errno;
     if (k == 0) {  // end of file (a sparse image shorter than its capacity): zeros
       IovCursor(r->iov.data() + idx, r->iov.size() - idx).Zero();
@@ -736,6 +752,10 @@ int BlkEngine::DoWrite(Request* r, Scratch& s) {
     const int cnt = static_cast<int>(std::min<size_t>(r->iov.size() - idx, IOV_MAX));
     const ssize_t k = pwritev(fd_, r->iov.data() + idx, cnt, static_cast<off_t>(off));
     if (k < 0 && errno == EINTR) continue;
+    if (k < 0 && errno == EFAULT) {
+      guest_fault::Probe(r->iov.data() + idx, r->iov.size() - idx);  // as in DoRead
+      return EFAULT;
+    }
     if (k < 0) return errno;
     if (k == 0) return EIO;
     off += static_cast<uint64_t>(k);

@@ -90,6 +90,7 @@ enum class BlkErr : uint32_t {
   kUnsupported,       // unknown or unsupported request type (UNSUPP)
   kIo,                // the backend syscall failed
   kBadSegment,        // a segment outside the memory table (memory changed under a burst)
+  kGuestMemoryLost,   // the frontend truncated guest memory's file under the request (guest_fault.h)
   kCount
 };
 const char* BlkErrName(BlkErr e);

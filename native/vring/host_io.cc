@@ -258,8 +258,12 @@ void TxToTap(int fd, const BurstArrays& b, const MemTable& mem, const uint16_t* 
       st->dropped += n - k;  // the queue is full: the rest of the burst goes too
       return;
     } else {
+      const int e = errno;
+      // A file truncated under guest memory raises no SIGBUS inside a syscall: touch the
+      // frame's pages so the guard (guest_fault.h) sees it and the session ends.
+      if (e == EFAULT) guest_fault::Probe(iov.data(), iov.size());
       st->errors++;
-      st->last_errno = errno;
+      st->last_errno = e;
     }
   }
 }
@@ -282,8 +286,10 @@ void SendAll(int fd, mmsghdr* msgs, const uint32_t* lens, uint32_t count, TxStat
       st->dropped += count - i;
       return;
     } else {
+      const int e = errno;
+      if (e == EFAULT) guest_fault::Probe(msgs[i].msg_hdr.msg_iov, msgs[i].msg_hdr.msg_iovlen);  // as in TxToTap
       st->errors++;
-      st->last_errno = errno;
+      st->last_errno = e;
       i++;
     }
   }

@@ -59,6 +59,17 @@ std::shared_ptr<Mapping> Mapping::Map(int fd, uint64_t size, uint64_t mmap_offse
     return nullptr;
   }
   std::shared_ptr<Mapping> m(new Mapping());
+  // Under the SIGBUS guard before anyone can touch it: a frontend may truncate the file
+  // at any time (sealing is refused by plain files and by memfds without ALLOW_SEALING).
+  std::string gerr;
+  if (!sealed && guest_fault::Install(&gerr)) {
+    m->fault_slot_ = guest_fault::Register(base, end, &m->lost_);
+    if (m->fault_slot_ < 0) {
+      munmap(base, end);
+      *err = "too many guest memory mappings for the SIGBUS guard (" + std::to_string(guest_fault::kSlots) + ")";
+      return nullptr;
+    }
+  }
   m->base_ = base;
   m->map_len_ = end;
   m->host_ = static_cast<uint8_t*>(base) + mmap_offset;
@@ -75,6 +86,8 @@ std::shared_ptr<Mapping> Mapping::Borrow(uint8_t* host, uint64_t size) {
 }
 
 Mapping::~Mapping() {
+  // Out of the SIGBUS guard's registry first: the range may be mapped again by anyone.
+  guest_fault::Unregister(fault_slot_);
   if (base_ != nullptr) munmap(base_, map_len_);
 }
 

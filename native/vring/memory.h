@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "guest_fault.h"
+
 namespace vhostkit {
 
 // One mmap of one region's fd. Unmapped when the last holder drops it.
@@ -33,6 +35,11 @@ class Mapping {
   uint8_t* host() const { return host_; }
   uint64_t size() const { return size_; }
   bool sealed() const { return sealed_; }
+  // Pages of the mapping were lost (the file was truncated under it) and replaced by
+  // anonymous memory (guest_fault.h): what it holds is no longer the guest's.
+  bool lost() const { return lost_.load(std::memory_order_relaxed) != 0; }
+  // Whether the SIGBUS guard covers this mapping (guest_fault.h; a borrowed area is not).
+  bool guarded() const { return fault_slot_ >= 0; }
 
  private:
   Mapping() = default;
@@ -41,6 +48,8 @@ class Mapping {
   uint8_t* host_ = nullptr;
   uint64_t size_ = 0;
   bool sealed_ = false;
+  int fault_slot_ = -1;               // guest_fault registry slot, -1: not registered
+  std::atomic<uint32_t> lost_{0};     // set by the SIGBUS handler
 };
 
 struct Region {
@@ -90,6 +99,17 @@ class MemTable {
     *region = h;
     return s.host + off;
   }
+  // Index of a region whose mapping lost pages (its frontend truncated the file), or -1.
+  // One relaxed-cost load while no guest memory fault happened since the last check.
+  int LostRegion() const {
+    const uint32_t e = guest_fault::Epoch();
+    if (e == checked_epoch_.load(std::memory_order_relaxed)) return -1;
+    for (size_t i = 0; i < regions_.size(); i++) {
+      if (regions_[i].map->lost()) return static_cast<int>(i);
+    }
+    checked_epoch_.store(e, std::memory_order_relaxed);
+    return -1;
+  }
   // Host address of region i's first byte (i < regions().size()).
   uint8_t* host(uint32_t i) const { return spans_[i].host; }
 
@@ -106,6 +126,8 @@ class MemTable {
   // Lookup cache: any value is a valid hint. Atomic because queues on several threads
   // share one table; written only when it changes.
   mutable std::atomic<uint32_t> last_hit_{0};
+  // The fault epoch at which no region was lost (LostRegion).
+  mutable std::atomic<uint32_t> checked_epoch_{0};
 };
 
 }  // namespace vhostkit

@@ -142,6 +142,7 @@ VqError PackedRing::WalkChain(const uint8_t* ring, uint32_t start, uint32_t ring
 
 int32_t PackedRing::Pop(const BurstArrays& out, uint32_t max) {
   if (error_ != VqError::kOk) return -static_cast<int32_t>(error_);
+  if (MemoryLost()) return -static_cast<int32_t>(error_);
   if (desc_ == nullptr || !mem_) return -static_cast<int32_t>(VqError::kNotReady);
   if (max > out.max_chains) max = out.max_chains;
   const LogState lg = CurrentLog();
@@ -250,6 +251,7 @@ int32_t PackedRing::Pop(const BurstArrays& out, uint32_t max) {
 
 int32_t PackedRing::PopDirect(DirectBuf* out, uint32_t max) {
   if (error_ != VqError::kOk) return -static_cast<int32_t>(error_);
+  if (MemoryLost()) return -static_cast<int32_t>(error_);
   if (inflight_ != nullptr || !DirectAllowed()) return 0;
   const MemTable& mem = *mem_;
   uint32_t n = 0;
@@ -282,6 +284,9 @@ int32_t PackedRing::PopDirect(DirectBuf* out, uint32_t max) {
 
 int32_t PackedRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) {
   if (n == 0) return 0;
+  // A lost memory table breaks the queue for the next Pop; this push still completes its
+  // bookkeeping (the ring it writes is anonymous memory now if it was lost).
+  (void)MemoryLost();
   if (desc_ == nullptr || !ClaimIds(ids, n)) return -1;
   const uint16_t start = last_used_;
   const LogState lg = CurrentLog();

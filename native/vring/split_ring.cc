@@ -194,6 +194,7 @@ VqError SplitRing::WalkChain(uint16_t head, const BurstArrays& out, uint32_t fir
 
 int32_t SplitRing::Pop(const BurstArrays& out, uint32_t max) {
   if (error_ != VqError::kOk) return -static_cast<int32_t>(error_);
+  if (MemoryLost()) return -static_cast<int32_t>(error_);
   if (desc_ == nullptr || !mem_) return -static_cast<int32_t>(VqError::kNotReady);
   const uint16_t avail_idx = AvailIdx();  // acquire: ring entries below are read after it
   const uint16_t count = static_cast<uint16_t>(avail_idx - last_avail_);
@@ -300,6 +301,7 @@ int32_t SplitRing::Pop(const BurstArrays& out, uint32_t max) {
 
 int32_t SplitRing::PopDirect(DirectBuf* out, uint32_t max) {
   if (error_ != VqError::kOk) return -static_cast<int32_t>(error_);
+  if (MemoryLost()) return -static_cast<int32_t>(error_);
   if (inflight_ != nullptr || !DirectAllowed()) return 0;
   const uint16_t count = static_cast<uint16_t>(AvailIdx() - last_avail_);  // acquire
   if (count > size_) return 0;  // Pop refuses it
@@ -325,6 +327,9 @@ int32_t SplitRing::PopDirect(DirectBuf* out, uint32_t max) {
 
 int32_t SplitRing::Push(const uint16_t* ids, const uint32_t* lens, uint32_t n) {
   if (n == 0) return 0;
+  // A lost memory table breaks the queue for the next Pop; this push still completes its
+  // bookkeeping (the ring it writes is anonymous memory now if it was lost).
+  (void)MemoryLost();
   if (desc_ == nullptr || !ClaimIds(ids, n)) return -1;
   const LogState lg = CurrentLog();
   const uint16_t old = last_used_;

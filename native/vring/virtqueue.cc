@@ -1,5 +1,6 @@
 #include "virtqueue.h"
 
+#include <cstdio>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -29,6 +30,7 @@ const char* VqErrorName(VqError e) {
     case VqError::kIdInFlight: return "ID_IN_FLIGHT";
     case VqError::kBaseOutOfRange: return "BASE_OUT_OF_RANGE";
     case VqError::kInflightCorrupt: return "INFLIGHT_CORRUPT";
+    case VqError::kGuestMemoryLost: return "GUEST_MEMORY_LOST";
   }
   return "UNKNOWN";
 }
@@ -126,6 +128,14 @@ VqError Virtqueue::SetRings(uint64_t desc, uint64_t driver, uint64_t device, Add
   ring_addr_[1] = driver;
   ring_addr_[2] = device;
   return VqError::kOk;
+}
+
+void Virtqueue::LostFail(uint32_t region) {
+  const Region& r = mem_->regions()[region];
+  char b[160];
+  snprintf(b, sizeof b, "guest memory file truncated: region %u (gpa 0x%llx, size 0x%llx) lost pages", region,
+           static_cast<unsigned long long>(r.gpa), static_cast<unsigned long long>(r.size));
+  Fail(VqError::kGuestMemoryLost, b);
 }
 
 int32_t Virtqueue::Fail(VqError e, std::string detail) {

@@ -45,6 +45,7 @@ enum class VqError : int32_t {
   kIdInFlight = 16,           // the driver offered a head / buffer id the device still holds
   kBaseOutOfRange = 17,       // SET_VRING_BASE index >= queue size (packed)
   kInflightCorrupt = 18,      // packed: a saved in-flight chain no longer walks as saved
+  kGuestMemoryLost = 19,      // the frontend truncated a region's file: the memory table lost pages
 };
 const char* VqErrorName(VqError e);
 
@@ -186,6 +187,16 @@ class Virtqueue {
  protected:
   Virtqueue(bool packed, uint32_t size);
   int32_t Fail(VqError e, std::string detail);
+  // The memory table lost pages (guest_fault.h): the queue breaks (kGuestMemoryLost).
+  // Cheap while no guest memory fault happened. Returns whether it broke.
+  bool MemoryLost() {
+    if (!mem_) return false;
+    const int r = mem_->LostRegion();
+    if (r < 0) return false;
+    LostFail(static_cast<uint32_t>(r));
+    return true;
+  }
+  void LostFail(uint32_t region);
   // Checks that every id of a push is in flight, and not twice in the batch; marks them
   // claimed. On failure nothing is marked. TakeId then returns an id's descriptor count
   // and clears it.

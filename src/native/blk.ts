@@ -97,6 +97,8 @@ export interface BlkErrorCounts {
   io: number;
   /** a segment outside guest memory (the memory table changed under a burst) */
   badSegment: number;
+  /** the frontend truncated guest memory's file under the request (the session ends) */
+  guestMemoryLost: number;
 }
 
 export interface BlkEngineStats {

@@ -25,6 +25,7 @@ export const VringErrorCode = {
   ID_IN_FLIGHT: 16,
   BASE_OUT_OF_RANGE: 17,
   INFLIGHT_CORRUPT: 18,
+  GUEST_MEMORY_LOST: 19,
 } as const;
 export type VringErrorName = keyof typeof VringErrorCode;
 
