@@ -1,7 +1,9 @@
 // Guest memory as the backend sees it: the frontend's regions mapped MAP_SHARED, with
 // overflow-safe translation of guest-physical addresses. Thin typed layer over the
 // native MemTable (native/vring/memory.cc, bind_memory.cc).
+import { readSync } from 'node:fs';
 import { addon } from './binding.js';
+import { FdWatcher } from './unix-socket.js';
 
 /** A region as the frontend describes it (vhost-user SET_MEM_TABLE / ADD_MEM_REG). */
 export interface RegionSpec {
@@ -23,6 +25,8 @@ export interface RegionInfo {
   mmapOffset: bigint;
   /** whether the fd is sealed against shrinking (an unsealed fd could be truncated under us) */
   sealed: boolean;
+  /** whether the SIGBUS guard covers the mapping (every unsealed region, see guestFaultGuard) */
+  guarded: boolean;
 }
 
 export interface Translation {
@@ -41,21 +45,77 @@ interface RawMemTable {
   withRegion(r: RegionSpec): RawMemTable;
   withoutRegion(gpa: bigint, size: bigint, uva: bigint): RawMemTable;
   park(): number;
+  lostRegions(): number[];
   close(): void;
+}
+/** The SIGBUS guard of guest memory (native/vring/guest_fault.h). */
+export interface GuestFaultGuard {
+  /** the handler is installed (false under a sanitizer that keeps SIGBUS: see scripts/test.mjs) */
+  installed: boolean;
+  error: string | null;
+  /** eventfd written after each recovered fault */
+  fd: number;
+  /** faults recovered so far in this process */
+  epoch: number;
 }
 interface RawMemoryAddon {
   MemTable: new (regions: RegionSpec[] | number) => RawMemTable;
-  memfdCreate(name: string, size: bigint): number;
+  memfdCreate(name: string, size: bigint, sealing?: boolean): number;
   maxRegions: number;
+  guestFaultGuard(): GuestFaultGuard;
 }
 const raw = addon as RawMemoryAddon;
 
 /** Most regions one table holds (vhost-user GET_MAX_MEM_SLOTS). */
 export const MAX_REGIONS: number = raw.maxRegions;
 
-/** Creates a memfd of `size` bytes (CLOEXEC, sealing allowed). The caller owns the fd. */
-export function createMemfd(name: string, size: number | bigint): number {
-  return raw.memfdCreate(name, BigInt(size));
+/**
+ * Creates a memfd of `size` bytes (CLOEXEC, sealing allowed unless `sealing` is false: then
+ * whoever holds it can shrink it under a mapping). The caller owns the fd.
+ */
+export function createMemfd(name: string, size: number | bigint, sealing = true): number {
+  return raw.memfdCreate(name, BigInt(size), sealing);
+}
+
+/** State of the process's SIGBUS guard over guest memory. */
+export function guestFaultGuard(): GuestFaultGuard {
+  return raw.guestFaultGuard();
+}
+
+// One watcher of the guard's eventfd for the whole thread, running while anyone listens.
+const faultListeners = new Set<() => void>();
+let faultWatcher: FdWatcher | null = null;
+const drain = Buffer.alloc(8);
+
+/**
+ * Calls `listener` (on this thread's event loop) after guest memory of this process lost
+ * pages to a truncated file: the owner of a memory table then asks it `lostRegions()`.
+ * Returns the function that stops listening. Meant for the thread that owns the sessions
+ * (one thread drains the eventfd).
+ */
+export function onGuestMemoryFault(listener: () => void): () => void {
+  faultListeners.add(listener);
+  if (faultWatcher === null) {
+    const g = raw.guestFaultGuard();
+    if (g.fd >= 0) {
+      faultWatcher = new FdWatcher(g.fd, () => {
+        try {
+          readSync(g.fd, drain, 0, 8, null);
+        } catch {
+          // EAGAIN: another reader drained it
+        }
+        for (const l of [...faultListeners]) l();
+      });
+      faultWatcher.start(true, false);
+    }
+  }
+  return () => {
+    faultListeners.delete(listener);
+    if (faultListeners.size === 0 && faultWatcher !== null) {
+      faultWatcher.close();
+      faultWatcher = null;
+    }
+  };
 }
 
 // A view handed out keeps its GuestMemory reachable, so the table is never collected
@@ -104,6 +164,14 @@ export class GuestMemory {
   /** Takes a table parked by another thread. */
   static claim(token: number): GuestMemory {
     return new GuestMemory(new raw.MemTable(token));
+  }
+
+  /**
+   * Regions whose file the frontend truncated under the mapping: their lost pages read as
+   * zeros now (the SIGBUS guard mapped anonymous memory there). [] once closed.
+   */
+  lostRegions(): number[] {
+    return this.closed ? [] : this.raw.lostRegions();
   }
 
   /** A new table with one more region (vhost-user ADD_MEM_REG). */

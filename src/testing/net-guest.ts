@@ -19,6 +19,8 @@ export interface NetGuestOptions {
   maxFrame?: number;
   /** extra virtio-net feature bits to negotiate (offloads: CSUM, GUEST_TSO4, ...) */
   extraFeatures?: bigint;
+  /** guest memory in a plain file at this path, or in a memfd that cannot be sealed ('unsealed') */
+  memoryFile?: string;
 }
 
 export class NetGuest {
@@ -45,6 +47,7 @@ export class NetGuest {
       memoryBytes: o.memoryBytes ?? 16 << 20,
       maxFrame: o.maxFrame ?? 9216,
       extraFeatures: o.extraFeatures ?? 0n,
+      memoryFile: o.memoryFile ?? '',
     };
   }
 
@@ -65,7 +68,8 @@ export class NetGuest {
       (o.mergeable ? bit(NetFeature.MRG_RXBUF) : 0n) |
       o.extraFeatures;
     await this.fe.negotiate({ features: want });
-    await this.fe.setupMemory(o.memoryBytes);
+    const file = o.memoryFile;
+    await this.fe.setupMemory(o.memoryBytes, file === 'unsealed' ? { sealing: false } : file ? { file } : {});
     const alloc = this.fe.alloc!;
     for (let i = 0; i < o.rxBuffers; i++) this.rxSlots.push(alloc.alloc(o.rxBufferSize, 64));
     for (let i = 0; i < Math.min(o.queueSize, 128); i++) this.txSlots.push(alloc.alloc(NET_HDR_SIZE + o.maxFrame, 64));

@@ -2,7 +2,7 @@
 // connects to any backend socket, negotiates, shares guest memory from a memfd, lays out
 // split or packed rings with the spec-exact driver of src/testing/driver.ts, kicks and
 // waits for used buffers. Tests, benchmarks and `vhostkit probe` use it.
-import { closeSync } from 'node:fs';
+import { closeSync, ftruncateSync, openSync } from 'node:fs';
 import { GuestMemory, createMemfd } from '../native/guest-memory.js';
 import { EventFd } from '../native/eventfd.js';
 import { FdWatcher, connectUnix } from '../native/unix-socket.js';
@@ -154,6 +154,10 @@ export class VhostUserFrontend {
   memory: GuestMemory | null = null;
   alloc: BumpAllocator | null = null;
   private memFd = -1;
+  /** the fd of the guest memory setupMemory made (-1 before; owned by the frontend) */
+  get memoryFd(): number {
+    return this.memFd;
+  }
   readonly queues = new Map<number, FrontendQueue>();
 
   private constructor(fd: number, opts: FrontendOptions) {
@@ -290,9 +294,25 @@ export class VhostUserFrontend {
     await this.setFeatures(this.offered.features & (want.features ?? ~0n));
   }
 
-  /** Creates `bytes` of shared guest memory (one memfd region at gpa 0) and sends SET_MEM_TABLE. */
-  async setupMemory(bytes: number): Promise<GuestMemory> {
-    const fd = createMemfd('vhostkit-frontend', bytes);
+  /**
+   * Creates `bytes` of shared guest memory (one memfd region at gpa 0) and sends
+   * SET_MEM_TABLE. `o.file`: a plain file at that path instead (created or cut to `bytes`,
+   * as QEMU's memory-backend-file); `o.sealing` false: a memfd that cannot be sealed. Either
+   * can be truncated under the backend (tests of the SIGBUS guard).
+   */
+  async setupMemory(bytes: number, o: { file?: string; sealing?: boolean } = {}): Promise<GuestMemory> {
+    let fd: number;
+    if (o.file !== undefined) {
+      fd = openSync(o.file, 'w+', 0o600);
+      try {
+        ftruncateSync(fd, bytes);
+      } catch (e) {
+        closeSync(fd);
+        throw e;
+      }
+    } else {
+      fd = createMemfd('vhostkit-frontend', bytes, o.sealing ?? true);
+    }
     const region: MemRegion = { gpa: 0n, size: BigInt(bytes), uva: FRONTEND_UVA_BASE, mmapOffset: 0n };
     this.memory = GuestMemory.map([{ fd, ...region }]);
     this.memFd = fd;

@@ -3,9 +3,9 @@
 // time: the channel is paused while an async handler (GET_VRING_BASE waiting for the
 // device to drain) runs. Any malformed, unknown or out-of-order message ends this
 // session with a log line naming it; the process and other sessions keep going.
-import { closeSync, readSync, writeSync } from 'node:fs';
+import { closeSync, readSync, readlinkSync, writeSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
-import { GuestMemory, MAX_REGIONS, createMemfd, type RegionSpec } from '../native/guest-memory.js';
+import { GuestMemory, MAX_REGIONS, createMemfd, onGuestMemoryFault, type RegionSpec } from '../native/guest-memory.js';
 import { Virtqueue, VringError, type RingLayout } from '../native/virtqueue.js';
 import { FdWatcher } from '../native/unix-socket.js';
 import { bit, has, DeviceStatus, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VHOST_F_LOG_ALL } from '../virtio/features.js';
@@ -171,6 +171,8 @@ export class Session extends EventEmitter {
   /** bytes the dirty log maps (size + offset) */
   private logBytes = 0n;
   private closing = false;
+  /** stops listening for guest memory faults (set while a memory table is mapped) */
+  private stopFaultWatch: (() => void) | null = null;
   private readonly burst: number;
   private readonly ringRecordPath: string | null;
   private ringRecords: RingRecordFile | null = null;
@@ -560,6 +562,9 @@ export class Session extends EventEmitter {
   }
 
   private failQueue(s: Slot, reason: VringError | Error | string): void {
+    // A queue that broke on guest memory the frontend truncated: the whole table is
+    // untrustworthy, so the session ends (not only the queue).
+    if (this.endIfMemoryLost()) return;
     if (s.broken) return;
     s.broken = true;
     const why = reason instanceof VringError ? `${reason.code}: ${reason.detail}` : reason instanceof Error ? reason.message : reason;
@@ -574,6 +579,31 @@ export class Session extends EventEmitter {
       }
     }
     this.emit('queue-error', s.index, why);
+  }
+
+  /**
+   * Ends the session if the frontend truncated a file under its memory table (the SIGBUS
+   * guard, native/vring/guest_fault.h, recovered the access and marked the region): one
+   * log line per region lost, naming it. Returns whether it did.
+   */
+  private endIfMemoryLost(): boolean {
+    const mem = this.memory;
+    if (mem === null || this.closing) return false;
+    const lost = mem.lostRegions();
+    if (lost.length === 0) return false;
+    for (const i of lost) {
+      const r = mem.regions[i];
+      const spec = this.regionSpecs.find((x) => x.gpa === r.gpa && x.size === r.size);
+      let file = '';
+      try {
+        if (spec) file = readlinkSync(`/proc/self/fd/${spec.fd}`);
+      } catch {
+        // the fd is gone: name the region without it
+      }
+      this.log.error('guest memory file truncated, ending the session', { region: i, gpa: r.gpa, size: r.size, mmapOffset: r.mmapOffset, fd: spec?.fd ?? -1, file });
+    }
+    void this.close('guest memory file truncated');
+    return true;
   }
 
   /** Runs `change` with the device's running queues paused (if the device needs it). */
@@ -625,6 +655,7 @@ export class Session extends EventEmitter {
     }
     const old = this.memory;
     this.memory = mem;
+    this.stopFaultWatch ??= onGuestMemoryFault(() => this.endIfMemoryLost());
     Session.closeRegionFds(this.regionSpecs, specs);
     this.regionSpecs = specs;
     for (const s of this.slots) {
@@ -679,6 +710,8 @@ export class Session extends EventEmitter {
     } catch (e) {
       this.log.error('device stop failed during teardown', { error: (e as Error).message });
     }
+    this.stopFaultWatch?.();
+    this.stopFaultWatch = null;
     this.memory?.close();
     this.memory = null;
     Session.closeRegionFds(this.regionSpecs);

@@ -1,0 +1,331 @@
+// The dangerous half of guest-fault.test.ts, in a child process: a frontend truncates the
+// file under its guest memory while a switch port or a disk serves it. Without the SIGBUS
+// guard (native/vring/guest_fault.h) this process dies of SIGBUS, and the parent reports
+// that as a failure instead of dying with it. Prints one JSON line: what it saw.
+//
+//   node guest-fault-child.js unit
+//   node guest-fault-child.js net <worker|inline> <split|packed>
+//   node guest-fault-child.js blk <file|ram>
+//   node guest-fault-child.js kill            (a SIGBUS sent by kill(): must still kill)
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { GuestMemory, createMemfd, guestFaultGuard } from '../../src/native/guest-memory.js';
+import { Switch } from '../../src/switch/switch.js';
+import { NetGuest } from '../../src/testing/net-guest.js';
+import { ethFrame } from '../../src/testing/net-frames.js';
+import { setLogSink, type LogRecord } from '../../src/log.js';
+import { VhostUserBackend } from '../../src/vhost-user/backend.js';
+import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
+import { openDisk, type Disk } from '../../src/backends/blk/disk.js';
+import { BlkClient, BlkReqType, BlkStatus } from '../../src/testing/blk-client.js';
+import { VIRTIO_F_RING_PACKED, bit } from '../../src/virtio/features.js';
+
+const MiB = 1 << 20;
+const logs: LogRecord[] = [];
+setLogSink((r) => logs.push(r));
+
+const fdCount = () => readdirSync('/proc/self/fd').length;
+const fdsTo = (path: string) =>
+  readdirSync('/proc/self/fd').filter((f) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${f}`) === path;
+    } catch {
+      return false;
+    }
+  }).length;
+const mapsOf = (needle: string) => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes(needle)).length;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+async function until(f: () => boolean, ms = 5000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!f()) {
+    if (Date.now() > deadline) return false;
+    await sleep(5);
+  }
+  return true;
+}
+const lostLine = () => logs.find((l) => l.msg === 'guest memory file truncated, ending the session');
+const describeLine = (l: LogRecord | undefined) =>
+  l === undefined ? null : { msg: l.msg, gpa: String(l.gpa), size: String(l.size), fd: l.fd, file: l.file, session: l.session };
+
+function unit(): object {
+  const out: Record<string, unknown> = { guard: guestFaultGuard() };
+  const dir = mkdtempSync('/dev/shm/vk-gf-unit-');
+  try {
+    // An unsealed memfd and a plain file are guarded; a sealed memfd needs no guard.
+    const sealed = createMemfd('vk-gf-sealed', MiB);
+    const ms = GuestMemory.map([{ fd: sealed, gpa: 0n, size: BigInt(MiB), uva: 0n, mmapOffset: 0n }]);
+    out.sealed = { sealed: ms.regions[0].sealed, guarded: ms.regions[0].guarded };
+    ms.close();
+    closeSync(sealed);
+    for (const kind of ['memfd', 'file'] as const) {
+      const path = join(dir, 'mem');
+      const fd = kind === 'memfd' ? createMemfd('vk-gf-unsealed', 4 * MiB, false) : openSync(path, 'w+');
+      if (kind === 'file') ftruncateSync(fd, 4 * MiB);
+      const name = kind === 'memfd' ? 'memfd:vk-gf-unsealed' : path;
+      // Two regions of one fd (mmap offsets 0 and 2 MiB), as QEMU maps RAM above and below 4G.
+      const mem = GuestMemory.map([
+        { fd, gpa: 0n, size: BigInt(2 * MiB), uva: 0x10000000n, mmapOffset: 0n },
+        { fd, gpa: 1n << 32n, size: BigInt(2 * MiB), uva: 0x20000000n, mmapOffset: BigInt(2 * MiB) },
+      ]);
+      mem.write(100n, Uint8Array.of(1, 2, 3));
+      mem.write((1n << 32n) + 100n, Uint8Array.of(4, 5, 6));
+      const epoch0 = guestFaultGuard().epoch;
+      ftruncateSync(fd, 3 * MiB); // the second region loses its upper half
+      const low = [...mem.read(100n, 3)];
+      const highKept = [...mem.read((1n << 32n) + 100n, 3)];
+      const lostBefore = mem.lostRegions();
+      const gone = [...mem.read((1n << 32n) + BigInt(1.5 * MiB), 4)]; // faults: recovered, zeros
+      mem.write((1n << 32n) + BigInt(1.75 * MiB), Uint8Array.of(9)); // a write there goes nowhere
+      const r: Record<string, unknown> = {
+        guarded: mem.regions.map((x) => x.guarded),
+        low,
+        highKept,
+        lostBefore,
+        gone,
+        lost: mem.lostRegions(),
+        epochDelta: guestFaultGuard().epoch - epoch0,
+      };
+      mem.close();
+      closeSync(fd);
+      r.mapsAfterClose = mapsOf(name);
+      out[kind] = r;
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return out;
+}
+
+const A = '02:00:00:00:00:0a';
+const B = '02:00:00:00:00:0b';
+const C = '02:00:00:00:00:0c';
+const BCAST = 'ff:ff:ff:ff:ff:ff';
+const seqOf = (f: Uint8Array) => new DataView(f.buffer, f.byteOffset).getUint32(14);
+const srcOf = (f: Uint8Array) => Buffer.from(f.subarray(6, 12)).toString('hex');
+const mac = (s: string) => s.replace(/:/g, '');
+
+/**
+ * Receives on g until `want[src]` more frames from each src arrived, checking that each
+ * source's sequence numbers continue from next[src] (a gap or a timeout goes to errs).
+ */
+async function take(g: NetGuest, want: Record<string, number>, next: Record<string, number>, errs: string[]): Promise<void> {
+  const left = new Map(Object.entries(want).map(([k, v]) => [mac(k), v]));
+  const total = () => [...left.values()].reduce((x, y) => x + y, 0);
+  while (total() > 0) {
+    const fs = await g.receive(1, 3000);
+    if (fs.length === 0) {
+      errs.push(`nothing for 3 s, still waiting for ${JSON.stringify(Object.fromEntries(left))}`);
+      return;
+    }
+    for (const f of fs) {
+      const src = srcOf(f.frame);
+      if (f.frame[0] & 1 || !left.has(src)) continue;
+      const n = next[src] ?? 0;
+      if (seqOf(f.frame) !== n) errs.push(`from ${src}: frame ${seqOf(f.frame)}, expected ${n}`);
+      next[src] = seqOf(f.frame) + 1;
+      left.set(src, Math.max(0, left.get(src)! - 1));
+    }
+  }
+}
+
+async function net(dataplane: 'worker' | 'inline', layout: 'split' | 'packed'): Promise<object> {
+  const packed = layout === 'packed';
+  const dir = mkdtempSync('/dev/shm/vk-gf-net-');
+  const sock = (n: string) => join(dir, `${n}.sock`);
+  const memFile = join(dir, 'a.mem');
+  const sw = await Switch.create({ dataplane });
+  const out: Record<string, unknown> = { dataplane, layout };
+  try {
+    for (const n of ['a', 'b', 'c']) await sw.addVhostPort({ name: n, socket: sock(n) });
+    const b = await NetGuest.connect(sock('b'), { packed });
+    const c = await NetGuest.connect(sock('c'), { packed });
+    await until(() => sw.backend('b').session !== null && sw.backend('c').session !== null);
+    const fds0 = fdCount();
+    const a = await NetGuest.connect(sock('a'), { packed, memoryFile: memFile });
+    await until(() => sw.backend('a').session !== null);
+    const sessionA = sw.backend('a').session!;
+    // Everyone announces itself so that unicast frames are not flooded.
+    a.send([ethFrame(BCAST, A, 60, 0)]);
+    b.send([ethFrame(BCAST, B, 60, 0)]);
+    c.send([ethFrame(BCAST, C, 60, 0)]);
+    await until(() => sw.counters('a').tx_packets >= 1 && sw.counters('b').tx_packets >= 1 && sw.counters('c').tx_packets >= 1);
+    const errs: string[] = [];
+    const seq = { ab: 0, bc: 0, cb: 0 };
+    const atC: Record<string, number> = {};
+    const atB: Record<string, number> = {};
+    let aSent = 0;
+    let aErrors = 0;
+    let truncatedAt = -1;
+    for (let round = 0; round < 40; round++) {
+      let abN = 0;
+      if (truncatedAt < 0 || sw.backend('a').session !== null) {
+        try {
+          const first = seq.ab;
+          abN = a.send(Array.from({ length: 16 }, (_, i) => ethFrame(B, A, 200, first + i)));
+          seq.ab += abN;
+          aSent += abN;
+        } catch {
+          aErrors++; // A's own view of its memory is gone too
+        }
+      }
+      const bc0 = seq.bc;
+      const bcN = b.send(Array.from({ length: 16 }, (_, i) => ethFrame(C, B, 300, bc0 + i)));
+      seq.bc += bcN;
+      const cb0 = seq.cb;
+      const cbN = c.send(Array.from({ length: 16 }, (_, i) => ethFrame(B, C, 300, cb0 + i)));
+      seq.cb += cbN;
+      if (round === 10) {
+        // A's frames are in the switch's hands (or about to be) when its memory goes.
+        truncateSync(memFile, 64 * 1024);
+        truncatedAt = round;
+      }
+      await take(c, { [B]: bcN }, atC, errs);
+      // Before the truncation A's frames must arrive too; after it, whatever comes of them.
+      await take(b, truncatedAt < 0 ? { [C]: cbN, [A]: abN } : { [C]: cbN }, atB, errs);
+      if (errs.length) break;
+    }
+    out.bc = { sent: seq.bc, receivedInOrder: atC[mac(B)] ?? 0 };
+    out.cb = { sent: seq.cb, receivedInOrder: atB[mac(C)] ?? 0 };
+    out.aFramesAtB = atB[mac(A)] ?? 0;
+    out.errors = errs;
+    out.aSent = aSent;
+    out.aErrors = aErrors;
+    out.sessionEnded = await until(() => sw.backend('a').session === null && sessionA.closed);
+    out.lostLine = describeLine(lostLine());
+    out.disconnectReason = logs.find((l) => l.session === sessionA.id && l.msg === 'frontend disconnected')?.reason ?? null;
+    out.aCounters = { queue_errors: sw.counters('a').queue_errors };
+    out.epoch = guestFaultGuard().epoch;
+    // A's frontend lets go of its side too; then nothing of A's memory is left open or mapped.
+    a.close();
+    await sleep(50);
+    out.fds = { before: fds0, after: fdCount(), toMemFile: fdsTo(memFile) };
+    out.mapsOfMemFile = mapsOf(memFile);
+    // The port serves a new frontend; B and C still talk.
+    const a2 = await NetGuest.connect(sock('a'), { packed });
+    out.newSession = await until(() => sw.backend('a').session !== null && !sw.backend('a').session!.closed);
+    const e2: string[] = [];
+    a2.send([ethFrame(BCAST, A, 60, 1)]);
+    await sleep(20);
+    a2.send(Array.from({ length: 8 }, (_, i) => ethFrame(B, A, 100, 1000 + i)));
+    await take(b, { [A]: 8 }, { [mac(A)]: 1000 }, e2);
+    b.send(Array.from({ length: 8 }, (_, i) => ethFrame(A, B, 100, 2000 + i)));
+    await take(a2, { [B]: 8 }, { [mac(B)]: 2000 }, e2);
+    out.newFrontendErrors = e2;
+    a2.close();
+    b.close();
+    c.close();
+  } finally {
+    await sw.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return out;
+}
+
+function pattern(n: number, seed: number): Uint8Array {
+  return Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed * 7 + (i >> 9)) & 0xff);
+}
+
+async function blk(kind: 'file' | 'ram'): Promise<object> {
+  const dir = mkdtempSync('/dev/shm/vk-gf-blk-');
+  const memFile = join(dir, 'v.mem');
+  const disks: Disk[] = [];
+  const bes: VhostUserBackend[] = [];
+  const out: Record<string, unknown> = { kind };
+  const open = async (name: string) => {
+    const img = join(dir, `${name}.img`);
+    writeFileSync(img, new Uint8Array(0));
+    truncateSync(img, 64 * MiB);
+    const disk = openDisk(kind === 'file' ? { file: img, serial: name } : { ramBytes: 64 * MiB, serial: name });
+    const be = new VhostUserBackend(disk.device, { socket: join(dir, `${name}.sock`) });
+    await be.start();
+    disks.push(disk);
+    bes.push(be);
+    return { disk, be, sock: join(dir, `${name}.sock`) };
+  };
+  const connect = async (sock: string, memory: { file?: string }) => {
+    const fe = await VhostUserFrontend.connect(sock);
+    await fe.negotiate({ features: ~bit(VIRTIO_F_RING_PACKED) });
+    await fe.setupMemory(192 * MiB, memory);
+    const q = await fe.startQueue(0, { size: 128 });
+    return { fe, blk: new BlkClient(q), q };
+  };
+  try {
+    const v = await open('victim');
+    const o = await open('other');
+    const fo = await connect(o.sock, {});
+    const fds0 = fdCount();
+    const fv = await connect(v.sock, { file: memFile });
+    const sessionV = v.be.session!;
+    // The other disk: 64 KiB written at each of 64 places, checked at the end.
+    const written = new Map<number, Uint8Array>();
+    const errs: string[] = [];
+    const writeOther = async (k: number, seed: number) => {
+      const d = pattern(64 * 1024, seed);
+      const r = await fo.blk.write(BigInt(k * 1024), d);
+      if (r.status !== BlkStatus.OK) errs.push(`other disk: write ${k} status ${r.status}`);
+      written.set(k, d);
+    };
+    for (let k = 0; k < 16; k++) await writeOther(k, k);
+    // Victim: 24 writes of 1 MiB in flight on the I/O threads, then its memory file is cut
+    // to 64 KiB (the rings stay, the buffers go).
+    const before = v.disk.engine.stats().submitted;
+    for (let i = 0; i < 24; i++) fv.blk.submit(BlkReqType.OUT, BigInt(i * 2048), { data: pattern(MiB, i) });
+    fv.q.publishAndKick();
+    for (let i = 0; i < 1000 && v.disk.engine.stats().submitted < before + 24; i++) await new Promise((r) => setImmediate(r));
+    out.executingAtTruncation = v.disk.engine.stats().executing;
+    truncateSync(memFile, 64 * 1024);
+    // The victim keeps asking (its frontend's memory is guarded too: it reads zeros).
+    try {
+      fv.blk.submit(BlkReqType.IN, 0n, { readLen: 4096 });
+      fv.q.publishAndKick();
+    } catch (e) {
+      out.victimSubmitError = (e as Error).message;
+    }
+    // The other disk keeps serving meanwhile.
+    for (let k = 16; k < 64; k++) await writeOther(k, k);
+    out.sessionEnded = await until(() => v.be.session === null && sessionV.closed);
+    out.lostLine = describeLine(lostLine());
+    out.disconnectReason = logs.find((l) => l.session === sessionV.id && l.msg === 'frontend disconnected')?.reason ?? null;
+    const st = v.disk.engine.stats();
+    out.victimEngine = { guestMemoryLost: st.errors.guestMemoryLost, io: st.errors.io, ioerr: st.ioerr, ok: st.ok, inFlight: st.inFlight };
+    out.epoch = guestFaultGuard().epoch;
+    fv.fe.close();
+    await sleep(50);
+    out.fds = { before: fds0, after: fdCount(), toMemFile: fdsTo(memFile) };
+    out.mapsOfMemFile = mapsOf(memFile);
+    // Everything the other disk was given reads back.
+    let intact = 0;
+    for (const [k, d] of written) {
+      const r = await fo.blk.request(BlkReqType.IN, BigInt(k * 1024), { readLen: d.length });
+      if (r.status === BlkStatus.OK && r.data && Buffer.from(r.data).equals(Buffer.from(d))) intact++;
+      else errs.push(`other disk: read ${k} differs (status ${r.status})`);
+    }
+    out.other = { written: written.size, intact, errors: errs };
+    // The victim's socket serves a new frontend.
+    const fv2 = await connect(v.sock, {});
+    const d = pattern(4096, 99);
+    const w = await fv2.blk.write(4096n, d);
+    const r = await fv2.blk.request(BlkReqType.IN, 4096n, { readLen: 4096 });
+    out.newFrontend = { write: w.status, read: r.status, same: r.data !== undefined && Buffer.from(r.data).equals(Buffer.from(d)) };
+    fv2.fe.close();
+    fo.fe.close();
+  } finally {
+    for (const be of bes) await be.stop();
+    for (const d of disks) d.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return out;
+}
+
+const [what, p1, p2] = process.argv.slice(2);
+let result: object;
+if (what === 'unit') result = unit();
+else if (what === 'net') result = await net(p1 as 'worker' | 'inline', p2 as 'split' | 'packed');
+else if (what === 'blk') result = await blk(p1 as 'file' | 'ram');
+else if (what === 'kill') {
+  process.kill(process.pid, 'SIGBUS');
+  await sleep(1000);
+  result = { survived: true };
+} else throw new Error(`unknown case ${what}`);
+process.stdout.write(`${JSON.stringify(result, (_, v) => (typeof v === 'bigint' ? String(v) : v))}\n`);
+process.exit(0);
