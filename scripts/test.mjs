@@ -58,7 +58,12 @@ if (process.env.VHOSTKIT_SKIP_ASAN !== '1') {
       VHOSTKIT_NATIVE: 'asan',
       LD_PRELOAD: asan,
       // Node itself does not free everything at exit; leaks are checked by the fd/RSS tests.
-      ASAN_OPTIONS: 'detect_leaks=0:abort_on_error=1:allocator_may_return_null=1',
+      // allow_user_segv_handler=1: the addon's SIGBUS guard over guest memory
+      // (native/vring/guest_fault.h) must be able to install its handler over ASan's (it
+      // chains to ASan's for any other fault, so real crashes still get ASan's report).
+      // It is this runtime's default (GCC 12's libasan); said here so a runtime with
+      // another default does not silently drop the guard (test/native/guest-fault checks).
+      ASAN_OPTIONS: 'detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:allow_user_segv_handler=1',
       UBSAN_OPTIONS: 'print_stacktrace=1:halt_on_error=1',
     }),
   );

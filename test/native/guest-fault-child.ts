@@ -174,6 +174,9 @@ async function net(dataplane: 'worker' | 'inline', layout: 'split' | 'packed'): 
       const cb0 = seq.cb;
       const cbN = c.send(Array.from({ length: 16 }, (_, i) => ethFrame(B, C, 300, cb0 + i)));
       seq.cb += cbN;
+      // B also sends to A: the switch fills A's RX ring, so the backend touches A's memory
+      // after the truncation even if A's own TX burst was done with before it.
+      b.send(Array.from({ length: 2 }, (_, i) => ethFrame(A, B, 100, 500000 + round * 2 + i)));
       if (round === 10) {
         // A's frames are in the switch's hands (or about to be) when its memory goes.
         truncateSync(memFile, 64 * 1024);
@@ -197,7 +200,7 @@ async function net(dataplane: 'worker' | 'inline', layout: 'split' | 'packed'): 
     out.epoch = guestFaultGuard().epoch;
     // A's frontend lets go of its side too; then nothing of A's memory is left open or mapped.
     a.close();
-    await sleep(50);
+    await until(() => fdCount() <= fds0 && fdsTo(memFile) === 0 && mapsOf(memFile) === 0, 2000);
     out.fds = { before: fds0, after: fdCount(), toMemFile: fdsTo(memFile) };
     out.mapsOfMemFile = mapsOf(memFile);
     // The port serves a new frontend; B and C still talk.
@@ -290,7 +293,7 @@ async function blk(kind: 'file' | 'ram'): Promise<object> {
     out.victimEngine = { guestMemoryLost: st.errors.guestMemoryLost, io: st.errors.io, ioerr: st.ioerr, ok: st.ok, inFlight: st.inFlight };
     out.epoch = guestFaultGuard().epoch;
     fv.fe.close();
-    await sleep(50);
+    await until(() => fdCount() <= fds0 && fdsTo(memFile) === 0 && mapsOf(memFile) === 0, 2000);
     out.fds = { before: fds0, after: fdCount(), toMemFile: fdsTo(memFile) };
     out.mapsOfMemFile = mapsOf(memFile);
     // Everything the other disk was given reads back.
