@@ -721,6 +721,8 @@ export interface GuestQemuConfig {
   initrd: string;
   accel: GuestAccel;
   memoryMb: number;
+  /** guest RAM in this file (memory-backend-file, shared) instead of a memfd */
+  memoryFile?: string;
   smp: number;
   append: string;
   serialLog: string;
@@ -747,7 +749,9 @@ export function guestQemuArgv(c: GuestQemuConfig): string[] {
     '-m',
     `${c.memoryMb}M`,
     '-object',
-    `memory-backend-memfd,id=mem,size=${c.memoryMb}M,share=on`,
+    c.memoryFile !== undefined
+      ? `memory-backend-file,id=mem,size=${c.memoryMb}M,mem-path=${qemuValue(c.memoryFile)},share=on`
+      : `memory-backend-memfd,id=mem,size=${c.memoryMb}M,share=on`,
     '-numa',
     'node,memdev=mem',
     '-kernel',
@@ -910,6 +914,8 @@ export interface GuestOptions {
   devices?: readonly GuestDevice[];
   /** Guest RAM in MiB (memfd, share=on). Default 256. */
   memoryMb?: number;
+  /** guest RAM in this file (QEMU memory-backend-file, share=on) instead of a memfd */
+  memoryFile?: string;
   /** Default 1, or the largest net `queues` so that the guest driver enables every pair. */
   smp?: number;
   /** Default: chooseAccel(). */
@@ -1064,6 +1070,7 @@ export async function startGuest(opts: GuestOptions): Promise<Guest> {
       initrd,
       accel,
       memoryMb: opts.memoryMb ?? 256,
+      memoryFile: opts.memoryFile,
       smp: opts.smp ?? maxQueues,
       append: `console=ttyS0 panic=-1 quiet${opts.append ? ` ${opts.append}` : ''}`,
       serialLog,

@@ -6,6 +6,7 @@
 //   node guest-fault-child.js unit
 //   node guest-fault-child.js net <worker|inline> <split|packed>
 //   node guest-fault-child.js blk <file|ram>
+//   node guest-fault-child.js qemu            (a QEMU guest with memory-backend-file; test/e2e)
 //   node guest-fault-child.js kill            (a SIGBUS sent by kill(): must still kill)
 import { closeSync, ftruncateSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -19,6 +20,7 @@ import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { openDisk, type Disk } from '../../src/backends/blk/disk.js';
 import { BlkClient, BlkReqType, BlkStatus } from '../../src/testing/blk-client.js';
 import { VIRTIO_F_RING_PACKED, bit } from '../../src/virtio/features.js';
+import { startGuest } from '../../src/testing/guest.js';
 
 const MiB = 1 << 20;
 const logs: LogRecord[] = [];
@@ -320,11 +322,92 @@ async function blk(kind: 'file' | 'ram'): Promise<object> {
   return out;
 }
 
+/**
+ * A QEMU guest (TCG, busybox) on port q of a switch, its RAM a file (memory-backend-file,
+ * share=on), pinging an address no one has (its ARP requests are broadcast). B floods
+ * broadcasts (to q too) and talks with C. The test cuts the RAM file to 0 bytes: QEMU
+ * itself may die of its own SIGBUS; this process and B↔C must not notice.
+ */
+async function qemu(): Promise<object> {
+  const dir = mkdtempSync('/dev/shm/vk-gf-qemu-');
+  const sock = (n: string) => join(dir, `${n}.sock`);
+  const memFile = join(dir, 'guest.ram');
+  const GUEST = '52:54:00:00:01:01';
+  const sw = await Switch.create({ dataplane: 'worker' });
+  const out: Record<string, unknown> = {};
+  let guest: Awaited<ReturnType<typeof startGuest>> | null = null;
+  try {
+    for (const n of ['q', 'b', 'c']) await sw.addVhostPort({ name: n, socket: sock(n) });
+    const b = await NetGuest.connect(sock('b'), {});
+    const c = await NetGuest.connect(sock('c'), {});
+    b.send([ethFrame(BCAST, B, 60, 0)]);
+    c.send([ethFrame(BCAST, C, 60, 0)]);
+    const script = `
+ip addr add 10.0.0.1/24 dev eth0 && ip link set eth0 up || vk_fail "eth0 setup"
+for i in 1 2 3 4; do ping 10.0.0.2 >/dev/null 2>&1 & done  # no one answers: ARP requests, broadcast
+echo VK-PINGING
+sleep 600
+`;
+    guest = await startGuest({ script, devices: [{ type: 'vhost-user-net', socket: sock('q'), mac: GUEST }], memoryFile: memFile, memoryMb: 256 });
+    await guest.waitFor(/VK-PINGING/, 150_000);
+    const sessionQ = sw.backend('q').session;
+    out.sessionAtStart = sessionQ !== null;
+    // The guest's pings reach B.
+    let fromGuest = 0;
+    const deadline = Date.now() + 20_000;
+    while (fromGuest < 3 && Date.now() < deadline) {
+      for (const f of await b.receive(1, 500)) if (srcOf(f.frame) === mac(GUEST)) fromGuest++;
+    }
+    out.guestFramesAtB = fromGuest;
+    out.fileSize = readFileSync('/proc/self/maps', 'utf8').includes(memFile);
+    truncateSync(memFile, 0);
+    const errs: string[] = [];
+    const seq = { bc: 0, cb: 0 };
+    const atC: Record<string, number> = {};
+    const atB: Record<string, number> = {};
+    for (let round = 0; round < 30; round++) {
+      // Broadcasts from B go to q too: the switch writes into the guest's RX ring.
+      b.send(Array.from({ length: 4 }, (_, i) => ethFrame(BCAST, B, 100, 700000 + round * 4 + i)));
+      const bc0 = seq.bc;
+      const bcN = b.send(Array.from({ length: 16 }, (_, i) => ethFrame(C, B, 300, bc0 + i)));
+      seq.bc += bcN;
+      const cb0 = seq.cb;
+      const cbN = c.send(Array.from({ length: 16 }, (_, i) => ethFrame(B, C, 300, cb0 + i)));
+      seq.cb += cbN;
+      await take(c, { [B]: bcN }, atC, errs);
+      await take(b, { [C]: cbN }, atB, errs);
+      if (errs.length) break;
+      await sleep(20);
+    }
+    out.bc = { sent: seq.bc, receivedInOrder: atC[mac(B)] ?? 0 };
+    out.cb = { sent: seq.cb, receivedInOrder: atB[mac(C)] ?? 0 };
+    out.errors = errs;
+    out.sessionEnded = await until(() => sw.backend('q').session === null && (sessionQ === null || sessionQ.closed), 20_000);
+    out.lostLine = describeLine(lostLine());
+    out.disconnectReason = sessionQ ? (logs.find((l) => l.session === sessionQ.id && l.msg === 'frontend disconnected')?.reason ?? null) : null;
+    const exit = await Promise.race([guest.exited, sleep(10_000).then(() => null)]);
+    out.qemuExit = exit === null ? 'still running (killed)' : { code: exit.code, signal: exit.signal };
+    if (exit === null) await guest.kill();
+    await until(() => fdsTo(memFile) === 0 && mapsOf(memFile) === 0, 3000);
+    out.fdsToMemFile = fdsTo(memFile);
+    out.mapsOfMemFile = mapsOf(memFile);
+    out.epoch = guestFaultGuard().epoch;
+    b.close();
+    c.close();
+  } finally {
+    if (guest?.running) await guest.kill();
+    await sw.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return out;
+}
+
 const [what, p1, p2] = process.argv.slice(2);
 let result: object;
 if (what === 'unit') result = unit();
 else if (what === 'net') result = await net(p1 as 'worker' | 'inline', p2 as 'split' | 'packed');
 else if (what === 'blk') result = await blk(p1 as 'file' | 'ram');
+else if (what === 'qemu') result = await qemu();
 else if (what === 'kill') {
   process.kill(process.pid, 'SIGBUS');
   await sleep(1000);
