@@ -305,7 +305,9 @@ class MemTableWrap : public Napi::ObjectWrap<MemTableWrap> {
 class DirtyLogWrap : public Napi::ObjectWrap<DirtyLogWrap> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "DirtyLog", {InstanceMethod<&DirtyLogWrap::Close>("close"), InstanceMethod<&DirtyLogWrap::Mark>("mark")});
+    return DefineClass(env, "DirtyLog",
+                       {InstanceMethod<&DirtyLogWrap::Close>("close"), InstanceMethod<&DirtyLogWrap::Mark>("mark"),
+                        InstanceMethod<&DirtyLogWrap::Lost>("lost")});
   }
   explicit DirtyLogWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DirtyLogWrap>(info) {
     Napi::Env env = info.Env();
@@ -326,6 +328,8 @@ class DirtyLogWrap : public Napi::ObjectWrap<DirtyLogWrap> {
     if (log_) log_->Mark(ToU64(info[0], "gpa"), ToU64(info[1], "len"));
     return info.Env().Undefined();
   }
+  // lost(): the frontend truncated the log's file under the mapping (false once closed).
+  Napi::Value Lost(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), log_ && log_->lost()); }
   std::shared_ptr<DirtyLog> log_;
 };
 

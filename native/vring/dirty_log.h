@@ -18,6 +18,8 @@ class DirtyLog {
   // (the frontend sizes the log to cover all of guest memory).
   void Mark(uint64_t gpa, uint64_t len);
   uint64_t size() const { return map_->size(); }
+  // The frontend truncated the log's file under the mapping (guest_fault.h).
+  bool lost() const { return map_->lost(); }
 
  private:
   std::shared_ptr<Mapping> map_;

@@ -4,6 +4,7 @@ import { addon } from '../native/binding.js';
 interface RawDirtyLog {
   close(): void;
   mark(gpa: bigint, len: bigint): void;
+  lost(): boolean;
 }
 const raw = addon as { DirtyLog: new (fd: number, size: bigint, offset: bigint) => RawDirtyLog };
 
@@ -21,6 +22,11 @@ export class DirtyLog {
   /** Marks the pages of [gpa, gpa+len) dirty (writes a device makes outside a ring push). */
   mark(gpa: bigint, len: number): void {
     this.raw.mark(gpa, BigInt(len));
+  }
+
+  /** The frontend truncated the log's file under the mapping (the SIGBUS guard kept us alive). */
+  get lost(): boolean {
+    return this.raw.lost();
   }
 
   close(): void {

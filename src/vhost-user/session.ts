@@ -587,8 +587,14 @@ export class Session extends EventEmitter {
    * log line per region lost, naming it. Returns whether it did.
    */
   private endIfMemoryLost(): boolean {
+    if (this.closing) return false;
+    if (this.dirtyLog?.lost) {
+      this.log.error('guest memory file truncated, ending the session', { region: 'dirty log', size: this.dirtyLog.size, fd: -1, file: '' });
+      void this.close('guest memory file truncated');
+      return true;
+    }
     const mem = this.memory;
-    if (mem === null || this.closing) return false;
+    if (mem === null) return false;
     const lost = mem.lostRegions();
     if (lost.length === 0) return false;
     for (const i of lost) {
@@ -916,6 +922,7 @@ export class Session extends EventEmitter {
         const next = DirtyLog.map(fd, a.size, a.offset);
         this.dirtyLog?.close();
         this.dirtyLog = next;
+        this.stopFaultWatch ??= onGuestMemoryFault(() => this.endIfMemoryLost());
         this.logBytes = a.size + a.offset;
       } catch (e) {
         throw new ProtocolError(`SET_LOG_BASE: ${(e as Error).message}`);

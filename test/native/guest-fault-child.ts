@@ -6,6 +6,7 @@
 //   node guest-fault-child.js unit
 //   node guest-fault-child.js net <worker|inline> <split|packed>
 //   node guest-fault-child.js blk <file|ram>
+//   node guest-fault-child.js dirtylog        (the dirty log's file truncated, blk RAM disk)
 //   node guest-fault-child.js qemu            (a QEMU guest with memory-backend-file; test/e2e)
 //   node guest-fault-child.js kill            (a SIGBUS sent by kill(): must still kill)
 import { closeSync, ftruncateSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
@@ -19,7 +20,8 @@ import { VhostUserBackend } from '../../src/vhost-user/backend.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { openDisk, type Disk } from '../../src/backends/blk/disk.js';
 import { BlkClient, BlkReqType, BlkStatus } from '../../src/testing/blk-client.js';
-import { VIRTIO_F_RING_PACKED, bit } from '../../src/virtio/features.js';
+import { VHOST_F_LOG_ALL, VIRTIO_F_RING_PACKED, bit } from '../../src/virtio/features.js';
+import { Req, logArea } from '../../src/vhost-user/protocol.js';
 import { startGuest } from '../../src/testing/guest.js';
 
 const MiB = 1 << 20;
@@ -402,12 +404,55 @@ sleep 600
   return out;
 }
 
+/** Live migration: the frontend's dirty log (SET_LOG_BASE, an unsealed memfd) truncated under it. */
+async function dirtylog(): Promise<object> {
+  const dir = mkdtempSync('/dev/shm/vk-gf-log-');
+  const out: Record<string, unknown> = {};
+  const disk = openDisk({ ramBytes: 16 * MiB, serial: 'log' });
+  const be = new VhostUserBackend(disk.device, { socket: join(dir, 'blk.sock') });
+  await be.start();
+  try {
+    const fds0 = fdCount();
+    const fe = await VhostUserFrontend.connect(join(dir, 'blk.sock'));
+    await fe.negotiate({ features: ~bit(VIRTIO_F_RING_PACKED) });
+    await fe.setupMemory(16 * MiB);
+    const session = be.session!;
+    const blk = new BlkClient(await fe.startQueue(0, { size: 64 }));
+    const logBytes = (16 * MiB) / 4096 / 8;
+    const logFd = createMemfd('vk-gf-log', logBytes, false);
+    await fe.request(Req.SET_LOG_BASE, logArea.encode({ size: BigInt(logBytes), offset: 0n }), { fds: [logFd], reply: true });
+    await fe.setFeatures(fe.features | bit(VHOST_F_LOG_ALL));
+    out.before = (await blk.read(0n, 4096)).status;
+    ftruncateSync(logFd, 0);
+    // The next completion marks pages in the log: the mark faults, the guard recovers it.
+    const after = await blk.request(BlkReqType.IN, 8n, { readLen: 4096, timeoutMs: 2000 }).then(
+      (r) => r.status,
+      (e: Error) => e.message,
+    );
+    out.after = after;
+    out.sessionEnded = await until(() => be.session === null && session.closed);
+    out.lostLine = logs.find((l) => l.msg === 'guest memory file truncated, ending the session')?.region ?? null;
+    out.disconnectReason = logs.find((l) => l.session === session.id && l.msg === 'frontend disconnected')?.reason ?? null;
+    fe.close();
+    closeSync(logFd);
+    await until(() => fdCount() <= fds0 && mapsOf('vk-gf-log') === 0, 2000);
+    out.fds = { before: fds0, after: fdCount() };
+    out.mapsOfLog = mapsOf('vk-gf-log');
+  } finally {
+    await be.stop();
+    disk.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return out;
+}
+
 const [what, p1, p2] = process.argv.slice(2);
 let result: object;
 if (what === 'unit') result = unit();
 else if (what === 'net') result = await net(p1 as 'worker' | 'inline', p2 as 'split' | 'packed');
 else if (what === 'blk') result = await blk(p1 as 'file' | 'ram');
 else if (what === 'qemu') result = await qemu();
+else if (what === 'dirtylog') result = await dirtylog();
 else if (what === 'kill') {
   process.kill(process.pid, 'SIGBUS');
   await sleep(1000);

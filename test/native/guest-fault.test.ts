@@ -101,6 +101,16 @@ describe('guest memory truncated by its frontend (SIGBUS guard)', function () {
     });
   }
 
+  it("live migration: the frontend's dirty log file truncated; the session ends at the next mark, nothing left open", async () => {
+    const o = survived(await run('dirtylog'));
+    expect(o.before).to.equal(0);
+    expect(o.sessionEnded).to.equal(true);
+    expect(o.lostLine, 'the log line names the dirty log').to.equal('dirty log');
+    expect(o.disconnectReason).to.equal('guest memory file truncated');
+    expect(o.fds.after).to.equal(o.fds.before);
+    expect(o.mapsOfLog).to.equal(0);
+  });
+
   for (const kind of ['file', 'ram'] as const) {
     it(`virtio-blk (${kind}): the memory file truncated under 24 MiB of writes in flight; that session ends, the disk beside it keeps its data and serves`, async () => {
       const o = survived(await run('blk', kind));
