@@ -5,7 +5,7 @@
 // session with a log line naming it; the process and other sessions keep going.
 import { closeSync, readSync, readlinkSync, writeSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
-import { GuestMemory, MAX_REGIONS, createMemfd, onGuestMemoryFault, type RegionSpec } from '../native/guest-memory.js';
+import { GuestMemory, MAX_REGIONS, createMemfd, guestFaultGuard, onGuestMemoryFault, type RegionSpec } from '../native/guest-memory.js';
 import { Virtqueue, VringError, type RingLayout } from '../native/virtqueue.js';
 import { FdWatcher } from '../native/unix-socket.js';
 import { bit, has, DeviceStatus, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VHOST_F_LOG_ALL } from '../virtio/features.js';
@@ -662,6 +662,9 @@ export class Session extends EventEmitter {
     const old = this.memory;
     this.memory = mem;
     this.stopFaultWatch ??= onGuestMemoryFault(() => this.endIfMemoryLost());
+    if (mem.regions.some((r) => !r.sealed && !r.guarded)) {
+      this.log.warn('guest memory can be truncated by the frontend and the SIGBUS guard is not installed: that would kill the process', { error: guestFaultGuard().error });
+    }
     Session.closeRegionFds(this.regionSpecs, specs);
     this.regionSpecs = specs;
     for (const s of this.slots) {
