@@ -21,6 +21,7 @@ struct Slot {
   std::atomic<uint32_t> seq{0};  // odd while a writer changes the slot
   std::atomic<uintptr_t> start{0};
   std::atomic<uintptr_t> end{0};  // 0: free
+  std::atomic<uintptr_t> page{0};  // the mapping's page size
   std::atomic<std::atomic<uint32_t>*> lost{nullptr};
 };
 
@@ -32,12 +33,13 @@ std::atomic<int> g_efd{-1};
 std::atomic<bool> g_installed{false};
 uintptr_t g_page = 4096;
 
-void Write(Slot& s, uintptr_t start, uintptr_t end, std::atomic<uint32_t>* lost) {
+void Write(Slot& s, uintptr_t start, uintptr_t end, uintptr_t page, std::atomic<uint32_t>* lost) {
   const uint32_t q = s.seq.load(std::memory_order_relaxed);
   s.seq.store(q + 1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
   s.start.store(start, std::memory_order_relaxed);
   s.end.store(end, std::memory_order_relaxed);
+  s.page.store(page, std::memory_order_relaxed);
   s.lost.store(lost, std::memory_order_relaxed);
   s.seq.store(q + 2, std::memory_order_release);
 }
@@ -75,14 +77,17 @@ void Handler(int sig, siginfo_t* si, void* uc) {
       if ((q1 & 1) != 0) continue;
       const uintptr_t start = s.start.load(std::memory_order_relaxed);
       const uintptr_t end = s.end.load(std::memory_order_relaxed);
+      uintptr_t pg = s.page.load(std::memory_order_relaxed);
       std::atomic<uint32_t>* lost = s.lost.load(std::memory_order_relaxed);
       std::atomic_thread_fence(std::memory_order_acquire);
       if (s.seq.load(std::memory_order_relaxed) != q1) continue;
       if (end == 0 || a < start || a >= end) continue;
+      if (pg == 0) pg = g_page;
       // Ours: anonymous memory over the lost pages, from the faulting one to the end of
       // the mapping (the file ends before the faulting page, so all of them are lost).
       // The raw syscall: a sanitizer's mmap interceptor is no place for a signal handler.
-      const uintptr_t page = a & ~(g_page - 1);
+      uintptr_t page = a & ~(pg - 1);
+      if (page < start) page = start;
       const long r = syscall(SYS_mmap, reinterpret_cast<void*>(page), static_cast<size_t>(end - page), PROT_READ | PROT_WRITE,
                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0L);
       if (r == -1 || static_cast<uintptr_t>(r) != page) break;  // cannot recover: die as before
@@ -143,14 +148,15 @@ bool Install(std::string* err) {
   return true;
 }
 
-int Register(void* base, size_t len, std::atomic<uint32_t>* lost) {
+int Register(void* base, size_t len, std::atomic<uint32_t>* lost, size_t page) {
   if (!g_installed.load(std::memory_order_acquire) || len == 0) return -1;
+  if (page < g_page || (page & (page - 1)) != 0) page = g_page;
   const uintptr_t start = reinterpret_cast<uintptr_t>(base);
   std::lock_guard<std::mutex> lk(g_mu);
   const uint32_t high = g_high.load(std::memory_order_relaxed);
   for (uint32_t i = 0; i < kSlots; i++) {
     if (i < high && g_slots[i].end.load(std::memory_order_relaxed) != 0) continue;
-    Write(g_slots[i], start, start + len, lost);
+    Write(g_slots[i], start, start + len, page, lost);
     if (i >= high) g_high.store(i + 1, std::memory_order_release);
     return static_cast<int>(i);
   }
@@ -160,7 +166,7 @@ int Register(void* base, size_t len, std::atomic<uint32_t>* lost) {
 void Unregister(int slot) {
   if (slot < 0 || static_cast<uint32_t>(slot) >= kSlots) return;
   std::lock_guard<std::mutex> lk(g_mu);
-  Write(g_slots[slot], 0, 0, nullptr);
+  Write(g_slots[slot], 0, 0, 0, nullptr);
 }
 
 int EventFd() { return g_efd.load(std::memory_order_relaxed); }

@@ -35,10 +35,11 @@ namespace vhostkit::guest_fault {
 bool Install(std::string* err);
 
 // Registers [base, base + len) as guest memory; on a lost page the handler stores 1 into
-// *lost (which must outlive the registration). Returns the slot, or -1 if the registry is
-// full (kSlots) or the handler is not installed.
+// *lost (which must outlive the registration). `page`: the mapping's page size (a power of
+// two; a hugetlbfs mapping can only be replaced in whole huge pages), 0 for the system's.
+// Returns the slot, or -1 if the registry is full (kSlots) or the handler is not installed.
 constexpr uint32_t kSlots = 4096;
-int Register(void* base, size_t len, std::atomic<uint32_t>* lost);
+int Register(void* base, size_t len, std::atomic<uint32_t>* lost, size_t page = 0);
 // Forgets a slot Register returned (before the range is unmapped). -1 is ignored.
 void Unregister(int slot);
 

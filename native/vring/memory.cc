@@ -2,7 +2,9 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -63,7 +65,10 @@ std::shared_ptr<Mapping> Mapping::Map(int fd, uint64_t size, uint64_t mmap_offse
   // at any time (sealing is refused by plain files and by memfds without ALLOW_SEALING).
   std::string gerr;
   if (!sealed && guest_fault::Install(&gerr)) {
-    m->fault_slot_ = guest_fault::Register(base, end, &m->lost_);
+    // hugetlbfs (QEMU's memory-backend-file on /dev/hugepages): pages of f_bsize bytes.
+    struct statfs fs;
+    const size_t page = fstatfs(fd, &fs) == 0 && fs.f_type == HUGETLBFS_MAGIC ? static_cast<size_t>(fs.f_bsize) : 0;
+    m->fault_slot_ = guest_fault::Register(base, end, &m->lost_, page);
     if (m->fault_slot_ < 0) {
       munmap(base, end);
       *err = "too many guest memory mappings for the SIGBUS guard (" + std::to_string(guest_fault::kSlots) + ")";
