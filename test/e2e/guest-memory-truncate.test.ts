@@ -1,7 +1,8 @@
 // A real peer that truncates guest memory: a QEMU guest (TCG, busybox) whose RAM is a
 // memory-backend-file on a switch port; the test cuts the file to 0 bytes while the guest
 // sends (ARP requests of its pings) and B floods broadcasts to it. QEMU may die of its own
-// SIGBUS; the switch process must not, and B↔C must lose nothing. The switch runs in a
+// SIGBUS; the switch process must not, and B↔C must lose nothing. QEMU is stopped around
+// the cut (see the child) so the switch meets the lost pages first. The switch runs in a
 // child process (test/native/guest-fault-child.ts, case qemu), so a SIGBUS there fails
 // this case instead of killing mocha.
 import { expect } from 'chai';
@@ -39,6 +40,9 @@ describe('e2e: a QEMU guest whose memory-backend-file is truncated under the swi
     expect(o.bc.receivedInOrder).to.equal(o.bc.sent);
     expect(o.cb.receivedInOrder).to.equal(o.cb.sent);
     expect(o.sessionEnded).to.equal(true);
+    expect(o.epoch, 'the switch met the lost pages').to.be.at.least(1);
+    expect(o.disconnectReason).to.equal('guest memory file truncated');
+    expect(o.lostLine.file).to.match(/guest\.ram$/);
     expect(o.fdsToMemFile).to.equal(0);
     expect(o.mapsOfMemFile).to.equal(0);
   });

@@ -328,7 +328,10 @@ async function blk(kind: 'file' | 'ram'): Promise<object> {
  * A QEMU guest (TCG, busybox) on port q of a switch, its RAM a file (memory-backend-file,
  * share=on), pinging an address no one has (its ARP requests are broadcast). B floods
  * broadcasts (to q too) and talks with C. The test cuts the RAM file to 0 bytes: QEMU
- * itself may die of its own SIGBUS; this process and B↔C must not notice.
+ * itself may die of its own SIGBUS; this process and B↔C must not notice. QEMU is stopped
+ * (SIGSTOP) around the cut, so that the switch touches the lost memory before QEMU's own
+ * death could end the session (that race would otherwise decide whether the guard is used),
+ * and continued (SIGCONT) once the session has ended.
  */
 async function qemu(): Promise<object> {
   const dir = mkdtempSync('/dev/shm/vk-gf-qemu-');
@@ -361,7 +364,9 @@ sleep 600
       for (const f of await b.receive(1, 500)) if (srcOf(f.frame) === mac(GUEST)) fromGuest++;
     }
     out.guestFramesAtB = fromGuest;
-    out.fileSize = readFileSync('/proc/self/maps', 'utf8').includes(memFile);
+    out.mapped = readFileSync('/proc/self/maps', 'utf8').includes(memFile);
+    const pid = guest.process.pid!;
+    process.kill(pid, 'SIGSTOP');
     truncateSync(memFile, 0);
     const errs: string[] = [];
     const seq = { bc: 0, cb: 0 };
@@ -385,6 +390,7 @@ sleep 600
     out.cb = { sent: seq.cb, receivedInOrder: atB[mac(C)] ?? 0 };
     out.errors = errs;
     out.sessionEnded = await until(() => sw.backend('q').session === null && (sessionQ === null || sessionQ.closed), 20_000);
+    process.kill(pid, 'SIGCONT');
     out.lostLine = describeLine(lostLine());
     out.disconnectReason = sessionQ ? (logs.find((l) => l.session === sessionQ.id && l.msg === 'frontend disconnected')?.reason ?? null) : null;
     const exit = await Promise.race([guest.exited, sleep(10_000).then(() => null)]);
