@@ -173,6 +173,8 @@ export class Session extends EventEmitter {
   private closing = false;
   /** stops listening for guest memory faults (set while a memory table is mapped) */
   private stopFaultWatch: (() => void) | null = null;
+  /** a file under guest memory was truncated: the session is ending */
+  private memoryLost = false;
   private readonly burst: number;
   private readonly ringRecordPath: string | null;
   private ringRecords: RingRecordFile | null = null;
@@ -587,8 +589,10 @@ export class Session extends EventEmitter {
    * log line per region lost, naming it. Returns whether it did.
    */
   private endIfMemoryLost(): boolean {
+    if (this.memoryLost) return true; // said once; the session is ending
     if (this.closing) return false;
     if (this.dirtyLog?.lost) {
+      this.memoryLost = true;
       this.log.error('guest memory file truncated, ending the session', { region: 'dirty log', size: this.dirtyLog.size, fd: -1, file: '' });
       void this.close('guest memory file truncated');
       return true;
@@ -597,6 +601,7 @@ export class Session extends EventEmitter {
     if (mem === null) return false;
     const lost = mem.lostRegions();
     if (lost.length === 0) return false;
+    this.memoryLost = true;
     for (const i of lost) {
       const r = mem.regions[i];
       const spec = this.regionSpecs.find((x) => x.gpa === r.gpa && x.size === r.size);
