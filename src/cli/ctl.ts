@@ -1,8 +1,11 @@
 // `vhostkit ctl`: the management API's command-line client (as ovs-appctl is to OVS).
-import { request } from 'node:http';
 import { parseArgs } from 'node:util';
 import { resolve as resolvePath } from 'node:path';
-import { defaultApiAddress, parseApiAddress, readTokenFile } from '../host/api.js';
+import { defaultApiAddress, readTokenFile } from '../host/api.js';
+import { apiRequest, table, type Row } from './api-client.js';
+import { top } from './top.js';
+
+export { apiRequest, type ApiReply } from './api-client.js';
 import { mergeFlags, diskSpecToRaw } from './run.js';
 
 export const ctlUsage = `vhostkit ctl [--api ADDR] [--token-file FILE] [--json] <command> [args]
@@ -31,6 +34,8 @@ export const ctlUsage = `vhostkit ctl [--api ADDR] [--token-file FILE] [--json] 
   captures                       captures and their packet counts
   metrics                        the Prometheus text /metrics serves
   log-level [LEVEL]              the log level, or set it (debug, info, warn, error) at run time
+  top [--interval S] [--count N] live packets and bits per second, drops per second per port and
+                                 per queue, refreshed in place (Ctrl-C ends it)
 
 --api: unix:/path or HOST:PORT (default: VHOSTKIT_API, else ${defaultApiAddress()}).
 --token-file: the API's bearer token (default: VHOSTKIT_API_TOKEN_FILE, else none).
@@ -38,59 +43,6 @@ capture start FILE: a name in, or a path under, the capture directory vhostkit r
 
 /** "port vm3 removed" from the API's {removed: name}. */
 const removed = (what: string) => (b: unknown) => `${what} ${(b as { removed: string }).removed} removed\n`;
-
-export interface ApiReply {
-  status: number;
-  body: unknown;
-  text: string;
-}
-
-/** One request to the management API at `address`. */
-export function apiRequest(address: string, method: string, path: string, body?: unknown, token?: string): Promise<ApiReply> {
-  const a = parseApiAddress(address);
-  const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
-  const auth: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        ...('path' in a ? { socketPath: a.path } : { host: a.host, port: a.port }),
-        method,
-        path,
-        headers: data ? { ...auth, 'content-type': 'application/json', 'content-length': String(data.length) } : auth,
-        timeout: 30000,
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let parsed: unknown = text;
-          if ((res.headers['content-type'] ?? '').startsWith('application/json')) {
-            try {
-              parsed = JSON.parse(text);
-            } catch {
-              // leave the text
-            }
-          }
-          resolve({ status: res.statusCode ?? 0, body: parsed, text });
-        });
-        res.on('error', reject);
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error(`no answer from ${address} within 30 s`)));
-    req.on('error', (e) => reject(new Error(`cannot reach the management API at ${address}: ${(e as NodeJS.ErrnoException).code ?? e.message}`)));
-    req.end(data);
-  });
-}
-
-type Row = Record<string, unknown>;
-
-function table(rows: Row[], cols: Array<[string, (r: Row) => unknown]>): string {
-  const cells = rows.map((r) => cols.map(([, f]) => String(f(r) ?? '')));
-  const w = cols.map(([h], i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
-  const line = (c: string[]) => c.map((x, i) => x.padEnd(w[i])).join('  ').trimEnd();
-  return [line(cols.map(([h]) => h)), ...cells.map(line)].join('\n') + '\n';
-}
 
 function vlanText(v: Row | undefined): string {
   if (!v) return '';
@@ -115,6 +67,7 @@ export async function cmdCtl(argv: string[]): Promise<number> {
       poll: { type: 'string' },
       count: { type: 'string' },
       snaplen: { type: 'string' },
+      interval: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
     allowPositionals: true,
@@ -129,6 +82,15 @@ export async function cmdCtl(argv: string[]): Promise<number> {
   const need = (n: number, what: string) => {
     if (args.length < n) throw new Error(`ctl ${cmd}: expected ${what}`);
   };
+  const tokenFile = values['token-file'] ?? process.env.VHOSTKIT_API_TOKEN_FILE;
+  const token = tokenFile ? readTokenFile(tokenFile) : undefined;
+  if (cmd === 'top') {
+    const interval = Number(values.interval ?? '1');
+    if (!(interval >= 0.1 && interval <= 3600)) throw new Error(`--interval ${values.interval}: expected seconds in 0.1..3600`);
+    const count = Number(values.count ?? '0');
+    if (!Number.isInteger(count) || count < 0) throw new Error(`--count ${values.count}: expected a whole number (0: until Ctrl-C)`);
+    return top({ api, token, interval, count, out: process.stdout });
+  }
   const enc = encodeURIComponent;
   let method = 'GET';
   let path: string;
@@ -333,8 +295,7 @@ export async function cmdCtl(argv: string[]): Promise<number> {
     default:
       throw new Error(`ctl: unknown command ${cmd} (see vhostkit ctl --help)`);
   }
-  const tokenFile = values['token-file'] ?? process.env.VHOSTKIT_API_TOKEN_FILE;
-  const r = await apiRequest(api, method, path, body, tokenFile ? readTokenFile(tokenFile) : undefined);
+  const r = await apiRequest(api, method, path, body, token);
   if (r.status >= 400) {
     const err = (r.body as { error?: string })?.error ?? r.text;
     process.stderr.write(`vhostkit ctl ${cmd}: ${err}\n`);
