@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "net.h"  // kMaxFrame
+#include "offload.h"
 
 namespace vhostkit::hostio {
 
@@ -419,7 +420,7 @@ int32_t RecvUdp(int fd, uint8_t* buf, uint32_t slot, uint32_t max_frames, const 
   for (uint32_t j = 0; j < static_cast<uint32_t>(r); j++) {
     st->datagrams++;
     const uint32_t len = msgs[j].msg_len;
-    const uint8_t* p = buf + static_cast<size_t>(j) * slot;
+    uint8_t* p = buf + static_cast<size_t>(j) * slot;
     if (msgs[j].msg_hdr.msg_flags & MSG_TRUNC) {
       st->truncated++;
       continue;
@@ -456,6 +457,7 @@ int32_t RecvUdp(int fd, uint8_t* buf, uint32_t slot, uint32_t max_frames, const 
       out.src_port[k] = 0;
       out.src_family[k] = 0;
     }
+    if (CompletePartialL4(p + kVxlanHdrLen, out.lens[k])) st->csum_completed++;
     st->accepted++;
     st->bytes += out.lens[k];
     k++;

@@ -102,6 +102,7 @@ struct RecvStats {
   uint32_t bad_flags = 0;  // I flag (0x08) clear
   uint32_t reserved = 0;   // other flag bits or reserved bytes set (Linux vxlan_rcv drops these too)
   uint32_t truncated = 0;  // larger than a slot
+  uint32_t csum_completed = 0;  // accepted frames whose partial TCP/UDP checksum was completed
 };
 
 // Where accepted datagram k came from and what it carried.
@@ -117,6 +118,10 @@ struct RecvOut {
 // One recvmmsg of up to max_frames datagrams into slots of `slot` bytes (datagram j in
 // buf + j*slot). Malformed datagrams are counted and skipped; accepted ones are listed in
 // out[0..count). Returns the count, or -errno for an error other than EAGAIN.
+// An accepted frame whose inner TCP/UDP checksum is partial (its field holds the folded
+// pseudo-header sum: what a Linux VTEP on the same host leaves, offload.h
+// CompletePartialL4) has it completed in buf, counted in csum_completed; any other
+// checksum, right or wrong, is left as it came.
 int32_t RecvUdp(int fd, uint8_t* buf, uint32_t slot, uint32_t max_frames, const RecvOut& out, RecvStats* st);
 
 // A numeric IPv4 or IPv6 address (an IPv6 one may carry a "%scope" zone) and a port as a

@@ -84,6 +84,60 @@ bool CompleteChecksum(uint8_t* frame, uint32_t len, uint32_t csum_start, uint32_
   return true;
 }
 
+bool CompletePartialL4(uint8_t* frame, uint32_t len) {
+  if (len < 14) return false;
+  uint32_t l3 = 14;
+  uint16_t et = Get16(frame + 12);
+  for (int tags = 0; tags < 2 && (et == 0x8100 || et == 0x88a8); tags++) {
+    if (len < l3 + 4) return false;
+    et = Get16(frame + l3 + 2);
+    l3 += 4;
+  }
+  uint32_t l4, l4len;
+  uint8_t proto;
+  uint64_t acc;
+  if (et == 0x0800) {
+    if (len < l3 + 20) return false;
+    const uint8_t* ip = frame + l3;
+    const uint32_t ihl = (ip[0] & 0x0f) * 4u;
+    const uint32_t total = Get16(ip + 2);
+    if ((ip[0] >> 4) != 4 || ihl < 20 || total < ihl || total > len - l3) return false;
+    if (Get16(ip + 6) & 0x3fff) return false;  // MF or a fragment offset: not a whole datagram
+    proto = ip[9];
+    l4 = l3 + ihl;
+    l4len = total - ihl;
+    acc = Sum(ip + 12, 8);
+  } else if (et == 0x86dd) {
+    if (len < l3 + 40) return false;
+    const uint8_t* ip = frame + l3;
+    const uint32_t payload = Get16(ip + 4);
+    if ((ip[0] >> 4) != 6 || payload == 0 || payload > len - l3 - 40) return false;  // 0: jumbogram
+    proto = ip[6];  // an extension header (fragment, hop-by-hop, ...) is left alone
+    l4 = l3 + 40;
+    l4len = payload;
+    acc = Sum(ip + 8, 32);
+  } else {
+    return false;
+  }
+  uint32_t field;
+  if (proto == 6) {
+    if (l4len < 20) return false;
+    field = 16;
+  } else if (proto == 17) {
+    if (l4len < 8 || Get16(frame + l4 + 4) != l4len) return false;
+    field = 6;
+    if (et == 0x0800 && Get16(frame + l4 + 6) == 0) return false;  // IPv4: no checksum
+  } else {
+    return false;
+  }
+  acc += proto;
+  acc += l4len;
+  // The folded pseudo-header sum as Linux writes it (~csum_fold: never 0 for a real header).
+  const uint16_t pseudo = static_cast<uint16_t>(~Fold(acc) & 0xffff);
+  if (Get16(frame + l4 + field) != pseudo) return false;
+  return CompleteChecksum(frame, l4 + l4len, l4, field);
+}
+
 int32_t SegmentTcp(const uint8_t* frame, uint32_t len, const NetHdr& h, uint8_t* scratch, uint32_t scratch_len,
                    const std::function<bool(const uint8_t*, uint32_t)>& emit) {
   // L2: Ethernet, optionally one 802.1Q tag.

@@ -45,6 +45,21 @@ bool AcceptsAsIs(const NetHdr& h, const RxOffloads& rx);
 // False if the offsets do not fit the frame.
 bool CompleteChecksum(uint8_t* frame, uint32_t len, uint32_t csum_start, uint32_t csum_offset);
 
+// A frame that arrived without offload metadata (a VXLAN datagram from a UDP socket) whose
+// TCP or UDP checksum may have been left partial by the sender: Linux, for a packet it
+// knows will not leave the host (veth, bridge, a netns VTEP), keeps CHECKSUM_PARTIAL and
+// puts only the folded pseudo-header sum in the checksum field; a UDP socket then hands us
+// the bytes without saying so. If the frame (Ethernet, up to two 802.1Q / 802.1ad tags,
+// IPv4 not fragmented or IPv6 without extension headers, TCP or UDP, lengths from the IP
+// header so that Ethernet padding is not summed) has exactly that value in its checksum
+// field, the checksum is completed in place and true returned. Anything else (other
+// protocols, fragments, IPv4 UDP with checksum 0, a field that is not the pseudo-header sum,
+// a complete checksum, right or wrong) is left untouched and false returned: real corruption
+// still reaches the receiver as corruption. A complete checksum that happens to equal the
+// pseudo-header sum is rewritten with the same value (0 may become 0xffff, the same in ones'
+// complement), so the frame stays valid.
+bool CompletePartialL4(uint8_t* frame, uint32_t len);
+
 // Cuts a TSO frame (IPv4 or IPv6, TCP, no IP options beyond what the header lengths say)
 // into segments of at most gso_size payload bytes, each a complete frame with correct
 // lengths, IPv4 ids and checksums, TCP sequence numbers, flags and checksums, written to

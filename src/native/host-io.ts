@@ -285,8 +285,13 @@ export const RecvStat = {
   RESERVED: 5,
   /** larger than a slot */
   TRUNCATED: 6,
+  /**
+   * accepted frames whose inner TCP/UDP checksum was partial (the field held the folded
+   * pseudo-header sum, as a Linux VTEP on the same host leaves it) and was completed here
+   */
+  CSUM_COMPLETED: 7,
 } as const;
-export const RECV_STATS = 7;
+export const RECV_STATS = 8;
 
 export interface UdpRecvBatch extends FrameBatch {
   /** 24-bit VNI of frame k */
@@ -318,6 +323,13 @@ export function createUdpRecvBatch(maxFrames = 32, slot = 65536): UdpRecvBatch {
  * counted and skipped; returns the count of accepted ones: frame k (after its VXLAN header)
  * is batch.data[offsets[k], +lens[k]), with vni[k] and its source in srcAddr/srcPort/srcFamily.
  * Returns 0 when nothing is pending; `stats[DATAGRAMS]` tells whether anything was consumed.
+ *
+ * A UDP socket gives no offload metadata, and a Linux VTEP on the same host (a netns, a
+ * container, OVS on a veth) sends inner TCP/UDP with the checksum left partial: the field
+ * holds the folded pseudo-header sum. An accepted frame with exactly that value there
+ * (IPv4 unfragmented or IPv6 without extension headers, up to two VLAN tags; not IPv4 UDP
+ * with checksum 0) has its checksum completed in place (counted CSUM_COMPLETED); every other
+ * checksum, right or wrong, is left as it came, so corruption still shows.
  */
 export function recvUdp(fd: number, batch: UdpRecvBatch, stats: Uint32Array): number {
   return raw.recvUdp(fd, batch.data, batch.slot, batch.maxFrames, batch.offsets, batch.lens, batch.vni, batch.srcAddr, batch.srcPort, batch.srcFamily, stats);

@@ -25,6 +25,11 @@ export const PortCounter = {
   QUEUE_ERRORS: 11,
   /** dropped at egress: the host side would block (TAP/UDP full) */
   DROP_HOST_BUSY: 12,
+  /**
+   * frames from the host side (VXLAN) whose partial TCP/UDP checksum the switch completed
+   * (a same-host Linux VTEP leaves them partial; host-io.ts recvUdp)
+   */
+  RX_CSUM_COMPLETED: 13,
 } as const;
 export type PortCounterName = keyof typeof PortCounter;
 export const PORT_COUNTERS = 16;

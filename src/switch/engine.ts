@@ -15,6 +15,7 @@ import { DELIVER_STATS, DeliverStat, VLAN_KEEP, VLAN_STRIP, netDeliver, netDeliv
 import {
   READ_STATS,
   RECV_STATS,
+  RecvStat,
   TX_STATS,
   TxStat,
   createTapReadBatch,
@@ -770,6 +771,7 @@ export class SwitchEngine {
           hdr10 = h.tapBatch.hdr10;
         } else {
           n = recvUdp(h.spec.fd, h.udpBatch!, this.readStats);
+          p.counters[PortCounter.RX_CSUM_COMPLETED] += this.readStats[RecvStat.CSUM_COMPLETED];
           batch = h.udpBatch!;
           // Only our VNI: the socket may be shared by the kernel's view of the port.
           const vni = (h.spec as { vni: number }).vni;
