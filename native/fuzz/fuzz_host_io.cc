@@ -1,7 +1,8 @@
 // libFuzzer target: the host side of the switch (host_io.cc): guest TX chains written to a
 // TAP (here a SOCK_SEQPACKET socketpair: one read per frame, as a TAP) and sent as VXLAN
 // datagrams (UDP over loopback), frames read back from the "TAP", and VXLAN datagrams of
-// any shape received. Each is compared byte for byte with a reference written here from the
+// any shape received (with their inner TCP/UDP checksums made partial on request, which
+// RecvUdp must complete, and every other checksum left alone). Each is compared byte for byte with a reference written here from the
 // header comments of host_io.h (virtio_net_hdr, 802.1Q insert / strip, checksum completion,
 // RFC 7348 header checks).
 //
@@ -303,13 +304,102 @@ void FromTap(Input& in) {
   }
 }
 
-// u8 count, per datagram u16 length and bytes; u16 slot, u8 max frames.
+uint16_t Be16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
+
+// Reference for the partial checksums RecvUdp completes (host_io.h, offload.h
+// CompletePartialL4): where the TCP/UDP checksum field of an Ethernet frame is, the range
+// it covers and the folded (not complemented) pseudo-header sum, if the frame is one whose
+// checksum may be completed: up to two tags (0x8100 / 0x88a8), IPv4 with MF and offset
+// clear and a total length that fits, or IPv6 with a non-zero payload length that fits and
+// TCP / UDP as its next header; TCP of at least 20 bytes, UDP of at least 8 whose length
+// field is the IP payload's, IPv4 UDP not with checksum 0.
+struct L4Ref {
+  bool ok = false;
+  size_t l4 = 0, end = 0, field = 0;
+  uint32_t pseudo = 0;
+};
+
+L4Ref ParseL4(const uint8_t* f, size_t n) {
+  L4Ref r;
+  if (n < 14) return r;
+  size_t l3 = 14;
+  uint16_t et = Be16(f + 12);
+  for (int t = 0; t < 2 && (et == 0x8100 || et == 0x88a8); t++) {
+    if (n < l3 + 4) return r;
+    et = Be16(f + l3 + 2);
+    l3 += 4;
+  }
+  uint64_t acc = 0;
+  uint8_t proto = 0;
+  size_t l4len = 0;
+  if (et == 0x0800) {
+    if (n < l3 + 20) return r;
+    const uint8_t* ip = f + l3;
+    const size_t ihl = size_t{ip[0] & 15u} * 4, tot = Be16(ip + 2);
+    if ((ip[0] >> 4) != 4 || ihl < 20 || tot < ihl || l3 + tot > n || (Be16(ip + 6) & 0x3fff) != 0) return r;
+    proto = ip[9];
+    r.l4 = l3 + ihl;
+    l4len = tot - ihl;
+    for (size_t i = 12; i < 20; i += 2) acc += Be16(ip + i);
+  } else if (et == 0x86dd) {
+    if (n < l3 + 40) return r;
+    const uint8_t* ip = f + l3;
+    l4len = Be16(ip + 4);
+    if ((ip[0] >> 4) != 6 || l4len == 0 || l3 + 40 + l4len > n) return r;
+    proto = ip[6];
+    r.l4 = l3 + 40;
+    for (size_t i = 8; i < 40; i += 2) acc += Be16(ip + i);
+  } else {
+    return r;
+  }
+  if (proto == 6 && l4len >= 20) {
+    r.field = r.l4 + 16;
+  } else if (proto == 17 && l4len >= 8 && Be16(f + r.l4 + 4) == l4len && !(et == 0x0800 && Be16(f + r.l4 + 6) == 0)) {
+    r.field = r.l4 + 6;
+  } else {
+    return r;
+  }
+  acc += proto + l4len;
+  while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
+  r.pseudo = static_cast<uint32_t>(acc);
+  r.end = r.l4 + l4len;
+  r.ok = true;
+  return r;
+}
+
+// What RecvUdp should leave of frame f: the checksum completed (pseudo-header + segment
+// with the field zeroed, complemented, 0 sent as 0xffff) if the field held the
+// pseudo-header sum; untouched otherwise. True if completed.
+bool ExpectedRx(std::vector<uint8_t>* f) {
+  const L4Ref r = ParseL4(f->data(), f->size());
+  if (!r.ok || Be16(f->data() + r.field) != r.pseudo) return false;
+  (*f)[r.field] = (*f)[r.field + 1] = 0;
+  uint64_t acc = r.pseudo;
+  for (size_t i = r.l4; i < r.end; i += 2) acc += (uint32_t{(*f)[i]} << 8) | (i + 1 < r.end ? (*f)[i + 1] : 0);
+  while (acc >> 16) acc = (acc & 0xffff) + (acc >> 16);
+  uint16_t c = static_cast<uint16_t>(~acc & 0xffff);
+  if (c == 0) c = 0xffff;
+  (*f)[r.field] = static_cast<uint8_t>(c >> 8);
+  (*f)[r.field + 1] = static_cast<uint8_t>(c);
+  return true;
+}
+
+// u8 count, per datagram u16 length (bit 15: make its inner checksum partial, i.e. write
+// the pseudo-header sum in the field, when ParseL4 finds one) and bytes; u16 slot, u8 max frames.
 void FromUdp(Input& in) {
   const uint32_t n = in.U8() % 16;
   std::vector<std::vector<uint8_t>> dg(n);
   for (auto& d : dg) {
-    d.resize(in.U16() % 9000);
+    const uint16_t l = in.U16();
+    d.resize((l & 0x7fff) % 9000);
     in.Bytes(d.data(), d.size());
+    if ((l & 0x8000) && d.size() > 8) {
+      const L4Ref r = ParseL4(d.data() + 8, d.size() - 8);
+      if (r.ok) {
+        d[8 + r.field] = static_cast<uint8_t>(r.pseudo >> 8);
+        d[8 + r.field + 1] = static_cast<uint8_t>(r.pseudo);
+      }
+    }
   }
   const uint32_t slot = 22 + in.U16() % 9100;  // the binding's minimum: a VXLAN and an Ethernet header
   const uint32_t max = in.U8() % 20;
@@ -327,19 +417,22 @@ void FromUdp(Input& in) {
   hio::RecvStats st;
   const int32_t k = hio::RecvUdp(S().udp_rx, buf.p, slot, max, out, &st);
   Drain(S().udp_rx);
-  // Reference (RFC 7348 §5): the first min(n, max) datagrams.
-  uint32_t rk = 0;
+  // Reference (RFC 7348 §5): the first min(n, max) datagrams, partial inner checksums completed.
+  uint32_t rk = 0, completed = 0;
   for (uint32_t j = 0; j < std::min(n, max); j++) {
     const auto& d = dg[j];
     if (d.size() > slot || d.size() < 22 || d[0] != 0x08 || d[1] || d[2] || d[3] || d[7]) continue;
     FUZZ_CHECK(static_cast<int32_t>(rk) < k, "RecvUdp accepted %d, the reference accepts datagram %u too", k, j);
     FUZZ_CHECK(offsets[rk] == j * slot + 8 && lens[rk] == d.size() - 8, "RecvUdp datagram %u: at %u +%u", j, offsets[rk], lens[rk]);
     FUZZ_CHECK(vni[rk] == ((uint32_t{d[4]} << 16) | (uint32_t{d[5]} << 8) | d[6]), "RecvUdp datagram %u: vni", j);
-    FUZZ_CHECK(memcmp(buf.p + offsets[rk], d.data() + 8, lens[rk]) == 0, "RecvUdp datagram %u: bytes", j);
+    std::vector<uint8_t> want(d.begin() + 8, d.end());
+    if (ExpectedRx(&want)) completed++;
+    FUZZ_CHECK(memcmp(buf.p + offsets[rk], want.data(), lens[rk]) == 0, "RecvUdp datagram %u: bytes", j);
     FUZZ_CHECK(fam[rk] == 4 && port[rk] == S().tx_port && src[16 * rk] == 127, "RecvUdp datagram %u: source", j);
     rk++;
   }
   FUZZ_CHECK(k == static_cast<int32_t>(rk), "RecvUdp accepted %d, reference %u", k, rk);
+  FUZZ_CHECK(st.csum_completed == completed, "RecvUdp completed %u checksums, reference %u", st.csum_completed, completed);
   FUZZ_CHECK(st.datagrams == std::min(n, max), "RecvUdp took %u datagrams of %u", st.datagrams, std::min(n, max));
 }
 

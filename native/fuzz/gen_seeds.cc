@@ -733,6 +733,41 @@ void HostIoSeeds() {
   o.U16(2000 - 22);
   o.U8(8);
   Save("host_io", "tap-udp", o);
+
+  // VXLAN datagrams whose inner checksums the harness makes partial (length bit 15):
+  // IPv4 / IPv6 TCP, tagged, double-tagged UDP over IPv4 and IPv6, one left as it is.
+  Output p;
+  Guest(p, 16384);
+  RingSpec r2;
+  r2.chains = 8;
+  Ring(p, r2);
+  auto udpize = [](std::vector<uint8_t> f, bool v6, size_t l3) {
+    // the TCP frame's 20-byte TCP header becomes an 8-byte UDP header + 12 payload bytes
+    const size_t l4 = l3 + (v6 ? 40 : 20);
+    const size_t ulen = f.size() - l4;
+    f[v6 ? l3 + 6 : l3 + 9] = 17;
+    f[l4 + 4] = static_cast<uint8_t>(ulen >> 8);
+    f[l4 + 5] = static_cast<uint8_t>(ulen);
+    f[l4 + 6] = 0x12;  // a non-zero checksum field (the harness overwrites it)
+    f[l4 + 7] = 0x34;
+    return f;
+  };
+  std::vector<uint8_t> qinq = udpize(TcpFrame(false, 77, true), false, 18);
+  qinq.insert(qinq.begin() + 12, {0x88, 0xa8, 0x00, 0x64});
+  const std::vector<std::vector<uint8_t>> frames = {
+      TcpFrame(false, 1400, false), TcpFrame(true, 900, false), TcpFrame(false, 50, true),
+      udpize(TcpFrame(true, 33, false), true, 14), qinq, TcpFrame(false, 10, false)};
+  p.U8(4);
+  p.U8(static_cast<uint8_t>(frames.size()));
+  for (size_t i = 0; i < frames.size(); i++) {
+    std::vector<uint8_t> d(vx, vx + 8);
+    d.insert(d.end(), frames[i].begin(), frames[i].end());
+    p.U16(static_cast<uint16_t>(d.size() | (i + 1 < frames.size() ? 0x8000 : 0)));
+    p.Bytes(d.data(), d.size());
+  }
+  p.U16(2000 - 22);
+  p.U8(16);
+  Save("host_io", "udp-partial", p);
 }
 
 // A block request chain: header (type, sector) in one descriptor, data, status.
