@@ -767,6 +767,19 @@ void HostIoSeeds() {
   }
   p.U16(2000 - 22);
   p.U8(16);
+  // FinishFrame: a NEEDS_CSUM frame (tag removed: adj -4), a TSO frame, a bad offset.
+  const std::vector<uint8_t> fin[3] = {TcpFrame(false, 200, false), TcpFrame(false, 5000, false), TcpFrame(true, 40, false)};
+  const std::vector<uint8_t> fh[3] = {NetHdrBytes(1, 0, 0, 0, 38, 16), NetHdrBytes(1, 1, 54, 1448, 34, 16), NetHdrBytes(1, 0, 0, 0, 200, 16)};
+  const uint8_t adjs[3] = {0, 1, 1};
+  for (int i = 0; i < 3; i++) {
+    p.U8(5);
+    p.U16(static_cast<uint16_t>(fin[i].size()));
+    p.Bytes(fin[i].data(), fin[i].size());
+    p.Bytes(fh[i].data(), 10);
+    p.U8(adjs[i]);
+    p.U32(64 * 1024);
+    p.U8(16);
+  }
   Save("host_io", "udp-partial", p);
 }
 

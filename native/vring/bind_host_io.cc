@@ -3,6 +3,7 @@
 // (code, errno, syscall); a full queue on the hot paths is a counter, never an exception.
 #include <netinet/in.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -245,6 +246,22 @@ Napi::Value RecvUdp(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), r);
 }
 
+// finishFrame(frame: Uint8Array, hdr10: Uint8Array(10), adj, out: Uint8Array, offsets: Uint32Array,
+//             lens: Uint32Array) -> frames written to out, -1 bad header, -2 no room
+Napi::Value FinishFrame(const Napi::CallbackInfo& info) {
+  size_t len = 0, out_len = 0, max_out = 0, max_lens = 0;
+  const uint8_t* frame = Typed<uint8_t>(info, 0, napi_uint8_array, 0, "frame", &len);
+  const uint8_t* hdr = Typed<uint8_t>(info, 1, napi_uint8_array, 10, "hdr10");
+  const int32_t adj = static_cast<int32_t>(Int(info, 2, "adj", -4, 4));
+  uint8_t* out = Typed<uint8_t>(info, 3, napi_uint8_array, 0, "out", &out_len);
+  uint32_t* offsets = Typed<uint32_t>(info, 4, napi_uint32_array, 0, "offsets", &max_out);
+  uint32_t* lens = Typed<uint32_t>(info, 5, napi_uint32_array, 0, "lens", &max_lens);
+  if (len > UINT32_MAX || out_len > UINT32_MAX) throw Napi::RangeError::New(info.Env(), "finishFrame: buffers of 4 GiB or more");
+  const int32_t r = hio::FinishFrame(frame, static_cast<uint32_t>(len), hdr, adj, out, static_cast<uint32_t>(out_len), offsets, lens,
+                                     static_cast<uint32_t>(std::min(max_out, max_lens)));
+  return Napi::Number::New(info.Env(), r);
+}
+
 sockaddr_storage ParseAddr(const Napi::CallbackInfo& info, size_t addr, size_t port, socklen_t* len) {
   const std::string a = Str(info, addr, "address");
   const uint16_t p = static_cast<uint16_t>(Int(info, port, "port", 0, 65535));
@@ -296,6 +313,7 @@ void BindHostIo(Napi::Env env, Napi::Object exports) {
   exports.Set("txToUdp", Napi::Function::New(env, TxToUdp, "txToUdp"));
   exports.Set("recvUdp", Napi::Function::New(env, RecvUdp, "recvUdp"));
   exports.Set("flatToUdp", Napi::Function::New(env, FlatToUdp, "flatToUdp"));
+  exports.Set("finishFrame", Napi::Function::New(env, FinishFrame, "finishFrame"));
   exports.Set("udpSockaddr", Napi::Function::New(env, UdpSockaddr, "udpSockaddr"));
   exports.Set("udpOpen", Napi::Function::New(env, UdpOpen, "udpOpen"));
 }

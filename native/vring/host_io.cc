@@ -392,6 +392,39 @@ int32_t ReadTap(int fd, uint8_t* buf, uint32_t buf_len, uint32_t slot, uint32_t*
   return static_cast<int32_t>(k);
 }
 
+int32_t FinishFrame(const uint8_t* frame, uint32_t len, const uint8_t hdr10[10], int32_t adj, uint8_t* out, uint32_t out_len,
+                    uint32_t* offsets, uint32_t* lens, uint32_t max_out) {
+  const NetHdr h = ParseNetHdr(hdr10);
+  if ((h.gso_type & ~vhostkit::kGsoEcn) != vhostkit::kGsoNone) {
+    thread_local std::vector<uint8_t> scratch(65536 + 512);
+    uint32_t at = 0, k = 0;
+    bool full = false;
+    const int32_t n = SegmentTcp(frame, len, h, scratch.data(), static_cast<uint32_t>(scratch.size()), [&](const uint8_t* p, uint32_t l) {
+      if (k >= max_out || l > out_len - at) {
+        full = true;
+        return false;
+      }
+      std::memcpy(out + at, p, l);
+      offsets[k] = at;
+      lens[k] = l;
+      at += l;
+      k++;
+      return true;
+    });
+    if (full) return kFinishNoRoom;
+    return n < 0 ? kFinishBad : static_cast<int32_t>(k);
+  }
+  if (max_out < 1 || len > out_len) return kFinishNoRoom;
+  std::memcpy(out, frame, len);
+  if (h.flags & kHdrNeedsCsum) {
+    const int64_t start = static_cast<int64_t>(h.csum_start) + adj;
+    if (start < 0 || !CompleteChecksum(out, len, static_cast<uint32_t>(start), h.csum_offset)) return kFinishBad;
+  }
+  offsets[0] = 0;
+  lens[0] = len;
+  return 1;
+}
+
 int32_t RecvUdp(int fd, uint8_t* buf, uint32_t slot, uint32_t max_frames, const RecvOut& out, RecvStats* st) {
   thread_local std::vector<mmsghdr> msgs;
   thread_local std::vector<iovec> iov;

@@ -94,6 +94,20 @@ void FlatToUdp(int fd, const uint8_t* base, const uint32_t* offsets, const uint3
 int32_t ReadTap(int fd, uint8_t* buf, uint32_t buf_len, uint32_t slot, uint32_t* offsets, uint32_t* lens,
                 uint8_t* hdrs10, uint32_t max_frames, ReadStats* st);
 
+// A frame from a host buffer that carries offload requests (a TAP's header: NEEDS_CSUM,
+// GSO) finished in software for a port that takes none (a VXLAN port): written to out as
+// one frame with its partial checksum completed (offload.h CompleteChecksum), or as the TCP
+// segments of a TSO frame (SegmentTcp), or copied as it is if the header asks for nothing.
+// hdr10: the header's first 10 bytes; adj: what the frame's length changed by since the
+// header was written (+4 a tag inserted, -4 one removed), added to csum_start. Output frame
+// k is lens[k] bytes at out + offsets[k]. Returns the frame count, kFinishBad for a header
+// that does not fit the frame (or a GSO type other than TCP), kFinishNoRoom if out or
+// max_out is too small.
+inline constexpr int32_t kFinishBad = -1;
+inline constexpr int32_t kFinishNoRoom = -2;
+int32_t FinishFrame(const uint8_t* frame, uint32_t len, const uint8_t hdr10[10], int32_t adj, uint8_t* out, uint32_t out_len,
+                    uint32_t* offsets, uint32_t* lens, uint32_t max_out);
+
 struct RecvStats {
   uint32_t datagrams = 0;  // datagrams taken from the socket (accepted or not)
   uint32_t accepted = 0;

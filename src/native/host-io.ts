@@ -13,6 +13,7 @@ interface RawHostIo {
   txToTap(fd: number, q: unknown, chains: Uint16Array, n: number, hdrLen: number, passHdr: boolean, vlan: number, stats: Uint32Array): number;
   readTap(fd: number, buf: Uint8Array, slot: number, offsets: Uint32Array, lens: Uint32Array, hdrs10: Uint8Array | null, maxFrames: number, stats: Uint32Array): number;
   flatToUdp(fd: number, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, vxlanHdr: Uint8Array, dest: Uint8Array, stats: Uint32Array): number;
+  finishFrame(frame: Uint8Array, hdr10: Uint8Array, adj: number, out: Uint8Array, offsets: Uint32Array, lens: Uint32Array): number;
   txToUdp(fd: number, q: unknown, chains: Uint16Array, n: number, hdrLen: number, vlan: number, vxlanHdr: Uint8Array, dest: Uint8Array, stats: Uint32Array): number;
   recvUdp(fd: number, buf: Uint8Array, slot: number, maxFrames: number, offsets: Uint32Array, lens: Uint32Array, vni: Uint32Array, srcAddr: Uint8Array, srcPort: Uint16Array, srcFamily: Uint8Array, stats: Uint32Array): number;
   udpSockaddr(address: string, port: number): Uint8Array;
@@ -268,6 +269,24 @@ export function txToUdp(fd: number, q: Virtqueue, chains: Uint16Array, n: number
  */
 export function flatToUdp(fd: number, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, vxlanHdr: Uint8Array, dest: Uint8Array, stats: Uint32Array): number {
   return raw.flatToUdp(fd, data, offsets, lens, n, vxlanHdr, dest, stats);
+}
+
+/** finishFrame's answer for a header that does not fit its frame (or a GSO type other than TCP). */
+export const FINISH_BAD = -1;
+/** finishFrame's answer when `out` or its offsets / lens arrays are too small. */
+export const FINISH_NO_ROOM = -2;
+
+/**
+ * Finishes in software a frame from a host buffer whose virtio_net_hdr (`hdr10`, its first
+ * 10 bytes, as readTap gives them) asks for offloads, for a port that takes none (a VXLAN
+ * port, a TAP without offloads): a NEEDS_CSUM frame is copied to `out` with its checksum
+ * completed, a TSO frame cut into TCP segments there, any other copied as it is. `adj`: how
+ * much the frame's length changed since the header was written (+4: an 802.1Q tag
+ * inserted, -4: one removed), added to csum_start. Frame k of the result is lens[k] bytes at
+ * out[offsets[k]]. Returns the frame count, {@link FINISH_BAD} or {@link FINISH_NO_ROOM}.
+ */
+export function finishFrame(frame: Uint8Array, hdr10: Uint8Array, adj: number, out: Uint8Array, offsets: Uint32Array, lens: Uint32Array): number {
+  return raw.finishFrame(frame, hdr10, adj, out, offsets, lens);
 }
 
 /** Indices of the stats array recvUdp adds to ({@link RECV_STATS} long). */

@@ -20,6 +20,8 @@ import {
   TxStat,
   createTapReadBatch,
   createUdpRecvBatch,
+  finishFrame,
+  FINISH_BAD,
   flatToUdp,
   readTap,
   recvUdp,
@@ -866,6 +868,9 @@ export class SwitchEngine {
     this.account(q, rx, r);
   }
 
+  /** Staging for host-to-host frames whose offloads (a TAP's partial checksum, TSO) are finished here. */
+  private readonly finished = { data: new Uint8Array(256 * 1024), offsets: new Uint32Array(2048), lens: new Uint32Array(2048) };
+
   /** One frame from a host buffer out of a host port (JavaScript path for the rare cases). */
   private hostFrameOut(q: EnginePort, frame: Uint8Array, hdr10: Uint8Array | null, op: number, st: Uint32Array): void {
     let f = frame;
@@ -874,22 +879,44 @@ export class SwitchEngine {
     } else if (op >= 0) {
       f = new Uint8Array(Buffer.concat([f.subarray(0, 12), Uint8Array.of(0x81, 0x00, op >> 8, op & 0xff), f.subarray(12)]));
     }
+    const adj = f.length - frame.length;
     const spec = q.host!.spec;
-    if (spec.kind === 'tap') {
-      const hdr = new Uint8Array(12);
-      if (hdr10 && spec.offloads) hdr.set(hdr10);
-      try {
-        writeSync(spec.fd, Buffer.concat([hdr, f]));
-        st[TxStat.SENT]++;
-        st[TxStat.BYTES] += f.length;
-      } catch {
-        st[TxStat.DROPPED]++;
-      }
-    } else {
-      if (hdr10 && (hdr10[1] & 0x7f) !== 0) {
-        st[TxStat.NEEDS_SEGMENTATION]++; // a TSO frame from a TAP cannot go into a tunnel as is
+    // A TAP with offloads gives frames with partial checksums and TSO frames (NEEDS_CSUM,
+    // GSO in its header): only a TAP with offloads takes them as they are; for a VXLAN
+    // port or a TAP without offloads they are finished here (checksum completed, segmented).
+    const offloaded = hdr10 !== null && ((hdr10[0] & 1) !== 0 || (hdr10[1] & 0x7f) !== 0);
+    let frames: Uint8Array[] = [f];
+    if (offloaded && !(spec.kind === 'tap' && spec.offloads)) {
+      const s = this.finished;
+      const k = finishFrame(f, hdr10, adj, s.data, s.offsets, s.lens);
+      if (k < 0) {
+        st[k === FINISH_BAD ? TxStat.BAD : TxStat.TOO_BIG]++;
         return;
       }
+      if (spec.kind === 'vxlan') {
+        flatToUdp(spec.fd, s.data, s.offsets, s.lens, k, q.host!.vxlanHdr!, spec.dest, st);
+        return;
+      }
+      frames = Array.from({ length: k }, (_, i) => s.data.subarray(s.offsets[i], s.offsets[i] + s.lens[i]));
+    }
+    if (spec.kind === 'tap') {
+      const hdr = new Uint8Array(12);
+      if (offloaded && spec.offloads) {
+        hdr.set(hdr10!);
+        // csum_start and hdr_len move with a tag inserted or removed
+        if (adj !== 0 && hdr[0] & 1) new DataView(hdr.buffer).setUint16(6, new DataView(hdr.buffer).getUint16(6, true) + adj, true);
+        if (adj !== 0 && hdr[1] & 0x7f) new DataView(hdr.buffer).setUint16(2, new DataView(hdr.buffer).getUint16(2, true) + adj, true);
+      }
+      for (const x of frames) {
+        try {
+          writeSync(spec.fd, Buffer.concat([hdr, x]));
+          st[TxStat.SENT]++;
+          st[TxStat.BYTES] += x.length;
+        } catch {
+          st[TxStat.DROPPED]++;
+        }
+      }
+    } else {
       flatToUdp(spec.fd, f, Uint32Array.of(0), Uint32Array.of(f.length), 1, q.host!.vxlanHdr!, spec.dest, st);
     }
   }

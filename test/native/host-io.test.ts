@@ -22,6 +22,9 @@ import {
   createTapReadBatch,
   createUdpRecvBatch,
   datagramSource,
+  finishFrame,
+  FINISH_BAD,
+  FINISH_NO_ROOM,
   IFF,
   openTap,
   readTap,
@@ -1231,6 +1234,39 @@ describe('host I/O on loopback: VXLAN framing, malformed datagrams, argument che
     } finally {
       sock.close();
     }
+  });
+
+  it('finishFrame completes a TAP frame\'s partial checksum (csum_start moved by a removed tag), segments a TSO frame, refuses bad offsets and too little room', () => {
+    const hdr10 = (h: VnetHdr): Uint8Array => vnetHdr(h).subarray(0, 10);
+    const out = new Uint8Array(65536);
+    const offs = new Uint32Array(64);
+    const lens = new Uint32Array(64);
+    // NEEDS_CSUM written for the tagged frame (csum_start 38); the tag is gone: adj -4
+    const plain = eth(PEERB_MAC, GUEST_MAC, 0x0800, tcp('10.6.0.1', '10.6.0.2', 1, 2, 3, pattern(300, 1), 'partial'));
+    expect(finishFrame(plain, hdr10(csumHdr('tcp', 18)), -4, out, offs, lens)).to.equal(1);
+    const done = out.slice(offs[0], offs[0] + lens[0]);
+    expect(l4Ok(parseIp4(parseEth(done).payload))).to.equal(true);
+    expect(hex(done.subarray(0, 50))).to.equal(hex(plain.subarray(0, 50)));
+    expect(hex(done.subarray(52))).to.equal(hex(plain.subarray(52)));
+    // TSO: 5000 bytes, mss 1448: 4 segments, each a valid TCP segment, payloads in order
+    const data = pattern(5000, 2);
+    const big = eth(PEERB_MAC, GUEST_MAC, 0x0800, tcp('10.6.0.1', '10.6.0.2', 1, 2, 1000, data, 'partial'));
+    const n = finishFrame(big, hdr10({ ...csumHdr('tcp'), gsoType: GSO_TCPV4, gsoSize: 1448, hdrLen: 54 }), 0, out, offs, lens);
+    expect(n).to.equal(4);
+    const payloads: Uint8Array[] = [];
+    for (let k = 0; k < n; k++) {
+      const ipp = parseIp4(parseEth(out.subarray(offs[k], offs[k] + lens[k])).payload);
+      expect(ipp.hdrOk && l4Ok(ipp), `segment ${k} checksums`).to.equal(true);
+      expect(new DataView(ipp.payload.buffer, ipp.payload.byteOffset).getUint32(4)).to.equal(1000 + 1448 * k);
+      payloads.push(ipp.payload.subarray(20));
+    }
+    expect(hex(concat(payloads))).to.equal(hex(data));
+    // no offloads asked: copied as it is
+    expect(finishFrame(plain, hdr10({}), 0, out, offs, lens)).to.equal(1);
+    expect(hex(out.subarray(0, lens[0]))).to.equal(hex(plain));
+    expect(finishFrame(plain, hdr10({ flags: NEEDS_CSUM, csumStart: plain.length - 1, csumOffset: 0 }), 0, out, offs, lens)).to.equal(FINISH_BAD);
+    expect(finishFrame(plain, hdr10(csumHdr('tcp')), 0, new Uint8Array(100), offs, lens)).to.equal(FINISH_NO_ROOM);
+    expect(finishFrame(big, hdr10({ ...csumHdr('tcp'), gsoType: GSO_TCPV4, gsoSize: 1448, hdrLen: 54 }), 0, out, offs.subarray(0, 3), lens)).to.equal(FINISH_NO_ROOM);
   });
 
   it('IPv6 loopback: a bound [::1] socket receives and reports an IPv6 source', async function () {
