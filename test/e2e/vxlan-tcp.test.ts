@@ -1,9 +1,9 @@
 // TCP through the switch's host ports to real Linux peers (issue 21 item 4): a QEMU guest on
 // the switch moves 8 MiB both ways, with an md5 check, to a listener behind a Linux vxlan
-// device (VNI 42, in a namespace across a veth underlay of MTU 1600) and to a listener behind
-// a TAP port (the TAP moved into a namespace). Guest offloads on (QEMU's defaults: CSUM,
-// GUEST_CSUM, TSO) and off (csum=off,guest_csum=off,...), split and packed rings: one boot
-// per combination, four transfers per boot. And, with no guest, 8 MiB each way between the
+// device (VNI 42, in a namespace across a veth underlay of MTU 1600; inner IPv4 and IPv6)
+// and to a listener behind a TAP port (the TAP moved into a namespace). Guest offloads on
+// (QEMU's defaults: CSUM, GUEST_CSUM, TSO) and off (csum=off,guest_csum=off,...), split and
+// packed rings: one boot per combination, six transfers per boot. And, with no guest, 8 MiB each way between the
 // TAP's namespace and the vxlan peer (host port to host port through the switch).
 //
 // The vxlan peer's kernel leaves inner TCP checksums partial (it knows the veth never
@@ -26,6 +26,9 @@ const TAG = process.pid.toString(36).slice(-4);
 const VXLAN_PEER = '10.50.0.1';
 const GUEST_IP = '10.50.0.2';
 const TAP_PEER = '10.50.0.3';
+// inner IPv6 through the tunnel too
+const VXLAN_PEER6 = 'fd50::1';
+const GUEST_IP6 = 'fd50::2';
 const MIB8 = 8 << 20;
 
 /**
@@ -56,7 +59,7 @@ const server = createServer((req, res) => {
   }
   res.writeHead(404).end();
 });
-server.listen(8080, '0.0.0.0', () => console.log('ready ' + createHash('md5').update(data).digest('hex')));
+server.listen(8080, '::', () => console.log('ready ' + createHash('md5').update(data).digest('hex')));
 `;
 
 interface Peer {
@@ -88,6 +91,7 @@ function startPeer(ns: Netns): Promise<Peer> {
 /** Both directions to each peer; a transfer that does not finish in 40 s is reported failed. */
 const guestScript = `
 ip addr add ${GUEST_IP}/24 dev eth0 && ip link set eth0 up || vk_fail "eth0 setup"
+ip -6 addr add ${GUEST_IP6}/64 dev eth0 nodad 2>/dev/null || ip -6 addr add ${GUEST_IP6}/64 dev eth0 || vk_fail "eth0 IPv6 setup"
 f=/sys/class/net/eth0/device/features
 vk_result packed=$(vk_feature $f 34) csum=$(vk_feature $f 0) guest_csum=$(vk_feature $f 1) guest_tso4=$(vk_feature $f 7) host_tso4=$(vk_feature $f 11)
 # busybox wget --post-file sends strlen() of the file: text, 8 MiB of base64 of random bytes.
@@ -95,10 +99,10 @@ head -c 6291456 /dev/urandom | base64 | tr -d '\\n' > /tmp/up || vk_fail "no fil
 [ "$(wc -c < /tmp/up)" = ${MIB8} ] || vk_fail "upload file is $(wc -c < /tmp/up) bytes"
 vk_result up_md5=$(md5sum < /tmp/up | cut -d' ' -f1)
 ms() { awk "BEGIN { print int(($2 - $1) * 1000) }"; }
-for p in vxlan:${VXLAN_PEER} tap:${TAP_PEER}; do
-  n=\${p%%:*}; a=\${p#*:}
-  i=0; until ping -c 1 -W 1 $a >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 15 ] || break; done
-  vk_result \${n}_ping=$(ping -c 2 -W 2 $a | sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p')
+for p in vxlan:${VXLAN_PEER} tap:${TAP_PEER} vxlan6:[${VXLAN_PEER6}]; do
+  n=\${p%%:*}; a=\${p#*:}; h=\${a#[}; h=\${h%]}
+  i=0; until ping -c 1 -W 1 $h >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 15 ] || break; done
+  vk_result \${n}_ping=$(ping -c 2 -W 2 $h | sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p')
   t0=$(cut -d' ' -f1 /proc/uptime)
   if timeout 40 wget -q -O /tmp/down http://$a:8080/f; then
     t1=$(cut -d' ' -f1 /proc/uptime)
@@ -165,6 +169,7 @@ describe('e2e: TCP from a QEMU guest through VXLAN and TAP ports to Linux peers'
     b.ip('link', 'set', 'vb', 'up');
     a.ip('link', 'add', 'vx0', 'type', 'vxlan', 'id', '42', 'local', '10.99.2.1', 'remote', '10.99.2.2', 'dstport', '4789', 'dev', 'va');
     a.ip('addr', 'add', `${VXLAN_PEER}/24`, 'dev', 'vx0');
+    a.ip('addr', 'add', `${VXLAN_PEER6}/64`, 'dev', 'vx0', 'nodad');
     a.ip('link', 'set', 'vx0', 'up');
     await sw.addVxlanPort({ name: 'vx', remote: '10.99.2.1', vni: 42, socketFd: b.udpSocket('10.99.2.2', 4789) });
     // TAP: its interface moved into namespace t (the fd keeps working), offloads on (default).
@@ -214,12 +219,12 @@ describe('e2e: TCP from a QEMU guest through VXLAN and TAP ports to Linux peers'
 
   for (const packed of [false, true]) {
     for (const offloads of [true, false]) {
-      it(`8 MiB both ways, md5 intact, to a vxlan peer and a TAP peer (${packed ? 'packed' : 'split'} ring, guest offloads ${offloads ? 'on' : 'off'})`, async () => {
+      it(`8 MiB both ways, md5 intact, to a vxlan peer (inner IPv4 and IPv6) and a TAP peer (${packed ? 'packed' : 'split'} ring, guest offloads ${offloads ? 'on' : 'off'})`, async () => {
         const dev = [{ type: 'vhost-user-net' as const, socket: tmp.join('vm.sock'), mac: '52:54:00:00:05:02', packed, reconnect: true, props: offloads ? {} : OFFLOADS_OFF }];
         const r = (await runScript(guestScript, dev, 220_000)).results;
         const mbs = (ms: string) => ((MIB8 / (Number(ms) / 1000)) / 1e6).toFixed(1);
         const label = `${packed ? 'packed' : 'split'}, offloads ${offloads ? 'on' : 'off'}`;
-        for (const n of ['vxlan', 'tap']) {
+        for (const n of ['vxlan', 'vxlan6', 'tap']) {
           console.log(`      ${n} (${label}): peer -> guest ${r[`${n}_down`] === 'failed' ? 'FAILED' : `${mbs(r[`${n}_down_ms`])} MB/s`}, guest -> peer ${r[`${n}_up`] === 'failed' ? 'FAILED' : `${mbs(r[`${n}_up_ms`])} MB/s`}`);
         }
         const vx = sw.counters('vx');
@@ -231,6 +236,9 @@ describe('e2e: TCP from a QEMU guest through VXLAN and TAP ports to Linux peers'
           vxlan_ping: r.vxlan_ping,
           vxlan_down: r.vxlan_down,
           vxlan_up: r.vxlan_up,
+          vxlan6_ping: r.vxlan6_ping,
+          vxlan6_down: r.vxlan6_down,
+          vxlan6_up: r.vxlan6_up,
           tap_ping: r.tap_ping,
           tap_down: r.tap_down,
           tap_up: r.tap_up,
@@ -239,12 +247,15 @@ describe('e2e: TCP from a QEMU guest through VXLAN and TAP ports to Linux peers'
           vxlan_ping: '2',
           vxlan_down: `${vxPeer.md5}:${MIB8}`,
           vxlan_up: `${r.up_md5}:${MIB8}`,
+          vxlan6_ping: '2',
+          vxlan6_down: `${vxPeer.md5}:${MIB8}`,
+          vxlan6_up: `${r.up_md5}:${MIB8}`,
           tap_ping: '2',
           tap_down: `${tapPeer.md5}:${MIB8}`,
           tap_up: `${r.up_md5}:${MIB8}`,
         });
         expect(vx.rx_csum_completed, 'partial checksums from the Linux VTEP completed').to.be.greaterThan(0);
-        expect(vxPeer.ups).to.deep.equal([`${r.up_md5}:${MIB8}`]);
+        expect(vxPeer.ups).to.deep.equal([`${r.up_md5}:${MIB8}`, `${r.up_md5}:${MIB8}`]);
         expect(tapPeer.ups).to.deep.equal([`${r.up_md5}:${MIB8}`]);
       });
     }
