@@ -2,7 +2,8 @@
 // TAP (here a SOCK_SEQPACKET socketpair: one read per frame, as a TAP) and sent as VXLAN
 // datagrams (UDP over loopback), frames read back from the "TAP", and VXLAN datagrams of
 // any shape received (with their inner TCP/UDP checksums made partial on request, which
-// RecvUdp must complete, and every other checksum left alone). Each is compared byte for byte with a reference written here from the
+// RecvUdp must complete, or for TCP over 1500 bytes mark as TSO, and every other checksum
+// left alone). Each is compared byte for byte with a reference written here from the
 // header comments of host_io.h (virtio_net_hdr, 802.1Q insert / strip, checksum completion,
 // RFC 7348 header checks).
 //
@@ -16,6 +17,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "../vring/host_io.h"
 #include "../vring/net.h"
@@ -315,8 +317,11 @@ uint16_t Be16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1
 // field is the IP payload's, IPv4 UDP not with checksum 0.
 struct L4Ref {
   bool ok = false;
-  size_t l4 = 0, end = 0, field = 0;
+  size_t l3 = 0, l4 = 0, end = 0, field = 0;
   uint32_t pseudo = 0;
+  int tags = 0;
+  uint16_t outer = 0;
+  bool v6 = false, tcp = false;
 };
 
 L4Ref ParseL4(const uint8_t* f, size_t n) {
@@ -324,11 +329,14 @@ L4Ref ParseL4(const uint8_t* f, size_t n) {
   if (n < 14) return r;
   size_t l3 = 14;
   uint16_t et = Be16(f + 12);
-  for (int t = 0; t < 2 && (et == 0x8100 || et == 0x88a8); t++) {
+  r.outer = et;
+  for (; r.tags < 2 && (et == 0x8100 || et == 0x88a8); r.tags++) {
     if (n < l3 + 4) return r;
     et = Be16(f + l3 + 2);
     l3 += 4;
   }
+  r.l3 = l3;
+  r.v6 = et == 0x86dd;
   uint64_t acc = 0;
   uint8_t proto = 0;
   size_t l4len = 0;
@@ -354,6 +362,7 @@ L4Ref ParseL4(const uint8_t* f, size_t n) {
   }
   if (proto == 6 && l4len >= 20) {
     r.field = r.l4 + 16;
+    r.tcp = true;
   } else if (proto == 17 && l4len >= 8 && Be16(f + r.l4 + 4) == l4len && !(et == 0x0800 && Be16(f + r.l4 + 6) == 0)) {
     r.field = r.l4 + 6;
   } else {
@@ -367,12 +376,35 @@ L4Ref ParseL4(const uint8_t* f, size_t n) {
   return r;
 }
 
-// What RecvUdp should leave of frame f: the checksum completed (pseudo-header + segment
-// with the field zeroed, complemented, 0 sent as 0xffff) if the field held the
-// pseudo-header sum; untouched otherwise. True if completed.
-bool ExpectedRx(std::vector<uint8_t>* f) {
+enum class Rx { kAsIs, kCompleted, kMarked };
+
+// What RecvUdp should leave of frame f and its header h (10 bytes, zeroed here): a partial
+// TCP frame whose IP packet is over 1500 bytes and ends the frame, with no tag or one 802.1Q
+// tag and a TCP header length in [20, TCP bytes), gets NEEDS_CSUM | GSO_TCPV4/6, hdr_len to
+// the end of the TCP header, gso_size 1500 - IP header - TCP header, csum_start/offset, and
+// keeps its bytes (when headers are asked for); another partial one has its checksum
+// completed (pseudo-header + segment with the field zeroed, complemented, 0 sent as
+// 0xffff); anything else is untouched.
+Rx ExpectedRx(std::vector<uint8_t>* f, uint8_t* h, bool with_hdrs) {
+  std::memset(h, 0, 10);
   const L4Ref r = ParseL4(f->data(), f->size());
-  if (!r.ok || Be16(f->data() + r.field) != r.pseudo) return false;
+  if (!r.ok || Be16(f->data() + r.field) != r.pseudo) return Rx::kAsIs;
+  const size_t ip_len = r.end - r.l3;
+  const size_t thl = r.tcp ? static_cast<size_t>((*f)[r.l4 + 12] >> 4) * 4 : 0;
+  if (with_hdrs && r.tcp && ip_len > 1500 && r.end == f->size() && thl >= 20 && thl < r.end - r.l4 &&
+      (r.tags == 0 || (r.tags == 1 && r.outer == 0x8100))) {
+    const size_t hl = r.l4 + thl, mss = 1500 - (r.l4 - r.l3) - thl;
+    h[0] = 1;
+    h[1] = r.v6 ? 4 : 1;
+    h[2] = static_cast<uint8_t>(hl);
+    h[3] = static_cast<uint8_t>(hl >> 8);
+    h[4] = static_cast<uint8_t>(mss);
+    h[5] = static_cast<uint8_t>(mss >> 8);
+    h[6] = static_cast<uint8_t>(r.l4);
+    h[7] = static_cast<uint8_t>(r.l4 >> 8);
+    h[8] = 16;
+    return Rx::kMarked;
+  }
   (*f)[r.field] = (*f)[r.field + 1] = 0;
   uint64_t acc = r.pseudo;
   for (size_t i = r.l4; i < r.end; i += 2) acc += (uint32_t{(*f)[i]} << 8) | (i + 1 < r.end ? (*f)[i + 1] : 0);
@@ -381,7 +413,7 @@ bool ExpectedRx(std::vector<uint8_t>* f) {
   if (c == 0) c = 0xffff;
   (*f)[r.field] = static_cast<uint8_t>(c >> 8);
   (*f)[r.field + 1] = static_cast<uint8_t>(c);
-  return true;
+  return Rx::kCompleted;
 }
 
 // u8 count, per datagram u16 length (bit 15: make its inner checksum partial, i.e. write
@@ -402,7 +434,9 @@ void FromUdp(Input& in) {
     }
   }
   const uint32_t slot = 22 + in.U16() % 9100;  // the binding's minimum: a VXLAN and an Ethernet header
-  const uint32_t max = in.U8() % 20;
+  const uint8_t mb = in.U8();
+  const uint32_t max = (mb & 0x7f) % 20;
+  const bool with_hdrs = !(mb & 0x80);  // bit 7: no header array
   for (const auto& d : dg) {
     if (sendto(S().udp_tx, d.data(), d.size(), MSG_DONTWAIT, reinterpret_cast<const sockaddr*>(&S().rx_addr), sizeof(sockaddr_in)) !=
         static_cast<ssize_t>(d.size())) {
@@ -413,12 +447,13 @@ void FromUdp(Input& in) {
   std::vector<uint32_t> offsets(max), lens(max), vni(max);
   std::vector<uint8_t> src(16 * size_t{max}), fam(max);
   std::vector<uint16_t> port(max);
-  hio::RecvOut out{offsets.data(), lens.data(), vni.data(), src.data(), port.data(), fam.data()};
+  std::vector<uint8_t> hdrs(10 * size_t{max} + 1, 0xee);
+  hio::RecvOut out{offsets.data(), lens.data(), vni.data(), src.data(), port.data(), fam.data(), with_hdrs ? hdrs.data() : nullptr};
   hio::RecvStats st;
   const int32_t k = hio::RecvUdp(S().udp_rx, buf.p, slot, max, out, &st);
   Drain(S().udp_rx);
   // Reference (RFC 7348 §5): the first min(n, max) datagrams, partial inner checksums completed.
-  uint32_t rk = 0, completed = 0;
+  uint32_t rk = 0, completed = 0, marked = 0;
   for (uint32_t j = 0; j < std::min(n, max); j++) {
     const auto& d = dg[j];
     if (d.size() > slot || d.size() < 22 || d[0] != 0x08 || d[1] || d[2] || d[3] || d[7]) continue;
@@ -426,13 +461,24 @@ void FromUdp(Input& in) {
     FUZZ_CHECK(offsets[rk] == j * slot + 8 && lens[rk] == d.size() - 8, "RecvUdp datagram %u: at %u +%u", j, offsets[rk], lens[rk]);
     FUZZ_CHECK(vni[rk] == ((uint32_t{d[4]} << 16) | (uint32_t{d[5]} << 8) | d[6]), "RecvUdp datagram %u: vni", j);
     std::vector<uint8_t> want(d.begin() + 8, d.end());
-    if (ExpectedRx(&want)) completed++;
+    uint8_t wh[10];
+    const Rx what = ExpectedRx(&want, wh, with_hdrs);
+    completed += what == Rx::kCompleted;
+    marked += what == Rx::kMarked;
     FUZZ_CHECK(memcmp(buf.p + offsets[rk], want.data(), lens[rk]) == 0, "RecvUdp datagram %u: bytes", j);
+    if (with_hdrs) FUZZ_CHECK(memcmp(hdrs.data() + 10 * size_t{rk}, wh, 10) == 0, "RecvUdp datagram %u: header", j);
     FUZZ_CHECK(fam[rk] == 4 && port[rk] == S().tx_port && src[16 * rk] == 127, "RecvUdp datagram %u: source", j);
     rk++;
   }
   FUZZ_CHECK(k == static_cast<int32_t>(rk), "RecvUdp accepted %d, reference %u", k, rk);
-  FUZZ_CHECK(st.csum_completed == completed, "RecvUdp completed %u checksums, reference %u", st.csum_completed, completed);
+  FUZZ_TRACE("RecvUdp(%u datagrams, max %u, headers %d) -> %d accepted, %u completed, %u marked GSO\n", n, max, with_hdrs, k, st.csum_completed,
+             st.gso_marked);
+  FUZZ_CHECK(st.csum_completed == completed && st.gso_marked == marked, "RecvUdp completed %u checksums, marked %u GSO, reference %u %u",
+             st.csum_completed, st.gso_marked, completed, marked);
+  FUZZ_CHECK(!with_hdrs || hdrs[10 * size_t{max}] == 0xee, "RecvUdp wrote a header past max");
+  if (with_hdrs) {
+    for (size_t i = 10 * static_cast<size_t>(rk); i < 10 * size_t{max}; i++) FUZZ_CHECK(hdrs[i] == 0xee, "RecvUdp wrote header byte %zu of %d frames", i, k);
+  }
   FUZZ_CHECK(st.datagrams == std::min(n, max), "RecvUdp took %u datagrams of %u", st.datagrams, std::min(n, max));
 }
 

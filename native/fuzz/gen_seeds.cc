@@ -735,7 +735,8 @@ void HostIoSeeds() {
   Save("host_io", "tap-udp", o);
 
   // VXLAN datagrams whose inner checksums the harness makes partial (length bit 15):
-  // IPv4 / IPv6 TCP, tagged, double-tagged UDP over IPv4 and IPv6, one left as it is.
+  // IPv4 / IPv6 TCP, tagged, double-tagged UDP over IPv4 and IPv6, TCP over 1500 bytes
+  // (given a TSO header), one left as it is.
   Output p;
   Guest(p, 16384);
   RingSpec r2;
@@ -756,7 +757,8 @@ void HostIoSeeds() {
   qinq.insert(qinq.begin() + 12, {0x88, 0xa8, 0x00, 0x64});
   const std::vector<std::vector<uint8_t>> frames = {
       TcpFrame(false, 1400, false), TcpFrame(true, 900, false), TcpFrame(false, 50, true),
-      udpize(TcpFrame(true, 33, false), true, 14), qinq, TcpFrame(false, 10, false)};
+      udpize(TcpFrame(true, 33, false), true, 14), qinq, TcpFrame(false, 1600, false), TcpFrame(true, 1600, true),
+      TcpFrame(false, 10, false)};
   p.U8(4);
   p.U8(static_cast<uint8_t>(frames.size()));
   for (size_t i = 0; i < frames.size(); i++) {

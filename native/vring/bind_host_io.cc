@@ -213,7 +213,7 @@ Napi::Value FlatToUdp(const Napi::CallbackInfo& info) {
 }
 
 // recvUdp(fd, buf, slot, maxFrames, offsets: Uint32Array, lens: Uint32Array, vni: Uint32Array,
-//         srcAddr: Uint8Array(16 * max), srcPort: Uint16Array, srcFamily: Uint8Array, stats: Uint32Array(8)) -> accepted
+//         srcAddr: Uint8Array(16 * max), srcPort: Uint16Array, srcFamily: Uint8Array, stats: Uint32Array(9)[, hdr10: Uint8Array(10 * max) | null]) -> accepted
 Napi::Value RecvUdp(const Napi::CallbackInfo& info) {
   const int fd = Fd(info, 0);
   size_t buf_len = 0;
@@ -231,7 +231,10 @@ Napi::Value RecvUdp(const Napi::CallbackInfo& info) {
   out.src_addr = Typed<uint8_t>(info, 7, napi_uint8_array, 16 * static_cast<size_t>(max), "srcAddr");
   out.src_port = Typed<uint16_t>(info, 8, napi_uint16_array, max, "srcPort");
   out.src_family = Typed<uint8_t>(info, 9, napi_uint8_array, max, "srcFamily");
-  uint32_t* stats = Typed<uint32_t>(info, 10, napi_uint32_array, 8, "stats");
+  uint32_t* stats = Typed<uint32_t>(info, 10, napi_uint32_array, 9, "stats");
+  if (info.Length() > 11 && !info[11].IsNull() && !info[11].IsUndefined()) {
+    out.hdrs10 = Typed<uint8_t>(info, 11, napi_uint8_array, 10 * static_cast<size_t>(max), "hdr10");
+  }
   hio::RecvStats st;
   const int32_t r = hio::RecvUdp(fd, buf, slot, max, out, &st);
   stats[0] += st.datagrams;
@@ -242,6 +245,7 @@ Napi::Value RecvUdp(const Napi::CallbackInfo& info) {
   stats[5] += st.reserved;
   stats[6] += st.truncated;
   stats[7] += st.csum_completed;
+  stats[8] += st.gso_marked;
   if (r < 0) throw SystemError(info.Env(), -r, "recvmmsg");
   return Napi::Number::New(info.Env(), r);
 }

@@ -490,7 +490,28 @@ int32_t RecvUdp(int fd, uint8_t* buf, uint32_t slot, uint32_t max_frames, const 
       out.src_port[k] = 0;
       out.src_family[k] = 0;
     }
-    if (CompletePartialL4(p + kVxlanHdrLen, out.lens[k])) st->csum_completed++;
+    uint8_t* frame = p + kVxlanHdrLen;
+    uint8_t* hdr = out.hdrs10 != nullptr ? out.hdrs10 + 10 * static_cast<size_t>(k) : nullptr;
+    if (hdr != nullptr) std::memset(hdr, 0, 10);
+    PartialL4 pl;
+    if (FindPartialL4(frame, out.lens[k], &pl)) {
+      const uint32_t ip_len = pl.l4 - pl.l3 + pl.l4_len;
+      const uint32_t thl = pl.proto == 6 ? (frame[pl.l4 + 12] >> 4) * 4u : 0;
+      if (hdr != nullptr && pl.proto == 6 && ip_len > kStdMtu && pl.l3 + ip_len == out.lens[k] && thl >= 20 && thl < pl.l4_len &&
+          (pl.tags == 0 || (pl.tags == 1 && pl.outer_tpid == 0x8100))) {
+        NetHdr g{};
+        g.flags = kHdrNeedsCsum;
+        g.gso_type = pl.v6 ? vhostkit::kGsoTcpV6 : vhostkit::kGsoTcpV4;
+        g.hdr_len = static_cast<uint16_t>(pl.l4 + thl);
+        g.gso_size = static_cast<uint16_t>(kStdMtu - (pl.l4 - pl.l3) - thl);
+        g.csum_start = static_cast<uint16_t>(pl.l4);
+        g.csum_offset = static_cast<uint16_t>(pl.field);
+        WriteNetHdr(g, hdr);
+        st->gso_marked++;
+      } else if (CompleteChecksum(frame, pl.l4 + pl.l4_len, pl.l4, pl.field)) {
+        st->csum_completed++;
+      }
+    }
     st->accepted++;
     st->bytes += out.lens[k];
     k++;

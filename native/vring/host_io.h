@@ -117,7 +117,12 @@ struct RecvStats {
   uint32_t reserved = 0;   // other flag bits or reserved bytes set (Linux vxlan_rcv drops these too)
   uint32_t truncated = 0;  // larger than a slot
   uint32_t csum_completed = 0;  // accepted frames whose partial TCP/UDP checksum was completed
+  uint32_t gso_marked = 0;      // accepted partial TCP frames over kStdMtu given a GSO header instead
 };
+
+// The IP packet size above which a partial TCP frame from a tunnel is handed on as a TSO
+// frame (RecvUdp) rather than as one oversized frame.
+inline constexpr uint32_t kStdMtu = 1500;
 
 // Where accepted datagram k came from and what it carried.
 struct RecvOut {
@@ -127,6 +132,7 @@ struct RecvOut {
   uint8_t* src_addr;   // [16 * max] IPv4: first 4 bytes; IPv6: 16 bytes (network order)
   uint16_t* src_port;  // [max] host order
   uint8_t* src_family; // [max] 4 or 6
+  uint8_t* hdrs10 = nullptr;  // [10 * max] or null: a virtio_net_hdr (first 10 bytes) per frame
 };
 
 // One recvmmsg of up to max_frames datagrams into slots of `slot` bytes (datagram j in
@@ -135,7 +141,13 @@ struct RecvOut {
 // An accepted frame whose inner TCP/UDP checksum is partial (its field holds the folded
 // pseudo-header sum: what a Linux VTEP on the same host leaves, offload.h
 // CompletePartialL4) has it completed in buf, counted in csum_completed; any other
-// checksum, right or wrong, is left as it came.
+// checksum, right or wrong, is left as it came. With out.hdrs10, every accepted frame gets
+// a header there: zero, except for a partial TCP frame whose IP packet is larger than
+// kStdMtu and that SegmentTcp can cut (no tag or one 802.1Q tag, no bytes after the IP
+// packet): such a frame is a GSO packet the VTEP's kernel never segmented (a veth takes
+// them whole) and is left partial with NEEDS_CSUM | GSO_TCPV4/6, gso_size kStdMtu minus
+// its IP and TCP headers (counted in gso_marked), so that each receiver takes it as TSO or
+// gets it segmented (NetDeliverFlat, FinishFrame). Without hdrs10 it is completed.
 int32_t RecvUdp(int fd, uint8_t* buf, uint32_t slot, uint32_t max_frames, const RecvOut& out, RecvStats* st);
 
 // A numeric IPv4 or IPv6 address (an IPv6 one may carry a "%scope" zone) and a port as a

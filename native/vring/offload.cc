@@ -84,11 +84,13 @@ bool CompleteChecksum(uint8_t* frame, uint32_t len, uint32_t csum_start, uint32_
   return true;
 }
 
-bool CompletePartialL4(uint8_t* frame, uint32_t len) {
+bool FindPartialL4(const uint8_t* frame, uint32_t len, PartialL4* out) {
   if (len < 14) return false;
   uint32_t l3 = 14;
   uint16_t et = Get16(frame + 12);
-  for (int tags = 0; tags < 2 && (et == 0x8100 || et == 0x88a8); tags++) {
+  const uint16_t outer = et;
+  uint8_t tags = 0;
+  for (; tags < 2 && (et == 0x8100 || et == 0x88a8); tags++) {
     if (len < l3 + 4) return false;
     et = Get16(frame + l3 + 2);
     l3 += 4;
@@ -135,7 +137,20 @@ bool CompletePartialL4(uint8_t* frame, uint32_t len) {
   // The folded pseudo-header sum as Linux writes it (~csum_fold: never 0 for a real header).
   const uint16_t pseudo = static_cast<uint16_t>(~Fold(acc) & 0xffff);
   if (Get16(frame + l4 + field) != pseudo) return false;
-  return CompleteChecksum(frame, l4 + l4len, l4, field);
+  out->l3 = l3;
+  out->l4 = l4;
+  out->l4_len = l4len;
+  out->field = field;
+  out->proto = proto;
+  out->v6 = et == 0x86dd;
+  out->tags = tags;
+  out->outer_tpid = tags > 0 ? outer : 0;
+  return true;
+}
+
+bool CompletePartialL4(uint8_t* frame, uint32_t len) {
+  PartialL4 p;
+  return FindPartialL4(frame, len, &p) && CompleteChecksum(frame, p.l4 + p.l4_len, p.l4, p.field);
 }
 
 int32_t SegmentTcp(const uint8_t* frame, uint32_t len, const NetHdr& h, uint8_t* scratch, uint32_t scratch_len,

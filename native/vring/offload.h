@@ -60,6 +60,21 @@ bool CompleteChecksum(uint8_t* frame, uint32_t len, uint32_t csum_start, uint32_
 // complement), so the frame stays valid.
 bool CompletePartialL4(uint8_t* frame, uint32_t len);
 
+// Where CompletePartialL4 found a partial checksum (offsets from the frame's start).
+struct PartialL4 {
+  uint32_t l3 = 0;         // IP header
+  uint32_t l4 = 0;         // TCP / UDP header (csum_start)
+  uint32_t l4_len = 0;     // TCP / UDP header + payload, from the IP header
+  uint32_t field = 0;      // csum_offset: 16 (TCP) or 6 (UDP)
+  uint8_t proto = 0;       // 6 or 17
+  bool v6 = false;
+  uint8_t tags = 0;        // VLAN tags before the IP header
+  uint16_t outer_tpid = 0; // the first tag's TPID, if any
+};
+// The test of CompletePartialL4 without the completion: true (and *out) if the frame's
+// checksum field holds exactly its folded pseudo-header sum.
+bool FindPartialL4(const uint8_t* frame, uint32_t len, PartialL4* out);
+
 // Cuts a TSO frame (IPv4 or IPv6, TCP, no IP options beyond what the header lengths say)
 // into segments of at most gso_size payload bytes, each a complete frame with correct
 // lengths, IPv4 ids and checksums, TCP sequence numbers, flags and checksums, written to

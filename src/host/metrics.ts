@@ -50,7 +50,7 @@ export async function renderMetrics(host: Host): Promise<string> {
     for (const [reason, key] of DROP_REASONS) e.add('vhostkit_port_drops_total', 'counter', 'Frames dropped, by reason.', { ...l, reason }, c[key]);
     e.add('vhostkit_port_flooded_total', 'counter', 'Frames received by the port that were flooded.', l, c.flooded);
     e.add('vhostkit_port_queue_errors_total', 'counter', 'Queues of the port its guest broke.', l, c.queue_errors);
-    e.add('vhostkit_port_rx_csum_completed_total', 'counter', 'Frames from a VXLAN port whose partial TCP/UDP checksum (left by a same-host VTEP) the switch completed.', l, c.rx_csum_completed);
+    e.add('vhostkit_port_rx_csum_completed_total', 'counter', 'Frames from a VXLAN port with a partial TCP/UDP checksum (left by a same-host VTEP): completed, or over an MTU of 1500 handed on as TSO.', l, c.rx_csum_completed);
   }
   for (const s of await host.switchList()) {
     for (const q of await host.queueStats(s.name)) {

@@ -15,7 +15,7 @@ interface RawHostIo {
   flatToUdp(fd: number, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, vxlanHdr: Uint8Array, dest: Uint8Array, stats: Uint32Array): number;
   finishFrame(frame: Uint8Array, hdr10: Uint8Array, adj: number, out: Uint8Array, offsets: Uint32Array, lens: Uint32Array): number;
   txToUdp(fd: number, q: unknown, chains: Uint16Array, n: number, hdrLen: number, vlan: number, vxlanHdr: Uint8Array, dest: Uint8Array, stats: Uint32Array): number;
-  recvUdp(fd: number, buf: Uint8Array, slot: number, maxFrames: number, offsets: Uint32Array, lens: Uint32Array, vni: Uint32Array, srcAddr: Uint8Array, srcPort: Uint16Array, srcFamily: Uint8Array, stats: Uint32Array): number;
+  recvUdp(fd: number, buf: Uint8Array, slot: number, maxFrames: number, offsets: Uint32Array, lens: Uint32Array, vni: Uint32Array, srcAddr: Uint8Array, srcPort: Uint16Array, srcFamily: Uint8Array, stats: Uint32Array, hdr10: Uint8Array | null): number;
   udpSockaddr(address: string, port: number): Uint8Array;
   udpOpen(address: string, port: number, reuseAddr: boolean, v6Only: number, rcvbuf: number, sndbuf: number): { fd: number; port: number };
   closeFd(fd: number): void;
@@ -309,8 +309,15 @@ export const RecvStat = {
    * pseudo-header sum, as a Linux VTEP on the same host leaves it) and was completed here
    */
   CSUM_COMPLETED: 7,
+  /**
+   * accepted partial TCP frames larger than an MTU of 1500 (GSO packets a same-host VTEP's
+   * kernel never segmented: a veth takes them whole) left partial and given a TSO header in
+   * hdr10 (NEEDS_CSUM, GSO_TCPV4/6, gso_size 1500 minus their IP and TCP headers), so that a
+   * receiver without TSO gets them segmented
+   */
+  GSO_MARKED: 8,
 } as const;
-export const RECV_STATS = 8;
+export const RECV_STATS = 9;
 
 export interface UdpRecvBatch extends FrameBatch {
   /** 24-bit VNI of frame k */
@@ -320,6 +327,8 @@ export interface UdpRecvBatch extends FrameBatch {
   readonly srcPort: Uint16Array;
   /** 4 or 6 */
   readonly srcFamily: Uint8Array;
+  /** the first 10 virtio_net_hdr bytes of frame k at [10k, 10k+10): zero unless GSO_MARKED */
+  readonly hdr10: Uint8Array;
 }
 
 /** A batch for {@link recvUdp}: `maxFrames` (<= 1024) datagrams of at most `slot` bytes each (default 65536). */
@@ -332,6 +341,7 @@ export function createUdpRecvBatch(maxFrames = 32, slot = 65536): UdpRecvBatch {
     srcAddr: new Uint8Array(16 * maxFrames),
     srcPort: new Uint16Array(maxFrames),
     srcFamily: new Uint8Array(maxFrames),
+    hdr10: new Uint8Array(10 * maxFrames),
     maxFrames,
     slot,
   };
@@ -348,10 +358,13 @@ export function createUdpRecvBatch(maxFrames = 32, slot = 65536): UdpRecvBatch {
  * holds the folded pseudo-header sum. An accepted frame with exactly that value there
  * (IPv4 unfragmented or IPv6 without extension headers, up to two VLAN tags; not IPv4 UDP
  * with checksum 0) has its checksum completed in place (counted CSUM_COMPLETED); every other
- * checksum, right or wrong, is left as it came, so corruption still shows.
+ * checksum, right or wrong, is left as it came, so corruption still shows. Such a TCP frame
+ * larger than an MTU of 1500 (a GSO packet the VTEP's kernel never cut: a veth takes them
+ * whole) is instead left partial with a TSO header in batch.hdr10 (GSO_MARKED), which
+ * netDeliverFlat honours per receiver (as is with GUEST_TSO, segmented without).
  */
 export function recvUdp(fd: number, batch: UdpRecvBatch, stats: Uint32Array): number {
-  return raw.recvUdp(fd, batch.data, batch.slot, batch.maxFrames, batch.offsets, batch.lens, batch.vni, batch.srcAddr, batch.srcPort, batch.srcFamily, stats);
+  return raw.recvUdp(fd, batch.data, batch.slot, batch.maxFrames, batch.offsets, batch.lens, batch.vni, batch.srcAddr, batch.srcPort, batch.srcFamily, stats, batch.hdr10);
 }
 
 /** The source of accepted datagram k of a batch, as text ('10.0.0.1' / 'fd00::1') and port. */

@@ -26,8 +26,9 @@ export const PortCounter = {
   /** dropped at egress: the host side would block (TAP/UDP full) */
   DROP_HOST_BUSY: 12,
   /**
-   * frames from the host side (VXLAN) whose partial TCP/UDP checksum the switch completed
-   * (a same-host Linux VTEP leaves them partial; host-io.ts recvUdp)
+   * frames from the host side (VXLAN) with a partial TCP/UDP checksum (a same-host Linux
+   * VTEP leaves them partial; host-io.ts recvUdp): completed, or for TCP frames over an MTU
+   * of 1500 handed on with a TSO header (segmented for receivers without TSO)
    */
   RX_CSUM_COMPLETED: 13,
 } as const;

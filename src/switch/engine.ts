@@ -773,8 +773,11 @@ export class SwitchEngine {
           hdr10 = h.tapBatch.hdr10;
         } else {
           n = recvUdp(h.spec.fd, h.udpBatch!, this.readStats);
-          p.counters[PortCounter.RX_CSUM_COMPLETED] += this.readStats[RecvStat.CSUM_COMPLETED];
+          p.counters[PortCounter.RX_CSUM_COMPLETED] += this.readStats[RecvStat.CSUM_COMPLETED] + this.readStats[RecvStat.GSO_MARKED];
           batch = h.udpBatch!;
+          // Oversized partial TCP frames come with a TSO header: pass the headers then only.
+          const marked = this.readStats[RecvStat.GSO_MARKED] > 0;
+          if (marked) hdr10 = h.udpBatch!.hdr10;
           // Only our VNI: the socket may be shared by the kernel's view of the port.
           const vni = (h.spec as { vni: number }).vni;
           let w = 0;
@@ -785,6 +788,7 @@ export class SwitchEngine {
             }
             batch.offsets[w] = batch.offsets[i];
             batch.lens[w] = batch.lens[i];
+            if (marked && w !== i) h.udpBatch!.hdr10.copyWithin(10 * w, 10 * i, 10 * i + 10);
             w++;
           }
           n = w;
