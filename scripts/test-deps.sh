@@ -5,7 +5,7 @@
 #   - g++, make, python3: the addon (node-gyp); libasan comes with g++ (the ASan build);
 #   - clang, libclang-rt-14-dev: the libFuzzer targets (and their ASan/UBSan runtime);
 #   - the real peers: qemu-system-x86 (QEMU, qemu-storage-daemon), qemu-utils (qemu-img),
-#     dpdk-dev (dpdk-testpmd), iproute2 (netns, veth, tap, vxlan);
+#     dpdk-dev (dpdk-testpmd), iproute2 (netns, veth, tap, vxlan), procps (sysctl), tcpdump (reads captures);
 #   - the QEMU guests: busybox-static (their whole userspace), xz-utils (to decompress
 #     Debian's XZ bzImage into a vmlinux QEMU boots through its PVH entry, ~3 s faster under
 #     TCG), and the guest kernel and modules: scripts/guest-kernel.sh (apt-get download +
@@ -19,7 +19,7 @@ log() { echo "test-deps: $*" >&2; }
 export DEBIAN_FRONTEND=noninteractive
 start=$(date +%s.%N)
 
-PACKAGES=(g++ make python3 clang libclang-rt-14-dev qemu-system-x86 qemu-utils dpdk-dev iproute2 busybox-static xz-utils)
+PACKAGES=(g++ make python3 clang libclang-rt-14-dev qemu-system-x86 qemu-utils dpdk-dev iproute2 procps tcpdump busybox-static xz-utils)
 missing=()
 for p in "${PACKAGES[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
