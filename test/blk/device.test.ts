@@ -65,7 +65,7 @@ for (const layout of ['split', 'packed'] as const) {
 
       if (kind === 'file') {
         it('locks the image: a second server of the same file is refused', () => {
-          expect(() => openDisk({ file: img() })).to.throw(/in use: another process serves this image/);
+          expect(() => openDisk({ file: img() })).to.throw(/in use: another disk or process serves this image/);
         });
       }
 
