@@ -2,6 +2,7 @@
 // adds and removes switches, ports and disks, dumps forwarding databases, sets VLANs,
 // reads counters and queue state, and serves /metrics (Prometheus text format).
 //
+//   GET    /v1/openapi.json                   this list as an OpenAPI 3.1 document (src/host/openapi.ts)
 //   GET    /v1/status                         process, version, what it serves
 //   GET    /v1/qemu                           the QEMU arguments for every port and disk
 //   GET    /v1/switches                       POST /v1/switches {name, poll, ...}
@@ -38,6 +39,7 @@ import { renderMetrics } from './metrics.js';
 import { parseSize } from '../backends/blk/disk.js';
 import { bindSocketFile, removeSocketFile } from './sockets.js';
 import { AccessPolicy } from './policy.js';
+import { openApiDocument } from './openapi.js';
 
 const VERSION = (() => {
   try {
@@ -97,6 +99,8 @@ type Handler = (req: IncomingMessage, params: string[], body: unknown, url: URL)
 
 interface Route {
   method: string;
+  /** as written: /v1/ports/:name */
+  path: string;
   re: RegExp;
   handler: Handler;
 }
@@ -165,12 +169,13 @@ export class ApiServer {
 
   private route(method: string, path: string, handler: Handler): void {
     const re = new RegExp(`^${path.replace(/:[a-z]+/g, '([^/]+)')}$`);
-    this.routes.push({ method, re, handler });
+    this.routes.push({ method, path, re, handler });
   }
 
   private defineRoutes(): void {
     const h = this.host;
     const name = (s: string) => decodeURIComponent(s);
+    this.route('GET', '/v1/openapi.json', async () => this.openApi());
     this.route('GET', '/v1/status', async () => ({
       version: VERSION,
       pid: process.pid,
@@ -253,6 +258,15 @@ export class ApiServer {
       await h.removeDisk(name(p[0]));
       return { removed: name(p[0]) };
     });
+  }
+
+  /** Every route as (method, path), /metrics included. */
+  routeList(): Array<{ method: string; path: string }> {
+    return [...this.routes.filter((r) => r.path !== '/v1/openapi.json').map(({ method, path }) => ({ method, path })), { method: 'GET', path: '/metrics' }];
+  }
+
+  private openApi(): Record<string, unknown> {
+    return openApiDocument(this.routeList(), VERSION);
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
