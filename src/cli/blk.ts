@@ -5,6 +5,7 @@ import { VhostUserBackend } from '../vhost-user/backend.js';
 import { openDisk, parseSize } from '../backends/blk/disk.js';
 import { log } from '../log.js';
 import { untilSignal } from './signals.js';
+import { parseDiskConfig } from '../host/config.js';
 
 export const blkUsage = `vhostkit blk --socket PATH (--file IMAGE | --ram SIZE) [options]
 
@@ -43,6 +44,14 @@ export async function cmdBlk(argv: string[]): Promise<void> {
   }
   if (!values.socket) throw new Error('blk: --socket is required');
   if (!values.file === !values.ram) throw new Error('blk: give exactly one of --file and --ram');
+  // The same checks as a configuration file's disk (and the API's), before anything is opened.
+  parseDiskConfig({
+    socket: resolve(values.socket),
+    ...(values.file ? { file: resolve(values.file) } : { ram: values.ram }),
+    serial: values.serial,
+    ...(values.threads !== undefined ? { threads: Number(values.threads) } : {}),
+    ...(values['num-queues'] !== undefined ? { queues: Number(values['num-queues']) } : {}),
+  });
   const threads = values.threads === undefined ? 2 : Number(values.threads);
   if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw new Error(`--threads ${values.threads}: expected 1..64`);
   const numQueues = values['num-queues'] === undefined ? threads : Number(values['num-queues']);

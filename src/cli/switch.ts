@@ -9,6 +9,8 @@ import { parseCpuList } from '../native/affinity.js';
 import { qemuNetArgs } from '../host/host.js';
 import { untilSignal } from './signals.js';
 import { defaultStateDir } from '../vhost-user/ring-record.js';
+import { parseConfig } from '../host/config.js';
+import { mergeFlags } from './run.js';
 
 export const switchUsage = `vhostkit switch --port [NAME=]SOCKET[,OPTION...] [--port ...] [options]
 
@@ -121,6 +123,9 @@ export async function cmdSwitch(argv: string[]): Promise<void> {
   const ports = (values.port ?? []).map(parsePortSpec);
   const vxlans = (values.vxlan ?? []).map(parseVxlanSpec);
   if (ports.length + (values.tap ?? []).length + vxlans.length === 0) throw new Error('switch: give at least one --port, --tap or --vxlan');
+  // The same checks as a configuration file's (MACs, VLANs, names and sockets used twice),
+  // all before anything is created.
+  parseConfig(mergeFlags({}, { port: values.port, tap: values.tap, vxlan: values.vxlan }));
   const aging = values.aging === undefined ? 300 : Number(values.aging);
   if (!(aging > 0)) throw new Error(`--aging ${values.aging}: expected seconds > 0`);
   let hook;
