@@ -357,6 +357,7 @@ export class Session extends EventEmitter {
 
   // ---- queue lifecycle -----------------------------------------------------
 
+  /** @internal */
   slot(index: number, what: string): Slot {
     const s = this.slots[index];
     if (!Number.isInteger(index) || s === undefined) throw new ProtocolError(`${what}: queue ${index}, the device has ${this.slots.length}`);
@@ -367,7 +368,10 @@ export class Session extends EventEmitter {
     return has(this.acked, VIRTIO_F_RING_PACKED) ? 'packed' : 'split';
   }
 
-  /** SET_VRING_KICK: the ring starts (spec: "Ring states"). A started ring was stopped first. */
+  /**
+   * SET_VRING_KICK: the ring starts (spec: "Ring states"). A started ring was stopped first.
+   * @internal
+   */
   startQueue(s: Slot): void {
     if (this.memory === null) throw new ProtocolError(`queue ${s.index}: started before SET_MEM_TABLE`);
     if (s.addr === null) throw new ProtocolError(`queue ${s.index}: started before SET_VRING_ADDR`);
@@ -534,6 +538,7 @@ export class Session extends EventEmitter {
    * GET_VRING_BASE / reset / disconnect: the ring stops; returns its state. `answered`:
    * the state goes to the frontend (GET_VRING_BASE), so the ring record is no longer
    * needed for a restart.
+   * @internal
    */
   async stopQueue(s: Slot, answered = false): Promise<number> {
     await this.stopRunning(s);
