@@ -6,11 +6,22 @@
 # to run (build-fuzz/corpus/<target>/), and reports for each target its executions, corpus
 # and findings (crash-, leak-, timeout-, oom- files in build-fuzz/findings/<target>/).
 #
-#   scripts/fuzz-native.sh [SECONDS] [TARGET...]   SECONDS per target, default 60; all targets
+#   scripts/fuzz-native.sh [--fresh] [--runs N] [SECONDS] [TARGET...]
+#                        SECONDS per target, default 60; all targets. --runs N (or
+#                        VHOSTKIT_FUZZ_NATIVE_RUNS=N): stop each target after N executions,
+#                        with no time limit unless SECONDS is given too (then whichever
+#                        comes first). --fresh: empty the working corpus first, so the run
+#                        starts from the committed corpus alone.
 #   scripts/fuzz-native.sh --build-only [TARGET...]
 #   scripts/fuzz-native.sh --seeds                 regenerate the seed-* files (gen_seeds.cc)
 #   scripts/fuzz-native.sh --merge [TARGET...]     shrink build-fuzz/corpus/<target> to the
 #                                                  inputs that keep its coverage (-merge=1)
+#   scripts/fuzz-native.sh --keep [TARGET...]      minimize the committed and the working
+#                                                  corpus together (-merge=1 into a fresh
+#                                                  directory) and make that the committed
+#                                                  corpus: seed-* and regression-* files stay,
+#                                                  the other files are replaced by the merge's
+#                                                  inputs (named by their SHA-1)
 #   scripts/fuzz-native.sh --list
 #
 # One fuzzing process at a time (no -jobs/-workers). Exit status: 0 no finding, 1 a finding
@@ -102,27 +113,61 @@ merge() {
   fi
 }
 
+# Minimizes committed + working corpus of t into a fresh directory; the committed corpus
+# becomes its seed-* and regression-* files plus the merged inputs that are not one of them.
+keep() {
+  local t=$1 committed=native/fuzz/corpus/$1 work=$OUT/corpus/$1 tmp=$OUT/corpus/$1.keep
+  rm -rf "$tmp"
+  mkdir -p "$tmp" "$work" "$OUT/findings/$t"
+  local before_files before_bytes
+  before_files=$(find "$committed" -type f | wc -l)
+  before_bytes=$(find "$committed" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}')
+  if ! "$OUT/fuzz_$t" -merge=1 -timeout=10 -rss_limit_mb=2048 -artifact_prefix="$OUT/findings/$t/" "$tmp" "$committed" "$work" \
+       >"$OUT/logs/keep-$t.log" 2>&1; then
+    rm -rf "$tmp"
+    die "merge of $t failed (see $OUT/logs/keep-$t.log)"
+  fi
+  if grep -q 'Test unit written' "$OUT/logs/keep-$t.log"; then
+    rm -rf "$tmp"
+    die "$t: inputs crashed during the merge (see $OUT/logs/keep-$t.log, $OUT/findings/$t/); committed corpus unchanged"
+  fi
+  # The named files stay; drop merged inputs equal to one of them (same SHA-1 name).
+  local f
+  for f in "$committed"/seed-* "$committed"/regression-*; do
+    [ -f "$f" ] && rm -f "$tmp/$(sha1sum "$f" | cut -d' ' -f1)"
+  done
+  find "$committed" -type f ! -name 'seed-*' ! -name 'regression-*' -delete
+  cp "$tmp"/* "$committed"/ 2>/dev/null || true
+  rm -rf "$tmp"
+  local after_bytes
+  after_bytes=$(find "$committed" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}')
+  echo "fuzz-native: $t: committed corpus $before_files files $before_bytes bytes -> $(find "$committed" -type f | wc -l) files $after_bytes bytes"
+}
+
 # The value of a libFuzzer final stat line ("stat::name: value").
 statv() { sed -n "s/^stat::$1: *//p" "$2" | tail -n 1; }
 
 # Runs one target; prints its line; returns 1 on a finding.
 run() {
-  local t=$1 secs=$2
+  local t=$1 secs=$2 runs=$3
   local bin=$OUT/fuzz_$t work=$OUT/corpus/$t findings=$OUT/findings/$t log=$OUT/logs/$t.log
+  if [ "$fresh" = 1 ]; then rm -rf "$work"; fi
   mkdir -p "$work" "$findings" "native/fuzz/corpus/$t"
   rm -f "$findings"/*  # findings are those of this run (kept until the next one)
   local rc=0
   UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} \
-    "$bin" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    "$bin" -max_total_time="$secs" -runs="$runs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
       -artifact_prefix="$findings/" "$work" "native/fuzz/corpus/$t" >"$log" 2>&1 || rc=$?
-  local execs rate units files found
+  local execs rate units files found cov ft
   execs=$(statv number_of_executed_units "$log")
   rate=$(statv average_exec_per_sec "$log")
   units=$(grep -oE 'corp: [0-9]+' "$log" | tail -n 1 | grep -oE '[0-9]+' || true)
+  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -n 1 | grep -oE '[0-9]+' || true)
+  ft=$(grep -oE 'ft: [0-9]+' "$log" | tail -n 1 | grep -oE '[0-9]+' || true)
   files=$(find "$work" -type f | wc -l)
   found=$(find "$findings" -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) -printf '%f ' | sed 's/ $//')
-  printf 'fuzz-native: %-11s %s executions (%s exec/s), corpus %s units (%s files in %s), findings: %s\n' \
-    "$t" "${execs:-?}" "${rate:-?}" "${units:-?}" "$files" "$work" "${found:-none}"
+  printf 'fuzz-native: %-11s %s executions (%s exec/s), corpus %s units (%s files in %s), cov %s ft %s, findings: %s\n' \
+    "$t" "${execs:-?}" "${rate:-?}" "${units:-?}" "$files" "$work" "${cov:-?}" "${ft:-?}" "${found:-none}"
   if [ -n "$found" ] || [ "$rc" -ne 0 ]; then
     echo "fuzz-native: $t: libFuzzer exited with $rc; report (from $log):" >&2
     grep -E -A40 'ERROR: |INVARIANT FAILED|runtime error|SUMMARY|Test unit written' "$log" | head -n 80 >&2 || tail -n 40 "$log" >&2
@@ -133,18 +178,36 @@ run() {
 }
 
 mode=run
-secs=60
+secs=
+fresh=0
+runs=${VHOSTKIT_FUZZ_NATIVE_RUNS:-}
 case "${1:-}" in
   --build-only) mode=build; shift ;;
   --seeds) mode=seeds; shift ;;
   --merge) mode=merge; shift ;;
+  --keep) mode=keep; shift ;;
   --list) printf '%s\n' "${TARGETS[@]}"; exit 0 ;;
-  -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
-  '') ;;
-  *)
-    if [[ "$1" =~ ^[0-9]+$ ]]; then secs=$1; shift; fi ;;
+  -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
 esac
-[ "$secs" -gt 0 ] || die "seconds must be > 0"
+if [ "$mode" = run ]; then
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --fresh) fresh=1; shift ;;
+      --runs) [ $# -ge 2 ] || die "--runs needs a number"; runs=$2; shift 2 ;;
+      --runs=*) runs=${1#--runs=}; shift ;;
+      *) break ;;
+    esac
+  done
+  if [[ "${1:-}" =~ ^[0-9]+$ ]]; then secs=$1; shift; fi
+fi
+if [ -n "$runs" ]; then
+  [[ "$runs" =~ ^[0-9]+$ ]] && [ "$runs" -gt 0 ] || die "runs must be a positive whole number (got '$runs')"
+  secs=${secs:-0}  # 0: no time limit
+else
+  runs=-1          # libFuzzer: no limit on executions
+  secs=${secs:-60}
+  [ "$secs" -gt 0 ] || die "seconds must be > 0"
+fi
 selected=("$@")
 [ ${#selected[@]} -gt 0 ] || selected=("${TARGETS[@]}")
 for t in "${selected[@]}"; do known "$t" || die "unknown target '$t' (known: ${TARGETS[*]})"; done
@@ -158,13 +221,22 @@ if [ "$mode" = merge ]; then
   for t in "${selected[@]}"; do merge "$t"; done
   exit 0
 fi
+if [ "$mode" = keep ]; then
+  for t in "${selected[@]}"; do keep "$t"; done
+  exit 0
+fi
 
 failed=()
 for t in "${selected[@]}"; do
-  run "$t" "$secs" || failed+=("$t")
+  run "$t" "$secs" "$runs" || failed+=("$t")
 done
 if [ ${#failed[@]} -gt 0 ]; then
   echo "fuzz-native: FINDINGS in ${failed[*]} (inputs under $OUT/findings/)"
   exit 1
 fi
-echo "fuzz-native: ${#selected[@]} targets, ${secs}s each, no findings"
+limit="${secs}s each"
+if [ "$runs" != -1 ]; then
+  limit="$runs executions each"
+  if [ "$secs" != 0 ]; then limit="$limit (at most ${secs}s)"; fi
+fi
+echo "fuzz-native: ${#selected[@]} targets, $limit, no findings"
