@@ -4,6 +4,8 @@
 #   VHOSTKIT_FUZZ_RUNS     fast-check runs per property (default 2000; npm test uses each
 #                          property's own default, a few hundred)
 #   VHOSTKIT_FUZZ_SECONDS  seconds per libFuzzer target (default 300; npm test: 15)
+#   VHOSTKIT_FUZZ_NATIVE_RUNS  executions per libFuzzer target, read by fuzz-native.sh
+#                          (each target stops at the runs or the seconds, whichever first)
 # Replaying a fast-check failure: VHOSTKIT_FUZZ_SEED / VHOSTKIT_FUZZ_PATH (test/vhost-user/fuzz-runs.ts).
 set -uo pipefail
 cd "$(dirname "$0")/.."
