@@ -19,9 +19,9 @@
 #   scripts/fuzz-native.sh --keep [TARGET...]      minimize the committed and the working
 #                                                  corpus together (-merge=1 into a fresh
 #                                                  directory) and make that the committed
-#                                                  corpus: seed-* and regression-* files stay,
-#                                                  the other files are replaced by the merge's
-#                                                  inputs (named by their SHA-1)
+#                                                  corpus: named files (seed-*, regression-*)
+#                                                  stay, the SHA-1-named ones are replaced by
+#                                                  the merge's inputs
 #   scripts/fuzz-native.sh --list
 #
 # One fuzzing process at a time (no -jobs/-workers). Exit status: 0 no finding, 1 a finding
@@ -114,7 +114,7 @@ merge() {
 }
 
 # Minimizes committed + working corpus of t into a fresh directory; the committed corpus
-# becomes its seed-* and regression-* files plus the merged inputs that are not one of them.
+# becomes its named files plus the merged inputs that are not one of them.
 keep() {
   local t=$1 committed=native/fuzz/corpus/$1 work=$OUT/corpus/$1 tmp=$OUT/corpus/$1.keep
   rm -rf "$tmp"
@@ -131,12 +131,13 @@ keep() {
     rm -rf "$tmp"
     die "$t: inputs crashed during the merge (see $OUT/logs/keep-$t.log, $OUT/findings/$t/); committed corpus unchanged"
   fi
-  # The named files stay; drop merged inputs equal to one of them (same SHA-1 name).
+  # Named files (seed-*, regression-*, any name that is not a SHA-1) stay; drop merged
+  # inputs equal to one of them (same SHA-1 name), and replace the SHA-1-named ones.
+  find "$committed" -type f -regextype posix-extended -regex '.*/[0-9a-f]{40}' -delete
   local f
-  for f in "$committed"/seed-* "$committed"/regression-*; do
+  for f in "$committed"/*; do
     [ -f "$f" ] && rm -f "$tmp/$(sha1sum "$f" | cut -d' ' -f1)"
   done
-  find "$committed" -type f ! -name 'seed-*' ! -name 'regression-*' -delete
   cp "$tmp"/* "$committed"/ 2>/dev/null || true
   rm -rf "$tmp"
   local after_bytes
