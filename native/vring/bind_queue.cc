@@ -72,6 +72,7 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
                         InstanceMethod<&QueueWrap::SetRings>("setRings"),
                         InstanceMethod<&QueueWrap::Detach>("detach"),
                         InstanceMethod<&QueueWrap::SetDirtyLog>("setDirtyLog"),
+                        InstanceMethod<&QueueWrap::SetKeepWritten>("setKeepWritten"),
                         InstanceMethod<&QueueWrap::SetInflight>("setInflight"),
                         InstanceMethod<&QueueWrap::ResubmitPending>("resubmitPending"),
                         InstanceMethod<&QueueWrap::SetRingRecord>("setRingRecord"),
@@ -176,6 +177,12 @@ class QueueWrap : public Napi::ObjectWrap<QueueWrap> {
     const VqError e = q_->SetRings(BigU64(info[0], "desc"), BigU64(info[1], "driver"), BigU64(info[2], "device"),
                                    info[3].ToBoolean() ? AddrSpace::kGuestPhysical : AddrSpace::kFrontendVirtual, &detail);
     if (e != VqError::kOk) Throw(info.Env(), e, detail);
+    return info.Env().Undefined();
+  }
+
+  // setKeepWritten(on): keep each chain's writable ranges from Pop on (Virtqueue::SetKeepWritten)
+  Napi::Value SetKeepWritten(const Napi::CallbackInfo& info) {
+    q_->SetKeepWritten(info[0].ToBoolean().Value());
     return info.Env().Undefined();
   }
 

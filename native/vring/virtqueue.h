@@ -178,6 +178,11 @@ class Virtqueue {
   // each completed chain's writable buffers, and, if log_rings, the ring bytes it wrote
   // (used ring / descriptor ring and event areas) at their guest-physical addresses.
   void SetDirtyLog(std::shared_ptr<DirtyLog> log, bool log_rings, uint64_t used_gpa);
+  // A device that holds chains across calls (virtio-blk: a request is in flight for
+  // milliseconds) keeps every chain's writable ranges from its Pop, logging or not: a chain
+  // popped before dirty logging started (a migration) and completed after it must still
+  // mark the pages it wrote, or the destination gets them stale.
+  void SetKeepWritten(bool on) { keep_written_.store(on, std::memory_order_relaxed); }
   // Number of chains popped and not yet pushed back.
   uint32_t in_flight() const { return in_flight_; }
 
@@ -203,7 +208,8 @@ class Virtqueue {
   bool ClaimIds(const uint16_t* ids, uint32_t n);
   // PopDirect may take chains (the ring-specific conditions are the caller's).
   bool DirectAllowed() const {
-    return desc_ != nullptr && mem_ && resubmit_pos_ >= resubmit_.size() && !log_on_.load(std::memory_order_relaxed);
+    return desc_ != nullptr && mem_ && resubmit_pos_ >= resubmit_.size() && !log_on_.load(std::memory_order_relaxed) &&
+           !keep_written_.load(std::memory_order_relaxed);
   }
   uint32_t TakeId(uint16_t id) {
     const uint32_t c = in_flight_count_[id] & ~kClaimed;
@@ -266,7 +272,7 @@ class Virtqueue {
     out.read_len[i] = rlen;
     out.write_len[i] = wlen;
     out.first_seg[i + 1] = end_seg;
-    if (lg.log) LogChain(id, out, first_seg, end_seg);
+    if (lg.log || keep_written_.load(std::memory_order_relaxed)) LogChain(id, out, first_seg, end_seg);
   }
   // Chain i of a Pop burst when it is one descriptor inside one region (both layouts'
   // fast path): segment `seg` at host address p of region `region`.
@@ -281,6 +287,7 @@ class Virtqueue {
   std::mutex ctl_mu_;                  // guards call_fd_, log_, log_rings_, used_gpa_
   int call_fd_ = -1;
   std::atomic<bool> log_on_{false};    // fast path: no lock while not logging
+  std::atomic<bool> keep_written_{false};  // SetKeepWritten
   std::shared_ptr<DirtyLog> log_;      // read through CurrentLog()
   bool log_rings_ = false;
   uint64_t used_gpa_ = 0;  // split: log_guest_addr of the used ring

@@ -67,6 +67,7 @@ interface RawQueue {
   setRings(desc: bigint, driver: bigint, device: bigint, guestPhysical: boolean): void;
   detach(): void;
   setDirtyLog(log: unknown, usedGpa: bigint | null): void;
+  setKeepWritten(on: boolean): void;
   setInflight(mem: unknown, offset: bigint, len: bigint): boolean;
   resubmitPending(): number;
   setRingRecord(mem: unknown, offset: bigint, len: bigint, frontendBase: number): boolean;
@@ -218,6 +219,15 @@ export class Virtqueue {
    */
   setDirtyLog(log: { raw: unknown } | unknown | null, usedGpa: bigint | null): void {
     this.q.setDirtyLog(log, usedGpa);
+  }
+
+  /**
+   * For a device that holds chains across calls (virtio-blk): each chain's writable ranges
+   * are kept from its pop, so that one completed after dirty logging started still marks
+   * the pages it wrote.
+   */
+  keepWrittenRanges(on: boolean): void {
+    this.q.setKeepWritten(on);
   }
 
   /**

@@ -433,6 +433,38 @@ describe('BlkEngine: dirty logging (live migration)', () => {
   });
 });
 
+describe('BlkEngine: dirty logging turned on while requests are in flight', () => {
+  // A migration turns logging on at any moment; a read popped before and completed after
+  // must still mark the pages it filled (the blk device keeps written ranges for this).
+  for (const keep of [true, false]) {
+    it(`a read popped before logging started and completed after it ${keep ? 'marks its pages (keepWrittenRanges)' : 'marks nothing without keepWrittenRanges: why blk sets it'}`, () => {
+      const b = new Bench('ram');
+      const logFd = createMemfd('dirty-log', 4096);
+      const log = DirtyLog.map(logFd, 4096n, 0n);
+      try {
+        b.rig.q.keepWrittenRanges(keep);
+        const id = b.rig.drv.add(segmentsOf({ type: BlkReqType.IN, sector: 8n, dataLen: 3 * 4096 }));
+        b.rig.drv.publish();
+        expect(b.eng.serve(b.rig.q)).to.equal(1); // popped, logging off
+        expect(b.eng.waitIdle(10000)).to.equal(true); // the data is in guest memory now
+        b.rig.q.setDirtyLog(log.raw, null); // the migration starts
+        expect(b.eng.reap(b.rig.q)).to.equal(1);
+        const bits = new Uint8Array(4096);
+        readSync(logFd, bits, 0, 4096, 0);
+        const marked = (gpa: number) => (bits[Math.floor(gpa / 4096) >> 3] >> (Math.floor(gpa / 4096) & 7)) & 1;
+        const bufs = b.rig.drv.chainBuffers(id).filter((x) => x.writable);
+        const pages = bufs.flatMap((x) => [x.addr, x.addr + x.len - 1]);
+        expect(pages.map(marked), 'pages of the data and status buffers').to.deep.equal(pages.map(() => (keep ? 1 : 0)));
+      } finally {
+        b.rig.q.setDirtyLog(null, null);
+        log.close();
+        closeSync(logFd);
+        b.close();
+      }
+    });
+  }
+});
+
 describe('BlkEngine: GET_ID', () => {
   it('writes at most 20 bytes of serial, NUL-padded, whatever the buffer', () => {
     const b = new Bench('ram', { serial: 'vhostkit-serial-0020' });

@@ -166,6 +166,9 @@ export class BlkDevice implements VhostUserDevice {
   }
 
   queueStart(q: QueueContext): void {
+    // Requests stay in flight across calls: a read that completes after a migration turned
+    // dirty logging on must mark the guest pages it filled (Virtqueue.keepWrittenRanges).
+    q.vq.keepWrittenRanges(true);
     this.queues.set(q.index, q);
     this.capLogged.delete(q);
     if (this.stopWatch === null) {
