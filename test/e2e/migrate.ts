@@ -30,6 +30,16 @@ export interface MigrationResult {
   differingPages: number[];
 }
 
+/** Resolves with the match of a console line; rejects at a VHOSTKIT-FAIL line or the timeout. */
+export function consoleLine(g: Pick<Guest, 'waitFor'>, re: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
+  return Promise.race([
+    g.waitFor(re, timeoutMs),
+    g.waitFor(/VHOSTKIT-FAIL.*/, timeoutMs + 1000).then((m) => {
+      throw new Error(`guest failed: ${m[0]}`);
+    }),
+  ]);
+}
+
 let n = 0;
 
 /** Boots the source guest (QMP on a socket in `tmp`) and prepares its destination's command line. */

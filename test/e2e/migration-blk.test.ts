@@ -10,9 +10,9 @@ import { closeSync, openSync, readSync, truncateSync, writeFileSync } from 'node
 import { VhostUserBackend } from '../../src/vhost-user/backend.js';
 import { openDisk, type Disk } from '../../src/backends/blk/disk.js';
 import { makeTempDir, type TempDir } from '../../src/testing/peers.js';
-import { findBusybox, findGuestKernel, parseGuestResults, type Guest, type VhostUserBlkDevice } from '../../src/testing/guest.js';
+import { findBusybox, findGuestKernel, parseGuestResults, type VhostUserBlkDevice } from '../../src/testing/guest.js';
 import { setLogSink, type LogRecord } from '../../src/log.js';
-import { migrate, startMigratingGuest, type MigratingGuest } from './migrate.js';
+import { consoleLine, migrate, startMigratingGuest, type MigratingGuest } from './migrate.js';
 
 const MiB = 1 << 20;
 const BLOCK = 65536;
@@ -52,14 +52,6 @@ done
 vk_result blocks=$n bad=$bad ioerrors=$(dmesg | grep -c -i 'I/O error')
 `;
 
-function line(g: Guest, re: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
-  return Promise.race([
-    g.waitFor(re, timeoutMs),
-    g.waitFor(/VHOSTKIT-FAIL.*/, timeoutMs + 1000).then((m) => {
-      throw new Error(`guest failed: ${m[0]}`);
-    }),
-  ]);
-}
 
 describe('e2e: live migration of a QEMU guest on a vhostkit disk, I/O running', function () {
   this.timeout(300_000);
@@ -121,12 +113,12 @@ describe('e2e: live migration of a QEMU guest on a vhostkit disk, I/O running', 
       const dev = (n: string): VhostUserBlkDevice => ({ type: 'vhost-user-blk', socket: tmp.join(`${n}.sock`), packed, reconnect: true });
       guest = await startMigratingGuest(tmp, script, [dev('d1')], { memoryMb: 256 });
       const { dst, dstQmp } = await guest.startDestination([dev('d2')]);
-      await line(guest.src, /VHOSTKIT-RESULT ready=1/, 120_000);
+      await consoleLine(guest.src, /VHOSTKIT-RESULT ready=1/, 120_000);
       await new Promise((r) => setTimeout(r, 2000)); // I/O under way
       const m = await migrate(guest, dstQmp, tmp, 256 * MiB);
       console.log(`      migration (${packed ? 'packed' : 'split'}): downtime ${m.downtimeMs} ms, total ${m.totalMs} ms; ${m.differingPages.length} of ${m.ramBytes / 4096} pages differ`);
       expect(m.differingPages.map((p) => `0x${p.toString(16)}`), 'guest RAM pages that differ between source and destination').to.deep.equal([]);
-      await line(dst, /VHOSTKIT-EXIT \d+/, 200_000);
+      await consoleLine(dst, /VHOSTKIT-EXIT \d+/, 200_000);
       const r = parseGuestResults(guest.log());
       console.log(`      ${r.blocks} blocks of 64 KiB written and read back across the move`);
       expect(r.packed, 'packed ring bit').to.equal(packed ? '1' : '0');

@@ -14,7 +14,7 @@ import { Switch } from '../../src/switch/switch.js';
 import { makeTempDir, type TempDir } from '../../src/testing/peers.js';
 import { findBusybox, findGuestKernel, parseGuestResults, startGuest, type Guest, type VhostUserNetDevice } from '../../src/testing/guest.js';
 import { setLogSink, type LogRecord } from '../../src/log.js';
-import { migrate, startMigratingGuest, type MigratingGuest } from './migrate.js';
+import { consoleLine, migrate, startMigratingGuest, type MigratingGuest } from './migrate.js';
 
 const MiB = 1 << 20;
 const MAC_A = '52:54:00:00:02:01';
@@ -65,15 +65,6 @@ vk_result ping_rx=$(sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p' /tmp/pin
 vk_result bulk_md5=$(wget -q -O - http://10.0.0.2/f | md5sum | cut -d' ' -f1)
 `;
 
-/** Resolves with the match of a console line, rejects at a VHOSTKIT-FAIL line or the timeout. */
-function line(g: { waitFor: Guest['waitFor'] }, re: RegExp, timeoutMs: number): Promise<RegExpMatchArray> {
-  return Promise.race([
-    g.waitFor(re, timeoutMs),
-    g.waitFor(/VHOSTKIT-FAIL.*/, timeoutMs + 1000).then((m) => {
-      throw new Error(`guest failed: ${m[0]}`);
-    }),
-  ]);
-}
 
 describe('e2e: live migration of a QEMU guest between two ports of the switch', function () {
   this.timeout(300_000);
@@ -110,15 +101,15 @@ describe('e2e: live migration of a QEMU guest between two ports of the switch', 
       const a = await startMigratingGuest(tmp, scriptA, [dev('a1.sock', MAC_A)], { memoryMb: 256 });
       guests.push(a);
       const { dst, dstQmp } = await a.startDestination([dev('a2.sock', MAC_A)]);
-      await line(a.src, /VHOSTKIT-RESULT ready=1/, 150_000);
-      await line(b, /VHOSTKIT-RESULT serving=1/, 1000);
+      await consoleLine(a.src, /VHOSTKIT-RESULT ready=1/, 150_000);
+      await consoleLine(b, /VHOSTKIT-RESULT serving=1/, 1000);
       const m = await migrate(a, dstQmp, tmp, 256 * MiB);
       console.log(`      migration (${packed ? 'packed' : 'split'}): downtime ${m.downtimeMs} ms, total ${m.totalMs} ms; ${m.differingPages.length} of ${m.ramBytes / 4096} pages differ`);
       expect(m.differingPages.map((p) => `0x${p.toString(16)}`), 'guest RAM pages that differ between source and destination').to.deep.equal([]);
       // The stream ends on the destination: it crossed the move.
-      await line(dst, /VHOSTKIT-RESULT stream_md5=/, 150_000);
+      await consoleLine(dst, /VHOSTKIT-RESULT stream_md5=/, 150_000);
       const streamOnA2 = sw.counters('a2').tx_bytes;
-      await line(dst, /VHOSTKIT-EXIT \d+/, 150_000);
+      await consoleLine(dst, /VHOSTKIT-EXIT \d+/, 150_000);
       const ra = parseGuestResults(a.log());
       const rb = b.results();
       console.log(`      stream ${ra.stream_bytes} bytes in ${STREAM_SECONDS} s; pings answered ${ra.ping_rx} of ${PINGS}; ${streamOnA2} bytes of it to the guest through a2`);
