@@ -104,8 +104,8 @@ describe('e2e: live migration of a QEMU guest on a vhostkit disk, I/O running', 
   // kernel crashed on a corrupted page ("kernel tried to execute NX-protected page") after
   // `cont`. The net migration test, with the same comparison, never differs. A blk read popped
   // before logging started is now logged (keepWrittenRanges), which was one cause; the other
-  // is not found. The cases stay in the file, pending, so that the next session runs them with
-  // `--grep 'moves a guest from disk'` and turns them back on when they pass every time.
+  // is not found. The cases stay in the file, pending: VHOSTKIT_BLK_MIGRATION=1 runs them,
+  // and they are turned back on when they pass every time.
   const moves = process.env.VHOSTKIT_BLK_MIGRATION === '1' ? it : it.skip;
   for (const packed of [false, true]) {
     moves(`moves a guest from disk d1 to d2 of one image while it writes and reads: RAM identical, no error, data intact (${packed ? 'packed' : 'split'})`, async () => {
