@@ -106,8 +106,10 @@ describe('e2e: a QEMU guest sees its disks grow (vhostkit ctl disk-resize)', fun
     expect(r1.code, r1.err).to.equal(0);
     expect(r1.out).to.equal(`disk d1: ${64 * MiB} -> ${96 * MiB} bytes; the guest was told\n`);
     const disks = await ctl(api, 'disks');
-    expect(disks.out).to.match(new RegExp(`d0 +.* yes +.*d0\\.img +${96 * MiB} `));
-    expect(disks.out).to.match(new RegExp(`d1 +.* yes +ram +${96 * MiB} `));
+    // The guest may have finished its checks and powered off by now (a slow
+    // machine), so UP is not asserted: the sizes are what this test is about.
+    expect(disks.out, disks.out).to.match(new RegExp(`d0 +\\S+ +(yes|no) +\\S*d0\\.img +${96 * MiB} `));
+    expect(disks.out, disks.out).to.match(new RegExp(`d1 +\\S+ +(yes|no) +ram +${96 * MiB} `));
 
     const exit = await Promise.race([g.exited, failed.then((l) => new Error(l))]);
     if (exit instanceof Error) throw new Error(`${exit.message}\n${g.tail()}`);
