@@ -1,6 +1,21 @@
 // /metrics in the Prometheus text exposition format (version 0.0.4): per port and per
-// queue, per disk, per data-plane thread.
+// queue, per disk, per data-plane thread, then the standard process and Node.js metrics.
+// Ours are read from the host's state at each scrape and written here; the standard ones
+// (CPU, memory, fds, event-loop lag, GC, heap) come from prom-client, which every Node
+// exporter uses and which measures them the way dashboards expect.
+import { Registry, collectDefaultMetrics } from 'prom-client';
 import type { Host } from './host.js';
+
+let processMetrics: Registry | null = null;
+
+/** The standard metrics, started on the first scrape (a library user without /metrics pays nothing). */
+function standardMetrics(): Registry {
+  if (processMetrics === null) {
+    processMetrics = new Registry();
+    collectDefaultMetrics({ register: processMetrics });
+  }
+  return processMetrics;
+}
 
 type Labels = Record<string, string | number>;
 
@@ -92,5 +107,5 @@ export async function renderMetrics(host: Host): Promise<string> {
     e.add('vhostkit_disk_request_latency_seconds', 'histogram', '', l, sum / 1e6, '_sum');
     e.add('vhostkit_disk_request_latency_seconds', 'histogram', '', l, cum, '_count');
   }
-  return e.text();
+  return e.text() + (await standardMetrics().metrics());
 }

@@ -44,7 +44,7 @@ export async function ctl(api: string, ...args: string[]): Promise<{ code: numbe
 
 export function metric(text: string, name: string, labels: Record<string, string>): number | undefined {
   for (const line of text.split('\n')) {
-    if (!line.startsWith(name + '{')) continue;
+    if (!line.startsWith(name + '{') && !line.startsWith(name + ' ')) continue;
     if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return undefined;

@@ -106,6 +106,11 @@ describe('vhostkit run: one process for a host, its management API and ctl', fun
       expect(metric(text, 'vhostkit_dataplane_busy_seconds_total', { switch: 'sw0' })).to.be.a('number');
       expect(metric(text, 'vhostkit_disk_size_bytes', { disk: 'disk0' })).to.equal(16 << 20);
       expect(text).to.match(/^vhostkit_disk_request_latency_seconds_bucket\{disk="disk0",le="\+Inf"\} 0$/m);
+      // The standard process metrics (prom-client): this process's memory and open fds.
+      expect(metric(text, 'process_resident_memory_bytes', {})).to.be.greaterThan(10 << 20);
+      expect(metric(text, 'process_open_fds', {})).to.be.greaterThan(3);
+      expect(text).to.match(/^# TYPE nodejs_eventloop_lag_seconds gauge$/m);
+      expect(text.match(/^# TYPE (\S+)/gm)?.length, 'each metric declared once').to.equal(new Set(text.match(/^# TYPE (\S+)/gm)).size);
       const q = await ctl(api, 'queues', 'sw0');
       expect(q.out).to.match(/vm2 +0 rx +2 +/);
       // Capture vm2, both directions, stopping by itself after 3 frames; tcpdump reads the file.
