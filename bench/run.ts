@@ -12,7 +12,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { peerAvailability, type PeerName } from '../src/testing/peers.js';
+import { peerAvailability, type PeerName } from '../test/lib/peers.js';
 import { apiCase } from './cases/api.js';
 import { blkCase } from './cases/blk.js';
 import { cpuCase } from './cases/cpu.js';

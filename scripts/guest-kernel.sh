@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetches a Debian guest kernel and its modules for the end-to-end tests (src/testing/guest.ts)
+# Fetches a Debian guest kernel and its modules for the end-to-end tests (test/lib/guest.ts)
 # WITHOUT installing linux-image-amd64 on the host (installing it would build a host initramfs,
 # about a minute): `apt-get download` of the versioned linux-image package that the
 # linux-image-amd64 metapackage depends on, then `dpkg -x` into a cache directory.

@@ -34,8 +34,8 @@ export { renderMetrics } from './host/metrics.js';
 export { Capture, pcapHeader } from './host/capture.js';
 export type { CaptureInfo, CaptureOptions } from './host/capture.js';
 export { NetLoadDevice } from './loadgen/net.js';
-export { NetGuest } from './testing/net-guest.js';
-export { ethFrame } from './testing/net-frames.js';
+export { NetGuest } from './loadgen/net-guest.js';
+export { ethFrame } from './virtio/net-frames.js';
 // What a device author needs: feature bits and helpers, status bits, device ids, protocol features.
 export * from './virtio/features.js';
 export { NetFeature, netFeatureNames } from './virtio/net.js';
@@ -61,4 +61,4 @@ export type { TapPortConfig, VhostPortConfig, VxlanPortConfig } from './host/con
 export type { ApiOptions } from './host/api.js';
 export { AccessPolicy, type AccessPolicyOptions } from './host/policy.js';
 export type { NetLoadCounters, NetLoadOptions, NetLoadThreadStats } from './loadgen/net.js';
-export type { NetGuestOptions } from './testing/net-guest.js';
+export type { NetGuestOptions } from './loadgen/net-guest.js';

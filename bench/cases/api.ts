@@ -8,7 +8,7 @@
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import autocannon from 'autocannon';
-import { makeTempDir, vhostkitCli } from '../../src/testing/peers.js';
+import { makeTempDir, vhostkitCli } from '../../test/lib/peers.js';
 import { progress, spawnOwned, stopChild } from '../lib/proc.js';
 import { median, type CaseReport, type Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';

@@ -3,7 +3,7 @@
 // and qemu-storage-daemon serving the same image on tmpfs, and vhostkit --ram. The backends
 // are pinned to one CPU, the frontend to the other; runs alternate between backends.
 import { openSync, writeSync, closeSync, rmSync } from 'node:fs';
-import { startStorageDaemon, startVhostkitBlk, vhostkitCli, makeTempDir, type StorageDaemon } from '../../src/testing/peers.js';
+import { startStorageDaemon, startVhostkitBlk, vhostkitCli, makeTempDir, type StorageDaemon } from '../../test/lib/peers.js';
 import type { BlkLoadResult } from '../../src/loadgen/blk.js';
 import { commandLine, progress, runJson } from '../lib/proc.js';
 import { median, type CaseReport, type Row } from '../lib/report.js';

@@ -8,7 +8,7 @@
 // read when the frontend's statistics periods that bound the window are seen.
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { makeTempDir, startTestpmd, type Testpmd } from '../../src/testing/peers.js';
+import { makeTempDir, startTestpmd, type Testpmd } from '../../test/lib/peers.js';
 import { progress, spawnOwned, stopChild } from '../lib/proc.js';
 import { median, type CaseReport, type Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';

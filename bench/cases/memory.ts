@@ -9,7 +9,7 @@ import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { makeTempDir, startTestpmd, type Testpmd } from '../../src/testing/peers.js';
+import { makeTempDir, startTestpmd, type Testpmd } from '../../test/lib/peers.js';
 import { commandLine, progress, spawnOwned, stopChild } from '../lib/proc.js';
 import type { CaseReport, Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';

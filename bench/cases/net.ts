@@ -7,7 +7,7 @@
 // counters (packets it managed to send, or received), over whole statistics periods. The
 // two sides of a row are both up and take turns (lib/interleave.ts).
 import type { ChildProcess } from 'node:child_process';
-import { makeTempDir, startTestpmd, vhostkitCli, type Testpmd } from '../../src/testing/peers.js';
+import { makeTempDir, startTestpmd, vhostkitCli, type Testpmd } from '../../test/lib/peers.js';
 import { measureInTurns, rate, testpmdWindow, turnsNote, type Contender } from '../lib/interleave.js';
 import { commandLine, progress, spawnOwned, stopChild } from '../lib/proc.js';
 import { median, type CaseReport, type Row } from '../lib/report.js';

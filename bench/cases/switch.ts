@@ -8,7 +8,7 @@
 //   forwards unicast, not flooding), each on its own CPU. Measured: what B receives.
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { makeTempDir, startTestpmd, vhostkitCli, type Testpmd } from '../../src/testing/peers.js';
+import { makeTempDir, startTestpmd, vhostkitCli, type Testpmd } from '../../test/lib/peers.js';
 import { measureInTurns, rate, testpmdWindow, turnsNote, type Contender, type Window } from '../lib/interleave.js';
 import { commandLine, progress, spawnOwned, stopChild } from '../lib/proc.js';
 import { type CaseReport, type Row } from '../lib/report.js';

@@ -6,7 +6,7 @@
 // scale (docs/performance.md, "This machine's two speeds"), so a round could compare one
 // side's fast regime with the other's slow one. Turns seconds apart compare like with like
 // far more often, and cost little, so a case can afford more of them.
-import type { Testpmd, TestpmdStatsSnapshot } from '../../src/testing/peers.js';
+import type { Testpmd, TestpmdStatsSnapshot } from '../../test/lib/peers.js';
 
 /** What a side did over a measured window. */
 export interface Window {

@@ -1,7 +1,7 @@
 // Running one measurement: a command (usually pinned with taskset) whose last stdout line
 // is a JSON object.
 import { execFile, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { registerExitCleanup } from '../../src/testing/process.js';
+import { registerExitCleanup } from '../../test/lib/process.js';
 
 export function shellQuote(a: string): string {
   return /^[A-Za-z0-9_./:=@,+-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`;

@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { LEVELS, setLogFormat, setLogLevel, type Level } from '../log.js';
 import { parseArgs } from 'node:util';
-import { ringBench } from '../testing/ring-bench.js';
+import { ringBench } from '../loadgen/ring-bench.js';
 import type { RingLayout } from '../native/virtqueue.js';
 import { formatProbe, probe, type ProbeType } from '../vhost-user/probe.js';
 import { cmdSwitch, switchUsage } from './switch.js';

@@ -9,7 +9,7 @@
 // what is measured. Run it pinned to a CPU of its own.
 import { performance } from 'node:perf_hooks';
 import { VhostUserFrontend, type FrontendQueue } from '../vhost-user/frontend.js';
-import { SplitDriver } from '../testing/driver.js';
+import { SplitDriver } from '../virtio/driver.js';
 import { BlkFeature } from '../virtio/blk.js';
 import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VHOST_USER_F_PROTOCOL_FEATURES, bit, has } from '../virtio/features.js';
 import { ProtocolFeature } from '../vhost-user/protocol.js';

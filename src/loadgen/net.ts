@@ -15,7 +15,7 @@ import { bit, has, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT
 import { NetFeature } from '../virtio/net.js';
 import { DELIVER_STATS, DeliverStat, FlatFrames, type RxSide } from '../native/net.js';
 import { Poller, type PollMode, type PollTarget } from '../dataplane/poller.js';
-import { ethFrame, macBytes } from '../testing/net-frames.js';
+import { ethFrame, macBytes } from '../virtio/net-frames.js';
 import type { Virtqueue } from '../native/virtqueue.js';
 
 export interface NetLoadOptions {

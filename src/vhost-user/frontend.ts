@@ -1,12 +1,12 @@
 // A vhost-user frontend (the driver side, like QEMU or DPDK virtio-user) in TypeScript:
 // connects to any backend socket, negotiates, shares guest memory from a memfd, lays out
-// split or packed rings with the spec-exact driver of src/testing/driver.ts, kicks and
+// split or packed rings with the spec-exact driver of src/virtio/driver.ts, kicks and
 // waits for used buffers. Tests, benchmarks and `vhostkit probe` use it.
 import { closeSync, ftruncateSync, openSync } from 'node:fs';
 import { GuestMemory, createMemfd } from '../native/guest-memory.js';
 import { EventFd } from '../native/eventfd.js';
 import { FdWatcher, connectUnix } from '../native/unix-socket.js';
-import { BumpAllocator, PackedDriver, SplitDriver } from '../testing/driver.js';
+import { BumpAllocator, PackedDriver, SplitDriver } from '../virtio/driver.js';
 import { VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, bit, has } from '../virtio/features.js';
 import type { RingLayout } from '../native/virtqueue.js';
 import { MessageChannel, closeFds } from './channel.js';

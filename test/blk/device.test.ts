@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { VhostUserBackend } from '../../src/vhost-user/backend.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { openDisk, type Disk } from '../../src/backends/blk/disk.js';
-import { BlkClient, BlkReqType, BlkStatus } from '../../src/testing/blk-client.js';
+import { BlkClient, BlkReqType, BlkStatus } from '../lib/blk-client.js';
 import { VIRTIO_F_RING_PACKED, bit } from '../../src/virtio/features.js';
 import { decodeBlkConfig } from '../../src/virtio/blk.js';
 import { setLogSink } from '../../src/log.js';

@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { openDisk } from '../../src/backends/blk/disk.js';
-import { requirePeer } from '../../src/testing/peers.js';
+import { requirePeer } from '../lib/peers.js';
 
 const run = promisify(execFile);
 const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');

@@ -4,8 +4,8 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NetGuest } from '../../src/testing/net-guest.js';
-import { ethFrame } from '../../src/testing/net-frames.js';
+import { NetGuest } from '../../src/loadgen/net-guest.js';
+import { ethFrame } from '../../src/virtio/net-frames.js';
 import { parsePortSpec, parseVxlanSpec, qemuArgs } from '../../src/cli/switch.js';
 
 const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');

@@ -4,7 +4,7 @@
 import { expect } from 'chai';
 import { EventFd } from '../../src/native/eventfd.js';
 import { Poller, type PollMode, type PollTarget } from '../../src/dataplane/poller.js';
-import { SplitDriver } from '../../src/testing/driver.js';
+import { SplitDriver } from '../../src/virtio/driver.js';
 import { Rig } from '../native/ring-rig.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

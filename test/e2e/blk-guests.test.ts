@@ -6,8 +6,8 @@ import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync, truncateSync, writeFileSync } from 'node:fs';
 import { VhostUserBackend } from '../../src/vhost-user/backend.js';
 import { openDisk } from '../../src/backends/blk/disk.js';
-import { makeTempDir, type TempDir } from '../../src/testing/peers.js';
-import { findBusybox, findGuestKernel, runScript } from '../../src/testing/guest.js';
+import { makeTempDir, type TempDir } from '../lib/peers.js';
+import { findBusybox, findGuestKernel, runScript } from '../lib/guest.js';
 import { setLogSink } from '../../src/log.js';
 
 const MiB = 1 << 20;

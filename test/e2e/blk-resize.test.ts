@@ -5,12 +5,12 @@
 // answers CONFIG_CHANGE_MSG with GET_CONFIG and a config interrupt; the guest's virtio_blk
 // updates /sys/block/vdX/size. The guest then writes and reads back 1 MiB past the old end
 // (md5), checks the old last MiB is intact, and that writing past the new end fails.
-// TCG, busybox initramfs (src/testing/guest.ts).
+// TCG, busybox initramfs (test/lib/guest.ts).
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync, truncateSync, writeFileSync } from 'node:fs';
-import { makeTempDir, type TempDir } from '../../src/testing/peers.js';
-import { findBusybox, findGuestKernel, startGuest, type Guest } from '../../src/testing/guest.js';
+import { makeTempDir, type TempDir } from '../lib/peers.js';
+import { findBusybox, findGuestKernel, startGuest, type Guest } from '../lib/guest.js';
 import { ctl, start, until, type Daemon } from '../host/daemon.js';
 
 const MiB = 1 << 20;

@@ -1,4 +1,4 @@
-// The QEMU guest infrastructure (src/testing/guest.ts) against real peers we do not write:
+// The QEMU guest infrastructure (test/lib/guest.ts) against real peers we do not write:
 // a Debian kernel + busybox guest under QEMU, dpdk-testpmd as a vhost-user "wire" between two
 // guests' virtio-net NICs, and qemu-storage-daemon as a vhost-user-blk disk.
 //
@@ -11,7 +11,7 @@
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
-import { createRawImage, makeTempDir, startStorageDaemon, startTestpmd, type TempDir } from '../../src/testing/peers.js';
+import { createRawImage, makeTempDir, startStorageDaemon, startTestpmd, type TempDir } from '../lib/peers.js';
 import {
   GuestRunError,
   chooseAccel,
@@ -20,7 +20,7 @@ import {
   runScript,
   type GuestKernel,
   type GuestRunResult,
-} from '../../src/testing/guest.js';
+} from '../lib/guest.js';
 
 function report(what: string, r: GuestRunResult): void {
   console.log(`      ${what}: accel ${r.accel}, boot to script ${(r.bootMs / 1000).toFixed(1)} s, total ${(r.totalMs / 1000).toFixed(1)} s`);
@@ -34,7 +34,7 @@ function scriptLines(r: GuestRunResult): string[] {
     .filter((l) => l.length > 0 && !/^\[\s*\d+\.\d+\]/.test(l));
 }
 
-describe('e2e: QEMU guests (src/testing/guest.ts)', function () {
+describe('e2e: QEMU guests (test/lib/guest.ts)', function () {
   this.timeout(60_000);
   let kernel: GuestKernel;
 

@@ -9,7 +9,7 @@ import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { findBusybox, findGuestKernel } from '../../src/testing/guest.js';
+import { findBusybox, findGuestKernel } from '../lib/guest.js';
 
 const child = join(dirname(fileURLToPath(import.meta.url)), '..', 'native', 'guest-fault-child.js');
 

@@ -5,8 +5,8 @@
 // page by page before the guest runs on (`cont`): a backend that wrote guest memory without
 // marking the dirty log leaves pages that differ.
 import { closeSync, openSync, readSync, rmSync } from 'node:fs';
-import { buildInitramfs, findGuestKernel, startGuest, type Guest, type GuestDevice, type GuestOptions } from '../../src/testing/guest.js';
-import type { TempDir } from '../../src/testing/peers.js';
+import { buildInitramfs, findGuestKernel, startGuest, type Guest, type GuestDevice, type GuestOptions } from '../lib/guest.js';
+import type { TempDir } from '../lib/peers.js';
 import { Qmp } from './qmp.js';
 
 /**

@@ -9,8 +9,8 @@ import { expect } from 'chai';
 import { closeSync, openSync, readSync, truncateSync, writeFileSync } from 'node:fs';
 import { VhostUserBackend } from '../../src/vhost-user/backend.js';
 import { openDisk, type Disk } from '../../src/backends/blk/disk.js';
-import { makeTempDir, type TempDir } from '../../src/testing/peers.js';
-import { findBusybox, findGuestKernel, parseGuestResults, type VhostUserBlkDevice } from '../../src/testing/guest.js';
+import { makeTempDir, type TempDir } from '../lib/peers.js';
+import { findBusybox, findGuestKernel, parseGuestResults, type VhostUserBlkDevice } from '../lib/guest.js';
 import { setLogSink, type LogRecord } from '../../src/log.js';
 import { consoleLine, migrate, startMigratingGuest, type MigratingGuest } from './migrate.js';
 

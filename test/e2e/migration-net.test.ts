@@ -11,8 +11,8 @@
 // with Host index 0x0"); then nothing after the move arrives.
 import { expect } from 'chai';
 import { Switch } from '../../src/switch/switch.js';
-import { makeTempDir, type TempDir } from '../../src/testing/peers.js';
-import { findBusybox, findGuestKernel, parseGuestResults, startGuest, type Guest, type VhostUserNetDevice } from '../../src/testing/guest.js';
+import { makeTempDir, type TempDir } from '../lib/peers.js';
+import { findBusybox, findGuestKernel, parseGuestResults, startGuest, type Guest, type VhostUserNetDevice } from '../lib/guest.js';
 import { setLogSink, type LogRecord } from '../../src/log.js';
 import { consoleLine, migrate, startMigratingGuest, type MigratingGuest } from './migrate.js';
 

@@ -8,8 +8,8 @@
 import { expect } from 'chai';
 import { Switch } from '../../src/switch/switch.js';
 import type { NetDevice } from '../../src/backends/net/device.js';
-import { makeTempDir, type TempDir } from '../../src/testing/peers.js';
-import { findBusybox, findGuestKernel, runScript, type GuestRunResult } from '../../src/testing/guest.js';
+import { makeTempDir, type TempDir } from '../lib/peers.js';
+import { findBusybox, findGuestKernel, runScript, type GuestRunResult } from '../lib/guest.js';
 import { setLogSink } from '../../src/log.js';
 
 const received = (dst: string, size: number, count: number) => `$(ping -c ${count} -W 2 -s ${size} ${dst} | sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p')`;

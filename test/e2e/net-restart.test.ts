@@ -2,7 +2,7 @@
 // through `vhostkit run`; the process is killed with SIGKILL mid-stream and started again on
 // the same sockets (stale socket files replaced); QEMU reconnects, vhostkit renegotiates and
 // restarts the rings, and the guests' pings flow again.
-// TCG, busybox initramfs (src/testing/guest.ts).
+// TCG, busybox initramfs (test/lib/guest.ts).
 //
 // Split rings restart from the guests' used indices (QEMU reads them back). Packed rings
 // cannot: QEMU 7.2 re-sends the SET_VRING_BASE of the previous start (it could not ask the
@@ -10,8 +10,8 @@
 // records the dead process left in --state-dir (src/vhost-user/ring-record.ts); without
 // them the packed guests' pings never come back.
 import { expect } from 'chai';
-import { makeTempDir, type TempDir } from '../../src/testing/peers.js';
-import { chooseAccel, cleanConsoleLine, findBusybox, findGuestKernel, runScript } from '../../src/testing/guest.js';
+import { makeTempDir, type TempDir } from '../lib/peers.js';
+import { chooseAccel, cleanConsoleLine, findBusybox, findGuestKernel, runScript } from '../lib/guest.js';
 import { ctl, start, until, type Daemon, printedQemuArgs } from '../host/daemon.js';
 
 const pingScript = (ip: string, peer: string) => `

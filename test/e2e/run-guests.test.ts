@@ -2,11 +2,11 @@
 // two QEMU guests booted with the QEMU arguments it printed (vm1 with the disk, vm2 without);
 // they ping each other, vm1 writes and reads back its disk; `vhostkit ctl` then shows the
 // ports' counters, the learnt MACs, the disk's requests and /metrics; SIGTERM cleans up.
-// TCG, busybox initramfs (src/testing/guest.ts).
+// TCG, busybox initramfs (test/lib/guest.ts).
 import { expect } from 'chai';
 import { existsSync } from 'node:fs';
-import { makeTempDir, type TempDir } from '../../src/testing/peers.js';
-import { chooseAccel, findBusybox, findGuestKernel, runScript } from '../../src/testing/guest.js';
+import { makeTempDir, type TempDir } from '../lib/peers.js';
+import { chooseAccel, findBusybox, findGuestKernel, runScript } from '../lib/guest.js';
 import { ctl, metric, start, until, type Daemon, printedQemuArgs } from '../host/daemon.js';
 
 const vm1Script = `

@@ -1,11 +1,11 @@
 // QEMU guests on our switch: three guests ping each other and move an 8 MiB file with an
 // md5 check, with split and with packed rings; a guest powered off and booted again on the
-// same socket re-attaches and works. TCG, busybox initramfs (src/testing/guest.ts).
+// same socket re-attaches and works. TCG, busybox initramfs (test/lib/guest.ts).
 // The 10.0.0.x addresses exist only inside the guests, on the switch between them.
 import { expect } from 'chai';
 import { Switch } from '../../src/switch/switch.js';
-import { makeTempDir, type TempDir } from '../../src/testing/peers.js';
-import { findBusybox, findGuestKernel, runScript, type GuestRunResult } from '../../src/testing/guest.js';
+import { makeTempDir, type TempDir } from '../lib/peers.js';
+import { findBusybox, findGuestKernel, runScript, type GuestRunResult } from '../lib/guest.js';
 import { setLogSink } from '../../src/log.js';
 
 const MAC = (i: number) => `52:54:00:00:01:0${i}`;

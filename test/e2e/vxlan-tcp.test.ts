@@ -21,9 +21,9 @@ import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { Switch } from '../../src/switch/switch.js';
-import { makeTempDir, type TempDir } from '../../src/testing/peers.js';
-import { findBusybox, findGuestKernel, runScript } from '../../src/testing/guest.js';
-import { Netns, ip, netnsUnavailable } from '../../src/testing/netns.js';
+import { makeTempDir, type TempDir } from '../lib/peers.js';
+import { findBusybox, findGuestKernel, runScript } from '../lib/guest.js';
+import { Netns, ip, netnsUnavailable } from '../lib/netns.js';
 import { setLogSink } from '../../src/log.js';
 
 const TAG = process.pid.toString(36).slice(-4);

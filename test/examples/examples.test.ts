@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { NetGuest } from '../../src/testing/net-guest.js';
+import { NetGuest } from '../../src/loadgen/net-guest.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
-import { BlkClient, BlkStatus } from '../../src/testing/blk-client.js';
+import { BlkClient, BlkStatus } from '../lib/blk-client.js';
 import { bit, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1 } from '../../src/virtio/features.js';
 
 const dist = join(dirname(fileURLToPath(import.meta.url)), '..', '..');

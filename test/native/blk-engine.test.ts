@@ -15,7 +15,7 @@ import { Worker } from 'node:worker_threads';
 import { BLK_ID_BYTES, BLK_SECTOR_SIZE, BLK_WRITE_ZEROES_FLAG_UNMAP, BlkEngine, BlkReqType, BlkStatus, type BlkEngineCommonOptions } from '../../src/native/blk.js';
 import { addon } from '../../src/native/binding.js';
 import { EventFd } from '../../src/native/eventfd.js';
-import type { Segment } from '../../src/testing/driver.js';
+import type { Segment } from '../../src/virtio/driver.js';
 import { MiB, Rig, bytes, concat } from './ring-rig.js';
 
 const S = BLK_SECTOR_SIZE;

@@ -13,16 +13,16 @@ import { closeSync, ftruncateSync, mkdtempSync, openSync, readdirSync, readFileS
 import { join } from 'node:path';
 import { GuestMemory, createMemfd, guestFaultGuard } from '../../src/native/guest-memory.js';
 import { Switch } from '../../src/switch/switch.js';
-import { NetGuest } from '../../src/testing/net-guest.js';
-import { ethFrame } from '../../src/testing/net-frames.js';
+import { NetGuest } from '../../src/loadgen/net-guest.js';
+import { ethFrame } from '../../src/virtio/net-frames.js';
 import { setLogSink, type LogRecord } from '../../src/log.js';
 import { VhostUserBackend } from '../../src/vhost-user/backend.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { openDisk, type Disk } from '../../src/backends/blk/disk.js';
-import { BlkClient, BlkReqType, BlkStatus } from '../../src/testing/blk-client.js';
+import { BlkClient, BlkReqType, BlkStatus } from '../lib/blk-client.js';
 import { VHOST_F_LOG_ALL, VIRTIO_F_RING_PACKED, bit } from '../../src/virtio/features.js';
 import { Req, logArea } from '../../src/vhost-user/protocol.js';
-import { startGuest } from '../../src/testing/guest.js';
+import { startGuest } from '../lib/guest.js';
 
 const MiB = 1 << 20;
 const logs: LogRecord[] = [];

@@ -2,7 +2,7 @@
 // proof that nothing was written anywhere (the whole region and the canaries around it
 // are byte-for-byte unchanged) and that the queue stays broken until it is reset.
 import { expect } from 'chai';
-import { PackedDriver, SplitDriver } from '../../src/testing/driver.js';
+import { PackedDriver, SplitDriver } from '../../src/virtio/driver.js';
 import { type VringErrorName } from '../../src/native/virtqueue.js';
 import { PackedDescFlags as P, SplitDescFlags as S } from '../../src/virtio/ring-layout.js';
 import { BASE, MiB, Rig } from './ring-rig.js';

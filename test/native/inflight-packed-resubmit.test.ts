@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import { closeSync } from 'node:fs';
 import { GuestMemory, createMemfd } from '../../src/native/guest-memory.js';
 import { MAX_CHAIN_SEGS, Virtqueue } from '../../src/native/virtqueue.js';
-import { PackedDriver, type Segment } from '../../src/testing/driver.js';
+import { PackedDriver, type Segment } from '../../src/virtio/driver.js';
 import { PackedDescFlags as P } from '../../src/virtio/ring-layout.js';
 import { inflightQueueBytes } from '../../src/vhost-user/session.js';
 import { Rig } from './ring-rig.js';

@@ -9,7 +9,7 @@ import { fcParams } from '../vhost-user/fuzz-runs.js';
 import { closeSync } from 'node:fs';
 import { GuestMemory, createMemfd } from '../../src/native/guest-memory.js';
 import { Virtqueue, VringErrorCode } from '../../src/native/virtqueue.js';
-import { PackedDriver, type Segment } from '../../src/testing/driver.js';
+import { PackedDriver, type Segment } from '../../src/virtio/driver.js';
 import { inflightQueueBytes } from '../../src/vhost-user/session.js';
 import { Rig } from './ring-rig.js';
 

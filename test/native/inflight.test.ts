@@ -6,7 +6,7 @@ import { closeSync, readSync } from 'node:fs';
 import { DirtyLog } from '../../src/vhost-user/dirty-log.js';
 import { GuestMemory, createMemfd } from '../../src/native/guest-memory.js';
 import { Virtqueue } from '../../src/native/virtqueue.js';
-import { SplitDriver } from '../../src/testing/driver.js';
+import { SplitDriver } from '../../src/virtio/driver.js';
 import { inflightQueueBytes } from '../../src/vhost-user/session.js';
 import { Rig } from './ring-rig.js';
 

@@ -6,7 +6,7 @@
 import { expect } from 'chai';
 import { DeliverStat, netDeliver } from '../../src/native/net.js';
 import { Virtqueue } from '../../src/native/virtqueue.js';
-import { SplitDriver } from '../../src/testing/driver.js';
+import { SplitDriver } from '../../src/virtio/driver.js';
 import { SplitDescFlags as S } from '../../src/virtio/ring-layout.js';
 import { BASE, Rig } from './ring-rig.js';
 

@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import fc from 'fast-check';
 import { fcParams } from '../vhost-user/fuzz-runs.js';
 import { DeliverStat, RxOffload, netDeliver } from '../../src/native/net.js';
-import { checkTcp, offloadHdr, tcpFrame } from '../../src/testing/packets.js';
+import { checkTcp, offloadHdr, tcpFrame } from '../lib/packets.js';
 import { Rig } from './ring-rig.js';
 
 const HDR = 12;

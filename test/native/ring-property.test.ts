@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { fcParams } from '../vhost-user/fuzz-runs.js';
-import { PackedDriver, SplitDriver } from '../../src/testing/driver.js';
+import { PackedDriver, SplitDriver } from '../../src/virtio/driver.js';
 import { VringErrorCode } from '../../src/native/virtqueue.js';
 import { BASE, MiB, Rig } from './ring-rig.js';
 

@@ -9,7 +9,7 @@ import { closeSync } from 'node:fs';
 import { fcParams } from '../vhost-user/fuzz-runs.js';
 import { GuestMemory, createMemfd } from '../../src/native/guest-memory.js';
 import { Virtqueue, ringRecordBytes } from '../../src/native/virtqueue.js';
-import { PackedDriver, type Segment } from '../../src/testing/driver.js';
+import { PackedDriver, type Segment } from '../../src/virtio/driver.js';
 import { Rig } from './ring-rig.js';
 
 /** The base QEMU sends on the first start of a packed ring, and again after its backend died. */

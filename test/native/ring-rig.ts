@@ -1,11 +1,11 @@
-// A test rig: guest memory in a memfd, a driver (src/testing/driver.ts) laying out a
+// A test rig: guest memory in a memfd, a driver (src/virtio/driver.ts) laying out a
 // split or packed ring in it, and the native device-side Virtqueue over the same ring.
 // The memfd is larger than the region the queue sees, with canary bytes around it, and a
 // second mapping of the whole fd lets a test check that nothing outside was written.
 import { closeSync } from 'node:fs';
 import { GuestMemory, createMemfd } from '../../src/native/guest-memory.js';
 import { Virtqueue, type RingLayout } from '../../src/native/virtqueue.js';
-import { BumpAllocator, PackedDriver, SplitDriver } from '../../src/testing/driver.js';
+import { BumpAllocator, PackedDriver, SplitDriver } from '../../src/virtio/driver.js';
 
 export const MiB = 1024 * 1024;
 /** guest-physical address of the region's first byte */

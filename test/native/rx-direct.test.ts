@@ -8,7 +8,7 @@ import { closeSync, readSync } from 'node:fs';
 import { createMemfd } from '../../src/native/guest-memory.js';
 import { DeliverStat, netDeliverFlat } from '../../src/native/net.js';
 import type { RingLayout } from '../../src/native/virtqueue.js';
-import { PackedDriver, SplitDriver } from '../../src/testing/driver.js';
+import { PackedDriver, SplitDriver } from '../../src/virtio/driver.js';
 import { PackedDescFlags as P, SplitDescFlags as S } from '../../src/virtio/ring-layout.js';
 import { DirtyLog } from '../../src/vhost-user/dirty-log.js';
 import { BASE, MiB, Rig } from './ring-rig.js';

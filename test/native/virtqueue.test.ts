@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { PackedDriver, SplitDriver } from '../../src/testing/driver.js';
+import { PackedDriver, SplitDriver } from '../../src/virtio/driver.js';
 import { Virtqueue } from '../../src/native/virtqueue.js';
 import { PackedEventFlags, VRING_USED_F_NO_NOTIFY } from '../../src/virtio/ring-layout.js';
 import { BASE, MiB, Rig, bytes, concat } from './ring-rig.js';

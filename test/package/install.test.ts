@@ -12,9 +12,9 @@ import { copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, realpathSync
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { makeTempDir, type TempDir } from '../../src/testing/peers.js';
+import { makeTempDir, type TempDir } from '../lib/peers.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
-import { BlkClient, BlkStatus } from '../../src/testing/blk-client.js';
+import { BlkClient, BlkStatus } from '../lib/blk-client.js';
 
 const run = promisify(execFile);
 const dist = join(dirname(fileURLToPath(import.meta.url)), '..', '..');

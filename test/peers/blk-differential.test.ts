@@ -8,9 +8,9 @@
 // lets a device report any length up to what it wrote (vhostkit: data + status byte).
 import { expect } from 'chai';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
-import { makeTempDir, startStorageDaemon, startVhostkitBlk, type StorageDaemon, type TempDir } from '../../src/testing/peers.js';
+import { makeTempDir, startStorageDaemon, startVhostkitBlk, type StorageDaemon, type TempDir } from '../lib/peers.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
-import { BlkClient, BlkReqType, BlkStatus, SECTOR } from '../../src/testing/blk-client.js';
+import { BlkClient, BlkReqType, BlkStatus, SECTOR } from '../lib/blk-client.js';
 import { BlkFeature } from '../../src/virtio/blk.js';
 import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VHOST_USER_F_PROTOCOL_FEATURES, bit } from '../../src/virtio/features.js';
 

@@ -4,7 +4,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { expect } from 'chai';
-import { makeTempDir, startTestpmd } from '../../src/testing/peers.js';
+import { makeTempDir, startTestpmd } from '../lib/peers.js';
 import { NetLoadDevice } from '../../src/loadgen/net.js';
 import { VhostUserBackend } from '../../src/vhost-user/backend.js';
 import type { PollMode } from '../../src/dataplane/poller.js';

@@ -1,7 +1,7 @@
 // dpdk-testpmd virtio-user frontends on two switch ports: frames sent on one arrive on
 // the other.
 import { expect } from 'chai';
-import { makeTempDir, startTestpmd } from '../../src/testing/peers.js';
+import { makeTempDir, startTestpmd } from '../lib/peers.js';
 import { Switch } from '../../src/switch/switch.js';
 import { setLogSink } from '../../src/log.js';
 import type { PollMode } from '../../src/dataplane/poller.js';

@@ -4,8 +4,8 @@
 // Split and packed rings.
 import { expect } from 'chai';
 import { closeSync } from 'node:fs';
-import type { NetGuest } from '../../src/testing/net-guest.js';
-import { ethFrame, NET_HDR_SIZE } from '../../src/testing/net-frames.js';
+import type { NetGuest } from '../../src/loadgen/net-guest.js';
+import { ethFrame, NET_HDR_SIZE } from '../../src/virtio/net-frames.js';
 import { GuestMemory } from '../../src/native/guest-memory.js';
 import { SwitchRig, until } from './rig.js';
 

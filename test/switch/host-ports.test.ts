@@ -6,9 +6,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Switch } from '../../src/switch/switch.js';
-import { NetGuest } from '../../src/testing/net-guest.js';
-import { Netns, ip, netnsUnavailable } from '../../src/testing/netns.js';
-import { arpReplyFrom, arpRequest, icmpEchoRequest, isEchoReply } from '../../src/testing/packets.js';
+import { NetGuest } from '../../src/loadgen/net-guest.js';
+import { Netns, ip, netnsUnavailable } from '../lib/netns.js';
+import { arpReplyFrom, arpRequest, icmpEchoRequest, isEchoReply } from '../lib/packets.js';
 import { setLogSink } from '../../src/log.js';
 
 const GUEST = '02:00:00:00:aa:01';

@@ -5,9 +5,9 @@
 // keeps going with the runts counted as bad; meanwhile two honest guests on the same switch
 // move every one of their frames, in order. Split and packed rings.
 import { expect } from 'chai';
-import type { NetGuest } from '../../src/testing/net-guest.js';
-import { ethFrame } from '../../src/testing/net-frames.js';
-import type { SplitDriver } from '../../src/testing/driver.js';
+import type { NetGuest } from '../../src/loadgen/net-guest.js';
+import { ethFrame } from '../../src/virtio/net-frames.js';
+import type { SplitDriver } from '../../src/virtio/driver.js';
 import { SwitchRig, until } from './rig.js';
 import { DeviceStatus } from '../../src/virtio/features.js';
 

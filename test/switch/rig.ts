@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Switch } from '../../src/switch/switch.js';
-import { NetGuest } from '../../src/testing/net-guest.js';
+import { NetGuest } from '../../src/loadgen/net-guest.js';
 import { setLogSink, type LogRecord } from '../../src/log.js';
 
 export async function until(f: () => boolean, what: string, ms = 5000): Promise<void> {

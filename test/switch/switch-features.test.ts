@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Switch, type SwitchOptions, type VhostPortOptions } from '../../src/switch/switch.js';
-import { NetGuest, type NetGuestOptions } from '../../src/testing/net-guest.js';
-import { ethFrame } from '../../src/testing/net-frames.js';
+import { NetGuest, type NetGuestOptions } from '../../src/loadgen/net-guest.js';
+import { ethFrame } from '../../src/virtio/net-frames.js';
 import { setLogSink, type LogRecord } from '../../src/log.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { Req, u64 } from '../../src/vhost-user/protocol.js';
@@ -216,7 +216,7 @@ describe('switch features', function () {
   it('offloads: a TSO frame reaches a TSO-capable guest as is and a plain guest as valid segments', async () => {
     const { NetFeature } = await import('../../src/virtio/net.js');
     const { bit } = await import('../../src/virtio/features.js');
-    const { checkTcp, offloadHdr, tcpFrame } = await import('../../src/testing/packets.js');
+    const { checkTcp, offloadHdr, tcpFrame } = await import('../lib/packets.js');
     await start({ dataplane: 'worker' });
     const a = await attach('a', {}, { extraFeatures: bit(NetFeature.CSUM) | bit(NetFeature.HOST_TSO4), maxFrame: 66000 });
     const b = await attach('b', {}, { extraFeatures: bit(NetFeature.GUEST_CSUM) | bit(NetFeature.GUEST_TSO4), rxBuffers: 200 });
@@ -280,7 +280,7 @@ describe('switch features', function () {
     const a = await attach('a');
     const b = await attach('b');
     const h = await attach('h', {}, { rxBuffers: 8 });
-    const d = h.rx.driver as import('../../src/testing/driver.js').SplitDriver;
+    const d = h.rx.driver as import('../../src/virtio/driver.js').SplitDriver;
     // An avail entry naming a descriptor outside the ring, after the posted buffers.
     d.setAvailRing(d.availIdx, 60000);
     d.setAvailIdx(d.availIdx + 1);
@@ -305,7 +305,7 @@ describe('switch features', function () {
     await b.receive(1);
     await h.receive(1);
     // h writes a looping descriptor chain in its TX ring
-    const d = h.tx.driver as import('../../src/testing/driver.js').SplitDriver;
+    const d = h.tx.driver as import('../../src/virtio/driver.js').SplitDriver;
     d.writeDesc(0, { addr: 0x1000, len: 64, flags: 1, next: 0 });
     d.setAvailRing(d.availIdx, 0);
     d.setAvailIdx(d.availIdx + 1);

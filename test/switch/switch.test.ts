@@ -4,8 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Switch } from '../../src/switch/switch.js';
-import { NetGuest } from '../../src/testing/net-guest.js';
-import { ethFrame } from '../../src/testing/net-frames.js';
+import { NetGuest } from '../../src/loadgen/net-guest.js';
+import { ethFrame } from '../../src/virtio/net-frames.js';
 import { setLogSink, type LogRecord } from '../../src/log.js';
 
 const A = '02:00:00:00:00:0a';

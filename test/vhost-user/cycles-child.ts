@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VhostUserBackend } from '../../src/vhost-user/backend.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
-import { EchoDevice } from '../../src/testing/echo-device.js';
+import { EchoDevice } from '../lib/echo-device.js';
 import { setLogSink } from '../../src/log.js';
 
 const gc = (globalThis as { gc?: () => void }).gc;

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { VhostUserBackend, type BackendOptions } from '../../src/vhost-user/backend.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import type { Session } from '../../src/vhost-user/session.js';
-import { EchoDevice } from '../../src/testing/echo-device.js';
+import { EchoDevice } from '../lib/echo-device.js';
 import { setLogLevel, setLogSink, type Level, type LogRecord, type LogSink } from '../../src/log.js';
 
 export function fdCount(): number {

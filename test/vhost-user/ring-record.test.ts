@@ -7,7 +7,7 @@ import { expect } from 'chai';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { VhostUserFrontend, type FrontendQueue } from '../../src/vhost-user/frontend.js';
-import type { PackedDriver } from '../../src/testing/driver.js';
+import type { PackedDriver } from '../../src/virtio/driver.js';
 import { Harness } from './harness.js';
 
 const MiB = 1 << 20;

@@ -7,11 +7,11 @@ import { RawFrontend, isEof } from './raw-frontend.js';
 import { ProtocolFeature, Req, VRING_F_LOG, configSpace, decodeHeader, inflightArea, logArea, memTable, u64, vringAddr, vringState, BackendReq, HEADER_SIZE, FLAG_REPLY } from '../../src/vhost-user/protocol.js';
 import { FLAG_NEED_REPLY, VERSION, decodeReply, reqName, singleRegion, type Message } from '../../src/vhost-user/protocol.js';
 import { FRONTEND_UVA_BASE } from '../../src/vhost-user/frontend.js';
-import { EchoDevice } from '../../src/testing/echo-device.js';
+import { EchoDevice } from '../lib/echo-device.js';
 import type { QueueContext } from '../../src/vhost-user/device.js';
 import { SESSION_PROTOCOL_FEATURES, inflightQueueBytes, supportedRequests } from '../../src/vhost-user/session.js';
 import { DeviceStatus, VHOST_F_LOG_ALL, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, bit } from '../../src/virtio/features.js';
-import { SplitDriver } from '../../src/testing/driver.js';
+import { SplitDriver } from '../../src/virtio/driver.js';
 import { Harness, fdCount, until } from './harness.js';
 
 const MiB = 1 << 20;

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VhostUserBackend } from '../../src/vhost-user/backend.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
-import { EchoDevice } from '../../src/testing/echo-device.js';
+import { EchoDevice } from '../lib/echo-device.js';
 import { setLogSink, type LogRecord } from '../../src/log.js';
 
 describe('vhost-user smoke', () => {

@@ -8,7 +8,7 @@ import type { QueueContext, VhostUserDevice } from '../../vhost-user/device.js';
 import type { GuestMemory } from '../../native/guest-memory.js';
 import type { Dataplane } from '../../switch/dataplane.js';
 import { RxOffload } from '../../native/net.js';
-import { macBytes } from '../../testing/net-frames.js';
+import { macBytes } from '../../virtio/net-frames.js';
 
 export interface NetDeviceOptions {
   /** MAC address in the config space (QEMU uses its own -device mac=) */

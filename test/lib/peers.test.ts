@@ -12,7 +12,7 @@ import {
   commandExists,
   liveManagedProcesses,
   whichOrNull,
-} from '../../src/testing/process.js';
+} from './process.js';
 import {
   PEER_DEBIAN_PACKAGES,
   PeerMissingError,
@@ -29,7 +29,7 @@ import {
   type TempDir,
   type Testpmd,
   type TestpmdOptions,
-} from '../../src/testing/peers.js';
+} from './peers.js';
 
 function isAlive(pid: number): boolean {
   try {
@@ -109,7 +109,7 @@ function ourDpdkRuntimeDirs(): string[] {
 
 // ---------------------------------------------------------------------------
 
-describe('testing/process: ManagedProcess', function () {
+describe('test/lib/process: ManagedProcess', function () {
   this.timeout(20_000);
 
   it('captures output lines, waits for a line, and stops with SIGTERM', async () => {
@@ -198,7 +198,7 @@ describe('testing/process: ManagedProcess', function () {
 
 // ---------------------------------------------------------------------------
 
-describe('testing/peers: availability', function () {
+describe('test/lib/peers: availability', function () {
   this.timeout(20_000);
 
   const peers = Object.keys(PEER_DEBIAN_PACKAGES) as PeerName[];
@@ -234,7 +234,7 @@ describe('testing/peers: availability', function () {
 
 // ---------------------------------------------------------------------------
 
-describe('testing/peers: qemu-storage-daemon (vhost-user-blk)', function () {
+describe('test/lib/peers: qemu-storage-daemon (vhost-user-blk)', function () {
   this.timeout(20_000);
   let daemon: StorageDaemon | null = null;
   let dir: TempDir;
@@ -322,7 +322,7 @@ Waiting for lcores to finish...
 Done.
 `;
 
-describe('testing/peers: dpdk-testpmd', function () {
+describe('test/lib/peers: dpdk-testpmd', function () {
   this.timeout(20_000);
   const running: Testpmd[] = [];
   const launch = async (opts: TestpmdOptions): Promise<Testpmd> => {

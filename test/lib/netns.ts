@@ -2,7 +2,7 @@
 // run. Traffic stays inside them (and on loopback); nothing leaves the machine.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { recvMessage, socketPair, closeFd } from '../native/unix-socket.js';
+import { recvMessage, socketPair, closeFd } from '../../src/native/unix-socket.js';
 
 export function ip(...args: string[]): string {
   return execFileSync('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
@@ -46,8 +46,8 @@ export class Netns {
   udpSocket(address: string, port: number): number {
     const [mine, theirs] = socketPair();
     try {
-      const hostIo = new URL('../native/host-io.js', import.meta.url).href;
-      const unix = new URL('../native/unix-socket.js', import.meta.url).href;
+      const hostIo = new URL('../../src/native/host-io.js', import.meta.url).href;
+      const unix = new URL('../../src/native/unix-socket.js', import.meta.url).href;
       const code = `import { udpSocket } from '${hostIo}'; import { sendMessage } from '${unix}';
         const s = udpSocket({ address: '${address}', port: ${port}, reuseAddr: true });
         if (sendMessage(3, Uint8Array.of(1), [s.fd]) !== 1) process.exit(3);`;

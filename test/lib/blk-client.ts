@@ -1,7 +1,7 @@
 // Driver-side virtio-blk requests (virtio 1.2 §5.2.6) over a FrontendQueue: a header
 // { le32 type; le32 reserved; le64 sector }, the data buffers, and a status byte the
 // device writes. For tests and benchmarks of any vhost-user-blk backend.
-import type { FrontendQueue } from '../vhost-user/frontend.js';
+import type { FrontendQueue } from '../../src/vhost-user/frontend.js';
 
 export const BlkReqType = { IN: 0, OUT: 1, FLUSH: 4, GET_ID: 8, DISCARD: 11, WRITE_ZEROES: 13 } as const;
 export const BlkStatus = { OK: 0, IOERR: 1, UNSUPP: 2 } as const;

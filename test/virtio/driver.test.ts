@@ -7,7 +7,7 @@ import {
   PackedDriver,
   SplitDriver,
   type Segment,
-} from '../src/testing/driver.js';
+} from '../../src/virtio/driver.js';
 import {
   RING_EVENT_FLAGS_DESC,
   RING_EVENT_FLAGS_DISABLE,
@@ -25,7 +25,7 @@ import {
   packOffWrap,
   unpackOffWrap,
   vringNeedEvent,
-} from '../src/virtio/ring-layout.js';
+} from '../../src/virtio/ring-layout.js';
 
 const BASE = 0x10000;
 const MEM_SIZE = 1 << 20;

@@ -1,11 +1,11 @@
-// An in-process ring loopback: a driver (src/testing/driver.ts) keeps a queue full of
+// An in-process ring loopback: a driver (src/virtio/driver.ts) keeps a queue full of
 // chains, the native device side pops and pushes them in bursts. It measures the engine
 // together with the TypeScript driver, which dominates the cost: it is a smoke test of
 // the data path and a regression yardstick, not a device benchmark (bench/ has those).
 import { closeSync } from 'node:fs';
 import { GuestMemory, createMemfd } from '../native/guest-memory.js';
 import { Virtqueue, type RingLayout } from '../native/virtqueue.js';
-import { BumpAllocator, PackedDriver, SplitDriver } from './driver.js';
+import { BumpAllocator, PackedDriver, SplitDriver } from '../virtio/driver.js';
 
 export interface RingBenchOptions {
   layout: RingLayout;

@@ -1,10 +1,10 @@
 // A small device made for tests of the protocol layer: each queue answers every chain by
 // writing its readable bytes, reversed, into its writable buffers. It has a 16-byte config
 // space whose last 8 bytes are writable, and it records what the session told it.
-import { VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, bit } from '../virtio/features.js';
-import { ProtocolFeature } from '../vhost-user/protocol.js';
-import type { QueueContext, VhostUserDevice } from '../vhost-user/device.js';
-import type { GuestMemory } from '../native/guest-memory.js';
+import { VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, bit } from '../../src/virtio/features.js';
+import { ProtocolFeature } from '../../src/vhost-user/protocol.js';
+import type { QueueContext, VhostUserDevice } from '../../src/vhost-user/device.js';
+import type { GuestMemory } from '../../src/native/guest-memory.js';
 
 export interface EchoEvent {
   what: 'start' | 'stop' | 'reset' | 'memory' | 'mtu' | 'rarp' | 'features' | 'config';

@@ -5,7 +5,7 @@ import { FRONTEND_UVA_BASE, VhostUserFrontend, type FrontendQueue } from '../vho
 import { NetFeature } from '../virtio/net.js';
 import { DeviceStatus, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, bit } from '../virtio/features.js';
 import { ProtocolFeature, Req, memTable } from '../vhost-user/protocol.js';
-import { NET_HDR_SIZE } from './net-frames.js';
+import { NET_HDR_SIZE } from '../virtio/net-frames.js';
 
 export interface NetGuestOptions {
   packed?: boolean;

@@ -1,6 +1,6 @@
 // IPv4/IPv6 TCP and UDP packets with correct checksums, and checkers, for tests of the
 // offload paths (checksum completion, TSO segmentation) and for benchmarks.
-import { macBytes } from './net-frames.js';
+import { macBytes } from '../../src/virtio/net-frames.js';
 
 export function inetSum(b: Uint8Array, from = 0, to = b.length, acc = 0): number {
   for (let i = from; i + 1 < to; i += 2) acc += (b[i] << 8) | b[i + 1];

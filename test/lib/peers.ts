@@ -393,7 +393,7 @@ export interface VhostkitBlkOptions {
 }
 
 /** The vhostkit CLI of this build (dist/src/cli/main.js). */
-export const vhostkitCli = fileURLToPath(new URL('../cli/main.js', import.meta.url));
+export const vhostkitCli = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
 /**
  * Starts `vhostkit blk` (this build's CLI, in its own Node process) and resolves once its

@@ -44,7 +44,7 @@ import {
   splitUsedSize,
   usedEventOffset,
   vringNeedEvent,
-} from '../virtio/ring-layout.js';
+} from './ring-layout.js';
 
 const U64_LIMIT = 2 ** 64;
 
