@@ -23,6 +23,7 @@ export type { FdbEntry } from './switch/fdb.js';
 export type { PortCounters } from './switch/counters.js';
 export { NetDevice } from './backends/net/device.js';
 export type { NetDeviceOptions } from './backends/net/device.js';
+export type { NetPortDataplane, NetQueueSpec } from './backends/net/port-dataplane.js';
 export { openDisk, parseSize } from './backends/blk/disk.js';
 export type { Disk, DiskOptions } from './backends/blk/disk.js';
 export { Host, HostError, qemuNetArgs, qemuBlkArgs, QEMU_MEMORY_ARGS } from './host/host.js';

@@ -7,7 +7,7 @@ import { ConfigError, loadConfig, parseConfig, readConfigFile, type HostConfig }
 import { Host, QEMU_MEMORY_ARGS } from '../host/host.js';
 import { ApiServer, defaultApiAddress, readTokenFile } from '../host/api.js';
 import { AccessPolicy } from '../host/policy.js';
-import { resolveGroup } from '../host/sockets.js';
+import { resolveGroup } from '../native/socket-files.js';
 import { checkImage } from '../backends/blk/disk.js';
 import { parsePortSpec, parseVxlanSpec } from './switch.js';
 import { untilSignal } from './signals.js';

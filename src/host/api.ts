@@ -37,7 +37,7 @@ import { ConfigError, parseDiskConfig, parsePortConfig, parseSwitchConfig, parse
 import { Host, HostError } from './host.js';
 import { renderMetrics } from './metrics.js';
 import { parseSize } from '../backends/blk/disk.js';
-import { bindSocketFile, removeSocketFile } from './sockets.js';
+import { bindSocketFile, removeSocketFile } from '../native/socket-files.js';
 import { AccessPolicy } from './policy.js';
 import { openApiDocument } from './openapi.js';
 

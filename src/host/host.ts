@@ -11,7 +11,7 @@ import { openDisk, type Disk } from '../backends/blk/disk.js';
 import type { BlkEngineStats } from '../native/blk.js';
 import type { DataplaneThread } from '../switch/dataplane.js';
 import type { DiskConfig, HostConfig, PortConfig, SwitchConfig } from './config.js';
-import { resolveGroup } from './sockets.js';
+import { resolveGroup } from '../native/socket-files.js';
 import { Capture, type CaptureInfo, type CaptureOptions } from './capture.js';
 
 export interface DiskInfo {

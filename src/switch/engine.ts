@@ -47,6 +47,7 @@ import {
 } from './fdb.js';
 import { PortCounter } from './counters.js';
 import { readSync, writeSync } from 'node:fs';
+import type { NetQueueSpec } from '../backends/net/port-dataplane.js';
 
 export type VlanConfig = { mode: 'access'; vid: number } | { mode: 'trunk'; allowed?: number[]; native?: number };
 
@@ -168,19 +169,9 @@ export interface EnginePort {
   rec: Int32Array;
 }
 
-export interface QueueStartSpec {
+/** A guest queue handed to the engine: the device's spec, for one port. */
+export interface QueueStartSpec extends NetQueueSpec {
   port: number;
-  index: number;
-  layout: RingLayout;
-  size: number;
-  token: number;
-  kickFd: number;
-  hdrLen: number;
-  mergeable: boolean;
-  rxOffloads: number;
-  txOffloads: boolean;
-  /** the MTU the guest was told (VIRTIO_NET_F_MTU / NET_SET_MTU), 0 if none */
-  mtu: number;
 }
 
 /** One guest queue as the metrics see it. */

@@ -14,6 +14,7 @@ import { newCounters, readCounters, type PortCounters } from './counters.js';
 import type { FdbEntry } from './fdb.js';
 import type { CaptureSink, CaptureSpec } from './capture.js';
 import { close as closeHostFd, openTap, sockaddr, udpSocket, VXLAN_PORT } from '../native/host-io.js';
+import type { NetPortDataplane } from '../backends/net/port-dataplane.js';
 
 export interface SwitchOptions {
   /** MAC aging in seconds (default 300) */
@@ -156,7 +157,18 @@ export class Switch {
     const counters = newCounters();
     await this.dp.addPort(id, name, vlan, counters);
     const mac = o.mac ?? `52:54:00:00:${((macCounter >> 8) & 0xff).toString(16).padStart(2, '0')}:${(macCounter++ & 0xff).toString(16).padStart(2, '0')}`;
-    const device = new NetDevice(this.dp, id, { mac, queuePairs: o.queuePairs, mtu: o.mtu, packed: o.packed });
+    const dp = this.dp;
+    const portDataplane: NetPortDataplane = {
+      setMemory: (token) => dp.setMemory(id, token),
+      releaseMemory: () => dp.releaseMemory(id),
+      startQueue: (spec) => dp.startQueue({ ...spec, port: id }),
+      stopQueue: (index) => dp.stopQueue(id, index),
+      setMtu: (mtu) => dp.setMtu(id, mtu),
+      pause: () => dp.pause(),
+      resume: () => dp.resume(),
+      inject: (frame) => dp.inject(id, frame),
+    };
+    const device = new NetDevice(portDataplane, { mac, queuePairs: o.queuePairs, mtu: o.mtu, packed: o.packed, log: this.log.child({ port: name }) });
     const backend = new VhostUserBackend(device, {
       socket: o.socket,
       mode: o.mode ?? 'server',

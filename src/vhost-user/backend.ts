@@ -4,7 +4,7 @@
 // connect, and reconnect with backoff after a disconnect).
 import { EventEmitter } from 'node:events';
 import { closeSync, lstatSync, unlinkSync } from 'node:fs';
-import { bindSocketFile, removeSocketFile } from '../host/sockets.js';
+import { bindSocketFile, removeSocketFile } from '../native/socket-files.js';
 import { FdWatcher, acceptUnix, connectUnix, listenUnix, peerClosed } from '../native/unix-socket.js';
 import { log as rootLog, type Logger } from '../log.js';
 import type { VhostUserDevice } from './device.js';

@@ -1,12 +1,13 @@
 // virtio-net over vhost-user (virtio 1.2 §5.1) for a switch port: features, config space,
-// queue pairs. The queues themselves are served by the switch's data plane, which this
-// device hands them to (on its thread) and takes them back from.
+// queue pairs. The queues themselves are served by a data plane (the switch's), which this
+// device hands them to (on its thread) and takes them back from (port-dataplane.ts).
 import { bit, has, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VirtioDeviceId } from '../../virtio/features.js';
 import { NetFeature } from '../../virtio/net.js';
 import { ProtocolFeature } from '../../vhost-user/protocol.js';
 import type { QueueContext, VhostUserDevice } from '../../vhost-user/device.js';
 import type { GuestMemory } from '../../native/guest-memory.js';
-import type { Dataplane } from '../../switch/dataplane.js';
+import type { NetPortDataplane } from './port-dataplane.js';
+import { log as rootLog, type Logger } from '../../log.js';
 import { RxOffload } from '../../native/net.js';
 import { macBytes } from '../../virtio/net-frames.js';
 
@@ -22,6 +23,8 @@ export interface NetDeviceOptions {
   /** offer checksum and TSO offloads both ways (default true) */
   offloads?: boolean;
   maxQueueSize?: number;
+  /** where the device logs what its data plane refused (default: the root logger, component net) */
+  log?: Logger;
 }
 
 const VIRTIO_NET_S_LINK_UP = 1;
@@ -43,15 +46,16 @@ export class NetDevice implements VhostUserDevice {
   /** The MTU the port was made with: what a new frontend starts from (NET_SET_MTU changes `mtu`). */
   private readonly configuredMtu: number;
   readonly mac: Uint8Array;
+  private readonly log: Logger;
 
   constructor(
-    private readonly dataplane: Dataplane,
-    readonly portId: number,
+    private readonly dataplane: NetPortDataplane,
     opts: NetDeviceOptions,
   ) {
     const pairs = opts.queuePairs ?? 1;
     if (!Number.isInteger(pairs) || pairs < 1 || pairs > 128) throw new RangeError(`queue pairs ${pairs}: expected 1..128`);
     this.mac = macBytes(opts.mac);
+    this.log = opts.log ?? rootLog.child({ component: 'net' });
     this.mtu = opts.mtu ?? 1500;
     this.configuredMtu = this.mtu;
     this.numQueues = 2 * pairs;
@@ -122,12 +126,11 @@ export class NetDevice implements VhostUserDevice {
   queueStart(q: QueueContext): void {
     if (this.memory !== q.memory) {
       this.memory = q.memory;
-      void this.dataplane.setMemory(this.portId, q.memory.park()).catch((e) => q.fail(e as Error));
+      void this.dataplane.setMemory(q.memory.park()).catch((e) => q.fail(e as Error));
     }
     this.started++;
     void this.dataplane
       .startQueue({
-        port: this.portId,
         index: q.index,
         layout: q.layout,
         size: q.size,
@@ -148,7 +151,7 @@ export class NetDevice implements VhostUserDevice {
 
   async queueStop(q: QueueContext): Promise<void> {
     this.started = Math.max(0, this.started - 1);
-    await this.dataplane.stopQueue(this.portId, q.index);
+    await this.dataplane.stopQueue(q.index);
     if (this.started === 0) this.memory = null;
   }
 
@@ -162,7 +165,7 @@ export class NetDevice implements VhostUserDevice {
 
   memoryChanged(memory: GuestMemory): void {
     this.memory = memory;
-    void this.dataplane.setMemory(this.portId, memory.park());
+    void this.dataplane.setMemory(memory.park()).catch((e) => this.log.error('data plane refused the new memory table', { error: (e as Error).message }));
   }
 
   reset(): void {
@@ -170,7 +173,7 @@ export class NetDevice implements VhostUserDevice {
     this.mtu = this.configuredMtu;
     // The data plane holds its own mapping of the guest's memory: release it now, or a
     // departed guest's RAM stays mapped (and allocated) until the next guest connects.
-    void this.dataplane.releaseMemory(this.portId).catch(() => undefined);
+    void this.dataplane.releaseMemory().catch((e) => this.log.warn('data plane did not release the guest memory', { error: (e as Error).message }));
     this.memory = null;
     this.started = 0;
   }
@@ -189,14 +192,14 @@ export class NetDevice implements VhostUserDevice {
     if (mtu < 68 || mtu > 65535) return false;
     this.mtu = mtu;
     if (this.started === 0) return true;
-    return this.dataplane.setMtu(this.portId, this.dataplaneMtu).then(
+    return this.dataplane.setMtu(this.dataplaneMtu).then(
       () => true,
       () => false,
     );
   }
 
   sendRarp(mac: Uint8Array): void {
-    void this.dataplane.inject(this.portId, rarpFrame(mac)).catch(() => undefined);
+    void this.dataplane.inject(rarpFrame(mac)).catch((e) => this.log.warn('RARP announcement not sent', { error: (e as Error).message }));
   }
 }
 
