@@ -3,9 +3,13 @@
 #include <napi.h>
 
 namespace vhostkit {
-void BindMemory(Napi::Env env, Napi::Object exports);  // bind_memory.cc
-void BindQueue(Napi::Env env, Napi::Object exports);   // bind_queue.cc
+void BindMemory(Napi::Env env, Napi::Object exports);  // bind_memory.cc: guest memory, dirty log
+void BindQueue(Napi::Env env, Napi::Object exports);   // bind_queue.cc: the ring engine (Virtqueue)
 void BindIo(Napi::Env env, Napi::Object exports);      // bind_io.cc: eventfd, unix sockets, fd watcher
+void BindNet(Napi::Env env, Napi::Object exports);     // bind_net.cc: frame delivery between rings, offloads
+void BindHostIo(Napi::Env env, Napi::Object exports);  // bind_host_io.cc: TAP, VXLAN/UDP batch I/O
+void BindBlk(Napi::Env env, Napi::Object exports);     // bind_blk.cc: virtio-blk request engine
+void BindSwitch(Napi::Env env, Napi::Object exports);  // bind_switch.cc: forwarding database, burst forwarding
 }  // namespace vhostkit
 
 #include <memory>
@@ -66,10 +70,6 @@ T* TypedData(Napi::Env env, Napi::Value v, napi_typedarray_type type, size_t min
   if (len_out != nullptr) *len_out = len;
   return static_cast<T*>(data);
 }
-void BindNet(Napi::Env env, Napi::Object exports);  // bind_net.cc
-void BindHostIo(Napi::Env env, Napi::Object exports);  // bind_host_io.cc: TAP, VXLAN/UDP batch I/O
-void BindBlk(Napi::Env env, Napi::Object exports);  // bind_blk.cc: virtio-blk request engine
-void BindSwitch(Napi::Env env, Napi::Object exports);  // bind_switch.cc: the switch's forwarding database
 // The log behind a JS DirtyLog object, or nullptr for null/undefined.
 std::shared_ptr<DirtyLog> UnwrapDirtyLog(Napi::Value v);
 }  // namespace vhostkit

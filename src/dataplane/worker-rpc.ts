@@ -55,6 +55,7 @@ export class WorkerRpc<Event> {
 
   /** Asks the worker to close (if alive), then terminates it. */
   async close(): Promise<void> {
+    // A rejection means the worker exited before it answered: it is terminated all the same.
     if (!this.dead) await this.call('close').catch(() => undefined);
     await this.worker.terminate();
   }

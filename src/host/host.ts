@@ -358,7 +358,9 @@ export class Host {
   /** Stops everything: no new sessions, in-flight block requests finished, sessions closed, sockets removed. */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      for (const port of [...this.captures.keys()]) await this.stopCapture(port).catch(() => undefined);
+      for (const port of [...this.captures.keys()]) {
+        await this.stopCapture(port).catch((e) => this.log.warn('capture stop failed', { port, error: (e as Error).message }));
+      }
       // Disks first, concurrently: each drains its own in-flight requests.
       await Promise.all([...this.disks.keys()].map((n) => this.removeDisk(n).catch((e) => this.log.error('disk stop failed', { disk: n, error: (e as Error).message }))));
       for (const n of [...this.switches.keys()]) {

@@ -281,7 +281,12 @@ class WorkerLane implements Lane {
   setMemory(memory: GuestMemory): void {
     if (memory === this.memory) return;
     this.memory = memory;
-    void this.call('memory', memory.park()).catch(() => undefined);
+    void this.call('memory', memory.park()).catch((e: Error) => this.failAll(e));
+  }
+
+  /** The worker could not take a change every queue depends on: each queue fails (the session logs it). */
+  private failAll(e: Error): void {
+    for (const ctx of this.contexts.values()) ctx.fail(e);
   }
 
   start(q: QueueSpec, ctx: QueueContext): void {
@@ -297,6 +302,8 @@ class WorkerLane implements Lane {
   async stop(index: number): Promise<void> {
     this.serving.delete(index);
     this.contexts.delete(index);
+    // A rejection means the worker is gone (WorkerRpc rejects every call after it exits):
+    // nothing serves the queue any more, which is what stop asks.
     await this.call('stop', index).catch(() => undefined);
   }
 
@@ -305,7 +312,7 @@ class WorkerLane implements Lane {
   }
 
   resume(): void {
-    void this.call('resume').catch(() => undefined);
+    void this.call('resume').catch((e: Error) => this.failAll(e));
   }
 
   async close(): Promise<void> {

@@ -1,4 +1,4 @@
-// The software L2 switch: ports (vhost-user virtio-net now; TAP and VXLAN next), MAC
+// The software L2 switch: ports (vhost-user virtio-net, TAP, VXLAN), MAC
 // learning with aging, flooding, 802.1Q VLANs, per-port counters, a dataplane hook. This
 // is the control plane, on the caller's thread; forwarding runs in the data plane.
 import type { PollMode } from '../dataplane/poller.js';

@@ -53,7 +53,7 @@ export function metric(text: string, name: string, labels: Record<string, string
 /**
  * The QEMU arguments `vhostkit run` printed for `name` (the line under "name:"). Under TCG,
  * `vectors=0` is added to virtio-net-pci, as the printed hint says (QEMU 7.2 crashes in
- * vhost-user-net with MSI-X there: ../shared/PEERS.md).
+ * vhost-user-net with MSI-X there: docs/peers.md).
  */
 export function printedQemuArgs(out: string, name: string, accel: 'tcg' | 'kvm'): string[] {
   const lines = out.split('\n');

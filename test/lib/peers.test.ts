@@ -1,4 +1,4 @@
-// Real peers on this machine (see shared/PEERS.md): qemu-storage-daemon, dpdk-testpmd in both
+// Real peers on this machine (docs/peers.md): qemu-storage-daemon, dpdk-testpmd in both
 // roles, and the ManagedProcess machinery under them. A missing peer is a FAILURE naming the
 // Debian package to install, never a skip.
 

@@ -1,4 +1,4 @@
-// Launchers for the real vhost-user peers installed on the machine (see shared/PEERS.md):
+// Launchers for the real vhost-user peers installed on the machine (docs/peers.md):
 // qemu-storage-daemon as a vhost-user-blk backend, and dpdk-testpmd as a vhost-user net
 // backend (net_vhost) or as a virtio-user frontend (net_virtio_user, a virtio driver with no
 // VM). Each launcher resolves once the peer is ready and returns a handle whose stop() leaves

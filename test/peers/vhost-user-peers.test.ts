@@ -1,6 +1,6 @@
 // Our vhost-user frontend and backend against real peers: qemu-storage-daemon (the
 // reference vhost-user-blk backend) and dpdk-testpmd (vhost PMD backend, virtio-user
-// frontend). See ../shared/PEERS.md for the flags.
+// frontend). docs/peers.md has the flags.
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { openSync, readSync, closeSync } from 'node:fs';

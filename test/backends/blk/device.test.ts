@@ -4,15 +4,15 @@ import { expect } from 'chai';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, truncateSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { VhostUserBackend } from '../../src/vhost-user/backend.js';
-import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
-import { openDisk, type Disk } from '../../src/backends/blk/disk.js';
-import { BlkClient, BlkReqType, BlkStatus } from '../lib/blk-client.js';
-import { VIRTIO_F_RING_PACKED, bit } from '../../src/virtio/features.js';
-import { decodeBlkConfig } from '../../src/virtio/blk.js';
-import { setLogSink } from '../../src/log.js';
-import { closeFd, recvMessage, sendMessage, socketPair } from '../../src/native/unix-socket.js';
-import { BackendReq, FLAG_NEED_REPLY, FLAG_REPLY, HEADER_SIZE, ProtocolFeature, Req, decodeHeader, encodeMessage, u64 } from '../../src/vhost-user/protocol.js';
+import { VhostUserBackend } from '../../../src/vhost-user/backend.js';
+import { VhostUserFrontend } from '../../../src/vhost-user/frontend.js';
+import { openDisk, type Disk } from '../../../src/backends/blk/disk.js';
+import { BlkClient, BlkReqType, BlkStatus } from '../../lib/blk-client.js';
+import { VIRTIO_F_RING_PACKED, bit } from '../../../src/virtio/features.js';
+import { decodeBlkConfig } from '../../../src/virtio/blk.js';
+import { setLogSink } from '../../../src/log.js';
+import { closeFd, recvMessage, sendMessage, socketPair } from '../../../src/native/unix-socket.js';
+import { BackendReq, FLAG_NEED_REPLY, FLAG_REPLY, HEADER_SIZE, ProtocolFeature, Req, decodeHeader, encodeMessage, u64 } from '../../../src/vhost-user/protocol.js';
 
 /** Polls `fd` (non-blocking) for one whole header-only message, for up to `ms`. */
 async function recvHeader(fd: number, ms = 2000): Promise<{ request: number; flags: number; size: number } | null> {
