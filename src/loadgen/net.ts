@@ -8,6 +8,7 @@
 // Per burst: sink = one pop and one push (used length 0); generator = one native call that
 // copies the burst's frames into receive buffers and pushes them.
 import { WorkerRpc } from '../dataplane/worker-rpc.js';
+import { NetLaneCalls, type NetLaneEvent } from './net-lane-calls.js';
 import { fileURLToPath } from 'node:url';
 import type { QueueContext, VhostUserDevice } from '../vhost-user/device.js';
 import type { GuestMemory } from '../native/guest-memory.js';
@@ -62,13 +63,13 @@ const C = { RX_P: 0, RX_B: 1, TX_P: 2, TX_B: 3, NOBUF: 4, SLICES: 5, SLEEPS: 6, 
 const C_LEN = 10;
 
 /** What a thread needs to serve one queue. */
-interface QueueSpec {
+export interface QueueSpec {
   index: number;
   hdrLen: number;
   mergeable: boolean;
 }
 
-interface FrameSpec {
+export interface FrameSpec {
   generate: boolean;
   frameBytes: number;
   burst: number;
@@ -236,11 +237,9 @@ class LocalLane implements Lane {
   }
 }
 
-type FailEvent = { event: 'fail'; index: number; reason: string };
-
 class WorkerLane implements Lane {
   readonly counters: Float64Array;
-  private readonly rpc: WorkerRpc<FailEvent>;
+  private readonly rpc: WorkerRpc<NetLaneCalls, NetLaneEvent>;
   private readonly serving = new Set<number>();
   private readonly contexts = new Map<number, QueueContext>();
   private memory: GuestMemory | null = null;
@@ -252,9 +251,10 @@ class WorkerLane implements Lane {
     spec: FrameSpec,
   ) {
     this.counters = new Float64Array(new SharedArrayBuffer(C_LEN * 8));
-    this.rpc = new WorkerRpc<FailEvent>(
+    this.rpc = new WorkerRpc<NetLaneCalls, NetLaneEvent>(
       fileURLToPath(new URL('./net-worker.js', import.meta.url)),
       { poll, spec, counters: this.counters, cpus },
+      NetLaneCalls,
       `net-load thread ${thread}`,
       (m) => {
         this.serving.delete(m.index);
@@ -266,12 +266,8 @@ class WorkerLane implements Lane {
     );
   }
 
-  ready(): Promise<unknown> {
-    return this.call('ready');
-  }
-
-  private call(op: string, ...args: unknown[]): Promise<unknown> {
-    return this.rpc.call(op, ...args);
+  ready(): Promise<boolean> {
+    return this.rpc.remote.ready();
   }
 
   queues(): number[] {
@@ -281,7 +277,7 @@ class WorkerLane implements Lane {
   setMemory(memory: GuestMemory): void {
     if (memory === this.memory) return;
     this.memory = memory;
-    void this.call('memory', memory.park()).catch((e: Error) => this.failAll(e));
+    void this.rpc.remote.memoryTable(memory.park()).catch((e: Error) => this.failAll(e));
   }
 
   /** The worker could not take a change every queue depends on: each queue fails (the session logs it). */
@@ -293,7 +289,7 @@ class WorkerLane implements Lane {
     this.setMemory(ctx.memory);
     this.serving.add(q.index);
     this.contexts.set(q.index, ctx);
-    void this.call('start', q, ctx.layout, ctx.size, ctx.vq.park(), ctx.kickFd).catch((e: Error) => {
+    void this.rpc.remote.start(q, ctx.layout, ctx.size, ctx.vq.park(), ctx.kickFd).catch((e: Error) => {
       this.serving.delete(q.index);
       ctx.fail(e);
     });
@@ -304,15 +300,15 @@ class WorkerLane implements Lane {
     this.contexts.delete(index);
     // A rejection means the worker is gone (WorkerRpc rejects every call after it exits):
     // nothing serves the queue any more, which is what stop asks.
-    await this.call('stop', index).catch(() => undefined);
+    await this.rpc.remote.stop(index).catch(() => undefined);
   }
 
   async pause(): Promise<void> {
-    await this.call('pause');
+    await this.rpc.remote.pause();
   }
 
   resume(): void {
-    void this.call('resume').catch((e: Error) => this.failAll(e));
+    void this.rpc.remote.resume().catch((e: Error) => this.failAll(e));
   }
 
   async close(): Promise<void> {

@@ -8,7 +8,7 @@ import { VhostUserBackend } from '../vhost-user/backend.js';
 import { ringRecordPath } from '../vhost-user/ring-record.js';
 import type { SessionLimits } from '../vhost-user/session.js';
 import { NetDevice } from '../backends/net/device.js';
-import { InProcessDataplane, WorkerDataplane, type Dataplane, type HookModule } from './dataplane.js';
+import { createDataplane, type Dataplane, type HookModule } from './dataplane.js';
 import type { BurstHook, VlanConfig } from './engine.js';
 import { newCounters, readCounters, type PortCounters } from './counters.js';
 import type { FdbEntry } from './fdb.js';
@@ -129,15 +129,15 @@ export class Switch {
   static async create(opts: SwitchOptions = {}): Promise<Switch> {
     const log = (opts.log ?? rootLog).child({ component: 'switch' });
     let sw: Switch | null = null;
-    const dpOpts = {
+    const dp = await createDataplane({
+      thread: opts.dataplane === 'inline' ? 'inline' : 'worker',
       burst: opts.burst,
       agingMs: (opts.agingSeconds ?? 300) * 1000,
       hook: opts.hook ?? null,
       poll: opts.poll,
       cpus: opts.cpus,
       onQueueError: (port: number, index: number, reason: string) => sw?.onQueueError(port, index, reason),
-    };
-    const dp = opts.dataplane === 'inline' ? await InProcessDataplane.create(dpOpts) : await WorkerDataplane.create(dpOpts);
+    });
     sw = new Switch(dp, log, opts.stateDir ?? null, opts.limits);
     return sw;
   }

@@ -1,0 +1,135 @@
+// What the switch's control plane asks of its data plane, written once: DataplaneCalls owns a
+// SwitchEngine and is served on a worker thread (dataplane-worker.ts, through serveCalls) or
+// on the calling thread (dataplane.ts, through localCalls). Its methods are the calls; their
+// arguments and results cross threads by structured clone.
+import { SwitchEngine, type BurstHook, type HostPortSpec, type QueueStartSpec, type QueueStat, type VlanConfig } from './engine.js';
+import type { PollMode } from '../dataplane/poller.js';
+import type { FdbEntry } from './fdb.js';
+import type { CaptureSpec } from './capture.js';
+import { getThreadAffinity } from '../native/affinity.js';
+
+export interface HookModule {
+  /** module path (absolute, or a file: URL) loaded in the data-plane thread */
+  module: string;
+  /** export name (default: "default") */
+  export?: string;
+}
+
+export interface DataplaneThread {
+  thread: number;
+  cpus: number[];
+  poll: PollMode;
+  queues: Array<{ port: string; index: number }>;
+  /** time spent serving queues that had work, and the rest (empty polls, asleep) */
+  busySeconds: number;
+  idleSeconds: number;
+}
+
+/** What the data plane tells its owner without being asked. */
+export type DataplaneEvent =
+  | { event: 'queue-error'; port: number; index: number; reason: string }
+  | { event: 'capture'; port: number; records: Uint8Array; packets: number; done: boolean };
+
+export interface DataplaneSettings {
+  burst: number;
+  agingMs: number;
+  poll: PollMode;
+  /** a function (calling thread only) or a module to load */
+  hook: BurstHook | HookModule | null;
+  /** the thread's number in threads(): 0 for the worker, -1 for the calling thread */
+  thread: number;
+  /** whether the thread was pinned (threads() then reports its CPUs) */
+  pinned: boolean;
+}
+
+async function loadHook(h: BurstHook | HookModule | null): Promise<BurstHook | null> {
+  if (!h) return null;
+  if (typeof h === 'function') return h;
+  const mod = (await import(h.module.startsWith('file:') ? h.module : `file://${h.module}`)) as Record<string, unknown>;
+  const f = mod[h.export ?? 'default'];
+  if (typeof f !== 'function') throw new Error(`hook module ${h.module} has no function export ${h.export ?? 'default'}`);
+  return f as BurstHook;
+}
+
+export class DataplaneCalls {
+  private readonly engine: SwitchEngine;
+  private readonly hookLoaded: Promise<void>;
+
+  constructor(
+    private readonly settings: DataplaneSettings,
+    /** `transfer`: buffers handed over rather than copied when the event crosses threads */
+    private readonly emit: (e: DataplaneEvent, transfer?: ArrayBuffer[]) => void,
+  ) {
+    this.engine = new SwitchEngine(settings.burst, settings.agingMs, { queueError: (port, index, reason) => emit({ event: 'queue-error', port, index, reason }) }, settings.poll);
+    this.hookLoaded = loadHook(settings.hook).then((h) => this.engine.setHook(h));
+  }
+
+  /** Resolves when the hook is loaded (rejects if it cannot be). */
+  ready(): Promise<void> {
+    return this.hookLoaded;
+  }
+  addPort(id: number, name: string, vlan: VlanConfig, counters: Float64Array): void {
+    this.engine.addPort(id, name, vlan, counters);
+  }
+  removePort(id: number): void {
+    this.engine.removePort(id);
+  }
+  attachHost(id: number, spec: HostPortSpec): void {
+    this.engine.attachHost(id, spec);
+  }
+  setVlan(id: number, vlan: VlanConfig): void {
+    this.engine.setVlan(id, vlan);
+  }
+  /** The port's guest memory (a parked GuestMemory). */
+  setMemory(port: number, token: number): void {
+    this.engine.setMemory(port, token);
+  }
+  /** Unmaps the port's guest memory: its guest is gone (queues left on it are stopped). */
+  releaseMemory(port: number): void {
+    this.engine.releaseMemory(port);
+  }
+  startQueue(spec: QueueStartSpec): void {
+    this.engine.startQueue(spec);
+  }
+  stopQueue(port: number, index: number): void {
+    this.engine.stopQueue(port, index);
+  }
+  /** The MTU the port's guest was given changed (NET_SET_MTU after start); 0: no limit. */
+  setMtu(port: number, mtu: number): void {
+    this.engine.setMtu(port, mtu);
+  }
+  pause(): void {
+    this.engine.pause();
+  }
+  resume(): void {
+    this.engine.resume();
+  }
+  inject(port: number, frame: Uint8Array): void {
+    this.engine.inject(port, frame, Uint32Array.of(0), Uint32Array.of(frame.length), 1);
+  }
+  dumpFdb(): FdbEntry[] {
+    return this.engine.dumpFdb();
+  }
+  /** The data-plane threads: CPUs each is pinned to (empty: not pinned), poll mode, the queues it serves. */
+  threads(): DataplaneThread[] {
+    const s = this.settings;
+    return [{ thread: s.thread, cpus: s.pinned ? getThreadAffinity() : [], poll: s.poll, queues: this.engine.queues(), ...this.engine.threadTimes() }];
+  }
+  /** Counters and ring fill of every guest queue. */
+  queueStats(): QueueStat[] {
+    return this.engine.queueStats();
+  }
+  /** Captures a port's frames (both directions): pcap records come as 'capture' events. */
+  startCapture(port: number, spec: CaptureSpec): void {
+    this.engine.startCapture(port, spec, (records, packets, done) => this.emit({ event: 'capture', port, records, packets, done }, [records.buffer as ArrayBuffer]));
+  }
+  stopCapture(port: number): void {
+    this.engine.stopCapture(port);
+  }
+  setAging(ms: number): void {
+    this.engine.setAging(ms);
+  }
+  close(): void {
+    this.engine.close();
+  }
+}
