@@ -3,16 +3,17 @@
 // time: the channel is paused while an async handler (GET_VRING_BASE waiting for the
 // device to drain) runs. Any malformed, unknown or out-of-order message ends this
 // session with a log line naming it; the process and other sessions keep going.
-import { closeSync, readSync, readlinkSync, writeSync } from 'node:fs';
+import { closeSync, readlinkSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import { GuestMemory, MAX_REGIONS, createMemfd, guestFaultGuard, onGuestMemoryFault, type RegionSpec } from '../native/guest-memory.js';
-import { Virtqueue, VringError, type RingLayout } from '../native/virtqueue.js';
-import { FdWatcher } from '../native/unix-socket.js';
-import { bit, has, DeviceStatus, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VHOST_F_LOG_ALL } from '../virtio/features.js';
+import { bit, has, DeviceStatus, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VHOST_F_LOG_ALL } from '../virtio/features.js';
 import { RingRecordFile } from './ring-record.js';
+import { Vring, inflightQueueBytes, type VringOwner } from './vring.js';
+
+export { inflightQueueBytes } from './vring.js';
 import { log as rootLog, type Logger } from '../log.js';
 import { MessageChannel, closeFds, takeFd } from './channel.js';
-import type { QueueContext, VhostUserDevice } from './device.js';
+import type { VhostUserDevice } from './device.js';
 import { DirtyLog } from './dirty-log.js';
 import {
   BackendReq,
@@ -23,7 +24,6 @@ import {
   ProtocolError,
   ProtocolFeature,
   Req,
-  VRING_F_LOG,
   VRING_IDX_MASK,
   checkRequest,
   configSpace,
@@ -34,7 +34,6 @@ import {
   u64,
   vringState,
   type Message,
-  type VringAddr,
 } from './protocol.js';
 
 /** Protocol features every session implements, whatever the device. */
@@ -65,31 +64,6 @@ interface Entry {
   needs?: ProtocolFeature;
   reply: Reply;
   handler: (s: Session, m: Message) => Result | Promise<Result>;
-}
-
-/** Per-queue state as the frontend configured it. */
-class Slot {
-  num = 0;
-  addr: VringAddr | null = null;
-  base = 0;
-  /** the frontend's last SET_VRING_BASE (base also changes when the ring stops) */
-  frontendBase = 0;
-  kickFd = -1;
-  callFd = -1;
-  errFd = -1;
-  polling = false;
-  /** SET_VRING_KICK received since the last stop */
-  started = false;
-  enabled = false;
-  vq: Virtqueue | null = null;
-  ctx: QueueContext | null = null;
-  running = false;
-  broken = false;
-  /** the device's queueStop in progress, if any */
-  stopping: Promise<void> | null = null;
-  kickWatcher: FdWatcher | null = null;
-  pollTimer: NodeJS.Timeout | null = null;
-  constructor(readonly index: number) {}
 }
 
 /**
@@ -163,7 +137,7 @@ export class Session extends EventEmitter {
   private memory: GuestMemory | null = null;
   /** the regions of `memory` with their fds (owned by the session) */
   private regionSpecs: RegionSpec[] = [];
-  private readonly slots: Slot[];
+  private readonly slots: Vring[];
   private backendChannel: MessageChannel | null = null;
   private dirtyLog: DirtyLog | null = null;
   private logFd = -1;
@@ -191,7 +165,8 @@ export class Session extends EventEmitter {
     this.ringRecordPath = opts.ringRecord ?? null;
     checkDevice(device);
     this.limits = resolveLimits(opts.limits);
-    this.slots = Array.from({ length: device.numQueues }, (_, i) => new Slot(i));
+    const owner = this.vringOwner();
+    this.slots = Array.from({ length: device.numQueues }, (_, i) => new Vring(i, owner));
     this.ch = new MessageChannel(fd, {
       message: (m) => this.dispatch(m),
       closed: (reason, err) => void this.teardown(reason, err),
@@ -289,15 +264,15 @@ export class Session extends EventEmitter {
   }
 
   /** State of each queue, for tools and tests. */
-  queues(): Array<{ index: number; started: boolean; enabled: boolean; running: boolean; broken: boolean; size: number; layout: RingLayout | null }> {
-    return this.slots.map((s) => ({ index: s.index, started: s.started, enabled: s.enabled, running: s.running, broken: s.broken, size: s.num, layout: s.vq?.layout ?? null }));
+  queues(): Array<ReturnType<Vring['info']>> {
+    return this.slots.map((s) => s.info());
   }
 
   // ---- dispatch ------------------------------------------------------------
 
   private dispatch(m: Message): void {
     const name = reqName(m.request);
-    const entry = table.get(m.request as Req);
+    const entry = Session.table.get(m.request as Req);
     try {
       if (entry === undefined) throw new ProtocolError(`unknown or unsupported ${name}`);
       checkRequest(m); // header flags, payload size, fd count
@@ -343,7 +318,7 @@ export class Session extends EventEmitter {
     const reason = e instanceof Error ? e.message : String(e);
     // REPLY_ACK's failure answer, for requests without an explicit reply of their own: a
     // u64 sent for one (GET_VRING_BASE, GET_CONFIG, ...) would read as that reply.
-    const explicit = table.get(m.request as Req)?.reply === 'payload' || requestSpec(m.request)?.reply !== undefined;
+    const explicit = Session.table.get(m.request as Req)?.reply === 'payload' || requestSpec(m.request)?.reply !== undefined;
     if (!this.ch.closed && !explicit && (m.flags & FLAG_NEED_REPLY) && (this.protocolFeatures & bit(ProtocolFeature.REPLY_ACK))) {
       try {
         this.ch.send(m.request, FLAG_REPLY, u64.encode(1n));
@@ -355,237 +330,50 @@ export class Session extends EventEmitter {
     this.ch.close(reason);
   }
 
-  // ---- queue lifecycle -----------------------------------------------------
+  // ---- queues --------------------------------------------------------------
 
-  /** @internal */
-  slot(index: number, what: string): Slot {
+  private slot(index: number, what: string): Vring {
     const s = this.slots[index];
     if (!Number.isInteger(index) || s === undefined) throw new ProtocolError(`${what}: queue ${index}, the device has ${this.slots.length}`);
     return s;
   }
 
-  private layout(): RingLayout {
-    return has(this.acked, VIRTIO_F_RING_PACKED) ? 'packed' : 'split';
+  /** A device's data plane found queue `index` broken by the driver (see QueueContext.fail). */
+  failQueueByIndex(index: number, reason: string): void {
+    this.slots[index]?.fail(reason);
   }
 
-  /**
-   * SET_VRING_KICK: the ring starts (spec: "Ring states"). A started ring was stopped first.
-   * @internal
-   */
-  startQueue(s: Slot): void {
-    if (this.memory === null) throw new ProtocolError(`queue ${s.index}: started before SET_MEM_TABLE`);
-    if (s.addr === null) throw new ProtocolError(`queue ${s.index}: started before SET_VRING_ADDR`);
-    if (s.num === 0) throw new ProtocolError(`queue ${s.index}: started before SET_VRING_NUM`);
-    const layout = this.layout();
-    const vq = new Virtqueue({ layout, size: s.num, burst: this.burst });
-    vq.setFeatures({ eventIdx: has(this.acked, VIRTIO_RING_F_EVENT_IDX), indirect: has(this.acked, VIRTIO_RING_F_INDIRECT_DESC) });
-    vq.setMemory(this.memory);
-    try {
-      try {
-        vq.setBase(s.base);
-        vq.setRings(this.ringAddrs(s.addr, layout), 'uva');
-      } catch (e) {
-        throw new ProtocolError(`queue ${s.index}: ${(e as Error).message}`);
-      }
-      if (this.inflight && s.index < this.inflight.numQueues) {
-        const per = inflightQueueBytes(this.inflight.queueSize, layout === 'packed');
-        if (this.inflight.queueSize !== s.num || !vq.setInflight(this.inflight.memory, s.index * per, per)) {
-          this.log.warn('inflight tracking not available for this queue', { queue: s.index, layout, size: s.num, inflightQueueSize: this.inflight.queueSize });
-        }
-      } else if (layout === 'packed') {
-        this.attachRingRecord(s, vq);
-      }
-      vq.syncUsedFromRing();
-      if (vq.resubmitPending > 0) this.log.info('resubmitting requests in flight before the restart', { queue: s.index, count: vq.resubmitPending });
-      vq.setCallFd(s.callFd);
-      if (vq.ringRecordState === 'recovered') {
-        // The dead backend may have completed chains without the interrupt reaching the
-        // driver; one spurious interrupt is harmless.
-        this.log.info('ring position taken from the ring record of the previous backend', { queue: s.index, frontendBase: s.frontendBase, base: vq.getBase() });
-        vq.signal();
-      }
-      this.attachLog(s, vq);
-    } catch (e) {
-      // A ring that does not start lets go of guest memory now, not when it is collected.
-      vq.detach();
-      throw e;
-    }
-    s.vq = vq;
-    s.started = true;
-    s.broken = false;
-    const log = this.log.child({ queue: s.index });
+  /** What the rings see of the session (vring.ts). */
+  private vringOwner(): VringOwner {
     const self = this; // eslint-disable-line @typescript-eslint/no-this-alias
-    s.ctx = {
-      index: s.index,
-      layout,
-      size: s.num,
-      vq,
-      get memory() {
-        return self.memory!;
+    return {
+      device: this.device,
+      log: this.log,
+      burst: this.burst,
+      memory: () => self.memory,
+      acked: () => self.acked,
+      inflight: () => self.inflight,
+      dirtyLog: () => self.dirtyLog,
+      ringRecords: () => self.openRingRecords(),
+      ending: () => self.endIfMemoryLost(),
+      broken: (index, why) => {
+        if (self.protocolFeatures & bit(ProtocolFeature.STATUS)) self.status |= DeviceStatus.DEVICE_NEEDS_RESET;
+        self.emit('queue-error', index, why);
       },
-      features: this.acked,
-      log,
-      kickFd: s.kickFd,
-      fail: (reason) => this.failQueue(s, reason),
     };
-    log.info('ring started', { layout, size: s.num, base: s.base, kick: s.polling ? 'polling' : 'eventfd' });
-    if (this.device.handlesKicks) {
-      // the device watches ctx.kickFd itself
-    } else if (s.kickFd >= 0) {
-      s.kickWatcher = new FdWatcher(s.kickFd, () => this.onKick(s));
-      s.kickWatcher.start(true, false);
-    } else {
-      s.pollTimer = setInterval(() => this.kickDevice(s), 1);
-    }
-    this.updateRunning(s);
   }
 
-  private ringAddrs(a: VringAddr, layout: RingLayout): { desc: bigint; driver: bigint; device: bigint } {
-    // split: driver area = avail ring, device area = used ring; packed: the event areas
-    void layout;
-    return { desc: a.desc, driver: a.avail, device: a.used };
-  }
-
-  /** A packed ring without an inflight area keeps its position in the ring record file. */
-  private attachRingRecord(s: Slot, vq: Virtqueue): void {
-    if (this.ringRecordPath === null || !this.device.completesInOrder) return;
+  /** The ring record file, opened on first use; null when the session keeps none or it cannot be opened. */
+  private openRingRecords(): RingRecordFile | null {
+    if (this.ringRecordPath === null) return null;
     try {
       this.ringRecords ??= RingRecordFile.open(this.ringRecordPath, this.device.numQueues);
     } catch (e) {
       // The ring works without it; only a restart after a crash cannot continue it.
       this.log.warn('ring record file not available; a restarted backend will not find this ring position', { path: this.ringRecordPath, error: (e as Error).message });
-      return;
+      return null;
     }
-    const a = this.ringRecords.area(s.index);
-    if (!vq.setRingRecord(this.ringRecords.memory, a.offset, a.len, s.frontendBase)) {
-      this.log.warn('ring record too small for this queue', { queue: s.index, size: s.num });
-    }
-  }
-
-  private attachLog(s: Slot, vq: Virtqueue): void {
-    if (this.dirtyLog && has(this.acked, VHOST_F_LOG_ALL)) {
-      // Ring writes are logged when the frontend set VHOST_VRING_F_LOG on the ring.
-      vq.setDirtyLog(this.dirtyLog.raw, s.addr !== null && s.addr.flags & VRING_F_LOG ? s.addr.log : null);
-    } else {
-      vq.setDirtyLog(null, null);
-    }
-  }
-
-  private onKick(s: Slot): void {
-    // Drain the eventfd (made non-blocking by the watcher): one wakeup for any number of kicks.
-    try {
-      readSync(s.kickFd, kickBuf, 0, 8, null);
-    } catch {
-      // EAGAIN: already drained
-    }
-    this.kickDevice(s);
-  }
-
-  private kickDevice(s: Slot): void {
-    if (!s.running || s.ctx === null) return;
-    try {
-      this.device.queueKick(s.ctx);
-    } catch (e) {
-      this.failQueue(s, e as Error);
-    }
-  }
-
-  /** started && (enabled || PROTOCOL_FEATURES not negotiated) => running. */
-  updateRunning(s: Slot): void {
-    const want = s.started && !s.broken && (s.enabled || !has(this.acked, VHOST_USER_F_PROTOCOL_FEATURES));
-    if (want && !s.running && s.stopping) {
-      // The device is still draining this queue: start it again once it has.
-      void s.stopping.then(() => this.updateRunning(s));
-      return;
-    }
-    if (want && !s.running && s.ctx) {
-      s.running = true;
-      this.device.queueStart(s.ctx);
-      this.kickDevice(s); // chains may already be waiting
-    } else if (!want && s.running) {
-      this.stopRunning(s);
-    }
-  }
-
-  /**
-   * Tells the device to stop serving the queue. The returned promise (also kept on the
-   * slot, so a later stopQueue waits for it) resolves when the device has drained it,
-   * or after STOP_TIMEOUT_MS with an error logged; it never rejects.
-   */
-  private stopRunning(s: Slot): Promise<void> {
-    if (!s.running || s.ctx === null) return s.stopping ?? Promise.resolve();
-    s.running = false;
-    const ctx = s.ctx;
-    let timer: NodeJS.Timeout | undefined;
-    const stop = Promise.resolve()
-      .then(() => this.device.queueStop(ctx))
-      .catch((e) => this.log.error('device failed to stop a queue', { queue: s.index, error: (e as Error).message }));
-    const timeout = new Promise<void>((resolve) => {
-      timer = setTimeout(() => {
-        this.log.error('device did not stop a queue in time; continuing without it', { queue: s.index, ms: STOP_TIMEOUT_MS });
-        resolve();
-      }, STOP_TIMEOUT_MS);
-    });
-    const p = Promise.race([stop, timeout]).finally(() => {
-      clearTimeout(timer);
-      if (s.stopping === p) s.stopping = null;
-    });
-    s.stopping = p;
-    return p;
-  }
-
-  /**
-   * GET_VRING_BASE / reset / disconnect: the ring stops; returns its state. `answered`:
-   * the state goes to the frontend (GET_VRING_BASE), so the ring record is no longer
-   * needed for a restart.
-   * @internal
-   */
-  async stopQueue(s: Slot, answered = false): Promise<number> {
-    await this.stopRunning(s);
-    s.kickWatcher?.close();
-    s.kickWatcher = null;
-    if (s.pollTimer) clearInterval(s.pollTimer);
-    s.pollTimer = null;
-    if (s.kickFd >= 0) closeSync(s.kickFd);
-    s.kickFd = -1;
-    const base = s.vq ? s.vq.getBase() : s.base;
-    if (s.vq) {
-      if (answered) s.vq.forgetRingRecord();
-      if (s.vq.ringRecordState === 'out-of-order') this.log.warn('the device completed chains out of order: this ring kept no position record', { queue: s.index });
-      s.vq.detach();
-      this.log.info('ring stopped', { queue: s.index, base });
-    }
-    s.vq = null;
-    s.ctx = null;
-    s.started = false;
-    s.base = base;
-    return base;
-  }
-
-  /** A device's data plane found queue `index` broken by the driver (see QueueContext.fail). */
-  failQueueByIndex(index: number, reason: string): void {
-    const s = this.slots[index];
-    if (s) this.failQueue(s, reason);
-  }
-
-  private failQueue(s: Slot, reason: VringError | Error | string): void {
-    // A queue that broke on guest memory the frontend truncated: the whole table is
-    // untrustworthy, so the session ends (not only the queue).
-    if (this.endIfMemoryLost()) return;
-    if (s.broken) return;
-    s.broken = true;
-    const why = reason instanceof VringError ? `${reason.code}: ${reason.detail}` : reason instanceof Error ? reason.message : reason;
-    this.log.error('queue broken by the driver, stopping it', { queue: s.index, reason: why });
-    void this.stopRunning(s);
-    if (this.protocolFeatures & bit(ProtocolFeature.STATUS)) this.status |= DeviceStatus.DEVICE_NEEDS_RESET;
-    if (s.errFd >= 0) {
-      try {
-        writeEventFd(s.errFd);
-      } catch {
-        // the frontend closed its end
-      }
-    }
-    this.emit('queue-error', s.index, why);
+    return this.ringRecords;
   }
 
   /**
@@ -677,15 +465,7 @@ export class Session extends EventEmitter {
     }
     Session.closeRegionFds(this.regionSpecs, specs);
     this.regionSpecs = specs;
-    for (const s of this.slots) {
-      if (!s.vq || !s.addr) continue;
-      s.vq.setMemory(mem);
-      try {
-        s.vq.setRings(this.ringAddrs(s.addr, s.vq.layout), 'uva');
-      } catch (e) {
-        this.failQueue(s, `its rings are not mapped by the new memory table: ${(e as Error).message}`);
-      }
-    }
+    for (const s of this.slots) s.remap(mem);
     if (this.slots.some((s) => s.vq)) this.device.memoryChanged?.(mem);
     old?.close();
     this.log.info('memory table set', { regions: mem.regions.length, bytes: mem.regions.reduce((n, r) => n + r.size, 0n) });
@@ -697,21 +477,8 @@ export class Session extends EventEmitter {
    * preceded by SET_VRING_BASE all the same.
    */
   async resetDevice(why: string, keepPositions = false): Promise<void> {
-    for (const s of this.slots) await this.stopQueue(s);
-    for (const s of this.slots) {
-      for (const k of ['callFd', 'errFd'] as const) {
-        if (s[k] >= 0) closeSync(s[k]);
-        s[k] = -1;
-      }
-      s.num = 0;
-      s.addr = null;
-      if (!keepPositions) {
-        s.base = 0;
-        s.frontendBase = 0;
-      }
-      s.enabled = false;
-      s.broken = false;
-    }
+    for (const s of this.slots) await s.stop();
+    for (const s of this.slots) s.forget(keepPositions);
     this.acked = 0n;
     this.status = 0;
     this.device.reset?.();
@@ -754,7 +521,8 @@ export class Session extends EventEmitter {
 
   // ---- handlers (called through the table) --------------------------------
 
-  h = {
+  /** The request handlers, by name; the dispatch table (Session.table) says which serves which request. */
+  private readonly h = {
     getFeatures: (): Uint8Array => u64.encode(this.offeredFeatures),
     setFeatures: (m: Message): boolean | void => {
       const f = decodeBody(Req.SET_FEATURES, m);
@@ -763,7 +531,7 @@ export class Session extends EventEmitter {
       const wasLogging = has(this.acked, VHOST_F_LOG_ALL);
       this.acked = f;
       this.device.featuresNegotiated?.(f);
-      if (wasLogging !== has(f, VHOST_F_LOG_ALL)) for (const s of this.slots) if (s.vq) this.attachLog(s, s.vq);
+      if (wasLogging !== has(f, VHOST_F_LOG_ALL)) for (const s of this.slots) s.attachLog();
       this.log.info('features negotiated', { features: f });
     },
     getProtocolFeatures: (): Uint8Array => u64.encode(this.offeredProtocolFeatures),
@@ -779,7 +547,7 @@ export class Session extends EventEmitter {
     },
     resetOwner: async (): Promise<void> => {
       // Deprecated; the spec recommends disabling the rings.
-      for (const s of this.slots) await this.stopQueue(s);
+      for (const s of this.slots) await s.stop();
     },
     // Every table is mapped whole from the regions' fds (kept in regionSpecs), never
     // derived with GuestMemory.withRegion / withoutRegion: a derived table's mappings
@@ -827,19 +595,10 @@ export class Session extends EventEmitter {
       const s = this.slot(a.index, 'SET_VRING_ADDR');
       const old = s.addr;
       s.addr = a;
-      const vq = s.vq;
-      if (vq) {
+      if (s.vq) {
         // On a running ring QEMU changes the LOG flag (migration start/stop): thread-safe.
-        this.attachLog(s, vq);
-        if (old === null || old.desc !== a.desc || old.used !== a.used || old.avail !== a.avail) {
-          await this.underPause(() => {
-            try {
-              vq.setRings(this.ringAddrs(a, vq.layout), 'uva');
-            } catch (e) {
-              throw new ProtocolError(`SET_VRING_ADDR queue ${a.index}: ${(e as Error).message}`);
-            }
-          });
-        }
+        s.attachLog();
+        if (old === null || old.desc !== a.desc || old.used !== a.used || old.avail !== a.avail) await this.underPause(() => s.moveRings(a));
       }
     },
     setVringBase: (m: Message): void => {
@@ -852,7 +611,7 @@ export class Session extends EventEmitter {
     getVringBase: async (m: Message): Promise<Uint8Array> => {
       const st = decodeBody(Req.GET_VRING_BASE, m);
       const s = this.slot(st.index, 'GET_VRING_BASE');
-      const base = await this.stopQueue(s, true);
+      const base = await s.stop(true);
       return vringState.encode({ index: st.index, num: base });
     },
     setVringKick: async (m: Message): Promise<void> => {
@@ -863,7 +622,7 @@ export class Session extends EventEmitter {
       // carries over), then start again with the new fd.
       if (s.started || s.stopping) {
         try {
-          await this.stopQueue(s);
+          await s.stop();
         } catch (e) {
           if (fd >= 0) closeSync(fd);
           throw e;
@@ -871,7 +630,7 @@ export class Session extends EventEmitter {
       }
       s.kickFd = fd;
       s.polling = f.noFd;
-      this.startQueue(s);
+      s.start();
     },
     setVringCall: (m: Message): void => {
       const f = decodeBody(Req.SET_VRING_CALL, m);
@@ -895,7 +654,7 @@ export class Session extends EventEmitter {
         throw new ProtocolError('SET_VRING_ENABLE without VHOST_USER_F_PROTOCOL_FEATURES negotiated');
       }
       s.enabled = st.num === 1;
-      this.updateRunning(s);
+      s.updateRunning();
     },
     sendRarp: (m: Message): boolean => {
       if (!this.device.sendRarp) return false;
@@ -942,7 +701,7 @@ export class Session extends EventEmitter {
       } finally {
         closeSync(fd);
       }
-      for (const s of this.slots) if (s.vq) this.attachLog(s, s.vq);
+      for (const s of this.slots) s.attachLog();
       return u64.encode(0n);
     },
     setLogFd: (m: Message): void => {
@@ -986,6 +745,50 @@ export class Session extends EventEmitter {
     getStatus: (): Uint8Array => u64.encode(BigInt(this.status)),
   };
 
+  private static H(k: keyof Session['h']): Entry['handler'] {
+    return (s, m) => (s.h[k] as (m: Message) => ReturnType<Entry['handler']>)(m);
+  }
+
+  /** The dispatch table: every front-end request we serve. */
+  private static readonly table = new Map<Req, Entry>([
+    [Req.GET_FEATURES, { beforeOwner: true, reply: 'payload', handler: Session.H('getFeatures') }],
+    [Req.SET_FEATURES, { reply: 'none', handler: Session.H('setFeatures') }],
+    [Req.GET_PROTOCOL_FEATURES, { beforeOwner: true, reply: 'payload', handler: Session.H('getProtocolFeatures') }],
+    [Req.SET_PROTOCOL_FEATURES, { beforeOwner: true, reply: 'none', handler: Session.H('setProtocolFeatures') }],
+    [Req.SET_OWNER, { beforeOwner: true, reply: 'none', handler: Session.H('setOwner') }],
+    [Req.RESET_OWNER, { reply: 'none', handler: Session.H('resetOwner') }],
+    [Req.SET_MEM_TABLE, { reply: 'none', handler: Session.H('setMemTable') }],
+    [Req.GET_MAX_MEM_SLOTS, { beforeOwner: true, needs: ProtocolFeature.CONFIGURE_MEM_SLOTS, reply: 'payload', handler: Session.H('getMaxMemSlots') }],
+    [Req.ADD_MEM_REG, { needs: ProtocolFeature.CONFIGURE_MEM_SLOTS, reply: 'none', handler: Session.H('addMemReg') }],
+    [Req.REM_MEM_REG, { needs: ProtocolFeature.CONFIGURE_MEM_SLOTS, reply: 'none', handler: Session.H('remMemReg') }],
+    [Req.SET_VRING_NUM, { reply: 'none', handler: Session.H('setVringNum') }],
+    [Req.SET_VRING_ADDR, { reply: 'none', handler: Session.H('setVringAddr') }],
+    [Req.SET_VRING_BASE, { reply: 'none', handler: Session.H('setVringBase') }],
+    [Req.GET_VRING_BASE, { reply: 'payload', handler: Session.H('getVringBase') }],
+    [Req.SET_VRING_KICK, { reply: 'none', handler: Session.H('setVringKick') }],
+    [Req.SET_VRING_CALL, { reply: 'none', handler: Session.H('setVringCall') }],
+    [Req.SET_VRING_ERR, { reply: 'none', handler: Session.H('setVringErr') }],
+    [Req.GET_QUEUE_NUM, { beforeOwner: true, needs: ProtocolFeature.MQ, reply: 'payload', handler: Session.H('getQueueNum') }],
+    [Req.SET_VRING_ENABLE, { reply: 'none', handler: Session.H('setVringEnable') }],
+    [Req.SEND_RARP, { needs: ProtocolFeature.RARP, reply: 'none', handler: Session.H('sendRarp') }],
+    [Req.NET_SET_MTU, { needs: ProtocolFeature.MTU, reply: 'none', handler: Session.H('netSetMtu') }],
+    [Req.SET_BACKEND_REQ_FD, { beforeOwner: true, needs: ProtocolFeature.BACKEND_REQ, reply: 'none', handler: Session.H('setBackendReqFd') }],
+    [Req.GET_CONFIG, { beforeOwner: true, needs: ProtocolFeature.CONFIG, reply: 'payload', handler: Session.H('getConfig') }],
+    [Req.SET_CONFIG, { needs: ProtocolFeature.CONFIG, reply: 'none', handler: Session.H('setConfig') }],
+    [Req.SET_LOG_BASE, { needs: ProtocolFeature.LOG_SHMFD, reply: 'payload', handler: Session.H('setLogBase') }],
+    [Req.SET_LOG_FD, { reply: 'none', handler: Session.H('setLogFd') }],
+    [Req.GET_INFLIGHT_FD, { needs: ProtocolFeature.INFLIGHT_SHMFD, reply: 'payload', handler: Session.H('getInflightFd') }],
+    [Req.SET_INFLIGHT_FD, { needs: ProtocolFeature.INFLIGHT_SHMFD, reply: 'none', handler: Session.H('setInflightFd') }],
+    [Req.RESET_DEVICE, { needs: ProtocolFeature.RESET_DEVICE, reply: 'none', handler: Session.H('resetDevice') }],
+    [Req.SET_STATUS, { needs: ProtocolFeature.STATUS, reply: 'none', handler: Session.H('setStatus') }],
+    [Req.GET_STATUS, { needs: ProtocolFeature.STATUS, reply: 'payload', handler: Session.H('getStatus') }],
+  ]);
+
+  /** Requests the session serves (for docs and tests). */
+  static requests(): Req[] {
+    return [...Session.table.keys()];
+  }
+
   private setInflight(fd: number, size: bigint, offset: bigint, numQueues: number, queueSize: number): void {
     let memory: GuestMemory;
     try {
@@ -1002,14 +805,6 @@ export class Session extends EventEmitter {
   }
 }
 
-/**
- * Bytes of one queue's inflight region, 64-aligned: split rings use vhost-user.rst's
- * QueueRegionSplit, packed rings vhostkit's own layout (native/vring/packed_ring.h).
- */
-export function inflightQueueBytes(queueSize: number, packed: boolean): number {
-  const raw = packed ? 64 + 34 * queueSize : 16 + 16 * queueSize;
-  return Math.ceil(raw / 64) * 64;
-}
 
 function mapOrThrow(f: () => GuestMemory): GuestMemory {
   try {
@@ -1019,51 +814,7 @@ function mapOrThrow(f: () => GuestMemory): GuestMemory {
   }
 }
 
-const kickBuf = Buffer.alloc(8);
-/** How long a device may take to drain a stopping queue. */
-const STOP_TIMEOUT_MS = 10000;
-function writeEventFd(fd: number): void {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(1n);
-  writeSync(fd, b);
-}
 
-const H = (k: keyof Session['h']) => (s: Session, m: Message) => (s.h[k] as (m: Message) => ReturnType<Entry['handler']>)(m);
-
-/** The dispatch table: every front-end request we serve. */
-const table = new Map<Req, Entry>([
-  [Req.GET_FEATURES, { beforeOwner: true, reply: 'payload', handler: H('getFeatures') }],
-  [Req.SET_FEATURES, { reply: 'none', handler: H('setFeatures') }],
-  [Req.GET_PROTOCOL_FEATURES, { beforeOwner: true, reply: 'payload', handler: H('getProtocolFeatures') }],
-  [Req.SET_PROTOCOL_FEATURES, { beforeOwner: true, reply: 'none', handler: H('setProtocolFeatures') }],
-  [Req.SET_OWNER, { beforeOwner: true, reply: 'none', handler: H('setOwner') }],
-  [Req.RESET_OWNER, { reply: 'none', handler: H('resetOwner') }],
-  [Req.SET_MEM_TABLE, { reply: 'none', handler: H('setMemTable') }],
-  [Req.GET_MAX_MEM_SLOTS, { beforeOwner: true, needs: ProtocolFeature.CONFIGURE_MEM_SLOTS, reply: 'payload', handler: H('getMaxMemSlots') }],
-  [Req.ADD_MEM_REG, { needs: ProtocolFeature.CONFIGURE_MEM_SLOTS, reply: 'none', handler: H('addMemReg') }],
-  [Req.REM_MEM_REG, { needs: ProtocolFeature.CONFIGURE_MEM_SLOTS, reply: 'none', handler: H('remMemReg') }],
-  [Req.SET_VRING_NUM, { reply: 'none', handler: H('setVringNum') }],
-  [Req.SET_VRING_ADDR, { reply: 'none', handler: H('setVringAddr') }],
-  [Req.SET_VRING_BASE, { reply: 'none', handler: H('setVringBase') }],
-  [Req.GET_VRING_BASE, { reply: 'payload', handler: H('getVringBase') }],
-  [Req.SET_VRING_KICK, { reply: 'none', handler: H('setVringKick') }],
-  [Req.SET_VRING_CALL, { reply: 'none', handler: H('setVringCall') }],
-  [Req.SET_VRING_ERR, { reply: 'none', handler: H('setVringErr') }],
-  [Req.GET_QUEUE_NUM, { beforeOwner: true, needs: ProtocolFeature.MQ, reply: 'payload', handler: H('getQueueNum') }],
-  [Req.SET_VRING_ENABLE, { reply: 'none', handler: H('setVringEnable') }],
-  [Req.SEND_RARP, { needs: ProtocolFeature.RARP, reply: 'none', handler: H('sendRarp') }],
-  [Req.NET_SET_MTU, { needs: ProtocolFeature.MTU, reply: 'none', handler: H('netSetMtu') }],
-  [Req.SET_BACKEND_REQ_FD, { beforeOwner: true, needs: ProtocolFeature.BACKEND_REQ, reply: 'none', handler: H('setBackendReqFd') }],
-  [Req.GET_CONFIG, { beforeOwner: true, needs: ProtocolFeature.CONFIG, reply: 'payload', handler: H('getConfig') }],
-  [Req.SET_CONFIG, { needs: ProtocolFeature.CONFIG, reply: 'none', handler: H('setConfig') }],
-  [Req.SET_LOG_BASE, { needs: ProtocolFeature.LOG_SHMFD, reply: 'payload', handler: H('setLogBase') }],
-  [Req.SET_LOG_FD, { reply: 'none', handler: H('setLogFd') }],
-  [Req.GET_INFLIGHT_FD, { needs: ProtocolFeature.INFLIGHT_SHMFD, reply: 'payload', handler: H('getInflightFd') }],
-  [Req.SET_INFLIGHT_FD, { needs: ProtocolFeature.INFLIGHT_SHMFD, reply: 'none', handler: H('setInflightFd') }],
-  [Req.RESET_DEVICE, { needs: ProtocolFeature.RESET_DEVICE, reply: 'none', handler: H('resetDevice') }],
-  [Req.SET_STATUS, { needs: ProtocolFeature.STATUS, reply: 'none', handler: H('setStatus') }],
-  [Req.GET_STATUS, { needs: ProtocolFeature.STATUS, reply: 'payload', handler: H('getStatus') }],
-]);
 
 /** Requests the session serves (for docs and tests). */
-export const supportedRequests: Req[] = [...table.keys()];
+export const supportedRequests: Req[] = Session.requests();
