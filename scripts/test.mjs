@@ -63,6 +63,19 @@ try {
 }
 
 const results = [];
+// Lint first (ESLint and Prettier, npm run lint): one check, passed or failed.
+{
+  process.stdout.write('\n=== lint ===\n');
+  let report = '';
+  try {
+    execFileSync('npm', ['run', '--silent', 'lint'], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    process.stdout.write('lint: clean\n');
+  } catch (e) {
+    report = `${e.stdout ?? ''}${e.stderr ?? ''}`;
+    process.stdout.write(report);
+  }
+  results.push({ label: 'lint', passed: report === '' ? 1 : 0, failed: report === '' ? 0 : 1, report: report === '' ? '' : `lint failed (npm run lint):\n${report}` });
+}
 results.push(await run('tests', ['dist/test/**/*.test.js'], {}));
 
 if (process.env.VHOSTKIT_SKIP_ASAN !== '1') {

@@ -25,10 +25,7 @@ let out: PinoLogger | null = null;
 
 /** pino on stderr: {"level":"info","time":<ms>,<context and fields>,"msg":"..."}; bigints as hex strings. */
 function jsonSink(rec: LogRecord): void {
-  out ??= pino(
-    { level: 'debug', base: undefined, timestamp: pino.stdTimeFunctions.epochTime, formatters: { level: (label) => ({ level: label }) } },
-    pino.destination({ dest: 2, sync: true }),
-  );
+  out ??= pino({ level: 'debug', base: undefined, timestamp: pino.stdTimeFunctions.epochTime, formatters: { level: (label) => ({ level: label }) } }, pino.destination({ dest: 2, sync: true }));
   const { level, time: _time, msg, ...fields } = rec;
   for (const k of Object.keys(fields)) if (typeof fields[k] === 'bigint') fields[k] = `0x${(fields[k] as bigint).toString(16)}`;
   out[level](fields, msg);

@@ -46,7 +46,10 @@ describe('layers of src/', () => {
 
   it('every unit of src/ has a layer', () => {
     const units = new Set(files.map((f) => unitOf(relative(SRC, f))));
-    expect([...units].filter((u) => !(u in LAYER)), 'units without a layer (add them to LAYER)').to.deep.equal([]);
+    expect(
+      [...units].filter((u) => !(u in LAYER)),
+      'units without a layer (add them to LAYER)',
+    ).to.deep.equal([]);
   });
 
   it('no import points beside or up, or out of src/', () => {

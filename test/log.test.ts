@@ -17,7 +17,10 @@ const cli = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'cli', 'm
 /** Runs `vhostkit blk` on a RAM disk for a moment; resolves with what it wrote to stderr. */
 function blkStderr(dir: string, flags: string[]): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, [cli, 'blk', '--socket', join(dir, `b${Math.random()}.sock`), '--ram', '1M', ...flags], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, VHOSTKIT_LOG_FORMAT: '', VHOSTKIT_LOG: '' } });
+    const p = spawn(process.execPath, [cli, 'blk', '--socket', join(dir, `b${Math.random()}.sock`), '--ram', '1M', ...flags], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, VHOSTKIT_LOG_FORMAT: '', VHOSTKIT_LOG: '' },
+    });
     let stderr = '';
     let stdout = '';
     p.stderr.on('data', (d) => (stderr += d));

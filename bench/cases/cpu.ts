@@ -10,7 +10,7 @@ import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { makeTempDir, startTestpmd, type Testpmd } from '../../test/lib/peers.js';
 import { progress, spawnOwned, stopChild } from '../lib/proc.js';
-import { median, type CaseReport, type Row } from '../lib/report.js';
+import { type CaseReport, type Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';
 import { generic, vkArgv, waitSocket } from './net.js';
 

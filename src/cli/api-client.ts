@@ -51,7 +51,10 @@ export type Row = Record<string, unknown>;
 export function table(rows: Row[], cols: Array<[string, (r: Row) => unknown]>): string {
   const cells = rows.map((r) => cols.map(([, f]) => String(f(r) ?? '')));
   const w = cols.map(([h], i) => Math.max(h.length, ...cells.map((c) => c[i].length)));
-  const line = (c: string[]) => c.map((x, i) => x.padEnd(w[i])).join('  ').trimEnd();
+  const line = (c: string[]) =>
+    c
+      .map((x, i) => x.padEnd(w[i]))
+      .join('  ')
+      .trimEnd();
   return [line(cols.map(([h]) => h)), ...cells.map(line)].join('\n') + '\n';
 }
-

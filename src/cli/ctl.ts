@@ -1,6 +1,5 @@
 // `vhostkit ctl`: the management API's command-line client (as ovs-appctl is to OVS).
 import { parseArgs } from 'node:util';
-import { resolve as resolvePath } from 'node:path';
 import { defaultApiAddress, readTokenFile } from '../host/api.js';
 import { apiRequest, table, type Row } from './api-client.js';
 import { top } from './top.js';

@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import { ringBench } from '../loadgen/ring-bench.js';
 import type { RingLayout } from '../native/virtqueue.js';
 import { formatProbe, probe, type ProbeType } from '../vhost-user/probe.js';
-import { cmdSwitch, switchUsage } from './switch.js';
+import { cmdSwitch } from './switch.js';
 import { cmdBlk } from './blk.js';
 import { cmdNetLoad } from './net-load.js';
 import { cmdRun } from './run.js';
@@ -57,7 +57,10 @@ function commandUsage(command: string): string {
   const lines = usage.split('\n');
   const at = lines.findIndex((l) => l.startsWith(`  ${command} `) || l === `  ${command}`);
   const end = lines.findIndex((l, i) => i > at && /^ {2}\S/.test(l));
-  return `usage: vhostkit${lines.slice(at, end < 0 ? undefined : end).join('\n').replace(/^ {1}/, '')}\n`;
+  return `usage: vhostkit${lines
+    .slice(at, end < 0 ? undefined : end)
+    .join('\n')
+    .replace(/^ {1}/, '')}\n`;
 }
 
 function fail(msg: string): never {
@@ -98,9 +101,7 @@ function cmdRingBench(argv: string[]): void {
   if (!(seconds > 0 && seconds <= 600)) fail(`--seconds ${values.seconds}: expected 0 < S <= 600`);
   for (const layout of layouts) {
     const r = ringBench({ layout, size, burst, packetBytes, seconds });
-    process.stdout.write(
-      `${layout.padEnd(6)} size ${size} burst ${burst} ${packetBytes} B: ${(r.chainsPerSecond / 1e6).toFixed(2)} M chains/s (${r.chains} in ${r.elapsed.toFixed(2)} s)\n`,
-    );
+    process.stdout.write(`${layout.padEnd(6)} size ${size} burst ${burst} ${packetBytes} B: ${(r.chainsPerSecond / 1e6).toFixed(2)} M chains/s (${r.chains} in ${r.elapsed.toFixed(2)} s)\n`);
   }
 }
 

@@ -66,7 +66,7 @@ export async function cmdNetLoad(argv: string[]): Promise<void> {
   const be = new VhostUserBackend(dev, { socket, mode: values.client ? 'client' : 'server', log: log.child({ port: 'net-load' }) });
   await be.start();
   // Signals are handled before the first line that says we serve.
-  let tick: NodeJS.Timeout | undefined;
+  let tick: NodeJS.Timeout | undefined = undefined; // set below, once the first line is out
   const stopped = untilSignal(
     async () => {
       clearInterval(tick);
@@ -87,9 +87,7 @@ export async function cmdNetLoad(argv: string[]): Promise<void> {
     if (values.json) {
       process.stdout.write(JSON.stringify({ t: now / 1000, ...c, poll: dev.pollStats, threads: dev.threadStats() }) + '\n');
     } else {
-      process.stdout.write(
-        `rx ${((c.rxPackets - last.rx) / dt / 1e6).toFixed(3)} Mpps  tx ${((c.txPackets - last.tx) / dt / 1e6).toFixed(3)} Mpps  (total rx ${c.rxPackets}, tx ${c.txPackets})\n`,
-      );
+      process.stdout.write(`rx ${((c.rxPackets - last.rx) / dt / 1e6).toFixed(3)} Mpps  tx ${((c.txPackets - last.tx) / dt / 1e6).toFixed(3)} Mpps  (total rx ${c.rxPackets}, tx ${c.txPackets})\n`);
     }
     last = { t: now, rx: c.rxPackets, tx: c.txPackets };
   }, 1000);

@@ -133,7 +133,9 @@ export class ApiServer {
     const a = parseApiAddress(address);
     if ('host' in a && !opts.token) {
       if (!isLoopback(a.host)) {
-        throw new Error(`API on ${address} without a token: anyone who can reach that address could add disks and ports as this process's user. Give --api-token-file FILE (apiTokenFile), or listen on loopback or a Unix socket`);
+        throw new Error(
+          `API on ${address} without a token: anyone who can reach that address could add disks and ports as this process's user. Give --api-token-file FILE (apiTokenFile), or listen on loopback or a Unix socket`,
+        );
       }
     }
     const api = new ApiServer(host, opts);
@@ -142,7 +144,13 @@ export class ApiServer {
       api.server.once('error', reject);
       if ('path' in a) {
         prepareSocketPath(a.path);
-        const b = bindSocketFile(a.path, () => api.server.listen(a.path, () => resolve()), opts.socketMode, opts.socketGroup, (srv) => srv.close());
+        const b = bindSocketFile(
+          a.path,
+          () => api.server.listen(a.path, () => resolve()),
+          opts.socketMode,
+          opts.socketGroup,
+          (srv) => srv.close(),
+        );
         api.socket = { path: a.path, ino: b.ino };
         api.address = `unix:${a.path}`;
       } else {

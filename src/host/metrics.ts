@@ -65,7 +65,13 @@ export async function renderMetrics(host: Host): Promise<string> {
     for (const [reason, key] of DROP_REASONS) e.add('vhostkit_port_drops_total', 'counter', 'Frames dropped, by reason.', { ...l, reason }, c[key]);
     e.add('vhostkit_port_flooded_total', 'counter', 'Frames received by the port that were flooded.', l, c.flooded);
     e.add('vhostkit_port_queue_errors_total', 'counter', 'Queues of the port its guest broke.', l, c.queue_errors);
-    e.add('vhostkit_port_rx_csum_completed_total', 'counter', 'Frames from a VXLAN port with a partial TCP/UDP checksum (left by a same-host VTEP): completed, or over an MTU of 1500 handed on as TSO.', l, c.rx_csum_completed);
+    e.add(
+      'vhostkit_port_rx_csum_completed_total',
+      'counter',
+      'Frames from a VXLAN port with a partial TCP/UDP checksum (left by a same-host VTEP): completed, or over an MTU of 1500 handed on as TSO.',
+      l,
+      c.rx_csum_completed,
+    );
   }
   for (const s of await host.switchList()) {
     for (const q of await host.queueStats(s.name)) {
@@ -73,7 +79,13 @@ export async function renderMetrics(host: Host): Promise<string> {
       e.add('vhostkit_queue_packets_total', 'counter', 'Frames through the queue (rx: delivered to the guest; tx: taken from it).', l, q.packets);
       e.add('vhostkit_queue_bytes_total', 'counter', 'Bytes through the queue.', l, q.bytes);
       e.add('vhostkit_queue_notifications_total', 'counter', 'Used-buffer notifications (interrupts) after a burst: sent, or suppressed by the guest.', { ...l, result: 'sent' }, q.notifySent);
-      e.add('vhostkit_queue_notifications_total', 'counter', 'Used-buffer notifications (interrupts) after a burst: sent, or suppressed by the guest.', { ...l, result: 'suppressed' }, q.notifySuppressed);
+      e.add(
+        'vhostkit_queue_notifications_total',
+        'counter',
+        'Used-buffer notifications (interrupts) after a burst: sent, or suppressed by the guest.',
+        { ...l, result: 'suppressed' },
+        q.notifySuppressed,
+      );
       e.add('vhostkit_queue_ring_fill', 'gauge', 'Descriptors the guest made available that the device has not taken yet.', l, q.ringFill);
       e.add('vhostkit_queue_size', 'gauge', 'Queue size (descriptors).', l, q.size);
     }

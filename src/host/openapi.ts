@@ -13,7 +13,12 @@ interface Operation {
 }
 
 const name = { type: 'string', pattern: '^[A-Za-z0-9_.-]+$' };
-const size = { oneOf: [{ type: 'integer', minimum: 1 }, { type: 'string', examples: ['1G', '512M'] }] };
+const size = {
+  oneOf: [
+    { type: 'integer', minimum: 1 },
+    { type: 'string', examples: ['1G', '512M'] },
+  ],
+};
 const vlan = {
   oneOf: [
     { type: 'integer', minimum: 1, maximum: 4094 },
@@ -68,7 +73,11 @@ export const OPERATIONS: Record<string, Operation> = {
   'GET /v1/status': { summary: 'Version, pid, uptime and what the process serves', returns: 'status' },
   'GET /v1/qemu': { summary: 'The QEMU arguments that attach a guest to each port and disk', returns: 'QEMU arguments' },
   'GET /v1/switches': { summary: 'Switches, their ports and data-plane threads', returns: 'a list of switches' },
-  'POST /v1/switches': { summary: 'Add a switch (no ports)', body: { type: 'object', required: ['name'], properties: { name, poll: { enum: ['busy', 'event', 'adaptive'] }, cpus: { type: 'string' } } }, returns: 'the switch' },
+  'POST /v1/switches': {
+    summary: 'Add a switch (no ports)',
+    body: { type: 'object', required: ['name'], properties: { name, poll: { enum: ['busy', 'event', 'adaptive'] }, cpus: { type: 'string' } } },
+    returns: 'the switch',
+  },
   'GET /v1/switches/:sw': { summary: 'One switch', returns: 'the switch' },
   'DELETE /v1/switches/:sw': { summary: 'Remove a switch and its ports', returns: '{removed}' },
   'GET /v1/switches/:sw/fdb': { summary: 'The forwarding database: MAC, VLAN, port, age', returns: 'a list of entries' },
@@ -86,12 +95,20 @@ export const OPERATIONS: Record<string, Operation> = {
   'DELETE /v1/ports/:name/capture': { summary: 'Stop a capture', returns: 'the capture' },
   'GET /v1/captures': { summary: 'Captures and their packet counts', returns: 'a list of captures' },
   'GET /v1/log': { summary: 'The log level and format', returns: '{level, format}' },
-  'PUT /v1/log': { summary: 'Set the log level at run time', body: { type: 'object', required: ['level'], properties: { level: { enum: ['debug', 'info', 'warn', 'error'] } } }, returns: '{level, format}' },
+  'PUT /v1/log': {
+    summary: 'Set the log level at run time',
+    body: { type: 'object', required: ['level'], properties: { level: { enum: ['debug', 'info', 'warn', 'error'] } } },
+    returns: '{level, format}',
+  },
   'GET /v1/disks': { summary: 'Disks', returns: 'a list of disks' },
   'POST /v1/disks': { summary: 'Add a disk: a RAM disk, or an image under the configured imageDirs', body: disk, returns: 'the disk' },
   'GET /v1/disks/:name': { summary: 'One disk, with its request counters', returns: 'the disk' },
   'DELETE /v1/disks/:name': { summary: 'Remove a disk (in-flight requests finish first)', returns: '{removed}' },
-  'POST /v1/disks/:name/resize': { summary: 'Grow a disk (no size: re-read its file); the guest is told', body: { type: 'object', properties: { size } }, returns: 'old and new size, whether the guest was told' },
+  'POST /v1/disks/:name/resize': {
+    summary: 'Grow a disk (no size: re-read its file); the guest is told',
+    body: { type: 'object', properties: { size } },
+    returns: 'old and new size, whether the guest was told',
+  },
   'GET /metrics': { summary: 'Prometheus text format: ports, queues, data-plane threads, disks', returns: 'text/plain' },
 };
 
@@ -112,7 +129,10 @@ export function openApiDocument(routes: ReadonlyArray<{ method: string; path: st
       ...(op.body ? { requestBody: { required: true, content: { 'application/json': { schema: op.body } } } } : {}),
       responses: {
         [r.method === 'POST' ? '201' : '200']: { description: op.returns, content: { [text ? 'text/plain' : 'application/json']: {} } },
-        default: { description: 'an error: {"error": "..."} (400, 401, 403, 404, 409, 413, 500)', content: { 'application/json': { schema: { type: 'object', properties: { error: { type: 'string' } } } } } },
+        default: {
+          description: 'an error: {"error": "..."} (400, 401, 403, 404, 409, 413, 500)',
+          content: { 'application/json': { schema: { type: 'object', properties: { error: { type: 'string' } } } } },
+        },
       },
     };
   }

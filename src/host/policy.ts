@@ -59,7 +59,8 @@ export class AccessPolicy {
 
   /** Checks an image a disk added through the API would serve; returns its real path. */
   image(file: string): string {
-    if (this.imageDirs.length === 0) throw new HostError(403, `disk image ${file}: disks with a file are off through the API: start vhostkit run with --image-dir DIR (imageDirs in the configuration)`);
+    if (this.imageDirs.length === 0)
+      throw new HostError(403, `disk image ${file}: disks with a file are off through the API: start vhostkit run with --image-dir DIR (imageDirs in the configuration)`);
     const path = real(file, 'disk image');
     const dirs = this.imageDirs.map((d) => {
       try {

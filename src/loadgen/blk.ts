@@ -176,8 +176,7 @@ export async function runBlkLoad(o: BlkLoadOptions): Promise<BlkLoadResult> {
   if (3 * o.depth > ringSize) throw new RangeError(`queue depth ${o.depth}: at most ${Math.floor(ringSize / 3)} with rings of ${ringSize}`);
   const fe = await VhostUserFrontend.connect(o.socket, { timeoutMs: 15000 });
   try {
-    const want =
-      bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(BlkFeature.MQ) | bit(BlkFeature.BLK_SIZE);
+    const want = bit(VIRTIO_F_VERSION_1) | bit(VIRTIO_RING_F_EVENT_IDX) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | bit(BlkFeature.MQ) | bit(BlkFeature.BLK_SIZE);
     await fe.negotiate({ features: want, protocolFeatures: bit(ProtocolFeature.MQ) | bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.CONFIG) });
     if (!has(fe.features, VIRTIO_RING_F_EVENT_IDX)) throw new Error('the backend does not offer EVENT_IDX');
     if (o.queues > 1) {

@@ -316,7 +316,6 @@ class WorkerLane implements Lane {
     this.contexts.clear();
   }
 
-
   syncPollStats(): void {
     // the worker keeps its poll counters in the shared array itself
   }

@@ -35,10 +35,7 @@ export function ringBench(o: RingBenchOptions): RingBenchResult {
     q.setFeatures({ eventIdx: true, indirect: true });
     q.setMemory(mem);
     q.setBase(o.layout === 'split' ? 0 : 0x80008000);
-    const rings =
-      drv instanceof SplitDriver
-        ? { desc: drv.descAddr, driver: drv.availAddr, device: drv.usedAddr }
-        : { desc: drv.descAddr, driver: drv.driverEventAddr, device: drv.deviceEventAddr };
+    const rings = drv instanceof SplitDriver ? { desc: drv.descAddr, driver: drv.availAddr, device: drv.usedAddr } : { desc: drv.descAddr, driver: drv.driverEventAddr, device: drv.deviceEventAddr };
     q.setRings({ desc: BigInt(rings.desc), driver: BigInt(rings.driver), device: BigInt(rings.device) }, 'gpa');
     // One buffer per slot, reused for the whole run (the allocator never frees).
     const slots = Array.from({ length: o.size }, () => alloc.alloc(o.packetBytes));

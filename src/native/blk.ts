@@ -300,14 +300,13 @@ export class BlkEngine {
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`BlkEngine.drain: ${this.inFlightOf(q)} requests still in flight after ${timeoutMs} ms`);
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, Math.min(left, 100));
-        const self = this;
-        function done(): void {
+        const done = (): void => {
           clearTimeout(timer);
-          self.#waiters = self.#waiters.filter((w) => w !== done);
-          self.#maybeStopWatcher();
+          this.#waiters = this.#waiters.filter((w) => w !== done);
+          this.#maybeStopWatcher();
           resolve();
-        }
+        };
+        const timer = setTimeout(done, Math.min(left, 100));
         this.#waiters.push(done);
         this.#ensureWatcher();
       });

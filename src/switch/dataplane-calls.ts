@@ -26,9 +26,7 @@ export interface DataplaneThread {
 }
 
 /** What the data plane tells its owner without being asked. */
-export type DataplaneEvent =
-  | { event: 'queue-error'; port: number; index: number; reason: string }
-  | { event: 'capture'; port: number; records: Uint8Array; packets: number; done: boolean };
+export type DataplaneEvent = { event: 'queue-error'; port: number; index: number; reason: string } | { event: 'capture'; port: number; records: Uint8Array; packets: number; done: boolean };
 
 export interface DataplaneSettings {
   burst: number;

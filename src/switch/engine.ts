@@ -10,7 +10,7 @@ import { FdWatcher } from '../native/unix-socket.js';
 import { Poller, type PollMode, type PollTarget } from '../dataplane/poller.js';
 import { CaptureTap, IOTA, type CaptureSink, type CaptureSpec } from './capture.js';
 import { GuestMemory } from '../native/guest-memory.js';
-import { Virtqueue, type RingLayout } from '../native/virtqueue.js';
+import { Virtqueue } from '../native/virtqueue.js';
 import { DELIVER_STATS, DeliverStat, VLAN_KEEP, VLAN_STRIP, netDeliver, netDeliverFlat, netPeek, netToFlat } from '../native/net.js';
 import {
   READ_STATS,
@@ -31,22 +31,9 @@ import {
   type TapReadBatch,
   type UdpRecvBatch,
 } from '../native/host-io.js';
-import {
-  CLASSIFY_COUNTS,
-  CLASSIFY_FLOOD,
-  ClassifyCount,
-  FORWARD_MAX_RX,
-  FORWARD_NOT_PUSHED,
-  Fdb,
-  ForwardRec,
-  ForwardRes,
-  INGRESS_WORDS,
-  PORT_WORDS,
-  PortWord,
-  type FdbEntry,
-} from './fdb.js';
+import { CLASSIFY_COUNTS, CLASSIFY_FLOOD, ClassifyCount, FORWARD_MAX_RX, FORWARD_NOT_PUSHED, Fdb, ForwardRec, ForwardRes, INGRESS_WORDS, PORT_WORDS, PortWord, type FdbEntry } from './fdb.js';
 import { PortCounter } from './counters.js';
-import { readSync, writeSync } from 'node:fs';
+import { writeSync } from 'node:fs';
 import type { NetQueueSpec } from '../backends/net/port-dataplane.js';
 
 export type VlanConfig = { mode: 'access'; vid: number } | { mode: 'trunk'; allowed?: number[]; native?: number };
@@ -121,9 +108,7 @@ interface TxQueue {
 }
 
 /** The host side of a TAP or VXLAN port (fds opened by the control plane). */
-export type HostPortSpec =
-  | { kind: 'tap'; fd: number; offloads: boolean }
-  | { kind: 'vxlan'; fd: number; vni: number; dest: Uint8Array };
+export type HostPortSpec = { kind: 'tap'; fd: number; offloads: boolean } | { kind: 'vxlan'; fd: number; vni: number; dest: Uint8Array };
 
 interface HostPort {
   spec: HostPortSpec;
@@ -320,7 +305,7 @@ export class SwitchEngine {
     w[PortWord.MAX_FRAME] = p.maxFrame;
     w[PortWord.TX_OFFLOADS] = p.txOffloads ? 1 : 0;
     w[PortWord.NRX] = p.direct ? p.rx.length : 0;
-    for (let k = 0; k < FORWARD_MAX_RX; k++) w[PortWord.SLOTS + k] = p.direct ? p.rx[k]?.vq.slot ?? 0 : 0;
+    for (let k = 0; k < FORWARD_MAX_RX; k++) w[PortWord.SLOTS + k] = p.direct ? (p.rx[k]?.vq.slot ?? 0) : 0;
     w.set(p.ingress, PortWord.INGRESS);
     this.fdb.setPort(p.id, w);
   }
@@ -693,7 +678,16 @@ export class SwitchEngine {
         if (!q.rx.includes(rx[k])) continue; // stopped by the delivery before
         if (q.capture) this.captureOut(q, t, lists[k][kind], m, kind === 0 ? VLAN_KEEP : kind === 1 ? VLAN_STRIP : q.insertTci);
         this.stats.fill(0);
-        const r = netDeliver({ q: rx[k].vq, hdrLen: q.hdrLen, mergeable: q.mergeable, offloads: q.rxOffloads, maxFrame: q.maxFrame }, t.vq, t.port.hdrLen, t.port.txOffloads, lists[k][kind], m, this.stats, kind === 0 ? VLAN_KEEP : kind === 1 ? VLAN_STRIP : q.insertTci);
+        const r = netDeliver(
+          { q: rx[k].vq, hdrLen: q.hdrLen, mergeable: q.mergeable, offloads: q.rxOffloads, maxFrame: q.maxFrame },
+          t.vq,
+          t.port.hdrLen,
+          t.port.txOffloads,
+          lists[k][kind],
+          m,
+          this.stats,
+          kind === 0 ? VLAN_KEEP : kind === 1 ? VLAN_STRIP : q.insertTci,
+        );
         this.account(q, rx[k], r);
       }
     }
@@ -972,7 +966,16 @@ export class SwitchEngine {
   queueStats(): QueueStat[] {
     const out: QueueStat[] = [];
     const one = (p: EnginePort, q: RxQueue | TxQueue) =>
-      out.push({ port: p.name, index: q.index, size: q.vq.size, packets: q.stats[Q_PACKETS], bytes: q.stats[Q_BYTES], notifySent: q.stats[Q_NOTIFY], notifySuppressed: q.stats[Q_SUPPRESSED], ringFill: q.vq.availCount() });
+      out.push({
+        port: p.name,
+        index: q.index,
+        size: q.vq.size,
+        packets: q.stats[Q_PACKETS],
+        bytes: q.stats[Q_BYTES],
+        notifySent: q.stats[Q_NOTIFY],
+        notifySuppressed: q.stats[Q_SUPPRESSED],
+        ringFill: q.vq.availCount(),
+      });
     for (const p of this.ports.values()) {
       for (const r of p.rx) one(p, r);
       for (const t of p.tx.values()) one(p, t);

@@ -132,7 +132,19 @@ export class Fdb {
    * the burst's ClassifyCount counters after them (set, not added to). verdict: a hook's
    * verdicts (Verdict.DROP, or a port that overrides the lookup). Returns the n frames' bytes.
    */
-  classify(port: number, ingress: Int32Array, heads: Uint8Array, offsets: Uint32Array | null, stride: number, cap: number, lens: Uint32Array, n: number, now: number, verdict: Int32Array | null, out: Int32Array): number {
+  classify(
+    port: number,
+    ingress: Int32Array,
+    heads: Uint8Array,
+    offsets: Uint32Array | null,
+    stride: number,
+    cap: number,
+    lens: Uint32Array,
+    n: number,
+    now: number,
+    verdict: Int32Array | null,
+    out: Int32Array,
+  ): number {
     return this.t.classify(port, ingress, heads, offsets, stride, cap, lens, n, now, this.agingMs, verdict, out);
   }
 

@@ -100,7 +100,13 @@ export class VhostUserBackend extends EventEmitter {
   async start(): Promise<void> {
     if (this.mode === 'server') {
       prepareSocketPath(this.opts.socket);
-      const b = bindSocketFile(this.opts.socket, () => listenUnix(this.opts.socket), this.opts.socketMode, this.opts.socketGroup, (fd) => closeSync(fd));
+      const b = bindSocketFile(
+        this.opts.socket,
+        () => listenUnix(this.opts.socket),
+        this.opts.socketMode,
+        this.opts.socketGroup,
+        (fd) => closeSync(fd),
+      );
       this.listenFd = b.result;
       this.socketIno = b.ino;
       this.listenWatcher = new FdWatcher(this.listenFd, () => this.onAccept());

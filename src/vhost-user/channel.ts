@@ -45,7 +45,11 @@ export class MessageChannel {
    * Takes ownership of `fd`: it is closed by close(), at the end of the stream, and also
    * here if watching it fails (not a socket epoll accepts), before the error is thrown.
    */
-  constructor(fd: number, private readonly handlers: ChannelHandlers, maxPayload = MAX_PAYLOAD) {
+  constructor(
+    fd: number,
+    private readonly handlers: ChannelHandlers,
+    maxPayload = MAX_PAYLOAD,
+  ) {
     this.fd = fd;
     this.reader = new MessageReader(maxPayload);
     try {

@@ -10,22 +10,7 @@ import { BumpAllocator, PackedDriver, SplitDriver } from '../virtio/driver.js';
 import { VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, bit, has } from '../virtio/features.js';
 import type { RingLayout } from '../native/virtqueue.js';
 import { MessageChannel, closeFds } from './channel.js';
-import {
-  FLAG_NEED_REPLY,
-  FLAG_REPLY,
-  ProtocolFeature,
-  Req,
-  configSpace,
-  memTable,
-  reqName,
-  singleRegion,
-  u64,
-  vringAddr,
-  vringFile,
-  vringState,
-  type MemRegion,
-  type Message,
-} from './protocol.js';
+import { FLAG_NEED_REPLY, FLAG_REPLY, ProtocolFeature, Req, configSpace, memTable, reqName, singleRegion, u64, vringAddr, vringFile, vringState, type MemRegion, type Message } from './protocol.js';
 
 /** Frontend-virtual address at which our memory "lives" (any value works; backends translate). */
 export const FRONTEND_UVA_BASE = 0x7f0000000000n;
@@ -359,8 +344,7 @@ export class VhostUserFrontend {
     const common = { mem: this.memory.view(0), base: 0, size: o.size, alloc: this.alloc, eventIdx: has(this.features, VIRTIO_RING_F_EVENT_IDX) };
     const driver = o.driver ?? (layout === 'split' ? new SplitDriver(common) : new PackedDriver(common));
     const uva = (gpa: number) => FRONTEND_UVA_BASE + BigInt(gpa);
-    const [desc, avail, used] =
-      driver instanceof SplitDriver ? [driver.descAddr, driver.availAddr, driver.usedAddr] : [driver.descAddr, driver.driverEventAddr, driver.deviceEventAddr];
+    const [desc, avail, used] = driver instanceof SplitDriver ? [driver.descAddr, driver.availAddr, driver.usedAddr] : [driver.descAddr, driver.driverEventAddr, driver.deviceEventAddr];
     await this.request(Req.SET_VRING_NUM, vringState.encode({ index, num: o.size }), { ack: true });
     await this.request(Req.SET_VRING_BASE, vringState.encode({ index, num: o.base ?? (layout === 'packed' ? 0x80008000 : 0) }), { ack: true });
     await this.request(Req.SET_VRING_ADDR, vringAddr.encode({ index, flags: 0, desc: uva(desc), used: uva(used), avail: uva(avail), log: BigInt(used) }), { ack: true });

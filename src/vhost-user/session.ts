@@ -171,9 +171,10 @@ export class Session extends EventEmitter {
       message: (m) => this.dispatch(m),
       closed: (reason, err) => void this.teardown(reason, err),
     });
-    this.unwatchConfig = device.watchConfig?.(() => {
-      if (!this.ch.closed) this.notifyConfigChange();
-    }) ?? null;
+    this.unwatchConfig =
+      device.watchConfig?.(() => {
+        if (!this.ch.closed) this.notifyConfigChange();
+      }) ?? null;
     this.log.info('frontend connected');
   }
 
@@ -308,7 +309,7 @@ export class Session extends EventEmitter {
       if (result instanceof Uint8Array) this.ch.send(m.request, FLAG_REPLY, result);
       else if (typeof result === 'object') this.ch.send(m.request, FLAG_REPLY, result.payload, [result.fd]);
       else this.ch.send(m.request, FLAG_REPLY, new Uint8Array(0));
-    } else if ((m.flags & FLAG_NEED_REPLY) && (this.protocolFeatures & bit(ProtocolFeature.REPLY_ACK))) {
+    } else if (m.flags & FLAG_NEED_REPLY && this.protocolFeatures & bit(ProtocolFeature.REPLY_ACK)) {
       this.ch.send(m.request, FLAG_REPLY, u64.encode(result === false ? 1n : 0n));
     }
   }
@@ -319,7 +320,7 @@ export class Session extends EventEmitter {
     // REPLY_ACK's failure answer, for requests without an explicit reply of their own: a
     // u64 sent for one (GET_VRING_BASE, GET_CONFIG, ...) would read as that reply.
     const explicit = Session.table.get(m.request as Req)?.reply === 'payload' || requestSpec(m.request)?.reply !== undefined;
-    if (!this.ch.closed && !explicit && (m.flags & FLAG_NEED_REPLY) && (this.protocolFeatures & bit(ProtocolFeature.REPLY_ACK))) {
+    if (!this.ch.closed && !explicit && m.flags & FLAG_NEED_REPLY && this.protocolFeatures & bit(ProtocolFeature.REPLY_ACK)) {
       try {
         this.ch.send(m.request, FLAG_REPLY, u64.encode(1n));
       } catch {
@@ -578,7 +579,10 @@ export class Session extends EventEmitter {
       const i = this.regionSpecs.findIndex((x) => x.gpa === r.gpa && x.size === r.size && x.uva === r.uva);
       if (i < 0) throw ProtocolError.mismatch('REM_MEM_REG', `no region at gpa 0x${r.gpa.toString(16)} of size 0x${r.size.toString(16)}`, 'expected one of the memory table');
       const specs = this.regionSpecs.filter((_, k) => k !== i);
-      return this.replaceMemory(mapOrThrow(() => GuestMemory.map(specs)), specs);
+      return this.replaceMemory(
+        mapOrThrow(() => GuestMemory.map(specs)),
+        specs,
+      );
     },
     setVringNum: (m: Message): void => {
       const st = decodeBody(Req.SET_VRING_NUM, m);
@@ -805,7 +809,6 @@ export class Session extends EventEmitter {
   }
 }
 
-
 function mapOrThrow(f: () => GuestMemory): GuestMemory {
   try {
     return f();
@@ -813,8 +816,6 @@ function mapOrThrow(f: () => GuestMemory): GuestMemory {
     throw new ProtocolError((e as Error).message);
   }
 }
-
-
 
 /** Requests the session serves (for docs and tests). */
 export const supportedRequests: Req[] = Session.requests();

@@ -74,8 +74,7 @@ export class BumpAllocator {
     if (!isPowerOfTwo(align)) throw new RangeError(`alignment ${align} is not a power of two`);
     const addr = Math.ceil(this.cursor / align) * align;
     if (addr + len > this.base + this.size) {
-      throw new RangeError(`BumpAllocator exhausted: need ${len} bytes aligned to ${align} at 0x${this.cursor.toString(16)}, ` +
-        `${this.base + this.size - this.cursor} bytes left`);
+      throw new RangeError(`BumpAllocator exhausted: need ${len} bytes aligned to ${align} at 0x${this.cursor.toString(16)}, ` + `${this.base + this.size - this.cursor} bytes left`);
     }
     this.cursor = addr + len;
     return addr;
@@ -125,8 +124,7 @@ export class GuestMemory {
   /** Offset into `bytes` of gpa, throwing if [gpa, gpa + len) is not backed. */
   offset(gpa: number, len: number): number {
     if (!this.contains(gpa, len)) {
-      throw new RangeError(`guest range [0x${gpa.toString(16)}, +${len}) is outside memory ` +
-        `[0x${this.base.toString(16)}, 0x${this.end.toString(16)})`);
+      throw new RangeError(`guest range [0x${gpa.toString(16)}, +${len}) is outside memory ` + `[0x${this.base.toString(16)}, 0x${this.end.toString(16)})`);
     }
     return gpa - this.base;
   }
@@ -541,8 +539,7 @@ export class SplitDriver {
     let publishedOutstanding = 0;
     for (const c of this.chains.values()) if (c.published) publishedOutstanding++;
     if (count > publishedOutstanding) {
-      throw new Error(`device moved used->idx from ${this.lastUsed} to ${usedIdx} (${count} entries) ` +
-        `but only ${publishedOutstanding} published chains are outstanding`);
+      throw new Error(`device moved used->idx from ${this.lastUsed} to ${usedIdx} (${count} entries) ` + `but only ${publishedOutstanding} published chains are outstanding`);
     }
     const out: UsedEntry[] = [];
     const seen = new Set<number>();
@@ -938,8 +935,8 @@ export class PackedDriver {
     while (out.length < limit) {
       const at = this.slotAddr(pos);
       const flags = this.memory.u16(at + PackedDescOffset.flags);
-      const a = (flags & VIRTQ_DESC_F_AVAIL) ? 1 : 0;
-      const u = (flags & VIRTQ_DESC_F_USED) ? 1 : 0;
+      const a = flags & VIRTQ_DESC_F_AVAIL ? 1 : 0;
+      const u = flags & VIRTQ_DESC_F_USED ? 1 : 0;
       if (a !== u || u !== wrap) break;
       const id = this.memory.u16(at + PackedDescOffset.id);
       const len = this.memory.u32(at + PackedDescOffset.len);

@@ -33,7 +33,9 @@ describe('vhostkit run --check: disk images', function () {
     );
     expect((bad as { code: number }).code).to.equal(2);
     const err = (bad as { stderr: string }).stderr;
-    expect(err).to.include(`disk a: ${join(dir, 'vm.qcow2')} is a qcow2 image, and vhostkit serves raw images only: convert it with  qemu-img convert -O raw ${join(dir, 'vm.qcow2')} ${join(dir, 'vm.raw')}`);
+    expect(err).to.include(
+      `disk a: ${join(dir, 'vm.qcow2')} is a qcow2 image, and vhostkit serves raw images only: convert it with  qemu-img convert -O raw ${join(dir, 'vm.qcow2')} ${join(dir, 'vm.raw')}`,
+    );
     expect(err).to.match(/disk b: .*nope\.img: ENOENT \(no such image\)/);
     expect(err).to.match(/disk c: .*odd\.img: 1000 bytes, expected a positive multiple of 512/);
     expect(err).to.not.match(/disk d:/);
@@ -41,7 +43,9 @@ describe('vhostkit run --check: disk images', function () {
     expect(ok.stdout).to.match(/configuration OK: .* 1 disk/);
     expect(() => openDisk({ file: join(dir, 'vm.qcow2') })).to.throw(/is a qcow2 image.*qemu-img convert -O raw/);
     // Declared raw: served as it is (a raw disk whose guest wrote a qcow2 header at its start).
-    const raw = await run(process.execPath, [cli, 'run', '--check', '--api', 'none', '--disk', `a=${join(dir, 'a.sock')},file=${join(dir, 'vm.qcow2')},format=raw`]).catch((e: { stderr: string }) => e);
+    const raw = await run(process.execPath, [cli, 'run', '--check', '--api', 'none', '--disk', `a=${join(dir, 'a.sock')},file=${join(dir, 'vm.qcow2')},format=raw`]).catch(
+      (e: { stderr: string }) => e,
+    );
     expect((raw as { stderr?: string }).stderr ?? '').to.not.include('qcow2 image');
     openDisk({ file: join(dir, 'ok.img'), format: 'raw' }).close();
   });

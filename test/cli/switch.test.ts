@@ -38,7 +38,9 @@ describe('vhostkit switch (CLI)', function () {
     try {
       const deadline = Date.now() + 10000;
       while (!(existsSync(s1) && existsSync(s2) && out.includes('port vm2')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-      expect(out).to.match(/port vm1: .*vm1\.sock \(server\)\n {2}qemu \.\.\. -chardev socket,id=c0,path=.*vm1\.sock,reconnect=1 -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56/);
+      expect(out).to.match(
+        /port vm1: .*vm1\.sock \(server\)\n {2}qemu \.\.\. -chardev socket,id=c0,path=.*vm1\.sock,reconnect=1 -netdev vhost-user,id=n0,chardev=c0 -device virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56/,
+      );
       expect(out).to.match(/memory-backend-memfd/);
       const a = await NetGuest.connect(s1);
       const b = await NetGuest.connect(s2);

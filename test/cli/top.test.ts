@@ -21,14 +21,24 @@ describe('vhostkit ctl top', function () {
 
   it('rates per second from two readings', () => {
     expect([rate(0), rate(999), rate(1500), rate(2_500_000), rate(3e9)]).to.deep.equal(['0', '999', '1.5k', '2.50M', '3.00G']);
-    const port = (rx: number, bytes: number, drops: number) => ({ name: 'vm1', switch: 'sw0', connected: true, counters: { rx_packets: rx, rx_bytes: bytes, tx_packets: 0, tx_bytes: 0, drop_no_buffers: drops } });
+    const port = (rx: number, bytes: number, drops: number) => ({
+      name: 'vm1',
+      switch: 'sw0',
+      connected: true,
+      counters: { rx_packets: rx, rx_bytes: bytes, tx_packets: 0, tx_bytes: 0, drop_no_buffers: drops },
+    });
     const q = (packets: number) => ({ switch: 'sw0', port: 'vm1', index: 1, size: 256, packets, bytes: packets * 64, notifySent: 0, ringFill: 3 });
     const screen = render({ at: 0, ports: [port(1000, 64000, 5)], queues: [q(1000)] }, { at: 2000, ports: [port(3_001_000, 192_064_000, 25)], queues: [q(3_001_000)] });
     const lines = screen.split('\n');
     const row = lines.find((l) => l.startsWith('vm1') && l.includes('sw0'))!;
     // 3,000,000 frames and 192,000,000 bytes in 2 s: 1.50 Mpps, 768 Mbit/s; 20 drops: 10/s.
     expect(row.split(/\s+/)).to.deep.equal(['vm1', 'sw0', 'yes', '1.50M', '768.00M', '0', '0', '10', '25']);
-    expect(lines.find((l) => /^vm1 +1 tx/.test(l))!.split(/\s+/).slice(0, 5)).to.deep.equal(['vm1', '1', 'tx', '1.50M', '768.00M']);
+    expect(
+      lines
+        .find((l) => /^vm1 +1 tx/.test(l))!
+        .split(/\s+/)
+        .slice(0, 5),
+    ).to.deep.equal(['vm1', '1', 'tx', '1.50M', '768.00M']);
   });
 
   it('prints a screen per interval against a running host (--count)', async () => {

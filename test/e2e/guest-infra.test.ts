@@ -12,15 +12,7 @@ import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { createRawImage, makeTempDir, startStorageDaemon, startTestpmd, type TempDir } from '../lib/peers.js';
-import {
-  GuestRunError,
-  chooseAccel,
-  findBusybox,
-  findGuestKernel,
-  runScript,
-  type GuestKernel,
-  type GuestRunResult,
-} from '../lib/guest.js';
+import { GuestRunError, chooseAccel, findBusybox, findGuestKernel, runScript, type GuestKernel, type GuestRunResult } from '../lib/guest.js';
 
 function report(what: string, r: GuestRunResult): void {
   console.log(`      ${what}: accel ${r.accel}, boot to script ${(r.bootMs / 1000).toFixed(1)} s, total ${(r.totalMs / 1000).toFixed(1)} s`);
@@ -201,7 +193,10 @@ vk_result written=$(md5sum < /tmp/pat | cut -d' ' -f1) readback=$(md5sum < /tmp/
         closeSync(fd);
       }
       expect(onDisk.equals(expectedBuf), 'the image holds the pattern at 1 MiB').to.equal(true);
-      expect(before.every((x) => x === 0), 'nothing written below 1 MiB').to.equal(true);
+      expect(
+        before.every((x) => x === 0),
+        'nothing written below 1 MiB',
+      ).to.equal(true);
     });
   });
 });

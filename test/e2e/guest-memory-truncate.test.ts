@@ -20,7 +20,7 @@ describe('e2e: a QEMU guest whose memory-backend-file is truncated under the swi
     findBusybox();
   });
 
-  it('the switch process and its other ports survive; the guest\'s session ends and leaves nothing open or mapped', async () => {
+  it("the switch process and its other ports survive; the guest's session ends and leaves nothing open or mapped", async () => {
     const r = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve, reject) => {
       const p = spawn(process.execPath, [child, 'qemu'], { stdio: ['ignore', 'pipe', 'pipe'] });
       let stdout = '';

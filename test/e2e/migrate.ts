@@ -56,7 +56,12 @@ export function consoleLine(g: Pick<Guest, 'waitFor'>, re: RegExp, timeoutMs: nu
 let n = 0;
 
 /** Boots the source guest (QMP on a socket in `tmp`) and prepares its destination's command line. */
-export async function startMigratingGuest(tmp: TempDir, script: string, devices: readonly GuestDevice[], opts: Omit<GuestOptions, 'script' | 'initrd' | 'devices' | 'extraArgs' | 'memoryMb'> = {}): Promise<MigratingGuest> {
+export async function startMigratingGuest(
+  tmp: TempDir,
+  script: string,
+  devices: readonly GuestDevice[],
+  opts: Omit<GuestOptions, 'script' | 'initrd' | 'devices' | 'extraArgs' | 'memoryMb'> = {},
+): Promise<MigratingGuest> {
   const kernel = opts.kernel ?? findGuestKernel();
   const initrd = await buildInitramfs({ script, kernel });
   const id = ++n;

@@ -58,7 +58,6 @@ done
 vk_result blocks=$n bad=$bad ioerrors=$(dmesg | grep -c -i 'I/O error')
 `;
 
-
 describe('e2e: live migration of a QEMU guest on a vhostkit disk, I/O running', function () {
   this.timeout(300_000);
   let tmp: TempDir;
@@ -110,7 +109,7 @@ describe('e2e: live migration of a QEMU guest on a vhostkit disk, I/O running', 
       const img = tmp.join('disk.img');
       // Every block different, so that each read changes the reader's buffer.
       const fill = Buffer.alloc(64 * MiB);
-      for (let b = 0; b < 64 * MiB / BLOCK; b++) fill.write(`fill ${b}\n`.repeat(BLOCK / 16).slice(0, BLOCK), b * BLOCK, 'latin1');
+      for (let b = 0; b < (64 * MiB) / BLOCK; b++) fill.write(`fill ${b}\n`.repeat(BLOCK / 16).slice(0, BLOCK), b * BLOCK, 'latin1');
       writeFileSync(img, fill);
       for (const n of ['d1', 'd2']) {
         const disk = openDisk({ file: img, shared: true });
@@ -125,7 +124,10 @@ describe('e2e: live migration of a QEMU guest on a vhostkit disk, I/O running', 
       await new Promise((r) => setTimeout(r, 2000)); // I/O under way
       const m = await migrate(guest, dstQmp, tmp);
       console.log(`      migration (${packed ? 'packed' : 'split'}): downtime ${m.downtimeMs} ms, total ${m.totalMs} ms; ${m.differingPages.length} of ${m.ramBytes / 4096} pages differ`);
-      expect(m.differingPages.map((p) => `0x${p.toString(16)}`), `guest RAM pages that differ between source and destination\n${m.differences}`).to.deep.equal([]);
+      expect(
+        m.differingPages.map((p) => `0x${p.toString(16)}`),
+        `guest RAM pages that differ between source and destination\n${m.differences}`,
+      ).to.deep.equal([]);
       await consoleLine(dst, /VHOSTKIT-EXIT \d+/, 200_000);
       const r = parseGuestResults(guest.log());
       console.log(`      ${r.blocks} blocks of 64 KiB written and read back across the move`);
@@ -144,7 +146,10 @@ describe('e2e: live migration of a QEMU guest on a vhostkit disk, I/O running', 
       } finally {
         closeSync(fd);
       }
-      expect(logs.filter((l) => l.level === 'error').map((l) => l.msg), 'errors logged by vhostkit').to.deep.equal([]);
+      expect(
+        logs.filter((l) => l.level === 'error').map((l) => l.msg),
+        'errors logged by vhostkit',
+      ).to.deep.equal([]);
     });
   }
 });

@@ -65,7 +65,6 @@ vk_result ping_rx=$(sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p' /tmp/pin
 vk_result bulk_md5=$(wget -q -O - http://10.0.0.2/f | md5sum | cut -d' ' -f1)
 `;
 
-
 describe('e2e: live migration of a QEMU guest between two ports of the switch', function () {
   this.timeout(300_000);
   let tmp: TempDir;
@@ -105,7 +104,10 @@ describe('e2e: live migration of a QEMU guest between two ports of the switch', 
       await consoleLine(b, /VHOSTKIT-RESULT serving=1/, 1000);
       const m = await migrate(a, dstQmp, tmp);
       console.log(`      migration (${packed ? 'packed' : 'split'}): downtime ${m.downtimeMs} ms, total ${m.totalMs} ms; ${m.differingPages.length} of ${m.ramBytes / 4096} pages differ`);
-      expect(m.differingPages.map((p) => `0x${p.toString(16)}`), `guest RAM pages that differ between source and destination\n${m.differences}`).to.deep.equal([]);
+      expect(
+        m.differingPages.map((p) => `0x${p.toString(16)}`),
+        `guest RAM pages that differ between source and destination\n${m.differences}`,
+      ).to.deep.equal([]);
       // The stream ends on the destination: it crossed the move.
       await consoleLine(dst, /VHOSTKIT-RESULT stream_md5=/, 150_000);
       const streamOnA2 = sw.counters('a2').tx_bytes;

@@ -87,7 +87,10 @@ describe('e2e: kill -9 of vhostkit during net traffic, restart, QEMU reconnects'
         expect(seq.startsWith('1'), 'pings flowed before the kill').to.equal(true);
       }
       // each guest's rings: packed ones continue from the records, split ones need none
-      const recovered = second.err().split('\n').filter((l) => l.includes('ring position taken from the ring record')).length;
+      const recovered = second
+        .err()
+        .split('\n')
+        .filter((l) => l.includes('ring position taken from the ring record')).length;
       if (packed) expect(recovered, 'rings restarted from their records').to.be.at.least(4);
       else expect(recovered).to.equal(0);
       const ports = await ctl(api, '--json', 'ports');

@@ -219,7 +219,9 @@ describe('e2e: TCP from a QEMU guest through VXLAN and TAP ports to Linux peers'
     const r = JSON.parse(out) as { down: string; downMs: number; up: string; sent: string; upMs: number };
     const vx = sw.counters('vx');
     const tp = sw.counters('tap');
-    console.log(`      tap peer <-> vxlan peer: vxlan -> tap ${(MIB8 / r.downMs / 1e3).toFixed(1)} MB/s, tap -> vxlan ${(MIB8 / r.upMs / 1e3).toFixed(1)} MB/s; vxlan port tx ${vx.tx_packets} (dropped too big ${vx.drop_too_big}), tap port rx ${tp.rx_packets}`);
+    console.log(
+      `      tap peer <-> vxlan peer: vxlan -> tap ${(MIB8 / r.downMs / 1e3).toFixed(1)} MB/s, tap -> vxlan ${(MIB8 / r.upMs / 1e3).toFixed(1)} MB/s; vxlan port tx ${vx.tx_packets} (dropped too big ${vx.drop_too_big}), tap port rx ${tp.rx_packets}`,
+    );
     expect(r.down).to.equal(`${vxPeer.md5}:${MIB8}`);
     expect(r.up).to.equal(r.sent);
   });
@@ -229,10 +231,12 @@ describe('e2e: TCP from a QEMU guest through VXLAN and TAP ports to Linux peers'
       it(`8 MiB both ways, md5 intact, to a vxlan peer (inner IPv4 and IPv6) and a TAP peer (${packed ? 'packed' : 'split'} ring, guest offloads ${offloads ? 'on' : 'off'})`, async () => {
         const dev = [{ type: 'vhost-user-net' as const, socket: tmp.join('vm.sock'), mac: '52:54:00:00:05:02', packed, reconnect: true, props: offloads ? {} : OFFLOADS_OFF }];
         const r = (await runScript(guestScript, dev, 220_000)).results;
-        const mbs = (ms: string) => ((MIB8 / (Number(ms) / 1000)) / 1e6).toFixed(1);
+        const mbs = (ms: string) => (MIB8 / (Number(ms) / 1000) / 1e6).toFixed(1);
         const label = `${packed ? 'packed' : 'split'}, offloads ${offloads ? 'on' : 'off'}`;
         for (const n of ['vxlan', 'vxlan6', 'tap']) {
-          console.log(`      ${n} (${label}): peer -> guest ${r[`${n}_down`] === 'failed' ? 'FAILED' : `${mbs(r[`${n}_down_ms`])} MB/s`}, guest -> peer ${r[`${n}_up`] === 'failed' ? 'FAILED' : `${mbs(r[`${n}_up_ms`])} MB/s`}`);
+          console.log(
+            `      ${n} (${label}): peer -> guest ${r[`${n}_down`] === 'failed' ? 'FAILED' : `${mbs(r[`${n}_down_ms`])} MB/s`}, guest -> peer ${r[`${n}_up`] === 'failed' ? 'FAILED' : `${mbs(r[`${n}_up_ms`])} MB/s`}`,
+          );
         }
         const vx = sw.counters('vx');
         console.log(`      vxlan port: ${vx.rx_packets} frames in, ${vx.rx_csum_completed} partial checksums completed, ${vx.drop_too_big} too big`);

@@ -59,7 +59,11 @@ describe('management API security', function () {
   it('with a token: no token or a wrong one gets 401 and changes nothing, the right one works (/metrics too)', async () => {
     api = await ApiServer.listen(host, '0.0.0.0:0', { token: TOKEN });
     const addr = `127.0.0.1:${api.address.split(':').pop()}`;
-    for (const [token, what] of [[undefined, 'none'], ['wrong-token-0123456789', 'wrong'], [`${TOKEN}x`, 'longer']] as const) {
+    for (const [token, what] of [
+      [undefined, 'none'],
+      ['wrong-token-0123456789', 'wrong'],
+      [`${TOKEN}x`, 'longer'],
+    ] as const) {
       const r = await apiRequest(addr, 'POST', '/v1/ports', { switch: 'sw0', name: 'evil', socket: join(dir, 'evil.sock') }, token);
       expect(r.status, `token ${what}`).to.equal(401);
       expect(error(r)).to.match(/unauthorized/);
@@ -136,13 +140,15 @@ describe('management API security', function () {
     expect(error(off)).to.match(/disks with a file are off through the API/);
     await api.close();
 
-    const blockDev = readdirSync('/dev').map((n) => join('/dev', n)).find((p) => {
-      try {
-        return statSync(p).isBlockDevice();
-      } catch {
-        return false;
-      }
-    });
+    const blockDev = readdirSync('/dev')
+      .map((n) => join('/dev', n))
+      .find((p) => {
+        try {
+          return statSync(p).isBlockDevice();
+        } catch {
+          return false;
+        }
+      });
     api = await ApiServer.listen(host, `unix:${join(dir, 'api.sock')}`, { policy: new AccessPolicy({ imageDirs: [images, '/dev'] }) });
     const cases: Array<[string, RegExp]> = [
       ['/etc/passwd', /not under an image directory/],

@@ -46,12 +46,11 @@ describe('host configuration', () => {
   it('names every problem by its path, all at once', () => {
     const p = problems({
       api: 'http://x',
-      switches: [
-        { name: 'a', cpus: 'x', ports: [{ socket: 's1', queues: 0 }, { kind: 'wire' }, { socket: 's1' }] },
-        { name: 'a', ports: 'no' },
-        7,
+      switches: [{ name: 'a', cpus: 'x', ports: [{ socket: 's1', queues: 0 }, { kind: 'wire' }, { socket: 's1' }] }, { name: 'a', ports: 'no' }, 7],
+      disks: [
+        { socket: 'd', ram: '1000', maxInFlight: 0 },
+        { name: 's1', socket: 'e', file: 'f', serial: 'x'.repeat(21) },
       ],
-      disks: [{ socket: 'd', ram: '1000', maxInFlight: 0 }, { name: 's1', socket: 'e', file: 'f', serial: 'x'.repeat(21) }],
       socketMode: 'rw',
       stateDir: 5,
       limits: { maxMemSlots: 65, maxMappedBytes: '1K', x: 1 },
@@ -74,12 +73,22 @@ describe('host configuration', () => {
       'limits.maxMemSlots: expected an integer in 1..64, got 65',
       'limits.maxMappedBytes: expected a size of at least 4096 bytes, like "64G", got "1K"',
     ]);
-    expect(p.some((x) => /^disks\[1\]: name "s1" is already used by switches\[0\]\.ports/.test(x)), p.join('\n')).to.equal(true);
-    expect(p.filter((x) => x.includes('"s1"')), 'a duplicate is reported once').to.have.length(2);
+    expect(
+      p.some((x) => /^disks\[1\]: name "s1" is already used by switches\[0\]\.ports/.test(x)),
+      p.join('\n'),
+    ).to.equal(true);
+    expect(
+      p.filter((x) => x.includes('"s1"')),
+      'a duplicate is reported once',
+    ).to.have.length(2);
   });
 
   it('checks single ports, disks and VLANs as the API takes them', () => {
-    expect(parsePortConfig({ name: 'p', socket: '/s', mac: '52:54:00:00:00:01', vlan: { mode: 'trunk', allowed: [10, 20], native: 10 } }).vlan).to.deep.equal({ mode: 'trunk', allowed: [10, 20], native: 10 });
+    expect(parsePortConfig({ name: 'p', socket: '/s', mac: '52:54:00:00:00:01', vlan: { mode: 'trunk', allowed: [10, 20], native: 10 } }).vlan).to.deep.equal({
+      mode: 'trunk',
+      allowed: [10, 20],
+      native: 10,
+    });
     expect(() => parsePortConfig({ socket: '/s', mac: '52:54' })).to.throw(ConfigError, /port\.mac: expected a MAC address/);
     expect(() => parsePortConfig({ socket: '/s', vlan: { mode: 'trunk', allowed: [0] } })).to.throw(ConfigError, /port\.vlan\.allowed/);
     expect(parseDiskConfig({ socket: '/d.sock', ram: '64M' }).ram).to.equal(64n << 20n);

@@ -11,7 +11,7 @@ import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { BlkClient, BlkReqType, BlkStatus } from '../lib/blk-client.js';
 import { bit, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX } from '../../src/virtio/features.js';
 import { apiRequest } from '../../src/cli/ctl.js';
-import { cli, ctl, metric, run, start, until, type Daemon } from './daemon.js';
+import { ctl, metric, run, start, until, type Daemon } from './daemon.js';
 
 describe('vhostkit run: one process for a host, its management API and ctl', function () {
   this.timeout(60000);
@@ -31,7 +31,16 @@ describe('vhostkit run: one process for a host, its management API and ctl', fun
     writeFileSync(
       cfg,
       JSON.stringify({
-        switches: [{ name: 'sw0', poll: 'fast', ports: [{ name: 'a', socket: 'a.sock', mac: 'zz:00' }, { name: 'a', socket: 'b.sock', vlan: 5000 }] }],
+        switches: [
+          {
+            name: 'sw0',
+            poll: 'fast',
+            ports: [
+              { name: 'a', socket: 'a.sock', mac: 'zz:00' },
+              { name: 'a', socket: 'b.sock', vlan: 5000 },
+            ],
+          },
+        ],
         disks: [{ name: 'd0', socket: 'a.sock', file: 'x.img', ram: '1G' }],
         frob: 1,
       }),
@@ -155,7 +164,7 @@ describe('vhostkit run: one process for a host, its management API and ctl', fun
     expect(bad.status).to.equal(400);
     expect((bad.body as { error: string }).error).to.include('disk.ram: expected a size that is a multiple of 512 bytes');
     const missing = await apiRequest(api, 'POST', '/v1/disks', { socket: join(dir, 'disk3.sock'), file: join(dir, 'nope.img') });
-    expect(missing.status, 'a missing image is the request\'s fault').to.equal(400);
+    expect(missing.status, "a missing image is the request's fault").to.equal(400);
     expect((missing.body as { error: string }).error).to.include('ENOENT');
     expect(existsSync(join(dir, 'disk3.sock'))).to.equal(false);
     expect((await ctl(api, 'disk-del', 'disk1')).code).to.equal(0);
@@ -165,7 +174,10 @@ describe('vhostkit run: one process for a host, its management API and ctl', fun
     d.child.kill('SIGTERM');
     expect(await d.exited).to.equal(0);
     for (const s of ['vm1.sock', 'vm2.sock', 'vm3.sock', 'disk0.sock', 'api.sock']) expect(existsSync(join(dir, s)), `${s} removed`).to.equal(false);
-    const stopLine = d.err().split('\n').find((l) => l.includes('"msg":"stopping"'));
+    const stopLine = d
+      .err()
+      .split('\n')
+      .find((l) => l.includes('"msg":"stopping"'));
     expect(stopLine, 'a log line for the stop').to.be.a('string');
     expect(JSON.parse(stopLine!)).to.include({ level: 'info', msg: 'stopping', signal: 'SIGTERM' });
   });

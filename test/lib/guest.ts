@@ -40,17 +40,7 @@
 
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import {
-  accessSync,
-  constants as fsConstants,
-  mkdirSync,
-  readFileSync,
-  readdirSync,
-  renameSync,
-  statSync,
-  unlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { accessSync, constants as fsConstants, mkdirSync, readFileSync, readdirSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { basename, dirname, join, posix } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -79,9 +69,7 @@ export function vhostkitCacheDir(): string {
   return join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'vhostkit');
 }
 
-const FETCH_REMEDY =
-  'Fetch one (as root, ~10 s, no host initramfs build): bash scripts/guest-kernel.sh ' +
-  '(or bash scripts/test-deps.sh, which also installs busybox-static and xz-utils)';
+const FETCH_REMEDY = 'Fetch one (as root, ~10 s, no host initramfs build): bash scripts/guest-kernel.sh ' + '(or bash scripts/test-deps.sh, which also installs busybox-static and xz-utils)';
 
 // ---------------------------------------------------------------------------
 // Guest kernel
@@ -145,10 +133,7 @@ export function findGuestKernel(dir?: string): GuestKernel {
   if (explicit) {
     const k = kernelInDir(explicit);
     if (!k) {
-      throw new GuestPrerequisiteError(
-        `no guest kernel in ${explicit} (expected boot/vmlinuz-<release> and lib/modules/<release>)`,
-        FETCH_REMEDY,
-      );
+      throw new GuestPrerequisiteError(`no guest kernel in ${explicit} (expected boot/vmlinuz-<release> and lib/modules/<release>)`, FETCH_REMEDY);
     }
     return k;
   }
@@ -566,9 +551,11 @@ function baseImage(kernel: GuestKernel, moduleNames: readonly string[]): BaseIma
     .map((l) => l.trim())
     .filter((l) => l.length > 0 && l !== 'bin/busybox' && !l.includes('..'));
   const entries: CpioEntry[] = [
-    ...['bin', 'sbin', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'tmp', 'run', 'root', 'mnt', 'etc', 'lib/modules/vhostkit', 'vhostkit'].map(
-      (path): CpioEntry => ({ kind: 'dir', path, mode: path === 'tmp' ? 0o1777 : 0o755 }),
-    ),
+    ...['bin', 'sbin', 'usr/bin', 'usr/sbin', 'dev', 'proc', 'sys', 'tmp', 'run', 'root', 'mnt', 'etc', 'lib/modules/vhostkit', 'vhostkit'].map((path): CpioEntry => ({
+      kind: 'dir',
+      path,
+      mode: path === 'tmp' ? 0o1777 : 0o755,
+    })),
     { kind: 'char', path: 'dev/console', major: 5, minor: 1, mode: 0o600 },
     { kind: 'char', path: 'dev/null', major: 1, minor: 3, mode: 0o666 },
     { kind: 'file', path: 'bin/busybox', data: readFileSync(busybox), mode: 0o755 },
@@ -749,9 +736,7 @@ export function guestQemuArgv(c: GuestQemuConfig): string[] {
     '-m',
     `${c.memoryMb}M`,
     '-object',
-    c.memoryFile !== undefined
-      ? `memory-backend-file,id=mem,size=${c.memoryMb}M,mem-path=${qemuValue(c.memoryFile)},share=on`
-      : `memory-backend-memfd,id=mem,size=${c.memoryMb}M,share=on`,
+    c.memoryFile !== undefined ? `memory-backend-file,id=mem,size=${c.memoryMb}M,mem-path=${qemuValue(c.memoryFile)},share=on` : `memory-backend-memfd,id=mem,size=${c.memoryMb}M,share=on`,
     '-numa',
     'node,memdev=mem',
     '-kernel',
@@ -798,7 +783,10 @@ export function parseGuestResults(text: string): Record<string, string> {
     const at = line.indexOf(`${GUEST_MARKERS.result} `);
     if (at < 0) continue;
     let last: string | null = null;
-    for (const word of line.slice(at + GUEST_MARKERS.result.length + 1).trim().split(/\s+/)) {
+    for (const word of line
+      .slice(at + GUEST_MARKERS.result.length + 1)
+      .trim()
+      .split(/\s+/)) {
       const eq = word.indexOf('=');
       if (eq > 0) {
         last = word.slice(0, eq);
@@ -844,9 +832,7 @@ async function probeKvm(kernel: GuestKernel, qemu: string): Promise<AccelChoice>
   } catch {
     const tail = guest.tail(300).replace(/\s+/g, ' ').trim() || 'no output';
     const st = guest.process.exitStatus;
-    const how = st
-      ? `QEMU ${st.signal ? `was killed by ${st.signal}` : `exited with code ${st.code}`} after ${Date.now() - started} ms`
-      : `no userspace within ${KVM_PROBE_TIMEOUT_MS} ms`;
+    const how = st ? `QEMU ${st.signal ? `was killed by ${st.signal}` : `exited with code ${st.code}`} after ${Date.now() - started} ms` : `no userspace within ${KVM_PROBE_TIMEOUT_MS} ms`;
     return { accel: 'tcg', reason: `KVM probe boot failed: ${how} (${tail})` };
   } finally {
     await guest.kill();
@@ -981,10 +967,7 @@ export class Guest {
 
   /** The console so far (escape sequences removed, lines joined with '\n'). */
   log(): string {
-    return this.process
-      .linesSince(0)
-      .map(cleanConsoleLine)
-      .join('\n');
+    return this.process.linesSince(0).map(cleanConsoleLine).join('\n');
   }
 
   /** The console so far as QEMU wrote it (escape sequences kept; no '\r'). */
@@ -1144,12 +1127,7 @@ const FAIL_RE = new RegExp(`${GUEST_MARKERS.fail}\\b`);
  * "VHOSTKIT-FAIL" line appears (QEMU is killed), QEMU exits without the script finishing or by
  * a signal (a crash), or the script exits non-zero (unless allowFailure).
  */
-export async function runScript(
-  script: string,
-  devices: readonly GuestDevice[] = [],
-  timeoutMs = 60_000,
-  opts: RunScriptOptions = {},
-): Promise<GuestRunResult> {
+export async function runScript(script: string, devices: readonly GuestDevice[] = [], timeoutMs = 60_000, opts: RunScriptOptions = {}): Promise<GuestRunResult> {
   const guest = await startGuest({ ...opts, script, devices });
   let timer: NodeJS.Timeout | undefined;
   let unsubscribe: (() => void) | undefined;

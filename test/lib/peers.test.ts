@@ -6,13 +6,7 @@ import { expect } from 'chai';
 import { existsSync, readdirSync } from 'node:fs';
 import { connect } from 'node:net';
 import { availableParallelism } from 'node:os';
-import {
-  ManagedProcess,
-  ManagedProcessError,
-  commandExists,
-  liveManagedProcesses,
-  whichOrNull,
-} from './process.js';
+import { ManagedProcess, ManagedProcessError, commandExists, liveManagedProcesses, whichOrNull } from './process.js';
 import {
   PEER_DEBIAN_PACKAGES,
   PeerMissingError,
@@ -114,10 +108,7 @@ describe('test/lib/process: ManagedProcess', function () {
 
   it('captures output lines, waits for a line, and stops with SIGTERM', async () => {
     const seen: string[] = [];
-    const p = await ManagedProcess.start(
-      nodeScript(`console.log('hello'); console.error('to stderr'); console.log('ready 42'); setInterval(() => {}, 1000);`),
-      { onLine: (l) => seen.push(l) },
-    );
+    const p = await ManagedProcess.start(nodeScript(`console.log('hello'); console.error('to stderr'); console.log('ready 42'); setInterval(() => {}, 1000);`), { onLine: (l) => seen.push(l) });
     const m = await p.waitForLine(/ready (\d+)/, 5000);
     expect(m[1]).to.equal('42');
     await p.waitForLine(/to stderr/, 5000);
@@ -151,7 +142,9 @@ describe('test/lib/process: ManagedProcess', function () {
       const t0 = Date.now();
       const err = await p.waitForLine(/nothing/, 300).catch((e: Error) => e);
       expect(err).to.be.instanceOf(ManagedProcessError);
-      expect((err as Error).message).to.match(/timed out after 300 ms/).and.contain('idle');
+      expect((err as Error).message)
+        .to.match(/timed out after 300 ms/)
+        .and.contain('idle');
       expect(Date.now() - t0).to.be.lessThan(3000);
       const err2 = await p.waitForPath('/nonexistent/vhostkit.sock', 200).catch((e: Error) => e);
       expect((err2 as Error).message).to.contain('/nonexistent/vhostkit.sock');
@@ -161,9 +154,7 @@ describe('test/lib/process: ManagedProcess', function () {
   });
 
   it('escalates to SIGKILL when SIGTERM is ignored', async () => {
-    const p = await ManagedProcess.start(
-      nodeScript(`process.on('SIGTERM', () => console.log('ignoring TERM')); console.log('up'); setInterval(() => {}, 1000);`),
-    );
+    const p = await ManagedProcess.start(nodeScript(`process.on('SIGTERM', () => console.log('ignoring TERM')); console.log('up'); setInterval(() => {}, 1000);`));
     await p.waitForLine(/^up$/, 5000);
     const t0 = Date.now();
     const st = await p.stop('SIGTERM', 400);
@@ -174,9 +165,7 @@ describe('test/lib/process: ManagedProcess', function () {
   });
 
   it('keeps only the last ~1 MiB of output', async () => {
-    const p = await ManagedProcess.start(
-      nodeScript(`const l = 'x'.repeat(1023); for (let i = 0; i < 3072; i++) console.log(l); console.log('LAST LINE');`),
-    );
+    const p = await ManagedProcess.start(nodeScript(`const l = 'x'.repeat(1023); for (let i = 0; i < 3072; i++) console.log(l); console.log('LAST LINE');`));
     const st = await p.exited;
     expect(st.code).to.equal(0);
     expect(p.lineCount).to.equal(3073);
@@ -282,7 +271,10 @@ describe('test/lib/peers: qemu-storage-daemon (vhost-user-blk)', function () {
     createRawImage(image, 1024 * 1024);
     const err = await startStorageDaemon({ image: dir.join('missing.img'), socket: dir.join('bad.sock') }).catch((e: Error) => e);
     expect(err).to.be.instanceOf(ManagedProcessError);
-    expect((err as Error).message).to.contain('qemu-storage-daemon').and.contain('exited with code 1').and.contain('missing.img');
+    expect((err as Error).message)
+      .to.contain('qemu-storage-daemon')
+      .and.contain('exited with code 1')
+      .and.contain('missing.img');
     expect(existsSync(dir.join('bad.sock'))).to.equal(false);
     const err0 = await startStorageDaemon({ image, numQueues: 0 }).catch((e: Error) => e);
     expect((err0 as Error).message).to.contain('numQueues');
@@ -419,11 +411,11 @@ describe('test/lib/peers: dpdk-testpmd', function () {
     requirePeer('dpdk-testpmd');
     const dir = makeTempDir('vhostkit-tp-');
     try {
-      const err = await startTestpmd({ role: 'virtio-user', socket: dir.join('nobody.sock'), forwardMode: 'txonly', cpu: cpuB }).catch(
-        (e: Error) => e,
-      );
+      const err = await startTestpmd({ role: 'virtio-user', socket: dir.join('nobody.sock'), forwardMode: 'txonly', cpu: cpuB }).catch((e: Error) => e);
       expect(err).to.be.instanceOf(ManagedProcessError);
-      expect((err as Error).message).to.contain('No probed ethernet devices').and.contain('--vdev');
+      expect((err as Error).message)
+        .to.contain('No probed ethernet devices')
+        .and.contain('--vdev');
       expect(liveManagedProcesses().filter((p) => p.name === 'dpdk-testpmd')).to.have.length(0);
     } finally {
       dir.cleanup();

@@ -55,13 +55,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import {
-  ManagedProcess,
-  registerExitCleanup,
-  whichOrNull,
-  type ExitStatus,
-  type LineListener,
-} from './process.js';
+import { ManagedProcess, registerExitCleanup, whichOrNull, type ExitStatus, type LineListener } from './process.js';
 
 // ---------------------------------------------------------------------------
 // Peers, packages, availability
@@ -86,10 +80,7 @@ export class PeerMissingError extends Error {
     readonly peer: PeerName,
     readonly debianPackage: string,
   ) {
-    super(
-      `${peer} is not installed (not found on PATH). Install the Debian package ${debianPackage}: ` +
-        `apt-get install -y ${debianPackage}`,
-    );
+    super(`${peer} is not installed (not found on PATH). Install the Debian package ${debianPackage}: ` + `apt-get install -y ${debianPackage}`);
     this.name = 'PeerMissingError';
   }
 }
@@ -313,20 +304,12 @@ export async function startStorageDaemon(opts: StorageDaemonOptions): Promise<St
   const socket = opts.socket ?? (temp as TempDir).join('blk.sock');
   try {
     checkSocketPath(socket, false);
-    const exportOpts = [
-      'type=vhost-user-blk',
-      'id=e',
-      'node-name=f',
-      'addr.type=unix',
-      `addr.path=${qemuOptValue(socket)}`,
-      `writable=${opts.writable === false ? 'off' : 'on'}`,
-    ];
+    const exportOpts = ['type=vhost-user-blk', 'id=e', 'node-name=f', 'addr.type=unix', `addr.path=${qemuOptValue(socket)}`, `writable=${opts.writable === false ? 'off' : 'on'}`];
     if (opts.numQueues !== undefined) exportOpts.push(`num-queues=${opts.numQueues}`);
     const argv = [
       exe,
       '--blockdev',
-      `driver=file,node-name=f,filename=${qemuOptValue(opts.image)},cache.direct=${opts.direct ? 'on' : 'off'}` +
-        (opts.discard ? `,discard=${opts.discard}` : ''),
+      `driver=file,node-name=f,filename=${qemuOptValue(opts.image)},cache.direct=${opts.direct ? 'on' : 'off'}` + (opts.discard ? `,discard=${opts.discard}` : ''),
       '--export',
       exportOpts.join(','),
       ...(opts.extraArgs ?? []),
@@ -485,11 +468,7 @@ function pairs(line: string, into: Record<string, number>): void {
   for (const m of line.matchAll(PAIR_RE)) into[m[1]] = Number(m[2]);
 }
 
-type ParserState =
-  | { kind: 'idle' }
-  | { kind: 'nic'; port: number; raw: Record<string, number> }
-  | { kind: 'fwd'; port: number | 'all'; raw: Record<string, number> }
-  | { kind: 'skip' };
+type ParserState = { kind: 'idle' } | { kind: 'nic'; port: number; raw: Record<string, number> } | { kind: 'fwd'; port: number | 'all'; raw: Record<string, number> } | { kind: 'skip' };
 
 /**
  * Incremental parser of testpmd output: feed it every line (in order). Lines that are not
@@ -745,10 +724,7 @@ const NO_PORT_RE = /testpmd: No probed ethernet devices/;
 /**
  * Builds the argv of startTestpmd (exported for documentation and tests). See startTestpmd.
  */
-export function testpmdArgv(
-  opts: TestpmdOptions,
-  resolved: { exe: string; socket: string; filePrefix: string; stdbuf: string | null },
-): string[] {
+export function testpmdArgv(opts: TestpmdOptions, resolved: { exe: string; socket: string; filePrefix: string; stdbuf: string | null }): string[] {
   const cpu = opts.cpu ?? 0;
   if (!Number.isInteger(cpu) || cpu < 0) throw new Error(`cpu must be an integer >= 0, got ${cpu}`);
   const queues = opts.queues ?? 1;

@@ -276,9 +276,7 @@ export class ManagedProcess {
       // Either the spawn failed (no 'exit' will follow) or a kill failed (ignored).
       if (this.pid === undefined) {
         exitStatus = { code: null, signal: null, error: err };
-        spawnReject(
-          new ManagedProcessError(`${this.name}: could not start: ${err.message}`, this.commandLine, '', exitStatus),
-        );
+        spawnReject(new ManagedProcessError(`${this.name}: could not start: ${err.message}`, this.commandLine, '', exitStatus));
         finish();
       }
     });
@@ -421,12 +419,7 @@ export class ManagedProcess {
         );
       };
       unsubscribe = this.onLine(() => evaluate());
-      timers.push(
-        setTimeout(
-          () => settle(() => reject(this.error(`timed out after ${opts.timeoutMs} ms waiting for ${opts.what}`))),
-          opts.timeoutMs,
-        ),
-      );
+      timers.push(setTimeout(() => settle(() => reject(this.error(`timed out after ${opts.timeoutMs} ms waiting for ${opts.what}`))), opts.timeoutMs));
       if (pollMs > 0) timers.push(setInterval(evaluate, pollMs));
       // After exit, evaluate once more (lines flushed at exit may satisfy the probe), then fail.
       void this.exited.then(() => evaluate());

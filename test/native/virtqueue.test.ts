@@ -187,7 +187,12 @@ for (const layout of ['split', 'packed'] as const) {
 
     it('keeps state across setBase/getBase (GET/SET_VRING_BASE) onto a new queue object', () => {
       rig = new Rig(layout, { size: 16 });
-      for (let i = 0; i < 21; i++) rig.drv.add([{ len: 4, writable: true }]), rig.drv.publish(), rig.serve(), rig.drv.used();
+      for (let i = 0; i < 21; i++) {
+        rig.drv.add([{ len: 4, writable: true }]);
+        rig.drv.publish();
+        rig.serve();
+        rig.drv.used();
+      }
       const base = rig.q.getBase();
       const q2 = new Virtqueue({ layout, size: 16 });
       q2.setFeatures({ eventIdx: false, indirect: true });

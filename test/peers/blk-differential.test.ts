@@ -200,7 +200,10 @@ describe('real peers: the same requests against qemu-storage-daemon and vhostkit
       const batches = sequence(seed, 300);
       const kinds = new Set(batches.flat().map((r) => r.what.replace(/ [0-9].*$/, '')));
       for (const k of ['write', 'read', 'flush', 'get id', 'discard', 'write zeroes']) expect(kinds, 'the sequence has every kind').to.include(k);
-      expect(batches.some((b) => b.length > 1), 'and batches in flight together').to.equal(true);
+      expect(
+        batches.some((b) => b.length > 1),
+        'and batches in flight together',
+      ).to.equal(true);
       expect(kinds.size, 'and bad requests').to.be.greaterThan(7);
       const initial = bytes(CAP * SECTOR, rng(1000 + seed));
       const a = tmp.join('qsd.img');

@@ -79,7 +79,10 @@ describe('real peers: vhostkit net-load with dpdk-testpmd virtio-user', function
       // testpmd io-forwards what we generate on each queue back out of the same queue to our sink.
       await pmd.waitForStats((st) => (st.ports[0]?.txPackets ?? 0) > 200000 && (st.ports[0]?.rxPackets ?? 0) > 200000, 30000);
       const threads = dev.threadStats();
-      expect(threads.map((t) => t.queues)).to.deep.equal([[0, 1], [2, 3]]);
+      expect(threads.map((t) => t.queues)).to.deep.equal([
+        [0, 1],
+        [2, 3],
+      ]);
       expect(threads.map((t) => t.cpus)).to.deep.equal([[cpu], [cpu]]);
       for (const t of threads) {
         expect(t.rxPackets, `thread ${t.thread} sank frames`).to.be.greaterThan(0);

@@ -29,7 +29,10 @@ describe('real peers: dpdk-testpmd virtio-user on two switch ports', function ()
         expect(s.ports[0].rxPackets).to.be.greaterThan(10000);
         expect(sw.counters('a').rx_packets).to.be.greaterThan(10000);
         expect(sw.counters('b').tx_packets).to.be.greaterThan(10000);
-        const layouts = sw.backend('a').session!.queues().map((q) => q.layout);
+        const layouts = sw
+          .backend('a')
+          .session!.queues()
+          .map((q) => q.layout);
         expect(layouts[0]).to.equal(packed ? 'packed' : 'split');
       } finally {
         await tx.stop();

@@ -75,7 +75,7 @@ describe('real peers: qemu-storage-daemon', function () {
       expect(onDisk.equals(Buffer.from(data))).to.equal(true);
       expect(onDisk2.equals(Buffer.from(d2))).to.equal(true);
       const base = await fe.stopQueue(0);
-      expect(base, "4 requests popped").to.equal(4);
+      expect(base, '4 requests popped').to.equal(4);
     } finally {
       fe.close();
       await qsd.stop();

@@ -2,7 +2,21 @@
 // flushing, the table's growth and deletions, and the per-burst classification.
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { CLASSIFY_COUNTS, CLASSIFY_DROP, CLASSIFY_FLOOD, ClassifyCount, FORWARD_MAX_RX, Fdb, ForwardRec, ForwardRes, INGRESS_WORDS, PORT_WORDS, PortWord, macFromString, macToString } from '../../src/switch/fdb.js';
+import {
+  CLASSIFY_COUNTS,
+  CLASSIFY_DROP,
+  CLASSIFY_FLOOD,
+  ClassifyCount,
+  FORWARD_MAX_RX,
+  Fdb,
+  ForwardRec,
+  ForwardRes,
+  INGRESS_WORDS,
+  PORT_WORDS,
+  PortWord,
+  macFromString,
+  macToString,
+} from '../../src/switch/fdb.js';
 import { fcParams } from '../vhost-user/fuzz-runs.js';
 
 const A = macFromString('02:00:00:00:00:0a');
@@ -39,7 +53,12 @@ describe('Fdb', () => {
     expect(f.age(1200)).to.equal(1);
     expect(f.lookup(A, 1, 600), 'aged out').to.equal(-1);
     expect(f.learn(A, 1, 3, 1200)).to.equal(true);
-    expect(f.dump(1200).map((e) => e.mac).sort()).to.deep.equal([macToString(A), macToString(B)]);
+    expect(
+      f
+        .dump(1200)
+        .map((e) => e.mac)
+        .sort(),
+    ).to.deep.equal([macToString(A), macToString(B)]);
   });
 
   it('refuses to learn past maxEntries, and counts it', () => {
@@ -100,18 +119,32 @@ describe('Fdb', () => {
             expect(f.lookup(base + o.mac, o.vlan, now)).to.equal(e === undefined || now - e.seen > 1000 ? -1 : e.port);
           } else if (o.k === 'flush') {
             let n = 0;
-            for (const [k, e] of model) if (e.port === o.port) (model.delete(k), n++);
+            for (const [k, e] of model) {
+              if (e.port !== o.port) continue;
+              model.delete(k);
+              n++;
+            }
             expect(f.flushPort(o.port)).to.equal(n);
           } else {
             now += o.dt;
             let n = 0;
-            for (const [k, e] of model) if (now - e.seen > 1000) (model.delete(k), n++);
+            for (const [k, e] of model) {
+              if (now - e.seen <= 1000) continue;
+              model.delete(k);
+              n++;
+            }
             expect(f.age(now)).to.equal(n);
           }
           expect(f.size).to.equal(model.size);
         }
-        const live = [...model].filter(([, e]) => now - e.seen <= 1000).map(([k, e]) => `${k}@${e.port}`).sort();
-        const dumped = f.dump(now).map((e) => `${e.vlan}/${macFromString(e.mac) - base}@${e.port}`).sort();
+        const live = [...model]
+          .filter(([, e]) => now - e.seen <= 1000)
+          .map(([k, e]) => `${k}@${e.port}`)
+          .sort();
+        const dumped = f
+          .dump(now)
+          .map((e) => `${e.vlan}/${macFromString(e.mac) - base}@${e.port}`)
+          .sort();
         expect(dumped).to.deep.equal(live);
       }),
       fcParams(300),

@@ -58,7 +58,13 @@ const BREAKERS: Breaker[] = [
     queue: 'tx',
     layouts: ['split', 'packed'],
     act: (h) => {
-      h.tx.driver.add([{ len: 12, writable: false }, { addr: OUTSIDE, len: 64, writable: false }], { indirect: true });
+      h.tx.driver.add(
+        [
+          { len: 12, writable: false },
+          { addr: OUTSIDE, len: 64, writable: false },
+        ],
+        { indirect: true },
+      );
       h.tx.publishAndKick();
     },
   },
@@ -198,7 +204,7 @@ describe('switch: a hostile guest on one port', function () {
       await honestPair(a, b, 3000, 1, floodBurst);
       await until(() => rig.sw.counters('h').rx_packets >= floodSent, 'the flood consumed');
       const hc = rig.sw.counters('h');
-      expect(floodSent, 'a burst before each of the pair\'s bursts').to.be.at.least(3000);
+      expect(floodSent, "a burst before each of the pair's bursts").to.be.at.least(3000);
       expect(hc.drop_bad, 'runts dropped as bad').to.equal(runts);
       expect(hc.queue_errors, 'a flood is not a ring error').to.equal(0);
       expect(rig.sw.counters('c').tx_packets + rig.sw.counters('c').drop_no_buffers, 'the rest went to c (or dropped there for lack of buffers)').to.equal(floodSent - runts + 2);

@@ -68,9 +68,15 @@ describe('switch features', function () {
     const t = await attach('t', { vlan: { mode: 'trunk', allowed: [10, 20] } });
     const f = ethFrame(BCAST, A, 80, 1);
     a.send([f]);
-    expect((await c.receive(1)).map((x) => hex(x.frame)), 'same VLAN, untagged').to.deep.equal([hex(f)]);
+    expect(
+      (await c.receive(1)).map((x) => hex(x.frame)),
+      'same VLAN, untagged',
+    ).to.deep.equal([hex(f)]);
     const onTrunk = await t.receive(1);
-    expect(onTrunk.map((x) => hex(x.frame)), 'tagged 10 on the trunk').to.deep.equal([hex(tagged(BCAST, A, 10, 80, 1))]);
+    expect(
+      onTrunk.map((x) => hex(x.frame)),
+      'tagged 10 on the trunk',
+    ).to.deep.equal([hex(tagged(BCAST, A, 10, 80, 1))]);
     expect(await b.receive(1, 200), 'other VLAN sees nothing').to.deep.equal([]);
     // From the trunk, tagged 20, to b: untagged on arrival; tagged 30 is not allowed.
     const g = tagged(BCAST, C, 20, 90, 2);
@@ -230,11 +236,13 @@ describe('switch features', function () {
     expect(atB[0].hdr[1], 'gso_type TCPV4 passed through').to.equal(1);
     const atC = await c.receive(Math.ceil(30000 / 1448));
     expect(atC.length).to.equal(Math.ceil(30000 / 1448));
-    const rebuilt = Buffer.concat(atC.map((x) => {
-      const k = checkTcp(x.frame);
-      expect(k.ok, k.why).to.equal(true);
-      return k.payload;
-    }));
+    const rebuilt = Buffer.concat(
+      atC.map((x) => {
+        const k = checkTcp(x.frame);
+        expect(k.ok, k.why).to.equal(true);
+        return k.payload;
+      }),
+    );
     expect(rebuilt.equals(Buffer.from(payload))).to.equal(true);
   });
 

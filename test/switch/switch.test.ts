@@ -10,7 +10,6 @@ import { setLogSink, type LogRecord } from '../../src/log.js';
 
 const A = '02:00:00:00:00:0a';
 const B = '02:00:00:00:00:0b';
-const C = '02:00:00:00:00:0c';
 const BCAST = 'ff:ff:ff:ff:ff:ff';
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
@@ -57,7 +56,10 @@ for (const dataplane of ['inline', 'worker'] as const) {
       const gotB = await b.receive(1);
       const gotC = await c.receive(1);
       expect(gotB.map((x) => hex(x.frame))).to.deep.equal([hex(f1)]);
-      expect(gotC.map((x) => hex(x.frame)), 'unknown unicast is flooded').to.deep.equal([hex(f1)]);
+      expect(
+        gotC.map((x) => hex(x.frame)),
+        'unknown unicast is flooded',
+      ).to.deep.equal([hex(f1)]);
       // B answers A: A's MAC was learned on port a, so only a receives it.
       const f2 = ethFrame(A, B, 200, 2);
       b.send([f2]);

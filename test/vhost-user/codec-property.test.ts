@@ -56,9 +56,7 @@ const vringState = fc.record({ index: u32, num: u32 });
 const vringFile = fc.record({ index: u8, noFd: fc.boolean() });
 const config = fc
   .record({ offset: fc.integer({ min: 0, max: MAX_CONFIG_SIZE }), flags: u32 })
-  .chain(({ offset, flags }) =>
-    fc.uint8Array({ minLength: 0, maxLength: MAX_CONFIG_SIZE - offset }).map((data) => ({ offset, size: data.length, flags, data })),
-  );
+  .chain(({ offset, flags }) => fc.uint8Array({ minLength: 0, maxLength: MAX_CONFIG_SIZE - offset }).map((data) => ({ offset, size: data.length, flags, data })));
 const inflight = fc.record({ mmapSize: u64, mmapOffset: u64, numQueues: u16, queueSize: u16 });
 
 /** A well-formed body for every request the codec knows (the type makes a missing one a compile error). */
@@ -280,7 +278,11 @@ describe('vhost-user codec: properties', function () {
     // Headers are often plausible (a known request, the right version) so the payload
     // checks get exercised too, not only the header's.
     const header = fc
-      .record({ request: fc.oneof(fc.constantFrom(...codedRequests), u32), flags: fc.oneof(fc.constant(VERSION), fc.constant(VERSION | FLAG_NEED_REPLY), u32), size: fc.oneof(fc.integer({ min: 0, max: 300 }), u32) })
+      .record({
+        request: fc.oneof(fc.constantFrom(...codedRequests), u32),
+        flags: fc.oneof(fc.constant(VERSION), fc.constant(VERSION | FLAG_NEED_REPLY), u32),
+        size: fc.oneof(fc.integer({ min: 0, max: 300 }), u32),
+      })
       .map(({ request, flags, size }) => {
         const b = new Uint8Array(HEADER_SIZE);
         const v = new DataView(b.buffer);
@@ -292,25 +294,31 @@ describe('vhost-user codec: properties', function () {
     const chunk = fc.oneof(header, fc.uint8Array({ minLength: 0, maxLength: 300 }));
     const maxPayload = fc.oneof(fc.constant(MAX_PAYLOAD), fc.integer({ min: 0, max: 512 }));
     fc.assert(
-      fc.property(fc.array(chunk, { minLength: 1, maxLength: 12 }), cuts, maxPayload, fc.array(fc.tuple(fc.nat(4000), fc.integer({ min: 0, max: 10 })), { maxLength: 4 }), (chunks, sizes, max, fdSpots) => {
-        const bytes = concat(chunks);
-        const fdsAt = new Map<number, number[]>();
-        fdSpots.forEach(([at, n], i) => fdsAt.set(at % Math.max(1, bytes.length), fakeFds(n, 2000 + 100 * i)));
-        const fed = new Fed(max);
-        const { messages, error } = fed.feed(bytes, sizes, fdsAt);
-        expect(Math.max(0, ...fed.allocations), 'largest allocation').to.be.at.most(max);
-        if (error !== null) expectExplained(error, 'reader');
-        for (const m of messages) {
-          expect(m.payload.length).to.be.at.most(max);
-          expect(m.fds.length).to.be.at.most(MAX_FDS);
-          try {
-            const d = decodeRequest(m);
-            stable(d.request, m);
-          } catch (e) {
-            expectExplained(e, `decode of ${Req[m.request] ?? m.request}`);
+      fc.property(
+        fc.array(chunk, { minLength: 1, maxLength: 12 }),
+        cuts,
+        maxPayload,
+        fc.array(fc.tuple(fc.nat(4000), fc.integer({ min: 0, max: 10 })), { maxLength: 4 }),
+        (chunks, sizes, max, fdSpots) => {
+          const bytes = concat(chunks);
+          const fdsAt = new Map<number, number[]>();
+          fdSpots.forEach(([at, n], i) => fdsAt.set(at % Math.max(1, bytes.length), fakeFds(n, 2000 + 100 * i)));
+          const fed = new Fed(max);
+          const { messages, error } = fed.feed(bytes, sizes, fdsAt);
+          expect(Math.max(0, ...fed.allocations), 'largest allocation').to.be.at.most(max);
+          if (error !== null) expectExplained(error, 'reader');
+          for (const m of messages) {
+            expect(m.payload.length).to.be.at.most(max);
+            expect(m.fds.length).to.be.at.most(MAX_FDS);
+            try {
+              const d = decodeRequest(m);
+              stable(d.request, m);
+            } catch (e) {
+              expectExplained(e, `decode of ${Req[m.request] ?? m.request}`);
+            }
           }
-        }
-      }),
+        },
+      ),
       fcParams(2000),
     );
   });
@@ -436,7 +444,7 @@ describe('vhost-user codec: properties', function () {
       );
     });
 
-    it('wrong fd counts: refused and explained, whether outside the request\'s range or inconsistent with its body', () => {
+    it("wrong fd counts: refused and explained, whether outside the request's range or inconsistent with its body", () => {
       fc.assert(
         fc.property(wellFormed(), fc.integer({ min: 0, max: MAX_FDS + 4 }), cuts, (w, n, sizes) => {
           fc.pre(n !== w.fds.length);
@@ -460,13 +468,26 @@ describe('vhost-user codec: properties', function () {
 
     it('fds that arrive with the payload instead of the header: refused and explained', () => {
       fc.assert(
-        fc.property(wellFormed().filter((w) => w.bytes.length > HEADER_SIZE), fc.integer({ min: 1, max: 3 }), fc.nat(), cuts, (w, n, where, sizes) => {
-          const at = HEADER_SIZE + (where % (w.bytes.length - HEADER_SIZE));
-          const fed = new Fed();
-          const { error } = fed.feed(w.bytes, sizes, new Map([[0, []], [at, fakeFds(n)]]));
-          expectExplained(error, 'fds in the payload');
-          expect(error.found).to.equal(`file descriptors arrived in the payload of VHOST_USER_${Req[w.request]}`);
-        }),
+        fc.property(
+          wellFormed().filter((w) => w.bytes.length > HEADER_SIZE),
+          fc.integer({ min: 1, max: 3 }),
+          fc.nat(),
+          cuts,
+          (w, n, where, sizes) => {
+            const at = HEADER_SIZE + (where % (w.bytes.length - HEADER_SIZE));
+            const fed = new Fed();
+            const { error } = fed.feed(
+              w.bytes,
+              sizes,
+              new Map([
+                [0, []],
+                [at, fakeFds(n)],
+              ]),
+            );
+            expectExplained(error, 'fds in the payload');
+            expect(error.found).to.equal(`file descriptors arrived in the payload of VHOST_USER_${Req[w.request]}`);
+          },
+        ),
         fcParams(500),
       );
     });

@@ -24,7 +24,10 @@ setLogSink((r) => {
 });
 
 const fds = (): number => readdirSync('/proc/self/fd').length;
-const maps = (): number => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('/memfd:')).length;
+const maps = (): number =>
+  readFileSync('/proc/self/maps', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('/memfd:')).length;
 
 async function settle(): Promise<{ fds: number; maps: number; rss: number; heap: number; external: number }> {
   for (let i = 0; i < 4; i++) {
@@ -48,7 +51,10 @@ async function cycle(i: number): Promise<void> {
     await fe.negotiate();
     await fe.setupMemory(256 * 1024);
     const q = await fe.startQueue(0, { size: 64 });
-    const id = q.driver.add([{ len: 4, writable: false, data: Uint8Array.of(i & 0xff, 1, 2, 3) }, { len: 4, writable: true }]);
+    const id = q.driver.add([
+      { len: 4, writable: false, data: Uint8Array.of(i & 0xff, 1, 2, 3) },
+      { len: 4, writable: true },
+    ]);
     q.publishAndKick();
     const used = await q.waitUsed(1, 5000);
     if (used.length !== 1 || used[0].id !== id) throw new Error(`cycle ${i}: used ${JSON.stringify(used)}`);

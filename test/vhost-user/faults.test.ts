@@ -41,8 +41,7 @@ const UVA = 0x7f0000000000n;
 const A = '02:00:00:00:00:0a';
 const B = '02:00:00:00:00:0b';
 /** What both the net port and the disk under test are driven with: VERSION_1, protocol features, and the ring layout. */
-const versionOneFeatures = (layout: 'split' | 'packed'): bigint =>
-  bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | (layout === 'packed' ? bit(VIRTIO_F_RING_PACKED) : 0n);
+const versionOneFeatures = (layout: 'split' | 'packed'): bigint => bit(VIRTIO_F_VERSION_1) | bit(VHOST_USER_F_PROTOCOL_FEATURES) | (layout === 'packed' ? bit(VIRTIO_F_RING_PACKED) : 0n);
 const json = (x: unknown): string => JSON.stringify(x, (_k, v) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v));
 const fdCount = (): number => readdirSync('/proc/self/fd').length;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -239,7 +238,11 @@ function blkUnderTest(dir: string): DeviceUnderTest {
         async (_fe, g) => {
           const d = g.drivers[0];
           for (let i = 0; i < 8; i++) {
-            d.add([{ len: 16, writable: false, data: header(BlkReqType.OUT, BigInt(i * 128)) }, { len: 65536, writable: false, data: new Uint8Array(65536).fill(i) }, { len: 1, writable: true }]);
+            d.add([
+              { len: 16, writable: false, data: header(BlkReqType.OUT, BigInt(i * 128)) },
+              { len: 65536, writable: false, data: new Uint8Array(65536).fill(i) },
+              { len: 1, writable: true },
+            ]);
           }
           d.publish();
           g.kicks[0].write(1n);
@@ -311,7 +314,11 @@ describe('vhost-user faults: a frontend that disconnects after each step of the 
               const fe = await VhostUserFrontend.connect(be.opts.socket);
               try {
                 for (const [, step] of steps.slice(0, k)) await step(fe, g);
-                if (k > lastEnable) expect(be.session?.queues().map((q) => q.running), `${label}: rings running`).to.deep.equal(Array(dut.queues).fill(true));
+                if (k > lastEnable)
+                  expect(
+                    be.session?.queues().map((q) => q.running),
+                    `${label}: rings running`,
+                  ).to.deep.equal(Array(dut.queues).fill(true));
               } finally {
                 fe.close();
               }
@@ -322,8 +329,14 @@ describe('vhost-user faults: a frontend that disconnects after each step of the 
             }
             expect(reason, label).to.equal('eof');
             const mine = logs.slice(mark).filter((r) => r.session === session.id);
-            expect(mine.filter((r) => r.level === 'error'), `${label}: errors logged: ${json(mine)}`).to.deep.equal([]);
-            expect(mine.some((r) => r.msg === 'frontend disconnected'), label).to.equal(true);
+            expect(
+              mine.filter((r) => r.level === 'error'),
+              `${label}: errors logged: ${json(mine)}`,
+            ).to.deep.equal([]);
+            expect(
+              mine.some((r) => r.msg === 'frontend disconnected'),
+              label,
+            ).to.equal(true);
             await until(() => be.session === null, 'the backend to drop the session');
             expect(fdCount(), `${label}: open fds`).to.equal(fds0);
             await dut.wellBehaved(layout, seq++);
@@ -382,8 +395,17 @@ describe('vhost-user faults: a frontend that closes and connects again at once',
               g.close();
             }
             const refused = logs.slice(mark).filter((r) => /refusing/.test(r.msg));
-            expect(refused.map((r) => r.msg), `${label}: refused`).to.deep.equal([]);
-            expect(logs.slice(mark).filter((r) => r.level === 'error').map((r) => json(r)), `${label}: errors`).to.deep.equal([]);
+            expect(
+              refused.map((r) => r.msg),
+              `${label}: refused`,
+            ).to.deep.equal([]);
+            expect(
+              logs
+                .slice(mark)
+                .filter((r) => r.level === 'error')
+                .map((r) => json(r)),
+              `${label}: errors`,
+            ).to.deep.equal([]);
             await until(() => be.session === null, 'the session to end');
           }
           // 1000 cycles of connect, full negotiation, data, close, each next connect at once.
@@ -479,7 +501,10 @@ describe('vhost-user faults: resource limits', function () {
     own.push(fd);
     return fd;
   };
-  const mapped = (name: string): number => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes(`/memfd:${name}`)).length;
+  const mapped = (name: string): number =>
+    readFileSync('/proc/self/maps', 'utf8')
+      .split('\n')
+      .filter((l) => l.includes(`/memfd:${name}`)).length;
 
   captureLogs(logs);
   beforeEach(() => {
@@ -516,7 +541,10 @@ describe('vhost-user faults: resource limits', function () {
       expect(err?.message, 'the request is refused').to.match(/failed: the backend answered 1|connection closed/);
       const [s, reason] = await closed.done;
       expect(reason).to.match(problem);
-      expect(logs.some((r) => r.session === s.id && r.level === 'error' && r.reason === reason), `an error line for session ${s.id} with ${reason}`).to.equal(true);
+      expect(
+        logs.some((r) => r.session === s.id && r.level === 'error' && r.reason === reason),
+        `an error line for session ${s.id} with ${reason}`,
+      ).to.equal(true);
     } finally {
       closed.cancel();
     }
@@ -543,7 +571,10 @@ describe('vhost-user faults: resource limits', function () {
       expect(await f.getMaxMemSlots()).to.equal(4n);
       await f.request(Req.SET_MEM_TABLE, memTable.encode([region(0n, 4096), region(65536n, 4096)]), { fds: [memfd('vk-slots4', 4096), memfd('vk-slots4', 4096)], ack: true });
       for (let i = 2; i < 4; i++) await f.request(Req.ADD_MEM_REG, singleRegion.encode(region(BigInt(i) * 65536n, 4096)), { fds: [memfd('vk-slots4', 4096)], ack: true });
-      await refused(() => f.request(Req.ADD_MEM_REG, singleRegion.encode(region(4n * 65536n, 4096)), { fds: [memfd('vk-slots4', 4096)], ack: true }), /^ADD_MEM_REG: 5 memory regions, at most 4 \(limit maxMemSlots\)$/);
+      await refused(
+        () => f.request(Req.ADD_MEM_REG, singleRegion.encode(region(4n * 65536n, 4096)), { fds: [memfd('vk-slots4', 4096)], ack: true }),
+        /^ADD_MEM_REG: 5 memory regions, at most 4 \(limit maxMemSlots\)$/,
+      );
       f.close();
       f = fe = await VhostUserFrontend.connect(join(dir, 'vhost.sock'));
       await f.negotiate();
@@ -603,14 +634,18 @@ describe('vhost-user faults: resource limits', function () {
       // The inflight area a frontend hands back (SET_INFLIGHT_FD) with a huge size.
       await reconnect();
       await refused(
-        () => f.request(Req.SET_INFLIGHT_FD, inflightArea.encode({ mmapSize: 1n << 40n, mmapOffset: 0n, numQueues: 1, queueSize: 64 }), { fds: [memfd('vk-bytes', inflightQueueBytes(64, false))], ack: true }),
+        () =>
+          f.request(Req.SET_INFLIGHT_FD, inflightArea.encode({ mmapSize: 1n << 40n, mmapOffset: 0n, numQueues: 1, queueSize: 64 }), {
+            fds: [memfd('vk-bytes', inflightQueueBytes(64, false))],
+            ack: true,
+          }),
         new RegExp(`^SET_INFLIGHT_FD: ${1n << 40n} bytes mapped, at most ${8 * MiB} \\(limit maxMappedBytes\\)$`),
       );
       expect(mapped('vk-bytes'), 'nothing left mapped').to.equal(0);
     });
   });
 
-  describe('queues and queue size (the device\'s numQueues and maxQueueSize)', () => {
+  describe("queues and queue size (the device's numQueues and maxQueueSize)", () => {
     const device = (numQueues: number, maxQueueSize: number): VhostUserDevice => Object.assign(new EchoDevice(1), { numQueues, maxQueueSize });
 
     it('a device with more queues than vhost-user can address (256), or queues above 32768, is refused when the backend is made', () => {
@@ -660,7 +695,10 @@ describe('vhost-user faults: resource limits', function () {
         const statuses: number[] = [];
         for (const [qi, c] of clients.entries()) {
           const used = await c.q.waitUsed(40, 10000);
-          expect(used.map((u) => u.id).sort((a, b) => a - b), `queue ${qi}: every request completed`).to.deep.equal([...ids[qi]].sort((a, b) => a - b));
+          expect(
+            used.map((u) => u.id).sort((a, b) => a - b),
+            `queue ${qi}: every request completed`,
+          ).to.deep.equal([...ids[qi]].sort((a, b) => a - b));
           for (const u of used) statuses.push(c.result(u.id, u.len).status);
         }
         return { most, heldBack: disk.device.heldBack, statuses };

@@ -181,7 +181,10 @@ describe('vhost-user: hostile frontend', function () {
   /** A real echo round trip through the other backend: it kept serving traffic. */
   async function bystanderEcho(label: string): Promise<void> {
     const data = Uint8Array.from(randomBytes(16));
-    const id = byQ.driver.add([{ len: 16, writable: false, data }, { len: 16, writable: true }]);
+    const id = byQ.driver.add([
+      { len: 16, writable: false, data },
+      { len: 16, writable: true },
+    ]);
     byQ.publishAndKick();
     const used = await byQ.waitUsed(1, 2000);
     expect(used, `${label}: bystander used ring`).to.deep.equal([{ id, len: 16 }]);
@@ -404,17 +407,29 @@ describe('vhost-user: hostile frontend', function () {
     const nine = (): MemRegion[] => Array.from({ length: 9 }, (_, i) => region(BigInt(i * MiB), 4096));
     await hostileCase('9 regions with 9 fds', /more than 8 file descriptors in one message/, (fe, fds) => {
       owner(fe);
-      fe.send(Req.SET_MEM_TABLE, memTable.encode(nine()), nine().map(() => fds.memfd(4096)));
+      fe.send(
+        Req.SET_MEM_TABLE,
+        memTable.encode(nine()),
+        nine().map(() => fds.memfd(4096)),
+      );
     });
     await hostileCase('9 regions with 8 fds', /SET_MEM_TABLE: payload of 296 bytes, expected 8\.\.264/, (fe, fds) => {
       owner(fe);
-      fe.send(Req.SET_MEM_TABLE, memTable.encode(nine()), Array.from({ length: 8 }, () => fds.memfd(4096)));
+      fe.send(
+        Req.SET_MEM_TABLE,
+        memTable.encode(nine()),
+        Array.from({ length: 8 }, () => fds.memfd(4096)),
+      );
     });
     await hostileCase('a count of 9 in an 8-region payload', /memory table: 9 regions, at most 8/, (fe, fds) => {
       owner(fe);
       const p = memTable.encode(nine().slice(0, 8));
       new DataView(p.buffer).setUint32(0, 9, true);
-      fe.send(Req.SET_MEM_TABLE, p, Array.from({ length: 8 }, () => fds.memfd(4096)));
+      fe.send(
+        Req.SET_MEM_TABLE,
+        p,
+        Array.from({ length: 8 }, () => fds.memfd(4096)),
+      );
     });
   });
 
@@ -529,7 +544,10 @@ describe('vhost-user: hostile frontend', function () {
   });
 
   it('11. SET_FEATURES / SET_PROTOCOL_FEATURES acking bits never offered', async () => {
-    for (const [b, hex] of [[0, '0x1'], [63, '0x8000000000000000']] as const) {
+    for (const [b, hex] of [
+      [0, '0x1'],
+      [63, '0x8000000000000000'],
+    ] as const) {
       await hostileCase(`SET_FEATURES with bit ${b}`, new RegExp(`SET_FEATURES acks features never offered: ${hex}\\b`), (fe) => {
         fe.send(Req.SET_OWNER);
         fe.send(Req.SET_FEATURES, u64.encode(bit(VIRTIO_F_VERSION_1) | bit(b)));
@@ -562,7 +580,11 @@ describe('vhost-user: hostile frontend', function () {
         async (_fe, st) => {
           hostileDev.hold = true; // the device keeps the chains: they are in flight when we leave
           const served = hostileDev.served;
-          for (let i = 0; i < 3; i++) st.driver.add([{ len: 8, writable: false, data: Uint8Array.of(i, 1, 2, 3, 4, 5, 6, 7) }, { len: 8, writable: true }]);
+          for (let i = 0; i < 3; i++)
+            st.driver.add([
+              { len: 8, writable: false, data: Uint8Array.of(i, 1, 2, 3, 4, 5, 6, 7) },
+              { len: 8, writable: true },
+            ]);
           st.driver.publish();
           st.kick.write(1n);
           const deadline = Date.now() + 2000;
@@ -615,8 +637,14 @@ describe('vhost-user: hostile frontend', function () {
         expect(events.at(-1), `${label}: reset is the last thing the device hears`).to.equal('reset');
         if (k >= 12) expect(events, `${label}: the ring ran and was stopped`).to.include.members(['start', 'stop']);
         const mine = logs.slice(mark).filter((r) => r.session === session.id);
-        expect(mine.some((r) => r.msg === 'frontend disconnected' && r.reason === 'eof'), `${label}: ${json(mine)}`).to.equal(true);
-        expect(mine.filter((r) => r.level === 'error'), `${label}: errors`).to.deep.equal([]);
+        expect(
+          mine.some((r) => r.msg === 'frontend disconnected' && r.reason === 'eof'),
+          `${label}: ${json(mine)}`,
+        ).to.equal(true);
+        expect(
+          mine.filter((r) => r.level === 'error'),
+          `${label}: errors`,
+        ).to.deep.equal([]);
         const after = openFds();
         expect(after.length, `${label}: open fds ${before.length} -> ${after.length} (new: ${after.filter((f) => !before.includes(f)).join(',')})`).to.equal(before.length);
         await bystanderEcho(label);
@@ -632,7 +660,10 @@ describe('vhost-user: hostile frontend', function () {
       await fe.negotiate();
       await fe.setupMemory(MiB);
       const q = await fe.startQueue(0, { size: 64 });
-      const id = q.driver.add([{ len: 4, writable: false, data: Uint8Array.of(9, 8, 7, 6) }, { len: 4, writable: true }]);
+      const id = q.driver.add([
+        { len: 4, writable: false, data: Uint8Array.of(9, 8, 7, 6) },
+        { len: 4, writable: true },
+      ]);
       q.publishAndKick();
       expect(await q.waitUsed(1, 2000)).to.deep.equal([{ id, len: 4 }]);
       expect(Array.from(q.driver.readWritten(id, 4))).to.deep.equal([6, 7, 8, 9]);

@@ -16,7 +16,11 @@ describe('vhostkit probe: what is not a vhost-user backend', function () {
   });
   afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-  const why = (p: Promise<unknown>) => p.then(() => 'probed', (e: Error) => e.message);
+  const why = (p: Promise<unknown>) =>
+    p.then(
+      () => 'probed',
+      (e: Error) => e.message,
+    );
 
   it('says why in plain words: no file, not a socket, nobody listening, HTTP, silence', async () => {
     mkdirSync(join(dir, 'd'));

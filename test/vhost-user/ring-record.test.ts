@@ -16,7 +16,10 @@ const STALE_BASE = 0x80008000;
 
 async function echo(q: FrontendQueue, tag: number, timeoutMs = 5000): Promise<void> {
   const d = q.driver as PackedDriver;
-  const id = d.add([{ len: 3, writable: false, data: Uint8Array.of(tag & 0xff, 1, 2) }, { len: 16, writable: true }]);
+  const id = d.add([
+    { len: 3, writable: false, data: Uint8Array.of(tag & 0xff, 1, 2) },
+    { len: 16, writable: true },
+  ]);
   q.publishAndKick();
   const used = await q.waitUsed(1, timeoutMs);
   expect(used[0]).to.deep.equal({ id, len: 3 });

@@ -322,7 +322,7 @@ function validMessage(st: RunState, s: Session, which: ValidKind, q: number, var
       return { request, payload: singleRegion.encode({ gpa, size: 4096n, uva: UVA + gpa, mmapOffset: 0n }), fds: [] };
     }
     case 'SET_VRING_NUM':
-      return { request, payload: vringState.encode({ index: q, num: variant % 5 === 0 ? 1 << variant % 12 : QSIZE }), fds: [] };
+      return { request, payload: vringState.encode({ index: q, num: variant % 5 === 0 ? 1 << (variant % 12) : QSIZE }), fds: [] };
     case 'SET_VRING_BASE':
       return { request, payload: vringState.encode({ index: q, num: variant % 5 === 0 ? variant & 0xffff : 0 }), fds: [] };
     case 'SET_VRING_ADDR':
@@ -411,7 +411,10 @@ async function echoSession(socket: string): Promise<void> {
     await fe.negotiate();
     await fe.setupMemory(MiB);
     const q = await fe.startQueue(0, { size: QSIZE });
-    const id = q.driver.add([{ len: 4, writable: false, data: Uint8Array.of(1, 2, 3, 4) }, { len: 4, writable: true }]);
+    const id = q.driver.add([
+      { len: 4, writable: false, data: Uint8Array.of(1, 2, 3, 4) },
+      { len: 4, writable: true },
+    ]);
     q.publishAndKick();
     expect(await q.waitUsed(1, 3000)).to.deep.equal([{ id, len: 4 }]);
     expect(Array.from(q.driver.readWritten(id, 4))).to.deep.equal([4, 3, 2, 1]);
@@ -676,11 +679,7 @@ for (const dc of cases) {
         };
         const v = (which: ValidKind, variant = 0): Action => ({ k: 'valid', which, q: 0, needReply: true, variant });
         const prelude: Action[] =
-          run.prelude === 'none'
-            ? []
-            : run.prelude === 'owner'
-              ? [v('SET_OWNER')]
-              : [v('SET_PROTOCOL_FEATURES'), v('SET_OWNER'), v('SET_FEATURES', run.packed ? 0 : 1), v('SET_MEM_TABLE')];
+          run.prelude === 'none' ? [] : run.prelude === 'owner' ? [v('SET_OWNER')] : [v('SET_PROTOCOL_FEATURES'), v('SET_OWNER'), v('SET_FEATURES', run.packed ? 0 : 1), v('SET_MEM_TABLE')];
         for (const a of [...prelude, ...run.actions]) {
           if (ended) break;
           step++;
@@ -698,7 +697,12 @@ for (const dc of cases) {
                 ...(s.queues()[a.q].started ? [['GET_VRING_BASE', Req.GET_VRING_BASE, vringState.encode({ index: a.q, num: 0 }), []] as [string, Req, Uint8Array, number[]]] : []),
                 ['SET_VRING_NUM', Req.SET_VRING_NUM, vringState.encode({ index: a.q, num: QSIZE }), []],
                 ['SET_VRING_BASE', Req.SET_VRING_BASE, vringState.encode({ index: a.q, num: a.packedBase ? 0x80008000 : 0 }), []],
-                ['SET_VRING_ADDR', Req.SET_VRING_ADDR, vringAddr.encode({ index: a.q, flags: 0, desc: UVA + BigInt(d.descAddr), used: UVA + BigInt(d.usedAddr), avail: UVA + BigInt(d.availAddr), log: 0n }), []],
+                [
+                  'SET_VRING_ADDR',
+                  Req.SET_VRING_ADDR,
+                  vringAddr.encode({ index: a.q, flags: 0, desc: UVA + BigInt(d.descAddr), used: UVA + BigInt(d.usedAddr), avail: UVA + BigInt(d.availAddr), log: 0n }),
+                  [],
+                ],
                 ['SET_VRING_CALL', Req.SET_VRING_CALL, vringFile.encode(a.q, false), [st.calls[a.q].fd]],
                 ['SET_VRING_KICK', Req.SET_VRING_KICK, vringFile.encode(a.q, false), [st.kicks[a.q].fd]],
                 ['SET_VRING_ENABLE', Req.SET_VRING_ENABLE, vringState.encode({ index: a.q, num: 1 }), []],
@@ -712,17 +716,33 @@ for (const dc of cases) {
             case 'mutated': {
               const m = validMessage(st, s, a.which, a.q, a.variant);
               const fds = a.fds === null ? m.fds : a.fds.map((k) => st.fd(k));
-              await send(`${a.which}(mutated: ${a.payload ? `${a.payload.length} random bytes` : 'payload kept'}, ${fds.length} fds)`, m.request, VERSION | (a.needReply ? FLAG_NEED_REPLY : 0), a.payload ?? m.payload, fds);
+              await send(
+                `${a.which}(mutated: ${a.payload ? `${a.payload.length} random bytes` : 'payload kept'}, ${fds.length} fds)`,
+                m.request,
+                VERSION | (a.needReply ? FLAG_NEED_REPLY : 0),
+                a.payload ?? m.payload,
+                fds,
+              );
               break;
             }
             case 'random':
-              await send(`${reqName(a.request)} (random, flags 0x${a.flags.toString(16)}, ${a.payload.length} bytes, ${a.fds.length} fds)`, a.request >>> 0, a.flags >>> 0, a.payload, a.fds.map((k) => st.fd(k)));
+              await send(
+                `${reqName(a.request)} (random, flags 0x${a.flags.toString(16)}, ${a.payload.length} bytes, ${a.fds.length} fds)`,
+                a.request >>> 0,
+                a.flags >>> 0,
+                a.payload,
+                a.fds.map((k) => st.fd(k)),
+              );
               break;
             case 'traffic': {
               const d = st.drivers[a.q];
               trace.push(`traffic q${a.q} x${a.n}`);
               try {
-                for (let i = 0; i < a.n; i++) d.add([{ len: 16, writable: false, data: new Uint8Array(16).fill(i) }, { len: 16, writable: true }]);
+                for (let i = 0; i < a.n; i++)
+                  d.add([
+                    { len: 16, writable: false, data: new Uint8Array(16).fill(i) },
+                    { len: 16, writable: true },
+                  ]);
               } catch {
                 // ring full or the run's memory used up: publish what fits
               }
@@ -757,7 +777,7 @@ for (const dc of cases) {
         (e as Error).message += `\n  trace: ${trace.join(' | ')}`;
         fe.close();
         dev.setHold(false);
-        await until(() => be.session === null, 'the failed run\'s session to end', 12000).catch(() => undefined);
+        await until(() => be.session === null, "the failed run's session to end", 12000).catch(() => undefined);
         st.close();
         throw e;
       }
@@ -774,7 +794,10 @@ for (const dc of cases) {
         const why = mine.find((r) => (r.level === 'warn' || r.level === 'error') && r.reason === reason);
         expect(why, `${label}: no warn/error log line with reason ${json(reason)} among ${json(mine)}`).to.not.equal(undefined);
       } else {
-        expect(mine.some((r) => r.msg === 'frontend disconnected' && r.reason === reason), `${label}: ${json(mine)}`).to.equal(true);
+        expect(
+          mine.some((r) => r.msg === 'frontend disconnected' && r.reason === reason),
+          `${label}: ${json(mine)}`,
+        ).to.equal(true);
       }
       await until(() => be.session === null, 'the backend to drop the session');
       st.close();
@@ -808,8 +831,16 @@ for (const dc of cases) {
       const q = (f: (x: (typeof stats)[0]) => boolean) => `${Math.round((100 * stats.filter(f).length) / n)}%`;
       const reasons = new Map<string, number>();
       for (const x of stats) if (x.reason) reasons.set(x.reason, (reasons.get(x.reason) ?? 0) + 1);
-      process.stderr.write([...reasons].sort((a, b) => b[1] - a[1]).slice(0, 12).map(([r, k]) => `  ${k} ${r}`).join('\n') + '\n');
-      process.stderr.write(`${dc.name}: ${n} runs; closed by the backend ${q((x) => x.ended)}; >=5 steps answered ${q((x) => x.answered >= 5)}; >=15 ${q((x) => x.answered >= 15)}; a ring running at the end ${q((x) => x.running > 0)}\n`);
+      process.stderr.write(
+        [...reasons]
+          .sort((a, b) => b[1] - a[1])
+          .slice(0, 12)
+          .map(([r, k]) => `  ${k} ${r}`)
+          .join('\n') + '\n',
+      );
+      process.stderr.write(
+        `${dc.name}: ${n} runs; closed by the backend ${q((x) => x.ended)}; >=5 steps answered ${q((x) => x.answered >= 5)}; >=15 ${q((x) => x.answered >= 15)}; a ring running at the end ${q((x) => x.running > 0)}\n`,
+      );
     });
 
     it('every message is answered or the session closes saying why; then no fd or mapping is left, and a good frontend is served', async () => {

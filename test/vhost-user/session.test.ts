@@ -4,9 +4,9 @@ import { createMemfd, GuestMemory } from '../../src/native/guest-memory.js';
 import { EventFd } from '../../src/native/eventfd.js';
 import { socketPair, recvMessage, closeFd } from '../../src/native/unix-socket.js';
 import { RawFrontend, isEof } from './raw-frontend.js';
-import { ProtocolFeature, Req, VRING_F_LOG, configSpace, decodeHeader, inflightArea, logArea, memTable, u64, vringAddr, vringState, BackendReq, HEADER_SIZE, FLAG_REPLY } from '../../src/vhost-user/protocol.js';
+import { ProtocolFeature, Req, VRING_F_LOG, decodeHeader, inflightArea, logArea, memTable, u64, vringAddr, vringState, BackendReq, HEADER_SIZE, FLAG_REPLY } from '../../src/vhost-user/protocol.js';
 import { FLAG_NEED_REPLY, VERSION, decodeReply, reqName, singleRegion, type Message } from '../../src/vhost-user/protocol.js';
-import { FRONTEND_UVA_BASE } from '../../src/vhost-user/frontend.js';
+import { FRONTEND_UVA_BASE, type FrontendQueue } from '../../src/vhost-user/frontend.js';
 import { EchoDevice } from '../lib/echo-device.js';
 import type { QueueContext } from '../../src/vhost-user/device.js';
 import { SESSION_PROTOCOL_FEATURES, inflightQueueBytes, supportedRequests } from '../../src/vhost-user/session.js';
@@ -16,12 +16,18 @@ import { Harness, fdCount, until } from './harness.js';
 
 const MiB = 1 << 20;
 
-async function echo(q: { driver: { add: Function; readWritten: Function }; publishAndKick(): void; waitUsed(n?: number): Promise<Array<{ id: number; len: number }>> }, bytes: number[]) {
-  const id = q.driver.add([{ len: bytes.length, writable: false, data: Uint8Array.from(bytes) }, { len: 64, writable: true }]) as number;
+async function echo(
+  q: Pick<FrontendQueue, 'driver' | 'publishAndKick' | 'waitUsed'>,
+  bytes: number[],
+) {
+  const id = q.driver.add([
+    { len: bytes.length, writable: false, data: Uint8Array.from(bytes) },
+    { len: 64, writable: true },
+  ]);
   q.publishAndKick();
   const used = await q.waitUsed(1);
   expect(used[0]).to.deep.equal({ id, len: bytes.length });
-  expect(Array.from(q.driver.readWritten(id, bytes.length) as Uint8Array)).to.deep.equal([...bytes].reverse());
+  expect(Array.from(q.driver.readWritten(id, bytes.length))).to.deep.equal([...bytes].reverse());
 }
 
 describe('vhost-user session (our frontend against our backend)', () => {
@@ -58,7 +64,10 @@ describe('vhost-user session (our frontend against our backend)', () => {
       const q1 = await fe.startQueue(1, { size: 128 });
       expect(q0.layout).to.equal(layout);
       for (let i = 0; i < 300; i++) await echo(i % 2 ? q1 : q0, [i & 0xff, 1, 2, 3, 4, 5]);
-      expect(session.queues().map((q) => [q.running, q.layout])).to.deep.equal([[true, layout], [true, layout]]);
+      expect(session.queues().map((q) => [q.running, q.layout])).to.deep.equal([
+        [true, layout],
+        [true, layout],
+      ]);
       expect(h.dev.served).to.equal(300);
     });
   }
@@ -91,7 +100,11 @@ describe('vhost-user session (our frontend against our backend)', () => {
     for (let i = 0; i < 10; i++) await echo(q, [i, 9]);
     h.dev.hold = true; // the device keeps the next chains in flight
     const driver = q.driver as SplitDriver;
-    for (let i = 0; i < 3; i++) driver.add([{ len: 2, writable: false, data: Uint8Array.of(i, 7) }, { len: 8, writable: true }]);
+    for (let i = 0; i < 3; i++)
+      driver.add([
+        { len: 2, writable: false, data: Uint8Array.of(i, 7) },
+        { len: 8, writable: true },
+      ]);
     q.publishAndKick();
     await until(() => h.dev.served === 13, 2000, 'device popped 3 chains');
     const base = await fe.stopQueue(0);
@@ -100,7 +113,10 @@ describe('vhost-user session (our frontend against our backend)', () => {
     expect(session.queues()[0].started).to.equal(false);
     h.dev.hold = false;
     // A kick now is not served: the ring is stopped.
-    driver.add([{ len: 2, writable: false, data: Uint8Array.of(1, 2) }, { len: 8, writable: true }]);
+    driver.add([
+      { len: 2, writable: false, data: Uint8Array.of(1, 2) },
+      { len: 8, writable: true },
+    ]);
     driver.publish();
     await new Promise((r) => setTimeout(r, 50));
     expect(h.dev.served).to.equal(13);
@@ -142,7 +158,10 @@ describe('vhost-user session (our frontend against our backend)', () => {
     await fe.negotiate();
     await fe.setupMemory(4 * MiB);
     const q = await fe.startQueue(0, { size: 64, noKickFd: true });
-    const id = q.driver.add([{ len: 3, writable: false, data: Uint8Array.of(1, 2, 3) }, { len: 8, writable: true }]);
+    const id = q.driver.add([
+      { len: 3, writable: false, data: Uint8Array.of(1, 2, 3) },
+      { len: 8, writable: true },
+    ]);
     q.driver.publish(); // no kick at all
     expect((await q.waitUsed(1))[0].id).to.equal(id);
   });
@@ -166,7 +185,10 @@ describe('vhost-user session (our frontend against our backend)', () => {
     // A buffer in the second region.
     const extra = GuestMemory.map([{ fd: extraFd, gpa: 1n << 32n, size: BigInt(MiB), uva: 0n, mmapOffset: 0n }]);
     extra.write((1n << 32n) + 64n, Uint8Array.of(9, 8));
-    const id = q.driver.add([{ len: 2, writable: false, addr: 2 ** 32 + 64 }, { len: 8, writable: true }]);
+    const id = q.driver.add([
+      { len: 2, writable: false, addr: 2 ** 32 + 64 },
+      { len: 8, writable: true },
+    ]);
     q.publishAndKick();
     expect((await q.waitUsed(1))[0]).to.deep.equal({ id, len: 2 });
     expect(Array.from(q.driver.readWritten(id, 2))).to.deep.equal([8, 9]);
@@ -177,7 +199,10 @@ describe('vhost-user session (our frontend against our backend)', () => {
     expect(h.dev.events.filter((e) => e.what === 'memory').length).to.equal(3);
     expect(session.queues()[0].running).to.equal(true);
     // A buffer in the removed region now breaks the queue (DESC_ADDR) and sets NEEDS_RESET.
-    q.driver.add([{ len: 2, writable: false, addr: 2 ** 32 + 64 }, { len: 8, writable: true }]);
+    q.driver.add([
+      { len: 2, writable: false, addr: 2 ** 32 + 64 },
+      { len: 8, writable: true },
+    ]);
     q.publishAndKick();
     await until(() => session.queues()[0].broken, 2000, 'queue broken');
     expect(Number(await fe.getStatus()) & DeviceStatus.DEVICE_NEEDS_RESET).to.equal(DeviceStatus.DEVICE_NEEDS_RESET);
@@ -218,7 +243,11 @@ describe('vhost-user session (our frontend against our backend)', () => {
     for (let round = 0; round < 3; round++) {
       await fe.negotiate({ features: round === 1 ? ~0n : ~bit(VIRTIO_F_RING_PACKED) });
       if (round === 0) await fe.setupMemory(8 * MiB);
-      else await fe.request(Req.SET_MEM_TABLE, memTable.encode([{ gpa: 0n, size: BigInt(8 * MiB), uva: FRONTEND_UVA_BASE, mmapOffset: 0n }]), { fds: [(fe as unknown as { memFd: number }).memFd], ack: true });
+      else
+        await fe.request(Req.SET_MEM_TABLE, memTable.encode([{ gpa: 0n, size: BigInt(8 * MiB), uva: FRONTEND_UVA_BASE, mmapOffset: 0n }]), {
+          fds: [(fe as unknown as { memFd: number }).memFd],
+          ack: true,
+        });
       const q = await fe.startQueue(0, { size: 64 });
       await echo(q, [round, 1]);
       fe.queues.get(0)!.close();
@@ -287,12 +316,26 @@ describe('vhost-user session (our frontend against our backend)', () => {
     const reply = await fe.request(Req.SET_LOG_BASE, logArea.encode({ size: BigInt(logBytes), offset: 0n }), { fds: [logFd], reply: true });
     expect(u64.decode(reply!.payload)).to.equal(0n);
     await fe.setFeatures(fe.features | bit(VHOST_F_LOG_ALL));
-    await fe.request(Req.SET_VRING_ADDR, vringAddr.encode({ index: 0, flags: VRING_F_LOG, desc: FRONTEND_UVA_BASE + BigInt(d.descAddr), used: FRONTEND_UVA_BASE + BigInt(d.usedAddr), avail: FRONTEND_UVA_BASE + BigInt(d.availAddr), log: BigInt(d.usedAddr) }), { ack: true });
+    await fe.request(
+      Req.SET_VRING_ADDR,
+      vringAddr.encode({
+        index: 0,
+        flags: VRING_F_LOG,
+        desc: FRONTEND_UVA_BASE + BigInt(d.descAddr),
+        used: FRONTEND_UVA_BASE + BigInt(d.usedAddr),
+        avail: FRONTEND_UVA_BASE + BigInt(d.availAddr),
+        log: BigInt(d.usedAddr),
+      }),
+      { ack: true },
+    );
     const bits = logMem.view(0);
     bits.fill(0);
     // A writable buffer spanning 3 pages, written for 2 pages' worth (+1 byte) only.
     const wAddr = 10 * MiB - 16;
-    const id = d.add([{ len: 5000, writable: false, data: new Uint8Array(5000).fill(1) }, { len: 3 * 4096, writable: true, addr: wAddr }]);
+    const id = d.add([
+      { len: 5000, writable: false, data: new Uint8Array(5000).fill(1) },
+      { len: 3 * 4096, writable: true, addr: wAddr },
+    ]);
     q.publishAndKick();
     await q.waitUsed(1);
     void id;
@@ -482,7 +525,11 @@ describe('vhost-user session (our frontend against our backend)', () => {
       await fe.setupMemory(4 * MiB);
       const q = await fe.startQueue(0, { size: 64 });
       h.dev.hold = true;
-      for (let i = 0; i < 2; i++) q.driver.add([{ len: 1, writable: false, data: Uint8Array.of(i) }, { len: 4, writable: true }]);
+      for (let i = 0; i < 2; i++)
+        q.driver.add([
+          { len: 1, writable: false, data: Uint8Array.of(i) },
+          { len: 4, writable: true },
+        ]);
       q.publishAndKick();
       await until(() => h.dev.served === 2);
       const kick = new EventFd();
@@ -492,7 +539,10 @@ describe('vhost-user session (our frontend against our backend)', () => {
       kick.write(1n);
       await new Promise((r) => setTimeout(r, 50));
       expect(h.dev.served, 'nothing popped twice').to.equal(2);
-      q.driver.add([{ len: 1, writable: false, data: Uint8Array.of(9) }, { len: 4, writable: true }]);
+      q.driver.add([
+        { len: 1, writable: false, data: Uint8Array.of(9) },
+        { len: 4, writable: true },
+      ]);
       q.driver.publish();
       kick.write(1n);
       await until(() => h.dev.served === 3);
@@ -507,7 +557,11 @@ describe('vhost-user session (our frontend against our backend)', () => {
       await fe.setupMemory(4 * MiB);
       const q = await fe.startQueue(0, { size: 64 });
       h.dev.hold = true;
-      for (let i = 0; i < 3; i++) q.driver.add([{ len: 1, writable: false, data: Uint8Array.of(i) }, { len: 4, writable: true }]);
+      for (let i = 0; i < 3; i++)
+        q.driver.add([
+          { len: 1, writable: false, data: Uint8Array.of(i) },
+          { len: 4, writable: true },
+        ]);
       q.publishAndKick();
       await until(() => h.dev.served === 3);
       await fe.request(Req.SET_VRING_ENABLE, vringState.encode({ index: 0, num: 0 }), { ack: true });
@@ -640,13 +694,22 @@ describe('vhost-user session: regressions found by the property and fault tests'
     const extra = [0, 1, 2].map((i) => ({ fd: createMemfd(`vk-regress-add-${i}`, 64 * 1024), gpa: BigInt(16 + i) * BigInt(MiB) }));
     try {
       for (const x of extra) await fe.request(Req.ADD_MEM_REG, singleRegion.encode({ gpa: x.gpa, size: 65536n, uva: UVA + x.gpa, mmapOffset: 0n }), { fds: [x.fd], ack: true });
-      expect(extra.map((_, i) => mapsOf(`vk-regress-add-${i}`).length), 'each added region mapped once').to.deep.equal([1, 1, 1]);
+      expect(
+        extra.map((_, i) => mapsOf(`vk-regress-add-${i}`).length),
+        'each added region mapped once',
+      ).to.deep.equal([1, 1, 1]);
       await fe.request(Req.REM_MEM_REG, singleRegion.encode({ gpa: extra[1].gpa, size: 65536n, uva: UVA + extra[1].gpa, mmapOffset: 0n }), { ack: true });
-      expect(extra.map((_, i) => mapsOf(`vk-regress-add-${i}`).length), 'the removed region is unmapped').to.deep.equal([1, 0, 1]);
+      expect(
+        extra.map((_, i) => mapsOf(`vk-regress-add-${i}`).length),
+        'the removed region is unmapped',
+      ).to.deep.equal([1, 0, 1]);
       const closed = h.sessionClosed();
       fe.close();
       await closed;
-      expect(extra.map((_, i) => mapsOf(`vk-regress-add-${i}`).length), 'nothing mapped after the session').to.deep.equal([0, 0, 0]);
+      expect(
+        extra.map((_, i) => mapsOf(`vk-regress-add-${i}`).length),
+        'nothing mapped after the session',
+      ).to.deep.equal([0, 0, 0]);
     } finally {
       for (const x of extra) closeFd(x.fd);
     }

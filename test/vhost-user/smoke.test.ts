@@ -20,7 +20,10 @@ describe('vhost-user smoke', () => {
       await fe.negotiate();
       await fe.setupMemory(4 << 20);
       const q = await fe.startQueue(0, { size: 64 });
-      const id = q.driver.add([{ len: 4, writable: false, data: Uint8Array.of(1, 2, 3, 4) }, { len: 8, writable: true }]);
+      const id = q.driver.add([
+        { len: 4, writable: false, data: Uint8Array.of(1, 2, 3, 4) },
+        { len: 8, writable: true },
+      ]);
       q.publishAndKick();
       const used = await q.waitUsed(1);
       expect(used).to.deep.equal([{ id, len: 4 }]);

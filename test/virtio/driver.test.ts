@@ -1,13 +1,7 @@
 // Tests of the driver-side virtqueue helper alone (no native code). The "device" here is a
 // few lines of hand-written code in this file that writes used entries the way the spec says.
 import { expect } from 'chai';
-import {
-  BumpAllocator,
-  GuestMemory,
-  PackedDriver,
-  SplitDriver,
-  type Segment,
-} from '../../src/virtio/driver.js';
+import { BumpAllocator, GuestMemory, PackedDriver, SplitDriver, type Segment } from '../../src/virtio/driver.js';
 import {
   RING_EVENT_FLAGS_DESC,
   RING_EVENT_FLAGS_DISABLE,
@@ -46,7 +40,10 @@ function bytes(...v: number[]): Uint8Array {
 /** Split device: consumes avail entries in order and returns them (optionally reordered). */
 class FakeSplitDevice {
   lastAvail: number;
-  constructor(private readonly drv: SplitDriver, start = 0) {
+  constructor(
+    private readonly drv: SplitDriver,
+    start = 0,
+  ) {
     this.lastAvail = start;
   }
   /** Heads the driver has published and the device has not yet taken. */
@@ -283,8 +280,14 @@ describe('SplitDriver', () => {
     const { mem, alloc } = setup();
     const d = new SplitDriver({ mem, base: BASE, size: 4, alloc });
     const dev = new FakeSplitDevice(d);
-    const a = d.add([{ len: 8, writable: false }, { len: 8, writable: true }]);
-    const b = d.add([{ len: 4, writable: true }, { len: 4, writable: true }]);
+    const a = d.add([
+      { len: 8, writable: false },
+      { len: 8, writable: true },
+    ]);
+    const b = d.add([
+      { len: 4, writable: true },
+      { len: 4, writable: true },
+    ]);
     expect(d.numFree).to.equal(0);
     expect(() => d.add([{ len: 1, writable: true }])).to.throw(RangeError);
     d.publish();
@@ -329,7 +332,10 @@ describe('SplitDriver', () => {
     expect(() => d.used()).to.throw(/not the head/);
     // Too many entries.
     d.memory.setU16(d.usedAddr + 2, 0);
-    dev.complete([{ id: a, len: 0 }, { id: a, len: 0 }]);
+    dev.complete([
+      { id: a, len: 0 },
+      { id: a, len: 0 },
+    ]);
     expect(() => d.used()).to.throw(/outstanding/);
     // Repair: one valid entry.
     d.memory.setU16(d.usedAddr + 2, 1);
@@ -507,8 +513,15 @@ describe('PackedDriver', () => {
   it('writes chains with the id everywhere and defers head flags to publish()', () => {
     const { mem, alloc } = setup();
     const d = new PackedDriver({ mem, base: BASE, size: 8, alloc });
-    const a = d.add([{ len: 4, writable: false, data: bytes(1, 2, 3, 4) }, { len: 8, writable: true }]);
-    const b = d.add([{ len: 2, writable: false }, { len: 2, writable: false }, { len: 6, writable: true }]);
+    const a = d.add([
+      { len: 4, writable: false, data: bytes(1, 2, 3, 4) },
+      { len: 8, writable: true },
+    ]);
+    const b = d.add([
+      { len: 2, writable: false },
+      { len: 2, writable: false },
+      { len: 6, writable: true },
+    ]);
     expect([a, b]).to.deep.equal([0, 1]);
     expect(d.availIdx).to.equal(5);
     // Heads (slots 0 and 2) not yet available; the rest are.
@@ -536,7 +549,10 @@ describe('PackedDriver', () => {
     const { mem, alloc } = setup();
     const d = new PackedDriver({ mem, base: BASE, size: 3, alloc });
     const dev = new FakePackedDevice(d);
-    const a = d.add([{ len: 1, writable: true }, { len: 1, writable: true }]);
+    const a = d.add([
+      { len: 1, writable: true },
+      { len: 1, writable: true },
+    ]);
     expect(d.availWrap).to.equal(1);
     d.publish();
     for (const c of dev.take()) dev.complete(c.id, c.count, 1);
@@ -544,7 +560,10 @@ describe('PackedDriver', () => {
     expect(d.usedIdx).to.equal(2);
 
     // The next chain occupies slot 2 (wrap 1) and slot 0 (wrap 0).
-    const b = d.add([{ len: 1, writable: false }, { len: 1, writable: true }]);
+    const b = d.add([
+      { len: 1, writable: false },
+      { len: 1, writable: true },
+    ]);
     expect(d.availIdx).to.equal(1);
     expect(d.availWrap).to.equal(0);
     expect(d.readDesc(0).flags, 'second descriptor, new lap').to.equal(VIRTQ_DESC_F_USED | VIRTQ_DESC_F_WRITE);
@@ -602,7 +621,12 @@ describe('PackedDriver', () => {
     const ids = [0, 1, 2].map(() => d.add([{ len: 1, writable: true }]));
     expect(ids).to.deep.equal([0, 1, 2]);
     expect(() => d.add([{ len: 1, writable: true }], { id: 1 })).to.throw(RangeError);
-    expect(() => d.add([{ len: 1, writable: true }, { len: 1, writable: true }])).to.throw(RangeError);
+    expect(() =>
+      d.add([
+        { len: 1, writable: true },
+        { len: 1, writable: true },
+      ]),
+    ).to.throw(RangeError);
     d.publish();
     dev.take();
     dev.complete(1, 1, 0);

@@ -89,7 +89,8 @@ export function checkImage(file: string, readOnly = false, format?: 'raw'): stri
     const st = fstatSync(fd);
     if (!st.isFile() && !st.isBlockDevice()) return `${file}: not a regular file or block device`;
     const found = format === 'raw' ? null : imageFormat(file);
-    if (found) return `${file} is a ${found} image, and vhostkit serves raw images only: convert it with  qemu-img convert -O raw ${file} ${file.replace(/\.[^./]*$/, '')}.raw (or, if it is a raw disk whose guest wrote that header, declare format=raw)`;
+    if (found)
+      return `${file} is a ${found} image, and vhostkit serves raw images only: convert it with  qemu-img convert -O raw ${file} ${file.replace(/\.[^./]*$/, '')}.raw (or, if it is a raw disk whose guest wrote that header, declare format=raw)`;
     if (st.isFile() && (st.size === 0 || st.size % 512 !== 0)) return `${file}: ${st.size} bytes, expected a positive multiple of 512 (truncate -s SIZE)`;
     return null;
   } finally {

@@ -2,7 +2,6 @@
 // file and RAM disks, many requests in flight, split and packed rings.
 import { expect } from 'chai';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, truncateSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { VhostUserBackend } from '../../../src/vhost-user/backend.js';
 import { VhostUserFrontend } from '../../../src/vhost-user/frontend.js';
@@ -107,7 +106,10 @@ for (const layout of ['split', 'packed'] as const) {
         expect((await blk.request(99, 0n, { readLen: 512 })).status).to.equal(BlkStatus.UNSUPP);
         if (kind === 'file') {
           const f = readFileSync(img());
-          expect(f.subarray(8 * 512, 24 * 512).every((b) => b === 0), 'zeros in the file').to.equal(true);
+          expect(
+            f.subarray(8 * 512, 24 * 512).every((b) => b === 0),
+            'zeros in the file',
+          ).to.equal(true);
           expect(Buffer.from(f.subarray(24 * 512, 40 * 512)).equals(Buffer.from(data.subarray(16 * 512, 32 * 512)))).to.equal(true);
         }
       });
