@@ -5,7 +5,7 @@
 // test against a reference model, and no fd or thread left behind.
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { fcParams } from '../vhost-user/fuzz-runs.js';
+import { fcParams } from '../lib/fuzz-runs.js';
 import { closeSync, constants, existsSync, fstatSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { createMemfd } from '../../src/native/guest-memory.js';
 import { DirtyLog } from '../../src/vhost-user/dirty-log.js';

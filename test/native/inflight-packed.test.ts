@@ -5,7 +5,7 @@
 // saved in the area (QEMU cannot restore a packed ring's position after a backend died).
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { fcParams } from '../vhost-user/fuzz-runs.js';
+import { fcParams } from '../lib/fuzz-runs.js';
 import { closeSync } from 'node:fs';
 import { GuestMemory, createMemfd } from '../../src/native/guest-memory.js';
 import { Virtqueue, VringErrorCode } from '../../src/native/virtqueue.js';

@@ -1,7 +1,7 @@
 // netDeliver / netPeek: frames from one guest's TX ring into another guest's RX buffers.
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { fcParams } from '../vhost-user/fuzz-runs.js';
+import { fcParams } from '../lib/fuzz-runs.js';
 import { DeliverStat, RxOffload, VLAN_KEEP, netDeliver, netPeek } from '../../src/native/net.js';
 import { Rig } from './ring-rig.js';
 

@@ -2,7 +2,7 @@
 // them, completed / segmented in software for those that did not, checked byte for byte.
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { fcParams } from '../vhost-user/fuzz-runs.js';
+import { fcParams } from '../lib/fuzz-runs.js';
 import { DeliverStat, RxOffload, netDeliver } from '../../src/native/net.js';
 import { checkTcp, offloadHdr, tcpFrame } from '../lib/packets.js';
 import { Rig } from './ring-rig.js';

@@ -4,7 +4,7 @@
 // must either serve chains or report one of its error codes.
 import { expect } from 'chai';
 import fc from 'fast-check';
-import { fcParams } from '../vhost-user/fuzz-runs.js';
+import { fcParams } from '../lib/fuzz-runs.js';
 import { PackedDriver, SplitDriver } from '../../src/virtio/driver.js';
 import { VringErrorCode } from '../../src/native/virtqueue.js';
 import { BASE, MiB, Rig } from './ring-rig.js';

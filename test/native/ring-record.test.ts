@@ -6,7 +6,7 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { closeSync } from 'node:fs';
-import { fcParams } from '../vhost-user/fuzz-runs.js';
+import { fcParams } from '../lib/fuzz-runs.js';
 import { GuestMemory, createMemfd } from '../../src/native/guest-memory.js';
 import { Virtqueue, ringRecordBytes } from '../../src/native/virtqueue.js';
 import { PackedDriver, type Segment } from '../../src/virtio/driver.js';

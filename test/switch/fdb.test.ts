@@ -17,7 +17,7 @@ import {
   macFromString,
   macToString,
 } from '../../src/switch/fdb.js';
-import { fcParams } from '../vhost-user/fuzz-runs.js';
+import { fcParams } from '../lib/fuzz-runs.js';
 
 const A = macFromString('02:00:00:00:00:0a');
 const B = macFromString('02:00:00:00:00:0b');

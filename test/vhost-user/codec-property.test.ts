@@ -42,7 +42,7 @@ import {
   type MemRegion,
   type Message,
 } from '../../src/vhost-user/protocol.js';
-import { fcParams, timeoutFor } from './fuzz-runs.js';
+import { fcParams, timeoutFor } from '../lib/fuzz-runs.js';
 import { concat } from '../native/ring-rig.js';
 
 // ---- arbitraries ---------------------------------------------------------------

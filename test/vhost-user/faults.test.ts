@@ -10,6 +10,7 @@
 //    (node --expose-gc, cycles-child.ts): fds, mappings and RSS back where they started.
 // 3. Resource limits: memory regions, mapped bytes, queues, queue size, blk requests in
 //    flight; each refused with an error naming the limit, never unbounded growth.
+import { scaled } from '../lib/fuzz-runs.js';
 import { expect } from 'chai';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -444,10 +445,10 @@ describe('vhost-user faults: a frontend that closes and connects again at once',
 
 // ---- 2. many connections ----------------------------------------------------------
 
-describe('vhost-user faults: 10,000 connect / negotiate / disconnect cycles against one backend', function () {
+describe(`vhost-user faults: ${scaled(10000, 1000)} connect / negotiate / disconnect cycles against one backend`, function () {
   // No timing is asserted; the rate is printed. Here: about 1 ms a cycle.
   this.timeout(240000);
-  const CYCLES = 10000;
+  const CYCLES = scaled(10000, 1000);
   /** Cycles before the first measurement: V8 grows its heap reservation over the first ~3000 here. */
   const WARMUP = 3000;
   /** RSS may differ this much after the cycles (a gc before each reading; the plateau swings by ~8 MiB here). */

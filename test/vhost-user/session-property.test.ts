@@ -63,7 +63,7 @@ import {
   type Message,
 } from '../../src/vhost-user/protocol.js';
 import { RawFrontend, isEof, type Received } from './raw-frontend.js';
-import { fcParams, timeoutFor } from './fuzz-runs.js';
+import { fcParams, timeoutFor } from '../lib/fuzz-runs.js';
 
 const MiB = 1 << 20;
 const UVA = 0x7f0000000000n;

@@ -1,5 +1,7 @@
-// How many fast-check runs the property tests of test/vhost-user make. `npm test` uses the
-// defaults (each property file well under 20 s here); a longer fuzzing session sets
+// How many fast-check runs the property tests make. `npm test` uses the defaults (each
+// property file well under 20 s here); `npm run test:fast` scales them down with
+//   VHOSTKIT_TEST_SCALE=F    each default times F (0 < F <= 1; at least 1 run)
+// and a longer fuzzing session sets
 //   VHOSTKIT_FUZZ_RUNS=N     runs per property (instead of each property's default)
 //   VHOSTKIT_FUZZ_SEED=S     replay a failure fast-check reported (with its "path" if given)
 //   VHOSTKIT_FUZZ_PATH=P
@@ -16,9 +18,23 @@ function envInt(name: string): number | undefined {
   return n;
 }
 
-/** Runs for one property: VHOSTKIT_FUZZ_RUNS if set, else the property's default. */
+/** VHOSTKIT_TEST_SCALE: the fraction of its default work a scaled test does (1 when unset). */
+export function testScale(): number {
+  const v = process.env.VHOSTKIT_TEST_SCALE;
+  if (v === undefined || v === '') return 1;
+  const f = Number(v);
+  if (!(f > 0 && f <= 1)) throw new RangeError(`VHOSTKIT_TEST_SCALE=${v}: expected a number in (0, 1]`);
+  return f;
+}
+
+/** `n` scaled by VHOSTKIT_TEST_SCALE, at least `min`. */
+export function scaled(n: number, min = 1): number {
+  return Math.max(min, Math.round(n * testScale()));
+}
+
+/** Runs for one property: VHOSTKIT_FUZZ_RUNS if set, else the property's default (scaled). */
 export function fuzzRuns(defaultRuns: number): number {
-  return envInt('VHOSTKIT_FUZZ_RUNS') ?? defaultRuns;
+  return envInt('VHOSTKIT_FUZZ_RUNS') ?? scaled(defaultRuns);
 }
 
 /** fast-check parameters: the run count, and a seed / path to replay when given. */
