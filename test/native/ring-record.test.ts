@@ -6,7 +6,7 @@
 import { expect } from 'chai';
 import fc from 'fast-check';
 import { closeSync } from 'node:fs';
-import { fcParams } from '../lib/fuzz-runs.js';
+import { fcParams, timeoutFor } from '../lib/fuzz-runs.js';
 import { GuestMemory, createMemfd } from '../../src/native/guest-memory.js';
 import { Virtqueue, ringRecordBytes } from '../../src/native/virtqueue.js';
 import { PackedDriver, type Segment } from '../../src/virtio/driver.js';
@@ -262,7 +262,8 @@ describe('ring position record (packed ring, no inflight area)', () => {
     r = new RecordRig(4); // for afterEach
   });
 
-  it('property: restarts at any point, with any push batch cut short, complete every chain exactly once with its last length', () => {
+  it('property: restarts at any point, with any push batch cut short, complete every chain exactly once with its last length', function () {
+    this.timeout(timeoutFor(300, 200)); // a loaded machine: no timing is asserted
     const op = fc.oneof(
       { weight: 4, arbitrary: fc.record({ k: fc.constant('add' as const), descs: fc.integer({ min: 1, max: 3 }), indirect: fc.boolean() }) },
       { weight: 3, arbitrary: fc.record({ k: fc.constant('pop' as const), max: fc.integer({ min: 1, max: 6 }) }) },
