@@ -29,6 +29,10 @@ export const runUsage = `vhostkit run [--config FILE] [--port ...] [--tap ...] [
   --image-dir DIR      a directory whose images disks added through the API may serve
                        (repeatable; default: file disks through the API are refused)
   --allow-block-devices  disks added through the API may serve block devices in those dirs
+  --socket-dir DIR     a directory where ports and disks added through the API may have
+                       their sockets (repeatable; default: the directories of the sockets
+                       given here or in the configuration)
+  --allow-host-ports   TAP and VXLAN ports may be added through the API (default: refused)
   --socket-mode MODE   permission bits of the sockets it creates (default 0600)
   --socket-group GROUP group of the sockets it creates
   --state-dir DIR      where net ports keep their ring records, so packed rings survive a
@@ -137,7 +141,13 @@ export async function serve(cfg: HostConfig, opts: { check?: boolean } = {}): Pr
         socketMode: cfg.socketMode,
         socketGroup: cfg.socketGroup === undefined ? undefined : resolveGroup(cfg.socketGroup),
         token: cfg.apiTokenFile ? readTokenFile(cfg.apiTokenFile) : undefined,
-        policy: new AccessPolicy({ captureDir: cfg.captureDir, imageDirs: cfg.imageDirs, allowBlockDevices: cfg.allowBlockDevices }),
+        policy: new AccessPolicy({
+          captureDir: cfg.captureDir,
+          imageDirs: cfg.imageDirs,
+          allowBlockDevices: cfg.allowBlockDevices,
+          socketDirs: cfg.socketDirs,
+          allowHostPorts: cfg.allowHostPorts,
+        }),
       });
     }
   } catch (e) {
@@ -168,6 +178,8 @@ export async function cmdRun(argv: string[]): Promise<void> {
       'capture-dir': { type: 'string' },
       'image-dir': { type: 'string', multiple: true },
       'allow-block-devices': { type: 'boolean' },
+      'socket-dir': { type: 'string', multiple: true },
+      'allow-host-ports': { type: 'boolean' },
       'socket-mode': { type: 'string' },
       'socket-group': { type: 'string' },
       'state-dir': { type: 'string' },
@@ -201,6 +213,11 @@ export async function cmdRun(argv: string[]): Promise<void> {
   if (values['capture-dir'] !== undefined) cfg.captureDir = resolve(values['capture-dir']);
   if (values['image-dir'] !== undefined) cfg.imageDirs = [...cfg.imageDirs, ...values['image-dir'].map((d) => resolve(d))];
   if (values['allow-block-devices'] !== undefined) cfg.allowBlockDevices = values['allow-block-devices'];
+  if (values['socket-dir'] !== undefined) cfg.socketDirs = [...cfg.socketDirs, ...values['socket-dir'].map((d) => resolve(d))];
+  // By default the API may put sockets where the operator put them: the configured sockets' directories.
+  if (cfg.socketDirs.length === 0)
+    cfg.socketDirs = [...new Set([...cfg.switches.flatMap((s) => s.ports.flatMap((p) => (p.kind === 'vhost-user' ? [dirname(p.socket)] : []))), ...cfg.disks.map((d) => dirname(d.socket))])];
+  if (values['allow-host-ports'] !== undefined) cfg.allowHostPorts = values['allow-host-ports'];
   if (values['state-dir'] !== undefined) cfg.stateDir = values['state-dir'] === 'none' ? null : resolve(values['state-dir']);
   else if (cfg.stateDir === undefined) cfg.stateDir = defaultStateDir();
   if (cfg.socketGroup !== undefined) resolveGroup(cfg.socketGroup); // an unknown group is a config error, before anything starts

@@ -33,7 +33,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { isIP } from 'node:net';
 import { LEVELS, log as rootLog, logFormat, logLevel, setLogLevel, type Level, type Logger } from '../log.js';
 import { prepareSocketPath } from '../vhost-user/backend.js';
-import { ConfigError, parseDiskConfig, parsePortConfig, parseSwitchConfig, parseVlanConfig } from './config.js';
+import { ConfigError, parseDiskConfig, parsePortConfig, parseSwitchConfig, parseVlanConfig, type PortConfig } from './config.js';
 import { Host, HostError } from './host.js';
 import { renderMetrics } from './metrics.js';
 import { parseSize } from '../backends/blk/disk.js';
@@ -175,6 +175,13 @@ export class ApiServer {
     this.socket = null;
   }
 
+  /** A port added through the API, held to the access policy (socket directories, host ports). */
+  private allowedPort(p: PortConfig): PortConfig {
+    if (p.kind === 'vhost-user') return { ...p, socket: this.policy.socket(p.socket, `port ${p.name}`) };
+    this.policy.hostPort(p.kind, p.name);
+    return p;
+  }
+
   private route(method: string, path: string, handler: Handler): void {
     const re = new RegExp(`^${path.replace(/:[a-z]+/g, '([^/]+)')}$`);
     this.routes.push({ method, path, re, handler });
@@ -194,7 +201,13 @@ export class ApiServer {
     }));
     this.route('GET', '/v1/qemu', async () => ({ memory: '-object memory-backend-memfd,id=mem,size=<RAM>,share=on -numa node,memdev=mem', devices: h.qemuLines() }));
     this.route('GET', '/v1/switches', async () => h.switchList());
-    this.route('POST', '/v1/switches', async (_r, _p, body) => h.addSwitch(parseSwitchConfig(body)));
+    this.route('POST', '/v1/switches', async (_r, _p, body) => {
+      const cfg = parseSwitchConfig(body);
+      // A hook is code the data plane imports: only the operator's configuration names one.
+      if (cfg.hook) throw new HostError(403, `switch ${cfg.name}: a hook module through the API is refused; name it in the configuration`);
+      cfg.ports = cfg.ports.map((p) => this.allowedPort(p));
+      return h.addSwitch(cfg);
+    });
     this.route('GET', '/v1/switches/:sw', async (_r, p) => h.switchInfo(name(p[0])));
     this.route('DELETE', '/v1/switches/:sw', async (_r, p) => {
       await h.removeSwitch(name(p[0]));
@@ -207,7 +220,7 @@ export class ApiServer {
       const b = (body ?? {}) as Record<string, unknown>;
       if (typeof b.switch !== 'string') throw new HostError(400, 'switch: required (the switch to add the port to)');
       const { switch: sw, ...rest } = b;
-      return h.addPort(sw as string, parsePortConfig(rest));
+      return h.addPort(sw as string, this.allowedPort(parsePortConfig(rest)));
     });
     this.route('GET', '/v1/ports/:name', async (_r, p) => h.port(name(p[0])));
     this.route('DELETE', '/v1/ports/:name', async (_r, p) => {
@@ -238,6 +251,7 @@ export class ApiServer {
     this.route('GET', '/v1/disks', async () => h.diskList());
     this.route('POST', '/v1/disks', async (_r, _p, body) => {
       const cfg = parseDiskConfig(body);
+      cfg.socket = this.policy.socket(cfg.socket, `disk ${cfg.name}`);
       if (cfg.file !== undefined) cfg.file = this.policy.image(cfg.file);
       return h.addDisk(cfg);
     });

@@ -81,6 +81,10 @@ export interface HostConfig {
   imageDirs: string[];
   /** disks added through the API may serve block devices (inside imageDirs) */
   allowBlockDevices: boolean;
+  /** directories where ports and disks added through the API may have their sockets (default: those of the configured sockets) */
+  socketDirs: string[];
+  /** TAP and VXLAN ports may be added through the API */
+  allowHostPorts: boolean;
   /** permission bits of the sockets we create (default 0o600) */
   socketMode: number;
   /** group the sockets we create are given (name or gid) */
@@ -370,7 +374,21 @@ export function parseVlanConfig(raw: unknown): VlanConfig {
 export function parseConfig(raw: unknown, base = process.cwd()): HostConfig {
   const problems: string[] = [];
   if (!isObj(raw)) throw new ConfigError([`(top level): expected an object, got ${show(raw)}`]);
-  const top = new Reader(raw as Obj, '', problems, ['api', 'apiTokenFile', 'captureDir', 'imageDirs', 'allowBlockDevices', 'socketMode', 'socketGroup', 'stateDir', 'limits', 'switches', 'disks']);
+  const top = new Reader(raw as Obj, '', problems, [
+    'api',
+    'apiTokenFile',
+    'captureDir',
+    'imageDirs',
+    'allowBlockDevices',
+    'socketDirs',
+    'allowHostPorts',
+    'socketMode',
+    'socketGroup',
+    'stateDir',
+    'limits',
+    'switches',
+    'disks',
+  ]);
   let api: string | null | undefined;
   const a = top.raw('api');
   if (a === null || a === false) api = null;
@@ -412,14 +430,34 @@ export function parseConfig(raw: unknown, base = process.cwd()): HostConfig {
   }
   const apiTokenFile = pathOf(top, 'apiTokenFile', base, false);
   const captureDir = pathOf(top, 'captureDir', base, false);
-  const imageDirs: string[] = [];
-  const idirs = top.raw('imageDirs');
-  if (idirs !== undefined) {
-    if (!Array.isArray(idirs) || idirs.some((d) => typeof d !== 'string' || d === '')) top.bad('imageDirs', `expected a list of directories, got ${show(idirs)}`);
-    else imageDirs.push(...idirs.map((d) => resolve(base, d as string)));
-  }
+  const dirList = (key: 'imageDirs' | 'socketDirs'): string[] => {
+    const v = top.raw(key);
+    if (v === undefined) return [];
+    if (!Array.isArray(v) || v.some((d) => typeof d !== 'string' || d === '')) {
+      top.bad(key, `expected a list of directories, got ${show(v)}`);
+      return [];
+    }
+    return v.map((d) => resolve(base, d as string));
+  };
+  const imageDirs = dirList('imageDirs');
+  const socketDirs = dirList('socketDirs');
   const allowBlockDevices = top.bool('allowBlockDevices', false);
-  const cfg: HostConfig = { api, apiTokenFile, captureDir, imageDirs, allowBlockDevices, socketMode, socketGroup: top.str('socketGroup', false), stateDir, limits, switches: [], disks: [] };
+  const allowHostPorts = top.bool('allowHostPorts', false);
+  const cfg: HostConfig = {
+    api,
+    apiTokenFile,
+    captureDir,
+    imageDirs,
+    allowBlockDevices,
+    socketDirs,
+    allowHostPorts,
+    socketMode,
+    socketGroup: top.str('socketGroup', false),
+    stateDir,
+    limits,
+    switches: [],
+    disks: [],
+  };
   const names = new Map<string, string>(); // port and disk names are one namespace (the API addresses them by name)
   const sockets = new Map<string, string>();
   const claim = (map: Map<string, string>, key: string, path: string, what: string) => {

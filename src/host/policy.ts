@@ -14,6 +14,10 @@ export interface AccessPolicyOptions {
   imageDirs?: readonly string[];
   /** disks added through the API may serve block devices (inside imageDirs) */
   allowBlockDevices?: boolean;
+  /** directories where ports and disks added through the API may create their vhost-user sockets; none: such sockets are refused */
+  socketDirs?: readonly string[];
+  /** TAP and VXLAN ports may be added through the API (they reach host interfaces and UDP ports) */
+  allowHostPorts?: boolean;
 }
 
 /** Whether `path` (real, absolute) is `dir` or inside it. */
@@ -34,11 +38,40 @@ export class AccessPolicy {
   readonly captureDir: string | null;
   readonly imageDirs: readonly string[];
   readonly allowBlockDevices: boolean;
+  readonly socketDirs: readonly string[];
+  readonly allowHostPorts: boolean;
 
   constructor(o: AccessPolicyOptions = {}) {
     this.captureDir = o.captureDir ? resolve(o.captureDir) : null;
     this.imageDirs = (o.imageDirs ?? []).map((d) => resolve(d));
     this.allowBlockDevices = o.allowBlockDevices === true;
+    this.socketDirs = (o.socketDirs ?? []).map((d) => resolve(d));
+    this.allowHostPorts = o.allowHostPorts === true;
+  }
+
+  /**
+   * Checks the socket path a port or disk added through the API would create or connect
+   * to: its directory, symlinks resolved, must be one of the socket directories (not below
+   * one: a socket directory is where the operator expects vhost-user sockets). Returns the
+   * path with that directory resolved.
+   */
+  socket(path: string, what: string): string {
+    if (this.socketDirs.length === 0) throw new HostError(403, `${what} socket ${path}: sockets through the API are off: start vhostkit run with --socket-dir DIR (socketDirs in the configuration)`);
+    const parent = real(dirname(resolve(path)), `${what} socket directory`);
+    const dirs = this.socketDirs.map((d) => {
+      try {
+        return realpathSync(d);
+      } catch {
+        return d;
+      }
+    });
+    if (!dirs.includes(parent)) throw new HostError(403, `${what} socket ${path}: not in a socket directory (${dirs.join(', ')})`);
+    return resolve(parent, basename(path));
+  }
+
+  /** Checks that a TAP or VXLAN port may be added through the API. */
+  hostPort(kind: 'tap' | 'vxlan', name: string): void {
+    if (!this.allowHostPorts) throw new HostError(403, `${kind} port ${name}: TAP and VXLAN ports through the API are off (--allow-host-ports, allowHostPorts in the configuration)`);
   }
 
   /**

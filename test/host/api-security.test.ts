@@ -134,7 +134,7 @@ describe('management API security', function () {
     truncateSync(join(images, 'ok.img'), 1 << 20);
     symlinkSync('/etc/passwd', join(images, 'sneaky.img'));
     mkdirSync(join(images, 'sub'));
-    api = await ApiServer.listen(host, `unix:${join(dir, 'api0.sock')}`);
+    api = await ApiServer.listen(host, `unix:${join(dir, 'api0.sock')}`, { policy: new AccessPolicy({ socketDirs: [dir] }) });
     const off = await apiRequest(api.address, 'POST', '/v1/disks', { name: 'd', socket: join(dir, 'd.sock'), file: join(images, 'ok.img') });
     expect(off.status).to.equal(403);
     expect(error(off)).to.match(/disks with a file are off through the API/);
@@ -149,7 +149,7 @@ describe('management API security', function () {
           return false;
         }
       });
-    api = await ApiServer.listen(host, `unix:${join(dir, 'api.sock')}`, { policy: new AccessPolicy({ imageDirs: [images, '/dev'] }) });
+    api = await ApiServer.listen(host, `unix:${join(dir, 'api.sock')}`, { policy: new AccessPolicy({ imageDirs: [images, '/dev'], socketDirs: [dir] }) });
     const cases: Array<[string, RegExp]> = [
       ['/etc/passwd', /not under an image directory/],
       [join(images, '..', 'api.sock'), /not under an image directory/],
@@ -170,5 +170,45 @@ describe('management API security', function () {
     expect(host.diskList().map((d) => d.name)).to.deep.equal(['d']);
     const ram = await apiRequest(api.address, 'POST', '/v1/disks', { name: 'r', socket: join(dir, 'r.sock'), ram: '1M' });
     expect(ram.status, 'RAM disks need no image directory').to.equal(201);
+  });
+
+  it('sockets, TAP/VXLAN ports and hooks through the API: held to the socket directories, off unless allowed', async () => {
+    const socks = join(dir, 'socks');
+    mkdirSync(socks);
+    mkdirSync(join(socks, 'sub'));
+    symlinkSync('/tmp', join(socks, 'out'));
+    api = await ApiServer.listen(host, `unix:${join(dir, 'api0.sock')}`);
+    const off = await apiRequest(api.address, 'POST', '/v1/ports', { switch: 'sw0', name: 'p', socket: join(socks, 'p.sock') });
+    expect(off.status).to.equal(403);
+    expect(error(off)).to.match(/sockets through the API are off: start vhostkit run with --socket-dir DIR/);
+    await api.close();
+
+    api = await ApiServer.listen(host, `unix:${join(dir, 'api.sock')}`, { policy: new AccessPolicy({ socketDirs: [socks] }) });
+    const refused: Array<[string, string, Record<string, unknown>, RegExp]> = [
+      ['port in /etc', '/v1/ports', { switch: 'sw0', name: 'p', socket: '/etc/p.sock' }, /not in a socket directory/],
+      ['port below the directory', '/v1/ports', { switch: 'sw0', name: 'p', socket: join(socks, 'sub', 'p.sock') }, /not in a socket directory/],
+      ['port through a symlinked directory', '/v1/ports', { switch: 'sw0', name: 'p', socket: join(socks, 'out', 'p.sock') }, /not in a socket directory/],
+      ['port through ..', '/v1/ports', { switch: 'sw0', name: 'p', socket: join(socks, '..', 'p.sock') }, /not in a socket directory/],
+      ['disk outside', '/v1/disks', { name: 'd', socket: join(dir, 'd.sock'), ram: '1M' }, /not in a socket directory/],
+      ['TAP port', '/v1/ports', { switch: 'sw0', name: 't', kind: 'tap', ifname: 'vktap9' }, /TAP and VXLAN ports through the API are off/],
+      ['VXLAN port', '/v1/ports', { switch: 'sw0', name: 'x', kind: 'vxlan', remote: '127.0.0.1', vni: 9 }, /TAP and VXLAN ports through the API are off/],
+      ['switch with a port outside', '/v1/switches', { name: 'sw1', ports: [{ name: 'q', socket: '/tmp/q.sock' }] }, /not in a socket directory/],
+      ['switch with a hook', '/v1/switches', { name: 'sw2', hook: join(dir, 'evil.mjs'), ports: [] }, /a hook module through the API is refused/],
+    ];
+    for (const [what, path, body, re] of refused) {
+      const r = await apiRequest(api.address, 'POST', path, body);
+      expect(r.status, what).to.equal(403);
+      expect(error(r), what).to.match(re);
+    }
+    expect(existsSync('/etc/p.sock') || existsSync('/tmp/p.sock') || existsSync('/tmp/q.sock') || existsSync(join(dir, 'p.sock')), 'no socket made').to.equal(false);
+    expect(host.ports().map((p) => p.name)).to.deep.equal(['vm1']);
+    expect((await host.switchList()).map((s) => s.name)).to.deep.equal(['sw0']);
+    expect(host.diskList()).to.deep.equal([]);
+
+    const ok = await apiRequest(api.address, 'POST', '/v1/ports', { switch: 'sw0', name: 'p', socket: join(socks, 'p.sock') });
+    expect(ok.status, error(ok)).to.equal(201);
+    expect(existsSync(join(socks, 'p.sock'))).to.equal(true);
+    const disk = await apiRequest(api.address, 'POST', '/v1/disks', { name: 'd', socket: join(socks, 'd.sock'), ram: '1M' });
+    expect(disk.status, error(disk)).to.equal(201);
   });
 });
