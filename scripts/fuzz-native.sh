@@ -30,7 +30,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(split_ring packed_ring memory offload net blk host_io switch)
+TARGETS=(split_ring packed_ring memory offload net blk host_io switch guest_fault)
 V=native/vring
 RING_SRCS="$V/memory.cc $V/guest_fault.cc $V/dirty_log.cc $V/virtqueue.cc $V/split_ring.cc $V/packed_ring.cc"
 declare -A SRCS=(
@@ -42,6 +42,7 @@ declare -A SRCS=(
   [blk]="native/fuzz/fuzz_blk.cc $RING_SRCS $V/blk.cc $V/eventfd.cc"
   [host_io]="native/fuzz/fuzz_host_io.cc $RING_SRCS $V/host_io.cc $V/offload.cc"
   [switch]="native/fuzz/fuzz_switch.cc $RING_SRCS $V/switch_fdb.cc $V/switch_forward.cc $V/net.cc $V/offload.cc"
+  [guest_fault]="native/fuzz/fuzz_guest_fault.cc $RING_SRCS"
 )
 declare -A DEFS=([split_ring]="-DFUZZ_PACKED=0" [packed_ring]="-DFUZZ_PACKED=1")
 FLAGS=(-std=c++20 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1 -fno-omit-frame-pointer

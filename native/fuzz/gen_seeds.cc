@@ -13,6 +13,7 @@
 
 #include "../vring/blk.h"
 #include "fuzz_common.h"
+#include "fuzz_guest_fault.h"
 #include "fuzz_ring.h"
 
 namespace {
@@ -868,6 +869,263 @@ void BlkSeeds() {
   }
 }
 
+
+// guest_fault (fuzz_guest_fault.h): guest memory in memfds, a ring, and a frontend that
+// truncates a file before a pop, between pop and push, in the middle of a copy, or the
+// dirty log's.
+namespace gf = fuzz::gf;
+
+struct GfSpec {
+  uint8_t layout = 0;
+  uint32_t size0 = 4 * gf::kPage, off0 = 0;
+  uint32_t size1 = 0, off1 = 0;  // off1: the raw u16 (fuzz_guest_fault.h)
+  uint8_t gmode = 0, slack = 0;
+  uint32_t qsize = 8;
+  uint8_t ring_region[3] = {0, 0, 0};
+  uint16_t ring_off[3] = {0x0, 0x100, 0x200};
+  uint8_t log_pages = 1;
+};
+
+void GfSetup(Output& o, const GfSpec& s) {
+  o.U8(s.layout);
+  o.U16(s.size0 - 1);
+  o.U16(s.off0);
+  if (s.layout & gf::kTwoRegions) {
+    o.U16(s.size1 - 1);
+    o.U16(s.off1);
+    o.U8(s.gmode);
+  }
+  o.U8(s.slack);
+  if (s.layout & gf::kPacked) {
+    o.U8(s.qsize - 1);
+  } else {
+    uint32_t l = 0;
+    while ((1u << l) < s.qsize) l++;
+    o.U8(l);
+  }
+  for (int k = 0; k < 3; k++) {
+    o.U8(s.ring_region[k]);
+    o.U16(s.ring_off[k]);
+  }
+  if (s.layout & gf::kLog) o.U8(s.log_pages - 1);
+}
+
+struct GfD {
+  bool write;
+  uint16_t off;  // in region 0, or region 1 with r1
+  uint16_t len;
+  bool r1 = false;
+};
+void GfChain(Output& o, uint8_t head, const std::vector<GfD>& ds) {
+  o.U8(gf::kAddChain);
+  o.U8(ds.size() - 1);
+  o.U8(head);
+  for (const GfD& d : ds) {
+    o.U8((d.write ? 1 : 0) | (d.r1 ? 2 : 0));
+    o.U16(d.off);
+    o.U16(d.len);
+  }
+}
+void GfPop(Output& o, uint32_t max = 16) { o.U8(gf::kPop); o.U8(max - 1); }
+void GfPopDirect(Output& o, uint32_t max = 16) { o.U8(gf::kPopDirect); o.U8(max - 1); }
+// Truncation spec: file (gf::TruncFile) | size mode (gf::TruncSize), and its value.
+void GfSpecBytes(Output& o, uint8_t sel, uint32_t v = 0) {
+  o.U8(sel);
+  if ((sel & 0xc) == gf::kSizeRaw) o.U16(v);
+  if ((sel & 0xc) == gf::kSizePages || (sel & 0xc) == gf::kSizeShorter) o.U8(v);
+}
+void GfTruncate(Output& o, uint8_t sel, uint32_t v = 0) {
+  o.U8(gf::kTruncate);
+  GfSpecBytes(o, sel, v);
+}
+void GfCopy(Output& o, uint8_t chain) {
+  o.U8(gf::kCopy);
+  o.U8(chain);
+  o.U8(0);
+  o.U16(0);
+}
+void GfCopyTruncating(Output& o, uint8_t chain, uint16_t at, uint8_t sel, uint32_t v = 0) {
+  o.U8(gf::kCopy);
+  o.U8(chain);
+  o.U8(1);
+  o.U16(at);
+  GfSpecBytes(o, sel, v);
+}
+void GfPush(Output& o, uint32_t n) { o.U8(gf::kPush); o.U8(n - 1); }
+void GfVerify(Output& o) { o.U8(gf::kVerify); }
+
+void GuestFaultSeeds() {
+  const std::string t = "guest_fault";
+  for (int packed = 0; packed < 2; packed++) {
+    const uint8_t p = packed ? gf::kPacked : 0;
+    const std::string sfx = packed ? "-packed" : "-split";
+    {  // the buffers' pages cut before the pop: the copies fault, the next pop fails
+      Output o;
+      GfSpec s;
+      s.layout = p | gf::kEventIdx;
+      GfSetup(o, s);
+      GfChain(o, 0, {{false, 0x1000, 512}});
+      GfChain(o, 1, {{true, 0x2000, 1024}});
+      GfChain(o, 2, {{false, 0x3800, 100}, {true, 0x3000, 64}});
+      GfTruncate(o, gf::kFile0 | gf::kSizePages, 1);
+      GfPop(o);
+      GfCopy(o, 0);
+      GfCopy(o, 1);
+      GfCopy(o, 2);
+      GfPush(o, 3);
+      GfPop(o);
+      GfVerify(o);
+      Save(t, "cut-buffers" + sfx, o);
+    }
+    {  // the rings' page cut between pop and push
+      Output o;
+      GfSpec s;
+      s.layout = p;
+      s.ring_off[0] = 0x3000;
+      s.ring_off[1] = 0x3100;
+      s.ring_off[2] = 0x3200;
+      GfSetup(o, s);
+      GfChain(o, 0, {{false, 0x100, 64}, {true, 0x200, 256}});
+      GfChain(o, 3, {{true, 0x1000, 1500}});
+      GfPop(o);
+      GfCopy(o, 0);
+      GfTruncate(o, gf::kFile0 | gf::kSizePages, 3);
+      GfCopy(o, 1);
+      GfPush(o, 2);
+      GfChain(o, 5, {{true, 0x400, 64}});
+      GfPop(o);
+      GfVerify(o);
+      Save(t, "cut-rings" + sfx, o);
+    }
+    {  // the rings' page cut after a push: the next pop faults on the ring itself
+      Output o;
+      GfSpec s;
+      s.layout = p | gf::kEventIdx;
+      s.ring_off[0] = 0x2000;
+      s.ring_off[1] = 0x2100;
+      s.ring_off[2] = 0x2200;
+      GfSetup(o, s);
+      GfChain(o, 0, {{true, 0x100, 64}});
+      GfPop(o);
+      GfCopy(o, 0);
+      GfPush(o, 1);
+      GfTruncate(o, gf::kFile0 | gf::kSizeRaw, 0x1f00);
+      GfPop(o);
+      GfPop(o);
+      GfVerify(o);
+      Save(t, "cut-rings-in-pop" + sfx, o);
+    }
+    {  // two regions in one file (region 1 after region 0), a chain across both; the
+       // file cut in the middle of the device's copy, inside region 1
+      Output o;
+      GfSpec s;
+      s.layout = p | gf::kTwoRegions | gf::kSameFile;
+      s.size0 = 2 * gf::kPage;
+      s.size1 = 2 * gf::kPage;
+      GfSetup(o, s);
+      GfChain(o, 0, {{false, 0x1f00, 0x200}, {true, 0x1000, 0x1800}});
+      GfChain(o, 1, {{true, 0x800, 0x800, true}});
+      GfPop(o);
+      GfCopyTruncating(o, 0, 0x900, gf::kFile0 | gf::kSizeRaw, 3 * gf::kPage - 100);
+      GfCopy(o, 1);
+      GfPush(o, 2);
+      GfPop(o);
+      GfVerify(o);
+      Save(t, "copy-cut-one-file" + sfx, o);
+    }
+    {  // region 1 in its own file, cut to nothing; region 0 (rings) stays intact
+      Output o;
+      GfSpec s;
+      s.layout = p | gf::kTwoRegions;
+      s.size0 = gf::kPage;
+      s.size1 = 3 * gf::kPage;
+      s.off1 = gf::kPage;
+      s.gmode = 1;
+      GfSetup(o, s);
+      GfChain(o, 0, {{false, 0x800, 0x100}, {true, 0x1000, 0x1000, true}});
+      GfChain(o, 1, {{true, 0x2000, 0x800, true}});
+      GfPop(o);
+      GfTruncate(o, gf::kFile1 | gf::kSizeZero);
+      GfCopy(o, 0);
+      GfVerify(o);
+      GfCopy(o, 1);
+      GfPush(o, 2);
+      GfPop(o);
+      Save(t, "other-file-cut" + sfx, o);
+    }
+    {  // dirty logging (rings too) at 128 MiB: the log's second page cut, the push marks it
+      Output o;
+      GfSpec s;
+      s.layout = p | gf::kLog | gf::kLogRings | gf::kHigh;
+      s.log_pages = 2;
+      GfSetup(o, s);
+      GfChain(o, 0, {{true, 0x1000, 0x1000}});
+      GfPop(o);
+      GfCopy(o, 0);
+      GfTruncate(o, gf::kFileLog | gf::kSizePages, 1);
+      GfPush(o, 1);
+      GfVerify(o);
+      Save(t, "dirty-log-cut" + sfx, o);
+    }
+    {  // PopDirect (receive buffers), the file cut a few bytes short, then a whole page
+      Output o;
+      GfSpec s;
+      s.layout = p;
+      s.size0 = 3 * gf::kPage + 100;
+      s.off0 = 100;
+      s.ring_off[0] = 0x10;
+      s.ring_off[1] = 0x110;
+      s.ring_off[2] = 0x210;
+      GfSetup(o, s);
+      GfChain(o, 0, {{true, 0x1000, 0x800}});
+      GfChain(o, 1, {{true, 0x2f00, 0x1000}});
+      GfPopDirect(o);
+      GfTruncate(o, gf::kFile0 | gf::kSizeShorter, 40);
+      GfCopy(o, 0);
+      GfCopy(o, 1);
+      GfVerify(o);
+      GfTruncate(o, gf::kFile0 | gf::kSizeRaw, 2 * gf::kPage + 10);
+      GfCopy(o, 1);
+      GfPush(o, 2);
+      GfPopDirect(o);
+      Save(t, "pop-direct-unaligned" + sfx, o);
+    }
+  }
+  {  // a sealable memfd: Map seals it, the truncation is refused, nothing is lost
+    Output o;
+    GfSpec s;
+    s.layout = gf::kSealed | gf::kTwoRegions | gf::kSameFile;
+    s.size0 = 2 * gf::kPage;
+    s.size1 = gf::kPage;
+    GfSetup(o, s);
+    GfChain(o, 0, {{false, 0x1000, 0x100}, {true, 0x0, 0x100, true}});
+    GfTruncate(o, gf::kFile0 | gf::kSizeZero);
+    GfPop(o);
+    GfCopy(o, 0);
+    GfPush(o, 1);
+    GfVerify(o);
+    Save(t, "sealed", o);
+  }
+  {  // two regions sharing bytes of one file (raw offsets), the file cut below both
+    Output o;
+    GfSpec s;
+    s.layout = gf::kPacked | gf::kTwoRegions | gf::kSameFile;
+    s.size0 = 3 * gf::kPage;
+    s.size1 = 2 * gf::kPage;
+    s.off1 = 0x8000 | gf::kPage;
+    s.qsize = 4;
+    GfSetup(o, s);
+    GfChain(o, 0, {{true, 0x1800, 0x1000}});
+    GfChain(o, 1, {{false, 0x800, 0x400, true}});
+    GfPop(o);
+    GfCopyTruncating(o, 0, 0x100, gf::kFile0 | gf::kSizePages, 1);
+    GfCopy(o, 1);
+    GfVerify(o);
+    GfPush(o, 2);
+    Save(t, "shared-bytes-packed", o);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -887,5 +1145,6 @@ int main(int argc, char** argv) {
   NetOverlapSeed();
   HostIoSeeds();
   BlkSeeds();
+  GuestFaultSeeds();
   return 0;
 }
