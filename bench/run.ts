@@ -19,7 +19,8 @@ import { cpuCase } from './cases/cpu.js';
 import { memoryCase } from './cases/memory.js';
 import { netCase } from './cases/net.js';
 import { switchCase } from './cases/switch.js';
-import { barChartSvg, checkTarget, markdownTable, type CaseReport } from './lib/report.js';
+import { barChartSvg } from './lib/chart.js';
+import { checkTarget, markdownTable, type CaseReport } from './lib/report.js';
 import { progress } from './lib/proc.js';
 import { benchArgs, usageError } from './lib/args.js';
 

@@ -6,7 +6,7 @@ import { openSync, writeSync, closeSync, rmSync } from 'node:fs';
 import { startStorageDaemon, startVhostkitBlk, vhostkitCli, makeTempDir, type StorageDaemon } from '../../test/lib/peers.js';
 import type { BlkLoadResult } from '../../src/loadgen/blk.js';
 import { commandLine, progress, runJson } from '../lib/proc.js';
-import { median, type CaseReport, type Row } from '../lib/report.js';
+import { median, rowsChart, type CaseReport, type Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';
 
 const IMAGE_BYTES = 256 << 20;
@@ -100,13 +100,12 @@ export async function blkCase(ctx: BenchContext): Promise<CaseReport> {
       ],
       target: { ratio: 1.0, rows: (r) => r.config.startsWith('randread') && r.config.includes('QD 32'), what: 'blk 4 KiB randread at QD 32: at least 1.0 x qemu-storage-daemon' },
       charts: [
-        {
+        rowsChart(rows, {
           file: 'blk-iops',
-          title: 'virtio-blk 4 KiB random I/O: IOPS by queue depth',
+          title: 'virtio-blk 4 KiB random I/O: IOPS by queue depth and queues',
           yLabel: 'IOPS',
-          categories: rows.map((r) => r.config.replace('4 KiB, ', '').replace(' queues', 'q').replace(' queue', 'q')),
-          series: Object.keys(rows[0].samples).map((name) => ({ name, values: rows.map((r) => median(r.samples[name])) })),
-        },
+          label: (r) => r.config.replace(' 4 KiB', '').replaceAll(', ', '\n'),
+        }),
       ],
     };
   } finally {

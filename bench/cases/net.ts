@@ -10,7 +10,7 @@ import type { ChildProcess } from 'node:child_process';
 import { makeTempDir, startTestpmd, vhostkitCli, type Testpmd } from '../../test/lib/peers.js';
 import { measureInTurns, rate, testpmdWindow, turnsNote, type Contender } from '../lib/interleave.js';
 import { commandLine, progress, spawnOwned, stopChild } from '../lib/proc.js';
-import { median, type CaseReport, type Row } from '../lib/report.js';
+import { rowsChart, type CaseReport, type Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';
 
 export type Dir = 'rx' | 'tx';
@@ -114,8 +114,6 @@ export function netCase(dir: Dir): (ctx: BenchContext) => Promise<CaseReport> {
         rows.push({ config: `${packed ? 'packed' : 'split'}, ${size} B`, unit: 'Mpps', samples, subject: 'vhostkit', reference: 'testpmd vhost PMD' });
       }
     }
-    const chartSeries = (layout: string) =>
-      Object.keys(rows[0].samples).map((name) => ({ name: `${name} (${layout})`, values: SIZES.map((s) => median(rows.find((r) => r.config === `${layout}, ${s} B`)!.samples[name])) }));
     return {
       id: `net-${dir}`,
       title:
@@ -132,15 +130,7 @@ export function netCase(dir: Dir): (ctx: BenchContext) => Promise<CaseReport> {
       rows,
       commands: [...commands],
       target: { ratio: 0.7, rows: (r) => r.config.endsWith(' 64 B'), what: `net ${dir} at 64 B: at least 0.7 x DPDK's vhost PMD, split and packed` },
-      charts: [
-        {
-          file: `net-${dir}`,
-          title: `net ${dir}: Mpps by frame size, split and packed`,
-          yLabel: 'Mpps',
-          categories: SIZES.map((s) => `${s} B`),
-          series: [...chartSeries('split'), ...chartSeries('packed')],
-        },
-      ],
+      charts: [rowsChart(rows, { file: `net-${dir}`, title: `net ${dir}: Mpps by ring layout and frame size`, yLabel: 'Mpps' })],
     };
   };
 }

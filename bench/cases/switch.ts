@@ -11,7 +11,7 @@ import { existsSync } from 'node:fs';
 import { makeTempDir, startTestpmd, vhostkitCli, type Testpmd } from '../../test/lib/peers.js';
 import { measureInTurns, rate, testpmdWindow, turnsNote, type Contender, type Window } from '../lib/interleave.js';
 import { commandLine, progress, spawnOwned, stopChild } from '../lib/proc.js';
-import { type CaseReport, type Row } from '../lib/report.js';
+import { rowsChart, type CaseReport, type Row } from '../lib/report.js';
 import type { BenchContext } from '../run.js';
 
 const MAC_A = '02:00:00:00:00:0a';
@@ -183,5 +183,6 @@ export async function switchCase(ctx: BenchContext): Promise<CaseReport> {
     rows,
     commands: [...commands],
     target: { ratio: 0.6, rows: () => true, what: 'switch at 64 B: at least 0.6 x testpmd io forwarding' },
+    charts: [rowsChart(rows, { file: 'switch', title: `switch, 64 B: Mpps received ${combined(ctx) ? 'by A and B' : 'by B'}, by ring layout`, yLabel: 'Mpps' })],
   };
 }

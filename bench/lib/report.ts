@@ -1,4 +1,6 @@
-// Medians, ratios, the Markdown report and SVG charts of `npm run bench`.
+// Medians, ratios and the Markdown tables of `npm run bench`, and which rows its charts show
+// (the charts themselves: chart.ts).
+import type { Chart } from './chart.js';
 
 export function median(xs: number[]): number {
   if (xs.length === 0) return NaN;
@@ -74,77 +76,18 @@ export function markdownTable(c: CaseReport): string {
   return lines.join('\n') + '\n';
 }
 
-export interface Chart {
-  file: string;
-  title: string;
-  yLabel: string;
-  categories: string[];
-  series: Array<{ name: string; values: number[] }>;
-}
-
-const COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b'];
-
-function esc(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-}
-
-/** A grouped bar chart as a standalone SVG document. */
-export function barChartSvg(ch: Chart): string {
-  const W = 760;
-  const H = 420;
-  const left = 70;
-  const right = 20;
-  const top = 50;
-  const bottom = 90;
-  const plotW = W - left - right;
-  const plotH = H - top - bottom;
-  const max = Math.max(1e-9, ...ch.series.flatMap((s) => s.values.filter(Number.isFinite)));
-  const step = niceStep(max / 5);
-  const yMax = Math.ceil(max / step) * step;
-  const groupW = plotW / Math.max(1, ch.categories.length);
-  const barW = (groupW * 0.8) / Math.max(1, ch.series.length);
-  const out: string[] = [];
-  out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="12">`);
-  out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
-  out.push(`<text x="${W / 2}" y="24" text-anchor="middle" font-size="16">${esc(ch.title)}</text>`);
-  for (let v = 0; v <= yMax + 1e-9; v += step) {
-    const y = top + plotH - (v / yMax) * plotH;
-    out.push(`<line x1="${left}" y1="${y.toFixed(1)}" x2="${W - right}" y2="${y.toFixed(1)}" stroke="#ddd"/>`);
-    out.push(`<text x="${left - 6}" y="${(y + 4).toFixed(1)}" text-anchor="end">${esc(short(v))}</text>`);
-  }
-  out.push(`<text transform="translate(16 ${top + plotH / 2}) rotate(-90)" text-anchor="middle">${esc(ch.yLabel)}</text>`);
-  ch.categories.forEach((cat, i) => {
-    const gx = left + i * groupW + groupW * 0.1;
-    ch.series.forEach((s, j) => {
-      const v = s.values[i];
-      if (!Number.isFinite(v)) return;
-      const h = (v / yMax) * plotH;
-      const x = gx + j * barW;
-      out.push(`<rect x="${x.toFixed(1)}" y="${(top + plotH - h).toFixed(1)}" width="${(barW - 2).toFixed(1)}" height="${h.toFixed(1)}" fill="${COLORS[j % COLORS.length]}"><title>${esc(`${s.name} ${cat}: ${short(v)}`)}</title></rect>`);
-    });
-    out.push(`<text x="${(left + i * groupW + groupW / 2).toFixed(1)}" y="${top + plotH + 16}" text-anchor="middle">${esc(cat)}</text>`);
-  });
-  out.push(`<line x1="${left}" y1="${top + plotH}" x2="${W - right}" y2="${top + plotH}" stroke="black"/>`);
-  ch.series.forEach((s, j) => {
-    const x = left + j * 180;
-    const y = H - 30;
-    out.push(`<rect x="${x}" y="${y - 10}" width="12" height="12" fill="${COLORS[j % COLORS.length]}"/>`);
-    out.push(`<text x="${x + 18}" y="${y}">${esc(s.name)}</text>`);
-  });
-  out.push('</svg>');
-  return out.join('\n') + '\n';
-}
-
-function niceStep(raw: number): number {
-  const p = Math.pow(10, Math.floor(Math.log10(raw)));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= raw) return m * p;
-  return 10 * p;
-}
-
-function short(v: number): string {
-  if (v >= 1e6) return `${(v / 1e6).toFixed(v % 1e6 ? 1 : 0)}M`;
-  if (v >= 1e3) return `${(v / 1e3).toFixed(v % 1e3 ? 1 : 0)}k`;
-  return Number.isInteger(v) ? String(v) : v.toFixed(2);
+/**
+ * A chart of `rows`: one group of bars per row, labelled by `label` (the row's configuration
+ * unless given), one bar per name in the rows' samples, from all of its samples.
+ */
+export function rowsChart(rows: Row[], c: { file: string; title: string; yLabel: string; label?: (r: Row) => string }): Chart {
+  return {
+    file: c.file,
+    title: c.title,
+    yLabel: c.yLabel,
+    categories: rows.map(c.label ?? ((r) => r.config)),
+    series: Object.keys(rows[0]?.samples ?? {}).map((name) => ({ name, samples: rows.map((r) => r.samples[name] ?? []) })),
+  };
 }
 
 /** Whether the target's rows meet it, and the figure checked for each. */
