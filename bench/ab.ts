@@ -65,4 +65,6 @@ const samples = await measureInTurns<'A' | 'B'>(
 );
 const ratios = samples.A.map((a, i) => samples.B[i] / a);
 for (let i = 0; i < ratios.length; i++) console.log(`round ${i + 1}: A ${(samples.A[i] / 1e6).toFixed(2)} Mpps, B ${(samples.B[i] / 1e6).toFixed(2)} Mpps, B / A ${ratios[i].toFixed(3)}`);
-console.log(`medians: A ${(median(samples.A) / 1e6).toFixed(2)}, B ${(median(samples.B) / 1e6).toFixed(2)}, B / A of medians ${(median(samples.B) / median(samples.A)).toFixed(3)}, median of round ratios ${median(ratios).toFixed(3)}`);
+console.log(
+  `medians: A ${(median(samples.A) / 1e6).toFixed(2)}, B ${(median(samples.B) / 1e6).toFixed(2)}, B / A of medians ${(median(samples.B) / median(samples.A)).toFixed(3)}, median of round ratios ${median(ratios).toFixed(3)}`,
+);

@@ -97,8 +97,13 @@ const outDir = values.out ?? root;
 mkdirSync(outDir, { recursive: true });
 const date = new Date().toISOString().slice(0, 10);
 const md: string[] = [`# vhostkit benchmarks, ${date}`, ''];
-md.push(`Machine: ${cpus().length} x ${cpus()[0]?.model ?? 'CPU'}, Node ${process.version}. Medians of ${rounds} rounds; every case runs its reference in the same run, alternating (net, switch and api: ${turns} turns per side per round).`);
-md.push('', 'Two ratios per row: the ratio of the medians, and the median of the per-round ratios. These 2-CPU machines switch between regimes of different speed, for seconds to a minute at a time (docs/performance.md, "This machine\'s two speeds"). The net and switch cases therefore keep both sides up and measure them in short turns, A B B A ..., so that the two figures of a round span the same stretch of time (the api case likewise turns its API load off and on under one running traffic); the other cases alternate whole runs. A target is met only if both ratios meet it; the figures are given as "ratio of medians / median of round ratios".');
+md.push(
+  `Machine: ${cpus().length} x ${cpus()[0]?.model ?? 'CPU'}, Node ${process.version}. Medians of ${rounds} rounds; every case runs its reference in the same run, alternating (net, switch and api: ${turns} turns per side per round).`,
+);
+md.push(
+  '',
+  'Two ratios per row: the ratio of the medians, and the median of the per-round ratios. These 2-CPU machines switch between regimes of different speed, for seconds to a minute at a time (docs/performance.md, "This machine\'s two speeds"). The net and switch cases therefore keep both sides up and measure them in short turns, A B B A ..., so that the two figures of a round span the same stretch of time (the api case likewise turns its API load off and on under one running traffic); the other cases alternate whole runs. A target is met only if both ratios meet it; the figures are given as "ratio of medians / median of round ratios".',
+);
 md.push(`Reproduce: \`npm run bench -- --cases ${wanted.join(',')} --rounds ${rounds} --seconds ${seconds} --turns ${turns}\`.`, '');
 for (const s of skipped) md.push(`- ${s}`);
 for (const r of reports) {

@@ -130,7 +130,7 @@ async function runRound(ctx: BenchContext, round: number, commands: Set<string>)
   try {
     d = await startDaemon(tmp, ctx, commands);
     fe = await startSwitchTraffic(ctx, d.sa, d.sb, false, commands);
-    await fe.measure(1, 2000);  // past the start (learning, the rings filling)
+    await fe.measure(1, 2000); // past the start (learning, the rings filling)
     for (let t = 0; t < ctx.turns; t++) {
       for (const w of t % 2 ? [...forward].reverse() : forward) {
         const load = w === 'none' ? null : apiLoad(d.api, w);
@@ -147,7 +147,9 @@ async function runRound(ctx: BenchContext, round: number, commands: Set<string>)
     for (const w of forward) {
       out.mpps![w] = frames[w] / secs[w] / 1e6;
       if (w !== 'none') out.loaded![w] = combine(perTurn[w], turnSecs[w]);
-      progress(`api round ${round + 1}: traffic, API ${w}: ${out.mpps![w].toFixed(2)} Mpps ${fe.where}${w !== 'none' ? `, API ${out.loaded![w].reqPerSec.toFixed(0)} req/s, p99 ${out.loaded![w].p99} ms` : ''}`);
+      progress(
+        `api round ${round + 1}: traffic, API ${w}: ${out.mpps![w].toFixed(2)} Mpps ${fe.where}${w !== 'none' ? `, API ${out.loaded![w].reqPerSec.toFixed(0)} req/s, p99 ${out.loaded![w].p99} ms` : ''}`,
+      );
     }
   } finally {
     await fe?.stop();
@@ -209,6 +211,10 @@ export async function apiCase(ctx: BenchContext): Promise<CaseReport> {
     ],
     rows,
     commands: [...commands],
-    target: { ratio: 0.9, rows: (r) => r.config.startsWith('API paced'), what: 'the data plane keeps its rate under a paced API load: at least 0.9 x its rate without (our reading of "keeps its rate")' },
+    target: {
+      ratio: 0.9,
+      rows: (r) => r.config.startsWith('API paced'),
+      what: 'the data plane keeps its rate under a paced API load: at least 0.9 x its rate without (our reading of "keeps its rate")',
+    },
   };
 }

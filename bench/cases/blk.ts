@@ -45,8 +45,24 @@ export async function blkCase(ctx: BenchContext): Promise<CaseReport> {
     for (const rw of ['randread', 'randwrite'] as const) for (const queues of [1, 2]) for (const qd of [1, 32]) configs.push({ rw, qd, queues });
     const rows: Row[] = [];
     const loadArgv = (sock: string, c: (typeof configs)[0]) => [
-      'taskset', '-c', ctx.frontendCpus, process.execPath, vhostkitCli, 'blk-load', sock,
-      '--rw', c.rw, '--qd', String(c.qd), '--queues', String(c.queues), '--bs', '4096', '--seconds', String(ctx.seconds), '--json',
+      'taskset',
+      '-c',
+      ctx.frontendCpus,
+      process.execPath,
+      vhostkitCli,
+      'blk-load',
+      sock,
+      '--rw',
+      c.rw,
+      '--qd',
+      String(c.qd),
+      '--queues',
+      String(c.queues),
+      '--bs',
+      '4096',
+      '--seconds',
+      String(ctx.seconds),
+      '--json',
     ];
     let step = 0;
     const total = configs.length * ctx.rounds * servers.length;
@@ -94,10 +110,7 @@ export async function blkCase(ctx: BenchContext): Promise<CaseReport> {
         'Latency is measured by the frontend from avail-ring publication to seeing the used element.',
       ],
       rows,
-      commands: [
-        ...servers.map((s) => `${s.name}: ${s.cmd}`),
-        `load (one run): ${commandLine(loadArgv('SOCKET', { rw: 'randread', qd: 32, queues: 1 }))}`,
-      ],
+      commands: [...servers.map((s) => `${s.name}: ${s.cmd}`), `load (one run): ${commandLine(loadArgv('SOCKET', { rw: 'randread', qd: 32, queues: 1 }))}`],
       target: { ratio: 1.0, rows: (r) => r.config.startsWith('randread') && r.config.includes('QD 32'), what: 'blk 4 KiB randread at QD 32: at least 1.0 x qemu-storage-daemon' },
       charts: [
         rowsChart(rows, {

@@ -57,8 +57,21 @@ async function testpmdRss(ctx: BenchContext, ports: number, commands: Set<string
   for (let i = 1; i < ports; i++) extra.push('--vdev', `net_vhost${i},iface=${tmp.join(`t${i}.sock`)},queues=1`);
   let t: Testpmd | null = null;
   try {
-    t = await startTestpmd({ role: 'vhost', socket: tmp.join('t0.sock'), forwardMode: 'io', cpu: Number(ctx.backendCpus.split(',')[0]), extraEalArgs: extra, memMb: 128, totalNumMbufs: 2048, readyTimeoutMs: 60_000 });
-    commands.add(`reference (${ports} ports): ${commandLine([...t.process.argv]).replaceAll(tmp.path, 'DIR').replace(/--file-prefix \S+/, '--file-prefix PREFIX')}`);
+    t = await startTestpmd({
+      role: 'vhost',
+      socket: tmp.join('t0.sock'),
+      forwardMode: 'io',
+      cpu: Number(ctx.backendCpus.split(',')[0]),
+      extraEalArgs: extra,
+      memMb: 128,
+      totalNumMbufs: 2048,
+      readyTimeoutMs: 60_000,
+    });
+    commands.add(
+      `reference (${ports} ports): ${commandLine([...t.process.argv])
+        .replaceAll(tmp.path, 'DIR')
+        .replace(/--file-prefix \S+/, '--file-prefix PREFIX')}`,
+    );
     await settle(3000);
     return rssKiB(t.pid);
   } finally {

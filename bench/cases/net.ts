@@ -108,7 +108,8 @@ export function netCase(dir: Dir): (ctx: BenchContext) => Promise<CaseReport> {
           rounds: ctx.rounds,
           turns: ctx.turns,
           periods: 1,
-          onTurn: (who, round, turn, w) => progress(`net-${dir} ${++step}/${total} ${packed ? 'packed' : 'split'} ${size} B, ${who}, round ${round + 1} turn ${turn + 1}: ${(rate(w) / 1e6).toFixed(2)} Mpps`),
+          onTurn: (who, round, turn, w) =>
+            progress(`net-${dir} ${++step}/${total} ${packed ? 'packed' : 'split'} ${size} B, ${who}, round ${round + 1} turn ${turn + 1}: ${(rate(w) / 1e6).toFixed(2)} Mpps`),
         });
         for (const k of Object.keys(samples) as Who[]) samples[k] = samples[k].map((pps) => pps / 1e6);
         rows.push({ config: `${packed ? 'packed' : 'split'}, ${size} B`, unit: 'Mpps', samples, subject: 'vhostkit', reference: 'testpmd vhost PMD' });

@@ -18,7 +18,10 @@ const MAC_A = '02:00:00:00:00:0a';
 const MAC_B = '02:00:00:00:00:0b';
 
 export function generic(argv: readonly string[], a: string, b: string): string {
-  return commandLine([...argv]).replaceAll(a, 'SOCK_A').replaceAll(b, 'SOCK_B').replace(/--file-prefix \S+/, '--file-prefix PREFIX');
+  return commandLine([...argv])
+    .replaceAll(a, 'SOCK_A')
+    .replaceAll(b, 'SOCK_B')
+    .replace(/--file-prefix \S+/, '--file-prefix PREFIX');
 }
 
 /** Frontend B (rxonly, sends one burst first so its MAC is learnt), then A (txonly to B's MAC). */
@@ -168,7 +171,7 @@ export async function switchCase(ctx: BenchContext): Promise<CaseReport> {
     ? [
         `The switch (\`vhostkit switch --poll busy\`, forwarding on its data-plane thread) or the reference pinned to CPU ${ctx.backendCpus}; one testpmd on CPU ${ctx.frontendCpus} drives both ports: virtio-user port 0 on A's socket, port 1 on B's, one forwarding lcore in flowgen mode (on each port: receive and discard a burst, send a burst of 64 B frames to the other port's MAC). The switch learns both MACs from the first frames and forwards unicast both ways; the reference forwards port to port (io). Measured: frames received on both ports.`,
         turnsNote(ctx.rounds, ctx.turns),
-        'Why one frontend process: the issue\'s set-up (A txonly and B rxonly, each busy on its own CPU) needs 3 CPUs; on 2, the two frontends share one, B drains its ring only while A is descheduled, and both forwarders read about 0.1 Mpps, the scheduler\'s figure. With 3+ CPUs, `--frontend-cpus 0,2` runs that set-up (A on the first CPU listed, B on the second).',
+        "Why one frontend process: the issue's set-up (A txonly and B rxonly, each busy on its own CPU) needs 3 CPUs; on 2, the two frontends share one, B drains its ring only while A is descheduled, and both forwarders read about 0.1 Mpps, the scheduler's figure. With 3+ CPUs, `--frontend-cpus 0,2` runs that set-up (A on the first CPU listed, B on the second).",
       ]
     : [
         `The switch (\`vhostkit switch --poll busy\`, forwarding on its data-plane thread) or the reference pinned to CPU ${ctx.backendCpus}; frontend A (txonly, to B's MAC with --eth-peer) on CPU ${ctx.frontendCpus.split(',')[0]}, frontend B (rxonly; it sends one burst first with --tx-first so its MAC is learnt) on CPU ${ctx.frontendCpus.split(',')[1]}. Measured: what B receives.`,

@@ -23,9 +23,9 @@ export interface Chart {
  * Helvetica, Liberation Sans) are narrower, so a layout that fits it fits them.
  */
 const ADVANCE = [
-  318, 401, 460, 838, 636, 950, 780, 275, 390, 390, 500, 838, 318, 361, 318, 337, 636, 636, 636, 636, 636, 636, 636, 636, 636, 636, 337, 337, 838, 838, 838, 531,
-  1000, 684, 686, 698, 770, 632, 575, 775, 752, 295, 295, 656, 557, 863, 748, 787, 603, 787, 695, 635, 611, 732, 684, 989, 685, 611, 685, 390, 337, 390, 838, 500,
-  500, 613, 635, 550, 635, 615, 352, 635, 634, 278, 278, 579, 278, 974, 634, 612, 635, 635, 411, 521, 392, 634, 592, 818, 592, 592, 525, 636, 337, 636, 838,
+  318, 401, 460, 838, 636, 950, 780, 275, 390, 390, 500, 838, 318, 361, 318, 337, 636, 636, 636, 636, 636, 636, 636, 636, 636, 636, 337, 337, 838, 838, 838, 531, 1000, 684, 686, 698, 770, 632, 575,
+  775, 752, 295, 295, 656, 557, 863, 748, 787, 603, 787, 695, 635, 611, 732, 684, 989, 685, 611, 685, 390, 337, 390, 838, 500, 500, 613, 635, 550, 635, 615, 352, 635, 634, 278, 278, 579, 278, 974,
+  634, 612, 635, 635, 411, 521, 392, 634, 592, 818, 592, 592, 525, 636, 337, 636, 838,
 ];
 
 /** The width in pixels of `s` drawn at `fontSize` (characters outside ' '..'~' count as one em). */
@@ -162,7 +162,9 @@ export function barChartSvg(ch: Chart): string {
   }
   const yLabelX = MARGIN + FONT * ASCENT;
   const yLabelY = top + plotH / 2;
-  out.push(`<text class="ylabel" x="${yLabelX.toFixed(1)}" y="${yLabelY.toFixed(1)}" font-size="${FONT}" text-anchor="middle" transform="rotate(-90 ${yLabelX.toFixed(1)} ${yLabelY.toFixed(1)})">${esc(ch.yLabel)}</text>`);
+  out.push(
+    `<text class="ylabel" x="${yLabelX.toFixed(1)}" y="${yLabelY.toFixed(1)}" font-size="${FONT}" text-anchor="middle" transform="rotate(-90 ${yLabelX.toFixed(1)} ${yLabelY.toFixed(1)})">${esc(ch.yLabel)}</text>`,
+  );
   const barW = Math.min((groupW * GROUP_FILL) / nSer, MAX_BAR);
   const capW = Math.min(10, barW * 0.5);
   ch.categories.forEach((cat, i) => {
@@ -177,7 +179,9 @@ export function barChartSvg(ch: Chart): string {
       const cx = x + (barW - 2) / 2;
       const at = `data-series="${j}" data-category="${i}"`;
       const tip = `${s.name}, ${cat.replace(/\n/g, ' ')}: median ${short(med)}, ${xs.length} rounds ${short(lo)}..${short(hi)}`;
-      out.push(`<rect class="bar" ${at} x="${x.toFixed(1)}" y="${yOf(med).toFixed(1)}" width="${(barW - 2).toFixed(1)}" height="${(base - yOf(med)).toFixed(1)}" fill="${COLORS[j % COLORS.length]}"><title>${esc(tip)}</title></rect>`);
+      out.push(
+        `<rect class="bar" ${at} x="${x.toFixed(1)}" y="${yOf(med).toFixed(1)}" width="${(barW - 2).toFixed(1)}" height="${(base - yOf(med)).toFixed(1)}" fill="${COLORS[j % COLORS.length]}"><title>${esc(tip)}</title></rect>`,
+      );
       if (xs.length > 1) {
         const [y1, y2] = [yOf(lo).toFixed(1), yOf(hi).toFixed(1)];
         const [c1, c2] = [(cx - capW / 2).toFixed(1), (cx + capW / 2).toFixed(1)];

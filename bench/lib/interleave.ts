@@ -98,13 +98,7 @@ export async function measureInTurns<N extends string>(names: readonly N[], star
  * received at least `settleMs` after the call to the print `periods` later. Both prints
  * must be whole for the ports counted (`ports`: each port's block belongs to that print).
  */
-export async function testpmdWindow(
-  t: Testpmd,
-  periods: number,
-  settleMs: number,
-  ports: number[],
-  count: (s: TestpmdStatsSnapshot) => number,
-): Promise<Window> {
+export async function testpmdWindow(t: Testpmd, periods: number, settleMs: number, ports: number[], count: (s: TestpmdStatsSnapshot) => number): Promise<Window> {
   const whole = (s: TestpmdStatsSnapshot) => ports.every((p) => s.ports[p]?.seq === s.seq);
   const from = Date.now() + settleMs;
   const first = await t.waitForStats((s) => s.at >= from && whole(s), 30_000 + settleMs);

@@ -31,7 +31,7 @@ describe('bench command lines', () => {
       expect(r.status).to.equal(2);
       expect(r.stderr).to.match(want);
       expect(r.stderr).to.include('\nusage: ');
-      expect(r.stderr).not.to.match(/\n\s+at /);  // no stack trace
+      expect(r.stderr).not.to.match(/\n\s+at /); // no stack trace
       expect(r.stdout).to.equal('');
     });
   }

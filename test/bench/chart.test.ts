@@ -23,7 +23,11 @@ interface El {
 }
 
 function unescape(s: string): string {
-  return s.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&quot;/g, '"').replace(/&amp;/g, '&');
+  return s
+    .replace(/&lt;/g, '<')
+    .replace(/&gt;/g, '>')
+    .replace(/&quot;/g, '"')
+    .replace(/&amp;/g, '&');
 }
 
 /** The rect, line and text elements of an SVG document this generator wrote. */
@@ -155,7 +159,12 @@ describe('bench charts', () => {
   }
 
   it('the crowded charts do need the wrapping: their labels and legends take more than one line', () => {
-    const lines = (svg: string, cls: string) => new Set(elements(svg).filter((e) => e.attrs.class === cls).map((e) => e.attrs.y)).size;
+    const lines = (svg: string, cls: string) =>
+      new Set(
+        elements(svg)
+          .filter((e) => e.attrs.class === cls)
+          .map((e) => e.attrs.y),
+      ).size;
     expect(lines(barChartSvg(blkLike), 'category')).to.be.above(1);
     expect(lines(barChartSvg(manySeries), 'legend')).to.be.above(1);
     expect(lines(barChartSvg(longTitleAndWords), 'title')).to.be.above(1);
@@ -181,8 +190,20 @@ describe('bench charts', () => {
     const ch = rowsChart(rows, { file: 'f', title: 't', yLabel: 'Mpps', label: (r) => r.config.toUpperCase() });
     expect(ch.categories).to.deep.equal(['SPLIT, 64 B', 'PACKED, 64 B']);
     expect(ch.series).to.deep.equal([
-      { name: 'a', samples: [[1, 2, 3], [7, 8, 9]] },
-      { name: 'b', samples: [[4, 5, 6], [10, 11, 12]] },
+      {
+        name: 'a',
+        samples: [
+          [1, 2, 3],
+          [7, 8, 9],
+        ],
+      },
+      {
+        name: 'b',
+        samples: [
+          [4, 5, 6],
+          [10, 11, 12],
+        ],
+      },
     ]);
   });
 });

@@ -15,7 +15,7 @@ describe('bench report', () => {
     expect(pairedRatio(r)).to.equal(0.5); // median of 0.5, 2, 0.25
   });
 
-  it('names the first row\'s unit in the header and the unit of any other row in its cells', () => {
+  it("names the first row's unit in the header and the unit of any other row in its cells", () => {
     const c: CaseReport = {
       id: 'memory',
       title: 't',

@@ -16,10 +16,7 @@ import { Harness, fdCount, until } from './harness.js';
 
 const MiB = 1 << 20;
 
-async function echo(
-  q: Pick<FrontendQueue, 'driver' | 'publishAndKick' | 'waitUsed'>,
-  bytes: number[],
-) {
+async function echo(q: Pick<FrontendQueue, 'driver' | 'publishAndKick' | 'waitUsed'>, bytes: number[]) {
   const id = q.driver.add([
     { len: bytes.length, writable: false, data: Uint8Array.from(bytes) },
     { len: 64, writable: true },
