@@ -111,8 +111,13 @@ export class WorkerRpc<C, Event> {
   /** Calls `close` on the worker (if alive and the class has one), then terminates it. */
   async close(): Promise<void> {
     const close = (this.remote as Record<string, (() => Promise<unknown>) | undefined>).close;
-    // A rejection means the worker exited before it answered: it is terminated all the same.
-    if (!this.dead && close) await close().catch(() => undefined);
+    if (!this.dead && close) {
+      await close().catch((e: Error) => {
+        // The worker exited before it answered (every call then rejects with why): it is
+        // terminated below all the same. Any other failure of its close is the caller's.
+        if (!this.dead) throw e;
+      });
+    }
     await this.worker.terminate();
   }
 }

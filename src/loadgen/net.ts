@@ -298,9 +298,11 @@ class WorkerLane implements Lane {
   async stop(index: number): Promise<void> {
     this.serving.delete(index);
     this.contexts.delete(index);
-    // A rejection means the worker is gone (WorkerRpc rejects every call after it exits):
-    // nothing serves the queue any more, which is what stop asks.
-    await this.rpc.remote.stop(index).catch(() => undefined);
+    await this.rpc.remote.stop(index).catch((e: Error) => {
+      // The worker is gone (WorkerRpc rejects every call after it exits): nothing serves the
+      // queue any more, which is what stop asks. Any other failure is the caller's.
+      if (!this.rpc.isDead) throw e;
+    });
   }
 
   async pause(): Promise<void> {
