@@ -24,7 +24,8 @@
         "native/vring/host_io.cc",
         "native/vring/bind_host_io.cc",
         "native/vring/blk.cc", "native/vring/bind_blk.cc",
-        "native/vring/switch_fdb.cc", "native/vring/switch_forward.cc", "native/vring/bind_switch.cc"
+        "native/vring/switch_fdb.cc", "native/vring/switch_port.cc", "native/vring/switch_capture.cc", "native/vring/switch_host.cc",
+        "native/vring/switch_forward.cc", "native/vring/bind_switch.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

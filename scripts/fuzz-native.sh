@@ -41,7 +41,7 @@ declare -A SRCS=(
   [net]="native/fuzz/fuzz_net.cc $RING_SRCS $V/net.cc $V/offload.cc"
   [blk]="native/fuzz/fuzz_blk.cc $RING_SRCS $V/blk.cc $V/eventfd.cc"
   [host_io]="native/fuzz/fuzz_host_io.cc $RING_SRCS $V/host_io.cc $V/offload.cc"
-  [switch]="native/fuzz/fuzz_switch.cc $RING_SRCS $V/switch_fdb.cc $V/switch_forward.cc $V/net.cc $V/offload.cc"
+  [switch]="native/fuzz/fuzz_switch.cc $RING_SRCS $V/switch_fdb.cc $V/switch_port.cc $V/switch_capture.cc $V/switch_host.cc $V/host_io.cc $V/switch_forward.cc $V/net.cc $V/offload.cc"
   [guest_fault]="native/fuzz/fuzz_guest_fault.cc $RING_SRCS"
 )
 declare -A DEFS=([split_ring]="-DFUZZ_PACKED=0" [packed_ring]="-DFUZZ_PACKED=1")

@@ -1,6 +1,6 @@
 // libFuzzer target: the switch's forwarding table, per-burst classification
-// (switch_fdb.cc) and grouping (switch_forward.cc) on hostile frame heads, port
-// configurations and any order of operations.
+// (switch_fdb.cc) and its data path (switch_forward.cc: grouping, host ports, capture) on
+// hostile frames, offload headers, port configurations and any order of operations.
 //
 // Input: u8 table limit, then operations (u8 each: learn, lookup, age, flush, classify)
 // with their operands. Heads live in exact-size heap buffers laid out as bind_switch.cc
@@ -9,12 +9,16 @@
 // after a classify, the table is compared with the map rebuilt from Dump() (learning is
 // checked by the fast-check property in test/switch/fdb.test.ts), every frame's verdict is
 // a drop, a flood or a port, and the counters add up to the verdicts.
+#include <netinet/in.h>
+
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <vector>
 
 #include "../vring/switch_fdb.h"
 #include "../vring/switch_forward.h"
+#include "../vring/switch_layout.h"
 #include "fuzz_common.h"
 
 namespace {
@@ -44,73 +48,109 @@ void Resync(Model& model, const SwitchFdb& fdb) {
 
 bool NoQueue(uint32_t, vhostkit::Virtqueue**, const vhostkit::BurstArrays**) { return false; }
 
-// The grouping of a classified burst (switch_forward.cc) over 4 hostile port configurations
-// whose queues do not resolve (so nothing is delivered and every staged frame is counted
-// as no_buffers). Oracles: the frames left are exactly those with a destination not served
-// here, once each, in order; the records count exactly the (frame, served port) pairs the
-// VLAN rules let through; at most one record per served queue.
-void Group(Input& in, int32_t src_id, const uint8_t* heads, const uint32_t* off, uint32_t stride, uint32_t cap, const uint32_t* lens,
-           uint32_t n, const std::vector<int32_t>& dest, const std::vector<int32_t>& vid, const std::vector<int32_t>& tagged) {
+namespace pc = vhostkit::layout::port_counter;
+namespace cw = vhostkit::layout::capture_word;
+
+// The forwarder (switch_forward.cc) over frames held in a buffer, from port src_id among 4
+// hostile port configurations: guests whose queues do not resolve (every frame staged for
+// one is counted as no buffers, or no queue when it has none), and TAP and VXLAN ports on
+// a closed fd (every send fails and is counted), one of them captured into a small
+// staging buffer, with hostile offload headers. Oracles: a guest port counts exactly the
+// frames the VLAN rules send it; the capture's records are well formed and fill exactly
+// what its state says.
+void Group(Input& in, vhostkit::SwitchFdb& fdb, int32_t src_id, const uint32_t* lens, uint32_t n, int64_t now) {
   constexpr uint32_t kBurst = 16;
-  vhostkit::SwitchPorts ports(kBurst);
-  std::vector<vhostkit::SwitchPort> conf(4);
+  vhostkit::Forwarder fwd(fdb, kBurst, NoQueue);
+  std::vector<std::vector<double>> counters(4, std::vector<double>(pc::kWords, 0));
+  std::vector<double> qstats(8 * vhostkit::layout::queue_stat::kWords, 0);
+  std::vector<uint8_t> cap(in.U16() % 700);
+  std::vector<double> cap_state(cw::kWords, 0);
+  cap_state[cw::SNAPLEN] = 1 + in.U8();
+  cap_state[cw::LIMIT] = in.U8() % 4;
   for (int32_t id = 0; id < 4; id++) {
-    vhostkit::SwitchPort& p = conf[id];
+    vhostkit::SwitchPort p;
     p.id = id;
     const uint8_t b = in.U8();
-    p.deliver = b & 1;
-    p.nrx = (b >> 1) % 10;  // Set() clamps to kSwitchMaxRx
-    p.access = b & 0x20;
-    p.vid = in.U8() % 4;
-    p.native = static_cast<int32_t>(in.U8() % 5) - 1;
-    p.all_allowed = b & 0x40;
-    p.allowed[0] = in.U8();
+    p.kind = static_cast<vhostkit::PortKind>((b & 0x18) == 0x18 ? 0 : (b >> 3) & 3);
+    p.hdr_len = b & 1 ? 12 : 10;
+    p.vlan.access = b & 0x20;
+    p.vlan.vid = in.U8() % 4;
+    p.vlan.native = static_cast<int32_t>(in.U8() % 5) - 1;
+    p.vlan.all_allowed = b & 0x40;
+    p.vlan.allowed[0] = in.U8();
+    p.counters = counters[id].data();
+    if (p.kind == vhostkit::PortKind::kGuest) {
+      const uint32_t nrx = (b >> 1) % 3;
+      for (uint32_t k = 0; k < nrx; k++) p.rx.push_back(vhostkit::RxQueueRef{k, qstats.data() + (id * 2 + k) * vhostkit::layout::queue_stat::kWords});
+    } else {
+      p.host.fd = -1;  // closed: every send fails with EBADF, counted
+      p.host.offloads = b & 2;
+      p.host.dest.ss_family = AF_INET;
+      p.host.dest_len = sizeof(sockaddr_in);
+    }
+    if (id == 0 && (b & 4)) {
+      p.captured = true;
+      p.capture = vhostkit::PcapStage{cap.data(), cap.size(), cap_state.data()};
+    }
     if (b & 0x80) continue;  // not in the table
-    ports.Set(p);
+    fwd.Set(std::move(p));
   }
-  vhostkit::SwitchPort* src = ports.Find(src_id);
+  vhostkit::SwitchPort* src = fwd.Find(src_id);
   if (src == nullptr) return;
-  // The heads as the engine has them: 64 bytes per frame, zero-filled past the frame.
+  // The frames back to back, with their MACs from a small space, and hostile offload headers.
+  std::vector<uint32_t> off(n);
+  size_t total = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    off[i] = static_cast<uint32_t>(total);
+    total += lens[i];
+  }
+  HeapBuf data(total);
+  in.Bytes(data.p, total);
+  for (uint32_t i = 0; i < n; i++) {
+    for (uint32_t k = 0; k < lens[i] && k < 12; k++) data.p[off[i] + k] = k == 5 || k == 11 ? data.p[off[i] + k] % 4 : (k == 0 || k == 6 ? 2 : 0);
+  }
+  std::vector<uint8_t> hdr10(static_cast<size_t>(n) * 10);
+  in.Bytes(hdr10.data(), hdr10.size());
+  const bool with_hdr = in.U8() & 1;
+  // What the forwarder's classification will decide: the same call on a copy of the table.
+  vhostkit::SwitchFdb copy = fdb;
   std::vector<uint8_t> h64(static_cast<size_t>(n) * vhostkit::kSwitchHead, 0);
-  for (uint32_t i = 0; i < n; i++) {
-    const uint32_t have = std::min({lens[i], cap, 16u});
-    std::copy(heads + (off ? off[i] : i * stride), heads + (off ? off[i] : i * stride) + have, h64.data() + i * vhostkit::kSwitchHead);
-  }
-  std::vector<uint16_t> left(kBurst);
-  std::vector<vhostkit::SwitchRecord> recs(ports.DeliverQueues() + 1);
-  uint32_t nleft = 0, nrec = 0;
-  const vhostkit::TxSource tx{nullptr, nullptr, 12, false, -1};
-  ports.Forward(*src, tx, h64.data(), dest.data(), vid.data(), tagged.data(), n, NoQueue, left.data(), &nleft, recs.data(),
-                static_cast<uint32_t>(recs.size()), &nrec);
-  uint32_t want_left = 0;
-  uint32_t want_staged = 0;
-  for (uint32_t i = 0; i < n; i++) {
-    if (dest[i] == vhostkit::kClassifyDrop) continue;
-    bool other = false;
-    for (int32_t id = 0; id < 4; id++) {
-      const vhostkit::SwitchPort* q = ports.Find(id);
-      if (q == nullptr || q == src || (dest[i] != vhostkit::kClassifyFlood && dest[i] != id)) continue;
-      if (!q->deliver) {
-        other = true;
-      } else if (q->nrx > 0 && q->Egress(static_cast<uint32_t>(vid[i]), tagged[i] == 1) != vhostkit::kEgressNone) {
-        want_staged++;
-      }
+  for (uint32_t i = 0; i < n; i++) std::memcpy(h64.data() + i * vhostkit::kSwitchHead, data.p + off[i], std::min(lens[i], vhostkit::kSwitchHead));
+  std::vector<int32_t> dest(n), vid(n), tagged(n);
+  vhostkit::ClassifyCounts cc;
+  vhostkit::SwitchClassify(copy, src_id, src->vlan.Ingress(), h64.data(), nullptr, vhostkit::kSwitchHead, vhostkit::kSwitchHead, lens, n, now,
+                           kAging, nullptr, dest.data(), vid.data(), tagged.data(), &cc);
+  fwd.Flat(*src, data.p, off.data(), lens, with_hdr ? hdr10.data() : nullptr, n, now, kAging);
+  // Each guest port counted exactly the frames its VLAN rule lets through to it.
+  for (int32_t id = 0; id < 4; id++) {
+    const vhostkit::SwitchPort* q = fwd.Find(id);
+    if (q == nullptr || q == src || q->kind != vhostkit::PortKind::kGuest) continue;
+    uint32_t want = 0;
+    for (uint32_t i = 0; i < n; i++) {
+      if (dest[i] != vhostkit::kClassifyFlood && dest[i] != id) continue;
+      if (q->vlan.Egress(static_cast<uint32_t>(vid[i]), tagged[i] == 1) != vhostkit::kEgressNone) want++;
     }
-    if (other) {
-      FUZZ_CHECK(want_left < nleft && left[want_left] == i, "frame %u should be left (entry %u of %u)", i, want_left, nleft);
-      want_left++;
-    }
+    const double got = counters[id][q->rx.empty() ? pc::DROP_NO_QUEUE : pc::DROP_NO_BUFFERS];
+    FUZZ_CHECK(got == want, "port %d counted %.0f frames, expected %u", id, got, want);
+    FUZZ_CHECK(counters[id][pc::TX_PACKETS] == 0, "port %d delivered into a queue that does not resolve", id);
   }
-  FUZZ_CHECK(nleft == want_left, "%u frames left, expected %u", nleft, want_left);
-  uint32_t staged = 0;
-  for (uint32_t r = 0; r < nrec; r++) {
-    FUZZ_CHECK(recs[r].result == 0 && recs[r].st.delivered == 0, "record %u delivered with no queue", r);
-    const vhostkit::SwitchPort* q = ports.Find(recs[r].port);
-    FUZZ_CHECK(q != nullptr && q->deliver && recs[r].k < q->nrx, "record %u: port %d queue %u", r, recs[r].port, recs[r].k);
-    staged += recs[r].st.no_buffers;
+  FUZZ_CHECK(counters[src_id][pc::RX_PACKETS] == n, "source counted %.0f of %u frames", counters[src_id][pc::RX_PACKETS], n);
+  // The capture's records walk exactly to its AT.
+  const size_t at = static_cast<size_t>(cap_state[cw::AT]);
+  FUZZ_CHECK(at <= cap.size(), "capture staged %zu bytes in %zu", at, cap.size());
+  size_t walk = 0;
+  uint32_t records = 0;
+  while (walk < at) {
+    FUZZ_CHECK(at - walk >= 16, "a record header cut at %zu", walk);
+    uint32_t incl, orig;
+    std::memcpy(&incl, cap.data() + walk + 8, 4);
+    std::memcpy(&orig, cap.data() + walk + 12, 4);
+    FUZZ_CHECK(incl <= orig && incl <= cap_state[cw::SNAPLEN], "record at %zu: incl %u orig %u", walk, incl, orig);
+    walk += 16 + incl;
+    records++;
   }
-  FUZZ_CHECK(nrec <= ports.DeliverQueues(), "%u records for %u queues", nrec, ports.DeliverQueues());
-  FUZZ_CHECK(staged == want_staged, "%u frames staged, expected %u", staged, want_staged);
+  FUZZ_CHECK(walk == at && records == cap_state[cw::PENDING], "records walk to %zu of %zu (%u of %.0f)", walk, at, records, cap_state[cw::PENDING]);
+  if (cap_state[cw::LIMIT] > 0) FUZZ_CHECK(cap_state[cw::PACKETS] <= cap_state[cw::LIMIT], "capture past its count");
 }
 
 void Classify(Input& in, SwitchFdb& fdb, Model& model, int64_t now) {
@@ -163,7 +203,10 @@ void Classify(Input& in, SwitchFdb& fdb, Model& model, int64_t now) {
              c.hook, c.vlan, c.flooded, drops, floods);
   Resync(model, fdb);
   FUZZ_CHECK(fdb.size() <= model.max, "size %u above the limit %u", fdb.size(), model.max);
-  if (mode & 64) Group(in, port, heads.p, offsets ? off.data() : nullptr, stride, cap, lens.data(), n, dest, vid, tagged);
+  if (mode & 64) {
+    Group(in, fdb, port, lens.data(), n, now);
+    Resync(model, fdb);
+  }
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "bindings.h"
 #include "fd_watch.h"  // SystemError
 #include "host_io.h"
+#include "io_layout.h"
 #include "tap.h"
 
 namespace vhostkit {
@@ -77,15 +78,19 @@ hio::TxOptions TxOpts(const Napi::CallbackInfo& info, size_t hdr, size_t vlan, c
   return o;
 }
 
+namespace ts = layout::tx_stat;
+namespace rs = layout::read_stat;
+namespace us = layout::recv_stat;
+
 void AddTx(uint32_t* stats, const hio::TxStats& st) {
-  stats[0] += st.sent;
-  stats[1] += st.bytes;
-  stats[2] += st.dropped;
-  stats[3] += st.errors;
-  stats[4] += st.bad;
-  stats[5] += st.too_big;
-  stats[6] += st.needs_segmentation;
-  if (st.last_errno != 0) stats[7] = static_cast<uint32_t>(st.last_errno);
+  stats[ts::SENT] += st.sent;
+  stats[ts::BYTES] += st.bytes;
+  stats[ts::DROPPED] += st.dropped;
+  stats[ts::ERRORS] += st.errors;
+  stats[ts::BAD] += st.bad;
+  stats[ts::TOO_BIG] += st.too_big;
+  stats[ts::NEEDS_SEGMENTATION] += st.needs_segmentation;
+  if (st.last_errno != 0) stats[ts::LAST_ERRNO] = static_cast<uint32_t>(st.last_errno);
 }
 
 // tapOpen(name, offloads, multiQueue, sndbuf) -> { fd, name }
@@ -128,7 +133,7 @@ Napi::Value TxToTap(const Napi::CallbackInfo& info) {
   TxArgs a = TxChains(info, 1, 2, 3, "txToTap");
   hio::TxOptions o = TxOpts(info, 4, 6, "txToTap");
   o.pass_hdr = info[5].ToBoolean();
-  uint32_t* stats = Typed<uint32_t>(info, 7, napi_uint32_array, 8, "stats");
+  uint32_t* stats = Typed<uint32_t>(info, 7, napi_uint32_array, ts::kWords, "stats");
   hio::TxStats st;
   hio::TxToTap(fd, *a.v.out, *a.mem, a.chains, a.n, o, &st);
   AddTx(stats, st);
@@ -147,13 +152,13 @@ Napi::Value ReadTap(const Napi::CallbackInfo& info) {
   uint32_t* offsets = Typed<uint32_t>(info, 3, napi_uint32_array, max, "offsets");
   uint32_t* lens = Typed<uint32_t>(info, 4, napi_uint32_array, max, "lens");
   uint8_t* hdrs10 = info[5].IsNull() || info[5].IsUndefined() ? nullptr : Typed<uint8_t>(info, 5, napi_uint8_array, 10 * static_cast<size_t>(max), "hdrs10");
-  uint32_t* stats = Typed<uint32_t>(info, 7, napi_uint32_array, 4, "stats");
+  uint32_t* stats = Typed<uint32_t>(info, 7, napi_uint32_array, rs::kWords, "stats");
   hio::ReadStats st;
   const int32_t r = hio::ReadTap(fd, buf, static_cast<uint32_t>(buf_len), slot, offsets, lens, hdrs10, max, &st);
-  stats[0] += st.frames;
-  stats[1] += st.bytes;
-  stats[2] += st.bad;
-  stats[3] += st.truncated;
+  stats[rs::FRAMES] += st.frames;
+  stats[rs::BYTES] += st.bytes;
+  stats[rs::BAD] += st.bad;
+  stats[rs::TRUNCATED] += st.truncated;
   if (r < 0) throw SystemError(info.Env(), -r, "read");
   return Napi::Number::New(info.Env(), r);
 }
@@ -183,7 +188,7 @@ Napi::Value TxToUdp(const Napi::CallbackInfo& info) {
   std::memcpy(vx, Typed<uint8_t>(info, 6, napi_uint8_array, hio::kVxlanHdrLen, "vxlanHdr"), sizeof vx);
   sockaddr_storage dest;
   const socklen_t dest_len = DestArg(info, 7, &dest);
-  uint32_t* stats = Typed<uint32_t>(info, 8, napi_uint32_array, 8, "stats");
+  uint32_t* stats = Typed<uint32_t>(info, 8, napi_uint32_array, ts::kWords, "stats");
   hio::TxStats st;
   hio::TxToUdp(fd, *a.v.out, *a.mem, a.chains, a.n, o, vx, reinterpret_cast<sockaddr*>(&dest), dest_len, &st);
   AddTx(stats, st);
@@ -205,7 +210,7 @@ Napi::Value FlatToUdp(const Napi::CallbackInfo& info) {
   std::memcpy(vx, Typed<uint8_t>(info, 5, napi_uint8_array, hio::kVxlanHdrLen, "vxlanHdr"), sizeof vx);
   sockaddr_storage dest;
   const socklen_t dest_len = DestArg(info, 6, &dest);
-  uint32_t* stats = Typed<uint32_t>(info, 7, napi_uint32_array, 8, "stats");
+  uint32_t* stats = Typed<uint32_t>(info, 7, napi_uint32_array, ts::kWords, "stats");
   hio::TxStats st;
   hio::FlatToUdp(fd, data, offsets, lens, n, vx, reinterpret_cast<sockaddr*>(&dest), dest_len, &st);
   AddTx(stats, st);
@@ -231,21 +236,21 @@ Napi::Value RecvUdp(const Napi::CallbackInfo& info) {
   out.src_addr = Typed<uint8_t>(info, 7, napi_uint8_array, 16 * static_cast<size_t>(max), "srcAddr");
   out.src_port = Typed<uint16_t>(info, 8, napi_uint16_array, max, "srcPort");
   out.src_family = Typed<uint8_t>(info, 9, napi_uint8_array, max, "srcFamily");
-  uint32_t* stats = Typed<uint32_t>(info, 10, napi_uint32_array, 9, "stats");
+  uint32_t* stats = Typed<uint32_t>(info, 10, napi_uint32_array, us::kWords, "stats");
   if (info.Length() > 11 && !info[11].IsNull() && !info[11].IsUndefined()) {
     out.hdrs10 = Typed<uint8_t>(info, 11, napi_uint8_array, 10 * static_cast<size_t>(max), "hdr10");
   }
   hio::RecvStats st;
   const int32_t r = hio::RecvUdp(fd, buf, slot, max, out, &st);
-  stats[0] += st.datagrams;
-  stats[1] += st.accepted;
-  stats[2] += st.bytes;
-  stats[3] += st.too_short;
-  stats[4] += st.bad_flags;
-  stats[5] += st.reserved;
-  stats[6] += st.truncated;
-  stats[7] += st.csum_completed;
-  stats[8] += st.gso_marked;
+  stats[us::DATAGRAMS] += st.datagrams;
+  stats[us::ACCEPTED] += st.accepted;
+  stats[us::BYTES] += st.bytes;
+  stats[us::TOO_SHORT] += st.too_short;
+  stats[us::BAD_FLAGS] += st.bad_flags;
+  stats[us::RESERVED] += st.reserved;
+  stats[us::TRUNCATED] += st.truncated;
+  stats[us::CSUM_COMPLETED] += st.csum_completed;
+  stats[us::GSO_MARKED] += st.gso_marked;
   if (r < 0) throw SystemError(info.Env(), -r, "recvmmsg");
   return Napi::Number::New(info.Env(), r);
 }
@@ -309,6 +314,16 @@ Napi::Value UdpOpen(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void BindHostIo(Napi::Env env, Napi::Object exports) {
+  static constexpr const char* kDeliver[] = {VHOSTKIT_DELIVER_STAT(VHOSTKIT_LAYOUT_NAME)};
+  static constexpr const char* kTx[] = {VHOSTKIT_TX_STAT(VHOSTKIT_LAYOUT_NAME)};
+  static constexpr const char* kRead[] = {VHOSTKIT_READ_STAT(VHOSTKIT_LAYOUT_NAME)};
+  static constexpr const char* kRecv[] = {VHOSTKIT_RECV_STAT(VHOSTKIT_LAYOUT_NAME)};
+  Napi::Object io = Napi::Object::New(env);
+  io.Set("DeliverStat", LayoutObject(env, kDeliver, layout::deliver_stat::kWords));
+  io.Set("TxStat", LayoutObject(env, kTx, ts::kWords));
+  io.Set("ReadStat", LayoutObject(env, kRead, rs::kWords));
+  io.Set("RecvStat", LayoutObject(env, kRecv, us::kWords));
+  exports.Set("ioLayouts", io);
   exports.Set("tapOpen", Napi::Function::New(env, TapOpen, "tapOpen"));
   exports.Set("tapSetOffloads", Napi::Function::New(env, TapSetOffloads, "tapSetOffloads"));
   exports.Set("tapInfo", Napi::Function::New(env, TapInfo, "tapInfo"));

@@ -1,5 +1,6 @@
 // JavaScript surface of the virtio-net loops (net.cc): one call per burst.
 #include "bindings.h"
+#include "io_layout.h"
 #include "net.h"
 
 namespace vhostkit {
@@ -23,14 +24,16 @@ RxOffloads Offloads(const Napi::Value& v) {
   return o;
 }
 
+namespace ds = layout::deliver_stat;
+
 void AddStats(uint32_t* stats, const DeliverStats& st) {
-  stats[0] += st.delivered;
-  stats[1] += st.no_buffers;
-  stats[2] += st.too_big;
-  stats[3] += st.bad;
-  stats[4] += st.bytes;
-  stats[5] += st.segmented;
-  stats[6] += st.csum_done;
+  stats[ds::DELIVERED] += st.delivered;
+  stats[ds::NO_BUFFERS] += st.no_buffers;
+  stats[ds::TOO_BIG] += st.too_big;
+  stats[ds::BAD] += st.bad;
+  stats[ds::BYTES] += st.bytes;
+  stats[ds::SEGMENTED] += st.segmented;
+  stats[ds::CSUM_DONE] += st.csum_done;
 }
 
 Napi::Value Peek(const Napi::CallbackInfo& info) {
@@ -76,7 +79,7 @@ Napi::Value Deliver(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < n; i++) {
     if (chains[i] >= tx.burst) throw Napi::RangeError::New(info.Env(), "netDeliver: chain index outside the burst");
   }
-  uint32_t* stats = Typed<uint32_t>(info[8], napi_uint32_array, 7, "stats");
+  uint32_t* stats = Typed<uint32_t>(info[8], napi_uint32_array, ds::kWords, "stats");
   const uint32_t rx_hdr = info[1].As<Napi::Number>().Uint32Value();
   const uint32_t tx_hdr = info[4].As<Napi::Number>().Uint32Value();
   if ((rx_hdr != 10 && rx_hdr != 12) || (tx_hdr != 10 && tx_hdr != 12)) {
@@ -105,7 +108,7 @@ Napi::Value DeliverFlat(const Napi::CallbackInfo& info) {
   const uint32_t* lens = Typed<uint32_t>(info[5], napi_uint32_array, n, "lens");
   CheckFrames(info.Env(), offsets, lens, n, data_len, "netDeliverFlat");
   const uint8_t* hdr10 = info[7].IsNull() || info[7].IsUndefined() ? nullptr : Typed<uint8_t>(info[7], napi_uint8_array, 10 * static_cast<size_t>(n), "hdr10");
-  uint32_t* stats = Typed<uint32_t>(info[8], napi_uint32_array, 7, "stats");
+  uint32_t* stats = Typed<uint32_t>(info[8], napi_uint32_array, ds::kWords, "stats");
   const int32_t vlan = Vlan(info[9], "netDeliverFlat");
   RxTarget dst{rx.q, rx.out, rx_hdr, info[2].ToBoolean(), Offloads(info[10]),
                info[11].IsNumber() ? info[11].As<Napi::Number>().Uint32Value() : 0};
@@ -134,7 +137,7 @@ Napi::Value ToFlat(const Napi::CallbackInfo& info) {
   const uint32_t max = info[9].As<Napi::Number>().Uint32Value();
   uint32_t* offsets = Typed<uint32_t>(info[7], napi_uint32_array, max, "offsets");
   uint32_t* lens = Typed<uint32_t>(info[8], napi_uint32_array, max, "lens");
-  uint32_t* stats = Typed<uint32_t>(info[10], napi_uint32_array, 7, "stats");
+  uint32_t* stats = Typed<uint32_t>(info[10], napi_uint32_array, ds::kWords, "stats");
   TxSource src{tx.out, tx.q->memory().get(), hdr, info[2].ToBoolean(), vlan};
   DeliverStats st;
   const uint32_t k = NetToFlat(src, chains, n, out, static_cast<uint32_t>(std::min<size_t>(out_len, UINT32_MAX)), offsets, lens, max, &st);
@@ -168,7 +171,7 @@ class FlatFramesWrap : public Napi::ObjectWrap<FlatFramesWrap> {
       hdr10_ = TypedData<uint8_t>(env, info[3], napi_uint8_array, 0, "FlatFrames: hdr10", &nh);
       max_ = std::min(max_, nh / 10);
     }
-    stats_ = TypedData<uint32_t>(env, info[4], napi_uint32_array, 7, "FlatFrames: stats");
+    stats_ = TypedData<uint32_t>(env, info[4], napi_uint32_array, ds::kWords, "FlatFrames: stats");
     for (uint32_t i = 0; i < 5; i++) {
       if (info[i].IsObject()) held_.push_back(Napi::Persistent(info[i].As<Napi::Object>()));
     }

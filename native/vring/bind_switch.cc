@@ -1,34 +1,31 @@
-// JavaScript surface of the switch's forwarding database (switch_fdb.cc): the SwitchFdb
-// class, whose classify() decides a whole burst in one call.
+// JavaScript surface of the switch: the forwarding database (SwitchFdb, switch_fdb.cc,
+// whose classify() decides a burst in one call), the data path (Forwarder,
+// switch_forward.cc) and the word layouts they share with TypeScript (switch_layout.h).
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <cmath>
 #include <memory>
+#include <unordered_map>
+#include <vector>
 
 #include "bindings.h"
 #include "switch_fdb.h"
 #include "switch_forward.h"
+#include "switch_layout.h"
 
 namespace vhostkit {
 namespace {
 
-constexpr uint32_t kIngressWords = 4 + 4096 / 32;  // access, vid, native, all allowed; the allowed bitmap
-constexpr uint32_t kCountWords = 4;
-// A port as setPort() takes it: deliver here, hdrLen, mergeable, rxOffloads, maxFrame,
-// txOffloads, RX queue count, kSwitchMaxRx RX queue slots, then its ingress words.
-constexpr uint32_t kPortHead = 7 + kSwitchMaxRx;
-constexpr uint32_t kPortWords = kPortHead + kIngressWords;
-// forward()'s result array: bytes, push result, frames left, records; the frames left
-// (burst), then kRecordWords per record.
-constexpr uint32_t kResHead = 4;
-constexpr uint32_t kRecordWords = 8;
+namespace pw = layout::port_word;
 
-// A VLAN configuration from its ingress words (see the engine's ingressWords).
-void ReadVlan(const int32_t* ing, bool* access, uint32_t* vid, int32_t* native, bool* all_allowed, const uint32_t** allowed) {
-  *access = ing[0] != 0;
-  *vid = static_cast<uint32_t>(ing[1]) & 0xfff;
-  *native = ing[2] < 0 ? -1 : (ing[2] & 0xfff);
-  *all_allowed = ing[3] != 0;
-  *allowed = reinterpret_cast<const uint32_t*>(ing + 4);
+// A port's VLAN rule from its words (layout::port_word).
+void ReadVlan(const int32_t* w, VlanRule* r) {
+  r->access = w[pw::ACCESS] != 0;
+  r->vid = static_cast<uint32_t>(w[pw::VID]) & 0xfff;
+  r->native = w[pw::NATIVE] < 0 ? -1 : (w[pw::NATIVE] & 0xfff);
+  r->all_allowed = w[pw::ALL_ALLOWED] != 0;
+  std::copy(w + pw::ALLOWED, w + pw::ALLOWED + pw::kAllowedWords, reinterpret_cast<int32_t*>(r->allowed));
 }
 
 bool ResolveSlot(uint32_t slot, Virtqueue** q, const BurstArrays** arrays) {
@@ -61,9 +58,6 @@ class SwitchFdbWrap : public Napi::ObjectWrap<SwitchFdbWrap> {
                         InstanceMethod<&SwitchFdbWrap::Age>("age"), InstanceMethod<&SwitchFdbWrap::FlushPort>("flushPort"),
                         InstanceMethod<&SwitchFdbWrap::Dump>("dump"), InstanceMethod<&SwitchFdbWrap::Stats>("stats"),
                         InstanceMethod<&SwitchFdbWrap::Classify>("classify"),
-                        InstanceMethod<&SwitchFdbWrap::BindBurst>("bindBurst"),
-                        InstanceMethod<&SwitchFdbWrap::SetPort>("setPort"),
-                        InstanceMethod<&SwitchFdbWrap::Forward>("forward"),
                         InstanceAccessor<&SwitchFdbWrap::Size>("size")});
   }
 
@@ -71,6 +65,8 @@ class SwitchFdbWrap : public Napi::ObjectWrap<SwitchFdbWrap> {
   explicit SwitchFdbWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SwitchFdbWrap>(info) {
     fdb_ = std::make_unique<SwitchFdb>(static_cast<uint32_t>(Int(info[0], 1, 1 << 24, "maxEntries")));
   }
+
+ SwitchFdb& table() { return *fdb_; }
 
  private:
   // learn(mac, vlan, port, now) -> true if new or moved
@@ -122,14 +118,14 @@ class SwitchFdbWrap : public Napi::ObjectWrap<SwitchFdbWrap> {
 
   Napi::Value Size(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fdb_->size()); }
 
-  // classify(port, ingress: Int32Array(132), heads: Uint8Array, offsets: Uint32Array | null, stride, cap,
+  // classify(port, portWords: Int32Array(PortWord), heads: Uint8Array, offsets: Uint32Array | null, stride, cap,
   //          lens: Uint32Array, n, now, agingMs, verdict: Int32Array | null, out: Int32Array(3B + 4)) -> bytes
   // out: dest[0, B), vid[B, 2B), tagged[2B, 3B), then the frames dropped as bad, by the hook, by
   // the VLAN rules, and the frames flooded. Returns the bytes of the n frames.
   Napi::Value Classify(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     const int32_t port = static_cast<int32_t>(Int(info[0], 0, INT32_MAX, "port"));
-    const int32_t* ing = TypedData<int32_t>(env, info[1], napi_int32_array, kIngressWords, "ingress");
+    const int32_t* words = TypedData<int32_t>(env, info[1], napi_int32_array, pw::kWords, "port words");
     size_t heads_len = 0;
     const uint8_t* heads = TypedData<uint8_t>(env, info[2], napi_uint8_array, 0, "heads", &heads_len);
     const uint32_t stride = static_cast<uint32_t>(Int(info[4], 0, UINT32_MAX, "stride"));
@@ -140,8 +136,8 @@ class SwitchFdbWrap : public Napi::ObjectWrap<SwitchFdbWrap> {
     const int64_t aging = Int(info[9], 0, kMaxMs, "agingMs");
     const int32_t* verdict = info[10].IsNull() || info[10].IsUndefined() ? nullptr : TypedData<int32_t>(env, info[10], napi_int32_array, n, "verdict");
     size_t out_len = 0;
-    int32_t* out = TypedData<int32_t>(env, info[11], napi_int32_array, kCountWords, "out", &out_len);
-    const size_t b = (out_len - kCountWords) / 3;
+    int32_t* out = TypedData<int32_t>(env, info[11], napi_int32_array, layout::classify_count::kWords, "out", &out_len);
+    const size_t b = (out_len - layout::classify_count::kWords) / 3;
     if (n > b) throw Napi::RangeError::New(env, "classify: more frames than out holds");
     // Every byte classification may read (up to 16 per frame) lies inside heads.
     const uint32_t* off = nullptr;
@@ -156,182 +152,272 @@ class SwitchFdbWrap : public Napi::ObjectWrap<SwitchFdbWrap> {
         if (uint64_t{off[i]} + need > heads_len) throw Napi::RangeError::New(env, "classify: a frame's head lies outside heads");
       }
     }
-    IngressVlan in;
-    ReadVlan(ing, &in.access, &in.vid, &in.native, &in.all_allowed, &in.allowed);
+    VlanRule rule;
+    ReadVlan(words, &rule);
     ClassifyCounts c;
-    SwitchClassify(*fdb_, port, in, heads, off, stride, cap, lens, n, now, aging, verdict, out, out + b, out + 2 * b, &c);
+    SwitchClassify(*fdb_, port, rule.Ingress(), heads, off, stride, cap, lens, n, now, aging, verdict, out, out + b, out + 2 * b, &c);
     int32_t* counts = out + 3 * b;
-    counts[0] = static_cast<int32_t>(c.bad);
-    counts[1] = static_cast<int32_t>(c.hook);
-    counts[2] = static_cast<int32_t>(c.vlan);
-    counts[3] = static_cast<int32_t>(c.flooded);
+    namespace cc = layout::classify_count;
+    counts[cc::BAD] = static_cast<int32_t>(c.bad);
+    counts[cc::HOOK] = static_cast<int32_t>(c.hook);
+    counts[cc::VLAN] = static_cast<int32_t>(c.vlan);
+    counts[cc::FLOODED] = static_cast<int32_t>(c.flooded);
     return Napi::Number::New(env, c.bytes);
   }
 
-  // bindBurst(heads: Uint8Array(B * 64), lens: Uint32Array(B), cls: Int32Array(3B + 4), res: Int32Array)
-  // The arrays forward() writes, kept (referenced) until bound again. B, the burst, is set
-  // by the first call; res needs room for 4 + B words and 8 per RX queue of the ports
-  // delivered here (setPort checks it).
-  Napi::Value BindBurst(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    size_t b = 0;
-    uint32_t* lens = TypedData<uint32_t>(env, info[1], napi_uint32_array, 1, "lens", &b);
-    if (ports_ && b != burst_) throw Napi::RangeError::New(env, "bindBurst: the burst cannot change");
-    if (b > 0xffff) throw Napi::RangeError::New(env, "bindBurst: burst too large");
-    uint8_t* heads = TypedData<uint8_t>(env, info[0], napi_uint8_array, b * kSwitchHead, "heads");
-    int32_t* cls = TypedData<int32_t>(env, info[2], napi_int32_array, 3 * b + kCountWords, "cls");
-    size_t res_len = 0;
-    int32_t* res = TypedData<int32_t>(env, info[3], napi_int32_array, kResHead + b, "res", &res_len);
-    if (!ports_) {
-      burst_ = static_cast<uint32_t>(b);
-      ports_ = std::make_unique<SwitchPorts>(burst_);
-      records_.resize(1);
-      left_.resize(burst_);
-    }
-    if (res_len < kResHead + burst_ + static_cast<size_t>(kRecordWords) * ports_->DeliverQueues()) {
-      throw Napi::RangeError::New(env, "bindBurst: res too short for the ports' RX queues");
-    }
-    held_.clear();
-    for (uint32_t i = 0; i < 4; i++) held_.push_back(Napi::Persistent(info[i].As<Napi::Object>()));
-    heads_ = heads;
-    lens_ = lens;
-    cls_ = cls;
-    res_ = res;
-    res_len_ = res_len;
-    return env.Undefined();
+  std::unique_ptr<SwitchFdb> fdb_;
+};
+
+// The typed array at info[i] of at least min_len elements, and a reference that keeps it.
+template <typename T>
+T* Held(const Napi::CallbackInfo& info, size_t i, napi_typedarray_type type, size_t min_len, const char* what,
+        std::vector<Napi::ObjectReference>* held, size_t* len = nullptr) {
+  T* p = TypedData<T>(info.Env(), info[i], type, min_len, what, len);
+  held->push_back(Napi::Persistent(info[i].As<Napi::Object>()));
+  return p;
+}
+
+bool Absent(const Napi::Value& v) { return v.IsNull() || v.IsUndefined(); }
+
+class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Forwarder",
+                       {InstanceMethod<&ForwarderWrap::SetPort>("setPort"), InstanceMethod<&ForwarderWrap::RemovePort>("removePort"),
+                        InstanceMethod<&ForwarderWrap::Forward>("forward"), InstanceMethod<&ForwarderWrap::ForwardPopped>("forwardPopped"),
+                        InstanceMethod<&ForwarderWrap::ForwardFlat>("forwardFlat"),
+                        InstanceMethod<&ForwarderWrap::ServiceHost>("serviceHost")});
   }
 
-  // setPort(id, rec: Int32Array(kPortWords) | null): a port as forward() sees it, or gone.
+  // new Forwarder(fdb: SwitchFdb, burst, events: Int32Array)
+  // events, after every call: [queues broken B, captures done C, then B (port, slot) pairs,
+  // then C ports]; room for 2 + 3 * (ports' RX queues + ports) words is checked by setPort.
+  explicit ForwarderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ForwarderWrap>(info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(GetAddonData(env).switch_fdb_ctor.Value())) {
+      throw Napi::TypeError::New(env, "Forwarder: the first argument must be a SwitchFdb");
+    }
+    table_ = Napi::Persistent(info[0].As<Napi::Object>());
+    const uint32_t burst = static_cast<uint32_t>(Int(info[1], 1, 1024, "burst"));
+    events_ = TypedData<int32_t>(env, info[2], napi_int32_array, 2, "events", &events_len_);
+    events_ref_ = Napi::Persistent(info[2].As<Napi::Object>());
+    fwd_ = std::make_unique<Forwarder>(Napi::ObjectWrap<SwitchFdbWrap>::Unwrap(info[0].As<Napi::Object>())->table(), burst, ResolveSlot);
+  }
+
+ private:
+  // setPort(id, words: Int32Array(PortWord), counters: Float64Array(PortCounter), rxSlots: Uint32Array,
+  //         rxStats: Float64Array(QueueStat x rxSlots.length), vxlanDest: Uint8Array | null,
+  //         capture: Uint8Array | null, captureState: Float64Array(CaptureWord) | null)
+  // Adds or replaces a port; the arrays are held (and written) until the next setPort or
+  // removePort of this id.
   Napi::Value SetPort(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!ports_) throw Napi::Error::New(env, "setPort: bindBurst first");
     const int32_t id = static_cast<int32_t>(Int(info[0], 0, INT32_MAX, "port"));
-    if (info[1].IsNull() || info[1].IsUndefined()) {
-      ports_->Remove(id);
-      return env.Undefined();
-    }
-    const int32_t* w = TypedData<int32_t>(env, info[1], napi_int32_array, kPortWords, "port record");
+    std::vector<Napi::ObjectReference> held;
+    const int32_t* w = TypedData<int32_t>(env, info[1], napi_int32_array, pw::kWords, "port words");
     SwitchPort p;
     p.id = id;
-    p.deliver = w[0] != 0;
-    p.hdr_len = static_cast<uint32_t>(w[1]);
+    if (w[pw::KIND] < 0 || w[pw::KIND] > 2) throw Napi::RangeError::New(env, "setPort: kind must be 0 (guest), 1 (TAP) or 2 (VXLAN)");
+    p.kind = static_cast<PortKind>(w[pw::KIND]);
+    p.hdr_len = static_cast<uint32_t>(w[pw::HDR_LEN]);
     if (p.hdr_len != 10 && p.hdr_len != 12) throw Napi::RangeError::New(env, "setPort: header length must be 10 or 12");
-    p.mergeable = w[2] != 0;
-    const uint32_t o = static_cast<uint32_t>(w[3]);
+    p.mergeable = w[pw::MERGEABLE] != 0;
+    const uint32_t o = static_cast<uint32_t>(w[pw::RX_OFFLOADS]);
     p.offloads.csum = o & 1;
     p.offloads.tso4 = o & 2;
     p.offloads.tso6 = o & 4;
     p.offloads.ecn = o & 8;
     p.offloads.ufo = o & 16;
-    p.max_frame = w[4] < 0 ? 0 : static_cast<uint32_t>(w[4]);
-    p.tx_offloads = w[5] != 0;
-    if (w[6] < 0 || static_cast<uint32_t>(w[6]) > kSwitchMaxRx) throw Napi::RangeError::New(env, "setPort: 0 to 8 RX queues");
-    p.nrx = static_cast<uint32_t>(w[6]);
-    for (uint32_t k = 0; k < p.nrx; k++) {
-      if (w[7 + k] < 0) throw Napi::RangeError::New(env, "setPort: a queue slot is negative");
-      p.rx_slot[k] = static_cast<uint32_t>(w[7 + k]);
+    p.max_frame = w[pw::MAX_FRAME] < 0 ? 0 : static_cast<uint32_t>(w[pw::MAX_FRAME]);
+    p.tx_offloads = w[pw::TX_OFFLOADS] != 0;
+    ReadVlan(w, &p.vlan);
+    p.counters = Held<double>(info, 2, napi_float64_array, layout::port_counter::kWords, "counters", &held);
+    size_t nrx = 0;
+    const uint32_t* slots = Held<uint32_t>(info, 3, napi_uint32_array, 0, "rxSlots", &held, &nrx);
+    double* stats = Held<double>(info, 4, napi_float64_array, nrx * layout::queue_stat::kWords, "rxStats", &held);
+    if (p.kind != PortKind::kGuest && nrx != 0) throw Napi::RangeError::New(env, "setPort: a host port has no RX queues");
+    for (size_t k = 0; k < nrx; k++) p.rx.push_back(RxQueueRef{slots[k], stats + k * layout::queue_stat::kWords});
+    if (p.kind != PortKind::kGuest) {
+      if (w[pw::HOST_FD] < 0) throw Napi::RangeError::New(env, "setPort: a host port needs its fd");
+      p.host.fd = w[pw::HOST_FD];
+      p.host.offloads = w[pw::HOST_OFFLOADS] != 0;
     }
-    const uint32_t* allowed = nullptr;
-    ReadVlan(w + kPortHead, &p.access, &p.vid, &p.native, &p.all_allowed, &allowed);
-    std::copy(allowed, allowed + 4096 / 32, p.allowed);
-    const uint32_t before = ports_->DeliverQueues();
-    const SwitchPort* old = ports_->Find(id);
-    const uint32_t mine = old != nullptr && old->deliver ? old->nrx : 0;
-    const uint32_t after = before - mine + (p.deliver ? p.nrx : 0);
-    if (res_len_ < kResHead + burst_ + static_cast<size_t>(kRecordWords) * after) {
-      throw Napi::RangeError::New(env, "setPort: res too short for the ports' RX queues (bind a longer one first)");
+    if (p.kind == PortKind::kVxlan) {
+      if (w[pw::VNI] < 0 || w[pw::VNI] > 0xffffff) throw Napi::RangeError::New(env, "setPort: VNI must be 0..16777215");
+      p.host.vni = static_cast<uint32_t>(w[pw::VNI]);
+      const uint8_t vx[8] = {0x08, 0, 0, 0, static_cast<uint8_t>(p.host.vni >> 16), static_cast<uint8_t>(p.host.vni >> 8),
+                             static_cast<uint8_t>(p.host.vni), 0};
+      std::copy(vx, vx + 8, p.host.vxlan_hdr);
+      size_t len = 0;
+      const uint8_t* d = TypedData<uint8_t>(env, info[5], napi_uint8_array, 0, "vxlanDest", &len);
+      if (len != sizeof(sockaddr_in) && len != sizeof(sockaddr_in6)) {
+        throw Napi::RangeError::New(env, "setPort: vxlanDest must be a sockaddr_in or sockaddr_in6");
+      }
+      std::copy(d, d + len, reinterpret_cast<uint8_t*>(&p.host.dest));
+      const bool ok = (p.host.dest.ss_family == AF_INET && len == sizeof(sockaddr_in)) ||
+                      (p.host.dest.ss_family == AF_INET6 && len == sizeof(sockaddr_in6));
+      if (!ok) throw Napi::RangeError::New(env, "setPort: vxlanDest's address family does not match its length");
+      p.host.dest_len = static_cast<socklen_t>(len);
     }
-    ports_->Set(p);
-    records_.resize(std::max<size_t>(1, after));
+    if (!Absent(info[6])) {
+      size_t len = 0;
+      p.capture.buf = Held<uint8_t>(info, 6, napi_uint8_array, 0, "capture", &held, &len);
+      p.capture.len = len;
+      p.capture.state = Held<double>(info, 7, napi_float64_array, layout::capture_word::kWords, "captureState", &held);
+      p.captured = true;
+    }
+    // Room in events for every queue and capture that may break or end in one call.
+    size_t queues = nrx + 1;
+    for (const auto& [pid, refs] : held_) {
+      const SwitchPort* q = fwd_->Find(pid);
+      if (pid != id && q != nullptr) queues += q->rx.size() + 1;
+    }
+    if (events_len_ < 2 + 3 * queues) throw Napi::RangeError::New(env, "setPort: the events array is too short for the ports' queues");
+    fwd_->Set(std::move(p));
+    held_[id] = std::move(held);
     return env.Undefined();
   }
 
-  // forward(txSlot, port, now, agingMs) -> frames taken, or < 0 (-VqError) if the TX queue broke.
-  // One whole burst of port's TX queue: pop, read the heads, classify (into cls, as
-  // classify() does), deliver to the ports set with `deliver`, and push the chains back if
-  // no frame is left for JavaScript. res: [bytes, push result (1 notified, 0 not, -2 not
-  // pushed: frames left), frames left L, records R, the L frame indices (B words), then R
-  // records of [port, queue position, result (1, 0, or -VqError), delivered, bytes,
-  // no buffers, too big, bad]].
-  Napi::Value Forward(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (!ports_) throw Napi::Error::New(env, "forward: bindBurst first");
-    const int32_t id = static_cast<int32_t>(Int(info[1], 0, INT32_MAX, "port"));
-    const int64_t now = Int(info[2], -kMaxMs, kMaxMs, "now");
-    const int64_t aging = Int(info[3], 0, kMaxMs, "agingMs");
-    const SwitchPort* src = ports_->Find(id);
-    if (src == nullptr) throw Napi::RangeError::New(env, "forward: no such port");
-    const QueueView tx = UnwrapQueue(info[0]);
-    if (tx.burst > burst_) throw Napi::RangeError::New(env, "forward: the queue's burst is larger than the bound arrays");
+  // removePort(id)
+  Napi::Value RemovePort(const Napi::CallbackInfo& info) {
+    const int32_t id = static_cast<int32_t>(Int(info[0], 0, INT32_MAX, "port"));
+    fwd_->Remove(id);
+    held_.erase(id);
+    return info.Env().Undefined();
+  }
+
+  SwitchPort& Port(Napi::Env env, const Napi::Value& v) {
+    SwitchPort* p = fwd_->Find(static_cast<int32_t>(Int(v, 0, INT32_MAX, "port")));
+    if (p == nullptr) throw Napi::RangeError::New(env, "no such port in the forwarder");
+    return *p;
+  }
+
+  // After a call: the queues that broke and the captures that reached their count.
+  void Events() {
+    const auto& broken = fwd_->broken();
+    const auto& done = fwd_->captures_done();
+    size_t at = 2;
+    uint32_t nb = 0;
+    uint32_t nd = 0;
+    for (const Forwarder::Broken& b : broken) {
+      if (at + 2 > events_len_) break;
+      events_[at++] = b.port;
+      events_[at++] = static_cast<int32_t>(b.slot);
+      nb++;
+    }
+    for (int32_t id : done) {
+      if (at + 1 > events_len_) break;
+      events_[at++] = id;
+      nd++;
+    }
+    events_[0] = static_cast<int32_t>(nb);
+    events_[1] = static_cast<int32_t>(nd);
+  }
+
+  // The chains of a popped burst of port's TX queue, to the end (classify, capture, deliver, push).
+  Napi::Value Finish(Napi::Env env, SwitchPort& src, const QueueView& tx, uint32_t n, int64_t now, int64_t aging,
+                     const int32_t* verdict, double* stats) {
     const std::shared_ptr<MemTable>& mem = tx.q->memory();
     if (!mem) throw Napi::Error::New(env, "forward: queue has no memory");
-    const int32_t n = tx.q->Pop(*tx.out, tx.burst);
-    if (n <= 0) return Napi::Number::New(env, n);
-    const uint32_t un = static_cast<uint32_t>(n);
-    NetPeek(*tx.out, *mem, un, src->hdr_len, heads_, kSwitchHead, lens_);
-    int32_t* dest = cls_;
-    int32_t* vid = cls_ + burst_;
-    int32_t* tagged = cls_ + 2 * burst_;
-    ClassifyCounts c;
-    SwitchClassify(*fdb_, id, src->Ingress(), heads_, nullptr, kSwitchHead, kSwitchHead, lens_, un, now, aging, nullptr, dest, vid,
-                   tagged, &c);
-    int32_t* counts = cls_ + 3 * burst_;
-    counts[0] = static_cast<int32_t>(c.bad);
-    counts[1] = static_cast<int32_t>(c.hook);
-    counts[2] = static_cast<int32_t>(c.vlan);
-    counts[3] = static_cast<int32_t>(c.flooded);
-    const TxSource s{tx.out, mem.get(), src->hdr_len, src->tx_offloads, -1};
-    uint32_t nleft = 0;
-    uint32_t nrec = 0;
-    const size_t room = (res_len_ - kResHead - burst_) / kRecordWords;  // bindBurst checked res_len_ >= kResHead + burst_
-    ports_->Forward(*src, s, heads_, dest, vid, tagged, un, ResolveSlot, left_.data(), &nleft, records_.data(),
-                    static_cast<uint32_t>(std::min(records_.size(), room)), &nrec);
-    res_[0] = static_cast<int32_t>(std::min<double>(c.bytes, INT32_MAX));
-    res_[2] = static_cast<int32_t>(nleft);
-    res_[3] = static_cast<int32_t>(nrec);
-    std::copy(left_.begin(), left_.begin() + nleft, res_ + kResHead);
-    int32_t* r = res_ + kResHead + burst_;
-    for (uint32_t i = 0; i < nrec; i++, r += kRecordWords) {
-      const SwitchRecord& e = records_[i];
-      r[0] = e.port;
-      r[1] = static_cast<int32_t>(e.k);
-      r[2] = e.result;
-      r[3] = static_cast<int32_t>(e.st.delivered);
-      r[4] = static_cast<int32_t>(e.st.bytes);
-      r[5] = static_cast<int32_t>(e.st.no_buffers);
-      r[6] = static_cast<int32_t>(e.st.too_big);
-      r[7] = static_cast<int32_t>(e.st.bad);
-    }
-    if (nleft > 0) {
-      res_[1] = -2;
-    } else {
-      for (uint32_t i = 0; i < un; i++) {
-        tx.used_id[i] = tx.out->head[i];
-        tx.used_len[i] = 0;
-      }
-      const int32_t p = tx.q->Push(tx.used_id, tx.used_len, un);
-      if (p == 1) tx.q->Signal();
-      res_[1] = p;
-    }
+    const int32_t pushed = fwd_->Burst(src, *tx.q, *tx.out, *mem, tx.used_id, tx.used_len, n, now, aging, verdict, stats);
+    Events();
+    if (pushed < 0) throw Napi::RangeError::New(env, "forward: push failed: an id is not in flight (or pushed twice), or the rings are not set");
     return Napi::Number::New(env, n);
   }
 
-  std::unique_ptr<SwitchFdb> fdb_;
-  // forward()'s state: the ports, and the arrays bindBurst() gave (held by held_).
-  std::unique_ptr<SwitchPorts> ports_;
-  uint32_t burst_ = 0;
-  std::vector<Napi::ObjectReference> held_;
-  uint8_t* heads_ = nullptr;
-  uint32_t* lens_ = nullptr;
-  int32_t* cls_ = nullptr;
-  int32_t* res_ = nullptr;
-  size_t res_len_ = 0;
-  std::vector<SwitchRecord> records_;
-  std::vector<uint16_t> left_;
+  // forward(txSlot, port, now, agingMs, txStats: Float64Array(QueueStat)) -> frames taken, or < 0 (-VqError)
+  // One whole burst of port's TX queue: pop, then as forwardPopped.
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    SwitchPort& src = Port(env, info[1]);
+    const int64_t now = Int(info[2], -kMaxMs, kMaxMs, "now");
+    const int64_t aging = Int(info[3], 0, kMaxMs, "agingMs");
+    double* stats = TypedData<double>(env, info[4], napi_float64_array, layout::queue_stat::kWords, "txStats");
+    const QueueView tx = UnwrapQueue(info[0]);
+    if (!tx.q->memory()) throw Napi::Error::New(env, "forward: queue has no memory");
+    const int32_t n = tx.q->Pop(*tx.out, std::min(tx.burst, fwd_->burst()));
+    if (n <= 0) return Napi::Number::New(env, n);
+    return Finish(env, src, tx, static_cast<uint32_t>(n), now, aging, nullptr, stats);
+  }
+
+  // forwardPopped(txSlot, port, n, now, agingMs, verdict: Int32Array | null, txStats) -> n
+  // The n chains the caller popped from port's TX queue (a hook saw them): classified with
+  // the verdicts, captured, delivered, pushed back.
+  Napi::Value ForwardPopped(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    SwitchPort& src = Port(env, info[1]);
+    const QueueView tx = UnwrapQueue(info[0]);
+    const uint32_t n = static_cast<uint32_t>(Int(info[2], 0, std::min(tx.burst, fwd_->burst()), "n"));
+    const int64_t now = Int(info[3], -kMaxMs, kMaxMs, "now");
+    const int64_t aging = Int(info[4], 0, kMaxMs, "agingMs");
+    const int32_t* verdict = Absent(info[5]) ? nullptr : TypedData<int32_t>(env, info[5], napi_int32_array, n, "verdict");
+    double* stats = TypedData<double>(env, info[6], napi_float64_array, layout::queue_stat::kWords, "txStats");
+    if (n == 0) return Napi::Number::New(env, 0);
+    return Finish(env, src, tx, n, now, aging, verdict, stats);
+  }
+
+  // forwardFlat(port, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, hdr10: Uint8Array | null, n, now, agingMs)
+  // Frames held in data (frame i: lens[i] bytes at offsets[i]), switched as if port had received them.
+  Napi::Value ForwardFlat(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    SwitchPort& src = Port(env, info[0]);
+    size_t data_len = 0;
+    const uint8_t* data = TypedData<uint8_t>(env, info[1], napi_uint8_array, 0, "data", &data_len);
+    const uint32_t n = static_cast<uint32_t>(Int(info[5], 0, 1 << 20, "n"));
+    const uint32_t* off = TypedData<uint32_t>(env, info[2], napi_uint32_array, n, "offsets");
+    const uint32_t* lens = TypedData<uint32_t>(env, info[3], napi_uint32_array, n, "lens");
+    const uint8_t* hdr10 = Absent(info[4]) ? nullptr : TypedData<uint8_t>(env, info[4], napi_uint8_array, size_t{n} * 10, "hdr10");
+    for (uint32_t i = 0; i < n; i++) {
+      if (uint64_t{off[i]} + lens[i] > data_len) throw Napi::RangeError::New(env, "forwardFlat: a frame lies outside data");
+      if (lens[i] > kMaxFrame) throw Napi::RangeError::New(env, "forwardFlat: a frame is larger than 64 KiB + 256");
+    }
+    fwd_->Flat(src, data, off, lens, hdr10, n, Int(info[6], -kMaxMs, kMaxMs, "now"), Int(info[7], 0, kMaxMs, "agingMs"));
+    Events();
+    return env.Undefined();
+  }
+
+  // serviceHost(port, now, agingMs) -> frames switched, or -errno if reading the port's fd failed
+  Napi::Value ServiceHost(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    SwitchPort& p = Port(env, info[0]);
+    if (p.kind == PortKind::kGuest) throw Napi::RangeError::New(env, "serviceHost: not a host port");
+    const int32_t r = fwd_->ServiceHost(p, Int(info[1], -kMaxMs, kMaxMs, "now"), Int(info[2], 0, kMaxMs, "agingMs"));
+    Events();
+    return Napi::Number::New(env, r);
+  }
+
+  Napi::ObjectReference table_;
+  Napi::ObjectReference events_ref_;
+  int32_t* events_ = nullptr;
+  size_t events_len_ = 0;
+  std::unique_ptr<Forwarder> fwd_;
+  std::unordered_map<int32_t, std::vector<Napi::ObjectReference>> held_;
 };
+
+// The layouts of switch_layout.h.
+Napi::Object Layouts(Napi::Env env) {
+  static constexpr const char* kPortCounter[] = {VHOSTKIT_PORT_COUNTER(VHOSTKIT_LAYOUT_NAME)};
+  static constexpr const char* kPortWord[] = {VHOSTKIT_PORT_WORD(VHOSTKIT_LAYOUT_NAME)};
+  static constexpr const char* kQueueStat[] = {VHOSTKIT_QUEUE_STAT(VHOSTKIT_LAYOUT_NAME)};
+  static constexpr const char* kCaptureWord[] = {VHOSTKIT_CAPTURE_WORD(VHOSTKIT_LAYOUT_NAME)};
+  static constexpr const char* kClassifyCount[] = {VHOSTKIT_CLASSIFY_COUNT(VHOSTKIT_LAYOUT_NAME)};
+  Napi::Object all = Napi::Object::New(env);
+  all.Set("PortCounter", LayoutObject(env, kPortCounter, layout::port_counter::kWords));
+  all.Set("PortWord", LayoutObject(env, kPortWord, pw::kWords));
+  all.Set("QueueStat", LayoutObject(env, kQueueStat, layout::queue_stat::kWords));
+  all.Set("CaptureWord", LayoutObject(env, kCaptureWord, layout::capture_word::kWords));
+  all.Set("ClassifyCount", LayoutObject(env, kClassifyCount, layout::classify_count::kWords));
+  return all;
+}
 
 }  // namespace
 
-void BindSwitch(Napi::Env env, Napi::Object exports) { exports.Set("SwitchFdb", SwitchFdbWrap::Define(env)); }
+void BindSwitch(Napi::Env env, Napi::Object exports) {
+  Napi::Function fdb = SwitchFdbWrap::Define(env);
+  GetAddonData(env).switch_fdb_ctor = Napi::Persistent(fdb);
+  exports.Set("SwitchFdb", fdb);
+  exports.Set("Forwarder", ForwarderWrap::Define(env));
+  exports.Set("switchLayouts", Layouts(env));
+}
 
 }  // namespace vhostkit

@@ -9,7 +9,7 @@ void BindIo(Napi::Env env, Napi::Object exports);      // bind_io.cc: eventfd, u
 void BindNet(Napi::Env env, Napi::Object exports);     // bind_net.cc: frame delivery between rings, offloads
 void BindHostIo(Napi::Env env, Napi::Object exports);  // bind_host_io.cc: TAP, VXLAN/UDP batch I/O
 void BindBlk(Napi::Env env, Napi::Object exports);     // bind_blk.cc: virtio-blk request engine
-void BindSwitch(Napi::Env env, Napi::Object exports);  // bind_switch.cc: forwarding database, burst forwarding
+void BindSwitch(Napi::Env env, Napi::Object exports);  // bind_switch.cc: forwarding database, data path, layouts
 }  // namespace vhostkit
 
 #include <memory>
@@ -24,12 +24,14 @@ struct AddonData {
   Napi::FunctionReference mem_table_ctor;
   Napi::FunctionReference dirty_log_ctor;
   Napi::FunctionReference queue_ctor;
+  Napi::FunctionReference switch_fdb_ctor;
   // Deleted by the environment's teardown, after Node has already released every
   // reference: deleting them again here would free them twice (a worker's heap dies).
   ~AddonData() {
     mem_table_ctor.SuppressDestruct();
     dirty_log_ctor.SuppressDestruct();
     queue_ctor.SuppressDestruct();
+    switch_fdb_ctor.SuppressDestruct();
   }
 };
 AddonData& GetAddonData(Napi::Env env);
@@ -69,6 +71,19 @@ T* TypedData(Napi::Env env, Napi::Value v, napi_typedarray_type type, size_t min
   }
   if (len_out != nullptr) *len_out = len;
   return static_cast<T*>(data);
+}
+// A word layout as JavaScript sees it: { NAME: offset, ..., WORDS: size }, offsets in the
+// order of `names` (a layout header's X-macro list, VHOSTKIT_LAYOUT_NAME).
+#define VHOSTKIT_LAYOUT_NAME(n) #n,
+inline Napi::Object LayoutObject(Napi::Env env, const char* const* names, uint32_t count, uint32_t words) {
+  Napi::Object o = Napi::Object::New(env);
+  for (uint32_t i = 0; i < count; i++) o.Set(names[i], Napi::Number::New(env, i));
+  o.Set("WORDS", Napi::Number::New(env, words));
+  return o;
+}
+template <size_t N>
+Napi::Object LayoutObject(Napi::Env env, const char* const (&names)[N], uint32_t words) {
+  return LayoutObject(env, names, static_cast<uint32_t>(N), words);
 }
 // The log behind a JS DirtyLog object, or nullptr for null/undefined.
 std::shared_ptr<DirtyLog> UnwrapDirtyLog(Napi::Value v);

@@ -1,5 +1,7 @@
 #include "host_io.h"
 
+#include "vlan.h"
+
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -145,20 +147,16 @@ Verdict BuildFrame(const std::vector<Piece>& pieces, uint64_t total, const TxOpt
   uint32_t from = 0;
   uint32_t head_len = 0;
   int32_t delta = 0;
-  if (o.vlan >= 0) {
-    std::memcpy(sc->head, eth, 12);
-    sc->head[12] = 0x81;
-    sc->head[13] = 0x00;
-    sc->head[14] = static_cast<uint8_t>(o.vlan >> 8);
-    sc->head[15] = static_cast<uint8_t>(o.vlan & 0xff);
-    head_len = 16;
-    from = 12;
-    delta = 4;
-  } else if (o.vlan == -2 && frame >= 18 && eth[12] == 0x81 && eth[13] == 0x00) {
-    std::memcpy(sc->head, eth, 12);
-    head_len = 12;
-    from = 16;
-    delta = -4;
+  delta = VlanDelta(o.vlan, HasTag(eth, frame));
+  if (delta > 0) {
+    std::memcpy(sc->head, eth, kMacBytes);
+    PutTag(sc->head + kMacBytes, o.vlan);
+    head_len = kMacBytes + kTagBytes;
+    from = kMacBytes;
+  } else if (delta < 0) {
+    std::memcpy(sc->head, eth, kMacBytes);
+    head_len = kMacBytes;
+    from = kMacBytes + kTagBytes;
   }
   const uint32_t len = static_cast<uint32_t>(static_cast<int64_t>(frame) + delta);
   if (len > kMaxFrame) return Verdict::kTooBig;

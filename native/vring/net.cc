@@ -1,5 +1,7 @@
 #include "net.h"
 
+#include "vlan.h"
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -89,12 +91,7 @@ template <typename Cursor>
 class FrameReader {
  public:
   FrameReader(Cursor rc, int32_t vlan) : rc_(rc), vlan_(vlan) {
-    if (vlan_ >= 0) {
-      tag_[0] = 0x81;
-      tag_[1] = 0x00;
-      tag_[2] = static_cast<uint8_t>(vlan_ >> 8);
-      tag_[3] = static_cast<uint8_t>(vlan_ & 0xff);
-    }
+    if (vlan_ >= 0) PutTag(tag_, vlan_);
   }
   uint32_t Read(uint8_t* dst, uint32_t len) {
     if (vlan_ == -1) return rc_.Read(dst, len);  // no VLAN operation: the bytes as they are
@@ -493,7 +490,7 @@ int32_t DeliverFrame(const RxTarget& dst, const MemTable& dmem, Cursor cur, uint
   FrameReader<Cursor> rd(cur, vlan);
   const bool offloaded = sh != nullptr && ((sh->gso_type & ~kGsoEcn) != kGsoNone || (sh->flags & kHdrNeedsCsum));
   if (!offloaded) return DeliverOne(dst, dmem, rd, hdr, frame, cx, st);
-  const int32_t adj = vlan == -2 ? -4 : vlan >= 0 ? 4 : 0;
+  const int32_t adj = VlanDelta(vlan, true);  // a strip is asked for tagged frames only (TxSource::vlan)
   if (AcceptsAsIs(*sh, dst.offloads)) {
     NetHdr h = *sh;
     if (h.flags & kHdrNeedsCsum) h.csum_start = static_cast<uint16_t>(h.csum_start + adj);
@@ -612,7 +609,7 @@ uint32_t NetToFlat(const TxSource& src, const uint16_t* chains, uint32_t n, uint
       st->bad++;
       continue;
     }
-    const int32_t adj = src.vlan == -2 ? -4 : src.vlan >= 0 ? 4 : 0;
+    const int32_t adj = VlanDelta(src.vlan, true);  // a strip is asked for tagged frames only (TxSource::vlan)
     if ((sh.gso_type & ~kGsoEcn) != kGsoNone) {
       bool full = false;
       const int32_t m = SegmentTcp(stage, frame, sh, SegScratch(), 65536 + 512, [&](const uint8_t* p, uint32_t len) {

@@ -46,8 +46,9 @@ struct TxSource {
   const MemTable* mem;
   uint32_t hdr_len;
   bool offloads;  // the source's headers may carry offloads (it negotiated CSUM / HOST_TSO*)
-  // 802.1Q on the way: -1 leave the frame as it is, -2 strip the tag after the MACs,
-  // 0..65535 insert a tag with this TCI after the MACs.
+  // 802.1Q on the way (vlan.h): kVlanKeep, kVlanStrip (the 4 bytes after the MACs are
+  // removed: asked for tagged frames only, as the switch's egress rule does), or a TCI
+  // 0..65535 to insert after the MACs.
   int32_t vlan = -1;
 };
 

@@ -4,6 +4,7 @@
 // one flat buffer per burst that netDeliverFlat (net.ts) copies into guest RX buffers.
 // Nothing here blocks: a full queue is a counter (DROPPED), never an exception.
 import { addon } from './binding.js';
+import { ioLayout } from './layouts.js';
 import type { Virtqueue } from './virtqueue.js';
 
 interface RawHostIo {
@@ -83,26 +84,16 @@ export function tapInfo(fd: number): TapInfo {
   return raw.tapInfo(fd);
 }
 
-/** Indices of the stats array txToTap / txToUdp add to ({@link TX_STATS} long). */
-export const TxStat = {
-  /** frames the kernel took */
-  SENT: 0,
-  /** their Ethernet bytes (wraps at 2^32) */
-  BYTES: 1,
-  /** EAGAIN / ENOBUFS: the queue was full; that frame and the rest of its burst are dropped */
-  DROPPED: 2,
-  /** other send errors */
-  ERRORS: 3,
-  /** chain shorter than its header + an Ethernet header, or bad csum_start / csum_offset */
-  BAD: 4,
-  /** frame longer than 65536 + 256 bytes */
-  TOO_BIG: 5,
-  /** GSO frame where it cannot go out as is (VXLAN, or a TAP given a zeroed header): segment it first */
-  NEEDS_SEGMENTATION: 6,
-  /** errno of the last error counted in ERRORS (overwritten, not added) */
-  LAST_ERRNO: 7,
-} as const;
-export const TX_STATS = 8;
+/**
+ * Indices of the stats array txToTap / txToUdp add to ({@link TX_STATS} long), from the
+ * addon (native/vring/io_layout.h; host_io.h TxStats says what each counts): frames the
+ * kernel took and their bytes, DROPPED (the queue was full: that frame and the rest of its
+ * burst), ERRORS (other send errors), BAD, TOO_BIG (over 65536 + 256 bytes),
+ * NEEDS_SEGMENTATION (a GSO frame where it cannot go out as is), LAST_ERRNO (the errno of
+ * the last error counted in ERRORS: set, not added).
+ */
+export const TxStat = ioLayout('TxStat', ['SENT', 'BYTES', 'DROPPED', 'ERRORS', 'BAD', 'TOO_BIG', 'NEEDS_SEGMENTATION', 'LAST_ERRNO'] as const);
+export const TX_STATS = TxStat.WORDS;
 
 export interface HostTxOptions {
   /** virtio_net_hdr bytes at the start of each TX chain: 10 (legacy) or 12. Default 12. */
@@ -135,21 +126,15 @@ export function txToTap(fd: number, q: Virtqueue, chains: Uint16Array, n: number
   return raw.txToTap(fd, q.slot, chains, n, options.hdrLen ?? 12, options.passHdr ?? true, options.vlan ?? -1, stats);
 }
 
-/** Indices of the stats array readTap adds to ({@link READ_STATS} long). */
-export const ReadStat = {
-  FRAMES: 0,
-  /** Ethernet bytes of the frames recorded */
-  BYTES: 1,
-  /** reads shorter than the header + an Ethernet header */
-  BAD: 2,
-  /**
-   * reads that filled all the room left: the kernel cuts a frame that does not fit without
-   * an error, so such a read is taken as cut short and dropped (make `slot` larger than
-   * the largest frame + 12)
-   */
-  TRUNCATED: 3,
-} as const;
-export const READ_STATS = 4;
+/**
+ * Indices of the stats array readTap adds to ({@link READ_STATS} long), from the addon:
+ * frames recorded and their Ethernet bytes, BAD (reads shorter than the header + an
+ * Ethernet header), TRUNCATED (reads that filled all the room left: the kernel cuts a frame
+ * that does not fit without an error, so such a read is taken as cut short and dropped;
+ * make `slot` larger than the largest frame + 12).
+ */
+export const ReadStat = ioLayout('ReadStat', ['FRAMES', 'BYTES', 'BAD', 'TRUNCATED'] as const);
+export const READ_STATS = ReadStat.WORDS;
 
 /**
  * Frames of one burst in one flat buffer: frame k is lens[k] bytes at data[offsets[k]],
@@ -289,35 +274,17 @@ export function finishFrame(frame: Uint8Array, hdr10: Uint8Array, adj: number, o
   return raw.finishFrame(frame, hdr10, adj, out, offsets, lens);
 }
 
-/** Indices of the stats array recvUdp adds to ({@link RECV_STATS} long). */
-export const RecvStat = {
-  /** datagrams taken from the socket, accepted or not */
-  DATAGRAMS: 0,
-  ACCEPTED: 1,
-  /** Ethernet bytes of the accepted ones */
-  BYTES: 2,
-  /** shorter than the VXLAN header + an Ethernet header */
-  TOO_SHORT: 3,
-  /** I flag clear */
-  BAD_FLAGS: 4,
-  /** other flag bits or reserved bytes set */
-  RESERVED: 5,
-  /** larger than a slot */
-  TRUNCATED: 6,
-  /**
-   * accepted frames whose inner TCP/UDP checksum was partial (the field held the folded
-   * pseudo-header sum, as a Linux VTEP on the same host leaves it) and was completed here
-   */
-  CSUM_COMPLETED: 7,
-  /**
-   * accepted partial TCP frames larger than an MTU of 1500 (GSO packets a same-host VTEP's
-   * kernel never segmented: a veth takes them whole) left partial and given a TSO header in
-   * hdr10 (NEEDS_CSUM, GSO_TCPV4/6, gso_size 1500 minus their IP and TCP headers), so that a
-   * receiver without TSO gets them segmented
-   */
-  GSO_MARKED: 8,
-} as const;
-export const RECV_STATS = 9;
+/**
+ * Indices of the stats array recvUdp adds to ({@link RECV_STATS} long), from the addon
+ * (host_io.h RecvStats): datagrams taken (accepted or not), ACCEPTED and their BYTES,
+ * TOO_SHORT, BAD_FLAGS (I flag clear), RESERVED (other flag bits or reserved bytes set),
+ * TRUNCATED (larger than a slot), CSUM_COMPLETED (accepted frames whose inner TCP/UDP
+ * checksum was partial, as a Linux VTEP on the same host leaves it, completed here),
+ * GSO_MARKED (accepted partial TCP frames larger than an MTU of 1500 left partial and given
+ * a TSO header in hdr10, so that a receiver without TSO gets them segmented).
+ */
+export const RecvStat = ioLayout('RecvStat', ['DATAGRAMS', 'ACCEPTED', 'BYTES', 'TOO_SHORT', 'BAD_FLAGS', 'RESERVED', 'TRUNCATED', 'CSUM_COMPLETED', 'GSO_MARKED'] as const);
+export const RECV_STATS = RecvStat.WORDS;
 
 export interface UdpRecvBatch extends FrameBatch {
   /** 24-bit VNI of frame k */

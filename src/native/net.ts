@@ -1,6 +1,7 @@
 // The virtio-net per-packet loops, native (native/vring/net.cc), one call per burst.
 import { markAsUntransferable } from 'node:worker_threads';
 import { addon } from './binding.js';
+import { ioLayout } from './layouts.js';
 import type { Virtqueue } from './virtqueue.js';
 
 interface RawNet {
@@ -24,10 +25,10 @@ export function netPeek(q: Virtqueue, n: number, hdrLen: number, out: Uint8Array
   raw.netPeek(q.slot, n, hdrLen, out, stride, lens);
 }
 
-/** Indices of DeliverStats in the stats array given to netDeliver (counters are added to). */
-export const DeliverStat = { DELIVERED: 0, NO_BUFFERS: 1, TOO_BIG: 2, BAD: 3, BYTES: 4, SEGMENTED: 5, CSUM_DONE: 6 } as const;
+/** Indices of DeliverStats (net.h) in the stats array given to netDeliver (counters are added to), from the addon. */
+export const DeliverStat = ioLayout('DeliverStat', ['DELIVERED', 'NO_BUFFERS', 'TOO_BIG', 'BAD', 'BYTES', 'SEGMENTED', 'CSUM_DONE'] as const);
 /** Length of the stats array netDeliver / netDeliverFlat add to. */
-export const DELIVER_STATS = 7;
+export const DELIVER_STATS = DeliverStat.WORDS;
 
 /** What a receiver takes as is (its GUEST_* features); anything else is done in software. */
 export const RxOffload = { CSUM: 1, TSO4: 2, TSO6: 4, ECN: 8, UFO: 16 } as const;

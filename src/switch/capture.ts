@@ -1,9 +1,10 @@
-// Packet capture on the data-plane thread: a captured port's frames, both directions,
-// copied into pcap records (the file format's own per-packet header) in a buffer that is
-// handed to the control plane when full or every 100 ms. Ports that are not captured pay
-// one null check per burst.
-import { netToFlat, DELIVER_STATS } from '../native/net.js';
-import type { Virtqueue } from '../native/virtqueue.js';
+// Packet capture on the data-plane thread: the forwarder appends a captured port's frames,
+// both directions, as pcap records (the file format's own per-packet header, then the
+// frame cut at the snaplen, VLAN edits applied) to this tap's staging buffer
+// (native/vring/switch_capture.cc). The tap hands the records to the control plane once a
+// megabyte is staged, every 100 ms, and when it stops. Ports that are not captured pay
+// one flag check per delivery.
+import { CaptureWord } from '../native/switch.js';
 
 export interface CaptureSpec {
   /** bytes kept of each frame (default 65535) */
@@ -15,108 +16,70 @@ export interface CaptureSpec {
 /** Where the records go: `done` is set on the last buffer (count reached or stopped). */
 export type CaptureSink = (records: Uint8Array, packets: number, done: boolean) => void;
 
-const BUF = 1 << 20;
-/** chains copied per netToFlat call: the staging holds that many of the largest frames */
-const CHUNK = 4;
-const REC = 16; // ts_sec, ts_usec, incl_len, orig_len (u32 each, little endian)
-export const IOTA = Uint16Array.from({ length: 1024 }, (_, i) => i);
-const VLAN_KEEP = -1;
-const VLAN_STRIP = -2;
+/** Staged bytes that make a hand-over at the end of a call. */
+const FLUSH_AT = 1 << 20;
+/** The most one record takes: its header and a frame of 64 KiB + 256, plus an inserted tag. */
+const RECORD_MAX = 16 + 65536 + 256 + 4;
 
 export class CaptureTap {
   readonly snaplen: number;
   readonly limit: number;
-  packets = 0;
-  done = false;
-  private buf = new Uint8Array(BUF);
-  private view = new DataView(this.buf.buffer);
-  private at = 0;
-  private pending = 0;
+  /** where the forwarder stages records: room for a whole burst past the hand-over mark */
+  readonly buf: Uint8Array;
+  /** CaptureWord layout, shared with the forwarder */
+  readonly state = new Float64Array(CaptureWord.WORDS);
+  private stopped = false;
   private readonly timer: NodeJS.Timeout;
-  // netToFlat staging for frames taken from guest chains
-  private readonly flat = new Uint8Array(CHUNK * (65536 + 1024));
-  private readonly offsets = new Uint32Array(1024);
-  private readonly lens = new Uint32Array(1024);
-  private readonly st = new Uint32Array(DELIVER_STATS);
 
   constructor(
     spec: CaptureSpec,
+    burst: number,
     private readonly sink: CaptureSink,
   ) {
     this.snaplen = Math.max(64, Math.min(spec.snaplen ?? 65535, 65535));
     this.limit = spec.count ?? 0;
+    this.buf = new Uint8Array(FLUSH_AT + burst * (16 + Math.min(this.snaplen, RECORD_MAX - 16)) + RECORD_MAX);
+    this.state[CaptureWord.SNAPLEN] = this.snaplen;
+    this.state[CaptureWord.LIMIT] = this.limit;
     this.timer = setInterval(() => this.flush(false), 100);
     this.timer.unref?.();
   }
 
-  /** Frames of a guest's burst: chains[0..n) of vq (their virtio-net header of hdrLen bytes skipped), with a VLAN operation. */
-  addChains(vq: Virtqueue, hdrLen: number, chains: Uint16Array, n: number, vlan = VLAN_KEEP): void {
-    // A few chains per call, so the staging never fills: netToFlat's count is then short
-    // only of frames it skipped (malformed), and each chain is taken once.
-    for (let from = 0; from < n && !this.done; from += CHUNK) {
-      const m = Math.min(n - from, CHUNK);
-      const k = netToFlat(vq, hdrLen, false, chains.subarray(from, from + m), m, this.flat, this.offsets, this.lens, this.st, vlan);
-      this.addFlat(this.flat, this.offsets, this.lens, k);
-    }
+  get packets(): number {
+    return this.state[CaptureWord.PACKETS];
   }
 
-  /** Frames held in a host buffer: frame i is lens[i] bytes at data[offsets[i]]. */
-  addFlat(data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, vlan = VLAN_KEEP): void {
-    if (this.done) return;
-    const now = performance.timeOrigin + performance.now();
-    const sec = Math.floor(now / 1000);
-    const usec = Math.floor((now - sec * 1000) * 1000);
-    for (let i = 0; i < n; i++) {
-      let frame = data.subarray(offsets[i], offsets[i] + lens[i]);
-      if (vlan !== VLAN_KEEP) frame = vlanOp(frame, vlan);
-      const incl = Math.min(frame.length, this.snaplen);
-      if (this.at + REC + incl > this.buf.length) this.flush(false);
-      const v = this.view;
-      v.setUint32(this.at, sec, true);
-      v.setUint32(this.at + 4, usec, true);
-      v.setUint32(this.at + 8, incl, true);
-      v.setUint32(this.at + 12, frame.length, true);
-      this.buf.set(frame.subarray(0, incl), this.at + REC);
-      this.at += REC + incl;
-      this.pending++;
-      this.packets++;
-      if (this.limit > 0 && this.packets >= this.limit) {
-        this.stop();
-        return;
-      }
-    }
+  /** Frames that did not fit the staging (counted in the port's CAPTURE_LOST too). */
+  get lost(): number {
+    return this.state[CaptureWord.LOST];
   }
 
-  /** Hands over what is buffered; the last call (done) stops the timer. */
+  /** The count is reached or the capture was stopped. */
+  get done(): boolean {
+    return this.stopped || this.state[CaptureWord.DONE] !== 0;
+  }
+
+  /** After a forwarder call: hands the records over once a megabyte is staged. */
+  afterCall(): void {
+    if (this.state[CaptureWord.AT] >= FLUSH_AT) this.flush(false);
+  }
+
+  /** Hands over what is staged; the last call (done) stops the timer. */
   stop(): void {
-    if (this.done) return;
-    this.done = true;
+    if (this.stopped) return;
+    this.stopped = true;
+    this.state[CaptureWord.DONE] = 1;
     clearInterval(this.timer);
     this.flush(true);
   }
 
   private flush(done: boolean): void {
-    if (this.at === 0 && !done) return;
-    const out = this.buf.slice(0, this.at);
-    const packets = this.pending;
-    this.at = 0;
-    this.pending = 0;
+    const at = this.state[CaptureWord.AT];
+    if (at === 0 && !done) return;
+    const out = this.buf.slice(0, at);
+    const packets = this.state[CaptureWord.PENDING];
+    this.state[CaptureWord.AT] = 0;
+    this.state[CaptureWord.PENDING] = 0;
     this.sink(out, packets, done);
   }
-}
-
-/** The frame with a VLAN operation applied (-2 strip the 802.1Q tag, >= 0 insert one with this TCI). */
-function vlanOp(f: Uint8Array, op: number): Uint8Array {
-  if (op === VLAN_STRIP) {
-    if (f.length < 18 || f[12] !== 0x81 || f[13] !== 0x00) return f;
-    const o = new Uint8Array(f.length - 4);
-    o.set(f.subarray(0, 12));
-    o.set(f.subarray(16), 12);
-    return o;
-  }
-  const o = new Uint8Array(f.length + 4);
-  o.set(f.subarray(0, 12));
-  o.set([0x81, 0x00, op >> 8, op & 0xff], 12);
-  o.set(f.subarray(12), 16);
-  return o;
 }

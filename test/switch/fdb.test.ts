@@ -2,21 +2,9 @@
 // flushing, the table's growth and deletions, and the per-burst classification.
 import { expect } from 'chai';
 import fc from 'fast-check';
-import {
-  CLASSIFY_COUNTS,
-  CLASSIFY_DROP,
-  CLASSIFY_FLOOD,
-  ClassifyCount,
-  FORWARD_MAX_RX,
-  Fdb,
-  ForwardRec,
-  ForwardRes,
-  INGRESS_WORDS,
-  PORT_WORDS,
-  PortWord,
-  macFromString,
-  macToString,
-} from '../../src/switch/fdb.js';
+import { CLASSIFY_COUNTS, CLASSIFY_DROP, CLASSIFY_FLOOD, ClassifyCount, Fdb, macFromString, macToString } from '../../src/switch/fdb.js';
+import { portWords } from '../../src/switch/ports.js';
+import { CaptureWord, PortCounter, PortKind, PortWord, QueueStat, nativeForwarder } from '../../src/native/switch.js';
 import { fcParams } from '../lib/fuzz-runs.js';
 
 const A = macFromString('02:00:00:00:00:0a');
@@ -168,16 +156,11 @@ function eth(dst: number, src: number, tci?: number, len = 64): Uint8Array {
 }
 
 function access(vid: number): Int32Array {
-  const w = new Int32Array(INGRESS_WORDS);
-  w.set([1, vid, -1, 1]);
-  return w;
+  return portWords({ mode: 'access', vid });
 }
 
 function trunk(allowed: number[] | null, native: number): Int32Array {
-  const w = new Int32Array(INGRESS_WORDS);
-  w.set([0, 0, native, allowed ? 0 : 1]);
-  for (const id of allowed ?? []) w[4 + (id >> 5)] |= 1 << (id & 31);
-  return w;
+  return portWords({ mode: 'trunk', ...(allowed ? { allowed } : {}), native });
 }
 
 const BURST = 8;
@@ -277,41 +260,67 @@ describe('Fdb.classify (a burst in one call)', () => {
     expect(() => f.classify(1, access(1), data, null, 64, 64, new Uint32Array(4), 4, 0, null, out)).to.throw(RangeError, /heads too short/);
     expect(() => f.classify(1, access(1), data, null, 64, 65, lens, 2, 0, null, out)).to.throw(RangeError, /cap/);
     expect(() => f.classify(1, access(1), new Uint8Array(BURST * 64 * 2), null, 64, 64, new Uint32Array(16), 9, 0, null, out)).to.throw(RangeError, /out holds/);
-    expect(() => f.classify(1, new Int32Array(4), data, null, 64, 64, lens, 2, 0, null, out)).to.throw(RangeError, /ingress/);
+    expect(() => f.classify(1, new Int32Array(4), data, null, 64, 64, lens, 2, 0, null, out)).to.throw(RangeError, /port words/);
   });
 });
 
-describe('Fdb.forward (a whole burst in one call): its arguments', () => {
-  const rec = (o: { hdrLen?: number; nrx?: number; deliver?: boolean } = {}) => {
-    const w = new Int32Array(PORT_WORDS);
-    w[PortWord.DELIVER] = o.deliver ? 1 : 0;
-    w[PortWord.HDR_LEN] = o.hdrLen ?? 12;
-    w[PortWord.NRX] = o.nrx ?? 0;
-    w[PortWord.INGRESS] = 1; // access
-    w[PortWord.INGRESS + 1] = 1;
-    return w;
-  };
+describe('Forwarder (the data path over the table): its arguments', () => {
+  const counters = () => new Float64Array(PortCounter.WORDS);
+  const none = new Uint32Array(0);
+  const noStats = new Float64Array(0);
 
-  it('needs bound arrays, a known port and a live queue; refuses bad port records and a res too short for them', () => {
+  it('refuses bad port words, arrays too short, a host port without its fd or with queues, and calls on unknown ports', () => {
     const f = new Fdb(1000);
-    expect(() => f.setPort(1, rec())).to.throw(/bindBurst first/);
-    expect(() => f.forward(0, 1, 0)).to.throw(/bindBurst first/);
-    const burst = 4;
-    const bind = (resWords: number) => f.bindBurst(new Uint8Array(64 * burst), new Uint32Array(burst), new Int32Array(3 * burst + CLASSIFY_COUNTS), new Int32Array(resWords));
-    expect(() => f.bindBurst(new Uint8Array(64), new Uint32Array(burst), new Int32Array(3 * burst + CLASSIFY_COUNTS), new Int32Array(4 + burst))).to.throw(/heads/);
-    bind(ForwardRes.HEAD + burst);
-    expect(() => f.bindBurst(new Uint8Array(64 * 8), new Uint32Array(8), new Int32Array(3 * 8 + CLASSIFY_COUNTS), new Int32Array(4 + 8))).to.throw(/burst cannot change/);
-    expect(() => f.setPort(1, rec({ hdrLen: 11 }))).to.throw(/header length/);
-    expect(() => f.setPort(1, rec({ nrx: FORWARD_MAX_RX + 1 }))).to.throw(/RX queues/);
-    expect(() => f.setPort(1, rec({ deliver: true, nrx: 2 })), 'no room for its records').to.throw(/res too short/);
-    f.setPort(1, rec());
-    expect(() => f.forward(0, 2, 0)).to.throw(/no such port/);
-    expect(() => f.forward(1e9, 1, 0)).to.throw(/no live queue/);
-    bind(ForwardRes.HEAD + burst + ForwardRec.WORDS * 2);
-    f.setPort(2, rec({ deliver: true, nrx: 2 }));
-    expect(() => bind(ForwardRes.HEAD + burst), 'a shorter res than the ports need').to.throw(/res too short/);
-    f.setPort(2, null);
-    f.setPort(1, null);
-    expect(() => f.forward(0, 1, 0)).to.throw(/no such port/);
+    const events = new Int32Array(2 + 3 * 4);
+    expect(() => nativeForwarder({} as never, 4, events)).to.throw(TypeError, /SwitchFdb/);
+    const fwd = nativeForwarder(f.t, 4, events);
+    const w = portWords({ mode: 'access', vid: 1 });
+    expect(() => fwd.setPort(1, new Int32Array(4), counters(), none, noStats, null, null, null)).to.throw(RangeError, /port words/);
+    expect(() => fwd.setPort(1, Int32Array.from(w).fill(11, PortWord.HDR_LEN, PortWord.HDR_LEN + 1), counters(), none, noStats, null, null, null)).to.throw(/header length/);
+    expect(() => fwd.setPort(1, Int32Array.from(w).fill(7, PortWord.KIND, PortWord.KIND + 1), counters(), none, noStats, null, null, null)).to.throw(/kind/);
+    expect(() => fwd.setPort(1, w, new Float64Array(2), none, noStats, null, null, null)).to.throw(RangeError, /counters/);
+    expect(() => fwd.setPort(1, w, counters(), Uint32Array.of(1, 2), new Float64Array(QueueStat.WORDS), null, null, null)).to.throw(RangeError, /rxStats/);
+    const tap = Int32Array.from(w);
+    tap[PortWord.KIND] = PortKind.TAP;
+    expect(() => fwd.setPort(1, tap, counters(), none, noStats, null, null, null), 'no fd').to.throw(/needs its fd/);
+    tap[PortWord.HOST_FD] = 0;
+    expect(() => fwd.setPort(1, tap, counters(), Uint32Array.of(1), new Float64Array(QueueStat.WORDS), null, null, null)).to.throw(/no RX queues/);
+    const vx = Int32Array.from(tap);
+    vx[PortWord.KIND] = PortKind.VXLAN;
+    expect(() => fwd.setPort(1, vx, counters(), none, noStats, new Uint8Array(3), null, null)).to.throw(/sockaddr/);
+    expect(() => fwd.setPort(1, w, counters(), none, noStats, null, new Uint8Array(64), new Float64Array(1))).to.throw(RangeError, /captureState/);
+    expect(() => fwd.setPort(1, w, counters(), Uint32Array.of(1, 2, 3, 4), new Float64Array(4 * QueueStat.WORDS), null, null, null), 'no room in events').to.throw(/events/);
+    fwd.setPort(1, w, counters(), none, noStats, null, new Uint8Array(64), new Float64Array(CaptureWord.WORDS));
+    expect(() => fwd.forward(0, 2, 0, 1000, new Float64Array(QueueStat.WORDS))).to.throw(/no such port/);
+    expect(() => fwd.forward(1e9, 1, 0, 1000, new Float64Array(QueueStat.WORDS))).to.throw(/no live queue/);
+    expect(() => fwd.serviceHost(1, 0, 1000)).to.throw(/not a host port/);
+    const data = new Uint8Array(100);
+    expect(() => fwd.forwardFlat(1, data, Uint32Array.of(50), Uint32Array.of(60), null, 1, 0, 1000)).to.throw(/outside data/);
+    fwd.removePort(1);
+    expect(() => fwd.forwardFlat(1, data, Uint32Array.of(0), Uint32Array.of(60), null, 1, 0, 1000)).to.throw(/no such port/);
+  });
+
+  it('switches frames held in a buffer: learns, floods to the other ports, counts; a port with no queue counts a drop', () => {
+    const f = new Fdb(1000);
+    const fwd = nativeForwarder(f.t, 8, new Int32Array(64));
+    const c1 = counters();
+    const c2 = counters();
+    const cap = new Uint8Array(4096);
+    const state = new Float64Array(CaptureWord.WORDS);
+    state[CaptureWord.SNAPLEN] = 20;
+    state[CaptureWord.LIMIT] = 0;
+    fwd.setPort(1, portWords({ mode: 'access', vid: 1 }), c1, none, noStats, null, cap, state);
+    fwd.setPort(2, portWords({ mode: 'access', vid: 1 }), c2, none, noStats, null, null, null);
+    fwd.setPort(3, portWords({ mode: 'access', vid: 9 }), counters(), none, noStats, null, null, null);
+    const frame = eth(B, A, undefined, 60);
+    fwd.forwardFlat(1, frame, Uint32Array.of(0), Uint32Array.of(60), null, 1, 0, 1000);
+    expect(f.lookup(A, 1, 0), 'source learned').to.equal(1);
+    expect([c1[PortCounter.RX_PACKETS], c1[PortCounter.RX_BYTES], c1[PortCounter.FLOODED]]).to.deep.equal([1, 60, 1]);
+    expect(c2[PortCounter.DROP_NO_QUEUE], 'port 2 (same VLAN) has no queue').to.equal(1);
+    // The capture of port 1 staged one record cut at the snaplen.
+    expect([state[CaptureWord.AT], state[CaptureWord.PENDING], state[CaptureWord.PACKETS]]).to.deep.equal([16 + 20, 1, 1]);
+    const rec = new DataView(cap.buffer);
+    expect([rec.getUint32(8, true), rec.getUint32(12, true)]).to.deep.equal([20, 60]);
+    expect([...cap.subarray(16, 36)]).to.deep.equal([...frame.subarray(0, 20)]);
   });
 });

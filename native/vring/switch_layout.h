@@ -1,0 +1,68 @@
+// The word layouts the switch shares with TypeScript, declared here once. Each list names
+// its words in order; the addon exports them (bind_switch.cc, `layouts`) and
+// src/native/layouts.ts checks its names against them at load, taking the offsets from
+// here. A layout is a typed array one side writes and the other reads.
+#pragma once
+#include <cstdint>
+
+// Per-port counters (Float64, in a SharedArrayBuffer: the data plane adds, anyone reads).
+#define VHOSTKIT_PORT_COUNTER(X)                                                                    \
+  X(RX_PACKETS)         /* frames the port received (from its guest / host side) */             \
+  X(RX_BYTES)                                                                                     \
+  X(TX_PACKETS)         /* frames the port delivered (to its guest / host side) */              \
+  X(TX_BYTES)                                                                                     \
+  X(DROP_NO_BUFFERS)    /* no RX buffers at the receiver */                                     \
+  X(DROP_TOO_BIG)       /* too large for the receiver's buffers (or over 64 KiB) */             \
+  X(DROP_BAD)           /* malformed (shorter than an Ethernet header, empty RX buffers) */     \
+  X(DROP_VLAN)          /* VLAN not allowed on the port (ingress), or another VNI */            \
+  X(DROP_HOOK)          /* dropped by the dataplane hook */                                     \
+  X(DROP_NO_QUEUE)      /* the destination port has no running queue */                        \
+  X(FLOODED)            /* frames this port received that were flooded */                       \
+  X(QUEUE_ERRORS)       /* queues of this port the driver broke, host reads that failed */      \
+  X(DROP_HOST_BUSY)     /* the host side would block (TAP/UDP full) or failed the send */       \
+  X(RX_CSUM_COMPLETED)  /* VXLAN frames with a partial checksum completed or marked TSO */      \
+  X(CAPTURE_LOST)       /* frames a capture of this port could not stage (buffer full) */
+
+// A port's configuration as the forwarder takes it (Int32). KIND: 0 guest, 1 TAP, 2 VXLAN.
+// ALLOWED is the last field and 128 words long: the trunk's allowed-VLAN bitmap.
+#define VHOSTKIT_PORT_WORD(X)                                                                    \
+  X(KIND) X(HDR_LEN) X(MERGEABLE) X(RX_OFFLOADS) X(MAX_FRAME) X(TX_OFFLOADS) X(HOST_FD)          \
+  X(HOST_OFFLOADS) X(VNI) X(ACCESS) X(VID) X(NATIVE) X(ALL_ALLOWED) X(ALLOWED)
+
+// Per guest queue (Float64): frames and bytes moved, bursts after which the driver was
+// notified, and after which it had asked not to be.
+#define VHOSTKIT_QUEUE_STAT(X) X(PACKETS) X(BYTES) X(NOTIFY) X(SUPPRESSED)
+
+// A port capture's state (Float64): bytes of pcap records staged, records staged since the
+// last hand-over, records in all, records lost, 1 when the count is reached, and the
+// capture's settings (snaplen, count; 0 no limit).
+#define VHOSTKIT_CAPTURE_WORD(X) X(AT) X(PENDING) X(PACKETS) X(LOST) X(DONE) X(SNAPLEN) X(LIMIT)
+
+// What classify() adds after dest, vid and tagged (Int32).
+#define VHOSTKIT_CLASSIFY_COUNT(X) X(BAD) X(HOOK) X(VLAN) X(FLOODED)
+
+namespace vhostkit::layout {
+
+#define VHOSTKIT_LAYOUT_ENUM(n) n,
+namespace port_counter {
+enum : uint32_t { VHOSTKIT_PORT_COUNTER(VHOSTKIT_LAYOUT_ENUM) kUsed };
+constexpr uint32_t kWords = 16;  // room to grow without changing the SharedArrayBuffer size
+static_assert(kUsed <= kWords);
+}  // namespace port_counter
+namespace port_word {
+enum : uint32_t { VHOSTKIT_PORT_WORD(VHOSTKIT_LAYOUT_ENUM) kUsed };
+constexpr uint32_t kAllowedWords = 4096 / 32;
+constexpr uint32_t kWords = ALLOWED + kAllowedWords;
+}  // namespace port_word
+namespace queue_stat {
+enum : uint32_t { VHOSTKIT_QUEUE_STAT(VHOSTKIT_LAYOUT_ENUM) kWords };
+}  // namespace queue_stat
+namespace capture_word {
+enum : uint32_t { VHOSTKIT_CAPTURE_WORD(VHOSTKIT_LAYOUT_ENUM) kWords };
+}  // namespace capture_word
+namespace classify_count {
+enum : uint32_t { VHOSTKIT_CLASSIFY_COUNT(VHOSTKIT_LAYOUT_ENUM) kWords };
+}  // namespace classify_count
+#undef VHOSTKIT_LAYOUT_ENUM
+
+}  // namespace vhostkit::layout

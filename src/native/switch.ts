@@ -1,0 +1,106 @@
+// The switch's native surface (native/vring/bind_switch.cc): the forwarding table, the data
+// path (Forwarder), and the word layouts they share with TypeScript, checked at load.
+import { addon } from './binding.js';
+import { switchLayout } from './layouts.js';
+
+/** Per-port counters (Float64, shared): what each word counts is said in switch_layout.h. */
+export const PortCounter = switchLayout('PortCounter', [
+  'RX_PACKETS',
+  'RX_BYTES',
+  'TX_PACKETS',
+  'TX_BYTES',
+  'DROP_NO_BUFFERS',
+  'DROP_TOO_BIG',
+  'DROP_BAD',
+  'DROP_VLAN',
+  'DROP_HOOK',
+  'DROP_NO_QUEUE',
+  'FLOODED',
+  'QUEUE_ERRORS',
+  'DROP_HOST_BUSY',
+  'RX_CSUM_COMPLETED',
+  'CAPTURE_LOST',
+] as const);
+
+/** A port's configuration as the Forwarder takes it (Int32); ALLOWED starts the 128-word VLAN bitmap. */
+export const PortWord = switchLayout('PortWord', ['KIND', 'HDR_LEN', 'MERGEABLE', 'RX_OFFLOADS', 'MAX_FRAME', 'TX_OFFLOADS', 'HOST_FD', 'HOST_OFFLOADS', 'VNI', 'ACCESS', 'VID', 'NATIVE', 'ALL_ALLOWED', 'ALLOWED'] as const);
+export const PortKind = { GUEST: 0, TAP: 1, VXLAN: 2 } as const;
+
+/** Per guest queue (Float64): frames, bytes, bursts after which the driver was notified / had asked not to be. */
+export const QueueStat = switchLayout('QueueStat', ['PACKETS', 'BYTES', 'NOTIFY', 'SUPPRESSED'] as const);
+
+/** A capture's state (Float64): staged bytes and records, records in all and lost, done, snaplen, count. */
+export const CaptureWord = switchLayout('CaptureWord', ['AT', 'PENDING', 'PACKETS', 'LOST', 'DONE', 'SNAPLEN', 'LIMIT'] as const);
+
+/** What classify() writes after dest, vid and tagged (Int32). */
+export const ClassifyCount = switchLayout('ClassifyCount', ['BAD', 'HOOK', 'VLAN', 'FLOODED'] as const);
+
+export interface FdbStats {
+  learned: number;
+  moved: number;
+  aged: number;
+  /** learning refused because the table is full */
+  full: number;
+}
+
+export interface NativeSwitchFdb {
+  learn(mac: number, vlan: number, port: number, now: number): boolean;
+  lookup(mac: number, vlan: number, now: number, agingMs: number): number;
+  age(now: number, agingMs: number): number;
+  flushPort(port: number): number;
+  dump(): Float64Array;
+  stats(): FdbStats;
+  classify(
+    port: number,
+    portWords: Int32Array,
+    heads: Uint8Array,
+    offsets: Uint32Array | null,
+    stride: number,
+    cap: number,
+    lens: Uint32Array,
+    n: number,
+    now: number,
+    agingMs: number,
+    verdict: Int32Array | null,
+    out: Int32Array,
+  ): number;
+  readonly size: number;
+}
+
+export interface NativeForwarder {
+  setPort(
+    id: number,
+    words: Int32Array,
+    counters: Float64Array,
+    rxSlots: Uint32Array,
+    rxStats: Float64Array,
+    vxlanDest: Uint8Array | null,
+    capture: Uint8Array | null,
+    captureState: Float64Array | null,
+  ): void;
+  removePort(id: number): void;
+  forward(txSlot: number, port: number, now: number, agingMs: number, txStats: Float64Array): number;
+  forwardPopped(txSlot: number, port: number, n: number, now: number, agingMs: number, verdict: Int32Array | null, txStats: Float64Array): number;
+  forwardFlat(port: number, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, hdr10: Uint8Array | null, n: number, now: number, agingMs: number): void;
+  serviceHost(port: number, now: number, agingMs: number): number;
+}
+
+const raw = addon as {
+  SwitchFdb: new (maxEntries: number) => NativeSwitchFdb;
+  Forwarder: new (fdb: NativeSwitchFdb, burst: number, events: Int32Array) => NativeForwarder;
+};
+
+export function nativeSwitchFdb(maxEntries: number): NativeSwitchFdb {
+  return new raw.SwitchFdb(maxEntries);
+}
+
+/**
+ * The data path over a table. After every call `events` holds [queues broken B, captures
+ * done C, B (port, queue slot) pairs, C ports]; it needs 2 + 3 words per RX queue and port.
+ */
+export function nativeForwarder(fdb: NativeSwitchFdb, burst: number, events: Int32Array): NativeForwarder {
+  return new raw.Forwarder(fdb, burst, events);
+}
+
+export const CLASSIFY_DROP = -1;
+export const CLASSIFY_FLOOD = -3;
