@@ -218,6 +218,7 @@ export async function runBlkLoad(o: BlkLoadOptions): Promise<BlkLoadResult> {
         start = now;
         requests = 0;
         counters.samples = 0;
+        counters.errors = 0;
       }
       if (now >= end) break;
       for (const lq of lqs) {
