@@ -21,5 +21,5 @@ g++ -std=c++20 -shared -fPIC -O1 -g -fno-omit-frame-pointer \
   -fsanitize=address,undefined -fno-sanitize-recover=undefined \
   -Wall -Wextra -Werror -Wno-missing-field-initializers \
   -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS -DNODE_ADDON_API_DISABLE_DEPRECATED \
-  -I"$node_inc" -I"$napi_inc" $srcs -o "$out.tmp"
+  -Inative -I"$node_inc" -I"$napi_inc" $srcs -o "$out.tmp"
 mv "$out.tmp" "$out"

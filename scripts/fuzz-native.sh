@@ -31,22 +31,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TARGETS=(split_ring packed_ring memory offload net blk host_io switch guest_fault)
-V=native/vring
-RING_SRCS="$V/memory.cc $V/guest_fault.cc $V/dirty_log.cc $V/virtqueue.cc $V/split_ring.cc $V/packed_ring.cc"
+N=native
+MEM_SRCS="$N/memory/memory.cc $N/memory/guest_fault.cc $N/memory/dirty_log.cc"
+RING_SRCS="$MEM_SRCS $N/ring/virtqueue.cc $N/ring/split_ring.cc $N/ring/packed_ring.cc"
 declare -A SRCS=(
   [split_ring]="native/fuzz/fuzz_ring.cc $RING_SRCS"
   [packed_ring]="native/fuzz/fuzz_ring.cc $RING_SRCS"
-  [memory]="native/fuzz/fuzz_memory.cc $V/memory.cc $V/guest_fault.cc $V/dirty_log.cc"
-  [offload]="native/fuzz/fuzz_offload.cc $V/offload.cc"
-  [net]="native/fuzz/fuzz_net.cc $RING_SRCS $V/net.cc $V/offload.cc"
-  [blk]="native/fuzz/fuzz_blk.cc $RING_SRCS $V/blk.cc $V/eventfd.cc"
-  [host_io]="native/fuzz/fuzz_host_io.cc $RING_SRCS $V/host_io.cc $V/offload.cc"
-  [switch]="native/fuzz/fuzz_switch.cc $RING_SRCS $V/switch_fdb.cc $V/switch_port.cc $V/switch_capture.cc $V/switch_host.cc $V/host_io.cc $V/switch_forward.cc $V/net.cc $V/offload.cc"
+  [memory]="native/fuzz/fuzz_memory.cc $MEM_SRCS"
+  [offload]="native/fuzz/fuzz_offload.cc $N/net/offload.cc"
+  [net]="native/fuzz/fuzz_net.cc $RING_SRCS $N/net/net.cc $N/net/offload.cc"
+  [blk]="native/fuzz/fuzz_blk.cc $RING_SRCS $N/blk/blk.cc $N/io/eventfd.cc"
+  [host_io]="native/fuzz/fuzz_host_io.cc $RING_SRCS $N/io/host_io.cc $N/net/offload.cc"
+  [switch]="native/fuzz/fuzz_switch.cc $RING_SRCS $N/switch/switch_fdb.cc $N/switch/switch_port.cc $N/switch/switch_capture.cc $N/switch/switch_host.cc $N/io/host_io.cc $N/switch/switch_forward.cc $N/net/net.cc $N/net/offload.cc"
   [guest_fault]="native/fuzz/fuzz_guest_fault.cc $RING_SRCS"
 )
 declare -A DEFS=([split_ring]="-DFUZZ_PACKED=0" [packed_ring]="-DFUZZ_PACKED=1")
 FLAGS=(-std=c++20 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1 -fno-omit-frame-pointer
-       -Wall -Wextra -Werror -Wno-missing-field-initializers)
+       -Wall -Wextra -Werror -Wno-missing-field-initializers -Inative)
 OUT=build-fuzz
 
 die() { echo "fuzz-native: $*" >&2; exit 2; }
@@ -73,7 +74,7 @@ newer() {
 build() {
   local t=$1 bin=$OUT/fuzz_$1
   # shellcheck disable=SC2086
-  if [ -f "$bin" ] && ! newer "$bin" ${SRCS[$t]} native/fuzz/*.h native/vring/*.h; then return 0; fi
+  if [ -f "$bin" ] && ! newer "$bin" ${SRCS[$t]} native/fuzz/*.h native/*/*.h; then return 0; fi
   echo "fuzz-native: building $bin"
   # shellcheck disable=SC2086
   if ! "$CXX" "${FLAGS[@]}" ${DEFS[$t]:-} ${SRCS[$t]} -o "$bin.tmp" 2>"$OUT/logs/build-$t.log"; then

@@ -18,7 +18,12 @@ function newest(dir) {
   return t;
 }
 
-const sources = Math.max(newest(join(root, 'native', 'vring')), statSync(join(root, 'binding.gyp')).mtimeMs);
+const sources = Math.max(
+  ...readdirSync(join(root, 'native'), { withFileTypes: true })
+    .filter((e) => e.isDirectory() && e.name !== 'fuzz')
+    .map((e) => newest(join(root, 'native', e.name))),
+  statSync(join(root, 'binding.gyp')).mtimeMs,
+);
 if (!existsSync(addon) || statSync(addon).mtimeMs < sources) {
   process.stdout.write('native sources are newer than build/Release/vring.node: rebuilding the addon\n');
   execFileSync('npm', ['run', 'build:native'], { cwd: root, stdio: 'inherit' });

@@ -91,7 +91,7 @@ if (process.env.VHOSTKIT_SKIP_ASAN !== '1') {
       LD_PRELOAD: asan,
       // Node itself does not free everything at exit; leaks are checked by the fd/RSS tests.
       // allow_user_segv_handler=1: the addon's SIGBUS guard over guest memory
-      // (native/vring/guest_fault.h) must be able to install its handler over ASan's (it
+      // (native/memory/guest_fault.h) must be able to install its handler over ASan's (it
       // chains to ASan's for any other fault, so real crashes still get ASan's report).
       // It is this runtime's default (GCC 12's libasan); said here so a runtime with
       // another default does not silently drop the guard (test/native/guest-fault checks).

@@ -14,7 +14,7 @@
 // every submitted request is reaped, and the queue holds in flight what the model says.
 #include <algorithm>
 
-#include "../vring/blk.h"
+#include "blk/blk.h"
 #include "fuzz_ring.h"
 
 namespace {

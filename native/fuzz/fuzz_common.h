@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
-#include "../vring/dirty_log.h"
-#include "../vring/memory.h"
-#include "../vring/virtqueue.h"
+#include "memory/dirty_log.h"
+#include "memory/memory.h"
+#include "ring/virtqueue.h"
 
 namespace fuzz {
 

@@ -1,4 +1,4 @@
-// libFuzzer target: the SIGBUS guard over guest memory (native/vring/guest_fault.{h,cc})
+// libFuzzer target: the SIGBUS guard over guest memory (native/memory/guest_fault.{h,cc})
 // under a frontend that truncates the files behind its guest memory while the backend serves
 // a split or packed ring in it.
 //
@@ -54,7 +54,7 @@
 #include <string>
 #include <vector>
 
-#include "../vring/guest_fault.h"
+#include "memory/guest_fault.h"
 #include "fuzz_common.h"
 #include "fuzz_guest_fault.h"
 

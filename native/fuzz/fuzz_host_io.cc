@@ -19,8 +19,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include "../vring/host_io.h"
-#include "../vring/net.h"
+#include "io/host_io.h"
+#include "net/net.h"
 #include "fuzz_ring.h"
 
 namespace {

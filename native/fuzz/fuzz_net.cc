@@ -15,7 +15,7 @@
 // call that returns >= 0 the RX queue holds in flight exactly what it held before.
 #include <algorithm>
 
-#include "../vring/net.h"
+#include "net/net.h"
 #include "fuzz_ring.h"
 
 namespace {

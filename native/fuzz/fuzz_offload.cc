@@ -9,7 +9,7 @@
 // are the frame's payload.
 #include <vector>
 
-#include "../vring/offload.h"
+#include "net/offload.h"
 #include "fuzz_common.h"
 
 namespace {

@@ -17,7 +17,7 @@
 #pragma once
 #include <algorithm>
 
-#include "../vring/packed_ring.h"
+#include "ring/packed_ring.h"
 #include "fuzz_common.h"
 
 namespace fuzz {

@@ -16,9 +16,9 @@
 #include <map>
 #include <vector>
 
-#include "../vring/switch_fdb.h"
-#include "../vring/switch_forward.h"
-#include "../vring/switch_layout.h"
+#include "switch/switch_fdb.h"
+#include "switch/switch_forward.h"
+#include "switch/switch_layout.h"
 #include "fuzz_common.h"
 
 namespace {

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "../vring/blk.h"
+#include "blk/blk.h"
 #include "fuzz_common.h"
 #include "fuzz_guest_fault.h"
 #include "fuzz_ring.h"

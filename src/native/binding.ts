@@ -1,4 +1,4 @@
-// Loads the native addon (native/vring) and declares its raw surface.
+// Loads the native addon (native/, built by binding.gyp) and declares its raw surface.
 // Only files under src/native/ import this; everything else uses the typed wrappers.
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';

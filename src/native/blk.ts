@@ -1,4 +1,4 @@
-// The virtio-blk request engine (native/vring/blk.cc): requests of a popped burst are
+// The virtio-blk request engine (native/blk/blk.cc): requests of a popped burst are
 // parsed natively and executed by a pool of native threads, straight between the backend
 // (a file, a block device or RAM) and guest memory; completions are pushed back in one
 // used-ring update per reap(). The JavaScript thread only pops, submits and reaps.

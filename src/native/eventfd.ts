@@ -1,4 +1,4 @@
-// Typed wrapper over the addon's eventfd functions (native/vring/eventfd.cc).
+// Typed wrapper over the addon's eventfd functions (native/io/eventfd.cc).
 import { addon } from './binding.js';
 
 interface EventFdAddon {

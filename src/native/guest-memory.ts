@@ -1,6 +1,6 @@
 // Guest memory as the backend sees it: the frontend's regions mapped MAP_SHARED, with
 // overflow-safe translation of guest-physical addresses. Thin typed layer over the
-// native MemTable (native/vring/memory.cc, bind_memory.cc).
+// native MemTable (native/memory/memory.cc, bind_memory.cc).
 import { readSync } from 'node:fs';
 import { addon } from './binding.js';
 import { FdWatcher } from './unix-socket.js';
@@ -48,7 +48,7 @@ interface RawMemTable {
   lostRegions(): number[];
   close(): void;
 }
-/** The SIGBUS guard of guest memory (native/vring/guest_fault.h). */
+/** The SIGBUS guard of guest memory (native/memory/guest_fault.h). */
 export interface GuestFaultGuard {
   /** the handler is installed (false under a sanitizer that keeps SIGBUS: see scripts/test.mjs) */
   installed: boolean;

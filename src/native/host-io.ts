@@ -1,4 +1,4 @@
-// The host side of switch ports, native (native/vring/tap.cc, host_io.cc): a TAP device
+// The host side of switch ports, native (native/io/tap.cc, host_io.cc): a TAP device
 // and a VXLAN tunnel over UDP (RFC 7348), one call per burst. Guest frames go out straight
 // from guest memory (writev / sendmmsg over the chain's segments); frames coming in land in
 // one flat buffer per burst that netDeliverFlat (net.ts) copies into guest RX buffers.
@@ -86,7 +86,7 @@ export function tapInfo(fd: number): TapInfo {
 
 /**
  * Indices of the stats array txToTap / txToUdp add to ({@link TX_STATS} long), from the
- * addon (native/vring/io_layout.h; host_io.h TxStats says what each counts): frames the
+ * addon (native/io/io_layout.h; host_io.h TxStats says what each counts): frames the
  * kernel took and their bytes, DROPPED (the queue was full: that frame and the rest of its
  * burst), ERRORS (other send errors), BAD, TOO_BIG (over 65536 + 256 bytes),
  * NEEDS_SEGMENTATION (a GSO frame where it cannot go out as is), LAST_ERRNO (the errno of

@@ -1,4 +1,4 @@
-// Word layouts shared with the native addon: declared once in C++ (native/vring/*_layout.h)
+// Word layouts shared with the native addon: declared once in C++ (native/switch/switch_layout.h, native/io/io_layout.h)
 // and exported by the addon with their offsets. Each TypeScript module names the words it
 // uses; layout() checks at load that the addon has exactly those names (no word missing,
 // none unknown) and takes the offsets from the addon, so the two sides cannot drift apart.
@@ -26,12 +26,12 @@ export function checkLayout<K extends string>(exported: Record<string, unknown> 
   return Object.freeze({ ...(exported as Record<string, number>) }) as Layout<K>;
 }
 
-/** The addon's layout `name` among its switch layouts (native/vring/switch_layout.h). */
+/** The addon's layout `name` among its switch layouts (native/switch/switch_layout.h). */
 export function switchLayout<K extends string>(name: string, keys: readonly K[]): Layout<K> {
   return checkLayout((addon.switchLayouts as Record<string, Record<string, unknown>> | undefined)?.[name], name, keys);
 }
 
-/** The addon's layout `name` among the counters of its per-burst I/O calls (native/vring/io_layout.h). */
+/** The addon's layout `name` among the counters of its per-burst I/O calls (native/io/io_layout.h). */
 export function ioLayout<K extends string>(name: string, keys: readonly K[]): Layout<K> {
   return checkLayout((addon.ioLayouts as Record<string, Record<string, unknown>> | undefined)?.[name], name, keys);
 }

@@ -1,4 +1,4 @@
-// The virtio-net per-packet loops, native (native/vring/net.cc), one call per burst.
+// The virtio-net per-packet loops, native (native/net/net.cc), one call per burst.
 import { markAsUntransferable } from 'node:worker_threads';
 import { addon } from './binding.js';
 import { ioLayout } from './layouts.js';

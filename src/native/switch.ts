@@ -1,4 +1,4 @@
-// The switch's native surface (native/vring/bind_switch.cc): the forwarding table, the data
+// The switch's native surface (native/addon/bind_switch.cc): the forwarding table, the data
 // path (Forwarder), and the word layouts they share with TypeScript, checked at load.
 import { addon } from './binding.js';
 import { switchLayout } from './layouts.js';

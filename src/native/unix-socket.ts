@@ -1,5 +1,5 @@
-// Typed wrappers over the addon's Unix-socket functions (native/vring/uds.cc) and fd watcher
-// (native/vring/fd_watch.cc). Node's net module cannot pass arbitrary fds; these can.
+// Typed wrappers over the addon's Unix-socket functions (native/io/uds.cc) and fd watcher
+// (native/io/fd_watch.cc). Node's net module cannot pass arbitrary fds; these can.
 //
 // Every fd made here is non-blocking and close-on-exec. Failures throw Node-style errors
 // (NodeJS.ErrnoException: `code` such as 'ENOENT', negative `errno` as Node uses, `syscall`,

@@ -1,5 +1,5 @@
 // Device side of a virtqueue, split or packed, over the native ring engine
-// (native/vring/split_ring.cc, packed_ring.cc). A burst is exchanged through typed
+// (native/ring/split_ring.cc, packed_ring.cc). A burst is exchanged through typed
 // arrays allocated once per queue: pop() fills the chain and segment arrays, push()
 // reads the used arrays. No object is created per chain or per descriptor.
 import { addon } from './binding.js';
@@ -44,7 +44,7 @@ export type RingLayout = 'split' | 'packed';
 
 export type RingRecordState = 'none' | 'fresh' | 'recovered' | 'out-of-order';
 const RING_RECORD_STATES: readonly RingRecordState[] = ['none', 'fresh', 'recovered', 'out-of-order'];
-/** Bytes of one packed queue's ring position record (native/vring/packed_ring.h), 64-aligned. */
+/** Bytes of one packed queue's ring position record (native/ring/packed_ring.h), 64-aligned. */
 export function ringRecordBytes(queueSize: number): number {
   return Math.ceil((64 + 8 * queueSize) / 64) * 64;
 }

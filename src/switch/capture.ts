@@ -1,7 +1,7 @@
 // Packet capture on the data-plane thread: the forwarder appends a captured port's frames,
 // both directions, as pcap records (the file format's own per-packet header, then the
 // frame cut at the snaplen, VLAN edits applied) to this tap's staging buffer
-// (native/vring/switch_capture.cc). The tap hands the records to the control plane once a
+// (native/switch/switch_capture.cc). The tap hands the records to the control plane once a
 // megabyte is staged, every 100 ms, and when it stops. Ports that are not captured pay
 // one flag check per delivery.
 import { CaptureWord } from '../native/switch.js';

@@ -1,5 +1,5 @@
 // Per-port counters, in a SharedArrayBuffer: the data plane adds, anyone reads, no message.
-// The words are declared once, in native/vring/switch_layout.h (what each counts is said
+// The words are declared once, in native/switch/switch_layout.h (what each counts is said
 // there); the forwarder writes them, this module names them.
 import { PortCounter } from '../native/switch.js';
 

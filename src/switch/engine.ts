@@ -1,5 +1,5 @@
 // The switch's data plane on one thread (src/switch/dataplane-worker.ts, or in-process for
-// tests). Every frame is switched by the native Forwarder (native/vring/switch_forward.cc),
+// tests). Every frame is switched by the native Forwarder (native/switch/switch_forward.cc),
 // one call per burst: a guest's TX burst (pop, classify, deliver to guests, TAP and VXLAN
 // ports, capture, push), or a batch read from a host port's fd, or frames the switch makes.
 // JavaScript here keeps the ports and queues (ports.ts), waits for work (the Poller for

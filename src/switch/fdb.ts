@@ -1,5 +1,5 @@
 // The forwarding database: which port a MAC address was last seen on, per VLAN, with
-// aging. The table and the per-burst classification are native (native/vring/switch_fdb.cc);
+// aging. The table and the per-burst classification are native (native/switch/switch_fdb.cc);
 // MACs cross as numbers (a 48-bit MAC fits a double exactly).
 import { CLASSIFY_DROP, CLASSIFY_FLOOD, ClassifyCount, nativeSwitchFdb, type FdbStats, type NativeSwitchFdb } from '../native/switch.js';
 

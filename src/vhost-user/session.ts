@@ -379,7 +379,7 @@ export class Session extends EventEmitter {
 
   /**
    * Ends the session if the frontend truncated a file under its memory table (the SIGBUS
-   * guard, native/vring/guest_fault.h, recovered the access and marked the region): one
+   * guard, native/memory/guest_fault.h, recovered the access and marked the region): one
    * log line per region lost, naming it. Returns whether it did.
    */
   private endIfMemoryLost(): boolean {

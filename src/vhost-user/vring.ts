@@ -46,7 +46,7 @@ export interface VringOwner {
 
 /**
  * Bytes of one queue's inflight region, 64-aligned: split rings use vhost-user.rst's
- * QueueRegionSplit, packed rings vhostkit's own layout (native/vring/packed_ring.h).
+ * QueueRegionSplit, packed rings vhostkit's own layout (native/ring/packed_ring.h).
  */
 export function inflightQueueBytes(queueSize: number, packed: boolean): number {
   const raw = packed ? 64 + 34 * queueSize : 16 + 16 * queueSize;

@@ -1,4 +1,4 @@
-// The virtio-blk request engine (native/vring/blk.cc) against hand-built rings (ring-rig):
+// The virtio-blk request engine (native/blk/blk.cc) against hand-built rings (ring-rig):
 // every request type on a file and on RAM, every malformed request answered while the
 // device keeps serving, every legal framing, many requests in flight, discard / write
 // zeroes visible in the file, flush, read-only disks, O_DIRECT bounce buffers, a property

@@ -1,6 +1,6 @@
 // The dangerous half of guest-fault.test.ts, in a child process: a frontend truncates the
 // file under its guest memory while a switch port or a disk serves it. Without the SIGBUS
-// guard (native/vring/guest_fault.h) this process dies of SIGBUS, and the parent reports
+// guard (native/memory/guest_fault.h) this process dies of SIGBUS, and the parent reports
 // that as a failure instead of dying with it. Prints one JSON line: what it saw.
 //
 //   node guest-fault-child.js unit

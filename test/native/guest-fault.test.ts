@@ -3,7 +3,7 @@
 // SIGBUS. Only that session may end (a log line naming the region); every other port and
 // disk keeps serving; nothing of the session stays open or mapped; the socket serves the
 // next frontend. Each case runs in a child process (guest-fault-child.ts): without the
-// guard (native/vring/guest_fault.h) the child dies of SIGBUS and the case fails here
+// guard (native/memory/guest_fault.h) the child dies of SIGBUS and the case fails here
 // instead of taking mocha with it. Under `npm test` this file runs twice, the second time
 // against the ASan + UBSan build (the child inherits VHOSTKIT_NATIVE, LD_PRELOAD and
 // ASAN_OPTIONS).

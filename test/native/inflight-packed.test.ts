@@ -1,4 +1,4 @@
-// Inflight I/O tracking for packed rings (vhostkit's own layout, native/vring/packed_ring.h).
+// Inflight I/O tracking for packed rings (vhostkit's own layout, native/ring/packed_ring.h).
 // A backend killed with requests in flight is replaced by a new one that pops exactly
 // those chains again, oldest first, from saved copies of their descriptors (the device
 // writes used descriptors over in-flight ones), and continues the ring from the position

@@ -1,5 +1,5 @@
 // The word layouts shared by TypeScript and the addon: declared once in C++
-// (native/vring/switch_layout.h, io_layout.h), exported by the addon, checked by name at load.
+// (native/switch/switch_layout.h, io_layout.h), exported by the addon, checked by name at load.
 import { expect } from 'chai';
 import { checkLayout } from '../../src/native/layouts.js';
 import { CaptureWord, ClassifyCount, PortCounter, PortWord, QueueStat } from '../../src/native/switch.js';

@@ -1,4 +1,4 @@
-// The ring position record of packed rings (native/vring/packed_ring.h, ring-record.ts):
+// The ring position record of packed rings (native/ring/packed_ring.h, ring-record.ts):
 // what lets a packed-ring net port survive a backend killed with `kill -9`, when QEMU
 // re-sends the SET_VRING_BASE of the previous start and gives net no inflight area.
 // A restarted queue continues from the used position the dead one recorded, pops again

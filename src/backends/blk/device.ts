@@ -1,5 +1,5 @@
 // virtio-blk over vhost-user (virtio 1.2 §5.2): features, config space, queues. Requests
-// are parsed and executed by the native BlkEngine (native/vring/blk.cc) on its own
+// are parsed and executed by the native BlkEngine (native/blk/blk.cc) on its own
 // threads, straight between the file (or RAM) and guest memory; this device pops bursts
 // on kicks, submits them, and pushes completions when the engine signals them.
 import { bit, has, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VirtioDeviceId } from '../../virtio/features.js';

@@ -1,0 +1,423 @@
+// JavaScript surface of the switch: the forwarding database (SwitchFdb, switch_fdb.cc,
+// whose classify() decides a burst in one call), the data path (Forwarder,
+// switch_forward.cc) and the word layouts they share with TypeScript (switch_layout.h).
+#include <netinet/in.h>
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "addon/bindings.h"
+#include "switch/switch_fdb.h"
+#include "switch/switch_forward.h"
+#include "switch/switch_layout.h"
+
+namespace vhostkit {
+namespace {
+
+namespace pw = layout::port_word;
+
+// A port's VLAN rule from its words (layout::port_word).
+void ReadVlan(const int32_t* w, VlanRule* r) {
+  r->access = w[pw::ACCESS] != 0;
+  r->vid = static_cast<uint32_t>(w[pw::VID]) & 0xfff;
+  r->native = w[pw::NATIVE] < 0 ? -1 : (w[pw::NATIVE] & 0xfff);
+  r->all_allowed = w[pw::ALL_ALLOWED] != 0;
+  std::copy(w + pw::ALLOWED, w + pw::ALLOWED + pw::kAllowedWords, reinterpret_cast<int32_t*>(r->allowed));
+}
+
+bool ResolveSlot(uint32_t slot, Virtqueue** q, const BurstArrays** arrays) {
+  QueueView v;
+  if (!QueueBySlot(slot, &v)) return false;
+  *q = v.q;
+  *arrays = v.out;
+  return true;
+}
+
+// A whole number in [lo, hi] (MACs, ports and milliseconds arrive as doubles).
+int64_t Int(const Napi::Value& v, double lo, double hi, const char* what) {
+  if (!v.IsNumber()) throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a number");
+  const double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= lo && d <= hi) || std::trunc(d) != d) {
+    throw Napi::RangeError::New(v.Env(), std::string(what) + " must be an integer in [" + std::to_string(static_cast<int64_t>(lo)) +
+                                             ", " + std::to_string(static_cast<int64_t>(hi)) + "]");
+  }
+  return static_cast<int64_t>(d);
+}
+
+constexpr double kMaxMac = 281474976710655.0;  // 2^48 - 1
+constexpr double kMaxMs = 9007199254740991.0;  // 2^53 - 1
+
+class SwitchFdbWrap : public Napi::ObjectWrap<SwitchFdbWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "SwitchFdb",
+                       {InstanceMethod<&SwitchFdbWrap::Learn>("learn"), InstanceMethod<&SwitchFdbWrap::Lookup>("lookup"),
+                        InstanceMethod<&SwitchFdbWrap::Age>("age"), InstanceMethod<&SwitchFdbWrap::FlushPort>("flushPort"),
+                        InstanceMethod<&SwitchFdbWrap::Dump>("dump"), InstanceMethod<&SwitchFdbWrap::Stats>("stats"),
+                        InstanceMethod<&SwitchFdbWrap::Classify>("classify"),
+                        InstanceAccessor<&SwitchFdbWrap::Size>("size")});
+  }
+
+  // new SwitchFdb(maxEntries)
+  explicit SwitchFdbWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SwitchFdbWrap>(info) {
+    fdb_ = std::make_unique<SwitchFdb>(static_cast<uint32_t>(Int(info[0], 1, 1 << 24, "maxEntries")));
+  }
+
+ SwitchFdb& table() { return *fdb_; }
+
+ private:
+  // learn(mac, vlan, port, now) -> true if new or moved
+  Napi::Value Learn(const Napi::CallbackInfo& info) {
+    const bool r = fdb_->Learn(static_cast<uint64_t>(Int(info[0], 0, kMaxMac, "mac")), static_cast<uint32_t>(Int(info[1], 0, 65535, "vlan")),
+                               static_cast<int32_t>(Int(info[2], 0, INT32_MAX, "port")), Int(info[3], -kMaxMs, kMaxMs, "now"));
+    return Napi::Boolean::New(info.Env(), r);
+  }
+
+  // lookup(mac, vlan, now, agingMs) -> port or -1
+  Napi::Value Lookup(const Napi::CallbackInfo& info) {
+    const int32_t p = fdb_->Lookup(static_cast<uint64_t>(Int(info[0], 0, kMaxMac, "mac")), static_cast<uint32_t>(Int(info[1], 0, 65535, "vlan")),
+                                   Int(info[2], -kMaxMs, kMaxMs, "now"), Int(info[3], 0, kMaxMs, "agingMs"));
+    return Napi::Number::New(info.Env(), p);
+  }
+
+  // age(now, agingMs) -> entries removed
+  Napi::Value Age(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), fdb_->Age(Int(info[0], -kMaxMs, kMaxMs, "now"), Int(info[1], 0, kMaxMs, "agingMs")));
+  }
+
+  // flushPort(port) -> entries removed
+  Napi::Value FlushPort(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), fdb_->FlushPort(static_cast<int32_t>(Int(info[0], 0, INT32_MAX, "port"))));
+  }
+
+  // dump() -> Float64Array [mac, vlan, port, seen] per entry
+  Napi::Value Dump(const Napi::CallbackInfo& info) {
+    const std::vector<SwitchFdb::Entry> all = fdb_->Dump();
+    Napi::Float64Array a = Napi::Float64Array::New(info.Env(), all.size() * 4);
+    for (size_t i = 0; i < all.size(); i++) {
+      a[4 * i] = static_cast<double>(all[i].mac);
+      a[4 * i + 1] = all[i].vlan;
+      a[4 * i + 2] = all[i].port;
+      a[4 * i + 3] = static_cast<double>(all[i].seen);
+    }
+    return a;
+  }
+
+  // stats() -> { learned, moved, aged, full }
+  Napi::Value Stats(const Napi::CallbackInfo& info) {
+    Napi::Object o = Napi::Object::New(info.Env());
+    o.Set("learned", fdb_->stats().learned);
+    o.Set("moved", fdb_->stats().moved);
+    o.Set("aged", fdb_->stats().aged);
+    o.Set("full", fdb_->stats().full);
+    return o;
+  }
+
+  Napi::Value Size(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fdb_->size()); }
+
+  // classify(port, portWords: Int32Array(PortWord), heads: Uint8Array, offsets: Uint32Array | null, stride, cap,
+  //          lens: Uint32Array, n, now, agingMs, verdict: Int32Array | null, out: Int32Array(3B + 4)) -> bytes
+  // out: dest[0, B), vid[B, 2B), tagged[2B, 3B), then the frames dropped as bad, by the hook, by
+  // the VLAN rules, and the frames flooded. Returns the bytes of the n frames.
+  Napi::Value Classify(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const int32_t port = static_cast<int32_t>(Int(info[0], 0, INT32_MAX, "port"));
+    const int32_t* words = TypedData<int32_t>(env, info[1], napi_int32_array, pw::kWords, "port words");
+    size_t heads_len = 0;
+    const uint8_t* heads = TypedData<uint8_t>(env, info[2], napi_uint8_array, 0, "heads", &heads_len);
+    const uint32_t stride = static_cast<uint32_t>(Int(info[4], 0, UINT32_MAX, "stride"));
+    const uint32_t cap = static_cast<uint32_t>(Int(info[5], 0, UINT32_MAX, "cap"));
+    const uint32_t n = static_cast<uint32_t>(Int(info[7], 0, UINT32_MAX, "n"));
+    const uint32_t* lens = TypedData<uint32_t>(env, info[6], napi_uint32_array, n, "lens");
+    const int64_t now = Int(info[8], -kMaxMs, kMaxMs, "now");
+    const int64_t aging = Int(info[9], 0, kMaxMs, "agingMs");
+    const int32_t* verdict = info[10].IsNull() || info[10].IsUndefined() ? nullptr : TypedData<int32_t>(env, info[10], napi_int32_array, n, "verdict");
+    size_t out_len = 0;
+    int32_t* out = TypedData<int32_t>(env, info[11], napi_int32_array, layout::classify_count::kWords, "out", &out_len);
+    const size_t b = (out_len - layout::classify_count::kWords) / 3;
+    if (n > b) throw Napi::RangeError::New(env, "classify: more frames than out holds");
+    // Every byte classification may read (up to 16 per frame) lies inside heads.
+    const uint32_t* off = nullptr;
+    if (info[3].IsNull() || info[3].IsUndefined()) {
+      if (stride < 16 || cap > stride || static_cast<uint64_t>(n) * stride > heads_len) {
+        throw Napi::RangeError::New(env, "classify: heads too short for n frames of this stride, or cap above the stride");
+      }
+    } else {
+      off = TypedData<uint32_t>(env, info[3], napi_uint32_array, n, "offsets");
+      for (uint32_t i = 0; i < n; i++) {
+        const uint64_t need = std::min({lens[i], cap, 16u});
+        if (uint64_t{off[i]} + need > heads_len) throw Napi::RangeError::New(env, "classify: a frame's head lies outside heads");
+      }
+    }
+    VlanRule rule;
+    ReadVlan(words, &rule);
+    ClassifyCounts c;
+    SwitchClassify(*fdb_, port, rule.Ingress(), heads, off, stride, cap, lens, n, now, aging, verdict, out, out + b, out + 2 * b, &c);
+    int32_t* counts = out + 3 * b;
+    namespace cc = layout::classify_count;
+    counts[cc::BAD] = static_cast<int32_t>(c.bad);
+    counts[cc::HOOK] = static_cast<int32_t>(c.hook);
+    counts[cc::VLAN] = static_cast<int32_t>(c.vlan);
+    counts[cc::FLOODED] = static_cast<int32_t>(c.flooded);
+    return Napi::Number::New(env, c.bytes);
+  }
+
+  std::unique_ptr<SwitchFdb> fdb_;
+};
+
+// The typed array at info[i] of at least min_len elements, and a reference that keeps it.
+template <typename T>
+T* Held(const Napi::CallbackInfo& info, size_t i, napi_typedarray_type type, size_t min_len, const char* what,
+        std::vector<Napi::ObjectReference>* held, size_t* len = nullptr) {
+  T* p = TypedData<T>(info.Env(), info[i], type, min_len, what, len);
+  held->push_back(Napi::Persistent(info[i].As<Napi::Object>()));
+  return p;
+}
+
+bool Absent(const Napi::Value& v) { return v.IsNull() || v.IsUndefined(); }
+
+class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Forwarder",
+                       {InstanceMethod<&ForwarderWrap::SetPort>("setPort"), InstanceMethod<&ForwarderWrap::RemovePort>("removePort"),
+                        InstanceMethod<&ForwarderWrap::Forward>("forward"), InstanceMethod<&ForwarderWrap::ForwardPopped>("forwardPopped"),
+                        InstanceMethod<&ForwarderWrap::ForwardFlat>("forwardFlat"),
+                        InstanceMethod<&ForwarderWrap::ServiceHost>("serviceHost")});
+  }
+
+  // new Forwarder(fdb: SwitchFdb, burst, events: Int32Array)
+  // events, after every call: [queues broken B, captures done C, then B (port, slot) pairs,
+  // then C ports]; room for 2 + 3 * (ports' RX queues + ports) words is checked by setPort.
+  explicit ForwarderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ForwarderWrap>(info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject() || !info[0].As<Napi::Object>().InstanceOf(GetAddonData(env).switch_fdb_ctor.Value())) {
+      throw Napi::TypeError::New(env, "Forwarder: the first argument must be a SwitchFdb");
+    }
+    table_ = Napi::Persistent(info[0].As<Napi::Object>());
+    const uint32_t burst = static_cast<uint32_t>(Int(info[1], 1, 1024, "burst"));
+    events_ = TypedData<int32_t>(env, info[2], napi_int32_array, 2, "events", &events_len_);
+    events_ref_ = Napi::Persistent(info[2].As<Napi::Object>());
+    fwd_ = std::make_unique<Forwarder>(Napi::ObjectWrap<SwitchFdbWrap>::Unwrap(info[0].As<Napi::Object>())->table(), burst, ResolveSlot);
+  }
+
+ private:
+  // setPort(id, words: Int32Array(PortWord), counters: Float64Array(PortCounter), rxSlots: Uint32Array,
+  //         rxStats: Float64Array(QueueStat x rxSlots.length), vxlanDest: Uint8Array | null,
+  //         capture: Uint8Array | null, captureState: Float64Array(CaptureWord) | null)
+  // Adds or replaces a port; the arrays are held (and written) until the next setPort or
+  // removePort of this id.
+  Napi::Value SetPort(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const int32_t id = static_cast<int32_t>(Int(info[0], 0, INT32_MAX, "port"));
+    std::vector<Napi::ObjectReference> held;
+    const int32_t* w = TypedData<int32_t>(env, info[1], napi_int32_array, pw::kWords, "port words");
+    SwitchPort p;
+    p.id = id;
+    if (w[pw::KIND] < 0 || w[pw::KIND] > 2) throw Napi::RangeError::New(env, "setPort: kind must be 0 (guest), 1 (TAP) or 2 (VXLAN)");
+    p.kind = static_cast<PortKind>(w[pw::KIND]);
+    p.hdr_len = static_cast<uint32_t>(w[pw::HDR_LEN]);
+    if (p.hdr_len != 10 && p.hdr_len != 12) throw Napi::RangeError::New(env, "setPort: header length must be 10 or 12");
+    p.mergeable = w[pw::MERGEABLE] != 0;
+    const uint32_t o = static_cast<uint32_t>(w[pw::RX_OFFLOADS]);
+    p.offloads.csum = o & 1;
+    p.offloads.tso4 = o & 2;
+    p.offloads.tso6 = o & 4;
+    p.offloads.ecn = o & 8;
+    p.offloads.ufo = o & 16;
+    p.max_frame = w[pw::MAX_FRAME] < 0 ? 0 : static_cast<uint32_t>(w[pw::MAX_FRAME]);
+    p.tx_offloads = w[pw::TX_OFFLOADS] != 0;
+    ReadVlan(w, &p.vlan);
+    p.counters = Held<double>(info, 2, napi_float64_array, layout::port_counter::kWords, "counters", &held);
+    size_t nrx = 0;
+    const uint32_t* slots = Held<uint32_t>(info, 3, napi_uint32_array, 0, "rxSlots", &held, &nrx);
+    double* stats = Held<double>(info, 4, napi_float64_array, nrx * layout::queue_stat::kWords, "rxStats", &held);
+    if (p.kind != PortKind::kGuest && nrx != 0) throw Napi::RangeError::New(env, "setPort: a host port has no RX queues");
+    for (size_t k = 0; k < nrx; k++) p.rx.push_back(RxQueueRef{slots[k], stats + k * layout::queue_stat::kWords});
+    if (p.kind != PortKind::kGuest) {
+      if (w[pw::HOST_FD] < 0) throw Napi::RangeError::New(env, "setPort: a host port needs its fd");
+      p.host.fd = w[pw::HOST_FD];
+      p.host.offloads = w[pw::HOST_OFFLOADS] != 0;
+    }
+    if (p.kind == PortKind::kVxlan) {
+      if (w[pw::VNI] < 0 || w[pw::VNI] > 0xffffff) throw Napi::RangeError::New(env, "setPort: VNI must be 0..16777215");
+      p.host.vni = static_cast<uint32_t>(w[pw::VNI]);
+      const uint8_t vx[8] = {0x08, 0, 0, 0, static_cast<uint8_t>(p.host.vni >> 16), static_cast<uint8_t>(p.host.vni >> 8),
+                             static_cast<uint8_t>(p.host.vni), 0};
+      std::copy(vx, vx + 8, p.host.vxlan_hdr);
+      size_t len = 0;
+      const uint8_t* d = TypedData<uint8_t>(env, info[5], napi_uint8_array, 0, "vxlanDest", &len);
+      if (len != sizeof(sockaddr_in) && len != sizeof(sockaddr_in6)) {
+        throw Napi::RangeError::New(env, "setPort: vxlanDest must be a sockaddr_in or sockaddr_in6");
+      }
+      std::copy(d, d + len, reinterpret_cast<uint8_t*>(&p.host.dest));
+      const bool ok = (p.host.dest.ss_family == AF_INET && len == sizeof(sockaddr_in)) ||
+                      (p.host.dest.ss_family == AF_INET6 && len == sizeof(sockaddr_in6));
+      if (!ok) throw Napi::RangeError::New(env, "setPort: vxlanDest's address family does not match its length");
+      p.host.dest_len = static_cast<socklen_t>(len);
+    }
+    if (!Absent(info[6])) {
+      size_t len = 0;
+      p.capture.buf = Held<uint8_t>(info, 6, napi_uint8_array, 0, "capture", &held, &len);
+      p.capture.len = len;
+      p.capture.state = Held<double>(info, 7, napi_float64_array, layout::capture_word::kWords, "captureState", &held);
+      p.captured = true;
+    }
+    // Room in events for every queue and capture that may break or end in one call.
+    size_t queues = nrx + 1;
+    for (const auto& [pid, refs] : held_) {
+      const SwitchPort* q = fwd_->Find(pid);
+      if (pid != id && q != nullptr) queues += q->rx.size() + 1;
+    }
+    if (events_len_ < 2 + 3 * queues) throw Napi::RangeError::New(env, "setPort: the events array is too short for the ports' queues");
+    fwd_->Set(std::move(p));
+    held_[id] = std::move(held);
+    return env.Undefined();
+  }
+
+  // removePort(id)
+  Napi::Value RemovePort(const Napi::CallbackInfo& info) {
+    const int32_t id = static_cast<int32_t>(Int(info[0], 0, INT32_MAX, "port"));
+    fwd_->Remove(id);
+    held_.erase(id);
+    return info.Env().Undefined();
+  }
+
+  SwitchPort& Port(Napi::Env env, const Napi::Value& v) {
+    SwitchPort* p = fwd_->Find(static_cast<int32_t>(Int(v, 0, INT32_MAX, "port")));
+    if (p == nullptr) throw Napi::RangeError::New(env, "no such port in the forwarder");
+    return *p;
+  }
+
+  // After a call: the queues that broke and the captures that reached their count.
+  void Events() {
+    const auto& broken = fwd_->broken();
+    const auto& done = fwd_->captures_done();
+    size_t at = 2;
+    uint32_t nb = 0;
+    uint32_t nd = 0;
+    for (const Forwarder::Broken& b : broken) {
+      if (at + 2 > events_len_) break;
+      events_[at++] = b.port;
+      events_[at++] = static_cast<int32_t>(b.slot);
+      nb++;
+    }
+    for (int32_t id : done) {
+      if (at + 1 > events_len_) break;
+      events_[at++] = id;
+      nd++;
+    }
+    events_[0] = static_cast<int32_t>(nb);
+    events_[1] = static_cast<int32_t>(nd);
+  }
+
+  // The chains of a popped burst of port's TX queue, to the end (classify, capture, deliver, push).
+  Napi::Value Finish(Napi::Env env, SwitchPort& src, const QueueView& tx, uint32_t n, int64_t now, int64_t aging,
+                     const int32_t* verdict, double* stats) {
+    const std::shared_ptr<MemTable>& mem = tx.q->memory();
+    if (!mem) throw Napi::Error::New(env, "forward: queue has no memory");
+    const int32_t pushed = fwd_->Burst(src, *tx.q, *tx.out, *mem, tx.used_id, tx.used_len, n, now, aging, verdict, stats);
+    Events();
+    if (pushed < 0) throw Napi::RangeError::New(env, "forward: push failed: an id is not in flight (or pushed twice), or the rings are not set");
+    return Napi::Number::New(env, n);
+  }
+
+  // forward(txSlot, port, now, agingMs, txStats: Float64Array(QueueStat)) -> frames taken, or < 0 (-VqError)
+  // One whole burst of port's TX queue: pop, then as forwardPopped.
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    SwitchPort& src = Port(env, info[1]);
+    const int64_t now = Int(info[2], -kMaxMs, kMaxMs, "now");
+    const int64_t aging = Int(info[3], 0, kMaxMs, "agingMs");
+    double* stats = TypedData<double>(env, info[4], napi_float64_array, layout::queue_stat::kWords, "txStats");
+    const QueueView tx = UnwrapQueue(info[0]);
+    if (!tx.q->memory()) throw Napi::Error::New(env, "forward: queue has no memory");
+    const int32_t n = tx.q->Pop(*tx.out, std::min(tx.burst, fwd_->burst()));
+    if (n <= 0) return Napi::Number::New(env, n);
+    return Finish(env, src, tx, static_cast<uint32_t>(n), now, aging, nullptr, stats);
+  }
+
+  // forwardPopped(txSlot, port, n, now, agingMs, verdict: Int32Array | null, txStats) -> n
+  // The n chains the caller popped from port's TX queue (a hook saw them): classified with
+  // the verdicts, captured, delivered, pushed back.
+  Napi::Value ForwardPopped(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    SwitchPort& src = Port(env, info[1]);
+    const QueueView tx = UnwrapQueue(info[0]);
+    const uint32_t n = static_cast<uint32_t>(Int(info[2], 0, std::min(tx.burst, fwd_->burst()), "n"));
+    const int64_t now = Int(info[3], -kMaxMs, kMaxMs, "now");
+    const int64_t aging = Int(info[4], 0, kMaxMs, "agingMs");
+    const int32_t* verdict = Absent(info[5]) ? nullptr : TypedData<int32_t>(env, info[5], napi_int32_array, n, "verdict");
+    double* stats = TypedData<double>(env, info[6], napi_float64_array, layout::queue_stat::kWords, "txStats");
+    if (n == 0) return Napi::Number::New(env, 0);
+    return Finish(env, src, tx, n, now, aging, verdict, stats);
+  }
+
+  // forwardFlat(port, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, hdr10: Uint8Array | null, n, now, agingMs)
+  // Frames held in data (frame i: lens[i] bytes at offsets[i]), switched as if port had received them.
+  Napi::Value ForwardFlat(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    SwitchPort& src = Port(env, info[0]);
+    size_t data_len = 0;
+    const uint8_t* data = TypedData<uint8_t>(env, info[1], napi_uint8_array, 0, "data", &data_len);
+    const uint32_t n = static_cast<uint32_t>(Int(info[5], 0, 1 << 20, "n"));
+    const uint32_t* off = TypedData<uint32_t>(env, info[2], napi_uint32_array, n, "offsets");
+    const uint32_t* lens = TypedData<uint32_t>(env, info[3], napi_uint32_array, n, "lens");
+    const uint8_t* hdr10 = Absent(info[4]) ? nullptr : TypedData<uint8_t>(env, info[4], napi_uint8_array, size_t{n} * 10, "hdr10");
+    for (uint32_t i = 0; i < n; i++) {
+      if (uint64_t{off[i]} + lens[i] > data_len) throw Napi::RangeError::New(env, "forwardFlat: a frame lies outside data");
+      if (lens[i] > kMaxFrame) throw Napi::RangeError::New(env, "forwardFlat: a frame is larger than 64 KiB + 256");
+    }
+    fwd_->Flat(src, data, off, lens, hdr10, n, Int(info[6], -kMaxMs, kMaxMs, "now"), Int(info[7], 0, kMaxMs, "agingMs"));
+    Events();
+    return env.Undefined();
+  }
+
+  // serviceHost(port, now, agingMs) -> frames switched, or -errno if reading the port's fd failed
+  Napi::Value ServiceHost(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    SwitchPort& p = Port(env, info[0]);
+    if (p.kind == PortKind::kGuest) throw Napi::RangeError::New(env, "serviceHost: not a host port");
+    const int32_t r = fwd_->ServiceHost(p, Int(info[1], -kMaxMs, kMaxMs, "now"), Int(info[2], 0, kMaxMs, "agingMs"));
+    Events();
+    return Napi::Number::New(env, r);
+  }
+
+  Napi::ObjectReference table_;
+  Napi::ObjectReference events_ref_;
+  int32_t* events_ = nullptr;
+  size_t events_len_ = 0;
+  std::unique_ptr<Forwarder> fwd_;
+  std::unordered_map<int32_t, std::vector<Napi::ObjectReference>> held_;
+};
+
+// The layouts of switch_layout.h.
+Napi::Object Layouts(Napi::Env env) {
+  static constexpr const char* kPortCounter[] = {VHOSTKIT_PORT_COUNTER(VHOSTKIT_LAYOUT_NAME)};
+  static constexpr const char* kPortWord[] = {VHOSTKIT_PORT_WORD(VHOSTKIT_LAYOUT_NAME)};
+  static constexpr const char* kQueueStat[] = {VHOSTKIT_QUEUE_STAT(VHOSTKIT_LAYOUT_NAME)};
+  static constexpr const char* kCaptureWord[] = {VHOSTKIT_CAPTURE_WORD(VHOSTKIT_LAYOUT_NAME)};
+  static constexpr const char* kClassifyCount[] = {VHOSTKIT_CLASSIFY_COUNT(VHOSTKIT_LAYOUT_NAME)};
+  Napi::Object all = Napi::Object::New(env);
+  all.Set("PortCounter", LayoutObject(env, kPortCounter, layout::port_counter::kWords));
+  all.Set("PortWord", LayoutObject(env, kPortWord, pw::kWords));
+  all.Set("QueueStat", LayoutObject(env, kQueueStat, layout::queue_stat::kWords));
+  all.Set("CaptureWord", LayoutObject(env, kCaptureWord, layout::capture_word::kWords));
+  all.Set("ClassifyCount", LayoutObject(env, kClassifyCount, layout::classify_count::kWords));
+  return all;
+}
+
+}  // namespace
+
+void BindSwitch(Napi::Env env, Napi::Object exports) {
+  Napi::Function fdb = SwitchFdbWrap::Define(env);
+  GetAddonData(env).switch_fdb_ctor = Napi::Persistent(fdb);
+  exports.Set("SwitchFdb", fdb);
+  exports.Set("Forwarder", ForwarderWrap::Define(env));
+  exports.Set("switchLayouts", Layouts(env));
+}
+
+}  // namespace vhostkit

@@ -1,0 +1,278 @@
+#include "switch/switch_forward.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "switch/switch_capture.h"
+
+namespace vhostkit {
+namespace {
+
+namespace pc = layout::port_counter;
+namespace qs = layout::queue_stat;
+
+constexpr uint32_t kHostRounds = 16;  // batches one ServiceHost call reads at most
+
+uint32_t KindOf(int32_t op) { return op == kVlanKeep ? 0 : op == kVlanStrip ? 1 : 2; }
+
+}  // namespace
+
+Forwarder::Forwarder(SwitchFdb& fdb, uint32_t burst, Resolve resolve)
+    : fdb_(fdb),
+      burst_(burst),
+      resolve_(resolve),
+      heads_(static_cast<size_t>(burst) * kSwitchHead),
+      lens_(burst),
+      dest_(burst),
+      vid_(burst),
+      tagged_(burst),
+      goff_(burst),
+      glen_(burst),
+      ghdr_(static_cast<size_t>(burst) * 10),
+      iota_(burst) {
+  for (uint32_t i = 0; i < burst; i++) iota_[i] = static_cast<uint16_t>(i);
+}
+
+SwitchPort& Forwarder::Set(SwitchPort p) {
+  SwitchPort* q = Find(p.id);
+  if (q == nullptr) {
+    list_.push_back(std::make_unique<SwitchPort>());
+    q = list_.back().get();
+    by_id_[p.id] = q;
+  }
+  *q = std::move(p);
+  q->lists.assign(static_cast<size_t>(q->Queues()) * 3 * burst_, 0);
+  q->counts.assign(static_cast<size_t>(q->Queues()) * 3, 0);
+  q->touched = false;
+  if (q->kind == PortKind::kGuest) batches_.erase(q->id);
+  return *q;
+}
+
+void Forwarder::Remove(int32_t id) {
+  by_id_.erase(id);
+  batches_.erase(id);
+  list_.erase(std::remove_if(list_.begin(), list_.end(), [id](const std::unique_ptr<SwitchPort>& p) { return p->id == id; }),
+              list_.end());
+}
+
+SwitchPort* Forwarder::Find(int32_t id) {
+  const auto it = by_id_.find(id);
+  return it == by_id_.end() ? nullptr : it->second;
+}
+
+void Forwarder::Begin() {
+  broken_.clear();
+  captures_done_.clear();
+  have_ts_ = false;
+}
+
+const timespec& Forwarder::Now() {
+  if (!have_ts_) {
+    clock_gettime(CLOCK_REALTIME, &ts_);
+    have_ts_ = true;
+  }
+  return ts_;
+}
+
+void Forwarder::Captured(SwitchPort& p, bool going) {
+  if (!going && std::find(captures_done_.begin(), captures_done_.end(), p.id) == captures_done_.end()) captures_done_.push_back(p.id);
+}
+
+double Forwarder::Classify(SwitchPort& src, uint32_t n, int64_t now, int64_t aging_ms, const int32_t* verdict) {
+  ClassifyCounts c;
+  SwitchClassify(fdb_, src.id, src.vlan.Ingress(), heads_.data(), nullptr, kSwitchHead, kSwitchHead, lens_.data(), n, now, aging_ms,
+                 verdict, dest_.data(), vid_.data(), tagged_.data(), &c);
+  src.Count(pc::RX_PACKETS, n);
+  src.Count(pc::RX_BYTES, c.bytes);
+  src.Count(pc::DROP_BAD, c.bad);
+  src.Count(pc::DROP_HOOK, c.hook);
+  src.Count(pc::DROP_VLAN, c.vlan);
+  src.Count(pc::FLOODED, c.flooded);
+  return c.bytes;
+}
+
+void Forwarder::Stage(SwitchPort& q, uint32_t i) {
+  const int32_t op = q.vlan.Egress(static_cast<uint32_t>(vid_[i]), tagged_[i] == 1);
+  if (op == kEgressNone) return;  // not its VLAN (not a drop: not its traffic)
+  const uint32_t nq = q.Queues();
+  if (nq == 0) {
+    q.Count(pc::DROP_NO_QUEUE, 1);
+    return;
+  }
+  const uint32_t k = nq == 1 ? 0 : SwitchFlowHash(heads_.data() + static_cast<size_t>(i) * kSwitchHead) % nq;
+  const uint32_t kind = KindOf(op);
+  if (kind == 2) q.insert_tci = op;
+  uint32_t& c = q.counts[k * 3 + kind];
+  q.lists[(static_cast<size_t>(k) * 3 + kind) * burst_ + c++] = static_cast<uint16_t>(i);
+  if (!q.touched) {
+    q.touched = true;
+    touched_.push_back(&q);
+  }
+}
+
+void Forwarder::Group(const SwitchPort& src, uint32_t n) {
+  int32_t last_d = kClassifyDrop;
+  SwitchPort* last_q = nullptr;
+  for (uint32_t i = 0; i < n; i++) {
+    const int32_t d = dest_[i];
+    if (d == kClassifyDrop) continue;
+    if (d == kClassifyFlood) {
+      for (const auto& q : list_) {
+        if (q.get() != &src) Stage(*q, i);
+      }
+      continue;
+    }
+    if (d != last_d) {
+      last_q = Find(d);
+      last_d = d;
+    }
+    if (last_q != nullptr && last_q != &src) Stage(*last_q, i);
+  }
+}
+
+void Forwarder::Deliver(const TxSource* tx, const FlatSource* flat) {
+  for (SwitchPort* q : touched_) {
+    q->touched = false;
+    if (q->kind == PortKind::kGuest) {
+      for (uint32_t k = 0; k < q->Queues(); k++) DeliverGuest(*q, k, tx, flat);
+      continue;
+    }
+    for (uint32_t kind = 0; kind < 3; kind++) {
+      const uint32_t m = q->counts[kind];
+      if (m == 0) continue;
+      q->counts[kind] = 0;
+      const int32_t op = kind == 0 ? kVlanKeep : kind == 1 ? kVlanStrip : q->insert_tci;
+      const uint16_t* list = q->lists.data() + static_cast<size_t>(kind) * burst_;
+      if (tx != nullptr) {
+        TxSource s = *tx;
+        s.vlan = op;
+        if (q->captured) Captured(*q, CaptureChains(*q, s, list, m, Now()));
+        HostSendChains(*q, s, list, m, host_);
+      } else {
+        if (q->captured) Captured(*q, CaptureFlat(*q, flat->base, flat->off, flat->lens, list, m, op, Now()));
+        HostSendFlat(*q, flat->base, flat->off, flat->lens, flat->hdr10, list, m, op, host_);
+      }
+    }
+  }
+  touched_.clear();
+}
+
+void Forwarder::DeliverGuest(SwitchPort& q, uint32_t k, const TxSource* tx, const FlatSource* flat) {
+  uint32_t* counts = q.counts.data() + static_cast<size_t>(k) * 3;
+  if (counts[0] + counts[1] + counts[2] == 0) return;
+  const RxQueueRef& ref = q.rx[k];
+  Virtqueue* rq = nullptr;
+  const BurstArrays* arrays = nullptr;
+  const bool found = resolve_(ref.slot, &rq, &arrays) && rq != nullptr;
+  const RxTarget dst{rq, arrays, q.hdr_len, q.mergeable, q.offloads, q.max_frame};
+  DeliverStats st;
+  int32_t result = 0;
+  for (uint32_t kind = 0; kind < 3; kind++) {
+    const uint32_t m = counts[kind];
+    counts[kind] = 0;
+    if (m == 0 || result < 0) continue;  // nothing, or the queue broke on a group before
+    if (!found) {
+      st.no_buffers += m;  // the queue went away under us: nothing to deliver into
+      continue;
+    }
+    const int32_t op = kind == 0 ? kVlanKeep : kind == 1 ? kVlanStrip : q.insert_tci;
+    const uint16_t* list = q.lists.data() + (static_cast<size_t>(k) * 3 + kind) * burst_;
+    int32_t r;
+    if (tx != nullptr) {
+      TxSource s = *tx;
+      s.vlan = op;
+      if (q.captured) Captured(q, CaptureChains(q, s, list, m, Now()));
+      r = NetDeliver(dst, s, list, m, &st);
+    } else {
+      if (q.captured) Captured(q, CaptureFlat(q, flat->base, flat->off, flat->lens, list, m, op, Now()));
+      for (uint32_t j = 0; j < m; j++) {
+        goff_[j] = flat->off[list[j]];
+        glen_[j] = flat->lens[list[j]];
+        if (flat->hdr10 != nullptr) std::memcpy(ghdr_.data() + 10 * size_t{j}, flat->hdr10 + 10 * size_t{list[j]}, 10);
+      }
+      r = NetDeliverFlat(dst, flat->base, goff_.data(), glen_.data(), m, flat->hdr10 != nullptr ? ghdr_.data() : nullptr, op, &st);
+    }
+    if (r < 0 || r > result) result = r;
+  }
+  double* s = ref.stats;
+  s[qs::PACKETS] += st.delivered;
+  s[qs::BYTES] += st.bytes;
+  if (st.delivered > 0 && result >= 0) s[result == 1 ? qs::NOTIFY : qs::SUPPRESSED]++;
+  q.Count(pc::TX_PACKETS, st.delivered);
+  q.Count(pc::TX_BYTES, st.bytes);
+  q.Count(pc::DROP_NO_BUFFERS, st.no_buffers);
+  q.Count(pc::DROP_TOO_BIG, st.too_big);
+  q.Count(pc::DROP_BAD, st.bad);
+  if (result < 0) {
+    // The receiver broke its RX ring: the caller stops the queue and tells the control plane.
+    q.Count(pc::QUEUE_ERRORS, 1);
+    broken_.push_back(Broken{q.id, ref.slot});
+  }
+}
+
+int32_t Forwarder::Burst(SwitchPort& src, Virtqueue& q, const BurstArrays& b, const MemTable& mem, uint16_t* used_id,
+                         uint32_t* used_len, uint32_t n, int64_t now, int64_t aging_ms, const int32_t* verdict, double* tx_stats) {
+  Begin();
+  n = std::min(n, burst_);
+  NetPeek(b, mem, n, src.hdr_len, heads_.data(), kSwitchHead, lens_.data());
+  const TxSource s{&b, &mem, src.hdr_len, src.tx_offloads, kVlanKeep};
+  if (src.captured) Captured(src, CaptureChains(src, s, iota_.data(), n, Now()));
+  const double bytes = Classify(src, n, now, aging_ms, verdict);
+  Group(src, n);
+  Deliver(&s, nullptr);
+  for (uint32_t i = 0; i < n; i++) {
+    used_id[i] = b.head[i];
+    used_len[i] = 0;
+  }
+  const int32_t pushed = q.Push(used_id, used_len, n);
+  if (pushed == 1) q.Signal();
+  tx_stats[qs::PACKETS] += n;
+  tx_stats[qs::BYTES] += bytes;
+  if (pushed >= 0) tx_stats[pushed == 1 ? qs::NOTIFY : qs::SUPPRESSED]++;
+  return pushed;
+}
+
+void Forwarder::FlatBurst(SwitchPort& src, const uint8_t* base, const uint32_t* off, const uint32_t* lens, const uint8_t* hdr10,
+                          uint32_t n, int64_t now, int64_t aging_ms) {
+  n = std::min(n, burst_);
+  for (uint32_t i = 0; i < n; i++) {
+    uint8_t* h = heads_.data() + static_cast<size_t>(i) * kSwitchHead;
+    const uint32_t have = std::min(lens[i], kSwitchHead);
+    std::memcpy(h, base + off[i], have);
+    std::memset(h + have, 0, kSwitchHead - have);
+    lens_[i] = lens[i];
+  }
+  if (src.captured) Captured(src, CaptureFlat(src, base, off, lens, nullptr, n, kVlanKeep, Now()));
+  Classify(src, n, now, aging_ms, nullptr);
+  Group(src, n);
+  const FlatSource f{base, off, lens, hdr10};
+  Deliver(nullptr, &f);
+}
+
+void Forwarder::Flat(SwitchPort& src, const uint8_t* base, const uint32_t* off, const uint32_t* lens, const uint8_t* hdr10, uint32_t n,
+                     int64_t now, int64_t aging_ms) {
+  Begin();
+  for (uint32_t at = 0; at < n; at += burst_) {
+    const uint32_t m = std::min(burst_, n - at);
+    FlatBurst(src, base, off + at, lens + at, hdr10 != nullptr ? hdr10 + 10 * size_t{at} : nullptr, m, now, aging_ms);
+  }
+}
+
+int32_t Forwarder::ServiceHost(SwitchPort& p, int64_t now, int64_t aging_ms) {
+  Begin();
+  std::unique_ptr<HostBatch>& b = batches_[p.id];
+  if (!b) b = std::make_unique<HostBatch>(burst_);
+  int32_t total = 0;
+  for (uint32_t round = 0; round < kHostRounds; round++) {
+    bool with_hdr = false;
+    const int32_t n = HostRead(p, *b, &with_hdr);
+    if (n < 0) return n;
+    if (n == 0) break;
+    FlatBurst(p, b->buf.data(), b->offsets.data(), b->lens.data(), with_hdr ? b->hdr10.data() : nullptr, static_cast<uint32_t>(n), now,
+              aging_ms);
+    total += n;
+  }
+  return total;
+}
+
+}  // namespace vhostkit

@@ -1,0 +1,110 @@
+// The switch's data path: a burst from one port, classified (switch_fdb.h: ingress VLAN,
+// learning, lookup), grouped by destination port, RX queue (flow hash) and VLAN edit, and
+// delivered to every destination in native code: guest ports into their RX buffers (one
+// copy, guest to guest), TAP and VXLAN ports through switch_host.h, captured ports staged
+// on the way (switch_capture.h). One path for a guest's TX burst, with or without a hook's
+// verdicts, and for frames held in a host buffer (read from a TAP or tunnel, or made by the
+// switch). Counters go straight into each port's counter words. Owned by one data-plane
+// thread; nothing here is shared between threads.
+#pragma once
+#include <cstdint>
+#include <ctime>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "net/net.h"
+#include "switch/switch_fdb.h"
+#include "switch/switch_host.h"
+#include "switch/switch_port.h"
+
+namespace vhostkit {
+
+class Forwarder {
+ public:
+  // Finds a live RX queue by its native slot: the queue and its burst arrays (scratch for
+  // popping RX chains).
+  using Resolve = bool (*)(uint32_t slot, Virtqueue** q, const BurstArrays** arrays);
+
+  // A guest RX queue that broke while frames were delivered into it (its driver wrote a bad
+  // ring): no more frames go to it in this call; the caller stops it.
+  struct Broken {
+    int32_t port;
+    uint32_t slot;
+  };
+
+  Forwarder(SwitchFdb& fdb, uint32_t burst, Resolve resolve);
+
+  // Adds or replaces port p.id (its staging is sized here).
+  SwitchPort& Set(SwitchPort p);
+  void Remove(int32_t id);
+  SwitchPort* Find(int32_t id);
+  uint32_t burst() const { return burst_; }
+
+  // A burst of n chains popped from src's TX queue (q, its arrays b): classified with the
+  // hook's verdicts (or none), captured, delivered, pushed back (used_id / used_len: the
+  // queue's push arrays). tx_stats: the queue's layout::queue_stat words.
+  // Returns the push's result (1 the driver was notified, 0 not, < 0 the push failed).
+  int32_t Burst(SwitchPort& src, Virtqueue& q, const BurstArrays& b, const MemTable& mem, uint16_t* used_id, uint32_t* used_len,
+             uint32_t n, int64_t now, int64_t aging_ms, const int32_t* verdict, double* tx_stats);
+
+  // Frames held in a host buffer, as if src had received them: frame i is lens[i] bytes
+  // at base + off[i], hdr10 (or null) 10 virtio_net_hdr bytes per frame. n <= burst().
+  void Flat(SwitchPort& src, const uint8_t* base, const uint32_t* off, const uint32_t* lens, const uint8_t* hdr10, uint32_t n,
+            int64_t now, int64_t aging_ms);
+
+  // Reads host port p's fd (up to 16 batches, until it has nothing more) and switches what
+  // came. Returns the frames switched, or -errno if the first read failed.
+  int32_t ServiceHost(SwitchPort& p, int64_t now, int64_t aging_ms);
+
+  // Queues that broke in the last call, and ports whose capture reached its count.
+  const std::vector<Broken>& broken() const { return broken_; }
+  const std::vector<int32_t>& captures_done() const { return captures_done_; }
+
+  SwitchFdb& fdb() { return fdb_; }
+
+ private:
+  // Starts a call: no queue broken, no capture done, no clock read yet.
+  void Begin();
+  const timespec& Now();
+  // Notes a capture that reached its count (CaptureChains / CaptureFlat said stop).
+  void Captured(SwitchPort& p, bool going);
+  void FlatBurst(SwitchPort& src, const uint8_t* base, const uint32_t* off, const uint32_t* lens, const uint8_t* hdr10, uint32_t n,
+                 int64_t now, int64_t aging_ms);
+  // Counts and decides frames [0, n) whose heads are in heads_: dest_, vid_, tagged_.
+  double Classify(SwitchPort& src, uint32_t n, int64_t now, int64_t aging_ms, const int32_t* verdict);
+  void Stage(SwitchPort& q, uint32_t i);
+  // Stages frames [0, n) for every destination but src.
+  void Group(const SwitchPort& src, uint32_t n);
+  // Delivers every staged group: from the burst src (tx) or from a host buffer (flat).
+  struct FlatSource {
+    const uint8_t* base;
+    const uint32_t* off;
+    const uint32_t* lens;
+    const uint8_t* hdr10;
+  };
+  void Deliver(const TxSource* tx, const FlatSource* flat);
+  void DeliverGuest(SwitchPort& q, uint32_t k, const TxSource* tx, const FlatSource* flat);
+
+  SwitchFdb& fdb_;
+  uint32_t burst_;
+  Resolve resolve_;
+  std::vector<std::unique_ptr<SwitchPort>> list_;  // for flooding, in the order added
+  std::unordered_map<int32_t, SwitchPort*> by_id_;
+  std::vector<SwitchPort*> touched_;
+  std::vector<uint8_t> heads_;
+  std::vector<uint32_t> lens_;
+  std::vector<int32_t> dest_, vid_, tagged_;
+  // Compacted offsets / lengths / headers of one group of host-buffer frames.
+  std::vector<uint32_t> goff_, glen_;
+  std::vector<uint8_t> ghdr_;
+  HostScratch host_;
+  std::unordered_map<int32_t, std::unique_ptr<HostBatch>> batches_;
+  std::vector<Broken> broken_;
+  std::vector<int32_t> captures_done_;
+  std::vector<uint16_t> iota_;  // 0, 1, ... burst - 1: every chain of a burst
+  timespec ts_{};
+  bool have_ts_ = false;
+};
+
+}  // namespace vhostkit
