@@ -369,6 +369,10 @@ sleep 600
     // QEMU may have exited on its own by now (its guest script ends): the checks below say
     // what the backend did either way, so a missing process is not an error here.
     signalIfAlive(pid, 'SIGSTOP');
+    // kill() only queues the signal: a vCPU thread running on another CPU may still touch
+    // its RAM, and a SIGBUS it takes after the cut is dequeued before the SIGSTOP (QEMU then
+    // dies first and the session ends by EOF). Cut only once every thread is stopped.
+    await until(() => allStopped(pid), 5000);
     truncateSync(memFile, 0);
     const errs: string[] = [];
     const seq = { bc: 0, cb: 0 };
@@ -470,6 +474,25 @@ process.stdout.write(`${JSON.stringify(result, (_, v) => (typeof v === 'bigint' 
 process.exit(0);
 
 /** Sends `sig` to `pid`; a process that is already gone (ESRCH) is not an error. */
+/** Every thread of pid is stopped (state T in /proc), or the process is gone. */
+function allStopped(pid: number): boolean {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return true; // gone: nothing of it runs
+  }
+  return tids.every((t) => {
+    try {
+      // state is the field after the parenthesized command name (which may hold spaces)
+      const stat = readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+      return /^[TtXZ]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+    } catch {
+      return true; // the thread exited
+    }
+  });
+}
+
 function signalIfAlive(pid: number, sig: NodeJS.Signals): void {
   try {
     process.kill(pid, sig);
