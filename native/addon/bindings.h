@@ -7,7 +7,7 @@ void BindMemory(Napi::Env env, Napi::Object exports);  // bind_memory.cc: guest 
 void BindQueue(Napi::Env env, Napi::Object exports);   // bind_queue.cc: the ring engine (Virtqueue)
 void BindIo(Napi::Env env, Napi::Object exports);      // bind_io.cc: eventfd, unix sockets, fd watcher
 void BindNet(Napi::Env env, Napi::Object exports);     // bind_net.cc: frame delivery between rings, offloads
-void BindHostIo(Napi::Env env, Napi::Object exports);  // bind_host_io.cc: TAP, VXLAN/UDP batch I/O
+void BindHostIo(Napi::Env env, Napi::Object exports);  // bind_host_io.cc: TAP, VXLAN/UDP batch I/O, I/O counter layouts
 void BindBlk(Napi::Env env, Napi::Object exports);     // bind_blk.cc: virtio-blk request engine
 void BindSwitch(Napi::Env env, Napi::Object exports);  // bind_switch.cc: forwarding database, data path, layouts
 }  // namespace vhostkit
