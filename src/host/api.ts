@@ -31,12 +31,12 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { readFileSync } from 'node:fs';
 import { timingSafeEqual } from 'node:crypto';
 import { isIP } from 'node:net';
-import { LEVELS, log as rootLog, logFormat, logLevel, setLogLevel, type Level, type Logger } from '../log.js';
+import { log as rootLog, logFormat, logLevel, setLogLevel, type Logger } from '../log.js';
 import { prepareSocketPath } from '../vhost-user/backend.js';
-import { ConfigError, parseDiskConfig, parsePortConfig, parseSwitchConfig, parseVlanConfig, type PortConfig } from './config.js';
+import { ConfigError, parseBody, parseDiskConfig, parsePortConfig, parseSwitchConfig, parseVlanConfig, type PortConfig } from './config.js';
+import { apiBodies } from './schema.js';
 import { Host, HostError } from './host.js';
 import { renderMetrics } from './metrics.js';
-import { parseSize } from '../backends/blk/disk.js';
 import { bindSocketFile, removeSocketFile } from '../native/socket-files.js';
 import { AccessPolicy } from './policy.js';
 import { openApiDocument } from './openapi.js';
@@ -229,23 +229,14 @@ export class ApiServer {
     });
     this.route('GET', '/v1/captures', async () => h.captureList());
     this.route('POST', '/v1/ports/:name/capture', async (_r, p, body) => {
-      const b = (body ?? {}) as { file?: unknown; count?: unknown; snaplen?: unknown };
-      if (typeof b.file !== 'string' || b.file === '') throw new HostError(400, 'file: required, a path in the capture directory');
-      const file = this.policy.captureFile(b.file);
-      const int = (v: unknown, what: string, max: number) => {
-        if (v === undefined) return undefined;
-        if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) throw new HostError(400, `${what}: expected an integer in 1..${max}`);
-        return v;
-      };
-      return h.startCapture(name(p[0]), file, { count: int(b.count, 'count', 2 ** 31), snaplen: int(b.snaplen, 'snaplen', 65535) });
+      const b = parseBody(apiBodies.capture, body);
+      return h.startCapture(name(p[0]), this.policy.captureFile(b.file), { count: b.count, snaplen: b.snaplen });
     });
     this.route('DELETE', '/v1/ports/:name/capture', async (_r, p) => h.stopCapture(name(p[0])));
     this.route('PUT', '/v1/ports/:name/vlan', async (_r, p, body) => h.setVlan(name(p[0]), parseVlanConfig(body)));
     this.route('GET', '/v1/log', async () => ({ level: logLevel(), format: logFormat() }));
     this.route('PUT', '/v1/log', async (_r, _p, body) => {
-      const b = (body ?? {}) as { level?: unknown };
-      if (typeof b !== 'object' || !LEVELS.includes(b.level as Level)) throw new HostError(400, `level: expected one of ${LEVELS.join(', ')}`);
-      setLogLevel(b.level as Level);
+      setLogLevel(parseBody(apiBodies.logLevel, body).level);
       return { level: logLevel(), format: logFormat() };
     });
     this.route('GET', '/v1/disks', async () => h.diskList());
@@ -256,26 +247,7 @@ export class ApiServer {
       return h.addDisk(cfg);
     });
     this.route('GET', '/v1/disks/:name', async (_r, p) => ({ ...h.diskInfo(name(p[0])), stats: h.diskStats(name(p[0])) }));
-    this.route('POST', '/v1/disks/:name/resize', async (_r, p, body) => {
-      const b = (body ?? {}) as { size?: unknown };
-      if (typeof b !== 'object' || Array.isArray(b)) throw new HostError(400, 'body: expected {"size": bytes or "10G"} or nothing');
-      const extra = Object.keys(b).filter((k) => k !== 'size');
-      if (extra.length) throw new HostError(400, `unknown field(s) ${extra.join(', ')}: only size`);
-      let size: bigint | undefined;
-      if (typeof b.size === 'number') {
-        if (!Number.isSafeInteger(b.size) || b.size <= 0) throw new HostError(400, `size ${b.size}: expected a positive integer of bytes`);
-        size = BigInt(b.size);
-      } else if (typeof b.size === 'string') {
-        try {
-          size = parseSize(b.size);
-        } catch (e) {
-          throw new HostError(400, (e as Error).message);
-        }
-      } else if (b.size !== undefined && b.size !== null) {
-        throw new HostError(400, 'size: expected bytes (a number) or a string such as "10G"');
-      }
-      return h.resizeDisk(name(p[0]), size);
-    });
+    this.route('POST', '/v1/disks/:name/resize', async (_r, p, body) => h.resizeDisk(name(p[0]), parseBody(apiBodies.resize, body).size));
     this.route('DELETE', '/v1/disks/:name', async (_r, p) => {
       await h.removeDisk(name(p[0]));
       return { removed: name(p[0]) };

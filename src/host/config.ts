@@ -1,14 +1,14 @@
 // The host configuration `vhostkit run --config FILE` reads (JSON, or YAML by extension):
 // switches with their ports, disks, the management API and socket permissions. Checked as
-// a whole before anything starts: every problem is reported with the path of the bad key
-// and what was expected.
+// a whole against its schema (schema.ts) before anything starts: every problem is reported
+// with the path of the bad key and what was expected. The flags of `switch` and `blk` and
+// the API's bodies are checked by the same functions.
 import { readFileSync } from 'node:fs';
 import { resolve, dirname, isAbsolute } from 'node:path';
-import { POLL_MODES, type PollMode } from '../dataplane/poller.js';
+import type { z } from 'zod';
+import type { PollMode } from '../dataplane/poller.js';
 import type { VlanConfig } from '../switch/engine.js';
-import { parseSize } from '../backends/blk/disk.js';
-import { parseCpuList } from '../native/affinity.js';
-import { MAX_REGIONS } from '../native/guest-memory.js';
+import { SUB, diskSchema, hostSchema, show, switchSchema, tapPortSchema, vhostPortSchema, vlanSchema, vxlanPortSchema } from './schema.js';
 
 export interface VhostPortConfig {
   kind: 'vhost-user';
@@ -106,241 +106,153 @@ export class ConfigError extends Error {
   }
 }
 
-const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-
 type Obj = Record<string, unknown>;
 
-/** Reads fields of one object, recording problems under its path. */
-class Reader {
-  constructor(
-    private readonly o: Obj,
-    readonly path: string,
-    private readonly problems: string[],
-    private readonly known: string[],
-  ) {
-    for (const k of Object.keys(o)) if (!known.includes(k)) this.bad(k, `unknown key (expected one of: ${known.join(', ')})`);
-  }
-
-  at(key: string): string {
-    return this.path ? `${this.path}.${key}` : key;
-  }
-
-  bad(key: string, what: string): undefined {
-    this.problems.push(`${this.at(key)}: ${what}`);
-    return undefined;
-  }
-
-  has(key: string): boolean {
-    return this.o[key] !== undefined;
-  }
-
-  str(key: string, required: boolean, re?: RegExp, hint?: string): string | undefined {
-    const v = this.o[key];
-    if (v === undefined) return required ? this.bad(key, 'required') : undefined;
-    if (typeof v !== 'string' || v.length === 0) return this.bad(key, `expected a non-empty string, got ${show(v)}`);
-    if (re && !re.test(v)) return this.bad(key, `expected ${hint}, got ${show(v)}`);
-    return v;
-  }
-
-  int(key: string, def: number, min: number, max: number): number {
-    const v = this.o[key];
-    if (v === undefined) return def;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-      this.bad(key, `expected an integer in ${min}..${max}, got ${show(v)}`);
-      return def;
-    }
-    return v;
-  }
-
-  optInt(key: string, min: number, max: number): number | undefined {
-    return this.has(key) ? this.int(key, min, min, max) : undefined;
-  }
-
-  bool(key: string, def: boolean): boolean {
-    const v = this.o[key];
-    if (v === undefined) return def;
-    if (typeof v !== 'boolean') {
-      this.bad(key, `expected true or false, got ${show(v)}`);
-      return def;
-    }
-    return v;
-  }
-
-  oneOf<T extends string>(key: string, values: readonly T[], def: T): T {
-    const v = this.o[key];
-    if (v === undefined) return def;
-    if (typeof v !== 'string' || !values.includes(v as T)) {
-      this.bad(key, `expected one of ${values.join(', ')}, got ${show(v)}`);
-      return def;
-    }
-    return v as T;
-  }
-
-  list(key: string): Array<{ r: Obj; path: string }> {
-    const v = this.o[key];
-    if (v === undefined) return [];
-    if (!Array.isArray(v)) {
-      this.bad(key, `expected a list, got ${show(v)}`);
-      return [];
-    }
-    const out = [];
-    for (let i = 0; i < v.length; i++) {
-      const path = `${this.at(key)}[${i}]`;
-      if (!isObj(v[i])) this.problems.push(`${path}: expected an object, got ${show(v[i])}`);
-      else out.push({ r: v[i] as Obj, path });
-    }
-    return out;
-  }
-
-  raw(key: string): unknown {
-    return this.o[key];
-  }
-}
-
-function isObj(v: unknown): boolean {
+function isObj(v: unknown): v is Obj {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function show(v: unknown): string {
-  const s = typeof v === 'bigint' ? `${v}` : JSON.stringify(v);
-  return s === undefined ? String(v) : s.length > 60 ? `${s.slice(0, 57)}...` : s;
+/** Checks raw against a schema; its problems go to `problems`, worded under `path`. */
+function check<T extends z.ZodType>(schema: T, raw: unknown, path: string, problems: string[]): z.output<T> | undefined {
+  const r = schema.safeParse(raw);
+  if (r.success) return r.data;
+  const seen = new Set<string>();
+  for (const iss of r.error.issues) {
+    let where = [path, ...iss.path.map((k) => (typeof k === 'number' ? `[${k}]` : `.${String(k)}`))].join('').replace(/^\./, '');
+    let msg = iss.message;
+    // A check that names a key below its own value: SUB key SUB message.
+    if (msg.startsWith(SUB)) {
+      const [, sub, rest] = msg.split(SUB);
+      where = `${where}.${sub}`;
+      msg = rest;
+    }
+    const lines = iss.code === 'unrecognized_keys' ? iss.keys.map((k) => `${where ? `${where}.` : ''}${k}: ${msg}`) : [`${where || '(top level)'}: ${msg}`];
+    for (const line of lines) {
+      // one problem per key: a value that fails several checks is reported by the first
+      const key = line.slice(0, line.indexOf(': '));
+      if (seen.has(key)) continue;
+      seen.add(key);
+      problems.push(line);
+    }
+  }
+  return undefined;
 }
 
-const VID = (x: unknown) => typeof x === 'number' && Number.isInteger(x) && x >= 1 && x <= 4094;
-
-/** A port's VLAN: a number (access VLAN) or { mode: access, vid } / { mode: trunk, allowed?, native? }. */
-function vlanOf(rd: Reader, key: string): VlanConfig | undefined {
-  const v = rd.raw(key);
-  if (v === undefined) return undefined;
-  if (typeof v === 'number') return VID(v) ? { mode: 'access', vid: v } : rd.bad(key, `expected a VLAN id 1..4094, got ${show(v)}`);
-  if (!isObj(v)) return rd.bad(key, `expected a VLAN id or { mode: "access", vid } / { mode: "trunk", allowed, native }, got ${show(v)}`);
-  const o = v as Obj;
-  if (o.mode === 'access') {
-    if (!VID(o.vid) || Object.keys(o).some((k) => k !== 'mode' && k !== 'vid')) return rd.bad(key, `access: expected { mode: "access", vid: 1..4094 }, got ${show(v)}`);
-    return { mode: 'access', vid: o.vid as number };
-  }
-  if (o.mode === 'trunk') {
-    if (o.allowed !== undefined && !(Array.isArray(o.allowed) && o.allowed.every(VID))) return rd.bad(`${key}.allowed`, `expected a list of VLAN ids 1..4094, got ${show(o.allowed)}`);
-    if (o.native !== undefined && !VID(o.native)) return rd.bad(`${key}.native`, `expected a VLAN id 1..4094, got ${show(o.native)}`);
-    if (Object.keys(o).some((k) => !['mode', 'allowed', 'native'].includes(k))) return rd.bad(key, `trunk: expected keys mode, allowed, native`);
-    return { mode: 'trunk', allowed: o.allowed as number[] | undefined, native: o.native as number | undefined };
-  }
-  return rd.bad(`${key}.mode`, `expected "access" or "trunk", got ${show(o.mode)}`);
-}
-
-/** Socket paths in a file are relative to the file's directory. */
-function pathOf(rd: Reader, key: string, base: string, required: boolean): string | undefined {
-  const p = rd.str(key, required);
+/** Paths in a file are relative to the file's directory. */
+function pathFrom(base: string, p: string): string;
+function pathFrom(base: string, p: string | undefined): string | undefined;
+function pathFrom(base: string, p: string | undefined): string | undefined {
   return p === undefined ? undefined : isAbsolute(p) ? p : resolve(base, p);
 }
 
-function parsePort(r: Obj, path: string, problems: string[], base: string): PortConfig | undefined {
-  const kind = r.kind ?? (r.ifname !== undefined ? 'tap' : r.remote !== undefined ? 'vxlan' : 'vhost-user');
+/** The name a socket path gives a port or disk that has none: its file name without .sock. */
+const nameOfSocket = (socket: string) => socket.replace(/^.*\//, '').replace(/\.sock$/, '');
+
+function parsePort(raw: unknown, path: string, problems: string[], base: string): PortConfig | undefined {
+  if (!isObj(raw)) {
+    problems.push(`${path}: expected an object, got ${show(raw)}`);
+    return undefined;
+  }
+  const kind = raw.kind ?? (raw.ifname !== undefined ? 'tap' : raw.remote !== undefined ? 'vxlan' : 'vhost-user');
+  // A port with problems still has a name (if it can be told), so that a second port of the
+  // same name is reported too; the problems make the whole check fail.
+  const str = (k: string) => (typeof raw[k] === 'string' && raw[k] !== '' ? (raw[k] as string) : undefined);
+  const partial = (name: string | undefined): PortConfig | undefined => (name === undefined ? undefined : ({ kind, name } as PortConfig));
   if (kind === 'tap') {
-    const rd = new Reader(r, path, problems, ['kind', 'name', 'ifname', 'offloads', 'vlan']);
-    const ifname = rd.str('ifname', true, /^[A-Za-z0-9_.-]{1,15}$/, 'an interface name of at most 15 characters');
-    const name = rd.str('name', false, NAME_RE, 'a name of letters, digits, _ . -') ?? ifname;
-    const vlan = vlanOf(rd, 'vlan');
-    return ifname && name ? { kind: 'tap', name, ifname, offloads: rd.bool('offloads', true), vlan } : undefined;
+    const t = check(tapPortSchema, raw, path, problems);
+    if (!t) return partial(str('name') ?? str('ifname'));
+    return { kind: 'tap', name: t.name ?? t.ifname, ifname: t.ifname, offloads: t.offloads, vlan: t.vlan };
   }
   if (kind === 'vxlan') {
-    const rd = new Reader(r, path, problems, ['kind', 'name', 'remote', 'vni', 'local', 'dstport', 'vlan']);
-    const remote = rd.str('remote', true);
-    if (!rd.has('vni')) rd.bad('vni', 'required');
-    const vni = rd.int('vni', 0, 0, (1 << 24) - 1);
-    const name = rd.str('name', false, NAME_RE, 'a name of letters, digits, _ . -') ?? `vxlan${vni}`;
-    const o: VxlanPortConfig = { kind: 'vxlan', name, remote: remote ?? '', vni, local: rd.str('local', false), dstport: rd.optInt('dstport', 1, 65535), vlan: vlanOf(rd, 'vlan') };
-    return remote ? o : undefined;
+    const x = check(vxlanPortSchema, raw, path, problems);
+    if (!x) return partial(str('name') ?? (typeof raw.vni === 'number' ? `vxlan${raw.vni}` : undefined));
+    return { kind: 'vxlan', name: x.name ?? `vxlan${x.vni}`, remote: x.remote, vni: x.vni, local: x.local, dstport: x.dstport, vlan: x.vlan };
   }
   if (kind !== 'vhost-user') {
     problems.push(`${path}.kind: expected "vhost-user", "tap" or "vxlan", got ${show(kind)}`);
     return undefined;
   }
-  const rd = new Reader(r, path, problems, ['kind', 'name', 'socket', 'mode', 'mac', 'queues', 'mtu', 'packed', 'vlan']);
-  const socket = pathOf(rd, 'socket', base, true);
-  const name = rd.str('name', false, NAME_RE, 'a name of letters, digits, _ . -') ?? (socket ? socket.replace(/^.*\//, '').replace(/\.sock$/, '') : undefined);
-  const o: VhostPortConfig = {
-    kind: 'vhost-user',
-    name: name ?? '',
-    socket: socket ?? '',
-    mode: rd.oneOf('mode', ['server', 'client'] as const, 'server'),
-    mac: rd.str('mac', false, MAC_RE, 'a MAC address like 52:54:00:12:34:56'),
-    queues: rd.int('queues', 1, 1, 64),
-    mtu: rd.optInt('mtu', 68, 65535),
-    packed: rd.bool('packed', true),
-    vlan: vlanOf(rd, 'vlan'),
-  };
-  return socket && name ? o : undefined;
+  const v = check(vhostPortSchema, raw, path, problems);
+  if (!v) {
+    const sock = str('socket');
+    const p = partial(str('name') ?? (sock === undefined ? undefined : nameOfSocket(sock)));
+    return p && sock !== undefined ? ({ ...p, socket: pathFrom(base, sock) } as PortConfig) : p;
+  }
+  const socket = pathFrom(base, v.socket);
+  return { kind: 'vhost-user', name: v.name ?? nameOfSocket(socket), socket, mode: v.mode, mac: v.mac, queues: v.queues, mtu: v.mtu, packed: v.packed, vlan: v.vlan };
 }
 
-function parseSwitch(r: Obj, path: string, problems: string[], base: string, index: number): SwitchConfig {
-  const rd = new Reader(r, path, problems, ['name', 'poll', 'cpus', 'aging', 'inline', 'hook', 'ports']);
-  const name = rd.str('name', false, NAME_RE, 'a name of letters, digits, _ . -') ?? `sw${index}`;
-  let cpus: number[] | undefined;
-  const c = rd.raw('cpus');
-  if (c !== undefined) {
-    try {
-      cpus = parseCpuList(typeof c === 'number' ? String(c) : (c as string));
-    } catch {
-      rd.bad('cpus', `expected a CPU list like "1" or "2-3,5", got ${show(c)}`);
-    }
+function parseSwitch(raw: unknown, path: string, problems: string[], base: string, index: number): SwitchConfig | undefined {
+  const s = check(switchSchema, raw, path, problems);
+  if (!s) {
+    // Its ports and its name are still checked, so that every problem is said at once.
+    if (!isObj(raw)) return undefined;
+    const named = typeof raw.name === 'string' && switchSchema.shape.name.safeParse(raw.name).success;
+    const partial: SwitchConfig = { name: named ? (raw.name as string) : `sw${index}`, poll: 'event', aging: 300, inline: false, ports: [] };
+    if (Array.isArray(raw.ports)) addPorts(partial, raw.ports, path, problems, base);
+    return partial;
   }
-  const inline = rd.bool('inline', false);
-  if (inline && cpus) rd.bad('cpus', 'pins the data-plane thread: not with inline');
+  if (s.inline && s.cpus) problems.push(`${path}.cpus: pins the data-plane thread: not with inline`);
   let hook: SwitchConfig['hook'];
-  const h = rd.str('hook', false);
-  if (h) {
-    const [file, exp] = h.split(':');
-    hook = { module: isAbsolute(file) ? file : resolve(base, file), export: exp };
+  if (s.hook) {
+    const [file, exp] = s.hook.split(':');
+    hook = { module: pathFrom(base, file), export: exp };
   }
-  const sw: SwitchConfig = { name, poll: rd.oneOf('poll', POLL_MODES, 'event'), cpus, aging: rd.int('aging', 300, 1, 1e6), inline, hook, ports: [] };
-  const seen = new Set<string>();
-  for (const p of rd.list('ports')) {
-    const port = parsePort(p.r, p.path, problems, base);
-    if (!port) continue;
-    if (seen.has(port.name)) problems.push(`${p.path}: name ${JSON.stringify(port.name)} is used twice in this switch`);
-    seen.add(port.name);
-    sw.ports.push(port);
-  }
+  const sw: SwitchConfig = { name: s.name ?? `sw${index}`, poll: s.poll as PollMode, cpus: s.cpus, aging: s.aging, inline: s.inline, hook, ports: [] };
+  addPorts(sw, s.ports, path, problems, base);
   return sw;
 }
 
-function parseDisk(r: Obj, path: string, problems: string[], base: string): DiskConfig | undefined {
-  const rd = new Reader(r, path, problems, ['name', 'socket', 'mode', 'file', 'ram', 'readOnly', 'direct', 'shared', 'format', 'serial', 'queues', 'threads', 'packed', 'maxInFlight']);
-  const socket = pathOf(rd, 'socket', base, true);
-  const file = pathOf(rd, 'file', base, false);
-  let ram: bigint | undefined;
-  const rv = rd.raw('ram');
-  if (rv !== undefined) {
-    try {
-      ram = parseSize(typeof rv === 'number' ? String(rv) : (rv as string));
-      if (ram <= 0n || ram % 512n !== 0n) throw new Error();
-    } catch {
-      rd.bad('ram', `expected a size that is a multiple of 512 bytes, like "1G" or "512M", got ${show(rv)}`);
-      ram = undefined;
-    }
+function addPorts(sw: SwitchConfig, ports: unknown[], path: string, problems: string[], base: string): void {
+  const seen = new Set<string>();
+  ports.forEach((r, i) => {
+    const p = `${path}.ports[${i}]`;
+    const port = parsePort(r, p, problems, base);
+    if (!port) return;
+    if (seen.has(port.name)) problems.push(`${p}: name ${JSON.stringify(port.name)} is used twice in this switch`);
+    seen.add(port.name);
+    sw.ports.push(port);
+  });
+}
+
+function parseDisk(raw: unknown, path: string, problems: string[], base: string): DiskConfig | undefined {
+  const d = check(diskSchema, raw, path, problems);
+  if (!d) {
+    if (!isObj(raw)) return undefined;
+    // exactly one of file and ram, said even when other keys are wrong
+    if ((raw.file === undefined) === (raw.ram === undefined)) problems.push(`${path}.file: give exactly one of file and ram`);
+    // A disk with problems still has a name and a socket (if they can be told), so that
+    // another of the same is reported too; the problems make the whole check fail.
+    const sock = typeof raw.socket === 'string' && raw.socket !== '' ? pathFrom(base, raw.socket) : undefined;
+    const nm = typeof raw.name === 'string' && raw.name !== '' ? raw.name : sock === undefined ? undefined : nameOfSocket(sock);
+    return sock === undefined || nm === undefined ? undefined : ({ name: nm, socket: sock } as DiskConfig);
   }
-  if ((file === undefined) === (rv === undefined)) rd.bad('file', 'give exactly one of file and ram');
-  const threads = rd.int('threads', 2, 1, 64);
-  const name = rd.str('name', false, NAME_RE, 'a name of letters, digits, _ . -') ?? (socket ? socket.replace(/^.*\//, '').replace(/\.sock$/, '') : undefined);
-  const d: DiskConfig = {
-    name: name ?? '',
-    socket: socket ?? '',
-    mode: rd.oneOf('mode', ['server', 'client'] as const, 'server'),
-    file,
-    ram,
-    readOnly: rd.bool('readOnly', false),
-    direct: rd.bool('direct', false),
-    shared: rd.bool('shared', false),
-    format: rd.raw('format') === undefined ? undefined : rd.oneOf('format', ['raw'] as const, 'raw'),
-    serial: rd.str('serial', false, /^[\x20-\x7e]{1,20}$/, 'at most 20 printable ASCII characters'),
-    queues: rd.int('queues', threads, 1, 64),
-    threads,
-    packed: rd.bool('packed', true),
-    maxInFlight: rd.int('maxInFlight', 1024, 1, 65536),
+  const socket = pathFrom(base, d.socket);
+  if ((d.file === undefined) === (d.ram === undefined)) {
+    problems.push(`${path}.file: give exactly one of file and ram`);
+    return { name: d.name ?? nameOfSocket(socket), socket } as DiskConfig; // for the checks of names and sockets used twice
+  }
+  return {
+    name: d.name ?? nameOfSocket(socket),
+    socket,
+    mode: d.mode,
+    file: pathFrom(base, d.file),
+    ram: d.ram,
+    readOnly: d.readOnly,
+    direct: d.direct,
+    shared: d.shared,
+    format: d.format,
+    serial: d.serial,
+    queues: d.queues ?? d.threads,
+    threads: d.threads,
+    packed: d.packed,
+    maxInFlight: d.maxInFlight,
   };
-  return socket && name ? d : undefined;
+}
+
+/** A request body checked against its schema (schema.ts apiBodies); throws ConfigError naming each problem. */
+export function parseBody<T extends z.ZodType>(schema: T, raw: unknown): z.output<T> {
+  return checked((pr) => check(schema, raw ?? {}, 'body', pr));
 }
 
 function checked<T>(f: (problems: string[]) => T | undefined): T {
@@ -352,109 +264,40 @@ function checked<T>(f: (problems: string[]) => T | undefined): T {
 
 /** One port as the management API takes it (same keys as in a switch's "ports" list). */
 export function parsePortConfig(raw: unknown, base = process.cwd()): PortConfig {
-  return checked((pr) => (isObj(raw) ? parsePort(raw as Obj, 'port', pr, base) : (pr.push(`port: expected an object, got ${show(raw)}`), undefined)));
+  return checked((pr) => parsePort(raw, 'port', pr, base));
 }
 
 /** One disk as the management API takes it (same keys as in "disks"). */
 export function parseDiskConfig(raw: unknown, base = process.cwd()): DiskConfig {
-  return checked((pr) => (isObj(raw) ? parseDisk(raw as Obj, 'disk', pr, base) : (pr.push(`disk: expected an object, got ${show(raw)}`), undefined)));
+  return checked((pr) => parseDisk(raw, 'disk', pr, base));
 }
 
 /** One switch as the management API takes it (same keys as in "switches"). */
 export function parseSwitchConfig(raw: unknown, base = process.cwd()): SwitchConfig {
-  return checked((pr) => (isObj(raw) ? parseSwitch(raw as Obj, 'switch', pr, base, 0) : (pr.push(`switch: expected an object, got ${show(raw)}`), undefined)));
+  return checked((pr) => parseSwitch(raw, 'switch', pr, base, 0));
 }
 
 /** A VLAN setting as the management API takes it: a VLAN id, or { mode, vid } / { mode, allowed, native }. */
 export function parseVlanConfig(raw: unknown): VlanConfig {
-  return checked((pr) => vlanOf(new Reader({ vlan: raw }, '', pr, ['vlan']), 'vlan'));
+  return checked((pr) => check(vlanSchema, raw, 'vlan', pr));
 }
 
 /** Checks a parsed configuration object; throws ConfigError listing every problem. `base` resolves relative paths. */
 export function parseConfig(raw: unknown, base = process.cwd()): HostConfig {
   const problems: string[] = [];
-  if (!isObj(raw)) throw new ConfigError([`(top level): expected an object, got ${show(raw)}`]);
-  const top = new Reader(raw as Obj, '', problems, [
-    'api',
-    'apiTokenFile',
-    'captureDir',
-    'imageDirs',
-    'allowBlockDevices',
-    'socketDirs',
-    'allowHostPorts',
-    'socketMode',
-    'socketGroup',
-    'stateDir',
-    'limits',
-    'switches',
-    'disks',
-  ]);
-  let api: string | null | undefined;
-  const a = top.raw('api');
-  if (a === null || a === false) api = null;
-  else if (a !== undefined) api = top.str('api', false, /^(unix:.+|none|\[?[0-9A-Za-z.:-]*\]?:\d+)$/, '"unix:/path", "HOST:PORT" or "none"') ?? null;
-  if (api === 'none') api = null;
-  let socketMode = 0o600;
-  const m = top.raw('socketMode');
-  if (m !== undefined) {
-    const n = typeof m === 'string' && /^0?[0-7]{3}$/.test(m) ? parseInt(m, 8) : typeof m === 'number' && Number.isInteger(m) && m >= 0 && m <= 0o777 ? m : NaN;
-    if (Number.isNaN(n)) top.bad('socketMode', `expected an octal mode like "0660", got ${show(m)}`);
-    else socketMode = n;
-  }
-  let stateDir: string | null | undefined;
-  const sd = top.raw('stateDir');
-  if (sd === null || sd === false || sd === 'none') stateDir = null;
-  else if (sd !== undefined) {
-    const v = top.str('stateDir', false);
-    stateDir = v === undefined ? undefined : resolve(base, v);
-  }
-  const limits: HostConfig['limits'] = {};
-  const lim = top.raw('limits');
-  if (lim !== undefined) {
-    if (!isObj(lim)) top.bad('limits', `expected { maxMemSlots, maxMappedBytes }, got ${show(lim)}`);
-    else {
-      const lr = new Reader(lim as Obj, 'limits', problems, ['maxMemSlots', 'maxMappedBytes']);
-      limits.maxMemSlots = lr.optInt('maxMemSlots', 1, MAX_REGIONS);
-      const mb = lr.raw('maxMappedBytes');
-      if (mb !== undefined) {
-        let n: bigint | undefined;
-        try {
-          n = typeof mb === 'string' ? parseSize(mb) : typeof mb === 'number' && Number.isSafeInteger(mb) ? BigInt(mb) : undefined;
-        } catch {
-          n = undefined;
-        }
-        if (n === undefined || n < 4096n) lr.bad('maxMappedBytes', `expected a size of at least 4096 bytes, like "64G", got ${show(mb)}`);
-        else limits.maxMappedBytes = n;
-      }
-    }
-  }
-  const apiTokenFile = pathOf(top, 'apiTokenFile', base, false);
-  const captureDir = pathOf(top, 'captureDir', base, false);
-  const dirList = (key: 'imageDirs' | 'socketDirs'): string[] => {
-    const v = top.raw(key);
-    if (v === undefined) return [];
-    if (!Array.isArray(v) || v.some((d) => typeof d !== 'string' || d === '')) {
-      top.bad(key, `expected a list of directories, got ${show(v)}`);
-      return [];
-    }
-    return v.map((d) => resolve(base, d as string));
-  };
-  const imageDirs = dirList('imageDirs');
-  const socketDirs = dirList('socketDirs');
-  const allowBlockDevices = top.bool('allowBlockDevices', false);
-  const allowHostPorts = top.bool('allowHostPorts', false);
+  const top = check(hostSchema, raw, '', problems);
   const cfg: HostConfig = {
-    api,
-    apiTokenFile,
-    captureDir,
-    imageDirs,
-    allowBlockDevices,
-    socketDirs,
-    allowHostPorts,
-    socketMode,
-    socketGroup: top.str('socketGroup', false),
-    stateDir,
-    limits,
+    api: top?.api,
+    apiTokenFile: pathFrom(base, top?.apiTokenFile),
+    captureDir: pathFrom(base, top?.captureDir),
+    imageDirs: (top?.imageDirs ?? []).map((d) => resolve(base, d)),
+    allowBlockDevices: top?.allowBlockDevices ?? false,
+    socketDirs: (top?.socketDirs ?? []).map((d) => resolve(base, d)),
+    allowHostPorts: top?.allowHostPorts ?? false,
+    socketMode: top?.socketMode ?? 0o600,
+    socketGroup: top?.socketGroup,
+    stateDir: top?.stateDir === null || top?.stateDir === undefined ? top?.stateDir : resolve(base, top.stateDir),
+    limits: Object.fromEntries(Object.entries(top?.limits ?? {}).filter(([, v]) => v !== undefined)) as HostConfig['limits'],
     switches: [],
     disks: [],
   };
@@ -466,24 +309,30 @@ export function parseConfig(raw: unknown, base = process.cwd()): HostConfig {
     else map.set(key, path);
   };
   const swNames = new Map<string, string>();
-  for (const { r, path } of top.list('switches')) {
+  // The lists are checked item by item even when the top level has problems, so that every
+  // problem is said at once.
+  const raws = (key: 'switches' | 'disks'): unknown[] => top?.[key] ?? (isObj(raw) && Array.isArray(raw[key]) ? raw[key] : []);
+  raws('switches').forEach((r, i) => {
+    const path = `switches[${i}]`;
     const sw = parseSwitch(r, path, problems, base, cfg.switches.length);
+    if (!sw) return;
     claim(swNames, sw.name, `${path}.name`, 'switch name');
-    for (const [i, port] of sw.ports.entries()) {
-      if (sw.ports.findIndex((q) => q.name === port.name) !== i) continue; // reported by parseSwitch
+    for (const [j, port] of sw.ports.entries()) {
+      if (sw.ports.findIndex((q) => q.name === port.name) !== j) continue; // reported by parseSwitch
       claim(names, port.name, `${path}.ports (${port.name})`, 'name');
       if (port.kind === 'vhost-user') claim(sockets, port.socket, `${path}.ports (${port.name}).socket`, 'socket');
     }
     cfg.switches.push(sw);
-  }
-  for (const { r, path } of top.list('disks')) {
+  });
+  raws('disks').forEach((r, i) => {
+    const path = `disks[${i}]`;
     const d = parseDisk(r, path, problems, base);
-    if (!d) continue;
+    if (!d) return;
     claim(names, d.name, path, 'name');
     claim(sockets, d.socket, `${path}.socket`, 'socket');
     cfg.disks.push(d);
-  }
-  if (problems.length > 0) throw new ConfigError(problems);
+  });
+  if (problems.length > 0 || top === undefined) throw new ConfigError(problems.length ? problems : ['invalid']);
   return cfg;
 }
 

@@ -3,6 +3,8 @@
 // is built from the server's route list and refuses a route without one), and every entry a
 // route (test/host/openapi.test.ts).
 
+import { apiBodies, diskSchema, inputJsonSchema, portBodySchema, switchSchema, vlanSchema } from './schema.js';
+
 type Schema = Record<string, unknown>;
 
 interface Operation {
@@ -12,62 +14,12 @@ interface Operation {
   returns: string;
 }
 
-const name = { type: 'string', pattern: '^[A-Za-z0-9_.-]+$' };
-const size = {
-  oneOf: [
-    { type: 'integer', minimum: 1 },
-    { type: 'string', examples: ['1G', '512M'] },
-  ],
+// Request bodies: the schemas the server checks them with (schema.ts), as JSON Schema.
+const body = (s: Parameters<typeof inputJsonSchema>[0]): Schema => {
+  const { $schema: _drop, ...rest } = inputJsonSchema(s);
+  void _drop;
+  return rest;
 };
-const vlan = {
-  oneOf: [
-    { type: 'integer', minimum: 1, maximum: 4094 },
-    { type: 'object', properties: { mode: { const: 'access' }, vid: { type: 'integer' } }, required: ['mode', 'vid'] },
-    { type: 'object', properties: { mode: { const: 'trunk' }, allowed: { type: 'array', items: { type: 'integer' } }, native: { type: 'integer' } }, required: ['mode'] },
-  ],
-};
-const port = {
-  type: 'object',
-  required: ['switch'],
-  properties: {
-    switch: name,
-    kind: { enum: ['vhost-user', 'tap', 'vxlan'] },
-    name,
-    socket: { type: 'string', description: 'vhost-user: the socket path' },
-    mode: { enum: ['server', 'client'] },
-    mac: { type: 'string' },
-    queues: { type: 'integer', minimum: 1 },
-    mtu: { type: 'integer' },
-    packed: { type: 'boolean' },
-    vlan,
-    ifname: { type: 'string', description: 'tap: the interface' },
-    remote: { type: 'string', description: 'vxlan: the remote VTEP address' },
-    vni: { type: 'integer' },
-    local: { type: 'string' },
-    dstport: { type: 'integer' },
-  },
-};
-const disk = {
-  type: 'object',
-  required: ['socket'],
-  properties: {
-    name,
-    socket: { type: 'string' },
-    mode: { enum: ['server', 'client'] },
-    file: { type: 'string', description: 'an image under one of the configured imageDirs' },
-    ram: size,
-    readOnly: { type: 'boolean' },
-    direct: { type: 'boolean' },
-    shared: { type: 'boolean', description: 'serve an image another shared disk serves too (a live migration)' },
-    format: { const: 'raw' },
-    serial: { type: 'string', maxLength: 20 },
-    queues: { type: 'integer', minimum: 1, maximum: 64 },
-    threads: { type: 'integer', minimum: 1, maximum: 64 },
-    packed: { type: 'boolean' },
-    maxInFlight: { type: 'integer', minimum: 1 },
-  },
-};
-
 /** "METHOD /path/:param" -> what it does. */
 export const OPERATIONS: Record<string, Operation> = {
   'GET /v1/status': { summary: 'Version, pid, uptime and what the process serves', returns: 'status' },
@@ -75,7 +27,7 @@ export const OPERATIONS: Record<string, Operation> = {
   'GET /v1/switches': { summary: 'Switches, their ports and data-plane threads', returns: 'a list of switches' },
   'POST /v1/switches': {
     summary: 'Add a switch (no ports)',
-    body: { type: 'object', required: ['name'], properties: { name, poll: { enum: ['busy', 'event', 'adaptive'] }, cpus: { type: 'string' } } },
+    body: body(switchSchema),
     returns: 'the switch',
   },
   'GET /v1/switches/:sw': { summary: 'One switch', returns: 'the switch' },
@@ -83,13 +35,13 @@ export const OPERATIONS: Record<string, Operation> = {
   'GET /v1/switches/:sw/fdb': { summary: 'The forwarding database: MAC, VLAN, port, age', returns: 'a list of entries' },
   'GET /v1/switches/:sw/queues': { summary: 'Per queue packets, bytes, notifications and ring fill', returns: 'a list of queues' },
   'GET /v1/ports': { summary: 'Ports with their counters (?switch=NAME for one switch)', returns: 'a list of ports' },
-  'POST /v1/ports': { summary: 'Add a vhost-user, TAP or VXLAN port to a switch', body: port, returns: 'the port' },
+  'POST /v1/ports': { summary: 'Add a vhost-user, TAP or VXLAN port to a switch', body: body(portBodySchema), returns: 'the port' },
   'GET /v1/ports/:name': { summary: 'One port', returns: 'the port' },
   'DELETE /v1/ports/:name': { summary: 'Remove a port (its session ends)', returns: '{removed}' },
-  'PUT /v1/ports/:name/vlan': { summary: 'Set the port access VLAN or trunk', body: vlan, returns: 'the port' },
+  'PUT /v1/ports/:name/vlan': { summary: 'Set the port access VLAN or trunk', body: body(vlanSchema), returns: 'the port' },
   'POST /v1/ports/:name/capture': {
     summary: 'Capture both directions into a new pcap file in the capture directory',
-    body: { type: 'object', required: ['file'], properties: { file: { type: 'string' }, count: { type: 'integer', minimum: 1 }, snaplen: { type: 'integer', minimum: 1, maximum: 65535 } } },
+    body: body(apiBodies.capture),
     returns: 'the capture',
   },
   'DELETE /v1/ports/:name/capture': { summary: 'Stop a capture', returns: 'the capture' },
@@ -97,16 +49,16 @@ export const OPERATIONS: Record<string, Operation> = {
   'GET /v1/log': { summary: 'The log level and format', returns: '{level, format}' },
   'PUT /v1/log': {
     summary: 'Set the log level at run time',
-    body: { type: 'object', required: ['level'], properties: { level: { enum: ['debug', 'info', 'warn', 'error'] } } },
+    body: body(apiBodies.logLevel),
     returns: '{level, format}',
   },
   'GET /v1/disks': { summary: 'Disks', returns: 'a list of disks' },
-  'POST /v1/disks': { summary: 'Add a disk: a RAM disk, or an image under the configured imageDirs', body: disk, returns: 'the disk' },
+  'POST /v1/disks': { summary: 'Add a disk: a RAM disk, or an image under the configured imageDirs', body: body(diskSchema), returns: 'the disk' },
   'GET /v1/disks/:name': { summary: 'One disk, with its request counters', returns: 'the disk' },
   'DELETE /v1/disks/:name': { summary: 'Remove a disk (in-flight requests finish first)', returns: '{removed}' },
   'POST /v1/disks/:name/resize': {
     summary: 'Grow a disk (no size: re-read its file); the guest is told',
-    body: { type: 'object', properties: { size } },
+    body: body(apiBodies.resize),
     returns: 'old and new size, whether the guest was told',
   },
   'GET /metrics': { summary: 'Prometheus text format: ports, queues, data-plane threads, disks', returns: 'text/plain' },

@@ -60,7 +60,7 @@ describe('management API: POST /v1/disks/NAME/resize', function () {
       ['d1', { size: -512 }, 400, /size -512: expected a positive integer of bytes/],
       ['d1', { size: 1.5 }, 400, /expected a positive integer of bytes/],
       ['d1', { size: true }, 400, /size: expected bytes/],
-      ['d1', { size: '16M', file: '/etc/passwd' }, 400, /unknown field\(s\) file: only size/],
+      ['d1', { size: '16M', file: '/etc/passwd' }, 400, /file: unknown key \(expected one of: size\)/],
       ['d1', [1], 400, /body: expected/],
       ['d1', { size: 8 * MiB + 100 }, 400, /multiple of the block size/],
       ['d1', { size: '4M' }, 400, /disk d1: size 4194304: smaller than the disk \(8388608 bytes\); shrinking is refused/],
