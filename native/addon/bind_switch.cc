@@ -186,7 +186,9 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
                        {InstanceMethod<&ForwarderWrap::SetPort>("setPort"), InstanceMethod<&ForwarderWrap::RemovePort>("removePort"),
                         InstanceMethod<&ForwarderWrap::Forward>("forward"), InstanceMethod<&ForwarderWrap::ForwardPopped>("forwardPopped"),
                         InstanceMethod<&ForwarderWrap::ForwardFlat>("forwardFlat"),
-                        InstanceMethod<&ForwarderWrap::ServiceHost>("serviceHost")});
+                        InstanceMethod<&ForwarderWrap::ServiceHost>("serviceHost"),
+                        InstanceMethod<&ForwarderWrap::AddFlow>("addFlow"), InstanceMethod<&ForwarderWrap::RemoveFlows>("removeFlows"),
+                        InstanceMethod<&ForwarderWrap::FlowStats>("flowStats")});
   }
 
   // new Forwarder(fdb: SwitchFdb, burst, events: Int32Array)
@@ -386,6 +388,66 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
     return Napi::Number::New(env, r);
   }
 
+  // A flow from its words (layout::flow_word).
+  static Flow ReadFlow(Napi::Env env, const int32_t* w) {
+    namespace fw = layout::flow_word;
+    Flow f;
+    f.priority = w[fw::PRIORITY];
+    if (f.priority < 0 || f.priority > 65535) throw Napi::RangeError::New(env, "flow: priority must be 0..65535");
+    FlowMatch& m = f.match;
+    m.fields = static_cast<uint32_t>(w[fw::FIELDS]);
+    if (m.fields >> layout::flow_field::kWords) throw Napi::RangeError::New(env, "flow: unknown match fields");
+    m.in_port = w[fw::IN_PORT];
+    m.dl_src = (uint64_t{static_cast<uint32_t>(w[fw::DL_SRC_HI]) & 0xffff} << 32) | static_cast<uint32_t>(w[fw::DL_SRC_LO]);
+    m.dl_dst = (uint64_t{static_cast<uint32_t>(w[fw::DL_DST_HI]) & 0xffff} << 32) | static_cast<uint32_t>(w[fw::DL_DST_LO]);
+    m.dl_vlan = static_cast<uint32_t>(w[fw::DL_VLAN]) & 0xfff;
+    m.dl_type = static_cast<uint32_t>(w[fw::DL_TYPE]) & 0xffff;
+    m.nw_src_mask = static_cast<uint32_t>(w[fw::NW_SRC_MASK]);
+    m.nw_src = static_cast<uint32_t>(w[fw::NW_SRC]) & m.nw_src_mask;
+    m.nw_dst_mask = static_cast<uint32_t>(w[fw::NW_DST_MASK]);
+    m.nw_dst = static_cast<uint32_t>(w[fw::NW_DST]) & m.nw_dst_mask;
+    m.nw_proto = static_cast<uint32_t>(w[fw::NW_PROTO]) & 0xff;
+    m.tp_src = static_cast<uint32_t>(w[fw::TP_SRC]) & 0xffff;
+    m.tp_dst = static_cast<uint32_t>(w[fw::TP_DST]) & 0xffff;
+    if (w[fw::ACTION] < 0 || w[fw::ACTION] > 3) throw Napi::RangeError::New(env, "flow: action must be 0 (drop), 1 (output), 2 (flood) or 3 (normal)");
+    f.action = static_cast<FlowAction>(w[fw::ACTION]);
+    f.out_port = w[fw::OUT_PORT];
+    if (f.action == FlowAction::kOutput && f.out_port < 0) throw Napi::RangeError::New(env, "flow: output needs a port");
+    f.id = w[fw::ID];
+    return f;
+  }
+
+  // addFlow(words: Int32Array(FlowWord)): adds a flow, or replaces the one of the same
+  // priority and match (its counters kept).
+  Napi::Value AddFlow(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!fwd_->flows().Add(ReadFlow(env, TypedData<int32_t>(env, info[0], napi_int32_array, layout::flow_word::kWords, "flow words")))) {
+      throw Napi::RangeError::New(env, "flow table full (" + std::to_string(FlowTable::kMaxFlows) + " flows)");
+    }
+    return env.Undefined();
+  }
+
+  // removeFlows(words, strict) -> flows removed: those of the same match (strict: and priority),
+  // or (not strict) every flow whose match includes the given fields with their values.
+  Napi::Value RemoveFlows(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const Flow f = ReadFlow(env, TypedData<int32_t>(env, info[0], napi_int32_array, layout::flow_word::kWords, "flow words"));
+    return Napi::Number::New(env, fwd_->flows().Remove(f.match, f.priority, info[1].ToBoolean()));
+  }
+
+  // flowStats() -> Float64Array of FlowStat words per flow, in the table's order.
+  Napi::Value FlowStats(const Napi::CallbackInfo& info) {
+    namespace fs = layout::flow_stat;
+    const auto& flows = fwd_->flows().flows();
+    Napi::Float64Array a = Napi::Float64Array::New(info.Env(), flows.size() * fs::kWords);
+    for (size_t i = 0; i < flows.size(); i++) {
+      a[i * fs::kWords + fs::ID] = flows[i].id;
+      a[i * fs::kWords + fs::PACKETS] = flows[i].packets;
+      a[i * fs::kWords + fs::BYTES] = flows[i].bytes;
+    }
+    return a;
+  }
+
   Napi::ObjectReference table_;
   Napi::ObjectReference events_ref_;
   int32_t* events_ = nullptr;
@@ -401,12 +463,18 @@ Napi::Object Layouts(Napi::Env env) {
   static constexpr const char* kQueueStat[] = {VHOSTKIT_QUEUE_STAT(VHOSTKIT_LAYOUT_NAME)};
   static constexpr const char* kCaptureWord[] = {VHOSTKIT_CAPTURE_WORD(VHOSTKIT_LAYOUT_NAME)};
   static constexpr const char* kClassifyCount[] = {VHOSTKIT_CLASSIFY_COUNT(VHOSTKIT_LAYOUT_NAME)};
+  static constexpr const char* kFlowWord[] = {VHOSTKIT_FLOW_WORD(VHOSTKIT_LAYOUT_NAME)};
+  static constexpr const char* kFlowField[] = {VHOSTKIT_FLOW_FIELD(VHOSTKIT_LAYOUT_NAME)};
+  static constexpr const char* kFlowStat[] = {VHOSTKIT_FLOW_STAT(VHOSTKIT_LAYOUT_NAME)};
   Napi::Object all = Napi::Object::New(env);
   all.Set("PortCounter", LayoutObject(env, kPortCounter, layout::port_counter::kWords));
   all.Set("PortWord", LayoutObject(env, kPortWord, pw::kWords));
   all.Set("QueueStat", LayoutObject(env, kQueueStat, layout::queue_stat::kWords));
   all.Set("CaptureWord", LayoutObject(env, kCaptureWord, layout::capture_word::kWords));
   all.Set("ClassifyCount", LayoutObject(env, kClassifyCount, layout::classify_count::kWords));
+  all.Set("FlowWord", LayoutObject(env, kFlowWord, layout::flow_word::kWords));
+  all.Set("FlowField", LayoutObject(env, kFlowField, layout::flow_field::kWords));
+  all.Set("FlowStat", LayoutObject(env, kFlowStat, layout::flow_stat::kWords));
   return all;
 }
 

@@ -95,6 +95,28 @@ void Group(Input& in, vhostkit::SwitchFdb& fdb, int32_t src_id, const uint32_t* 
     if (b & 0x80) continue;  // not in the table
     fwd.Set(std::move(p));
   }
+  // A few hostile flows: any fields, values from a small space so that frames meet them.
+  const uint32_t nflows = in.U8() % 4;
+  for (uint32_t k = 0; k < nflows; k++) {
+    vhostkit::Flow f;
+    f.priority = in.U8();
+    f.match.fields = in.U16() & ((1u << vhostkit::layout::flow_field::kWords) - 1);
+    f.match.in_port = in.U8() % 4;
+    f.match.dl_src = 0x020000000000ULL | (in.U8() % 4);
+    f.match.dl_dst = 0x020000000000ULL | (in.U8() % 4);
+    f.match.dl_vlan = in.U8() % 4;
+    f.match.dl_type = in.U8() & 1 ? 0x0800 : in.U16();
+    f.match.nw_src_mask = 0xffffff00;
+    f.match.nw_src = in.U32() & f.match.nw_src_mask;
+    f.match.nw_dst_mask = 0xffffffff << (in.U8() % 32);
+    f.match.nw_dst = in.U32() & f.match.nw_dst_mask;
+    f.match.nw_proto = in.U8() % 2 ? 6 : 17;
+    f.match.tp_src = in.U8();
+    f.match.tp_dst = in.U8();
+    f.action = static_cast<vhostkit::FlowAction>(in.U8() % 4);
+    f.out_port = static_cast<int32_t>(in.U8() % 5) - 1;
+    fwd.flows().Add(f);
+  }
   vhostkit::SwitchPort* src = fwd.Find(src_id);
   if (src == nullptr) return;
   // The frames back to back, with their MACs from a small space, and hostile offload headers.
@@ -121,8 +143,12 @@ void Group(Input& in, vhostkit::SwitchFdb& fdb, int32_t src_id, const uint32_t* 
   vhostkit::SwitchClassify(copy, src_id, src->vlan.Ingress(), h64.data(), nullptr, vhostkit::kSwitchHead, vhostkit::kSwitchHead, lens, n, now,
                            kAging, nullptr, dest.data(), vid.data(), tagged.data(), &cc);
   fwd.Flat(*src, data.p, off.data(), lens, with_hdr ? hdr10.data() : nullptr, n, now, kAging);
-  // Each guest port counted exactly the frames its VLAN rule lets through to it.
-  for (int32_t id = 0; id < 4; id++) {
+  // Each guest port counted exactly the frames its VLAN rule lets through to it (without
+  // flows, which change destinations: then the flows' counts must add up instead).
+  double matched = 0;
+  for (const vhostkit::Flow& f : fwd.flows().flows()) matched += f.packets;
+  FUZZ_CHECK(matched <= n, "flows matched %.0f of %u frames", matched, n);
+  for (int32_t id = 0; id < 4 && nflows == 0; id++) {
     const vhostkit::SwitchPort* q = fwd.Find(id);
     if (q == nullptr || q == src || q->kind != vhostkit::PortKind::kGuest) continue;
     uint32_t want = 0;

@@ -91,6 +91,32 @@ double Forwarder::Classify(SwitchPort& src, uint32_t n, int64_t now, int64_t agi
   return c.bytes;
 }
 
+void Forwarder::ApplyFlows(SwitchPort& src, uint32_t n) {
+  for (uint32_t i = 0; i < n; i++) {
+    if (dest_[i] == kClassifyDrop) continue;  // dropped before any flow (malformed, VLAN, hook)
+    const uint32_t have = std::min(lens_[i], kSwitchHead);
+    const FrameKey k = FlowKey(heads_.data() + static_cast<size_t>(i) * kSwitchHead, have, src.id, static_cast<uint32_t>(vid_[i]));
+    Flow* f = flows_.Lookup(k);
+    if (f == nullptr) continue;  // the learning switch's destination stands
+    f->packets++;
+    f->bytes += lens_[i];
+    switch (f->action) {
+      case FlowAction::kDrop:
+        dest_[i] = kClassifyDrop;
+        src.Count(pc::DROP_FLOW, 1);
+        break;
+      case FlowAction::kOutput:
+        dest_[i] = f->out_port;
+        break;
+      case FlowAction::kFlood:
+        dest_[i] = kClassifyFlood;
+        break;
+      case FlowAction::kNormal:
+        break;
+    }
+  }
+}
+
 void Forwarder::Stage(SwitchPort& q, uint32_t i) {
   const int32_t op = q.vlan.Egress(static_cast<uint32_t>(vid_[i]), tagged_[i] == 1);
   if (op == kEgressNone) return;  // not its VLAN (not a drop: not its traffic)
@@ -218,6 +244,7 @@ int32_t Forwarder::Burst(SwitchPort& src, Virtqueue& q, const BurstArrays& b, co
   const TxSource s{&b, &mem, src.hdr_len, src.tx_offloads, kVlanKeep};
   if (src.captured) Captured(src, CaptureChains(src, s, iota_.data(), n, Now()));
   const double bytes = Classify(src, n, now, aging_ms, verdict);
+  if (!flows_.empty()) ApplyFlows(src, n);
   Group(src, n);
   Deliver(&s, nullptr);
   for (uint32_t i = 0; i < n; i++) {
@@ -244,6 +271,7 @@ void Forwarder::FlatBurst(SwitchPort& src, const uint8_t* base, const uint32_t* 
   }
   if (src.captured) Captured(src, CaptureFlat(src, base, off, lens, nullptr, n, kVlanKeep, Now()));
   Classify(src, n, now, aging_ms, nullptr);
+  if (!flows_.empty()) ApplyFlows(src, n);
   Group(src, n);
   const FlatSource f{base, off, lens, hdr10};
   Deliver(nullptr, &f);

@@ -15,6 +15,7 @@
 
 #include "net/net.h"
 #include "switch/switch_fdb.h"
+#include "switch/switch_flows.h"
 #include "switch/switch_host.h"
 #include "switch/switch_port.h"
 
@@ -62,6 +63,8 @@ class Forwarder {
   const std::vector<int32_t>& captures_done() const { return captures_done_; }
 
   SwitchFdb& fdb() { return fdb_; }
+  // The flow table consulted after classification (empty: the learning switch alone).
+  FlowTable& flows() { return flows_; }
 
  private:
   // Starts a call: no queue broken, no capture done, no clock read yet.
@@ -73,6 +76,9 @@ class Forwarder {
                  int64_t now, int64_t aging_ms);
   // Counts and decides frames [0, n) whose heads are in heads_: dest_, vid_, tagged_.
   double Classify(SwitchPort& src, uint32_t n, int64_t now, int64_t aging_ms, const int32_t* verdict);
+  // Frames [0, n) of src through the flow table: a matching flow's action replaces the
+  // learning switch's destination, and the flow counts the frame.
+  void ApplyFlows(SwitchPort& src, uint32_t n);
   void Stage(SwitchPort& q, uint32_t i);
   // Stages frames [0, n) for every destination but src.
   void Group(const SwitchPort& src, uint32_t n);
@@ -87,6 +93,7 @@ class Forwarder {
   void DeliverGuest(SwitchPort& q, uint32_t k, const TxSource* tx, const FlatSource* flat);
 
   SwitchFdb& fdb_;
+  FlowTable flows_;
   uint32_t burst_;
   Resolve resolve_;
   std::vector<std::unique_ptr<SwitchPort>> list_;  // for flooding, in the order added

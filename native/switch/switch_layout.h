@@ -21,7 +21,8 @@
   X(QUEUE_ERRORS)       /* queues of this port the driver broke, host reads that failed */      \
   X(DROP_HOST_BUSY)     /* the host side would block (TAP/UDP full) or failed the send */       \
   X(RX_CSUM_COMPLETED)  /* VXLAN frames with a partial checksum completed or marked TSO */      \
-  X(CAPTURE_LOST)       /* frames a capture of this port could not stage (buffer full) */
+  X(CAPTURE_LOST)       /* frames a capture of this port could not stage (buffer full) */      \
+  X(DROP_FLOW)          /* frames this port received that a flow's drop action dropped */
 
 // A port's configuration as the forwarder takes it (Int32). KIND: 0 guest, 1 TAP, 2 VXLAN.
 // ALLOWED is the last field and 128 words long: the trunk's allowed-VLAN bitmap.
@@ -65,4 +66,34 @@ enum : uint32_t { VHOSTKIT_CLASSIFY_COUNT(VHOSTKIT_LAYOUT_ENUM) kWords };
 }  // namespace classify_count
 #undef VHOSTKIT_LAYOUT_ENUM
 
+}  // namespace vhostkit::layout
+
+// One flow of a switch's flow table as the forwarder takes it (Int32). FIELDS: which match
+// fields are set (bit k: the k-th of IN_PORT .. TP_DST below, in order). MACs as two words
+// each (the high 16 bits, the low 32). DL_VLAN: the frame's VLAN as the switch assigned it
+// (tagged or from the port). NW_*: IPv4 addresses with their masks. ACTION: 0 drop,
+// 1 output to OUT_PORT, 2 flood, 3 normal (the learning switch). ID: the caller's.
+#define VHOSTKIT_FLOW_WORD(X)                                                                    \
+  X(PRIORITY) X(FIELDS) X(IN_PORT) X(DL_SRC_HI) X(DL_SRC_LO) X(DL_DST_HI) X(DL_DST_LO) X(DL_VLAN) \
+  X(DL_TYPE) X(NW_SRC) X(NW_SRC_MASK) X(NW_DST) X(NW_DST_MASK) X(NW_PROTO) X(TP_SRC) X(TP_DST)    \
+  X(ACTION) X(OUT_PORT) X(ID)
+
+// The match fields, as bits of a flow's FIELDS word.
+#define VHOSTKIT_FLOW_FIELD(X) X(IN_PORT) X(DL_SRC) X(DL_DST) X(DL_VLAN) X(DL_TYPE) X(NW_SRC) X(NW_DST) X(NW_PROTO) X(TP_SRC) X(TP_DST)
+
+// A flow's counters (Float64), per flow in the order of the table's dump: ID, packets, bytes.
+#define VHOSTKIT_FLOW_STAT(X) X(ID) X(PACKETS) X(BYTES)
+
+namespace vhostkit::layout {
+#define VHOSTKIT_LAYOUT_ENUM(n) n,
+namespace flow_word {
+enum : uint32_t { VHOSTKIT_FLOW_WORD(VHOSTKIT_LAYOUT_ENUM) kWords };
+}  // namespace flow_word
+namespace flow_field {
+enum : uint32_t { VHOSTKIT_FLOW_FIELD(VHOSTKIT_LAYOUT_ENUM) kWords };
+}  // namespace flow_field
+namespace flow_stat {
+enum : uint32_t { VHOSTKIT_FLOW_STAT(VHOSTKIT_LAYOUT_ENUM) kWords };
+}  // namespace flow_stat
+#undef VHOSTKIT_LAYOUT_ENUM
 }  // namespace vhostkit::layout

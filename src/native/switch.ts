@@ -20,6 +20,7 @@ export const PortCounter = switchLayout('PortCounter', [
   'DROP_HOST_BUSY',
   'RX_CSUM_COMPLETED',
   'CAPTURE_LOST',
+  'DROP_FLOW',
 ] as const);
 
 /** A port's configuration as the Forwarder takes it (Int32); ALLOWED starts the 128-word VLAN bitmap. */
@@ -34,6 +35,34 @@ export const CaptureWord = switchLayout('CaptureWord', ['AT', 'PENDING', 'PACKET
 
 /** What classify() writes after dest, vid and tagged (Int32). */
 export const ClassifyCount = switchLayout('ClassifyCount', ['BAD', 'HOOK', 'VLAN', 'FLOODED'] as const);
+
+/** One flow as the Forwarder takes it (Int32; native/switch/switch_layout.h says what each word is). */
+export const FlowWord = switchLayout('FlowWord', [
+  'PRIORITY',
+  'FIELDS',
+  'IN_PORT',
+  'DL_SRC_HI',
+  'DL_SRC_LO',
+  'DL_DST_HI',
+  'DL_DST_LO',
+  'DL_VLAN',
+  'DL_TYPE',
+  'NW_SRC',
+  'NW_SRC_MASK',
+  'NW_DST',
+  'NW_DST_MASK',
+  'NW_PROTO',
+  'TP_SRC',
+  'TP_DST',
+  'ACTION',
+  'OUT_PORT',
+  'ID',
+] as const);
+/** The match fields: bit FlowField.X of a flow's FIELDS word says X is matched. */
+export const FlowField = switchLayout('FlowField', ['IN_PORT', 'DL_SRC', 'DL_DST', 'DL_VLAN', 'DL_TYPE', 'NW_SRC', 'NW_DST', 'NW_PROTO', 'TP_SRC', 'TP_DST'] as const);
+export const FlowAction = { DROP: 0, OUTPUT: 1, FLOOD: 2, NORMAL: 3 } as const;
+/** Per flow (Float64), in flowStats(): its ID, packets and bytes matched. */
+export const FlowStat = switchLayout('FlowStat', ['ID', 'PACKETS', 'BYTES'] as const);
 
 export interface FdbStats {
   learned: number;
@@ -83,6 +112,9 @@ export interface NativeForwarder {
   forwardPopped(txSlot: number, port: number, n: number, now: number, agingMs: number, verdict: Int32Array | null, txStats: Float64Array): number;
   forwardFlat(port: number, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, hdr10: Uint8Array | null, n: number, now: number, agingMs: number): void;
   serviceHost(port: number, now: number, agingMs: number): number;
+  addFlow(words: Int32Array): void;
+  removeFlows(words: Int32Array, strict: boolean): number;
+  flowStats(): Float64Array;
 }
 
 const raw = addon as {

@@ -108,6 +108,16 @@ export class DataplaneCalls {
   dumpFdb(): FdbEntry[] {
     return this.engine.dumpFdb();
   }
+  /** The flow table (flows.ts builds the words). */
+  addFlow(words: Int32Array): void {
+    this.engine.addFlow(words);
+  }
+  removeFlows(words: Int32Array, strict: boolean): number {
+    return this.engine.removeFlows(words, strict);
+  }
+  flowStats(): Float64Array {
+    return this.engine.flowStats();
+  }
   /** The data-plane threads: CPUs each is pinned to (empty: not pinned), poll mode, the queues it serves. */
   threads(): DataplaneThread[] {
     const s = this.settings;

@@ -231,6 +231,21 @@ export class SwitchEngine {
     return this.fdb.dump(Date.now());
   }
 
+  /** Adds a flow (FlowWord layout), or replaces the one of the same priority and match. */
+  addFlow(words: Int32Array): void {
+    this.fwd.addFlow(words);
+  }
+
+  /** Removes the flows a match (FlowWord layout) names; strict: only the one of its priority. */
+  removeFlows(words: Int32Array, strict: boolean): number {
+    return this.fwd.removeFlows(words, strict);
+  }
+
+  /** Every flow's id, packets and bytes (FlowStat layout), in the table's order. */
+  flowStats(): Float64Array {
+    return this.fwd.flowStats();
+  }
+
   /**
    * Frames made by the switch for port `id` (RARP announcements), or any frames from its
    * host side: switched exactly like frames received on that port.

@@ -10,6 +10,8 @@ import type { SessionLimits } from '../vhost-user/session.js';
 import { NetDevice } from '../backends/net/device.js';
 import { createDataplane, type Dataplane, type HookModule } from './dataplane.js';
 import type { BurstHook, VlanConfig } from './engine.js';
+import { formatFlow, parseFlow, type FlowSpec } from './flows.js';
+import { FlowStat, FlowWord } from '../native/switch.js';
 import { newCounters, readCounters, type PortCounters } from './counters.js';
 import type { FdbEntry } from './fdb.js';
 import type { CaptureSink, CaptureSpec } from './capture.js';
@@ -115,6 +117,9 @@ let macCounter = 1;
 export class Switch {
   readonly log: Logger;
   private readonly ports = new Map<string, Port>();
+  /** the flow table's flows as written, by the id the data plane counts them under */
+  private readonly flows = new Map<number, FlowSpec>();
+  private nextFlowId = 1;
   private nextId = 1;
 
   private constructor(
@@ -279,6 +284,59 @@ export class Switch {
     const p = this.ports.get(name);
     if (!p) throw new Error(`no port ${name}`);
     await this.dp.stopCapture(p.id);
+  }
+
+  /**
+   * Adds a flow in ovs-ofctl's syntax ("priority=100,tcp,nw_dst=10.0.0.2,tp_dst=80,
+   * actions=drop"; flows.ts), or replaces the one of the same priority and match. Ports are
+   * named (in_port=vm1, output:vm2).
+   */
+  async addFlow(text: string): Promise<void> {
+    const spec = parseFlow(text, (n) => this.portIdOf(n));
+    const same = [...this.flows.entries()].find(([, f]) => f.priority === spec.priority && f.match === spec.match);
+    const id = same ? same[0] : this.nextFlowId++;
+    spec.words[FlowWord.ID] = id;
+    await this.dp.addFlow(spec.words);
+    this.flows.set(id, spec);
+  }
+
+  /**
+   * Removes flows: every flow whose match includes `match`'s fields with its values (all of
+   * them for ""), or with strict, the one flow of exactly that match and priority. Returns
+   * how many.
+   */
+  async delFlows(match = '', strict = false): Promise<number> {
+    const spec = parseFlow(match, (n) => this.portIdOf(n), true);
+    const n = await this.dp.removeFlows(spec.words, strict);
+    const left = new Set(this.flowIds(await this.dp.flowStats()));
+    for (const id of [...this.flows.keys()]) if (!left.has(id)) this.flows.delete(id);
+    return n;
+  }
+
+  /** The flow table as ovs-ofctl dump-flows prints it, with each flow's counters. */
+  async dumpFlows(): Promise<Array<{ priority: number; match: string; actions: string; packets: number; bytes: number; line: string }>> {
+    const st = await this.dp.flowStats();
+    const out = [];
+    for (let i = 0; i + FlowStat.WORDS <= st.length; i += FlowStat.WORDS) {
+      const f = this.flows.get(st[i + FlowStat.ID]);
+      if (!f) continue;
+      const packets = st[i + FlowStat.PACKETS];
+      const bytes = st[i + FlowStat.BYTES];
+      out.push({ priority: f.priority, match: f.match, actions: f.actions, packets, bytes, line: formatFlow(f, packets, bytes) });
+    }
+    return out;
+  }
+
+  private flowIds(st: Float64Array): number[] {
+    const ids = [];
+    for (let i = 0; i + FlowStat.WORDS <= st.length; i += FlowStat.WORDS) ids.push(st[i + FlowStat.ID]);
+    return ids;
+  }
+
+  private portIdOf(name: string): number {
+    const p = this.ports.get(name);
+    if (!p) throw new RangeError(`no port ${name} on this switch`);
+    return p.id;
   }
 
   async setAging(seconds: number): Promise<void> {

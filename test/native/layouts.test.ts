@@ -2,7 +2,7 @@
 // (native/switch/switch_layout.h, io_layout.h), exported by the addon, checked by name at load.
 import { expect } from 'chai';
 import { checkLayout } from '../../src/native/layouts.js';
-import { CaptureWord, ClassifyCount, PortCounter, PortWord, QueueStat } from '../../src/native/switch.js';
+import { CaptureWord, ClassifyCount, FlowField, FlowStat, FlowWord, PortCounter, PortWord, QueueStat } from '../../src/native/switch.js';
 import { DeliverStat } from '../../src/native/net.js';
 import { ReadStat, RecvStat, TxStat } from '../../src/native/host-io.js';
 
@@ -18,7 +18,7 @@ describe('shared word layouts', () => {
   });
 
   it('takes every layout from the addon: distinct offsets inside WORDS', () => {
-    for (const [name, l] of Object.entries({ PortCounter, PortWord, QueueStat, CaptureWord, ClassifyCount, DeliverStat, TxStat, ReadStat, RecvStat })) {
+    for (const [name, l] of Object.entries({ PortCounter, PortWord, QueueStat, CaptureWord, ClassifyCount, FlowWord, FlowField, FlowStat, DeliverStat, TxStat, ReadStat, RecvStat })) {
       const offsets = Object.entries(l)
         .filter(([k]) => k !== 'WORDS')
         .map(([, v]) => v);

@@ -1,0 +1,74 @@
+// A switch's flow table: match-action rules over the fields of each frame's head, checked
+// by priority (the highest first; among equal ones, the one added first), on the
+// data-plane thread after classification. A frame no flow matches is switched by the
+// learning switch, as if a flow of priority 0 said `actions=normal` (ovs-ofctl's terms).
+// Each flow counts the frames and bytes it matched.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "switch/switch_layout.h"
+
+namespace vhostkit {
+
+enum class FlowAction : int32_t { kDrop = 0, kOutput = 1, kFlood = 2, kNormal = 3 };
+
+struct FlowMatch {
+  uint32_t fields = 0;  // bits of layout::flow_field
+  int32_t in_port = 0;
+  uint64_t dl_src = 0;
+  uint64_t dl_dst = 0;
+  uint32_t dl_vlan = 0;
+  uint32_t dl_type = 0;
+  uint32_t nw_src = 0, nw_src_mask = 0;
+  uint32_t nw_dst = 0, nw_dst_mask = 0;
+  uint32_t nw_proto = 0;
+  uint32_t tp_src = 0, tp_dst = 0;
+};
+
+struct Flow {
+  int32_t priority = 0;
+  FlowMatch match;
+  FlowAction action = FlowAction::kNormal;
+  int32_t out_port = -1;
+  int32_t id = 0;
+  double packets = 0;
+  double bytes = 0;
+};
+
+// The fields of one frame that flows match on. vlan: the VLAN the switch assigned it.
+struct FrameKey {
+  int32_t in_port;
+  uint64_t dl_src, dl_dst;
+  uint32_t dl_vlan;
+  uint32_t dl_type;  // after an 802.1Q tag
+  bool ipv4;         // a whole IPv4 header is in the head
+  uint32_t nw_src, nw_dst, nw_proto;
+  bool l4;           // TCP or UDP ports are in the head (first fragment)
+  uint32_t tp_src, tp_dst;
+};
+
+// The key of a frame from its first `have` bytes (have >= 14).
+FrameKey FlowKey(const uint8_t* head, uint32_t have, int32_t in_port, uint32_t vlan);
+
+class FlowTable {
+ public:
+  bool empty() const { return flows_.empty(); }
+  size_t size() const { return flows_.size(); }
+  static constexpr size_t kMaxFlows = 65536;
+  // Adds a flow, or replaces the one with the same priority and match (keeping its counters).
+  // False if the table holds kMaxFlows already.
+  bool Add(const Flow& f);
+  // Removes the flows whose match is f's (strict: and whose priority is f's); all if f
+  // matches everything and !strict. Returns how many.
+  uint32_t Remove(const FlowMatch& m, int32_t priority, bool strict);
+  // The flow a frame matches, or null.
+  Flow* Lookup(const FrameKey& k);
+  const std::vector<Flow>& flows() const { return flows_; }
+
+ private:
+  std::vector<Flow> flows_;  // by priority, highest first; equal ones in the order added
+};
+
+}  // namespace vhostkit

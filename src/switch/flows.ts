@@ -1,0 +1,217 @@
+// Flows of a switch's flow table in ovs-ofctl's syntax: "priority=100,tcp,nw_dst=10.0.0.2,
+// tp_dst=80,actions=drop". A flow matches on the frame's in-port, MACs, VLAN (the one the
+// switch assigned it), EtherType, IPv4 addresses and prefixes, IP protocol and TCP/UDP ports;
+// its action drops the frame, sends it to a port, floods it, or leaves it to the learning
+// switch (normal). Frames no flow matches are switched as by `priority=0,actions=normal`.
+// The table runs in native code (native/switch/switch_flows.cc).
+import { FlowAction, FlowField, FlowWord } from '../native/switch.js';
+import { macFromString, macToString } from './fdb.js';
+
+export interface FlowSpec {
+  priority: number;
+  /** the match as written back by formatFlow (canonical order) */
+  match: string;
+  /** the action as written back */
+  actions: string;
+  /** FlowWord layout (ID left 0) */
+  words: Int32Array;
+}
+
+/** ovs-ofctl's default priority. */
+export const DEFAULT_PRIORITY = 32768;
+
+const SHORTHANDS: Record<string, Array<[string, string]>> = {
+  ip: [['dl_type', '0x0800']],
+  icmp: [
+    ['dl_type', '0x0800'],
+    ['nw_proto', '1'],
+  ],
+  tcp: [
+    ['dl_type', '0x0800'],
+    ['nw_proto', '6'],
+  ],
+  udp: [
+    ['dl_type', '0x0800'],
+    ['nw_proto', '17'],
+  ],
+  arp: [['dl_type', '0x0806']],
+};
+
+function num(v: string, what: string, max: number): number {
+  const n = /^0x[0-9a-f]+$/i.test(v) ? parseInt(v, 16) : /^\d+$/.test(v) ? Number(v) : NaN;
+  if (!Number.isInteger(n) || n < 0 || n > max) throw new RangeError(`${what}=${v}: expected a number 0..${max}`);
+  return n;
+}
+
+function ipv4(v: string, what: string): { addr: number; mask: number; len: number } {
+  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)(?:\/(\d+))?$/.exec(v);
+  const parts = m ? m.slice(1, 5).map(Number) : [];
+  const len = m?.[5] === undefined ? 32 : Number(m[5]);
+  if (!m || parts.some((p) => p > 255) || len > 32) throw new RangeError(`${what}=${v}: expected an IPv4 address or prefix like 10.0.0.0/24`);
+  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+  const addr = ((((parts[0] << 24) >>> 0) + (parts[1] << 16) + (parts[2] << 8) + parts[3]) & mask) >>> 0;
+  return { addr, mask, len };
+}
+
+const ipString = (a: number) => [a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255].join('.');
+
+/**
+ * Parses a flow. `port` turns a port name (in_port=, output:) into its id, or throws.
+ * `forDelete`: the text is a match for del-flows (no actions; priority only with strict).
+ */
+export function parseFlow(text: string, port: (name: string) => number, forDelete = false): FlowSpec {
+  const w = new Int32Array(FlowWord.WORDS);
+  let fields = 0;
+  const set = (f: keyof typeof FlowField) => (fields |= 1 << FlowField[f]);
+  let priority = DEFAULT_PRIORITY;
+  let actions: string | null = null;
+  const at = text.search(/(^|,)\s*actions\s*=/);
+  let matchText = text;
+  if (at >= 0) {
+    matchText = text.slice(0, at);
+    actions = text.slice(text.indexOf('=', at) + 1).trim();
+  }
+  if (forDelete && actions !== null) throw new RangeError('a flow to delete is a match: no actions=');
+  if (!forDelete && actions === null) throw new RangeError(`${text}: no actions= (e.g. actions=drop, actions=normal, actions=output:PORT)`);
+  const pairs: Array<[string, string]> = [];
+  for (const raw of matchText.split(',')) {
+    const item = raw.trim();
+    if (item === '') continue;
+    const eq = item.indexOf('=');
+    if (eq < 0) {
+      const s = SHORTHANDS[item];
+      if (!s) throw new RangeError(`${item}: unknown keyword (ip, icmp, tcp, udp, arp, or FIELD=VALUE)`);
+      pairs.push(...s);
+    } else {
+      pairs.push([item.slice(0, eq).trim(), item.slice(eq + 1).trim()]);
+    }
+  }
+  const seen = new Map<string, string>();
+  for (const [k, v] of pairs) {
+    if (seen.has(k) && seen.get(k) !== v) throw new RangeError(`${k} is given twice (${seen.get(k)} and ${v})`);
+    seen.set(k, v);
+    switch (k) {
+      case 'priority':
+        priority = num(v, k, 65535);
+        break;
+      case 'in_port': {
+        const id = port(v);
+        w[FlowWord.IN_PORT] = id;
+        set('IN_PORT');
+        break;
+      }
+      case 'dl_src':
+      case 'dl_dst': {
+        let mac: number;
+        try {
+          mac = macFromString(v);
+        } catch {
+          throw new RangeError(`${k}=${v}: expected a MAC address like 52:54:00:12:34:56`);
+        }
+        const hi = Math.floor(mac / 2 ** 32);
+        const lo = (mac % 2 ** 32) | 0;
+        w[k === 'dl_src' ? FlowWord.DL_SRC_HI : FlowWord.DL_DST_HI] = hi;
+        w[k === 'dl_src' ? FlowWord.DL_SRC_LO : FlowWord.DL_DST_LO] = lo;
+        set(k === 'dl_src' ? 'DL_SRC' : 'DL_DST');
+        break;
+      }
+      case 'dl_vlan': {
+        const vid = num(v, k, 4094);
+        if (vid < 1) throw new RangeError(`dl_vlan=${v}: expected a VLAN id 1..4094`);
+        w[FlowWord.DL_VLAN] = vid;
+        set('DL_VLAN');
+        break;
+      }
+      case 'dl_type':
+        w[FlowWord.DL_TYPE] = num(v, k, 0xffff);
+        set('DL_TYPE');
+        break;
+      case 'nw_src':
+      case 'nw_dst': {
+        const a = ipv4(v, k);
+        w[k === 'nw_src' ? FlowWord.NW_SRC : FlowWord.NW_DST] = a.addr | 0;
+        w[k === 'nw_src' ? FlowWord.NW_SRC_MASK : FlowWord.NW_DST_MASK] = a.mask | 0;
+        set(k === 'nw_src' ? 'NW_SRC' : 'NW_DST');
+        break;
+      }
+      case 'nw_proto':
+        w[FlowWord.NW_PROTO] = num(v, k, 255);
+        set('NW_PROTO');
+        break;
+      case 'tp_src':
+      case 'tp_dst':
+        w[k === 'tp_src' ? FlowWord.TP_SRC : FlowWord.TP_DST] = num(v, k, 65535);
+        set(k === 'tp_src' ? 'TP_SRC' : 'TP_DST');
+        break;
+      default:
+        throw new RangeError(`${k}: unknown field (in_port, dl_src, dl_dst, dl_vlan, dl_type, nw_src, nw_dst, nw_proto, tp_src, tp_dst, priority)`);
+    }
+  }
+  // ovs-ofctl's prerequisites: IPv4 fields need ip, ports need tcp or udp.
+  const isIp = (fields & (1 << FlowField.DL_TYPE)) !== 0 && w[FlowWord.DL_TYPE] === 0x0800;
+  if (fields & ((1 << FlowField.NW_SRC) | (1 << FlowField.NW_DST) | (1 << FlowField.NW_PROTO)) && !isIp) throw new RangeError('nw_src, nw_dst and nw_proto need ip (dl_type=0x0800), icmp, tcp or udp');
+  const isL4 = isIp && (fields & (1 << FlowField.NW_PROTO)) !== 0 && (w[FlowWord.NW_PROTO] === 6 || w[FlowWord.NW_PROTO] === 17);
+  if (fields & ((1 << FlowField.TP_SRC) | (1 << FlowField.TP_DST)) && !isL4) throw new RangeError('tp_src and tp_dst need tcp or udp');
+  w[FlowWord.PRIORITY] = priority;
+  w[FlowWord.FIELDS] = fields;
+  let act = '';
+  if (actions !== null) {
+    const a = actions.toLowerCase();
+    if (a === 'drop' || a === '') {
+      w[FlowWord.ACTION] = FlowAction.DROP;
+      act = 'drop';
+    } else if (a === 'normal') {
+      w[FlowWord.ACTION] = FlowAction.NORMAL;
+      act = 'NORMAL';
+    } else if (a === 'flood') {
+      w[FlowWord.ACTION] = FlowAction.FLOOD;
+      act = 'FLOOD';
+    } else if (/^output:[^,]+$/.test(actions)) {
+      const name = actions.slice('output:'.length);
+      w[FlowWord.ACTION] = FlowAction.OUTPUT;
+      w[FlowWord.OUT_PORT] = port(name);
+      act = `output:${name}`;
+    } else {
+      throw new RangeError(`actions=${actions}: one of drop, normal, flood, output:PORT (more actions come later)`);
+    }
+  }
+  return { priority, match: formatMatch(w, seen), actions: act, words: w };
+}
+
+/** The match in ovs-ofctl's canonical form: protocol shorthand first, then the fields in table order. */
+function formatMatch(w: Int32Array, given: Map<string, string>): string {
+  const f = w[FlowWord.FIELDS];
+  const has = (k: keyof typeof FlowField) => (f & (1 << FlowField[k])) !== 0;
+  const out: string[] = [];
+  let typeShown = false;
+  let protoShown = false;
+  if (has('DL_TYPE') && w[FlowWord.DL_TYPE] === 0x0800) {
+    const proto = has('NW_PROTO') ? { 1: 'icmp', 6: 'tcp', 17: 'udp' }[w[FlowWord.NW_PROTO]] : undefined;
+    out.push(proto ?? 'ip');
+    typeShown = true;
+    protoShown = proto !== undefined;
+  } else if (has('DL_TYPE') && w[FlowWord.DL_TYPE] === 0x0806) {
+    out.push('arp');
+    typeShown = true;
+  }
+  if (has('IN_PORT')) out.push(`in_port=${given.get('in_port')}`);
+  if (has('DL_SRC')) out.push(`dl_src=${macToString(w[FlowWord.DL_SRC_HI] * 2 ** 32 + (w[FlowWord.DL_SRC_LO] >>> 0))}`);
+  if (has('DL_DST')) out.push(`dl_dst=${macToString(w[FlowWord.DL_DST_HI] * 2 ** 32 + (w[FlowWord.DL_DST_LO] >>> 0))}`);
+  if (has('DL_VLAN')) out.push(`dl_vlan=${w[FlowWord.DL_VLAN]}`);
+  if (has('DL_TYPE') && !typeShown) out.push(`dl_type=0x${w[FlowWord.DL_TYPE].toString(16).padStart(4, '0')}`);
+  const prefix = (addr: number, mask: number) => {
+    const len = Math.clz32(~mask); // a prefix mask: its leading ones
+    return len === 32 ? ipString(addr >>> 0) : `${ipString(addr >>> 0)}/${len}`;
+  };
+  if (has('NW_SRC')) out.push(`nw_src=${prefix(w[FlowWord.NW_SRC], w[FlowWord.NW_SRC_MASK] >>> 0)}`);
+  if (has('NW_DST')) out.push(`nw_dst=${prefix(w[FlowWord.NW_DST], w[FlowWord.NW_DST_MASK] >>> 0)}`);
+  if (has('NW_PROTO') && !protoShown) out.push(`nw_proto=${w[FlowWord.NW_PROTO]}`);
+  if (has('TP_SRC')) out.push(`tp_src=${w[FlowWord.TP_SRC]}`);
+  if (has('TP_DST')) out.push(`tp_dst=${w[FlowWord.TP_DST]}`);
+  return out.join(',');
+}
+
+/** One line of `flow dump`, as ovs-ofctl dump-flows prints it. */
+export function formatFlow(f: { priority: number; match: string; actions: string }, packets: number, bytes: number): string {
+  return ` table=0, n_packets=${packets}, n_bytes=${bytes}, priority=${f.priority}${f.match ? `,${f.match}` : ''} actions=${f.actions}`;
+}
