@@ -22,6 +22,10 @@ export const ctlUsage = `vhostkit ctl [--api ADDR] [--token-file FILE] [--json] 
   vlan PORT VID | trunk:VID[:VID...][,native=VID]
   fdb SWITCH                     the forwarding database (MAC, VLAN, port, age)
   queues SWITCH                  per queue packets, bytes, notifications, ring fill
+  flow add SWITCH FLOW           a flow in ovs-ofctl syntax, e.g. "priority=100,tcp,tp_dst=80,actions=drop"
+                                 or "in_port=vm1,dl_dst=52:54:00:00:00:02,actions=output:vm3"
+  flow del SWITCH [MATCH] [--strict]   the flows a match names (none: all; --strict: that priority)
+  flow dump SWITCH               the flows with n_packets= and n_bytes=, as ovs-ofctl dump-flows
   disks                          disks
   disk PORT                      one disk, with its request counters
   disk-add [NAME=]SOCKET,file=IMAGE|ram=SIZE[,readonly][,shared][,serial=ID][,queues=N]
@@ -67,6 +71,7 @@ export async function cmdCtl(argv: string[]): Promise<number> {
       count: { type: 'string' },
       snaplen: { type: 'string' },
       interval: { type: 'string' },
+      strict: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
     allowPositionals: true,
@@ -184,6 +189,27 @@ export async function cmdCtl(argv: string[]): Promise<number> {
           ['AGE', (r) => `${Math.round((r.age as number) / 1000)}s`],
         ]);
       break;
+    case 'flow': {
+      need(2, 'add SWITCH FLOW | del SWITCH [MATCH] | dump SWITCH');
+      const [sub, sw, text] = args;
+      path = `/v1/switches/${enc(sw)}/flows`;
+      const dump = (b: unknown) => (b as Array<{ line: string }>).map((f) => `${f.line}\n`).join('');
+      if (sub === 'add') {
+        if (text === undefined) throw new Error('ctl flow add: expected SWITCH FLOW');
+        method = 'POST';
+        body = { flow: text };
+        show = () => `flow added to ${sw}\n`;
+      } else if (sub === 'del') {
+        method = 'DELETE';
+        body = { match: text ?? '', strict: values.strict };
+        show = (b) => `${(b as { removed: number }).removed} flow(s) removed from ${sw}\n`;
+      } else if (sub === 'dump') {
+        show = dump;
+      } else {
+        throw new Error(`ctl flow ${sub}: expected add, del or dump`);
+      }
+      break;
+    }
     case 'queues':
       need(1, 'SWITCH');
       path = `/v1/switches/${enc(args[0])}/queues`;

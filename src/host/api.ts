@@ -215,6 +215,12 @@ export class ApiServer {
     });
     this.route('GET', '/v1/switches/:sw/fdb', async (_r, p) => h.fdb(name(p[0])));
     this.route('GET', '/v1/switches/:sw/queues', async (_r, p) => h.queueStats(name(p[0])));
+    this.route('GET', '/v1/switches/:sw/flows', async (_r, p) => h.flows(name(p[0])));
+    this.route('POST', '/v1/switches/:sw/flows', async (_r, p, body) => h.addFlow(name(p[0]), parseBody(apiBodies.flowAdd, body).flow));
+    this.route('DELETE', '/v1/switches/:sw/flows', async (_r, p, body) => {
+      const b = parseBody(apiBodies.flowDel, body);
+      return h.delFlows(name(p[0]), b.match ?? '', b.strict ?? false);
+    });
     this.route('GET', '/v1/ports', async (_r, _p, _b, url) => h.ports(url.searchParams.get('switch') ?? undefined));
     this.route('POST', '/v1/ports', async (_r, _p, body) => {
       const b = (body ?? {}) as Record<string, unknown>;

@@ -197,6 +197,26 @@ export class Host {
     return this.getSwitch(swName).sw.fdb();
   }
 
+  /** The switch's flow table, as ovs-ofctl dump-flows lists it. */
+  async flows(swName: string): Promise<Awaited<ReturnType<Switch['dumpFlows']>>> {
+    return this.getSwitch(swName).sw.dumpFlows();
+  }
+
+  /** Adds a flow in ovs-ofctl's syntax (or replaces the one of its priority and match); returns the table. */
+  async addFlow(swName: string, flow: string): Promise<Awaited<ReturnType<Switch['dumpFlows']>>> {
+    const sw = this.getSwitch(swName).sw;
+    await sw.addFlow(flow);
+    this.log.info('flow added', { switch: swName, flow });
+    return sw.dumpFlows();
+  }
+
+  /** Removes the flows a match names (strict: the one of its priority); returns how many. */
+  async delFlows(swName: string, match: string, strict: boolean): Promise<{ removed: number }> {
+    const removed = await this.getSwitch(swName).sw.delFlows(match, strict);
+    this.log.info('flows removed', { switch: swName, match, strict, removed });
+    return { removed };
+  }
+
   async switchInfo(name: string): Promise<SwitchInfo> {
     const s = this.getSwitch(name);
     return { name, poll: s.cfg.poll, ports: s.sw.list().map((p) => p.name), threads: await s.sw.dataplane.threads() };

@@ -224,6 +224,10 @@ export const portBodySchema = z.union([vhostPortSchema.extend({ switch: name() }
 const sizeError = 'expected bytes (a number) or a string such as "10G"';
 /** Bodies of the management API's other requests (api.ts checks them with these). */
 export const apiBodies = {
+  /** a flow in ovs-ofctl's syntax, e.g. "priority=100,tcp,nw_dst=10.0.0.2,tp_dst=80,actions=drop" */
+  flowAdd: strict({ flow: str() }),
+  /** a match ("" or none: every flow); strict: only the flow of exactly that match and priority */
+  flowDel: strict({ match: z.string({ error: expected('a string') }).optional(), strict: bool().optional() }),
   capture: strict({ file: str(), count: int(1, 2 ** 31).optional(), snaplen: int(1, 65535).optional() }),
   logLevel: strict({ level: oneOf(LEVELS as unknown as readonly [Level, ...Level[]]) }),
   /** no size (or null): the disk's file is read again */
