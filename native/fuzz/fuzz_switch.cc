@@ -95,28 +95,6 @@ void Group(Input& in, vhostkit::SwitchFdb& fdb, int32_t src_id, const uint32_t* 
     if (b & 0x80) continue;  // not in the table
     fwd.Set(std::move(p));
   }
-  // A few hostile flows: any fields, values from a small space so that frames meet them.
-  const uint32_t nflows = in.U8() % 4;
-  for (uint32_t k = 0; k < nflows; k++) {
-    vhostkit::Flow f;
-    f.priority = in.U8();
-    f.match.fields = in.U16() & ((1u << vhostkit::layout::flow_field::kWords) - 1);
-    f.match.in_port = in.U8() % 4;
-    f.match.dl_src = 0x020000000000ULL | (in.U8() % 4);
-    f.match.dl_dst = 0x020000000000ULL | (in.U8() % 4);
-    f.match.dl_vlan = in.U8() % 4;
-    f.match.dl_type = in.U8() & 1 ? 0x0800 : in.U16();
-    f.match.nw_src_mask = 0xffffff00;
-    f.match.nw_src = in.U32() & f.match.nw_src_mask;
-    f.match.nw_dst_mask = 0xffffffff << (in.U8() % 32);
-    f.match.nw_dst = in.U32() & f.match.nw_dst_mask;
-    f.match.nw_proto = in.U8() % 2 ? 6 : 17;
-    f.match.tp_src = in.U8();
-    f.match.tp_dst = in.U8();
-    f.action = static_cast<vhostkit::FlowAction>(in.U8() % 4);
-    f.out_port = static_cast<int32_t>(in.U8() % 5) - 1;
-    fwd.flows().Add(f);
-  }
   vhostkit::SwitchPort* src = fwd.Find(src_id);
   if (src == nullptr) return;
   // The frames back to back, with their MACs from a small space, and hostile offload headers.
@@ -134,6 +112,64 @@ void Group(Input& in, vhostkit::SwitchFdb& fdb, int32_t src_id, const uint32_t* 
   std::vector<uint8_t> hdr10(static_cast<size_t>(n) * 10);
   in.Bytes(hdr10.data(), hdr10.size());
   const bool with_hdr = in.U8() & 1;
+  // A few hostile flows: any fields, values from a small space so that frames meet them.
+  const uint32_t nflows = in.U8() % 8;
+  for (uint32_t k = 0; k < nflows; k++) {
+    vhostkit::Flow f;
+    f.priority = in.U8();
+    // Often one of a few shapes, so that flows share subtables (the index's buckets).
+    namespace ffl = vhostkit::layout::flow_field;
+    static constexpr uint32_t kShapes[] = {1u << ffl::DL_DST, (1u << ffl::DL_TYPE) | (1u << ffl::NW_PROTO),
+                                           (1u << ffl::DL_TYPE) | (1u << ffl::NW_PROTO) | (1u << ffl::NW_DST) | (1u << ffl::TP_DST), 1u << ffl::IN_PORT};
+    f.match.fields = in.U8() & 1 ? kShapes[in.U8() % 4] : in.U16() & ((1u << ffl::kWords) - 1);
+    f.match.in_port = in.U8() % 4;
+    f.match.dl_src = 0x020000000000ULL | (in.U8() % 4);
+    f.match.dl_dst = 0x020000000000ULL | (in.U8() % 4);
+    f.match.dl_vlan = in.U8() % 4;
+    f.match.dl_type = in.U8() & 1 ? 0x0800 : in.U16();
+    f.match.nw_src_mask = 0xffffff00;
+    f.match.nw_src = in.U32() & f.match.nw_src_mask;
+    f.match.nw_dst_mask = in.U8() & 1 ? 0xffffffff : 0xffffffff << (in.U8() % 32);
+    f.match.nw_dst = in.U32() & f.match.nw_dst_mask;
+    f.match.nw_proto = in.U8() % 2 ? 6 : 17;
+    f.match.tp_src = in.U8();
+    f.match.tp_dst = in.U8();
+    f.action = static_cast<vhostkit::FlowAction>(in.U8() % 4);
+    f.out_port = static_cast<int32_t>(in.U8() % 5) - 1;
+    // Half of them take their values from a frame of the burst, so that frames meet them.
+    if (n > 0 && (in.U8() & 1)) {
+      const uint32_t j = in.U8() % n;
+      const uint32_t have = std::min(lens[j], vhostkit::kSwitchHead);
+      if (have >= 14) {
+        const vhostkit::FrameKey k = vhostkit::FlowKey(data.p + off[j], have, src_id, 0);
+        f.match.in_port = k.in_port;
+        f.match.dl_src = k.dl_src;
+        f.match.dl_dst = k.dl_dst;
+        f.match.dl_type = k.dl_type;
+        f.match.nw_src = k.nw_src & f.match.nw_src_mask;
+        f.match.nw_dst = k.nw_dst & f.match.nw_dst_mask;
+        f.match.nw_proto = k.nw_proto;
+        f.match.tp_src = k.tp_src;
+        f.match.tp_dst = k.tp_dst;
+      }
+    }
+    fwd.flows().Add(f);
+  }
+  // The flow table's index finds what a scan in table order finds (FlowMatches, the rule).
+  for (uint32_t i = 0; i < n; i++) {
+    const uint32_t have = std::min(lens[i], vhostkit::kSwitchHead);
+    if (have < 14) continue;
+    const vhostkit::FrameKey k = vhostkit::FlowKey(data.p + off[i], have, src_id, i % 2 ? 0 : in.U8() % 4);
+    const vhostkit::Flow* want = nullptr;
+    for (const vhostkit::Flow& f : fwd.flows().flows()) {
+      if (vhostkit::FlowMatches(f.match, k)) {
+        want = &f;
+        break;
+      }
+    }
+    const vhostkit::Flow* got = fwd.flows().Lookup(k);
+    FUZZ_CHECK(got == want, "frame %u: the index found flow %p, the scan %p", i, static_cast<const void*>(got), static_cast<const void*>(want));
+  }
   // What the forwarder's classification will decide: the same call on a copy of the table.
   vhostkit::SwitchFdb copy = fdb;
   std::vector<uint8_t> h64(static_cast<size_t>(n) * vhostkit::kSwitchHead, 0);

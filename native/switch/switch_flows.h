@@ -6,6 +6,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <unordered_map>
 #include <vector>
 
 #include "switch/switch_layout.h"
@@ -52,6 +53,9 @@ struct FrameKey {
 // The key of a frame from its first `have` bytes (have >= 14).
 FrameKey FlowKey(const uint8_t* head, uint32_t have, int32_t in_port, uint32_t vlan);
 
+// Whether a frame of key k matches m: the one rule of what a match means.
+bool FlowMatches(const FlowMatch& m, const FrameKey& k);
+
 class FlowTable {
  public:
   bool empty() const { return flows_.empty(); }
@@ -63,12 +67,27 @@ class FlowTable {
   // Removes the flows whose match is f's (strict: and whose priority is f's); all if f
   // matches everything and !strict. Returns how many.
   uint32_t Remove(const FlowMatch& m, int32_t priority, bool strict);
-  // The flow a frame matches, or null.
+  // The flow a frame matches (the highest priority; among equal ones the first added), or null.
   Flow* Lookup(const FrameKey& k);
   const std::vector<Flow>& flows() const { return flows_; }
 
  private:
+  // Tuple space search, as Open vSwitch's classifier does: flows are grouped by the fields
+  // they match and their IPv4 masks (a subtable), each subtable a hash of the flows' values;
+  // a lookup probes one hash per subtable, highest priority first, and stops once no
+  // subtable left can beat what it found. 1,000 5-tuple flows are one probe.
+  struct Subtable {
+    uint32_t fields;
+    uint32_t nw_src_mask, nw_dst_mask;
+    int32_t max_priority;
+    std::unordered_map<uint64_t, std::vector<uint32_t>> buckets;  // hash -> flows_ indices, ascending
+  };
+  static uint64_t Hash(const FlowMatch& masked);
+  void Index();
+
   std::vector<Flow> flows_;  // by priority, highest first; equal ones in the order added
+  std::vector<Subtable> subtables_;  // by max_priority, highest first
+  bool indexed_ = true;      // subtables_ matches flows_ (rebuilt by the first lookup after a change)
 };
 
 }  // namespace vhostkit
