@@ -129,7 +129,7 @@ export async function serve(cfg: HostConfig, opts: { check?: boolean } = {}): Pr
     const problems = cfg.disks.flatMap((d) => (d.file === undefined ? [] : [checkImage(d.file, d.readOnly, d.format)].filter((p): p is string => p !== null).map((p) => `disk ${d.name}: ${p}`)));
     if (problems.length > 0) throw new ConfigError(problems);
     process.stdout.write(
-      `configuration OK: ${cfg.switches.length} switch(es) with ${cfg.switches.reduce((n, s) => n + s.ports.length, 0)} port(s), ${cfg.disks.length} disk(s); API ${cfg.api ?? 'off'}\n`,
+      `configuration OK: ${cfg.switches.length} switch(es) with ${cfg.switches.reduce((n, s) => n + s.ports.length, 0)} port(s) and ${cfg.switches.reduce((n, s) => n + (s.flows?.length ?? 0), 0)} flow(s), ${cfg.disks.length} disk(s); API ${cfg.api ?? 'off'}\n`,
     );
     return;
   }

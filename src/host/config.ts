@@ -8,6 +8,7 @@ import { resolve, dirname, isAbsolute } from 'node:path';
 import type { z } from 'zod';
 import type { PollMode } from '../dataplane/poller.js';
 import type { VlanConfig } from '../switch/engine.js';
+import { parseFlow } from '../switch/flows.js';
 import { SUB, diskSchema, hostSchema, show, switchSchema, tapPortSchema, vhostPortSchema, vlanSchema, vxlanPortSchema } from './schema.js';
 
 export interface VhostPortConfig {
@@ -48,6 +49,8 @@ export interface SwitchConfig {
   inline: boolean;
   hook?: { module: string; export?: string };
   ports: PortConfig[];
+  /** the flow table at start, in ovs-ofctl syntax (added after the ports, which they may name) */
+  flows?: string[];
 }
 
 export interface DiskConfig {
@@ -190,6 +193,8 @@ function parseSwitch(raw: unknown, path: string, problems: string[], base: strin
     const named = typeof raw.name === 'string' && switchSchema.shape.name.safeParse(raw.name).success;
     const partial: SwitchConfig = { name: named ? (raw.name as string) : `sw${index}`, poll: 'event', aging: 300, inline: false, ports: [] };
     if (Array.isArray(raw.ports)) addPorts(partial, raw.ports, path, problems, base);
+    // the flows that are strings (the others are reported by the schema)
+    if (Array.isArray(raw.flows)) partial.flows = checkFlows(partial, raw.flows as unknown[], path, problems);
     return partial;
   }
   if (s.inline && s.cpus) problems.push(`${path}.cpus: pins the data-plane thread: not with inline`);
@@ -200,7 +205,42 @@ function parseSwitch(raw: unknown, path: string, problems: string[], base: strin
   }
   const sw: SwitchConfig = { name: s.name ?? `sw${index}`, poll: s.poll as PollMode, cpus: s.cpus, aging: s.aging, inline: s.inline, hook, ports: [] };
   addPorts(sw, s.ports, path, problems, base);
+  sw.flows = checkFlows(sw, s.flows, path, problems);
   return sw;
+}
+
+/**
+ * Checks a switch's flows as Switch.addFlow will parse them, with in_port= and output:
+ * resolved against the switch's configured ports (they are added first), so that a bad flow
+ * is said before anything starts. Two flows of the same priority and match are refused: the
+ * second would replace the first.
+ */
+function checkFlows(sw: SwitchConfig, flows: unknown[], path: string, problems: string[]): string[] {
+  const names = sw.ports.map((p) => p.name);
+  const port = (n: string): number => {
+    const i = names.indexOf(n);
+    if (i < 0) throw new RangeError(`no port ${n} on this switch (${names.length ? `its ports: ${names.join(', ')}` : 'it has no ports'})`);
+    return i + 1;
+  };
+  const seen = new Map<string, number>();
+  const out: string[] = [];
+  flows.forEach((f, i) => {
+    if (typeof f !== 'string') return;
+    const p = `${path}.flows[${i}]`;
+    let spec: ReturnType<typeof parseFlow>;
+    try {
+      spec = parseFlow(f, port);
+    } catch (e) {
+      problems.push(`${p}: ${(e as Error).message}`);
+      return;
+    }
+    const key = `${spec.priority} ${spec.match}`;
+    const prev = seen.get(key);
+    if (prev !== undefined) problems.push(`${p}: the same priority and match as ${path}.flows[${prev}] (it would replace it)`);
+    else seen.set(key, i);
+    out.push(f);
+  });
+  return out;
 }
 
 function addPorts(sw: SwitchConfig, ports: unknown[], path: string, problems: string[], base: string): void {

@@ -113,9 +113,18 @@ export class Host {
       stateDir: this.stateDir ?? undefined,
       limits: this.limits,
     });
-    this.switches.set(cfg.name, { cfg: { ...cfg, ports: [] }, sw });
+    this.switches.set(cfg.name, { cfg: { ...cfg, ports: [], flows: [] }, sw });
     try {
       for (const p of cfg.ports) await this.addPort(cfg.name, p);
+      // After the ports: flows name them (in_port=, output:).
+      for (const [i, f] of (cfg.flows ?? []).entries()) {
+        try {
+          await sw.addFlow(f);
+        } catch (e) {
+          throw new HostError(400, `switch ${cfg.name}: flows[${i}]: ${(e as Error).message}`);
+        }
+      }
+      if (cfg.flows?.length) this.log.info('flows added', { switch: cfg.name, flows: cfg.flows.length });
     } catch (e) {
       await this.removeSwitch(cfg.name);
       throw e;

@@ -157,6 +157,10 @@ export const switchSchema = strict({
   hook: str().optional(),
   /** checked one by one (portSchema), so that each port's problems are named by its kind */
   ports: list(z.unknown()).default([]),
+  /** each checked by parseFlow (config.ts), against this switch's port names */
+  flows: list(z.string({ error: expected('a flow in ovs-ofctl syntax (a string)') }), 'a list of flows')
+    .default([])
+    .describe('the flow table at start, in ovs-ofctl syntax, e.g. "priority=100,icmp,nw_dst=10.0.0.2,actions=drop"; added after the ports, so in_port= and output: name them'),
 });
 
 export const diskSchema = strict({
