@@ -15,6 +15,7 @@
         "native/addon/bind_queue.cc",
         "native/net/net.cc",
         "native/net/offload.cc",
+        "native/net/edit.cc",
         "native/addon/bind_net.cc",
         "native/io/eventfd.cc",
         "native/io/uds.cc",
@@ -25,7 +26,8 @@
         "native/addon/bind_host_io.cc",
         "native/blk/blk.cc", "native/addon/bind_blk.cc",
         "native/switch/switch_fdb.cc", "native/switch/switch_port.cc", "native/switch/switch_capture.cc", "native/switch/switch_host.cc",
-        "native/switch/switch_forward.cc", "native/switch/switch_flows.cc", "native/addon/bind_switch.cc"
+        "native/switch/switch_forward.cc", "native/switch/switch_flows.cc", "native/switch/switch_handler.cc",
+        "native/addon/bind_switch.cc"
       ],
       "include_dirs": ["native", "<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

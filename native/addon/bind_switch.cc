@@ -188,7 +188,9 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
                         InstanceMethod<&ForwarderWrap::ForwardFlat>("forwardFlat"),
                         InstanceMethod<&ForwarderWrap::ServiceHost>("serviceHost"),
                         InstanceMethod<&ForwarderWrap::AddFlow>("addFlow"), InstanceMethod<&ForwarderWrap::RemoveFlows>("removeFlows"),
-                        InstanceMethod<&ForwarderWrap::FlowStats>("flowStats")});
+                        InstanceMethod<&ForwarderWrap::FlowStats>("flowStats"),
+                        InstanceMethod<&ForwarderWrap::SetHandlerStage>("setHandlerStage"),
+                        InstanceMethod<&ForwarderWrap::Output>("output")});
   }
 
   // new Forwarder(fdb: SwitchFdb, burst, events: Int32Array)
@@ -388,9 +390,11 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
     return Napi::Number::New(env, r);
   }
 
-  // A flow from its words (layout::flow_word).
-  static Flow ReadFlow(Napi::Env env, const int32_t* w) {
+  // A flow from its words (layout::flow_word, then its actions: layout::flow_action each).
+  static Flow ReadFlow(Napi::Env env, const Napi::Value& v, bool with_actions) {
     namespace fw = layout::flow_word;
+    size_t len = 0;
+    const int32_t* w = TypedData<int32_t>(env, v, napi_int32_array, fw::kWords, "flow words", &len);
     Flow f;
     f.priority = w[fw::PRIORITY];
     if (f.priority < 0 || f.priority > 65535) throw Napi::RangeError::New(env, "flow: priority must be 0..65535");
@@ -407,21 +411,26 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
     m.nw_dst_mask = static_cast<uint32_t>(w[fw::NW_DST_MASK]);
     m.nw_dst = static_cast<uint32_t>(w[fw::NW_DST]) & m.nw_dst_mask;
     m.nw_proto = static_cast<uint32_t>(w[fw::NW_PROTO]) & 0xff;
+    m.nw_ttl = static_cast<uint32_t>(w[fw::NW_TTL]) & 0xff;
     m.tp_src = static_cast<uint32_t>(w[fw::TP_SRC]) & 0xffff;
     m.tp_dst = static_cast<uint32_t>(w[fw::TP_DST]) & 0xffff;
-    if (w[fw::ACTION] < 0 || w[fw::ACTION] > 3) throw Napi::RangeError::New(env, "flow: action must be 0 (drop), 1 (output), 2 (flood) or 3 (normal)");
-    f.action = static_cast<FlowAction>(w[fw::ACTION]);
-    f.out_port = w[fw::OUT_PORT];
-    if (f.action == FlowAction::kOutput && f.out_port < 0) throw Napi::RangeError::New(env, "flow: output needs a port");
+    m.tcp_flags_mask = static_cast<uint32_t>(w[fw::TCP_FLAGS_MASK]) & 0x0fff;
+    m.tcp_flags = static_cast<uint32_t>(w[fw::TCP_FLAGS]) & m.tcp_flags_mask;
     f.id = w[fw::ID];
+    if (!with_actions) return f;
+    const int32_t n = w[fw::N_ACTIONS];
+    if (n < 0 || len < fw::kWords + static_cast<size_t>(n) * layout::flow_action::kWords) {
+      throw Napi::RangeError::New(env, "flow: N_ACTIONS does not fit the words");
+    }
+    if (const char* bad = ReadFlowActions(w + fw::kWords, static_cast<uint32_t>(n), &f.actions)) throw Napi::RangeError::New(env, bad);
     return f;
   }
 
-  // addFlow(words: Int32Array(FlowWord)): adds a flow, or replaces the one of the same
-  // priority and match (its counters kept).
+  // addFlow(words: Int32Array(FlowWord + actions)): adds a flow, or replaces the one of the
+  // same priority and match (its counters kept).
   Napi::Value AddFlow(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!fwd_->flows().Add(ReadFlow(env, TypedData<int32_t>(env, info[0], napi_int32_array, layout::flow_word::kWords, "flow words")))) {
+    if (!fwd_->flows().Add(ReadFlow(env, info[0], true))) {
       throw Napi::RangeError::New(env, "flow table full (" + std::to_string(FlowTable::kMaxFlows) + " flows)");
     }
     return env.Undefined();
@@ -431,8 +440,40 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
   // or (not strict) every flow whose match includes the given fields with their values.
   Napi::Value RemoveFlows(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    const Flow f = ReadFlow(env, TypedData<int32_t>(env, info[0], napi_int32_array, layout::flow_word::kWords, "flow words"));
+    const Flow f = ReadFlow(env, info[0], false);
     return Napi::Number::New(env, fwd_->flows().Remove(f.match, f.priority, info[1].ToBoolean()));
+  }
+
+  // setHandlerStage(buf: Uint8Array): where frames for handlers are staged (layout
+  // handler_word, then handler_record records); held until replaced.
+  Napi::Value SetHandlerStage(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    size_t len = 0;
+    uint8_t* buf = TypedData<uint8_t>(env, info[0], napi_uint8_array, layout::handler_word::kWords * 4, "handler stage", &len);
+    if (len > (size_t{1} << 30)) throw Napi::RangeError::New(env, "setHandlerStage: at most 1 GiB");
+    stage_ref_ = Napi::Persistent(info[0].As<Napi::Object>());
+    fwd_->handler_stage().Attach(buf, len);
+    return env.Undefined();
+  }
+
+  // output(port, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, hdr10: Uint8Array | null, n)
+  // -> false if there is no such port: frames sent out of the port as they are.
+  Napi::Value Output(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const int32_t port = static_cast<int32_t>(Int(info[0], INT32_MIN, INT32_MAX, "port"));
+    size_t data_len = 0;
+    const uint8_t* data = TypedData<uint8_t>(env, info[1], napi_uint8_array, 0, "data", &data_len);
+    const uint32_t n = static_cast<uint32_t>(Int(info[5], 0, 1 << 20, "n"));
+    const uint32_t* off = TypedData<uint32_t>(env, info[2], napi_uint32_array, n, "offsets");
+    const uint32_t* lens = TypedData<uint32_t>(env, info[3], napi_uint32_array, n, "lens");
+    const uint8_t* hdr10 = Absent(info[4]) ? nullptr : TypedData<uint8_t>(env, info[4], napi_uint8_array, size_t{n} * 10, "hdr10");
+    for (uint32_t i = 0; i < n; i++) {
+      if (uint64_t{off[i]} + lens[i] > data_len) throw Napi::RangeError::New(env, "output: a frame lies outside data");
+      if (lens[i] > kMaxFrame) throw Napi::RangeError::New(env, "output: a frame is larger than 64 KiB + 256");
+    }
+    const bool found = fwd_->Output(port, data, off, lens, hdr10, n);
+    Events();
+    return Napi::Boolean::New(env, found);
   }
 
   // flowStats() -> Float64Array of FlowStat words per flow, in the table's order.
@@ -450,6 +491,7 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
 
   Napi::ObjectReference table_;
   Napi::ObjectReference events_ref_;
+  Napi::ObjectReference stage_ref_;
   int32_t* events_ = nullptr;
   size_t events_len_ = 0;
   std::unique_ptr<Forwarder> fwd_;
@@ -466,6 +508,10 @@ Napi::Object Layouts(Napi::Env env) {
   static constexpr const char* kFlowWord[] = {VHOSTKIT_FLOW_WORD(VHOSTKIT_LAYOUT_NAME)};
   static constexpr const char* kFlowField[] = {VHOSTKIT_FLOW_FIELD(VHOSTKIT_LAYOUT_NAME)};
   static constexpr const char* kFlowStat[] = {VHOSTKIT_FLOW_STAT(VHOSTKIT_LAYOUT_NAME)};
+  static constexpr const char* kFlowAction[] = {VHOSTKIT_FLOW_ACTION(VHOSTKIT_LAYOUT_NAME)};
+  static constexpr const char* kFlowOp[] = {VHOSTKIT_FLOW_OP(VHOSTKIT_LAYOUT_NAME)};
+  static constexpr const char* kHandlerWord[] = {VHOSTKIT_HANDLER_WORD(VHOSTKIT_LAYOUT_NAME)};
+  static constexpr const char* kHandlerRecord[] = {VHOSTKIT_HANDLER_RECORD(VHOSTKIT_LAYOUT_NAME)};
   Napi::Object all = Napi::Object::New(env);
   all.Set("PortCounter", LayoutObject(env, kPortCounter, layout::port_counter::kWords));
   all.Set("PortWord", LayoutObject(env, kPortWord, pw::kWords));
@@ -475,6 +521,10 @@ Napi::Object Layouts(Napi::Env env) {
   all.Set("FlowWord", LayoutObject(env, kFlowWord, layout::flow_word::kWords));
   all.Set("FlowField", LayoutObject(env, kFlowField, layout::flow_field::kWords));
   all.Set("FlowStat", LayoutObject(env, kFlowStat, layout::flow_stat::kWords));
+  all.Set("FlowAction", LayoutObject(env, kFlowAction, layout::flow_action::kWords));
+  all.Set("FlowOp", LayoutObject(env, kFlowOp, layout::flow_op::kWords));
+  all.Set("HandlerWord", LayoutObject(env, kHandlerWord, layout::handler_word::kWords));
+  all.Set("HandlerRecord", LayoutObject(env, kHandlerRecord, layout::handler_record::kWords));
   return all;
 }
 

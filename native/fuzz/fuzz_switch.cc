@@ -134,8 +134,17 @@ void Group(Input& in, vhostkit::SwitchFdb& fdb, int32_t src_id, const uint32_t* 
     f.match.nw_proto = in.U8() % 2 ? 6 : 17;
     f.match.tp_src = in.U8();
     f.match.tp_dst = in.U8();
-    f.action = static_cast<vhostkit::FlowAction>(in.U8() % 4);
-    f.out_port = static_cast<int32_t>(in.U8() % 5) - 1;
+    f.match.nw_ttl = in.U8() % 3;
+    f.match.tcp_flags_mask = in.U16() & 0xfff;
+    f.match.tcp_flags = in.U16() & f.match.tcp_flags_mask;
+    // Hostile action words: any op (some unknown), small arguments, in any order; what
+    // ReadFlowActions refuses is not added.
+    int32_t words[6 * vhostkit::layout::flow_action::kWords];
+    const uint32_t nact = in.U8() % 7;
+    for (uint32_t a = 0; a < nact * vhostkit::layout::flow_action::kWords; a++) {
+      words[a] = a % vhostkit::layout::flow_action::kWords == 0 ? static_cast<int32_t>(in.U8() % 16) : static_cast<int32_t>(in.U16()) - 2;
+    }
+    if (vhostkit::ReadFlowActions(words, nact, &f.actions) != nullptr) continue;
     // Half of them take their values from a frame of the burst, so that frames meet them.
     if (n > 0 && (in.U8() & 1)) {
       const uint32_t j = in.U8() % n;
@@ -151,6 +160,8 @@ void Group(Input& in, vhostkit::SwitchFdb& fdb, int32_t src_id, const uint32_t* 
         f.match.nw_proto = k.nw_proto;
         f.match.tp_src = k.tp_src;
         f.match.tp_dst = k.tp_dst;
+        f.match.nw_ttl = k.nw_ttl;
+        f.match.tcp_flags = k.tcp_flags & f.match.tcp_flags_mask;
       }
     }
     fwd.flows().Add(f);
@@ -178,7 +189,29 @@ void Group(Input& in, vhostkit::SwitchFdb& fdb, int32_t src_id, const uint32_t* 
   vhostkit::ClassifyCounts cc;
   vhostkit::SwitchClassify(copy, src_id, src->vlan.Ingress(), h64.data(), nullptr, vhostkit::kSwitchHead, vhostkit::kSwitchHead, lens, n, now,
                            kAging, nullptr, dest.data(), vid.data(), tagged.data(), &cc);
+  // Frames for handlers staged in a buffer of any size (none at all: counted nowhere, lost).
+  std::vector<uint8_t> stage(in.U8() & 1 ? 0 : 16 + in.U16() % 4096);
+  if (!stage.empty()) fwd.handler_stage().Attach(stage.data(), stage.size());
   fwd.Flat(*src, data.p, off.data(), lens, with_hdr ? hdr10.data() : nullptr, n, now, kAging);
+  if (!stage.empty()) {
+    namespace hw = vhostkit::layout::handler_word;
+    namespace hr = vhostkit::layout::handler_record;
+    int32_t words[hw::kWords];
+    std::memcpy(words, stage.data(), sizeof words);
+    FUZZ_CHECK(words[hw::AT] >= static_cast<int32_t>(sizeof words) && static_cast<size_t>(words[hw::AT]) <= stage.size(), "handler AT %d", words[hw::AT]);
+    size_t walk = sizeof words;
+    int32_t records = 0;
+    while (walk < static_cast<size_t>(words[hw::AT])) {
+      int32_t rec[hr::kWords];
+      FUZZ_CHECK(walk + sizeof rec <= stage.size(), "a handler record header cut at %zu", walk);
+      std::memcpy(rec, stage.data() + walk, sizeof rec);
+      FUZZ_CHECK(rec[hr::LEN] >= 0 && static_cast<uint32_t>(rec[hr::LEN]) <= vhostkit::kMaxFrame + 4, "handler record length %d", rec[hr::LEN]);
+      walk += (sizeof rec + static_cast<size_t>(rec[hr::LEN]) + 7) & ~size_t{7};
+      records++;
+    }
+    FUZZ_CHECK(walk == static_cast<size_t>(words[hw::AT]) && records == words[hw::FRAMES], "handler records walk to %zu of %d (%d of %d)", walk,
+               words[hw::AT], records, words[hw::FRAMES]);
+  }
   // Each guest port counted exactly the frames its VLAN rule lets through to it (without
   // flows, which change destinations: then the flows' counts must add up instead).
   double matched = 0;
@@ -213,6 +246,8 @@ void Group(Input& in, vhostkit::SwitchFdb& fdb, int32_t src_id, const uint32_t* 
   }
   FUZZ_CHECK(walk == at && records == cap_state[cw::PENDING], "records walk to %zu of %zu (%u of %.0f)", walk, at, records, cap_state[cw::PENDING]);
   if (cap_state[cw::LIMIT] > 0) FUZZ_CHECK(cap_state[cw::PACKETS] <= cap_state[cw::LIMIT], "capture past its count");
+  // A handler's sends, out of any port (or one that is not there), as they are.
+  fwd.Output(static_cast<int32_t>(in.U8() % 5) - 1, data.p, off.data(), lens, with_hdr ? hdr10.data() : nullptr, n);
 }
 
 void Classify(Input& in, SwitchFdb& fdb, Model& model, int64_t now) {

@@ -636,6 +636,15 @@ uint32_t NetToFlat(const TxSource& src, const uint16_t* chains, uint32_t n, uint
   return k;
 }
 
+uint32_t NetReadFrame(const TxSource& src, uint32_t c, uint8_t* out, uint32_t cap, uint8_t* hdr10) {
+  std::memset(hdr10, 0, 10);
+  const uint32_t rl = src.arrays->read_len[c];
+  if (rl < src.hdr_len + 14 || rl - src.hdr_len > cap) return 0;
+  const uint32_t frame = rl - src.hdr_len;
+  if (src.offloads && ReadCursor(*src.arrays, *src.mem, c, 0).Read(hdr10, 10) != 10) return 0;
+  return ReadCursor(*src.arrays, *src.mem, c, src.hdr_len).Read(out, frame) == frame ? frame : 0;
+}
+
 int32_t NetDeliverFlat(const RxTarget& dst, const uint8_t* base, const uint32_t* offsets, const uint32_t* lens, uint32_t n,
                        const uint8_t* hdr10, int32_t vlan, DeliverStats* st) {
   const MemTable* dmem = dst.q->memory().get();

@@ -65,6 +65,12 @@ int32_t NetDeliver(const RxTarget& dst, const TxSource& src, const uint16_t* cha
 uint32_t NetToFlat(const TxSource& src, const uint16_t* chains, uint32_t n, uint8_t* out, uint32_t out_len,
                    uint32_t* offsets, uint32_t* lens, uint32_t max_frames, DeliverStats* st);
 
+// Copies the frame of chain c of a burst (the bytes after its header, no VLAN operation)
+// to out, and the first 10 bytes of its header to hdr10 (zeros if the source carries no
+// offloads). Returns the frame's length, or 0 if it is shorter than an Ethernet header or
+// longer than cap.
+uint32_t NetReadFrame(const TxSource& src, uint32_t c, uint8_t* out, uint32_t cap, uint8_t* hdr10);
+
 // The same for frames in one host buffer: frame k is lens[k] bytes at base + offsets[k]
 // (no virtio_net_hdr); hdr10, if not null, holds 10 header bytes per frame to give the
 // receiver (offload flags from a TAP device), else the frames carry no offload.

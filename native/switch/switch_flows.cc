@@ -18,7 +18,8 @@ uint32_t Be32(const uint8_t* p) { return (uint32_t{p[0]} << 24) | (uint32_t{p[1]
 bool SameMatch(const FlowMatch& a, const FlowMatch& b) {
   return a.fields == b.fields && a.in_port == b.in_port && a.dl_src == b.dl_src && a.dl_dst == b.dl_dst && a.dl_vlan == b.dl_vlan &&
          a.dl_type == b.dl_type && a.nw_src == b.nw_src && a.nw_src_mask == b.nw_src_mask && a.nw_dst == b.nw_dst &&
-         a.nw_dst_mask == b.nw_dst_mask && a.nw_proto == b.nw_proto && a.tp_src == b.tp_src && a.tp_dst == b.tp_dst;
+         a.nw_dst_mask == b.nw_dst_mask && a.nw_proto == b.nw_proto && a.nw_ttl == b.nw_ttl && a.tp_src == b.tp_src &&
+         a.tp_dst == b.tp_dst && a.tcp_flags == b.tcp_flags && a.tcp_flags_mask == b.tcp_flags_mask;
 }
 
 }  // namespace
@@ -41,6 +42,7 @@ FrameKey FlowKey(const uint8_t* h, uint32_t have, int32_t in_port, uint32_t vlan
   if ((ip[0] >> 4) != 4 || ihl < 20) return k;
   k.ipv4 = true;
   k.nw_proto = ip[9];
+  k.nw_ttl = ip[8];
   k.nw_src = Be32(ip + 12);
   k.nw_dst = Be32(ip + 16);
   const bool first_fragment = (Be16(ip + 6) & 0x1fff) == 0;
@@ -49,7 +51,88 @@ FrameKey FlowKey(const uint8_t* h, uint32_t have, int32_t in_port, uint32_t vlan
     k.tp_src = Be16(ip + ihl);
     k.tp_dst = Be16(ip + ihl + 2);
   }
+  if (k.nw_proto == 6 && first_fragment && have >= l3 + ihl + 14) {
+    k.tcp = true;
+    k.tcp_flags = Be16(ip + ihl + 12) & 0x0fff;
+  }
   return k;
+}
+
+const char* ReadFlowActions(const int32_t* w, uint32_t n, FlowActions* out) {
+  namespace fa = layout::flow_action;
+  namespace op = layout::flow_op;
+  if (n > kMaxFlowActions) return "flow: more than 64 actions";
+  FlowActions a;
+  bool output = false;
+  for (uint32_t i = 0; i < n; i++) {
+    const int32_t* x = w + static_cast<size_t>(i) * fa::kWords;
+    const int32_t code = x[fa::OP];
+    const int32_t arg = x[fa::A];
+    const bool edit = code >= static_cast<int32_t>(op::STRIP_VLAN);
+    if (edit && output) return "flow: an edit after an output (edits come first and apply to every output)";
+    auto u16 = [&](uint32_t max) { return arg >= 0 && static_cast<uint32_t>(arg) <= max; };
+    FrameEdit& e = a.edit;
+    switch (code) {
+      case op::OUTPUT:
+        if (arg < 0) return "flow: output needs a port";
+        a.ports.push_back(arg);
+        break;
+      case op::FLOOD:
+        a.flood = true;
+        break;
+      case op::NORMAL:
+        a.normal = true;
+        break;
+      case op::HANDLER:
+        if (arg < 0) return "flow: handler needs an id";
+        a.handlers.push_back(arg);
+        break;
+      case op::STRIP_VLAN:
+        e.set |= FrameEdit::kStripVlan;
+        break;
+      case op::SET_VLAN_VID:
+        if (!u16(4095)) return "flow: mod_vlan_vid needs a VLAN id 0..4095";
+        e.set |= FrameEdit::kVlanVid;
+        e.vid = static_cast<uint16_t>(arg);
+        break;
+      case op::SET_VLAN_PCP:
+        if (!u16(7)) return "flow: mod_vlan_pcp needs a priority 0..7";
+        e.set |= FrameEdit::kVlanPcp;
+        e.pcp = static_cast<uint16_t>(arg);
+        break;
+      case op::SET_DL_SRC:
+      case op::SET_DL_DST: {
+        const uint64_t mac = (uint64_t{static_cast<uint32_t>(arg) & 0xffff} << 32) | static_cast<uint32_t>(x[fa::B]);
+        e.set |= code == op::SET_DL_SRC ? FrameEdit::kDlSrc : FrameEdit::kDlDst;
+        (code == op::SET_DL_SRC ? e.dl_src : e.dl_dst) = mac;
+        break;
+      }
+      case op::SET_NW_SRC:
+        e.set |= FrameEdit::kNwSrc;
+        e.nw_src = static_cast<uint32_t>(arg);
+        break;
+      case op::SET_NW_DST:
+        e.set |= FrameEdit::kNwDst;
+        e.nw_dst = static_cast<uint32_t>(arg);
+        break;
+      case op::SET_TP_SRC:
+      case op::SET_TP_DST:
+        if (!u16(65535)) return "flow: mod_tp_src / mod_tp_dst need a port 0..65535";
+        e.set |= code == op::SET_TP_SRC ? FrameEdit::kTpSrc : FrameEdit::kTpDst;
+        (code == op::SET_TP_SRC ? e.tp_src : e.tp_dst) = static_cast<uint16_t>(arg);
+        break;
+      case op::DEC_TTL:
+        e.set |= FrameEdit::kDecTtl;
+        break;
+      default:
+        return "flow: unknown action";
+    }
+    output = output || !edit;
+  }
+  // normal switches by the frame's VLAN as it came: not one a flow changed.
+  if (a.normal && (a.edit.set & FrameEdit::kVlanEdits)) return "flow: normal with a VLAN edit";
+  *out = std::move(a);
+  return nullptr;
 }
 
 bool FlowTable::Add(const Flow& f) {
@@ -94,8 +177,11 @@ uint32_t FlowTable::Remove(const FlowMatch& m, int32_t priority, bool strict) {
                                 keep(ff::NW_DST, &FlowMatch::nw_dst);
                                 keep(ff::NW_DST, &FlowMatch::nw_dst_mask);
                                 keep(ff::NW_PROTO, &FlowMatch::nw_proto);
+                                keep(ff::NW_TTL, &FlowMatch::nw_ttl);
                                 keep(ff::TP_SRC, &FlowMatch::tp_src);
                                 keep(ff::TP_DST, &FlowMatch::tp_dst);
+                                keep(ff::TCP_FLAGS, &FlowMatch::tcp_flags);
+                                keep(ff::TCP_FLAGS, &FlowMatch::tcp_flags_mask);
                                 return SameMatch(masked, want);
                               }),
                flows_.end());
@@ -103,31 +189,15 @@ uint32_t FlowTable::Remove(const FlowMatch& m, int32_t priority, bool strict) {
   return static_cast<uint32_t>(before - flows_.size());
 }
 
-bool FlowMatches(const FlowMatch& m, const FrameKey& k) {
-  {
-    const uint32_t s = m.fields;
-    if ((s & Bit(ff::IN_PORT)) && m.in_port != k.in_port) return false;
-    if ((s & Bit(ff::DL_SRC)) && m.dl_src != k.dl_src) return false;
-    if ((s & Bit(ff::DL_DST)) && m.dl_dst != k.dl_dst) return false;
-    if ((s & Bit(ff::DL_VLAN)) && m.dl_vlan != k.dl_vlan) return false;
-    if ((s & Bit(ff::DL_TYPE)) && m.dl_type != k.dl_type) return false;
-    const uint32_t l3 = Bit(ff::NW_SRC) | Bit(ff::NW_DST) | Bit(ff::NW_PROTO);
-    if ((s & l3) && !k.ipv4) return false;
-    if ((s & Bit(ff::NW_SRC)) && (k.nw_src & m.nw_src_mask) != m.nw_src) return false;
-    if ((s & Bit(ff::NW_DST)) && (k.nw_dst & m.nw_dst_mask) != m.nw_dst) return false;
-    if ((s & Bit(ff::NW_PROTO)) && m.nw_proto != k.nw_proto) return false;
-    const uint32_t l4 = Bit(ff::TP_SRC) | Bit(ff::TP_DST);
-    if ((s & l4) && !k.l4) return false;
-    if ((s & Bit(ff::TP_SRC)) && m.tp_src != k.tp_src) return false;
-    if ((s & Bit(ff::TP_DST)) && m.tp_dst != k.tp_dst) return false;
-    return true;
-  }
-}
-
 namespace {
 
-// The values of m's fields, the others 0 (the key a subtable hashes).
-FlowMatch Masked(const FrameKey& k, uint32_t fields, uint32_t src_mask, uint32_t dst_mask) {
+constexpr uint32_t kL3 = Bit(ff::NW_SRC) | Bit(ff::NW_DST) | Bit(ff::NW_PROTO) | Bit(ff::NW_TTL);
+constexpr uint32_t kL4 = Bit(ff::TP_SRC) | Bit(ff::TP_DST);
+
+// The fields of k a flow of these fields and masks compares, the others 0: equal for a
+// frame and a flow exactly when the flow matches the frame (given the frame has the
+// layers the fields need). The key a subtable hashes.
+FlowMatch Masked(const FrameKey& k, uint32_t fields, uint32_t src_mask, uint32_t dst_mask, uint32_t flags_mask) {
   FlowMatch v;
   v.fields = fields;
   if (fields & Bit(ff::IN_PORT)) v.in_port = k.in_port;
@@ -138,27 +208,45 @@ FlowMatch Masked(const FrameKey& k, uint32_t fields, uint32_t src_mask, uint32_t
   if (fields & Bit(ff::NW_SRC)) v.nw_src = k.nw_src & src_mask, v.nw_src_mask = src_mask;
   if (fields & Bit(ff::NW_DST)) v.nw_dst = k.nw_dst & dst_mask, v.nw_dst_mask = dst_mask;
   if (fields & Bit(ff::NW_PROTO)) v.nw_proto = k.nw_proto;
+  if (fields & Bit(ff::NW_TTL)) v.nw_ttl = k.nw_ttl;
   if (fields & Bit(ff::TP_SRC)) v.tp_src = k.tp_src;
   if (fields & Bit(ff::TP_DST)) v.tp_dst = k.tp_dst;
+  if (fields & Bit(ff::TCP_FLAGS)) v.tcp_flags = k.tcp_flags & flags_mask, v.tcp_flags_mask = flags_mask;
   return v;
 }
 
-// m with the fields it does not match zeroed: what a frame's Masked() key equals when m matches.
-FlowMatch Normalized(const FlowMatch& m) {
-  FlowMatch v;
-  v.fields = m.fields;
-  if (m.fields & Bit(ff::IN_PORT)) v.in_port = m.in_port;
-  if (m.fields & Bit(ff::DL_SRC)) v.dl_src = m.dl_src;
-  if (m.fields & Bit(ff::DL_DST)) v.dl_dst = m.dl_dst;
-  if (m.fields & Bit(ff::DL_VLAN)) v.dl_vlan = m.dl_vlan;
-  if (m.fields & Bit(ff::DL_TYPE)) v.dl_type = m.dl_type;
-  if (m.fields & Bit(ff::NW_SRC)) v.nw_src = m.nw_src & m.nw_src_mask, v.nw_src_mask = m.nw_src_mask;
-  if (m.fields & Bit(ff::NW_DST)) v.nw_dst = m.nw_dst & m.nw_dst_mask, v.nw_dst_mask = m.nw_dst_mask;
-  if (m.fields & Bit(ff::NW_PROTO)) v.nw_proto = m.nw_proto;
-  if (m.fields & Bit(ff::TP_SRC)) v.tp_src = m.tp_src;
-  if (m.fields & Bit(ff::TP_DST)) v.tp_dst = m.tp_dst;
-  return v;
+// A frame with m's values: Masked(ValuesOf(m), m's fields and masks) is m's own key.
+FrameKey ValuesOf(const FlowMatch& m) {
+  FrameKey k{};
+  k.in_port = m.in_port;
+  k.dl_src = m.dl_src;
+  k.dl_dst = m.dl_dst;
+  k.dl_vlan = m.dl_vlan;
+  k.dl_type = m.dl_type;
+  k.nw_src = m.nw_src;
+  k.nw_dst = m.nw_dst;
+  k.nw_proto = m.nw_proto;
+  k.nw_ttl = m.nw_ttl;
+  k.tp_src = m.tp_src;
+  k.tp_dst = m.tp_dst;
+  k.tcp_flags = m.tcp_flags;
+  return k;
 }
+
+FlowMatch Normalized(const FlowMatch& m) { return Masked(ValuesOf(m), m.fields, m.nw_src_mask, m.nw_dst_mask, m.tcp_flags_mask); }
+
+bool HasLayers(uint32_t fields, const FrameKey& k) {
+  return !(((fields & kL3) && !k.ipv4) || ((fields & kL4) && !k.l4) || ((fields & Bit(ff::TCP_FLAGS)) && !k.tcp));
+}
+
+}  // namespace
+
+bool FlowMatches(const FlowMatch& m, const FrameKey& k) {
+  if (!HasLayers(m.fields, k)) return false;
+  return SameMatch(Masked(k, m.fields, m.nw_src_mask, m.nw_dst_mask, m.tcp_flags_mask), Normalized(m));
+}
+
+namespace {
 
 uint64_t Mix(uint64_t h, uint64_t v) {
   h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
@@ -174,7 +262,8 @@ uint64_t FlowTable::Hash(const FlowMatch& m) {
   h = Mix(h, m.dl_dst);
   h = Mix(h, (uint64_t{m.dl_vlan} << 16) | m.dl_type);
   h = Mix(h, (uint64_t{m.nw_src} << 32) | m.nw_dst);
-  h = Mix(h, (uint64_t{m.nw_proto} << 32) | (uint64_t{m.tp_src} << 16) | m.tp_dst);
+  h = Mix(h, (uint64_t{m.nw_ttl} << 40) | (uint64_t{m.nw_proto} << 32) | (uint64_t{m.tp_src} << 16) | m.tp_dst);
+  h = Mix(h, (uint64_t{m.tcp_flags_mask} << 16) | m.tcp_flags);
   // murmur3's finalizer: every bit reaches the low bits the hash map uses
   h ^= h >> 33;
   h *= 0xff51afd7ed558ccdULL;
@@ -188,10 +277,12 @@ void FlowTable::Index() {
     const FlowMatch& m = flows_[i].match;
     const uint32_t sm = (m.fields & Bit(ff::NW_SRC)) ? m.nw_src_mask : 0;
     const uint32_t dm = (m.fields & Bit(ff::NW_DST)) ? m.nw_dst_mask : 0;
-    auto st = std::find_if(subtables_.begin(), subtables_.end(),
-                           [&](const Subtable& t) { return t.fields == m.fields && t.nw_src_mask == sm && t.nw_dst_mask == dm; });
+    const uint32_t fm = (m.fields & Bit(ff::TCP_FLAGS)) ? m.tcp_flags_mask : 0;
+    auto st = std::find_if(subtables_.begin(), subtables_.end(), [&](const Subtable& t) {
+      return t.fields == m.fields && t.nw_src_mask == sm && t.nw_dst_mask == dm && t.tcp_flags_mask == fm;
+    });
     if (st == subtables_.end()) {
-      subtables_.push_back(Subtable{m.fields, sm, dm, flows_[i].priority, {}});
+      subtables_.push_back(Subtable{m.fields, sm, dm, fm, flows_[i].priority, {}});
       st = subtables_.end() - 1;
     }
     // flows_ is by priority: the first flow of a subtable has its highest priority.
@@ -203,13 +294,11 @@ void FlowTable::Index() {
 
 Flow* FlowTable::Lookup(const FrameKey& k) {
   if (!indexed_) Index();
-  constexpr uint32_t kL3 = Bit(ff::NW_SRC) | Bit(ff::NW_DST) | Bit(ff::NW_PROTO);
-  constexpr uint32_t kL4 = Bit(ff::TP_SRC) | Bit(ff::TP_DST);
   int64_t best = -1;  // an index of flows_: lower is better (higher priority, or added first)
   for (const Subtable& st : subtables_) {
     if (best >= 0 && flows_[static_cast<size_t>(best)].priority > st.max_priority) break;
-    if (((st.fields & kL3) && !k.ipv4) || ((st.fields & kL4) && !k.l4)) continue;
-    const auto b = st.buckets.find(Hash(Masked(k, st.fields, st.nw_src_mask, st.nw_dst_mask)));
+    if (!HasLayers(st.fields, k)) continue;
+    const auto b = st.buckets.find(Hash(Masked(k, st.fields, st.nw_src_mask, st.nw_dst_mask, st.tcp_flags_mask)));
     if (b == st.buckets.end()) continue;
     for (uint32_t i : b->second) {
       if (best >= 0 && static_cast<int64_t>(i) > best) break;

@@ -9,11 +9,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "net/edit.h"
 #include "switch/switch_layout.h"
 
 namespace vhostkit {
-
-enum class FlowAction : int32_t { kDrop = 0, kOutput = 1, kFlood = 2, kNormal = 3 };
 
 struct FlowMatch {
   uint32_t fields = 0;  // bits of layout::flow_field
@@ -25,14 +24,35 @@ struct FlowMatch {
   uint32_t nw_src = 0, nw_src_mask = 0;
   uint32_t nw_dst = 0, nw_dst_mask = 0;
   uint32_t nw_proto = 0;
+  uint32_t nw_ttl = 0;
   uint32_t tp_src = 0, tp_dst = 0;
+  uint32_t tcp_flags = 0, tcp_flags_mask = 0;
 };
+
+// What a flow does with a frame it matches: its edits (applied to a copy of the frame),
+// then its outputs. No output: the frame is dropped.
+struct FlowActions {
+  FrameEdit edit;
+  std::vector<int32_t> ports;     // output:PORT, in order
+  std::vector<int32_t> handlers;  // handler:ID
+  bool flood = false;
+  bool normal = false;
+  bool Drops() const { return ports.empty() && handlers.empty() && !flood && !normal; }
+  // One destination and no edit: the frame goes where the learning switch's would have,
+  // without a copy.
+  bool Simple() const { return edit.set == 0 && handlers.empty() && ports.size() + (flood ? 1u : 0u) + (normal ? 1u : 0u) <= 1; }
+};
+
+// The actions of a flow from their words (layout::flow_action, n of them): null, or what is
+// wrong with them (an unknown op, an argument out of range, an edit after an output, normal
+// with a VLAN edit).
+constexpr uint32_t kMaxFlowActions = 64;
+const char* ReadFlowActions(const int32_t* words, uint32_t n, FlowActions* out);
 
 struct Flow {
   int32_t priority = 0;
   FlowMatch match;
-  FlowAction action = FlowAction::kNormal;
-  int32_t out_port = -1;
+  FlowActions actions;
   int32_t id = 0;
   double packets = 0;
   double bytes = 0;
@@ -45,9 +65,11 @@ struct FrameKey {
   uint32_t dl_vlan;
   uint32_t dl_type;  // after an 802.1Q tag
   bool ipv4;         // a whole IPv4 header is in the head
-  uint32_t nw_src, nw_dst, nw_proto;
+  uint32_t nw_src, nw_dst, nw_proto, nw_ttl;
   bool l4;           // TCP or UDP ports are in the head (first fragment)
   uint32_t tp_src, tp_dst;
+  bool tcp;          // TCP flags are in the head
+  uint32_t tcp_flags;
 };
 
 // The key of a frame from its first `have` bytes (have >= 14).
@@ -73,12 +95,12 @@ class FlowTable {
 
  private:
   // Tuple space search, as Open vSwitch's classifier does: flows are grouped by the fields
-  // they match and their IPv4 masks (a subtable), each subtable a hash of the flows' values;
+  // they match and their masks (a subtable), each subtable a hash of the flows' values;
   // a lookup probes one hash per subtable, highest priority first, and stops once no
   // subtable left can beat what it found. 1,000 5-tuple flows are one probe.
   struct Subtable {
     uint32_t fields;
-    uint32_t nw_src_mask, nw_dst_mask;
+    uint32_t nw_src_mask, nw_dst_mask, tcp_flags_mask;
     int32_t max_priority;
     std::unordered_map<uint64_t, std::vector<uint32_t>> buckets;  // hash -> flows_ indices, ascending
   };

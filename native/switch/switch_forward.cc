@@ -12,6 +12,8 @@ namespace pc = layout::port_counter;
 namespace qs = layout::queue_stat;
 
 constexpr uint32_t kHostRounds = 16;  // batches one ServiceHost call reads at most
+constexpr int32_t kFlowMulti = -10;   // dest_: several destinations, in acts_
+constexpr uint32_t kEditRoom = kMaxFrame + kTagBytes;  // an edited copy: a frame and a pushed tag
 
 uint32_t KindOf(int32_t op) { return op == kVlanKeep ? 0 : op == kVlanStrip ? 1 : 2; }
 
@@ -26,6 +28,9 @@ Forwarder::Forwarder(SwitchFdb& fdb, uint32_t burst, Resolve resolve)
       dest_(burst),
       vid_(burst),
       tagged_(burst),
+      acts_(burst),
+      learned_(burst),
+      as_is_(burst),
       goff_(burst),
       glen_(burst),
       ghdr_(static_cast<size_t>(burst) * 10),
@@ -79,6 +84,8 @@ void Forwarder::Captured(SwitchPort& p, bool going) {
 }
 
 double Forwarder::Classify(SwitchPort& src, uint32_t n, int64_t now, int64_t aging_ms, const int32_t* verdict) {
+  now_ = now;
+  aging_ms_ = aging_ms;
   ClassifyCounts c;
   SwitchClassify(fdb_, src.id, src.vlan.Ingress(), heads_.data(), nullptr, kSwitchHead, kSwitchHead, lens_.data(), n, now, aging_ms,
                  verdict, dest_.data(), vid_.data(), tagged_.data(), &c);
@@ -91,8 +98,11 @@ double Forwarder::Classify(SwitchPort& src, uint32_t n, int64_t now, int64_t agi
   return c.bytes;
 }
 
-void Forwarder::ApplyFlows(SwitchPort& src, uint32_t n) {
+bool Forwarder::ApplyFlows(SwitchPort& src, uint32_t n, const TxSource* tx, const FlatSource* flat) {
+  bool edited = false;
   for (uint32_t i = 0; i < n; i++) {
+    acts_[i] = nullptr;
+    if (!edit_len_.empty()) edit_len_[i] = 0;
     if (dest_[i] == kClassifyDrop) continue;  // dropped before any flow (malformed, VLAN, hook)
     const uint32_t have = std::min(lens_[i], kSwitchHead);
     const FrameKey k = FlowKey(heads_.data() + static_cast<size_t>(i) * kSwitchHead, have, src.id, static_cast<uint32_t>(vid_[i]));
@@ -100,25 +110,112 @@ void Forwarder::ApplyFlows(SwitchPort& src, uint32_t n) {
     if (f == nullptr) continue;  // the learning switch's destination stands
     f->packets++;
     f->bytes += lens_[i];
-    switch (f->action) {
-      case FlowAction::kDrop:
-        dest_[i] = kClassifyDrop;
-        src.Count(pc::DROP_FLOW, 1);
-        break;
-      case FlowAction::kOutput:
-        dest_[i] = f->out_port;
-        break;
-      case FlowAction::kFlood:
-        dest_[i] = kClassifyFlood;
-        break;
-      case FlowAction::kNormal:
-        break;
+    const FlowActions& a = f->actions;
+    if (a.Drops()) {
+      dest_[i] = kClassifyDrop;
+      src.Count(pc::DROP_FLOW, 1);
+      continue;
     }
+    if (a.Simple()) {
+      if (!a.ports.empty()) dest_[i] = a.ports[0];
+      if (a.flood) dest_[i] = kClassifyFlood;
+      continue;  // normal: the learning switch's destination
+    }
+    acts_[i] = &a;
+    learned_[i] = dest_[i];
+    if (a.edit.set == 0) {
+      dest_[i] = kFlowMulti;
+      if (a.handlers.empty()) continue;
+      uint8_t hdr[10] = {};
+      if (tx != nullptr) {
+        one_frame_.resize(kMaxFrame);
+        const uint32_t len = NetReadFrame(*tx, i, one_frame_.data(), kMaxFrame, hdr);
+        if (len > 0) ToHandlers(a, src, i, one_frame_.data(), len, ParseNetHdr(hdr));
+      } else {
+        if (flat->hdr10 != nullptr) std::memcpy(hdr, flat->hdr10 + 10 * size_t{i}, 10);
+        ToHandlers(a, src, i, flat->base + flat->off[i], flat->lens[i], ParseNetHdr(hdr));
+      }
+      continue;
+    }
+    // An edit: a copy of the frame, edited, delivered after the frames that go as they are.
+    dest_[i] = kClassifyDrop;
+    if (edit_len_.empty()) {
+      edit_buf_.resize(static_cast<size_t>(burst_) * kEditRoom);
+      edit_hdr_.resize(static_cast<size_t>(burst_) * 10);
+      edit_off_.resize(burst_);
+      edit_len_.assign(burst_, 0);
+      for (uint32_t j = 0; j < burst_; j++) edit_off_[j] = j * kEditRoom;
+    }
+    uint8_t* copy = edit_buf_.data() + edit_off_[i];
+    uint8_t* hdr = edit_hdr_.data() + 10 * size_t{i};
+    uint32_t len = 0;
+    if (tx != nullptr) {
+      len = NetReadFrame(*tx, i, copy, kMaxFrame, hdr);
+    } else if (flat->lens[i] <= kMaxFrame) {
+      len = flat->lens[i];
+      std::memcpy(copy, flat->base + flat->off[i], len);
+      if (flat->hdr10 != nullptr) {
+        std::memcpy(hdr, flat->hdr10 + 10 * size_t{i}, 10);
+      } else {
+        std::memset(hdr, 0, 10);
+      }
+    }
+    NetHdr h = ParseNetHdr(hdr);
+    if (len == 0 || EditFrame(copy, &len, kEditRoom, &h, a.edit) == EditResult::kTtlExpired) {
+      src.Count(pc::DROP_FLOW, 1);
+      continue;
+    }
+    WriteNetHdr(h, hdr);
+    edit_len_[i] = len;
+    edited = true;
+    ToHandlers(a, src, i, copy, len, h);
   }
+  return edited;
+}
+
+void Forwarder::ToHandlers(const FlowActions& a, const SwitchPort& src, uint32_t i, const uint8_t* frame, uint32_t len,
+                           const NetHdr& h) {
+  for (int32_t id : a.handlers) handler_stage_.Put(id, src.id, static_cast<uint32_t>(vid_[i]), h, frame, len);
+}
+
+void Forwarder::DeliverEdited(SwitchPort& src, uint32_t n) {
+  for (uint32_t i = 0; i < n; i++) {
+    dest_[i] = kClassifyDrop;
+    if (edit_len_[i] == 0) continue;
+    const FlowActions& a = *acts_[i];
+    const uint8_t* copy = edit_buf_.data() + edit_off_[i];
+    const uint32_t len = edit_len_[i];
+    // The head as edited: the RX queue of the frame's flow, and where normal sends it.
+    uint8_t* head = heads_.data() + static_cast<size_t>(i) * kSwitchHead;
+    const uint32_t have = std::min(len, kSwitchHead);
+    std::memcpy(head, copy, have);
+    std::memset(head + have, 0, kSwitchHead - have);
+    lens_[i] = len;
+    // A flow's VLAN edit is the frame's tag, on any port it outputs to.
+    as_is_[i] = (a.edit.set & FrameEdit::kVlanEdits) != 0;
+    if (a.normal && (a.edit.set & FrameEdit::kDlDst)) {
+      const uint64_t mac = (uint64_t{head[0]} << 40) | (uint64_t{head[1]} << 32) | (uint64_t{head[2]} << 24) |
+                           (uint64_t{head[3]} << 16) | (uint64_t{head[4]} << 8) | head[5];
+      learned_[i] = (head[0] & 1) ? kClassifyFlood : fdb_.Lookup(mac, static_cast<uint32_t>(vid_[i]), now_, aging_ms_);
+      if (learned_[i] < 0) learned_[i] = kClassifyFlood;
+    }
+    dest_[i] = kFlowMulti;
+  }
+  Group(src, n);
+  const FlatSource f{edit_buf_.data(), edit_off_.data(), edit_len_.data(), edit_hdr_.data()};
+  Deliver(nullptr, &f);
+  for (uint32_t i = 0; i < n; i++) as_is_[i] = 0;
+}
+
+void Forwarder::Switch(SwitchPort& src, uint32_t n, const TxSource* tx, const FlatSource* flat) {
+  const bool edited = !flows_.empty() && ApplyFlows(src, n, tx, flat);
+  Group(src, n);
+  Deliver(tx, flat);
+  if (edited) DeliverEdited(src, n);
 }
 
 void Forwarder::Stage(SwitchPort& q, uint32_t i) {
-  const int32_t op = q.vlan.Egress(static_cast<uint32_t>(vid_[i]), tagged_[i] == 1);
+  const int32_t op = as_is_[i] ? kVlanKeep : q.vlan.Egress(static_cast<uint32_t>(vid_[i]), tagged_[i] == 1);
   if (op == kEgressNone) return;  // not its VLAN (not a drop: not its traffic)
   const uint32_t nq = q.Queues();
   if (nq == 0) {
@@ -136,6 +233,17 @@ void Forwarder::Stage(SwitchPort& q, uint32_t i) {
   }
 }
 
+void Forwarder::StageFlood(const SwitchPort& src, uint32_t i) {
+  for (const auto& q : list_) {
+    if (q.get() != &src) Stage(*q, i);
+  }
+}
+
+void Forwarder::StageTo(const SwitchPort& src, int32_t port, uint32_t i) {
+  SwitchPort* q = Find(port);
+  if (q != nullptr && q != &src) Stage(*q, i);
+}
+
 void Forwarder::Group(const SwitchPort& src, uint32_t n) {
   int32_t last_d = kClassifyDrop;
   SwitchPort* last_q = nullptr;
@@ -143,9 +251,15 @@ void Forwarder::Group(const SwitchPort& src, uint32_t n) {
     const int32_t d = dest_[i];
     if (d == kClassifyDrop) continue;
     if (d == kClassifyFlood) {
-      for (const auto& q : list_) {
-        if (q.get() != &src) Stage(*q, i);
-      }
+      StageFlood(src, i);
+      continue;
+    }
+    if (d == kFlowMulti) {
+      const FlowActions& a = *acts_[i];
+      for (int32_t p : a.ports) StageTo(src, p, i);
+      if (a.flood) StageFlood(src, i);
+      if (a.normal && learned_[i] == kClassifyFlood) StageFlood(src, i);
+      if (a.normal && learned_[i] >= 0) StageTo(src, learned_[i], i);
       continue;
     }
     if (d != last_d) {
@@ -244,9 +358,7 @@ int32_t Forwarder::Burst(SwitchPort& src, Virtqueue& q, const BurstArrays& b, co
   const TxSource s{&b, &mem, src.hdr_len, src.tx_offloads, kVlanKeep};
   if (src.captured) Captured(src, CaptureChains(src, s, iota_.data(), n, Now()));
   const double bytes = Classify(src, n, now, aging_ms, verdict);
-  if (!flows_.empty()) ApplyFlows(src, n);
-  Group(src, n);
-  Deliver(&s, nullptr);
+  Switch(src, n, &s, nullptr);
   for (uint32_t i = 0; i < n; i++) {
     used_id[i] = b.head[i];
     used_len[i] = 0;
@@ -271,10 +383,8 @@ void Forwarder::FlatBurst(SwitchPort& src, const uint8_t* base, const uint32_t* 
   }
   if (src.captured) Captured(src, CaptureFlat(src, base, off, lens, nullptr, n, kVlanKeep, Now()));
   Classify(src, n, now, aging_ms, nullptr);
-  if (!flows_.empty()) ApplyFlows(src, n);
-  Group(src, n);
   const FlatSource f{base, off, lens, hdr10};
-  Deliver(nullptr, &f);
+  Switch(src, n, nullptr, &f);
 }
 
 void Forwarder::Flat(SwitchPort& src, const uint8_t* base, const uint32_t* off, const uint32_t* lens, const uint8_t* hdr10, uint32_t n,
@@ -284,6 +394,28 @@ void Forwarder::Flat(SwitchPort& src, const uint8_t* base, const uint32_t* off, 
     const uint32_t m = std::min(burst_, n - at);
     FlatBurst(src, base, off + at, lens + at, hdr10 != nullptr ? hdr10 + 10 * size_t{at} : nullptr, m, now, aging_ms);
   }
+}
+
+bool Forwarder::Output(int32_t dst, const uint8_t* base, const uint32_t* off, const uint32_t* lens, const uint8_t* hdr10, uint32_t n) {
+  Begin();
+  SwitchPort* q = Find(dst);
+  if (q == nullptr) return false;
+  for (uint32_t at = 0; at < n; at += burst_) {
+    const uint32_t m = std::min(burst_, n - at);
+    for (uint32_t i = 0; i < m; i++) {
+      // The head for the flow hash (the RX queue of the frame's flow).
+      uint8_t* h = heads_.data() + static_cast<size_t>(i) * kSwitchHead;
+      const uint32_t have = std::min(lens[at + i], kSwitchHead);
+      std::memcpy(h, base + off[at + i], have);
+      std::memset(h + have, 0, kSwitchHead - have);
+      as_is_[i] = 1;
+      Stage(*q, i);
+      as_is_[i] = 0;
+    }
+    const FlatSource f{base, off + at, lens + at, hdr10 != nullptr ? hdr10 + 10 * size_t{at} : nullptr};
+    Deliver(nullptr, &f);
+  }
+  return true;
 }
 
 int32_t Forwarder::ServiceHost(SwitchPort& p, int64_t now, int64_t aging_ms) {

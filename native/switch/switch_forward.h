@@ -16,6 +16,7 @@
 #include "net/net.h"
 #include "switch/switch_fdb.h"
 #include "switch/switch_flows.h"
+#include "switch/switch_handler.h"
 #include "switch/switch_host.h"
 #include "switch/switch_port.h"
 
@@ -54,6 +55,11 @@ class Forwarder {
   void Flat(SwitchPort& src, const uint8_t* base, const uint32_t* off, const uint32_t* lens, const uint8_t* hdr10, uint32_t n,
             int64_t now, int64_t aging_ms);
 
+  // Frames held in a host buffer sent out of port dst as they are (a handler's sends): no
+  // classification, no flow, no VLAN rule of dst's. Frames to a port that is not there are
+  // dropped (returns false).
+  bool Output(int32_t dst, const uint8_t* base, const uint32_t* off, const uint32_t* lens, const uint8_t* hdr10, uint32_t n);
+
   // Reads host port p's fd (up to 16 batches, until it has nothing more) and switches what
   // came. Returns the frames switched, or -errno if the first read failed.
   int32_t ServiceHost(SwitchPort& p, int64_t now, int64_t aging_ms);
@@ -65,6 +71,8 @@ class Forwarder {
   SwitchFdb& fdb() { return fdb_; }
   // The flow table consulted after classification (empty: the learning switch alone).
   FlowTable& flows() { return flows_; }
+  // Where frames for TypeScript handlers are staged.
+  HandlerStage& handler_stage() { return handler_stage_; }
 
  private:
   // Starts a call: no queue broken, no capture done, no clock read yet.
@@ -76,19 +84,29 @@ class Forwarder {
                  int64_t now, int64_t aging_ms);
   // Counts and decides frames [0, n) whose heads are in heads_: dest_, vid_, tagged_.
   double Classify(SwitchPort& src, uint32_t n, int64_t now, int64_t aging_ms, const int32_t* verdict);
-  // Frames [0, n) of src through the flow table: a matching flow's action replaces the
-  // learning switch's destination, and the flow counts the frame.
-  void ApplyFlows(SwitchPort& src, uint32_t n);
-  void Stage(SwitchPort& q, uint32_t i);
-  // Stages frames [0, n) for every destination but src.
-  void Group(const SwitchPort& src, uint32_t n);
-  // Delivers every staged group: from the burst src (tx) or from a host buffer (flat).
   struct FlatSource {
     const uint8_t* base;
     const uint32_t* off;
     const uint32_t* lens;
     const uint8_t* hdr10;
   };
+  // Frames [0, n) of src (from tx or flat) through the flow table: a matching flow's
+  // actions replace the learning switch's destination, and the flow counts the frame. A
+  // frame the flow edits is copied, edited, and left for DeliverEdited; frames for
+  // handlers are staged. Returns whether any frame was edited.
+  bool ApplyFlows(SwitchPort& src, uint32_t n, const TxSource* tx, const FlatSource* flat);
+  // The edited copies of ApplyFlows, to their flows' destinations.
+  void DeliverEdited(SwitchPort& src, uint32_t n);
+  // Frame i (a copy of len bytes, its header h) to the handlers of a.
+  void ToHandlers(const FlowActions& a, const SwitchPort& src, uint32_t i, const uint8_t* frame, uint32_t len, const NetHdr& h);
+  // Frames [0, n) through the flow table (if any) and to their destinations.
+  void Switch(SwitchPort& src, uint32_t n, const TxSource* tx, const FlatSource* flat);
+  void Stage(SwitchPort& q, uint32_t i);
+  void StageTo(const SwitchPort& src, int32_t port, uint32_t i);
+  void StageFlood(const SwitchPort& src, uint32_t i);
+  // Stages frames [0, n) for every destination but src.
+  void Group(const SwitchPort& src, uint32_t n);
+  // Delivers every staged group: from the burst src (tx) or from a host buffer (flat).
   void Deliver(const TxSource* tx, const FlatSource* flat);
   void DeliverGuest(SwitchPort& q, uint32_t k, const TxSource* tx, const FlatSource* flat);
 
@@ -102,6 +120,18 @@ class Forwarder {
   std::vector<uint8_t> heads_;
   std::vector<uint32_t> lens_;
   std::vector<int32_t> dest_, vid_, tagged_;
+  // Flows' work per frame: the actions of a flow with several destinations (dest_ is then
+  // kFlowMulti) or that edits the frame; the learning switch's destination (for normal);
+  // sent with the tag a flow gave it, whatever the port's VLAN rule.
+  std::vector<const FlowActions*> acts_;
+  std::vector<int32_t> learned_;
+  std::vector<uint8_t> as_is_;
+  // Edited copies: frame i at edit_buf_ + edit_off_[i], edit_len_[i] bytes (0: not edited),
+  // its header's 10 bytes at edit_hdr_ + 10 * i. Sized at the first edit.
+  std::vector<uint8_t> edit_buf_, edit_hdr_;
+  std::vector<uint32_t> edit_off_, edit_len_;
+  std::vector<uint8_t> one_frame_;  // a frame for a handler, copied out of a burst
+  HandlerStage handler_stage_;
   // Compacted offsets / lengths / headers of one group of host-buffer frames.
   std::vector<uint32_t> goff_, glen_;
   std::vector<uint8_t> ghdr_;
@@ -110,6 +140,7 @@ class Forwarder {
   std::vector<Broken> broken_;
   std::vector<int32_t> captures_done_;
   std::vector<uint16_t> iota_;  // 0, 1, ... burst - 1: every chain of a burst
+  int64_t now_ = 0, aging_ms_ = 0;  // of the call (the table's clock)
   timespec ts_{};
   bool have_ts_ = false;
 };

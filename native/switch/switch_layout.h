@@ -69,20 +69,45 @@ enum : uint32_t { VHOSTKIT_CLASSIFY_COUNT(VHOSTKIT_LAYOUT_ENUM) kWords };
 }  // namespace vhostkit::layout
 
 // One flow of a switch's flow table as the forwarder takes it (Int32). FIELDS: which match
-// fields are set (bit k: the k-th of IN_PORT .. TP_DST below, in order). MACs as two words
-// each (the high 16 bits, the low 32). DL_VLAN: the frame's VLAN as the switch assigned it
-// (tagged or from the port). NW_*: IPv4 addresses with their masks. ACTION: 0 drop,
-// 1 output to OUT_PORT, 2 flood, 3 normal (the learning switch). ID: the caller's.
+// fields are set (bit k: the k-th of IN_PORT .. TCP_FLAGS below, in order). MACs as two
+// words each (the high 16 bits, the low 32). DL_VLAN: the frame's VLAN as the switch
+// assigned it (tagged or from the port). NW_*: IPv4 addresses with their masks. TCP_FLAGS:
+// the flags under TCP_FLAGS_MASK. ID: the caller's. N_ACTIONS actions follow the words,
+// FLOW_ACTION words each; none: the flow drops what it matches.
 #define VHOSTKIT_FLOW_WORD(X)                                                                    \
   X(PRIORITY) X(FIELDS) X(IN_PORT) X(DL_SRC_HI) X(DL_SRC_LO) X(DL_DST_HI) X(DL_DST_LO) X(DL_VLAN) \
-  X(DL_TYPE) X(NW_SRC) X(NW_SRC_MASK) X(NW_DST) X(NW_DST_MASK) X(NW_PROTO) X(TP_SRC) X(TP_DST)    \
-  X(ACTION) X(OUT_PORT) X(ID)
+  X(DL_TYPE) X(NW_SRC) X(NW_SRC_MASK) X(NW_DST) X(NW_DST_MASK) X(NW_PROTO) X(NW_TTL) X(TP_SRC)    \
+  X(TP_DST) X(TCP_FLAGS) X(TCP_FLAGS_MASK) X(ID) X(N_ACTIONS)
 
 // The match fields, as bits of a flow's FIELDS word.
-#define VHOSTKIT_FLOW_FIELD(X) X(IN_PORT) X(DL_SRC) X(DL_DST) X(DL_VLAN) X(DL_TYPE) X(NW_SRC) X(NW_DST) X(NW_PROTO) X(TP_SRC) X(TP_DST)
+#define VHOSTKIT_FLOW_FIELD(X) \
+  X(IN_PORT) X(DL_SRC) X(DL_DST) X(DL_VLAN) X(DL_TYPE) X(NW_SRC) X(NW_DST) X(NW_PROTO) X(NW_TTL) X(TP_SRC) X(TP_DST) X(TCP_FLAGS)
+
+// One action of a flow (Int32 words): OP (a flow_op), then its arguments A and B. The
+// edits (STRIP_VLAN .. DEC_TTL) come before the outputs (OUTPUT .. HANDLER) and apply to
+// every output. OUTPUT: to port A. FLOOD: to every port but the one it came from. NORMAL:
+// where the learning switch sends it. HANDLER: to TypeScript handler A. STRIP_VLAN: its
+// 802.1Q tag removed. SET_VLAN_VID / SET_VLAN_PCP: the tag's VLAN A / priority A (a tag
+// pushed if it has none). SET_DL_SRC / SET_DL_DST: MAC (A high 16 bits, B low 32).
+// SET_NW_SRC / SET_NW_DST: IPv4 address A. SET_TP_SRC / SET_TP_DST: TCP/UDP port A.
+// DEC_TTL: the IPv4 TTL less one (the frame dropped when it reaches 0).
+#define VHOSTKIT_FLOW_ACTION(X) X(OP) X(A) X(B)
+#define VHOSTKIT_FLOW_OP(X)                                                                        \
+  X(OUTPUT) X(FLOOD) X(NORMAL) X(HANDLER) X(STRIP_VLAN) X(SET_VLAN_VID) X(SET_VLAN_PCP) X(SET_DL_SRC) \
+  X(SET_DL_DST) X(SET_NW_SRC) X(SET_NW_DST) X(SET_TP_SRC) X(SET_TP_DST) X(DEC_TTL)
 
 // A flow's counters (Float64), per flow in the order of the table's dump: ID, packets, bytes.
 #define VHOSTKIT_FLOW_STAT(X) X(ID) X(PACKETS) X(BYTES)
+
+// Frames for TypeScript handlers, staged by the forwarder in one buffer per switch (Int32
+// words at its start): AT the bytes used (records start at HANDLER_WORD words), FRAMES the
+// records, LOST frames that did not fit.
+#define VHOSTKIT_HANDLER_WORD(X) X(AT) X(FRAMES) X(LOST) X(RESERVED)
+// One staged frame: a header of these Int32 words, then LEN frame bytes (no virtio_net_hdr;
+// its fields decoded here), the next record at the next multiple of 8. HANDLER: the
+// handler's id; IN_PORT: the port it came from; VLAN: the VLAN the switch assigned it.
+#define VHOSTKIT_HANDLER_RECORD(X) \
+  X(HANDLER) X(IN_PORT) X(LEN) X(VLAN) X(FLAGS) X(GSO_TYPE) X(HDR_LEN) X(GSO_SIZE) X(CSUM_START) X(CSUM_OFFSET)
 
 namespace vhostkit::layout {
 #define VHOSTKIT_LAYOUT_ENUM(n) n,
@@ -92,8 +117,20 @@ enum : uint32_t { VHOSTKIT_FLOW_WORD(VHOSTKIT_LAYOUT_ENUM) kWords };
 namespace flow_field {
 enum : uint32_t { VHOSTKIT_FLOW_FIELD(VHOSTKIT_LAYOUT_ENUM) kWords };
 }  // namespace flow_field
+namespace flow_action {
+enum : uint32_t { VHOSTKIT_FLOW_ACTION(VHOSTKIT_LAYOUT_ENUM) kWords };
+}  // namespace flow_action
+namespace flow_op {
+enum : uint32_t { VHOSTKIT_FLOW_OP(VHOSTKIT_LAYOUT_ENUM) kWords };
+}  // namespace flow_op
 namespace flow_stat {
 enum : uint32_t { VHOSTKIT_FLOW_STAT(VHOSTKIT_LAYOUT_ENUM) kWords };
 }  // namespace flow_stat
+namespace handler_word {
+enum : uint32_t { VHOSTKIT_HANDLER_WORD(VHOSTKIT_LAYOUT_ENUM) kWords };
+}  // namespace handler_word
+namespace handler_record {
+enum : uint32_t { VHOSTKIT_HANDLER_RECORD(VHOSTKIT_LAYOUT_ENUM) kWords };
+}  // namespace handler_record
 #undef VHOSTKIT_LAYOUT_ENUM
 }  // namespace vhostkit::layout

@@ -52,15 +52,39 @@ export const FlowWord = switchLayout('FlowWord', [
   'NW_DST',
   'NW_DST_MASK',
   'NW_PROTO',
+  'NW_TTL',
   'TP_SRC',
   'TP_DST',
-  'ACTION',
-  'OUT_PORT',
+  'TCP_FLAGS',
+  'TCP_FLAGS_MASK',
   'ID',
+  'N_ACTIONS',
 ] as const);
 /** The match fields: bit FlowField.X of a flow's FIELDS word says X is matched. */
-export const FlowField = switchLayout('FlowField', ['IN_PORT', 'DL_SRC', 'DL_DST', 'DL_VLAN', 'DL_TYPE', 'NW_SRC', 'NW_DST', 'NW_PROTO', 'TP_SRC', 'TP_DST'] as const);
-export const FlowAction = { DROP: 0, OUTPUT: 1, FLOOD: 2, NORMAL: 3 } as const;
+export const FlowField = switchLayout('FlowField', ['IN_PORT', 'DL_SRC', 'DL_DST', 'DL_VLAN', 'DL_TYPE', 'NW_SRC', 'NW_DST', 'NW_PROTO', 'NW_TTL', 'TP_SRC', 'TP_DST', 'TCP_FLAGS'] as const);
+/** One action after a flow's words (Int32): its op and arguments. */
+export const FlowAction = switchLayout('FlowAction', ['OP', 'A', 'B'] as const);
+/** The action ops (native/switch/switch_layout.h: edits first, then outputs). */
+export const FlowOp = switchLayout('FlowOp', [
+  'OUTPUT',
+  'FLOOD',
+  'NORMAL',
+  'HANDLER',
+  'STRIP_VLAN',
+  'SET_VLAN_VID',
+  'SET_VLAN_PCP',
+  'SET_DL_SRC',
+  'SET_DL_DST',
+  'SET_NW_SRC',
+  'SET_NW_DST',
+  'SET_TP_SRC',
+  'SET_TP_DST',
+  'DEC_TTL',
+] as const);
+/** The handler staging's first words (Int32): bytes used, records, frames lost. */
+export const HandlerWord = switchLayout('HandlerWord', ['AT', 'FRAMES', 'LOST', 'RESERVED'] as const);
+/** One staged record's header (Int32), then LEN frame bytes; records 8-byte aligned. */
+export const HandlerRecord = switchLayout('HandlerRecord', ['HANDLER', 'IN_PORT', 'LEN', 'VLAN', 'FLAGS', 'GSO_TYPE', 'HDR_LEN', 'GSO_SIZE', 'CSUM_START', 'CSUM_OFFSET'] as const);
 /** Per flow (Float64), in flowStats(): its ID, packets and bytes matched. */
 export const FlowStat = switchLayout('FlowStat', ['ID', 'PACKETS', 'BYTES'] as const);
 
@@ -115,6 +139,10 @@ export interface NativeForwarder {
   addFlow(words: Int32Array): void;
   removeFlows(words: Int32Array, strict: boolean): number;
   flowStats(): Float64Array;
+  /** Where frames for handlers are staged (HandlerWord words, then HandlerRecord records). */
+  setHandlerStage(buf: Uint8Array): void;
+  /** Frames sent out of `port` as they are; false if there is no such port. */
+  output(port: number, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, hdr10: Uint8Array | null, n: number): boolean;
 }
 
 const raw = addon as {

@@ -1,10 +1,12 @@
 // Flows of a switch's flow table in ovs-ofctl's syntax: "priority=100,tcp,nw_dst=10.0.0.2,
 // tp_dst=80,actions=drop". A flow matches on the frame's in-port, MACs, VLAN (the one the
-// switch assigned it), EtherType, IPv4 addresses and prefixes, IP protocol and TCP/UDP ports;
-// its action drops the frame, sends it to a port, floods it, or leaves it to the learning
-// switch (normal). Frames no flow matches are switched as by `priority=0,actions=normal`.
-// The table runs in native code (native/switch/switch_flows.cc).
-import { FlowAction, FlowField, FlowWord } from '../native/switch.js';
+// switch assigned it), EtherType, IPv4 addresses and prefixes, IP protocol and TTL, TCP/UDP
+// ports and TCP flags. Its actions edit the frame (VLAN tag, MACs, IPv4 addresses, ports,
+// TTL; checksums kept right) and then send it: to ports, flooded, to the learning switch
+// (normal), to TypeScript handlers; no output drops it. Frames no flow matches are switched
+// as by `priority=0,actions=normal`. The table runs in native code
+// (native/switch/switch_flows.cc, the edits in native/net/edit.cc).
+import { FlowAction, FlowField, FlowOp, FlowWord } from '../native/switch.js';
 import { macFromString, macToString } from './fdb.js';
 
 export interface FlowSpec {
@@ -59,7 +61,7 @@ const ipString = (a: number) => [a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a 
  * Parses a flow. `port` turns a port name (in_port=, output:) into its id, or throws.
  * `forDelete`: the text is a match for del-flows (no actions; priority only with strict).
  */
-export function parseFlow(text: string, port: (name: string) => number, forDelete = false): FlowSpec {
+export function parseFlow(text: string, port: (name: string) => number, forDelete = false, handler?: (name: string) => number): FlowSpec {
   const w = new Int32Array(FlowWord.WORDS);
   let fields = 0;
   const set = (f: keyof typeof FlowField) => (fields |= 1 << FlowField[f]);
@@ -138,44 +140,187 @@ export function parseFlow(text: string, port: (name: string) => number, forDelet
         w[FlowWord.NW_PROTO] = num(v, k, 255);
         set('NW_PROTO');
         break;
+      case 'nw_ttl':
+        w[FlowWord.NW_TTL] = num(v, k, 255);
+        set('NW_TTL');
+        break;
       case 'tp_src':
       case 'tp_dst':
         w[k === 'tp_src' ? FlowWord.TP_SRC : FlowWord.TP_DST] = num(v, k, 65535);
         set(k === 'tp_src' ? 'TP_SRC' : 'TP_DST');
         break;
+      case 'tcp_flags': {
+        const f = tcpFlags(v);
+        w[FlowWord.TCP_FLAGS] = f.value;
+        w[FlowWord.TCP_FLAGS_MASK] = f.mask;
+        set('TCP_FLAGS');
+        break;
+      }
       default:
-        throw new RangeError(`${k}: unknown field (in_port, dl_src, dl_dst, dl_vlan, dl_type, nw_src, nw_dst, nw_proto, tp_src, tp_dst, priority)`);
+        throw new RangeError(`${k}: unknown field (in_port, dl_src, dl_dst, dl_vlan, dl_type, nw_src, nw_dst, nw_proto, nw_ttl, tp_src, tp_dst, tcp_flags, priority)`);
     }
   }
   // ovs-ofctl's prerequisites: IPv4 fields need ip, ports need tcp or udp.
   const isIp = (fields & (1 << FlowField.DL_TYPE)) !== 0 && w[FlowWord.DL_TYPE] === 0x0800;
-  if (fields & ((1 << FlowField.NW_SRC) | (1 << FlowField.NW_DST) | (1 << FlowField.NW_PROTO)) && !isIp) throw new RangeError('nw_src, nw_dst and nw_proto need ip (dl_type=0x0800), icmp, tcp or udp');
-  const isL4 = isIp && (fields & (1 << FlowField.NW_PROTO)) !== 0 && (w[FlowWord.NW_PROTO] === 6 || w[FlowWord.NW_PROTO] === 17);
+  const l3 = (1 << FlowField.NW_SRC) | (1 << FlowField.NW_DST) | (1 << FlowField.NW_PROTO) | (1 << FlowField.NW_TTL);
+  if (fields & l3 && !isIp) throw new RangeError('nw_src, nw_dst, nw_proto and nw_ttl need ip (dl_type=0x0800), icmp, tcp or udp');
+  const proto = (fields & (1 << FlowField.NW_PROTO)) !== 0 ? w[FlowWord.NW_PROTO] : -1;
+  const isL4 = isIp && (proto === 6 || proto === 17);
   if (fields & ((1 << FlowField.TP_SRC) | (1 << FlowField.TP_DST)) && !isL4) throw new RangeError('tp_src and tp_dst need tcp or udp');
+  if (fields & (1 << FlowField.TCP_FLAGS) && !(isIp && proto === 6)) throw new RangeError('tcp_flags needs tcp');
   w[FlowWord.PRIORITY] = priority;
   w[FlowWord.FIELDS] = fields;
-  let act = '';
-  if (actions !== null) {
-    const a = actions.toLowerCase();
-    if (a === 'drop' || a === '') {
-      w[FlowWord.ACTION] = FlowAction.DROP;
-      act = 'drop';
-    } else if (a === 'normal') {
-      w[FlowWord.ACTION] = FlowAction.NORMAL;
-      act = 'NORMAL';
-    } else if (a === 'flood') {
-      w[FlowWord.ACTION] = FlowAction.FLOOD;
-      act = 'FLOOD';
-    } else if (/^output:[^,]+$/.test(actions)) {
-      const name = actions.slice('output:'.length);
-      w[FlowWord.ACTION] = FlowAction.OUTPUT;
-      w[FlowWord.OUT_PORT] = port(name);
-      act = `output:${name}`;
-    } else {
-      throw new RangeError(`actions=${actions}: one of drop, normal, flood, output:PORT (more actions come later)`);
+  if (actions === null) return { priority, match: formatMatch(w, seen), actions: '', words: w };
+  const parsed = parseActions(actions, port, handler);
+  const words = new Int32Array(FlowWord.WORDS + parsed.words.length);
+  words.set(w);
+  words.set(parsed.words, FlowWord.WORDS);
+  words[FlowWord.N_ACTIONS] = parsed.words.length / FlowAction.WORDS;
+  return { priority, match: formatMatch(w, seen), actions: parsed.text, words };
+}
+
+/** TCP flag names, by bit (ovs-ofctl's names). */
+const TCP_FLAGS = ['fin', 'syn', 'rst', 'psh', 'ack', 'urg', 'ece', 'cwr', 'ns'] as const;
+
+/** tcp_flags=VALUE/MASK (numbers) or =+syn-ack (flags that must be set, +, or clear, -). */
+function tcpFlags(v: string): { value: number; mask: number } {
+  const m = /^(0x[0-9a-f]+|\d+)(?:\/(0x[0-9a-f]+|\d+))?$/i.exec(v);
+  if (m) {
+    const value = num(m[1], 'tcp_flags', 0xfff);
+    const mask = m[2] === undefined ? 0xfff : num(m[2], 'tcp_flags mask', 0xfff);
+    return { value: value & mask, mask };
+  }
+  let value = 0;
+  let mask = 0;
+  const re = /([+-])([a-z]+)/gy;
+  let at = 0;
+  for (let x = re.exec(v); x; x = re.exec(v)) {
+    const bit = TCP_FLAGS.indexOf(x[2] as (typeof TCP_FLAGS)[number]);
+    if (bit < 0) throw new RangeError(`tcp_flags=${v}: unknown flag ${x[2]} (${TCP_FLAGS.join(', ')})`);
+    mask |= 1 << bit;
+    if (x[1] === '+') value |= 1 << bit;
+    at = re.lastIndex;
+  }
+  if (at !== v.length || v === '') throw new RangeError(`tcp_flags=${v}: expected VALUE/MASK or flags like +syn-ack`);
+  return { value, mask };
+}
+
+function formatTcpFlags(value: number, mask: number): string {
+  let out = '';
+  for (let bit = 0; bit < TCP_FLAGS.length; bit++) if (mask & (1 << bit)) out += `${value & (1 << bit) ? '+' : '-'}${TCP_FLAGS[bit]}`;
+  return out;
+}
+
+function macWords(v: string, what: string): [number, number] {
+  let mac: number;
+  try {
+    mac = macFromString(v);
+  } catch {
+    throw new RangeError(`${what}:${v}: expected a MAC address like 52:54:00:12:34:56`);
+  }
+  return [Math.floor(mac / 2 ** 32), (mac % 2 ** 32) | 0];
+}
+
+/**
+ * A flow's actions ("mod_dl_dst:52:54:00:00:00:02,dec_ttl,output:vm2"): their words
+ * (FlowAction each) and their canonical text. Edits come before outputs, as the native
+ * table applies them (every output gets the edited frame).
+ */
+function parseActions(text: string, port: (name: string) => number, handler?: (name: string) => number): { words: Int32Array; text: string } {
+  const out: number[] = [];
+  const shown: string[] = [];
+  const add = (op: number, a = 0, b = 0) => out.push(op, a, b);
+  let outputs = 0;
+  const items = text
+    .split(',')
+    .map((t) => t.trim())
+    .filter((t) => t !== '');
+  if (items.length === 1 && items[0].toLowerCase() === 'drop') return { words: new Int32Array(0), text: 'drop' };
+  if (items.length === 0) return { words: new Int32Array(0), text: 'drop' };
+  for (const item of items) {
+    const colon = item.indexOf(':');
+    const key = (colon < 0 ? item : item.slice(0, colon)).toLowerCase();
+    const arg = colon < 0 ? '' : item.slice(colon + 1);
+    const needArg = () => {
+      if (arg === '') throw new RangeError(`${item}: ${key} needs an argument (${key}:VALUE)`);
+      return arg;
+    };
+    const isOutput = ['output', 'normal', 'flood', 'handler'].includes(key);
+    if (!isOutput && outputs > 0) throw new RangeError(`${item}: edits come before outputs (they apply to every output)`);
+    if (isOutput) outputs++;
+    switch (key) {
+      case 'drop':
+        throw new RangeError('drop is an action on its own (actions=drop)');
+      case 'output':
+        add(FlowOp.OUTPUT, port(needArg()));
+        shown.push(`output:${arg}`);
+        break;
+      case 'normal':
+        add(FlowOp.NORMAL);
+        shown.push('NORMAL');
+        break;
+      case 'flood':
+        add(FlowOp.FLOOD);
+        shown.push('FLOOD');
+        break;
+      case 'handler': {
+        const name = needArg();
+        if (!handler) throw new RangeError(`handler:${name}: no handlers on this switch`);
+        add(FlowOp.HANDLER, handler(name));
+        shown.push(`handler:${name}`);
+        break;
+      }
+      case 'strip_vlan':
+      case 'pop_vlan':
+        add(FlowOp.STRIP_VLAN);
+        shown.push('strip_vlan');
+        break;
+      case 'mod_vlan_vid': {
+        const vid = num(needArg(), key, 4095);
+        add(FlowOp.SET_VLAN_VID, vid);
+        shown.push(`mod_vlan_vid:${vid}`);
+        break;
+      }
+      case 'mod_vlan_pcp': {
+        const pcp = num(needArg(), key, 7);
+        add(FlowOp.SET_VLAN_PCP, pcp);
+        shown.push(`mod_vlan_pcp:${pcp}`);
+        break;
+      }
+      case 'mod_dl_src':
+      case 'mod_dl_dst': {
+        const [hi, lo] = macWords(needArg(), key);
+        add(key === 'mod_dl_src' ? FlowOp.SET_DL_SRC : FlowOp.SET_DL_DST, hi, lo);
+        shown.push(`${key}:${macToString(hi * 2 ** 32 + (lo >>> 0))}`);
+        break;
+      }
+      case 'mod_nw_src':
+      case 'mod_nw_dst': {
+        const a = ipv4(needArg(), key);
+        if (a.len !== 32) throw new RangeError(`${item}: expected an address, not a prefix`);
+        add(key === 'mod_nw_src' ? FlowOp.SET_NW_SRC : FlowOp.SET_NW_DST, a.addr | 0);
+        shown.push(`${key}:${ipString(a.addr)}`);
+        break;
+      }
+      case 'mod_tp_src':
+      case 'mod_tp_dst': {
+        const p = num(needArg(), key, 65535);
+        add(key === 'mod_tp_src' ? FlowOp.SET_TP_SRC : FlowOp.SET_TP_DST, p);
+        shown.push(`${key}:${p}`);
+        break;
+      }
+      case 'dec_ttl':
+        add(FlowOp.DEC_TTL);
+        shown.push('dec_ttl');
+        break;
+      default:
+        throw new RangeError(
+          `${item}: unknown action (drop, output:PORT, normal, flood, handler:NAME, strip_vlan, mod_vlan_vid:VID, mod_vlan_pcp:PCP, mod_dl_src:MAC, mod_dl_dst:MAC, mod_nw_src:IP, mod_nw_dst:IP, mod_tp_src:PORT, mod_tp_dst:PORT, dec_ttl)`,
+        );
     }
   }
-  return { priority, match: formatMatch(w, seen), actions: act, words: w };
+  if (outputs === 0) throw new RangeError(`actions=${text}: edits without an output (output:PORT, normal, flood, handler:NAME); to drop, actions=drop`);
+  return { words: Int32Array.from(out), text: shown.join(',') };
 }
 
 /** The match in ovs-ofctl's canonical form: protocol shorthand first, then the fields in table order. */
@@ -206,8 +351,10 @@ function formatMatch(w: Int32Array, given: Map<string, string>): string {
   if (has('NW_SRC')) out.push(`nw_src=${prefix(w[FlowWord.NW_SRC], w[FlowWord.NW_SRC_MASK] >>> 0)}`);
   if (has('NW_DST')) out.push(`nw_dst=${prefix(w[FlowWord.NW_DST], w[FlowWord.NW_DST_MASK] >>> 0)}`);
   if (has('NW_PROTO') && !protoShown) out.push(`nw_proto=${w[FlowWord.NW_PROTO]}`);
+  if (has('NW_TTL')) out.push(`nw_ttl=${w[FlowWord.NW_TTL]}`);
   if (has('TP_SRC')) out.push(`tp_src=${w[FlowWord.TP_SRC]}`);
   if (has('TP_DST')) out.push(`tp_dst=${w[FlowWord.TP_DST]}`);
+  if (has('TCP_FLAGS')) out.push(`tcp_flags=${formatTcpFlags(w[FlowWord.TCP_FLAGS], w[FlowWord.TCP_FLAGS_MASK])}`);
   return out.join(',');
 }
 

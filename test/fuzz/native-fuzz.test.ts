@@ -58,7 +58,7 @@ describe('native fuzz targets (libFuzzer, ASan + UBSan)', function () {
   this.timeout(15 * 60 * 1000);
 
   // guest_fault: the SIGBUS guard over guest memory, with real truncated memfds.
-  const targets = ['split_ring', 'packed_ring', 'memory', 'offload', 'net', 'blk', 'host_io', 'switch', 'guest_fault'];
+  const targets = ['split_ring', 'packed_ring', 'memory', 'offload', 'edit', 'net', 'blk', 'host_io', 'switch', 'guest_fault'];
 
   before(async function () {
     const list = await fuzz(['--list'], 60_000);
