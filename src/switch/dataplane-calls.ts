@@ -5,6 +5,9 @@
 import { SwitchEngine, type BurstHook, type HostPortSpec, type QueueStartSpec, type QueueStat, type VlanConfig } from './engine.js';
 import type { PollMode } from '../dataplane/poller.js';
 import type { FdbEntry } from './fdb.js';
+import type { FlowEntry } from './flow-table.js';
+import type { FlowSpec } from './flows.js';
+import type { HandlerStats, PacketHandler } from './handlers.js';
 import type { CaptureSpec } from './capture.js';
 import { getThreadAffinity } from '../native/affinity.js';
 
@@ -26,7 +29,8 @@ export interface DataplaneThread {
 }
 
 /** What the data plane tells its owner without being asked. */
-export type DataplaneEvent = { event: 'queue-error'; port: number; index: number; reason: string } | { event: 'capture'; port: number; records: Uint8Array; packets: number; done: boolean };
+export type DataplaneEvent =
+  { event: 'queue-error'; port: number; index: number; reason: string } | { event: 'capture'; port: number; records: Uint8Array; packets: number; done: boolean } | HandlerError;
 
 export interface DataplaneSettings {
   burst: number;
@@ -40,13 +44,21 @@ export interface DataplaneSettings {
   pinned: boolean;
 }
 
-async function loadHook(h: BurstHook | HookModule | null): Promise<BurstHook | null> {
-  if (!h) return null;
+/** A function given as is (calling thread only) or exported by a module loaded here. */
+async function loadFunction<F>(h: F | HookModule, what: string): Promise<F> {
   if (typeof h === 'function') return h;
-  const mod = (await import(h.module.startsWith('file:') ? h.module : `file://${h.module}`)) as Record<string, unknown>;
-  const f = mod[h.export ?? 'default'];
-  if (typeof f !== 'function') throw new Error(`hook module ${h.module} has no function export ${h.export ?? 'default'}`);
-  return f as BurstHook;
+  const m = h as HookModule;
+  const mod = (await import(m.module.startsWith('file:') ? m.module : `file://${m.module}`)) as Record<string, unknown>;
+  const f = mod[m.export ?? 'default'];
+  if (typeof f !== 'function') throw new Error(`${what} module ${m.module} has no function export ${m.export ?? 'default'}`);
+  return f as F;
+}
+
+/** What the data plane tells its owner of a handler that threw. */
+export interface HandlerError {
+  event: 'handler-error';
+  handler: string;
+  message: string;
 }
 
 export class DataplaneCalls {
@@ -59,7 +71,8 @@ export class DataplaneCalls {
     private readonly emit: (e: DataplaneEvent, transfer?: ArrayBuffer[]) => void,
   ) {
     this.engine = new SwitchEngine(settings.burst, settings.agingMs, { queueError: (port, index, reason) => emit({ event: 'queue-error', port, index, reason }) }, settings.poll);
-    this.hookLoaded = loadHook(settings.hook).then((h) => this.engine.setHook(h));
+    const hook = settings.hook;
+    this.hookLoaded = (hook ? loadFunction<BurstHook>(hook, 'hook') : Promise.resolve(null)).then((h) => this.engine.setHook(h));
   }
 
   /** Resolves when the hook is loaded (rejects if it cannot be). */
@@ -108,15 +121,27 @@ export class DataplaneCalls {
   dumpFdb(): FdbEntry[] {
     return this.engine.dumpFdb();
   }
-  /** The flow table (flows.ts builds the words). */
-  addFlow(words: Int32Array): void {
-    this.engine.addFlow(words);
+  /** The flow table (flows.ts parses the flows). */
+  addFlow(spec: FlowSpec): void {
+    this.engine.addFlow(spec);
   }
   removeFlows(words: Int32Array, strict: boolean): number {
     return this.engine.removeFlows(words, strict);
   }
-  flowStats(): Float64Array {
-    return this.engine.flowStats();
+  dumpFlows(): FlowEntry[] {
+    return this.engine.dumpFlows();
+  }
+  /** A packet handler: a function (calling thread only) or a module's export, loaded here. */
+  async addHandler(id: number, name: string, h: PacketHandler | HookModule): Promise<void> {
+    const fn = await loadFunction<PacketHandler>(h, 'handler');
+    this.engine.addHandler(id, name, fn, (handler, e) => this.emit({ event: 'handler-error', handler, message: e instanceof Error ? e.message : String(e) }));
+  }
+  /** Removes a handler and the flows that send to it; returns how many flows. */
+  removeHandler(id: number): number {
+    return this.engine.removeHandler(id);
+  }
+  handlerStats(): HandlerStats[] {
+    return this.engine.handlerStats();
   }
   /** The data-plane threads: CPUs each is pinned to (empty: not pinned), poll mode, the queues it serves. */
   threads(): DataplaneThread[] {

@@ -22,6 +22,8 @@ export interface DataplaneOptions {
   /** pin the data-plane thread to these CPUs (worker only) */
   cpus?: number[];
   onQueueError?: (port: number, index: number, reason: string) => void;
+  /** a packet handler threw (its frames of that run are dropped) */
+  onHandlerError?: (handler: string, message: string) => void;
 }
 
 /** The data plane as the switch sees it: every call of DataplaneCalls, and capture into a sink. */
@@ -47,6 +49,10 @@ export async function createDataplane(opts: DataplaneOptions = {}): Promise<Data
   const onEvent = (e: DataplaneEvent) => {
     if (e.event === 'queue-error') {
       opts.onQueueError?.(e.port, e.index, e.reason);
+      return;
+    }
+    if (e.event === 'handler-error') {
+      opts.onHandlerError?.(e.handler, e.message);
       return;
     }
     const sink = sinks.get(e.port);

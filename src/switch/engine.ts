@@ -5,7 +5,8 @@
 // JavaScript here keeps the ports and queues (ports.ts), waits for work (the Poller for
 // guests' TX queues, fd watchers for host ports), runs a hook between the pop and the
 // native call when one is set (hook.ts), and handles what a call reports: a receiver that
-// broke its ring, a capture that reached its count. No object per packet.
+// broke its ring, a capture that reached its count, frames flows sent to handlers
+// (handlers.ts). No object per packet on the native path.
 import { constants } from 'node:os';
 import { FdWatcher } from '../native/unix-socket.js';
 import { Poller, type PollMode } from '../dataplane/poller.js';
@@ -16,6 +17,9 @@ import { PortWord, QueueStat, nativeForwarder, type NativeForwarder } from '../n
 import { Fdb, type FdbEntry } from './fdb.js';
 import { PortCounter } from './counters.js';
 import { HookRunner, type BurstHook } from './hook.js';
+import { FlowTable, type FlowEntry } from './flow-table.js';
+import type { FlowSpec } from './flows.js';
+import { HandlerSet, type HandlerStats, type PacketHandler } from './handlers.js';
 import { portWords, syncPort, writeHost, writeVlan, type EnginePort, type HostPortSpec, type RxQueue, type TxQueue, type VlanConfig } from './ports.js';
 import type { NetQueueSpec } from '../backends/net/port-dataplane.js';
 
@@ -65,6 +69,9 @@ export class SwitchEngine {
   private readonly pausedHosts = new Set<EnginePort>();
   private hook: HookRunner | null = null;
   private ager: NodeJS.Timeout | null = null;
+  private readonly flows: FlowTable;
+  private handlers: HandlerSet | null = null;
+  private readonly handlerIds = new Map<string, number>();
 
   constructor(
     readonly burst = 32,
@@ -75,6 +82,7 @@ export class SwitchEngine {
     this.poller = new Poller(poll);
     this.fdb = new Fdb(agingMs);
     this.fwd = nativeForwarder(this.fdb.t, burst, this.events);
+    this.flows = new FlowTable(this.fwd);
     this.ager = setInterval(() => this.fdb.age(Date.now()), Math.max(1000, Math.min(agingMs / 4, 30_000)));
     this.ager.unref();
   }
@@ -231,19 +239,46 @@ export class SwitchEngine {
     return this.fdb.dump(Date.now());
   }
 
-  /** Adds a flow (FlowWord layout), or replaces the one of the same priority and match. */
-  addFlow(words: Int32Array): void {
-    this.fwd.addFlow(words);
+  /** Adds a flow (flows.ts parsed it), or replaces the one of the same priority and match. */
+  addFlow(spec: FlowSpec): void {
+    this.flows.add(spec);
   }
 
   /** Removes the flows a match (FlowWord layout) names; strict: only the one of its priority. */
   removeFlows(words: Int32Array, strict: boolean): number {
-    return this.fwd.removeFlows(words, strict);
+    return this.flows.remove(words, strict);
   }
 
-  /** Every flow's id, packets and bytes (FlowStat layout), in the table's order. */
-  flowStats(): Float64Array {
-    return this.fwd.flowStats();
+  /** The flow table with each flow's counters, in the order flows are tried. */
+  dumpFlows(): FlowEntry[] {
+    return this.flows.dump();
+  }
+
+  /** Adds packet handler `id` (flows name it handler:NAME). */
+  addHandler(id: number, name: string, fn: PacketHandler, onError: (name: string, e: unknown) => void): void {
+    if (this.handlerIds.has(name)) throw new Error(`handler ${name} exists`);
+    this.handlers ??= new HandlerSet(
+      this.fwd,
+      this.flows,
+      (pid) => this.ports.get(pid)?.name,
+      (n) => this.byName.get(n) ?? -1,
+      (n) => this.handlerIds.get(n) ?? -1,
+      (n, e) => onError(n, e),
+    );
+    this.handlers.add(id, name, fn);
+    this.handlerIds.set(name, id);
+  }
+
+  /** Removes handler `id` and every flow that sends to it; returns how many flows. */
+  removeHandler(id: number): number {
+    const n = this.flows.removeSendingTo(id);
+    this.handlers?.remove(id);
+    for (const [name, h] of this.handlerIds) if (h === id) this.handlerIds.delete(name);
+    return n;
+  }
+
+  handlerStats(): HandlerStats[] {
+    return this.handlers?.stats() ?? [];
   }
 
   /**
@@ -290,8 +325,17 @@ export class SwitchEngine {
     return n;
   }
 
-  /** What the last forwarder call reported: receivers that broke their rings, captures done. */
+  /** What the last forwarder call reported; frames for handlers, which they see now. */
   private afterCall(): void {
+    this.callEvents();
+    if (this.handlers?.pending()) {
+      this.handlers.run();
+      this.callEvents(); // of the handlers' sends
+    }
+  }
+
+  /** Receivers that broke their rings, captures done. */
+  private callEvents(): void {
     const ev = this.events;
     const broken = ev[0];
     const done = ev[1];

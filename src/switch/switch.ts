@@ -10,8 +10,10 @@ import type { SessionLimits } from '../vhost-user/session.js';
 import { NetDevice } from '../backends/net/device.js';
 import { createDataplane, type Dataplane, type HookModule } from './dataplane.js';
 import type { BurstHook, VlanConfig } from './engine.js';
-import { formatFlow, parseFlow, type FlowSpec } from './flows.js';
-import { FlowStat, FlowWord } from '../native/switch.js';
+import { parseFlow } from './flows.js';
+import type { FlowEntry } from './flow-table.js';
+import type { HandlerStats, PacketHandler } from './handlers.js';
+import type { HookModule as HandlerModule } from './dataplane.js';
 import { newCounters, readCounters, type PortCounters } from './counters.js';
 import type { FdbEntry } from './fdb.js';
 import type { CaptureSink, CaptureSpec } from './capture.js';
@@ -117,9 +119,9 @@ let macCounter = 1;
 export class Switch {
   readonly log: Logger;
   private readonly ports = new Map<string, Port>();
-  /** the flow table's flows as written, by the id the data plane counts them under */
-  private readonly flows = new Map<number, FlowSpec>();
-  private nextFlowId = 1;
+  /** packet handlers by name: the id flows send to (handler:NAME) */
+  private readonly handlerIds = new Map<string, number>();
+  private nextHandlerId = 1;
   private nextId = 1;
 
   private constructor(
@@ -127,6 +129,7 @@ export class Switch {
     log: Logger,
     private readonly stateDir: string | null,
     private readonly limits: SessionLimits | undefined,
+    private readonly inline: boolean,
   ) {
     this.log = log;
   }
@@ -142,8 +145,9 @@ export class Switch {
       poll: opts.poll,
       cpus: opts.cpus,
       onQueueError: (port: number, index: number, reason: string) => sw?.onQueueError(port, index, reason),
+      onHandlerError: (handler: string, message: string) => sw?.log.error('packet handler threw: its frames of that run are dropped', { handler, error: message }),
     });
-    sw = new Switch(dp, log, opts.stateDir ?? null, opts.limits);
+    sw = new Switch(dp, log, opts.stateDir ?? null, opts.limits, opts.dataplane === 'inline');
     return sw;
   }
 
@@ -289,15 +293,17 @@ export class Switch {
   /**
    * Adds a flow in ovs-ofctl's syntax ("priority=100,tcp,nw_dst=10.0.0.2,tp_dst=80,
    * actions=drop"; flows.ts), or replaces the one of the same priority and match. Ports are
-   * named (in_port=vm1, output:vm2).
+   * named (in_port=vm1, output:vm2), handlers too (handler:fw).
    */
   async addFlow(text: string): Promise<void> {
-    const spec = parseFlow(text, (n) => this.portIdOf(n));
-    const same = [...this.flows.entries()].find(([, f]) => f.priority === spec.priority && f.match === spec.match);
-    const id = same ? same[0] : this.nextFlowId++;
-    spec.words[FlowWord.ID] = id;
-    await this.dp.addFlow(spec.words);
-    this.flows.set(id, spec);
+    await this.dp.addFlow(
+      parseFlow(
+        text,
+        (n) => this.portIdOf(n),
+        false,
+        (n) => this.handlerIdOf(n),
+      ),
+    );
   }
 
   /**
@@ -306,31 +312,48 @@ export class Switch {
    * how many.
    */
   async delFlows(match = '', strict = false): Promise<number> {
-    const spec = parseFlow(match, (n) => this.portIdOf(n), true);
-    const n = await this.dp.removeFlows(spec.words, strict);
-    const left = new Set(this.flowIds(await this.dp.flowStats()));
-    for (const id of [...this.flows.keys()]) if (!left.has(id)) this.flows.delete(id);
-    return n;
+    return this.dp.removeFlows(parseFlow(match, (n) => this.portIdOf(n), true).words, strict);
   }
 
   /** The flow table as ovs-ofctl dump-flows prints it, with each flow's counters. */
-  async dumpFlows(): Promise<Array<{ priority: number; match: string; actions: string; packets: number; bytes: number; line: string }>> {
-    const st = await this.dp.flowStats();
-    const out = [];
-    for (let i = 0; i + FlowStat.WORDS <= st.length; i += FlowStat.WORDS) {
-      const f = this.flows.get(st[i + FlowStat.ID]);
-      if (!f) continue;
-      const packets = st[i + FlowStat.PACKETS];
-      const bytes = st[i + FlowStat.BYTES];
-      out.push({ priority: f.priority, match: f.match, actions: f.actions, packets, bytes, line: formatFlow(f, packets, bytes) });
-    }
-    return out;
+  async dumpFlows(): Promise<FlowEntry[]> {
+    return this.dp.dumpFlows();
   }
 
-  private flowIds(st: Float64Array): number[] {
-    const ids = [];
-    for (let i = 0; i + FlowStat.WORDS <= st.length; i += FlowStat.WORDS) ids.push(st[i + FlowStat.ID]);
-    return ids;
+  /**
+   * Adds a packet handler (handlers.ts): flows send frames to it with handler:NAME. On the
+   * worker data plane (the default) it is a module's export, loaded on that thread; on the
+   * inline one, a function too.
+   */
+  async addHandler(name: string, handler: PacketHandler | HandlerModule): Promise<void> {
+    if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new RangeError(`handler name ${JSON.stringify(name)}: 1-64 letters, digits, _ . -`);
+    if (this.handlerIds.has(name)) throw new RangeError(`handler ${name} exists`);
+    if (typeof handler === 'function' && !this.inline) throw new RangeError('a handler function cannot cross to the worker data plane: give { module, export } instead');
+    const id = this.nextHandlerId++;
+    await this.dp.addHandler(id, name, handler);
+    this.handlerIds.set(name, id);
+    this.log.info('packet handler added', { handler: name });
+  }
+
+  /** Removes a handler and every flow that sends to it; returns how many flows went. */
+  async removeHandler(name: string): Promise<number> {
+    const id = this.handlerIds.get(name);
+    if (id === undefined) throw new RangeError(`no handler ${name} on this switch`);
+    const n = await this.dp.removeHandler(id);
+    this.handlerIds.delete(name);
+    this.log.info('packet handler removed', { handler: name, flows: n });
+    return n;
+  }
+
+  /** Each handler's frames, runs, sends and errors. */
+  async handlers(): Promise<HandlerStats[]> {
+    return this.dp.handlerStats();
+  }
+
+  private handlerIdOf(name: string): number {
+    const id = this.handlerIds.get(name);
+    if (id === undefined) throw new RangeError(`no handler ${name} on this switch`);
+    return id;
   }
 
   private portIdOf(name: string): number {
