@@ -20,6 +20,8 @@ export type { SwitchOptions, VhostPortOptions, PortInfo } from './switch/switch.
 export { Verdict } from './switch/engine.js';
 export type { PacketBurst, BurstHook, VlanConfig } from './switch/engine.js';
 export type { FdbEntry } from './switch/fdb.js';
+export type { FlowEntry } from './switch/flow-table.js';
+export type { FrameOffload, HandlerContext, HandlerFrame, HandlerModule, HandlerStats, PacketHandler } from './switch/handlers.js';
 export type { PortCounters } from './switch/counters.js';
 export { NetDevice } from './backends/net/device.js';
 export type { NetDeviceOptions } from './backends/net/device.js';

@@ -129,8 +129,8 @@ const char* ReadFlowActions(const int32_t* w, uint32_t n, FlowActions* out) {
     }
     output = output || !edit;
   }
-  // normal switches by the frame's VLAN as it came: not one a flow changed.
-  if (a.normal && (a.edit.set & FrameEdit::kVlanEdits)) return "flow: normal with a VLAN edit";
+  // normal switches by the frame's VLAN: after strip_vlan alone it has none.
+  if (a.normal && (a.edit.set & FrameEdit::kVlanEdits) == FrameEdit::kStripVlan) return "flow: normal after strip_vlan (the frame has no VLAN)";
   *out = std::move(a);
   return nullptr;
 }

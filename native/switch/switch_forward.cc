@@ -161,7 +161,13 @@ bool Forwarder::ApplyFlows(SwitchPort& src, uint32_t n, const TxSource* tx, cons
       }
     }
     NetHdr h = ParseNetHdr(hdr);
-    if (len == 0 || EditFrame(copy, &len, kEditRoom, &h, a.edit) == EditResult::kTtlExpired) {
+    FrameEdit e = a.edit;
+    if ((e.set & FrameEdit::kVlanPcp) && !(e.set & FrameEdit::kVlanVid)) {
+      // A priority for the frame's own VLAN: a tag pushed carries that VLAN.
+      e.set |= FrameEdit::kVlanVid;
+      e.vid = static_cast<uint16_t>(vid_[i] & 0xfff);
+    }
+    if (len == 0 || EditFrame(copy, &len, kEditRoom, &h, e) == EditResult::kTtlExpired) {
       src.Count(pc::DROP_FLOW, 1);
       continue;
     }
@@ -191,9 +197,15 @@ void Forwarder::DeliverEdited(SwitchPort& src, uint32_t n) {
     std::memcpy(head, copy, have);
     std::memset(head + have, 0, kSwitchHead - have);
     lens_[i] = len;
-    // A flow's VLAN edit is the frame's tag, on any port it outputs to.
-    as_is_[i] = (a.edit.set & FrameEdit::kVlanEdits) != 0;
-    if (a.normal && (a.edit.set & FrameEdit::kDlDst)) {
+    // mod_vlan_vid / mod_vlan_pcp: the frame is now of that VLAN (tagged), and ports take
+    // it by their VLAN rules; strip_vlan alone: it leaves every port untagged, as it is.
+    if (a.edit.set & (FrameEdit::kVlanVid | FrameEdit::kVlanPcp)) {
+      if (a.edit.set & FrameEdit::kVlanVid) vid_[i] = a.edit.vid;
+      tagged_[i] = HasTag(copy, len) ? 1 : 0;
+    } else if (a.edit.set & FrameEdit::kStripVlan) {
+      as_is_[i] = 1;
+    }
+    if (a.normal && (a.edit.set & (FrameEdit::kDlDst | FrameEdit::kVlanVid))) {
       const uint64_t mac = (uint64_t{head[0]} << 40) | (uint64_t{head[1]} << 32) | (uint64_t{head[2]} << 24) |
                            (uint64_t{head[3]} << 16) | (uint64_t{head[4]} << 8) | head[5];
       learned_[i] = (head[0] & 1) ? kClassifyFlood : fdb_.Lookup(mac, static_cast<uint32_t>(vid_[i]), now_, aging_ms_);

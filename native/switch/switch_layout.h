@@ -87,8 +87,9 @@ enum : uint32_t { VHOSTKIT_CLASSIFY_COUNT(VHOSTKIT_LAYOUT_ENUM) kWords };
 // edits (STRIP_VLAN .. DEC_TTL) come before the outputs (OUTPUT .. HANDLER) and apply to
 // every output. OUTPUT: to port A. FLOOD: to every port but the one it came from. NORMAL:
 // where the learning switch sends it. HANDLER: to TypeScript handler A. STRIP_VLAN: its
-// 802.1Q tag removed. SET_VLAN_VID / SET_VLAN_PCP: the tag's VLAN A / priority A (a tag
-// pushed if it has none). SET_DL_SRC / SET_DL_DST: MAC (A high 16 bits, B low 32).
+// 802.1Q tag removed (the frame leaves every output untagged). SET_VLAN_VID /
+// SET_VLAN_PCP: the tag's VLAN A / priority A (a tag pushed if it has none): the frame is
+// of that VLAN, and each output's VLAN rule applies as to any frame of it. SET_DL_SRC / SET_DL_DST: MAC (A high 16 bits, B low 32).
 // SET_NW_SRC / SET_NW_DST: IPv4 address A. SET_TP_SRC / SET_TP_DST: TCP/UDP port A.
 // DEC_TTL: the IPv4 TTL less one (the frame dropped when it reaches 0).
 #define VHOSTKIT_FLOW_ACTION(X) X(OP) X(A) X(B)

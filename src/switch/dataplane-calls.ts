@@ -7,7 +7,7 @@ import type { PollMode } from '../dataplane/poller.js';
 import type { FdbEntry } from './fdb.js';
 import type { FlowEntry } from './flow-table.js';
 import type { FlowSpec } from './flows.js';
-import type { HandlerStats, PacketHandler } from './handlers.js';
+import type { HandlerModule, HandlerStats, PacketHandler } from './handlers.js';
 import type { CaptureSpec } from './capture.js';
 import { getThreadAffinity } from '../native/affinity.js';
 
@@ -132,8 +132,13 @@ export class DataplaneCalls {
     return this.engine.dumpFlows();
   }
   /** A packet handler: a function (calling thread only) or a module's export, loaded here. */
-  async addHandler(id: number, name: string, h: PacketHandler | HookModule): Promise<void> {
-    const fn = await loadFunction<PacketHandler>(h, 'handler');
+  async addHandler(id: number, name: string, h: PacketHandler | HandlerModule): Promise<void> {
+    let fn = await loadFunction<PacketHandler>(h, 'handler');
+    if (typeof h !== 'function' && h.options !== undefined) {
+      const made = (fn as unknown as (o: unknown) => unknown)(h.options);
+      if (typeof made !== 'function') throw new Error(`handler module ${h.module}: ${h.export ?? 'default'}(options) did not return a handler function`);
+      fn = made as PacketHandler;
+    }
     this.engine.addHandler(id, name, fn, (handler, e) => this.emit({ event: 'handler-error', handler, message: e instanceof Error ? e.message : String(e) }));
   }
   /** Removes a handler and the flows that send to it; returns how many flows. */

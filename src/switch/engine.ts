@@ -259,6 +259,7 @@ export class SwitchEngine {
     if (this.handlerIds.has(name)) throw new Error(`handler ${name} exists`);
     this.handlers ??= new HandlerSet(
       this.fwd,
+      () => this.fdb.agingMs,
       this.flows,
       (pid) => this.ports.get(pid)?.name,
       (n) => this.byName.get(n) ?? -1,
@@ -328,7 +329,9 @@ export class SwitchEngine {
   /** What the last forwarder call reported; frames for handlers, which they see now. */
   private afterCall(): void {
     this.callEvents();
-    if (this.handlers?.pending()) {
+    // Frames handlers inject may reach handlers again: a few rounds, then they wait for
+    // the next call (they stay staged).
+    for (let round = 0; round < 4 && this.handlers?.pending(); round++) {
       this.handlers.run();
       this.callEvents(); // of the handlers' sends
     }

@@ -37,6 +37,11 @@ export interface HandlerFrame {
 export interface HandlerContext {
   /** Sends a frame out of a port as it is (copied here; sent when the handler returns). */
   send(port: string, frame: Uint8Array, offload?: FrameOffload): void;
+  /**
+   * Switches a frame as if it had come in on `port` (flows, then the learning switch), when
+   * the handler returns: a first frame, once the handler added its connection's flows.
+   */
+  inject(port: string, frame: Uint8Array, offload?: FrameOffload): void;
   /** Adds a flow (ovs-ofctl syntax, as Switch.addFlow), effective for the next frames. */
   addFlow(text: string): void;
   /** Removes flows (as Switch.delFlows); returns how many. */
@@ -46,6 +51,17 @@ export interface HandlerContext {
 }
 
 export type PacketHandler = (frames: readonly HandlerFrame[], ctx: HandlerContext) => void;
+
+/**
+ * A handler a module exports, loaded on the data-plane thread: `export` (default "default")
+ * is the handler, or with `options` (structured-cloneable) a function of them that makes it.
+ */
+export interface HandlerModule {
+  /** module path (absolute, or a file: URL) */
+  module: string;
+  export?: string;
+  options?: unknown;
+}
 
 /** What a handler has done, for `vhostkit ctl` and metrics. */
 export interface HandlerStats {
@@ -97,8 +113,8 @@ class Outbox {
     this.at += frame.length;
   }
 
-  /** Sends every frame, one native call per port (in the order sent). */
-  flush(fwd: NativeForwarder): void {
+  /** Hands every frame to `out`, one call per port (in the order sent). */
+  flush(out: (port: number, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, hdr10: Uint8Array | null, n: number) => void): void {
     const n = this.ports.length;
     if (n === 0) return;
     for (const port of new Set(this.ports)) {
@@ -107,7 +123,7 @@ class Outbox {
       const withHdr = idx.some((i) => this.hdrs[i] !== null);
       const hdr10 = withHdr ? new Uint8Array(idx.length * 10) : null;
       if (hdr10) idx.forEach((i, k) => hdr10.set(this.hdrs[i] ?? new Uint8Array(10), k * 10));
-      fwd.output(
+      out(
         port,
         this.data,
         Uint32Array.from(idx, (i) => this.offsets[i]),
@@ -143,9 +159,12 @@ export class HandlerSet {
   private readonly view = new DataView(this.stage.buffer);
   private readonly byId = new Map<number, Handler>();
   private readonly outbox = new Outbox();
+  private readonly inbox = new Outbox();
 
   constructor(
     private readonly fwd: NativeForwarder,
+    /** the learning switch's aging, for injected frames */
+    private readonly agingMs: () => number,
     private readonly flows: FlowTable,
     /** a port's name by id, and id by name (-1 if none) */
     private readonly portName: (id: number) => string | undefined,
@@ -215,7 +234,7 @@ export class HandlerSet {
         if (h.frames.length === 0) continue;
         h.stats.frames += h.frames.length;
         h.stats.runs++;
-        const before = this.outbox.ports.length;
+        const before = this.outbox.ports.length + this.inbox.ports.length;
         try {
           h.fn(h.frames, ctx);
         } catch (e) {
@@ -223,7 +242,7 @@ export class HandlerSet {
           h.stats.lastError = e instanceof Error ? e.message : String(e);
           this.onError(h.stats.name, e);
         }
-        h.stats.sent += this.outbox.ports.length - before;
+        h.stats.sent += this.outbox.ports.length + this.inbox.ports.length - before;
         h.frames = [];
       }
     } finally {
@@ -232,7 +251,10 @@ export class HandlerSet {
       this.words[HandlerWord.FRAMES] = 0;
       this.words[HandlerWord.LOST] = 0;
     }
-    this.outbox.flush(this.fwd);
+    this.outbox.flush((port, data, offsets, lens, hdr10, n) => this.fwd.output(port, data, offsets, lens, hdr10, n));
+    // Injected frames go through the flow table: they may stage frames for handlers again
+    // (the engine runs them, a bounded number of rounds).
+    this.inbox.flush((port, data, offsets, lens, hdr10, n) => this.fwd.forwardFlat(port, data, offsets, lens, hdr10, n, Date.now(), this.agingMs()));
   }
 
   private context(): HandlerContext {
@@ -242,6 +264,10 @@ export class HandlerSet {
       send: (port, frame, offload) => {
         if (frame.length < 14 || frame.length > MAX_FRAME) throw new RangeError(`send: a frame of ${frame.length} bytes (14..${MAX_FRAME})`);
         this.outbox.add(names.port(port), frame, offload);
+      },
+      inject: (port, frame, offload) => {
+        if (frame.length < 14 || frame.length > MAX_FRAME) throw new RangeError(`inject: a frame of ${frame.length} bytes (14..${MAX_FRAME})`);
+        this.inbox.add(names.port(port), frame, offload);
       },
       addFlow: (text) => this.flows.add(parseFlow(text, names.port, false, (n) => this.checkedHandler(n))),
       delFlows: (match = '', strict = false) => this.flows.remove(parseFlow(match, names.port, true).words, strict),

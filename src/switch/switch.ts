@@ -12,8 +12,7 @@ import { createDataplane, type Dataplane, type HookModule } from './dataplane.js
 import type { BurstHook, VlanConfig } from './engine.js';
 import { parseFlow } from './flows.js';
 import type { FlowEntry } from './flow-table.js';
-import type { HandlerStats, PacketHandler } from './handlers.js';
-import type { HookModule as HandlerModule } from './dataplane.js';
+import type { HandlerModule, HandlerStats, PacketHandler } from './handlers.js';
 import { newCounters, readCounters, type PortCounters } from './counters.js';
 import type { FdbEntry } from './fdb.js';
 import type { CaptureSink, CaptureSpec } from './capture.js';

@@ -215,18 +215,26 @@ describe('flows on a running switch', function () {
     expect(sw.counters('a').drop_flow).to.equal(1);
   });
 
-  it('pushes, rewrites and strips 802.1Q tags; the tag a flow gives goes out as it is', async () => {
-    await sw.addFlow(`priority=10,in_port=a,actions=mod_vlan_vid:42,mod_vlan_pcp:5,output:b`);
+  it('moves frames to another VLAN (ports take them by their VLAN rules) and strips tags', async () => {
+    await sw.addFlow(`priority=10,in_port=a,actions=mod_vlan_vid:42,mod_vlan_pcp:5,output:b,output:c`);
+    await sw.setVlan('b', { mode: 'trunk' });
+    await sw.setVlan('c', { mode: 'access', vid: 42 });
     const f = tcpFrame(new Uint8Array(10), { src: A, dst: B }).frame;
     guests.a.send([f]);
     let r = await got();
-    expect(r.b.length).to.equal(1);
+    expect([r.b.length, r.c.length]).to.deep.equal([1, 1]);
     let t = r.b[0];
-    expect([...t.subarray(12, 16)], 'tag pushed: TPID, PCP 5, VID 42').to.deep.equal([0x81, 0x00, 0xa0, 42]);
+    expect([...t.subarray(12, 16)], 'to the trunk tagged: TPID, PCP 5, VID 42').to.deep.equal([0x81, 0x00, 0xa0, 42]);
     expect(Buffer.from(t.subarray(16)).equals(Buffer.from(f.subarray(12)))).to.equal(true);
     expect(checkTcp(t)).to.include({ ok: true });
-    // A tagged frame from a trunk, its tag stripped to c.
-    await sw.setVlan('b', { mode: 'trunk' });
+    expect(Buffer.from(r.c[0]).equals(Buffer.from(f)), "to VLAN 42's access port untagged").to.equal(true);
+    // A VLAN no port of which is a is not delivered there.
+    await sw.addFlow(`priority=10,in_port=a,actions=mod_vlan_vid:43,output:b,output:c`);
+    guests.a.send([f]);
+    r = await got();
+    expect([r.b.length, r.c.length], 'the trunk carries 43, the access port of 42 does not').to.deep.equal([1, 0]);
+    // A tagged frame from the trunk, its tag stripped: untagged on any port.
+    await sw.setVlan('c', { mode: 'access', vid: 7 });
     await sw.addFlow(`priority=20,in_port=b,dl_vlan=42,actions=strip_vlan,output:c`);
     guests.b.send([t]);
     r = await got();
