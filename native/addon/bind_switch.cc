@@ -416,6 +416,16 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
     m.tp_dst = static_cast<uint32_t>(w[fw::TP_DST]) & 0xffff;
     m.tcp_flags_mask = static_cast<uint32_t>(w[fw::TCP_FLAGS_MASK]) & 0x0fff;
     m.tcp_flags = static_cast<uint32_t>(w[fw::TCP_FLAGS]) & m.tcp_flags_mask;
+    auto ip6 = [&](uint32_t at, uint32_t len_at, Ip6* a, uint32_t* len) {
+      if (w[len_at] < 0 || w[len_at] > 128) throw Napi::RangeError::New(env, "flow: an IPv6 prefix length must be 0..128");
+      *len = static_cast<uint32_t>(w[len_at]);
+      Ip6 v;
+      v.hi = (uint64_t{static_cast<uint32_t>(w[at])} << 32) | static_cast<uint32_t>(w[at + 1]);
+      v.lo = (uint64_t{static_cast<uint32_t>(w[at + 2])} << 32) | static_cast<uint32_t>(w[at + 3]);
+      *a = v.Prefix(*len);
+    };
+    ip6(fw::IPV6_SRC_0, fw::IPV6_SRC_LEN, &m.ipv6_src, &m.ipv6_src_len);
+    ip6(fw::IPV6_DST_0, fw::IPV6_DST_LEN, &m.ipv6_dst, &m.ipv6_dst_len);
     f.id = w[fw::ID];
     if (!with_actions) return f;
     const int32_t n = w[fw::N_ACTIONS];

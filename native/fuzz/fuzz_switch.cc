@@ -120,13 +120,14 @@ void Group(Input& in, vhostkit::SwitchFdb& fdb, int32_t src_id, const uint32_t* 
     // Often one of a few shapes, so that flows share subtables (the index's buckets).
     namespace ffl = vhostkit::layout::flow_field;
     static constexpr uint32_t kShapes[] = {1u << ffl::DL_DST, (1u << ffl::DL_TYPE) | (1u << ffl::NW_PROTO),
-                                           (1u << ffl::DL_TYPE) | (1u << ffl::NW_PROTO) | (1u << ffl::NW_DST) | (1u << ffl::TP_DST), 1u << ffl::IN_PORT};
-    f.match.fields = in.U8() & 1 ? kShapes[in.U8() % 4] : in.U16() & ((1u << ffl::kWords) - 1);
+                                           (1u << ffl::DL_TYPE) | (1u << ffl::NW_PROTO) | (1u << ffl::NW_DST) | (1u << ffl::TP_DST), 1u << ffl::IN_PORT,
+                                           (1u << ffl::DL_TYPE) | (1u << ffl::IPV6_DST) | (1u << ffl::TP_DST)};
+    f.match.fields = in.U8() & 1 ? kShapes[in.U8() % 5] : in.U16() & ((1u << ffl::kWords) - 1);
     f.match.in_port = in.U8() % 4;
     f.match.dl_src = 0x020000000000ULL | (in.U8() % 4);
     f.match.dl_dst = 0x020000000000ULL | (in.U8() % 4);
     f.match.dl_vlan = in.U8() % 4;
-    f.match.dl_type = in.U8() & 1 ? 0x0800 : in.U16();
+    f.match.dl_type = in.U8() & 1 ? (in.U8() & 1 ? 0x86dd : 0x0800) : in.U16();
     f.match.nw_src_mask = 0xffffff00;
     f.match.nw_src = in.U32() & f.match.nw_src_mask;
     f.match.nw_dst_mask = in.U8() & 1 ? 0xffffffff : 0xffffffff << (in.U8() % 32);
@@ -135,11 +136,15 @@ void Group(Input& in, vhostkit::SwitchFdb& fdb, int32_t src_id, const uint32_t* 
     f.match.tp_src = in.U8();
     f.match.tp_dst = in.U8();
     f.match.nw_ttl = in.U8() % 3;
+    f.match.ipv6_src_len = in.U8() % 129;
+    f.match.ipv6_src = vhostkit::Ip6{uint64_t{in.U32()} << 32, in.U8()}.Prefix(f.match.ipv6_src_len);
+    f.match.ipv6_dst_len = in.U8() & 1 ? 128 : in.U8() % 129;
+    f.match.ipv6_dst = vhostkit::Ip6{uint64_t{in.U32()} << 32, in.U8()}.Prefix(f.match.ipv6_dst_len);
     f.match.tcp_flags_mask = in.U16() & 0xfff;
     f.match.tcp_flags = in.U16() & f.match.tcp_flags_mask;
     // Hostile action words: any op (some unknown), small arguments, in any order; what
     // ReadFlowActions refuses is not added.
-    int32_t words[6 * vhostkit::layout::flow_action::kWords];
+    int32_t words[6 * vhostkit::layout::flow_action::kWords] = {};
     const uint32_t nact = in.U8() % 7;
     for (uint32_t a = 0; a < nact * vhostkit::layout::flow_action::kWords; a++) {
       words[a] = a % vhostkit::layout::flow_action::kWords == 0 ? static_cast<int32_t>(in.U8() % 16) : static_cast<int32_t>(in.U16()) - 2;
@@ -161,6 +166,8 @@ void Group(Input& in, vhostkit::SwitchFdb& fdb, int32_t src_id, const uint32_t* 
         f.match.tp_src = k.tp_src;
         f.match.tp_dst = k.tp_dst;
         f.match.nw_ttl = k.nw_ttl;
+        f.match.ipv6_src = k.ipv6_src.Prefix(f.match.ipv6_src_len);
+        f.match.ipv6_dst = k.ipv6_dst.Prefix(f.match.ipv6_dst_len);
         f.match.tcp_flags = k.tcp_flags & f.match.tcp_flags_mask;
       }
     }

@@ -61,6 +61,59 @@ struct L4Sum {
   }
 };
 
+// Where a frame's TCP/UDP checksum is (at l4 + at, proto 6 or 17), as an edit must keep it.
+L4Sum FindL4Sum(uint8_t* f, uint32_t n, uint32_t l4, uint8_t proto, const NetHdr* h) {
+  L4Sum sum;
+  const uint32_t at = proto == 6 ? 16 : 6;
+  if ((proto != 6 && proto != 17) || n < l4 + at + 2) return sum;
+  sum.field = f + l4 + at;
+  sum.udp = proto == 17;
+  const bool needs = h != nullptr && (h->flags & kHdrNeedsCsum);
+  sum.partial = needs;
+  // A partial checksum somewhere else than this header's field is not one we know how to
+  // keep: left to whoever completes it. A UDP checksum of 0 is none.
+  if ((needs && (h->csum_start != l4 || h->csum_offset != at)) || (!needs && sum.udp && Get16(sum.field) == 0)) sum.field = nullptr;
+  return sum;
+}
+
+// The ports of a TCP/UDP header at l4, their checksum kept.
+void EditPorts(uint8_t* f, uint32_t n, uint32_t l4, uint8_t proto, L4Sum& sum, const FrameEdit& e) {
+  if ((proto != 6 && proto != 17) || n < l4 + 4) return;
+  auto port = [&](uint32_t off, uint16_t to) {
+    const uint16_t from = Get16(f + l4 + off);
+    Put16(f + l4 + off, to);
+    sum.Change16(from, to);
+  };
+  if (e.set & FrameEdit::kTpSrc) port(0, e.tp_src);
+  if (e.set & FrameEdit::kTpDst) port(2, e.tp_dst);
+}
+
+// IPv6 (no IP header checksum; the addresses are in the L4 pseudo-header). Frames whose
+// next header is not TCP/UDP get their addresses and hop limit edited, their L4 left.
+EditResult EditIpv6(uint8_t* f, uint32_t n, uint32_t l3, NetHdr* h, const FrameEdit& e) {
+  uint8_t* ip = f + l3;
+  if ((ip[0] >> 4) != 6) return EditResult::kDone;
+  if (e.set & FrameEdit::kDecTtl) {
+    if (ip[7] <= 1) return EditResult::kTtlExpired;
+    ip[7]--;
+  }
+  const uint8_t proto = ip[6];
+  const uint32_t l4 = l3 + 40;
+  L4Sum sum = FindL4Sum(f, n, l4, proto, h);
+  auto addr = [&](uint32_t off, const uint8_t* to) {
+    for (uint32_t k = 0; k < 16; k += 4) {
+      const uint32_t from = Get32(ip + off + k);
+      const uint32_t v = Get32(to + k);
+      Put32(ip + off + k, v);
+      sum.Change32(from, v);
+    }
+  };
+  if (e.set & FrameEdit::kIp6Src) addr(8, e.ip6_src);
+  if (e.set & FrameEdit::kIp6Dst) addr(24, e.ip6_dst);
+  EditPorts(f, n, l4, proto, sum, e);
+  return EditResult::kDone;
+}
+
 }  // namespace
 
 uint16_t ChecksumUpdate32(uint16_t sum, uint32_t from, uint32_t to) {
@@ -98,6 +151,7 @@ EditResult EditFrame(uint8_t* f, uint32_t* len, uint32_t cap, NetHdr* h, const F
   if (e.set & FrameEdit::kDlSrc) PutMac(f + 6, e.dl_src);
 
   const uint32_t l3 = HasTag(f, n) ? kMacBytes + kTagBytes + 2 : kMacBytes + 2;
+  if (n >= l3 + 40 && Get16(f + l3 - 2) == 0x86dd) return EditIpv6(f, n, l3, h, e);
   if (n < l3 + 20 || Get16(f + l3 - 2) != 0x0800) return EditResult::kDone;
   uint8_t* ip = f + l3;
   const uint32_t ihl = (ip[0] & 0xfu) * 4;
@@ -111,17 +165,8 @@ EditResult EditFrame(uint8_t* f, uint32_t* len, uint32_t cap, NetHdr* h, const F
   const uint8_t proto = ip[9];
   const bool first = (Get16(ip + 6) & 0x1fff) == 0;
   const uint32_t l4 = l3 + ihl;
-  L4Sum sum;
-  const uint32_t at = proto == 6 ? 16 : 6;
-  if (first && (proto == 6 || proto == 17) && n >= l4 + at + 2) {
-    sum.field = f + l4 + at;
-    sum.udp = proto == 17;
-    const bool needs = h != nullptr && (h->flags & kHdrNeedsCsum);
-    sum.partial = needs;
-    // A partial checksum somewhere else than this header's field is not one we know how
-    // to keep: left to whoever completes it. A UDP checksum of 0 is none.
-    if ((needs && (h->csum_start != l4 || h->csum_offset != at)) || (!needs && sum.udp && Get16(sum.field) == 0)) sum.field = nullptr;
-  }
+  // Later fragments carry no L4 header: their addresses change, nothing else.
+  L4Sum sum = first ? FindL4Sum(f, n, l4, proto, h) : L4Sum{};
   auto addr = [&](uint32_t off, uint32_t to) {
     const uint32_t from = Get32(ip + off);
     Put32(ip + off, to);
@@ -130,14 +175,7 @@ EditResult EditFrame(uint8_t* f, uint32_t* len, uint32_t cap, NetHdr* h, const F
   };
   if (e.set & FrameEdit::kNwSrc) addr(12, e.nw_src);
   if (e.set & FrameEdit::kNwDst) addr(16, e.nw_dst);
-  const bool ports = first && (proto == 6 || proto == 17) && n >= l4 + 4;
-  auto port = [&](uint32_t off, uint16_t to) {
-    const uint16_t from = Get16(f + l4 + off);
-    Put16(f + l4 + off, to);
-    sum.Change16(from, to);
-  };
-  if (ports && (e.set & FrameEdit::kTpSrc)) port(0, e.tp_src);
-  if (ports && (e.set & FrameEdit::kTpDst)) port(2, e.tp_dst);
+  if (first) EditPorts(f, n, l4, proto, sum, e);
   return EditResult::kDone;
 }
 

@@ -14,12 +14,19 @@ uint64_t Mac(const uint8_t* p) {
 }
 uint32_t Be16(const uint8_t* p) { return (uint32_t{p[0]} << 8) | p[1]; }
 uint32_t Be32(const uint8_t* p) { return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3]; }
+Ip6 Ip6At(const uint8_t* p) {
+  Ip6 a;
+  a.hi = (uint64_t{Be32(p)} << 32) | Be32(p + 4);
+  a.lo = (uint64_t{Be32(p + 8)} << 32) | Be32(p + 12);
+  return a;
+}
 
 bool SameMatch(const FlowMatch& a, const FlowMatch& b) {
   return a.fields == b.fields && a.in_port == b.in_port && a.dl_src == b.dl_src && a.dl_dst == b.dl_dst && a.dl_vlan == b.dl_vlan &&
          a.dl_type == b.dl_type && a.nw_src == b.nw_src && a.nw_src_mask == b.nw_src_mask && a.nw_dst == b.nw_dst &&
          a.nw_dst_mask == b.nw_dst_mask && a.nw_proto == b.nw_proto && a.nw_ttl == b.nw_ttl && a.tp_src == b.tp_src &&
-         a.tp_dst == b.tp_dst && a.tcp_flags == b.tcp_flags && a.tcp_flags_mask == b.tcp_flags_mask;
+         a.tp_dst == b.tp_dst && a.tcp_flags == b.tcp_flags && a.tcp_flags_mask == b.tcp_flags_mask && a.ipv6_src == b.ipv6_src &&
+         a.ipv6_src_len == b.ipv6_src_len && a.ipv6_dst == b.ipv6_dst && a.ipv6_dst_len == b.ipv6_dst_len;
 }
 
 }  // namespace
@@ -35,6 +42,25 @@ FrameKey FlowKey(const uint8_t* h, uint32_t have, int32_t in_port, uint32_t vlan
   if (k.dl_type == 0x8100 && have >= 18) {
     k.dl_type = Be16(h + 16);
     l3 = 18;
+  }
+  if (k.dl_type == 0x86dd && have >= l3 + 40 && (h[l3] >> 4) == 6) {
+    const uint8_t* ip = h + l3;
+    k.ipv6 = true;
+    k.nw_proto = ip[6];
+    k.nw_ttl = ip[7];
+    k.ipv6_src = Ip6At(ip + 8);
+    k.ipv6_dst = Ip6At(ip + 24);
+    const uint32_t l4 = l3 + 40;
+    if ((k.nw_proto == 6 || k.nw_proto == 17) && have >= l4 + 4) {
+      k.l4 = true;
+      k.tp_src = Be16(ip + 40);
+      k.tp_dst = Be16(ip + 42);
+    }
+    if (k.nw_proto == 6 && have >= l4 + 14) {
+      k.tcp = true;
+      k.tcp_flags = Be16(ip + 52) & 0x0fff;
+    }
+    return k;
   }
   if (k.dl_type != 0x0800 || have < l3 + 20) return k;
   const uint8_t* ip = h + l3;
@@ -115,6 +141,16 @@ const char* ReadFlowActions(const int32_t* w, uint32_t n, FlowActions* out) {
         e.set |= FrameEdit::kNwDst;
         e.nw_dst = static_cast<uint32_t>(arg);
         break;
+      case op::SET_IPV6_SRC:
+      case op::SET_IPV6_DST: {
+        uint8_t* to = code == op::SET_IPV6_SRC ? e.ip6_src : e.ip6_dst;
+        for (uint32_t k = 0; k < 4; k++) {
+          const uint32_t v = static_cast<uint32_t>(x[fa::A + k]);
+          for (uint32_t b = 0; b < 4; b++) to[4 * k + b] = static_cast<uint8_t>(v >> (24 - 8 * b));
+        }
+        e.set |= code == op::SET_IPV6_SRC ? FrameEdit::kIp6Src : FrameEdit::kIp6Dst;
+        break;
+      }
       case op::SET_TP_SRC:
       case op::SET_TP_DST:
         if (!u16(65535)) return "flow: mod_tp_src / mod_tp_dst need a port 0..65535";
@@ -182,6 +218,10 @@ uint32_t FlowTable::Remove(const FlowMatch& m, int32_t priority, bool strict) {
                                 keep(ff::TP_DST, &FlowMatch::tp_dst);
                                 keep(ff::TCP_FLAGS, &FlowMatch::tcp_flags);
                                 keep(ff::TCP_FLAGS, &FlowMatch::tcp_flags_mask);
+                                keep(ff::IPV6_SRC, &FlowMatch::ipv6_src);
+                                keep(ff::IPV6_SRC, &FlowMatch::ipv6_src_len);
+                                keep(ff::IPV6_DST, &FlowMatch::ipv6_dst);
+                                keep(ff::IPV6_DST, &FlowMatch::ipv6_dst_len);
                                 return SameMatch(masked, want);
                               }),
                flows_.end());
@@ -191,15 +231,34 @@ uint32_t FlowTable::Remove(const FlowMatch& m, int32_t priority, bool strict) {
 
 namespace {
 
-constexpr uint32_t kL3 = Bit(ff::NW_SRC) | Bit(ff::NW_DST) | Bit(ff::NW_PROTO) | Bit(ff::NW_TTL);
+constexpr uint32_t kV4 = Bit(ff::NW_SRC) | Bit(ff::NW_DST);
+constexpr uint32_t kV6 = Bit(ff::IPV6_SRC) | Bit(ff::IPV6_DST);
+constexpr uint32_t kIp = Bit(ff::NW_PROTO) | Bit(ff::NW_TTL);
 constexpr uint32_t kL4 = Bit(ff::TP_SRC) | Bit(ff::TP_DST);
+
+// The masks of a subtable: flows of the same fields and masks share one.
+struct Masks {
+  uint32_t src = 0, dst = 0, flags = 0, src6 = 0, dst6 = 0;
+};
+Masks MasksOf(const FlowMatch& m) {
+  Masks x;
+  if (m.fields & Bit(ff::NW_SRC)) x.src = m.nw_src_mask;
+  if (m.fields & Bit(ff::NW_DST)) x.dst = m.nw_dst_mask;
+  if (m.fields & Bit(ff::TCP_FLAGS)) x.flags = m.tcp_flags_mask;
+  if (m.fields & Bit(ff::IPV6_SRC)) x.src6 = m.ipv6_src_len;
+  if (m.fields & Bit(ff::IPV6_DST)) x.dst6 = m.ipv6_dst_len;
+  return x;
+}
 
 // The fields of k a flow of these fields and masks compares, the others 0: equal for a
 // frame and a flow exactly when the flow matches the frame (given the frame has the
 // layers the fields need). The key a subtable hashes.
-FlowMatch Masked(const FrameKey& k, uint32_t fields, uint32_t src_mask, uint32_t dst_mask, uint32_t flags_mask) {
+FlowMatch Masked(const FrameKey& k, uint32_t fields, const Masks& x) {
+  const uint32_t src_mask = x.src, dst_mask = x.dst, flags_mask = x.flags;
   FlowMatch v;
   v.fields = fields;
+  if (fields & Bit(ff::IPV6_SRC)) v.ipv6_src = k.ipv6_src.Prefix(x.src6), v.ipv6_src_len = x.src6;
+  if (fields & Bit(ff::IPV6_DST)) v.ipv6_dst = k.ipv6_dst.Prefix(x.dst6), v.ipv6_dst_len = x.dst6;
   if (fields & Bit(ff::IN_PORT)) v.in_port = k.in_port;
   if (fields & Bit(ff::DL_SRC)) v.dl_src = k.dl_src;
   if (fields & Bit(ff::DL_DST)) v.dl_dst = k.dl_dst;
@@ -230,20 +289,23 @@ FrameKey ValuesOf(const FlowMatch& m) {
   k.tp_src = m.tp_src;
   k.tp_dst = m.tp_dst;
   k.tcp_flags = m.tcp_flags;
+  k.ipv6_src = m.ipv6_src;
+  k.ipv6_dst = m.ipv6_dst;
   return k;
 }
 
-FlowMatch Normalized(const FlowMatch& m) { return Masked(ValuesOf(m), m.fields, m.nw_src_mask, m.nw_dst_mask, m.tcp_flags_mask); }
+FlowMatch Normalized(const FlowMatch& m) { return Masked(ValuesOf(m), m.fields, MasksOf(m)); }
 
 bool HasLayers(uint32_t fields, const FrameKey& k) {
-  return !(((fields & kL3) && !k.ipv4) || ((fields & kL4) && !k.l4) || ((fields & Bit(ff::TCP_FLAGS)) && !k.tcp));
+  return !(((fields & kV4) && !k.ipv4) || ((fields & kV6) && !k.ipv6) || ((fields & kIp) && !k.ipv4 && !k.ipv6) ||
+           ((fields & kL4) && !k.l4) || ((fields & Bit(ff::TCP_FLAGS)) && !k.tcp));
 }
 
 }  // namespace
 
 bool FlowMatches(const FlowMatch& m, const FrameKey& k) {
   if (!HasLayers(m.fields, k)) return false;
-  return SameMatch(Masked(k, m.fields, m.nw_src_mask, m.nw_dst_mask, m.tcp_flags_mask), Normalized(m));
+  return SameMatch(Masked(k, m.fields, MasksOf(m)), Normalized(m));
 }
 
 namespace {
@@ -264,6 +326,9 @@ uint64_t FlowTable::Hash(const FlowMatch& m) {
   h = Mix(h, (uint64_t{m.nw_src} << 32) | m.nw_dst);
   h = Mix(h, (uint64_t{m.nw_ttl} << 40) | (uint64_t{m.nw_proto} << 32) | (uint64_t{m.tp_src} << 16) | m.tp_dst);
   h = Mix(h, (uint64_t{m.tcp_flags_mask} << 16) | m.tcp_flags);
+  h = Mix(h, m.ipv6_src.hi ^ (m.ipv6_src.lo * 0x9e3779b97f4a7c15ULL));
+  h = Mix(h, m.ipv6_dst.hi ^ (m.ipv6_dst.lo * 0x9e3779b97f4a7c15ULL));
+  h = Mix(h, (uint64_t{m.ipv6_src_len} << 8) | m.ipv6_dst_len);
   // murmur3's finalizer: every bit reaches the low bits the hash map uses
   h ^= h >> 33;
   h *= 0xff51afd7ed558ccdULL;
@@ -275,14 +340,13 @@ void FlowTable::Index() {
   subtables_.clear();
   for (uint32_t i = 0; i < flows_.size(); i++) {
     const FlowMatch& m = flows_[i].match;
-    const uint32_t sm = (m.fields & Bit(ff::NW_SRC)) ? m.nw_src_mask : 0;
-    const uint32_t dm = (m.fields & Bit(ff::NW_DST)) ? m.nw_dst_mask : 0;
-    const uint32_t fm = (m.fields & Bit(ff::TCP_FLAGS)) ? m.tcp_flags_mask : 0;
+    const Masks x = MasksOf(m);
     auto st = std::find_if(subtables_.begin(), subtables_.end(), [&](const Subtable& t) {
-      return t.fields == m.fields && t.nw_src_mask == sm && t.nw_dst_mask == dm && t.tcp_flags_mask == fm;
+      return t.fields == m.fields && t.nw_src_mask == x.src && t.nw_dst_mask == x.dst && t.tcp_flags_mask == x.flags &&
+             t.ipv6_src_len == x.src6 && t.ipv6_dst_len == x.dst6;
     });
     if (st == subtables_.end()) {
-      subtables_.push_back(Subtable{m.fields, sm, dm, fm, flows_[i].priority, {}});
+      subtables_.push_back(Subtable{m.fields, x.src, x.dst, x.flags, x.src6, x.dst6, flows_[i].priority, {}});
       st = subtables_.end() - 1;
     }
     // flows_ is by priority: the first flow of a subtable has its highest priority.
@@ -298,7 +362,8 @@ Flow* FlowTable::Lookup(const FrameKey& k) {
   for (const Subtable& st : subtables_) {
     if (best >= 0 && flows_[static_cast<size_t>(best)].priority > st.max_priority) break;
     if (!HasLayers(st.fields, k)) continue;
-    const auto b = st.buckets.find(Hash(Masked(k, st.fields, st.nw_src_mask, st.nw_dst_mask, st.tcp_flags_mask)));
+    const Masks x{st.nw_src_mask, st.nw_dst_mask, st.tcp_flags_mask, st.ipv6_src_len, st.ipv6_dst_len};
+    const auto b = st.buckets.find(Hash(Masked(k, st.fields, x)));
     if (b == st.buckets.end()) continue;
     for (uint32_t i : b->second) {
       if (best >= 0 && static_cast<int64_t>(i) > best) break;

@@ -14,6 +14,19 @@
 
 namespace vhostkit {
 
+// An IPv6 address as two 64-bit halves (the first 8 bytes, big-endian, in hi).
+struct Ip6 {
+  uint64_t hi = 0, lo = 0;
+  bool operator==(const Ip6&) const = default;
+  // The address under a prefix of len bits (0..128).
+  Ip6 Prefix(uint32_t len) const {
+    Ip6 r;
+    r.hi = len >= 64 ? hi : len == 0 ? 0 : hi & (~uint64_t{0} << (64 - len));
+    r.lo = len >= 128 ? lo : len <= 64 ? 0 : lo & (~uint64_t{0} << (128 - len));
+    return r;
+  }
+};
+
 struct FlowMatch {
   uint32_t fields = 0;  // bits of layout::flow_field
   int32_t in_port = 0;
@@ -27,6 +40,8 @@ struct FlowMatch {
   uint32_t nw_ttl = 0;
   uint32_t tp_src = 0, tp_dst = 0;
   uint32_t tcp_flags = 0, tcp_flags_mask = 0;
+  Ip6 ipv6_src, ipv6_dst;  // under their prefix lengths
+  uint32_t ipv6_src_len = 0, ipv6_dst_len = 0;
 };
 
 // What a flow does with a frame it matches: its edits (applied to a copy of the frame),
@@ -65,7 +80,9 @@ struct FrameKey {
   uint32_t dl_vlan;
   uint32_t dl_type;  // after an 802.1Q tag
   bool ipv4;         // a whole IPv4 header is in the head
-  uint32_t nw_src, nw_dst, nw_proto, nw_ttl;
+  bool ipv6;         // a whole IPv6 header is in the head
+  uint32_t nw_src, nw_dst, nw_proto, nw_ttl;  // proto, ttl: IPv4's or IPv6's
+  Ip6 ipv6_src, ipv6_dst;
   bool l4;           // TCP or UDP ports are in the head (first fragment)
   uint32_t tp_src, tp_dst;
   bool tcp;          // TCP flags are in the head
@@ -100,7 +117,7 @@ class FlowTable {
   // subtable left can beat what it found. 1,000 5-tuple flows are one probe.
   struct Subtable {
     uint32_t fields;
-    uint32_t nw_src_mask, nw_dst_mask, tcp_flags_mask;
+    uint32_t nw_src_mask, nw_dst_mask, tcp_flags_mask, ipv6_src_len, ipv6_dst_len;
     int32_t max_priority;
     std::unordered_map<uint64_t, std::vector<uint32_t>> buckets;  // hash -> flows_ indices, ascending
   };

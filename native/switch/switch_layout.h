@@ -77,25 +77,30 @@ enum : uint32_t { VHOSTKIT_CLASSIFY_COUNT(VHOSTKIT_LAYOUT_ENUM) kWords };
 #define VHOSTKIT_FLOW_WORD(X)                                                                    \
   X(PRIORITY) X(FIELDS) X(IN_PORT) X(DL_SRC_HI) X(DL_SRC_LO) X(DL_DST_HI) X(DL_DST_LO) X(DL_VLAN) \
   X(DL_TYPE) X(NW_SRC) X(NW_SRC_MASK) X(NW_DST) X(NW_DST_MASK) X(NW_PROTO) X(NW_TTL) X(TP_SRC)    \
-  X(TP_DST) X(TCP_FLAGS) X(TCP_FLAGS_MASK) X(ID) X(N_ACTIONS)
+  X(TP_DST) X(TCP_FLAGS) X(TCP_FLAGS_MASK) X(IPV6_SRC_0) X(IPV6_SRC_1) X(IPV6_SRC_2) X(IPV6_SRC_3) \
+  X(IPV6_SRC_LEN) X(IPV6_DST_0) X(IPV6_DST_1) X(IPV6_DST_2) X(IPV6_DST_3) X(IPV6_DST_LEN) X(ID)    \
+  X(N_ACTIONS)
 
 // The match fields, as bits of a flow's FIELDS word.
-#define VHOSTKIT_FLOW_FIELD(X) \
-  X(IN_PORT) X(DL_SRC) X(DL_DST) X(DL_VLAN) X(DL_TYPE) X(NW_SRC) X(NW_DST) X(NW_PROTO) X(NW_TTL) X(TP_SRC) X(TP_DST) X(TCP_FLAGS)
+#define VHOSTKIT_FLOW_FIELD(X)                                                                                             \
+  X(IN_PORT) X(DL_SRC) X(DL_DST) X(DL_VLAN) X(DL_TYPE) X(NW_SRC) X(NW_DST) X(NW_PROTO) X(NW_TTL) X(TP_SRC) X(TP_DST) X(TCP_FLAGS) \
+  X(IPV6_SRC) X(IPV6_DST)
 
-// One action of a flow (Int32 words): OP (a flow_op), then its arguments A and B. The
+// One action of a flow (Int32 words): OP (a flow_op), then its arguments A to D. The
 // edits (STRIP_VLAN .. DEC_TTL) come before the outputs (OUTPUT .. HANDLER) and apply to
 // every output. OUTPUT: to port A. FLOOD: to every port but the one it came from. NORMAL:
 // where the learning switch sends it. HANDLER: to TypeScript handler A. STRIP_VLAN: its
 // 802.1Q tag removed (the frame leaves every output untagged). SET_VLAN_VID /
 // SET_VLAN_PCP: the tag's VLAN A / priority A (a tag pushed if it has none): the frame is
 // of that VLAN, and each output's VLAN rule applies as to any frame of it. SET_DL_SRC / SET_DL_DST: MAC (A high 16 bits, B low 32).
-// SET_NW_SRC / SET_NW_DST: IPv4 address A. SET_TP_SRC / SET_TP_DST: TCP/UDP port A.
-// DEC_TTL: the IPv4 TTL less one (the frame dropped when it reaches 0).
-#define VHOSTKIT_FLOW_ACTION(X) X(OP) X(A) X(B)
+// SET_NW_SRC / SET_NW_DST: IPv4 address A. SET_IPV6_SRC / SET_IPV6_DST: IPv6 address A..D
+// (from its first bytes). SET_TP_SRC / SET_TP_DST: TCP/UDP port A. DEC_TTL: the IPv4 TTL or
+// IPv6 hop limit less one (the frame dropped when it reaches 0).
+#define VHOSTKIT_FLOW_ACTION(X) X(OP) X(A) X(B) X(C) X(D)
 #define VHOSTKIT_FLOW_OP(X)                                                                        \
   X(OUTPUT) X(FLOOD) X(NORMAL) X(HANDLER) X(STRIP_VLAN) X(SET_VLAN_VID) X(SET_VLAN_PCP) X(SET_DL_SRC) \
-  X(SET_DL_DST) X(SET_NW_SRC) X(SET_NW_DST) X(SET_TP_SRC) X(SET_TP_DST) X(DEC_TTL)
+  X(SET_DL_DST) X(SET_NW_SRC) X(SET_NW_DST) X(SET_IPV6_SRC) X(SET_IPV6_DST) X(SET_TP_SRC) X(SET_TP_DST) \
+  X(DEC_TTL)
 
 // A flow's counters (Float64), per flow in the order of the table's dump: ID, packets, bytes.
 #define VHOSTKIT_FLOW_STAT(X) X(ID) X(PACKETS) X(BYTES)

@@ -57,13 +57,23 @@ export const FlowWord = switchLayout('FlowWord', [
   'TP_DST',
   'TCP_FLAGS',
   'TCP_FLAGS_MASK',
+  'IPV6_SRC_0',
+  'IPV6_SRC_1',
+  'IPV6_SRC_2',
+  'IPV6_SRC_3',
+  'IPV6_SRC_LEN',
+  'IPV6_DST_0',
+  'IPV6_DST_1',
+  'IPV6_DST_2',
+  'IPV6_DST_3',
+  'IPV6_DST_LEN',
   'ID',
   'N_ACTIONS',
 ] as const);
 /** The match fields: bit FlowField.X of a flow's FIELDS word says X is matched. */
-export const FlowField = switchLayout('FlowField', ['IN_PORT', 'DL_SRC', 'DL_DST', 'DL_VLAN', 'DL_TYPE', 'NW_SRC', 'NW_DST', 'NW_PROTO', 'NW_TTL', 'TP_SRC', 'TP_DST', 'TCP_FLAGS'] as const);
+export const FlowField = switchLayout('FlowField', ['IN_PORT', 'DL_SRC', 'DL_DST', 'DL_VLAN', 'DL_TYPE', 'NW_SRC', 'NW_DST', 'NW_PROTO', 'NW_TTL', 'TP_SRC', 'TP_DST', 'TCP_FLAGS', 'IPV6_SRC', 'IPV6_DST'] as const);
 /** One action after a flow's words (Int32): its op and arguments. */
-export const FlowAction = switchLayout('FlowAction', ['OP', 'A', 'B'] as const);
+export const FlowAction = switchLayout('FlowAction', ['OP', 'A', 'B', 'C', 'D'] as const);
 /** The action ops (native/switch/switch_layout.h: edits first, then outputs). */
 export const FlowOp = switchLayout('FlowOp', [
   'OUTPUT',
@@ -77,6 +87,8 @@ export const FlowOp = switchLayout('FlowOp', [
   'SET_DL_DST',
   'SET_NW_SRC',
   'SET_NW_DST',
+  'SET_IPV6_SRC',
+  'SET_IPV6_DST',
   'SET_TP_SRC',
   'SET_TP_DST',
   'DEC_TTL',

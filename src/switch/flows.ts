@@ -37,6 +37,19 @@ const SHORTHANDS: Record<string, Array<[string, string]>> = {
     ['nw_proto', '17'],
   ],
   arp: [['dl_type', '0x0806']],
+  ipv6: [['dl_type', '0x86dd']],
+  icmp6: [
+    ['dl_type', '0x86dd'],
+    ['nw_proto', '58'],
+  ],
+  tcp6: [
+    ['dl_type', '0x86dd'],
+    ['nw_proto', '6'],
+  ],
+  udp6: [
+    ['dl_type', '0x86dd'],
+    ['nw_proto', '17'],
+  ],
 };
 
 function num(v: string, what: string, max: number): number {
@@ -56,6 +69,45 @@ function ipv4(v: string, what: string): { addr: number; mask: number; len: numbe
 }
 
 const ipString = (a: number) => [a >>> 24, (a >>> 16) & 255, (a >>> 8) & 255, a & 255].join('.');
+
+/** An IPv6 address or prefix ("fd00::1", "fd00:1::/64"): four 32-bit words, the prefix applied. */
+function ipv6(v: string, what: string): { words: number[]; len: number } {
+  const bad = () => new RangeError(`${what}=${v}: expected an IPv6 address or prefix like fd00::1 or fd00:1::/64`);
+  const slash = v.indexOf('/');
+  const addr = slash < 0 ? v : v.slice(0, slash);
+  const len = slash < 0 ? 128 : /^\d+$/.test(v.slice(slash + 1)) ? Number(v.slice(slash + 1)) : NaN;
+  if (!(len >= 0 && len <= 128)) throw bad();
+  const halves = addr.split('::');
+  if (halves.length > 2) throw bad();
+  const part = (x: string) => (x === '' ? [] : x.split(':'));
+  const head = part(halves[0]);
+  const tail = halves.length === 2 ? part(halves[1]) : [];
+  const groups = halves.length === 2 ? [...head, ...Array<string>(8 - head.length - tail.length).fill('0'), ...tail] : head;
+  if (groups.length !== 8 || groups.some((g) => !/^[0-9a-f]{1,4}$/i.test(g))) throw bad();
+  const g = groups.map((x) => parseInt(x, 16));
+  const words = [0, 1, 2, 3].map((k) => {
+    const bits = Math.max(0, Math.min(32, len - 32 * k));
+    const mask = bits === 0 ? 0 : bits === 32 ? 0xffffffff : (0xffffffff << (32 - bits)) >>> 0;
+    return ((((g[2 * k] << 16) >>> 0) + g[2 * k + 1]) & mask) >>> 0;
+  });
+  return { words, len };
+}
+
+/** An IPv6 address in RFC 5952's form (lowercase, the longest run of zero groups as ::). */
+function ipv6String(words: ArrayLike<number>): string {
+  const g: number[] = [];
+  for (let k = 0; k < 4; k++) g.push((words[k] >>> 16) & 0xffff, words[k] & 0xffff);
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8;) {
+    let j = i;
+    while (j < 8 && g[j] === 0) j++;
+    if (j - i > bestLen) [best, bestLen] = [i, j - i];
+    i = j === i ? i + 1 : j;
+  }
+  const hex = (a: number[]) => a.map((x) => x.toString(16)).join(':');
+  return best < 0 ? hex(g) : `${hex(g.slice(0, best))}::${hex(g.slice(best + bestLen))}`;
+}
 
 /**
  * Parses a flow. `port` turns a port name (in_port=, output:) into its id, or throws.
@@ -82,7 +134,7 @@ export function parseFlow(text: string, port: (name: string) => number, forDelet
     const eq = item.indexOf('=');
     if (eq < 0) {
       const s = SHORTHANDS[item];
-      if (!s) throw new RangeError(`${item}: unknown keyword (ip, icmp, tcp, udp, arp, or FIELD=VALUE)`);
+      if (!s) throw new RangeError(`${item}: unknown keyword (ip, icmp, tcp, udp, arp, ipv6, icmp6, tcp6, udp6, or FIELD=VALUE)`);
       pairs.push(...s);
     } else {
       pairs.push([item.slice(0, eq).trim(), item.slice(eq + 1).trim()]);
@@ -140,6 +192,15 @@ export function parseFlow(text: string, port: (name: string) => number, forDelet
         w[FlowWord.NW_PROTO] = num(v, k, 255);
         set('NW_PROTO');
         break;
+      case 'ipv6_src':
+      case 'ipv6_dst': {
+        const a = ipv6(v, k);
+        const at = k === 'ipv6_src' ? FlowWord.IPV6_SRC_0 : FlowWord.IPV6_DST_0;
+        a.words.forEach((x, i) => (w[at + i] = x | 0));
+        w[k === 'ipv6_src' ? FlowWord.IPV6_SRC_LEN : FlowWord.IPV6_DST_LEN] = a.len;
+        set(k === 'ipv6_src' ? 'IPV6_SRC' : 'IPV6_DST');
+        break;
+      }
       case 'nw_ttl':
         w[FlowWord.NW_TTL] = num(v, k, 255);
         set('NW_TTL');
@@ -157,17 +218,20 @@ export function parseFlow(text: string, port: (name: string) => number, forDelet
         break;
       }
       default:
-        throw new RangeError(`${k}: unknown field (in_port, dl_src, dl_dst, dl_vlan, dl_type, nw_src, nw_dst, nw_proto, nw_ttl, tp_src, tp_dst, tcp_flags, priority)`);
+        throw new RangeError(`${k}: unknown field (in_port, dl_src, dl_dst, dl_vlan, dl_type, nw_src, nw_dst, ipv6_src, ipv6_dst, nw_proto, nw_ttl, tp_src, tp_dst, tcp_flags, priority)`);
     }
   }
-  // ovs-ofctl's prerequisites: IPv4 fields need ip, ports need tcp or udp.
-  const isIp = (fields & (1 << FlowField.DL_TYPE)) !== 0 && w[FlowWord.DL_TYPE] === 0x0800;
-  const l3 = (1 << FlowField.NW_SRC) | (1 << FlowField.NW_DST) | (1 << FlowField.NW_PROTO) | (1 << FlowField.NW_TTL);
-  if (fields & l3 && !isIp) throw new RangeError('nw_src, nw_dst, nw_proto and nw_ttl need ip (dl_type=0x0800), icmp, tcp or udp');
+  // ovs-ofctl's prerequisites: IPv4 fields need ip, IPv6 ones ipv6, ports tcp or udp (or their 6s).
+  const type = (fields & (1 << FlowField.DL_TYPE)) !== 0 ? w[FlowWord.DL_TYPE] : -1;
+  const isIp = type === 0x0800;
+  const isIp6 = type === 0x86dd;
+  if (fields & ((1 << FlowField.NW_SRC) | (1 << FlowField.NW_DST)) && !isIp) throw new RangeError('nw_src and nw_dst need ip (dl_type=0x0800), icmp, tcp or udp');
+  if (fields & ((1 << FlowField.IPV6_SRC) | (1 << FlowField.IPV6_DST)) && !isIp6) throw new RangeError('ipv6_src and ipv6_dst need ipv6 (dl_type=0x86dd), icmp6, tcp6 or udp6');
+  if (fields & ((1 << FlowField.NW_PROTO) | (1 << FlowField.NW_TTL)) && !isIp && !isIp6) throw new RangeError('nw_proto and nw_ttl need ip or ipv6');
   const proto = (fields & (1 << FlowField.NW_PROTO)) !== 0 ? w[FlowWord.NW_PROTO] : -1;
-  const isL4 = isIp && (proto === 6 || proto === 17);
-  if (fields & ((1 << FlowField.TP_SRC) | (1 << FlowField.TP_DST)) && !isL4) throw new RangeError('tp_src and tp_dst need tcp or udp');
-  if (fields & (1 << FlowField.TCP_FLAGS) && !(isIp && proto === 6)) throw new RangeError('tcp_flags needs tcp');
+  const isL4 = (isIp || isIp6) && (proto === 6 || proto === 17);
+  if (fields & ((1 << FlowField.TP_SRC) | (1 << FlowField.TP_DST)) && !isL4) throw new RangeError('tp_src and tp_dst need tcp or udp (tcp6, udp6)');
+  if (fields & (1 << FlowField.TCP_FLAGS) && !((isIp || isIp6) && proto === 6)) throw new RangeError('tcp_flags needs tcp (or tcp6)');
   w[FlowWord.PRIORITY] = priority;
   w[FlowWord.FIELDS] = fields;
   if (actions === null) return { priority, match: formatMatch(w, seen), actions: '', words: w };
@@ -178,6 +242,28 @@ export function parseFlow(text: string, port: (name: string) => number, forDelet
   words[FlowWord.N_ACTIONS] = parsed.words.length / FlowAction.WORDS;
   return { priority, match: formatMatch(w, seen), actions: parsed.text, words };
 }
+
+/** The fields set_field:VALUE->FIELD sets, and the action that does it. */
+const SET_FIELD: Record<string, string> = {
+  eth_src: 'mod_dl_src',
+  eth_dst: 'mod_dl_dst',
+  dl_src: 'mod_dl_src',
+  dl_dst: 'mod_dl_dst',
+  ip_src: 'mod_nw_src',
+  ip_dst: 'mod_nw_dst',
+  nw_src: 'mod_nw_src',
+  nw_dst: 'mod_nw_dst',
+  ipv6_src: 'mod_ipv6_src',
+  ipv6_dst: 'mod_ipv6_dst',
+  tcp_src: 'mod_tp_src',
+  tcp_dst: 'mod_tp_dst',
+  udp_src: 'mod_tp_src',
+  udp_dst: 'mod_tp_dst',
+  tp_src: 'mod_tp_src',
+  tp_dst: 'mod_tp_dst',
+  vlan_vid: 'mod_vlan_vid',
+  vlan_pcp: 'mod_vlan_pcp',
+};
 
 /** TCP flag names, by bit (ovs-ofctl's names). */
 const TCP_FLAGS = ['fin', 'syn', 'rst', 'psh', 'ack', 'urg', 'ece', 'cwr', 'ns'] as const;
@@ -229,7 +315,12 @@ function macWords(v: string, what: string): [number, number] {
 function parseActions(text: string, port: (name: string) => number, handler?: (name: string) => number): { words: Int32Array; text: string } {
   const out: number[] = [];
   const shown: string[] = [];
-  const add = (op: number, a = 0, b = 0) => out.push(op, a, b);
+  const add = (op: number, ...args: number[]) => {
+    const words = new Array<number>(FlowAction.WORDS).fill(0);
+    words[FlowAction.OP] = op;
+    args.forEach((x, i) => (words[FlowAction.A + i] = x));
+    out.push(...words);
+  };
   let outputs = 0;
   const items = text
     .split(',')
@@ -237,7 +328,11 @@ function parseActions(text: string, port: (name: string) => number, handler?: (n
     .filter((t) => t !== '');
   if (items.length === 1 && items[0].toLowerCase() === 'drop') return { words: new Int32Array(0), text: 'drop' };
   if (items.length === 0) return { words: new Int32Array(0), text: 'drop' };
-  for (const item of items) {
+  for (const given of items) {
+    // set_field:VALUE->FIELD, ovs-ofctl's general form, as the mod_ action it is.
+    const sf = /^set_field:(.+)->([a-z0-9_]+)$/i.exec(given);
+    const item = sf ? (SET_FIELD[sf[2].toLowerCase()] ? `${SET_FIELD[sf[2].toLowerCase()]}:${sf[1]}` : given) : given;
+    if (sf && !SET_FIELD[sf[2].toLowerCase()]) throw new RangeError(`${given}: set_field of ${sf[2]} (one of ${Object.keys(SET_FIELD).join(', ')})`);
     const colon = item.indexOf(':');
     const key = (colon < 0 ? item : item.slice(0, colon)).toLowerCase();
     const arg = colon < 0 ? '' : item.slice(colon + 1);
@@ -302,6 +397,14 @@ function parseActions(text: string, port: (name: string) => number, handler?: (n
         shown.push(`${key}:${ipString(a.addr)}`);
         break;
       }
+      case 'mod_ipv6_src':
+      case 'mod_ipv6_dst': {
+        const a = ipv6(needArg(), key);
+        if (a.len !== 128) throw new RangeError(`${given}: expected an address, not a prefix`);
+        add(key === 'mod_ipv6_src' ? FlowOp.SET_IPV6_SRC : FlowOp.SET_IPV6_DST, ...a.words.map((x) => x | 0));
+        shown.push(`set_field:${ipv6String(a.words)}->${key.slice(4)}`);
+        break;
+      }
       case 'mod_tp_src':
       case 'mod_tp_dst': {
         const p = num(needArg(), key, 65535);
@@ -315,7 +418,7 @@ function parseActions(text: string, port: (name: string) => number, handler?: (n
         break;
       default:
         throw new RangeError(
-          `${item}: unknown action (drop, output:PORT, normal, flood, handler:NAME, strip_vlan, mod_vlan_vid:VID, mod_vlan_pcp:PCP, mod_dl_src:MAC, mod_dl_dst:MAC, mod_nw_src:IP, mod_nw_dst:IP, mod_tp_src:PORT, mod_tp_dst:PORT, dec_ttl)`,
+          `${item}: unknown action (drop, output:PORT, normal, flood, handler:NAME, strip_vlan, mod_vlan_vid:VID, mod_vlan_pcp:PCP, mod_dl_src:MAC, mod_dl_dst:MAC, mod_nw_src:IP, mod_nw_dst:IP, set_field:IPV6->ipv6_src, set_field:IPV6->ipv6_dst, mod_tp_src:PORT, mod_tp_dst:PORT, dec_ttl)`,
         );
     }
   }
@@ -335,6 +438,11 @@ function formatMatch(w: Int32Array, given: Map<string, string>): string {
     out.push(proto ?? 'ip');
     typeShown = true;
     protoShown = proto !== undefined;
+  } else if (has('DL_TYPE') && w[FlowWord.DL_TYPE] === 0x86dd) {
+    const proto = has('NW_PROTO') ? { 58: 'icmp6', 6: 'tcp6', 17: 'udp6' }[w[FlowWord.NW_PROTO]] : undefined;
+    out.push(proto ?? 'ipv6');
+    typeShown = true;
+    protoShown = proto !== undefined;
   } else if (has('DL_TYPE') && w[FlowWord.DL_TYPE] === 0x0806) {
     out.push('arp');
     typeShown = true;
@@ -350,6 +458,9 @@ function formatMatch(w: Int32Array, given: Map<string, string>): string {
   };
   if (has('NW_SRC')) out.push(`nw_src=${prefix(w[FlowWord.NW_SRC], w[FlowWord.NW_SRC_MASK] >>> 0)}`);
   if (has('NW_DST')) out.push(`nw_dst=${prefix(w[FlowWord.NW_DST], w[FlowWord.NW_DST_MASK] >>> 0)}`);
+  const prefix6 = (at: number, len: number) => `${ipv6String(w.subarray(at, at + 4))}${len === 128 ? '' : `/${len}`}`;
+  if (has('IPV6_SRC')) out.push(`ipv6_src=${prefix6(FlowWord.IPV6_SRC_0, w[FlowWord.IPV6_SRC_LEN])}`);
+  if (has('IPV6_DST')) out.push(`ipv6_dst=${prefix6(FlowWord.IPV6_DST_0, w[FlowWord.IPV6_DST_LEN])}`);
   if (has('NW_PROTO') && !protoShown) out.push(`nw_proto=${w[FlowWord.NW_PROTO]}`);
   if (has('NW_TTL')) out.push(`nw_ttl=${w[FlowWord.NW_TTL]}`);
   if (has('TP_SRC')) out.push(`tp_src=${w[FlowWord.TP_SRC]}`);

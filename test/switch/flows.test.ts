@@ -31,7 +31,7 @@ describe('flows: ovs-ofctl syntax', () => {
     const g = parseFlow('in_port=vm1,dl_vlan=10,dl_dst=52:54:00:00:00:01,actions=output:vm2', port);
     expect([g.priority, g.match, g.actions]).to.deep.equal([DEFAULT_PRIORITY, 'in_port=vm1,dl_dst=52:54:00:00:00:01,dl_vlan=10', 'output:vm2']);
     expect(g.words[FlowWord.N_ACTIONS]).to.equal(1);
-    expect([...g.words.subarray(FlowWord.WORDS)]).to.deep.equal([FlowOp.OUTPUT, 2, 0]);
+    expect([...g.words.subarray(FlowWord.WORDS)]).to.deep.equal([FlowOp.OUTPUT, 2, 0, 0, 0]);
     expect(parseFlow('icmp,nw_src=10.1.2.3,actions=normal', port).match).to.equal('icmp,nw_src=10.1.2.3');
     expect(parseFlow('dl_type=0x88b5,actions=flood', port).match).to.equal('dl_type=0x88b5');
     expect(parseFlow('', port, true).words[FlowWord.FIELDS], 'an empty match for del-flows: every flow').to.equal(0);
@@ -43,6 +43,11 @@ describe('flows: ovs-ofctl syntax', () => {
     expect([e.words[FlowWord.TCP_FLAGS], e.words[FlowWord.TCP_FLAGS_MASK]]).to.deep.equal([0x002, 0x012]);
     expect(e.words[FlowWord.N_ACTIONS]).to.equal(8);
     expect(parseFlow('tcp,tcp_flags=0x2/0x12,actions=drop', port).match).to.equal('tcp,tcp_flags=+syn-ack');
+    const v6 = parseFlow('tcp6,ipv6_src=FD00:0:0:0:0:0:0:1,ipv6_dst=fd00:0:0:1::99/64,tp_dst=80,actions=set_field:fd00::9->ipv6_dst,set_field:8080->tcp_dst,dec_ttl,output:vm1', port);
+    expect([v6.match, v6.actions]).to.deep.equal(['tcp6,ipv6_src=fd00::1,ipv6_dst=fd00:0:0:1::/64,tp_dst=80', 'set_field:fd00::9->ipv6_dst,mod_tp_dst:8080,dec_ttl,output:vm1']);
+    expect(v6.words[FlowWord.IPV6_DST_LEN]).to.equal(64);
+    expect(parseFlow('icmp6,ipv6_dst=::,actions=drop', port).match).to.equal('icmp6,ipv6_dst=::');
+    expect(parseFlow('ipv6,ipv6_src=1:0:0:2::3:0:4/128,actions=drop', port).match).to.equal('ipv6,ipv6_src=1::2:0:3:0:4');
     // Written back, a flow parses to the same words.
     const again = parseFlow(`priority=${e.priority},${e.match},actions=${e.actions}`, port);
     expect([...again.words]).to.deep.equal([...e.words]);
@@ -67,6 +72,10 @@ describe('flows: ovs-ofctl syntax', () => {
       ['udp,tcp_flags=+syn,actions=drop', /tcp_flags needs tcp/],
       ['tcp,tcp_flags=+syn-foo,actions=drop', /unknown flag foo/],
       ['ip,nw_ttl=300,actions=drop', /nw_ttl=300/],
+      ['ip,ipv6_dst=fd00::1,actions=drop', /need ipv6/],
+      ['ipv6,ipv6_dst=fd00::1::2,actions=drop', /expected an IPv6 address/],
+      ['ipv6,ipv6_dst=fd00::/129,actions=drop', /expected an IPv6 address/],
+      ['ipv6,actions=set_field:1->frob,output:vm1', /set_field of frob/],
       ['tcp,udp,actions=drop', /nw_proto is given twice/],
     ];
     for (const [t, re] of bad) expect(() => parseFlow(t, port), t).to.throw(RangeError, re);
@@ -202,6 +211,21 @@ describe('flows on a running switch', function () {
     expect(checkTcp(f)).to.include({ ok: true });
     expect([...f.subarray(6, 12), ...f.subarray(26, 30), dv(f).getUint16(34)]).to.deep.equal([2, 0, 0, 0, 0, 0x0b, 10, 0, 0, 2, 80]);
     expect((await sw.dumpFlows()).map((x) => x.packets)).to.deep.equal([3, 1]);
+  });
+
+  it('edits IPv6 frames: addresses and ports with the TCP checksum kept, hop limit', async () => {
+    await sw.addFlow(`priority=100,tcp6,in_port=a,ipv6_dst=fd00::2,tp_dst=80,actions=mod_dl_dst:${C},set_field:fd00::3->ipv6_dst,set_field:fd00::7->ipv6_src,mod_tp_dst:8080,dec_ttl,output:c`);
+    const payload = new Uint8Array(500).map((_, i) => (i * 11) & 0xff);
+    for (const partialCsum of [false, true]) {
+      const f = tcpFrame(payload, { v6: true, src: A, dst: B, dport: 80, partialCsum }).frame;
+      guests.a.send([f], partialCsum ? offloadHdr({ csumStart: 54, csumOffset: 16 }) : undefined);
+      const r = await got();
+      expect([r.b.length, r.c.length], partialCsum ? 'partial' : 'complete').to.deep.equal([0, 1]);
+      const x = r.c[0];
+      expect(checkTcp(x), partialCsum ? 'partial checksum kept right' : 'complete checksum updated').to.include({ ok: true });
+      expect([x[21], x[37], x[53], (x[56] << 8) | x[57]], 'hop limit, src, dst, port').to.deep.equal([63, 7, 3, 8080]);
+    }
+    expect((await sw.dumpFlows())[0].packets).to.equal(2);
   });
 
   it('drops a frame whose TTL dec_ttl would take to 0, counted as a flow drop', async () => {
