@@ -26,6 +26,7 @@ export const ctlUsage = `vhostkit ctl [--api ADDR] [--token-file FILE] [--json] 
                                  or "in_port=vm1,dl_dst=52:54:00:00:00:02,actions=output:vm3"
   flow del SWITCH [MATCH] [--strict]   the flows a match names (none: all; --strict: that priority)
   flow dump SWITCH               the flows with n_packets= and n_bytes=, as ovs-ofctl dump-flows
+  handlers SWITCH                its packet handlers: frames, runs, sent, errors
   disks                          disks
   disk PORT                      one disk, with its request counters
   disk-add [NAME=]SOCKET,file=IMAGE|ram=SIZE[,readonly][,shared][,serial=ID][,queues=N]
@@ -210,6 +211,20 @@ export async function cmdCtl(argv: string[]): Promise<number> {
       }
       break;
     }
+    case 'handlers':
+      need(1, 'SWITCH');
+      path = `/v1/switches/${enc(args[0])}/handlers`;
+      show = (b) =>
+        table(b as Row[], [
+          ['HANDLER', (r) => r.name],
+          ['FRAMES', (r) => r.frames],
+          ['RUNS', (r) => r.runs],
+          ['SENT', (r) => r.sent],
+          ['ERRORS', (r) => r.errors],
+          ['LOST', (r) => r.lost],
+          ['LAST ERROR', (r) => r.lastError],
+        ]);
+      break;
     case 'queues':
       need(1, 'SWITCH');
       path = `/v1/switches/${enc(args[0])}/queues`;

@@ -205,6 +205,7 @@ export class ApiServer {
       const cfg = parseSwitchConfig(body);
       // A hook is code the data plane imports: only the operator's configuration names one.
       if (cfg.hook) throw new HostError(403, `switch ${cfg.name}: a hook module through the API is refused; name it in the configuration`);
+      if (cfg.handlers?.length) throw new HostError(403, `switch ${cfg.name}: handler modules through the API are refused; name them in the configuration`);
       cfg.ports = cfg.ports.map((p) => this.allowedPort(p));
       return h.addSwitch(cfg);
     });
@@ -215,6 +216,7 @@ export class ApiServer {
     });
     this.route('GET', '/v1/switches/:sw/fdb', async (_r, p) => h.fdb(name(p[0])));
     this.route('GET', '/v1/switches/:sw/queues', async (_r, p) => h.queueStats(name(p[0])));
+    this.route('GET', '/v1/switches/:sw/handlers', async (_r, p) => h.handlers(name(p[0])));
     this.route('GET', '/v1/switches/:sw/flows', async (_r, p) => h.flows(name(p[0])));
     this.route('POST', '/v1/switches/:sw/flows', async (_r, p, body) => h.addFlow(name(p[0]), parseBody(apiBodies.flowAdd, body).flow));
     this.route('DELETE', '/v1/switches/:sw/flows', async (_r, p, body) => {

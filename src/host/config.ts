@@ -49,6 +49,8 @@ export interface SwitchConfig {
   inline: boolean;
   hook?: { module: string; export?: string };
   ports: PortConfig[];
+  /** packet handlers (their modules resolved against the configuration's directory) */
+  handlers?: Array<{ name: string; module: string; export?: string; options?: unknown }>;
   /** the flow table at start, in ovs-ofctl syntax (added after the ports, which they may name) */
   flows?: string[];
 }
@@ -193,7 +195,11 @@ function parseSwitch(raw: unknown, path: string, problems: string[], base: strin
     const named = typeof raw.name === 'string' && switchSchema.shape.name.safeParse(raw.name).success;
     const partial: SwitchConfig = { name: named ? (raw.name as string) : `sw${index}`, poll: 'event', aging: 300, inline: false, ports: [] };
     if (Array.isArray(raw.ports)) addPorts(partial, raw.ports, path, problems, base);
-    // the flows that are strings (the others are reported by the schema)
+    // the handlers' names that are right, and the flows that are strings (the schema reports the others)
+    if (Array.isArray(raw.handlers)) {
+      const names = raw.handlers.map((h: unknown) => (isObj(h) && typeof h.name === 'string' && /^[A-Za-z0-9_.-]{1,64}$/.test(h.name) ? h.name : null));
+      partial.handlers = [...new Set(names.filter((n): n is string => n !== null))].map((name) => ({ name, module: '' }));
+    }
     if (Array.isArray(raw.flows)) partial.flows = checkFlows(partial, raw.flows as unknown[], path, problems);
     return partial;
   }
@@ -204,6 +210,10 @@ function parseSwitch(raw: unknown, path: string, problems: string[], base: strin
     hook = { module: pathFrom(base, file), export: exp };
   }
   const sw: SwitchConfig = { name: s.name ?? `sw${index}`, poll: s.poll as PollMode, cpus: s.cpus, aging: s.aging, inline: s.inline, hook, ports: [] };
+  sw.handlers = s.handlers.map((h) => ({ name: h.name, module: pathFrom(base, h.module), export: h.export, options: h.options }));
+  s.handlers.forEach((h, i) => {
+    if (s.handlers.findIndex((x) => x.name === h.name) < i) problems.push(`${path}.handlers[${i}].name: ${h.name} is given twice`);
+  });
   addPorts(sw, s.ports, path, problems, base);
   sw.flows = checkFlows(sw, s.flows, path, problems);
   return sw;
@@ -222,6 +232,12 @@ function checkFlows(sw: SwitchConfig, flows: unknown[], path: string, problems: 
     if (i < 0) throw new RangeError(`no port ${n} on this switch (${names.length ? `its ports: ${names.join(', ')}` : 'it has no ports'})`);
     return i + 1;
   };
+  const handlers = (sw.handlers ?? []).map((h) => h.name);
+  const handler = (n: string): number => {
+    const i = handlers.indexOf(n);
+    if (i < 0) throw new RangeError(`no handler ${n} on this switch (${handlers.length ? `its handlers: ${handlers.join(', ')}` : 'it has none'})`);
+    return i + 1;
+  };
   const seen = new Map<string, number>();
   const out: string[] = [];
   flows.forEach((f, i) => {
@@ -229,7 +245,7 @@ function checkFlows(sw: SwitchConfig, flows: unknown[], path: string, problems: 
     const p = `${path}.flows[${i}]`;
     let spec: ReturnType<typeof parseFlow>;
     try {
-      spec = parseFlow(f, port);
+      spec = parseFlow(f, port, false, handler);
     } catch (e) {
       problems.push(`${p}: ${(e as Error).message}`);
       return;

@@ -115,6 +115,13 @@ export class Host {
     });
     this.switches.set(cfg.name, { cfg: { ...cfg, ports: [], flows: [] }, sw });
     try {
+      for (const h of cfg.handlers ?? []) {
+        try {
+          await sw.addHandler(h.name, { module: h.module, export: h.export, options: h.options });
+        } catch (e) {
+          throw new HostError(400, `switch ${cfg.name}: handler ${h.name}: ${(e as Error).message}`);
+        }
+      }
       for (const p of cfg.ports) await this.addPort(cfg.name, p);
       // After the ports: flows name them (in_port=, output:).
       for (const [i, f] of (cfg.flows ?? []).entries()) {
@@ -204,6 +211,11 @@ export class Host {
 
   async fdb(swName: string): Promise<Array<FdbEntry & { portName: string }>> {
     return this.getSwitch(swName).sw.fdb();
+  }
+
+  /** The switch's packet handlers: frames, runs, sends, errors. */
+  async handlers(swName: string): Promise<Awaited<ReturnType<Switch['handlers']>>> {
+    return this.getSwitch(swName).sw.handlers();
   }
 
   /** The switch's flow table, as ovs-ofctl dump-flows lists it. */

@@ -34,6 +34,7 @@ export const OPERATIONS: Record<string, Operation> = {
   'DELETE /v1/switches/:sw': { summary: 'Remove a switch and its ports', returns: '{removed}' },
   'GET /v1/switches/:sw/fdb': { summary: 'The forwarding database: MAC, VLAN, port, age', returns: 'a list of entries' },
   'GET /v1/switches/:sw/queues': { summary: 'Per queue packets, bytes, notifications and ring fill', returns: 'a list of queues' },
+  'GET /v1/switches/:sw/handlers': { summary: "The switch's packet handlers: frames given, runs, frames sent, errors (the last one), frames lost", returns: 'a list of handlers' },
   'GET /v1/switches/:sw/flows': { summary: "The flow table, as ovs-ofctl dump-flows lists it, with each flow's counters", returns: 'a list of flows' },
   'POST /v1/switches/:sw/flows': { summary: 'Add a flow in ovs-ofctl syntax (or replace the one of its priority and match)', body: body(apiBodies.flowAdd), returns: 'the flow table' },
   'DELETE /v1/switches/:sw/flows': { summary: 'Remove the flows a match names (none: all; strict: the one of its priority)', body: body(apiBodies.flowDel), returns: '{removed}' },

@@ -157,6 +157,18 @@ export const switchSchema = strict({
   hook: str().optional(),
   /** checked one by one (portSchema), so that each port's problems are named by its kind */
   ports: list(z.unknown()).default([]),
+  /** packet handlers: code the data plane imports, so the configuration only names them */
+  handlers: list(
+    strict({
+      name: matching(/^[A-Za-z0-9_.-]{1,64}$/, '1-64 letters, digits, _ . -').describe('what flows call it: actions=handler:NAME'),
+      module: str().describe('its module (relative to this file), loaded on the data-plane thread'),
+      export: str().optional().describe('the export (default: default)'),
+      options: z.unknown().optional().describe('if given, the export is a factory called with them'),
+    }),
+    'a list of handlers',
+  )
+    .default([])
+    .describe('TypeScript packet handlers flows send frames to (docs/dataplane.md)'),
   /** each checked by parseFlow (config.ts), against this switch's port names */
   flows: list(z.string({ error: expected('a flow in ovs-ofctl syntax (a string)') }), 'a list of flows')
     .default([])
