@@ -308,28 +308,52 @@ bool FlowMatches(const FlowMatch& m, const FrameKey& k) {
   return SameMatch(Masked(k, m.fields, MasksOf(m)), Normalized(m));
 }
 
-namespace {
-
-uint64_t Mix(uint64_t h, uint64_t v) {
-  h ^= v + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2);
-  return h;
+FlowTable::Packed FlowTable::Pack(const FrameKey& k) {
+  Packed p;
+  p.w[0] = static_cast<uint32_t>(k.in_port) | (uint64_t{k.dl_type & 0xffff} << 32) | (uint64_t{k.dl_vlan & 0xffff} << 48);
+  p.w[1] = k.dl_src;
+  p.w[2] = k.dl_dst;
+  p.w[3] = (uint64_t{k.nw_src} << 32) | k.nw_dst;
+  p.w[4] = (k.nw_proto & 0xff) | ((k.nw_ttl & 0xff) << 8) | (uint64_t{k.tp_src & 0xffff} << 16) | (uint64_t{k.tp_dst & 0xffff} << 32) |
+           (uint64_t{k.tcp_flags & 0xfff} << 48);
+  p.w[5] = k.ipv6_src.hi;
+  p.w[6] = k.ipv6_src.lo;
+  p.w[7] = k.ipv6_dst.hi;
+  p.w[8] = k.ipv6_dst.lo;
+  return p;
 }
 
-}  // namespace
+FlowTable::Packed FlowTable::MaskOf(uint32_t fields, uint32_t src_mask, uint32_t dst_mask, uint32_t flags_mask, uint32_t src6,
+                                    uint32_t dst6) {
+  Packed m{};
+  auto on = [&](uint32_t f) { return (fields & Bit(f)) != 0; };
+  if (on(ff::IN_PORT)) m.w[0] |= 0xffffffffULL;
+  if (on(ff::DL_TYPE)) m.w[0] |= 0xffffULL << 32;
+  if (on(ff::DL_VLAN)) m.w[0] |= 0xffffULL << 48;
+  if (on(ff::DL_SRC)) m.w[1] = 0xffffffffffffULL;
+  if (on(ff::DL_DST)) m.w[2] = 0xffffffffffffULL;
+  if (on(ff::NW_SRC)) m.w[3] |= uint64_t{src_mask} << 32;
+  if (on(ff::NW_DST)) m.w[3] |= dst_mask;
+  if (on(ff::NW_PROTO)) m.w[4] |= 0xff;
+  if (on(ff::NW_TTL)) m.w[4] |= 0xff00;
+  if (on(ff::TP_SRC)) m.w[4] |= 0xffffULL << 16;
+  if (on(ff::TP_DST)) m.w[4] |= 0xffffULL << 32;
+  if (on(ff::TCP_FLAGS)) m.w[4] |= uint64_t{flags_mask & 0xfff} << 48;
+  const Ip6 ones{~uint64_t{0}, ~uint64_t{0}};
+  if (on(ff::IPV6_SRC)) m.w[5] = ones.Prefix(src6).hi, m.w[6] = ones.Prefix(src6).lo;
+  if (on(ff::IPV6_DST)) m.w[7] = ones.Prefix(dst6).hi, m.w[8] = ones.Prefix(dst6).lo;
+  return m;
+}
 
-uint64_t FlowTable::Hash(const FlowMatch& m) {
-  uint64_t h = m.fields;
-  h = Mix(h, static_cast<uint32_t>(m.in_port));
-  h = Mix(h, m.dl_src);
-  h = Mix(h, m.dl_dst);
-  h = Mix(h, (uint64_t{m.dl_vlan} << 16) | m.dl_type);
-  h = Mix(h, (uint64_t{m.nw_src} << 32) | m.nw_dst);
-  h = Mix(h, (uint64_t{m.nw_ttl} << 40) | (uint64_t{m.nw_proto} << 32) | (uint64_t{m.tp_src} << 16) | m.tp_dst);
-  h = Mix(h, (uint64_t{m.tcp_flags_mask} << 16) | m.tcp_flags);
-  h = Mix(h, m.ipv6_src.hi ^ (m.ipv6_src.lo * 0x9e3779b97f4a7c15ULL));
-  h = Mix(h, m.ipv6_dst.hi ^ (m.ipv6_dst.lo * 0x9e3779b97f4a7c15ULL));
-  h = Mix(h, (uint64_t{m.ipv6_src_len} << 8) | m.ipv6_dst_len);
-  // murmur3's finalizer: every bit reaches the low bits the hash map uses
+uint64_t FlowTable::Hash(const Packed& key, const Subtable& st) {
+  // The subtable's words only, each multiplied on its own (the products do not wait on each
+  // other), then mixed.
+  uint64_t h = 0x9e3779b97f4a7c15ULL ^ st.fields;
+  for (uint32_t j = 0; j < st.nwords; j++) {
+    const uint32_t i = st.words[j];
+    h ^= ((key.w[i] ^ (0x632be59bd9b4e019ULL * (i + 1))) * 0xbf58476d1ce4e5b9ULL) >> (i & 7);
+    h = (h << 27) | (h >> 37);
+  }
   h ^= h >> 33;
   h *= 0xff51afd7ed558ccdULL;
   h ^= h >> 33;
@@ -338,6 +362,7 @@ uint64_t FlowTable::Hash(const FlowMatch& m) {
 
 void FlowTable::Index() {
   subtables_.clear();
+  keys_.assign(flows_.size(), Packed{});
   for (uint32_t i = 0; i < flows_.size(); i++) {
     const FlowMatch& m = flows_[i].match;
     const Masks x = MasksOf(m);
@@ -346,28 +371,69 @@ void FlowTable::Index() {
              t.ipv6_src_len == x.src6 && t.ipv6_dst_len == x.dst6;
     });
     if (st == subtables_.end()) {
-      subtables_.push_back(Subtable{m.fields, x.src, x.dst, x.flags, x.src6, x.dst6, flows_[i].priority, {}});
+      Subtable t{m.fields, x.src, x.dst, x.flags, x.src6, x.dst6, flows_[i].priority, MaskOf(m.fields, x.src, x.dst, x.flags, x.src6, x.dst6),
+                 {}, 0, {}, {}, {}};
+      for (uint32_t w = 0; w < Packed::kWords; w++) {
+        if (t.mask.w[w] != 0) t.words[t.nwords++] = static_cast<uint8_t>(w);
+      }
+      subtables_.push_back(std::move(t));
       st = subtables_.end() - 1;
     }
     // flows_ is by priority: the first flow of a subtable has its highest priority.
-    st->buckets[Hash(Normalized(m))].push_back(i);
+    keys_[i] = Pack(ValuesOf(m)) & st->mask;
+    st->lists.push_back({i});  // grouped by hash below
+  }
+  for (Subtable& st : subtables_) {
+    // The flows of a subtable, one list per hash, in a table at most half full.
+    std::vector<std::vector<uint32_t>> flows = std::move(st.lists);
+    st.lists.clear();
+    size_t cap = 16;
+    while (cap < 2 * flows.size()) cap *= 2;
+    st.slot_hash.assign(cap, 0);
+    st.slot_list.assign(cap, -1);
+    for (const auto& one : flows) {
+      const uint32_t i = one[0];
+      const uint64_t h = Hash(keys_[i], st);
+      size_t s = h & (cap - 1);
+      while (st.slot_list[s] >= 0 && st.slot_hash[s] != h) s = (s + 1) & (cap - 1);
+      if (st.slot_list[s] < 0) {
+        st.slot_hash[s] = h;
+        st.slot_list[s] = static_cast<int32_t>(st.lists.size());
+        st.lists.emplace_back();
+      }
+      st.lists[static_cast<size_t>(st.slot_list[s])].push_back(i);
+    }
   }
   std::stable_sort(subtables_.begin(), subtables_.end(), [](const Subtable& a, const Subtable& b) { return a.max_priority > b.max_priority; });
   indexed_ = true;
 }
 
+bool FlowTable::Same(const Packed& a, const Packed& b, const Subtable& st) {
+  for (uint32_t j = 0; j < st.nwords; j++) {
+    if (a.w[st.words[j]] != b.w[st.words[j]]) return false;
+  }
+  return true;
+}
+
 Flow* FlowTable::Lookup(const FrameKey& k) {
   if (!indexed_) Index();
   int64_t best = -1;  // an index of flows_: lower is better (higher priority, or added first)
+  const Packed all = Pack(k);
   for (const Subtable& st : subtables_) {
     if (best >= 0 && flows_[static_cast<size_t>(best)].priority > st.max_priority) break;
     if (!HasLayers(st.fields, k)) continue;
-    const Masks x{st.nw_src_mask, st.nw_dst_mask, st.tcp_flags_mask, st.ipv6_src_len, st.ipv6_dst_len};
-    const auto b = st.buckets.find(Hash(Masked(k, st.fields, x)));
-    if (b == st.buckets.end()) continue;
-    for (uint32_t i : b->second) {
+    // The frame's key in this subtable: a flow of it matches exactly when its key is equal
+    // (FlowMatches, with the subtable's fields and masks, the layers checked above).
+    Packed key;
+    for (uint32_t j = 0; j < st.nwords; j++) key.w[st.words[j]] = all.w[st.words[j]] & st.mask.w[st.words[j]];
+    const uint64_t h = Hash(key, st);
+    const size_t cap = st.slot_hash.size();
+    size_t s = h & (cap - 1);
+    while (st.slot_list[s] >= 0 && st.slot_hash[s] != h) s = (s + 1) & (cap - 1);
+    if (st.slot_list[s] < 0) continue;
+    for (uint32_t i : st.lists[static_cast<size_t>(st.slot_list[s])]) {
       if (best >= 0 && static_cast<int64_t>(i) > best) break;
-      if (FlowMatches(flows_[i].match, k)) {
+      if (Same(key, keys_[i], st)) {
         best = i;
         break;
       }

@@ -6,7 +6,6 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
-#include <unordered_map>
 #include <vector>
 
 #include "net/edit.h"
@@ -113,19 +112,43 @@ class FlowTable {
  private:
   // Tuple space search, as Open vSwitch's classifier does: flows are grouped by the fields
   // they match and their masks (a subtable), each subtable a hash of the flows' values;
-  // a lookup probes one hash per subtable, highest priority first, and stops once no
-  // subtable left can beat what it found. 1,000 5-tuple flows are one probe.
+  // a lookup packs the frame's fields once, then probes one hash per subtable (the packed
+  // fields under the subtable's mask), highest priority first, and stops once no subtable
+  // left can beat what it found. 1,000 5-tuple flows are one probe.
+  struct Packed {
+    static constexpr uint32_t kWords = 9;
+    uint64_t w[kWords];
+    bool operator==(const Packed&) const = default;
+    Packed operator&(const Packed& m) const {
+      Packed r;
+      for (uint32_t i = 0; i < kWords; i++) r.w[i] = w[i] & m.w[i];
+      return r;
+    }
+  };
   struct Subtable {
     uint32_t fields;
     uint32_t nw_src_mask, nw_dst_mask, tcp_flags_mask, ipv6_src_len, ipv6_dst_len;
     int32_t max_priority;
-    std::unordered_map<uint64_t, std::vector<uint32_t>> buckets;  // hash -> flows_ indices, ascending
+    Packed mask;
+    // The words of Packed its mask keeps (the others are 0 in every key of it).
+    uint8_t words[Packed::kWords];
+    uint8_t nwords;
+    // Open addressing by hash (a power of two of slots, at most half used): each slot the
+    // flows of one hash, flows_ indices ascending.
+    std::vector<uint64_t> slot_hash;
+    std::vector<int32_t> slot_list;  // -1: empty; else an index of lists
+    std::vector<std::vector<uint32_t>> lists;
   };
-  static uint64_t Hash(const FlowMatch& masked);
+  static Packed Pack(const FrameKey& k);
+  static Packed MaskOf(uint32_t fields, uint32_t src_mask, uint32_t dst_mask, uint32_t flags_mask, uint32_t src6, uint32_t dst6);
+  static uint64_t Hash(const Packed& key, const Subtable& st);
+  // Equal in the subtable's words (the only ones its keys may differ in).
+  static bool Same(const Packed& a, const Packed& b, const Subtable& st);
   void Index();
 
   std::vector<Flow> flows_;  // by priority, highest first; equal ones in the order added
   std::vector<Subtable> subtables_;  // by max_priority, highest first
+  std::vector<Packed> keys_;         // per flow: its values under its subtable's mask
   bool indexed_ = true;      // subtables_ matches flows_ (rebuilt by the first lookup after a change)
 };
 
