@@ -5,11 +5,15 @@ import { expect } from 'chai';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { Switch } from '../../src/switch/switch.js';
 import { NetGuest } from '../../src/loadgen/net-guest.js';
 import { Netns, ip, netnsUnavailable } from '../lib/netns.js';
 import { arpReplyFrom, arpRequest, icmpEchoRequest, isEchoReply } from '../lib/packets.js';
 import { setLogSink } from '../../src/log.js';
+import { findBusybox } from '../lib/guest.js';
 
 const GUEST = '02:00:00:00:aa:01';
 const TAG = process.pid.toString(36).slice(-4);
@@ -66,6 +70,31 @@ describe('switch host ports (TAP, VXLAN) against the kernel', function () {
     expect(c.rx_packets, 'frames from the host stack').to.be.at.least(2);
     const fdb = await sw.fdb();
     expect(fdb.find((e) => e.mac === hostMac)?.portName).to.equal(info.name);
+  });
+
+  it('the kernel pings an address that is only a handler, through a TAP port: ARP and echo answered from TypeScript', async () => {
+    const ns = new Netns(`vkh${TAG}`);
+    nss.push(ns);
+    const info = await sw.addTapPort({ ifname: `vkh${TAG}0` });
+    ip('link', 'set', 'dev', info.socket, 'netns', ns.name);
+    ns.ip('addr', 'add', '10.77.3.1/24', 'dev', info.socket);
+    ns.ip('link', 'set', 'dev', info.socket, 'up');
+    const module = fileURLToPath(new URL('./fixtures/handlers.js', import.meta.url));
+    await sw.addHandler('pong', { module, export: 'pingResponder', options: { ip: '10.77.3.9', mac: '02:00:00:00:77:09' } });
+    await sw.addFlow(`priority=100,in_port=${info.name},arp,actions=handler:pong,NORMAL`);
+    await sw.addFlow(`priority=100,in_port=${info.name},icmp,nw_dst=10.77.3.9,actions=handler:pong`);
+    let out = '';
+    try {
+      // Not execFileSync: the event loop must run meanwhile (the handler's module loads there).
+      out = (await promisify(execFile)('ip', ['netns', 'exec', ns.name, findBusybox(), 'ping', '-c', '3', '-W', '2', '10.77.3.9'])).stdout;
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\nhandlers: ${JSON.stringify(await sw.handlers())}\nflows:\n${(await sw.dumpFlows()).map((x) => x.line).join('\n')}`);
+    }
+    expect(out, 'three echo replies').to.match(/3 packets transmitted, 3 packets received/);
+    const [h] = await sw.handlers();
+    expect(h.frames, 'ARP request and three echo requests, from the TAP').to.be.at.least(4);
+    expect([h.errors, h.sent >= 4]).to.deep.equal([0, true]);
+    expect(sw.counters(info.name).tx_packets, 'the replies went into the TAP').to.be.at.least(4);
   });
 
   it('a guest reaches a Linux vxlan device in another namespace through a VXLAN port (VNI 42)', async () => {
