@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Switch } from '../../src/switch/switch.js';
 import { NetGuest } from '../../src/loadgen/net-guest.js';
@@ -95,6 +95,33 @@ describe('switch host ports (TAP, VXLAN) against the kernel', function () {
     expect(h.frames, 'ARP request and three echo requests, from the TAP').to.be.at.least(4);
     expect([h.errors, h.sent >= 4]).to.deep.equal([0, true]);
     expect(sw.counters(info.name).tx_packets, 'the replies went into the TAP').to.be.at.least(4);
+  });
+
+  it('a flow mirrors what a guest sends to a TAP port, where tcpdump sees it; the ping still goes its way', async () => {
+    const ns = new Netns(`vkm${TAG}`);
+    nss.push(ns);
+    const peer = await sw.addTapPort({ ifname: `vkm${TAG}0` });
+    const mon = await sw.addTapPort({ ifname: `vkm${TAG}1` });
+    for (const t of [peer, mon]) ip('link', 'set', 'dev', t.socket, 'netns', ns.name);
+    ns.ip('addr', 'add', '10.77.4.1/24', 'dev', peer.socket);
+    ns.ip('link', 'set', 'dev', peer.socket, 'up');
+    ns.ip('link', 'set', 'dev', mon.socket, 'up');
+    await sw.addFlow(`priority=100,in_port=vm,icmp,actions=NORMAL,output:${mon.name}`);
+    const dump = spawn('ip', ['netns', 'exec', ns.name, 'tcpdump', '-l', '-n', '-i', mon.socket, '-c', '2', 'icmp'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    dump.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    dump.stderr.on('data', (b: Buffer) => (err += b.toString()));
+    const exited = new Promise<number | null>((r) => dump.on('exit', r));
+    for (let t = 0; t < 100 && !err.includes('listening on'); t++) await new Promise((r) => setTimeout(r, 50));
+    const reply = await ask(g, arpRequest(GUEST, '10.77.4.2', '10.77.4.1'), (f) => arpReplyFrom(f, '10.77.4.1') !== null, 'ARP reply from 10.77.4.1');
+    const hostMac = arpReplyFrom(reply, '10.77.4.1')!;
+    for (const seq of [1, 2]) await ask(g, icmpEchoRequest(hostMac, GUEST, '10.77.4.2', '10.77.4.1', 9, seq), (f) => isEchoReply(f, '10.77.4.1', 9, seq), `echo reply ${seq}`);
+    const code = await Promise.race([exited, new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 5000))]);
+    if (code === 'timeout') dump.kill();
+    expect(code, `tcpdump: ${err}`).to.equal(0);
+    expect(out.match(/10\.77\.4\.2 > 10\.77\.4\.1: ICMP echo request, id 9, seq [12]/g)?.length, out).to.equal(2);
+    expect((await sw.dumpFlows())[0].packets, 'the two echo requests, mirrored').to.equal(2);
   });
 
   it('a guest reaches a Linux vxlan device in another namespace through a VXLAN port (VNI 42)', async () => {
