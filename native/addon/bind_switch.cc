@@ -365,19 +365,35 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
   Napi::Value ForwardFlat(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     SwitchPort& src = Port(env, info[0]);
-    size_t data_len = 0;
-    const uint8_t* data = TypedData<uint8_t>(env, info[1], napi_uint8_array, 0, "data", &data_len);
-    const uint32_t n = static_cast<uint32_t>(Int(info[5], 0, 1 << 20, "n"));
-    const uint32_t* off = TypedData<uint32_t>(env, info[2], napi_uint32_array, n, "offsets");
-    const uint32_t* lens = TypedData<uint32_t>(env, info[3], napi_uint32_array, n, "lens");
-    const uint8_t* hdr10 = Absent(info[4]) ? nullptr : TypedData<uint8_t>(env, info[4], napi_uint8_array, size_t{n} * 10, "hdr10");
-    for (uint32_t i = 0; i < n; i++) {
-      if (uint64_t{off[i]} + lens[i] > data_len) throw Napi::RangeError::New(env, "forwardFlat: a frame lies outside data");
-      if (lens[i] > kMaxFrame) throw Napi::RangeError::New(env, "forwardFlat: a frame is larger than 64 KiB + 256");
-    }
-    fwd_->Flat(src, data, off, lens, hdr10, n, Int(info[6], -kMaxMs, kMaxMs, "now"), Int(info[7], 0, kMaxMs, "agingMs"));
+    const FlatArgs f = ReadFlat(info, "forwardFlat");
+    fwd_->Flat(src, f.data, f.off, f.lens, f.hdr10, f.n, Int(info[6], -kMaxMs, kMaxMs, "now"), Int(info[7], 0, kMaxMs, "agingMs"));
     Events();
     return env.Undefined();
+  }
+
+  // Frames in a host buffer, info[1..5]: data, offsets, lens, hdr10 | null, n; each checked
+  // to lie inside data and to be no larger than kMaxFrame.
+  struct FlatArgs {
+    const uint8_t* data;
+    const uint32_t* off;
+    const uint32_t* lens;
+    const uint8_t* hdr10;
+    uint32_t n;
+  };
+  static FlatArgs ReadFlat(const Napi::CallbackInfo& info, const std::string& what) {
+    Napi::Env env = info.Env();
+    size_t data_len = 0;
+    FlatArgs f;
+    f.data = TypedData<uint8_t>(env, info[1], napi_uint8_array, 0, "data", &data_len);
+    f.n = static_cast<uint32_t>(Int(info[5], 0, 1 << 20, "n"));
+    f.off = TypedData<uint32_t>(env, info[2], napi_uint32_array, f.n, "offsets");
+    f.lens = TypedData<uint32_t>(env, info[3], napi_uint32_array, f.n, "lens");
+    f.hdr10 = Absent(info[4]) ? nullptr : TypedData<uint8_t>(env, info[4], napi_uint8_array, size_t{f.n} * 10, "hdr10");
+    for (uint32_t i = 0; i < f.n; i++) {
+      if (uint64_t{f.off[i]} + f.lens[i] > data_len) throw Napi::RangeError::New(env, what + ": a frame lies outside data");
+      if (f.lens[i] > kMaxFrame) throw Napi::RangeError::New(env, what + ": a frame is larger than 64 KiB + 256");
+    }
+    return f;
   }
 
   // serviceHost(port, now, agingMs) -> frames switched, or -errno if reading the port's fd failed
@@ -471,17 +487,8 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
   Napi::Value Output(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     const int32_t port = static_cast<int32_t>(Int(info[0], INT32_MIN, INT32_MAX, "port"));
-    size_t data_len = 0;
-    const uint8_t* data = TypedData<uint8_t>(env, info[1], napi_uint8_array, 0, "data", &data_len);
-    const uint32_t n = static_cast<uint32_t>(Int(info[5], 0, 1 << 20, "n"));
-    const uint32_t* off = TypedData<uint32_t>(env, info[2], napi_uint32_array, n, "offsets");
-    const uint32_t* lens = TypedData<uint32_t>(env, info[3], napi_uint32_array, n, "lens");
-    const uint8_t* hdr10 = Absent(info[4]) ? nullptr : TypedData<uint8_t>(env, info[4], napi_uint8_array, size_t{n} * 10, "hdr10");
-    for (uint32_t i = 0; i < n; i++) {
-      if (uint64_t{off[i]} + lens[i] > data_len) throw Napi::RangeError::New(env, "output: a frame lies outside data");
-      if (lens[i] > kMaxFrame) throw Napi::RangeError::New(env, "output: a frame is larger than 64 KiB + 256");
-    }
-    const bool found = fwd_->Output(port, data, off, lens, hdr10, n);
+    const FlatArgs f = ReadFlat(info, "output");
+    const bool found = fwd_->Output(port, f.data, f.off, f.lens, f.hdr10, f.n);
     Events();
     return Napi::Boolean::New(env, found);
   }

@@ -2,11 +2,9 @@
 // native forwarder after classification (native/switch/switch_flows.cc), on a switch with
 // its data plane on a worker and our frontend as the guests.
 import { expect } from 'chai';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Switch } from '../../src/switch/switch.js';
-import { NetGuest } from '../../src/loadgen/net-guest.js';
+import type { NetGuest } from '../../src/loadgen/net-guest.js';
+import { A, B, C, ThreeGuests } from './three-guests.js';
 import { DEFAULT_PRIORITY, parseFlow } from '../../src/switch/flows.js';
 import { FlowOp, FlowWord } from '../../src/native/switch.js';
 import { setLogSink } from '../../src/log.js';
@@ -14,9 +12,6 @@ import { NetFeature } from '../../src/virtio/net.js';
 import { bit } from '../../src/virtio/features.js';
 import { checkTcp, icmpEchoRequest, offloadHdr, tcpFrame } from '../lib/packets.js';
 
-const A = '02:00:00:00:00:0a';
-const B = '02:00:00:00:00:0b';
-const C = '02:00:00:00:00:0c';
 const ports: Record<string, number> = { vm1: 1, vm2: 2 };
 const port = (n: string) => {
   if (!(n in ports)) throw new RangeError(`no port ${n}`);
@@ -85,45 +80,25 @@ describe('flows: ovs-ofctl syntax', () => {
 
 describe('flows on a running switch', function () {
   this.timeout(20_000);
-  let dir: string;
   let sw: Switch;
-  const guests: Record<string, NetGuest> = {};
+  let rig: ThreeGuests;
+  let guests: Record<string, NetGuest>;
   let oldSink: ReturnType<typeof setLogSink>;
 
   beforeEach(async () => {
     oldSink = setLogSink(() => undefined);
-    dir = mkdtempSync(join(tmpdir(), 'vk-flows-'));
     sw = await Switch.create({ dataplane: 'worker' });
-    for (const name of ['a', 'b', 'c']) {
-      await sw.addVhostPort({ name, socket: join(dir, `${name}.sock`) });
-      // a may send offloads (partial checksums, TSO); b and c take none.
-      const offloads = name === 'a' ? { extraFeatures: bit(NetFeature.CSUM) | bit(NetFeature.HOST_TSO4), maxFrame: 66000 } : { rxBuffers: 256 };
-      guests[name] = await NetGuest.connect(join(dir, `${name}.sock`), offloads);
-      await sw.backend(name).nextSession();
-    }
-    // Every guest is learned: known unicast goes to one port only.
-    for (const [name, mac] of [
-      ['a', A],
-      ['b', B],
-      ['c', C],
-    ] as const) {
-      guests[name].send([tcpFrame(new Uint8Array(1), { src: mac, dst: 'ff:ff:ff:ff:ff:ff' }).frame]);
-      for (const other of ['a', 'b', 'c'].filter((x) => x !== name)) await guests[other].receive(1, 2000);
-    }
+    // a may send offloads (partial checksums, TSO); b and c take none.
+    rig = await ThreeGuests.attach(sw, (name) => (name === 'a' ? { extraFeatures: bit(NetFeature.CSUM) | bit(NetFeature.HOST_TSO4), maxFrame: 66000 } : { rxBuffers: 256 }));
+    guests = rig.guests;
   });
   afterEach(async () => {
-    for (const g of Object.values(guests)) g.close();
+    rig.close();
     await sw.close();
-    rmSync(dir, { recursive: true, force: true });
     setLogSink(oldSink);
   });
 
-  /** Frames each guest got within `ms` (after sending). */
-  async function got(ms = 300): Promise<Record<string, Uint8Array[]>> {
-    const out: Record<string, Uint8Array[]> = {};
-    for (const name of ['a', 'b', 'c']) out[name] = (await guests[name].receive(1000, ms)).map((r) => r.frame);
-    return out;
-  }
+  const got = (ms = 300) => rig.got(ms);
 
   it('drops what a drop flow matches and counts it; the rest is switched as before', async () => {
     await sw.addFlow('priority=100,tcp,nw_dst=10.0.0.2,tp_dst=80,actions=drop');

@@ -1,19 +1,14 @@
 // Packet handlers (src/switch/handlers.ts) on a running switch: frames flows send to them,
 // what they send, the flows they add, errors, removal; inline and on the worker.
 import { expect } from 'chai';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Switch } from '../../src/switch/switch.js';
-import { NetGuest } from '../../src/loadgen/net-guest.js';
+import type { NetGuest } from '../../src/loadgen/net-guest.js';
+import { A, B, C, ThreeGuests } from './three-guests.js';
 import { setLogSink } from '../../src/log.js';
 import type { HandlerFrame } from '../../src/switch/handlers.js';
 import { checkTcp, tcpFrame } from '../lib/packets.js';
 
-const A = '02:00:00:00:00:0a';
-const B = '02:00:00:00:00:0b';
-const C = '02:00:00:00:00:0c';
 const FIXTURES = fileURLToPath(new URL('./fixtures/handlers.js', import.meta.url));
 
 async function rejects(p: Promise<unknown>, re: RegExp): Promise<void> {
@@ -30,43 +25,26 @@ async function rejects(p: Promise<unknown>, re: RegExp): Promise<void> {
 for (const dataplane of ['inline', 'worker'] as const) {
   describe(`packet handlers (${dataplane} data plane)`, function () {
     this.timeout(20_000);
-    let dir: string;
     let sw: Switch;
-    const guests: Record<string, NetGuest> = {};
+    let rig: ThreeGuests;
+    let guests: Record<string, NetGuest>;
     let oldSink: ReturnType<typeof setLogSink>;
     const logged: string[] = [];
 
     beforeEach(async () => {
       logged.length = 0;
       oldSink = setLogSink((rec) => logged.push(`${rec.msg} ${String(rec.handler ?? '')}`));
-      dir = mkdtempSync(join(tmpdir(), 'vk-handlers-'));
       sw = await Switch.create({ dataplane });
-      for (const name of ['a', 'b', 'c']) {
-        await sw.addVhostPort({ name, socket: join(dir, `${name}.sock`) });
-        guests[name] = await NetGuest.connect(join(dir, `${name}.sock`), { rxBuffers: 256 });
-        await sw.backend(name).nextSession();
-      }
-      for (const [name, mac] of [
-        ['a', A],
-        ['b', B],
-        ['c', C],
-      ] as const) {
-        guests[name].send([tcpFrame(new Uint8Array(1), { src: mac, dst: 'ff:ff:ff:ff:ff:ff' }).frame]);
-        for (const other of ['a', 'b', 'c'].filter((x) => x !== name)) await guests[other].receive(1, 2000);
-      }
+      rig = await ThreeGuests.attach(sw);
+      guests = rig.guests;
     });
     afterEach(async () => {
-      for (const g of Object.values(guests)) g.close();
+      rig.close();
       await sw.close();
-      rmSync(dir, { recursive: true, force: true });
       setLogSink(oldSink);
     });
 
-    async function got(ms = 300): Promise<Record<string, Uint8Array[]>> {
-      const out: Record<string, Uint8Array[]> = {};
-      for (const name of ['a', 'b', 'c']) out[name] = (await guests[name].receive(1000, ms)).map((r) => r.frame);
-      return out;
-    }
+    const got = (ms = 300) => rig.got(ms);
 
     it('a handler adds a connection flow on its first frame; the rest stays native', async () => {
       await sw.addHandler('first', { module: FIXTURES, export: 'firstPacket' });
