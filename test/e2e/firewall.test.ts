@@ -17,6 +17,8 @@ import { firewallFlows, installFirewall, type FirewallOptions } from '../../exam
 import { makeTempDir, type TempDir } from '../lib/peers.js';
 import { findBusybox, findGuestKernel, runScript } from '../lib/guest.js';
 import { setLogSink } from '../../src/log.js';
+import { NetGuest } from '../../src/loadgen/net-guest.js';
+import { tcpFrame } from '../lib/packets.js';
 
 const EXAMPLE = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'examples', 'firewall.js');
 const MAC = (i: number) => `52:54:00:00:05:0${i}`;
@@ -94,7 +96,7 @@ describe('e2e: examples/firewall.ts with QEMU guests', function () {
   });
 
   it("lets lan open TCP connections out and blocks new ones in; a connection's flows go with its close", async () => {
-    const o: FirewallOptions = { inside: ['lan'], outside: ['wan'], services: [{ port: 2222 }] };
+    const o: FirewallOptions = { inside: ['lan'], outside: ['wan'], services: [{ port: 2222 }], timeoutMs: 4000 };
     await installFirewall(sw, o, EXAMPLE);
     expect((await sw.dumpFlows()).length, 'the static flows').to.equal(firewallFlows(o).length);
     const dev = (n: string, i: number) => [{ type: 'vhost-user-net' as const, socket: tmp.join(`${n}.sock`), mac: MAC(i), reconnect: true }];
@@ -103,7 +105,26 @@ describe('e2e: examples/firewall.ts with QEMU guests', function () {
       for (const m of [MID, INBOUND, TRIED]) if (line.includes(m) && !marks.has(m)) marks.set(m, sw.dumpFlows());
     };
     const [lan, wan] = await Promise.all([runScript(lanScript, dev('lan', 1), 280_000, { onLine: mark }), runScript(wanScript, dev('wan', 2), 280_000, { onLine: mark })]);
-    const flows = await sw.dumpFlows();
+    let flows = await sw.dumpFlows();
+    if (connectionFlows(flows).length > 0) {
+      // A close whose last frames the guest did not send before it powered off (it may exit
+      // right after its last fetch) is reaped after timeoutMs, on the handler's next run:
+      // one more outbound SYN from lan's port (our frontend, the guest gone) makes that run.
+      // A flow left without its connection would stay, and fail below.
+      await new Promise((r) => setTimeout(r, 4500));
+      const probe = await NetGuest.connect(tmp.join('lan.sock'));
+      try {
+        const syn = tcpFrame(new Uint8Array(0), { src: MAC(1), dst: MAC(2), sport: 61000, dport: 9, flags: 0x02 }).frame;
+        const before = (await sw.handlers())[0].runs;
+        for (let t = 0; t < 50 && (await sw.handlers())[0].runs === before; t++) {
+          probe.send([syn]);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      } finally {
+        probe.close();
+      }
+      flows = (await sw.dumpFlows()).filter((f) => !f.match.includes('61000'));
+    }
     const [h] = await sw.handlers();
     const drops = sw.counters('wan').drop_flow;
     const mid = await marks.get(MID);
@@ -154,6 +175,6 @@ describe('e2e: examples/firewall.ts with QEMU guests', function () {
     // the polls that succeeded or not, bye), SYN and RST of the refused one: a handful of
     // frames, not the transfer (a retransmitted FIN may add one).
     const closes = 5 * (3 + Number(l.polls)) + 2;
-    expect(h.frames).to.be.within(closes, closes + 10);
+    expect(h.frames, '(a close cut short by a guest powering off has fewer; the probe SYN adds one)').to.be.within(closes - 5, closes + 10);
   });
 });
