@@ -19,6 +19,7 @@ import { cpuCase } from './cases/cpu.js';
 import { memoryCase } from './cases/memory.js';
 import { netCase } from './cases/net.js';
 import { switchCase } from './cases/switch.js';
+import { switchFlowsCase } from './cases/switch-flows.js';
 import { barChartSvg } from './lib/chart.js';
 import { checkTarget, markdownTable, type CaseReport } from './lib/report.js';
 import { progress } from './lib/proc.js';
@@ -27,7 +28,7 @@ import { benchArgs, usageError } from './lib/args.js';
 export interface BenchContext {
   rounds: number;
   seconds: number;
-  /** net, switch and api cases: turns per side per round */
+  /** net, switch, switch-flows and api cases: turns per side per round */
   turns: number;
   frontendCpus: string;
   backendCpus: string;
@@ -47,13 +48,14 @@ const CASES: CaseDef[] = [
   { id: 'cpu', peers: ['dpdk-testpmd'], run: cpuCase },
   { id: 'memory', peers: ['dpdk-testpmd'], run: memoryCase },
   { id: 'api', peers: ['dpdk-testpmd'], run: apiCase },
+  { id: 'switch-flows', peers: ['dpdk-testpmd'], run: switchFlowsCase },
 ];
 
 const USAGE = `usage: npm run bench [-- OPTIONS]   (or: node dist/bench/run.js OPTIONS, after a build)
   --cases LIST          cases to run, of ${CASES.map((c) => c.id).join(',')} (default: all)
   --rounds N            rounds per case, at least 3 (default 3)
   --seconds S           length of one run of the blk, cpu and memory cases, and of the api case's runs without traffic (default 3)
-  --turns T             net, switch and api: turns per side per round (default 4)
+  --turns T             net, switch, switch-flows and api: turns per side per round (default 4)
   --frontend-cpus LIST  CPUs of the frontends (default 0)
   --backend-cpus LIST   CPUs of vhostkit and of the reference backends (default 1; 0 with one CPU)
   --out DIR             where the report and charts go (default bench/results)`;
@@ -88,7 +90,7 @@ for (const c of CASES.filter((x) => wanted.includes(x.id))) {
     skipped.push(line);
     continue;
   }
-  progress(`case ${c.id}: ${rounds} rounds${c.id.startsWith('net') || c.id === 'switch' || c.id === 'api' ? `, ${turns} turns per side per round` : ` of ${seconds} s per run`}`);
+  progress(`case ${c.id}: ${rounds} rounds${c.id.startsWith('net') || c.id.startsWith('switch') || c.id === 'api' ? `, ${turns} turns per side per round` : ` of ${seconds} s per run`}`);
   reports.push(await c.run(ctx));
 }
 
