@@ -17,25 +17,33 @@ export interface FlowEntry {
 
 export class FlowTable {
   private readonly specs = new Map<number, FlowSpec>();
+  /** id by "priority match": a flow of the same priority and match is replaced */
+  private readonly byMatch = new Map<string, number>();
   private nextId = 1;
 
   constructor(private readonly fwd: NativeForwarder) {}
 
   /** Adds a flow, or replaces the one of the same priority and match (its counters kept). */
   add(spec: FlowSpec): void {
-    const same = [...this.specs.entries()].find(([, f]) => f.priority === spec.priority && f.match === spec.match);
-    const id = same ? same[0] : this.nextId++;
+    const key = `${spec.priority} ${spec.match}`;
+    const id = this.byMatch.get(key) ?? this.nextId++;
     const words = spec.words.slice();
     words[FlowWord.ID] = id;
     this.fwd.addFlow(words);
     this.specs.set(id, { ...spec, words });
+    this.byMatch.set(key, id);
   }
 
   /** Removes the flows a match (FlowWord layout) names; strict: only the one of its priority. */
   remove(words: Int32Array, strict: boolean): number {
     const n = this.fwd.removeFlows(words, strict);
+    if (n === 0) return 0;
     const left = new Set(this.ids(this.fwd.flowStats()));
-    for (const id of [...this.specs.keys()]) if (!left.has(id)) this.specs.delete(id);
+    for (const [id, f] of [...this.specs.entries()]) {
+      if (left.has(id)) continue;
+      this.specs.delete(id);
+      this.byMatch.delete(`${f.priority} ${f.match}`);
+    }
     return n;
   }
 
