@@ -500,8 +500,8 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
     Napi::Float64Array a = Napi::Float64Array::New(info.Env(), flows.size() * fs::kWords);
     for (size_t i = 0; i < flows.size(); i++) {
       a[i * fs::kWords + fs::ID] = flows[i].id;
-      a[i * fs::kWords + fs::PACKETS] = flows[i].packets;
-      a[i * fs::kWords + fs::BYTES] = flows[i].bytes;
+      a[i * fs::kWords + fs::PACKETS] = fwd_->flows().hot(i).packets;
+      a[i * fs::kWords + fs::BYTES] = fwd_->flows().hot(i).bytes;
     }
     return a;
   }

@@ -173,25 +173,29 @@ void Group(Input& in, vhostkit::SwitchFdb& fdb, int32_t src_id, const uint32_t* 
     }
     fwd.flows().Add(f);
   }
-  // The flow table's index finds what a scan in table order finds (FlowMatches, the rule).
+  // The flow table's index finds what a scan in table order finds (FlowMatches, the rule),
+  // one frame at a time and for the burst at once (the data path's call, on padded heads).
+  std::vector<uint8_t> h64(static_cast<size_t>(n) * vhostkit::kSwitchHead, 0);
+  for (uint32_t i = 0; i < n; i++) std::memcpy(h64.data() + i * vhostkit::kSwitchHead, data.p + off[i], std::min(lens[i], vhostkit::kSwitchHead));
+  std::vector<int32_t> want(n, -1), vlans(n, 0), found(n, -2);
+  std::vector<uint16_t> which;
   for (uint32_t i = 0; i < n; i++) {
     const uint32_t have = std::min(lens[i], vhostkit::kSwitchHead);
     if (have < 14) continue;
-    const vhostkit::FrameKey k = vhostkit::FlowKey(data.p + off[i], have, src_id, i % 2 ? 0 : in.U8() % 4);
-    const vhostkit::Flow* want = nullptr;
-    for (const vhostkit::Flow& f : fwd.flows().flows()) {
-      if (vhostkit::FlowMatches(f.match, k)) {
-        want = &f;
-        break;
-      }
+    vlans[i] = i % 2 ? 0 : in.U8() % 4;
+    const vhostkit::FrameKey k = vhostkit::FlowKey(data.p + off[i], have, src_id, static_cast<uint32_t>(vlans[i]));
+    const auto& flows = fwd.flows().flows();
+    for (size_t f = 0; f < flows.size() && want[i] < 0; f++) {
+      if (vhostkit::FlowMatches(flows[f].match, k)) want[i] = static_cast<int32_t>(f);
     }
-    const vhostkit::Flow* got = fwd.flows().Lookup(k);
-    FUZZ_CHECK(got == want, "frame %u: the index found flow %p, the scan %p", i, static_cast<const void*>(got), static_cast<const void*>(want));
+    const int32_t got = fwd.flows().Lookup(k);
+    FUZZ_CHECK(got == want[i], "frame %u: the index found flow %d, the scan %d", i, got, want[i]);
+    which.push_back(static_cast<uint16_t>(i));
   }
+  fwd.flows().LookupBurst(h64.data(), vhostkit::kSwitchHead, lens, vlans.data(), src_id, which.data(), static_cast<uint32_t>(which.size()), found.data());
+  for (uint16_t i : which) FUZZ_CHECK(found[i] == want[i], "frame %u: the burst lookup found flow %d, the scan %d", i, found[i], want[i]);
   // What the forwarder's classification will decide: the same call on a copy of the table.
   vhostkit::SwitchFdb copy = fdb;
-  std::vector<uint8_t> h64(static_cast<size_t>(n) * vhostkit::kSwitchHead, 0);
-  for (uint32_t i = 0; i < n; i++) std::memcpy(h64.data() + i * vhostkit::kSwitchHead, data.p + off[i], std::min(lens[i], vhostkit::kSwitchHead));
   std::vector<int32_t> dest(n), vid(n), tagged(n);
   vhostkit::ClassifyCounts cc;
   vhostkit::SwitchClassify(copy, src_id, src->vlan.Ingress(), h64.data(), nullptr, vhostkit::kSwitchHead, vhostkit::kSwitchHead, lens, n, now,
@@ -222,7 +226,7 @@ void Group(Input& in, vhostkit::SwitchFdb& fdb, int32_t src_id, const uint32_t* 
   // Each guest port counted exactly the frames its VLAN rule lets through to it (without
   // flows, which change destinations: then the flows' counts must add up instead).
   double matched = 0;
-  for (const vhostkit::Flow& f : fwd.flows().flows()) matched += f.packets;
+  for (size_t f = 0; f < fwd.flows().size(); f++) matched += fwd.flows().hot(f).packets;
   FUZZ_CHECK(matched <= n, "flows matched %.0f of %u frames", matched, n);
   for (int32_t id = 0; id < 4 && nflows == 0; id++) {
     const vhostkit::SwitchPort* q = fwd.Find(id);

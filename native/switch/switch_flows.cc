@@ -31,56 +31,82 @@ bool SameMatch(const FlowMatch& a, const FlowMatch& b) {
 
 }  // namespace
 
-FrameKey FlowKey(const uint8_t* h, uint32_t have, int32_t in_port, uint32_t vlan) {
-  FrameKey k{};
-  k.in_port = in_port;
-  k.dl_dst = Mac(h);
-  k.dl_src = Mac(h + 6);
-  k.dl_vlan = vlan;
+uint32_t PackFrame(const uint8_t* h, uint32_t have, int32_t in_port, uint32_t vlan, PackedKey* out) {
   uint32_t l3 = 14;
-  k.dl_type = Be16(h + 12);
-  if (k.dl_type == 0x8100 && have >= 18) {
-    k.dl_type = Be16(h + 16);
+  uint32_t type = Be16(h + 12);
+  if (type == 0x8100 && have >= 18) {
+    type = Be16(h + 16);
     l3 = 18;
   }
-  if (k.dl_type == 0x86dd && have >= l3 + 40 && (h[l3] >> 4) == 6) {
-    const uint8_t* ip = h + l3;
-    k.ipv6 = true;
-    k.nw_proto = ip[6];
-    k.nw_ttl = ip[7];
-    k.ipv6_src = Ip6At(ip + 8);
-    k.ipv6_dst = Ip6At(ip + 24);
-    const uint32_t l4 = l3 + 40;
-    if ((k.nw_proto == 6 || k.nw_proto == 17) && have >= l4 + 4) {
-      k.l4 = true;
-      k.tp_src = Be16(ip + 40);
-      k.tp_dst = Be16(ip + 42);
-    }
-    if (k.nw_proto == 6 && have >= l4 + 14) {
-      k.tcp = true;
-      k.tcp_flags = Be16(ip + 52) & 0x0fff;
-    }
-    return k;
-  }
-  if (k.dl_type != 0x0800 || have < l3 + 20) return k;
+  PackedKey& p = *out;
+  p.w[0] = static_cast<uint32_t>(in_port) | (uint64_t{type} << 32) | (uint64_t{vlan & 0xffff} << 48);
+  p.w[1] = Mac(h + 6);
+  p.w[2] = Mac(h);
+  for (uint32_t i = 3; i < PackedKey::kWords; i++) p.w[i] = 0;
+  uint32_t layers = 0, proto = 0, ttl = 0, tp_src = 0, tp_dst = 0, flags = 0;
   const uint8_t* ip = h + l3;
-  const uint32_t ihl = (ip[0] & 0xf) * 4u;
-  if ((ip[0] >> 4) != 4 || ihl < 20) return k;
-  k.ipv4 = true;
-  k.nw_proto = ip[9];
-  k.nw_ttl = ip[8];
-  k.nw_src = Be32(ip + 12);
-  k.nw_dst = Be32(ip + 16);
-  const bool first_fragment = (Be16(ip + 6) & 0x1fff) == 0;
-  if ((k.nw_proto == 6 || k.nw_proto == 17) && first_fragment && have >= l3 + ihl + 4) {
-    k.l4 = true;
-    k.tp_src = Be16(ip + ihl);
-    k.tp_dst = Be16(ip + ihl + 2);
+  if (type == 0x86dd && have >= l3 + 40 && (ip[0] >> 4) == 6) {
+    layers = kLayerIpv6;
+    proto = ip[6];
+    ttl = ip[7];
+    const Ip6 src = Ip6At(ip + 8), dst = Ip6At(ip + 24);
+    p.w[5] = src.hi;
+    p.w[6] = src.lo;
+    p.w[7] = dst.hi;
+    p.w[8] = dst.lo;
+    const uint32_t l4 = l3 + 40;
+    if ((proto == 6 || proto == 17) && have >= l4 + 4) {
+      layers |= kLayerL4;
+      tp_src = Be16(ip + 40);
+      tp_dst = Be16(ip + 42);
+    }
+    if (proto == 6 && have >= l4 + 14) {
+      layers |= kLayerTcp;
+      flags = Be16(ip + 52) & 0x0fff;
+    }
+  } else if (type == 0x0800 && have >= l3 + 20 && (ip[0] >> 4) == 4 && (ip[0] & 0xf) >= 5) {
+    const uint32_t ihl = (ip[0] & 0xf) * 4u;
+    layers = kLayerIpv4;
+    proto = ip[9];
+    ttl = ip[8];
+    p.w[3] = (uint64_t{Be32(ip + 12)} << 32) | Be32(ip + 16);
+    const bool first_fragment = (Be16(ip + 6) & 0x1fff) == 0;
+    if ((proto == 6 || proto == 17) && first_fragment && have >= l3 + ihl + 4) {
+      layers |= kLayerL4;
+      tp_src = Be16(ip + ihl);
+      tp_dst = Be16(ip + ihl + 2);
+    }
+    if (proto == 6 && first_fragment && have >= l3 + ihl + 14) {
+      layers |= kLayerTcp;
+      flags = Be16(ip + ihl + 12) & 0x0fff;
+    }
   }
-  if (k.nw_proto == 6 && first_fragment && have >= l3 + ihl + 14) {
-    k.tcp = true;
-    k.tcp_flags = Be16(ip + ihl + 12) & 0x0fff;
-  }
+  p.w[4] = proto | (ttl << 8) | (uint64_t{tp_src} << 16) | (uint64_t{tp_dst} << 32) | (uint64_t{flags} << 48);
+  return layers;
+}
+
+FrameKey FlowKey(const uint8_t* h, uint32_t have, int32_t in_port, uint32_t vlan) {
+  PackedKey p;
+  const uint32_t layers = PackFrame(h, have, in_port, vlan, &p);
+  FrameKey k{};
+  k.in_port = static_cast<int32_t>(p.w[0] & 0xffffffff);
+  k.dl_type = static_cast<uint32_t>((p.w[0] >> 32) & 0xffff);
+  k.dl_vlan = vlan;
+  k.dl_src = p.w[1];
+  k.dl_dst = p.w[2];
+  k.ipv4 = layers & kLayerIpv4;
+  k.ipv6 = layers & kLayerIpv6;
+  k.l4 = layers & kLayerL4;
+  k.tcp = layers & kLayerTcp;
+  k.nw_src = static_cast<uint32_t>(p.w[3] >> 32);
+  k.nw_dst = static_cast<uint32_t>(p.w[3]);
+  k.nw_proto = p.w[4] & 0xff;
+  k.nw_ttl = (p.w[4] >> 8) & 0xff;
+  k.tp_src = (p.w[4] >> 16) & 0xffff;
+  k.tp_dst = (p.w[4] >> 32) & 0xffff;
+  k.tcp_flags = (p.w[4] >> 48) & 0xfff;
+  k.ipv6_src = Ip6{p.w[5], p.w[6]};
+  k.ipv6_dst = Ip6{p.w[7], p.w[8]};
   return k;
 }
 
@@ -171,62 +197,84 @@ const char* ReadFlowActions(const int32_t* w, uint32_t n, FlowActions* out) {
   return nullptr;
 }
 
+namespace {
+
+int32_t OutOf(const FlowActions& a) {
+  if (a.Drops()) return kFlowOutDrop;
+  if (!a.Simple()) return kFlowOutActions;
+  if (a.flood) return kFlowOutFlood;
+  if (a.normal) return kFlowOutNormal;
+  return a.ports[0];
+}
+
+}  // namespace
+
 bool FlowTable::Add(const Flow& f) {
-  for (Flow& g : flows_) {
-    if (g.priority == f.priority && SameMatch(g.match, f.match)) {
-      const double packets = g.packets;
-      const double bytes = g.bytes;
-      g = f;
-      g.packets = packets;
-      g.bytes = bytes;
+  for (size_t i = 0; i < flows_.size(); i++) {
+    if (flows_[i].priority == f.priority && SameMatch(flows_[i].match, f.match)) {
+      flows_[i] = f;
+      hot_[i].out = OutOf(f.actions);  // the counters stay
       indexed_ = false;
       return true;
     }
   }
   if (flows_.size() >= kMaxFlows) return false;
   const auto at = std::find_if(flows_.begin(), flows_.end(), [&](const Flow& g) { return g.priority < f.priority; });
+  FlowHot h;
+  h.priority = f.priority;
+  h.out = OutOf(f.actions);
+  hot_.insert(hot_.begin() + (at - flows_.begin()), h);
   flows_.insert(at, f);
   indexed_ = false;
   return true;
 }
 
 uint32_t FlowTable::Remove(const FlowMatch& m, int32_t priority, bool strict) {
-  const size_t before = flows_.size();
-  flows_.erase(std::remove_if(flows_.begin(), flows_.end(),
-                              [&](const Flow& g) {
-                                if (strict) return g.priority == priority && SameMatch(g.match, m);
-                                // Not strict: every flow whose match has at least m's fields with m's values.
-                                if ((g.match.fields & m.fields) != m.fields) return false;
-                                FlowMatch masked = g.match;
-                                masked.fields = m.fields;
-                                FlowMatch want = m;
-                                auto keep = [&]<typename T>(uint32_t f, T FlowMatch::*field) {
-                                  if ((m.fields & Bit(f)) == 0) masked.*field = want.*field = {};
-                                };
-                                keep(ff::IN_PORT, &FlowMatch::in_port);
-                                keep(ff::DL_SRC, &FlowMatch::dl_src);
-                                keep(ff::DL_DST, &FlowMatch::dl_dst);
-                                keep(ff::DL_VLAN, &FlowMatch::dl_vlan);
-                                keep(ff::DL_TYPE, &FlowMatch::dl_type);
-                                keep(ff::NW_SRC, &FlowMatch::nw_src);
-                                keep(ff::NW_SRC, &FlowMatch::nw_src_mask);
-                                keep(ff::NW_DST, &FlowMatch::nw_dst);
-                                keep(ff::NW_DST, &FlowMatch::nw_dst_mask);
-                                keep(ff::NW_PROTO, &FlowMatch::nw_proto);
-                                keep(ff::NW_TTL, &FlowMatch::nw_ttl);
-                                keep(ff::TP_SRC, &FlowMatch::tp_src);
-                                keep(ff::TP_DST, &FlowMatch::tp_dst);
-                                keep(ff::TCP_FLAGS, &FlowMatch::tcp_flags);
-                                keep(ff::TCP_FLAGS, &FlowMatch::tcp_flags_mask);
-                                keep(ff::IPV6_SRC, &FlowMatch::ipv6_src);
-                                keep(ff::IPV6_SRC, &FlowMatch::ipv6_src_len);
-                                keep(ff::IPV6_DST, &FlowMatch::ipv6_dst);
-                                keep(ff::IPV6_DST, &FlowMatch::ipv6_dst_len);
-                                return SameMatch(masked, want);
-                              }),
-               flows_.end());
+  auto gone = [&](const Flow& g) {
+    if (strict) return g.priority == priority && SameMatch(g.match, m);
+    // Not strict: every flow whose match has at least m's fields with m's values.
+    if ((g.match.fields & m.fields) != m.fields) return false;
+    FlowMatch masked = g.match;
+    masked.fields = m.fields;
+    FlowMatch want = m;
+    auto keep = [&]<typename T>(uint32_t f, T FlowMatch::*field) {
+      if ((m.fields & Bit(f)) == 0) masked.*field = want.*field = {};
+    };
+    keep(ff::IN_PORT, &FlowMatch::in_port);
+    keep(ff::DL_SRC, &FlowMatch::dl_src);
+    keep(ff::DL_DST, &FlowMatch::dl_dst);
+    keep(ff::DL_VLAN, &FlowMatch::dl_vlan);
+    keep(ff::DL_TYPE, &FlowMatch::dl_type);
+    keep(ff::NW_SRC, &FlowMatch::nw_src);
+    keep(ff::NW_SRC, &FlowMatch::nw_src_mask);
+    keep(ff::NW_DST, &FlowMatch::nw_dst);
+    keep(ff::NW_DST, &FlowMatch::nw_dst_mask);
+    keep(ff::NW_PROTO, &FlowMatch::nw_proto);
+    keep(ff::NW_TTL, &FlowMatch::nw_ttl);
+    keep(ff::TP_SRC, &FlowMatch::tp_src);
+    keep(ff::TP_DST, &FlowMatch::tp_dst);
+    keep(ff::TCP_FLAGS, &FlowMatch::tcp_flags);
+    keep(ff::TCP_FLAGS, &FlowMatch::tcp_flags_mask);
+    keep(ff::IPV6_SRC, &FlowMatch::ipv6_src);
+    keep(ff::IPV6_SRC, &FlowMatch::ipv6_src_len);
+    keep(ff::IPV6_DST, &FlowMatch::ipv6_dst);
+    keep(ff::IPV6_DST, &FlowMatch::ipv6_dst_len);
+    return SameMatch(masked, want);
+  };
+  size_t kept = 0;
+  for (size_t i = 0; i < flows_.size(); i++) {
+    if (gone(flows_[i])) continue;
+    if (kept != i) {
+      flows_[kept] = std::move(flows_[i]);
+      hot_[kept] = hot_[i];
+    }
+    kept++;
+  }
+  const auto removed = static_cast<uint32_t>(flows_.size() - kept);
+  flows_.resize(kept);
+  hot_.resize(kept);
   indexed_ = false;
-  return static_cast<uint32_t>(before - flows_.size());
+  return removed;
 }
 
 namespace {
@@ -308,8 +356,8 @@ bool FlowMatches(const FlowMatch& m, const FrameKey& k) {
   return SameMatch(Masked(k, m.fields, MasksOf(m)), Normalized(m));
 }
 
-FlowTable::Packed FlowTable::Pack(const FrameKey& k) {
-  Packed p;
+PackedKey FlowTable::Pack(const FrameKey& k) {
+  PackedKey p;
   p.w[0] = static_cast<uint32_t>(k.in_port) | (uint64_t{k.dl_type & 0xffff} << 32) | (uint64_t{k.dl_vlan & 0xffff} << 48);
   p.w[1] = k.dl_src;
   p.w[2] = k.dl_dst;
@@ -323,9 +371,8 @@ FlowTable::Packed FlowTable::Pack(const FrameKey& k) {
   return p;
 }
 
-FlowTable::Packed FlowTable::MaskOf(uint32_t fields, uint32_t src_mask, uint32_t dst_mask, uint32_t flags_mask, uint32_t src6,
-                                    uint32_t dst6) {
-  Packed m{};
+PackedKey FlowTable::MaskOf(uint32_t fields, uint32_t src_mask, uint32_t dst_mask, uint32_t flags_mask, uint32_t src6, uint32_t dst6) {
+  PackedKey m{};
   auto on = [&](uint32_t f) { return (fields & Bit(f)) != 0; };
   if (on(ff::IN_PORT)) m.w[0] |= 0xffffffffULL;
   if (on(ff::DL_TYPE)) m.w[0] |= 0xffffULL << 32;
@@ -345,13 +392,13 @@ FlowTable::Packed FlowTable::MaskOf(uint32_t fields, uint32_t src_mask, uint32_t
   return m;
 }
 
-uint64_t FlowTable::Hash(const Packed& key, const Subtable& st) {
-  // The subtable's words only, each multiplied on its own (the products do not wait on each
-  // other), then mixed.
+uint64_t FlowTable::KeyOf(const PackedKey& all, const Subtable& st, uint64_t* key) {
+  // Each word multiplied on its own (the products do not wait on each other), then mixed.
   uint64_t h = 0x9e3779b97f4a7c15ULL ^ st.fields;
   for (uint32_t j = 0; j < st.nwords; j++) {
     const uint32_t i = st.words[j];
-    h ^= ((key.w[i] ^ (0x632be59bd9b4e019ULL * (i + 1))) * 0xbf58476d1ce4e5b9ULL) >> (i & 7);
+    key[j] = all.w[i] & st.mask.w[i];
+    h ^= ((key[j] ^ (0x632be59bd9b4e019ULL * (i + 1))) * 0xbf58476d1ce4e5b9ULL) >> (i & 7);
     h = (h << 27) | (h >> 37);
   }
   h ^= h >> 33;
@@ -362,7 +409,7 @@ uint64_t FlowTable::Hash(const Packed& key, const Subtable& st) {
 
 void FlowTable::Index() {
   subtables_.clear();
-  keys_.assign(flows_.size(), Packed{});
+  std::vector<std::vector<uint32_t>> members;  // per subtable, its flows ascending
   for (uint32_t i = 0; i < flows_.size(); i++) {
     const FlowMatch& m = flows_[i].match;
     const Masks x = MasksOf(m);
@@ -371,75 +418,130 @@ void FlowTable::Index() {
              t.ipv6_src_len == x.src6 && t.ipv6_dst_len == x.dst6;
     });
     if (st == subtables_.end()) {
-      Subtable t{m.fields, x.src, x.dst, x.flags, x.src6, x.dst6, flows_[i].priority, MaskOf(m.fields, x.src, x.dst, x.flags, x.src6, x.dst6),
-                 {}, 0, {}, {}, {}};
-      for (uint32_t w = 0; w < Packed::kWords; w++) {
+      Subtable t{};
+      t.fields = m.fields;
+      t.nw_src_mask = x.src;
+      t.nw_dst_mask = x.dst;
+      t.tcp_flags_mask = x.flags;
+      t.ipv6_src_len = x.src6;
+      t.ipv6_dst_len = x.dst6;
+      // flows_ is by priority: the first flow of a subtable has its highest priority.
+      t.max_priority = flows_[i].priority;
+      t.mask = MaskOf(m.fields, x.src, x.dst, x.flags, x.src6, x.dst6);
+      for (uint32_t w = 0; w < PackedKey::kWords; w++) {
         if (t.mask.w[w] != 0) t.words[t.nwords++] = static_cast<uint8_t>(w);
       }
+      t.need = ((m.fields & kV4) ? kLayerIpv4 : 0) | ((m.fields & kV6) ? kLayerIpv6 : 0) | ((m.fields & kL4) ? kLayerL4 : 0) |
+               ((m.fields & Bit(ff::TCP_FLAGS)) ? kLayerTcp : 0);
+      t.need_ip = (m.fields & kIp) != 0;
+      t.stride = 2 + t.nwords;
       subtables_.push_back(std::move(t));
+      members.emplace_back();
       st = subtables_.end() - 1;
     }
-    // flows_ is by priority: the first flow of a subtable has its highest priority.
-    keys_[i] = Pack(ValuesOf(m)) & st->mask;
-    st->lists.push_back({i});  // grouped by hash below
+    members[static_cast<size_t>(st - subtables_.begin())].push_back(i);
   }
-  for (Subtable& st : subtables_) {
-    // The flows of a subtable, one list per hash, in a table at most half full.
-    std::vector<std::vector<uint32_t>> flows = std::move(st.lists);
-    st.lists.clear();
+  for (size_t t = 0; t < subtables_.size(); t++) {
+    Subtable& st = subtables_[t];
     size_t cap = 16;
-    while (cap < 2 * flows.size()) cap *= 2;
-    st.slot_hash.assign(cap, 0);
-    st.slot_list.assign(cap, -1);
-    for (const auto& one : flows) {
-      const uint32_t i = one[0];
-      const uint64_t h = Hash(keys_[i], st);
-      size_t s = h & (cap - 1);
-      while (st.slot_list[s] >= 0 && st.slot_hash[s] != h) s = (s + 1) & (cap - 1);
-      if (st.slot_list[s] < 0) {
-        st.slot_hash[s] = h;
-        st.slot_list[s] = static_cast<int32_t>(st.lists.size());
-        st.lists.emplace_back();
+    while (cap < 2 * members[t].size()) cap *= 2;
+    st.cap_mask = cap - 1;
+    st.slots.assign(cap * st.stride, 0);
+    for (uint32_t i : members[t]) {
+      uint64_t key[PackedKey::kWords];
+      const uint64_t h = KeyOf(Pack(ValuesOf(flows_[i].match)), st, key);
+      uint64_t s = h & st.cap_mask;
+      uint64_t* e = &st.slots[s * st.stride];
+      while ((e[1] & 0xffffffff) != 0 && e[0] != h) {
+        s = (s + 1) & st.cap_mask;
+        e = &st.slots[s * st.stride];
       }
-      st.lists[static_cast<size_t>(st.slot_list[s])].push_back(i);
+      if ((e[1] & 0xffffffff) != 0) {
+        // A flow of this hash already: i goes at the end of its chain (after lower indices).
+        while ((e[1] >> 32) != 0) e = &st.chain[((e[1] >> 32) - 1) * st.stride];
+        const uint64_t next = st.chain.size() / st.stride + 1;
+        e[1] |= next << 32;  // e is read before the chain grows (which may move it)
+        st.chain.resize(st.chain.size() + st.stride, 0);
+        e = &st.chain[(next - 1) * st.stride];
+      }
+      e[0] = h;
+      e[1] = i + 1;
+      for (uint32_t j = 0; j < st.nwords; j++) e[2 + j] = key[j];
     }
   }
   std::stable_sort(subtables_.begin(), subtables_.end(), [](const Subtable& a, const Subtable& b) { return a.max_priority > b.max_priority; });
   indexed_ = true;
 }
 
-bool FlowTable::Same(const Packed& a, const Packed& b, const Subtable& st) {
-  for (uint32_t j = 0; j < st.nwords; j++) {
-    if (a.w[st.words[j]] != b.w[st.words[j]]) return false;
-  }
-  return true;
-}
-
-Flow* FlowTable::Lookup(const FrameKey& k) {
+void FlowTable::LookupPacked(const PackedKey* keys, const uint32_t* layers, uint32_t n, int32_t* found) {
   if (!indexed_) Index();
-  int64_t best = -1;  // an index of flows_: lower is better (higher priority, or added first)
-  const Packed all = Pack(k);
+  for (uint32_t i = 0; i < n; i++) found[i] = -1;
+  if (cand_.size() < n) {
+    cand_.resize(n);
+    cand_hash_.resize(n);
+    cand_key_.resize(static_cast<size_t>(n) * PackedKey::kWords);
+  }
   for (const Subtable& st : subtables_) {
-    if (best >= 0 && flows_[static_cast<size_t>(best)].priority > st.max_priority) break;
-    if (!HasLayers(st.fields, k)) continue;
-    // The frame's key in this subtable: a flow of it matches exactly when its key is equal
-    // (FlowMatches, with the subtable's fields and masks, the layers checked above).
-    Packed key;
-    for (uint32_t j = 0; j < st.nwords; j++) key.w[st.words[j]] = all.w[st.words[j]] & st.mask.w[st.words[j]];
-    const uint64_t h = Hash(key, st);
-    const size_t cap = st.slot_hash.size();
-    size_t s = h & (cap - 1);
-    while (st.slot_list[s] >= 0 && st.slot_hash[s] != h) s = (s + 1) & (cap - 1);
-    if (st.slot_list[s] < 0) continue;
-    for (uint32_t i : st.lists[static_cast<size_t>(st.slot_list[s])]) {
-      if (best >= 0 && static_cast<int64_t>(i) > best) break;
-      if (Same(key, keys_[i], st)) {
-        best = i;
-        break;
+    // The frames this subtable may decide: those with its layers, and no match yet of a
+    // priority above its flows'. Their keys and hashes first, each slot prefetched...
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < n; i++) {
+      if (found[i] >= 0 && hot_[static_cast<size_t>(found[i])].priority > st.max_priority) continue;
+      if (!st.Has(layers[i])) continue;
+      const uint64_t h = KeyOf(keys[i], st, &cand_key_[static_cast<size_t>(m) * PackedKey::kWords]);
+      __builtin_prefetch(&st.slots[(h & st.cap_mask) * st.stride]);
+      cand_[m] = i;
+      cand_hash_[m++] = h;
+    }
+    // ... then probed: a flow matches exactly when its key is the frame's (FlowMatches, with
+    // the subtable's fields and masks, the layers checked above).
+    for (uint32_t j = 0; j < m; j++) {
+      const uint32_t i = cand_[j];
+      const uint64_t h = cand_hash_[j];
+      const uint64_t* key = &cand_key_[static_cast<size_t>(j) * PackedKey::kWords];
+      uint64_t s = h & st.cap_mask;
+      const uint64_t* e = &st.slots[s * st.stride];
+      while ((e[1] & 0xffffffff) != 0 && e[0] != h) {
+        s = (s + 1) & st.cap_mask;
+        e = &st.slots[s * st.stride];
+      }
+      while ((e[1] & 0xffffffff) != 0) {
+        const auto flow = static_cast<int32_t>((e[1] & 0xffffffff) - 1);
+        if (found[i] >= 0 && flow > found[i]) break;  // what it has is better
+        bool same = true;
+        for (uint32_t w = 0; w < st.nwords; w++) same &= e[2 + w] == key[w];
+        if (same) {
+          found[i] = flow;
+          break;
+        }
+        if ((e[1] >> 32) == 0) break;
+        e = &st.chain[((e[1] >> 32) - 1) * st.stride];
       }
     }
   }
-  return best >= 0 ? &flows_[static_cast<size_t>(best)] : nullptr;
+}
+
+int32_t FlowTable::Lookup(const FrameKey& k) {
+  const PackedKey p = Pack(k);
+  const uint32_t layers = (k.ipv4 ? kLayerIpv4 : 0) | (k.ipv6 ? kLayerIpv6 : 0) | (k.l4 ? kLayerL4 : 0) | (k.tcp ? kLayerTcp : 0);
+  int32_t found = -1;
+  LookupPacked(&p, &layers, 1, &found);
+  return found;
+}
+
+void FlowTable::LookupBurst(const uint8_t* heads, uint32_t stride, const uint32_t* lens, const int32_t* vlans, int32_t in_port,
+                            const uint16_t* which, uint32_t m, int32_t* found) {
+  if (burst_keys_.size() < m) {
+    burst_keys_.resize(m);
+    burst_layers_.resize(m);
+    burst_found_.resize(m);
+  }
+  for (uint32_t j = 0; j < m; j++) {
+    const uint32_t i = which[j];
+    burst_layers_[j] = PackFrame(heads + static_cast<size_t>(i) * stride, std::min(lens[i], stride), in_port, static_cast<uint32_t>(vlans[i]), &burst_keys_[j]);
+  }
+  LookupPacked(burst_keys_.data(), burst_layers_.data(), m, burst_found_.data());
+  for (uint32_t j = 0; j < m; j++) found[which[j]] = burst_found_[j];
 }
 
 }  // namespace vhostkit

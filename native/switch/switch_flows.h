@@ -68,9 +68,40 @@ struct Flow {
   FlowMatch match;
   FlowActions actions;
   int32_t id = 0;
+};
+
+// What a flow does in the common cases, read without its actions (FlowHot::out): a port
+// (>= 0; one output:PORT, no edit), or one of these.
+constexpr int32_t kFlowOutActions = -1;  // edits, handlers or several outputs: read the actions
+constexpr int32_t kFlowOutDrop = -2;
+constexpr int32_t kFlowOutNormal = -3;
+constexpr int32_t kFlowOutFlood = -4;
+
+// What the data path touches of a flow on each frame it matches, apart from the actions of
+// the rarer flows: dense, one per flow, so that a hit costs few cache lines.
+struct FlowHot {
+  int32_t priority = 0;
+  int32_t out = kFlowOutActions;
   double packets = 0;
   double bytes = 0;
 };
+
+// The fields of a frame packed in words, as the table's index compares them. Word 0:
+// in_port (bits 0-31), dl_type (32-47), VLAN (48-63); 1: dl_src; 2: dl_dst; 3: nw_src
+// (32-63), nw_dst (0-31); 4: nw_proto (0-7), TTL (8-15), tp_src (16-31), tp_dst (32-47),
+// TCP flags (48-59); 5-6: ipv6_src; 7-8: ipv6_dst. A layer the frame lacks is 0.
+struct PackedKey {
+  static constexpr uint32_t kWords = 9;
+  uint64_t w[kWords];
+  bool operator==(const PackedKey&) const = default;
+};
+
+// The layers a frame has whole in its head (bits of PackFrame's result).
+constexpr uint32_t kLayerIpv4 = 1, kLayerIpv6 = 2, kLayerL4 = 4, kLayerTcp = 8;
+
+// The fields of a frame from its first `have` bytes (have >= 14), as words, and its layers:
+// the one parser of frames for flows.
+uint32_t PackFrame(const uint8_t* head, uint32_t have, int32_t in_port, uint32_t vlan, PackedKey* out);
 
 // The fields of one frame that flows match on. vlan: the VLAN the switch assigned it.
 struct FrameKey {
@@ -88,7 +119,7 @@ struct FrameKey {
   uint32_t tcp_flags;
 };
 
-// The key of a frame from its first `have` bytes (have >= 14).
+// The key of a frame from its first `have` bytes (have >= 14): PackFrame's fields, by name.
 FrameKey FlowKey(const uint8_t* head, uint32_t have, int32_t in_port, uint32_t vlan);
 
 // Whether a frame of key k matches m: the one rule of what a match means.
@@ -105,51 +136,66 @@ class FlowTable {
   // Removes the flows whose match is f's (strict: and whose priority is f's); all if f
   // matches everything and !strict. Returns how many.
   uint32_t Remove(const FlowMatch& m, int32_t priority, bool strict);
-  // The flow a frame matches (the highest priority; among equal ones the first added), or null.
-  Flow* Lookup(const FrameKey& k);
+  // The index in flows() of the flow a frame matches (the highest priority; among equal
+  // ones the first added), or -1.
+  int32_t Lookup(const FrameKey& k);
+  // The same for frames which[0..m) of a burst whose heads are `stride` (>= 14) bytes apart,
+  // zero past a frame's end (frame i's first min(lens[i], stride) bytes its own, vlans[i]
+  // its VLAN): found[which[j]].
+  void LookupBurst(const uint8_t* heads, uint32_t stride, const uint32_t* lens, const int32_t* vlans, int32_t in_port, const uint16_t* which,
+                   uint32_t m, int32_t* found);
   const std::vector<Flow>& flows() const { return flows_; }
+  FlowHot& hot(size_t i) { return hot_[i]; }
+  const FlowHot& hot(size_t i) const { return hot_[i]; }
 
  private:
   // Tuple space search, as Open vSwitch's classifier does: flows are grouped by the fields
   // they match and their masks (a subtable), each subtable a hash of the flows' values;
   // a lookup packs the frame's fields once, then probes one hash per subtable (the packed
   // fields under the subtable's mask), highest priority first, and stops once no subtable
-  // left can beat what it found. 1,000 5-tuple flows are one probe.
-  struct Packed {
-    static constexpr uint32_t kWords = 9;
-    uint64_t w[kWords];
-    bool operator==(const Packed&) const = default;
-    Packed operator&(const Packed& m) const {
-      Packed r;
-      for (uint32_t i = 0; i < kWords; i++) r.w[i] = w[i] & m.w[i];
-      return r;
-    }
-  };
+  // left can beat what it found. A burst is looked up a subtable at a time: the frames'
+  // slots are hashed and prefetched first, then probed, so that their cache misses overlap.
   struct Subtable {
     uint32_t fields;
     uint32_t nw_src_mask, nw_dst_mask, tcp_flags_mask, ipv6_src_len, ipv6_dst_len;
     int32_t max_priority;
-    Packed mask;
-    // The words of Packed its mask keeps (the others are 0 in every key of it).
-    uint8_t words[Packed::kWords];
+    PackedKey mask;
+    // The words of PackedKey its mask keeps (the others are 0 in every key of it); a
+    // subtable's key is those words, masked, in this order.
+    uint8_t words[PackedKey::kWords];
     uint8_t nwords;
-    // Open addressing by hash (a power of two of slots, at most half used): each slot the
-    // flows of one hash, flows_ indices ascending.
-    std::vector<uint64_t> slot_hash;
-    std::vector<int32_t> slot_list;  // -1: empty; else an index of lists
-    std::vector<std::vector<uint32_t>> lists;
+    // The layers a frame must have for a flow of it to match: all of need, and IPv4 or
+    // IPv6 if need_ip.
+    uint32_t need;
+    bool need_ip;
+    // Open addressing by hash, at most half full, slots of `stride` words: the hash; the
+    // flow's index + 1 (bits 0-31, 0: an empty slot) and the index + 1 in chain of the next
+    // flow of the same hash (32-63, 0: none); the flow's key. A slot's flows are in
+    // ascending index (chain: the same layout).
+    uint32_t stride;
+    uint64_t cap_mask;
+    std::vector<uint64_t> slots;
+    std::vector<uint64_t> chain;
+    bool Has(uint32_t layers) const { return (layers & need) == need && (!need_ip || (layers & (kLayerIpv4 | kLayerIpv6)) != 0); }
   };
-  static Packed Pack(const FrameKey& k);
-  static Packed MaskOf(uint32_t fields, uint32_t src_mask, uint32_t dst_mask, uint32_t flags_mask, uint32_t src6, uint32_t dst6);
-  static uint64_t Hash(const Packed& key, const Subtable& st);
-  // Equal in the subtable's words (the only ones its keys may differ in).
-  static bool Same(const Packed& a, const Packed& b, const Subtable& st);
+  static PackedKey Pack(const FrameKey& k);
+  static PackedKey MaskOf(uint32_t fields, uint32_t src_mask, uint32_t dst_mask, uint32_t flags_mask, uint32_t src6, uint32_t dst6);
+  // A subtable's key of the packed fields `all`, into key[0..nwords), and its hash.
+  static uint64_t KeyOf(const PackedKey& all, const Subtable& st, uint64_t* key);
+  // The lookup of n packed frames: found[i] for keys[i] of layers[i].
+  void LookupPacked(const PackedKey* keys, const uint32_t* layers, uint32_t n, int32_t* found);
   void Index();
 
   std::vector<Flow> flows_;  // by priority, highest first; equal ones in the order added
+  std::vector<FlowHot> hot_;  // per flow, as flows_
   std::vector<Subtable> subtables_;  // by max_priority, highest first
-  std::vector<Packed> keys_;         // per flow: its values under its subtable's mask
   bool indexed_ = true;      // subtables_ matches flows_ (rebuilt by the first lookup after a change)
+  // A burst's packed fields, layers, and each subtable's candidates (frame, key, hash).
+  std::vector<PackedKey> burst_keys_;
+  std::vector<uint32_t> burst_layers_;
+  std::vector<int32_t> burst_found_;
+  std::vector<uint32_t> cand_;
+  std::vector<uint64_t> cand_key_, cand_hash_;
 };
 
 }  // namespace vhostkit

@@ -31,6 +31,8 @@ Forwarder::Forwarder(SwitchFdb& fdb, uint32_t burst, Resolve resolve)
       acts_(burst),
       learned_(burst),
       as_is_(burst),
+      which_(burst),
+      found_(burst),
       goff_(burst),
       glen_(burst),
       ghdr_(static_cast<size_t>(burst) * 10),
@@ -100,27 +102,37 @@ double Forwarder::Classify(SwitchPort& src, uint32_t n, int64_t now, int64_t agi
 
 bool Forwarder::ApplyFlows(SwitchPort& src, uint32_t n, const TxSource* tx, const FlatSource* flat) {
   bool edited = false;
+  uint32_t m = 0;
   for (uint32_t i = 0; i < n; i++) {
     acts_[i] = nullptr;
     if (!edit_len_.empty()) edit_len_[i] = 0;
-    if (dest_[i] == kClassifyDrop) continue;  // dropped before any flow (malformed, VLAN, hook)
-    const uint32_t have = std::min(lens_[i], kSwitchHead);
-    const FrameKey k = FlowKey(heads_.data() + static_cast<size_t>(i) * kSwitchHead, have, src.id, static_cast<uint32_t>(vid_[i]));
-    Flow* f = flows_.Lookup(k);
-    if (f == nullptr) continue;  // the learning switch's destination stands
-    f->packets++;
-    f->bytes += lens_[i];
-    const FlowActions& a = f->actions;
-    if (a.Drops()) {
-      dest_[i] = kClassifyDrop;
-      src.Count(pc::DROP_FLOW, 1);
-      continue;
+    if (dest_[i] != kClassifyDrop) which_[m++] = static_cast<uint16_t>(i);  // not dropped before any flow (malformed, VLAN, hook)
+  }
+  flows_.LookupBurst(heads_.data(), kSwitchHead, lens_.data(), vid_.data(), src.id, which_.data(), m, found_.data());
+  for (uint32_t j = 0; j < m; j++) {
+    const uint32_t i = which_[j];
+    const int32_t f = found_[i];
+    if (f < 0) continue;  // the learning switch's destination stands
+    FlowHot& hot = flows_.hot(static_cast<size_t>(f));
+    hot.packets++;
+    hot.bytes += lens_[i];
+    switch (hot.out) {
+      case kFlowOutNormal:
+        continue;
+      case kFlowOutDrop:
+        dest_[i] = kClassifyDrop;
+        src.Count(pc::DROP_FLOW, 1);
+        continue;
+      case kFlowOutFlood:
+        dest_[i] = kClassifyFlood;
+        continue;
+      case kFlowOutActions:
+        break;
+      default:
+        dest_[i] = hot.out;
+        continue;
     }
-    if (a.Simple()) {
-      if (!a.ports.empty()) dest_[i] = a.ports[0];
-      if (a.flood) dest_[i] = kClassifyFlood;
-      continue;  // normal: the learning switch's destination
-    }
+    const FlowActions& a = flows_.flows()[static_cast<size_t>(f)].actions;
     acts_[i] = &a;
     learned_[i] = dest_[i];
     if (a.edit.set == 0) {
@@ -227,6 +239,8 @@ void Forwarder::Switch(SwitchPort& src, uint32_t n, const TxSource* tx, const Fl
 }
 
 void Forwarder::Stage(SwitchPort& q, uint32_t i) {
+  if (q.staged_seq == stage_seq_) return;  // this frame is staged here already
+  q.staged_seq = stage_seq_;
   const int32_t op = as_is_[i] ? kVlanKeep : q.vlan.Egress(static_cast<uint32_t>(vid_[i]), tagged_[i] == 1);
   if (op == kEgressNone) return;  // not its VLAN (not a drop: not its traffic)
   const uint32_t nq = q.Queues();
@@ -262,6 +276,7 @@ void Forwarder::Group(const SwitchPort& src, uint32_t n) {
   for (uint32_t i = 0; i < n; i++) {
     const int32_t d = dest_[i];
     if (d == kClassifyDrop) continue;
+    stage_seq_++;
     if (d == kClassifyFlood) {
       StageFlood(src, i);
       continue;
@@ -421,6 +436,7 @@ bool Forwarder::Output(int32_t dst, const uint8_t* base, const uint32_t* off, co
       std::memcpy(h, base + off[at + i], have);
       std::memset(h + have, 0, kSwitchHead - have);
       as_is_[i] = 1;
+      stage_seq_++;
       Stage(*q, i);
       as_is_[i] = 0;
     }

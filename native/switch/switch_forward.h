@@ -117,6 +117,7 @@ class Forwarder {
   std::vector<std::unique_ptr<SwitchPort>> list_;  // for flooding, in the order added
   std::unordered_map<int32_t, SwitchPort*> by_id_;
   std::vector<SwitchPort*> touched_;
+  uint64_t stage_seq_ = 0;  // per frame Group stages: see SwitchPort::staged_seq
   std::vector<uint8_t> heads_;
   std::vector<uint32_t> lens_;
   std::vector<int32_t> dest_, vid_, tagged_;
@@ -126,6 +127,9 @@ class Forwarder {
   std::vector<const FlowActions*> acts_;
   std::vector<int32_t> learned_;
   std::vector<uint8_t> as_is_;
+  // The frames of a burst the flow table looks up, and the flow each matched (or -1).
+  std::vector<uint16_t> which_;
+  std::vector<int32_t> found_;
   // Edited copies: frame i at edit_buf_ + edit_off_[i], edit_len_[i] bytes (0: not edited),
   // its header's 10 bytes at edit_hdr_ + 10 * i. Sized at the first edit.
   std::vector<uint8_t> edit_buf_, edit_hdr_;

@@ -93,6 +93,10 @@ struct SwitchPort {
   std::vector<uint32_t> counts;  // [queues * 3]
   int32_t insert_tci = 0;
   bool touched = false;
+  // The last frame staged here (Forwarder's stage_seq_): a frame that a flow sends to this
+  // port twice (output:P,output:P; FLOOD,NORMAL) is staged once, so a list holds at most a
+  // burst.
+  uint64_t staged_seq = 0;
 };
 
 }  // namespace vhostkit

@@ -252,6 +252,17 @@ describe('flows on a running switch', function () {
     const s2 = await got();
     expect([s2.b.length, s2.c.length], 'normal looks up the edited destination').to.deep.equal([0, 1]);
   });
+
+  it('sends a frame out of a port once, however many of its outputs name the port', async () => {
+    // A whole burst and more, each frame named twice for c and twice (FLOOD, and NORMAL
+    // to an unknown MAC: a flood) for every port.
+    await sw.addFlow('in_port=a,actions=output:c,output:c,FLOOD,NORMAL');
+    const frames = Array.from({ length: 48 }, (_, k) => tcpFrame(new Uint8Array(10 + k), { src: A, dst: '02:00:00:00:0f:0f' }).frame);
+    guests.a.send(frames);
+    const r = await got();
+    expect([r.b.length, r.c.length], 'each frame once at b and at c').to.deep.equal([48, 48]);
+    expect(r.c.map((f) => f.length)).to.deep.equal(frames.map((f) => f.length));
+  });
 });
 
 /** Rewrites an IPv4 header checksum (at 14) and the TCP checksum after test edits. */
