@@ -203,6 +203,22 @@ describe('flows on a running switch', function () {
     expect((await sw.dumpFlows())[0].packets).to.equal(2);
   });
 
+  it('matches the TCP flags of IPv6 frames, tagged or not (bytes 66-67 and 70-71 of the frame)', async () => {
+    await sw.addFlow('priority=100,tcp6,tcp_flags=+syn-ack,actions=drop');
+    await sw.setVlan('a', { mode: 'trunk', native: 1 });
+    await sw.setVlan('b', { mode: 'trunk', native: 1 });
+    const syn = tcpFrame(new Uint8Array(10), { v6: true, src: A, dst: B, flags: 0x02 }).frame;
+    const ack = tcpFrame(new Uint8Array(10), { v6: true, src: A, dst: B, flags: 0x10 }).frame;
+    const tagged = (f: Uint8Array) => Uint8Array.from([...f.subarray(0, 12), 0x81, 0, 0, 1, ...f.subarray(12)]);
+    guests.a.send([syn, ack, tagged(syn), tagged(ack)]);
+    const r = await got();
+    expect(
+      r.b.map((f) => (f[12] === 0x81 ? f[18 + 53] : f[14 + 53])),
+      'the ACKs pass, the SYNs are dropped',
+    ).to.deep.equal([0x10, 0x10]);
+    expect((await sw.dumpFlows())[0].packets).to.equal(2);
+  });
+
   it('drops a frame whose TTL dec_ttl would take to 0, counted as a flow drop', async () => {
     await sw.addFlow(`tcp,actions=dec_ttl,output:c`);
     const f = tcpFrame(new Uint8Array(10), { src: A, dst: B }).frame;
