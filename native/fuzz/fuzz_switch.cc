@@ -171,7 +171,21 @@ void Group(Input& in, vhostkit::SwitchFdb& fdb, int32_t src_id, const uint32_t* 
         f.match.tcp_flags = k.tcp_flags & f.match.tcp_flags_mask;
       }
     }
-    fwd.flows().Add(f);
+    // Timeouts of 0-2 s, the flow added 0-255 s ago: Expire below removes some.
+    f.idle_timeout = in.U8() % 3;
+    f.hard_timeout = in.U8() % 3;
+    fwd.flows().Add(f, now - static_cast<int64_t>(in.U8()) * 1000);
+  }
+  if (in.U8() & 1) {
+    const size_t before = fwd.flows().size();
+    const uint32_t gone = fwd.flows().Expire(now);
+    FUZZ_CHECK(fwd.flows().size() + gone == before, "Expire removed %u of %zu flows, %zu left", gone, before, fwd.flows().size());
+    for (size_t f = 0; f < fwd.flows().size(); f++) {
+      const vhostkit::Flow& g = fwd.flows().flows()[f];
+      FUZZ_CHECK((g.idle_timeout == 0 || now - fwd.flows().hot(f).used_ms < int64_t{g.idle_timeout} * 1000) &&
+                     (g.hard_timeout == 0 || now - g.added_ms < int64_t{g.hard_timeout} * 1000),
+                 "flow %zu outlived its timeout", f);
+    }
   }
   // The flow table's index finds what a scan in table order finds (FlowMatches, the rule),
   // one frame at a time and for the burst at once (the data path's call, on padded heads).

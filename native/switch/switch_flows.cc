@@ -1,6 +1,7 @@
 #include "switch/switch_flows.h"
 
 #include <algorithm>
+#include <functional>
 
 namespace vhostkit {
 namespace {
@@ -209,11 +210,16 @@ int32_t OutOf(const FlowActions& a) {
 
 }  // namespace
 
-bool FlowTable::Add(const Flow& f) {
+bool FlowTable::Add(const Flow& f, int64_t now) {
+  const bool timed = f.idle_timeout != 0 || f.hard_timeout != 0;
   for (size_t i = 0; i < flows_.size(); i++) {
     if (flows_[i].priority == f.priority && SameMatch(flows_[i].match, f.match)) {
+      timed_ -= flows_[i].idle_timeout != 0 || flows_[i].hard_timeout != 0;
+      timed_ += timed;
       flows_[i] = f;
+      flows_[i].added_ms = now;
       hot_[i].out = OutOf(f.actions);  // the counters stay
+      hot_[i].used_ms = now;
       indexed_ = false;
       return true;
     }
@@ -223,10 +229,22 @@ bool FlowTable::Add(const Flow& f) {
   FlowHot h;
   h.priority = f.priority;
   h.out = OutOf(f.actions);
+  h.used_ms = now;
   hot_.insert(hot_.begin() + (at - flows_.begin()), h);
-  flows_.insert(at, f);
+  flows_.insert(at, f)->added_ms = now;
+  timed_ += timed;
   indexed_ = false;
   return true;
+}
+
+uint32_t FlowTable::Expire(int64_t now) {
+  if (timed_ == 0) return 0;
+  const auto expired = [&](size_t i) {
+    const Flow& f = flows_[i];
+    return (f.idle_timeout != 0 && now - hot_[i].used_ms >= int64_t{f.idle_timeout} * 1000) ||
+           (f.hard_timeout != 0 && now - f.added_ms >= int64_t{f.hard_timeout} * 1000);
+  };
+  return Keep([&](size_t i) { return !expired(i); });
 }
 
 uint32_t FlowTable::Remove(const FlowMatch& m, int32_t priority, bool strict) {
@@ -261,20 +279,27 @@ uint32_t FlowTable::Remove(const FlowMatch& m, int32_t priority, bool strict) {
     keep(ff::IPV6_DST, &FlowMatch::ipv6_dst_len);
     return SameMatch(masked, want);
   };
+  return Keep([&](size_t i) { return !gone(flows_[i]); });
+}
+
+uint32_t FlowTable::Keep(const std::function<bool(size_t)>& keep) {
   size_t kept = 0;
-  for (size_t i = 0; i < flows_.size(); i++) {
-    if (gone(flows_[i])) continue;
+  const size_t n = flows_.size();
+  for (size_t i = 0; i < n; i++) {
+    if (!keep(i)) {
+      timed_ -= flows_[i].idle_timeout != 0 || flows_[i].hard_timeout != 0;
+      continue;
+    }
     if (kept != i) {
       flows_[kept] = std::move(flows_[i]);
       hot_[kept] = hot_[i];
     }
     kept++;
   }
-  const auto removed = static_cast<uint32_t>(flows_.size() - kept);
   flows_.resize(kept);
   hot_.resize(kept);
-  indexed_ = false;
-  return removed;
+  if (kept != n) indexed_ = false;
+  return static_cast<uint32_t>(n - kept);
 }
 
 namespace {

@@ -6,6 +6,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "net/edit.h"
@@ -68,6 +69,9 @@ struct Flow {
   FlowMatch match;
   FlowActions actions;
   int32_t id = 0;
+  // Seconds after its last match / after it was added that Expire removes it (0: never).
+  uint32_t idle_timeout = 0, hard_timeout = 0;
+  int64_t added_ms = 0;  // set by Add
 };
 
 // What a flow does in the common cases, read without its actions (FlowHot::out): a port
@@ -84,6 +88,7 @@ struct FlowHot {
   int32_t out = kFlowOutActions;
   double packets = 0;
   double bytes = 0;
+  int64_t used_ms = 0;  // the last match (the caller's clock), or when added
 };
 
 // The fields of a frame packed in words, as the table's index compares them. Word 0:
@@ -130,9 +135,12 @@ class FlowTable {
   bool empty() const { return flows_.empty(); }
   size_t size() const { return flows_.size(); }
   static constexpr size_t kMaxFlows = 65536;
-  // Adds a flow, or replaces the one with the same priority and match (keeping its counters).
-  // False if the table holds kMaxFlows already.
-  bool Add(const Flow& f);
+  // Adds a flow at time now (ms, the clock Expire is given), or replaces the one with the
+  // same priority and match (keeping its counters; its timeouts start again). False if the
+  // table holds kMaxFlows already.
+  bool Add(const Flow& f, int64_t now);
+  // Removes the flows whose idle or hard timeout has passed at now; returns how many.
+  uint32_t Expire(int64_t now);
   // Removes the flows whose match is f's (strict: and whose priority is f's); all if f
   // matches everything and !strict. Returns how many.
   uint32_t Remove(const FlowMatch& m, int32_t priority, bool strict);
@@ -185,9 +193,12 @@ class FlowTable {
   // The lookup of n packed frames: found[i] for keys[i] of layers[i].
   void LookupPacked(const PackedKey* keys, const uint32_t* layers, uint32_t n, int32_t* found);
   void Index();
+  // Keeps the flows i for which keep(i) (flows_ and hot_ together); returns how many went.
+  uint32_t Keep(const std::function<bool(size_t)>& keep);
 
   std::vector<Flow> flows_;  // by priority, highest first; equal ones in the order added
   std::vector<FlowHot> hot_;  // per flow, as flows_
+  uint32_t timed_ = 0;        // flows with a timeout (Expire has nothing to do without)
   std::vector<Subtable> subtables_;  // by max_priority, highest first
   bool indexed_ = true;      // subtables_ matches flows_ (rebuilt by the first lookup after a change)
   // A burst's packed fields, layers, and each subtable's candidates (frame, key, hash).

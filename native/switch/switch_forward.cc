@@ -116,6 +116,7 @@ bool Forwarder::ApplyFlows(SwitchPort& src, uint32_t n, const TxSource* tx, cons
     FlowHot& hot = flows_.hot(static_cast<size_t>(f));
     hot.packets++;
     hot.bytes += lens_[i];
+    hot.used_ms = now_;
     switch (hot.out) {
       case kFlowOutNormal:
         continue;
