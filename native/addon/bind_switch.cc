@@ -502,15 +502,16 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
   Napi::Value FlowStats(const Napi::CallbackInfo& info) {
     namespace fs = layout::flow_stat;
     const auto now = Int(info[0], -kMaxMs, kMaxMs, "now");
-    const auto& flows = fwd_->flows().flows();
-    Napi::Float64Array a = Napi::Float64Array::New(info.Env(), flows.size() * fs::kWords);
-    for (size_t i = 0; i < flows.size(); i++) {
-      const FlowHot& h = fwd_->flows().hot(i);
-      a[i * fs::kWords + fs::ID] = flows[i].id;
+    const std::vector<uint32_t> order = fwd_->flows().Ordered();
+    Napi::Float64Array a = Napi::Float64Array::New(info.Env(), order.size() * fs::kWords);
+    for (size_t i = 0; i < order.size(); i++) {
+      const Flow& f = fwd_->flows().flow(order[i]);
+      const FlowHot& h = fwd_->flows().hot(order[i]);
+      a[i * fs::kWords + fs::ID] = f.id;
       a[i * fs::kWords + fs::PACKETS] = h.packets;
       a[i * fs::kWords + fs::BYTES] = h.bytes;
       a[i * fs::kWords + fs::IDLE_MS] = static_cast<double>(std::max<int64_t>(0, now - h.used_ms));
-      a[i * fs::kWords + fs::AGE_MS] = static_cast<double>(std::max<int64_t>(0, now - flows[i].added_ms));
+      a[i * fs::kWords + fs::AGE_MS] = static_cast<double>(std::max<int64_t>(0, now - f.added_ms));
     }
     return a;
   }

@@ -249,8 +249,8 @@ export class SwitchEngine {
   }
 
   /** Removes the flows a match (FlowWord layout) names; strict: only the one of its priority. */
-  removeFlows(words: Int32Array, strict: boolean): number {
-    return this.flows.remove(words, strict);
+  removeFlows(words: Int32Array, strict: boolean, spec?: { priority: number; match: string }): number {
+    return this.flows.remove(words, strict, spec);
   }
 
   /** The flow table with each flow's counters, in the order flows are tried. */

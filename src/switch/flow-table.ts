@@ -39,10 +39,21 @@ export class FlowTable {
     this.byMatch.set(key, id);
   }
 
-  /** Removes the flows a match (FlowWord layout) names; strict: only the one of its priority. */
-  remove(words: Int32Array, strict: boolean): number {
+  /**
+   * Removes the flows a match (FlowWord layout) names; strict: only the one of its priority.
+   * `spec`: the match as parsed, which lets a strict removal forget its flow without a scan.
+   */
+  remove(words: Int32Array, strict: boolean, spec?: { priority: number; match: string }): number {
     const n = this.fwd.removeFlows(words, strict);
-    if (n > 0) this.forgetRemoved();
+    if (n === 0) return 0;
+    const key = spec && `${spec.priority} ${spec.match}`;
+    const id = key === undefined ? undefined : this.byMatch.get(key);
+    if (strict && key !== undefined && id !== undefined) {
+      this.specs.delete(id);
+      this.byMatch.delete(key);
+    } else {
+      this.forgetRemoved();
+    }
     return n;
   }
 
