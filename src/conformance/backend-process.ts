@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { lstatSync, readdirSync, unlinkSync } from 'node:fs';
 import { closeFd, connectUnix, peerCredentials } from '../native/unix-socket.js';
+import { isEagain } from './connect.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -16,13 +17,13 @@ export interface BackendExit {
   signal: string | null;
 }
 
-/** Whether a connect() to `socket` succeeds now (closed at once). */
+/** Whether something listens on `socket` now: a connect() succeeds (closed at once) or finds the backlog full. */
 export function canConnect(socket: string): boolean {
   try {
     closeFd(connectUnix(socket));
     return true;
-  } catch {
-    return false;
+  } catch (e) {
+    return isEagain(e);
   }
 }
 
@@ -84,6 +85,8 @@ export class BackendProcess {
   private pidCache: number | null = null;
   /** times the backend was started (spawn) */
   starts = 0;
+  /** the last lines the spawned backend printed */
+  private tail: string[] = [];
 
   constructor(readonly o: BackendProcessOptions) {}
 
@@ -100,11 +103,17 @@ export class BackendProcess {
     }
     this.removeStaleSocket();
     this.exitInfo = null;
+    this.tail = [];
     const child = spawn('/bin/sh', ['-c', this.o.spawn], { detached: true, stdio: ['pipe', 'pipe', 'pipe'] });
     this.child = child;
     this.starts++;
     const lines = (d: Buffer): void => {
-      for (const l of d.toString().split('\n')) if (l) this.o.onOutput?.(l);
+      for (const l of d.toString().split('\n')) {
+        if (!l) continue;
+        this.tail.push(l);
+        if (this.tail.length > 5) this.tail.shift();
+        this.o.onOutput?.(l);
+      }
     };
     child.stdout?.on('data', lines);
     child.stderr?.on('data', lines);
@@ -158,6 +167,23 @@ export class BackendProcess {
     if (this.pidCache !== null && fdCountOf(this.pidCache) === null) return `process ${this.pidCache} has gone`;
     if (!canConnect(this.o.socket)) return 'its socket refuses connections';
     return null;
+  }
+
+  /**
+   * dead(), waiting up to `ms` for a spawned backend that stopped accepting to exit, so that
+   * its signal is known; with the last line it printed.
+   */
+  async deathCause(ms = 1000): Promise<string | null> {
+    let d = this.dead();
+    if (d === null) return null;
+    const deadline = Date.now() + ms;
+    while (this.spawned && this.exitInfo === null && Date.now() < deadline) {
+      await sleep(20);
+      d = this.dead();
+    }
+    if (d === null) return null;
+    const last = this.tail.at(-1);
+    return last ? `${d}; it printed: ${last.slice(0, 200)}` : d;
   }
 
   /** After a crash: kill what is left of the spawned backend and start it again (spawn only). */

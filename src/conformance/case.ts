@@ -8,6 +8,7 @@ import { closeFd } from '../native/unix-socket.js';
 import { VhostUserFrontend } from '../vhost-user/frontend.js';
 import { RawFrontend } from './raw-frontend.js';
 import type { DeviceType } from './traffic.js';
+import { retryEagain } from './connect.js';
 
 export const STATUSES = ['passed', 'rejected', 'failed', 'crashed', 'hung', 'leaked'] as const;
 /**
@@ -69,13 +70,13 @@ export class CaseContext {
   }
 
   async frontend(): Promise<VhostUserFrontend> {
-    const fe = await VhostUserFrontend.connect(this.socket, { timeoutMs: this.replyMs });
+    const fe = await retryEagain(() => VhostUserFrontend.connect(this.socket, { timeoutMs: this.replyMs }));
     this.frontends.push(fe);
     return fe;
   }
 
-  raw(): RawFrontend {
-    const r = new RawFrontend(this.socket);
+  async raw(): Promise<RawFrontend> {
+    const r = await retryEagain(() => new RawFrontend(this.socket));
     this.raws.push(r);
     return r;
   }

@@ -16,6 +16,7 @@ import { failed, passed, rejected, type CaseContext, type ConformanceCase, type 
 import { PartialGuest, SETUP_PROTOCOL_FEATURES, setupSteps } from './setup-steps.js';
 import { NoAnswer, afterHostile, offers, runningQueue, sleep } from './helpers.js';
 import { moveData } from './traffic.js';
+import { retryEagain } from './connect.js';
 
 const MiB = 1 << 20;
 const UVA = FRONTEND_UVA_BASE;
@@ -36,7 +37,7 @@ function rawCase(name: string, group: Group, spec: string, attack: (raw: RawFron
     group,
     spec,
     async run(ctx) {
-      const raw = ctx.raw();
+      const raw = await ctx.raw();
       if (o.opening ?? true) await rawOpening(ctx, raw);
       await attack(raw, ctx);
       return afterHostile(raw, name, ctx.replyMs);
@@ -63,6 +64,7 @@ function descriptorCase(name: string, spec: string, bad: (d: SplitDriver, ctx: C
       await sleep(300);
       if (fe.closed) return rejected(`the backend closed the connection (${fe.closeReason})`);
       const used = d.usedIdx;
+      if (used > d.size) return failed(`used idx ${used}: the device returned more entries than the ring of ${d.size} holds (it wrapped over its own used ring)`);
       try {
         await fe.getFeatures();
       } catch (e) {
@@ -99,7 +101,7 @@ export const HOSTILE_CASES: ConformanceCase[] = [
     group: 'hostile-headers',
     spec: 'A header whose size field (0xffffffff) exceeds any payload the protocol defines must be refused, not waited for or allocated',
     async run(ctx) {
-      const raw = ctx.raw();
+      const raw = await ctx.raw();
       await raw.sendBytes(encodeHeader(Req.GET_FEATURES, VERSION, 0xffffffff));
       const m = await raw.next(ctx.replyMs).catch(() => null);
       if (m === null) throw new NoAnswer('the connection was neither closed nor answered: the backend waits for 4 GiB of payload');
@@ -111,7 +113,7 @@ export const HOSTILE_CASES: ConformanceCase[] = [
     group: 'hostile-headers',
     spec: 'A payload larger than any request takes (here 4097 bytes, sent in full) must be refused or skipped, never overflow a buffer',
     async run(ctx) {
-      const raw = ctx.raw();
+      const raw = await ctx.raw();
       const m = new Uint8Array(HEADER_SIZE + MAX_PAYLOAD + 1);
       m.set(encodeHeader(Req.SET_FEATURES, VERSION, MAX_PAYLOAD + 1));
       await raw.sendBytes(m);
@@ -123,7 +125,7 @@ export const HOSTILE_CASES: ConformanceCase[] = [
     group: 'hostile-headers',
     spec: 'A frontend that hangs up in the middle of a message (header says 40 bytes, 10 arrive, with an fd) ends the session; the fd is closed',
     async run(ctx) {
-      const raw = ctx.raw();
+      const raw = await ctx.raw();
       await raw.send(Req.SET_OWNER, VERSION);
       const m = new Uint8Array(HEADER_SIZE + 10);
       m.set(encodeHeader(Req.SET_VRING_ADDR, VERSION, 40));
@@ -346,7 +348,7 @@ export const HOSTILE_CASES: ConformanceCase[] = [
       for (let k = 1; k <= steps.length; k++) {
         const g = new PartialGuest('split', queues);
         try {
-          const fe = await VhostUserFrontend.connect(ctx.socket, { timeoutMs: ctx.replyMs });
+          const fe = await retryEagain(() => VhostUserFrontend.connect(ctx.socket, { timeoutMs: ctx.replyMs }));
           try {
             for (const [, step] of steps.slice(0, k)) await step(fe, g);
           } finally {
@@ -371,7 +373,7 @@ export const HOSTILE_CASES: ConformanceCase[] = [
     timeoutMs: 30000,
     async run(ctx) {
       for (let i = 0; i < 10; i++) {
-        const fe = await VhostUserFrontend.connect(ctx.socket, { timeoutMs: ctx.replyMs });
+        const fe = await retryEagain(() => VhostUserFrontend.connect(ctx.socket, { timeoutMs: ctx.replyMs }));
         await fe.negotiate().finally(() => fe.close());
         await moveData(ctx.socket, ctx.type, { timeoutMs: 3000 });
       }
@@ -387,7 +389,7 @@ export const HOSTILE_CASES: ConformanceCase[] = [
       const n = 100;
       const t0 = Date.now();
       for (let i = 0; i < n; i++) {
-        const fe = await VhostUserFrontend.connect(ctx.socket, { timeoutMs: ctx.replyMs });
+        const fe = await retryEagain(() => VhostUserFrontend.connect(ctx.socket, { timeoutMs: ctx.replyMs }));
         try {
           await fe.negotiate({ features: ~(1n << 34n) });
           await fe.setupMemory(256 * 1024);
@@ -405,17 +407,7 @@ export const HOSTILE_CASES: ConformanceCase[] = [
     group: 'connections',
     spec: 'A connection closed before any message (a port scanner, a health check) costs the backend nothing',
     async run(ctx) {
-      let n = 0;
-      while (n < 50) {
-        try {
-          ctx.raw().close();
-          n++;
-        } catch (e) {
-          // A full listen backlog (EAGAIN): the backend has not accepted the last ones yet.
-          if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
-          await sleep(10);
-        }
-      }
+      for (let n = 0; n < 50; n++) (await ctx.raw()).close();
       await sleep(100);
       return passed('50 connections opened and closed at once');
     },

@@ -13,6 +13,7 @@ import { BackendProcess } from './backend-process.js';
 import { CaseContext, type ConformanceCase, type Offer, type Status } from './case.js';
 import { moveData, type DeviceType } from './traffic.js';
 import { NoAnswer } from './helpers.js';
+import { retryEagain } from './connect.js';
 
 export interface CaseResult {
   name: string;
@@ -59,7 +60,7 @@ export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise
 
 /** GET_FEATURES, and the protocol features and queue count when offered. */
 export async function readOffer(socket: string, timeoutMs = 3000): Promise<Offer> {
-  const fe = await VhostUserFrontend.connect(socket, { timeoutMs });
+  const fe = await retryEagain(() => VhostUserFrontend.connect(socket, { timeoutMs }));
   try {
     const features = await fe.getFeatures();
     let protocolFeatures = 0n;
@@ -173,13 +174,13 @@ async function runOne(c: ConformanceCase, be: BackendProcess, offer: Offer, o: R
   const done = (s: Status, d: string): CaseResult => ({ ...base, status: s, detail: d, ms: Date.now() - t0 });
   // A backend that dies of what a case sent may take a moment to go.
   await sleep(20);
-  let dead = be.dead();
+  let dead = await be.deathCause();
   if (dead) return done('crashed', `${dead} (${status}: ${detail})`);
   try {
     await withTimeout(moveData(o.socket, o.type, { timeoutMs: trafficMs }), trafficMs + 1000, 'a fresh connection');
   } catch (e) {
     await sleep(100);
-    dead = be.dead();
+    dead = await be.deathCause();
     if (dead) return done('crashed', `${dead} (${status}: ${detail})`);
     return done('hung', `after the case, a fresh connection did not move data: ${(e as Error).message} (case: ${status}: ${detail})`);
   }

@@ -10,6 +10,7 @@ import { ProtocolFeature } from '../vhost-user/protocol.js';
 import { DeviceStatus, VIRTIO_F_RING_PACKED, bit } from '../virtio/features.js';
 import { ethFrame } from '../virtio/net-frames.js';
 import { BlkClient, BlkStatus } from './blk-client.js';
+import { retryEagain } from './connect.js';
 
 export type DeviceType = 'net' | 'blk';
 
@@ -36,7 +37,7 @@ let seq = 0;
 export async function netMovesData(socket: string, o: TrafficOptions = {}): Promise<string> {
   const timeoutMs = o.timeoutMs ?? 5000;
   const deadline = Date.now() + timeoutMs;
-  const g = await NetGuest.connect(socket, { packed: o.packed ?? false, memoryBytes: 2 << 20, rxBuffers: 64, queueSize: 256, maxFrame: 1514, extraFeatures: o.extraFeatures });
+  const g = await retryEagain(() => NetGuest.connect(socket, { packed: o.packed ?? false, memoryBytes: 2 << 20, rxBuffers: 64, queueSize: 256, maxFrame: 1514, extraFeatures: o.extraFeatures }));
   try {
     const frames = Array.from({ length: 4 }, () => ethFrame('ff:ff:ff:ff:ff:ff', '02:00:00:c0:0f:01', 64, ++seq));
     const sent = g.send(frames);
@@ -55,7 +56,7 @@ export async function netMovesData(socket: string, o: TrafficOptions = {}): Prom
 }
 
 export async function blkMovesData(socket: string, o: TrafficOptions = {}): Promise<string> {
-  const fe = await VhostUserFrontend.connect(socket, { timeoutMs: o.timeoutMs ?? 5000 });
+  const fe = await retryEagain(() => VhostUserFrontend.connect(socket, { timeoutMs: o.timeoutMs ?? 5000 }));
   try {
     await fe.negotiate({ features: o.packed ? ~0n : ~bit(VIRTIO_F_RING_PACKED) });
     if (o.packed && !(fe.features & bit(VIRTIO_F_RING_PACKED))) throw new Error('the backend does not offer RING_PACKED');
