@@ -98,7 +98,9 @@ export class BackendProcess {
   async start(): Promise<void> {
     if (this.o.spawn === undefined) {
       if (!canConnect(this.o.socket)) throw new Error(`${this.o.socket}: nothing accepts connections there (give --spawn CMD to start the backend)`);
-      this.pidCache = listenerPid(this.o.socket);
+      // A full backlog (EAGAIN) hides the listener for a moment: ask again for up to 1 s.
+      const deadline = Date.now() + 1000;
+      while ((this.pidCache = listenerPid(this.o.socket)) === null && Date.now() < deadline) await sleep(20);
       return;
     }
     this.removeStaleSocket();
