@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { GuestMemory } from '../native/guest-memory.js';
 import { FRONTEND_UVA_BASE, VhostUserFrontend } from '../vhost-user/frontend.js';
 import { HEADER_SIZE, MAX_PAYLOAD, Req, VERSION, encodeHeader, memTable, u64, vringAddr, vringFile, vringState, type MemRegion } from '../vhost-user/protocol.js';
-import { VIRTIO_F_VERSION_1, VIRTIO_RING_F_INDIRECT_DESC, bit } from '../virtio/features.js';
-import { SplitDriver } from '../virtio/driver.js';
+import { VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_RING_F_INDIRECT_DESC, bit } from '../virtio/features.js';
+import { PackedDriver, SplitDriver } from '../virtio/driver.js';
 import { isEof, type RawFrontend } from './raw-frontend.js';
 import { failed, passed, rejected, type CaseContext, type ConformanceCase, type Group, type Outcome } from './case.js';
 import { PartialGuest, SETUP_PROTOCOL_FEATURES, setupSteps } from './setup-steps.js';
@@ -23,6 +23,8 @@ const UVA = FRONTEND_UVA_BASE;
 const region = (gpa: bigint, size: number | bigint, uva = UVA + gpa, mmapOffset = 0n): MemRegion => ({ gpa, size: BigInt(size), uva, mmapOffset });
 const VRING_F_INDIRECT = 4;
 const VRING_F_NEXT = 1;
+/** Packed descriptor flags (virtio 1.2 §2.8.1): AVAIL = the driver's wrap counter (1 on the first lap), USED its inverse. */
+const PACKED_F_AVAIL = 1 << 7;
 
 /** GET_FEATURES, SET_OWNER, SET_FEATURES with the offered VERSION_1 on a raw connection (no replies awaited but GET_FEATURES'). */
 async function rawOpening(ctx: CaseContext, raw: RawFrontend): Promise<void> {
@@ -51,26 +53,37 @@ function rawCase(name: string, group: Group, spec: string, attack: (raw: RawFron
  * it, stopped the queue) with the connection open: passed, with what it did.
  */
 function descriptorCase(name: string, spec: string, bad: (d: SplitDriver, ctx: CaseContext) => void, o: { indirect?: boolean } = {}): ConformanceCase {
+  return ringCase(name, spec, (d, ctx) => bad(d as SplitDriver, ctx), o);
+}
+
+/** The same on a packed ring (when the backend offers RING_PACKED). */
+function packedCase(name: string, spec: string, bad: (d: PackedDriver, ctx: CaseContext) => void, o: { indirect?: boolean } = {}): ConformanceCase {
+  return ringCase(name, spec, (d, ctx) => bad(d as PackedDriver, ctx), { ...o, packed: true });
+}
+
+function ringCase(name: string, spec: string, bad: (d: SplitDriver | PackedDriver, ctx: CaseContext) => void, o: { indirect?: boolean; packed?: boolean }): ConformanceCase {
   return {
     name,
     group: 'hostile-descriptors',
     spec,
     async run(ctx) {
       if (o.indirect && !offers(ctx, VIRTIO_RING_F_INDIRECT_DESC)) return passed('not offered: INDIRECT_DESC');
-      const { fe, q } = await runningQueue(ctx, { features: o.indirect ? bit(VIRTIO_RING_F_INDIRECT_DESC) : 0n });
-      const d = q.driver as SplitDriver;
+      if (o.packed && !offers(ctx, VIRTIO_F_RING_PACKED)) return passed('not offered: RING_PACKED');
+      const { fe, q } = await runningQueue(ctx, { features: o.indirect ? bit(VIRTIO_RING_F_INDIRECT_DESC) : 0n, packed: o.packed });
+      const d = q.driver;
       bad(d, ctx);
       q.kick();
       await sleep(300);
       if (fe.closed) return rejected(`the backend closed the connection (${fe.closeReason})`);
-      const used = d.usedIdx;
-      if (used > d.size) return failed(`used idx ${used}: the device returned more entries than the ring of ${d.size} holds (it wrapped over its own used ring)`);
+      const used = d instanceof SplitDriver ? d.usedIdx : null;
+      if (used !== null && used > d.size) return failed(`used idx ${used}: the device returned more entries than the ring of ${d.size} holds (it wrapped over its own used ring)`);
       try {
         await fe.getFeatures();
       } catch (e) {
         if (fe.closed) return rejected(`the backend closed the connection (${(e as Error).message})`);
         throw new NoAnswer(`no answer to GET_FEATURES after the bad chain: ${(e as Error).message}`);
       }
+      if (used === null) return passed('the connection still answers');
       return passed(
         used === 0 ? 'the chain was not served; the connection still answers' : `used idx ${used}: the device returned ${used} entr${used === 1 ? 'y' : 'ies'}; the connection still answers`,
       );
@@ -317,6 +330,20 @@ export const HOSTILE_CASES: ConformanceCase[] = [
     (d) => {
       d.write(0x8000, Uint8Array.of(0, 0x80, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0, VRING_F_INDIRECT, 0, 0, 0));
       oneDesc(d, 0, { addr: 0x8000, len: 16, flags: VRING_F_INDIRECT, next: 0 });
+    },
+    { indirect: true },
+  ),
+  packedCase('packed-desc-outside-memory', 'Packed ring: a descriptor whose buffer lies outside every region must not be accessed (virtio 1.2 §2.8)', (d) => {
+    d.writeDesc(0, { addr: 0x40000000000n, len: 64, id: 0, flags: PACKED_F_AVAIL });
+  }),
+  packedCase('packed-chain-endless', 'Packed ring: a chain whose every descriptor has NEXT set never ends within the ring; the device must stop at the queue size (virtio 1.2 §2.8.6)', (d) => {
+    for (let i = 0; i < d.size; i++) d.writeDesc(i, { addr: 0x8000, len: 64, id: 0, flags: PACKED_F_AVAIL | VRING_F_NEXT });
+  }),
+  packedCase(
+    'packed-indirect-bad-length',
+    'Packed ring: an indirect table whose length is not a multiple of 16 is invalid (virtio 1.2 §2.8.8)',
+    (d) => {
+      d.writeDesc(0, { addr: 0x8000, len: 17, id: 0, flags: PACKED_F_AVAIL | VRING_F_INDIRECT });
     },
     { indirect: true },
   ),

@@ -63,6 +63,8 @@ describe('vhostkit conformance against real peers', function () {
     expect(status(doc, 'vring-addr-queue-huge')).to.include({ status: 'crashed' });
     expect(status(doc, 'vring-addr-queue-huge').detail).to.match(/killed by SIGSEGV/);
     expect(status(doc, 'max-mem-slots')).to.include({ status: 'failed', detail: 'accepted region 33 beyond its limit of 32' });
+    expect(status(doc, 'get-config-offset')).to.include({ status: 'failed' });
+    expect(status(doc, 'get-config-offset').detail).to.match(/the offset is not honoured/);
   });
 
   it('dpdk-testpmd vhost PMD: every case reported, data moves; its fd leak and used-ring overrun found', async () => {
@@ -78,7 +80,18 @@ describe('vhostkit conformance against real peers', function () {
       console.log(`      testpmd: ${summary(doc)}`);
       expect(code).to.equal(1);
       expect(doc.cases.map((c) => c.name)).to.deep.equal(selectCases(CASES, 'net').map((c) => c.name));
-      for (const n of ['get-features', 'reply-ack-every-message', 'get-vring-base', 'split-ring', 'packed-ring', 'event-idx-used-event', 'event-idx-avail-event', 'status', 'disconnect-at-every-step'])
+      for (const n of [
+        'get-features',
+        'reply-ack-every-message',
+        'get-vring-base',
+        'get-vring-base-packed',
+        'split-ring',
+        'packed-ring',
+        'event-idx-used-event',
+        'event-idx-avail-event',
+        'status',
+        'disconnect-at-every-step',
+      ])
         expect(status(doc, n).status, n).to.equal('passed');
       expect(status(doc, 'mem-table-huge').status).to.equal('leaked');
       expect(status(doc, 'avail-idx-jump')).to.include({ status: 'failed' });
