@@ -55,6 +55,7 @@ export class CaseContext {
   private readonly events: EventFd[] = [];
   private readonly files: string[] = [];
   private readonly cleanups: Array<() => void> = [];
+  private disposed = false;
 
   constructor(
     readonly socket: string,
@@ -70,12 +71,14 @@ export class CaseContext {
   }
 
   async frontend(): Promise<VhostUserFrontend> {
+    this.check();
     const fe = await retryEagain(() => VhostUserFrontend.connect(this.socket, { timeoutMs: this.replyMs }));
     this.frontends.push(fe);
     return fe;
   }
 
   async raw(): Promise<RawFrontend> {
+    this.check();
     const r = await retryEagain(() => new RawFrontend(this.socket));
     this.raws.push(r);
     return r;
@@ -103,7 +106,18 @@ export class CaseContext {
     this.cleanups.push(f);
   }
 
+  /** True once the case is over (done or timed out): loops of a case that outlived its timeout stop. */
+  get over(): boolean {
+    return this.disposed;
+  }
+
+  /** Throws once the case is over, so that a case still running after its timeout does nothing more. */
+  check(): void {
+    if (this.disposed) throw new Error('the case is over');
+  }
+
   dispose(): void {
+    this.disposed = true;
     for (const f of this.cleanups.splice(0)) tryDo(f);
     for (const fe of this.frontends.splice(0)) tryDo(() => fe.close());
     for (const r of this.raws.splice(0)) tryDo(() => r.close());

@@ -12,7 +12,7 @@ import { HEADER_SIZE, MAX_PAYLOAD, Req, VERSION, encodeHeader, memTable, u64, vr
 import { VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_RING_F_INDIRECT_DESC, bit } from '../virtio/features.js';
 import { PackedDriver, SplitDriver } from '../virtio/driver.js';
 import { isEof, type RawFrontend } from './raw-frontend.js';
-import { failed, passed, rejected, type CaseContext, type ConformanceCase, type Group, type Outcome } from './case.js';
+import { failed, passed, rejected, type CaseContext, type ConformanceCase, type Group } from './case.js';
 import { PartialGuest, SETUP_PROTOCOL_FEATURES, setupSteps } from './setup-steps.js';
 import { NoAnswer, afterHostile, offers, runningQueue, sleep } from './helpers.js';
 import { moveData } from './traffic.js';
@@ -373,6 +373,7 @@ export const HOSTILE_CASES: ConformanceCase[] = [
         },
       ]);
       for (let k = 1; k <= steps.length; k++) {
+        ctx.check();
         const g = new PartialGuest('split', queues);
         try {
           const fe = await retryEagain(() => VhostUserFrontend.connect(ctx.socket, { timeoutMs: ctx.replyMs }));
@@ -400,6 +401,7 @@ export const HOSTILE_CASES: ConformanceCase[] = [
     timeoutMs: 30000,
     async run(ctx) {
       for (let i = 0; i < 10; i++) {
+        ctx.check();
         const fe = await retryEagain(() => VhostUserFrontend.connect(ctx.socket, { timeoutMs: ctx.replyMs }));
         await fe.negotiate().finally(() => fe.close());
         await moveData(ctx.socket, ctx.type, { timeoutMs: 3000 });
@@ -416,6 +418,7 @@ export const HOSTILE_CASES: ConformanceCase[] = [
       const n = 100;
       const t0 = Date.now();
       for (let i = 0; i < n; i++) {
+        ctx.check();
         const fe = await retryEagain(() => VhostUserFrontend.connect(ctx.socket, { timeoutMs: ctx.replyMs }));
         try {
           await fe.negotiate({ features: ~(1n << 34n) });
@@ -440,5 +443,3 @@ export const HOSTILE_CASES: ConformanceCase[] = [
     },
   },
 ];
-
-export type { Outcome };

@@ -227,7 +227,7 @@ export const SPEC_CASES: ConformanceCase[] = [
       const region = (i: number): MemRegion => ({ gpa: BigInt(i) << 20n, size: 4096n, uva: FRONTEND_UVA_BASE + (BigInt(i) << 20n), mmapOffset: 0n });
       try {
         await fe.request(Req.SET_MEM_TABLE, memTable.encode([region(0)]), { fds: [ctx.memfd(4096)], ack: true });
-        for (let i = 1; i < max; i++) await fe.request(Req.ADD_MEM_REG, singleRegion.encode(region(i)), { fds: [ctx.memfd(4096)], ack: true });
+        for (let i = 1; i < max && !ctx.over; i++) await fe.request(Req.ADD_MEM_REG, singleRegion.encode(region(i)), { fds: [ctx.memfd(4096)], ack: true });
       } catch (e) {
         return failed(`refused a region within its own limit of ${max}: ${(e as Error).message}`);
       }
