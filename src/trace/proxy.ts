@@ -1,0 +1,333 @@
+// The trace proxy: listens where the frontend (QEMU) expects its backend, and for each
+// frontend that connects, connects to the real backend and passes every message both ways
+// as it came (header, payload and fds), decoding each on its way (decode.ts) into a record.
+// SET_BACKEND_REQ_FD's socket is swapped for one end of a socket pair of ours, so the
+// backend's own requests (CONFIG_CHANGE_MSG, ...) are traced too. With ring snapshots on,
+// the guest memory the frontend shares is mapped here as well and each started ring's
+// indices are read periodically (rings.ts).
+//
+// One connection ending ends its partner: a backend that goes away (restart, crash) closes
+// the frontend's connection, which QEMU (`reconnect=1`) opens again, and the next session
+// connects to the backend anew; a frontend that goes closes the backend's connection. A
+// frontend that connects while the backend is down is turned away (QEMU retries). What does
+// not decode is forwarded all the same with a log line; a stream that cannot be framed (a
+// bad header version, a size beyond what vhost-user allows, too many fds) ends the session
+// with a log line naming it. Nothing a peer sends ends the proxy.
+import { closeSync } from 'node:fs';
+import { log as rootLog, type Logger } from '../log.js';
+import { bindSocketFile, removeSocketFile } from '../native/socket-files.js';
+import { FdWatcher, acceptUnix, closeFd, connectUnix, listenUnix, peerCredentials, socketPair } from '../native/unix-socket.js';
+import { prepareSocketPath } from '../vhost-user/backend.js';
+import { MessageChannel, closeFds } from '../vhost-user/channel.js';
+import type { ProbeType } from '../vhost-user/probe.js';
+import { Req, memTable, singleRegion, type Message } from '../vhost-user/protocol.js';
+import { SessionState, decodeMessage, nowMs, type Channel, type MessageRecord, type Side, type TraceRecord } from './decode.js';
+import { describeFd } from './fd-info.js';
+import { RingReader } from './rings.js';
+
+/**
+ * Largest payload passed through. vhost-user messages are far smaller (a memory table of
+ * 8 regions is 264 bytes, a config space access at most 268); a header that announces more
+ * is not a vhost-user stream.
+ */
+export const PROXY_MAX_PAYLOAD = 65536;
+
+export interface TraceProxyOptions {
+  /** socket the frontend connects to (we listen; a stale socket file is replaced) */
+  listen: string;
+  /** the backend's socket (we connect, once per frontend connection) */
+  connect: string;
+  /** every record, in order */
+  onRecord: (r: TraceRecord) => void;
+  /** snapshot started rings every `intervalMs` (only when an index changed) */
+  rings?: { intervalMs: number };
+  /** device type for feature names (default: guessed from GET_FEATURES) */
+  deviceType?: ProbeType;
+  /** permission bits of the listening socket (default 0o600) */
+  socketMode?: number;
+  log?: Logger;
+}
+
+/** One frontend connection and its backend connection. */
+export class ProxySession {
+  readonly state: SessionState;
+  private readonly front: MessageChannel;
+  private back: MessageChannel | null = null;
+  private backendChannel: { front: MessageChannel; back: MessageChannel } | null = null;
+  private readonly rings: RingReader | null;
+  private ringTimer: NodeJS.Timeout | null = null;
+  private lastRings = '';
+  private ended = false;
+  readonly done: Promise<void>;
+  private resolveDone!: () => void;
+
+  constructor(
+    readonly id: number,
+    frontFd: number,
+    private readonly opts: TraceProxyOptions,
+    private readonly log: Logger,
+  ) {
+    this.state = new SessionState(opts.deviceType);
+    this.done = new Promise((r) => (this.resolveDone = r));
+    this.rings = opts.rings ? new RingReader() : null;
+    let pid: number | undefined;
+    try {
+      pid = peerCredentials(frontFd).pid;
+    } catch {
+      pid = undefined; // not a Unix socket peer we can ask: the record goes without it
+    }
+    let backFd: number;
+    try {
+      backFd = connectUnix(opts.connect);
+    } catch (e) {
+      closeSync(frontFd);
+      const reason = `the backend ${opts.connect} is not reachable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): the frontend's connection is closed (QEMU with reconnect=1 retries)`;
+      this.ended = true;
+      this.front = null as unknown as MessageChannel;
+      this.emit({ type: 'session', t: nowMs(), session: id, event: 'refused', reason, frontend: opts.listen, backend: opts.connect });
+      this.log.warn('session refused', { session: id, reason });
+      this.resolveDone();
+      return;
+    }
+    this.front = new MessageChannel(frontFd, { message: (m) => this.guard(() => this.fromFrontend(m), m), closed: (r) => this.end('frontend', r) }, PROXY_MAX_PAYLOAD);
+    this.emit({ type: 'session', t: nowMs(), session: id, event: 'open', frontend: opts.listen, backend: opts.connect, ...(pid ? { frontendPid: pid } : {}) });
+    this.log.info('session opened', { session: id, frontendPid: pid });
+    try {
+      this.back = new MessageChannel(backFd, { message: (m) => this.guard(() => this.fromBackend(m), m), closed: (r) => this.end('backend', r) }, PROXY_MAX_PAYLOAD);
+    } catch (e) {
+      this.end('proxy', `cannot watch the backend's connection: ${(e as Error).message}`);
+      return;
+    }
+    if (this.rings && opts.rings) this.ringTimer = setInterval(() => this.snapshotRings(), opts.rings.intervalMs);
+  }
+
+  get closed(): boolean {
+    return this.ended;
+  }
+
+  private emit(r: TraceRecord): void {
+    try {
+      this.opts.onRecord(r);
+    } catch (e) {
+      this.log.error('writing a trace record failed', { session: this.id, error: (e as Error).message });
+    }
+  }
+
+  /** Runs a message handler; a failure of ours ends the session, never the process. */
+  private guard(fn: () => void, m: Message): void {
+    try {
+      fn();
+    } catch (e) {
+      closeFds(m.fds);
+      this.end('proxy', `internal error while passing ${m.request}: ${(e as Error).message}`);
+    }
+  }
+
+  private record(channel: Channel, from: Side, m: Message): MessageRecord {
+    const rec = decodeMessage(this.state, this.id, channel, from, m, m.fds.map(describeFd));
+    this.emit(rec);
+    if (rec.error !== undefined) this.log.warn('malformed message forwarded as it came', { session: this.id, from, channel, request: rec.name, error: rec.error });
+    return rec;
+  }
+
+  private fromFrontend(m: Message): void {
+    const rec = this.record('main', 'frontend', m);
+    let fds = m.fds;
+    let extra: number | null = null;
+    if (rec.error === undefined) {
+      if (m.request === Req.SET_BACKEND_REQ_FD && m.fds.length === 1) {
+        // Interpose on the backend request channel: the backend gets our socket pair's end.
+        const [ours, theirs] = socketPair();
+        this.interposeBackendChannel(m.fds[0], ours);
+        m.fds[0] = -1;
+        fds = [theirs];
+        extra = theirs;
+      }
+      if (this.rings) this.trackMemory(m);
+    }
+    this.forward(this.back, m, fds);
+    if (extra !== null) closeFd(extra);
+    closeFds(m.fds);
+  }
+
+  private fromBackend(m: Message): void {
+    this.record('main', 'backend', m);
+    this.forward(this.front, m, m.fds);
+    closeFds(m.fds);
+  }
+
+  private forward(to: MessageChannel | null, m: Message, fds: number[]): void {
+    if (to === null || to.closed) return;
+    try {
+      to.send(
+        m.request,
+        m.flags,
+        m.payload,
+        fds.filter((f) => f >= 0),
+      );
+    } catch (e) {
+      this.end('proxy', `passing ${m.request} on failed: ${(e as Error).message}`);
+    }
+  }
+
+  private interposeBackendChannel(frontendFd: number, ours: number): void {
+    this.closeBackendChannel();
+    let front: MessageChannel | null = null;
+    const pair = { front: null as unknown as MessageChannel, back: null as unknown as MessageChannel };
+    const closed = (side: Side, reason: string) => {
+      if (this.backendChannel !== pair) return;
+      this.backendChannel = null;
+      this.log.info('backend request channel closed', { session: this.id, side, reason });
+      pair.front?.close();
+      pair.back?.close();
+    };
+    try {
+      front = new MessageChannel(frontendFd, { message: (m) => this.guard(() => this.onBackendChannel('frontend', m), m), closed: (r) => closed('frontend', r) }, PROXY_MAX_PAYLOAD);
+      pair.front = front;
+      pair.back = new MessageChannel(ours, { message: (m) => this.guard(() => this.onBackendChannel('backend', m), m), closed: (r) => closed('backend', r) }, PROXY_MAX_PAYLOAD);
+    } catch (e) {
+      front?.close();
+      this.log.warn('cannot trace the backend request channel', { session: this.id, error: (e as Error).message });
+      return;
+    }
+    this.backendChannel = pair;
+  }
+
+  private onBackendChannel(from: Side, m: Message): void {
+    this.record('backend', from, m);
+    const pair = this.backendChannel;
+    if (pair !== null) this.forward(from === 'backend' ? pair.front : pair.back, m, m.fds);
+    closeFds(m.fds);
+  }
+
+  private closeBackendChannel(): void {
+    const pair = this.backendChannel;
+    this.backendChannel = null;
+    pair?.front.close();
+    pair?.back.close();
+  }
+
+  private trackMemory(m: Message): void {
+    try {
+      if (m.request === Req.SET_MEM_TABLE) this.rings!.setTable(memTable.decode(m.payload), m.fds);
+      else if (m.request === Req.ADD_MEM_REG) this.rings!.addRegion(singleRegion.decode(m.payload), m.fds[0]);
+      else if (m.request === Req.REM_MEM_REG) this.rings!.removeRegion(singleRegion.decode(m.payload));
+    } catch (e) {
+      this.log.warn('ring snapshots: cannot map the guest memory', { session: this.id, error: (e as Error).message });
+    }
+  }
+
+  private snapshotRings(): void {
+    if (this.ended || this.rings === null || !this.rings.mapped) return;
+    let rings;
+    try {
+      rings = this.rings.snapshot(this.state);
+    } catch (e) {
+      this.log.warn('ring snapshot failed', { session: this.id, error: (e as Error).message });
+      return;
+    }
+    if (rings.length === 0) return;
+    const key = JSON.stringify(rings);
+    if (key === this.lastRings) return;
+    this.lastRings = key;
+    this.emit({ type: 'rings', t: nowMs(), session: this.id, rings });
+  }
+
+  /** Ends the session: both connections and the backend channel close. */
+  end(side: Side | 'proxy', reason: string): void {
+    if (this.ended) return;
+    this.ended = true;
+    if (this.ringTimer) clearInterval(this.ringTimer);
+    this.emit({ type: 'session', t: nowMs(), session: this.id, event: 'close', side, reason });
+    this.log.info('session closed', { session: this.id, side, reason });
+    this.front.close(`the ${side} ended the session`);
+    this.back?.close(`the ${side} ended the session`);
+    this.closeBackendChannel();
+    this.rings?.close();
+    this.resolveDone();
+  }
+}
+
+export class TraceProxy {
+  readonly log: Logger;
+  private listenFd = -1;
+  private ino = -1;
+  private watcher: FdWatcher | null = null;
+  private nextId = 1;
+  private readonly live = new Set<ProxySession>();
+  private readonly waiters: Array<(s: ProxySession) => void> = [];
+
+  constructor(readonly opts: TraceProxyOptions) {
+    this.log = (opts.log ?? rootLog).child({ component: 'trace' });
+  }
+
+  /** Listening when this resolves. */
+  async start(): Promise<void> {
+    prepareSocketPath(this.opts.listen);
+    const b = bindSocketFile(
+      this.opts.listen,
+      () => listenUnix(this.opts.listen),
+      this.opts.socketMode,
+      undefined,
+      (fd) => closeSync(fd),
+    );
+    this.listenFd = b.result;
+    this.ino = b.ino;
+    this.watcher = new FdWatcher(this.listenFd, () => this.onAccept());
+    this.watcher.start(true, false);
+    this.log.info('tracing', { listen: this.opts.listen, backend: this.opts.connect });
+  }
+
+  /** Sessions not ended yet. */
+  get sessions(): ProxySession[] {
+    return [...this.live];
+  }
+
+  /** The next session that opens (refused ones included). */
+  nextSession(timeoutMs = 10000): Promise<ProxySession> {
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        const i = this.waiters.indexOf(on);
+        if (i >= 0) this.waiters.splice(i, 1);
+        reject(new Error(`no frontend connected to ${this.opts.listen} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const on = (s: ProxySession) => {
+        clearTimeout(t);
+        resolve(s);
+      };
+      this.waiters.push(on);
+    });
+  }
+
+  private onAccept(): void {
+    for (;;) {
+      let fd: number | null;
+      try {
+        fd = acceptUnix(this.listenFd);
+      } catch (e) {
+        this.log.error('accept failed', { error: (e as Error).message });
+        return;
+      }
+      if (fd === null) return;
+      const s = new ProxySession(this.nextId++, fd, this.opts, this.log);
+      if (!s.closed) {
+        this.live.add(s);
+        void s.done.then(() => this.live.delete(s));
+      }
+      for (const w of this.waiters.splice(0)) w(s);
+    }
+  }
+
+  /** Stops listening, ends every session, removes the socket file. */
+  async stop(): Promise<void> {
+    this.watcher?.close();
+    this.watcher = null;
+    if (this.listenFd >= 0) {
+      closeSync(this.listenFd);
+      this.listenFd = -1;
+      removeSocketFile(this.opts.listen, this.ino);
+    }
+    for (const s of [...this.live]) s.end('proxy', 'the proxy stopped');
+    await Promise.all([...this.live].map((s) => s.done));
+  }
+}
