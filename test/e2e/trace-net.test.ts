@@ -6,7 +6,9 @@
 // socket), the proxy follows (closes QEMU's connection, QEMU reconnects through it to the
 // new backend) and the guest fetches the file again. The trace file must hold both
 // negotiations, GET_FEATURES .. SET_VRING_KICK, with the features in words and the fds
-// described, and ring snapshots (--rings) whose indices move.
+// described, and ring snapshots (--rings) whose indices move. Last, `trace replay` of the
+// first session against the switch port, with no VM: vhostkit negotiates the same features
+// and starts the rings QEMU had started.
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -16,7 +18,8 @@ import { findBusybox, findGuestKernel, startGuest, type Guest } from '../lib/gue
 import { ManagedProcess } from '../lib/process.js';
 import { Netns, ip, netnsUnavailable } from '../lib/netns.js';
 import { setLogSink } from '../../src/log.js';
-import { readTrace } from '../../src/trace/replay.js';
+import { Replay, readTrace, replaySteps } from '../../src/trace/replay.js';
+import { until } from '../vhost-user/harness.js';
 import type { MessageRecord, RingsRecord, SessionRecord } from '../../src/trace/decode.js';
 
 const TAG = process.pid.toString(36).slice(-4);
@@ -106,7 +109,7 @@ describe('e2e: vhostkit trace between a QEMU guest and a vhostkit switch port', 
     setLogSink(oldSink);
   });
 
-  it('ping and 4 MiB over TCP through the proxy, md5 intact, across a backend restart; the trace has both negotiations in words and moving rings', async () => {
+  it('ping and 4 MiB over TCP through the proxy, md5 intact, across a backend restart; the trace has both negotiations in words and moving rings; its replay starts the same rings', async () => {
     const out = tmp.join('trace.jsonl');
     proxy = await ManagedProcess.start([process.execPath, vhostkitCli, 'trace', '--listen', tmp.join('front.sock'), '--connect', tmp.join('vm.sock'), '--out', out, '--rings', '--interval', '250'], {
       name: 'vhostkit-trace',
@@ -174,5 +177,34 @@ describe('e2e: vhostkit trace between a QEMU guest and a vhostkit switch port', 
     expect(text).to.match(/F->B ADD_MEM_REG .* fds: memfd .*256 MiB/);
     expect(text).to.match(/session closed by the backend/);
     expect(text).to.match(/rings: q0 avail \d+ used \d+/);
+
+    // Replay QEMU's first session against the switch port, with no VM: vhostkit negotiates
+    // the same features and starts the rings QEMU had started when that session ended.
+    const first = negotiated[0];
+    const started = new Map<number, boolean>();
+    for (const m of msgs.filter((x) => x.session === first && x.from === 'frontend')) {
+      if (m.name === 'SET_VRING_KICK') started.set((m.body as { index: number }).index, true);
+      if (m.name === 'GET_VRING_BASE') started.set((m.body as { index: number }).index, false);
+    }
+    const expectStarted = [...started].filter(([, on]) => on).map(([i]) => i);
+    expect(expectStarted.length).to.be.greaterThan(0);
+    const acked = msgs.filter((m) => m.session === first && m.name === 'SET_FEATURES').pop()!;
+    const replay = new Replay(tmp.join('vm.sock'));
+    try {
+      const res = await replay.run(replaySteps(records, first));
+      expect(res.error, res.error).to.equal(undefined);
+      const session = await sw.backend('vm').nextSession();
+      await until(() => session.queues().filter((q) => q.started).length === expectStarted.length, 5000, 'the replayed rings to start');
+      expect(
+        session
+          .queues()
+          .filter((q) => q.started)
+          .map((q) => q.index),
+      ).to.deep.equal(expectStarted.sort((x, y) => x - y));
+      expect(`0x${session.negotiatedFeatures.toString(16)}`).to.equal((acked.body as { features: string }).features);
+      expect(res.steps.find((s) => s.name === 'GET_FEATURES')!.differs, 'the same features offered').to.equal(false);
+    } finally {
+      replay.close();
+    }
   });
 });

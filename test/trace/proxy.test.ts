@@ -5,6 +5,7 @@
 // backend request channel is traced, ring snapshots follow the indices, and the text
 // rendering says it all in words.
 import { expect } from 'chai';
+import fc from 'fast-check';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +19,7 @@ import { setLogSink, type LogRecord, type LogSink } from '../../src/log.js';
 import { EchoDevice } from '../lib/echo-device.js';
 import { RawFrontend } from '../vhost-user/raw-frontend.js';
 import { until } from '../vhost-user/harness.js';
+import { fcParams } from '../lib/fuzz-runs.js';
 
 class Rig {
   readonly dir = mkdtempSync(join(tmpdir(), 'vk-trace-'));
@@ -182,6 +184,42 @@ describe('trace proxy', function () {
     const fe = await VhostUserFrontend.connect(rig.front);
     try {
       expect((await fe.getFeatures()) & rig.dev.features, 'the device features, through the proxy').to.equal(rig.dev.features);
+    } finally {
+      fe.close();
+    }
+  });
+
+  it('random streams from a frontend never take the proxy down: it serves a well-behaved frontend after them', async () => {
+    rig = await new Rig().start();
+    const messages = fc.array(
+      fc.oneof(
+        // a message with a good header: any request id, flags, payload
+        fc
+          .record({ request: fc.integer({ min: 0, max: 45 }), flags: fc.integer({ min: 0, max: 15 }), payload: fc.uint8Array({ maxLength: 120 }) })
+          .map((m) => encodeMessage(m.request, m.flags & ~3, m.payload)),
+        // bytes
+        fc.uint8Array({ minLength: 1, maxLength: 64 }),
+      ),
+      { minLength: 1, maxLength: 6 },
+    );
+    await fc.assert(
+      fc.asyncProperty(messages, async (list) => {
+        const raw = new RawFrontend(rig.front);
+        try {
+          for (const b of list) if (!(await raw.sendBytes(b))) break;
+          await new Promise((r) => setTimeout(r, 2));
+        } finally {
+          raw.close();
+        }
+      }),
+      fcParams(40),
+    );
+    await until(() => rig.proxy.sessions.length === 0, 5000, 'every session to end');
+    expect(rig.sessions().filter((s) => s.event === 'open').length).to.be.greaterThan(0);
+    const fe = await VhostUserFrontend.connect(rig.front);
+    try {
+      await fe.negotiate();
+      expect(fe.features & rig.dev.features).to.equal(rig.dev.features);
     } finally {
       fe.close();
     }
