@@ -78,7 +78,7 @@ function ringText(r: RingSnapshot): string {
   if (r.error !== undefined) return `q${r.index}: ${r.error}`;
   if (r.layout === 'split') {
     let s = `q${r.index} avail ${r.avail} used ${r.used}`;
-    if (r.avail !== undefined && r.used !== undefined) s += ` (${(r.avail - r.used) & 0xffff} in flight)`;
+    if (r.avail !== undefined && r.used !== undefined) s += ` (${(r.avail - r.used) & 0xffff} pending)`;
     if (r.usedEvent !== undefined) s += ` used_event ${r.usedEvent} avail_event ${r.availEvent}`;
     if (r.availFlags) s += ' NO_INTERRUPT';
     if (r.usedFlags) s += ' NO_NOTIFY';

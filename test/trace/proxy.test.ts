@@ -319,6 +319,6 @@ describe('trace proxy', function () {
     const avail = snaps.map((s) => s.rings[0].avail);
     expect(avail).to.include.members([1, 2, 3]);
     expect(snaps[0].rings[0]).to.include({ index: 0, layout: 'split', size: 64 });
-    expect(toText(snaps[snaps.length - 1])).to.match(/rings: q0 avail 3 used 3 \(0 in flight\) used_event \d+ avail_event \d+/);
+    expect(toText(snaps[snaps.length - 1])).to.match(/rings: q0 avail 3 used 3 \(0 pending\) used_event \d+ avail_event \d+/);
   });
 });
