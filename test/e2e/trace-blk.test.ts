@@ -12,7 +12,7 @@ import { createRawImage, makeTempDir, startStorageDaemon, vhostkitCli, type Stor
 import { findBusybox, findGuestKernel, runScript } from '../lib/guest.js';
 import { ManagedProcess } from '../lib/process.js';
 import { readTrace } from '../../src/trace/replay.js';
-import type { MessageRecord } from '../../src/trace/decode.js';
+import type { MessageRecord, SessionRecord } from '../../src/trace/decode.js';
 
 const MiB = 1 << 20;
 
@@ -24,6 +24,11 @@ dd if=/tmp/pat of=/dev/vda bs=65536 seek=16 oflag=direct 2>/dev/null || vk_fail 
 sync
 dd if=/dev/vda of=/tmp/back bs=65536 skip=16 count=16 iflag=direct 2>/dev/null || vk_fail "dd read"
 vk_result written=$(md5sum < /tmp/pat | cut -d' ' -f1) back=$(md5sum < /tmp/back | cut -d' ' -f1)
+`;
+
+const readBack = `
+dd if=/dev/vda of=/tmp/back bs=65536 skip=16 count=16 iflag=direct 2>/dev/null || vk_fail "dd read"
+vk_result back=$(md5sum < /tmp/back | cut -d' ' -f1)
 `;
 
 function pattern(): Buffer {
@@ -59,7 +64,7 @@ describe('e2e: vhostkit trace in front of qemu-storage-daemon', function () {
     tmp.cleanup();
   });
 
-  it('a guest writes and reads back 1 MiB through the proxy (md5); the trace decodes the blk session; replay gets the same answers', async () => {
+  it('a guest writes and reads back 1 MiB through the proxy (md5), a second guest reads it again; the trace decodes the blk session; replay gets the same answers', async () => {
     const img = tmp.join('disk.img');
     createRawImage(img, 64 * MiB);
     qsd = await startStorageDaemon({ image: img, socket: tmp.join('back.sock') });
@@ -79,11 +84,18 @@ describe('e2e: vhostkit trace in front of qemu-storage-daemon', function () {
     } finally {
       closeSync(fd);
     }
+    // A second QEMU, booted after the first powered off: a new session through the proxy
+    // (the frontend side reconnecting), reading back what the first one wrote.
+    const again = await runScript(readBack, [{ type: 'vhost-user-blk', socket: tmp.join('front.sock') }], 120_000);
+    expect(again.results.back, 'read back by a second guest').to.equal(md5);
     await proxy.stop('SIGTERM', 3000);
     const text = proxy.log();
     proxy = null;
 
-    const msgs = readTrace(out).filter((x): x is MessageRecord => x.type === 'message');
+    const records = readTrace(out);
+    const sessions = records.filter((x): x is SessionRecord => x.type === 'session');
+    expect(sessions.map((x) => `${x.session} ${x.event}${x.side ? ` by ${x.side}` : ''}`)).to.deep.equal(['1 open', '1 close by frontend', '2 open', '2 close by frontend']);
+    const msgs = records.filter((x): x is MessageRecord => x.type === 'message');
     expect(msgs.filter((m) => m.error !== undefined).map((m) => `${m.name}: ${m.error}`)).to.deep.equal([]);
     const offered = msgs.find((m) => m.name === 'GET_FEATURES' && m.reply)!;
     expect(offered.body).to.deep.include({ deviceType: 'blk' });

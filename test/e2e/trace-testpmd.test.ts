@@ -2,8 +2,10 @@
 // (net_vhost0, net_vhost1) and forwards between them (io, paired); guest A reaches port 0
 // through the CLI proxy, guest B port 1 directly. A and B ping each other and B fetches
 // 2 MiB from A's httpd (md5 checked). The trace holds A's negotiation with DPDK's vhost
-// library in words, nothing malformed, and every fd described.
+// library in words, nothing malformed, and every fd described; `trace replay` of it against
+// testpmd's port 0, with no VM, gets the recorded answers.
 import { expect } from 'chai';
+import { execFile } from 'node:child_process';
 import { makeTempDir, startTestpmd, vhostkitCli, type TempDir } from '../lib/peers.js';
 import { findBusybox, findGuestKernel, runScript, type GuestRunResult } from '../lib/guest.js';
 import { ManagedProcess } from '../lib/process.js';
@@ -28,6 +30,12 @@ i=0; until wget -q -O /tmp/f http://10.53.0.1/f 2>/dev/null; do i=$((i+1)); [ $i
 vk_result md5=$(md5sum < /tmp/f | cut -d' ' -f1) size=$(wc -c < /tmp/f)
 `;
 
+function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, argv, { timeout: 60_000 }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+  });
+}
+
 describe('e2e: vhostkit trace in front of dpdk-testpmd (vhost PMD)', function () {
   this.timeout(240_000);
   let tmp: TempDir;
@@ -41,7 +49,7 @@ describe('e2e: vhostkit trace in front of dpdk-testpmd (vhost PMD)', function ()
   });
   afterEach(() => tmp.cleanup());
 
-  it('two guests ping and move 2 MiB (md5) through testpmd, one of them through the proxy; the trace decodes DPDK’s side', async () => {
+  it('two guests ping and move 2 MiB (md5) through testpmd, one of them through the proxy; the trace decodes DPDK’s side; replay gets the same answers', async () => {
     const s0 = tmp.join('s0.sock');
     const s1 = tmp.join('s1.sock');
     const front = tmp.join('front.sock');
@@ -49,6 +57,7 @@ describe('e2e: vhostkit trace in front of dpdk-testpmd (vhost PMD)', function ()
     const pmd = await startTestpmd({ role: 'vhost', socket: s0, extraEalArgs: ['--vdev', `net_vhost1,iface=${s1},queues=1`], forwardMode: 'io', cpu: 1, memMb: 256 });
     let proxy: ManagedProcess | null = null;
     let results: GuestRunResult[];
+    let replayed: { code: number; stdout: string; stderr: string };
     try {
       await pmd.process.waitForPath(s1, 5000, { socket: true });
       proxy = await ManagedProcess.start([process.execPath, vhostkitCli, 'trace', '--listen', front, '--connect', s0, '--out', out], { name: 'vhostkit-trace' });
@@ -60,6 +69,10 @@ describe('e2e: vhostkit trace in front of dpdk-testpmd (vhost PMD)', function ()
       const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
       if (failed) throw failed.reason;
       results = settled.map((s) => (s as PromiseFulfilledResult<GuestRunResult>).value);
+      await proxy.stop('SIGTERM', 3000);
+      proxy = null;
+      // Replay A's session against testpmd's port 0 (free again: A is gone), no VM.
+      replayed = await run([vhostkitCli, 'trace', 'replay', out, '--connect', s0]);
     } finally {
       await proxy?.stop('SIGTERM', 3000);
       await pmd.stop();
@@ -84,5 +97,9 @@ describe('e2e: vhostkit trace in front of dpdk-testpmd (vhost PMD)', function ()
     const memFds = msgs.filter((m) => m.name === 'SET_MEM_TABLE' || m.name === 'ADD_MEM_REG').flatMap((m) => m.fds);
     expect(memFds.some((f) => f.kind === 'memfd' && f.size === 256 << 20)).to.equal(true);
     expect(msgs.filter((m) => m.fds.length > 0).every((m) => m.fds.every((f) => f.kind !== 'other'))).to.equal(true);
+    expect(replayed.code, `${replayed.stdout}${replayed.stderr}`).to.equal(0);
+    const steps = msgs.filter((m) => m.from === 'frontend' && m.session === msgs[0].session).length;
+    expect(replayed.stdout).to.match(new RegExp(`session \\d+: ${steps} of ${steps} requests replayed`));
+    for (const n of ['GET_FEATURES', 'GET_PROTOCOL_FEATURES', 'GET_QUEUE_NUM']) expect(replayed.stdout, n).to.match(new RegExp(`^ +\\d+ ${n} reply as recorded$`, 'm'));
   });
 });

@@ -296,6 +296,31 @@ describe('trace proxy', function () {
     expect(toText(bc[0])).to.contain('B->F (backend channel) BACKEND_CONFIG_CHANGE_MSG [need-reply]');
   });
 
+  it("snapshots a packed ring's event suppression areas (--rings)", async () => {
+    rig = await new Rig().start({ rings: true });
+    const fe = await VhostUserFrontend.connect(rig.front);
+    try {
+      await fe.negotiate(); // the echo device offers RING_PACKED: taken
+      await fe.setupMemory(4 << 20);
+      const q = await fe.startQueue(0, { size: 64 });
+      expect(q.layout).to.equal('packed');
+      q.driver.add([
+        { len: 4, writable: false, data: Uint8Array.of(1, 2, 3, 4) },
+        { len: 8, writable: true },
+      ]);
+      q.publishAndKick();
+      await q.waitUsed(1);
+      await until(() => rig.records.some((r) => r.type === 'rings'), 3000, 'a snapshot');
+    } finally {
+      fe.close();
+    }
+    const snap = rig.records.find((r): r is RingsRecord => r.type === 'rings')!;
+    expect(snap.rings[0]).to.include({ index: 0, layout: 'packed', size: 64 });
+    expect(snap.rings[0].driverEvent).to.have.keys(['offWrap', 'flags']);
+    expect(snap.rings[0].deviceEvent).to.have.keys(['offWrap', 'flags']);
+    expect(toText(snap)).to.match(/rings: q0 packed driver event \d+\/\d flags \d+ device event \d+\/\d flags \d+/);
+  });
+
   it('snapshots the ring indices as they move (--rings)', async () => {
     rig = await new Rig().start({ rings: true });
     const fe = await VhostUserFrontend.connect(rig.front);
