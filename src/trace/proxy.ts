@@ -21,7 +21,7 @@ import { prepareSocketPath } from '../vhost-user/backend.js';
 import { MessageChannel, closeFds } from '../vhost-user/channel.js';
 import type { ProbeType } from '../vhost-user/probe.js';
 import { Req, memTable, singleRegion, type Message } from '../vhost-user/protocol.js';
-import { SessionState, decodeMessage, nowMs, type Channel, type MessageRecord, type Side, type TraceRecord } from './decode.js';
+import { SessionState, decodeMessage, nowMs, requestName, type Channel, type MessageRecord, type Side, type TraceRecord } from './decode.js';
 import { describeFd } from './fd-info.js';
 import { RingReader } from './rings.js';
 
@@ -51,7 +51,7 @@ export interface TraceProxyOptions {
 /** One frontend connection and its backend connection. */
 export class ProxySession {
   readonly state: SessionState;
-  private readonly front: MessageChannel;
+  private front: MessageChannel | null = null;
   private back: MessageChannel | null = null;
   private backendChannel: { front: MessageChannel; back: MessageChannel } | null = null;
   private readonly rings: RingReader | null;
@@ -83,13 +83,20 @@ export class ProxySession {
       closeSync(frontFd);
       const reason = `the backend ${opts.connect} is not reachable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): the frontend's connection is closed (QEMU with reconnect=1 retries)`;
       this.ended = true;
-      this.front = null as unknown as MessageChannel;
       this.emit({ type: 'session', t: nowMs(), session: id, event: 'refused', reason, frontend: opts.listen, backend: opts.connect });
       this.log.warn('session refused', { session: id, reason });
       this.resolveDone();
       return;
     }
-    this.front = new MessageChannel(frontFd, { message: (m) => this.guard(() => this.fromFrontend(m), m), closed: (r) => this.end('frontend', r) }, PROXY_MAX_PAYLOAD);
+    try {
+      this.front = new MessageChannel(frontFd, { message: (m) => this.guard(() => this.fromFrontend(m), m), closed: (r) => this.end('frontend', r) }, PROXY_MAX_PAYLOAD);
+    } catch (e) {
+      closeSync(backFd); // the frontend's fd was closed by the channel that could not watch it
+      this.ended = true;
+      this.log.warn('session refused', { session: id, reason: `cannot watch the frontend's connection: ${(e as Error).message}` });
+      this.resolveDone();
+      return;
+    }
     this.emit({ type: 'session', t: nowMs(), session: id, event: 'open', frontend: opts.listen, backend: opts.connect, ...(pid ? { frontendPid: pid } : {}) });
     this.log.info('session opened', { session: id, frontendPid: pid });
     try {
@@ -119,7 +126,7 @@ export class ProxySession {
       fn();
     } catch (e) {
       closeFds(m.fds);
-      this.end('proxy', `internal error while passing ${m.request}: ${(e as Error).message}`);
+      this.end('proxy', `internal error while passing ${requestName('main', m.request)} on: ${(e as Error).message}`);
     }
   }
 
@@ -166,7 +173,7 @@ export class ProxySession {
         fds.filter((f) => f >= 0),
       );
     } catch (e) {
-      this.end('proxy', `passing ${m.request} on failed: ${(e as Error).message}`);
+      this.end('proxy', `passing ${requestName('main', m.request)} on failed: ${(e as Error).message}`);
     }
   }
 
@@ -240,7 +247,7 @@ export class ProxySession {
     if (this.ringTimer) clearInterval(this.ringTimer);
     this.emit({ type: 'session', t: nowMs(), session: this.id, event: 'close', side, reason });
     this.log.info('session closed', { session: this.id, side, reason });
-    this.front.close(`the ${side} ended the session`);
+    this.front?.close(`the ${side} ended the session`);
     this.back?.close(`the ${side} ended the session`);
     this.closeBackendChannel();
     this.rings?.close();
