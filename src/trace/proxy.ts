@@ -16,7 +16,7 @@
 import { closeSync } from 'node:fs';
 import { log as rootLog, type Logger } from '../log.js';
 import { bindSocketFile, removeSocketFile } from '../native/socket-files.js';
-import { FdWatcher, acceptUnix, closeFd, connectUnix, listenUnix, peerCredentials, socketPair } from '../native/unix-socket.js';
+import { FdWatcher, acceptUnix, closeFd, connectUnix, listenUnix, peerClosed, peerCredentials, socketPair } from '../native/unix-socket.js';
 import { prepareSocketPath } from '../vhost-user/backend.js';
 import { MessageChannel, closeFds } from '../vhost-user/channel.js';
 import type { ProbeType } from '../vhost-user/probe.js';
@@ -61,11 +61,17 @@ export class ProxySession {
   readonly done: Promise<void>;
   private resolveDone!: () => void;
 
+  /**
+   * Takes both connected fds (closed here if the session cannot start). `onEnd` is told who
+   * ended the session.
+   */
   constructor(
     readonly id: number,
     frontFd: number,
+    backFd: number,
     private readonly opts: TraceProxyOptions,
     private readonly log: Logger,
+    private readonly onEnd: (side: Side | 'proxy') => void = () => undefined,
   ) {
     this.state = new SessionState(opts.deviceType);
     this.done = new Promise((r) => (this.resolveDone = r));
@@ -75,18 +81,6 @@ export class ProxySession {
       pid = peerCredentials(frontFd).pid;
     } catch {
       pid = undefined; // not a Unix socket peer we can ask: the record goes without it
-    }
-    let backFd: number;
-    try {
-      backFd = connectUnix(opts.connect);
-    } catch (e) {
-      closeSync(frontFd);
-      const reason = `the backend ${opts.connect} is not reachable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): the frontend's connection is closed (QEMU with reconnect=1 retries)`;
-      this.ended = true;
-      this.emit({ type: 'session', t: nowMs(), session: id, event: 'refused', reason, frontend: opts.listen, backend: opts.connect });
-      this.log.warn('session refused', { session: id, reason });
-      this.resolveDone();
-      return;
     }
     try {
       this.front = new MessageChannel(frontFd, { message: (m) => this.guard(() => this.fromFrontend(m), m), closed: (r) => this.end('frontend', r) }, PROXY_MAX_PAYLOAD);
@@ -252,6 +246,15 @@ export class ProxySession {
     this.closeBackendChannel();
     this.rings?.close();
     this.resolveDone();
+    this.onEnd(side);
+  }
+}
+
+function peerClosedSafe(fd: number): boolean {
+  try {
+    return peerClosed(fd);
+  } catch {
+    return true;
   }
 }
 
@@ -260,6 +263,11 @@ export class TraceProxy {
   private listenFd = -1;
   private ino = -1;
   private watcher: FdWatcher | null = null;
+  /** a backend connection made while waiting for the backend to come back, for the next frontend */
+  private held = -1;
+  private pollTimer: NodeJS.Timeout | null = null;
+  private pollDelay = 100;
+  private stopped = false;
   private nextId = 1;
   private readonly live = new Set<ProxySession>();
   private readonly waiters: Array<(s: ProxySession) => void> = [];
@@ -270,6 +278,16 @@ export class TraceProxy {
 
   /** Listening when this resolves. */
   async start(): Promise<void> {
+    this.listen();
+    this.log.info('tracing', { listen: this.opts.listen, backend: this.opts.connect });
+  }
+
+  /** Whether frontends can connect now (not while the backend is known to be down). */
+  get listening(): boolean {
+    return this.listenFd >= 0;
+  }
+
+  private listen(): void {
     prepareSocketPath(this.opts.listen);
     const b = bindSocketFile(
       this.opts.listen,
@@ -282,7 +300,63 @@ export class TraceProxy {
     this.ino = b.ino;
     this.watcher = new FdWatcher(this.listenFd, () => this.onAccept());
     this.watcher.start(true, false);
-    this.log.info('tracing', { listen: this.opts.listen, backend: this.opts.connect });
+  }
+
+  /**
+   * Stops listening (the socket file stays: a frontend's connect is refused, as it would be
+   * by the backend's own socket with nobody behind it) until the backend accepts a connection
+   * again. Without this, QEMU's reconnect would find a proxy that takes its connection and
+   * drops it in the middle of its vhost-user setup, which QEMU 7.2's vhost-user-blk does not
+   * recover from ("vhost_backend_init failed: Protocol error", then no more attempts).
+   */
+  private backendDown(why: string): void {
+    if (this.stopped || this.pollTimer !== null) return;
+    if (this.listenFd >= 0) {
+      this.watcher?.close();
+      this.watcher = null;
+      closeSync(this.listenFd);
+      this.listenFd = -1;
+      this.log.info('the backend is gone: frontends are refused until it is back', { backend: this.opts.connect, why });
+    }
+    this.pollDelay = 100;
+    this.pollTimer = setTimeout(() => this.pollBackend(), 0);
+  }
+
+  /** Tries the backend (100 ms, then up to 1 s apart); once it answers, listens again. */
+  private pollBackend(): void {
+    this.pollTimer = null;
+    if (this.stopped) return;
+    try {
+      this.held = connectUnix(this.opts.connect);
+    } catch {
+      this.pollTimer = setTimeout(() => this.pollBackend(), this.pollDelay);
+      this.pollDelay = Math.min(this.pollDelay * 2, 1000);
+      return;
+    }
+    try {
+      this.listen();
+      this.log.info('the backend is back: listening', { listen: this.opts.listen });
+    } catch (e) {
+      this.log.error('cannot listen again', { listen: this.opts.listen, error: (e as Error).message });
+      closeSync(this.held);
+      this.held = -1;
+      this.pollTimer = setTimeout(() => this.pollBackend(), 1000);
+    }
+  }
+
+  /** A connection to the backend: the one held since it came back, or a new one; or why not. */
+  private backendFd(): { fd: number } | { error: string } {
+    if (this.held >= 0) {
+      const fd = this.held;
+      this.held = -1;
+      if (!peerClosedSafe(fd)) return { fd };
+      closeSync(fd);
+    }
+    try {
+      return { fd: connectUnix(this.opts.connect) };
+    } catch (e) {
+      return { error: (e as NodeJS.ErrnoException).code ?? (e as Error).message };
+    }
   }
 
   /** Sessions not ended yet. */
@@ -316,7 +390,23 @@ export class TraceProxy {
         return;
       }
       if (fd === null) return;
-      const s = new ProxySession(this.nextId++, fd, this.opts, this.log);
+      const id = this.nextId++;
+      const back = this.backendFd();
+      if ('error' in back) {
+        closeSync(fd);
+        const reason = `the backend ${this.opts.connect} is not reachable (${back.error}): the frontend's connection is closed, and the next ones are refused until it is back (QEMU with reconnect=1 retries)`;
+        try {
+          this.opts.onRecord({ type: 'session', t: nowMs(), session: id, event: 'refused', reason, frontend: this.opts.listen, backend: this.opts.connect });
+        } catch (e) {
+          this.log.error('writing a trace record failed', { session: id, error: (e as Error).message });
+        }
+        this.log.warn('session refused', { session: id, reason });
+        this.backendDown(back.error);
+        return;
+      }
+      const s = new ProxySession(id, fd, back.fd, this.opts, this.log, (side) => {
+        if (side === 'backend') this.backendDown('the backend ended a session');
+      });
       if (!s.closed) {
         this.live.add(s);
         void s.done.then(() => this.live.delete(s));
@@ -327,6 +417,11 @@ export class TraceProxy {
 
   /** Stops listening, ends every session, removes the socket file. */
   async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.pollTimer !== null) clearTimeout(this.pollTimer);
+    this.pollTimer = null;
+    if (this.held >= 0) closeSync(this.held);
+    this.held = -1;
     this.watcher?.close();
     this.watcher = null;
     if (this.listenFd >= 0) {

@@ -4,12 +4,15 @@
 // space decoded). Then `vhostkit trace replay` plays the recorded session against the same
 // daemon with no VM: every request is answered, and the replies that do not depend on the
 // guest (features, protocol features, queue number, config space) are the recorded ones.
+// And vhostkit's own blk behind the proxy, killed and started again between a guest's write
+// and its read: QEMU reconnects through the proxy, the data is there, and the trace shows the
+// inflight area (GET_INFLIGHT_FD's memfd) handed back to the new backend as the same object.
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { closeSync, openSync, readSync } from 'node:fs';
-import { createRawImage, makeTempDir, startStorageDaemon, vhostkitCli, type StorageDaemon, type TempDir } from '../lib/peers.js';
-import { findBusybox, findGuestKernel, runScript } from '../lib/guest.js';
+import { createRawImage, makeTempDir, startStorageDaemon, startVhostkitBlk, vhostkitCli, type StorageDaemon, type TempDir } from '../lib/peers.js';
+import { findBusybox, findGuestKernel, runScript, startGuest } from '../lib/guest.js';
 import { ManagedProcess } from '../lib/process.js';
 import { readTrace } from '../../src/trace/replay.js';
 import type { MessageRecord, SessionRecord } from '../../src/trace/decode.js';
@@ -31,6 +34,17 @@ dd if=/dev/vda of=/tmp/back bs=65536 skip=16 count=16 iflag=direct 2>/dev/null |
 vk_result back=$(md5sum < /tmp/back | cut -d' ' -f1)
 `;
 
+const writeWaitRead = `
+awk 'BEGIN { for (i = 0; i < 16384; i++) printf "vhostkit trace %08d 0123456789abcdefghijklmnopqrstuvwxyzABC\\n", i }' > /tmp/pat
+dd if=/tmp/pat of=/dev/vda bs=65536 seek=16 oflag=direct 2>/dev/null || vk_fail "dd write"
+sync
+vk_result written=$(md5sum < /tmp/pat | cut -d' ' -f1)
+echo "phase=written"
+sleep 4
+dd if=/dev/vda of=/tmp/back bs=65536 skip=16 count=16 iflag=direct 2>/dev/null || vk_fail "dd read"
+vk_result back=$(md5sum < /tmp/back | cut -d' ' -f1)
+`;
+
 function pattern(): Buffer {
   let s = '';
   for (let i = 0; i < 16384; i++) s += `vhostkit trace ${String(i).padStart(8, '0')} 0123456789abcdefghijklmnopqrstuvwxyzABC\n`;
@@ -43,7 +57,7 @@ function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: st
   });
 }
 
-describe('e2e: vhostkit trace in front of qemu-storage-daemon', function () {
+describe('e2e: vhostkit trace in front of blk backends (qemu-storage-daemon, vhostkit blk)', function () {
   this.timeout(240_000);
   let tmp: TempDir;
   let qsd: StorageDaemon | null = null;
@@ -117,5 +131,46 @@ describe('e2e: vhostkit trace in front of qemu-storage-daemon', function () {
     for (const n of ['GET_FEATURES', 'GET_PROTOCOL_FEATURES', 'GET_QUEUE_NUM', 'GET_CONFIG']) {
       expect(rp.stdout, n).to.match(new RegExp(`^ +\\d+ ${n} reply as recorded$`, 'm'));
     }
+  });
+
+  it('vhostkit blk behind the proxy, killed (-9) and started again between the write and the read: QEMU follows, the inflight area keeps its identity', async () => {
+    const img = tmp.join('disk.img');
+    createRawImage(img, 64 * MiB);
+    qsd = await startVhostkitBlk({ file: img, socket: tmp.join('back.sock') });
+    const out = tmp.join('trace.jsonl');
+    proxy = await ManagedProcess.start([process.execPath, vhostkitCli, 'trace', '--listen', tmp.join('front.sock'), '--connect', tmp.join('back.sock'), '--out', out], { name: 'vhostkit-trace' });
+    await proxy.waitForPath(tmp.join('front.sock'), 10_000, { socket: true });
+    const guest = await startGuest({ script: writeWaitRead, devices: [{ type: 'vhost-user-blk', socket: tmp.join('front.sock'), reconnect: true }] });
+    try {
+      await guest.waitFor(/phase=written/, 120_000);
+      await qsd.stop('SIGKILL', 1000);
+      qsd = await startVhostkitBlk({ file: img, socket: tmp.join('back.sock') });
+      const exit = await Promise.race([guest.exited, new Promise<null>((r) => setTimeout(() => r(null), 120_000))]);
+      if (exit === null || exit.scriptExitCode !== 0) throw new Error(`guest did not finish: ${exit ? `script exit ${exit.scriptExitCode}` : 'timeout'}\n${guest.log().slice(-3000)}`);
+    } finally {
+      await guest.kill();
+    }
+    const md5 = createHash('md5').update(pattern()).digest('hex');
+    const r = guest.results();
+    expect(r.written).to.equal(md5);
+    expect(r.back, 'read back after the backend restart').to.equal(md5);
+    await proxy.stop('SIGTERM', 3000);
+    proxy = null;
+
+    const records = readTrace(out);
+    const msgs = records.filter((x): x is MessageRecord => x.type === 'message');
+    expect(msgs.filter((m) => m.error !== undefined).map((m) => `${m.name}: ${m.error}`)).to.deep.equal([]);
+    const closed = records.filter((x): x is SessionRecord => x.type === 'session' && x.event === 'close');
+    expect(closed[0].side, 'the first session ends with the backend').to.equal('backend');
+    // vhostkit offers INFLIGHT_SHMFD: the area comes back in GET_INFLIGHT_FD's reply (a memfd),
+    // and after the restart QEMU hands the same object to the new backend (SET_INFLIGHT_FD).
+    // (QEMU frees the area when the guest resets the device and asks for a new one at the
+    // next start: the area in use at the restart is the last one given.)
+    const given = msgs.filter((m) => m.name === 'GET_INFLIGHT_FD' && m.reply && m.session === closed[0].session).pop()!;
+    expect(given.fds.map((f) => f.kind)).to.deep.equal(['memfd']);
+    const passed = msgs.filter((m) => m.name === 'SET_INFLIGHT_FD' && m.from === 'frontend');
+    const later = passed.filter((m) => m.session > given.session);
+    expect(later.length, 'SET_INFLIGHT_FD after the restart').to.be.greaterThan(0);
+    expect(later.map((m) => `${m.fds[0].dev}:${m.fds[0].ino}`)).to.include(`${given.fds[0].dev}:${given.fds[0].ino}`);
   });
 });

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { VhostUserBackend } from '../../src/vhost-user/backend.js';
 import { VhostUserFrontend } from '../../src/vhost-user/frontend.js';
 import { Req, encodeMessage, encodeRequest, u64 } from '../../src/vhost-user/protocol.js';
+import { connectUnix } from '../../src/native/unix-socket.js';
 import { TraceProxy } from '../../src/trace/proxy.js';
 import { toText } from '../../src/trace/render.js';
 import type { MessageRecord, RingsRecord, SessionRecord, TraceRecord } from '../../src/trace/decode.js';
@@ -143,7 +144,9 @@ describe('trace proxy', function () {
     expect(rig.logs.some((l) => l.msg === 'malformed message forwarded as it came' && l.request === 'SET_FEATURES')).to.equal(true);
     expect(rig.sessions().find((s) => s.event === 'close')!.side).to.equal('backend');
     expect(toText(bad)).to.contain('MALFORMED (forwarded as it came): VHOST_USER_SET_FEATURES: payload of 4 bytes, expected 8; payload 00000000');
-    // An unknown request id: forwarded too, named by number.
+    // An unknown request id: forwarded too, named by number (once the proxy, which saw the
+    // backend end the session, has found it there again).
+    await until(() => rig.proxy.listening, 3000, 'the proxy to listen again');
     const raw2 = new RawFrontend(rig.front);
     try {
       await raw2.sendBytes(encodeMessage(99, 0, new Uint8Array(0)));
@@ -204,6 +207,9 @@ describe('trace proxy', function () {
     );
     await fc.assert(
       fc.asyncProperty(messages, async (list) => {
+        // A backend that ended the last session (it refuses malformed requests) is tried
+        // again before the proxy listens again.
+        await until(() => rig.proxy.listening, 3000, 'the proxy to listen');
         const raw = new RawFrontend(rig.front);
         try {
           for (const b of list) if (!(await raw.sendBytes(b))) break;
@@ -214,7 +220,7 @@ describe('trace proxy', function () {
       }),
       fcParams(40),
     );
-    await until(() => rig.proxy.sessions.length === 0, 5000, 'every session to end');
+    await until(() => rig.proxy.sessions.length === 0 && rig.proxy.listening, 5000, 'every session to end');
     expect(rig.sessions().filter((s) => s.event === 'open').length).to.be.greaterThan(0);
     const fe = await VhostUserFrontend.connect(rig.front);
     try {
@@ -225,14 +231,20 @@ describe('trace proxy', function () {
     }
   });
 
-  it('turns a frontend away while the backend is down, and follows a backend restart', async () => {
+  it('turns a frontend away while the backend is down and refuses the next ones as the backend would, then follows it back; the same after a backend restart', async () => {
     rig = await new Rig().start({ backend: false });
     const raw = new RawFrontend(rig.front);
     await until(() => raw.closedByPeer, 3000, 'the proxy to turn the frontend away');
     raw.close();
     const refused = rig.sessions().find((s) => s.event === 'refused')!;
     expect(refused.reason).to.match(/^the backend .*back\.sock is not reachable \(ENOENT\)/);
+    // Until the backend is back, connecting fails as it would on the backend's own socket.
+    expect(rig.proxy.listening).to.equal(false);
+    expect(() => connectUnix(rig.front))
+      .to.throw()
+      .with.property('code', 'ECONNREFUSED');
     await rig.startBackend();
+    await until(() => rig.proxy.listening, 3000, 'the proxy to listen again');
     const fe = await VhostUserFrontend.connect(rig.front);
     await fe.negotiate();
     await rig.be!.stop(); // the backend goes away: the proxy closes the frontend's connection
@@ -240,7 +252,12 @@ describe('trace proxy', function () {
     fe.close();
     const end = rig.sessions().filter((s) => s.event === 'close');
     expect(end.map((s) => s.side)).to.deep.equal(['backend']);
+    await until(() => !rig.proxy.listening, 3000, 'the proxy to stop listening');
+    expect(() => connectUnix(rig.front))
+      .to.throw()
+      .with.property('code', 'ECONNREFUSED');
     await rig.startBackend();
+    await until(() => rig.proxy.listening, 3000, 'the proxy to listen again');
     const fe2 = await VhostUserFrontend.connect(rig.front);
     try {
       await fe2.negotiate();
@@ -256,6 +273,7 @@ describe('trace proxy', function () {
         .filter((r) => r.name === 'SET_FEATURES' && r.from === 'frontend')
         .map((r) => r.session),
     ).to.deep.equal([2, 3]);
+    expect(rig.logs.some((l) => l.msg === 'the backend is gone: frontends are refused until it is back')).to.equal(true);
   });
 
   it('traces the backend request channel both ways (CONFIG_CHANGE_MSG and its REPLY_ACK)', async () => {
