@@ -19,6 +19,7 @@ const LAYER: Record<string, number> = {
   'backends/blk': 3,
   switch: 4,
   loadgen: 4,
+  trace: 4,
   host: 5,
   conformance: 5,
   cli: 6,
