@@ -19,6 +19,7 @@ const LAYER: Record<string, number> = {
   'backends/blk': 3,
   switch: 4,
   loadgen: 4,
+  evpn: 4.5,
   host: 5,
   cli: 6,
   'index.ts': 7,
