@@ -111,7 +111,12 @@ export class EvpnControl {
 
   /** Advertises each VNI's type-3 route, takes the fabric's routes, and starts reading local MACs. */
   async start(): Promise<void> {
-    for (const s of this.#byVni.values()) await this.#bgp.advertise(s.multicast);
+    for (const s of this.#byVni.values()) {
+      // The port sends by its VTEP table from now on (not to its one static remote), even
+      // before the fabric's first route: the local VTEP is entry 1, taking no floods.
+      await this.#sw.setVxlanRemote(s.cfg.port, this.#vtep, { flood: false });
+      await this.#bgp.advertise(s.multicast);
+    }
     this.#bgp.on('route', (e) => this.#queue(() => this.#onRoute(e)));
     this.#bgp.on('peer', (p) => this.#log.info('neighbor', { address: p.address, state: p.state }));
     this.#bgp.watch();
