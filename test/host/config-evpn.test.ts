@@ -3,7 +3,15 @@
 import { expect } from 'chai';
 import { ConfigError, parseConfig } from '../../src/host/config.js';
 
-const switches = [{ name: 'sw0', ports: [{ kind: 'tap', ifname: 'vk0' }, { kind: 'vxlan', name: 'vx100', remote: '10.0.0.1', vni: 100 }] }];
+const switches = [
+  {
+    name: 'sw0',
+    ports: [
+      { kind: 'tap', ifname: 'vk0' },
+      { kind: 'vxlan', name: 'vx100', remote: '10.0.0.1', vni: 100 },
+    ],
+  },
+];
 
 function problems(raw: unknown): string[] {
   try {
