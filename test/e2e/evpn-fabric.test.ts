@@ -6,7 +6,11 @@
 // to the endpoint and 8 MiB from guest 2 with md5 checks; FRR shows both vhostkit hosts'
 // type-2 and type-3 routes, vhostkit shows FRR's; the guests' unicast to each other never
 // reaches host 3 (a promiscuous tcpdump on its vx100 sees none of it, and sees the
-// endpoint's traffic).
+// endpoint's traffic). Then a guest migrates from host 1 to host 2 (QEMU live migration,
+// SEND_RARP on the destination) while it reads a TCP stream from the endpoint and pings it:
+// host 2 learns the MAC from the RARP and advertises it with MAC mobility sequence 1 (RFC
+// 7432 §15), host 1 withdraws its route and installs host 2's, FRR's table shows the MAC
+// behind host 2 with MM:1, and the stream arrives whole (md5).
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -17,7 +21,8 @@ import { FrrVtep } from '../lib/frr.js';
 import { Netns, netnsUnavailable } from '../lib/netns.js';
 import { Underlay } from '../lib/underlay.js';
 import { makeTempDir, type TempDir } from '../lib/peers.js';
-import { findBusybox, findGuestKernel, runScript } from '../lib/guest.js';
+import { findBusybox, findGuestKernel, parseGuestResults, runScript } from '../lib/guest.js';
+import { consoleLine, migrate, startMigratingGuest, type MigratingGuest } from './migrate.js';
 import { setLogSink } from '../../src/log.js';
 
 const TAG = `ef${process.pid.toString(36).slice(-4)}`;
@@ -31,6 +36,9 @@ const G1 = '10.26.0.11';
 const G2 = '10.26.0.12';
 const G1_MAC = '52:54:00:26:00:11';
 const G2_MAC = '52:54:00:26:00:12';
+const GM = '10.26.0.21';
+const GM_MAC = '52:54:00:26:00:21';
+const STREAM_SECONDS = 25;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -44,21 +52,38 @@ async function until<T>(what: string, ms: number, check: () => T | undefined | P
   }
 }
 
-/** The endpoint's HTTP server: GET /f 8 MiB (md5 printed first), POST /up answers md5:length. */
-function endpointServer(ns: Netns): Promise<{ md5: string; child: ChildProcess }> {
+/**
+ * The endpoint's HTTP server: GET /f 8 MiB (md5 printed first), POST /up answers md5:length,
+ * GET /stream: random data for ${STREAM_SECONDS} s (prints "stream MD5:BYTES" when done).
+ */
+function endpointServer(ns: Netns): Promise<{ md5: string; child: ChildProcess; streams: string[] }> {
   const code = `import { createServer } from 'node:http'; import { createHash, randomBytes } from 'node:crypto';
     const data = randomBytes(${MIB8});
+    const chunk = randomBytes(16384);
     createServer((req, res) => {
+      if (req.method === 'GET' && req.url === '/stream') {
+        const h = createHash('md5'); let n = 0; const end = Date.now() + ${STREAM_SECONDS * 1000};
+        res.writeHead(200);
+        const more = () => {
+          while (Date.now() < end) { h.update(chunk); n += chunk.length; if (!res.write(chunk)) return res.once('drain', more); }
+          res.end(() => console.log('stream ' + h.digest('hex') + ':' + n));
+        };
+        more();
+        return;
+      }
       if (req.method === 'GET') { res.writeHead(200, { 'content-length': data.length }); res.end(data); return; }
       const h = createHash('md5'); let n = 0;
       req.on('data', (c) => { h.update(c); n += c.length; });
       req.on('end', () => { const r = h.digest('hex') + ':' + n; res.writeHead(200, { 'content-length': r.length }); res.end(r); });
     }).listen(8080, () => console.log('ready ' + createHash('md5').update(data).digest('hex')));`;
   const child = spawn('ip', ['netns', 'exec', ns.name, process.execPath, '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const streams: string[] = [];
   return new Promise((resolve, reject) => {
     createInterface({ input: child.stdout! }).on('line', (l) => {
       const m = /^ready ([0-9a-f]{32})$/.exec(l);
-      if (m) resolve({ md5: m[1], child });
+      if (m) resolve({ md5: m[1], child, streams });
+      const st = /^stream (\S+)$/.exec(l);
+      if (st) streams.push(st[1]);
     });
     child.on('exit', (c) => reject(new Error(`endpoint server exited ${c}`)));
   });
@@ -96,6 +121,18 @@ head -c 6291456 /dev/urandom | base64 | tr -d '\\n' > /tmp/up
 vk_result up_md5=$(md5sum < /tmp/up | cut -d' ' -f1):$(wc -c < /tmp/up)
 timeout 90 wget -q -O /tmp/r --post-file=/tmp/up http://${EP}:8080/up && vk_result to_ep=$(cat /tmp/r) || vk_result to_ep=failed
 echo done | nc ${G2} 9000
+`;
+
+/** The guest that migrates: pings the endpoint through the move and reads a timed TCP stream from it. */
+const GM_SCRIPT = `
+ip addr add ${GM}/24 dev eth0 && ip link set eth0 up || vk_fail "eth0 setup"
+i=0; until ping -c 1 -W 1 ${EP} >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 60 ] || vk_fail "endpoint unreachable"; done
+ping -i 0.2 -c 150 ${EP} > /tmp/ping 2>&1 &
+vk_result ready=1
+md5=$(wget -q -O - http://${EP}:8080/stream | md5sum | cut -d' ' -f1)
+vk_result stream=$md5
+wait
+vk_result ping_rx=$(sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p' /tmp/ping)
 `;
 
 describe('e2e: an EVPN fabric of two vhostkit hosts with QEMU guests and FRR', function () {
@@ -200,6 +237,47 @@ describe('e2e: an EVPN fabric of two vhostkit hosts with QEMU guests and FRR', f
       const st = await h.evpn.status();
       expect(st.vnis[0].floodVteps).to.have.length(2);
       expect(st.routesIn.some((x) => x.neighbor === H[2] && x.route.startsWith(`[3]:[0]:[32]:[${H[2]}]`))).to.equal(true);
+    }
+  });
+  it('a guest migrates from host 1 to host 2: its TCP stream goes on, FRR sees the MAC move with a higher sequence number', async () => {
+    for (const h of hosts) await h.sw.addVhostPort({ name: 'vmm', socket: tmp.join(`vmm${hosts.indexOf(h) + 1}.sock`) });
+    const server = await endpointServer(ep);
+    let g: MigratingGuest | null = null;
+    try {
+      const dev = (sock: string) => [{ type: 'vhost-user-net' as const, socket: tmp.join(sock), mac: GM_MAC, reconnect: true }];
+      g = await startMigratingGuest(tmp, GM_SCRIPT, dev('vmm1.sock'), { name: `${TAG}-gm` });
+      const { dst, dstQmp } = await g.startDestination(dev('vmm2.sock'));
+      await consoleLine(g.src, /VHOSTKIT-RESULT ready=1/, 150_000);
+      // The MAC is advertised from host 1 first.
+      await until('the MAC at FRR from host 1', 30_000, () => (frr.vtysh(`show evpn mac vni ${VNI} mac ${GM_MAC}`).includes(`Remote VTEP: ${H[0]}`) ? true : undefined));
+      await sleep(3000);
+      const m = await migrate(g, dstQmp, tmp, 120_000);
+      console.log(`      migration: downtime ${m.downtimeMs} ms, total ${m.totalMs} ms`);
+      const moved = await until('the MAC at FRR from host 2', 30_000, () => {
+        const t = frr.vtysh(`show evpn mac vni ${VNI} mac ${GM_MAC}`);
+        return t.includes(`Remote VTEP: ${H[1]}`) ? t : undefined;
+      });
+      console.log(`      FRR's show evpn mac vni ${VNI} mac ${GM_MAC} after the move:\n${moved.replace(/^/gm, '        ')}`);
+      const seq = Number(/Remote Seq: (\d+)/.exec(moved)?.[1] ?? -1);
+      expect(seq, 'the MAC mobility sequence number at FRR').to.be.at.least(1);
+      const table = frr.vtysh('show bgp l2vpn evpn route type macip');
+      console.log(`      FRR's show bgp l2vpn evpn route type macip:\n${table.replace(/^/gm, '        ')}`);
+      expect(table).to.include(`MM:${seq}`);
+      await consoleLine(dst, /VHOSTKIT-EXIT \d+/, 200_000);
+      const r = parseGuestResults(g.log());
+      console.log(`      the guest: stream ${r.stream}, pings answered ${r.ping_rx} of 150; the endpoint sent ${server.streams.join(', ')}`);
+      expect(dst.log(), 'the script finished on the destination').to.match(/VHOSTKIT-EXIT 0/);
+      expect(server.streams).to.have.length(1);
+      expect(r.stream, 'the TCP stream through the move').to.equal(server.streams[0].split(':')[0]);
+      expect(Number(r.ping_rx)).to.be.greaterThan(0);
+      // Host 1 has the MAC behind host 2 now, and advertises it no more.
+      const st1 = await hosts[0].evpn.status();
+      expect(st1.vnis[0].remoteMacs.find((x) => x.mac === GM_MAC)).to.deep.include({ vtep: H[1] });
+      expect(st1.vnis[0].localMacs.map((x) => x.mac)).to.not.include(GM_MAC);
+      expect((await hosts[1].evpn.status()).vnis[0].localMacs.find((x) => x.mac === GM_MAC)?.seq).to.equal(seq);
+    } finally {
+      server.child.kill();
+      await g?.kill();
     }
   });
 });
