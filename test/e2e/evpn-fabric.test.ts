@@ -10,7 +10,9 @@
 // SEND_RARP on the destination) while it reads a TCP stream from the endpoint and pings it:
 // host 2 learns the MAC from the RARP and advertises it with MAC mobility sequence 1 (RFC
 // 7432 §15), host 1 withdraws its route and installs host 2's, FRR's table shows the MAC
-// behind host 2 with MM:1, and the stream arrives whole (md5).
+// behind host 2 with MM:1, and the stream arrives whole (md5). Guests that powered off
+// age out of the switches (20 s) and their routes are withdrawn; FRR's bgpd stopped takes
+// its routes out of both vhostkit hosts, and once it is back a guest reaches the endpoint.
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -39,6 +41,8 @@ const G2_MAC = '52:54:00:26:00:12';
 const GM = '10.26.0.21';
 const GM_MAC = '52:54:00:26:00:21';
 const STREAM_SECONDS = 25;
+/** The switches' aging time: short, so that a guest that stopped is withdrawn within the test. */
+const AGING_S = 20;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -161,7 +165,7 @@ describe('e2e: an EVPN fabric of two vhostkit hosts with QEMU guests and FRR', f
     ep.ip('link', 'set', 'eth0', 'up');
     await frr.start();
     for (const i of [0, 1]) {
-      const sw = await Switch.create({ dataplane: 'worker' });
+      const sw = await Switch.create({ dataplane: 'worker', agingSeconds: AGING_S });
       await sw.addVhostPort({ name: 'vm', socket: tmp.join(`vm${i + 1}.sock`) });
       await sw.addVxlanPort({ name: 'vx100', remote: H[i], vni: VNI, socketFd: ns[i].udpSocket(H[i], 4789) });
       const bgp = await GoBgp.start({
@@ -172,7 +176,7 @@ describe('e2e: an EVPN fabric of two vhostkit hosts with QEMU guests and FRR', f
         listenAddress: H[i],
         neighbors: H.filter((_, j) => j !== i).map((address) => ({ address, asn: ASN })),
       });
-      const evpn = new EvpnControl(bgp, sw, { asn: ASN, routerId: H[i], vnis: [{ vni: VNI, port: 'vx100' }] });
+      const evpn = new EvpnControl(bgp, sw, { asn: ASN, routerId: H[i], vnis: [{ vni: VNI, port: 'vx100' }], agingSeconds: AGING_S });
       await evpn.start();
       hosts.push({ sw, bgp, evpn });
     }
@@ -238,6 +242,13 @@ describe('e2e: an EVPN fabric of two vhostkit hosts with QEMU guests and FRR', f
       expect(st.vnis[0].floodVteps).to.have.length(2);
       expect(st.routesIn.some((x) => x.neighbor === H[2] && x.route.startsWith(`[3]:[0]:[32]:[${H[2]}]`))).to.equal(true);
     }
+    // The guests have powered off: their MACs age out of the switches (20 s) and are withdrawn.
+    await until("the guests' MACs withdrawn at FRR", 90_000, () => {
+      const t = frr.vtysh('show bgp l2vpn evpn');
+      return t.includes(G1_MAC) || t.includes(G2_MAC) ? undefined : true;
+    });
+    expect(frr.kernelFdb(VNI)).to.not.include(G1_MAC);
+    expect(frr.vtysh('show bgp l2vpn evpn')).to.include(`[3]:[0]:[32]:[${H[0]}]`);
   });
   it('a guest migrates from host 1 to host 2: its TCP stream goes on, FRR sees the MAC move with a higher sequence number', async () => {
     for (const h of hosts) await h.sw.addVhostPort({ name: 'vmm', socket: tmp.join(`vmm${hosts.indexOf(h) + 1}.sock`) });
@@ -279,5 +290,28 @@ describe('e2e: an EVPN fabric of two vhostkit hosts with QEMU guests and FRR', f
       server.child.kill();
       await g?.kill();
     }
+  });
+  it("a BGP session that drops removes FRR's routes from both hosts; a guest reaches the endpoint again when it returns", async () => {
+    await frr.stopBgpd();
+    await until("FRR's routes gone from both vhostkit hosts", 60_000, async () => {
+      for (const h of hosts) {
+        const st = await h.evpn.status();
+        if (st.vnis[0].floodVteps.includes(H[2]) || st.routesIn.some((x) => x.neighbor === H[2])) return undefined;
+      }
+      return true;
+    });
+    for (const h of hosts) expect((await h.sw.remoteMacs()).filter((m) => m.vtep === H[2])).to.deep.equal([]);
+    await frr.startBgpd();
+    await until("FRR's type-3 back at both hosts", 90_000, async () => {
+      for (const h of hosts) if (!(await h.evpn.status()).vnis[0].floodVteps.includes(H[2])) return undefined;
+      return true;
+    });
+    const script = `
+ip addr add ${G1}/24 dev eth0 && ip link set eth0 up || vk_fail "eth0 setup"
+i=0; until ping -c 1 -W 1 ${EP} >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 60 ] || break; done
+vk_result ping_ep=$(ping -c 3 -W 2 ${EP} | sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p')
+`;
+    const r = await runScript(script, [{ type: 'vhost-user-net', socket: tmp.join('vm1.sock'), mac: G1_MAC, reconnect: true }], 200_000, { name: `${TAG}-g1b` });
+    expect(r.results.ping_ep).to.equal('3');
   });
 });
