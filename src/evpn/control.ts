@@ -119,6 +119,13 @@ export class EvpnControl {
     }
     this.#bgp.on('route', (e) => this.#queue(() => this.#onRoute(e)));
     this.#bgp.on('peer', (p) => this.#log.info('neighbor', { address: p.address, state: p.state }));
+    // The speaker failed (gobgpd exited, the watch broke): said; what the fabric had
+    // installed goes (no withdrawal can reach us any more, and the neighbors drop our
+    // routes too); local switching goes on and the process stays up.
+    this.#bgp.on('error', (e) => {
+      this.#log.error('BGP speaker failed', { error: e.message });
+      void this.#queue(() => this.#dropRemote());
+    });
     this.#bgp.watch();
     this.#timer = setInterval(() => this.#queue(() => this.#poll()), this.#o.pollMs ?? 250);
     this.#timer.unref();
@@ -185,6 +192,16 @@ export class EvpnControl {
     s.remote.set(r.mac, { route: r, neighbor: e.neighbor });
     await this.#sw.installRemoteMac(s.cfg.port, r.mac, r.nextHop);
     this.#log.info('remote MAC', { vni: s.cfg.vni, route: formatRoute(r) });
+  }
+
+  /** Removes every installed MAC and flood VTEP (the speaker is gone). */
+  async #dropRemote(): Promise<void> {
+    for (const s of this.#byVni.values()) {
+      for (const [mac, r] of s.remote) await this.#sw.removeRemoteMac(s.cfg.port, mac, r.route.nextHop);
+      s.remote.clear();
+      for (const vtep of s.flood) await this.#sw.unsetVxlanFlood(s.cfg.port, vtep);
+      s.flood.clear();
+    }
   }
 
   async #advertiseLocal(s: VniState, mac: string, seq: number): Promise<void> {

@@ -606,6 +606,11 @@ export class GoBgp extends EventEmitter<GoBgpEvents> {
     }
   }
 
+  /** The daemon's pid, if this object started it. */
+  get pid(): number | null {
+    return this.#child?.pid ?? null;
+  }
+
   /** The last lines of the daemon's log (one it started), for errors. */
   logTail(): string {
     return this.#logFile ? tail(this.#logFile) : '';

@@ -202,4 +202,19 @@ describe('peers: EVPN control plane of a vhostkit switch with FRR', function () 
     await until("FRR's type-3 back", 60_000, () => (sw.vxlanRemotes('vx100').some((r) => r.address === H3 && r.flood) ? true : undefined));
     expect(await until('pings again', 30_000, () => (ping(t1, '10.26.0.3', 3) === 3 ? 3 : undefined))).to.equal(3);
   });
+  it('gobgpd dying is logged; the process and the switch go on, status says why', async () => {
+    const logs: string[] = [];
+    setLogSink((r) => logs.push(`${r.level} ${r.msg} ${String(r.error ?? '')}`));
+    process.kill(bgp.pid!, 'SIGKILL');
+    await until('the failure logged', 10_000, () => (logs.some((l) => l.startsWith('error BGP speaker failed') || l.startsWith('error gobgpd exited')) ? true : undefined));
+    // What the fabric had installed goes (no withdrawal can come any more).
+    await until('installed MACs and flood VTEPs removed', 10_000, async () => ((await sw.remoteMacs()).length === 0 && !sw.vxlanRemotes('vx100').some((r) => r.flood) ? true : undefined));
+    let err: Error | null = null;
+    try {
+      await evpn.status();
+    } catch (e) {
+      err = e as Error;
+    }
+    expect(err?.message).to.match(/GoBGP ListPeer/);
+  });
 });
