@@ -11,9 +11,12 @@
 // The BGP speaker is GoBGP (gobgp.ts). Local MACs are read from the switch's fdb every
 // `pollMs` (a MAC that moved here is advertised within that time).
 import { isIP } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { BroadcastChannel } from 'node:worker_threads';
 import { log } from '../log.js';
 import type { Switch } from '../switch/switch.js';
-import { formatRoute, type EvpnMacIpRoute, type EvpnMulticastRoute, type EvpnRouteEvent, type GoBgp, type NeighborStatus } from './gobgp.js';
+import type { ArpSighting } from './arp-snoop.js';
+import { formatRoute, routeKey, type EvpnMacIpRoute, type EvpnMulticastRoute, type EvpnRouteEvent, type GoBgp, type NeighborStatus } from './gobgp.js';
 
 export interface EvpnVni {
   vni: number;
@@ -35,15 +38,25 @@ export interface EvpnControlOptions {
   pollMs?: number;
   /** The switch's aging time: an entry older than this is gone even before the ager removes it (default 300 s). */
   agingSeconds?: number;
+  /**
+   * ARP snooping (arp-snoop.ts): local MACs are also advertised with the IPv4 address they
+   * use, as a second type-2 route (MAC+IP). Adds a flow `arp,actions=normal,handler:evpn-arp`
+   * to the switch (every frame then takes the flow table's lookup). Default off.
+   */
+  arpSnooping?: boolean;
 }
 
 interface LocalMac {
   route: EvpnMacIpRoute;
+  /** the MAC+IP route, once ARP snooping saw its address */
+  withIp?: EvpnMacIpRoute;
 }
 
 interface RemoteMacState {
   route: EvpnMacIpRoute;
   neighbor: string;
+  /** The routes (MAC-only, MAC+IP) that hold the entry, by route key: it goes with the last. */
+  keys: Set<string>;
 }
 
 interface VniState {
@@ -64,7 +77,7 @@ export interface EvpnVniStatus {
   vlan: number;
   /** The VTEPs that get BUM traffic (type-3 routes). */
   floodVteps: string[];
-  localMacs: Array<{ mac: string; seq: number }>;
+  localMacs: Array<{ mac: string; seq: number; ip?: string }>;
   remoteMacs: Array<{ mac: string; vtep: string; seq: number; neighbor: string }>;
 }
 
@@ -90,6 +103,9 @@ export class EvpnControl {
   #chain: Promise<void> = Promise.resolve();
   #closed = false;
   readonly #log = log.child({ component: 'evpn' });
+  #arp: BroadcastChannel | null = null;
+  /** IPv4 addresses ARP snooping saw, by VLAN/MAC. */
+  readonly #ips = new Map<string, string>();
 
   constructor(bgp: GoBgp, sw: Switch, o: EvpnControlOptions) {
     this.#bgp = bgp;
@@ -127,6 +143,7 @@ export class EvpnControl {
       void this.#queue(() => this.#dropRemote());
     });
     this.#bgp.watch();
+    if (this.#o.arpSnooping) await this.#startArpSnooping();
     this.#timer = setInterval(() => this.#queue(() => this.#poll()), this.#o.pollMs ?? 250);
     this.#timer.unref();
     await this.#queue(() => this.#poll());
@@ -167,8 +184,11 @@ export class EvpnControl {
     const r = e.route;
     if (r.nextHop === this.#vtep) return;
     const cur = s.remote.get(r.mac);
+    const key = routeKey(r);
     if (e.withdrawn) {
       if (!cur || cur.route.nextHop !== r.nextHop) return;
+      cur.keys.delete(key);
+      if (cur.keys.size > 0) return;
       s.remote.delete(r.mac);
       await this.#sw.removeRemoteMac(s.cfg.port, r.mac, r.nextHop);
       this.#log.info('remote MAC gone', { vni: s.cfg.vni, mac: r.mac, vtep: r.nextHop });
@@ -178,7 +198,7 @@ export class EvpnControl {
     if (mine && mine.route.seq >= r.seq) {
       // We have it, with a sequence number at least theirs: theirs is stale (RFC 7432 §15.1:
       // the higher sequence number wins); keep ours, advertised above theirs.
-      s.remote.set(r.mac, { route: r, neighbor: e.neighbor });
+      s.remote.set(r.mac, { route: r, neighbor: e.neighbor, keys: new Set([key, ...(cur && cur.route.nextHop === r.nextHop ? cur.keys : [])]) });
       if (mine.route.seq === r.seq) await this.#advertiseLocal(s, r.mac, r.seq + 1);
       return;
     }
@@ -186,12 +206,27 @@ export class EvpnControl {
       // The MAC moved away (their sequence number is higher): ours goes.
       s.local.delete(r.mac);
       await this.#bgp.withdraw(mine.route);
+      if (mine.withIp) await this.#bgp.withdraw(mine.withIp);
       this.#log.info('MAC moved away', { vni: s.cfg.vni, mac: r.mac, vtep: r.nextHop, seq: r.seq });
     }
     if (cur && cur.route.nextHop !== r.nextHop) await this.#sw.removeRemoteMac(s.cfg.port, r.mac, cur.route.nextHop);
-    s.remote.set(r.mac, { route: r, neighbor: e.neighbor });
+    const keys = cur && cur.route.nextHop === r.nextHop ? cur.keys : new Set<string>();
+    keys.add(key);
+    s.remote.set(r.mac, { route: r, neighbor: e.neighbor, keys });
     await this.#sw.installRemoteMac(s.cfg.port, r.mac, r.nextHop);
     this.#log.info('remote MAC', { vni: s.cfg.vni, route: formatRoute(r) });
+  }
+
+  async #startArpSnooping(): Promise<void> {
+    const channel = `vhostkit-evpn-arp-${randomBytes(6).toString('hex')}`;
+    this.#arp = new BroadcastChannel(channel);
+    this.#arp.onmessage = (ev: unknown) => {
+      const m = (ev as { data: ArpSighting }).data;
+      this.#ips.set(`${m.vlan}/${m.mac}`, m.ip);
+      void this.#queue(() => this.#poll());
+    };
+    await this.#sw.addHandler('evpn-arp', { module: new URL('./arp-snoop.js', import.meta.url).href, options: { channel } });
+    await this.#sw.addFlow('priority=65535,arp,actions=normal,handler:evpn-arp');
   }
 
   /** Removes every installed MAC and flood VTEP (the speaker is gone). */
@@ -207,7 +242,10 @@ export class EvpnControl {
   async #advertiseLocal(s: VniState, mac: string, seq: number): Promise<void> {
     const route: EvpnMacIpRoute = { kind: 'macip', rd: s.cfg.rd, ethernetTag: 0, mac, vni: s.cfg.vni, nextHop: this.#vtep, routeTargets: s.cfg.routeTargets, seq, sticky: false };
     await this.#bgp.advertise(route);
-    s.local.set(mac, { route });
+    const old = s.local.get(mac)?.withIp;
+    const withIp = old ? { ...route, ip: old.ip } : undefined;
+    if (withIp) await this.#bgp.advertise(withIp);
+    s.local.set(mac, { route, withIp });
     this.#log.info('local MAC', { vni: s.cfg.vni, mac, seq });
   }
 
@@ -228,15 +266,26 @@ export class EvpnControl {
         here.add(e.mac);
       }
       for (const mac of here) {
-        if (s.local.has(mac)) continue;
-        const remote = s.remote.get(mac);
-        // Learned here while the fabric has it elsewhere: it moved here (RFC 7432 §15).
-        await this.#advertiseLocal(s, mac, remote ? remote.route.seq + 1 : 0);
+        if (!s.local.has(mac)) {
+          const remote = s.remote.get(mac);
+          // Learned here while the fabric has it elsewhere: it moved here (RFC 7432 §15).
+          await this.#advertiseLocal(s, mac, remote ? remote.route.seq + 1 : 0);
+        }
+        const l = s.local.get(mac);
+        const ip = this.#ips.get(`${s.vlan}/${mac}`);
+        if (l && ip !== undefined && l.withIp?.ip !== ip) {
+          if (l.withIp) await this.#bgp.withdraw(l.withIp);
+          l.withIp = { ...l.route, ip };
+          await this.#bgp.advertise(l.withIp);
+          this.#log.info('local MAC+IP', { vni: s.cfg.vni, mac, ip });
+        }
       }
       for (const [mac, l] of s.local) {
         if (here.has(mac)) continue;
         s.local.delete(mac);
         await this.#bgp.withdraw(l.route);
+        if (l.withIp) await this.#bgp.withdraw(l.withIp);
+        this.#ips.delete(`${s.vlan}/${mac}`);
         this.#log.info('local MAC gone', { vni: s.cfg.vni, mac });
       }
     }
@@ -255,7 +304,7 @@ export class EvpnControl {
         port: s.cfg.port,
         vlan: s.vlan,
         floodVteps: [...s.flood].sort(),
-        localMacs: [...s.local.values()].map((l) => ({ mac: l.route.mac, seq: l.route.seq })),
+        localMacs: [...s.local.values()].map((l) => ({ mac: l.route.mac, seq: l.route.seq, ...(l.withIp?.ip ? { ip: l.withIp.ip } : {}) })),
         remoteMacs: [...s.remote.values()].map((r) => ({ mac: r.route.mac, vtep: r.route.nextHop, seq: r.route.seq, neighbor: r.neighbor })),
       })),
     };
@@ -265,6 +314,8 @@ export class EvpnControl {
   async close(): Promise<void> {
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = null;
+    this.#arp?.close();
+    this.#arp = null;
     await this.#chain;
     this.#closed = true;
   }

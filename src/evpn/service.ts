@@ -21,6 +21,8 @@ export interface EvpnServiceOptions {
   gobgpDir?: string;
   listenAddress?: string;
   pollMs: number;
+  /** advertise local MACs with their IPv4 address too (control.ts arpSnooping) */
+  arpSnooping?: boolean;
   /** the switches' aging time in seconds, by switch */
   aging?: Record<string, number>;
 }
@@ -65,6 +67,7 @@ export class EvpnService {
           vtep: o.vtep,
           vnis: o.vnis.filter((v) => v.switch === swName),
           pollMs: o.pollMs,
+          arpSnooping: o.arpSnooping,
           agingSeconds: o.aging?.[swName],
         });
         controls.set(swName, c);

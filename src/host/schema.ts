@@ -223,6 +223,7 @@ export const evpnSchema = strict({
   gobgpDir: str().optional().describe('where a gobgpd vhostkit starts keeps its config, API socket and log (default: a new temporary directory)'),
   listenAddress: ip().optional().describe('the address a started gobgpd listens on and connects from (default: any)'),
   pollMs: int(50, 10000).default(250).describe('how often the fdb is read for local MACs'),
+  arpSnooping: bool().default(false).describe('advertise local MACs with the IPv4 address ARP shows (adds a flow arp,actions=normal,handler:evpn-arp)'),
 });
 
 export const hostSchema = strict(

@@ -4,7 +4,8 @@
 //     host 1's namespace), GoBGP, EvpnControl;
 //   host 3 (10.x.0.3): FRR (advertise-all-vni, br100 + vx100) and an endpoint behind br100.
 // The endpoints ping and move 8 MiB over TCP both ways with md5 intact; FRR shows vhostkit's
-// type-2 (the TAP endpoint's MAC, learned by the switch) and type-3 routes; the switch has
+// type-2 (the TAP endpoint's MAC, learned by the switch, and with ARP snooping its MAC+IP)
+// and type-3 routes; the switch has
 // FRR's endpoint installed and FRR's VTEP as a flood VTEP; a MAC that ages out is withdrawn;
 // a session that drops takes FRR's routes out of the switch, and traffic resumes when it
 // comes back.
@@ -129,7 +130,7 @@ describe('peers: EVPN control plane of a vhostkit switch with FRR', function () 
     t1.ip('link', 'set', 'dev', tap.socket, 'up');
     t1Mac = /link\/ether ([0-9a-f:]{17})/.exec(t1.ip('link', 'show', tap.socket))![1];
     bgp = await GoBgp.start({ dir: tmp.join('gobgp'), netns: h1.name, asn: ASN, routerId: H1, listenAddress: H1, neighbors: [{ address: H3, asn: ASN }] });
-    evpn = new EvpnControl(bgp, sw, { asn: ASN, routerId: H1, vnis: [{ vni: VNI, port: 'vx100' }], agingSeconds: AGING_S });
+    evpn = new EvpnControl(bgp, sw, { asn: ASN, routerId: H1, vnis: [{ vni: VNI, port: 'vx100' }], agingSeconds: AGING_S, arpSnooping: true });
     await evpn.start();
   });
 
@@ -151,9 +152,10 @@ describe('peers: EVPN control plane of a vhostkit switch with FRR', function () 
 
   it('the endpoints ping each other; FRR shows the MAC the switch learned (type-2) and the type-3', async () => {
     expect(await until('pings', 30_000, () => (ping(t1, '10.26.0.3', 3) === 3 ? 3 : undefined))).to.equal(3);
-    const table = await until('type-2 and type-3 at FRR', 20_000, () => {
+    // With ARP snooping, the MAC is advertised with its IPv4 address too (a MAC+IP route).
+    const table = await until('type-2 (MAC, MAC+IP) and type-3 at FRR', 20_000, () => {
       const t = frr.vtysh('show bgp l2vpn evpn');
-      return t.includes(`[2]:[0]:[48]:[${t1Mac}]`) && t.includes(`[3]:[0]:[32]:[${H1}]`) ? t : undefined;
+      return t.includes(`[2]:[0]:[48]:[${t1Mac}]\n`) && t.includes(`[2]:[0]:[48]:[${t1Mac}]:[32]:[10.26.0.1]`) && t.includes(`[3]:[0]:[32]:[${H1}]`) ? t : undefined;
     });
     console.log(`      FRR's show bgp l2vpn evpn:\n${table.replace(/^/gm, '        ')}`);
     expect(frr.kernelFdb(VNI)).to.include(`${t1Mac} dst ${H1}`);
@@ -165,7 +167,8 @@ describe('peers: EVPN control plane of a vhostkit switch with FRR', function () 
     const st = await evpn.status();
     console.log(`      vhostkit: routes in ${JSON.stringify(st.routesIn)}; out ${JSON.stringify(st.routesOut)}`);
     expect(st.vnis[0].floodVteps).to.deep.equal([H3]);
-    expect(st.vnis[0].localMacs.map((m) => m.mac)).to.include(t1Mac);
+    expect(st.vnis[0].localMacs.find((m) => m.mac === t1Mac)).to.deep.include({ ip: '10.26.0.1' });
+    expect(JSON.stringify(frr.vtyshJson(`show evpn arp-cache vni ${VNI}`))).to.include('10.26.0.1');
   });
 
   it('8 MiB each way over TCP between the endpoints, md5 intact', async () => {
