@@ -2,7 +2,7 @@
 // handler: inside hosts may open TCP connections to anywhere; new TCP connections from the
 // outside are dropped, but the replies of connections the inside opened pass, both ways,
 // until the connection closes. Only a connection's handshake and close reach TypeScript; its
-// data is switched by flows in native code. IPv4 only for now: see "IPv6" below.
+// data is switched by flows in native code. IPv4 and IPv6.
 //
 // Static flows (installFirewall), per outside port O and inside port I:
 //
@@ -46,13 +46,9 @@
 //   timeout in the flow table). `maxConnections` bounds the table; past it, new SYNs are
 //   dropped.
 // - Non-first IPv4 fragments of TCP from outside are dropped (they carry no ports).
-// - IPv6: new inbound TCP is blocked, but outbound connections do not work yet: the switch
-//   classifies a frame on its first 64 bytes (kSwitchHead, native/switch/switch_port.h) and
-//   an IPv6 TCP header's flags are at bytes 66-67, so tcp_flags never matches tcp6 frames:
-//   the SYN flow does not see IPv6 SYNs (they pass NORMAL, untracked) and the replies are
-//   dropped. The IPv6 flows and the handler's IPv6 code are in place for when the switch
-//   reads further. (IPv4 with more than 16 bytes of IP options has the same problem: such a
-//   SYN is not tracked, and its connection fails, closed.)
+// - IPv6 works as IPv4 for TCP without extension headers; an inside host's IPv6 TCP behind
+//   an extension header is not tracked (the switch does not walk them), so its replies are
+//   dropped: such a connection fails, closed.
 //
 //   const sw = await Switch.create();
 //   ... ports lan (inside), wan (outside) ...

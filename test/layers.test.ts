@@ -19,8 +19,10 @@ const LAYER: Record<string, number> = {
   'backends/blk': 3,
   switch: 4,
   loadgen: 4,
+  trace: 4,
   evpn: 4.5,
   host: 5,
+  conformance: 5,
   cli: 6,
   'index.ts': 7,
 };

@@ -229,7 +229,7 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
                         InstanceMethod<&ForwarderWrap::ForwardFlat>("forwardFlat"),
                         InstanceMethod<&ForwarderWrap::ServiceHost>("serviceHost"),
                         InstanceMethod<&ForwarderWrap::AddFlow>("addFlow"), InstanceMethod<&ForwarderWrap::RemoveFlows>("removeFlows"),
-                        InstanceMethod<&ForwarderWrap::FlowStats>("flowStats"),
+                        InstanceMethod<&ForwarderWrap::FlowStats>("flowStats"), InstanceMethod<&ForwarderWrap::ExpireFlows>("expireFlows"),
                         InstanceMethod<&ForwarderWrap::SetHandlerStage>("setHandlerStage"),
                         InstanceMethod<&ForwarderWrap::Output>("output"),
                         InstanceMethod<&ForwarderWrap::SetVtep>("setVtep")});
@@ -519,6 +519,11 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
     ip6(fw::IPV6_SRC_0, fw::IPV6_SRC_LEN, &m.ipv6_src, &m.ipv6_src_len);
     ip6(fw::IPV6_DST_0, fw::IPV6_DST_LEN, &m.ipv6_dst, &m.ipv6_dst_len);
     f.id = w[fw::ID];
+    if (w[fw::IDLE_TIMEOUT] < 0 || w[fw::IDLE_TIMEOUT] > 65535 || w[fw::HARD_TIMEOUT] < 0 || w[fw::HARD_TIMEOUT] > 65535) {
+      throw Napi::RangeError::New(env, "flow: idle_timeout and hard_timeout must be 0..65535 seconds");
+    }
+    f.idle_timeout = static_cast<uint32_t>(w[fw::IDLE_TIMEOUT]);
+    f.hard_timeout = static_cast<uint32_t>(w[fw::HARD_TIMEOUT]);
     if (!with_actions) return f;
     const int32_t n = w[fw::N_ACTIONS];
     if (n < 0 || len < fw::kWords + static_cast<size_t>(n) * layout::flow_action::kWords) {
@@ -528,11 +533,11 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
     return f;
   }
 
-  // addFlow(words: Int32Array(FlowWord + actions)): adds a flow, or replaces the one of the
-  // same priority and match (its counters kept).
+  // addFlow(words: Int32Array(FlowWord + actions), now: ms): adds a flow, or replaces the one
+  // of the same priority and match (its counters kept). now: the clock of the calls' now.
   Napi::Value AddFlow(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!fwd_->flows().Add(ReadFlow(env, info[0], true))) {
+    if (!fwd_->flows().Add(ReadFlow(env, info[0], true), Int(info[1], -kMaxMs, kMaxMs, "now"))) {
       throw Napi::RangeError::New(env, "flow table full (" + std::to_string(FlowTable::kMaxFlows) + " flows)");
     }
     return env.Undefined();
@@ -569,17 +574,27 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
     return Napi::Boolean::New(env, found);
   }
 
-  // flowStats() -> Float64Array of FlowStat words per flow, in the table's order.
+  // flowStats(now: ms) -> Float64Array of FlowStat words per flow, in the table's order.
   Napi::Value FlowStats(const Napi::CallbackInfo& info) {
     namespace fs = layout::flow_stat;
-    const auto& flows = fwd_->flows().flows();
-    Napi::Float64Array a = Napi::Float64Array::New(info.Env(), flows.size() * fs::kWords);
-    for (size_t i = 0; i < flows.size(); i++) {
-      a[i * fs::kWords + fs::ID] = flows[i].id;
-      a[i * fs::kWords + fs::PACKETS] = fwd_->flows().hot(i).packets;
-      a[i * fs::kWords + fs::BYTES] = fwd_->flows().hot(i).bytes;
+    const auto now = Int(info[0], -kMaxMs, kMaxMs, "now");
+    const std::vector<uint32_t> order = fwd_->flows().Ordered();
+    Napi::Float64Array a = Napi::Float64Array::New(info.Env(), order.size() * fs::kWords);
+    for (size_t i = 0; i < order.size(); i++) {
+      const Flow& f = fwd_->flows().flow(order[i]);
+      const FlowHot& h = fwd_->flows().hot(order[i]);
+      a[i * fs::kWords + fs::ID] = f.id;
+      a[i * fs::kWords + fs::PACKETS] = h.packets;
+      a[i * fs::kWords + fs::BYTES] = h.bytes;
+      a[i * fs::kWords + fs::IDLE_MS] = static_cast<double>(std::max<int64_t>(0, now - h.used_ms));
+      a[i * fs::kWords + fs::AGE_MS] = static_cast<double>(std::max<int64_t>(0, now - f.added_ms));
     }
     return a;
+  }
+
+  // expireFlows(now: ms) -> flows removed because their idle or hard timeout passed.
+  Napi::Value ExpireFlows(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), fwd_->flows().Expire(Int(info[0], -kMaxMs, kMaxMs, "now")));
   }
 
   Napi::ObjectReference table_;

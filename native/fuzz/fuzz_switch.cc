@@ -171,22 +171,39 @@ void Group(Input& in, vhostkit::SwitchFdb& fdb, int32_t src_id, const uint32_t* 
         f.match.tcp_flags = k.tcp_flags & f.match.tcp_flags_mask;
       }
     }
-    fwd.flows().Add(f);
+    // Timeouts of 0-2 s, the flow added 0-255 s ago: Expire below removes some.
+    f.idle_timeout = in.U8() % 3;
+    f.hard_timeout = in.U8() % 3;
+    fwd.flows().Add(f, now - static_cast<int64_t>(in.U8()) * 1000);
+  }
+  if (in.U8() & 1) {
+    const size_t before = fwd.flows().size();
+    const uint32_t gone = fwd.flows().Expire(now);
+    FUZZ_CHECK(fwd.flows().size() + gone == before, "Expire removed %u of %zu flows, %zu left", gone, before, fwd.flows().size());
+    for (uint32_t f : fwd.flows().Ordered()) {
+      const vhostkit::Flow& g = fwd.flows().flow(f);
+      FUZZ_CHECK((g.idle_timeout == 0 || now - fwd.flows().hot(f).used_ms < int64_t{g.idle_timeout} * 1000) &&
+                     (g.hard_timeout == 0 || now - g.added_ms < int64_t{g.hard_timeout} * 1000),
+                 "flow %u outlived its timeout", f);
+    }
   }
   // The flow table's index finds what a scan in table order finds (FlowMatches, the rule),
   // one frame at a time and for the burst at once (the data path's call, on padded heads).
   std::vector<uint8_t> h64(static_cast<size_t>(n) * vhostkit::kSwitchHead, 0);
   for (uint32_t i = 0; i < n; i++) std::memcpy(h64.data() + i * vhostkit::kSwitchHead, data.p + off[i], std::min(lens[i], vhostkit::kSwitchHead));
   std::vector<int32_t> want(n, -1), vlans(n, 0), found(n, -2);
+  const std::vector<uint32_t> order = fwd.flows().Ordered();
   std::vector<uint16_t> which;
   for (uint32_t i = 0; i < n; i++) {
     const uint32_t have = std::min(lens[i], vhostkit::kSwitchHead);
     if (have < 14) continue;
     vlans[i] = i % 2 ? 0 : in.U8() % 4;
     const vhostkit::FrameKey k = vhostkit::FlowKey(data.p + off[i], have, src_id, static_cast<uint32_t>(vlans[i]));
-    const auto& flows = fwd.flows().flows();
-    for (size_t f = 0; f < flows.size() && want[i] < 0; f++) {
-      if (vhostkit::FlowMatches(flows[f].match, k)) want[i] = static_cast<int32_t>(f);
+    for (uint32_t f : order) {
+      if (vhostkit::FlowMatches(fwd.flows().flow(f).match, k)) {
+        want[i] = static_cast<int32_t>(f);
+        break;
+      }
     }
     const int32_t got = fwd.flows().Lookup(k);
     FUZZ_CHECK(got == want[i], "frame %u: the index found flow %d, the scan %d", i, got, want[i]);
@@ -226,7 +243,7 @@ void Group(Input& in, vhostkit::SwitchFdb& fdb, int32_t src_id, const uint32_t* 
   // Each guest port counted exactly the frames its VLAN rule lets through to it (without
   // flows, which change destinations: then the flows' counts must add up instead).
   double matched = 0;
-  for (size_t f = 0; f < fwd.flows().size(); f++) matched += fwd.flows().hot(f).packets;
+  for (uint32_t f : fwd.flows().Ordered()) matched += fwd.flows().hot(f).packets;
   FUZZ_CHECK(matched <= n, "flows matched %.0f of %u frames", matched, n);
   for (int32_t id = 0; id < 4 && nflows == 0; id++) {
     const vhostkit::SwitchPort* q = fwd.Find(id);

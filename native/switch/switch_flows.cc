@@ -199,6 +199,38 @@ const char* ReadFlowActions(const int32_t* w, uint32_t n, FlowActions* out) {
 
 namespace {
 
+// Whether g has at least m's fields, with m's values (and masks) in them: the flows a
+// del-flows of m that is not strict removes.
+bool Covers(const FlowMatch& m, const FlowMatch& g) {
+  if ((g.fields & m.fields) != m.fields) return false;
+  FlowMatch masked = g;
+  masked.fields = m.fields;
+  FlowMatch want = m;
+  auto keep = [&]<typename T>(uint32_t f, T FlowMatch::*field) {
+    if ((m.fields & Bit(f)) == 0) masked.*field = want.*field = {};
+  };
+  keep(ff::IN_PORT, &FlowMatch::in_port);
+  keep(ff::DL_SRC, &FlowMatch::dl_src);
+  keep(ff::DL_DST, &FlowMatch::dl_dst);
+  keep(ff::DL_VLAN, &FlowMatch::dl_vlan);
+  keep(ff::DL_TYPE, &FlowMatch::dl_type);
+  keep(ff::NW_SRC, &FlowMatch::nw_src);
+  keep(ff::NW_SRC, &FlowMatch::nw_src_mask);
+  keep(ff::NW_DST, &FlowMatch::nw_dst);
+  keep(ff::NW_DST, &FlowMatch::nw_dst_mask);
+  keep(ff::NW_PROTO, &FlowMatch::nw_proto);
+  keep(ff::NW_TTL, &FlowMatch::nw_ttl);
+  keep(ff::TP_SRC, &FlowMatch::tp_src);
+  keep(ff::TP_DST, &FlowMatch::tp_dst);
+  keep(ff::TCP_FLAGS, &FlowMatch::tcp_flags);
+  keep(ff::TCP_FLAGS, &FlowMatch::tcp_flags_mask);
+  keep(ff::IPV6_SRC, &FlowMatch::ipv6_src);
+  keep(ff::IPV6_SRC, &FlowMatch::ipv6_src_len);
+  keep(ff::IPV6_DST, &FlowMatch::ipv6_dst);
+  keep(ff::IPV6_DST, &FlowMatch::ipv6_dst_len);
+  return SameMatch(masked, want);
+}
+
 int32_t OutOf(const FlowActions& a) {
   if (a.Drops()) return kFlowOutDrop;
   if (!a.Simple()) return kFlowOutActions;
@@ -208,74 +240,6 @@ int32_t OutOf(const FlowActions& a) {
 }
 
 }  // namespace
-
-bool FlowTable::Add(const Flow& f) {
-  for (size_t i = 0; i < flows_.size(); i++) {
-    if (flows_[i].priority == f.priority && SameMatch(flows_[i].match, f.match)) {
-      flows_[i] = f;
-      hot_[i].out = OutOf(f.actions);  // the counters stay
-      indexed_ = false;
-      return true;
-    }
-  }
-  if (flows_.size() >= kMaxFlows) return false;
-  const auto at = std::find_if(flows_.begin(), flows_.end(), [&](const Flow& g) { return g.priority < f.priority; });
-  FlowHot h;
-  h.priority = f.priority;
-  h.out = OutOf(f.actions);
-  hot_.insert(hot_.begin() + (at - flows_.begin()), h);
-  flows_.insert(at, f);
-  indexed_ = false;
-  return true;
-}
-
-uint32_t FlowTable::Remove(const FlowMatch& m, int32_t priority, bool strict) {
-  auto gone = [&](const Flow& g) {
-    if (strict) return g.priority == priority && SameMatch(g.match, m);
-    // Not strict: every flow whose match has at least m's fields with m's values.
-    if ((g.match.fields & m.fields) != m.fields) return false;
-    FlowMatch masked = g.match;
-    masked.fields = m.fields;
-    FlowMatch want = m;
-    auto keep = [&]<typename T>(uint32_t f, T FlowMatch::*field) {
-      if ((m.fields & Bit(f)) == 0) masked.*field = want.*field = {};
-    };
-    keep(ff::IN_PORT, &FlowMatch::in_port);
-    keep(ff::DL_SRC, &FlowMatch::dl_src);
-    keep(ff::DL_DST, &FlowMatch::dl_dst);
-    keep(ff::DL_VLAN, &FlowMatch::dl_vlan);
-    keep(ff::DL_TYPE, &FlowMatch::dl_type);
-    keep(ff::NW_SRC, &FlowMatch::nw_src);
-    keep(ff::NW_SRC, &FlowMatch::nw_src_mask);
-    keep(ff::NW_DST, &FlowMatch::nw_dst);
-    keep(ff::NW_DST, &FlowMatch::nw_dst_mask);
-    keep(ff::NW_PROTO, &FlowMatch::nw_proto);
-    keep(ff::NW_TTL, &FlowMatch::nw_ttl);
-    keep(ff::TP_SRC, &FlowMatch::tp_src);
-    keep(ff::TP_DST, &FlowMatch::tp_dst);
-    keep(ff::TCP_FLAGS, &FlowMatch::tcp_flags);
-    keep(ff::TCP_FLAGS, &FlowMatch::tcp_flags_mask);
-    keep(ff::IPV6_SRC, &FlowMatch::ipv6_src);
-    keep(ff::IPV6_SRC, &FlowMatch::ipv6_src_len);
-    keep(ff::IPV6_DST, &FlowMatch::ipv6_dst);
-    keep(ff::IPV6_DST, &FlowMatch::ipv6_dst_len);
-    return SameMatch(masked, want);
-  };
-  size_t kept = 0;
-  for (size_t i = 0; i < flows_.size(); i++) {
-    if (gone(flows_[i])) continue;
-    if (kept != i) {
-      flows_[kept] = std::move(flows_[i]);
-      hot_[kept] = hot_[i];
-    }
-    kept++;
-  }
-  const auto removed = static_cast<uint32_t>(flows_.size() - kept);
-  flows_.resize(kept);
-  hot_.resize(kept);
-  indexed_ = false;
-  return removed;
-}
 
 namespace {
 
@@ -407,81 +371,220 @@ uint64_t FlowTable::KeyOf(const PackedKey& all, const Subtable& st, uint64_t* ke
   return h;
 }
 
-void FlowTable::Index() {
-  subtables_.clear();
-  std::vector<std::vector<uint32_t>> members;  // per subtable, its flows ascending
-  for (uint32_t i = 0; i < flows_.size(); i++) {
-    const FlowMatch& m = flows_[i].match;
-    const Masks x = MasksOf(m);
-    auto st = std::find_if(subtables_.begin(), subtables_.end(), [&](const Subtable& t) {
-      return t.fields == m.fields && t.nw_src_mask == x.src && t.nw_dst_mask == x.dst && t.tcp_flags_mask == x.flags &&
-             t.ipv6_src_len == x.src6 && t.ipv6_dst_len == x.dst6;
-    });
-    if (st == subtables_.end()) {
-      Subtable t{};
-      t.fields = m.fields;
-      t.nw_src_mask = x.src;
-      t.nw_dst_mask = x.dst;
-      t.tcp_flags_mask = x.flags;
-      t.ipv6_src_len = x.src6;
-      t.ipv6_dst_len = x.dst6;
-      // flows_ is by priority: the first flow of a subtable has its highest priority.
-      t.max_priority = flows_[i].priority;
-      t.mask = MaskOf(m.fields, x.src, x.dst, x.flags, x.src6, x.dst6);
-      for (uint32_t w = 0; w < PackedKey::kWords; w++) {
-        if (t.mask.w[w] != 0) t.words[t.nwords++] = static_cast<uint8_t>(w);
-      }
-      t.need = ((m.fields & kV4) ? kLayerIpv4 : 0) | ((m.fields & kV6) ? kLayerIpv6 : 0) | ((m.fields & kL4) ? kLayerL4 : 0) |
-               ((m.fields & Bit(ff::TCP_FLAGS)) ? kLayerTcp : 0);
-      t.need_ip = (m.fields & kIp) != 0;
-      t.stride = 2 + t.nwords;
-      subtables_.push_back(std::move(t));
-      members.emplace_back();
-      st = subtables_.end() - 1;
-    }
-    members[static_cast<size_t>(st - subtables_.begin())].push_back(i);
-  }
+int32_t FlowTable::SubtableOf(const FlowMatch& m, bool create) {
+  const Masks x = MasksOf(m);
   for (size_t t = 0; t < subtables_.size(); t++) {
-    Subtable& st = subtables_[t];
-    size_t cap = 16;
-    while (cap < 2 * members[t].size()) cap *= 2;
+    const Subtable& st = subtables_[t];
+    if (st.fields == m.fields && st.nw_src_mask == x.src && st.nw_dst_mask == x.dst && st.tcp_flags_mask == x.flags && st.ipv6_src_len == x.src6 &&
+        st.ipv6_dst_len == x.dst6) {
+      return static_cast<int32_t>(t);
+    }
+  }
+  if (!create) return -1;
+  Subtable t{};
+  t.fields = m.fields;
+  t.nw_src_mask = x.src;
+  t.nw_dst_mask = x.dst;
+  t.tcp_flags_mask = x.flags;
+  t.ipv6_src_len = x.src6;
+  t.ipv6_dst_len = x.dst6;
+  t.mask = MaskOf(m.fields, x.src, x.dst, x.flags, x.src6, x.dst6);
+  for (uint32_t w = 0; w < PackedKey::kWords; w++) {
+    if (t.mask.w[w] != 0) t.words[t.nwords++] = static_cast<uint8_t>(w);
+  }
+  t.need = ((m.fields & kV4) ? kLayerIpv4 : 0) | ((m.fields & kV6) ? kLayerIpv6 : 0) | ((m.fields & kL4) ? kLayerL4 : 0) |
+           ((m.fields & Bit(ff::TCP_FLAGS)) ? kLayerTcp : 0);
+  t.need_ip = (m.fields & kIp) != 0;
+  t.stride = 2 + t.nwords;
+  t.cap_mask = 15;
+  t.slots.assign(16 * size_t{t.stride}, 0);
+  subtables_.push_back(std::move(t));
+  return static_cast<int32_t>(subtables_.size() - 1);
+}
+
+int64_t FlowTable::Find(const Subtable& st, const uint64_t* key, uint64_t h, int32_t priority) const {
+  for (uint64_t s = h & st.cap_mask;; s = (s + 1) & st.cap_mask) {
+    const uint64_t* e = &st.slots[s * st.stride];
+    if (e[1] == 0) return -1;
+    if (e[0] != h || hot_[e[1] - 1].priority != priority) continue;
+    bool same = true;
+    for (uint32_t w = 0; w < st.nwords; w++) same &= e[2 + w] == key[w];
+    if (same) return static_cast<int64_t>(s);
+  }
+}
+
+void FlowTable::Insert(Subtable& st, uint32_t handle, const uint64_t* key, uint64_t h) {
+  if (2 * (size_t{st.count} + 1) > st.cap_mask + 1) {
+    // Twice the slots, every flow placed again by its hash.
+    std::vector<uint64_t> old = std::move(st.slots);
+    const uint64_t cap = 2 * (st.cap_mask + 1);
     st.cap_mask = cap - 1;
     st.slots.assign(cap * st.stride, 0);
-    for (uint32_t i : members[t]) {
-      uint64_t key[PackedKey::kWords];
-      const uint64_t h = KeyOf(Pack(ValuesOf(flows_[i].match)), st, key);
-      uint64_t s = h & st.cap_mask;
-      uint64_t* e = &st.slots[s * st.stride];
-      while ((e[1] & 0xffffffff) != 0 && e[0] != h) {
-        s = (s + 1) & st.cap_mask;
-        e = &st.slots[s * st.stride];
-      }
-      if ((e[1] & 0xffffffff) != 0) {
-        // A flow of this hash already: i goes at the end of its chain (after lower indices).
-        while ((e[1] >> 32) != 0) e = &st.chain[((e[1] >> 32) - 1) * st.stride];
-        const uint64_t next = st.chain.size() / st.stride + 1;
-        e[1] |= next << 32;  // e is read before the chain grows (which may move it)
-        st.chain.resize(st.chain.size() + st.stride, 0);
-        e = &st.chain[(next - 1) * st.stride];
-      }
-      e[0] = h;
-      e[1] = i + 1;
-      for (uint32_t j = 0; j < st.nwords; j++) e[2 + j] = key[j];
+    for (size_t at = 0; at < old.size(); at += st.stride) {
+      if (old[at + 1] == 0) continue;
+      uint64_t s = old[at] & st.cap_mask;
+      while (st.slots[s * st.stride + 1] != 0) s = (s + 1) & st.cap_mask;
+      std::copy(old.begin() + static_cast<ptrdiff_t>(at), old.begin() + static_cast<ptrdiff_t>(at + st.stride), st.slots.begin() + static_cast<ptrdiff_t>(s * st.stride));
     }
   }
-  std::stable_sort(subtables_.begin(), subtables_.end(), [](const Subtable& a, const Subtable& b) { return a.max_priority > b.max_priority; });
-  indexed_ = true;
+  uint64_t s = h & st.cap_mask;
+  while (st.slots[s * st.stride + 1] != 0) s = (s + 1) & st.cap_mask;
+  uint64_t* e = &st.slots[s * st.stride];
+  e[0] = h;
+  e[1] = uint64_t{handle} + 1;
+  for (uint32_t w = 0; w < st.nwords; w++) e[2 + w] = key[w];
+  st.count++;
+}
+
+void FlowTable::Erase(Subtable& st, uint64_t slot) {
+  // Backward shift: the flows after the freed slot in its run move back into it where their
+  // own hash allows, so that no probe meets a hole before the flow it looks for.
+  uint64_t i = slot;
+  for (uint64_t j = (i + 1) & st.cap_mask;; j = (j + 1) & st.cap_mask) {
+    uint64_t* ej = &st.slots[j * st.stride];
+    if (ej[1] == 0) break;
+    const uint64_t home = ej[0] & st.cap_mask;
+    // ej stays if its home lies cyclically in (i, j].
+    const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+    if (stays) continue;
+    std::copy(ej, ej + st.stride, &st.slots[i * st.stride]);
+    i = j;
+  }
+  std::fill_n(&st.slots[i * st.stride], st.stride, 0);
+  st.count--;
+}
+
+void FlowTable::Reorder() {
+  order_.clear();
+  for (uint32_t t = 0; t < subtables_.size(); t++) {
+    if (subtables_[t].count > 0) order_.push_back(t);
+  }
+  std::stable_sort(order_.begin(), order_.end(), [&](uint32_t a, uint32_t b) { return subtables_[a].max_priority > subtables_[b].max_priority; });
+}
+
+bool FlowTable::Add(const Flow& f, int64_t now) {
+  const bool timed = f.idle_timeout != 0 || f.hard_timeout != 0;
+  const auto t = static_cast<uint32_t>(SubtableOf(f.match, true));
+  uint64_t key[PackedKey::kWords];
+  const uint64_t h = KeyOf(Pack(ValuesOf(f.match)), subtables_[t], key);
+  const int64_t at = Find(subtables_[t], key, h, f.priority);
+  if (at >= 0) {
+    const auto handle = static_cast<uint32_t>(subtables_[t].slots[static_cast<uint64_t>(at) * subtables_[t].stride + 1] - 1);
+    timed_ -= pool_[handle].idle_timeout != 0 || pool_[handle].hard_timeout != 0;
+    timed_ += timed;
+    pool_[handle] = f;
+    pool_[handle].added_ms = now;
+    hot_[handle].out = OutOf(f.actions);  // the counters stay
+    hot_[handle].used_ms = now;
+    return true;
+  }
+  if (live_count_ >= kMaxFlows) return false;
+  uint32_t handle;
+  if (free_.empty()) {
+    handle = static_cast<uint32_t>(pool_.size());
+    pool_.emplace_back();
+    hot_.emplace_back();
+    live_.push_back(0);
+    sub_.push_back(0);
+  } else {
+    handle = free_.back();
+    free_.pop_back();
+  }
+  pool_[handle] = f;
+  pool_[handle].added_ms = now;
+  FlowHot& hot = hot_[handle];
+  hot = FlowHot{};
+  hot.priority = f.priority;
+  hot.out = OutOf(f.actions);
+  hot.used_ms = now;
+  hot.seq = next_seq_++;
+  live_[handle] = 1;
+  sub_[handle] = t;
+  live_count_++;
+  timed_ += timed;
+  Subtable& st = subtables_[t];
+  Insert(st, handle, key, h);
+  if (st.count == 1 || f.priority > st.max_priority) {
+    st.max_priority = st.count == 1 ? f.priority : std::max(st.max_priority, f.priority);
+    Reorder();
+  }
+  return true;
+}
+
+void FlowTable::RemoveHandle(uint32_t handle) {
+  Subtable& st = subtables_[sub_[handle]];
+  uint64_t key[PackedKey::kWords];
+  const uint64_t h = KeyOf(Pack(ValuesOf(pool_[handle].match)), st, key);
+  for (uint64_t s = h & st.cap_mask;; s = (s + 1) & st.cap_mask) {
+    if (st.slots[s * st.stride + 1] == uint64_t{handle} + 1) {
+      Erase(st, s);
+      break;
+    }
+  }
+  if (st.count == 0) Reorder();
+  timed_ -= pool_[handle].idle_timeout != 0 || pool_[handle].hard_timeout != 0;
+  pool_[handle] = Flow{};  // its actions' memory back
+  live_[handle] = 0;
+  free_.push_back(handle);
+  live_count_--;
+}
+
+uint32_t FlowTable::Remove(const FlowMatch& m, int32_t priority, bool strict) {
+  if (strict) {
+    // The one flow of this match and priority: found by its key.
+    const int32_t t = SubtableOf(m, false);
+    if (t < 0) return 0;
+    const Subtable& st = subtables_[static_cast<size_t>(t)];
+    uint64_t key[PackedKey::kWords];
+    const uint64_t h = KeyOf(Pack(ValuesOf(m)), st, key);
+    const int64_t at = Find(st, key, h, priority);
+    if (at < 0) return 0;
+    RemoveHandle(static_cast<uint32_t>(st.slots[static_cast<uint64_t>(at) * st.stride + 1] - 1));
+    return 1;
+  }
+  uint32_t n = 0;
+  for (uint32_t handle = 0; handle < pool_.size(); handle++) {
+    if (!live_[handle] || !Covers(m, pool_[handle].match)) continue;
+    RemoveHandle(handle);
+    n++;
+  }
+  return n;
+}
+
+uint32_t FlowTable::Expire(int64_t now) {
+  if (timed_ == 0) return 0;
+  uint32_t n = 0;
+  for (uint32_t handle = 0; handle < pool_.size(); handle++) {
+    if (!live_[handle]) continue;
+    const Flow& f = pool_[handle];
+    if ((f.idle_timeout != 0 && now - hot_[handle].used_ms >= int64_t{f.idle_timeout} * 1000) ||
+        (f.hard_timeout != 0 && now - f.added_ms >= int64_t{f.hard_timeout} * 1000)) {
+      RemoveHandle(handle);
+      n++;
+    }
+  }
+  return n;
+}
+
+std::vector<uint32_t> FlowTable::Ordered() const {
+  std::vector<uint32_t> out;
+  out.reserve(live_count_);
+  for (uint32_t handle = 0; handle < pool_.size(); handle++) {
+    if (live_[handle]) out.push_back(handle);
+  }
+  std::sort(out.begin(), out.end(), [&](uint32_t a, uint32_t b) { return Before(hot_[a], hot_[b]); });
+  return out;
 }
 
 void FlowTable::LookupPacked(const PackedKey* keys, const uint32_t* layers, uint32_t n, int32_t* found) {
-  if (!indexed_) Index();
   for (uint32_t i = 0; i < n; i++) found[i] = -1;
   if (cand_.size() < n) {
     cand_.resize(n);
     cand_hash_.resize(n);
     cand_key_.resize(static_cast<size_t>(n) * PackedKey::kWords);
   }
-  for (const Subtable& st : subtables_) {
+  for (uint32_t t : order_) {
+    const Subtable& st = subtables_[t];
     // The frames this subtable may decide: those with its layers, and no match yet of a
     // priority above its flows'. Their keys and hashes first, each slot prefetched...
     uint32_t m = 0;
@@ -494,28 +597,20 @@ void FlowTable::LookupPacked(const PackedKey* keys, const uint32_t* layers, uint
       cand_hash_[m++] = h;
     }
     // ... then probed: a flow matches exactly when its key is the frame's (FlowMatches, with
-    // the subtable's fields and masks, the layers checked above).
+    // the subtable's fields and masks, the layers checked above). Flows of one key at other
+    // priorities lie further on in the same run of slots.
     for (uint32_t j = 0; j < m; j++) {
       const uint32_t i = cand_[j];
       const uint64_t h = cand_hash_[j];
       const uint64_t* key = &cand_key_[static_cast<size_t>(j) * PackedKey::kWords];
-      uint64_t s = h & st.cap_mask;
-      const uint64_t* e = &st.slots[s * st.stride];
-      while ((e[1] & 0xffffffff) != 0 && e[0] != h) {
-        s = (s + 1) & st.cap_mask;
-        e = &st.slots[s * st.stride];
-      }
-      while ((e[1] & 0xffffffff) != 0) {
-        const auto flow = static_cast<int32_t>((e[1] & 0xffffffff) - 1);
-        if (found[i] >= 0 && flow > found[i]) break;  // what it has is better
+      for (uint64_t s = h & st.cap_mask;; s = (s + 1) & st.cap_mask) {
+        const uint64_t* e = &st.slots[s * st.stride];
+        if (e[1] == 0) break;
+        if (e[0] != h) continue;
         bool same = true;
         for (uint32_t w = 0; w < st.nwords; w++) same &= e[2 + w] == key[w];
-        if (same) {
-          found[i] = flow;
-          break;
-        }
-        if ((e[1] >> 32) == 0) break;
-        e = &st.chain[((e[1] >> 32) - 1) * st.stride];
+        const auto handle = static_cast<int32_t>(e[1] - 1);
+        if (same && (found[i] < 0 || Before(hot_[static_cast<size_t>(handle)], hot_[static_cast<size_t>(found[i])]))) found[i] = handle;
       }
     }
   }

@@ -68,6 +68,9 @@ struct Flow {
   FlowMatch match;
   FlowActions actions;
   int32_t id = 0;
+  // Seconds after its last match / after it was added that Expire removes it (0: never).
+  uint32_t idle_timeout = 0, hard_timeout = 0;
+  int64_t added_ms = 0;  // set by Add
 };
 
 // What a flow does in the common cases, read without its actions (FlowHot::out): a port
@@ -84,6 +87,8 @@ struct FlowHot {
   int32_t out = kFlowOutActions;
   double packets = 0;
   double bytes = 0;
+  int64_t used_ms = 0;  // the last match (the caller's clock), or when added
+  uint64_t seq = 0;     // the order flows were added in (among equal priorities, lower first)
 };
 
 // The fields of a frame packed in words, as the table's index compares them. Word 0:
@@ -127,37 +132,46 @@ bool FlowMatches(const FlowMatch& m, const FrameKey& k);
 
 class FlowTable {
  public:
-  bool empty() const { return flows_.empty(); }
-  size_t size() const { return flows_.size(); }
+  bool empty() const { return live_count_ == 0; }
+  size_t size() const { return live_count_; }
   static constexpr size_t kMaxFlows = 65536;
-  // Adds a flow, or replaces the one with the same priority and match (keeping its counters).
-  // False if the table holds kMaxFlows already.
-  bool Add(const Flow& f);
-  // Removes the flows whose match is f's (strict: and whose priority is f's); all if f
-  // matches everything and !strict. Returns how many.
+  // Adds a flow at time now (ms, the clock Expire is given), or replaces the one with the
+  // same priority and match (keeping its counters; its timeouts start again). False if the
+  // table holds kMaxFlows already.
+  bool Add(const Flow& f, int64_t now);
+  // Removes the flows whose match is m (strict: and whose priority is `priority`); not
+  // strict: every flow whose match has at least m's fields with m's values (all if m has
+  // none). Returns how many.
   uint32_t Remove(const FlowMatch& m, int32_t priority, bool strict);
-  // The index in flows() of the flow a frame matches (the highest priority; among equal
-  // ones the first added), or -1.
+  // Removes the flows whose idle or hard timeout has passed at now; returns how many.
+  uint32_t Expire(int64_t now);
+  // The handle of the flow a frame matches (the highest priority; among equal ones the
+  // first added), or -1. A flow's handle stays the same while it is in the table.
   int32_t Lookup(const FrameKey& k);
   // The same for frames which[0..m) of a burst whose heads are `stride` (>= 14) bytes apart,
   // zero past a frame's end (frame i's first min(lens[i], stride) bytes its own, vlans[i]
   // its VLAN): found[which[j]].
   void LookupBurst(const uint8_t* heads, uint32_t stride, const uint32_t* lens, const int32_t* vlans, int32_t in_port, const uint16_t* which,
                    uint32_t m, int32_t* found);
-  const std::vector<Flow>& flows() const { return flows_; }
-  FlowHot& hot(size_t i) { return hot_[i]; }
-  const FlowHot& hot(size_t i) const { return hot_[i]; }
+  // The flows' handles in table order: by priority, highest first; equal ones in the order added.
+  std::vector<uint32_t> Ordered() const;
+  const Flow& flow(size_t handle) const { return pool_[handle]; }
+  FlowHot& hot(size_t handle) { return hot_[handle]; }
+  const FlowHot& hot(size_t handle) const { return hot_[handle]; }
 
  private:
   // Tuple space search, as Open vSwitch's classifier does: flows are grouped by the fields
   // they match and their masks (a subtable), each subtable a hash of the flows' values;
   // a lookup packs the frame's fields once, then probes one hash per subtable (the packed
-  // fields under the subtable's mask), highest priority first, and stops once no subtable
-  // left can beat what it found. A burst is looked up a subtable at a time: the frames'
-  // slots are hashed and prefetched first, then probed, so that their cache misses overlap.
+  // fields under the subtable's mask), highest priority first, and skips a subtable once
+  // what it found beats every flow of it. A burst is looked up a subtable at a time: the
+  // frames' slots are hashed and prefetched first, then probed, so that their cache misses
+  // overlap. Adding or removing a flow changes its subtable's hash in place (no rebuild).
   struct Subtable {
     uint32_t fields;
     uint32_t nw_src_mask, nw_dst_mask, tcp_flags_mask, ipv6_src_len, ipv6_dst_len;
+    // At least the highest priority of its flows (kept when that flow goes: then it only
+    // skips less).
     int32_t max_priority;
     PackedKey mask;
     // The words of PackedKey its mask keeps (the others are 0 in every key of it); a
@@ -168,28 +182,44 @@ class FlowTable {
     // IPv6 if need_ip.
     uint32_t need;
     bool need_ip;
-    // Open addressing by hash, at most half full, slots of `stride` words: the hash; the
-    // flow's index + 1 (bits 0-31, 0: an empty slot) and the index + 1 in chain of the next
-    // flow of the same hash (32-63, 0: none); the flow's key. A slot's flows are in
-    // ascending index (chain: the same layout).
+    // Linear probing by hash, at most half full, slots of `stride` words: the hash; the
+    // flow's handle + 1 (0: an empty slot); the flow's key. Flows of the same key (other
+    // priorities) take slots of their own further on.
     uint32_t stride;
     uint64_t cap_mask;
+    uint32_t count;
     std::vector<uint64_t> slots;
-    std::vector<uint64_t> chain;
     bool Has(uint32_t layers) const { return (layers & need) == need && (!need_ip || (layers & (kLayerIpv4 | kLayerIpv6)) != 0); }
   };
   static PackedKey Pack(const FrameKey& k);
   static PackedKey MaskOf(uint32_t fields, uint32_t src_mask, uint32_t dst_mask, uint32_t flags_mask, uint32_t src6, uint32_t dst6);
   // A subtable's key of the packed fields `all`, into key[0..nwords), and its hash.
   static uint64_t KeyOf(const PackedKey& all, const Subtable& st, uint64_t* key);
+  // Whether flow a comes before flow b in table order.
+  static bool Before(const FlowHot& a, const FlowHot& b) { return a.priority > b.priority || (a.priority == b.priority && a.seq < b.seq); }
+  // The subtable of a match's fields and masks: its index, or -1 (create: a new one).
+  int32_t SubtableOf(const FlowMatch& m, bool create);
+  // The slot of the flow of this key and priority in st, or -1.
+  int64_t Find(const Subtable& st, const uint64_t* key, uint64_t h, int32_t priority) const;
+  void Insert(Subtable& st, uint32_t handle, const uint64_t* key, uint64_t h);
+  void Erase(Subtable& st, uint64_t slot);
+  void RemoveHandle(uint32_t handle);
+  // order_ from the subtables' counts and priorities.
+  void Reorder();
   // The lookup of n packed frames: found[i] for keys[i] of layers[i].
   void LookupPacked(const PackedKey* keys, const uint32_t* layers, uint32_t n, int32_t* found);
-  void Index();
 
-  std::vector<Flow> flows_;  // by priority, highest first; equal ones in the order added
-  std::vector<FlowHot> hot_;  // per flow, as flows_
-  std::vector<Subtable> subtables_;  // by max_priority, highest first
-  bool indexed_ = true;      // subtables_ matches flows_ (rebuilt by the first lookup after a change)
+  // Flows by handle; a removed flow's handle is reused.
+  std::vector<Flow> pool_;
+  std::vector<FlowHot> hot_;
+  std::vector<uint8_t> live_;
+  std::vector<uint32_t> sub_;  // its subtable
+  std::vector<uint32_t> free_;
+  size_t live_count_ = 0;
+  uint64_t next_seq_ = 0;
+  uint32_t timed_ = 0;  // flows with a timeout (Expire has nothing to do without)
+  std::vector<Subtable> subtables_;
+  std::vector<uint32_t> order_;  // the subtables with flows, by max_priority, highest first
   // A burst's packed fields, layers, and each subtable's candidates (frame, key, hash).
   std::vector<PackedKey> burst_keys_;
   std::vector<uint32_t> burst_layers_;

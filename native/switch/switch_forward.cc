@@ -116,6 +116,7 @@ bool Forwarder::ApplyFlows(SwitchPort& src, uint32_t n, const TxSource* tx, cons
     FlowHot& hot = flows_.hot(static_cast<size_t>(f));
     hot.packets++;
     hot.bytes += lens_[i];
+    hot.used_ms = now_;
     switch (hot.out) {
       case kFlowOutNormal:
         continue;
@@ -132,7 +133,7 @@ bool Forwarder::ApplyFlows(SwitchPort& src, uint32_t n, const TxSource* tx, cons
         dest_[i] = hot.out;
         continue;
     }
-    const FlowActions& a = flows_.flows()[static_cast<size_t>(f)].actions;
+    const FlowActions& a = flows_.flow(static_cast<size_t>(f)).actions;
     acts_[i] = &a;
     learned_[i] = dest_[i];
     if (a.edit.set == 0) {

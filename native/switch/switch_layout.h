@@ -72,14 +72,15 @@ enum : uint32_t { VHOSTKIT_CLASSIFY_COUNT(VHOSTKIT_LAYOUT_ENUM) kWords };
 // fields are set (bit k: the k-th of IN_PORT .. TCP_FLAGS below, in order). MACs as two
 // words each (the high 16 bits, the low 32). DL_VLAN: the frame's VLAN as the switch
 // assigned it (tagged or from the port). NW_*: IPv4 addresses with their masks. TCP_FLAGS:
-// the flags under TCP_FLAGS_MASK. ID: the caller's. N_ACTIONS actions follow the words,
+// the flags under TCP_FLAGS_MASK. IDLE_TIMEOUT / HARD_TIMEOUT: seconds after its last
+// match / after it was added that the flow is removed (0: never). ID: the caller's. N_ACTIONS actions follow the words,
 // FLOW_ACTION words each; none: the flow drops what it matches.
 #define VHOSTKIT_FLOW_WORD(X)                                                                    \
   X(PRIORITY) X(FIELDS) X(IN_PORT) X(DL_SRC_HI) X(DL_SRC_LO) X(DL_DST_HI) X(DL_DST_LO) X(DL_VLAN) \
   X(DL_TYPE) X(NW_SRC) X(NW_SRC_MASK) X(NW_DST) X(NW_DST_MASK) X(NW_PROTO) X(NW_TTL) X(TP_SRC)    \
   X(TP_DST) X(TCP_FLAGS) X(TCP_FLAGS_MASK) X(IPV6_SRC_0) X(IPV6_SRC_1) X(IPV6_SRC_2) X(IPV6_SRC_3) \
-  X(IPV6_SRC_LEN) X(IPV6_DST_0) X(IPV6_DST_1) X(IPV6_DST_2) X(IPV6_DST_3) X(IPV6_DST_LEN) X(ID)    \
-  X(N_ACTIONS)
+  X(IPV6_SRC_LEN) X(IPV6_DST_0) X(IPV6_DST_1) X(IPV6_DST_2) X(IPV6_DST_3) X(IPV6_DST_LEN)          \
+  X(IDLE_TIMEOUT) X(HARD_TIMEOUT) X(ID) X(N_ACTIONS)
 
 // The match fields, as bits of a flow's FIELDS word.
 #define VHOSTKIT_FLOW_FIELD(X)                                                                                             \
@@ -102,8 +103,9 @@ enum : uint32_t { VHOSTKIT_CLASSIFY_COUNT(VHOSTKIT_LAYOUT_ENUM) kWords };
   X(SET_DL_DST) X(SET_NW_SRC) X(SET_NW_DST) X(SET_IPV6_SRC) X(SET_IPV6_DST) X(SET_TP_SRC) X(SET_TP_DST) \
   X(DEC_TTL)
 
-// A flow's counters (Float64), per flow in the order of the table's dump: ID, packets, bytes.
-#define VHOSTKIT_FLOW_STAT(X) X(ID) X(PACKETS) X(BYTES)
+// A flow's counters (Float64), per flow in the order of the table's dump: ID, packets, bytes,
+// the milliseconds since its last match (or since it was added, if none) and since it was added.
+#define VHOSTKIT_FLOW_STAT(X) X(ID) X(PACKETS) X(BYTES) X(IDLE_MS) X(AGE_MS)
 
 // Frames for TypeScript handlers, staged by the forwarder in one buffer per switch (Int32
 // words at its start): AT the bytes used (records start at HANDLER_WORD words), FRAMES the

@@ -15,7 +15,10 @@
 
 namespace vhostkit {
 
-constexpr uint32_t kSwitchHead = 64;  // bytes of each frame head read for classification
+// Bytes of each frame's head read for classification and flows: enough for an 802.1Q tag,
+// the longest IPv4 header and TCP up to its flags (18 + 60 + 14 = 92; IPv6: 18 + 40 + 14),
+// rounded to 16.
+constexpr uint32_t kSwitchHead = 96;
 
 constexpr int32_t kEgressNone = -3;  // the port does not carry the frame's VLAN
 

@@ -12,7 +12,9 @@ import { cmdBlk } from './blk.js';
 import { cmdNetLoad } from './net-load.js';
 import { cmdRun } from './run.js';
 import { cmdCtl } from './ctl.js';
+import { cmdConformance } from './conformance.js';
 import { runBlkLoad } from '../loadgen/blk.js';
+import { cmdTrace } from './trace.js';
 
 const usage = `usage: vhostkit <command> [options]
 
@@ -41,6 +43,14 @@ commands:
       Drive any vhost-user-blk backend (vhostkit, qemu-storage-daemon) from our own
       frontend: random I/O at a fixed queue depth, polling; prints IOPS and latency.
       Writes change the disk. Pin it: taskset -c 0 vhostkit blk-load ...
+  conformance <socket> [--type net|blk] [--spawn CMD] [--json] [--only GROUP]
+      Check any vhost-user backend against the spec and hostile input; after each case a
+      fresh connection must still move data. Reports passed / rejected / failed / crashed /
+      hung / leaked per case (see "vhostkit conformance --help").
+  trace --listen FRONT.sock --connect BACK.sock [--out trace.jsonl] [--rings]
+      A proxy between a frontend and a backend that prints every message both ways,
+      decoded, with the fds passed; "trace replay trace.jsonl --connect BACK.sock" plays
+      a recorded session against a backend (see "vhostkit trace --help").
   help, --version
 
 Every command also takes --log-level debug|info|warn|error and --log-format pretty|json
@@ -231,6 +241,12 @@ try {
       break;
     case 'blk-load':
       await cmdBlkLoad(rest);
+      break;
+    case 'conformance':
+      process.exitCode = await cmdConformance(rest);
+      break;
+    case 'trace':
+      process.exitCode = await cmdTrace(rest);
       break;
     case 'ring-bench':
       cmdRingBench(rest);

@@ -67,6 +67,8 @@ export const FlowWord = switchLayout('FlowWord', [
   'IPV6_DST_2',
   'IPV6_DST_3',
   'IPV6_DST_LEN',
+  'IDLE_TIMEOUT',
+  'HARD_TIMEOUT',
   'ID',
   'N_ACTIONS',
 ] as const);
@@ -97,8 +99,8 @@ export const FlowOp = switchLayout('FlowOp', [
 export const HandlerWord = switchLayout('HandlerWord', ['AT', 'FRAMES', 'LOST', 'RESERVED'] as const);
 /** One staged record's header (Int32), then LEN frame bytes; records 8-byte aligned. */
 export const HandlerRecord = switchLayout('HandlerRecord', ['HANDLER', 'IN_PORT', 'LEN', 'VLAN', 'FLAGS', 'GSO_TYPE', 'HDR_LEN', 'GSO_SIZE', 'CSUM_START', 'CSUM_OFFSET'] as const);
-/** Per flow (Float64), in flowStats(): its ID, packets and bytes matched. */
-export const FlowStat = switchLayout('FlowStat', ['ID', 'PACKETS', 'BYTES'] as const);
+/** Per flow (Float64), in flowStats(): its ID, packets and bytes matched, ms since its last match (or since added) and since added. */
+export const FlowStat = switchLayout('FlowStat', ['ID', 'PACKETS', 'BYTES', 'IDLE_MS', 'AGE_MS'] as const);
 
 export interface FdbStats {
   learned: number;
@@ -156,9 +158,12 @@ export interface NativeForwarder {
   forwardPopped(txSlot: number, port: number, n: number, now: number, agingMs: number, verdict: Int32Array | null, txStats: Float64Array): number;
   forwardFlat(port: number, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, hdr10: Uint8Array | null, n: number, now: number, agingMs: number): void;
   serviceHost(port: number, now: number, agingMs: number): number;
-  addFlow(words: Int32Array): void;
+  /** now: ms, the clock of the calls' now (Date.now()) */
+  addFlow(words: Int32Array, now: number): void;
   removeFlows(words: Int32Array, strict: boolean): number;
-  flowStats(): Float64Array;
+  flowStats(now: number): Float64Array;
+  /** Removes the flows whose idle or hard timeout has passed at now; returns how many. */
+  expireFlows(now: number): number;
   /** Where frames for handlers are staged (HandlerWord words, then HandlerRecord records). */
   setHandlerStage(buf: Uint8Array): void;
   /** Frames sent out of `port` as they are; false if there is no such port. */

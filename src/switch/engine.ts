@@ -69,6 +69,7 @@ export class SwitchEngine {
   private readonly pausedHosts = new Set<EnginePort>();
   private hook: HookRunner | null = null;
   private ager: NodeJS.Timeout | null = null;
+  private readonly flowAger: NodeJS.Timeout;
   private readonly flows: FlowTable;
   private handlers: HandlerSet | null = null;
   private readonly handlerIds = new Map<string, number>();
@@ -85,6 +86,9 @@ export class SwitchEngine {
     this.flows = new FlowTable(this.fwd);
     this.ager = setInterval(() => this.fdb.age(Date.now()), Math.max(1000, Math.min(agingMs / 4, 30_000)));
     this.ager.unref();
+    // Flows' idle and hard timeouts, in whole seconds as ovs-vswitchd keeps them.
+    this.flowAger = setInterval(() => this.flows.expire(Date.now()), 1000);
+    this.flowAger.unref();
   }
 
   setHook(h: BurstHook | null): void {
@@ -267,8 +271,8 @@ export class SwitchEngine {
   }
 
   /** Removes the flows a match (FlowWord layout) names; strict: only the one of its priority. */
-  removeFlows(words: Int32Array, strict: boolean): number {
-    return this.flows.remove(words, strict);
+  removeFlows(words: Int32Array, strict: boolean, spec?: { priority: number; match: string }): number {
+    return this.flows.remove(words, strict, spec);
   }
 
   /** The flow table with each flow's counters, in the order flows are tried. */
@@ -449,6 +453,7 @@ export class SwitchEngine {
 
   close(): void {
     if (this.ager) clearInterval(this.ager);
+    clearInterval(this.flowAger);
     for (const id of [...this.ports.keys()]) this.removePort(id);
     this.poller.close();
   }

@@ -12,6 +12,11 @@ export interface FlowEntry {
   actions: string;
   packets: number;
   bytes: number;
+  /** seconds (0: none), as the flow was written */
+  idleTimeout: number;
+  hardTimeout: number;
+  /** milliseconds since the flow's last match (since it was added, if none) */
+  idleMs: number;
   line: string;
 }
 
@@ -29,21 +34,33 @@ export class FlowTable {
     const id = this.byMatch.get(key) ?? this.nextId++;
     const words = spec.words.slice();
     words[FlowWord.ID] = id;
-    this.fwd.addFlow(words);
+    this.fwd.addFlow(words, Date.now());
     this.specs.set(id, { ...spec, words });
     this.byMatch.set(key, id);
   }
 
-  /** Removes the flows a match (FlowWord layout) names; strict: only the one of its priority. */
-  remove(words: Int32Array, strict: boolean): number {
+  /**
+   * Removes the flows a match (FlowWord layout) names; strict: only the one of its priority.
+   * `spec`: the match as parsed, which lets a strict removal forget its flow without a scan.
+   */
+  remove(words: Int32Array, strict: boolean, spec?: { priority: number; match: string }): number {
     const n = this.fwd.removeFlows(words, strict);
     if (n === 0) return 0;
-    const left = new Set(this.ids(this.fwd.flowStats()));
-    for (const [id, f] of [...this.specs.entries()]) {
-      if (left.has(id)) continue;
+    const key = spec && `${spec.priority} ${spec.match}`;
+    const id = key === undefined ? undefined : this.byMatch.get(key);
+    if (strict && key !== undefined && id !== undefined) {
       this.specs.delete(id);
-      this.byMatch.delete(`${f.priority} ${f.match}`);
+      this.byMatch.delete(key);
+    } else {
+      this.forgetRemoved();
     }
+    return n;
+  }
+
+  /** Removes the flows whose idle or hard timeout has passed; returns how many. */
+  expire(now: number): number {
+    const n = this.fwd.expireFlows(now);
+    if (n > 0) this.forgetRemoved();
     return n;
   }
 
@@ -57,14 +74,16 @@ export class FlowTable {
   }
 
   dump(): FlowEntry[] {
-    const st = this.fwd.flowStats();
+    const st = this.fwd.flowStats(Date.now());
     const out: FlowEntry[] = [];
     for (let i = 0; i + FlowStat.WORDS <= st.length; i += FlowStat.WORDS) {
       const f = this.specs.get(st[i + FlowStat.ID]);
       if (!f) continue;
       const packets = st[i + FlowStat.PACKETS];
       const bytes = st[i + FlowStat.BYTES];
-      out.push({ priority: f.priority, match: f.match, actions: f.actions, packets, bytes, line: formatFlow(f, packets, bytes) });
+      const idleMs = st[i + FlowStat.IDLE_MS];
+      const { priority, match, actions, idleTimeout, hardTimeout } = f;
+      out.push({ priority, match, actions, packets, bytes, idleTimeout, hardTimeout, idleMs, line: formatFlow(f, packets, bytes, idleMs) });
     }
     return out;
   }
@@ -82,9 +101,15 @@ export class FlowTable {
     return false;
   }
 
-  private ids(st: Float64Array): number[] {
-    const ids = [];
-    for (let i = 0; i + FlowStat.WORDS <= st.length; i += FlowStat.WORDS) ids.push(st[i + FlowStat.ID]);
-    return ids;
+  /** Forgets the flows the native table no longer has. */
+  private forgetRemoved(): void {
+    const st = this.fwd.flowStats(0);
+    const left = new Set<number>();
+    for (let i = 0; i + FlowStat.WORDS <= st.length; i += FlowStat.WORDS) left.add(st[i + FlowStat.ID]);
+    for (const [id, f] of [...this.specs.entries()]) {
+      if (left.has(id)) continue;
+      this.specs.delete(id);
+      this.byMatch.delete(`${f.priority} ${f.match}`);
+    }
   }
 }

@@ -15,6 +15,9 @@ export interface FlowSpec {
   match: string;
   /** the action as written back */
   actions: string;
+  /** seconds after its last match / after it was added that the flow is removed (0: never) */
+  idleTimeout: number;
+  hardTimeout: number;
   /** FlowWord layout (ID left 0) */
   words: Int32Array;
 }
@@ -148,6 +151,11 @@ export function parseFlow(text: string, port: (name: string) => number, forDelet
       case 'priority':
         priority = num(v, k, 65535);
         break;
+      case 'idle_timeout':
+      case 'hard_timeout':
+        if (forDelete) throw new RangeError(`${k}: not a match field (a flow to delete is a match)`);
+        w[k === 'idle_timeout' ? FlowWord.IDLE_TIMEOUT : FlowWord.HARD_TIMEOUT] = num(v, k, 65535);
+        break;
       case 'in_port': {
         const id = port(v);
         w[FlowWord.IN_PORT] = id;
@@ -218,7 +226,9 @@ export function parseFlow(text: string, port: (name: string) => number, forDelet
         break;
       }
       default:
-        throw new RangeError(`${k}: unknown field (in_port, dl_src, dl_dst, dl_vlan, dl_type, nw_src, nw_dst, ipv6_src, ipv6_dst, nw_proto, nw_ttl, tp_src, tp_dst, tcp_flags, priority)`);
+        throw new RangeError(
+          `${k}: unknown field (in_port, dl_src, dl_dst, dl_vlan, dl_type, nw_src, nw_dst, ipv6_src, ipv6_dst, nw_proto, nw_ttl, tp_src, tp_dst, tcp_flags, priority, idle_timeout, hard_timeout)`,
+        );
     }
   }
   // ovs-ofctl's prerequisites: IPv4 fields need ip, IPv6 ones ipv6, ports tcp or udp (or their 6s).
@@ -234,13 +244,14 @@ export function parseFlow(text: string, port: (name: string) => number, forDelet
   if (fields & (1 << FlowField.TCP_FLAGS) && !((isIp || isIp6) && proto === 6)) throw new RangeError('tcp_flags needs tcp (or tcp6)');
   w[FlowWord.PRIORITY] = priority;
   w[FlowWord.FIELDS] = fields;
-  if (actions === null) return { priority, match: formatMatch(w, seen), actions: '', words: w };
+  const timeouts = { idleTimeout: w[FlowWord.IDLE_TIMEOUT], hardTimeout: w[FlowWord.HARD_TIMEOUT] };
+  if (actions === null) return { priority, match: formatMatch(w, seen), actions: '', ...timeouts, words: w };
   const parsed = parseActions(actions, port, handler);
   const words = new Int32Array(FlowWord.WORDS + parsed.words.length);
   words.set(w);
   words.set(parsed.words, FlowWord.WORDS);
   words[FlowWord.N_ACTIONS] = parsed.words.length / FlowAction.WORDS;
-  return { priority, match: formatMatch(w, seen), actions: parsed.text, words };
+  return { priority, match: formatMatch(w, seen), actions: parsed.text, ...timeouts, words };
 }
 
 /** The fields set_field:VALUE->FIELD sets, and the action that does it. */
@@ -469,7 +480,13 @@ function formatMatch(w: Int32Array, given: Map<string, string>): string {
   return out.join(',');
 }
 
-/** One line of `flow dump`, as ovs-ofctl dump-flows prints it. */
-export function formatFlow(f: { priority: number; match: string; actions: string }, packets: number, bytes: number): string {
-  return ` table=0, n_packets=${packets}, n_bytes=${bytes}, priority=${f.priority}${f.match ? `,${f.match}` : ''} actions=${f.actions}`;
+/**
+ * One line of `flow dump`, as ovs-ofctl dump-flows prints it; a flow with a timeout also
+ * shows it, and its idle_age (whole seconds since its last match).
+ */
+export function formatFlow(f: { priority: number; match: string; actions: string; idleTimeout?: number; hardTimeout?: number }, packets: number, bytes: number, idleMs = 0): string {
+  const idle = f.idleTimeout ? `idle_timeout=${f.idleTimeout}, ` : '';
+  const hard = f.hardTimeout ? `hard_timeout=${f.hardTimeout}, ` : '';
+  const age = idle || hard ? `idle_age=${Math.floor(idleMs / 1000)}, ` : '';
+  return ` table=0, n_packets=${packets}, n_bytes=${bytes}, ${idle}${hard}${age}priority=${f.priority}${f.match ? `,${f.match}` : ''} actions=${f.actions}`;
 }

@@ -270,7 +270,10 @@ export class HandlerSet {
         this.inbox.add(names.port(port), frame, offload);
       },
       addFlow: (text) => this.flows.add(parseFlow(text, names.port, false, (n) => this.checkedHandler(n))),
-      delFlows: (match = '', strict = false) => this.flows.remove(parseFlow(match, names.port, true).words, strict),
+      delFlows: (match = '', strict = false) => {
+        const spec = parseFlow(match, names.port, true);
+        return this.flows.remove(spec.words, strict, spec);
+      },
     };
   }
 

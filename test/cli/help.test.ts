@@ -10,7 +10,7 @@ const run = promisify(execFile);
 const dist = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const cli = join(dist, 'src', 'cli', 'main.js');
 const version = (JSON.parse(readFileSync(join(dist, '..', 'package.json'), 'utf8')) as { version: string }).version;
-const COMMANDS = ['run', 'ctl', 'switch', 'blk', 'net-load', 'blk-load', 'ring-bench', 'probe'];
+const COMMANDS = ['run', 'ctl', 'switch', 'blk', 'net-load', 'blk-load', 'ring-bench', 'probe', 'conformance'];
 
 describe('vhostkit --help and --version', function () {
   this.timeout(60000);

@@ -5,7 +5,7 @@ import { expect } from 'chai';
 import { Switch } from '../../src/switch/switch.js';
 import type { NetGuest } from '../../src/loadgen/net-guest.js';
 import { A, B, C, ThreeGuests } from './three-guests.js';
-import { DEFAULT_PRIORITY, parseFlow } from '../../src/switch/flows.js';
+import { DEFAULT_PRIORITY, formatFlow, parseFlow } from '../../src/switch/flows.js';
 import { FlowOp, FlowWord } from '../../src/native/switch.js';
 import { setLogSink } from '../../src/log.js';
 import { NetFeature } from '../../src/virtio/net.js';
@@ -46,6 +46,9 @@ describe('flows: ovs-ofctl syntax', () => {
     // Written back, a flow parses to the same words.
     const again = parseFlow(`priority=${e.priority},${e.match},actions=${e.actions}`, port);
     expect([...again.words]).to.deep.equal([...e.words]);
+    const t = parseFlow('idle_timeout=10,hard_timeout=300,udp,actions=normal', port);
+    expect([t.match, t.idleTimeout, t.hardTimeout, t.words[FlowWord.IDLE_TIMEOUT], t.words[FlowWord.HARD_TIMEOUT]]).to.deep.equal(['udp', 10, 300, 10, 300]);
+    expect(formatFlow(t, 1, 60, 2500)).to.equal(' table=0, n_packets=1, n_bytes=60, idle_timeout=10, hard_timeout=300, idle_age=2, priority=32768,udp actions=NORMAL');
   });
 
   it('refuses what it cannot run, saying why', () => {
@@ -72,9 +75,11 @@ describe('flows: ovs-ofctl syntax', () => {
       ['ipv6,ipv6_dst=fd00::/129,actions=drop', /expected an IPv6 address/],
       ['ipv6,actions=set_field:1->frob,output:vm1', /set_field of frob/],
       ['tcp,udp,actions=drop', /nw_proto is given twice/],
+      ['idle_timeout=70000,actions=drop', /idle_timeout=70000/],
     ];
     for (const [t, re] of bad) expect(() => parseFlow(t, port), t).to.throw(RangeError, re);
     expect(() => parseFlow('tcp,actions=drop', port, true)).to.throw(/no actions=/);
+    expect(() => parseFlow('tcp,idle_timeout=5', port, true)).to.throw(/idle_timeout: not a match field/);
   });
 });
 
@@ -201,6 +206,51 @@ describe('flows on a running switch', function () {
       expect([x[21], x[37], x[53], (x[56] << 8) | x[57]], 'hop limit, src, dst, port').to.deep.equal([63, 7, 3, 8080]);
     }
     expect((await sw.dumpFlows())[0].packets).to.equal(2);
+  });
+
+  it('matches the TCP flags of IPv6 frames, tagged or not (bytes 66-67 and 70-71 of the frame)', async () => {
+    await sw.addFlow('priority=100,tcp6,tcp_flags=+syn-ack,actions=drop');
+    await sw.setVlan('a', { mode: 'trunk', native: 1 });
+    await sw.setVlan('b', { mode: 'trunk', native: 1 });
+    const syn = tcpFrame(new Uint8Array(10), { v6: true, src: A, dst: B, flags: 0x02 }).frame;
+    const ack = tcpFrame(new Uint8Array(10), { v6: true, src: A, dst: B, flags: 0x10 }).frame;
+    const tagged = (f: Uint8Array) => Uint8Array.from([...f.subarray(0, 12), 0x81, 0, 0, 1, ...f.subarray(12)]);
+    guests.a.send([syn, ack, tagged(syn), tagged(ack)]);
+    const r = await got();
+    expect(
+      r.b.map((f) => (f[12] === 0x81 ? f[18 + 53] : f[14 + 53])),
+      'the ACKs pass, the SYNs are dropped',
+    ).to.deep.equal([0x10, 0x10]);
+    expect((await sw.dumpFlows())[0].packets).to.equal(2);
+  });
+
+  it('removes a flow its idle timeout after its last match, and one its hard timeout after it was added', async () => {
+    await sw.addFlow('priority=100,idle_timeout=2,tcp,tp_dst=80,actions=drop');
+    await sw.addFlow('priority=100,hard_timeout=2,tcp,tp_dst=81,actions=drop');
+    await sw.addFlow('priority=100,tcp,tp_dst=82,actions=drop');
+    const to = (dport: number) => tcpFrame(new Uint8Array(10), { src: A, dst: B, dport }).frame;
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    // Frames to port 80 every 200 ms keep the idle flow; the hard one goes whatever it matches.
+    const ports80 = async () => (await sw.dumpFlows()).map((f) => f.match);
+    let hardGone = false;
+    for (let t = 0; t < 25; t++) {
+      guests.a.send([to(80), to(81)]);
+      await sleep(200);
+      const m = await ports80();
+      expect(m, 'the idle flow, matched every 200 ms, stays').to.include('tcp,tp_dst=80');
+      if (!m.includes('tcp,tp_dst=81')) hardGone = true;
+    }
+    expect(hardGone, 'the hard-timeout flow went while it matched frames').to.equal(true);
+    const line = (await sw.dumpFlows()).find((f) => f.match === 'tcp,tp_dst=80')?.line;
+    expect(line).to.match(/ idle_timeout=2, idle_age=0, priority=100,tcp,tp_dst=80 actions=drop$/);
+    // Then no more frames: the idle flow goes; the flow without timeouts stays.
+    let left = await ports80();
+    for (let t = 0; t < 50 && left.includes('tcp,tp_dst=80'); t++) {
+      await sleep(200);
+      left = await ports80();
+    }
+    expect(left).to.deep.equal(['tcp,tp_dst=82']);
+    await got();
   });
 
   it('drops a frame whose TTL dec_ttl would take to 0, counted as a flow drop', async () => {

@@ -26,16 +26,16 @@ import { NetGuest } from '../../src/loadgen/net-guest.js';
 import { ethFrame, withNetHdr } from '../../src/virtio/net-frames.js';
 import { BlkClient, BlkReqType, BlkStatus } from '../lib/blk-client.js';
 import { EchoDevice } from '../lib/echo-device.js';
-import { BumpAllocator, PackedDriver, SplitDriver } from '../../src/virtio/driver.js';
+import { PackedDriver, SplitDriver } from '../../src/virtio/driver.js';
 import { openDisk, type Disk } from '../../src/backends/blk/disk.js';
 import { DEFAULT_MAX_IN_FLIGHT } from '../../src/backends/blk/device.js';
-import { GuestMemory, MAX_REGIONS, createMemfd } from '../../src/native/guest-memory.js';
-import { EventFd } from '../../src/native/eventfd.js';
+import { MAX_REGIONS, createMemfd } from '../../src/native/guest-memory.js';
 import { closeFd } from '../../src/native/unix-socket.js';
 import type { LogRecord } from '../../src/log.js';
 import { captureLogs } from './harness.js';
-import { DeviceStatus, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, bit } from '../../src/virtio/features.js';
-import { ProtocolFeature, Req, inflightArea, logArea, memTable, singleRegion, vringAddr, vringFile, vringState, type MemRegion } from '../../src/vhost-user/protocol.js';
+import { PartialGuest, setupSteps, type Layout, type Step } from '../../src/conformance/setup-steps.js';
+import { VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, bit } from '../../src/virtio/features.js';
+import { Req, inflightArea, logArea, memTable, singleRegion, vringState, type MemRegion } from '../../src/vhost-user/protocol.js';
 
 const MiB = 1 << 20;
 const UVA = 0x7f0000000000n;
@@ -71,70 +71,6 @@ function nextClose(be: VhostUserBackend): { done: Promise<[Session, string]>; ca
 }
 
 // ---- 1. disconnect after each step --------------------------------------------------
-
-type Layout = 'split' | 'packed';
-
-/** A frontend's guest memory and rings, built by hand so that any prefix of the setup can be sent. */
-class PartialGuest {
-  readonly memfd = createMemfd('vk-faults', 4 * MiB);
-  readonly mem = GuestMemory.map([{ fd: this.memfd, gpa: 0n, size: BigInt(4 * MiB), uva: UVA, mmapOffset: 0n }]);
-  readonly alloc = new BumpAllocator(0, 4 * MiB);
-  readonly drivers: Array<SplitDriver | PackedDriver>;
-  readonly kicks: EventFd[];
-  readonly calls: EventFd[];
-
-  constructor(
-    readonly layout: Layout,
-    queues: number,
-    readonly size = 64,
-  ) {
-    const o = { mem: this.mem.view(0), base: 0, size, alloc: this.alloc };
-    this.drivers = Array.from({ length: queues }, () => (layout === 'split' ? new SplitDriver(o) : new PackedDriver(o)));
-    this.kicks = this.drivers.map(() => new EventFd());
-    this.calls = this.drivers.map(() => new EventFd());
-  }
-
-  addr(q: number): Uint8Array {
-    const d = this.drivers[q];
-    const [desc, avail, used] = d instanceof SplitDriver ? [d.descAddr, d.availAddr, d.usedAddr] : [d.descAddr, d.driverEventAddr, d.deviceEventAddr];
-    return vringAddr.encode({ index: q, flags: 0, desc: UVA + BigInt(desc), used: UVA + BigInt(used), avail: UVA + BigInt(avail), log: 0n });
-  }
-
-  close(): void {
-    this.mem.close();
-    closeFd(this.memfd);
-    for (const e of [...this.kicks, ...this.calls]) e.close();
-  }
-}
-
-type Step = [string, (fe: VhostUserFrontend, g: PartialGuest) => Promise<unknown>];
-
-/** The usual opening, SET_MEM_TABLE, then every queue's rings, as QEMU sends them. */
-function setupSteps(features: bigint, queues: number, layout: Layout): Step[] {
-  const protocol = bit(ProtocolFeature.REPLY_ACK) | bit(ProtocolFeature.MQ) | bit(ProtocolFeature.CONFIG) | bit(ProtocolFeature.STATUS);
-  const ack = { ack: true };
-  const steps: Step[] = [
-    ['GET_FEATURES', (fe) => fe.getFeatures()],
-    ['GET_PROTOCOL_FEATURES', (fe) => fe.getProtocolFeatures()],
-    ['SET_PROTOCOL_FEATURES', (fe) => fe.setProtocolFeatures(protocol)],
-    ['GET_QUEUE_NUM', (fe) => fe.getQueueNum()],
-    ['SET_OWNER', (fe) => fe.setOwner()],
-    ['SET_FEATURES', (fe) => fe.setFeatures(features)],
-    ['SET_MEM_TABLE', (fe, g) => fe.request(Req.SET_MEM_TABLE, memTable.encode([{ gpa: 0n, size: BigInt(4 * MiB), uva: UVA, mmapOffset: 0n }]), { fds: [g.memfd], ack: true })],
-  ];
-  for (let q = 0; q < queues; q++) {
-    steps.push(
-      [`SET_VRING_NUM ${q}`, (fe, g) => fe.request(Req.SET_VRING_NUM, vringState.encode({ index: q, num: g.size }), ack)],
-      [`SET_VRING_BASE ${q}`, (fe) => fe.request(Req.SET_VRING_BASE, vringState.encode({ index: q, num: layout === 'packed' ? 0x80008000 : 0 }), ack)],
-      [`SET_VRING_ADDR ${q}`, (fe, g) => fe.request(Req.SET_VRING_ADDR, g.addr(q), ack)],
-      [`SET_VRING_CALL ${q}`, (fe, g) => fe.request(Req.SET_VRING_CALL, vringFile.encode(q, false), { fds: [g.calls[q].fd], ack: true })],
-      [`SET_VRING_KICK ${q}`, (fe, g) => fe.request(Req.SET_VRING_KICK, vringFile.encode(q, false), { fds: [g.kicks[q].fd], ack: true })],
-      [`SET_VRING_ENABLE ${q}`, (fe) => fe.request(Req.SET_VRING_ENABLE, vringState.encode({ index: q, num: 1 }), ack)],
-    );
-  }
-  steps.push(['SET_STATUS DRIVER_OK', (fe) => fe.setStatus(DeviceStatus.ACKNOWLEDGE | DeviceStatus.DRIVER | DeviceStatus.FEATURES_OK | DeviceStatus.DRIVER_OK)]);
-  return steps;
-}
 
 /** Waits until the driver's ring has `n` used entries (polling the ring; the call eventfd is not watched). */
 async function usedCount(d: SplitDriver | PackedDriver, n: number, what: string): Promise<void> {
