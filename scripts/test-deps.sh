@@ -6,6 +6,8 @@
 #   - clang, libclang-rt-14-dev: the libFuzzer targets (and their ASan/UBSan runtime);
 #   - the real peers: qemu-system-x86 (QEMU, qemu-storage-daemon), qemu-utils (qemu-img),
 #     dpdk-dev (dpdk-testpmd), iproute2 (netns, veth, tap, vxlan), procps (sysctl), tcpdump (reads captures);
+#   - BGP EVPN: gobgpd (vhostkit's speaker, src/evpn/gobgp.ts), golang-github-osrg-gobgp-dev
+#     (the .proto files of GoBGP's gRPC API), frr (zebra + bgpd: the reference EVPN VTEP);
 #   - the QEMU guests: busybox-static (their whole userspace), xz-utils (to decompress
 #     Debian's XZ bzImage into a vmlinux QEMU boots through its PVH entry, ~3 s faster under
 #     TCG), and the guest kernel and modules: scripts/guest-kernel.sh (apt-get download +
@@ -24,7 +26,7 @@ log() { echo "test-deps: $*" >&2; }
 export DEBIAN_FRONTEND=noninteractive
 start=$(date +%s.%N)
 
-PACKAGES=(g++ make python3 clang libclang-rt-14-dev qemu-system-x86 qemu-utils dpdk-dev iproute2 procps tcpdump busybox-static xz-utils)
+PACKAGES=(g++ make python3 clang libclang-rt-14-dev qemu-system-x86 qemu-utils dpdk-dev iproute2 procps tcpdump busybox-static xz-utils gobgpd golang-github-osrg-gobgp-dev frr)
 arm64_check=0
 if [ "$(dpkg --print-architecture)" = amd64 ]; then
   arm64_check=1

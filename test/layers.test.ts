@@ -20,6 +20,7 @@ const LAYER: Record<string, number> = {
   switch: 4,
   loadgen: 4,
   trace: 4,
+  evpn: 4.5,
   host: 5,
   conformance: 5,
   cli: 6,

@@ -58,6 +58,10 @@ class SwitchFdbWrap : public Napi::ObjectWrap<SwitchFdbWrap> {
                         InstanceMethod<&SwitchFdbWrap::Age>("age"), InstanceMethod<&SwitchFdbWrap::FlushPort>("flushPort"),
                         InstanceMethod<&SwitchFdbWrap::Dump>("dump"), InstanceMethod<&SwitchFdbWrap::Stats>("stats"),
                         InstanceMethod<&SwitchFdbWrap::Classify>("classify"),
+                        InstanceMethod<&SwitchFdbWrap::SetRemote>("setRemote"),
+                        InstanceMethod<&SwitchFdbWrap::RemoveRemote>("removeRemote"),
+                        InstanceMethod<&SwitchFdbWrap::RemoteOf>("remoteOf"),
+                        InstanceMethod<&SwitchFdbWrap::DumpRemote>("dumpRemote"),
                         InstanceAccessor<&SwitchFdbWrap::Size>("size")});
   }
 
@@ -117,6 +121,43 @@ class SwitchFdbWrap : public Napi::ObjectWrap<SwitchFdbWrap> {
   }
 
   Napi::Value Size(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fdb_->size()); }
+
+  // setRemote(mac, vlan, port, remote) -> false if the table is full: an installed entry
+  // (a MAC behind remote VTEP `remote` >= 1 of VXLAN port `port`) that data never ages or moves.
+  Napi::Value SetRemote(const Napi::CallbackInfo& info) {
+    const bool r = fdb_->SetRemote(static_cast<uint64_t>(Int(info[0], 0, kMaxMac, "mac")), static_cast<uint32_t>(Int(info[1], 0, 4095, "vlan")),
+                                   static_cast<int32_t>(Int(info[2], 0, INT32_MAX, "port")),
+                                   static_cast<uint32_t>(Int(info[3], 1, VtepTable::kMaxVteps, "remote")));
+    return Napi::Boolean::New(info.Env(), r);
+  }
+
+  // removeRemote(mac, vlan, port, remote) -> true if that installed entry was there and is gone
+  Napi::Value RemoveRemote(const Napi::CallbackInfo& info) {
+    const bool r = fdb_->RemoveRemote(static_cast<uint64_t>(Int(info[0], 0, kMaxMac, "mac")), static_cast<uint32_t>(Int(info[1], 0, 4095, "vlan")),
+                                      static_cast<int32_t>(Int(info[2], 0, INT32_MAX, "port")),
+                                      static_cast<uint32_t>(Int(info[3], 1, VtepTable::kMaxVteps, "remote")));
+    return Napi::Boolean::New(info.Env(), r);
+  }
+
+  // remoteOf(mac, vlan) -> the remote VTEP of an installed entry, or 0
+  Napi::Value RemoteOf(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), fdb_->RemoteOf(static_cast<uint64_t>(Int(info[0], 0, kMaxMac, "mac")),
+                                                        static_cast<uint32_t>(Int(info[1], 0, 4095, "vlan"))));
+  }
+
+  // dumpRemote() -> Float64Array [mac, vlan, port, remote] per installed entry
+  Napi::Value DumpRemote(const Napi::CallbackInfo& info) {
+    std::vector<SwitchFdb::Entry> all = fdb_->Dump();
+    all.erase(std::remove_if(all.begin(), all.end(), [](const SwitchFdb::Entry& e) { return e.remote == 0; }), all.end());
+    Napi::Float64Array a = Napi::Float64Array::New(info.Env(), all.size() * 4);
+    for (size_t i = 0; i < all.size(); i++) {
+      a[4 * i] = static_cast<double>(all[i].mac);
+      a[4 * i + 1] = all[i].vlan;
+      a[4 * i + 2] = all[i].port;
+      a[4 * i + 3] = all[i].remote;
+    }
+    return a;
+  }
 
   // classify(port, portWords: Int32Array(PortWord), heads: Uint8Array, offsets: Uint32Array | null, stride, cap,
   //          lens: Uint32Array, n, now, agingMs, verdict: Int32Array | null, out: Int32Array(3B + 4)) -> bytes
@@ -190,7 +231,8 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
                         InstanceMethod<&ForwarderWrap::AddFlow>("addFlow"), InstanceMethod<&ForwarderWrap::RemoveFlows>("removeFlows"),
                         InstanceMethod<&ForwarderWrap::FlowStats>("flowStats"), InstanceMethod<&ForwarderWrap::ExpireFlows>("expireFlows"),
                         InstanceMethod<&ForwarderWrap::SetHandlerStage>("setHandlerStage"),
-                        InstanceMethod<&ForwarderWrap::Output>("output")});
+                        InstanceMethod<&ForwarderWrap::Output>("output"),
+                        InstanceMethod<&ForwarderWrap::SetVtep>("setVtep")});
   }
 
   // new Forwarder(fdb: SwitchFdb, burst, events: Int32Array)
@@ -277,8 +319,41 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
       if (pid != id && q != nullptr) queues += q->rx.size() + 1;
     }
     if (events_len_ < 2 + 3 * queues) throw Napi::RangeError::New(env, "setPort: the events array is too short for the ports' queues");
+    if (auto vt = vteps_.find(id); vt != vteps_.end() && p.kind == PortKind::kVxlan) p.host.vteps = vt->second.get();
     fwd_->Set(std::move(p));
     held_[id] = std::move(held);
+    return env.Undefined();
+  }
+
+  // setVtep(port, remote, dest: Uint8Array (sockaddr_in / sockaddr_in6) | null, flood: boolean)
+  // Remote VTEP `remote` (1..4096) of VXLAN port `port`, or none (dest null). From the first
+  // call on, the port sends by its VTEP table (fdb entries installed with setRemote: to their
+  // VTEP; the rest: to the flood VTEPs), not to its one remote; the table outlives setPort.
+  Napi::Value SetVtep(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const int32_t id = static_cast<int32_t>(Int(info[0], 0, INT32_MAX, "port"));
+    const uint32_t r = static_cast<uint32_t>(Int(info[1], 1, VtepTable::kMaxVteps, "remote"));
+    SwitchPort* p = fwd_->Find(id);
+    if (p == nullptr || p->kind != PortKind::kVxlan) throw Napi::RangeError::New(env, "setVtep: no such VXLAN port in the forwarder");
+    VtepTable::Vtep v;
+    if (!Absent(info[2])) {
+      size_t len = 0;
+      const uint8_t* d = TypedData<uint8_t>(env, info[2], napi_uint8_array, 0, "dest", &len);
+      if (len != sizeof(sockaddr_in) && len != sizeof(sockaddr_in6)) throw Napi::RangeError::New(env, "setVtep: dest must be a sockaddr_in or sockaddr_in6");
+      std::copy(d, d + len, reinterpret_cast<uint8_t*>(&v.addr));
+      const bool ok = (v.addr.ss_family == AF_INET && len == sizeof(sockaddr_in)) || (v.addr.ss_family == AF_INET6 && len == sizeof(sockaddr_in6));
+      if (!ok) throw Napi::RangeError::New(env, "setVtep: dest's address family does not match its length");
+      v.len = static_cast<socklen_t>(len);
+      v.flood = info[3].ToBoolean().Value();
+    }
+    std::unique_ptr<VtepTable>& t = vteps_[id];
+    if (!t) {
+      t = std::make_unique<VtepTable>();
+      t->fdb = &fwd_->fdb();
+    }
+    if (t->vteps.size() < r) t->vteps.resize(r);
+    t->vteps[r - 1] = v;
+    p->host.vteps = t.get();
     return env.Undefined();
   }
 
@@ -287,6 +362,7 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
     const int32_t id = static_cast<int32_t>(Int(info[0], 0, INT32_MAX, "port"));
     fwd_->Remove(id);
     held_.erase(id);
+    vteps_.erase(id);
     return info.Env().Undefined();
   }
 
@@ -528,6 +604,8 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
   size_t events_len_ = 0;
   std::unique_ptr<Forwarder> fwd_;
   std::unordered_map<int32_t, std::vector<Napi::ObjectReference>> held_;
+  // VXLAN ports' remote VTEPs (setVtep), by port id.
+  std::unordered_map<int32_t, std::unique_ptr<VtepTable>> vteps_;
 };
 
 // The layouts of switch_layout.h.

@@ -334,9 +334,85 @@ void Classify(Input& in, SwitchFdb& fdb, Model& model, int64_t now) {
   }
 }
 
+// Installed entries (EVPN: SetRemote, a MAC behind a remote VTEP) beside learned ones,
+// against a model of their own: they never age, frames from their own port leave them as
+// they are, a frame from another port takes one over as a learned entry, RemoveRemote
+// removes only the entry it names.
+void RemoteOps(Input& in) {
+  struct E {
+    int32_t port;
+    int64_t seen;
+    uint32_t remote;
+  };
+  std::map<uint64_t, E> m;
+  const uint32_t max = 1 + in.U8() % 64;
+  SwitchFdb fdb(max);
+  int64_t now = 0;
+  for (uint32_t ops = 0; !in.done() && ops < 512; ops++) {
+    const uint8_t op = in.U8() % 6;
+    now += in.U8();
+    const uint64_t mac = in.U8() | (uint64_t{in.U8() & 1u} << 47);
+    const uint32_t vlan = in.U8() % 4;
+    const int32_t port = in.U8() % 4;
+    const uint32_t remote = 1 + in.U8() % 4;
+    const uint64_t key = Model::Key(mac, vlan);
+    auto it = m.find(key);
+    if (op == 0) {
+      bool want = false;
+      if (it != m.end()) {
+        E& e = it->second;
+        if (!(e.remote != 0 && e.port == port)) {
+          e.seen = now;
+          if (e.port != port) {
+            e.port = port;
+            e.remote = 0;
+            want = true;
+          }
+        }
+      } else if (m.size() < max) {
+        m[key] = E{port, now, 0};
+        want = true;
+      }
+      FUZZ_CHECK(fdb.Learn(mac, vlan, port, now) == want, "Learn over installed entries disagrees with the model");
+    } else if (op == 1) {
+      const int32_t want = it == m.end() || (it->second.remote == 0 && now - it->second.seen > kAging) ? -1 : it->second.port;
+      FUZZ_CHECK(fdb.Lookup(mac, vlan, now, kAging) == want, "Lookup of an installed entry disagrees with the model");
+    } else if (op == 2) {
+      uint32_t want = 0;
+      for (auto e = m.begin(); e != m.end();) e = e->second.remote == 0 && now - e->second.seen > kAging ? (want++, m.erase(e)) : std::next(e);
+      FUZZ_CHECK(fdb.Age(now, kAging) == want, "Age removed other than %u (installed entries never age)", want);
+    } else if (op == 3) {
+      bool want = true;
+      if (it != m.end()) {
+        it->second.port = port;
+        it->second.remote = remote;
+      } else if (m.size() >= max) {
+        want = false;
+      } else {
+        m[key] = E{port, 0, remote};
+      }
+      FUZZ_CHECK(fdb.SetRemote(mac, vlan, port, remote) == want, "SetRemote disagrees with the model");
+    } else if (op == 4) {
+      const bool want = it != m.end() && it->second.remote == remote && it->second.port == port;
+      if (want) m.erase(it);
+      FUZZ_CHECK(fdb.RemoveRemote(mac, vlan, port, remote) == want, "RemoveRemote disagrees with the model");
+    } else {
+      const uint32_t want = it == m.end() ? 0 : it->second.remote;
+      FUZZ_CHECK(fdb.RemoteOf(mac, vlan) == want, "RemoteOf returned other than %u", want);
+    }
+    FUZZ_CHECK(fdb.size() == m.size(), "size %u, the model holds %zu", fdb.size(), m.size());
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // Inputs starting 0xEE exercise installed (EVPN) entries; the rest, learning alone.
+  if (size > 0 && data[0] == 0xee) {
+    Input r(data + 1, size - 1);
+    RemoteOps(r);
+    return 0;
+  }
   Input in(data, size);
   Model model;
   model.max = 1 + in.U8() % 64;

@@ -71,9 +71,12 @@ bool SwitchFdb::Learn(uint64_t mac, uint32_t vlan, int32_t port, int64_t now) {
     Slot& s = slots_[i];
     if (s.port < 0) break;
     if (s.key == key) {
+      // An installed entry: frames from its own port (the tunnel) leave it as it is.
+      if (s.remote != 0 && s.port == port) return false;
       s.seen = now;
       if (s.port == port) return false;
       s.port = port;
+      s.remote = 0;
       stats_.moved++;
       return true;
     }
@@ -97,7 +100,42 @@ int32_t SwitchFdb::Lookup(uint64_t mac, uint32_t vlan, int64_t now, int64_t agin
   const int64_t i = Find(Key(mac, vlan));
   if (i < 0) return -1;
   const Slot& s = slots_[static_cast<uint64_t>(i)];
-  return now - s.seen > aging_ms ? -1 : s.port;
+  return s.remote == 0 && now - s.seen > aging_ms ? -1 : s.port;
+}
+
+bool SwitchFdb::SetRemote(uint64_t mac, uint32_t vlan, int32_t port, uint32_t remote) {
+  const uint64_t key = Key(mac, vlan);
+  const int64_t at = Find(key);
+  if (at >= 0) {
+    Slot& s = slots_[static_cast<uint64_t>(at)];
+    s.port = port;
+    s.remote = remote;
+    return true;
+  }
+  if (count_ >= max_) {
+    stats_.full++;
+    return false;
+  }
+  if ((uint64_t{count_} + 1) * 2 > slots_.size()) Grow();
+  uint64_t i = Home(key);
+  while (slots_[i].port >= 0) i = (i + 1) & mask_;
+  slots_[i] = Slot{key, 0, port, remote};
+  count_++;
+  return true;
+}
+
+bool SwitchFdb::RemoveRemote(uint64_t mac, uint32_t vlan, int32_t port, uint32_t remote) {
+  const int64_t i = Find(Key(mac, vlan));
+  if (i < 0) return false;
+  const Slot& s = slots_[static_cast<uint64_t>(i)];
+  if (s.remote == 0 || s.remote != remote || s.port != port) return false;
+  EraseAt(static_cast<uint64_t>(i));
+  return true;
+}
+
+uint32_t SwitchFdb::RemoteOf(uint64_t mac, uint32_t vlan) const {
+  const int64_t i = Find(Key(mac, vlan));
+  return i < 0 ? 0 : slots_[static_cast<uint64_t>(i)].remote;
 }
 
 // Backward-shift deletion: the entries after the hole that may live closer to their home
@@ -132,7 +170,7 @@ uint32_t SwitchFdb::EraseIf(Pred pred) {
 }
 
 uint32_t SwitchFdb::Age(int64_t now, int64_t aging_ms) {
-  const uint32_t n = EraseIf([&](const Slot& s) { return now - s.seen > aging_ms; });
+  const uint32_t n = EraseIf([&](const Slot& s) { return s.remote == 0 && now - s.seen > aging_ms; });
   stats_.aged += n;
   return n;
 }
@@ -144,7 +182,7 @@ uint32_t SwitchFdb::FlushPort(int32_t port) {
 std::vector<SwitchFdb::Entry> SwitchFdb::Dump() const {
   std::vector<Entry> out;
   for (const Slot& s : slots_) {
-    if (s.port >= 0) out.push_back(Entry{s.key & 0xffffffffffffULL, static_cast<uint32_t>(s.key >> 48), s.port, s.seen});
+    if (s.port >= 0) out.push_back(Entry{s.key & 0xffffffffffffULL, static_cast<uint32_t>(s.key >> 48), s.port, s.seen, s.remote});
   }
   return out;
 }

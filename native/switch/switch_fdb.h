@@ -10,6 +10,11 @@ namespace vhostkit {
 // (VLAN, MAC) -> (port, last seen), open addressing with linear probing and backward-shift
 // deletion (no tombstones), at most half full, keyed through a per-table random seed: a
 // guest choosing source MACs cannot aim them at one probe run.
+//
+// An entry is learned from data, or installed by a control plane (EVPN, RFC 7432 §9.2.2:
+// a MAC behind remote VTEP `remote` of a VXLAN port). An installed entry never ages and is
+// never refreshed or moved by frames from its own port; a frame from another port (a local
+// one: the guest moved here, RFC 7432 §15) takes it over as a learned entry.
 class SwitchFdb {
  public:
   struct Stats {
@@ -23,6 +28,7 @@ class SwitchFdb {
     uint32_t vlan;
     int32_t port;
     int64_t seen;
+    uint32_t remote;  // 0: learned; else installed, towards this remote VTEP of the port
   };
 
   explicit SwitchFdb(uint32_t max_entries);
@@ -34,6 +40,14 @@ class SwitchFdb {
   // Removes the entries not seen for more than aging_ms / those on `port`; returns how many.
   uint32_t Age(int64_t now, int64_t aging_ms);
   uint32_t FlushPort(int32_t port);
+  // Installs mac in vlan on port towards remote VTEP `remote` (>= 1), replacing any entry;
+  // false if the table is full.
+  bool SetRemote(uint64_t mac, uint32_t vlan, int32_t port, uint32_t remote);
+  // Removes the entry of mac in vlan if it is still the one installed on port towards
+  // remote; true if removed.
+  bool RemoveRemote(uint64_t mac, uint32_t vlan, int32_t port, uint32_t remote);
+  // The remote VTEP of mac's entry in vlan, or 0 (no entry, or a learned one).
+  uint32_t RemoteOf(uint64_t mac, uint32_t vlan) const;
   // Every entry (live or not yet aged out), in table order.
   std::vector<Entry> Dump() const;
 
@@ -46,7 +60,7 @@ class SwitchFdb {
     uint64_t key;  // vlan << 48 | mac
     int64_t seen;
     int32_t port;  // -1: empty
-    uint32_t pad;
+    uint32_t remote;  // Entry::remote
   };
   static uint64_t Key(uint64_t mac, uint32_t vlan) { return (uint64_t{vlan & 0xffff} << 48) | (mac & 0xffffffffffffULL); }
   uint64_t Home(uint64_t key) const;

@@ -57,9 +57,68 @@ void TapWrite(int fd, const uint8_t hdr[hio::kVnetHdrLen], const uint8_t* frame,
   }
 }
 
+uint64_t MacAt(const uint8_t* p) {
+  return (uint64_t{p[0]} << 40) | (uint64_t{p[1]} << 32) | (uint64_t{p[2]} << 24) | (uint64_t{p[3]} << 16) | (uint64_t{p[4]} << 8) | p[5];
+}
+
+// Frames j < m (lens[j] bytes at base + off[j]) out of VXLAN port q with remote VTEPs
+// (EVPN): a unicast frame whose MAC the fdb has installed towards remote r goes to that
+// VTEP alone; the others (broadcast, multicast, unknown unicast) to every flood VTEP, a
+// copy each (head-end replication). TX_PACKETS counts each copy sent.
+void SendToVteps(SwitchPort& q, const uint8_t* base, const uint32_t* off, const uint32_t* lens, uint32_t m, HostScratch& sc,
+                 hio::TxStats* st) {
+  constexpr uint32_t kSent = ~uint32_t{0};
+  const VtepTable& t = *q.host.vteps;
+  const uint32_t nv = static_cast<uint32_t>(t.vteps.size());
+  if (sc.target.size() < m) {
+    sc.target.resize(m);
+    sc.goff.resize(m);
+    sc.glen.resize(m);
+  }
+  for (uint32_t j = 0; j < m; j++) {
+    const uint8_t* f = base + off[j];
+    uint32_t r = 0;
+    if (lens[j] >= 14 && (f[0] & 1) == 0 && t.fdb != nullptr) {
+      uint32_t vid = q.vlan.access ? q.vlan.vid : (q.vlan.native < 0 ? 0 : static_cast<uint32_t>(q.vlan.native));
+      if (lens[j] >= 18 && f[12] == 0x81 && f[13] == 0x00) vid = ((uint32_t{f[14]} << 8) | f[15]) & 0xfff;
+      r = t.fdb->RemoteOf(MacAt(f), vid);
+      if (r != 0 && (r > nv || t.vteps[r - 1].len == 0)) r = 0;
+    }
+    sc.target[j] = r;
+  }
+  for (uint32_t j = 0; j < m; j++) {
+    const uint32_t r = sc.target[j];
+    if (r == 0 || r == kSent) continue;
+    uint32_t k = 0;
+    for (uint32_t i = j; i < m; i++) {
+      if (sc.target[i] != r) continue;
+      sc.goff[k] = off[i];
+      sc.glen[k] = lens[i];
+      k++;
+      sc.target[i] = kSent;
+    }
+    const VtepTable::Vtep& v = t.vteps[r - 1];
+    hio::FlatToUdp(q.host.fd, base, sc.goff.data(), sc.glen.data(), k, q.host.vxlan_hdr, reinterpret_cast<const sockaddr*>(&v.addr), v.len, st);
+  }
+  uint32_t k = 0;
+  for (uint32_t j = 0; j < m; j++) {
+    if (sc.target[j] != 0) continue;
+    sc.goff[k] = off[j];
+    sc.glen[k] = lens[j];
+    k++;
+  }
+  if (k == 0) return;
+  for (const VtepTable::Vtep& v : t.vteps) {
+    if (v.len == 0 || !v.flood) continue;
+    hio::FlatToUdp(q.host.fd, base, sc.goff.data(), sc.glen.data(), k, q.host.vxlan_hdr, reinterpret_cast<const sockaddr*>(&v.addr), v.len, st);
+  }
+}
+
 // Frames staged in sc.flat[0, *k) out of a VXLAN port.
 void SendStaged(SwitchPort& q, HostScratch& sc, uint32_t* k, size_t* at, hio::TxStats* st) {
-  if (*k > 0) {
+  if (*k > 0 && q.host.vteps != nullptr) {
+    SendToVteps(q, sc.flat.data(), sc.offsets.data(), sc.lens.data(), *k, sc, st);
+  } else if (*k > 0) {
     hio::FlatToUdp(q.host.fd, sc.flat.data(), sc.offsets.data(), sc.lens.data(), *k, q.host.vxlan_hdr,
                    reinterpret_cast<const sockaddr*>(&q.host.dest), q.host.dest_len, st);
   }
@@ -96,7 +155,7 @@ void HostSendChains(SwitchPort& q, const TxSource& src, const uint16_t* chains, 
   if (q.kind == PortKind::kTap) {
     o.pass_hdr = q.host.offloads && src.offloads;
     hio::TxToTap(q.host.fd, *src.arrays, *src.mem, chains, m, o, &st);
-  } else if (!src.offloads) {
+  } else if (!src.offloads && q.host.vteps == nullptr) {
     o.pass_hdr = false;
     hio::TxToUdp(q.host.fd, *src.arrays, *src.mem, chains, m, o, q.host.vxlan_hdr, reinterpret_cast<const sockaddr*>(&q.host.dest),
                  q.host.dest_len, &st);
@@ -132,8 +191,12 @@ void HostSendFlat(SwitchPort& q, const uint8_t* base, const uint32_t* off, const
       sc.offsets[j] = off[idx[j]];
       sc.lens[j] = lens[idx[j]];
     }
-    hio::FlatToUdp(q.host.fd, base, sc.offsets.data(), sc.lens.data(), m, q.host.vxlan_hdr, reinterpret_cast<const sockaddr*>(&q.host.dest),
-                   q.host.dest_len, &st);
+    if (q.host.vteps != nullptr) {
+      SendToVteps(q, base, sc.offsets.data(), sc.lens.data(), m, sc, &st);
+    } else {
+      hio::FlatToUdp(q.host.fd, base, sc.offsets.data(), sc.lens.data(), m, q.host.vxlan_hdr,
+                     reinterpret_cast<const sockaddr*>(&q.host.dest), q.host.dest_len, &st);
+    }
     Account(q, st);
     return;
   }

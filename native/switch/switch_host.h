@@ -13,6 +13,21 @@
 
 namespace vhostkit {
 
+// A VXLAN port's remote VTEPs (EVPN, RFC 8365): remote r (>= 1) is vteps[r - 1], the
+// VTEP the fdb's installed entries with that remote point at; the flood VTEPs (type-3
+// routes) each get a copy of broadcast, multicast and unknown unicast frames (head-end
+// replication, RFC 8365 §8.3).
+struct VtepTable {
+  struct Vtep {
+    sockaddr_storage addr{};
+    socklen_t len = 0;  // 0: unused
+    bool flood = false;
+  };
+  std::vector<Vtep> vteps;
+  const SwitchFdb* fdb = nullptr;
+  static constexpr uint32_t kMaxVteps = 4096;
+};
+
 // Staging the host paths share (one per forwarder: one data-plane thread), allocated by
 // the first send to a host port.
 struct HostScratch {
@@ -20,6 +35,8 @@ struct HostScratch {
   std::vector<uint32_t> offsets;
   std::vector<uint32_t> lens;
   std::vector<uint8_t> frame;     // one frame with a VLAN edit
+  std::vector<uint32_t> target;   // VTEP of each frame (VtepTable)
+  std::vector<uint32_t> goff, glen;  // one VTEP's frames
   void Ensure();
 };
 

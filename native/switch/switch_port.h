@@ -53,6 +53,8 @@ struct RxQueueRef {
   double* stats;   // layout::queue_stat words, held by the binding
 };
 
+struct VtepTable;  // switch_host.h
+
 // Where a TAP or VXLAN port's frames go and come from.
 struct HostSide {
   int fd = -1;
@@ -61,6 +63,8 @@ struct HostSide {
   uint8_t vxlan_hdr[8] = {};
   sockaddr_storage dest{};
   socklen_t dest_len = 0;
+  // VXLAN with many remote VTEPs (EVPN): frames go by the table, not to dest. Held by the binding.
+  const VtepTable* vteps = nullptr;
 };
 
 // A capture's staging: pcap records (16-byte header, then the frame cut at snaplen) appended

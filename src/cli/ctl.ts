@@ -36,6 +36,7 @@ export const ctlUsage = `vhostkit ctl [--api ADDR] [--token-file FILE] [--json] 
   capture start PORT FILE [--count N] [--snaplen N]   pcap of both directions (tcpdump -r reads it)
   capture stop PORT
   captures                       captures and their packet counts
+  evpn                           BGP EVPN: neighbors and their state, routes in and out, VTEPs per VNI
   metrics                        the Prometheus text /metrics serves
   log-level [LEVEL]              the log level, or set it (debug, info, warn, error) at run time
   top [--interval S] [--count N] live packets and bits per second, drops per second per port and
@@ -44,6 +45,38 @@ export const ctlUsage = `vhostkit ctl [--api ADDR] [--token-file FILE] [--json] 
 --api: unix:/path or HOST:PORT (default: VHOSTKIT_API, else ${defaultApiAddress()}).
 --token-file: the API's bearer token (default: VHOSTKIT_API_TOKEN_FILE, else none).
 capture start FILE: a name in, or a path under, the capture directory vhostkit run was given.`;
+
+interface EvpnView {
+  asn: number;
+  routerId: string;
+  vtep: string;
+  api: string;
+  neighbors: Row[];
+  routesIn: Array<{ route: string; neighbor: string }>;
+  routesOut: string[];
+  vnis: Array<{ vni: number; switch: string; port: string; vlan: number; floodVteps: string[]; localMacs: Row[]; remoteMacs: Row[] }>;
+}
+
+/** `ctl evpn`: the speaker, its neighbors, routes in and out, and per VNI its VTEPs and MACs. */
+function evpnText(b: EvpnView): string {
+  const out = [`AS ${b.asn}, router id ${b.routerId}, VTEP ${b.vtep} (GoBGP at ${b.api})`, '', 'Neighbors:'];
+  out.push(
+    table(b.neighbors, [
+      ['NEIGHBOR', (r) => r.address],
+      ['AS', (r) => r.asn],
+      ['STATE', (r) => r.state],
+      ['SINCE', (r) => (r.since === null ? '' : `${String(r.since)}s`)],
+    ]).trimEnd(),
+  );
+  out.push('', `Routes in (${b.routesIn.length}):`, ...b.routesIn.map((r) => `  ${r.route} from ${r.neighbor}`));
+  out.push('', `Routes out (${b.routesOut.length}):`, ...b.routesOut.map((r) => `  ${r}`));
+  for (const v of b.vnis) {
+    out.push('', `VNI ${v.vni}: switch ${v.switch}, port ${v.port}, VLAN ${v.vlan}`, `  flood VTEPs: ${v.floodVteps.join(' ') || '(none)'}`);
+    for (const m of v.localMacs) out.push(`  local  ${String(m.mac)} seq ${String(m.seq)}`);
+    for (const m of v.remoteMacs) out.push(`  remote ${String(m.mac)} via ${String(m.vtep)} seq ${String(m.seq)}`);
+  }
+  return out.join('\n') + '\n';
+}
 
 /** "port vm3 removed" from the API's {removed: name}. */
 const removed = (what: string) => (b: unknown) => `${what} ${(b as { removed: string }).removed} removed\n`;
@@ -319,6 +352,10 @@ export async function cmdCtl(argv: string[]): Promise<number> {
           ['COUNT', (r) => r.count || ''],
           ['RUNNING', (r) => (r.running ? 'yes' : 'no')],
         ]);
+      break;
+    case 'evpn':
+      path = '/v1/evpn';
+      show = (b) => evpnText(b as EvpnView);
       break;
     case 'metrics':
       path = '/metrics';

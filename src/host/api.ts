@@ -17,6 +17,7 @@
 //   GET    /v1/disks                          POST /v1/disks {name, socket, file | ram, ...}
 //   GET    /v1/disks/:name                    DELETE /v1/disks/:name (in-flight requests finish first)
 //   POST   /v1/disks/:name/resize             {size?: bytes | "10G"}: grow (no size: re-read the file); the guest is told
+//   GET    /v1/evpn                           BGP EVPN: neighbors, routes in and out, VTEPs and MACs per VNI
 //   GET    /v1/log                            {level, format}     PUT /v1/log {level}: at run time
 //   GET    /metrics
 // Errors: {"error": "..."} with 400 (bad request), 401 (no or a wrong token), 403 (a file or
@@ -201,6 +202,7 @@ export class ApiServer {
     }));
     this.route('GET', '/v1/qemu', async () => ({ memory: '-object memory-backend-memfd,id=mem,size=<RAM>,share=on -numa node,memdev=mem', devices: h.qemuLines() }));
     this.route('GET', '/v1/switches', async () => h.switchList());
+    this.route('GET', '/v1/evpn', async () => h.evpnStatus());
     this.route('POST', '/v1/switches', async (_r, _p, body) => {
       const cfg = parseSwitchConfig(body);
       // A hook is code the data plane imports: only the operator's configuration names one.

@@ -9,6 +9,7 @@ import type { z } from 'zod';
 import type { PollMode } from '../dataplane/poller.js';
 import type { VlanConfig } from '../switch/engine.js';
 import { parseFlow } from '../switch/flows.js';
+import type { EvpnServiceOptions } from '../evpn/service.js';
 import { SUB, diskSchema, hostSchema, show, switchSchema, tapPortSchema, vhostPortSchema, vlanSchema, vxlanPortSchema } from './schema.js';
 
 export interface VhostPortConfig {
@@ -103,7 +104,11 @@ export interface HostConfig {
   limits: { maxMemSlots?: number; maxMappedBytes?: bigint };
   switches: SwitchConfig[];
   disks: DiskConfig[];
+  /** BGP EVPN (docs/evpn.md) */
+  evpn?: EvpnConfig;
 }
+
+export type EvpnConfig = EvpnServiceOptions;
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -388,6 +393,21 @@ export function parseConfig(raw: unknown, base = process.cwd()): HostConfig {
     claim(sockets, d.socket, `${path}.socket`, 'socket');
     cfg.disks.push(d);
   });
+  if (top?.evpn) {
+    const e = top.evpn;
+    cfg.evpn = { ...e, gobgpDir: pathFrom(base, e.gobgpDir) };
+    // Each VNI names a VXLAN access port of a configured switch, and is given once.
+    e.vnis.forEach((v, i) => {
+      const path = `evpn.vnis[${i}]`;
+      if (e.vnis.findIndex((w) => w.vni === v.vni) < i) problems.push(`${path}.vni: ${v.vni} is given twice`);
+      const sw = cfg.switches.find((x) => x.name === v.switch);
+      if (!sw) return problems.push(`${path}.switch: no switch ${JSON.stringify(v.switch)} in switches`);
+      const port = sw.ports.find((p) => p.name === v.port);
+      if (!port || port.kind !== 'vxlan') return problems.push(`${path}.port: switch ${v.switch} has no VXLAN port ${JSON.stringify(v.port)}`);
+      if (port.vlan && port.vlan.mode !== 'access') problems.push(`${path}.port: ${v.port} must be an access port (one VLAN per VNI)`);
+      if (port.vni !== v.vni) problems.push(`${path}.vni: port ${v.port} carries VNI ${port.vni}, not ${v.vni}`);
+    });
+  }
   if (problems.length > 0 || top === undefined) throw new ConfigError(problems.length ? problems : ['invalid']);
   return cfg;
 }

@@ -13,6 +13,7 @@ import type { DataplaneThread } from '../switch/dataplane.js';
 import type { DiskConfig, HostConfig, PortConfig, SwitchConfig } from './config.js';
 import { resolveGroup } from '../native/socket-files.js';
 import { Capture, type CaptureInfo, type CaptureOptions } from './capture.js';
+import { EvpnService, type EvpnServiceStatus } from '../evpn/service.js';
 
 export interface DiskInfo {
   name: string;
@@ -77,6 +78,7 @@ export class Host {
   private readonly stateDir: string | null;
   private readonly limits: SessionLimits;
   private closing: Promise<void> | null = null;
+  private evpn: EvpnService | null = null;
 
   private constructor(cfg: HostConfig, log: Logger) {
     this.log = log;
@@ -92,6 +94,10 @@ export class Host {
     try {
       for (const s of cfg.switches) await h.addSwitch(s);
       for (const d of cfg.disks) await h.addDisk(d);
+      if (cfg.evpn) {
+        const aging = Object.fromEntries(cfg.switches.map((s) => [s.name, s.aging]));
+        h.evpn = await EvpnService.start({ ...cfg.evpn, aging }, (name) => h.switch(name));
+      }
     } catch (e) {
       await h.close();
       throw e;
@@ -396,9 +402,17 @@ export class Host {
 
   // ---- stop ----
 
+  /** BGP EVPN: neighbors, routes in and out, VTEPs and MACs per VNI (HostError 404 without an evpn section). */
+  async evpnStatus(): Promise<EvpnServiceStatus> {
+    if (!this.evpn) throw new HostError(404, 'EVPN is not configured (no evpn section)');
+    return this.evpn.status();
+  }
+
   /** Stops everything: no new sessions, in-flight block requests finished, sessions closed, sockets removed. */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      await this.evpn?.close().catch((e) => this.log.warn('evpn stop failed', { error: (e as Error).message }));
+      this.evpn = null;
       for (const port of [...this.captures.keys()]) {
         await this.stopCapture(port).catch((e) => this.log.warn('capture stop failed', { port, error: (e as Error).message }));
       }

@@ -119,5 +119,19 @@ export async function renderMetrics(host: Host): Promise<string> {
     e.add('vhostkit_disk_request_latency_seconds', 'histogram', '', l, sum / 1e6, '_sum');
     e.add('vhostkit_disk_request_latency_seconds', 'histogram', '', l, cum, '_count');
   }
+  const ev = await host.evpnStatus().catch(() => null);
+  if (ev) {
+    for (const n of ev.neighbors) {
+      e.add('vhostkit_evpn_neighbor_up', 'gauge', 'Whether a BGP EVPN session is established.', { neighbor: n.address, asn: n.asn, state: n.state }, n.state === 'established' ? 1 : 0);
+    }
+    e.add('vhostkit_evpn_routes_in', 'gauge', 'EVPN best paths from neighbors.', {}, ev.routesIn.length);
+    e.add('vhostkit_evpn_routes_out', 'gauge', 'EVPN routes this host advertises.', {}, ev.routesOut.length);
+    for (const v of ev.vnis) {
+      const l = { switch: v.switch, vni: v.vni, port: v.port };
+      e.add('vhostkit_evpn_flood_vteps', 'gauge', 'Remote VTEPs that get BUM traffic of a VNI (type-3 routes).', l, v.floodVteps.length);
+      e.add('vhostkit_evpn_local_macs', 'gauge', 'MACs learned on local ports and advertised (type-2).', l, v.localMacs.length);
+      e.add('vhostkit_evpn_remote_macs', 'gauge', 'MACs installed behind remote VTEPs (type-2 routes).', l, v.remoteMacs.length);
+    }
+  }
   return e.text() + (await standardMetrics().metrics());
 }

@@ -50,6 +50,7 @@ export const OPERATIONS: Record<string, Operation> = {
   },
   'DELETE /v1/ports/:name/capture': { summary: 'Stop a capture', returns: 'the capture' },
   'GET /v1/captures': { summary: 'Captures and their packet counts', returns: 'a list of captures' },
+  'GET /v1/evpn': { summary: 'BGP EVPN: neighbors and their state, routes in and out, flood VTEPs and MACs per VNI (404 without an evpn section)', returns: 'the EVPN status' },
   'GET /v1/log': { summary: 'The log level and format', returns: '{level, format}' },
   'PUT /v1/log': {
     summary: 'Set the log level at run time',

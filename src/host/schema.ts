@@ -195,6 +195,37 @@ export const diskSchema = strict({
 const octal = expected('an octal mode like "0660"');
 const none = z.union([z.null(), z.literal(false), z.literal('none')]).transform(() => null);
 
+const ipv4 = () => matching(/^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/, 'an IPv4 address');
+const ip = () => str().refine((v) => /^[0-9a-fA-F.:]+$/.test(v) && (v.includes(':') || /^\d+\.\d+\.\d+\.\d+$/.test(v)), { error: expected('an IPv4 or IPv6 address') });
+/** BGP EVPN (src/evpn/): the speaker, its neighbors, and which VXLAN port of which switch carries each VNI. */
+export const evpnSchema = strict({
+  asn: int(1, 4294967295).describe('our autonomous system'),
+  routerId: ipv4().describe('the BGP router id'),
+  vtep: ip().optional().describe('the local VTEP address, next hop of our routes (default: routerId)'),
+  neighbors: list(strict({ address: ip(), asn: int(1, 4294967295).optional().describe('default: ours (iBGP)') }, '{ address, asn }')).describe('BGP neighbors'),
+  vnis: list(
+    strict(
+      {
+        vni: int(1, (1 << 24) - 1),
+        switch: name(),
+        port: name().describe("the switch's VXLAN port of this VNI (an access port: its VLAN is the VNI's)"),
+        rd: str().optional().describe('route distinguisher (default ROUTERID:VNI)'),
+        routeTargets: list(matching(/^\d+:\d+$/, 'a route target like "65000:100"'))
+          .optional()
+          .describe('default ASN:VNI'),
+      },
+      '{ vni, switch, port, rd?, routeTargets? }',
+    ),
+  ),
+  gobgp: matching(/^(unix:.+|\[?[0-9A-Za-z.:-]*\]?:\d+)$/, '"unix:/path" or "HOST:PORT"')
+    .optional()
+    .describe('the API of a running gobgpd to use (default: start one)'),
+  gobgpDir: str().optional().describe('where a gobgpd vhostkit starts keeps its config, API socket and log (default: a new temporary directory)'),
+  listenAddress: ip().optional().describe('the address a started gobgpd listens on and connects from (default: any)'),
+  pollMs: int(50, 10000).default(250).describe('how often the fdb is read for local MACs'),
+  arpSnooping: bool().default(false).describe('advertise local MACs with the IPv4 address ARP shows (adds a flow arp,actions=normal,handler:evpn-arp)'),
+});
+
 export const hostSchema = strict(
   {
     api: z
@@ -230,6 +261,7 @@ export const hostSchema = strict(
     ).default({}),
     switches: list(z.unknown()).default([]),
     disks: list(z.unknown()).default([]),
+    evpn: evpnSchema.optional().describe('BGP EVPN: this host is a VTEP of a fabric (docs/evpn.md)'),
   },
   'an object',
 );

@@ -116,6 +116,14 @@ export interface NativeSwitchFdb {
   age(now: number, agingMs: number): number;
   flushPort(port: number): number;
   dump(): Float64Array;
+  /** An entry a control plane installs (EVPN): mac in vlan behind remote VTEP `remote` (>= 1) of VXLAN port `port`; never aged, never moved by that port's frames. False if the table is full. */
+  setRemote(mac: number, vlan: number, port: number, remote: number): boolean;
+  /** Removes that installed entry if it is still there; true if removed. */
+  removeRemote(mac: number, vlan: number, port: number, remote: number): boolean;
+  /** The remote VTEP of mac's installed entry in vlan, or 0. */
+  remoteOf(mac: number, vlan: number): number;
+  /** [mac, vlan, port, remote] per installed entry. */
+  dumpRemote(): Float64Array;
   stats(): FdbStats;
   classify(
     port: number,
@@ -160,6 +168,12 @@ export interface NativeForwarder {
   setHandlerStage(buf: Uint8Array): void;
   /** Frames sent out of `port` as they are; false if there is no such port. */
   output(port: number, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, hdr10: Uint8Array | null, n: number): boolean;
+  /**
+   * Remote VTEP `remote` (1..4096) of VXLAN port `port` (dest: a sockaddr, or null: none);
+   * flood: it gets a copy of broadcast, multicast and unknown unicast. From the first call
+   * the port sends by this table instead of to its one remote.
+   */
+  setVtep(port: number, remote: number, dest: Uint8Array | null, flood: boolean): void;
 }
 
 const raw = addon as {

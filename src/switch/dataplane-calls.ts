@@ -121,6 +121,19 @@ export class DataplaneCalls {
   dumpFdb(): FdbEntry[] {
     return this.engine.dumpFdb();
   }
+  /** EVPN: a VXLAN port's remote VTEPs and the MACs installed behind them (engine.ts). */
+  setVtep(id: number, remote: number, dest: Uint8Array | null, flood: boolean): void {
+    this.engine.setVtep(id, remote, dest, flood);
+  }
+  setRemoteMac(mac: number, vlan: number, id: number, remote: number): boolean {
+    return this.engine.setRemoteMac(mac, vlan, id, remote);
+  }
+  removeRemoteMac(mac: number, vlan: number, id: number, remote: number): boolean {
+    return this.engine.removeRemoteMac(mac, vlan, id, remote);
+  }
+  dumpRemoteMacs(): Array<{ mac: number; vlan: number; port: number; remote: number }> {
+    return this.engine.dumpRemoteMacs();
+  }
   /** The flow table (flows.ts parses the flows). */
   addFlow(spec: FlowSpec): void {
     this.engine.addFlow(spec);

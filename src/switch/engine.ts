@@ -243,6 +243,28 @@ export class SwitchEngine {
     return this.fdb.dump(Date.now());
   }
 
+  /** Remote VTEP `remote` of VXLAN port `id` (dest: its sockaddr, null: none); flood: it takes BUM copies. */
+  setVtep(id: number, remote: number, dest: Uint8Array | null, flood: boolean): void {
+    this.fwd.setVtep(id, remote, dest, flood);
+  }
+
+  /** Installs mac in vlan behind remote VTEP `remote` of VXLAN port `id` (false: the table is full). */
+  setRemoteMac(mac: number, vlan: number, id: number, remote: number): boolean {
+    return this.fdb.t.setRemote(mac, vlan, id, remote);
+  }
+
+  removeRemoteMac(mac: number, vlan: number, id: number, remote: number): boolean {
+    return this.fdb.t.removeRemote(mac, vlan, id, remote);
+  }
+
+  /** The installed entries: [mac, vlan, port, remote] each. */
+  dumpRemoteMacs(): Array<{ mac: number; vlan: number; port: number; remote: number }> {
+    const a = this.fdb.t.dumpRemote();
+    const out = [];
+    for (let i = 0; i + 3 < a.length; i += 4) out.push({ mac: a[i], vlan: a[i + 1], port: a[i + 2], remote: a[i + 3] });
+    return out;
+  }
+
   /** Adds a flow (flows.ts parsed it), or replaces the one of the same priority and match. */
   addFlow(spec: FlowSpec): void {
     this.flows.add(spec);

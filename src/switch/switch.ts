@@ -14,7 +14,7 @@ import { parseFlow } from './flows.js';
 import type { FlowEntry } from './flow-table.js';
 import type { HandlerModule, HandlerStats, PacketHandler } from './handlers.js';
 import { newCounters, readCounters, type PortCounters } from './counters.js';
-import type { FdbEntry } from './fdb.js';
+import { macFromString, macToString, type FdbEntry } from './fdb.js';
 import type { CaptureSink, CaptureSpec } from './capture.js';
 import { close as closeHostFd, openTap, sockaddr, udpSocket, VXLAN_PORT } from '../native/host-io.js';
 import type { NetPortDataplane } from '../backends/net/port-dataplane.js';
@@ -111,6 +111,17 @@ interface Port {
   device: NetDevice | null;
   /** TAP / UDP fd (closed when the port goes) */
   fd: number;
+  /** VXLAN: the UDP port of its remotes, and its remote VTEPs by address (EVPN) with their index in the data plane */
+  dstport?: number;
+  vteps?: Map<string, { index: number; flood: boolean }>;
+}
+
+/** An fdb entry installed by a control plane (EVPN): a MAC behind a remote VTEP of a VXLAN port. */
+export interface RemoteMac {
+  mac: string;
+  vlan: number;
+  portName: string;
+  vtep: string;
 }
 
 let macCounter = 1;
@@ -213,7 +224,87 @@ export class Switch {
     const dest = sockaddr(o.remote, port);
     const sock = o.socketFd !== undefined ? { fd: o.socketFd } : udpSocket({ address: o.local ?? (v6 ? '::' : '0.0.0.0'), port, reuseAddr: true });
     const name = o.name ?? `vxlan${o.vni}`;
-    return this.addHostPort(name, 'vxlan', `${o.remote}:${port}/vni ${o.vni}`, sock.fd, o.vlan, { kind: 'vxlan', fd: sock.fd, vni: o.vni, dest });
+    const info = await this.addHostPort(name, 'vxlan', `${o.remote}:${port}/vni ${o.vni}`, sock.fd, o.vlan, { kind: 'vxlan', fd: sock.fd, vni: o.vni, dest });
+    this.ports.get(name)!.dstport = port;
+    return info;
+  }
+
+  private vxlanPort(name: string): Port & { vteps: Map<string, { index: number; flood: boolean }>; dstport: number } {
+    const p = this.ports.get(name);
+    if (!p) throw new Error(`no port ${name}`);
+    if (p.kind !== 'vxlan' || p.dstport === undefined) throw new Error(`port ${name} is not a VXLAN port`);
+    p.vteps ??= new Map();
+    return p as Port & { vteps: Map<string, { index: number; flood: boolean }>; dstport: number };
+  }
+
+  /**
+   * EVPN (RFC 8365): remote VTEP `address` of VXLAN port `name`. From the first one on, the
+   * port sends a frame whose MAC is installed (installRemoteMac) to that MAC's VTEP alone,
+   * and the rest (broadcast, multicast, unknown unicast) to every VTEP with `flood` (a
+   * type-3 route), a copy each: head-end replication. Its one static remote is no longer used.
+   */
+  async setVxlanRemote(name: string, address: string, o: { flood: boolean }): Promise<void> {
+    const p = this.vxlanPort(name);
+    const dest = sockaddr(address, p.dstport);
+    let v = p.vteps.get(address);
+    if (!v) {
+      if (p.vteps.size >= 4096) throw new RangeError(`port ${name}: at most 4096 remote VTEPs`);
+      v = { index: p.vteps.size + 1, flood: o.flood };
+      p.vteps.set(address, v);
+    }
+    v.flood = o.flood;
+    await this.dp.setVtep(p.id, v.index, dest, o.flood);
+  }
+
+  /** Stops flooding to remote VTEP `address` (its type-3 route was withdrawn); MACs installed behind it stay until removed. */
+  async unsetVxlanFlood(name: string, address: string): Promise<void> {
+    const p = this.vxlanPort(name);
+    const v = p.vteps.get(address);
+    if (!v || !v.flood) return;
+    await this.setVxlanRemote(name, address, { flood: false });
+  }
+
+  /** The remote VTEPs of a VXLAN port: address and whether it takes BUM copies. */
+  vxlanRemotes(name: string): Array<{ address: string; flood: boolean }> {
+    const p = this.vxlanPort(name);
+    return [...p.vteps].map(([address, v]) => ({ address, flood: v.flood }));
+  }
+
+  /** The VLAN a VXLAN port's frames belong to (an EVPN VNI maps to one VLAN: an access port). */
+  private vxlanVlan(p: Port): number {
+    if (p.vlan.mode !== 'access') throw new Error(`port ${p.name}: EVPN needs an access VXLAN port (one VLAN per VNI)`);
+    return p.vlan.vid;
+  }
+
+  /**
+   * Installs `mac` behind remote VTEP `vtep` of VXLAN port `name` (a type-2 route): frames to
+   * it go to that VTEP only; the entry never ages and frames from the tunnel never move it
+   * (a frame from a local port does: the guest came here). Replaces any entry of the MAC.
+   */
+  async installRemoteMac(name: string, mac: string, vtep: string): Promise<void> {
+    const p = this.vxlanPort(name);
+    if (!p.vteps.has(vtep)) await this.setVxlanRemote(name, vtep, { flood: false });
+    const ok = await this.dp.setRemoteMac(macFromString(mac), this.vxlanVlan(p), p.id, p.vteps.get(vtep)!.index);
+    if (!ok) throw new Error(`port ${name}: the fdb is full; ${mac} not installed`);
+  }
+
+  /** Removes what installRemoteMac installed, if it is still there (not replaced or taken over); true if removed. */
+  async removeRemoteMac(name: string, mac: string, vtep: string): Promise<boolean> {
+    const p = this.vxlanPort(name);
+    const v = p.vteps.get(vtep);
+    if (!v) return false;
+    return this.dp.removeRemoteMac(macFromString(mac), this.vxlanVlan(p), p.id, v.index);
+  }
+
+  /** Every installed entry. */
+  async remoteMacs(): Promise<RemoteMac[]> {
+    const out: RemoteMac[] = [];
+    for (const e of await this.dp.dumpRemoteMacs()) {
+      const p = [...this.ports.values()].find((q) => q.id === e.port);
+      const vtep = p?.vteps ? [...p.vteps].find(([, v]) => v.index === e.remote)?.[0] : undefined;
+      out.push({ mac: macToString(e.mac), vlan: e.vlan, portName: p?.name ?? `#${e.port}`, vtep: vtep ?? `#${e.remote}` });
+    }
+    return out;
   }
 
   private async addHostPort(name: string, kind: 'tap' | 'vxlan', what: string, fd: number, vlan: VlanConfig | undefined, spec: import('./engine.js').HostPortSpec): Promise<PortInfo> {

@@ -1,0 +1,322 @@
+// The EVPN control plane of one switch (RFC 7432, RFC 8365 for VXLAN): per VNI (a VXLAN
+// port of the switch, an access port of the VNI's VLAN) it
+//   - advertises a type-3 route for the local VTEP (the flood list), and a type-2 route for
+//     every MAC the switch learns on a local port of that VLAN, withdrawn when the MAC ages
+//     out or its port goes;
+//   - installs the fabric's type-2 routes as fdb entries "MAC -> remote VTEP" (never learned
+//     or aged by data) and its type-3 routes as the port's flood VTEPs (head-end replication);
+//   - follows MAC mobility (RFC 7432 §15): a MAC learned here that a remote route also has
+//     is advertised with that route's sequence number + 1; a remote route with a higher
+//     sequence number than ours wins, its entry replaces the local one and ours is withdrawn.
+// The BGP speaker is GoBGP (gobgp.ts). Local MACs are read from the switch's fdb every
+// `pollMs` (a MAC that moved here is advertised within that time).
+import { isIP } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { BroadcastChannel } from 'node:worker_threads';
+import { log } from '../log.js';
+import type { Switch } from '../switch/switch.js';
+import type { ArpSighting } from './arp-snoop.js';
+import { formatRoute, routeKey, type EvpnMacIpRoute, type EvpnMulticastRoute, type EvpnRouteEvent, type GoBgp, type NeighborStatus } from './gobgp.js';
+
+export interface EvpnVni {
+  vni: number;
+  /** The switch's VXLAN port that carries this VNI (an access port: its VLAN is the VNI's). */
+  port: string;
+  /** Route distinguisher (default ROUTERID:VNI mod 65536). */
+  rd?: string;
+  /** Route targets to advertise with and import by (default ASN:VNI, as FRR derives them). */
+  routeTargets?: string[];
+}
+
+export interface EvpnControlOptions {
+  asn: number;
+  routerId: string;
+  /** The local VTEP address (the next hop of our routes; default routerId). */
+  vtep?: string;
+  vnis: EvpnVni[];
+  /** How often the switch's fdb is read for local MACs (default 250 ms). */
+  pollMs?: number;
+  /** The switch's aging time: an entry older than this is gone even before the ager removes it (default 300 s). */
+  agingSeconds?: number;
+  /**
+   * ARP snooping (arp-snoop.ts): local MACs are also advertised with the IPv4 address they
+   * use, as a second type-2 route (MAC+IP). Adds a flow `arp,actions=normal,handler:evpn-arp`
+   * to the switch (every frame then takes the flow table's lookup). Default off.
+   */
+  arpSnooping?: boolean;
+}
+
+interface LocalMac {
+  route: EvpnMacIpRoute;
+  /** the MAC+IP route, once ARP snooping saw its address */
+  withIp?: EvpnMacIpRoute;
+}
+
+interface RemoteMacState {
+  route: EvpnMacIpRoute;
+  neighbor: string;
+  /** The routes (MAC-only, MAC+IP) that hold the entry, by route key: it goes with the last. */
+  keys: Set<string>;
+}
+
+interface VniState {
+  cfg: Required<EvpnVni>;
+  vlan: number;
+  multicast: EvpnMulticastRoute;
+  /** MACs learned here and advertised, by MAC. */
+  local: Map<string, LocalMac>;
+  /** The fabric's best type-2 routes, by MAC (the one installed). */
+  remote: Map<string, RemoteMacState>;
+  /** Flood VTEPs (type-3 routes), by originator. */
+  flood: Set<string>;
+}
+
+export interface EvpnVniStatus {
+  vni: number;
+  port: string;
+  vlan: number;
+  /** The VTEPs that get BUM traffic (type-3 routes). */
+  floodVteps: string[];
+  localMacs: Array<{ mac: string; seq: number; ip?: string }>;
+  remoteMacs: Array<{ mac: string; vtep: string; seq: number; neighbor: string }>;
+}
+
+export interface EvpnStatus {
+  asn: number;
+  routerId: string;
+  vtep: string;
+  neighbors: NeighborStatus[];
+  routesIn: Array<{ route: string; neighbor: string }>;
+  routesOut: string[];
+  vnis: EvpnVniStatus[];
+}
+
+/** EVPN for one switch over one BGP speaker. */
+export class EvpnControl {
+  readonly #bgp: GoBgp;
+  readonly #sw: Switch;
+  readonly #o: EvpnControlOptions;
+  readonly #vtep: string;
+  readonly #byVni = new Map<number, VniState>();
+  #timer: NodeJS.Timeout | null = null;
+  /** Work on the switch and the speaker, one at a time, in order. */
+  #chain: Promise<void> = Promise.resolve();
+  #closed = false;
+  readonly #log = log.child({ component: 'evpn' });
+  #arp: BroadcastChannel | null = null;
+  /** IPv4 addresses ARP snooping saw, by VLAN/MAC. */
+  readonly #ips = new Map<string, string>();
+
+  constructor(bgp: GoBgp, sw: Switch, o: EvpnControlOptions) {
+    this.#bgp = bgp;
+    this.#sw = sw;
+    this.#o = o;
+    this.#vtep = o.vtep ?? o.routerId;
+    if (isIP(this.#vtep) === 0) throw new RangeError(`evpn vtep: expected an IP address, got ${JSON.stringify(this.#vtep)}`);
+    for (const v of o.vnis) {
+      if (!Number.isInteger(v.vni) || v.vni < 1 || v.vni > 0xffffff) throw new RangeError(`evpn vni ${v.vni}: expected 1..16777215`);
+      if (this.#byVni.has(v.vni)) throw new RangeError(`evpn vni ${v.vni}: given twice`);
+      const info = sw.port(v.port);
+      if (info.kind !== 'vxlan') throw new RangeError(`evpn vni ${v.vni}: port ${v.port} is not a VXLAN port`);
+      if (info.vlan.mode !== 'access') throw new RangeError(`evpn vni ${v.vni}: port ${v.port} must be an access port (one VLAN per VNI)`);
+      const cfg: Required<EvpnVni> = { vni: v.vni, port: v.port, rd: v.rd ?? `${o.routerId}:${v.vni % 65536}`, routeTargets: v.routeTargets ?? [`${o.asn}:${v.vni}`] };
+      const multicast: EvpnMulticastRoute = { kind: 'multicast', rd: cfg.rd, ethernetTag: 0, originator: this.#vtep, vni: v.vni, nextHop: this.#vtep, routeTargets: cfg.routeTargets };
+      this.#byVni.set(v.vni, { cfg, vlan: info.vlan.vid, multicast, local: new Map(), remote: new Map(), flood: new Set() });
+    }
+  }
+
+  /** Advertises each VNI's type-3 route, takes the fabric's routes, and starts reading local MACs. */
+  async start(): Promise<void> {
+    for (const s of this.#byVni.values()) {
+      // The port sends by its VTEP table from now on (not to its one static remote), even
+      // before the fabric's first route: the local VTEP is entry 1, taking no floods.
+      await this.#sw.setVxlanRemote(s.cfg.port, this.#vtep, { flood: false });
+      await this.#bgp.advertise(s.multicast);
+    }
+    this.#bgp.on('route', (e) => this.#queue(() => this.#onRoute(e)));
+    this.#bgp.on('peer', (p) => this.#log.info('neighbor', { address: p.address, state: p.state }));
+    // The speaker failed (gobgpd exited, the watch broke): said; what the fabric had
+    // installed goes (no withdrawal can reach us any more, and the neighbors drop our
+    // routes too); local switching goes on and the process stays up.
+    this.#bgp.on('error', (e) => {
+      this.#log.error('BGP speaker failed', { error: e.message });
+      void this.#queue(() => this.#dropRemote());
+    });
+    this.#bgp.watch();
+    if (this.#o.arpSnooping) await this.#startArpSnooping();
+    this.#timer = setInterval(() => this.#queue(() => this.#poll()), this.#o.pollMs ?? 250);
+    this.#timer.unref();
+    await this.#queue(() => this.#poll());
+    this.#log.info('evpn started', { vtep: this.#vtep, vnis: [...this.#byVni.keys()].join(',') });
+  }
+
+  #queue(fn: () => Promise<void>): Promise<void> {
+    const next = this.#chain.then(() => (this.#closed ? undefined : fn()));
+    this.#chain = next.catch((e: unknown) => this.#log.warn('evpn step failed', { error: (e as Error).message }));
+    return this.#chain;
+  }
+
+  #vniOf(route: EvpnMacIpRoute | EvpnMulticastRoute): VniState | undefined {
+    const byLabel = this.#byVni.get(route.vni);
+    if (byLabel && route.routeTargets.some((rt) => byLabel.cfg.routeTargets.includes(rt))) return byLabel;
+    // A route whose label is not a VNI of ours (e.g. a speaker that puts 0 there): its route target.
+    for (const s of this.#byVni.values()) if (route.routeTargets.some((rt) => s.cfg.routeTargets.includes(rt))) return s;
+    return undefined;
+  }
+
+  async #onRoute(e: EvpnRouteEvent): Promise<void> {
+    if (e.neighbor === null) return;
+    const s = this.#vniOf(e.route);
+    if (!s) return;
+    if (e.route.kind === 'multicast') {
+      const vtep = e.route.originator;
+      if (vtep === this.#vtep) return;
+      if (e.withdrawn) {
+        s.flood.delete(vtep);
+        await this.#sw.unsetVxlanFlood(s.cfg.port, vtep);
+      } else {
+        s.flood.add(vtep);
+        await this.#sw.setVxlanRemote(s.cfg.port, vtep, { flood: true });
+      }
+      this.#log.info(e.withdrawn ? 'flood VTEP gone' : 'flood VTEP', { vni: s.cfg.vni, vtep });
+      return;
+    }
+    const r = e.route;
+    if (r.nextHop === this.#vtep) return;
+    const cur = s.remote.get(r.mac);
+    const key = routeKey(r);
+    if (e.withdrawn) {
+      if (!cur || cur.route.nextHop !== r.nextHop) return;
+      cur.keys.delete(key);
+      if (cur.keys.size > 0) return;
+      s.remote.delete(r.mac);
+      await this.#sw.removeRemoteMac(s.cfg.port, r.mac, r.nextHop);
+      this.#log.info('remote MAC gone', { vni: s.cfg.vni, mac: r.mac, vtep: r.nextHop });
+      return;
+    }
+    const mine = s.local.get(r.mac);
+    if (mine && mine.route.seq >= r.seq) {
+      // We have it, with a sequence number at least theirs: theirs is stale (RFC 7432 §15.1:
+      // the higher sequence number wins); keep ours, advertised above theirs.
+      s.remote.set(r.mac, { route: r, neighbor: e.neighbor, keys: new Set([key, ...(cur && cur.route.nextHop === r.nextHop ? cur.keys : [])]) });
+      if (mine.route.seq === r.seq) await this.#advertiseLocal(s, r.mac, r.seq + 1);
+      return;
+    }
+    if (mine) {
+      // The MAC moved away (their sequence number is higher): ours goes.
+      s.local.delete(r.mac);
+      await this.#bgp.withdraw(mine.route);
+      if (mine.withIp) await this.#bgp.withdraw(mine.withIp);
+      this.#log.info('MAC moved away', { vni: s.cfg.vni, mac: r.mac, vtep: r.nextHop, seq: r.seq });
+    }
+    if (cur && cur.route.nextHop !== r.nextHop) await this.#sw.removeRemoteMac(s.cfg.port, r.mac, cur.route.nextHop);
+    const keys = cur && cur.route.nextHop === r.nextHop ? cur.keys : new Set<string>();
+    keys.add(key);
+    s.remote.set(r.mac, { route: r, neighbor: e.neighbor, keys });
+    await this.#sw.installRemoteMac(s.cfg.port, r.mac, r.nextHop);
+    this.#log.info('remote MAC', { vni: s.cfg.vni, route: formatRoute(r) });
+  }
+
+  async #startArpSnooping(): Promise<void> {
+    const channel = `vhostkit-evpn-arp-${randomBytes(6).toString('hex')}`;
+    this.#arp = new BroadcastChannel(channel);
+    this.#arp.onmessage = (ev: unknown) => {
+      const m = (ev as { data: ArpSighting }).data;
+      this.#ips.set(`${m.vlan}/${m.mac}`, m.ip);
+      void this.#queue(() => this.#poll());
+    };
+    await this.#sw.addHandler('evpn-arp', { module: new URL('./arp-snoop.js', import.meta.url).href, options: { channel } });
+    await this.#sw.addFlow('priority=65535,arp,actions=normal,handler:evpn-arp');
+  }
+
+  /** Removes every installed MAC and flood VTEP (the speaker is gone). */
+  async #dropRemote(): Promise<void> {
+    for (const s of this.#byVni.values()) {
+      for (const [mac, r] of s.remote) await this.#sw.removeRemoteMac(s.cfg.port, mac, r.route.nextHop);
+      s.remote.clear();
+      for (const vtep of s.flood) await this.#sw.unsetVxlanFlood(s.cfg.port, vtep);
+      s.flood.clear();
+    }
+  }
+
+  async #advertiseLocal(s: VniState, mac: string, seq: number): Promise<void> {
+    const route: EvpnMacIpRoute = { kind: 'macip', rd: s.cfg.rd, ethernetTag: 0, mac, vni: s.cfg.vni, nextHop: this.#vtep, routeTargets: s.cfg.routeTargets, seq, sticky: false };
+    await this.#bgp.advertise(route);
+    const old = s.local.get(mac)?.withIp;
+    const withIp = old ? { ...route, ip: old.ip } : undefined;
+    if (withIp) await this.#bgp.advertise(withIp);
+    s.local.set(mac, { route, withIp });
+    this.#log.info('local MAC', { vni: s.cfg.vni, mac, seq });
+  }
+
+  /** Reads the switch's fdb: MACs learned on local ports of each VNI's VLAN are advertised, those gone are withdrawn. */
+  async #poll(): Promise<void> {
+    const agingMs = (this.#o.agingSeconds ?? 300) * 1000;
+    const vxlan = new Set(
+      this.#sw
+        .list()
+        .filter((p) => p.kind === 'vxlan')
+        .map((p) => p.name),
+    );
+    const entries = await this.#sw.fdb();
+    for (const s of this.#byVni.values()) {
+      const here = new Set<string>();
+      for (const e of entries) {
+        if (e.vlan !== s.vlan || vxlan.has(e.portName) || e.age > agingMs) continue;
+        here.add(e.mac);
+      }
+      for (const mac of here) {
+        if (!s.local.has(mac)) {
+          const remote = s.remote.get(mac);
+          // Learned here while the fabric has it elsewhere: it moved here (RFC 7432 §15).
+          await this.#advertiseLocal(s, mac, remote ? remote.route.seq + 1 : 0);
+        }
+        const l = s.local.get(mac);
+        const ip = this.#ips.get(`${s.vlan}/${mac}`);
+        if (l && ip !== undefined && l.withIp?.ip !== ip) {
+          if (l.withIp) await this.#bgp.withdraw(l.withIp);
+          l.withIp = { ...l.route, ip };
+          await this.#bgp.advertise(l.withIp);
+          this.#log.info('local MAC+IP', { vni: s.cfg.vni, mac, ip });
+        }
+      }
+      for (const [mac, l] of s.local) {
+        if (here.has(mac)) continue;
+        s.local.delete(mac);
+        await this.#bgp.withdraw(l.route);
+        if (l.withIp) await this.#bgp.withdraw(l.withIp);
+        this.#ips.delete(`${s.vlan}/${mac}`);
+        this.#log.info('local MAC gone', { vni: s.cfg.vni, mac });
+      }
+    }
+  }
+
+  async status(): Promise<EvpnStatus> {
+    return {
+      asn: this.#o.asn,
+      routerId: this.#o.routerId,
+      vtep: this.#vtep,
+      neighbors: await this.#bgp.neighbors(),
+      routesIn: this.#bgp.routesIn().map((e) => ({ route: formatRoute(e.route), neighbor: e.neighbor ?? '' })),
+      routesOut: this.#bgp.routesOut().map(formatRoute),
+      vnis: [...this.#byVni.values()].map((s) => ({
+        vni: s.cfg.vni,
+        port: s.cfg.port,
+        vlan: s.vlan,
+        floodVteps: [...s.flood].sort(),
+        localMacs: [...s.local.values()].map((l) => ({ mac: l.route.mac, seq: l.route.seq, ...(l.withIp?.ip ? { ip: l.withIp.ip } : {}) })),
+        remoteMacs: [...s.remote.values()].map((r) => ({ mac: r.route.mac, vtep: r.route.nextHop, seq: r.route.seq, neighbor: r.neighbor })),
+      })),
+    };
+  }
+
+  /** Stops reading the fdb and taking routes; the speaker is the caller's to close. */
+  async close(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+    this.#arp?.close();
+    this.#arp = null;
+    await this.#chain;
+    this.#closed = true;
+  }
+}
