@@ -71,8 +71,13 @@ describe('peers: a VXLAN port with many remote VTEPs (head-end replication, inst
     // (unused once it has remote VTEPs).
     await sw.addVxlanPort({ name: 'vx', remote: A, vni: VNI, socketFd: h.udpSocket(H, 4789) });
     t = new Netns(`${TAG}t`);
+    // IPv6 off in the endpoint: its MLD reports and router solicitations would be flooded to
+    // b at times of their own, and b must see only what the test sends.
+    t.exec('sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1');
+    t.exec('sysctl', '-qw', 'net.ipv6.conf.default.disable_ipv6=1');
     const tap = await sw.addTapPort({ name: 'tap', ifname: `${TAG}t0` });
     ip('link', 'set', 'dev', tap.socket, 'netns', t.name);
+    t.exec('sysctl', '-qw', `net.ipv6.conf.${tap.socket}.disable_ipv6=1`);
     t.ip('addr', 'add', '10.27.0.3/24', 'dev', tap.socket);
     t.ip('link', 'set', 'dev', tap.socket, 'up');
     await sw.setVxlanRemote('vx', A, { flood: true });
