@@ -74,3 +74,5 @@ export { TraceProxy, type TraceProxyOptions, type ProxySession } from './trace/p
 export { readTrace, Replay, type ReplayOptions, type ReplayResult, type ReplayStep, type StepResult } from './trace/replay.js';
 export type { TraceRecord, MessageRecord, SessionRecord, RingsRecord, RingSnapshot, Channel, Side, Json, SessionState, QueueState } from './trace/decode.js';
 export type { FdInfo, FdKind } from './trace/fd-info.js';
+export { GoBgp, type GoBgpStartOptions, type EvpnRoute, type EvpnMacIpRoute, type EvpnMulticastRoute, type NeighborStatus } from './evpn/gobgp.js';
+export { EvpnControl, type EvpnControlOptions, type EvpnStatus } from './evpn/control.js';
