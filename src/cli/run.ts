@@ -21,6 +21,10 @@ export const runUsage = `vhostkit run [--config FILE] [--port ...] [--tap ...] [
   --vxlan remote=ADDR,vni=N[,...]    a VXLAN port on switch sw0
   --disk [NAME=]SOCKET,file=IMAGE|ram=SIZE[,readonly][,shared][,serial=ID][,queues=N][,threads=N]
                        a vhost-user-blk disk
+  --evpn asn=N,router-id=ADDR[,vtep=ADDR][,listen=ADDR][,gobgp-dir=DIR][,gobgp=unix:PATH|HOST:PORT][,arp-snooping]
+                       BGP EVPN for the --vxlan ports of sw0, each its own VNI (docs/evpn.md):
+                       starts gobgpd (its files in gobgp-dir), or uses the one gobgp= names
+  --evpn-neighbor ADDR[,asn=N]       a BGP neighbor (repeatable; asn default: ours)
   --poll MODE          poll mode of switch sw0 (busy, event, adaptive; default event)
   --api ADDR           management API: unix:/path (default ${defaultApiAddress()}), HOST:PORT, or none
   --api-token-file FILE  the API's bearer token (first line, 16+ characters); required for
@@ -73,8 +77,51 @@ export function diskSpecToRaw(spec: string): Record<string, unknown> {
   return o;
 }
 
-/** Flags for switch sw0 and disks, merged into a configuration (the file's, or an empty one). */
-export function mergeFlags(raw: Record<string, unknown>, v: { port?: string[]; tap?: string[]; vxlan?: string[]; disk?: string[]; poll?: string }): Record<string, unknown> {
+/** The flags of `vhostkit run` that describe what it serves. */
+export interface ServeFlags {
+  port?: string[];
+  tap?: string[];
+  vxlan?: string[];
+  disk?: string[];
+  poll?: string;
+  evpn?: string;
+  'evpn-neighbor'?: string[];
+}
+
+/**
+ * --evpn and --evpn-neighbor -> a raw evpn section (checked by parseConfig): the VNIs are
+ * those of the VXLAN ports given with --vxlan, on switch sw0.
+ */
+function evpnFlags(v: ServeFlags, vxlanPorts: Array<{ name?: string; vni: number }>): Record<string, unknown> | undefined {
+  if (v.evpn === undefined) {
+    if (v['evpn-neighbor']?.length) throw new Error('--evpn-neighbor needs --evpn');
+    return undefined;
+  }
+  const m = kvs(v.evpn, 0);
+  const o: Record<string, unknown> = {};
+  for (const [k, x] of m) {
+    if (k === 'asn') o.asn = Number(x);
+    else if (k === 'router-id') o.routerId = x;
+    else if (k === 'vtep') o.vtep = x;
+    else if (k === 'gobgp') o.gobgp = x;
+    else if (k === 'listen') o.listenAddress = x;
+    else if (k === 'gobgp-dir') o.gobgpDir = resolve(x);
+    else if (k === 'arp-snooping') o.arpSnooping = x !== 'off';
+    else throw new Error(`--evpn ${v.evpn}: unknown option ${k} (asn, router-id, vtep, gobgp, gobgp-dir, listen, arp-snooping)`);
+  }
+  o.neighbors = (v['evpn-neighbor'] ?? []).map((n) => {
+    const address = n.split(',')[0];
+    const nm = kvs(n, 1);
+    for (const k of nm.keys()) if (k !== 'asn') throw new Error(`--evpn-neighbor ${n}: unknown option ${k} (asn)`);
+    return nm.has('asn') ? { address, asn: Number(nm.get('asn')) } : { address };
+  });
+  if (vxlanPorts.length === 0) throw new Error('--evpn: no --vxlan port to carry a VNI');
+  o.vnis = vxlanPorts.map((p) => ({ vni: p.vni, switch: 'sw0', port: p.name ?? `vxlan${p.vni}` }));
+  return o;
+}
+
+/** Flags for switch sw0, disks and EVPN, merged into a configuration (the file's, or an empty one). */
+export function mergeFlags(raw: Record<string, unknown>, v: ServeFlags): Record<string, unknown> {
   const ports: Record<string, unknown>[] = [];
   for (const p of v.port ?? []) {
     const o = parsePortSpec(p);
@@ -84,11 +131,18 @@ export function mergeFlags(raw: Record<string, unknown>, v: { port?: string[]; t
     const m = kvs(t, 1);
     ports.push({ kind: 'tap', ifname: t.split(',')[0], vlan: m.has('vlan') ? Number(m.get('vlan')) : undefined, offloads: m.get('offloads') === 'off' ? false : undefined });
   }
+  const vxlanPorts: Array<{ name?: string; vni: number }> = [];
   for (const x of v.vxlan ?? []) {
     const o = parseVxlanSpec(x);
     ports.push({ kind: 'vxlan', name: o.name, remote: o.remote, vni: o.vni, local: o.local, dstport: o.dstport, vlan: o.vlan });
+    vxlanPorts.push({ name: o.name, vni: o.vni });
   }
   const out = { ...raw };
+  const evpn = evpnFlags(v, vxlanPorts);
+  if (evpn) {
+    if (out.evpn !== undefined) throw new Error('--evpn: the configuration file has an evpn section already (give one or the other)');
+    out.evpn = evpn;
+  }
   if (ports.length > 0 || v.poll !== undefined) {
     const switches = Array.isArray(out.switches) ? [...(out.switches as Record<string, unknown>[])] : [];
     let sw0 = switches.find((s) => s && s.name === 'sw0');
@@ -173,6 +227,8 @@ export async function cmdRun(argv: string[]): Promise<void> {
       vxlan: { type: 'string', multiple: true },
       disk: { type: 'string', multiple: true },
       poll: { type: 'string' },
+      evpn: { type: 'string' },
+      'evpn-neighbor': { type: 'string', multiple: true },
       api: { type: 'string' },
       'api-token-file': { type: 'string' },
       'capture-dir': { type: 'string' },
@@ -192,7 +248,7 @@ export async function cmdRun(argv: string[]): Promise<void> {
     process.stdout.write(runUsage + '\n');
     return;
   }
-  const hasFlags = !!(values.port || values.tap || values.vxlan || values.disk || values.poll !== undefined);
+  const hasFlags = !!(values.port || values.tap || values.vxlan || values.disk || values.poll !== undefined || values.evpn || values['evpn-neighbor']);
   let cfg: HostConfig;
   if (values.config && !hasFlags) {
     cfg = await loadConfig(values.config);

@@ -108,4 +108,29 @@ describe('host configuration', () => {
     expect(c.disks[0]).to.deep.include({ name: 'd', socket: '/d.sock', ram: 1n << 20n, readOnly: true });
     expect(() => diskSpecToRaw('/d.sock,frob=1')).to.throw(/unknown option frob/);
   });
+
+  it('--evpn and --evpn-neighbor: an evpn section whose VNIs are the --vxlan ports of sw0', () => {
+    const c = parseConfig(
+      mergeFlags(
+        {},
+        {
+          vxlan: ['remote=192.0.2.1,vni=100,local=192.0.2.1', 'remote=192.0.2.1,vni=200,name=blue'],
+          evpn: 'asn=65000,router-id=192.0.2.1,arp-snooping',
+          'evpn-neighbor': ['192.0.2.2', '192.0.2.3,asn=65001'],
+        },
+      ),
+    );
+    expect(c.evpn).to.deep.include({ asn: 65000, routerId: '192.0.2.1', arpSnooping: true });
+    expect(c.evpn?.neighbors).to.deep.equal([{ address: '192.0.2.2' }, { address: '192.0.2.3', asn: 65001 }]);
+    expect(c.evpn?.vnis).to.deep.equal([
+      { vni: 100, switch: 'sw0', port: 'vxlan100' },
+      { vni: 200, switch: 'sw0', port: 'blue' },
+    ]);
+    const vx = ['remote=192.0.2.1,vni=100'];
+    expect(() => mergeFlags({}, { vxlan: vx, 'evpn-neighbor': ['192.0.2.2'] })).to.throw(/--evpn-neighbor needs --evpn/);
+    expect(() => mergeFlags({}, { evpn: 'asn=65000,router-id=192.0.2.1' })).to.throw(/no --vxlan port/);
+    expect(() => mergeFlags({}, { vxlan: vx, evpn: 'asn=65000,colour=red' })).to.throw(/unknown option colour/);
+    expect(() => mergeFlags({ evpn: {} }, { vxlan: vx, evpn: 'asn=65000,router-id=192.0.2.1' })).to.throw(/evpn section already/);
+    expect(() => parseConfig(mergeFlags({}, { vxlan: vx, evpn: 'asn=0,router-id=192.0.2.1' }))).to.throw(ConfigError, /evpn\.asn/);
+  });
 });

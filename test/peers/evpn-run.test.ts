@@ -1,4 +1,5 @@
-// `vhostkit run --config` with an evpn section, in host 1's namespace, against FRR on host 3
+// `vhostkit run` with EVPN, once from an evpn section of its config file and once from its
+// --vxlan / --evpn / --evpn-neighbor flags, in host 1's namespace, against FRR on host 3
 // (advertise-all-vni, an endpoint behind br100): vhostkit starts its own gobgpd, the session
 // comes up, `vhostkit ctl evpn` shows the neighbor established, FRR's routes in, its own out,
 // FRR's VTEP in the VNI's flood list and FRR's endpoint behind it; /metrics says the same;
@@ -11,7 +12,7 @@ import { Netns, netnsUnavailable } from '../lib/netns.js';
 import { Underlay } from '../lib/underlay.js';
 import { makeTempDir, vhostkitCli, type TempDir } from '../lib/peers.js';
 
-const TAG = `er${process.pid.toString(36).slice(-4)}`;
+const PID = process.pid.toString(36).slice(-4);
 const NET = `10.${50 + (process.pid % 50)}.0`;
 const H1 = `${NET}.1`;
 const H3 = `${NET}.3`;
@@ -43,108 +44,102 @@ function ping(ns: Netns, addr: string, count: number): number {
   }
 }
 
-describe('peers: vhostkit run with an evpn section, and ctl evpn, against FRR', function () {
-  this.timeout(120_000);
-  let tmp: TempDir;
-  let ul: Underlay;
-  let h1: Netns;
-  let t1: Netns;
-  let ep: Netns;
-  let frr: FrrVtep;
-  let vk: ChildProcess | null = null;
-  let vkErr = '';
-  let api = '';
-  let epMac = '';
+for (const how of ['config', 'flags'] as const)
+  describe(`peers: vhostkit run with EVPN from its ${how === 'config' ? 'config file' : 'flags'}, and ctl evpn, against FRR`, function () {
+    this.timeout(120_000);
+    const TAG = `er${how[0]}${PID}`;
+    let tmp: TempDir;
+    let ul: Underlay;
+    let h1: Netns;
+    let t1: Netns;
+    let ep: Netns;
+    let frr: FrrVtep;
+    let vk: ChildProcess | null = null;
+    let vkErr = '';
+    let api = '';
+    let epMac = '';
 
-  before(async () => {
-    const why = netnsUnavailable();
-    if (why) throw new Error(`cannot run: ${why}`);
-    tmp = makeTempDir('vk-evpn-run-');
-    ul = new Underlay(TAG, NET);
-    h1 = ul.addHost(1);
-    const h3 = ul.addHost(3);
-    frr = new FrrVtep({ ns: h3, asn: 65000, routerId: H3, vtep: H3, underlayDev: 'eth0', neighbors: [H1], vnis: [VNI] });
-    ep = new Netns(`${TAG}e`);
-    h3.ip('link', 'add', 'ep0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ep.name);
-    h3.ip('link', 'set', 'ep0', 'master', `br${VNI}`, 'up');
-    ep.ip('addr', 'add', '10.26.0.3/24', 'dev', 'eth0');
-    ep.ip('link', 'set', 'eth0', 'up');
-    epMac = /link\/ether ([0-9a-f:]{17})/.exec(ep.ip('link', 'show', 'eth0'))![1];
-    await frr.start();
-    api = `unix:${tmp.join('api.sock')}`;
-    const config = {
-      api,
-      stateDir: tmp.join('state'),
-      switches: [
-        {
-          name: 'sw0',
-          ports: [
-            { kind: 'tap', name: 'tap', ifname: `${TAG}t0` },
-            // remote: the port's static remote until EVPN starts; EVPN sends by its routes.
-            { kind: 'vxlan', name: 'vx100', remote: H1, local: H1, vni: VNI },
-          ],
-        },
-      ],
-      evpn: { asn: 65000, routerId: H1, neighbors: [{ address: H3 }], vnis: [{ vni: VNI, switch: 'sw0', port: 'vx100' }], gobgpDir: tmp.join('gobgp'), listenAddress: H1 },
-    };
-    writeFileSync(tmp.join('host.json'), JSON.stringify(config, null, 2));
-    vk = spawn('ip', ['netns', 'exec', h1.name, process.execPath, vhostkitCli, 'run', '--config', tmp.join('host.json')], { stdio: ['ignore', 'ignore', 'pipe'] });
-    vk.stderr!.on('data', (d: Buffer) => (vkErr += d.toString()));
-    await until('the API', 20_000, () => (existsSync(tmp.join('api.sock')) ? true : undefined));
-    // The TAP vhostkit made in host 1's namespace goes to the endpoint's namespace.
-    t1 = new Netns(`${TAG}t`);
-    h1.ip('link', 'set', `${TAG}t0`, 'netns', t1.name);
-    t1.ip('addr', 'add', '10.26.0.1/24', 'dev', `${TAG}t0`);
-    t1.ip('link', 'set', `${TAG}t0`, 'up');
-  });
-
-  after(async () => {
-    if (vk && vk.exitCode === null) {
-      vk.kill('SIGTERM');
-      await new Promise((r) => vk!.once('exit', r));
-    }
-    await frr?.stop();
-    t1?.delete();
-    ep?.delete();
-    ul?.delete();
-    tmp?.cleanup();
-  });
-
-  it('ctl evpn: the neighbor established, routes in and out, the flood VTEP and the remote MAC', async () => {
-    expect(await until('pings', 40_000, () => (ping(t1, '10.26.0.3', 3) === 3 ? 3 : undefined))).to.equal(3);
-    const text = await until('ctl evpn to show FRR and its endpoint', 30_000, async () => {
-      const t = await ctl(api, 'evpn');
-      return t.includes('established') && t.includes(`remote ${epMac} via ${H3}`) ? t : undefined;
+    before(async () => {
+      const why = netnsUnavailable();
+      if (why) throw new Error(`cannot run: ${why}`);
+      tmp = makeTempDir('vk-evpn-run-');
+      ul = new Underlay(TAG, NET);
+      h1 = ul.addHost(1);
+      const h3 = ul.addHost(3);
+      frr = new FrrVtep({ ns: h3, asn: 65000, routerId: H3, vtep: H3, underlayDev: 'eth0', neighbors: [H1], vnis: [VNI] });
+      ep = new Netns(`${TAG}e`);
+      h3.ip('link', 'add', 'ep0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ep.name);
+      h3.ip('link', 'set', 'ep0', 'master', `br${VNI}`, 'up');
+      ep.ip('addr', 'add', '10.26.0.3/24', 'dev', 'eth0');
+      ep.ip('link', 'set', 'eth0', 'up');
+      epMac = /link\/ether ([0-9a-f:]{17})/.exec(ep.ip('link', 'show', 'eth0'))![1];
+      await frr.start();
+      api = `unix:${tmp.join('api.sock')}`;
+      const ports: unknown[] = [{ kind: 'tap', name: 'tap', ifname: `${TAG}t0` }];
+      // remote: the port's static remote until EVPN starts; EVPN sends by its routes.
+      const vxlan = { kind: 'vxlan', name: 'vx100', remote: H1, local: H1, vni: VNI };
+      const evpn = { asn: 65000, routerId: H1, neighbors: [{ address: H3 }], vnis: [{ vni: VNI, switch: 'sw0', port: 'vx100' }], gobgpDir: tmp.join('gobgp'), listenAddress: H1 };
+      const config = { api, stateDir: tmp.join('state'), switches: [{ name: 'sw0', ports: how === 'config' ? [...ports, vxlan] : ports }], ...(how === 'config' ? { evpn } : {}) };
+      writeFileSync(tmp.join('host.json'), JSON.stringify(config, null, 2));
+      const flags =
+        how === 'config' ? [] : ['--vxlan', `name=vx100,remote=${H1},local=${H1},vni=${VNI}`, '--evpn', `asn=65000,router-id=${H1},listen=${H1},gobgp-dir=${tmp.join('gobgp')}`, '--evpn-neighbor', H3];
+      vk = spawn('ip', ['netns', 'exec', h1.name, process.execPath, vhostkitCli, 'run', '--config', tmp.join('host.json'), ...flags], { stdio: ['ignore', 'ignore', 'pipe'] });
+      vk.stderr!.on('data', (d: Buffer) => (vkErr += d.toString()));
+      await until('the API', 20_000, () => (existsSync(tmp.join('api.sock')) ? true : undefined));
+      // The TAP vhostkit made in host 1's namespace goes to the endpoint's namespace.
+      t1 = new Netns(`${TAG}t`);
+      h1.ip('link', 'set', `${TAG}t0`, 'netns', t1.name);
+      t1.ip('addr', 'add', '10.26.0.1/24', 'dev', `${TAG}t0`);
+      t1.ip('link', 'set', `${TAG}t0`, 'up');
     });
-    console.log(`      vhostkit ctl evpn:\n${text.replace(/^/gm, '        ')}`);
-    expect(text).to.include(`AS 65000, router id ${H1}, VTEP ${H1}`);
-    expect(text).to.match(new RegExp(`${H3.replace(/\./g, '\\.')}\\s+65000\\s+established`));
-    expect(text).to.include(`[3]:[0]:[32]:[${H3}]`);
-    expect(text).to.include(`[3]:[0]:[32]:[${H1}] rd ${H1}:${VNI} vni ${VNI} via ${H1}`);
-    expect(text).to.include(`VNI ${VNI}: switch sw0, port vx100, VLAN 1`);
-    expect(text).to.include(`flood VTEPs: ${H3}`);
-    const j = JSON.parse(await ctl(api, '--json', 'evpn')) as { neighbors: Array<{ state: string }>; vnis: Array<{ localMacs: unknown[] }> };
-    expect(j.neighbors[0].state).to.equal('established');
-    expect(j.vnis[0].localMacs).to.have.length.greaterThan(0);
-    const table = frr.vtysh('show bgp l2vpn evpn');
-    expect(table).to.include(`Route Distinguisher: ${H1}:${VNI}`);
-    expect(table).to.include(`[3]:[0]:[32]:[${H1}]`);
-  });
 
-  it('/metrics has the EVPN gauges', async () => {
-    const m = await ctl(api, 'metrics');
-    expect(m).to.include(`vhostkit_evpn_neighbor_up{neighbor="${H3}",asn="65000",state="established"} 1`);
-    expect(m).to.include(`vhostkit_evpn_flood_vteps{switch="sw0",vni="${VNI}",port="vx100"} 1`);
-    expect(m).to.match(/vhostkit_evpn_remote_macs\{switch="sw0",vni="100",port="vx100"\} [1-9]/);
-  });
+    after(async () => {
+      if (vk && vk.exitCode === null) {
+        vk.kill('SIGTERM');
+        await new Promise((r) => vk!.once('exit', r));
+      }
+      await frr?.stop();
+      t1?.delete();
+      ep?.delete();
+      ul?.delete();
+      tmp?.cleanup();
+    });
 
-  it('SIGTERM stops vhostkit and the gobgpd it started', async () => {
-    const log = readFileSync(tmp.join('gobgp', 'gobgpd.log'), 'utf8');
-    expect(log).to.include('gobgpd started');
-    vk!.kill('SIGTERM');
-    const code = await new Promise<number | null>((r) => vk!.once('exit', (c) => r(c)));
-    expect(code, vkErr.slice(-2000)).to.equal(0);
-    // The session goes down at FRR once gobgpd is gone.
-    await until('the session down at FRR', 30_000, () => (frr.vtysh('show bgp l2vpn evpn summary').includes('Established') ? undefined : true));
+    it('ctl evpn: the neighbor established, routes in and out, the flood VTEP and the remote MAC', async () => {
+      expect(await until('pings', 40_000, () => (ping(t1, '10.26.0.3', 3) === 3 ? 3 : undefined))).to.equal(3);
+      const text = await until('ctl evpn to show FRR and its endpoint', 30_000, async () => {
+        const t = await ctl(api, 'evpn');
+        return t.includes('established') && t.includes(`remote ${epMac} via ${H3}`) ? t : undefined;
+      });
+      console.log(`      vhostkit ctl evpn:\n${text.replace(/^/gm, '        ')}`);
+      expect(text).to.include(`AS 65000, router id ${H1}, VTEP ${H1}`);
+      expect(text).to.match(new RegExp(`${H3.replace(/\./g, '\\.')}\\s+65000\\s+established`));
+      expect(text).to.include(`[3]:[0]:[32]:[${H3}]`);
+      expect(text).to.include(`[3]:[0]:[32]:[${H1}] rd ${H1}:${VNI} vni ${VNI} via ${H1}`);
+      expect(text).to.include(`VNI ${VNI}: switch sw0, port vx100, VLAN 1`);
+      expect(text).to.include(`flood VTEPs: ${H3}`);
+      const j = JSON.parse(await ctl(api, '--json', 'evpn')) as { neighbors: Array<{ state: string }>; vnis: Array<{ localMacs: unknown[] }> };
+      expect(j.neighbors[0].state).to.equal('established');
+      expect(j.vnis[0].localMacs).to.have.length.greaterThan(0);
+      const table = frr.vtysh('show bgp l2vpn evpn');
+      expect(table).to.include(`Route Distinguisher: ${H1}:${VNI}`);
+      expect(table).to.include(`[3]:[0]:[32]:[${H1}]`);
+    });
+
+    it('/metrics has the EVPN gauges', async () => {
+      const m = await ctl(api, 'metrics');
+      expect(m).to.include(`vhostkit_evpn_neighbor_up{neighbor="${H3}",asn="65000",state="established"} 1`);
+      expect(m).to.include(`vhostkit_evpn_flood_vteps{switch="sw0",vni="${VNI}",port="vx100"} 1`);
+      expect(m).to.match(/vhostkit_evpn_remote_macs\{switch="sw0",vni="100",port="vx100"\} [1-9]/);
+    });
+
+    it('SIGTERM stops vhostkit and the gobgpd it started', async () => {
+      const log = readFileSync(tmp.join('gobgp', 'gobgpd.log'), 'utf8');
+      expect(log).to.include('gobgpd started');
+      vk!.kill('SIGTERM');
+      const code = await new Promise<number | null>((r) => vk!.once('exit', (c) => r(c)));
+      expect(code, vkErr.slice(-2000)).to.equal(0);
+      // The session goes down at FRR once gobgpd is gone.
+      await until('the session down at FRR', 30_000, () => (frr.vtysh('show bgp l2vpn evpn summary').includes('Established') ? undefined : true));
+    });
   });
-});
