@@ -26,6 +26,7 @@ import { makeTempDir, type TempDir } from '../lib/peers.js';
 import { findBusybox, findGuestKernel, parseGuestResults, runScript } from '../lib/guest.js';
 import { consoleLine, migrate, startMigratingGuest, type MigratingGuest } from './migrate.js';
 import { setLogSink } from '../../src/log.js';
+import { sleep, until } from '../lib/wait.js';
 
 const TAG = `ef${process.pid.toString(36).slice(-4)}`;
 const NET = `10.${200 + (process.pid % 50)}.1`;
@@ -43,18 +44,6 @@ const GM_MAC = '52:54:00:26:00:21';
 const STREAM_SECONDS = 25;
 /** The switches' aging time: short, so that a guest that stopped is withdrawn within the test. */
 const AGING_S = 20;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, ms: number, check: () => T | undefined | Promise<T | undefined>): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms / 1000} s waiting for ${what}`);
-    await sleep(300);
-  }
-}
 
 /**
  * The endpoint's HTTP server: GET /f 8 MiB (md5 printed first), POST /up answers md5:length,

@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Netns } from './netns.js';
+import { Netns } from './netns.js';
 
 export interface FrrVtepOptions {
   ns: Netns;
@@ -83,6 +83,16 @@ export class FrrVtep {
 
   vtyshJson<T>(cmd: string): T {
     return JSON.parse(this.vtysh(`${cmd} json`)) as T;
+  }
+
+  /** A Linux endpoint behind br<vni>: namespace `name` with eth0 at `cidr`; its namespace and MAC. */
+  addEndpoint(name: string, vni: number, cidr: string): { ns: Netns; mac: string } {
+    const ns = new Netns(name);
+    this.ns.ip('link', 'add', 'ep0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns.name);
+    this.ns.ip('link', 'set', 'ep0', 'master', `br${vni}`, 'up');
+    ns.ip('addr', 'add', cidr, 'dev', 'eth0');
+    ns.ip('link', 'set', 'eth0', 'up');
+    return { ns, mac: /link\/ether ([0-9a-f:]{17})/.exec(ns.ip('link', 'show', 'eth0'))![1] };
   }
 
   /** The kernel's fdb entries of vx<vni>, as `bridge fdb show` prints them. */

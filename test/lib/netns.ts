@@ -70,3 +70,12 @@ export class Netns {
     }
   }
 }
+
+/** Replies busybox ping got in `ns` from `count` echo requests to addr (2 s each at most). */
+export function pingCount(ns: Netns, addr: string, count: number): number {
+  try {
+    return Number(/(\d+) packets received/.exec(ns.exec('busybox', 'ping', '-c', String(count), '-A', '-W', '2', addr))?.[1] ?? 0);
+  } catch (e) {
+    return Number(/(\d+) packets received/.exec(String((e as { stdout?: Buffer }).stdout ?? ''))?.[1] ?? 0);
+  }
+}

@@ -15,10 +15,11 @@ import { Switch } from '../../src/switch/switch.js';
 import { GoBgp } from '../../src/evpn/gobgp.js';
 import { EvpnControl } from '../../src/evpn/control.js';
 import { FrrVtep } from '../lib/frr.js';
-import { Netns, ip, netnsUnavailable } from '../lib/netns.js';
+import { Netns, ip, netnsUnavailable, pingCount } from '../lib/netns.js';
 import { Underlay } from '../lib/underlay.js';
 import { makeTempDir, type TempDir } from '../lib/peers.js';
 import { setLogSink } from '../../src/log.js';
+import { until } from '../lib/wait.js';
 
 const TAG = `ec${process.pid.toString(36).slice(-4)}`;
 const NET = `10.${100 + (process.pid % 50)}.0`;
@@ -28,26 +29,6 @@ const VNI = 100;
 const ASN = 65000;
 const MIB8 = 8 << 20;
 const AGING_S = 4;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, ms: number, check: () => T | undefined | Promise<T | undefined>): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms / 1000} s waiting for ${what}`);
-    await sleep(250);
-  }
-}
-
-function ping(ns: Netns, addr: string, count: number): number {
-  try {
-    return Number(/(\d+) packets received/.exec(ns.exec('busybox', 'ping', '-c', String(count), '-A', '-W', '2', addr))?.[1] ?? 0);
-  } catch (e) {
-    return Number(/(\d+) packets received/.exec(String((e as { stdout?: Buffer }).stdout ?? ''))?.[1] ?? 0);
-  }
-}
 
 /** In `ns`: node serving 8 MiB at GET /f and answering POST /up with md5:length; resolves with the served md5 once listening. */
 function server(ns: Netns): Promise<{ md5: string; kill: () => void }> {
@@ -111,12 +92,7 @@ describe('peers: EVPN control plane of a vhostkit switch with FRR', function () 
     const h1 = ul.addHost(1);
     const h3 = ul.addHost(3);
     frr = new FrrVtep({ ns: h3, asn: ASN, routerId: H3, vtep: H3, underlayDev: 'eth0', neighbors: [H1], vnis: [VNI] });
-    ep = new Netns(`${TAG}e`);
-    h3.ip('link', 'add', 'ep0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ep.name);
-    h3.ip('link', 'set', 'ep0', 'master', `br${VNI}`, 'up');
-    ep.ip('addr', 'add', '10.26.0.3/24', 'dev', 'eth0');
-    ep.ip('link', 'set', 'eth0', 'up');
-    epMac = /link\/ether ([0-9a-f:]{17})/.exec(ep.ip('link', 'show', 'eth0'))![1];
+    ({ ns: ep, mac: epMac } = frr.addEndpoint(`${TAG}e`, VNI, '10.26.0.3/24'));
     await frr.start();
     sw = await Switch.create({ dataplane: 'worker', agingSeconds: AGING_S });
     await sw.addVxlanPort({ name: 'vx100', remote: H3, vni: VNI, socketFd: h1.udpSocket(H1, 4789) });
@@ -151,7 +127,7 @@ describe('peers: EVPN control plane of a vhostkit switch with FRR', function () 
   });
 
   it('the endpoints ping each other; FRR shows the MAC the switch learned (type-2) and the type-3', async () => {
-    expect(await until('pings', 30_000, () => (ping(t1, '10.26.0.3', 3) === 3 ? 3 : undefined))).to.equal(3);
+    expect(await until('pings', 30_000, () => (pingCount(t1, '10.26.0.3', 3) === 3 ? 3 : undefined))).to.equal(3);
     // With ARP snooping, the MAC is advertised with its IPv4 address too (a MAC+IP route).
     const table = await until('type-2 (MAC, MAC+IP) and type-3 at FRR', 20_000, () => {
       const t = frr.vtysh('show bgp l2vpn evpn');
@@ -190,7 +166,7 @@ describe('peers: EVPN control plane of a vhostkit switch with FRR', function () 
     await until(`${t1Mac} withdrawn at FRR`, 40_000, () => (frr.vtysh('show bgp l2vpn evpn').includes(t1Mac) ? undefined : true));
     expect(frr.kernelFdb(VNI)).to.not.include(t1Mac);
     // It speaks again: learned, advertised again.
-    expect(ping(t1, '10.26.0.3', 2)).to.equal(2);
+    expect(pingCount(t1, '10.26.0.3', 2)).to.equal(2);
     await until(`${t1Mac} back at FRR`, 20_000, () => (frr.vtysh('show bgp l2vpn evpn').includes(t1Mac) ? true : undefined));
   });
 
@@ -203,7 +179,7 @@ describe('peers: EVPN control plane of a vhostkit switch with FRR', function () 
     });
     await frr.startBgpd();
     await until("FRR's type-3 back", 60_000, () => (sw.vxlanRemotes('vx100').some((r) => r.address === H3 && r.flood) ? true : undefined));
-    expect(await until('pings again', 30_000, () => (ping(t1, '10.26.0.3', 3) === 3 ? 3 : undefined))).to.equal(3);
+    expect(await until('pings again', 30_000, () => (pingCount(t1, '10.26.0.3', 3) === 3 ? 3 : undefined))).to.equal(3);
   });
   it('gobgpd dying is logged; the process and the switch go on, status says why', async () => {
     const logs: string[] = [];

@@ -16,6 +16,7 @@ import { Netns, netnsUnavailable } from '../lib/netns.js';
 import { Underlay } from '../lib/underlay.js';
 import { makeTempDir, type TempDir } from '../lib/peers.js';
 import { setLogSink } from '../../src/log.js';
+import { until } from '../lib/wait.js';
 
 const TAG = `eg${process.pid.toString(36).slice(-4)}`;
 const NET = `10.${200 + (process.pid % 50)}.0`;
@@ -25,19 +26,6 @@ const VNI = 100;
 const ASN = 65000;
 const RT = `${ASN}:${VNI}`;
 const GUEST_MAC = '52:54:00:00:26:01';
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `check` every 250 ms until it returns a value other than undefined (or throws after `ms`). */
-async function until<T>(what: string, ms: number, check: () => T | undefined | Promise<T | undefined>): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms / 1000} s waiting for ${what}`);
-    await sleep(250);
-  }
-}
 
 describe('peers: EVPN routes between vhostkit (GoBGP) and FRR', function () {
   this.timeout(120_000);
@@ -62,12 +50,7 @@ describe('peers: EVPN routes between vhostkit (GoBGP) and FRR', function () {
     const h3 = ul.addHost(3);
     frr = new FrrVtep({ ns: h3, asn: ASN, routerId: H3, vtep: H3, underlayDev: 'eth0', neighbors: [H1], vnis: [VNI] });
     // The Linux endpoint behind FRR's bridge.
-    ep = new Netns(`${TAG}e`);
-    h3.ip('link', 'add', 'ep0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ep.name);
-    h3.ip('link', 'set', 'ep0', 'master', `br${VNI}`, 'up');
-    ep.ip('addr', 'add', '10.26.0.3/24', 'dev', 'eth0');
-    ep.ip('link', 'set', 'eth0', 'up');
-    epMac = /link\/ether ([0-9a-f:]{17})/.exec(ep.ip('link', 'show', 'eth0'))![1];
+    ({ ns: ep, mac: epMac } = frr.addEndpoint(`${TAG}e`, VNI, '10.26.0.3/24'));
     await frr.start();
     bgp = await GoBgp.start({ dir: tmp.join('gobgp'), netns: h1.name, asn: ASN, routerId: H1, listenAddress: H1, neighbors: [{ address: H3, asn: ASN }] });
     bgp.on('route', (e) => events.push(e));

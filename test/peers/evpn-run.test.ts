@@ -8,9 +8,10 @@ import { expect } from 'chai';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { FrrVtep } from '../lib/frr.js';
-import { Netns, netnsUnavailable } from '../lib/netns.js';
+import { Netns, netnsUnavailable, pingCount } from '../lib/netns.js';
 import { Underlay } from '../lib/underlay.js';
 import { makeTempDir, vhostkitCli, type TempDir } from '../lib/peers.js';
+import { until } from '../lib/wait.js';
 
 const PID = process.pid.toString(36).slice(-4);
 const NET = `10.${50 + (process.pid % 50)}.0`;
@@ -18,30 +19,10 @@ const H1 = `${NET}.1`;
 const H3 = `${NET}.3`;
 const VNI = 100;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function until<T>(what: string, ms: number, check: () => T | undefined | Promise<T | undefined>): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms / 1000} s waiting for ${what}`);
-    await sleep(300);
-  }
-}
-
 function ctl(api: string, ...args: string[]): Promise<string> {
   return new Promise((resolve, reject) =>
     execFile(process.execPath, [vhostkitCli, 'ctl', '--api', api, ...args], (err, stdout, stderr) => (err ? reject(new Error(`ctl ${args.join(' ')}: ${stderr || err.message}`)) : resolve(stdout))),
   );
-}
-
-function ping(ns: Netns, addr: string, count: number): number {
-  try {
-    return Number(/(\d+) packets received/.exec(ns.exec('busybox', 'ping', '-c', String(count), '-A', '-W', '2', addr))?.[1] ?? 0);
-  } catch (e) {
-    return Number(/(\d+) packets received/.exec(String((e as { stdout?: Buffer }).stdout ?? ''))?.[1] ?? 0);
-  }
 }
 
 for (const how of ['config', 'flags'] as const)
@@ -67,12 +48,7 @@ for (const how of ['config', 'flags'] as const)
       h1 = ul.addHost(1);
       const h3 = ul.addHost(3);
       frr = new FrrVtep({ ns: h3, asn: 65000, routerId: H3, vtep: H3, underlayDev: 'eth0', neighbors: [H1], vnis: [VNI] });
-      ep = new Netns(`${TAG}e`);
-      h3.ip('link', 'add', 'ep0', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ep.name);
-      h3.ip('link', 'set', 'ep0', 'master', `br${VNI}`, 'up');
-      ep.ip('addr', 'add', '10.26.0.3/24', 'dev', 'eth0');
-      ep.ip('link', 'set', 'eth0', 'up');
-      epMac = /link\/ether ([0-9a-f:]{17})/.exec(ep.ip('link', 'show', 'eth0'))![1];
+      ({ ns: ep, mac: epMac } = frr.addEndpoint(`${TAG}e`, VNI, '10.26.0.3/24'));
       await frr.start();
       api = `unix:${tmp.join('api.sock')}`;
       const ports: unknown[] = [{ kind: 'tap', name: 'tap', ifname: `${TAG}t0` }];
@@ -106,7 +82,7 @@ for (const how of ['config', 'flags'] as const)
     });
 
     it('ctl evpn: the neighbor established, routes in and out, the flood VTEP and the remote MAC', async () => {
-      expect(await until('pings', 40_000, () => (ping(t1, '10.26.0.3', 3) === 3 ? 3 : undefined))).to.equal(3);
+      expect(await until('pings', 40_000, () => (pingCount(t1, '10.26.0.3', 3) === 3 ? 3 : undefined))).to.equal(3);
       const text = await until('ctl evpn to show FRR and its endpoint', 30_000, async () => {
         const t = await ctl(api, 'evpn');
         return t.includes('established') && t.includes(`remote ${epMac} via ${H3}`) ? t : undefined;
