@@ -515,7 +515,9 @@ void FlowTable::RemoveHandle(uint32_t handle) {
   Subtable& st = subtables_[sub_[handle]];
   uint64_t key[PackedKey::kWords];
   const uint64_t h = KeyOf(Pack(ValuesOf(pool_[handle].match)), st, key);
-  for (uint64_t s = h & st.cap_mask;; s = (s + 1) & st.cap_mask) {
+  // Its slot lies in the run from its hash's home (at most every slot: never an endless loop).
+  uint64_t s = h & st.cap_mask;
+  for (uint64_t k = 0; k <= st.cap_mask; k++, s = (s + 1) & st.cap_mask) {
     if (st.slots[s * st.stride + 1] == uint64_t{handle} + 1) {
       Erase(st, s);
       break;
