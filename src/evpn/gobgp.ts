@@ -444,11 +444,16 @@ export class GoBgp extends EventEmitter<GoBgpEvents> {
     } finally {
       closeSync(out);
     }
+    // An error or exit before the API answers fails the start (the race below); the listeners
+    // go once it answered, and the 'exit' listener below reports later exits.
+    let onError: (e: Error) => void = () => undefined;
+    let onEarlyExit: (code: number | null, signal: NodeJS.Signals | null) => void = () => undefined;
     const exited = new Promise<never>((_, reject) => {
-      child.once('error', (e) => reject(new Error(`gobgpd: ${e.message}`)));
-      child.once('exit', (code, signal) => reject(new Error(`gobgpd exited (${signal ?? code}) before its API answered: ${tail(logFile)}`)));
+      onError = (e) => reject(new Error(`gobgpd: ${e.message}`));
+      onEarlyExit = (code, signal) => reject(new Error(`gobgpd exited (${signal ?? code}) before its API answered: ${tail(logFile)}`));
+      child.once('error', onError);
+      child.once('exit', onEarlyExit);
     });
-    exited.catch(() => undefined);
     const client = new Client(grpcTarget(api), grpc.credentials.createInsecure()) as unknown as GobgpApiClient;
     const g = new GoBgp(client, child, logFile, api);
     child.on('exit', (code, signal) => {
@@ -462,6 +467,9 @@ export class GoBgp extends EventEmitter<GoBgpEvents> {
     } catch (e) {
       await g.close();
       throw e;
+    } finally {
+      child.off('error', onError);
+      child.off('exit', onEarlyExit);
     }
     g.#log.info('gobgpd started', { pid: child.pid, api, asn: o.asn, routerId: o.routerId, neighbors: o.neighbors.map((n) => n.address).join(',') });
     return g;
