@@ -105,7 +105,9 @@ async function unitStream() {
   execFileSync('bash', [join(root, 'scripts', 'build-asan.sh')], { stdio: 'inherit' });
   const asan = execFileSync('g++', ['-print-file-name=libasan.so']).toString().trim();
   out.push(
-    await run('native tests under ASan + UBSan', ['dist/test/native/**/*.test.js'], {
+    // ASan and UBSan make the native code several times slower: a longer default timeout
+    // (tests that set their own keep it).
+    await run('native tests under ASan + UBSan', ['--timeout', '60000', 'dist/test/native/**/*.test.js'], {
       VHOSTKIT_NATIVE: 'asan',
       LD_PRELOAD: asan,
       // Node itself does not free everything at exit; leaks are checked by the fd/RSS tests.
