@@ -11,7 +11,6 @@
 // The VXLAN port's VLAN changed, and the port removed and added again: the fabric's MACs and
 // flood VTEP are installed again, and traffic and suppression go on.
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
 import { Switch } from '../../src/switch/switch.js';
 import { GoBgp } from '../../src/evpn/gobgp.js';
 import { EvpnControl } from '../../src/evpn/control.js';
@@ -21,6 +20,8 @@ import { Underlay } from '../lib/underlay.js';
 import { makeTempDir, type TempDir } from '../lib/peers.js';
 import { setLogSink } from '../../src/log.js';
 import { until } from '../lib/wait.js';
+import { MIB8, client, server } from '../lib/http-md5.js';
+import { capture } from '../lib/tcpdump.js';
 
 const TAG = `en${process.pid.toString(36).slice(-4)}`;
 const NET = `10.${150 + (process.pid % 50)}.0`;
@@ -28,25 +29,6 @@ const H1 = `${NET}.1`;
 const H3 = `${NET}.3`;
 const VNI = 100;
 const ASN = 65000;
-const MIB8 = 8 << 20;
-
-/** In `ns`: tcpdump of VXLAN leaving `src` on eth0: what it printed so far, until stop() (which resolves with all of it). */
-async function capture(ns: Netns, src: string): Promise<{ text: () => string; stop: () => Promise<string> }> {
-  const c = spawn('ip', ['netns', 'exec', ns.name, 'tcpdump', '-l', '--immediate-mode', '-n', '-i', 'eth0', `src host ${src} and udp port 4789`], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  c.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  await until('tcpdump listening', 10_000, () => (err.includes('listening on') ? true : undefined));
-  return {
-    text: () => out,
-    stop: () =>
-      new Promise((resolve) => {
-        c.on('exit', () => resolve(out));
-        c.kill('SIGINT');
-      }),
-  };
-}
 
 /** Replies to `count` pings from ns to an IPv6 address. */
 function ping6Count(ns: Netns, addr: string, count: number): number {
@@ -55,45 +37,6 @@ function ping6Count(ns: Netns, addr: string, count: number): number {
   } catch (e) {
     return Number(/(\d+) packets received/.exec(String((e as { stdout?: Buffer }).stdout ?? ''))?.[1] ?? 0);
   }
-}
-
-/** In `ns`: node serving 8 MiB at GET /f and answering POST /up with md5:length; resolves with the served md5 once listening. */
-function server(ns: Netns): Promise<{ md5: string; kill: () => void }> {
-  const code = `import { createServer } from 'node:http'; import { createHash, randomBytes } from 'node:crypto';
-    const data = randomBytes(${MIB8});
-    createServer((req, res) => {
-      if (req.method === 'GET') { res.writeHead(200, { 'content-length': data.length }); res.end(data); return; }
-      const h = createHash('md5'); let n = 0;
-      req.on('data', (c) => { h.update(c); n += c.length; });
-      req.on('end', () => { const r = h.digest('hex') + ':' + n; res.writeHead(200, { 'content-length': r.length }); res.end(r); });
-    }).listen(8080, () => console.log('ready ' + createHash('md5').update(data).digest('hex')));`;
-  const c = spawn('ip', ['netns', 'exec', ns.name, process.execPath, '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
-  return new Promise((resolve, reject) => {
-    let out = '';
-    c.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /ready ([0-9a-f]{32})/.exec(out);
-      if (m) resolve({ md5: m[1], kill: () => c.kill() });
-    });
-    c.on('exit', (code) => reject(new Error(`server exited ${code}`)));
-  });
-}
-
-/** From `ns`: 8 MiB down and 8 MiB up to http://HOST:8080, md5s of both. */
-function client(ns: Netns, host: string): Promise<{ down: string; up: string; sent: string }> {
-  const code = `const { createHash, randomBytes } = await import('node:crypto');
-    const down = Buffer.from(await (await fetch('http://${host}:8080/f', { signal: AbortSignal.timeout(40000) })).arrayBuffer());
-    const up = randomBytes(${MIB8});
-    const r = await (await fetch('http://${host}:8080/up', { method: 'POST', body: up, signal: AbortSignal.timeout(40000) })).text();
-    console.log(JSON.stringify({ down: createHash('md5').update(down).digest('hex') + ':' + down.length, up: r, sent: createHash('md5').update(up).digest('hex') + ':' + up.length }));`;
-  return new Promise((resolve, reject) => {
-    const c = spawn('ip', ['netns', 'exec', ns.name, process.execPath, '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let o = '';
-    let e = '';
-    c.stdout!.on('data', (d: Buffer) => (o += d.toString()));
-    c.stderr!.on('data', (d: Buffer) => (e += d.toString()));
-    c.on('exit', (code) => (code === 0 ? resolve(JSON.parse(o) as { down: string; up: string; sent: string }) : reject(new Error(`client failed (${code}): ${e.slice(-1500)}`))));
-  });
 }
 
 describe('peers: EVPN ND snooping, ARP suppression and ND proxy with FRR', function () {
@@ -187,7 +130,7 @@ describe('peers: EVPN ND snooping, ARP suppression and ND proxy with FRR', funct
   it('ARP suppression and ND proxy: the endpoint resolves the far one with no request leaving the host', async () => {
     t1.ip('neigh', 'flush', 'dev', tapDev);
     const before = await handlerSent();
-    const cap = await capture(h1, H1);
+    const cap = await capture(h1, `src host ${H1} and udp port 4789`);
     expect(pingCount(t1, '10.27.0.3', 3)).to.equal(3);
     expect(ping6Count(t1, 'fd27::3', 3)).to.equal(3);
     // What did leave: the echo requests (so the capture saw the tunnel), no request for a neighbor.
