@@ -397,18 +397,24 @@ export class EvpnControl {
    */
   async #followPort(s: VniState): Promise<void> {
     const info = this.#sw.list().find((p) => p.name === s.cfg.port);
-    if (!info || info.kind !== 'vxlan') {
-      if (s.portId !== -1) this.#log.warn('VNI port gone: nothing installed until it is back', { vni: s.cfg.vni, port: s.cfg.port });
-      s.portId = -1;
-      return;
-    }
-    const vlan = info.vlan.mode === 'access' ? info.vlan.vid : -1;
-    if (info.id === s.portId && vlan === s.vlan) return;
+    const vlan = info?.kind === 'vxlan' && info.vlan.mode === 'access' ? info.vlan.vid : -1;
+    if (info?.kind === 'vxlan' && info.id === s.portId && vlan === s.vlan) return;
     if (vlan < 0) {
-      if (s.portId !== -2) this.#log.error('VNI port is not an access port: nothing installed until it is one', { vni: s.cfg.vni, port: s.cfg.port });
-      s.portId = -2;
+      const why = info?.kind === 'vxlan' ? -2 : -1;
+      if (s.portId !== why) {
+        if (why === -1) this.#log.warn('VNI port gone: nothing installed until it is back', { vni: s.cfg.vni, port: s.cfg.port });
+        else this.#log.error('VNI port is not an access port: nothing installed until it is one', { vni: s.cfg.vni, port: s.cfg.port });
+      }
+      if (s.portId >= 0) {
+        // Nothing answered for a fabric this VNI cannot reach; the addresses are kept for its return.
+        const ips = [...s.remoteIps];
+        for (const [ip] of ips) await this.#unsuppress(s, ip, null);
+        for (const [ip, r] of ips) s.remoteIps.set(ip, { ...r, flow: '' });
+      }
+      s.portId = why;
       return;
     }
+    if (!info) return; // (vlan >= 0: it is there)
     const readded = info.id !== s.portId;
     this.#log.info('VNI port changed: installing the fabric again', { vni: s.cfg.vni, port: s.cfg.port, vlan, readded });
     const ips = [...s.remoteIps];

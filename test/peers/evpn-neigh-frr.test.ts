@@ -177,9 +177,14 @@ describe('peers: EVPN ND snooping, ARP suppression and ND proxy with FRR', funct
   it('the VXLAN port removed and added again: installed again, traffic goes on', async () => {
     await sw.removePort('vx100');
     await until('the port gone', 5_000, async () => ((await sw.remoteMacs()).length === 0 ? true : undefined));
+    // Nothing is answered for a fabric the VNI cannot reach.
+    await until('the suppression flows gone', 5_000, async () => ((await sw.dumpFlows()).some((f) => f.line.includes('handler:evpn-arp') && f.line.includes('arp_tpa=')) ? undefined : true));
     await sw.addVxlanPort({ name: 'vx100', remote: H3, vni: VNI, vlan: { mode: 'access', vid: 2 }, socketFd: h1.udpSocket(H1, 4789) });
     await until('the endpoint installed on the new port', 10_000, async () => (await sw.remoteMacs()).find((m) => m.mac === epMac && m.portName === 'vx100' && m.vtep === H3));
     await until('flood VTEP back', 10_000, () => (sw.vxlanRemotes('vx100').some((r) => r.address === H3 && r.flood) ? true : undefined));
+    const flows = (await sw.dumpFlows()).map((f) => f.line);
+    expect(flows.some((l) => l.includes('arp,dl_vlan=2,arp_tpa=10.27.0.3,arp_op=1 actions=handler:evpn-arp'))).to.equal(true);
+    expect(flows.some((l) => l.includes('in_port=vx100,') && l.includes('actions=NORMAL'))).to.equal(true);
     expect(await until('pings', 20_000, () => (pingCount(t1, '10.27.0.3', 2) === 2 ? 2 : undefined))).to.equal(2);
     expect(await until('ping6', 20_000, () => (ping6Count(t1, 'fd27::3', 2) === 2 ? 2 : undefined))).to.equal(2);
   });
