@@ -39,8 +39,12 @@ const MAX_SEEN = 65536;
  */
 const REPOST_MS = 20_000;
 
-/** The handler: options.channel names the sightings' BroadcastChannel, options.table the suppression table's. */
-export default function neighSnoop(options: { channel: string; table?: string }): PacketHandler {
+/**
+ * The handler: options.channel names the sightings' BroadcastChannel, options.table the
+ * suppression table's; arp / nd: whether ARP / neighbor discovery senders are posted (the
+ * frames of the suppression flows are read only for their questions otherwise).
+ */
+export default function neighSnoop(options: { channel: string; table?: string; arp?: boolean; nd?: boolean }): PacketHandler {
   const ch = new BroadcastChannel(options.channel);
   (ch as unknown as { unref?: () => void }).unref?.();
   const seen = new Map<string, number>();
@@ -55,7 +59,7 @@ export default function neighSnoop(options: { channel: string; table?: string })
     };
   }
   const snoop = (fr: HandlerFrame, now: number) => {
-    const s = arpSender(fr.data) ?? ndSender(fr.data);
+    const s = (options.arp ? arpSender(fr.data) : null) ?? (options.nd ? ndSender(fr.data) : null);
     if (!s) return;
     const key = `${fr.vlan}/${s.mac}/${s.ip}`;
     const at = seen.get(key);

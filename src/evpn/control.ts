@@ -302,7 +302,7 @@ export class EvpnControl {
     };
     const table = this.#o.arpSuppression ? `vhostkit-evpn-table-${id}` : undefined;
     if (table !== undefined) this.#table = new BroadcastChannel(table);
-    await this.#sw.addHandler('evpn-arp', { module: new URL('./arp-snoop.js', import.meta.url).href, options: { channel, table } });
+    await this.#sw.addHandler('evpn-arp', { module: new URL('./arp-snoop.js', import.meta.url).href, options: { channel, table, arp: this.#o.arpSnooping === true, nd: this.#o.ndSnooping === true } });
     if (this.#o.arpSnooping) await this.#sw.addFlow('priority=65000,arp,actions=normal,handler:evpn-arp');
     if (this.#o.ndSnooping) {
       await this.#sw.addFlow('priority=65000,icmp6,icmp_type=135,actions=normal,handler:evpn-arp');
