@@ -10,7 +10,7 @@
 //     it from local ports. The handler answers each out of the port it came in on, with the
 //     remote MAC, and nothing goes to the fabric. A request it has no answer for (the flow
 //     came before the route's message; a solicitation for another address with the same
-//     solicited-node group) is dropped: the host asks again.
+//     solicited-node group; a gratuitous ARP or an ARP probe) is dropped: the host asks again.
 import { BroadcastChannel } from 'node:worker_threads';
 import type { HandlerContext, HandlerFrame, PacketHandler } from '../switch/handlers.js';
 import { arpReply, arpRequest, arpSender, ndAdvertisement, ndSender, ndSolicitation } from './neigh.js';
@@ -72,7 +72,9 @@ export default function neighSnoop(options: { channel: string; table?: string; a
   };
   const answer = (fr: HandlerFrame, ctx: HandlerContext) => {
     const a = arpRequest(fr.data);
-    if (a) {
+    // A gratuitous ARP (sender = target: a host claiming the address) is not answered, as
+    // Linux's neigh_suppress does not answer it: snooping takes it, the claim goes no further.
+    if (a && a.ip !== a.target) {
       const mac = answers.get(`${fr.vlan}/${a.target}`);
       if (mac !== undefined) ctx.send(fr.inPort, arpReply(fr.data, mac, a.target));
       return;

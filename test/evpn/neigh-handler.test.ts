@@ -67,6 +67,10 @@ describe('evpn neighbor handler on a running switch', function () {
     expect(r.a.map((f) => arpReplyFrom(f, '10.0.0.9'))).to.deep.equal([REMOTE_MAC]);
     expect(r.a[0].subarray(0, 6)).to.deep.equal(Uint8Array.from(A_BYTES));
     expect([r.b.length, r.c.length], 'no other port sees the request').to.deep.equal([0, 0]);
+    // A gratuitous ARP for the address (a local host claiming it) and an ARP probe (sender 0.0.0.0): no answer.
+    guests.a.send([arpRequest(A, '10.0.0.9', '10.0.0.9'), arpRequest(A, '0.0.0.0', '10.0.0.9')]);
+    const quiet = await rig.got(300);
+    expect([quiet.a.length, quiet.b.length, quiet.c.length]).to.deep.equal([0, 0, 0]);
     // ARP snooping is on: a's sender is posted.
     await until('a sighting of a', 5_000, () => (seen.some((s) => s.mac === A && s.ip === '10.0.0.1' && s.vlan === 1 && s.port === 'a') ? true : undefined));
   });
