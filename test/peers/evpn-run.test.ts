@@ -130,6 +130,22 @@ for (const how of ['config', 'flags'] as const)
       expect(m).to.match(/vhostkit_evpn_remote_macs\{switch="sw0",vni="100",port="vx100"\} [1-9]/);
     });
 
+    it("ctl vlan moves the VNI's port and the TAP to VLAN 2: FRR's endpoint is installed again there", async () => {
+      expect(await ctl(api, 'vlan', 'vx100', '2')).to.include('port vx100: VLAN access 2');
+      await ctl(api, 'vlan', 'tap', '2');
+      await until('ctl evpn to show VLAN 2', 10_000, async () => ((await ctl(api, 'evpn')).includes(`VNI ${VNI}: switch sw0, port vx100, VLAN 2`) ? true : undefined));
+      expect(await until('pings in VLAN 2', 20_000, () => (pingCount(t1, '10.26.0.3', 2) === 2 ? 2 : undefined))).to.equal(2);
+      // Installed entries are not in ctl fdb (it lists what was learned); the TAP port's
+      // flooded count says it: echo requests to an installed MAC are not flooded (a round of
+      // pings with none flooded; a stray multicast of the endpoint's may take another round).
+      const flooded = async () => (JSON.parse(await ctl(api, '--json', 'ports', 'sw0')) as Array<{ name: string; counters: { flooded: number } }>).find((p) => p.name === 'tap')!.counters.flooded;
+      await until('pings to the endpoint not flooded', 20_000, async () => {
+        const before = await flooded();
+        const n = pingCount(t1, '10.26.0.3', 3);
+        return n === 3 && (await flooded()) === before ? true : undefined;
+      });
+    });
+
     it('SIGTERM stops vhostkit and the gobgpd it started', async () => {
       const log = readFileSync(tmp.join('gobgp', 'gobgpd.log'), 'utf8');
       expect(log).to.include('gobgpd started');
