@@ -1,9 +1,14 @@
-// The whole test suite, as `npm test` runs it:
-//   1. mocha over every test in dist/test (the normal build of the addon);
-//   2. the native-layer tests (dist/test/native) again against the ASan/UBSan build of
-//      the addon (scripts/build-asan.sh), with the sanitizer runtime preloaded.
-// Ends with one line "N passed, N failed" summing both runs. VHOSTKIT_SKIP_ASAN=1 skips
-// the second run (for quick local iterations; CI never sets it).
+// The whole test suite, as `npm test` runs it, in two phases:
+//   1. two streams side by side (on two CPUs they mostly use one each):
+//      - the unit and native tests (mocha over dist/test, the folders of REAL_PEERS and
+//        FUZZ left out), then the native-layer tests (dist/test/native) again against the
+//        ASan/UBSan build of the addon (scripts/build-asan.sh), with the sanitizer runtime
+//        preloaded;
+//      - the libFuzzer targets (dist/test/fuzz);
+//   2. the tests with real peers (QEMU guests, DPDK, FRR, namespaces, npm pack), one at a time,
+//      alone on the machine: they are the ones whose guests run under TCG.
+// Ends with one line "N passed, N failed" summing every run. VHOSTKIT_SKIP_ASAN=1 skips
+// the ASan pass (for quick local iterations; CI never sets it).
 //
 // `--fast` (npm run test:fast): the fast tier only, the unit and native tests that need no
 // QEMU, no DPDK, no network namespaces and no packing: FAST_EXCLUDED below are the
@@ -17,19 +22,32 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const mocha = join(root, 'node_modules', 'mocha', 'bin', 'mocha.js');
 const fast = process.argv.includes('--fast');
 const extra = process.argv.slice(2).filter((a) => a !== '--fast');
-/** What the fast tier leaves out: tests with QEMU guests, real peers, netns, npm pack, examples run as processes, fuzzing. */
-const FAST_EXCLUDED = ['e2e', 'peers', 'lib', 'package', 'examples', 'fuzz'];
+/** Tests with QEMU guests, real peers, netns, npm pack, examples run as processes. */
+const REAL_PEERS = ['e2e', 'peers', 'lib', 'package', 'examples'];
+const FUZZ = ['fuzz'];
+/** What the fast tier leaves out. */
+const FAST_EXCLUDED = [...REAL_PEERS, ...FUZZ];
+const folders = (list) => `dist/test/{${list.join(',')}}/**`;
+const specs = (list) => list.map((d) => `dist/test/${d}/**/*.test.js`);
 
-function run(label, args, env) {
+/**
+ * One mocha run. Its report goes to stdout as it comes, or, with `buffered` (a run beside
+ * another), whole when it ends, so that two runs' lines do not interleave.
+ */
+function run(label, args, env, buffered = false) {
   return new Promise((resolve) => {
-    process.stdout.write(`\n=== ${label} ===\n`);
-    const child = spawn(process.execPath, [mocha, ...args, ...extra], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+    const begin = Date.now();
+    if (!buffered) process.stdout.write(`\n=== ${label} ===\n`);
+    const child = spawn(process.execPath, [mocha, ...args, ...extra], { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', buffered ? 'pipe' : 'inherit'] });
     let out = '';
     child.stdout.on('data', (d) => {
       out += d;
-      process.stdout.write(d);
+      if (!buffered) process.stdout.write(d);
     });
+    if (buffered) child.stderr.on('data', (d) => (out += d));
     child.on('close', (code, signal) => {
+      if (buffered) process.stdout.write(`\n=== ${label} ===\n${out}`);
+      process.stdout.write(`${label}: ${((Date.now() - begin) / 1000).toFixed(0)} s\n`);
       const passed = Number(/(\d+) passing/.exec(out)?.[1] ?? 0);
       let failed = Number(/(\d+) failing/.exec(out)?.[1] ?? 0);
       if ((code !== 0 || signal) && failed === 0) {
@@ -49,7 +67,7 @@ function run(label, args, env) {
 if (fast) {
   // Property tests and the connect/disconnect soak do a fifth of their default work
   // (test/lib/fuzz-runs.ts); npm test runs them whole.
-  const r = await run('fast tier', ['--parallel', '--exclude', `dist/test/{${FAST_EXCLUDED.join(',')}}/**`, 'dist/test/**/*.test.js'], {
+  const r = await run('fast tier', ['--parallel', '--exclude', folders(FAST_EXCLUDED), 'dist/test/**/*.test.js'], {
     VHOSTKIT_TEST_SCALE: process.env.VHOSTKIT_TEST_SCALE ?? '0.2',
   });
   if (r.report !== '') process.stdout.write(`\n=== failures, again ===\n${r.report}`);
@@ -80,13 +98,16 @@ const results = [];
   }
   results.push({ label: 'lint', passed: report === '' ? 1 : 0, failed: report === '' ? 0 : 1, report: report === '' ? '' : `lint failed (npm run lint):\n${report}` });
 }
-results.push(await run('tests', ['dist/test/**/*.test.js'], {}));
-
-if (process.env.VHOSTKIT_SKIP_ASAN !== '1') {
+/** The unit and native tests, then the native ones again under ASan + UBSan. */
+async function unitStream() {
+  const out = [await run('unit and native tests', ['--exclude', folders(FAST_EXCLUDED), 'dist/test/**/*.test.js'], {})];
+  if (process.env.VHOSTKIT_SKIP_ASAN === '1') return out;
   execFileSync('bash', [join(root, 'scripts', 'build-asan.sh')], { stdio: 'inherit' });
   const asan = execFileSync('g++', ['-print-file-name=libasan.so']).toString().trim();
-  results.push(
-    await run('native tests under ASan + UBSan', ['dist/test/native/**/*.test.js'], {
+  out.push(
+    // ASan and UBSan make the native code several times slower: a longer default timeout
+    // (tests that set their own keep it).
+    await run('native tests under ASan + UBSan', ['--timeout', '60000', 'dist/test/native/**/*.test.js'], {
       VHOSTKIT_NATIVE: 'asan',
       LD_PRELOAD: asan,
       // Node itself does not free everything at exit; leaks are checked by the fd/RSS tests.
@@ -99,7 +120,12 @@ if (process.env.VHOSTKIT_SKIP_ASAN !== '1') {
       UBSAN_OPTIONS: 'print_stacktrace=1:halt_on_error=1',
     }),
   );
+  return out;
 }
+
+const [unit, fuzzed] = await Promise.all([unitStream(), run('fuzz targets', specs(FUZZ), {}, true)]);
+results.push(...unit, fuzzed);
+results.push(await run('tests with real peers', specs(REAL_PEERS), {}));
 
 for (const r of results) {
   if (r.report === '') continue;

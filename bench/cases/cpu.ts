@@ -100,7 +100,7 @@ export async function cpuCase(ctx: BenchContext): Promise<CaseReport> {
     id: 'cpu',
     title: 'Case 5: CPU cost — backend CPU seconds per million packets received (testpmd virtio-user txonly at full rate, packed ring), and backend CPU use while connected and idle',
     notes: [
-      `The backend (vhostkit net-load, a sink, in each --poll mode; or testpmd's vhost PMD in rxonly, which busy-polls) is pinned to CPU ${ctx.backendCpus}, the frontend to CPU ${ctx.frontendCpus}. CPU time is the backend process's utime + stime from /proc/<pid>/stat (every thread, 10 ms resolution) over ${ctx.seconds} statistics periods. Lower is better in both tables: a ratio below 1 means vhostkit spends less.`,
+      `The backend (vhostkit net-load, a sink that copies each frame into its own memory, in each --poll mode; or testpmd's vhost PMD in rxonly, which busy-polls) is pinned to CPU ${ctx.backendCpus}, the frontend to CPU ${ctx.frontendCpus}. CPU time is the backend process's utime + stime from /proc/<pid>/stat (every thread, 10 ms resolution) over ${ctx.seconds} statistics periods. Lower is better in both tables: a ratio below 1 means vhostkit spends less.`,
       'At full rate every mode spends a whole CPU in this setup (the frontend never lets the ring go empty): the figure then says how many packets each CPU second buys. Idle, busy mode spins by design; event and adaptive mode sleep on the kick eventfd.',
     ],
     rows,

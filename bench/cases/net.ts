@@ -1,6 +1,8 @@
 // Cases 1 and 2: virtio-net rings against dpdk-testpmd.
-//   net-rx: testpmd virtio-user txonly -> a vhostkit port that drops (net-load, --poll busy),
-//           vs -> testpmd's vhost PMD in rxonly.
+//   net-rx: testpmd virtio-user txonly -> a vhostkit port that reads each frame into memory
+//           of its own (net-load, --poll busy), vs -> testpmd's vhost PMD in rxonly (which
+//           copies each frame into an mbuf); a vhostkit port that returns the frames unread
+//           (--sink drop) is measured beside them, and labelled so.
 //   net-tx: a vhostkit port generating frames (net-load --gen) -> testpmd virtio-user rxonly,
 //           vs testpmd's vhost PMD in txonly.
 // Both sides of every run are measured at the same point: the virtio-user testpmd's own
@@ -26,9 +28,11 @@ export async function waitSocket(path: string, proc: ChildProcess, ms: number): 
   }
 }
 
-export function vkArgv(dir: Dir, sock: string, size: number, cpus: string, packed: boolean, poll = 'busy', cli = vhostkitCli): string[] {
+/** net-load's command line; `sink`: what the rx side does with each frame (net-load --sink). */
+export function vkArgv(dir: Dir, sock: string, size: number, cpus: string, packed: boolean, poll = 'busy', cli = vhostkitCli, sink: 'copy' | 'drop' = 'copy'): string[] {
   const a = ['taskset', '-c', cpus, process.execPath, cli, 'net-load', '--socket', sock, '--poll', poll];
   if (dir === 'tx') a.push('--gen', '--size', String(size));
+  else a.push('--sink', sink);
   if (!packed) a.push('--split-only');
   return a;
 }
@@ -42,7 +46,9 @@ export function generic(argv: readonly string[], sock: string): string {
     .replace(/--size \d+/, '--size SIZE');
 }
 
-type Who = 'vhostkit' | 'testpmd vhost PMD';
+/** 'vhostkit, no-touch sink': net-rx's sink returning frames unread (--sink drop). */
+type Who = 'vhostkit' | 'vhostkit, no-touch sink' | 'testpmd vhost PMD';
+const NO_TOUCH = 'vhostkit, no-touch sink';
 
 /**
  * One side of a net case, up and forwarding: its backend and the virtio-user testpmd.
@@ -63,9 +69,9 @@ export async function startNetSide(ctx: BenchContext, dir: Dir, who: Who, size: 
     tmp.cleanup();
   };
   try {
-    if (who === 'vhostkit') {
-      const argv = vkArgv(dir, sock, size, ctx.backendCpus, packed, 'busy', cli);
-      commands.add(`vhostkit (${packed ? 'packed' : 'split'}): ${generic(argv, sock)}`);
+    if (who !== 'testpmd vhost PMD') {
+      const argv = vkArgv(dir, sock, size, ctx.backendCpus, packed, 'busy', cli, who === NO_TOUCH ? 'drop' : 'copy');
+      commands.add(`${who} (${packed ? 'packed' : 'split'}): ${generic(argv, sock)}`);
       vk = spawnOwned(argv);
       await waitSocket(sock, vk, 10_000);
     } else {
@@ -100,11 +106,12 @@ export function netCase(dir: Dir): (ctx: BenchContext) => Promise<CaseReport> {
   return async (ctx) => {
     const rows: Row[] = [];
     const commands = new Set<string>();
-    const total = 2 * SIZES.length * ctx.rounds * ctx.turns * 2;
+    const names: Who[] = dir === 'rx' ? ['vhostkit', NO_TOUCH, 'testpmd vhost PMD'] : ['vhostkit', 'testpmd vhost PMD'];
+    const total = 2 * SIZES.length * ctx.rounds * ctx.turns * names.length;
     let step = 0;
     for (const packed of [false, true]) {
       for (const size of SIZES) {
-        const samples = await measureInTurns<Who>(['vhostkit', 'testpmd vhost PMD'], (who) => startNetSide(ctx, dir, who, size, packed, commands), {
+        const samples = await measureInTurns<Who>(names, (who) => startNetSide(ctx, dir, who, size, packed, commands), {
           rounds: ctx.rounds,
           turns: ctx.turns,
           periods: 1,
@@ -123,9 +130,9 @@ export function netCase(dir: Dir): (ctx: BenchContext) => Promise<CaseReport> {
           : 'Case 2: net tx — a vhostkit generator port vs testpmd vhost PMD txonly, into testpmd virtio-user rxonly (Mpps)',
       notes: [
         dir === 'rx'
-          ? 'The vhostkit sink returns each buffer without reading the frame; the vhost PMD copies each frame into an mbuf that rxonly then frees.'
+          ? `The vhostkit sink copies each frame into a buffer of its own (net-load --sink copy), as the vhost PMD copies each frame into an mbuf that rxonly then frees; the ratio is of these two. The column "${NO_TOUCH}" is net-load --sink drop, which returns each buffer without reading the frame: the ring's cost alone, not a receiver's.`
           : 'The vhostkit generator copies a prepared frame into each receive buffer; the vhost PMD copies its txonly mbufs.',
-        `vhostkit: \`vhostkit net-load --poll busy${dir === 'tx' ? ' --gen' : ''}\` pinned to CPU ${ctx.backendCpus}; the testpmd virtio-user frontend (queue size 1024) pinned to CPU ${ctx.frontendCpus}; the reference backend pinned like vhostkit. Rates are the virtio-user testpmd's own counters (packets sent, or received).`,
+        `vhostkit: \`vhostkit net-load --poll busy${dir === 'tx' ? ' --gen' : ' --sink copy|drop'}\` pinned to CPU ${ctx.backendCpus}; the testpmd virtio-user frontend (queue size 1024) pinned to CPU ${ctx.frontendCpus}; the reference backend pinned like vhostkit. Rates are the virtio-user testpmd's own counters (packets sent, or received).`,
         turnsNote(ctx.rounds, ctx.turns),
       ],
       rows,

@@ -215,6 +215,7 @@ void BindNet(Napi::Env env, Napi::Object exports) {
   exports.Set("netDeliver", Napi::Function::New(env, Deliver));
   exports.Set("netDeliverFlat", Napi::Function::New(env, DeliverFlat));
   exports.Set("netToFlat", Napi::Function::New(env, ToFlat));
+  exports.Set("netMaxFrame", Napi::Number::New(env, kMaxFrame));
 }
 
 }  // namespace vhostkit

@@ -226,6 +226,8 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
     return DefineClass(env, "Forwarder",
                        {InstanceMethod<&ForwarderWrap::SetPort>("setPort"), InstanceMethod<&ForwarderWrap::RemovePort>("removePort"),
                         InstanceMethod<&ForwarderWrap::Forward>("forward"), InstanceMethod<&ForwarderWrap::ForwardPopped>("forwardPopped"),
+                        InstanceMethod<&ForwarderWrap::SetTxQueues>("setTxQueues"),
+                        InstanceMethod<&ForwarderWrap::ForwardAll>("forwardAll"),
                         InstanceMethod<&ForwarderWrap::ForwardFlat>("forwardFlat"),
                         InstanceMethod<&ForwarderWrap::ServiceHost>("serviceHost"),
                         InstanceMethod<&ForwarderWrap::AddFlow>("addFlow"), InstanceMethod<&ForwarderWrap::RemoveFlows>("removeFlows"),
@@ -436,6 +438,78 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
     return Finish(env, src, tx, n, now, aging, verdict, stats);
   }
 
+  // setTxQueues(slots: Uint32Array, ports: Int32Array, stats: Float64Array[] (QueueStat each))
+  // The guests' TX queues forwardAll serves, in that order: queue i has slot slots[i], is
+  // port ports[i]'s, and counts into stats[i] (held until the next call).
+  Napi::Value SetTxQueues(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    size_t n = 0;
+    size_t np = 0;
+    const uint32_t* slots = TypedData<uint32_t>(env, info[0], napi_uint32_array, 0, "slots", &n);
+    const int32_t* ports = TypedData<int32_t>(env, info[1], napi_int32_array, 0, "ports", &np);
+    if (!info[2].IsArray() || np != n || info[2].As<Napi::Array>().Length() != n) {
+      throw Napi::TypeError::New(env, "setTxQueues: slots, ports and stats must have one entry per queue");
+    }
+    const Napi::Array list = info[2].As<Napi::Array>();
+    std::vector<TxRef> txq;
+    std::vector<Napi::ObjectReference> held;
+    for (uint32_t i = 0; i < n; i++) {
+      const Napi::Value v = list.Get(i);
+      double* st = TypedData<double>(env, v, napi_float64_array, layout::queue_stat::kWords, "stats");
+      held.push_back(Napi::Persistent(v.As<Napi::Object>()));
+      txq.push_back(TxRef{slots[i], ports[i], st});
+    }
+    txq_ = std::move(txq);
+    txq_held_ = std::move(held);
+    return env.Undefined();
+  }
+
+  // forwardAll(now, agingMs, maxPasses, eachBurst: boolean, failed: Int32Array(2)) -> frames taken
+  // Passes over the queues of setTxQueues, forwarding a burst of each as forward() does:
+  // up to maxPasses passes, fewer if a pass finds no work. It returns early, for JavaScript
+  // to act, after a burst that broke a receiver's queue, ended a capture or staged frames for
+  // handlers (or after every burst, with eachBurst), and when a queue's pop fails: then
+  // failed = [its index in the list, the pop's result (-VqError)], else failed[0] = -1.
+  // Queues whose slot or port has gone are skipped (the caller sets the list again).
+  Napi::Value ForwardAll(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const int64_t now = Int(info[0], -kMaxMs, kMaxMs, "now");
+    const int64_t aging = Int(info[1], 0, kMaxMs, "agingMs");
+    const int64_t passes = Int(info[2], 1, 1 << 20, "maxPasses");
+    const bool each = info[3].ToBoolean().Value();
+    int32_t* failed = TypedData<int32_t>(env, info[4], napi_int32_array, 2, "failed");
+    failed[0] = -1;
+    failed[1] = 0;
+    double total = 0;
+    for (int64_t pass = 0; pass < passes; pass++) {
+      uint32_t work = 0;
+      for (size_t i = 0; i < txq_.size(); i++) {
+        const TxRef& t = txq_[i];
+        QueueView tx;
+        if (!QueueBySlot(t.slot, &tx)) continue;
+        SwitchPort* src = fwd_->Find(t.port);
+        const std::shared_ptr<MemTable>& mem = tx.q->memory();
+        if (src == nullptr || !mem) continue;
+        const int32_t n = tx.q->Pop(*tx.out, std::min(tx.burst, fwd_->burst()));
+        if (n < 0) {
+          failed[0] = static_cast<int32_t>(i);
+          failed[1] = n;
+          return Napi::Number::New(env, total);
+        }
+        if (n == 0) continue;
+        const int32_t pushed =
+            fwd_->Burst(*src, *tx.q, *tx.out, *mem, tx.used_id, tx.used_len, static_cast<uint32_t>(n), now, aging, nullptr, t.stats);
+        Events();
+        if (pushed < 0) throw Napi::RangeError::New(env, "forwardAll: push failed: an id is not in flight (or pushed twice), or the rings are not set");
+        work += static_cast<uint32_t>(n);
+        if (each || events_[0] != 0 || events_[1] != 0 || fwd_->handler_stage().Pending()) return Napi::Number::New(env, total + work);
+      }
+      total += work;
+      if (work == 0) break;
+    }
+    return Napi::Number::New(env, total);
+  }
+
   // forwardFlat(port, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, hdr10: Uint8Array | null, n, now, agingMs)
   // Frames held in data (frame i: lens[i] bytes at offsets[i]), switched as if port had received them.
   Napi::Value ForwardFlat(const Napi::CallbackInfo& info) {
@@ -604,6 +678,14 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
   size_t events_len_ = 0;
   std::unique_ptr<Forwarder> fwd_;
   std::unordered_map<int32_t, std::vector<Napi::ObjectReference>> held_;
+  // The TX queues forwardAll serves (setTxQueues), and their stats arrays, held.
+  struct TxRef {
+    uint32_t slot;
+    int32_t port;
+    double* stats;
+  };
+  std::vector<TxRef> txq_;
+  std::vector<Napi::ObjectReference> txq_held_;
   // VXLAN ports' remote VTEPs (setVtep), by port id.
   std::unordered_map<int32_t, std::unique_ptr<VtepTable>> vteps_;
 };

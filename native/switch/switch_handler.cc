@@ -31,6 +31,8 @@ void HandlerStage::Attach(uint8_t* buf, size_t len) {
   SetWord(buf_, hw::LOST, 0);
 }
 
+bool HandlerStage::Pending() const { return buf_ != nullptr && Word(buf_, hw::FRAMES) > 0; }
+
 bool HandlerStage::Put(int32_t handler, int32_t in_port, uint32_t vlan, const NetHdr& h, const uint8_t* frame, uint32_t len) {
   uint8_t* b = buf_;
   if (b == nullptr) return false;

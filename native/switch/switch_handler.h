@@ -19,6 +19,8 @@ class HandlerStage {
   // LOST words are reset.
   void Attach(uint8_t* buf, size_t len);
   bool attached() const { return buf_ != nullptr; }
+  // Whether records wait for JavaScript (staged since it last emptied the buffer).
+  bool Pending() const;
   // Appends a record; false (counted LOST) if it does not fit or no buffer is attached.
   bool Put(int32_t handler, int32_t in_port, uint32_t vlan, const NetHdr& h, const uint8_t* frame, uint32_t len);
 

@@ -1,10 +1,10 @@
-// `vhostkit net-load`: a virtio-net port that drops what the driver sends (a sink) and, with
+// `vhostkit net-load`: a virtio-net port that takes what the driver sends (a sink) and, with
 // --gen, fills every receive buffer with a fixed frame (a generator): one end of a ring
 // benchmark against any vhost-user frontend (dpdk-testpmd virtio-user, QEMU).
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { VhostUserBackend } from '../vhost-user/backend.js';
-import { NetLoadDevice } from '../loadgen/net.js';
+import { NetLoadDevice, SINK_MODES, type SinkMode } from '../loadgen/net.js';
 import { POLL_MODES, type PollMode } from '../dataplane/poller.js';
 import { log } from '../log.js';
 import { parseCpuList } from '../native/affinity.js';
@@ -14,6 +14,9 @@ export const netLoadUsage = `vhostkit net-load --socket PATH [--gen] [--size BYT
 
   --socket PATH        the vhost-user socket (server; --client to connect to a frontend's)
   --gen                fill the driver's receive buffers with frames (default: only sink)
+  --sink MODE          copy: read every frame the driver sends into memory of the sink's
+                       own, as a real receiver does; drop: return its buffer unread, the
+                       ring's cost alone (default copy)
   --size BYTES         generated frame length, Ethernet header included (default 64)
   --poll MODE          busy: spin on the rings; event: sleep on kicks; adaptive: spin while
                        traffic flows, sleep after 200 us idle (default event)
@@ -34,6 +37,7 @@ export async function cmdNetLoad(argv: string[]): Promise<void> {
     options: {
       socket: { type: 'string' },
       gen: { type: 'boolean', default: false },
+      sink: { type: 'string', default: 'copy' },
       size: { type: 'string' },
       poll: { type: 'string', default: 'event' },
       'split-only': { type: 'boolean', default: false },
@@ -52,6 +56,7 @@ export async function cmdNetLoad(argv: string[]): Promise<void> {
     return;
   }
   if (!values.socket) throw new Error('net-load: --socket is required');
+  if (!SINK_MODES.includes(values.sink as SinkMode)) throw new Error(`--sink ${values.sink}: expected ${SINK_MODES.join(' or ')}`);
   if (!POLL_MODES.includes(values.poll as PollMode)) throw new Error(`--poll ${values.poll}: expected ${POLL_MODES.join(', ')}`);
   const size = values.size === undefined ? 64 : Number(values.size);
   const seconds = values.seconds === undefined ? Infinity : Number(values.seconds);
@@ -61,7 +66,16 @@ export async function cmdNetLoad(argv: string[]): Promise<void> {
   const threads = values.threads === undefined ? (cpus?.length ?? 0) : Number(values.threads);
   if (!Number.isInteger(threads) || threads < 0) throw new Error(`--threads ${values.threads}: a whole number`);
   if (cpus && threads === 0) throw new Error('--cpus needs --threads of 1 or more');
-  const dev = await NetLoadDevice.create({ generate: values.gen, frameBytes: size, poll: values.poll as PollMode, packed: !values['split-only'], queuePairs, threads, cpus });
+  const dev = await NetLoadDevice.create({
+    generate: values.gen,
+    sink: values.sink as SinkMode,
+    frameBytes: size,
+    poll: values.poll as PollMode,
+    packed: !values['split-only'],
+    queuePairs,
+    threads,
+    cpus,
+  });
   const socket = resolve(values.socket);
   const be = new VhostUserBackend(dev, { socket, mode: values.client ? 'client' : 'server', log: log.child({ port: 'net-load' }) });
   await be.start();
@@ -77,7 +91,9 @@ export async function cmdNetLoad(argv: string[]): Promise<void> {
   );
   if (!values.json) {
     const where = threads === 0 ? 'on the main thread' : `on ${threads} thread${threads > 1 ? 's' : ''}${cpus ? ` pinned to CPU ${cpus.join(',')}` : ''}`;
-    process.stdout.write(`vhostkit net-load: ${values.gen ? 'sink and generator' : 'sink'} on ${socket}, ${queuePairs} queue pair${queuePairs > 1 ? 's' : ''} ${where}, poll ${values.poll}\n`);
+    process.stdout.write(
+      `vhostkit net-load: ${values.gen ? 'sink and generator' : 'sink'} (${values.sink}) on ${socket}, ${queuePairs} queue pair${queuePairs > 1 ? 's' : ''} ${where}, poll ${values.poll}\n`,
+    );
   }
   let last = { t: performance.now(), rx: 0, tx: 0 };
   tick = setInterval(() => {

@@ -1,12 +1,14 @@
-// A virtio-net port for benchmarks: a sink that takes every frame the driver sends and
-// drops it, and optionally a generator that fills every receive buffer the driver gives
+// A virtio-net port for benchmarks: a sink that takes every frame the driver sends, reads
+// it into a buffer of its own (as the vhost PMD copies each frame into an mbuf) or, with
+// `sink: 'drop'`, returns it unread; and optionally a generator that fills every receive buffer the driver gives
 // with a fixed frame. The reference it is measured against is dpdk-testpmd's vhost PMD in
 // rxonly / txonly mode. Queues are served by a Poller (busy, event or adaptive), on the
 // calling thread or on data-plane worker threads (queue pair i on thread i mod threads,
 // each thread optionally pinned to a CPU).
 //
-// Per burst: sink = one pop and one push (used length 0); generator = one native call that
-// copies the burst's frames into receive buffers and pushes them.
+// Per burst: sink = one pop, one native call that copies the burst's frames out (not for
+// 'drop') and one push (used length 0); generator = one native call that copies the
+// burst's frames into receive buffers and pushes them.
 import { WorkerRpc } from '../dataplane/worker-rpc.js';
 import { NetLaneCalls, type NetLaneEvent } from './net-lane-calls.js';
 import { fileURLToPath } from 'node:url';
@@ -14,14 +16,24 @@ import type { QueueContext, VhostUserDevice } from '../vhost-user/device.js';
 import type { GuestMemory } from '../native/guest-memory.js';
 import { bit, has, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VirtioDeviceId } from '../virtio/features.js';
 import { NetFeature } from '../virtio/net.js';
-import { DELIVER_STATS, DeliverStat, FlatFrames, type RxSide } from '../native/net.js';
+import { DELIVER_STATS, DeliverStat, FlatFrames, MAX_FRAME, netToFlat, type RxSide } from '../native/net.js';
 import { Poller, type PollMode, type PollTarget } from '../dataplane/poller.js';
 import { ethFrame, macBytes } from '../virtio/net-frames.js';
 import type { Virtqueue } from '../native/virtqueue.js';
 
+/**
+ * What the sink does with a frame: 'copy' reads it into memory of its own (what a real
+ * receiver must do; the vhost PMD copies it into an mbuf), 'drop' returns its buffer
+ * without reading it (the ring's cost alone).
+ */
+export type SinkMode = 'copy' | 'drop';
+export const SINK_MODES: readonly SinkMode[] = ['copy', 'drop'];
+
 export interface NetLoadOptions {
   /** fill the driver's receive buffers with frames (a traffic generator) */
   generate?: boolean;
+  /** what the sink does with each frame (default 'copy') */
+  sink?: SinkMode;
   /** generated frame length in bytes (Ethernet header included, no FCS); default 64 */
   frameBytes?: number;
   poll?: PollMode;
@@ -71,6 +83,7 @@ export interface QueueSpec {
 
 export interface FrameSpec {
   generate: boolean;
+  sink: SinkMode;
   frameBytes: number;
   burst: number;
 }
@@ -81,6 +94,8 @@ export class NetLoadServer {
   private readonly targets = new Map<number, PollTarget>();
   private readonly frames: FlatFrames;
   private readonly stats = new Uint32Array(DELIVER_STATS);
+  /** The copying sink's frames: a burst of the largest frames fits, so a copy never stops short. */
+  private readonly copy: { chains: Uint16Array; out: Uint8Array; offsets: Uint32Array; lens: Uint32Array } | null;
 
   constructor(
     poll: PollMode,
@@ -98,6 +113,7 @@ export class NetLoadServer {
       offsets[i] = i * len;
     }
     this.frames = new FlatFrames(data, offsets, lens, null, this.stats);
+    this.copy = spec.sink === 'copy' ? { chains: Uint16Array.from({ length: n }, (_, i) => i), out: new Uint8Array(n * MAX_FRAME), offsets: new Uint32Array(n), lens: new Uint32Array(n) } : null;
   }
 
   get queues(): number[] {
@@ -160,12 +176,20 @@ export class NetLoadServer {
       if (n < 0) broken();
       return 0;
     }
-    const b = vq.b;
     let bytes = 0;
-    for (let i = 0; i < n; i++) bytes += b.readLen[i];
+    const c = this.copy;
+    if (c) {
+      // Frames shorter than an Ethernet header are not copied (counted as bad): their bytes are not counted either.
+      const k = netToFlat(vq, hdr, false, c.chains, n, c.out, c.offsets, c.lens, this.stats);
+      for (let i = 0; i < k; i++) bytes += c.lens[i];
+    } else {
+      const b = vq.b;
+      for (let i = 0; i < n; i++) bytes += b.readLen[i];
+      bytes -= n * hdr;
+    }
     vq.pushPopped(n);
     this.counters[C.RX_P] += n;
-    this.counters[C.RX_B] += bytes - n * hdr;
+    this.counters[C.RX_B] += bytes;
     return n;
   }
 
@@ -364,7 +388,9 @@ export class NetLoadDevice implements VhostUserDevice {
     const threads = opts.threads ?? 0;
     if (!Number.isInteger(threads) || threads < 0 || threads > 64) throw new RangeError(`threads ${threads}: expected 0..64`);
     if (threads === 0 && opts.cpus?.length) throw new RangeError('cpus: pinning needs worker threads (threads >= 1)');
-    const spec: FrameSpec = { generate: opts.generate ?? false, frameBytes: len, burst: opts.burst ?? 32 };
+    const sink = opts.sink ?? 'copy';
+    if (!SINK_MODES.includes(sink)) throw new RangeError(`sink ${String(sink)}: expected ${SINK_MODES.join(' or ')}`);
+    const spec: FrameSpec = { generate: opts.generate ?? false, sink, frameBytes: len, burst: opts.burst ?? 32 };
     const poll = opts.poll ?? 'event';
     let lanes: Lane[];
     if (threads === 0) {

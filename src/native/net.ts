@@ -9,12 +9,16 @@ interface RawNet {
   netDeliverFlat(rx: unknown, rxHdr: number, mergeable: boolean, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number, hdr10: Uint8Array | null, stats: Uint32Array, vlan: number, rxOffloads: number, rxMaxFrame: number): number;
   netToFlat(tx: unknown, txHdr: number, txOffloads: boolean, chains: Uint16Array, n: number, vlan: number, out: Uint8Array, offsets: Uint32Array, lens: Uint32Array, maxFrames: number, stats: Uint32Array): number;
   netDeliver(rx: unknown, rxHdr: number, mergeable: boolean, tx: unknown, txHdr: number, txOffloads: boolean, chains: Uint16Array, n: number, stats: Uint32Array, vlan: number, rxOffloads: number, rxMaxFrame: number): number;
+  netMaxFrame: number;
   FlatFrames: new (data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, hdr10: Uint8Array | null, stats: Uint32Array) => RawFlatFrames;
 }
 interface RawFlatFrames {
   deliver(rx: number, n: number, rxHdr: number, mergeable: boolean, vlan: number, rxOffloads: number, rxMaxFrame: number, withHdr10: boolean): number;
 }
 const raw = addon as RawNet;
+
+/** The largest frame the native loops take, Ethernet header included (kMaxFrame: 64 KiB TSO frames plus headers). */
+export const MAX_FRAME: number = raw.netMaxFrame;
 
 /**
  * Copies the first `stride` bytes of each frame (after its `hdrLen`-byte virtio_net_hdr)

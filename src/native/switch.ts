@@ -156,6 +156,16 @@ export interface NativeForwarder {
   removePort(id: number): void;
   forward(txSlot: number, port: number, now: number, agingMs: number, txStats: Float64Array): number;
   forwardPopped(txSlot: number, port: number, n: number, now: number, agingMs: number, verdict: Int32Array | null, txStats: Float64Array): number;
+  /** The guests' TX queues forwardAll serves: queue i has slot slots[i], belongs to port ports[i], counts into stats[i]. */
+  setTxQueues(slots: Uint32Array, ports: Int32Array, stats: Float64Array[]): void;
+  /**
+   * Passes over the queues of setTxQueues, a burst of each as forward() does, in one call:
+   * up to maxPasses passes, fewer if a pass finds no work; it returns early after a burst
+   * that left events or frames for handlers (after every burst with eachBurst), or when a
+   * queue's pop fails: failed = [its index in the list, -VqError], else failed[0] = -1.
+   * Returns the frames taken.
+   */
+  forwardAll(now: number, agingMs: number, maxPasses: number, eachBurst: boolean, failed: Int32Array): number;
   forwardFlat(port: number, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, hdr10: Uint8Array | null, n: number, now: number, agingMs: number): void;
   serviceHost(port: number, now: number, agingMs: number): number;
   /** now: ms, the clock of the calls' now (Date.now()) */

@@ -52,6 +52,8 @@ export interface EngineEvents {
 
 /** Room for what one forwarder call reports: 2 words, then 3 per RX queue and port. */
 const EVENT_WORDS = 2 + 3 * 4096;
+/** Passes over the TX queues one forwardAll call makes at most (fewer when a pass finds no work). */
+const SPIN_PASSES = 16;
 
 const errnoName = new Map(Object.entries(constants.errno).map(([k, v]) => [v, k]));
 
@@ -73,6 +75,9 @@ export class SwitchEngine {
   private readonly flows: FlowTable;
   private handlers: HandlerSet | null = null;
   private readonly handlerIds = new Map<string, number>();
+  /** The TX queues forwardAll serves, in its order (syncTx), and where it reports a failed pop. */
+  private txList: TxQueue[] = [];
+  private readonly failed = new Int32Array(2);
 
   constructor(
     readonly burst = 32,
@@ -93,6 +98,7 @@ export class SwitchEngine {
 
   setHook(h: BurstHook | null): void {
     this.hook = h ? new HookRunner(h, this.burst, (name) => this.byName.get(name) ?? -1) : null;
+    this.syncTx();
   }
 
   setAging(ms: number): void {
@@ -198,6 +204,7 @@ export class SwitchEngine {
       const t = { vq, slot: vq.slot, index: s.index, port: p, kickFd: s.kickFd, stats: new Float64Array(QueueStat.WORDS) } as TxQueue;
       t.target = { vq, kickFd: s.kickFd, service: () => this.serviceOnce(t) };
       p.tx.set(s.index, t);
+      this.syncTx();
       this.poller.add(t.target); // serves chains already waiting too
     }
   }
@@ -224,6 +231,7 @@ export class SwitchEngine {
       if (!t) return;
       this.poller.remove(t.target);
       p.tx.delete(index);
+      this.syncTx();
     }
   }
 
@@ -326,6 +334,44 @@ export class SwitchEngine {
     return p;
   }
 
+  /**
+   * The TX queues to the forwarder's own loop (forwardAll), which busy and adaptive spins
+   * use instead of a call per queue and burst; a hook (JavaScript over each burst) needs the
+   * call per burst.
+   */
+  private syncTx(): void {
+    const list = [...this.ports.values()].flatMap((p) => [...p.tx.values()]);
+    this.fwd.setTxQueues(
+      Uint32Array.from(list, (t) => t.slot),
+      Int32Array.from(list, (t) => t.port.id),
+      list.map((t) => t.stats),
+    );
+    this.txList = list;
+    this.poller.setSpinAll(this.hook === null && list.length > 0 ? this.spinAll : null);
+  }
+
+  /** Every TX queue, several passes, in one native call (the Poller's busy and adaptive spins). */
+  private readonly spinAll = (): number => {
+    if (this.paused) return 0;
+    // With a capture running, back to JavaScript after every burst: it drains the capture buffer.
+    const n = this.fwd.forwardAll(Date.now(), this.fdb.agingMs, SPIN_PASSES, this.captured.size > 0, this.failed);
+    if (this.failed[0] >= 0) {
+      const t = this.txList[this.failed[0]];
+      this.queueFailed(t, this.failed[1]);
+    }
+    if (n > 0) this.afterCall();
+    return n;
+  };
+
+  /** A guest's TX ring is broken (a pop failed with -VqError `code`): the queue stops, the control plane hears why. */
+  private queueFailed(t: TxQueue, code: number): void {
+    const p = t.port;
+    const e = t.vq.error;
+    p.counters[PortCounter.QUEUE_ERRORS]++;
+    this.stopQueue(p.id, t.index);
+    this.notify.queueError(p.id, t.index, e ? `${e.code}: ${e.detail}` : `error ${-code}`);
+  }
+
   /** One burst of a guest's TX queue (the Poller calls it). Returns the frames taken. */
   private serviceOnce(t: TxQueue): number {
     const p = t.port;
@@ -342,10 +388,7 @@ export class SwitchEngine {
       }
     }
     if (n < 0) {
-      const e = t.vq.error;
-      p.counters[PortCounter.QUEUE_ERRORS]++;
-      this.stopQueue(p.id, t.index);
-      this.notify.queueError(p.id, t.index, e ? `${e.code}: ${e.detail}` : `error ${-n}`);
+      this.queueFailed(t, n);
       return 0;
     }
     if (n > 0) this.afterCall();

@@ -7,6 +7,7 @@
 // (as they are: no flow, no VLAN rule) and change the flow table, so that the rest of a
 // connection stays in native code. Frames no flow sends to a handler never reach JavaScript.
 import { HandlerRecord, HandlerWord, type NativeForwarder } from '../native/switch.js';
+import { MAX_FRAME } from '../native/net.js';
 import { parseFlow } from './flows.js';
 import type { FlowTable } from './flow-table.js';
 
@@ -82,7 +83,6 @@ export interface HandlerStats {
 const STAGE_BYTES = 4 << 20;
 const HEAD = HandlerWord.WORDS * 4;
 const RECORD = HandlerRecord.WORDS * 4;
-const MAX_FRAME = 65536 + 256;
 
 interface Handler {
   fn: PacketHandler;

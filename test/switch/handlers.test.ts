@@ -22,8 +22,14 @@ async function rejects(p: Promise<unknown>, re: RegExp): Promise<void> {
   expect((err as Error).message).to.match(re);
 }
 
-for (const dataplane of ['inline', 'worker'] as const) {
-  describe(`packet handlers (${dataplane} data plane)`, function () {
+// Event mode: a call per queue and burst; busy mode: the forwarder's own loop, which returns
+// to JavaScript when frames wait for handlers.
+for (const [dataplane, poll] of [
+  ['inline', 'event'],
+  ['worker', 'event'],
+  ['inline', 'busy'],
+] as const) {
+  describe(`packet handlers (${dataplane} data plane, poll ${poll})`, function () {
     this.timeout(20_000);
     let sw: Switch;
     let rig: ThreeGuests;
@@ -34,7 +40,7 @@ for (const dataplane of ['inline', 'worker'] as const) {
     beforeEach(async () => {
       logged.length = 0;
       oldSink = setLogSink((rec) => logged.push(`${rec.msg} ${String(rec.handler ?? '')}`));
-      sw = await Switch.create({ dataplane });
+      sw = await Switch.create({ dataplane, poll });
       rig = await ThreeGuests.attach(sw);
       guests = rig.guests;
     });

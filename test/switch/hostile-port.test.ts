@@ -117,102 +117,106 @@ const BREAKERS: Breaker[] = [
   },
 ];
 
-describe('switch: a hostile guest on one port', function () {
-  this.timeout(60_000);
-  const rig = new SwitchRig('vk-hostile-');
-  const logs = rig.logs;
-  const attach = (name: string, packed: boolean) => rig.attach(name, packed);
-  beforeEach(() => rig.setUp());
-  afterEach(() => rig.tearDown());
+// Event mode serves each queue with a call per burst; busy mode with the forwarder's own
+// loop over every queue (forwardAll), which must stop at the broken ring just the same.
+for (const poll of ['event', 'busy'] as const) {
+  describe(`switch: a hostile guest on one port (poll ${poll})`, function () {
+    this.timeout(60_000);
+    const rig = new SwitchRig('vk-hostile-', poll);
+    const logs = rig.logs;
+    const attach = (name: string, packed: boolean) => rig.attach(name, packed);
+    beforeEach(() => rig.setUp());
+    afterEach(() => rig.tearDown());
 
-  for (const layout of ['split', 'packed'] as const) {
-    const packed = layout === 'packed';
-    for (const br of BREAKERS.filter((x) => x.layouts.includes(layout))) {
-      it(`${layout}: ${br.name} stops that port only (${br.code}, logged, DEVICE_NEEDS_RESET); the others move every frame`, async () => {
+    for (const layout of ['split', 'packed'] as const) {
+      const packed = layout === 'packed';
+      for (const br of BREAKERS.filter((x) => x.layouts.includes(layout))) {
+        it(`${layout}: ${br.name} stops that port only (${br.code}, logged, DEVICE_NEEDS_RESET); the others move every frame`, async () => {
+          const a = await attach('a', packed);
+          const b = await attach('b', packed);
+          const h = await attach('h', packed);
+          // Everyone is learnt; h has taken part normally.
+          h.send([ethFrame(BCAST, H, 60, 0)]);
+          await a.receive(1);
+          await b.receive(1);
+          a.send([ethFrame(BCAST, A, 60, 0)]);
+          await b.receive(1);
+          if (br.queue === 'rx') {
+            // Let the switch fill h's posted RX buffers, so the bad one is the next it pops.
+            expect((await h.receive(1)).length).to.equal(1);
+            const posted = h.rx.driver.outstanding;
+            for (let i = 0; i < posted; i += 32) {
+              a.send(Array.from({ length: Math.min(32, posted - i) }, (_, k) => ethFrame(H, A, 60, k)));
+              await until(() => rig.sw.counters('h').tx_packets >= 1 + i + Math.min(32, posted - i), 'h RX ring drained');
+            }
+          }
+          await honestPair(a, b, 300, 1000);
+          br.act(h);
+          if (br.queue === 'rx') a.send([ethFrame(BCAST, A, 60, 1)]);
+          await until(() => rig.sw.counters('h').queue_errors === 1, 'h queue broken');
+          const qi = br.queue === 'rx' ? 0 : 1;
+          await until(() => rig.sw.backend('h').session!.queues()[qi].broken, 'session sees the broken queue');
+          await until(() => logs.some((l) => l.level === 'error' && new RegExp(br.code).test(String(l.reason))), `a log line naming ${br.code}`);
+          expect(Number(await h.fe.getStatus()) & DeviceStatus.DEVICE_NEEDS_RESET, 'DEVICE_NEEDS_RESET').to.equal(DeviceStatus.DEVICE_NEEDS_RESET);
+          // The honest pair is untouched, in both directions, and the broadcast still reaches b.
+          await honestPair(a, b, 1000, 2000);
+          a.send([ethFrame(BCAST, A, 60, 2)]);
+          expect((await b.receive(1)).length).to.equal(1);
+          expect(rig.sw.counters('a').queue_errors + rig.sw.counters('b').queue_errors).to.equal(0);
+          expect(rig.sw.counters('h').queue_errors).to.equal(1);
+
+          // The guest resets its device (a new driver on the same socket) and the port works again.
+          const old = rig.sw.backend('h').session!;
+          rig.close(h);
+          await until(() => rig.sw.backend('h').session !== old, 'the old session gone');
+          const h2 = await rig.reconnect('h', packed);
+          await until(() => rig.sw.backend('h').session !== old && rig.sw.backend('h').session?.queues()[1]?.running === true, 'h renegotiated');
+          h2.send([ethFrame(A, H, 80, 7)]);
+          const back = await a.receive(1);
+          expect(back.length, 'a hears h again').to.equal(1);
+          a.send([ethFrame(H, A, 80, 8)]);
+          expect((await h2.receive(1)).length, 'h hears a again').to.equal(1);
+        });
+      }
+
+      it(`${layout}: a flood of minimum-size and runt frames from one guest: runts counted as bad, its port keeps going, the others move every frame`, async () => {
         const a = await attach('a', packed);
         const b = await attach('b', packed);
         const h = await attach('h', packed);
-        // Everyone is learnt; h has taken part normally.
-        h.send([ethFrame(BCAST, H, 60, 0)]);
-        await a.receive(1);
-        await b.receive(1);
-        a.send([ethFrame(BCAST, A, 60, 0)]);
-        await b.receive(1);
-        if (br.queue === 'rx') {
-          // Let the switch fill h's posted RX buffers, so the bad one is the next it pops.
-          expect((await h.receive(1)).length).to.equal(1);
-          const posted = h.rx.driver.outstanding;
-          for (let i = 0; i < posted; i += 32) {
-            a.send(Array.from({ length: Math.min(32, posted - i) }, (_, k) => ethFrame(H, A, 60, k)));
-            await until(() => rig.sw.counters('h').tx_packets >= 1 + i + Math.min(32, posted - i), 'h RX ring drained');
-          }
-        }
-        await honestPair(a, b, 300, 1000);
-        br.act(h);
-        if (br.queue === 'rx') a.send([ethFrame(BCAST, A, 60, 1)]);
-        await until(() => rig.sw.counters('h').queue_errors === 1, 'h queue broken');
-        const qi = br.queue === 'rx' ? 0 : 1;
-        await until(() => rig.sw.backend('h').session!.queues()[qi].broken, 'session sees the broken queue');
-        await until(() => logs.some((l) => l.level === 'error' && new RegExp(br.code).test(String(l.reason))), `a log line naming ${br.code}`);
-        expect(Number(await h.fe.getStatus()) & DeviceStatus.DEVICE_NEEDS_RESET, 'DEVICE_NEEDS_RESET').to.equal(DeviceStatus.DEVICE_NEEDS_RESET);
-        // The honest pair is untouched, in both directions, and the broadcast still reaches b.
-        await honestPair(a, b, 1000, 2000);
-        a.send([ethFrame(BCAST, A, 60, 2)]);
-        expect((await b.receive(1)).length).to.equal(1);
-        expect(rig.sw.counters('a').queue_errors + rig.sw.counters('b').queue_errors).to.equal(0);
-        expect(rig.sw.counters('h').queue_errors).to.equal(1);
-
-        // The guest resets its device (a new driver on the same socket) and the port works again.
-        const old = rig.sw.backend('h').session!;
-        rig.close(h);
-        await until(() => rig.sw.backend('h').session !== old, 'the old session gone');
-        const h2 = await rig.reconnect('h', packed);
-        await until(() => rig.sw.backend('h').session !== old && rig.sw.backend('h').session?.queues()[1]?.running === true, 'h renegotiated');
-        h2.send([ethFrame(A, H, 80, 7)]);
-        const back = await a.receive(1);
-        expect(back.length, 'a hears h again').to.equal(1);
-        a.send([ethFrame(H, A, 80, 8)]);
-        expect((await h2.receive(1)).length, 'h hears a again').to.equal(1);
+        const c = await attach('c', packed);
+        for (const [g, mac] of [
+          [a, A],
+          [b, B],
+          [c, C],
+        ] as const)
+          g.send([ethFrame(BCAST, mac, 60, 0)]);
+        await until(() => rig.sw.counters('h').tx_packets >= 3, 'MACs learnt');
+        // Before each burst of the pair, h sends a burst of 32: 60-byte frames to c, and one in
+        // eight a runt (0 to 13 bytes, shorter than an Ethernet header), and the switch takes it.
+        let floodSent = 0;
+        let runts = 0;
+        const burst: Uint8Array[] = [];
+        for (let i = 0; i < 32; i++) burst.push(i % 8 === 7 ? new Uint8Array(i % 14) : ethFrame(C, H, 60, i));
+        const floodBurst = async () => {
+          const before = rig.sw.counters('h').rx_packets;
+          const n = h.send(burst);
+          floodSent += n;
+          for (let i = 0; i < n; i++) if (i % 8 === 7) runts++;
+          await until(() => rig.sw.counters('h').rx_packets === before + n, 'the switch took the burst');
+        };
+        await honestPair(a, b, 3000, 1, floodBurst);
+        await until(() => rig.sw.counters('h').rx_packets >= floodSent, 'the flood consumed');
+        const hc = rig.sw.counters('h');
+        expect(floodSent, "a burst before each of the pair's bursts").to.be.at.least(3000);
+        expect(hc.drop_bad, 'runts dropped as bad').to.equal(runts);
+        expect(hc.queue_errors, 'a flood is not a ring error').to.equal(0);
+        expect(rig.sw.counters('c').tx_packets + rig.sw.counters('c').drop_no_buffers, 'the rest went to c (or dropped there for lack of buffers)').to.equal(floodSent - runts + 2);
+        // h still works.
+        await a.receive(2); // the broadcasts of b and c, at the start
+        h.send([ethFrame(A, H, 80, 9)]);
+        const fromH = (await a.receive(1)).filter((f) => Buffer.from(f.frame.subarray(6, 12)).equals(Buffer.from(ethFrame(A, H, 14).subarray(6, 12))));
+        expect(fromH.length, 'h still reaches a').to.equal(1);
       });
     }
-
-    it(`${layout}: a flood of minimum-size and runt frames from one guest: runts counted as bad, its port keeps going, the others move every frame`, async () => {
-      const a = await attach('a', packed);
-      const b = await attach('b', packed);
-      const h = await attach('h', packed);
-      const c = await attach('c', packed);
-      for (const [g, mac] of [
-        [a, A],
-        [b, B],
-        [c, C],
-      ] as const)
-        g.send([ethFrame(BCAST, mac, 60, 0)]);
-      await until(() => rig.sw.counters('h').tx_packets >= 3, 'MACs learnt');
-      // Before each burst of the pair, h sends a burst of 32: 60-byte frames to c, and one in
-      // eight a runt (0 to 13 bytes, shorter than an Ethernet header), and the switch takes it.
-      let floodSent = 0;
-      let runts = 0;
-      const burst: Uint8Array[] = [];
-      for (let i = 0; i < 32; i++) burst.push(i % 8 === 7 ? new Uint8Array(i % 14) : ethFrame(C, H, 60, i));
-      const floodBurst = async () => {
-        const before = rig.sw.counters('h').rx_packets;
-        const n = h.send(burst);
-        floodSent += n;
-        for (let i = 0; i < n; i++) if (i % 8 === 7) runts++;
-        await until(() => rig.sw.counters('h').rx_packets === before + n, 'the switch took the burst');
-      };
-      await honestPair(a, b, 3000, 1, floodBurst);
-      await until(() => rig.sw.counters('h').rx_packets >= floodSent, 'the flood consumed');
-      const hc = rig.sw.counters('h');
-      expect(floodSent, "a burst before each of the pair's bursts").to.be.at.least(3000);
-      expect(hc.drop_bad, 'runts dropped as bad').to.equal(runts);
-      expect(hc.queue_errors, 'a flood is not a ring error').to.equal(0);
-      expect(rig.sw.counters('c').tx_packets + rig.sw.counters('c').drop_no_buffers, 'the rest went to c (or dropped there for lack of buffers)').to.equal(floodSent - runts + 2);
-      // h still works.
-      await a.receive(2); // the broadcasts of b and c, at the start
-      h.send([ethFrame(A, H, 80, 9)]);
-      const fromH = (await a.receive(1)).filter((f) => Buffer.from(f.frame.subarray(6, 12)).equals(Buffer.from(ethFrame(A, H, 14).subarray(6, 12))));
-      expect(fromH.length, 'h still reaches a').to.equal(1);
-    });
-  }
-});
+  });
+}

@@ -1,11 +1,12 @@
-// A switch with its data plane on a worker thread, and NetGuests attached to its ports: the
-// set-up the fault and hostile-guest tests share.
+// A switch with its data plane on a worker thread (its poll mode event by default), and
+// NetGuests attached to its ports: the set-up the fault and hostile-guest tests share.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Switch } from '../../src/switch/switch.js';
 import { NetGuest } from '../../src/loadgen/net-guest.js';
 import { setLogSink, type LogRecord } from '../../src/log.js';
+import type { PollMode } from '../../src/dataplane/poller.js';
 
 export async function until(f: () => boolean, what: string, ms = 5000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -22,13 +23,16 @@ export class SwitchRig {
   private guests: NetGuest[] = [];
   private oldSink: ReturnType<typeof setLogSink> | null = null;
 
-  constructor(private readonly prefix: string) {}
+  constructor(
+    private readonly prefix: string,
+    private readonly poll: PollMode = 'event',
+  ) {}
 
   async setUp(): Promise<void> {
     this.oldSink = setLogSink((r) => this.logs.push(r));
     this.logs.length = 0;
     this.dir = mkdtempSync(join(tmpdir(), this.prefix));
-    this.sw = await Switch.create({ dataplane: 'worker' });
+    this.sw = await Switch.create({ dataplane: 'worker', poll: this.poll });
   }
 
   async tearDown(): Promise<void> {
@@ -49,7 +53,19 @@ export class SwitchRig {
     const g = await NetGuest.connect(this.socket(name), { packed });
     this.guests.push(g);
     await this.sw.backend(name).nextSession();
+    await this.served(name);
     return g;
+  }
+
+  /** Waits until the data plane serves both queues of port `name` (they start there after the session is up). */
+  async served(name: string, ms = 5000): Promise<void> {
+    const end = Date.now() + ms;
+    for (;;) {
+      const queues = (await this.sw.dataplane.threads()).flatMap((t) => t.queues).filter((q) => q.port === name);
+      if (queues.length === 2) return;
+      if (Date.now() > end) throw new Error(`the data plane serves ${queues.length} queues of ${name}, not 2`);
+      await new Promise((r) => setTimeout(r, 5));
+    }
   }
 
   /** A guest connected to an existing port (a new driver), closed at tear-down. */
