@@ -123,6 +123,12 @@ void Group(Input& in, vhostkit::SwitchFdb& fdb, int32_t src_id, const uint32_t* 
                                            (1u << ffl::DL_TYPE) | (1u << ffl::NW_PROTO) | (1u << ffl::NW_DST) | (1u << ffl::TP_DST), 1u << ffl::IN_PORT,
                                            (1u << ffl::DL_TYPE) | (1u << ffl::IPV6_DST) | (1u << ffl::TP_DST)};
     f.match.fields = in.U8() & 1 ? kShapes[in.U8() % 5] : in.U16() & ((1u << ffl::kWords) - 1);
+    // Now and then the shapes of EVPN's flows: ARP by opcode and target (IPv4's fields), and
+    // ICMP/ICMPv6 by type (the ports' field), whose layers a frame must have to match.
+    if ((in.U8() & 3) == 0) {
+      f.match.fields = in.U8() & 1 ? (1u << ffl::DL_TYPE) | (1u << ffl::NW_PROTO) | (1u << ffl::NW_DST) | (1u << ffl::DL_VLAN)
+                                   : (1u << ffl::DL_TYPE) | (1u << ffl::NW_PROTO) | (1u << ffl::TP_SRC) | (1u << ffl::IPV6_DST);
+    }
     f.match.in_port = in.U8() % 4;
     f.match.dl_src = 0x020000000000ULL | (in.U8() % 4);
     f.match.dl_dst = 0x020000000000ULL | (in.U8() % 4);

@@ -59,6 +59,11 @@ uint32_t PackFrame(const uint8_t* h, uint32_t have, int32_t in_port, uint32_t vl
       layers |= kLayerL4;
       tp_src = Be16(ip + 40);
       tp_dst = Be16(ip + 42);
+    } else if (proto == 58 && have >= l4 + 2) {
+      // ICMPv6 type and code in the ports' places, as Open vSwitch keeps them.
+      layers |= kLayerL4;
+      tp_src = ip[40];
+      tp_dst = ip[41];
     }
     if (proto == 6 && have >= l4 + 14) {
       layers |= kLayerTcp;
@@ -75,11 +80,22 @@ uint32_t PackFrame(const uint8_t* h, uint32_t have, int32_t in_port, uint32_t vl
       layers |= kLayerL4;
       tp_src = Be16(ip + ihl);
       tp_dst = Be16(ip + ihl + 2);
+    } else if (proto == 1 && first_fragment && have >= l3 + ihl + 2) {
+      layers |= kLayerL4;  // ICMP type and code, as for ICMPv6
+      tp_src = ip[ihl];
+      tp_dst = ip[ihl + 1];
     }
     if (proto == 6 && first_fragment && have >= l3 + ihl + 14) {
       layers |= kLayerTcp;
       flags = Be16(ip + ihl + 12) & 0x0fff;
     }
+  } else if (type == 0x0806 && have >= l3 + 28 && Be16(ip) == 1 && Be16(ip + 2) == 0x0800 && ip[4] == 6 && ip[5] == 4) {
+    // Ethernet/IPv4 ARP, as Open vSwitch keeps it: the sender's and target's IPv4 addresses
+    // in nw_src and nw_dst, the opcode (up to 255) in nw_proto.
+    layers = kLayerArp;
+    const uint32_t op = Be16(ip + 6);
+    proto = op <= 0xff ? op : 0;
+    p.w[3] = (uint64_t{Be32(ip + 14)} << 32) | Be32(ip + 24);
   }
   p.w[4] = proto | (ttl << 8) | (uint64_t{tp_src} << 16) | (uint64_t{tp_dst} << 32) | (uint64_t{flags} << 48);
   return layers;
@@ -96,6 +112,7 @@ FrameKey FlowKey(const uint8_t* h, uint32_t have, int32_t in_port, uint32_t vlan
   k.dl_dst = p.w[2];
   k.ipv4 = layers & kLayerIpv4;
   k.ipv6 = layers & kLayerIpv6;
+  k.arp = layers & kLayerArp;
   k.l4 = layers & kLayerL4;
   k.tcp = layers & kLayerTcp;
   k.nw_src = static_cast<uint32_t>(p.w[3] >> 32);
@@ -308,9 +325,25 @@ FrameKey ValuesOf(const FlowMatch& m) {
 
 FlowMatch Normalized(const FlowMatch& m) { return Masked(ValuesOf(m), m.fields, MasksOf(m)); }
 
+// The layers a flow of these fields needs: all of need, and at least one of any (if not 0).
+// NW_SRC/NW_DST are IPv4's or ARP's addresses, NW_PROTO IPv4's or IPv6's protocol or
+// ARP's opcode; a frame has one of the three, so the sets of several fields intersect.
+void NeedOf(uint32_t fields, uint32_t* need, uint32_t* any) {
+  constexpr uint32_t kNone = kLayerIpv4 | kLayerIpv6 | kLayerArp;
+  uint32_t a = kNone;
+  if (fields & kV4) a &= kLayerIpv4 | kLayerArp;
+  if (fields & kV6) a &= kLayerIpv6;
+  if (fields & kIp) a &= kLayerIpv4 | kLayerIpv6 | kLayerArp;
+  *need = ((fields & kL4) ? kLayerL4 : 0) | ((fields & Bit(ff::TCP_FLAGS)) ? kLayerTcp : 0);
+  // No constraint; or one no frame meets (IPv4 and IPv6 fields at once: a layer no frame has).
+  *any = a == kNone ? 0 : a == 0 ? kLayerNever : a;
+}
+
 bool HasLayers(uint32_t fields, const FrameKey& k) {
-  return !(((fields & kV4) && !k.ipv4) || ((fields & kV6) && !k.ipv6) || ((fields & kIp) && !k.ipv4 && !k.ipv6) ||
-           ((fields & kL4) && !k.l4) || ((fields & Bit(ff::TCP_FLAGS)) && !k.tcp));
+  uint32_t need = 0, any = 0;
+  NeedOf(fields, &need, &any);
+  const uint32_t layers = (k.ipv4 ? kLayerIpv4 : 0) | (k.ipv6 ? kLayerIpv6 : 0) | (k.arp ? kLayerArp : 0) | (k.l4 ? kLayerL4 : 0) | (k.tcp ? kLayerTcp : 0);
+  return (layers & need) == need && (any == 0 || (layers & any) != 0);
 }
 
 }  // namespace
@@ -392,9 +425,7 @@ int32_t FlowTable::SubtableOf(const FlowMatch& m, bool create) {
   for (uint32_t w = 0; w < PackedKey::kWords; w++) {
     if (t.mask.w[w] != 0) t.words[t.nwords++] = static_cast<uint8_t>(w);
   }
-  t.need = ((m.fields & kV4) ? kLayerIpv4 : 0) | ((m.fields & kV6) ? kLayerIpv6 : 0) | ((m.fields & kL4) ? kLayerL4 : 0) |
-           ((m.fields & Bit(ff::TCP_FLAGS)) ? kLayerTcp : 0);
-  t.need_ip = (m.fields & kIp) != 0;
+  NeedOf(m.fields, &t.need, &t.any);
   t.stride = 2 + t.nwords;
   t.cap_mask = 15;
   t.slots.assign(16 * size_t{t.stride}, 0);
@@ -620,7 +651,7 @@ void FlowTable::LookupPacked(const PackedKey* keys, const uint32_t* layers, uint
 
 int32_t FlowTable::Lookup(const FrameKey& k) {
   const PackedKey p = Pack(k);
-  const uint32_t layers = (k.ipv4 ? kLayerIpv4 : 0) | (k.ipv6 ? kLayerIpv6 : 0) | (k.l4 ? kLayerL4 : 0) | (k.tcp ? kLayerTcp : 0);
+  const uint32_t layers = (k.ipv4 ? kLayerIpv4 : 0) | (k.ipv6 ? kLayerIpv6 : 0) | (k.arp ? kLayerArp : 0) | (k.l4 ? kLayerL4 : 0) | (k.tcp ? kLayerTcp : 0);
   int32_t found = -1;
   LookupPacked(&p, &layers, 1, &found);
   return found;

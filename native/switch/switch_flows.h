@@ -93,16 +93,21 @@ struct FlowHot {
 
 // The fields of a frame packed in words, as the table's index compares them. Word 0:
 // in_port (bits 0-31), dl_type (32-47), VLAN (48-63); 1: dl_src; 2: dl_dst; 3: nw_src
-// (32-63), nw_dst (0-31); 4: nw_proto (0-7), TTL (8-15), tp_src (16-31), tp_dst (32-47),
-// TCP flags (48-59); 5-6: ipv6_src; 7-8: ipv6_dst. A layer the frame lacks is 0.
+// (32-63), nw_dst (0-31) (ARP: its sender's and target's); 4: nw_proto (ARP: the opcode) (0-7), TTL (8-15), tp_src (16-31), tp_dst (32-47),
+// TCP flags (48-59); 5-6: ipv6_src; 7-8: ipv6_dst. A layer the frame lacks is 0. For ICMP
+// and ICMPv6, tp_src is the message's type and tp_dst its code (as Open vSwitch keeps
+// them: `icmp_type` and `icmp_code` are those fields of an ICMP flow).
 struct PackedKey {
   static constexpr uint32_t kWords = 9;
   uint64_t w[kWords];
   bool operator==(const PackedKey&) const = default;
 };
 
-// The layers a frame has whole in its head (bits of PackFrame's result).
-constexpr uint32_t kLayerIpv4 = 1, kLayerIpv6 = 2, kLayerL4 = 4, kLayerTcp = 8;
+// The layers a frame has whole in its head (bits of PackFrame's result). kLayerL4: TCP/UDP
+// ports, or an ICMP/ICMPv6 type and code.
+// kLayerArp: an Ethernet/IPv4 ARP message (its addresses and opcode in the IPv4 fields'
+// places, as Open vSwitch keeps them). kLayerNever: no frame has it.
+constexpr uint32_t kLayerIpv4 = 1, kLayerIpv6 = 2, kLayerL4 = 4, kLayerTcp = 8, kLayerArp = 16, kLayerNever = 32;
 
 // The fields of a frame from its first `have` bytes (have >= 14), as words, and its layers:
 // the one parser of frames for flows.
@@ -116,10 +121,11 @@ struct FrameKey {
   uint32_t dl_type;  // after an 802.1Q tag
   bool ipv4;         // a whole IPv4 header is in the head
   bool ipv6;         // a whole IPv6 header is in the head
-  uint32_t nw_src, nw_dst, nw_proto, nw_ttl;  // proto, ttl: IPv4's or IPv6's
+  bool arp;          // a whole Ethernet/IPv4 ARP message is in the head
+  uint32_t nw_src, nw_dst, nw_proto, nw_ttl;  // proto, ttl: IPv4's or IPv6's; ARP: its addresses, opcode in proto
   Ip6 ipv6_src, ipv6_dst;
-  bool l4;           // TCP or UDP ports are in the head (first fragment)
-  uint32_t tp_src, tp_dst;
+  bool l4;           // TCP or UDP ports (or ICMP/ICMPv6 type and code) are in the head (first fragment)
+  uint32_t tp_src, tp_dst;  // ports, or ICMP type (tp_src) and code (tp_dst)
   bool tcp;          // TCP flags are in the head
   uint32_t tcp_flags;
 };
@@ -178,10 +184,10 @@ class FlowTable {
     // subtable's key is those words, masked, in this order.
     uint8_t words[PackedKey::kWords];
     uint8_t nwords;
-    // The layers a frame must have for a flow of it to match: all of need, and IPv4 or
-    // IPv6 if need_ip.
+    // The layers a frame must have for a flow of it to match: all of need, and one of any
+    // (if not 0).
     uint32_t need;
-    bool need_ip;
+    uint32_t any;
     // Linear probing by hash, at most half full, slots of `stride` words: the hash; the
     // flow's handle + 1 (0: an empty slot); the flow's key. Flows of the same key (other
     // priorities) take slots of their own further on.
@@ -189,7 +195,7 @@ class FlowTable {
     uint64_t cap_mask;
     uint32_t count;
     std::vector<uint64_t> slots;
-    bool Has(uint32_t layers) const { return (layers & need) == need && (!need_ip || (layers & (kLayerIpv4 | kLayerIpv6)) != 0); }
+    bool Has(uint32_t layers) const { return (layers & need) == need && (any == 0 || (layers & any) != 0); }
   };
   static PackedKey Pack(const FrameKey& k);
   static PackedKey MaskOf(uint32_t fields, uint32_t src_mask, uint32_t dst_mask, uint32_t flags_mask, uint32_t src6, uint32_t dst6);

@@ -71,7 +71,8 @@ enum : uint32_t { VHOSTKIT_CLASSIFY_COUNT(VHOSTKIT_LAYOUT_ENUM) kWords };
 // One flow of a switch's flow table as the forwarder takes it (Int32). FIELDS: which match
 // fields are set (bit k: the k-th of IN_PORT .. TCP_FLAGS below, in order). MACs as two
 // words each (the high 16 bits, the low 32). DL_VLAN: the frame's VLAN as the switch
-// assigned it (tagged or from the port). NW_*: IPv4 addresses with their masks. TCP_FLAGS:
+// assigned it (tagged or from the port). NW_*: IPv4 addresses with their masks. TP_SRC /
+// TP_DST: TCP/UDP ports, or an ICMP/ICMPv6 type / code (flows' icmp_type, icmp_code). TCP_FLAGS:
 // the flags under TCP_FLAGS_MASK. IDLE_TIMEOUT / HARD_TIMEOUT: seconds after its last
 // match / after it was added that the flow is removed (0: never). ID: the caller's. N_ACTIONS actions follow the words,
 // FLOW_ACTION words each; none: the flow drops what it matches.

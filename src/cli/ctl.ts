@@ -54,7 +54,7 @@ interface EvpnView {
   neighbors: Row[];
   routesIn: Array<{ route: string; neighbor: string }>;
   routesOut: string[];
-  vnis: Array<{ vni: number; switch: string; port: string; vlan: number; floodVteps: string[]; localMacs: Row[]; remoteMacs: Row[] }>;
+  vnis: Array<{ vni: number; switch: string; port: string; vlan: number; floodVteps: string[]; localMacs: Row[]; remoteMacs: Row[]; suppressed?: Row[] }>;
 }
 
 /** `ctl evpn`: the speaker, its neighbors, routes in and out, and per VNI its VTEPs and MACs. */
@@ -72,8 +72,14 @@ function evpnText(b: EvpnView): string {
   out.push('', `Routes out (${b.routesOut.length}):`, ...b.routesOut.map((r) => `  ${r}`));
   for (const v of b.vnis) {
     out.push('', `VNI ${v.vni}: switch ${v.switch}, port ${v.port}, VLAN ${v.vlan}`, `  flood VTEPs: ${v.floodVteps.join(' ') || '(none)'}`);
-    for (const m of v.localMacs) out.push(`  local  ${String(m.mac)} seq ${String(m.seq)}`);
+    for (const m of v.localMacs) {
+      // Its addresses from ARP/ND snooping, advertised as MAC+IP routes.
+      const ips = Array.isArray(m.ips) ? (m.ips as unknown[]).map(String) : [];
+      out.push(`  local  ${String(m.mac)} seq ${String(m.seq)}${ips.length ? ` ip ${ips.join(' ')}` : ''}`);
+    }
     for (const m of v.remoteMacs) out.push(`  remote ${String(m.mac)} via ${String(m.vtep)} seq ${String(m.seq)}`);
+    // ARP suppression / ND proxy: the remote addresses answered here.
+    for (const a of v.suppressed ?? []) out.push(`  answers ${String(a.ip)} with ${String(a.mac)}`);
   }
   return out.join('\n') + '\n';
 }

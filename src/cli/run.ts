@@ -21,7 +21,7 @@ export const runUsage = `vhostkit run [--config FILE] [--port ...] [--tap ...] [
   --vxlan remote=ADDR,vni=N[,...]    a VXLAN port on switch sw0
   --disk [NAME=]SOCKET,file=IMAGE|ram=SIZE[,readonly][,shared][,serial=ID][,queues=N][,threads=N]
                        a vhost-user-blk disk
-  --evpn asn=N,router-id=ADDR[,vtep=ADDR][,listen=ADDR][,gobgp-dir=DIR][,gobgp=unix:PATH|HOST:PORT][,arp-snooping]
+  --evpn asn=N,router-id=ADDR[,vtep=ADDR][,listen=ADDR][,gobgp-dir=DIR][,gobgp=unix:PATH|HOST:PORT][,arp-snooping][,nd-snooping][,arp-suppression]
                        BGP EVPN for the --vxlan ports of sw0, each its own VNI (docs/evpn.md):
                        starts gobgpd (its files in gobgp-dir), or uses the one gobgp= names
   --evpn-neighbor ADDR[,asn=N]       a BGP neighbor (repeatable; asn default: ours)
@@ -107,7 +107,9 @@ function evpnFlags(v: ServeFlags, vxlanPorts: Array<{ name?: string; vni: number
     else if (k === 'listen') o.listenAddress = x;
     else if (k === 'gobgp-dir') o.gobgpDir = resolve(x);
     else if (k === 'arp-snooping') o.arpSnooping = x !== 'off';
-    else throw new Error(`--evpn ${v.evpn}: unknown option ${k} (asn, router-id, vtep, gobgp, gobgp-dir, listen, arp-snooping)`);
+    else if (k === 'nd-snooping') o.ndSnooping = x !== 'off';
+    else if (k === 'arp-suppression') o.arpSuppression = x !== 'off';
+    else throw new Error(`--evpn ${v.evpn}: unknown option ${k} (asn, router-id, vtep, gobgp, gobgp-dir, listen, arp-snooping, nd-snooping, arp-suppression)`);
   }
   o.neighbors = (v['evpn-neighbor'] ?? []).map((n) => {
     const address = n.split(',')[0];

@@ -23,6 +23,10 @@ export interface EvpnServiceOptions {
   pollMs: number;
   /** advertise local MACs with their IPv4 address too (control.ts arpSnooping) */
   arpSnooping?: boolean;
+  /** the same for IPv6, from neighbor discovery (control.ts ndSnooping) */
+  ndSnooping?: boolean;
+  /** answer ARP/NS for the fabric's MAC+IP addresses locally (control.ts arpSuppression) */
+  arpSuppression?: boolean;
   /** the switches' aging time in seconds, by switch */
   aging?: Record<string, number>;
 }
@@ -68,6 +72,8 @@ export class EvpnService {
           vnis: o.vnis.filter((v) => v.switch === swName),
           pollMs: o.pollMs,
           arpSnooping: o.arpSnooping,
+          ndSnooping: o.ndSnooping,
+          arpSuppression: o.arpSuppression,
           agingSeconds: o.aging?.[swName],
         });
         controls.set(swName, c);

@@ -224,6 +224,8 @@ export const evpnSchema = strict({
   listenAddress: ip().optional().describe('the address a started gobgpd listens on and connects from (default: any)'),
   pollMs: int(50, 10000).default(250).describe('how often the fdb is read for local MACs'),
   arpSnooping: bool().default(false).describe('advertise local MACs with the IPv4 address ARP shows (adds a flow arp,actions=normal,handler:evpn-arp)'),
+  ndSnooping: bool().default(false).describe('advertise local MACs with the global IPv6 addresses neighbor discovery shows (adds flows icmp6,icmp_type=135/136,actions=normal,handler:evpn-arp)'),
+  arpSuppression: bool().default(false).describe("answer local ARP requests and neighbor solicitations for the fabric's MAC+IP addresses here, not across the fabric (one flow per address)"),
 });
 
 export const hostSchema = strict(

@@ -1,7 +1,7 @@
 // Flows of a switch's flow table in ovs-ofctl's syntax: "priority=100,tcp,nw_dst=10.0.0.2,
 // tp_dst=80,actions=drop". A flow matches on the frame's in-port, MACs, VLAN (the one the
 // switch assigned it), EtherType, IPv4 addresses and prefixes, IP protocol and TTL, TCP/UDP
-// ports and TCP flags. Its actions edit the frame (VLAN tag, MACs, IPv4 addresses, ports,
+// ports, ICMP/ICMPv6 type and code, TCP flags, and ARP's addresses and opcode. Its actions edit the frame (VLAN tag, MACs, IPv4 addresses, ports,
 // TTL; checksums kept right) and then send it: to ports, flooded, to the learning switch
 // (normal), to TypeScript handlers; no output drops it. Frames no flow matches are switched
 // as by `priority=0,actions=normal`. The table runs in native code
@@ -144,6 +144,8 @@ export function parseFlow(text: string, port: (name: string) => number, forDelet
     }
   }
   const seen = new Map<string, string>();
+  const icmpGiven: string[] = [];
+  const arpGiven: string[] = [];
   for (const [k, v] of pairs) {
     if (seen.has(k) && seen.get(k) !== v) throw new RangeError(`${k} is given twice (${seen.get(k)} and ${v})`);
     seen.set(k, v);
@@ -200,6 +202,22 @@ export function parseFlow(text: string, port: (name: string) => number, forDelet
         w[FlowWord.NW_PROTO] = num(v, k, 255);
         set('NW_PROTO');
         break;
+      // ARP's fields, kept where IPv4's are (as Open vSwitch does): the sender's and target's
+      // IPv4 addresses, and the opcode (1 request, 2 reply).
+      case 'arp_spa':
+      case 'arp_tpa': {
+        const a = ipv4(v, k);
+        w[k === 'arp_spa' ? FlowWord.NW_SRC : FlowWord.NW_DST] = a.addr | 0;
+        w[k === 'arp_spa' ? FlowWord.NW_SRC_MASK : FlowWord.NW_DST_MASK] = a.mask | 0;
+        set(k === 'arp_spa' ? 'NW_SRC' : 'NW_DST');
+        arpGiven.push(k);
+        break;
+      }
+      case 'arp_op':
+        w[FlowWord.NW_PROTO] = num(v, k, 255);
+        set('NW_PROTO');
+        arpGiven.push(k);
+        break;
       case 'ipv6_src':
       case 'ipv6_dst': {
         const a = ipv6(v, k);
@@ -218,6 +236,18 @@ export function parseFlow(text: string, port: (name: string) => number, forDelet
         w[k === 'tp_src' ? FlowWord.TP_SRC : FlowWord.TP_DST] = num(v, k, 65535);
         set(k === 'tp_src' ? 'TP_SRC' : 'TP_DST');
         break;
+      case 'icmp_type':
+      case 'icmp_code':
+      case 'icmpv6_type':
+      case 'icmpv6_code': {
+        // Open vSwitch's fields: an ICMP message's type and code, kept where a TCP/UDP
+        // frame's ports are (TP_SRC, TP_DST).
+        const code = k.endsWith('_code');
+        w[code ? FlowWord.TP_DST : FlowWord.TP_SRC] = num(v, k, 255);
+        set(code ? 'TP_DST' : 'TP_SRC');
+        icmpGiven.push(k);
+        break;
+      }
       case 'tcp_flags': {
         const f = tcpFlags(v);
         w[FlowWord.TCP_FLAGS] = f.value;
@@ -227,7 +257,7 @@ export function parseFlow(text: string, port: (name: string) => number, forDelet
       }
       default:
         throw new RangeError(
-          `${k}: unknown field (in_port, dl_src, dl_dst, dl_vlan, dl_type, nw_src, nw_dst, ipv6_src, ipv6_dst, nw_proto, nw_ttl, tp_src, tp_dst, tcp_flags, priority, idle_timeout, hard_timeout)`,
+          `${k}: unknown field (in_port, dl_src, dl_dst, dl_vlan, dl_type, nw_src, nw_dst, ipv6_src, ipv6_dst, nw_proto, nw_ttl, arp_spa, arp_tpa, arp_op, tp_src, tp_dst, icmp_type, icmp_code, icmpv6_type, icmpv6_code, tcp_flags, priority, idle_timeout, hard_timeout)`,
         );
     }
   }
@@ -235,12 +265,23 @@ export function parseFlow(text: string, port: (name: string) => number, forDelet
   const type = (fields & (1 << FlowField.DL_TYPE)) !== 0 ? w[FlowWord.DL_TYPE] : -1;
   const isIp = type === 0x0800;
   const isIp6 = type === 0x86dd;
-  if (fields & ((1 << FlowField.NW_SRC) | (1 << FlowField.NW_DST)) && !isIp) throw new RangeError('nw_src and nw_dst need ip (dl_type=0x0800), icmp, tcp or udp');
+  const isArp = type === 0x0806;
+  if (arpGiven.length > 0 && !isArp) throw new RangeError(`${arpGiven.join(' and ')}: need arp (dl_type=0x0806)`);
+  if (arpGiven.length > 0 && ['nw_src', 'nw_dst', 'nw_proto'].some((k) => seen.has(k))) throw new RangeError('nw_src, nw_dst and nw_proto need ip or ipv6 (an ARP flow has arp_spa, arp_tpa, arp_op)');
+  if (isArp && !arpGiven.length && fields & ((1 << FlowField.NW_SRC) | (1 << FlowField.NW_DST) | (1 << FlowField.NW_PROTO)))
+    throw new RangeError('an ARP flow matches arp_spa, arp_tpa and arp_op (not nw_src, nw_dst, nw_proto)');
+  if (!isArp && fields & ((1 << FlowField.NW_SRC) | (1 << FlowField.NW_DST)) && !isIp) throw new RangeError('nw_src and nw_dst need ip (dl_type=0x0800), icmp, tcp or udp');
   if (fields & ((1 << FlowField.IPV6_SRC) | (1 << FlowField.IPV6_DST)) && !isIp6) throw new RangeError('ipv6_src and ipv6_dst need ipv6 (dl_type=0x86dd), icmp6, tcp6 or udp6');
-  if (fields & ((1 << FlowField.NW_PROTO) | (1 << FlowField.NW_TTL)) && !isIp && !isIp6) throw new RangeError('nw_proto and nw_ttl need ip or ipv6');
+  if (fields & (1 << FlowField.NW_TTL) && !isIp && !isIp6) throw new RangeError('nw_ttl needs ip or ipv6');
+  if (!isArp && fields & ((1 << FlowField.NW_PROTO) | (1 << FlowField.NW_TTL)) && !isIp && !isIp6) throw new RangeError('nw_proto and nw_ttl need ip or ipv6');
   const proto = (fields & (1 << FlowField.NW_PROTO)) !== 0 ? w[FlowWord.NW_PROTO] : -1;
   const isL4 = (isIp || isIp6) && (proto === 6 || proto === 17);
-  if (fields & ((1 << FlowField.TP_SRC) | (1 << FlowField.TP_DST)) && !isL4) throw new RangeError('tp_src and tp_dst need tcp or udp (tcp6, udp6)');
+  const isIcmp = (isIp && proto === 1) || (isIp6 && proto === 58);
+  if (icmpGiven.length > 0) {
+    if (icmpGiven.some((k) => k.startsWith('icmpv6_')) ? !(isIp6 && proto === 58) : !isIcmp) throw new RangeError(`${icmpGiven.join(' and ')}: need icmp (icmp_type, icmp_code) or icmp6`);
+    if (seen.has('tp_src') || seen.has('tp_dst')) throw new RangeError('tp_src and tp_dst need tcp or udp (tcp6, udp6)');
+    if (new Set(icmpGiven.map((k) => k.endsWith('_code'))).size !== icmpGiven.length) throw new RangeError(`${icmpGiven.join(' and ')}: the same field given twice`);
+  } else if (fields & ((1 << FlowField.TP_SRC) | (1 << FlowField.TP_DST)) && !isL4) throw new RangeError('tp_src and tp_dst need tcp or udp (tcp6, udp6)');
   if (fields & (1 << FlowField.TCP_FLAGS) && !((isIp || isIp6) && proto === 6)) throw new RangeError('tcp_flags needs tcp (or tcp6)');
   w[FlowWord.PRIORITY] = priority;
   w[FlowWord.FIELDS] = fields;
@@ -467,15 +508,18 @@ function formatMatch(w: Int32Array, given: Map<string, string>): string {
     const len = Math.clz32(~mask); // a prefix mask: its leading ones
     return len === 32 ? ipString(addr >>> 0) : `${ipString(addr >>> 0)}/${len}`;
   };
-  if (has('NW_SRC')) out.push(`nw_src=${prefix(w[FlowWord.NW_SRC], w[FlowWord.NW_SRC_MASK] >>> 0)}`);
-  if (has('NW_DST')) out.push(`nw_dst=${prefix(w[FlowWord.NW_DST], w[FlowWord.NW_DST_MASK] >>> 0)}`);
+  const arp = has('DL_TYPE') && w[FlowWord.DL_TYPE] === 0x0806;
+  if (has('NW_SRC')) out.push(`${arp ? 'arp_spa' : 'nw_src'}=${prefix(w[FlowWord.NW_SRC], w[FlowWord.NW_SRC_MASK] >>> 0)}`);
+  if (has('NW_DST')) out.push(`${arp ? 'arp_tpa' : 'nw_dst'}=${prefix(w[FlowWord.NW_DST], w[FlowWord.NW_DST_MASK] >>> 0)}`);
   const prefix6 = (at: number, len: number) => `${ipv6String(w.subarray(at, at + 4))}${len === 128 ? '' : `/${len}`}`;
   if (has('IPV6_SRC')) out.push(`ipv6_src=${prefix6(FlowWord.IPV6_SRC_0, w[FlowWord.IPV6_SRC_LEN])}`);
   if (has('IPV6_DST')) out.push(`ipv6_dst=${prefix6(FlowWord.IPV6_DST_0, w[FlowWord.IPV6_DST_LEN])}`);
-  if (has('NW_PROTO') && !protoShown) out.push(`nw_proto=${w[FlowWord.NW_PROTO]}`);
+  if (has('NW_PROTO') && !protoShown) out.push(`${arp ? 'arp_op' : 'nw_proto'}=${w[FlowWord.NW_PROTO]}`);
   if (has('NW_TTL')) out.push(`nw_ttl=${w[FlowWord.NW_TTL]}`);
-  if (has('TP_SRC')) out.push(`tp_src=${w[FlowWord.TP_SRC]}`);
-  if (has('TP_DST')) out.push(`tp_dst=${w[FlowWord.TP_DST]}`);
+  // An ICMP/ICMPv6 flow's TP_SRC/TP_DST are its message type and code.
+  const icmp = has('NW_PROTO') && ((w[FlowWord.DL_TYPE] === 0x0800 && w[FlowWord.NW_PROTO] === 1) || (w[FlowWord.DL_TYPE] === 0x86dd && w[FlowWord.NW_PROTO] === 58));
+  if (has('TP_SRC')) out.push(`${icmp ? 'icmp_type' : 'tp_src'}=${w[FlowWord.TP_SRC]}`);
+  if (has('TP_DST')) out.push(`${icmp ? 'icmp_code' : 'tp_dst'}=${w[FlowWord.TP_DST]}`);
   if (has('TCP_FLAGS')) out.push(`tcp_flags=${formatTcpFlags(w[FlowWord.TCP_FLAGS], w[FlowWord.TCP_FLAGS_MASK])}`);
   return out.join(',');
 }

@@ -60,7 +60,7 @@ describe('switches[].flows in the configuration', function () {
         ],
       });
       expect(p).to.have.members([
-        'switches[0].flows[1]: colour: unknown field (in_port, dl_src, dl_dst, dl_vlan, dl_type, nw_src, nw_dst, ipv6_src, ipv6_dst, nw_proto, nw_ttl, tp_src, tp_dst, tcp_flags, priority, idle_timeout, hard_timeout)',
+        'switches[0].flows[1]: colour: unknown field (in_port, dl_src, dl_dst, dl_vlan, dl_type, nw_src, nw_dst, ipv6_src, ipv6_dst, nw_proto, nw_ttl, arp_spa, arp_tpa, arp_op, tp_src, tp_dst, icmp_type, icmp_code, icmpv6_type, icmpv6_code, tcp_flags, priority, idle_timeout, hard_timeout)',
         'switches[0].flows[2]: no port vm9 on this switch (its ports: vm1, vm2)',
         'switches[0].flows[3]: no port vm3 on this switch (its ports: vm1, vm2)',
         'switches[0].flows[4]: ip,nw_dst=10.0.0.2: no actions= (e.g. actions=drop, actions=normal, actions=output:PORT)',

@@ -10,7 +10,7 @@ import { FlowOp, FlowWord } from '../../src/native/switch.js';
 import { setLogSink } from '../../src/log.js';
 import { NetFeature } from '../../src/virtio/net.js';
 import { bit } from '../../src/virtio/features.js';
-import { checkTcp, icmpEchoRequest, offloadHdr, tcpFrame } from '../lib/packets.js';
+import { arpRequest, checkTcp, ethernet, icmpEchoRequest, offloadHdr, tcpFrame } from '../lib/packets.js';
 
 const ports: Record<string, number> = { vm1: 1, vm2: 2 };
 const port = (n: string) => {
@@ -43,6 +43,20 @@ describe('flows: ovs-ofctl syntax', () => {
     expect(v6.words[FlowWord.IPV6_DST_LEN]).to.equal(64);
     expect(parseFlow('icmp6,ipv6_dst=::,actions=drop', port).match).to.equal('icmp6,ipv6_dst=::');
     expect(parseFlow('ipv6,ipv6_src=1:0:0:2::3:0:4/128,actions=drop', port).match).to.equal('ipv6,ipv6_src=1::2:0:3:0:4');
+    // ICMP type and code (Open vSwitch's icmp_type, icmp_code; icmpv6_type for ICMPv6) in the ports' words.
+    const nd = parseFlow('icmp6,icmpv6_type=135,icmpv6_code=0,actions=normal', port);
+    expect([nd.match, nd.words[FlowWord.TP_SRC], nd.words[FlowWord.TP_DST]]).to.deep.equal(['icmp6,icmp_type=135,icmp_code=0', 135, 0]);
+    expect(parseFlow('icmp,icmp_type=8,actions=drop', port).match).to.equal('icmp,icmp_type=8');
+    expect(parseFlow('icmp6,icmp_type=136,actions=drop', port).match).to.equal('icmp6,icmp_type=136');
+    // ARP's addresses and opcode in IPv4's words.
+    const a = parseFlow('arp,arp_op=1,arp_tpa=10.0.0.9,arp_spa=10.0.0.0/8,actions=normal', port);
+    expect([a.match, a.words[FlowWord.NW_PROTO], a.words[FlowWord.NW_DST], a.words[FlowWord.NW_SRC_MASK] >>> 0]).to.deep.equal([
+      'arp,arp_spa=10.0.0.0/8,arp_tpa=10.0.0.9,arp_op=1',
+      1,
+      0x0a000009,
+      0xff000000,
+    ]);
+    for (const t of [nd, a]) expect([...parseFlow(`${t.match},actions=${t.actions}`, port).words]).to.deep.equal([...t.words]);
     // Written back, a flow parses to the same words.
     const again = parseFlow(`priority=${e.priority},${e.match},actions=${e.actions}`, port);
     expect([...again.words]).to.deep.equal([...e.words]);
@@ -76,6 +90,15 @@ describe('flows: ovs-ofctl syntax', () => {
       ['ipv6,actions=set_field:1->frob,output:vm1', /set_field of frob/],
       ['tcp,udp,actions=drop', /nw_proto is given twice/],
       ['idle_timeout=70000,actions=drop', /idle_timeout=70000/],
+      ['tcp,icmp_type=8,actions=drop', /icmp_type: need icmp/],
+      ['icmp,icmpv6_type=135,actions=drop', /icmpv6_type: need icmp/],
+      ['icmp,icmp_type=256,actions=drop', /icmp_type=256: expected a number 0..255/],
+      ['icmp,icmp_type=8,tp_src=8,actions=drop', /tp_src and tp_dst need tcp or udp/],
+      ['icmp6,icmp_type=135,icmpv6_type=136,actions=drop', /the same field given twice/],
+      ['ip,arp_tpa=10.0.0.1,actions=drop', /arp_tpa: need arp/],
+      ['arp,nw_dst=10.0.0.1,actions=drop', /an ARP flow matches arp_spa/],
+      ['arp,arp_op=1,nw_proto=1,actions=drop', /nw_proto need ip or ipv6/],
+      ['arp,arp_tpa=10.0.0.256,actions=drop', /expected an IPv4 address/],
     ];
     for (const [t, re] of bad) expect(() => parseFlow(t, port), t).to.throw(RangeError, re);
     expect(() => parseFlow('tcp,actions=drop', port, true)).to.throw(/no actions=/);
@@ -222,6 +245,45 @@ describe('flows on a running switch', function () {
       'the ACKs pass, the SYNs are dropped',
     ).to.deep.equal([0x10, 0x10]);
     expect((await sw.dumpFlows())[0].packets).to.equal(2);
+  });
+
+  it('matches ICMP and ICMPv6 types and codes, and ARP opcodes and addresses', async () => {
+    await sw.addFlow('priority=100,icmp,icmp_type=8,actions=drop');
+    await sw.addFlow('priority=100,icmp6,icmp_type=135,icmp_code=0,actions=output:c');
+    await sw.addFlow('priority=100,arp,arp_op=1,arp_tpa=10.0.0.9,actions=output:c');
+    await sw.addFlow('priority=90,arp,arp_spa=10.0.0.0/24,actions=drop');
+    const reply = icmpEchoRequest(B, A, '10.0.0.1', '10.0.0.2', 1, 1);
+    reply[14 + 20] = 0; // type 0: an echo reply (its checksum is not what flows look at)
+    // ICMPv6 of type 135 (a neighbor solicitation) and 128 (an echo request), tagged the same.
+    const icmp6 = (type: number, code = 0) => {
+      const ip6 = new Uint8Array(40 + 24);
+      ip6[0] = 0x60;
+      ip6[5] = 24;
+      ip6[6] = 58;
+      ip6[7] = 255;
+      ip6.set([0xfe, 0x80], 8);
+      ip6[23] = 1;
+      ip6.set([0xff, 0x02], 24);
+      ip6[39] = 2;
+      ip6[40] = type;
+      ip6[41] = code;
+      return ethernet(B, A, 0x86dd, ip6);
+    };
+    guests.a.send([icmpEchoRequest(B, A, '10.0.0.1', '10.0.0.2', 1, 1), reply, icmp6(135), icmp6(128), icmp6(135, 1)]);
+    let r = await got();
+    expect(r.b.length, 'b: the echo reply, the echo request v6, and the NS of code 1').to.equal(3);
+    expect(r.c.length, 'c: the NS').to.equal(1);
+    expect(r.c[0][14 + 40]).to.equal(135);
+    guests.a.send([arpRequest(A, '10.0.0.1', '10.0.0.9'), arpRequest(A, '10.0.0.1', '10.0.0.2'), arpRequest(A, '10.1.0.1', '10.0.0.2')]);
+    r = await got();
+    expect(r.c.length, 'c: the request for 10.0.0.9, and the flood of 10.1.0.1').to.equal(2);
+    expect(r.b.length, 'b: the flood of the one from 10.1.0.1 only').to.equal(1);
+    expect((await sw.dumpFlows()).map((f) => [f.match, f.packets])).to.deep.equal([
+      ['icmp,icmp_type=8', 1],
+      ['icmp6,icmp_type=135,icmp_code=0', 1],
+      ['arp,arp_tpa=10.0.0.9,arp_op=1', 1],
+      ['arp,arp_spa=10.0.0.0/24', 1],
+    ]);
   });
 
   it('removes a flow its idle timeout after its last match, and one its hard timeout after it was added', async () => {
