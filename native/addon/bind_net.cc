@@ -2,6 +2,7 @@
 #include "addon/bindings.h"
 #include "io/io_layout.h"
 #include "net/net.h"
+#include "net/vlan.h"
 
 namespace vhostkit {
 namespace {
@@ -207,10 +208,74 @@ class FlatFramesWrap : public Napi::ObjectWrap<FlatFramesWrap> {
   std::vector<Napi::ObjectReference> held_;
 };
 
+// FlatSink: a receiver of a guest's TX queue that reads every frame into memory of its
+// own, as a real receiver must (net-load's copying sink; the vhost PMD copies each frame
+// into an mbuf). One call per burst pops, copies the frames out (NetToFlat) and gives the
+// buffers back, with the host-side arrays given once.
+class FlatSinkWrap : public Napi::ObjectWrap<FlatSinkWrap> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "FlatSink", {InstanceMethod<&FlatSinkWrap::Take>("take")});
+  }
+
+  // new FlatSink(out: Uint8Array, offsets: Uint32Array, lens: Uint32Array, stats: Uint32Array(7));
+  // a burst takes at most as many frames as offsets and lens hold.
+  explicit FlatSinkWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<FlatSinkWrap>(info) {
+    Napi::Env env = info.Env();
+    out_ = TypedData<uint8_t>(env, info[0], napi_uint8_array, 0, "FlatSink: out", &out_len_);
+    size_t noff = 0;
+    size_t nlen = 0;
+    offsets_ = TypedData<uint32_t>(env, info[1], napi_uint32_array, 0, "FlatSink: offsets", &noff);
+    lens_ = TypedData<uint32_t>(env, info[2], napi_uint32_array, 0, "FlatSink: lens", &nlen);
+    max_ = static_cast<uint32_t>(std::min<size_t>(std::min(noff, nlen), 1024));
+    stats_ = TypedData<uint32_t>(env, info[3], napi_uint32_array, ds::kWords, "FlatSink: stats");
+    for (uint32_t i = 0; i < 4; i++) held_.push_back(Napi::Persistent(info[i].As<Napi::Object>()));
+  }
+
+ private:
+  // take(txSlot, hdrLen, offloads) -> chains taken (their frames copied out, counted in
+  // stats: DELIVERED, BYTES, BAD), or -VqError if the queue is broken
+  Napi::Value Take(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    QueueView tx = UnwrapQueue(info[0]);
+    const uint32_t hdr = info[1].As<Napi::Number>().Uint32Value();
+    if (hdr != 10 && hdr != 12) throw Napi::RangeError::New(env, "FlatSink.take: header length must be 10 or 12");
+    const MemTable* mem = tx.q->memory().get();
+    if (mem == nullptr) throw Napi::Error::New(env, "FlatSink.take: queue has no memory");
+    const int32_t n = tx.q->Pop(*tx.out, std::min(tx.burst, max_));
+    if (n <= 0) return Napi::Number::New(env, n);
+    const uint32_t m = static_cast<uint32_t>(n);
+    chains_.resize(m);
+    for (uint32_t i = 0; i < m; i++) chains_[i] = static_cast<uint16_t>(i);
+    const TxSource src{tx.out, mem, hdr, info[2].ToBoolean(), kVlanKeep};
+    DeliverStats st;
+    NetToFlat(src, chains_.data(), m, out_, static_cast<uint32_t>(std::min<size_t>(out_len_, UINT32_MAX)), offsets_, lens_, max_, &st);
+    AddStats(stats_, st);
+    for (uint32_t i = 0; i < m; i++) {
+      tx.used_id[i] = tx.out->head[i];
+      tx.used_len[i] = 0;
+    }
+    const int32_t r = tx.q->Push(tx.used_id, tx.used_len, m);
+    if (r < 0) throw Napi::RangeError::New(env, "FlatSink.take: push failed: an id is not in flight (or pushed twice)");
+    if (r == 1) tx.q->Signal();
+    return Napi::Number::New(env, n);
+  }
+
+  uint8_t* out_ = nullptr;
+  size_t out_len_ = 0;
+  uint32_t* offsets_ = nullptr;
+  uint32_t* lens_ = nullptr;
+  uint32_t* stats_ = nullptr;
+  uint32_t max_ = 0;
+  std::vector<uint16_t> chains_;
+  std::vector<Napi::ObjectReference> held_;
+};
+
 }  // namespace
 
 void BindNet(Napi::Env env, Napi::Object exports) {
   exports.Set("FlatFrames", FlatFramesWrap::Define(env));
+  exports.Set("FlatSink", FlatSinkWrap::Define(env));
   exports.Set("netPeek", Napi::Function::New(env, Peek));
   exports.Set("netDeliver", Napi::Function::New(env, Deliver));
   exports.Set("netDeliverFlat", Napi::Function::New(env, DeliverFlat));

@@ -16,7 +16,7 @@ import type { QueueContext, VhostUserDevice } from '../vhost-user/device.js';
 import type { GuestMemory } from '../native/guest-memory.js';
 import { bit, has, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, VirtioDeviceId } from '../virtio/features.js';
 import { NetFeature } from '../virtio/net.js';
-import { DELIVER_STATS, DeliverStat, FlatFrames, MAX_FRAME, netToFlat, type RxSide } from '../native/net.js';
+import { DELIVER_STATS, DeliverStat, FlatFrames, FlatSink, MAX_FRAME, type RxSide } from '../native/net.js';
 import { Poller, type PollMode, type PollTarget } from '../dataplane/poller.js';
 import { ethFrame, macBytes } from '../virtio/net-frames.js';
 import type { Virtqueue } from '../native/virtqueue.js';
@@ -94,8 +94,9 @@ export class NetLoadServer {
   private readonly targets = new Map<number, PollTarget>();
   private readonly frames: FlatFrames;
   private readonly stats = new Uint32Array(DELIVER_STATS);
-  /** The copying sink's frames: a burst of the largest frames fits, so a copy never stops short. */
-  private readonly copy: { chains: Uint16Array; out: Uint8Array; offsets: Uint32Array; lens: Uint32Array } | null;
+  /** The copying sink (a burst of the largest frames fits its buffer, so a copy never stops short), and its counters. */
+  private readonly copy: FlatSink | null;
+  private readonly copyStats = new Uint32Array(DELIVER_STATS);
 
   constructor(
     poll: PollMode,
@@ -113,7 +114,7 @@ export class NetLoadServer {
       offsets[i] = i * len;
     }
     this.frames = new FlatFrames(data, offsets, lens, null, this.stats);
-    this.copy = spec.sink === 'copy' ? { chains: Uint16Array.from({ length: n }, (_, i) => i), out: new Uint8Array(n * MAX_FRAME), offsets: new Uint32Array(n), lens: new Uint32Array(n) } : null;
+    this.copy = spec.sink === 'copy' ? new FlatSink(new Uint8Array(n * MAX_FRAME), new Uint32Array(n), new Uint32Array(n), this.copyStats) : null;
   }
 
   get queues(): number[] {
@@ -171,25 +172,31 @@ export class NetLoadServer {
   }
 
   private sink(vq: Virtqueue, hdr: number, broken: () => void): number {
+    const c = this.copy;
+    if (c) {
+      const st = this.copyStats;
+      const n = c.take(vq, hdr);
+      if (n <= 0) {
+        if (n < 0) broken();
+        return 0;
+      }
+      // Frames shorter than an Ethernet header are taken but not copied (counted BAD), and their bytes not counted.
+      this.counters[C.RX_P] += n;
+      this.counters[C.RX_B] += st[DeliverStat.BYTES];
+      st[DeliverStat.BYTES] = 0; // u32: taken every burst, it never wraps
+      return n;
+    }
     const n = vq.pop();
     if (n <= 0) {
       if (n < 0) broken();
       return 0;
     }
+    const b = vq.b;
     let bytes = 0;
-    const c = this.copy;
-    if (c) {
-      // Frames shorter than an Ethernet header are not copied (counted as bad): their bytes are not counted either.
-      const k = netToFlat(vq, hdr, false, c.chains, n, c.out, c.offsets, c.lens, this.stats);
-      for (let i = 0; i < k; i++) bytes += c.lens[i];
-    } else {
-      const b = vq.b;
-      for (let i = 0; i < n; i++) bytes += b.readLen[i];
-      bytes -= n * hdr;
-    }
+    for (let i = 0; i < n; i++) bytes += b.readLen[i];
     vq.pushPopped(n);
     this.counters[C.RX_P] += n;
-    this.counters[C.RX_B] += bytes;
+    this.counters[C.RX_B] += bytes - n * hdr;
     return n;
   }
 

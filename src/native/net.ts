@@ -11,6 +11,7 @@ interface RawNet {
   netDeliver(rx: unknown, rxHdr: number, mergeable: boolean, tx: unknown, txHdr: number, txOffloads: boolean, chains: Uint16Array, n: number, stats: Uint32Array, vlan: number, rxOffloads: number, rxMaxFrame: number): number;
   netMaxFrame: number;
   FlatFrames: new (data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, hdr10: Uint8Array | null, stats: Uint32Array) => RawFlatFrames;
+  FlatSink: new (out: Uint8Array, offsets: Uint32Array, lens: Uint32Array, stats: Uint32Array) => { take(tx: number, hdrLen: number, offloads: boolean): number };
 }
 interface RawFlatFrames {
   deliver(rx: number, n: number, rxHdr: number, mergeable: boolean, vlan: number, rxOffloads: number, rxMaxFrame: number, withHdr10: boolean): number;
@@ -94,19 +95,51 @@ export class FlatFrames {
     /** DELIVER_STATS counters every deliver() adds to */
     readonly stats: Uint32Array,
   ) {
-    for (const a of [data, offsets, lens, hdr10, stats]) {
-      if (a === null) continue;
-      const b = a.buffer as ArrayBuffer & { resizable?: boolean };
-      if (b instanceof SharedArrayBuffer) continue; // never detached, never shrunk
-      if (b.resizable) throw new TypeError('FlatFrames: a resizable ArrayBuffer can shrink under the native side');
-      markAsUntransferable(b);
-    }
+    holdFixed('FlatFrames', [data, offsets, lens, hdr10, stats]);
     this.h = new raw.FlatFrames(data, offsets, lens, hdr10, stats);
   }
 
   /** Delivers frames 0..n into RX buffers of `rx`; returns as netDeliverFlat. */
   deliver(rx: RxSide, n: number, vlan = VLAN_KEEP, withHdr10 = false): number {
     return this.h.deliver(rx.q.slot, n, rx.hdrLen, rx.mergeable, vlan, rx.offloads ?? 0, rx.maxFrame ?? 0, withHdr10);
+  }
+}
+
+/**
+ * Arrays the native side keeps pointers into: never detached (transferred) and never
+ * shrunk under it.
+ */
+function holdFixed(what: string, arrays: Array<Uint8Array | Uint32Array | null>): void {
+  for (const a of arrays) {
+    if (a === null) continue;
+    const b = a.buffer as ArrayBuffer & { resizable?: boolean };
+    if (b instanceof SharedArrayBuffer) continue; // never detached, never shrunk
+    if (b.resizable) throw new TypeError(`${what}: a resizable ArrayBuffer can shrink under the native side`);
+    markAsUntransferable(b);
+  }
+}
+
+/**
+ * A receiver of a guest's TX queue that reads every frame into memory of its own (`out`;
+ * frame k of the last burst: lens[k] bytes at offsets[k]), as a real receiver must: one
+ * native call per burst pops, copies the frames out and gives the buffers back.
+ */
+export class FlatSink {
+  private readonly h: { take(tx: number, hdrLen: number, offloads: boolean): number };
+  constructor(
+    readonly out: Uint8Array,
+    readonly offsets: Uint32Array,
+    readonly lens: Uint32Array,
+    /** DELIVER_STATS counters every take() adds to: DELIVERED and BYTES of the frames copied, BAD of those that could not be */
+    readonly stats: Uint32Array,
+  ) {
+    holdFixed('FlatSink', [out, offsets, lens, stats]);
+    this.h = new raw.FlatSink(out, offsets, lens, stats);
+  }
+
+  /** Takes a burst of `tx` (at most offsets.length chains); returns the chains taken, or < 0 (-VqError) if the queue is broken. */
+  take(tx: Virtqueue, hdrLen: number, offloads = false): number {
+    return this.h.take(tx.slot, hdrLen, offloads);
   }
 }
 
