@@ -97,15 +97,17 @@ class SwitchFdbWrap : public Napi::ObjectWrap<SwitchFdbWrap> {
     return Napi::Number::New(info.Env(), fdb_->FlushPort(static_cast<int32_t>(Int(info[0], 0, INT32_MAX, "port"))));
   }
 
-  // dump() -> Float64Array [mac, vlan, port, seen] per entry
+  // dump() -> Float64Array [mac, vlan, port, seen, remote] per entry (remote 0: learned;
+  // else installed towards that remote VTEP, and seen means nothing)
   Napi::Value Dump(const Napi::CallbackInfo& info) {
     const std::vector<SwitchFdb::Entry> all = fdb_->Dump();
-    Napi::Float64Array a = Napi::Float64Array::New(info.Env(), all.size() * 4);
+    Napi::Float64Array a = Napi::Float64Array::New(info.Env(), all.size() * 5);
     for (size_t i = 0; i < all.size(); i++) {
-      a[4 * i] = static_cast<double>(all[i].mac);
-      a[4 * i + 1] = all[i].vlan;
-      a[4 * i + 2] = all[i].port;
-      a[4 * i + 3] = static_cast<double>(all[i].seen);
+      a[5 * i] = static_cast<double>(all[i].mac);
+      a[5 * i + 1] = all[i].vlan;
+      a[5 * i + 2] = all[i].port;
+      a[5 * i + 3] = static_cast<double>(all[i].seen);
+      a[5 * i + 4] = all[i].remote;
     }
     return a;
   }

@@ -20,7 +20,7 @@ export const ctlUsage = `vhostkit ctl [--api ADDR] [--token-file FILE] [--json] 
   vxlan-add SWITCH remote=ADDR,vni=N[,...]
   port-del PORT
   vlan PORT VID | trunk:VID[:VID...][,native=VID]
-  fdb SWITCH                     the forwarding database (MAC, VLAN, port, age)
+  fdb SWITCH                     the forwarding database (MAC, VLAN, port, age; remote VTEP)
   queues SWITCH                  per queue packets, bytes, notifications, ring fill
   flow add SWITCH FLOW           a flow in ovs-ofctl syntax, e.g. "priority=100,tcp,tp_dst=80,actions=drop"
                                  or "in_port=vm1,dl_dst=52:54:00:00:00:02,actions=output:vm3"
@@ -226,7 +226,9 @@ export async function cmdCtl(argv: string[]): Promise<number> {
           ['MAC', (r) => r.mac],
           ['VLAN', (r) => r.vlan],
           ['PORT', (r) => r.portName],
-          ['AGE', (r) => `${Math.round((r.age as number) / 1000)}s`],
+          // An installed (EVPN) entry never ages: no AGE, the remote VTEP it goes to instead.
+          ['AGE', (r) => (r.vtep !== undefined ? '-' : `${Math.round((r.age as number) / 1000)}s`)],
+          ['VTEP', (r) => r.vtep ?? ''],
         ]);
       break;
     case 'flow': {

@@ -17,6 +17,7 @@ import { log } from '../log.js';
 import type { Switch } from '../switch/switch.js';
 import type { ArpSighting, SuppressEntry } from './arp-snoop.js';
 import { solicitedNode } from './neigh.js';
+import { SnoopedAddresses } from './snooped.js';
 import { formatRoute, routeKey, type EvpnMacIpRoute, type EvpnMulticastRoute, type EvpnRouteEvent, type GoBgp, type NeighborStatus } from './gobgp.js';
 
 export interface EvpnVni {
@@ -121,9 +122,6 @@ export interface EvpnStatus {
   vnis: EvpnVniStatus[];
 }
 
-/** IPv6 addresses advertised per MAC (a host has a few: SLAAC, temporary, static). */
-const MAX_IPV6 = 4;
-
 /** EVPN for one switch over one BGP speaker. */
 export class EvpnControl {
   readonly #bgp: GoBgp;
@@ -139,8 +137,8 @@ export class EvpnControl {
   #arp: BroadcastChannel | null = null;
   /** The handler's suppression table (arpSuppression). */
   #table: BroadcastChannel | null = null;
-  /** Addresses ARP/ND snooping saw, by VLAN/MAC: at most one IPv4 and MAX_IPV6 IPv6 addresses, newest last. */
-  readonly #ips = new Map<string, string[]>();
+  /** Addresses ARP/ND snooping saw, by VLAN and MAC (pruned by #poll to the MACs the switch has). */
+  readonly #ips = new SnoopedAddresses();
   /** Flows of remote addresses, by their text: how many addresses share each (one solicited-node group). */
   readonly #flowRefs = new Map<string, number>();
 
@@ -291,13 +289,7 @@ export class EvpnControl {
     this.#arp = new BroadcastChannel(channel);
     this.#arp.onmessage = (ev: unknown) => {
       const m = (ev as { data: ArpSighting }).data;
-      const key = `${m.vlan}/${m.mac}`;
-      const v4 = isIPv4(m.ip);
-      // One IPv4 address per MAC (the last seen); a few IPv6 ones (a host has several).
-      const old = (this.#ips.get(key) ?? []).filter((a) => a !== m.ip && (v4 ? !isIPv4(a) : true));
-      const v6 = old.filter((a) => !isIPv4(a));
-      const next = v6.length >= MAX_IPV6 && !v4 ? old.filter((a) => a !== v6[0]) : old;
-      this.#ips.set(key, [...next, m.ip]);
+      this.#ips.add(m.vlan, m.mac, m.ip);
       void this.#queue(() => this.#poll());
     };
     const table = this.#o.arpSuppression ? `vhostkit-evpn-table-${id}` : undefined;
@@ -440,11 +432,16 @@ export class EvpnControl {
         .map((p) => p.name),
     );
     const entries = await this.#sw.fdb();
+    /** The MACs each VNI's VLAN has, local or the fabric's: what snooping keeps addresses of. */
+    const live = new Map<number, Set<string>>();
     for (const s of this.#byVni.values()) {
       const here = new Set<string>();
+      const known = new Set<string>(s.remote.keys());
+      live.set(s.vlan, known);
       for (const e of entries) {
-        if (e.vlan !== s.vlan || vxlan.has(e.portName) || e.age > agingMs) continue;
-        here.add(e.mac);
+        if (e.vlan !== s.vlan || e.age > agingMs) continue;
+        known.add(e.mac);
+        if (!vxlan.has(e.portName)) here.add(e.mac);
       }
       for (const mac of here) {
         if (!s.local.has(mac)) {
@@ -453,7 +450,7 @@ export class EvpnControl {
           await this.#advertiseLocal(s, mac, remote ? remote.route.seq + 1 : 0);
         }
         const l = s.local.get(mac);
-        const ips = this.#ips.get(`${s.vlan}/${mac}`) ?? [];
+        const ips = this.#ips.get(s.vlan, mac);
         if (!l) continue;
         for (const [ip, w] of l.withIps) {
           if (ips.includes(ip)) continue;
@@ -473,10 +470,12 @@ export class EvpnControl {
         s.local.delete(mac);
         await this.#bgp.withdraw(l.route);
         for (const w of l.withIps.values()) await this.#bgp.withdraw(w);
-        this.#ips.delete(`${s.vlan}/${mac}`);
+        this.#ips.delete(s.vlan, mac);
         this.#log.info('local MAC gone', { vni: s.cfg.vni, mac });
       }
     }
+    // The fabric's MACs that aged out or whose route was withdrawn, and other VLANs' senders.
+    this.#ips.prune(live);
   }
 
   async status(): Promise<EvpnStatus> {

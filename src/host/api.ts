@@ -7,7 +7,7 @@
 //   GET    /v1/qemu                           the QEMU arguments for every port and disk
 //   GET    /v1/switches                       POST /v1/switches {name, poll, ...}
 //   GET    /v1/switches/:sw                   DELETE /v1/switches/:sw
-//   GET    /v1/switches/:sw/fdb               the forwarding database
+//   GET    /v1/switches/:sw/fdb               the forwarding database (EVPN's installed MACs with their VTEP)
 //   GET    /v1/switches/:sw/queues            per queue counters and ring fill
 //   GET    /v1/ports[?switch=sw]              POST /v1/ports {switch, kind, name, socket, ...}
 //   GET    /v1/ports/:name                    DELETE /v1/ports/:name
@@ -40,6 +40,7 @@ import { Host, HostError } from './host.js';
 import { renderMetrics } from './metrics.js';
 import { bindSocketFile, removeSocketFile } from '../native/socket-files.js';
 import { AccessPolicy } from './policy.js';
+import type { FdbEntry } from '../switch/fdb.js';
 import { openApiDocument } from './openapi.js';
 
 const VERSION = (() => {
@@ -51,6 +52,18 @@ const VERSION = (() => {
 })();
 
 const MAX_BODY = 64 * 1024;
+
+/**
+ * A switch's fdb as the API lists it: learned entries, and the ones EVPN installed (on the
+ * VXLAN port, age 0: they never age) with the address of the remote VTEP they go to.
+ */
+async function fdbListing(h: Host, sw: string): Promise<Array<Omit<FdbEntry, 'remote'> & { portName: string; vtep?: string }>> {
+  const entries = await h.fdb(sw);
+  const vteps = new Map<string, string>();
+  if (entries.some((e) => e.remote !== undefined)) for (const r of await h.switch(sw).remoteMacs()) vteps.set(`${r.vlan}/${r.mac}`, r.vtep);
+  // (An entry removed between the two reads keeps its VTEP's number.)
+  return entries.map(({ remote, ...e }) => (remote === undefined ? e : { ...e, vtep: vteps.get(`${e.vlan}/${e.mac}`) ?? `#${remote}` }));
+}
 
 /** "unix:/path" -> { path }; "HOST:PORT" / "[V6]:PORT" -> { host, port }. */
 export function parseApiAddress(a: string): { path: string } | { host: string; port: number } {
@@ -216,7 +229,7 @@ export class ApiServer {
       await h.removeSwitch(name(p[0]));
       return { removed: name(p[0]) };
     });
-    this.route('GET', '/v1/switches/:sw/fdb', async (_r, p) => h.fdb(name(p[0])));
+    this.route('GET', '/v1/switches/:sw/fdb', async (_r, p) => fdbListing(h, name(p[0])));
     this.route('GET', '/v1/switches/:sw/queues', async (_r, p) => h.queueStats(name(p[0])));
     this.route('GET', '/v1/switches/:sw/handlers', async (_r, p) => h.handlers(name(p[0])));
     this.route('GET', '/v1/switches/:sw/flows', async (_r, p) => h.flows(name(p[0])));

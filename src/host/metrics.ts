@@ -131,6 +131,11 @@ export async function renderMetrics(host: Host): Promise<string> {
       e.add('vhostkit_evpn_flood_vteps', 'gauge', 'Remote VTEPs that get BUM traffic of a VNI (type-3 routes).', l, v.floodVteps.length);
       e.add('vhostkit_evpn_local_macs', 'gauge', 'MACs learned on local ports and advertised (type-2).', l, v.localMacs.length);
       e.add('vhostkit_evpn_remote_macs', 'gauge', 'MACs installed behind remote VTEPs (type-2 routes).', l, v.remoteMacs.length);
+      const snooped = v.localMacs.reduce((n, m) => n + (m.ips?.length ?? 0), 0);
+      e.add('vhostkit_evpn_local_addresses', 'gauge', 'Addresses of local MACs seen by ARP/ND snooping and advertised with them (type-2 MAC+IP).', l, snooped);
+      if (v.suppressed) {
+        e.add('vhostkit_evpn_suppressed_addresses', 'gauge', "Remote addresses answered here (ARP suppression / ND proxy) from the fabric's MAC+IP routes.", l, v.suppressed.length);
+      }
     }
   }
   return e.text() + (await standardMetrics().metrics());

@@ -115,6 +115,7 @@ export interface NativeSwitchFdb {
   lookup(mac: number, vlan: number, now: number, agingMs: number): number;
   age(now: number, agingMs: number): number;
   flushPort(port: number): number;
+  /** [mac, vlan, port, seen, remote] per entry (remote 0: learned; else installed, and seen means nothing). */
   dump(): Float64Array;
   /** An entry a control plane installs (EVPN): mac in vlan behind remote VTEP `remote` (>= 1) of VXLAN port `port`; never aged, never moved by that port's frames. False if the table is full. */
   setRemote(mac: number, vlan: number, port: number, remote: number): boolean;

@@ -7,8 +7,13 @@ export interface FdbEntry {
   mac: string;
   vlan: number;
   port: number;
-  /** ms since the entry was last refreshed */
+  /** ms since the entry was last refreshed (0 for an installed entry, which never ages) */
   age: number;
+  /**
+   * Installed by a control plane (EVPN: a MAC behind a remote VTEP of a VXLAN port): that
+   * VTEP's number on the port (the switch knows its address); absent for a learned entry.
+   */
+  remote?: number;
 }
 
 export function macToString(m: number): string {
@@ -101,12 +106,14 @@ export class Fdb {
     return this.t.classify(port, portWords, heads, offsets, stride, cap, lens, n, now, this.agingMs, verdict, out);
   }
 
+  /** The live entries: learned ones not older than the aging time, and every installed one. */
   dump(now: number): FdbEntry[] {
     const d = this.t.dump();
     const out: FdbEntry[] = [];
-    for (let i = 0; i < d.length; i += 4) {
-      const age = now - d[i + 3];
-      if (age <= this.agingMs) out.push({ mac: macToString(d[i]), vlan: d[i + 1], port: d[i + 2], age });
+    for (let i = 0; i + 4 < d.length; i += 5) {
+      const [mac, vlan, port, seen, remote] = [d[i], d[i + 1], d[i + 2], d[i + 3], d[i + 4]];
+      if (remote !== 0) out.push({ mac: macToString(mac), vlan, port, age: 0, remote });
+      else if (now - seen <= this.agingMs) out.push({ mac: macToString(mac), vlan, port, age: now - seen });
     }
     return out.sort((a, b) => a.vlan - b.vlan || a.mac.localeCompare(b.mac));
   }

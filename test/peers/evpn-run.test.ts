@@ -118,6 +118,17 @@ for (const how of ['config', 'flags'] as const)
       const j = JSON.parse(await ctl(api, '--json', 'evpn')) as { neighbors: Array<{ state: string }>; vnis: Array<{ localMacs: unknown[] }> };
       expect(j.neighbors[0].state).to.equal('established');
       expect(j.vnis[0].localMacs).to.have.length.greaterThan(0);
+      // ctl fdb lists FRR's endpoint as EVPN installed it: on the VXLAN port, towards FRR's VTEP, never aged.
+      const fdb = await until('ctl fdb to list the installed MAC', 10_000, async () => {
+        const t = await ctl(api, 'fdb', 'sw0');
+        return t.includes(epMac) ? t : undefined;
+      });
+      console.log(`      vhostkit ctl fdb sw0:\n${fdb.replace(/^/gm, '        ')}`);
+      expect(fdb).to.match(/^MAC\s+VLAN\s+PORT\s+AGE\s+VTEP$/m);
+      expect(fdb).to.match(new RegExp(`^${epMac}\\s+1\\s+vx100\\s+-\\s+${H3.replace(/\./g, '\\.')}$`, 'm'));
+      const rows = JSON.parse(await ctl(api, '--json', 'fdb', 'sw0')) as Array<{ mac: string; portName: string; age: number; vtep?: string }>;
+      expect(rows.find((r) => r.mac === epMac)).to.deep.include({ portName: 'vx100', age: 0, vtep: H3 });
+      expect(rows.filter((r) => r.portName === 'tap').every((r) => r.vtep === undefined)).to.equal(true);
       const table = frr.vtysh('show bgp l2vpn evpn');
       expect(table).to.include(`Route Distinguisher: ${H1}:${VNI}`);
       expect(table).to.include(`[3]:[0]:[32]:[${H1}]`);
@@ -128,6 +139,9 @@ for (const how of ['config', 'flags'] as const)
       expect(m).to.include(`vhostkit_evpn_neighbor_up{neighbor="${H3}",asn="65000",state="established"} 1`);
       expect(m).to.include(`vhostkit_evpn_flood_vteps{switch="sw0",vni="${VNI}",port="vx100"} 1`);
       expect(m).to.match(/vhostkit_evpn_remote_macs\{switch="sw0",vni="100",port="vx100"\} [1-9]/);
+      // ARP suppression answers for FRR's endpoint (10.26.0.3); snooping saw the TAP endpoint's 10.26.0.1.
+      expect(m).to.match(/^vhostkit_evpn_suppressed_addresses\{switch="sw0",vni="100",port="vx100"\} [1-9]\d*$/m);
+      expect(m).to.match(/^vhostkit_evpn_local_addresses\{switch="sw0",vni="100",port="vx100"\} [1-9]\d*$/m);
     });
 
     it("ctl vlan moves the VNI's port and the TAP to VLAN 2: FRR's endpoint is installed again there", async () => {
@@ -135,9 +149,12 @@ for (const how of ['config', 'flags'] as const)
       await ctl(api, 'vlan', 'tap', '2');
       await until('ctl evpn to show VLAN 2', 10_000, async () => ((await ctl(api, 'evpn')).includes(`VNI ${VNI}: switch sw0, port vx100, VLAN 2`) ? true : undefined));
       expect(await until('pings in VLAN 2', 20_000, () => (pingCount(t1, '10.26.0.3', 2) === 2 ? 2 : undefined))).to.equal(2);
-      // Installed entries are not in ctl fdb (it lists what was learned); the TAP port's
-      // flooded count says it: echo requests to an installed MAC are not flooded (a round of
-      // pings with none flooded; a stray multicast of the endpoint's may take another round).
+      // ctl fdb lists the installed entry in VLAN 2 now; and the TAP port's flooded count says
+      // it is used: echo requests to an installed MAC are not flooded (a round of pings with
+      // none flooded; a stray multicast of the endpoint's may take another round).
+      await until('ctl fdb to list the installed MAC in VLAN 2', 10_000, async () =>
+        new RegExp(`^${epMac}\\s+2\\s+vx100\\s+-\\s+${H3.replace(/\./g, '\\.')}$`, 'm').test(await ctl(api, 'fdb', 'sw0')) ? true : undefined,
+      );
       const flooded = async () => (JSON.parse(await ctl(api, '--json', 'ports', 'sw0')) as Array<{ name: string; counters: { flooded: number } }>).find((p) => p.name === 'tap')!.counters.flooded;
       await until('pings to the endpoint not flooded', 20_000, async () => {
         const before = await flooded();

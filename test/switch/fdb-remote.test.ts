@@ -20,6 +20,21 @@ describe('switch fdb: installed (remote VTEP) entries', () => {
     expect([...f.t.dumpRemote()]).to.deep.equal([mac, 1, VX, 3]);
   });
 
+  it('dump lists it on its port with its VTEP, at age 0, long after the aging time', () => {
+    const f = new Fdb(1000);
+    const other = macFromString('52:54:00:00:26:08');
+    f.learn(other, 1, LOCAL, 100);
+    f.t.setRemote(mac, 1, VX, 3);
+    expect(f.dump(600)).to.deep.equal([
+      { mac: '52:54:00:00:26:07', vlan: 1, port: VX, age: 0, remote: 3 },
+      { mac: '52:54:00:00:26:08', vlan: 1, port: LOCAL, age: 500 },
+    ]);
+    // The learned entry ages out of the dump; the installed one stays, never aged.
+    expect(f.dump(5_000_000)).to.deep.equal([{ mac: '52:54:00:00:26:07', vlan: 1, port: VX, age: 0, remote: 3 }]);
+    f.t.removeRemote(mac, 1, VX, 3);
+    expect(f.dump(5_000_000)).to.deep.equal([]);
+  });
+
   it('a frame from a local port takes it over as a learned entry, which ages', () => {
     const f = new Fdb(1000);
     f.t.setRemote(mac, 1, VX, 3);
