@@ -49,6 +49,8 @@ export class BlkDevice implements VhostUserDevice {
   private readonly segMax: number;
   private readonly blockSize: number;
   readonly maxInFlight: number;
+  /** the engine is io_uring: reap right after each submit */
+  private readonly uring: boolean;
   /** queues left with chains in their ring because of the in-flight cap */
   private readonly waiting = new Set<QueueContext>();
   /** queues being drained by queueStop: no new chain is taken from them */
@@ -74,6 +76,7 @@ export class BlkDevice implements VhostUserDevice {
     const cap = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
     if (!Number.isInteger(cap) || cap < 1) throw new RangeError(`maxInFlight ${cap}: expected a positive integer`);
     this.maxInFlight = cap;
+    this.uring = engine.engine === 'io_uring';
     this.features =
       bit(VIRTIO_F_VERSION_1) |
       bit(VIRTIO_RING_F_EVENT_IDX) |
@@ -203,6 +206,9 @@ export class BlkDevice implements VhostUserDevice {
         if (n < 0) throw q.vq.error ?? new Error(`pop failed: ${n}`);
         if (n === 0) return;
         this.engine.submit(q.vq, n);
+        // io_uring: what completed inside the submit (cached pages, RAM) is pushed now, on
+        // this wakeup, rather than on the completion fd's.
+        if (this.uring) this.engine.reap(q.vq);
       }
     } catch (e) {
       if (e instanceof VringError) q.fail(e);
