@@ -17,6 +17,7 @@ export const blkUsage = `vhostkit blk --socket PATH (--file IMAGE | --ram SIZE) 
   --serial ID          the GET_ID answer (20 bytes at most)
   --threads N          I/O threads (default 2)
   --engine E           threads | io_uring | auto (default: io_uring where the kernel allows it)
+  --poll-us N          io_uring: poll the ring up to N µs after serving a kick (default 0)
   --num-queues N       request queues (default: one per I/O thread)
   --client             connect to a socket QEMU listens on (server=on)
 
@@ -35,6 +36,7 @@ export async function cmdBlk(argv: string[]): Promise<void> {
       'num-queues': { type: 'string' },
       threads: { type: 'string' },
       engine: { type: 'string' },
+      'poll-us': { type: 'string' },
       client: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -69,6 +71,7 @@ export async function cmdBlk(argv: string[]): Promise<void> {
     numQueues,
     threads,
     engine,
+    pollUs: values['poll-us'] === undefined ? undefined : Number(values['poll-us']),
   });
   const socket = resolve(values.socket);
   const be = new VhostUserBackend(disk.device, { socket, mode: values.client ? 'client' : 'server', log: log.child({ disk: values.file ?? `ram:${values.ram}` }) });
