@@ -268,6 +268,7 @@ void BlkEngine::Close() {
   jcv_.notify_all();
   for (std::thread& t : threads_) t.join();
   threads_.clear();
+  if (ring_) ring_->UnregisterFiles();  // the image's lock goes with fd_, not later
   ring_.reset();
   if (fd_ >= 0) close(fd_);
   fd_ = -1;
@@ -514,7 +515,7 @@ void BlkEngine::QueueJobs(const std::vector<Request*>& rs) {
 }
 
 bool BlkEngine::Route(Request* r) {
-  const bool small = (r->type == blk::kTypeIn || r->type == blk::kTypeOut) && r->len <= kInlineMax;
+  const bool small = (r->type == blk::kTypeIn || r->type == blk::kTypeOut) && r->len <= opts_.inline_max;
   if (ram_ != nullptr || (shmem_ && !direct_)) {
     if (!small) return ram_ == nullptr && ring_ ? RouteRing(r) : false;
     Execute(r, js_scratch_);  // a copy from or into memory, as the worker would do it

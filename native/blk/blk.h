@@ -21,7 +21,7 @@
 // right after Submit serves a QD 1 request with no thread hop and no second wakeup. Later
 // completions post CQEs and write the completion eventfd (registered with the ring);
 // Reap() and WaitIdle() harvest them. A RAM disk needs no kernel: requests up to
-// kInlineMax bytes are copied on the submitting thread. So are those of a file on tmpfs:
+// BlkOptions::inline_max bytes are copied on the submitting thread. So are those of a file on tmpfs:
 // shmem has no FMODE_NOWAIT, so io_uring would hand its reads to an io-wq thread (a thread
 // hop), while a pread there is a copy from memory that waits for no device. The worker pool stays for what the
 // ring does not take: DISCARD / WRITE_ZEROES, O_DIRECT bounces, large RAM copies, the rest
@@ -86,6 +86,9 @@ struct BlkOptions {
   std::array<uint8_t, blk::kIdBytes> serial{};  // GET_ID bytes (NUL-padded)
   uint32_t threads = 2;
   BlkEngineKind engine = BlkEngineKind::kThreads;
+  // io_uring engine: RAM disk and tmpfs requests of at most this many bytes are copied on
+  // the submitting thread (0: a tmpfs file sends everything through the ring; the fuzzer).
+  uint64_t inline_max = 64 << 10;
   bool direct = false;                  // alignment discipline even if fd lacks O_DIRECT
   // DISCARD / WRITE_ZEROES limits (config space max_*). A segment limit of 0 turns the
   // command off: requests get UNSUPP.
@@ -215,7 +218,6 @@ class BlkEngine {
     ~Scratch();
   };
   static constexpr size_t kBounceLen = 1 << 20;
-  static constexpr uint64_t kInlineMax = 64 << 10;  // RAM / tmpfs copies done on the submitting thread
   static constexpr uint32_t kRingEntries = 256;      // SQ size; the CQ has 16x
 
   struct Seg {

@@ -146,4 +146,6 @@ int Uring::RegisterEventFd(int efd) { return SysRegister(fd_, IORING_REGISTER_EV
 
 int Uring::RegisterFiles(const int* fds, uint32_t n) { return SysRegister(fd_, IORING_REGISTER_FILES, fds, n) < 0 ? -errno : 0; }
 
+int Uring::UnregisterFiles() { return SysRegister(fd_, IORING_UNREGISTER_FILES, nullptr, 0) < 0 ? -errno : 0; }
+
 }  // namespace vhostkit

@@ -44,6 +44,9 @@ class Uring {
   int RegisterEventFd(int efd);
   // fds usable as IOSQE_FIXED_FILE index 0..n-1.
   int RegisterFiles(const int* fds, uint32_t n);
+  // Drops the registered files now. Closing the ring drops them too, but later (the
+  // kernel tears a ring down in a workqueue), and a file lock would outlive Close().
+  int UnregisterFiles();
   uint32_t sq_entries() const { return sq_entries_; }
   uint32_t cq_entries() const { return cq_entries_; }
 
