@@ -20,8 +20,9 @@
 // that call (buffered I/O on cached pages) is harvested at once, so a caller that reaps
 // right after Submit serves a QD 1 request with no thread hop and no second wakeup. Later
 // completions post CQEs and write the completion eventfd (registered with the ring);
-// Reap() and WaitIdle() harvest them. A RAM disk needs no kernel: requests up to
-// BlkOptions::inline_max bytes are copied on the submitting thread. So are those of a file on tmpfs:
+// Reap() and WaitIdle() harvest them. A RAM disk needs no kernel: a lone request (QD 1) of
+// up to BlkOptions::inline_max bytes is copied on the submitting thread; deeper queues go to
+// the pool, which overlaps the copies with the next pops. So are those of a file on tmpfs:
 // shmem has no FMODE_NOWAIT, so io_uring would hand its reads to an io-wq thread (a thread
 // hop), while a pread there is a copy from memory that waits for no device. The worker pool stays for what the
 // ring does not take: DISCARD / WRITE_ZEROES, O_DIRECT bounces, large RAM copies, the rest
@@ -251,8 +252,9 @@ class BlkEngine {
   void Account(const Request* r);  // completion counters; cmu_ held
   // io_uring engine.
   bool StartRing(std::string* err);
-  // Takes r into the ring or runs it inline; false: the worker pool must take it.
-  bool Route(Request* r);
+  // Takes r into the ring or runs it inline; false: the worker pool must take it. lone: r is
+  // the only request of its burst and nothing else is in flight (QD 1).
+  bool Route(Request* r, bool lone);
   bool RouteRing(Request* r);  // into the ring; false: the pool
   bool PrepSqe(Request* r);
   // Pops every posted CQE: completed requests go to done_ (cmu_ held), the rest of short or
