@@ -622,6 +622,7 @@ int32_t BlkEngine::Reap(Virtqueue& q) {
     notified_ = false;
     // The ring's CQEs, after the reset: one posted later writes the eventfd again.
     to_pool_.clear();
+    if (ring_ && ring_->Pending() > 0) ring_->Enter(0, 0);  // what an earlier Enter could not hand over
     if (ring_ && ring_in_flight_ > 0) HarvestLocked(&to_pool_, false);
     size_t keep = 0;
     for (Request* r : done_) {

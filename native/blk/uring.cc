@@ -105,9 +105,11 @@ io_uring_sqe* Uring::GetSqe() {
 int Uring::Enter(uint32_t wait_nr, int64_t timeout_ms) {
   // Publish [sqe_head_, sqe_tail_): the array maps ring slots to SQE indexes one to one.
   uint32_t tail = *sq_tail_;
-  const uint32_t n = sqe_tail_ - sqe_head_;
   for (; sqe_head_ != sqe_tail_; sqe_head_++, tail++) sq_array_[tail & sq_mask_] = sqe_head_ & sq_mask_;
   __atomic_store_n(sq_tail_, tail, __ATOMIC_RELEASE);
+  // Everything published that the kernel has not taken, including SQEs an earlier Enter
+  // left (EAGAIN, ENOMEM, a signal): they go now.
+  const uint32_t n = tail - __atomic_load_n(sq_head_, __ATOMIC_ACQUIRE);
   uint32_t flags = 0;
   io_uring_getevents_arg arg;
   memset(&arg, 0, sizeof(arg));
@@ -126,7 +128,7 @@ int Uring::Enter(uint32_t wait_nr, int64_t timeout_ms) {
     if (r >= 0) return r;
     if (errno == EINTR) {
       if (n == 0) continue;
-      return 0;  // interrupted before taking anything: the SQEs stay in the ring for the next Enter
+      return 0;  // interrupted before taking anything: the SQEs stay published for the next Enter
     }
     return -errno;
   }

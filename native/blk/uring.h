@@ -29,8 +29,8 @@ class Uring {
 
   // The next free SQE (zeroed), or nullptr if the submission ring is full (Submit first).
   io_uring_sqe* GetSqe();
-  // SQEs filled and not yet handed to the kernel.
-  uint32_t Pending() const { return sqe_tail_ - sqe_head_; }
+  // SQEs filled or published and not yet taken by the kernel.
+  uint32_t Pending() const { return sqe_tail_ - __atomic_load_n(sq_head_, __ATOMIC_ACQUIRE); }
   // Hands the pending SQEs to the kernel; with wait_nr > 0 also waits until that many
   // completions are posted, at most timeout_ms (< 0: no limit). Returns the number of SQEs
   // the kernel took, or -errno (-ETIME: the wait timed out; the SQEs were taken).
