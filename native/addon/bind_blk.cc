@@ -52,10 +52,12 @@ class BlkWrap : public Napi::ObjectWrap<BlkWrap> {
                         InstanceAccessor<&BlkWrap::CompletionFd>("completionFd"),
                         InstanceAccessor<&BlkWrap::Capacity>("capacitySectors"),
                         InstanceAccessor<&BlkWrap::ReadOnly>("readOnly"),
-                        InstanceAccessor<&BlkWrap::Direct>("direct")});
+                        InstanceAccessor<&BlkWrap::Direct>("direct"),
+                        InstanceAccessor<&BlkWrap::Engine>("engine"),
+                        InstanceAccessor<&BlkWrap::EngineNote>("engineNote")});
   }
 
-  // new BlkEngine({ fd | ram, capacitySectors, readOnly, serial, threads, direct,
+  // new BlkEngine({ fd | ram, capacitySectors, readOnly, serial, threads, engine, direct,
   //                 maxDiscardSectors, maxDiscardSeg, maxWriteZeroesSectors, maxWriteZeroesSeg })
   explicit BlkWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BlkWrap>(info) {
     Napi::Env env = info.Env();
@@ -74,6 +76,19 @@ class BlkWrap : public Napi::ObjectWrap<BlkWrap> {
     opts.read_only = BoolOpt(o, "readOnly");
     opts.direct = BoolOpt(o, "direct");
     opts.threads = static_cast<uint32_t>(U64Opt(o, "threads", 2, 64));
+    // engine: 'threads' | 'io_uring' | 'auto' (default: io_uring where the kernel allows it)
+    const Napi::Value eng = o.Get("engine");
+    opts.engine = BlkEngineKind::kAuto;
+    if (!eng.IsUndefined() && !eng.IsNull()) {
+      const std::string k = eng.IsString() ? eng.As<Napi::String>().Utf8Value() : "";
+      if (k == "threads") {
+        opts.engine = BlkEngineKind::kThreads;
+      } else if (k == "io_uring") {
+        opts.engine = BlkEngineKind::kIoUring;
+      } else if (k != "auto") {
+        throw Napi::TypeError::New(env, "engine: expected 'threads', 'io_uring' or 'auto'");
+      }
+    }
     opts.max_discard_sectors = static_cast<uint32_t>(U64Opt(o, "maxDiscardSectors", opts.max_discard_sectors, UINT32_MAX));
     opts.max_discard_seg = static_cast<uint32_t>(U64Opt(o, "maxDiscardSeg", opts.max_discard_seg, UINT32_MAX));
     opts.max_write_zeroes_sectors = static_cast<uint32_t>(U64Opt(o, "maxWriteZeroesSectors", opts.max_write_zeroes_sectors, UINT32_MAX));
@@ -146,6 +161,9 @@ class BlkWrap : public Napi::ObjectWrap<BlkWrap> {
   Napi::Value Capacity(const Napi::CallbackInfo& info) { return Napi::BigInt::New(info.Env(), e_->capacity_sectors()); }
   Napi::Value ReadOnly(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), e_->read_only()); }
   Napi::Value Direct(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), e_->direct()); }
+  Napi::Value Engine(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), BlkEngineKindName(e_->engine())); }
+  // Why the engine is threads although io_uring was allowed ('' otherwise).
+  Napi::Value EngineNote(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), e_->engine_note()); }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -181,6 +199,13 @@ class BlkWrap : public Napi::ObjectWrap<BlkWrap> {
     Napi::Array lat = Napi::Array::New(env, s.latency_us.size());
     for (uint32_t i = 0; i < s.latency_us.size(); i++) lat.Set(i, Num(env, s.latency_us[i]));
     o.Set("latencyUs", lat);
+    Napi::Object ur = Napi::Object::New(env);
+    ur.Set("sqes", Num(env, s.uring_sqes));
+    ur.Set("inline", Num(env, s.uring_inline));
+    ur.Set("later", Num(env, s.uring_later));
+    ur.Set("toPool", Num(env, s.uring_to_pool));
+    ur.Set("copiedInline", Num(env, s.copied_inline));
+    o.Set("uring", ur);
     return o;
   }
 

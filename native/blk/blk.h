@@ -14,6 +14,20 @@
 // JavaScript thread (the only thread that pushes to the queue), pushes every completed
 // request of that queue in one Push and signals the driver once.
 //
+// The io_uring engine (BlkEngineKind::kIoUring) keeps that shape but executes IN, OUT and
+// FLUSH on a file through an io_uring (uring.h) owned by the submitting thread: Submit
+// fills one SQE per request of the burst and enters the kernel once; what completes inside
+// that call (buffered I/O on cached pages) is harvested at once, so a caller that reaps
+// right after Submit serves a QD 1 request with no thread hop and no second wakeup. Later
+// completions post CQEs and write the completion eventfd (registered with the ring);
+// Reap() and WaitIdle() harvest them. A RAM disk needs no kernel: a lone request (QD 1) of
+// up to BlkOptions::inline_max bytes is copied on the submitting thread; deeper queues go to
+// the pool, which overlaps the copies with the next pops. So are those of a file on tmpfs:
+// shmem has no FMODE_NOWAIT, so io_uring would hand its reads to an io-wq thread (a thread
+// hop), while a pread there is a copy from memory that waits for no device. The worker pool stays for what the
+// ring does not take: DISCARD / WRITE_ZEROES, O_DIRECT bounces, large RAM copies, the rest
+// of a short transfer or an EFAULT (guest memory lost), a full ring.
+//
 // A request holds the queue's MemTable (shared_ptr), so guest memory stays mapped under an
 // in-flight I/O even if the frontend replaces the table. The Virtqueue itself is only
 // remembered as an identity for Reap(): the caller drains (WaitIdle + Reap) before it
@@ -35,6 +49,7 @@
 #include <vector>
 
 #include "memory/memory.h"
+#include "blk/uring.h"
 #include "ring/virtqueue.h"
 
 namespace vhostkit {
@@ -59,6 +74,10 @@ inline constexpr uint32_t kDwzFlagUnmap = 1;
 inline constexpr uint32_t kIdBytes = 20;     // VIRTIO_BLK_ID_BYTES
 }  // namespace blk
 
+// How requests execute (see above). kAuto: io_uring if the kernel allows it, else threads.
+enum class BlkEngineKind : uint32_t { kAuto = 0, kThreads, kIoUring };
+const char* BlkEngineKindName(BlkEngineKind k);
+
 struct BlkOptions {
   int fd = -1;                          // file or block device (duplicated; caller keeps its own)
   bool ram = false;                     // RAM disk instead of fd
@@ -67,6 +86,10 @@ struct BlkOptions {
   bool read_only = false;               // also set when fd is open O_RDONLY
   std::array<uint8_t, blk::kIdBytes> serial{};  // GET_ID bytes (NUL-padded)
   uint32_t threads = 2;
+  BlkEngineKind engine = BlkEngineKind::kThreads;
+  // io_uring engine: RAM disk and tmpfs requests of at most this many bytes are copied on
+  // the submitting thread (0: a tmpfs file sends everything through the ring; the fuzzer).
+  uint64_t inline_max = 64 << 10;
   bool direct = false;                  // alignment discipline even if fd lacks O_DIRECT
   // DISCARD / WRITE_ZEROES limits (config space max_*). A segment limit of 0 turns the
   // command off: requests get UNSUPP.
@@ -115,6 +138,12 @@ struct BlkStats {
   uint64_t in_flight = 0;     // submitted and not yet reaped
   uint64_t executing = 0;     // submitted and not yet completed
   std::array<uint64_t, kBlkLatencyBuckets> latency_us{};  // submit -> completion
+  // io_uring engine
+  uint64_t uring_sqes = 0;      // SQEs submitted
+  uint64_t uring_inline = 0;    // completions harvested inside the Submit that issued them
+  uint64_t uring_later = 0;     // completions harvested by Reap / WaitIdle
+  uint64_t uring_to_pool = 0;   // requests (or their rest) handed to the worker pool
+  uint64_t copied_inline = 0;   // RAM disk or tmpfs file requests copied on the submitting thread
 };
 
 class BlkEngine {
@@ -153,6 +182,9 @@ class BlkEngine {
   bool closed() const { return closed_; }
 
   int completion_fd() const { return efd_; }
+  // The engine in use (never kAuto), and why it is threads when kAuto was asked.
+  BlkEngineKind engine() const { return engine_; }
+  const std::string& engine_note() const { return engine_note_; }
   uint64_t capacity_sectors() const { return capacity_; }
   bool read_only() const { return read_only_; }
   bool direct() const { return direct_; }
@@ -171,7 +203,8 @@ class BlkEngine {
     uint8_t status = blk::kStatusOk;
     uint8_t* status_ptr = nullptr;  // null: the chain has no writable byte
     uint64_t offset = 0;            // byte offset in the disk
-    uint64_t len = 0;               // data bytes (IN / OUT / GET_ID)
+    uint64_t len = 0;               // data bytes (IN / OUT / GET_ID) still to move
+    uint64_t bytes = 0;             // data bytes of the request (counters)
     uint32_t used_len = 0;
     BlkErr why = BlkErr::kCount;    // kCount: no error
     bool bounced = false;
@@ -186,6 +219,7 @@ class BlkEngine {
     ~Scratch();
   };
   static constexpr size_t kBounceLen = 1 << 20;
+  static constexpr uint32_t kRingEntries = 256;      // SQ size; the CQ has 16x
 
   struct Seg {
     uint8_t* p;
@@ -196,6 +230,7 @@ class BlkEngine {
   struct JsStats {
     uint64_t in = 0, out = 0, flush = 0, get_id = 0, discard = 0, write_zeroes = 0, other = 0;
     uint64_t submitted = 0, reaped = 0;
+    uint64_t uring_sqes = 0, copied_inline = 0;
   };
 
   explicit BlkEngine(const BlkOptions& opts);
@@ -215,6 +250,17 @@ class BlkEngine {
   int WriteZeros(uint64_t off, uint64_t len);
   bool Aligned(const std::vector<iovec>& iov) const;
   void Account(const Request* r);  // completion counters; cmu_ held
+  // io_uring engine.
+  bool StartRing(std::string* err);
+  // Takes r into the ring or runs it inline; false: the worker pool must take it. lone: r is
+  // the only request of its burst and nothing else is in flight (QD 1).
+  bool Route(Request* r, bool lone);
+  bool RouteRing(Request* r);  // into the ring; false: the pool
+  bool PrepSqe(Request* r);
+  // Pops every posted CQE: completed requests go to done_ (cmu_ held), the rest of short or
+  // faulted transfers to *to_pool. inline_harvest: counted as completed within Submit.
+  void HarvestLocked(std::vector<Request*>* to_pool, bool inline_harvest);
+  void QueueJobs(const std::vector<Request*>& rs);
 
   BlkOptions opts_;
   int fd_ = -1;
@@ -225,6 +271,14 @@ class BlkEngine {
   bool direct_ = false;
   int efd_ = -1;
   bool closed_ = false;
+  BlkEngineKind engine_ = BlkEngineKind::kThreads;
+  std::string engine_note_;
+  std::unique_ptr<Uring> ring_;  // JavaScript thread only
+  uint32_t ring_in_flight_ = 0;  // SQEs not yet completed
+  uint32_t ring_cap_ = 0;        // at most this many (the CQ's size: no overflow)
+  bool shmem_ = false;           // the file is on tmpfs: small requests are copied inline
+  std::vector<Request*> to_pool_;
+  Scratch js_scratch_;           // Execute's scratch for inline RAM copies (which never bounce)
   uint8_t* zeros_ = nullptr;  // kBounceLen aligned zero bytes (WriteZeros)
   std::atomic<bool> punch_ok_{true};       // fallocate PUNCH_HOLE not refused yet
   std::atomic<bool> zero_range_ok_{true};  // fallocate ZERO_RANGE not refused yet

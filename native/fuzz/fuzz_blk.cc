@@ -3,7 +3,9 @@
 // memory table changed between pop and submit).
 //
 // Input: the GuestMem layout, u8 engine options (bit 0 read-only, 1 DISCARD off, 2
-// WRITE_ZEROES off, bits 3-4 max segments 1/2/4/16, bits 5-6 max sectors 8/64/4194303/1),
+// WRITE_ZEROES off, bits 3-4 max segments 1/2/4/16, bits 5-6 max sectors 8/64/4194303/1,
+// bit 7 the io_uring engine: on a memfd disk of the same size, every request through the
+// ring when the capacity byte is even, copied inline when it is odd),
 // u8 capacity (1 + v sectors), u8 layout (bit 0 packed), Ring::Setup, then operations:
 //   0 a ring operation (Ring::Step)
 //   1 submit the chains of the last pop (u8: how many of them), wait, reap
@@ -12,6 +14,9 @@
 // submitted (and the ring's device areas when it pushes); each request's status byte is the
 // one a reference parser written here expects (when no other writable byte aliases it);
 // every submitted request is reaped, and the queue holds in flight what the model says.
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
 
 #include "blk/blk.h"
@@ -277,8 +282,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint8_t cap = in.U8();
   const BlkOptions o = Options(f, cap);
   std::string err;
-  std::unique_ptr<BlkEngine> e = BlkEngine::Create(o, &err);
+  // The io_uring engine (bit 7): the same disk in a memfd, so that its I/O goes through the
+  // ring (the kernel writes guest memory: the snapshot oracle sees it) or the inline copy.
+  BlkOptions ou = o;
+  int memfd = -1;
+  if (f & 0x80) {
+    memfd = memfd_create("fuzz-blk-disk", MFD_CLOEXEC);
+    FUZZ_CHECK(memfd >= 0 && ftruncate(memfd, static_cast<off_t>(o.capacity_sectors * blk::kSectorSize)) == 0, "memfd disk");
+    ou.ram = false;
+    ou.fd = memfd;
+    ou.engine = BlkEngineKind::kIoUring;
+    ou.inline_max = (cap & 1) ? ou.inline_max : 0;
+  }
+  std::unique_ptr<BlkEngine> e = BlkEngine::Create(ou, &err);
+  if (memfd >= 0) close(memfd);  // the engine keeps its own duplicate
   FUZZ_CHECK(e != nullptr, "BlkEngine::Create: %s", err.c_str());
+  FUZZ_CHECK(!(f & 0x80) || e->engine() == BlkEngineKind::kIoUring, "engine io_uring refused");
   Ring ring(g, in.U8() & 1);
   if (!ring.Setup(in)) return 0;
   std::shared_ptr<Virtqueue> bare = Virtqueue::Create(false, 8, &err);

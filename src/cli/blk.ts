@@ -16,6 +16,8 @@ export const blkUsage = `vhostkit blk --socket PATH (--file IMAGE | --ram SIZE) 
   --direct             open the file with O_DIRECT
   --serial ID          the GET_ID answer (20 bytes at most)
   --threads N          I/O threads (default 2)
+  --engine E           threads | io_uring | auto (default: io_uring where the kernel allows it)
+  --poll-us N          io_uring: poll the ring up to N µs after serving a kick (default 0)
   --num-queues N       request queues (default: one per I/O thread)
   --client             connect to a socket QEMU listens on (server=on)
 
@@ -33,6 +35,8 @@ export async function cmdBlk(argv: string[]): Promise<void> {
       serial: { type: 'string' },
       'num-queues': { type: 'string' },
       threads: { type: 'string' },
+      engine: { type: 'string' },
+      'poll-us': { type: 'string' },
       client: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false },
     },
@@ -51,7 +55,9 @@ export async function cmdBlk(argv: string[]): Promise<void> {
     serial: values.serial,
     ...(values.threads !== undefined ? { threads: Number(values.threads) } : {}),
     ...(values['num-queues'] !== undefined ? { queues: Number(values['num-queues']) } : {}),
+    ...(values.engine !== undefined ? { engine: values.engine } : {}),
   });
+  const engine = values.engine as 'threads' | 'io_uring' | 'auto' | undefined;
   const threads = values.threads === undefined ? 2 : Number(values.threads);
   if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw new Error(`--threads ${values.threads}: expected 1..64`);
   const numQueues = values['num-queues'] === undefined ? threads : Number(values['num-queues']);
@@ -64,6 +70,8 @@ export async function cmdBlk(argv: string[]): Promise<void> {
     serial: values.serial,
     numQueues,
     threads,
+    engine,
+    pollUs: values['poll-us'] === undefined ? undefined : Number(values['poll-us']),
   });
   const socket = resolve(values.socket);
   const be = new VhostUserBackend(disk.device, { socket, mode: values.client ? 'client' : 'server', log: log.child({ disk: values.file ?? `ram:${values.ram}` }) });
@@ -74,7 +82,7 @@ export async function cmdBlk(argv: string[]): Promise<void> {
     disk.close();
   });
   process.stdout.write(
-    `vhostkit blk: ${values.file ?? `RAM ${values.ram}`} (${disk.size} bytes${values['read-only'] ? ', read-only' : ''}) on ${socket}\n` +
+    `vhostkit blk: ${values.file ?? `RAM ${values.ram}`} (${disk.size} bytes${values['read-only'] ? ', read-only' : ''}, engine ${disk.engine.engine}) on ${socket}\n` +
       `  qemu ... -object memory-backend-memfd,id=mem,size=<RAM>,share=on -numa node,memdev=mem \\\n` +
       `    ${chardev} -device vhost-user-blk-pci,chardev=c1${numQueues > 1 ? `,num-queues=${numQueues}` : ''}\n`,
   );

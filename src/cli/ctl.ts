@@ -291,6 +291,7 @@ export async function cmdCtl(argv: string[]): Promise<number> {
           ['BYTES', (r) => r.sizeBytes],
           ['RO', (r) => (r.readOnly ? 'yes' : 'no')],
           ['QUEUES', (r) => r.queues],
+          ['ENGINE', (r) => r.engine],
         ]);
       break;
     case 'disk':

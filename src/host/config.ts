@@ -71,6 +71,8 @@ export interface DiskConfig {
   serial?: string;
   queues: number;
   threads: number;
+  /** request engine: 'threads', 'io_uring' or 'auto' (io_uring where the kernel allows it) */
+  engine: 'threads' | 'io_uring' | 'auto';
   packed: boolean;
   /** requests in flight at most, over all queues (beyond it, chains wait in their rings) */
   maxInFlight: number;
@@ -306,6 +308,7 @@ function parseDisk(raw: unknown, path: string, problems: string[], base: string)
     serial: d.serial,
     queues: d.queues ?? d.threads,
     threads: d.threads,
+    engine: d.engine,
     packed: d.packed,
     maxInFlight: d.maxInFlight,
   };

@@ -23,6 +23,8 @@ export interface DiskInfo {
   sizeBytes: number;
   readOnly: boolean;
   queues: number;
+  /** the request engine in use: 'threads' or 'io_uring' */
+  engine: string;
   connected: boolean;
 }
 
@@ -277,6 +279,7 @@ export class Host {
       serial: cfg.serial,
       numQueues: cfg.queues,
       threads: cfg.threads,
+      engine: cfg.engine,
       packed: cfg.packed,
       maxInFlight: cfg.maxInFlight,
     });
@@ -320,6 +323,7 @@ export class Host {
       sizeBytes: Number(d.disk.size),
       readOnly: d.cfg.readOnly,
       queues: d.cfg.queues,
+      engine: d.disk.engine.engine,
       connected: d.backend.session !== null,
     };
   }

@@ -188,6 +188,7 @@ export const diskSchema = strict({
   serial: matching(/^[\x20-\x7e]{1,20}$/, 'at most 20 printable ASCII characters').optional(),
   queues: int(1, 64).optional(),
   threads: int(1, 64).default(2),
+  engine: oneOf(['threads', 'io_uring', 'auto'] as const).default('auto'),
   packed: bool().default(true),
   maxInFlight: int(1, 65536).default(1024),
 });

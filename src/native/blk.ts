@@ -42,6 +42,18 @@ export interface BlkEngineLimits {
   maxWriteZeroesSeg?: number;
 }
 
+/**
+ * How requests execute. 'threads': a pool of native threads doing preadv / pwritev.
+ * 'io_uring': IN, OUT and FLUSH on a file go through an io_uring owned by the submitting
+ * thread (one kernel entry per burst; what completes inside it, such as buffered I/O on
+ * cached pages, is pushed by the reap that follows with no thread hop), and a RAM disk or
+ * a file on tmpfs (whose reads io_uring would hand to a kernel thread) copies requests up
+ * to 64 KiB on the submitting thread; the pool keeps the rest (discard,
+ * write zeroes, O_DIRECT bounces, large RAM copies). 'auto': io_uring where the kernel
+ * allows it (engineNote says why not otherwise).
+ */
+export type BlkEngineKind = 'threads' | 'io_uring';
+
 export interface BlkEngineCommonOptions extends BlkEngineLimits {
   /** OUT, DISCARD and WRITE_ZEROES answer IOERR (implied by an fd open O_RDONLY) */
   readOnly?: boolean;
@@ -49,6 +61,8 @@ export interface BlkEngineCommonOptions extends BlkEngineLimits {
   serial?: string | Uint8Array;
   /** worker threads executing the I/O, 1..64 (default 2) */
   threads?: number;
+  /** default 'auto': io_uring where the kernel allows it, else threads */
+  engine?: BlkEngineKind | 'auto';
 }
 
 export interface BlkFileEngineOptions extends BlkEngineCommonOptions {
@@ -129,6 +143,19 @@ export interface BlkEngineStats {
   executing: number;
   /** submit-to-completion latency: bucket k counts [2^k, 2^(k+1)) µs (bucket 0: under 2 µs) */
   latencyUs: number[];
+  /** the io_uring engine (all 0 with threads) */
+  uring: {
+    /** SQEs submitted */
+    sqes: number;
+    /** completions harvested inside the submit that issued them (no thread hop) */
+    inline: number;
+    /** completions harvested later (reap, waitIdle) */
+    later: number;
+    /** requests, or the rest of a short transfer, handed to the worker pool */
+    toPool: number;
+    /** requests of a RAM disk or a file on tmpfs copied on the submitting thread */
+    copiedInline: number;
+  };
 }
 
 interface RawBlkEngine {
@@ -144,6 +171,8 @@ interface RawBlkEngine {
   readonly capacitySectors: bigint;
   readonly readOnly: boolean;
   readonly direct: boolean;
+  readonly engine: BlkEngineKind;
+  readonly engineNote: string;
 }
 const raw = addon as { BlkEngine: new (opts: Record<string, unknown>) => RawBlkEngine };
 
@@ -206,6 +235,16 @@ export class BlkEngine {
   /** Writes are refused (offer VIRTIO_BLK_F_RO). */
   get readOnly(): boolean {
     return this.#raw.readOnly;
+  }
+
+  /** The engine executing requests ('auto' resolved). */
+  get engine(): BlkEngineKind {
+    return this.#raw.engine;
+  }
+
+  /** Why the engine is 'threads' although 'auto' allowed io_uring (the kernel refused it); '' otherwise. */
+  get engineNote(): string {
+    return this.#raw.engineNote;
   }
 
   /** Whether unaligned requests go through a bounce buffer (O_DIRECT). */

@@ -12,7 +12,7 @@ import { DirtyLog } from '../../src/vhost-user/dirty-log.js';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { BLK_ID_BYTES, BLK_SECTOR_SIZE, BLK_WRITE_ZEROES_FLAG_UNMAP, BlkEngine, BlkReqType, BlkStatus, type BlkEngineCommonOptions } from '../../src/native/blk.js';
+import { BLK_ID_BYTES, BLK_SECTOR_SIZE, BLK_WRITE_ZEROES_FLAG_UNMAP, BlkEngine, BlkReqType, BlkStatus, type BlkEngineCommonOptions, type BlkEngineKind, type BlkFileEngineOptions } from '../../src/native/blk.js';
 import { addon } from '../../src/native/binding.js';
 import { EventFd } from '../../src/native/eventfd.js';
 import type { Segment } from '../../src/virtio/driver.js';
@@ -23,6 +23,8 @@ const DISK_SECTORS = 2048; // 1 MiB
 
 // A tmpfs for speed (and for hole punching everywhere); the system temp dir otherwise.
 const shmRoot = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+/** where makeFile puts files by default (the running suite's variant) */
+let fileRoot = shmRoot;
 let dirs: string[] = [];
 function tempDir(root = shmRoot): string {
   const d = mkdtempSync(join(root, 'vhostkit-blk-'));
@@ -38,7 +40,7 @@ interface Disk {
   path: string;
   fd: number;
 }
-function makeFile(size: number, fill?: Uint8Array | number, root = shmRoot): Disk {
+function makeFile(size: number, fill?: Uint8Array | number, root = fileRoot): Disk {
   const path = join(tempDir(root), 'disk.img');
   const content = new Uint8Array(size);
   if (typeof fill === 'number') content.fill(fill);
@@ -157,6 +159,19 @@ const eq = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a.buffer, a.by
 
 type Backend = 'file' | 'ram';
 
+// Every case runs on each engine (the suite below is repeated): the thread pool; io_uring
+// with files on the system's disk (/tmp: requests go through the ring); io_uring with files
+// on tmpfs (small requests are copied inline, large ones go through the ring). The running
+// suite's before() hook sets the engine and the file root the constructors below use.
+const VARIANTS: ReadonlyArray<{ engine: BlkEngineKind; root: string; label: string }> = [
+  { engine: 'threads', root: shmRoot, label: 'threads' },
+  { engine: 'io_uring', root: tmpdir(), label: `io_uring, files in ${tmpdir()}` },
+  { engine: 'io_uring', root: shmRoot, label: `io_uring, files in ${shmRoot}` },
+];
+let engine: BlkEngineKind = 'threads';
+const forFile = (fd: number, o: Omit<BlkFileEngineOptions, 'fd'> = {}): BlkEngine => BlkEngine.forFile(fd, { engine, ...o });
+const inRam = (sectors: number | bigint, o: BlkEngineCommonOptions = {}): BlkEngine => BlkEngine.inRam(sectors, { engine, ...o });
+
 /** A rig, an engine on a fresh disk, and a way to read the disk's bytes directly. */
 class Bench {
   readonly rig: Rig;
@@ -168,10 +183,10 @@ class Bench {
     const common: BlkEngineCommonOptions = { ...opts, serial: opts.serial ?? 'vhostkit-test-disk' };
     if (backend === 'file') {
       this.disk = makeFile(sectors * S, opts.fill);
-      this.eng = BlkEngine.forFile(this.disk.fd, common);
+      this.eng = forFile(this.disk.fd, common);
     } else {
       this.disk = null;
-      this.eng = BlkEngine.inRam(sectors, common);
+      this.eng = inRam(sectors, common);
     }
   }
   /** The disk's content: the file, or (RAM) one IN request over the whole disk. */
@@ -206,6 +221,16 @@ const framings: Record<string, (p: number, d: number) => Pick<Req, 'rcuts' | 'wc
   }),
   'odd cuts everywhere': (p, d) => ({ rcuts: [1, 15, 17, 16 + Math.floor(p / 3), 16 + p - 1], wcuts: [1, Math.floor(d / 2) + 3, d - 1] }),
 };
+
+for (const variant of VARIANTS) describe(`BlkEngine, engine ${variant.label}`, () => {
+before(() => {
+  engine = variant.engine;
+  fileRoot = variant.root;
+});
+after(() => {
+  engine = 'threads';
+  fileRoot = shmRoot;
+});
 
 for (const backend of ['file', 'ram'] as const) {
   for (const layout of ['split', 'packed'] as const) {
@@ -377,7 +402,7 @@ describe('BlkEngine: read-only disk', () => {
       const disk = makeFile(DISK_SECTORS * S, 0x5a);
       const fd = how === 'O_RDONLY fd' ? openSync(disk.path, 'r') : disk.fd;
       const rig = new Rig('split', { size: 64 });
-      const eng = BlkEngine.forFile(fd, { readOnly: how === 'readOnly option', maxWriteZeroesSeg: 1 });
+      const eng = forFile(fd, { readOnly: how === 'readOnly option', maxWriteZeroesSeg: 1 });
       try {
         expect(eng.readOnly).to.equal(true);
         expect(eng.capacitySectors).to.equal(BigInt(DISK_SECTORS));
@@ -481,9 +506,9 @@ describe('BlkEngine: GET_ID', () => {
     } finally {
       b.close();
     }
-    const bin = BlkEngine.inRam(8, { serial: Uint8Array.of(1, 2, 3) });
+    const bin = inRam(8, { serial: Uint8Array.of(1, 2, 3) });
     bin.close();
-    expect(() => BlkEngine.inRam(8, { serial: 'x'.repeat(21) })).to.throw(RangeError);
+    expect(() => inRam(8, { serial: 'x'.repeat(21) })).to.throw(RangeError);
   });
 });
 
@@ -619,7 +644,7 @@ describe('BlkEngine: discard and write zeroes reach the file', () => {
     it(`punches holes and zeroes ranges (${root})`, () => {
       const rig = new Rig('split', { size: 64 });
       const disk = makeFile(DISK_SECTORS * S, 0x77, root);
-      const eng = BlkEngine.forFile(disk.fd, { maxDiscardSeg: 4, maxWriteZeroesSeg: 4 });
+      const eng = forFile(disk.fd, { maxDiscardSeg: 4, maxWriteZeroesSeg: 4 });
       try {
         const b0 = blocks(disk.path);
         expect(b0 * 512).to.be.at.least(DISK_SECTORS * S);
@@ -707,7 +732,7 @@ describe('BlkEngine: O_DIRECT', () => {
       forced = true;
     }
     const rig = new Rig('split', { size: 64 });
-    const eng = BlkEngine.forFile(fd, { direct: forced });
+    const eng = forFile(fd, { direct: forced });
     try {
       expect(eng.direct).to.equal(true);
       // Aligned: 4 KiB data buffers at 4 KiB-aligned guest addresses.
@@ -801,7 +826,7 @@ describe('BlkEngine: resources', () => {
     const rig = new Rig('split', { size: 64 });
     const rigFds = fds();
     for (const threads of [1, 3]) {
-      const eng = BlkEngine.forFile(disk.fd, { threads });
+      const eng = forFile(disk.fd, { threads });
       expect(fds(), 'a duplicate of the fd and an eventfd').to.equal(rigFds + 2);
       expect(tasks(), 'worker threads').to.equal(t0 + threads);
       exec(rig, eng, [{ type: BlkReqType.OUT, sector: 0n, payload: bytes(S) }, { type: BlkReqType.FLUSH }]);
@@ -809,7 +834,7 @@ describe('BlkEngine: resources', () => {
       eng.close();
       expect(fds()).to.equal(rigFds);
       expect(tasksSettled(t0)).to.equal(t0);
-      const ram = BlkEngine.inRam(1 << 20, { threads });
+      const ram = inRam(1 << 20, { threads });
       expect(tasks()).to.equal(t0 + threads);
       ram.close();
       expect(tasksSettled(t0)).to.equal(t0);
@@ -825,7 +850,7 @@ describe('BlkEngine: resources', () => {
     const code = `
       const { parentPort } = require('node:worker_threads');
       import(${JSON.stringify(url)}).then(({ BlkEngine }) => {
-        const eng = BlkEngine.inRam(2048, { threads: 2 });
+        const eng = BlkEngine.inRam(2048, { threads: 2, engine: '${engine}' });
         const stop = eng.watch(() => {});
         stop();
         parentPort.postMessage(String(eng.capacitySectors));
@@ -845,8 +870,8 @@ describe('BlkEngine: resources', () => {
 
   it('refuses bad options', () => {
     expect(() => new BlkEngine({ fd: 1 << 30 })).to.throw(/fd/);
-    expect(() => BlkEngine.inRam(0)).to.throw(/RAM disk/);
-    expect(() => BlkEngine.inRam(8, { threads: 0 })).to.throw(/threads/);
+    expect(() => inRam(0)).to.throw(/RAM disk/);
+    expect(() => inRam(8, { threads: 0 })).to.throw(/threads/);
     expect(() => new BlkEngine({} as never)).to.throw(/fd or ram/);
   });
 });
@@ -973,5 +998,146 @@ describe('BlkEngine: property — random request sequences equal a reference mod
       }),
       fcParams(40),
     );
+  });
+});
+});
+
+describe('BlkEngine: choosing the engine', () => {
+  it("'auto' takes io_uring where the kernel allows it; 'threads' and 'io_uring' are taken as asked; anything else is refused", () => {
+    const disk = makeFile(64 * S);
+    const auto = BlkEngine.forFile(disk.fd);
+    const threads = BlkEngine.forFile(disk.fd, { engine: 'threads' });
+    const uring = BlkEngine.forFile(disk.fd, { engine: 'io_uring' });
+    try {
+      // This machine's kernel (Linux 6.x, kernel.io_uring_disabled 0) allows io_uring.
+      expect([auto.engine, auto.engineNote]).to.deep.equal(['io_uring', '']);
+      expect([threads.engine, threads.engineNote]).to.deep.equal(['threads', '']);
+      expect(uring.engine).to.equal('io_uring');
+      expect(BlkEngine.inRam(8).engine).to.equal('io_uring');
+      expect(() => BlkEngine.forFile(disk.fd, { engine: 'aio' as never })).to.throw(TypeError, /engine: expected 'threads', 'io_uring' or 'auto'/);
+    } finally {
+      for (const e of [auto, threads, uring]) e.close();
+      closeSync(disk.fd);
+    }
+  });
+});
+
+describe('BlkEngine: io_uring engine', () => {
+  let b: Bench | null = null;
+  afterEach(() => {
+    b?.close();
+    b = null;
+    engine = 'threads';
+    fileRoot = shmRoot;
+  });
+
+  it('executes file IN, OUT and FLUSH in the ring; cached reads on ext4 complete inside submit (no thread hop)', () => {
+    engine = 'io_uring';
+    fileRoot = tmpdir(); // ext4 here: buffered reads of cached pages complete without waiting
+    b = new Bench('file', { fill: 0x11 });
+    const data = bytes(8 * S, 3);
+    const [w, f] = exec(b.rig, b.eng, [
+      { type: BlkReqType.OUT, sector: 16n, payload: data, rcuts: [16, 16 + S] },
+      { type: BlkReqType.FLUSH },
+    ]);
+    expect([w.status, f.status]).to.deep.equal([BlkStatus.OK, BlkStatus.OK]);
+    // One request per submit, reaped at once, as the device does at QD 1.
+    for (let i = 0; i < 4; i++) {
+      const id = b.rig.drv.add(segmentsOf({ type: BlkReqType.IN, sector: 16n, dataLen: 8 * S }));
+      b.rig.drv.publish();
+      expect(b.eng.serve(b.rig.q)).to.equal(1);
+      expect(b.eng.reap(b.rig.q), 'completed inside submit').to.equal(1);
+      const got = b.rig.drv.readWritten(id);
+      expect(got[got.length - 1]).to.equal(BlkStatus.OK);
+      expect(eq(got.subarray(0, 8 * S), data)).to.equal(true);
+      b.rig.drv.used();
+    }
+    const st = b.eng.stats();
+    expect(st.uring.sqes).to.equal(6);
+    expect(st.uring.inline + st.uring.later).to.equal(6);
+    expect(st.uring.inline, 'the cached reads').to.be.at.least(4);
+    expect(st.fdatasyncs).to.equal(1);
+    expect([st.uring.toPool, st.uring.copiedInline]).to.deep.equal([0, 0]);
+  });
+
+  it('copies a lone small request of a file on tmpfs on the submitting thread; deeper queues go to the pool, large requests and FLUSH through the ring', () => {
+    engine = 'io_uring';
+    fileRoot = shmRoot;
+    b = new Bench('file', { fill: 0x22 });
+    const big = bytes(512 * S, 5);
+    const small = bytes(8 * S, 6);
+    const w = exec(b.rig, b.eng, [
+      { type: BlkReqType.OUT, sector: 0n, payload: big },
+      { type: BlkReqType.OUT, sector: 1024n, payload: small },
+      { type: BlkReqType.FLUSH },
+    ]);
+    expect(w.map((r) => r.status)).to.deep.equal([BlkStatus.OK, BlkStatus.OK, BlkStatus.OK]);
+    expect(b.eng.stats().uring.copiedInline, 'the small write came with two others: the pool').to.equal(0);
+    const [rb] = exec(b.rig, b.eng, [{ type: BlkReqType.IN, sector: 0n, dataLen: 512 * S }]);
+    const [rsm] = exec(b.rig, b.eng, [{ type: BlkReqType.IN, sector: 1024n, dataLen: 8 * S }]);
+    expect(eq(rb.data, big) && eq(rsm.data, small)).to.equal(true);
+    const st = b.eng.stats();
+    expect([st.uring.copiedInline, st.uring.sqes, st.fdatasyncs]).to.deep.equal([1, 3, 1]);
+  });
+
+  it('a read past the end of a file shorter than the disk finishes on the pool, zero-filled', () => {
+    engine = 'io_uring';
+    const disk = makeFile(4 * S, 0x5a, tmpdir());
+    const rig = new Rig('split', { size: 64 });
+    const eng = forFile(disk.fd, { capacitySectors: 16 });
+    try {
+      const [r] = exec(rig, eng, [{ type: BlkReqType.IN, sector: 2n, dataLen: 6 * S, wcuts: [S, 3 * S] }]);
+      expect(r.status).to.equal(BlkStatus.OK);
+      expect(eq(r.data, concat([new Uint8Array(2 * S).fill(0x5a), new Uint8Array(4 * S)]))).to.equal(true);
+      expect(eng.stats().uring.toPool).to.equal(1);
+    } finally {
+      eng.close();
+      closeSync(disk.fd);
+      rig.close();
+    }
+  });
+
+  it('copies a lone small RAM request on the submitting thread; large ones and deeper queues go to the pool', () => {
+    engine = 'io_uring';
+    b = new Bench('ram', { regionSize: 16 * MiB, sectors: 8192 });
+    const big = bytes(1 << 20, 9);
+    const small = bytes(4 * S, 4);
+    const rs = exec(b.rig, b.eng, [
+      { type: BlkReqType.OUT, sector: 0n, payload: big },
+      { type: BlkReqType.OUT, sector: 4096n, payload: small },
+    ]);
+    expect(rs.map((r) => r.status)).to.deep.equal([BlkStatus.OK, BlkStatus.OK]);
+    const [rb] = exec(b.rig, b.eng, [{ type: BlkReqType.IN, sector: 0n, dataLen: 1 << 20 }]);
+    const [rsm] = exec(b.rig, b.eng, [{ type: BlkReqType.IN, sector: 4096n, dataLen: 4 * S }]);
+    expect(eq(rb.data, big) && eq(rsm.data, small)).to.equal(true);
+    const st = b.eng.stats();
+    expect(st.uring.copiedInline).to.equal(1);
+    expect(st.uring.sqes).to.equal(0);
+  });
+
+  it('leaves no ring behind after close(), and close() waits for I/O in the ring', () => {
+    const rings = (): number =>
+      readdirSync('/proc/self/fd').filter((f) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${f}`) === 'anon_inode:[io_uring]';
+        } catch {
+          return false;
+        }
+      }).length;
+    const r0 = rings();
+    const disk = makeFile(256 * S, 0, tmpdir());
+    const rig = new Rig('split', { size: 64 });
+    const eng = BlkEngine.forFile(disk.fd, { engine: 'io_uring' });
+    expect(rings()).to.equal(r0 + 1);
+    const ids = Array.from({ length: 16 }, (_, i) => rig.drv.add(segmentsOf({ type: BlkReqType.OUT, sector: BigInt(i * 16), payload: bytes(16 * S, i) })));
+    rig.drv.publish();
+    eng.serve(rig.q);
+    eng.close();
+    expect(rings()).to.equal(r0);
+    expect(eng.reap(rig.q), 'completed before close returned').to.equal(16);
+    expect(rig.drv.used().map((u) => u.id).sort((x, y) => x - y)).to.deep.equal([...ids].sort((x, y) => x - y));
+    expect(eq(readFileSync(disk.path).subarray(15 * 16 * S, 16 * 16 * S), bytes(16 * S, 15))).to.equal(true);
+    closeSync(disk.fd);
+    rig.close();
   });
 });

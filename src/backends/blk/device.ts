@@ -11,6 +11,13 @@ import { VringError } from '../../native/virtqueue.js';
 
 /** size_max: the engine takes segments of any size; 1 MiB is above what guests' block layers use. */
 const SIZE_MAX_BYTES = 1 << 20;
+/**
+ * io_uring engine: bursts one serve() takes from a queue before it yields to the event loop
+ * (and comes back on setImmediate). Completions inside the submit let a busy driver refill
+ * the ring as fast as it is served, so without a bound one queue's loop would starve the
+ * other queues' kicks and everything else on the loop.
+ */
+const URING_BURSTS_PER_SERVE = 4;
 /** Default BlkDeviceOptions.maxInFlight. */
 export const DEFAULT_MAX_IN_FLIGHT = 1024;
 
@@ -34,6 +41,15 @@ export interface BlkDeviceOptions {
    * requests (64 x 32768) could be held at once.
    */
   maxInFlight?: number;
+  /**
+   * io_uring engine: after a kick's requests complete inline, keep popping the ring for up to
+   * this many microseconds before going back to the event loop (0: off, the default). At QD 1
+   * the driver's next request then needs no kick and no wakeup of an idle CPU; the cost is up
+   * to this much CPU (and event-loop time) per kick. qemu-storage-daemon's iothreads poll the
+   * same way (poll-max-ns, 32 µs by default). Only while one queue is started: polling one
+   * queue would hold back the kicks of the others.
+   */
+  pollUs?: number;
 }
 
 export class BlkDevice implements VhostUserDevice {
@@ -49,6 +65,13 @@ export class BlkDevice implements VhostUserDevice {
   private readonly segMax: number;
   private readonly blockSize: number;
   readonly maxInFlight: number;
+  /** the engine is io_uring: reap right after each submit */
+  private readonly uring: boolean;
+  /** BlkDeviceOptions.pollUs in nanoseconds (0n: no polling) */
+  private readonly pollNs: bigint;
+  /** queues a serve() left after URING_BURSTS_PER_SERVE bursts, and the setImmediate that resumes them */
+  private readonly yielded = new Set<QueueContext>();
+  private resume: NodeJS.Immediate | null = null;
   /** queues left with chains in their ring because of the in-flight cap */
   private readonly waiting = new Set<QueueContext>();
   /** queues being drained by queueStop: no new chain is taken from them */
@@ -74,6 +97,10 @@ export class BlkDevice implements VhostUserDevice {
     const cap = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
     if (!Number.isInteger(cap) || cap < 1) throw new RangeError(`maxInFlight ${cap}: expected a positive integer`);
     this.maxInFlight = cap;
+    this.uring = engine.engine === 'io_uring';
+    const poll = opts.pollUs ?? 0;
+    if (!Number.isInteger(poll) || poll < 0 || poll > 1000) throw new RangeError(`pollUs ${poll}: expected 0..1000`);
+    this.pollNs = this.uring ? BigInt(poll) * 1000n : 0n;
     this.features =
       bit(VIRTIO_F_VERSION_1) |
       bit(VIRTIO_RING_F_EVENT_IDX) |
@@ -188,7 +215,13 @@ export class BlkDevice implements VhostUserDevice {
     // Checked before popping: a popped chain the engine cannot take would be lost.
     if (this.engine.completionFd < 0) throw new Error('BlkEngine is closed');
     try {
-      for (;;) {
+      for (let bursts = 0; ; bursts++) {
+        if (this.uring && bursts === URING_BURSTS_PER_SERVE) {
+          // The ring may still hold chains and the driver will not kick for them: come back.
+          this.yielded.add(q);
+          if (this.resume === null) this.resume = setImmediate(() => this.serveYielded());
+          return;
+        }
         const room = this.maxInFlight - this.engine.inFlight;
         if (room <= 0) {
           this.waiting.add(q);
@@ -199,15 +232,45 @@ export class BlkDevice implements VhostUserDevice {
           }
           return;
         }
-        const n = q.vq.pop(Math.min(room, q.vq.burst));
+        let n = q.vq.pop(Math.min(room, q.vq.burst));
+        if (n === 0 && this.pollNs > 0n && this.engine.inFlight === 0 && this.queues.size === 1) n = this.poll(q, room);
         if (n < 0) throw q.vq.error ?? new Error(`pop failed: ${n}`);
         if (n === 0) return;
         this.engine.submit(q.vq, n);
+        // io_uring: what completed inside the submit (cached pages, RAM) is pushed now, on
+        // this wakeup, rather than on the completion fd's.
+        if (this.uring) this.engine.reap(q.vq);
       }
     } catch (e) {
       if (e instanceof VringError) q.fail(e);
       else throw e;
     }
+  }
+
+  /** Serves the queues a bounded serve() left (if they are still served). */
+  private serveYielded(): void {
+    this.resume = null;
+    const queues = [...this.yielded];
+    this.yielded.clear();
+    for (const q of queues) {
+      if (this.queues.get(q.index) !== q || this.stopping.has(q)) continue;
+      try {
+        this.serve(q);
+      } catch (e) {
+        q.fail(e as Error); // on a setImmediate: nobody above to catch it
+      }
+    }
+  }
+
+  /**
+   * Pops q until a chain comes or pollNs passes (pollUs); returns pop()'s last result. Only
+   * with one queue started: polling one would delay the others' kicks.
+   */
+  private poll(q: QueueContext, room: number): number {
+    const end = process.hrtime.bigint() + this.pollNs;
+    let n = 0;
+    while (n === 0 && process.hrtime.bigint() < end) n = q.vq.pop(Math.min(room, q.vq.burst));
+    return n;
   }
 
   /** Completions made room: serve the queues the cap left waiting (if still served). */
@@ -229,6 +292,7 @@ export class BlkDevice implements VhostUserDevice {
     // Everything submitted completes and is pushed before the ring state is handed back.
     this.stopping.add(q);
     this.waiting.delete(q);
+    this.yielded.delete(q);
     try {
       await this.engine.drain(q.vq);
     } finally {
@@ -245,6 +309,9 @@ export class BlkDevice implements VhostUserDevice {
 
   reset(): void {
     this.waiting.clear();
+    this.yielded.clear();
+    if (this.resume !== null) clearImmediate(this.resume);
+    this.resume = null;
     this.stopping.clear();
     this.capLogged.clear();
     this.queues.clear();

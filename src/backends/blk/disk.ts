@@ -1,7 +1,8 @@
 // A disk ready to serve: the backend (file or RAM), its native engine and the virtio-blk
 // device, with the engine's limits matching what the config space announces.
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
-import { BlkEngine } from '../../native/blk.js';
+import { BlkEngine, type BlkEngineKind } from '../../native/blk.js';
+import { log } from '../../log.js';
 import { lockImage } from '../../native/unix-socket.js';
 import { BlkDevice, type BlkDeviceOptions } from './device.js';
 
@@ -30,6 +31,11 @@ export interface DiskOptions extends BlkDeviceOptions {
   serial?: string;
   /** I/O threads (default 2) */
   threads?: number;
+  /**
+   * 'threads' or 'io_uring' (see BlkEngineKind); default 'auto': io_uring where the kernel
+   * allows it, else threads (logged with the reason). 'io_uring' where it is refused throws.
+   */
+  engine?: BlkEngineKind | 'auto';
 }
 
 export interface Disk {
@@ -104,7 +110,7 @@ export function openDisk(o: DiskOptions): Disk {
   if (o.ramBytes !== undefined) {
     const bytes = BigInt(o.ramBytes);
     if (bytes <= 0n || bytes % 512n !== 0n) throw new Error(`RAM disk of ${bytes} bytes: must be a positive multiple of 512`);
-    engine = BlkEngine.inRam(bytes / 512n, { readOnly: o.readOnly, serial: o.serial, threads: o.threads, ...limits });
+    engine = BlkEngine.inRam(bytes / 512n, { readOnly: o.readOnly, serial: o.serial, threads: o.threads, engine: o.engine, ...limits });
   } else if (o.file) {
     const flags = (o.readOnly ? constants.O_RDONLY : constants.O_RDWR) | (o.direct ? constants.O_DIRECT : 0);
     const fd = openSync(o.file, flags);
@@ -120,13 +126,14 @@ export function openDisk(o: DiskOptions): Disk {
       // A qcow2 (or other formatted) image served as raw bytes would hand the guest the
       // format's metadata, and its writes would corrupt the image.
       if (o.format !== 'raw' && imageFormat(o.file)) throw new Error(checkImage(o.file, true) ?? `${o.file}: not a raw image`);
-      engine = BlkEngine.forFile(fd, { readOnly: o.readOnly, serial: o.serial, threads: o.threads, direct: o.direct, ...limits });
+      engine = BlkEngine.forFile(fd, { readOnly: o.readOnly, serial: o.serial, threads: o.threads, engine: o.engine, direct: o.direct, ...limits });
     } finally {
       closeSync(fd); // the engine keeps its own duplicate
     }
   } else {
     throw new Error('a disk needs a file or a RAM size');
   }
+  if (engine.engineNote) log.warn('blk: io_uring is not available here, using the thread pool', { disk: o.file ?? 'ram', why: engine.engineNote });
   let device: BlkDevice;
   try {
     device = new BlkDevice(engine, o);
