@@ -136,18 +136,28 @@ class FrameReader {
 
 }  // namespace
 
-void NetPeek(const BurstArrays& b, const MemTable& mem, uint32_t n, uint32_t hdr, uint8_t* out, uint32_t stride,
-             uint32_t* lens) {
-  // The frames were written by the driver on another CPU, so each head read below misses;
-  // read one after another, the misses come one at a time. Asked for together first,
-  // they overlap.
-  for (uint32_t i = 0; i < n; i++) {
+namespace {
+
+// The frames of a burst were written by the driver on another CPU, so the first read of
+// each misses; read one after another, the misses come one at a time. Asked for together
+// first, they overlap. Prefetches bytes [hdr, hdr + span) of the first segment of chains
+// chains[0..n) (or 0..n if chains is null), where the segment is a readable one.
+void PrefetchHeads(const BurstArrays& b, const MemTable& mem, const uint16_t* chains, uint32_t n, uint32_t hdr, uint32_t span) {
+  for (uint32_t k = 0; k < n; k++) {
+    const uint32_t i = chains != nullptr ? chains[k] : k;
     const uint32_t s = b.first_seg[i];
     if (s >= b.first_seg[i + 1] || (b.seg_flags[s] & 1) || b.seg_len[s] <= hdr) continue;
     const uint8_t* p = SegPtr(b, mem, s) + hdr;
     __builtin_prefetch(p);
-    if (b.seg_len[s] - hdr >= stride) __builtin_prefetch(p + stride - 1);
+    if (b.seg_len[s] - hdr >= span) __builtin_prefetch(p + span - 1);
   }
+}
+
+}  // namespace
+
+void NetPeek(const BurstArrays& b, const MemTable& mem, uint32_t n, uint32_t hdr, uint8_t* out, uint32_t stride,
+             uint32_t* lens) {
+  PrefetchHeads(b, mem, nullptr, n, hdr, stride);
   for (uint32_t i = 0; i < n; i++) {
     uint8_t* o = out + static_cast<size_t>(i) * stride;
     const uint32_t rl = b.read_len[i];
@@ -573,6 +583,8 @@ uint32_t NetToFlat(const TxSource& src, const uint16_t* chains, uint32_t n, uint
   uint32_t at = 0;
   uint32_t k = 0;
   auto room = [&](uint32_t len) { return k < max_frames && len <= out_len - at; };
+  // The header and the first line of each frame (the rest of a long frame streams in).
+  PrefetchHeads(*src.arrays, *src.mem, chains, n, 0, src.hdr_len + 64);
   auto put = [&](const uint8_t* p, uint32_t len) {
     if (!room(len)) return false;
     std::memcpy(out + at, p, len);
