@@ -4,6 +4,7 @@
 // for. Writing: the answer a host with that address would give (ARP suppression and ND
 // proxy, answered from the fabric's MAC+IP routes). Pure functions, no I/O.
 import { isIPv4, isIPv6 } from 'node:net';
+import { ipv6Text } from '../switch/ipv6-text.js';
 
 function macAt(b: Uint8Array, at: number): string {
   return Array.from(b.subarray(at, at + 6), (x) => x.toString(16).padStart(2, '0')).join(':');
@@ -22,16 +23,7 @@ function typeAt(f: Uint8Array): number {
 export function ipv6At(b: Uint8Array, at: number): string {
   const g: number[] = [];
   for (let k = 0; k < 8; k++) g.push((b[at + 2 * k] << 8) | b[at + 2 * k + 1]);
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8;) {
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) [best, bestLen] = [i, j - i];
-    i = j === i ? i + 1 : j;
-  }
-  const hex = (a: number[]) => a.map((x) => x.toString(16)).join(':');
-  return best < 0 ? hex(g) : `${hex(g.slice(0, best))}::${hex(g.slice(best + bestLen))}`;
+  return ipv6Text(g);
 }
 
 /** The 16 bytes of an IPv6 address. */

@@ -8,6 +8,7 @@
 // (native/switch/switch_flows.cc, the edits in native/net/edit.cc).
 import { FlowAction, FlowField, FlowOp, FlowWord } from '../native/switch.js';
 import { macFromString, macToString } from './fdb.js';
+import { ipv6Text } from './ipv6-text.js';
 
 export interface FlowSpec {
   priority: number;
@@ -100,16 +101,7 @@ function ipv6(v: string, what: string): { words: number[]; len: number } {
 function ipv6String(words: ArrayLike<number>): string {
   const g: number[] = [];
   for (let k = 0; k < 4; k++) g.push((words[k] >>> 16) & 0xffff, words[k] & 0xffff);
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8;) {
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) [best, bestLen] = [i, j - i];
-    i = j === i ? i + 1 : j;
-  }
-  const hex = (a: number[]) => a.map((x) => x.toString(16)).join(':');
-  return best < 0 ? hex(g) : `${hex(g.slice(0, best))}::${hex(g.slice(best + bestLen))}`;
+  return ipv6Text(g);
 }
 
 /**
