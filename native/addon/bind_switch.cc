@@ -496,7 +496,7 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
         if (n < 0) {
           failed[0] = static_cast<int32_t>(i);
           failed[1] = n;
-          return Napi::Number::New(env, total);
+          return Napi::Number::New(env, total + work);
         }
         if (n == 0) continue;
         const int32_t pushed =

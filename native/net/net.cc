@@ -585,15 +585,19 @@ uint32_t NetToFlat(const TxSource& src, const uint16_t* chains, uint32_t n, uint
   auto room = [&](uint32_t len) { return k < max_frames && len <= out_len - at; };
   // The header and the first line of each frame (the rest of a long frame streams in).
   PrefetchHeads(*src.arrays, *src.mem, chains, n, 0, src.hdr_len + 64);
-  auto put = [&](const uint8_t* p, uint32_t len) {
-    if (!room(len)) return false;
-    std::memcpy(out + at, p, len);
+  // Frame k is the len bytes just written at out + at.
+  auto commit = [&](uint32_t len) {
     offsets[k] = at;
     lens[k] = len;
     k++;
     at += len;
     st->delivered++;
     st->bytes += len;
+  };
+  auto put = [&](const uint8_t* p, uint32_t len) {
+    if (!room(len)) return false;
+    std::memcpy(out + at, p, len);
+    commit(len);
     return true;
   };
   for (uint32_t i = 0; i < n; i++) {
@@ -624,12 +628,7 @@ uint32_t NetToFlat(const TxSource& src, const uint16_t* chains, uint32_t n, uint
         st->bad++;
         continue;
       }
-      offsets[k] = at;
-      lens[k] = frame;
-      k++;
-      at += frame;
-      st->delivered++;
-      st->bytes += frame;
+      commit(frame);
       continue;
     }
     uint8_t* stage = Staging();
