@@ -26,7 +26,7 @@
         "native/addon/bind_host_io.cc",
         "native/blk/blk.cc", "native/blk/uring.cc", "native/addon/bind_blk.cc",
         "native/switch/switch_fdb.cc", "native/switch/switch_port.cc", "native/switch/switch_capture.cc", "native/switch/switch_host.cc",
-        "native/switch/switch_forward.cc", "native/switch/switch_flows.cc", "native/switch/switch_handler.cc",
+        "native/switch/switch_forward.cc", "native/switch/switch_flows.cc", "native/switch/switch_handler.cc", "native/switch/switch_handoff.cc",
         "native/addon/bind_switch.cc"
       ],
       "include_dirs": ["native", "<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -2,6 +2,9 @@
 // whose classify() decides a burst in one call), the data path (Forwarder,
 // switch_forward.cc) and the word layouts they share with TypeScript (switch_layout.h).
 #include <netinet/in.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <cmath>
@@ -12,6 +15,7 @@
 #include "addon/bindings.h"
 #include "switch/switch_fdb.h"
 #include "switch/switch_forward.h"
+#include "switch/switch_handoff.h"
 #include "switch/switch_layout.h"
 
 namespace vhostkit {
@@ -47,6 +51,8 @@ int64_t Int(const Napi::Value& v, double lo, double hi, const char* what) {
   return static_cast<int64_t>(d);
 }
 
+bool Absent(const Napi::Value& v) { return v.IsNull() || v.IsUndefined(); }
+
 constexpr double kMaxMac = 281474976710655.0;  // 2^48 - 1
 constexpr double kMaxMs = 9007199254740991.0;  // 2^53 - 1
 
@@ -65,16 +71,27 @@ class SwitchFdbWrap : public Napi::ObjectWrap<SwitchFdbWrap> {
                         InstanceAccessor<&SwitchFdbWrap::Size>("size")});
   }
 
-  // new SwitchFdb(maxEntries)
+  // new SwitchFdb(maxEntries, shared?: token of switchShared)
+  // A table of its own, or the one the threads of a switch share (maxEntries was given to
+  // switchShared then). Every call on a shared table holds its lock.
   explicit SwitchFdbWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SwitchFdbWrap>(info) {
-    fdb_ = std::make_unique<SwitchFdb>(static_cast<uint32_t>(Int(info[0], 1, 1 << 24, "maxEntries")));
+    const uint32_t entries = static_cast<uint32_t>(Int(info[0], 1, 1 << 24, "maxEntries"));
+    if (Absent(info[1])) {
+      shared_ = std::make_shared<SwitchShared>(1, entries, 0);
+    } else {
+      shared_ = FindSwitchShared(static_cast<uint32_t>(Int(info[1], 1, UINT32_MAX, "shared")));
+      if (!shared_) throw Napi::RangeError::New(info.Env(), "SwitchFdb: no such shared switch state (released?)");
+    }
+    fdb_ = &shared_->fdb();
   }
 
- SwitchFdb& table() { return *fdb_; }
+  SwitchFdb& table() { return *fdb_; }
+  const std::shared_ptr<SwitchShared>& shared() const { return shared_; }
 
  private:
   // learn(mac, vlan, port, now) -> true if new or moved
   Napi::Value Learn(const Napi::CallbackInfo& info) {
+    const FdbGuard guard(*fdb_);
     const bool r = fdb_->Learn(static_cast<uint64_t>(Int(info[0], 0, kMaxMac, "mac")), static_cast<uint32_t>(Int(info[1], 0, 65535, "vlan")),
                                static_cast<int32_t>(Int(info[2], 0, INT32_MAX, "port")), Int(info[3], -kMaxMs, kMaxMs, "now"));
     return Napi::Boolean::New(info.Env(), r);
@@ -82,6 +99,7 @@ class SwitchFdbWrap : public Napi::ObjectWrap<SwitchFdbWrap> {
 
   // lookup(mac, vlan, now, agingMs) -> port or -1
   Napi::Value Lookup(const Napi::CallbackInfo& info) {
+    const FdbGuard guard(*fdb_);
     const int32_t p = fdb_->Lookup(static_cast<uint64_t>(Int(info[0], 0, kMaxMac, "mac")), static_cast<uint32_t>(Int(info[1], 0, 65535, "vlan")),
                                    Int(info[2], -kMaxMs, kMaxMs, "now"), Int(info[3], 0, kMaxMs, "agingMs"));
     return Napi::Number::New(info.Env(), p);
@@ -89,17 +107,20 @@ class SwitchFdbWrap : public Napi::ObjectWrap<SwitchFdbWrap> {
 
   // age(now, agingMs) -> entries removed
   Napi::Value Age(const Napi::CallbackInfo& info) {
+    const FdbGuard guard(*fdb_);
     return Napi::Number::New(info.Env(), fdb_->Age(Int(info[0], -kMaxMs, kMaxMs, "now"), Int(info[1], 0, kMaxMs, "agingMs")));
   }
 
   // flushPort(port) -> entries removed
   Napi::Value FlushPort(const Napi::CallbackInfo& info) {
+    const FdbGuard guard(*fdb_);
     return Napi::Number::New(info.Env(), fdb_->FlushPort(static_cast<int32_t>(Int(info[0], 0, INT32_MAX, "port"))));
   }
 
   // dump() -> Float64Array [mac, vlan, port, seen, remote] per entry (remote 0: learned;
   // else installed towards that remote VTEP, and seen means nothing)
   Napi::Value Dump(const Napi::CallbackInfo& info) {
+    const FdbGuard guard(*fdb_);
     const std::vector<SwitchFdb::Entry> all = fdb_->Dump();
     Napi::Float64Array a = Napi::Float64Array::New(info.Env(), all.size() * 5);
     for (size_t i = 0; i < all.size(); i++) {
@@ -114,6 +135,7 @@ class SwitchFdbWrap : public Napi::ObjectWrap<SwitchFdbWrap> {
 
   // stats() -> { learned, moved, aged, full }
   Napi::Value Stats(const Napi::CallbackInfo& info) {
+    const FdbGuard guard(*fdb_);
     Napi::Object o = Napi::Object::New(info.Env());
     o.Set("learned", fdb_->stats().learned);
     o.Set("moved", fdb_->stats().moved);
@@ -122,11 +144,15 @@ class SwitchFdbWrap : public Napi::ObjectWrap<SwitchFdbWrap> {
     return o;
   }
 
-  Napi::Value Size(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fdb_->size()); }
+  Napi::Value Size(const Napi::CallbackInfo& info) {
+    const FdbGuard guard(*fdb_);
+    return Napi::Number::New(info.Env(), fdb_->size());
+  }
 
   // setRemote(mac, vlan, port, remote) -> false if the table is full: an installed entry
   // (a MAC behind remote VTEP `remote` >= 1 of VXLAN port `port`) that data never ages or moves.
   Napi::Value SetRemote(const Napi::CallbackInfo& info) {
+    const FdbGuard guard(*fdb_);
     const bool r = fdb_->SetRemote(static_cast<uint64_t>(Int(info[0], 0, kMaxMac, "mac")), static_cast<uint32_t>(Int(info[1], 0, 4095, "vlan")),
                                    static_cast<int32_t>(Int(info[2], 0, INT32_MAX, "port")),
                                    static_cast<uint32_t>(Int(info[3], 1, VtepTable::kMaxVteps, "remote")));
@@ -135,6 +161,7 @@ class SwitchFdbWrap : public Napi::ObjectWrap<SwitchFdbWrap> {
 
   // removeRemote(mac, vlan, port, remote) -> true if that installed entry was there and is gone
   Napi::Value RemoveRemote(const Napi::CallbackInfo& info) {
+    const FdbGuard guard(*fdb_);
     const bool r = fdb_->RemoveRemote(static_cast<uint64_t>(Int(info[0], 0, kMaxMac, "mac")), static_cast<uint32_t>(Int(info[1], 0, 4095, "vlan")),
                                       static_cast<int32_t>(Int(info[2], 0, INT32_MAX, "port")),
                                       static_cast<uint32_t>(Int(info[3], 1, VtepTable::kMaxVteps, "remote")));
@@ -143,12 +170,14 @@ class SwitchFdbWrap : public Napi::ObjectWrap<SwitchFdbWrap> {
 
   // remoteOf(mac, vlan) -> the remote VTEP of an installed entry, or 0
   Napi::Value RemoteOf(const Napi::CallbackInfo& info) {
+    const FdbGuard guard(*fdb_);
     return Napi::Number::New(info.Env(), fdb_->RemoteOf(static_cast<uint64_t>(Int(info[0], 0, kMaxMac, "mac")),
                                                         static_cast<uint32_t>(Int(info[1], 0, 4095, "vlan"))));
   }
 
   // dumpRemote() -> Float64Array [mac, vlan, port, remote] per installed entry
   Napi::Value DumpRemote(const Napi::CallbackInfo& info) {
+    const FdbGuard guard(*fdb_);
     std::vector<SwitchFdb::Entry> all = fdb_->Dump();
     all.erase(std::remove_if(all.begin(), all.end(), [](const SwitchFdb::Entry& e) { return e.remote == 0; }), all.end());
     Napi::Float64Array a = Napi::Float64Array::New(info.Env(), all.size() * 4);
@@ -208,7 +237,8 @@ class SwitchFdbWrap : public Napi::ObjectWrap<SwitchFdbWrap> {
     return Napi::Number::New(env, c.bytes);
   }
 
-  std::unique_ptr<SwitchFdb> fdb_;
+  std::shared_ptr<SwitchShared> shared_;
+  SwitchFdb* fdb_ = nullptr;
 };
 
 // The typed array at info[i] of at least min_len elements, and a reference that keeps it.
@@ -219,8 +249,6 @@ T* Held(const Napi::CallbackInfo& info, size_t i, napi_typedarray_type type, siz
   held->push_back(Napi::Persistent(info[i].As<Napi::Object>()));
   return p;
 }
-
-bool Absent(const Napi::Value& v) { return v.IsNull() || v.IsUndefined(); }
 
 class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
  public:
@@ -236,10 +264,14 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
                         InstanceMethod<&ForwarderWrap::FlowStats>("flowStats"), InstanceMethod<&ForwarderWrap::ExpireFlows>("expireFlows"),
                         InstanceMethod<&ForwarderWrap::SetHandlerStage>("setHandlerStage"),
                         InstanceMethod<&ForwarderWrap::Output>("output"),
-                        InstanceMethod<&ForwarderWrap::SetVtep>("setVtep")});
+                        InstanceMethod<&ForwarderWrap::SetVtep>("setVtep"),
+                        InstanceMethod<&ForwarderWrap::DrainHandoff>("drainHandoff"),
+                        InstanceMethod<&ForwarderWrap::WakeFd>("wakeFd")});
   }
 
-  // new Forwarder(fdb: SwitchFdb, burst, events: Int32Array)
+  // new Forwarder(fdb: SwitchFdb, burst, events: Int32Array, thread?: number)
+  // thread: which of the threads sharing fdb's switch state this one is (ports owned by
+  // another go through the handoff rings).
   // events, after every call: [queues broken B, captures done C, then B (port, slot) pairs,
   // then C ports]; room for 2 + 3 * (ports' RX queues + ports) words is checked by setPort.
   explicit ForwarderWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ForwarderWrap>(info) {
@@ -251,7 +283,13 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
     const uint32_t burst = static_cast<uint32_t>(Int(info[1], 1, 1024, "burst"));
     events_ = TypedData<int32_t>(env, info[2], napi_int32_array, 2, "events", &events_len_);
     events_ref_ = Napi::Persistent(info[2].As<Napi::Object>());
-    fwd_ = std::make_unique<Forwarder>(Napi::ObjectWrap<SwitchFdbWrap>::Unwrap(info[0].As<Napi::Object>())->table(), burst, ResolveSlot);
+    SwitchFdbWrap* fdb = Napi::ObjectWrap<SwitchFdbWrap>::Unwrap(info[0].As<Napi::Object>());
+    fwd_ = std::make_unique<Forwarder>(fdb->table(), burst, ResolveSlot);
+    const std::shared_ptr<SwitchShared>& shared = fdb->shared();
+    if (!Absent(info[3])) {
+      const uint32_t self = static_cast<uint32_t>(Int(info[3], 0, shared->threads() - 1, "thread"));
+      if (shared->threads() > 1) fwd_->SetShared(shared.get(), self);
+    }
   }
 
  private:
@@ -287,7 +325,20 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
     double* stats = Held<double>(info, 4, napi_float64_array, nrx * layout::queue_stat::kWords, "rxStats", &held);
     if (p.kind != PortKind::kGuest && nrx != 0) throw Napi::RangeError::New(env, "setPort: a host port has no RX queues");
     for (size_t k = 0; k < nrx; k++) p.rx.push_back(RxQueueRef{slots[k], stats + k * layout::queue_stat::kWords});
-    if (p.kind != PortKind::kGuest) {
+    const int32_t owner = w[pw::OWNER];
+    SwitchShared* shared = fwd_->shared();
+    if (owner >= 0 && shared == nullptr) throw Napi::RangeError::New(env, "setPort: an owner thread, but this forwarder is its switch's only thread");
+    if (shared != nullptr && (owner < 0 || static_cast<uint32_t>(owner) >= shared->threads())) {
+      throw Napi::RangeError::New(env, "setPort: the owner must be one of the switch's threads");
+    }
+    if (shared != nullptr && static_cast<uint32_t>(owner) != fwd_->self()) {
+      // Another thread's port: frames for it go into the ring to that thread, which has its
+      // queues, host side and capture.
+      if (nrx != 0 || !Absent(info[6])) throw Napi::RangeError::New(env, "setPort: another thread's port has no queues or capture here");
+      p.kind = PortKind::kGuest;
+      p.handoff = &shared->Ring(fwd_->self(), static_cast<uint32_t>(owner));
+      p.owner = static_cast<uint32_t>(owner);
+    } else if (p.kind != PortKind::kGuest) {
       if (w[pw::HOST_FD] < 0) throw Napi::RangeError::New(env, "setPort: a host port needs its fd");
       p.host.fd = w[pw::HOST_FD];
       p.host.offloads = w[pw::HOST_OFFLOADS] != 0;
@@ -483,8 +534,23 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
     failed[0] = -1;
     failed[1] = 0;
     double total = 0;
+    // While it spins the thread drains its handoff rings itself: the others need not wake it.
+    SwitchShared* shared = fwd_->shared();
+    struct Awake {
+      SwitchShared* s;
+      uint32_t self;
+      ~Awake() {
+        if (s != nullptr) s->SetWantWake(self, true);
+      }
+    } awake{shared, fwd_->self()};
+    if (shared != nullptr) shared->SetWantWake(fwd_->self(), false);
     for (int64_t pass = 0; pass < passes; pass++) {
       uint32_t work = 0;
+      if (shared != nullptr) {
+        work += fwd_->DrainHandoff(4 * fwd_->burst());
+        Events();
+        if (events_[0] != 0 || events_[1] != 0) return Napi::Number::New(env, total + work);
+      }
       for (size_t i = 0; i < txq_.size(); i++) {
         const TxRef& t = txq_[i];
         QueueView tx;
@@ -510,6 +576,29 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
       if (work == 0) break;
     }
     return Napi::Number::New(env, total);
+  }
+
+  // drainHandoff(maxFrames, readWake) -> frames taken: what the switch's other threads
+  // handed to this one, sent on to its ports (readWake: its wake-up eventfd fired, and is
+  // read first).
+  Napi::Value DrainHandoff(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const uint32_t max = static_cast<uint32_t>(Int(info[0], 1, 1 << 20, "maxFrames"));
+    SwitchShared* shared = fwd_->shared();
+    if (shared == nullptr) return Napi::Number::New(env, 0);
+    uint64_t v;
+    while (info[1].ToBoolean().Value() && read(shared->WakeFd(fwd_->self()), &v, sizeof v) < 0 && errno == EINTR) {
+    }
+    const uint32_t n = fwd_->DrainHandoff(max);
+    Events();
+    return Napi::Number::New(env, n);
+  }
+
+  // wakeFd() -> the eventfd that turns readable when another thread hands this one frames
+  // (-1: the switch has one thread).
+  Napi::Value WakeFd(const Napi::CallbackInfo& info) {
+    SwitchShared* shared = fwd_->shared();
+    return Napi::Number::New(info.Env(), shared == nullptr ? -1 : shared->WakeFd(fwd_->self()));
   }
 
   // forwardFlat(port, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, hdr10: Uint8Array | null, n, now, agingMs)
@@ -722,6 +811,26 @@ Napi::Object Layouts(Napi::Env env) {
   return all;
 }
 
+// switchShared(threads, maxEntries, ringBytes) -> token: the state the data-plane threads
+// of one switch share (its table, the handoff rings), found by each thread's
+// new SwitchFdb(maxEntries, token). releaseSwitchShared(token) forgets the token; the state
+// lives on while a table holds it.
+Napi::Value CreateShared(const Napi::CallbackInfo& info) {
+  const uint32_t threads = static_cast<uint32_t>(Int(info[0], 1, 64, "threads"));
+  const uint32_t entries = static_cast<uint32_t>(Int(info[1], 1, 1 << 24, "maxEntries"));
+  const size_t ring = static_cast<size_t>(Int(info[2], 1 << 18, 1 << 28, "ringBytes"));
+  try {
+    return Napi::Number::New(info.Env(), RegisterSwitchShared(std::make_shared<SwitchShared>(threads, entries, ring)));
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), std::string("switchShared: ") + e.what());
+  }
+}
+
+Napi::Value ReleaseShared(const Napi::CallbackInfo& info) {
+  UnregisterSwitchShared(static_cast<uint32_t>(Int(info[0], 1, UINT32_MAX, "token")));
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void BindSwitch(Napi::Env env, Napi::Object exports) {
@@ -730,6 +839,8 @@ void BindSwitch(Napi::Env env, Napi::Object exports) {
   exports.Set("SwitchFdb", fdb);
   exports.Set("Forwarder", ForwarderWrap::Define(env));
   exports.Set("switchLayouts", Layouts(env));
+  exports.Set("switchShared", Napi::Function::New(env, CreateShared, "switchShared"));
+  exports.Set("releaseSwitchShared", Napi::Function::New(env, ReleaseShared, "releaseSwitchShared"));
 }
 
 }  // namespace vhostkit

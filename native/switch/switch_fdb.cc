@@ -195,6 +195,7 @@ void SwitchClassify(SwitchFdb& fdb, int32_t port, const IngressVlan& in, const u
   uint64_t learned_key = ~uint64_t{0};
   uint64_t looked_key = ~uint64_t{0};
   int32_t looked_port = -1;
+  const FdbGuard guard(fdb);
   for (uint32_t i = 0; i < n; i++) {
     const uint32_t len = lens[i];
     c->packets++;

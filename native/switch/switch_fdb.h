@@ -1,8 +1,10 @@
 // The L2 switch's forwarding database and its per-burst classification (ingress VLAN,
 // learning, lookup), so that deciding where a burst of frames goes is one native call.
-// The table is owned by one data-plane thread; nothing here is shared between threads.
+// A table shared by several data-plane threads (switch_handoff.h) has a mutex, and whoever
+// reads or changes it holds it (FdbGuard): classification once per burst.
 #pragma once
 #include <cstdint>
+#include <mutex>
 #include <vector>
 
 namespace vhostkit {
@@ -53,6 +55,9 @@ class SwitchFdb {
 
   uint32_t size() const { return count_; }
   uint32_t max_entries() const { return max_; }
+  // The lock of a table several threads share (null: one thread's own table).
+  void SetMutex(std::mutex* m) { mu_ = m; }
+  std::mutex* mutex() const { return mu_; }
   const Stats& stats() const { return stats_; }
 
  private:
@@ -77,6 +82,23 @@ class SwitchFdb {
   uint32_t count_ = 0;
   uint32_t max_;
   Stats stats_;
+  std::mutex* mu_ = nullptr;
+};
+
+// Holds a shared table's lock for a scope (nothing for a table of one thread).
+class FdbGuard {
+ public:
+  explicit FdbGuard(const SwitchFdb& f) : mu_(f.mutex()) {
+    if (mu_ != nullptr) mu_->lock();
+  }
+  ~FdbGuard() {
+    if (mu_ != nullptr) mu_->unlock();
+  }
+  FdbGuard(const FdbGuard&) = delete;
+  FdbGuard& operator=(const FdbGuard&) = delete;
+
+ private:
+  std::mutex* mu_;
 };
 
 // How a port takes frames in (its VLAN configuration), as classification reads it.

@@ -221,7 +221,12 @@ void Forwarder::DeliverEdited(SwitchPort& src, uint32_t n) {
     if (a.normal && (a.edit.set & (FrameEdit::kDlDst | FrameEdit::kVlanVid))) {
       const uint64_t mac = (uint64_t{head[0]} << 40) | (uint64_t{head[1]} << 32) | (uint64_t{head[2]} << 24) |
                            (uint64_t{head[3]} << 16) | (uint64_t{head[4]} << 8) | head[5];
-      learned_[i] = (head[0] & 1) ? kClassifyFlood : fdb_.Lookup(mac, static_cast<uint32_t>(vid_[i]), now_, aging_ms_);
+      if (head[0] & 1) {
+        learned_[i] = kClassifyFlood;
+      } else {
+        const FdbGuard guard(fdb_);
+        learned_[i] = fdb_.Lookup(mac, static_cast<uint32_t>(vid_[i]), now_, aging_ms_);
+      }
       if (learned_[i] < 0) learned_[i] = kClassifyFlood;
     }
     dest_[i] = kFlowMulti;
@@ -301,6 +306,10 @@ void Forwarder::Group(const SwitchPort& src, uint32_t n) {
 void Forwarder::Deliver(const TxSource* tx, const FlatSource* flat) {
   for (SwitchPort* q : touched_) {
     q->touched = false;
+    if (q->handoff != nullptr) {
+      DeliverRemote(*q, tx, flat);
+      continue;
+    }
     if (q->kind == PortKind::kGuest) {
       for (uint32_t k = 0; k < q->Queues(); k++) DeliverGuest(*q, k, tx, flat);
       continue;
@@ -378,6 +387,90 @@ void Forwarder::DeliverGuest(SwitchPort& q, uint32_t k, const TxSource* tx, cons
   }
 }
 
+void Forwarder::DeliverRemote(SwitchPort& q, const TxSource* tx, const FlatSource* flat) {
+  HandoffRing& ring = *q.handoff;
+  uint32_t full = 0;
+  uint32_t bad = 0;
+  for (uint32_t kind = 0; kind < 3; kind++) {
+    const uint32_t m = q.counts[kind];
+    if (m == 0) continue;
+    q.counts[kind] = 0;
+    const int32_t op = kind == 0 ? kVlanKeep : kind == 1 ? kVlanStrip : q.insert_tci;
+    const uint16_t* list = q.lists.data() + static_cast<size_t>(kind) * burst_;
+    for (uint32_t j = 0; j < m; j++) {
+      const uint32_t i = list[j];
+      const uint32_t len_in = tx != nullptr ? lens_[i] : flat->lens[i];
+      const uint32_t cap = std::min(len_in, kMaxFrame) + kTagBytes;
+      uint8_t* out = ring.Begin(cap);
+      if (out == nullptr) {
+        full += m - j;  // the owner is behind: the rest of this group waits for no one
+        break;
+      }
+      uint8_t hdr[10] = {};
+      uint32_t len = 0;
+      if (tx != nullptr) {
+        TxSource s = *tx;
+        s.vlan = op;
+        len = NetReadFrame(s, i, out, cap, hdr);
+      } else if (flat->lens[i] <= kMaxFrame) {
+        len = ApplyVlan(flat->base + flat->off[i], flat->lens[i], op, out);
+        if (flat->hdr10 != nullptr) std::memcpy(hdr, flat->hdr10 + 10 * size_t{i}, 10);
+      }
+      if (len == 0) {
+        bad++;
+        continue;
+      }
+      ring.End(q.id, len, hdr);
+    }
+  }
+  if (ring.Publish()) shared_->Wake(q.owner);
+  q.Count(pc::DROP_NO_BUFFERS, full);
+  q.Count(pc::DROP_BAD, bad);
+}
+
+void Forwarder::SetShared(SwitchShared* shared, uint32_t self) {
+  shared_ = shared;
+  self_ = self;
+  hoff_.resize(burst_);
+  hlen_.resize(burst_);
+  hhdr_.resize(static_cast<size_t>(burst_) * 10);
+}
+
+uint32_t Forwarder::DrainHandoff(uint32_t max_frames) {
+  Begin();
+  if (shared_ == nullptr) return 0;
+  uint32_t total = 0;
+  for (uint32_t from = 0; from < shared_->threads() && total < max_frames; from++) {
+    if (from == self_) continue;
+    HandoffRing& ring = shared_->Ring(from, self_);
+    while (total < max_frames) {
+      // A run of frames for one port, up to a burst, read where they lie in the ring.
+      uint32_t m = 0;
+      int32_t port = -1;
+      HandoffRing::Record r;
+      while (m < burst_ && ring.Front(&r)) {
+        if (m > 0 && r.port != port) break;
+        port = r.port;
+        hoff_[m] = static_cast<uint32_t>(r.frame - ring.data());
+        hlen_[m] = r.len;
+        std::memcpy(hhdr_.data() + 10 * size_t{m}, r.hdr10, 10);
+        ring.Take();
+        m++;
+      }
+      if (m == 0) {
+        ring.Release();
+        if (!ring.Pending()) break;  // a record that raced in with the release is taken now
+        continue;
+      }
+      // A port removed since is gone for good (ids are not reused): its frames are dropped.
+      if (SwitchPort* q = Find(port); q != nullptr) OutputFrames(*q, ring.data(), hoff_.data(), hlen_.data(), hhdr_.data(), m);
+      ring.Release();
+      total += m;
+    }
+  }
+  return total;
+}
+
 int32_t Forwarder::Burst(SwitchPort& src, Virtqueue& q, const BurstArrays& b, const MemTable& mem, uint16_t* used_id,
                          uint32_t* used_len, uint32_t n, int64_t now, int64_t aging_ms, const int32_t* verdict, double* tx_stats) {
   Begin();
@@ -428,6 +521,12 @@ bool Forwarder::Output(int32_t dst, const uint8_t* base, const uint32_t* off, co
   Begin();
   SwitchPort* q = Find(dst);
   if (q == nullptr) return false;
+  OutputFrames(*q, base, off, lens, hdr10, n);
+  return true;
+}
+
+void Forwarder::OutputFrames(SwitchPort& q, const uint8_t* base, const uint32_t* off, const uint32_t* lens, const uint8_t* hdr10,
+                             uint32_t n) {
   for (uint32_t at = 0; at < n; at += burst_) {
     const uint32_t m = std::min(burst_, n - at);
     for (uint32_t i = 0; i < m; i++) {
@@ -438,13 +537,12 @@ bool Forwarder::Output(int32_t dst, const uint8_t* base, const uint32_t* off, co
       std::memset(h + have, 0, kSwitchHead - have);
       as_is_[i] = 1;
       stage_seq_++;
-      Stage(*q, i);
+      Stage(q, i);
       as_is_[i] = 0;
     }
     const FlatSource f{base, off + at, lens + at, hdr10 != nullptr ? hdr10 + 10 * size_t{at} : nullptr};
     Deliver(nullptr, &f);
   }
-  return true;
 }
 
 int32_t Forwarder::ServiceHost(SwitchPort& p, int64_t now, int64_t aging_ms) {

@@ -5,7 +5,8 @@
 // on the way (switch_capture.h). One path for a guest's TX burst, with or without a hook's
 // verdicts, and for frames held in a host buffer (read from a TAP or tunnel, or made by the
 // switch). Counters go straight into each port's counter words. Owned by one data-plane
-// thread; nothing here is shared between threads.
+// thread; what it shares with the switch's other threads (the table, the handoff rings) is
+// in switch_handoff.h.
 #pragma once
 #include <cstdint>
 #include <ctime>
@@ -17,6 +18,7 @@
 #include "switch/switch_fdb.h"
 #include "switch/switch_flows.h"
 #include "switch/switch_handler.h"
+#include "switch/switch_handoff.h"
 #include "switch/switch_host.h"
 #include "switch/switch_port.h"
 
@@ -64,6 +66,15 @@ class Forwarder {
   // came. Returns the frames switched, or -errno if the first read failed.
   int32_t ServiceHost(SwitchPort& p, int64_t now, int64_t aging_ms);
 
+  // One of several data-plane threads of a switch (thread `self` of shared): ports set with
+  // an owner other than self are reached through the handoff rings.
+  void SetShared(SwitchShared* shared, uint32_t self);
+  SwitchShared* shared() const { return shared_; }
+  uint32_t self() const { return self_; }
+  // Frames the other threads handed to this one, sent on to their ports as they are (up to
+  // max_frames). Returns how many were taken.
+  uint32_t DrainHandoff(uint32_t max_frames);
+
   // Queues that broke in the last call, and ports whose capture reached its count.
   const std::vector<Broken>& broken() const { return broken_; }
   const std::vector<int32_t>& captures_done() const { return captures_done_; }
@@ -109,6 +120,10 @@ class Forwarder {
   // Delivers every staged group: from the burst src (tx) or from a host buffer (flat).
   void Deliver(const TxSource* tx, const FlatSource* flat);
   void DeliverGuest(SwitchPort& q, uint32_t k, const TxSource* tx, const FlatSource* flat);
+  // The staged frames for a port another thread owns, copied into the ring to it.
+  void DeliverRemote(SwitchPort& q, const TxSource* tx, const FlatSource* flat);
+  // Frames [0, n) of a host buffer out of q as they are (Output, DrainHandoff).
+  void OutputFrames(SwitchPort& q, const uint8_t* base, const uint32_t* off, const uint32_t* lens, const uint8_t* hdr10, uint32_t n);
 
   SwitchFdb& fdb_;
   FlowTable flows_;
@@ -144,6 +159,11 @@ class Forwarder {
   std::vector<Broken> broken_;
   std::vector<int32_t> captures_done_;
   std::vector<uint16_t> iota_;  // 0, 1, ... burst - 1: every chain of a burst
+  SwitchShared* shared_ = nullptr;
+  uint32_t self_ = 0;
+  // One run of handed-off frames for a port (DrainHandoff): offsets into the ring.
+  std::vector<uint32_t> hoff_, hlen_;
+  std::vector<uint8_t> hhdr_;
   int64_t now_ = 0, aging_ms_ = 0;  // of the call (the table's clock)
   timespec ts_{};
   bool have_ts_ = false;

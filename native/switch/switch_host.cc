@@ -75,16 +75,17 @@ void SendToVteps(SwitchPort& q, const uint8_t* base, const uint32_t* off, const 
     sc.goff.resize(m);
     sc.glen.resize(m);
   }
-  for (uint32_t j = 0; j < m; j++) {
-    const uint8_t* f = base + off[j];
-    uint32_t r = 0;
-    if (lens[j] >= 14 && (f[0] & 1) == 0 && t.fdb != nullptr) {
+  std::fill(sc.target.begin(), sc.target.begin() + m, 0);
+  if (t.fdb != nullptr) {
+    const FdbGuard guard(*t.fdb);  // one lock for the batch's lookups
+    for (uint32_t j = 0; j < m; j++) {
+      const uint8_t* f = base + off[j];
+      if (lens[j] < 14 || (f[0] & 1) != 0) continue;
       uint32_t vid = q.vlan.access ? q.vlan.vid : (q.vlan.native < 0 ? 0 : static_cast<uint32_t>(q.vlan.native));
       if (lens[j] >= 18 && f[12] == 0x81 && f[13] == 0x00) vid = ((uint32_t{f[14]} << 8) | f[15]) & 0xfff;
-      r = t.fdb->RemoteOf(MacAt(f), vid);
-      if (r != 0 && (r > nv || t.vteps[r - 1].len == 0)) r = 0;
+      const uint32_t r = t.fdb->RemoteOf(MacAt(f), vid);
+      if (r != 0 && r <= nv && t.vteps[r - 1].len != 0) sc.target[j] = r;
     }
-    sc.target[j] = r;
   }
   for (uint32_t j = 0; j < m; j++) {
     const uint32_t r = sc.target[j];

@@ -25,10 +25,11 @@
   X(DROP_FLOW)          /* frames this port received that a flow's drop action dropped */
 
 // A port's configuration as the forwarder takes it (Int32). KIND: 0 guest, 1 TAP, 2 VXLAN.
+// OWNER: the data-plane thread that serves the port, of a switch with several (-1: one).
 // ALLOWED is the last field and 128 words long: the trunk's allowed-VLAN bitmap.
 #define VHOSTKIT_PORT_WORD(X)                                                                    \
   X(KIND) X(HDR_LEN) X(MERGEABLE) X(RX_OFFLOADS) X(MAX_FRAME) X(TX_OFFLOADS) X(HOST_FD)          \
-  X(HOST_OFFLOADS) X(VNI) X(ACCESS) X(VID) X(NATIVE) X(ALL_ALLOWED) X(ALLOWED)
+  X(HOST_OFFLOADS) X(VNI) X(OWNER) X(ACCESS) X(VID) X(NATIVE) X(ALL_ALLOWED) X(ALLOWED)
 
 // Per guest queue (Float64): frames and bytes moved, bursts after which the driver was
 // notified, and after which it had asked not to be.

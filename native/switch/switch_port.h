@@ -54,6 +54,7 @@ struct RxQueueRef {
 };
 
 struct VtepTable;  // switch_host.h
+class HandoffRing;  // switch_handoff.h
 
 // Where a TAP or VXLAN port's frames go and come from.
 struct HostSide {
@@ -89,9 +90,14 @@ struct SwitchPort {
   HostSide host;
   bool captured = false;
   PcapStage capture;
+  // A port another data-plane thread of the switch owns: frames for it go into the ring
+  // to that thread (switch_handoff.h), which delivers them.
+  HandoffRing* handoff = nullptr;
+  uint32_t owner = 0;
 
-  // Destinations of one burst: one queue for a host port, else its RX queues.
-  uint32_t Queues() const { return kind == PortKind::kGuest ? static_cast<uint32_t>(rx.size()) : 1; }
+  // Destinations of one burst: one queue for a host port or the ring to the owner, else
+  // its RX queues.
+  uint32_t Queues() const { return kind == PortKind::kGuest && handoff == nullptr ? static_cast<uint32_t>(rx.size()) : 1; }
   void Count(uint32_t counter, double v) { counters[counter] += v; }
 
   // Per-burst staging (switch_forward.cc): lists[(k * 3 + kind) * burst ...] frame indices

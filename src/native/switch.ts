@@ -24,7 +24,7 @@ export const PortCounter = switchLayout('PortCounter', [
 ] as const);
 
 /** A port's configuration as the Forwarder takes it (Int32); ALLOWED starts the 128-word VLAN bitmap. */
-export const PortWord = switchLayout('PortWord', ['KIND', 'HDR_LEN', 'MERGEABLE', 'RX_OFFLOADS', 'MAX_FRAME', 'TX_OFFLOADS', 'HOST_FD', 'HOST_OFFLOADS', 'VNI', 'ACCESS', 'VID', 'NATIVE', 'ALL_ALLOWED', 'ALLOWED'] as const);
+export const PortWord = switchLayout('PortWord', ['KIND', 'HDR_LEN', 'MERGEABLE', 'RX_OFFLOADS', 'MAX_FRAME', 'TX_OFFLOADS', 'HOST_FD', 'HOST_OFFLOADS', 'VNI', 'OWNER', 'ACCESS', 'VID', 'NATIVE', 'ALL_ALLOWED', 'ALLOWED'] as const);
 export const PortKind = { GUEST: 0, TAP: 1, VXLAN: 2 } as const;
 
 /** Per guest queue (Float64): frames, bytes, bursts after which the driver was notified / had asked not to be. */
@@ -185,23 +185,47 @@ export interface NativeForwarder {
    * the port sends by this table instead of to its one remote.
    */
   setVtep(port: number, remote: number, dest: Uint8Array | null, flood: boolean): void;
+  /**
+   * Frames the switch's other data-plane threads handed to this one, sent on to their ports
+   * (up to maxFrames; readWake: the wake-up fd fired). Returns how many.
+   */
+  drainHandoff(maxFrames: number, readWake: boolean): number;
+  /** The eventfd that turns readable when another thread hands this one frames (-1: one thread). */
+  wakeFd(): number;
 }
 
 const raw = addon as {
-  SwitchFdb: new (maxEntries: number) => NativeSwitchFdb;
-  Forwarder: new (fdb: NativeSwitchFdb, burst: number, events: Int32Array) => NativeForwarder;
+  SwitchFdb: new (maxEntries: number, shared?: number) => NativeSwitchFdb;
+  Forwarder: new (fdb: NativeSwitchFdb, burst: number, events: Int32Array, thread?: number) => NativeForwarder;
+  switchShared(threads: number, maxEntries: number, ringBytes: number): number;
+  releaseSwitchShared(token: number): void;
 };
 
-export function nativeSwitchFdb(maxEntries: number): NativeSwitchFdb {
-  return new raw.SwitchFdb(maxEntries);
+/** A table of its own, or (shared: a switchShared token) the one a switch's threads share. */
+export function nativeSwitchFdb(maxEntries: number, shared?: number): NativeSwitchFdb {
+  return new raw.SwitchFdb(maxEntries, shared);
 }
 
 /**
  * The data path over a table. After every call `events` holds [queues broken B, captures
  * done C, B (port, queue slot) pairs, C ports]; it needs 2 + 3 words per RX queue and port.
+ * thread: which of the threads of a shared table's switch this one is.
  */
-export function nativeForwarder(fdb: NativeSwitchFdb, burst: number, events: Int32Array): NativeForwarder {
-  return new raw.Forwarder(fdb, burst, events);
+export function nativeForwarder(fdb: NativeSwitchFdb, burst: number, events: Int32Array, thread?: number): NativeForwarder {
+  return new raw.Forwarder(fdb, burst, events, thread);
+}
+
+/**
+ * What the data-plane threads of one switch share (its forwarding table, the rings that hand
+ * frames to a port's owner thread), found by the returned token; releaseSwitchShared when
+ * the switch closes (the state lives while a thread's table holds it).
+ */
+export function switchShared(threads: number, maxEntries: number, ringBytes: number): number {
+  return raw.switchShared(threads, maxEntries, ringBytes);
+}
+
+export function releaseSwitchShared(token: number): void {
+  raw.releaseSwitchShared(token);
 }
 
 export const CLASSIFY_DROP = -1;

@@ -2,7 +2,7 @@
 // SwitchEngine and is served on a worker thread (dataplane-worker.ts, through serveCalls) or
 // on the calling thread (dataplane.ts, through localCalls). Its methods are the calls; their
 // arguments and results cross threads by structured clone.
-import { SwitchEngine, type BurstHook, type HostPortSpec, type QueueStartSpec, type QueueStat, type VlanConfig } from './engine.js';
+import { SwitchEngine, type SharedThread, type BurstHook, type HostPortSpec, type QueueStartSpec, type QueueStat, type VlanConfig } from './engine.js';
 import type { PollMode } from '../dataplane/poller.js';
 import type { FdbEntry } from './fdb.js';
 import type { FlowEntry } from './flow-table.js';
@@ -38,8 +38,10 @@ export interface DataplaneSettings {
   poll: PollMode;
   /** a function (calling thread only) or a module to load */
   hook: BurstHook | HookModule | null;
-  /** the thread's number in threads(): 0 for the worker, -1 for the calling thread */
+  /** the thread's number in threads(): 0 for the worker (k of several), -1 for the calling thread */
   thread: number;
+  /** one of several threads of the switch: the state they share */
+  shared: SharedThread | null;
   /** whether the thread was pinned (threads() then reports its CPUs) */
   pinned: boolean;
 }
@@ -70,7 +72,7 @@ export class DataplaneCalls {
     /** `transfer`: buffers handed over rather than copied when the event crosses threads */
     private readonly emit: (e: DataplaneEvent, transfer?: ArrayBuffer[]) => void,
   ) {
-    this.engine = new SwitchEngine(settings.burst, settings.agingMs, { queueError: (port, index, reason) => emit({ event: 'queue-error', port, index, reason }) }, settings.poll);
+    this.engine = new SwitchEngine(settings.burst, settings.agingMs, { queueError: (port, index, reason) => emit({ event: 'queue-error', port, index, reason }) }, settings.poll, settings.shared);
     const hook = settings.hook;
     this.hookLoaded = (hook ? loadFunction<BurstHook>(hook, 'hook') : Promise.resolve(null)).then((h) => this.engine.setHook(h));
   }
@@ -79,8 +81,9 @@ export class DataplaneCalls {
   ready(): Promise<void> {
     return this.hookLoaded;
   }
-  addPort(id: number, name: string, vlan: VlanConfig, counters: Float64Array): void {
-    this.engine.addPort(id, name, vlan, counters);
+  /** owner: the thread that serves the port, of a switch with several (default: this one). */
+  addPort(id: number, name: string, vlan: VlanConfig, counters: Float64Array, owner?: number): void {
+    this.engine.addPort(id, name, vlan, counters, owner);
   }
   removePort(id: number): void {
     this.engine.removePort(id);
@@ -143,6 +146,10 @@ export class DataplaneCalls {
   }
   dumpFlows(): FlowEntry[] {
     return this.engine.dumpFlows();
+  }
+  /** Removes the flow of this priority and match (a switch with several threads expires flows so); true if it was there. */
+  removeFlow(priority: number, match: string): boolean {
+    return this.engine.removeFlow(priority, match);
   }
   /** A packet handler: a function (calling thread only) or a module's export, loaded here. */
   async addHandler(id: number, name: string, h: PacketHandler | HandlerModule): Promise<void> {

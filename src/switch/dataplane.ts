@@ -1,13 +1,16 @@
 // Where the forwarding engine runs: on a worker thread (the default: the event loop never
-// waits for the data plane and the data plane never waits for the event loop), or on the
-// calling thread (tests, embedding). Both are DataplaneCalls behind the same asynchronous
-// interface; only capture differs, whose records arrive as events for the sink given here.
+// waits for the data plane and the data plane never waits for the event loop), on several
+// (dataplane-group.ts: each port served by one), or on the calling thread (tests,
+// embedding). All are DataplaneCalls behind the same asynchronous interface; only capture
+// differs, whose records arrive as events for the sink given here.
 import { fileURLToPath } from 'node:url';
 import { WorkerRpc, localCalls, type Remote } from '../dataplane/worker-rpc.js';
 import { DataplaneCalls, type DataplaneEvent, type DataplaneSettings, type HookModule } from './dataplane-calls.js';
 import type { BurstHook } from './engine.js';
 import type { PollMode } from '../dataplane/poller.js';
 import type { CaptureSink, CaptureSpec } from './capture.js';
+import type { SharedThread } from './engine.js';
+import { createGroup } from './dataplane-group.js';
 
 export type { DataplaneThread, HookModule } from './dataplane-calls.js';
 
@@ -19,9 +22,13 @@ export interface DataplaneOptions {
   hook?: BurstHook | HookModule | null;
   /** how TX queues are waited for (default event) */
   poll?: PollMode;
-  /** pin the data-plane thread to these CPUs (worker only) */
+  /** pin the data-plane thread to these CPUs (worker only); with threads > 1, thread k to the k-th CPU */
   cpus?: number[];
+  /** data-plane threads (worker only; default 1): each port's queues are served by one of them */
+  threads?: number;
   onQueueError?: (port: number, index: number, reason: string) => void;
+  /** something the data plane does in the background failed (several threads: flow expiry) */
+  onError?: (message: string) => void;
   /** a packet handler threw (its frames of that run are dropped) */
   onHandlerError?: (handler: string, message: string) => void;
 }
@@ -31,18 +38,35 @@ export type Dataplane = Omit<Remote<DataplaneCalls>, 'ready' | 'startCapture' | 
   /** Captures a port's frames (both directions) as pcap records handed to `sink`. */
   startCapture(port: number, spec: CaptureSpec, sink: CaptureSink): Promise<void>;
   close(): Promise<void>;
+  /** how many threads forward (each port's counters are that many blocks of PortCounter words, one per thread) */
+  readonly threadCount: number;
 };
 
 export async function createDataplane(opts: DataplaneOptions = {}): Promise<Dataplane> {
   const inline = opts.thread === 'inline';
+  const threads = opts.threads ?? 1;
+  if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw new RangeError(`threads must be 1..64, not ${threads}`);
   if (inline && opts.cpus?.length) throw new Error('pinning (cpus) needs the worker data plane');
+  if (inline && threads > 1) throw new Error('several data-plane threads need the worker data plane');
   if (!inline && typeof opts.hook === 'function') throw new Error('a hook function cannot cross to a worker: give { module, export } instead');
+  if (threads > 1) {
+    if (opts.hook) throw new Error('a dataplane hook needs a switch with one data-plane thread');
+    const one = (k: number, shared: SharedThread) => openThread({ ...opts, cpus: opts.cpus?.length ? [opts.cpus[k % opts.cpus.length]] : [] }, k, shared);
+    return createGroup(threads, one, (m) => opts.onError?.(m));
+  }
+  return openThread(opts, inline ? -1 : 0, null);
+}
+
+/** One data-plane thread (or the calling thread: number -1). */
+async function openThread(opts: DataplaneOptions, thread: number, shared: SharedThread | null): Promise<Dataplane> {
+  const inline = thread < 0;
   const settings: DataplaneSettings = {
     burst: opts.burst ?? 32,
     agingMs: opts.agingMs ?? 300_000,
     poll: opts.poll ?? 'event',
     hook: opts.hook ?? null,
-    thread: inline ? -1 : 0,
+    thread,
+    shared,
     pinned: (opts.cpus?.length ?? 0) > 0,
   };
   const sinks = new Map<number, CaptureSink>();
@@ -66,7 +90,7 @@ export async function createDataplane(opts: DataplaneOptions = {}): Promise<Data
     close = () => calls.close();
   } else {
     const file = fileURLToPath(new URL('./dataplane-worker.js', import.meta.url));
-    const rpc = new WorkerRpc<DataplaneCalls, DataplaneEvent>(file, { settings, cpus: opts.cpus ?? [] }, DataplaneCalls, 'data-plane thread', onEvent);
+    const rpc = new WorkerRpc<DataplaneCalls, DataplaneEvent>(file, { settings, cpus: opts.cpus ?? [] }, DataplaneCalls, shared ? `data-plane thread ${thread}` : 'data-plane thread', onEvent);
     calls = rpc.remote;
     close = () => rpc.close();
   }
@@ -89,5 +113,6 @@ export async function createDataplane(opts: DataplaneOptions = {}): Promise<Data
       }
     },
     close,
+    threadCount: 1,
   };
 }

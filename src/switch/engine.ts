@@ -50,10 +50,18 @@ export interface EngineEvents {
   queueError(port: number, index: number, reason: string): void;
 }
 
+/** One of several data-plane threads of a switch: the state they share (switchShared) and which thread this is. */
+export interface SharedThread {
+  token: number;
+  thread: number;
+}
+
 /** Room for what one forwarder call reports: 2 words, then 3 per RX queue and port. */
 const EVENT_WORDS = 2 + 3 * 4096;
 /** Passes over the TX queues one forwardAll call makes at most (fewer when a pass finds no work). */
 const SPIN_PASSES = 16;
+/** Frames handed over by the switch's other threads that one drain sends on at most before yielding. */
+const DRAIN_FRAMES = 1024;
 
 const errnoName = new Map(Object.entries(constants.errno).map(([k, v]) => [v, k]));
 
@@ -78,22 +86,34 @@ export class SwitchEngine {
   /** The TX queues forwardAll serves, in its order (syncTx), and where it reports a failed pop. */
   private txList: TxQueue[] = [];
   private readonly failed = new Int32Array(2);
+  /** this thread's number among the switch's data-plane threads (-1: the only one) */
+  private readonly thread: number;
+  /** readable when another thread hands this one frames (several threads only) */
+  private wake: FdWatcher | null = null;
+  private drainScheduled = false;
 
   constructor(
     readonly burst = 32,
     agingMs = 300_000,
     private readonly notify: EngineEvents = { queueError: () => undefined },
     poll: PollMode = 'event',
+    shared: SharedThread | null = null,
   ) {
     this.poller = new Poller(poll);
-    this.fdb = new Fdb(agingMs);
-    this.fwd = nativeForwarder(this.fdb.t, burst, this.events);
+    this.fdb = new Fdb(agingMs, 65536, shared?.token);
+    this.thread = shared?.thread ?? -1;
+    this.fwd = nativeForwarder(this.fdb.t, burst, this.events, shared?.thread);
     this.flows = new FlowTable(this.fwd);
     this.ager = setInterval(() => this.fdb.age(Date.now()), Math.max(1000, Math.min(agingMs / 4, 30_000)));
     this.ager.unref();
-    // Flows' idle and hard timeouts, in whole seconds as ovs-vswitchd keeps them.
-    this.flowAger = setInterval(() => this.flows.expire(Date.now()), 1000);
+    // Flows' idle and hard timeouts, in whole seconds as ovs-vswitchd keeps them. With
+    // several threads a flow is idle when it is idle on all: the group expires flows.
+    this.flowAger = setInterval(() => shared === null && this.flows.expire(Date.now()), 1000);
     this.flowAger.unref();
+    if (shared !== null) {
+      this.wake = new FdWatcher(this.fwd.wakeFd(), () => this.scheduleDrain());
+      this.wake.start(true, false);
+    }
   }
 
   setHook(h: BurstHook | null): void {
@@ -105,9 +125,11 @@ export class SwitchEngine {
     this.fdb.agingMs = ms;
   }
 
-  addPort(id: number, name: string, vlan: VlanConfig, counters: Float64Array): void {
+  /** owner: the thread that serves the port, of a switch with several (frames for it are handed there). */
+  addPort(id: number, name: string, vlan: VlanConfig, counters: Float64Array, owner = this.thread): void {
     if (this.ports.has(id)) throw new Error(`port ${id} exists`);
-    const p: EnginePort = { id, name, vlan, words: portWords(vlan), counters, host: null, memory: null, rx: [], tx: new Map(), capture: null };
+    if (owner !== this.thread && this.thread < 0) throw new Error('a port of another thread, but this switch has one data-plane thread');
+    const p: EnginePort = { id, name, vlan, words: portWords(vlan, owner), counters, host: null, memory: null, rx: [], tx: new Map(), capture: null };
     this.ports.set(id, p);
     this.byName.set(name, id);
     syncPort(this.fwd, p);
@@ -115,7 +137,7 @@ export class SwitchEngine {
 
   /** Captures port `id`'s frames, both directions, into pcap records handed to `sink`. */
   startCapture(id: number, spec: CaptureSpec, sink: CaptureSink): void {
-    const p = this.port(id);
+    const p = this.owned(id);
     if (p.capture && !p.capture.done) throw new Error(`port ${p.name} is already being captured`);
     p.capture = new CaptureTap(spec, this.burst, sink);
     this.captured.add(p);
@@ -134,7 +156,7 @@ export class SwitchEngine {
 
   /** Makes port `id` a TAP or VXLAN port: frames read from its fd are switched, frames for it written there. */
   attachHost(id: number, spec: HostPortSpec): void {
-    const p = this.port(id);
+    const p = this.owned(id);
     p.host = { spec, watcher: new FdWatcher(spec.fd, () => this.scheduleHost(p)), scheduled: false };
     writeHost(p.words, spec);
     syncPort(this.fwd, p);
@@ -175,7 +197,7 @@ export class SwitchEngine {
   }
 
   setMemory(id: number, token: number): void {
-    const p = this.port(id);
+    const p = this.owned(id);
     p.memory?.close();
     p.memory = GuestMemory.claim(token);
     for (const r of p.rx) r.vq.setMemoryView(p.memory);
@@ -184,7 +206,7 @@ export class SwitchEngine {
   }
 
   startQueue(s: QueueStartSpec): void {
-    const p = this.port(s.port);
+    const p = this.owned(s.port);
     const vq = new Virtqueue({ layout: s.layout, size: s.size, token: s.token, burst: this.burst });
     if (p.memory) vq.setMemoryView(p.memory);
     const w = p.words;
@@ -245,6 +267,7 @@ export class SwitchEngine {
     this.poller.resume();
     for (const p of this.pausedHosts) p.host?.watcher.start(true, false);
     this.pausedHosts.clear();
+    if (this.wake) this.scheduleDrain();
   }
 
   dumpFdb(): FdbEntry[] {
@@ -281,6 +304,11 @@ export class SwitchEngine {
   /** Removes the flows a match (FlowWord layout) names; strict: only the one of its priority. */
   removeFlows(words: Int32Array, strict: boolean, spec?: { priority: number; match: string }): number {
     return this.flows.remove(words, strict, spec);
+  }
+
+  /** Removes the flow of this priority and match; true if it was there. */
+  removeFlow(priority: number, match: string): boolean {
+    return this.flows.removeByKey(priority, match);
   }
 
   /** The flow table with each flow's counters, in the order flows are tried. */
@@ -321,7 +349,7 @@ export class SwitchEngine {
    * host side: switched exactly like frames received on that port.
    */
   inject(id: number, data: Uint8Array, offsets: Uint32Array, lens: Uint32Array, n: number): void {
-    this.port(id);
+    this.owned(id);
     this.fwd.forwardFlat(id, data, offsets, lens, null, n, Date.now(), this.fdb.agingMs);
     this.afterCall();
   }
@@ -331,6 +359,14 @@ export class SwitchEngine {
   private port(id: number): EnginePort {
     const p = this.ports.get(id);
     if (!p) throw new Error(`no port ${id}`);
+    return p;
+  }
+
+  /** A port this thread serves (its queues, host side, capture are here). */
+  private owned(id: number): EnginePort {
+    const p = this.port(id);
+    const owner = p.words[PortWord.OWNER];
+    if (owner !== this.thread) throw new Error(`port ${p.name} is served by data-plane thread ${owner}, not ${this.thread}`);
     return p;
   }
 
@@ -354,7 +390,9 @@ export class SwitchEngine {
   private readonly spinAll = (): number => {
     if (this.paused) return 0;
     // With a capture running, back to JavaScript after every burst: it drains the capture buffer.
-    const n = this.fwd.forwardAll(Date.now(), this.fdb.agingMs, SPIN_PASSES, this.captured.size > 0, this.failed);
+    let n = this.fwd.forwardAll(Date.now(), this.fdb.agingMs, SPIN_PASSES, this.captured.size > 0, this.failed);
+    // Frames handed over as the spin ended, before this thread asked to be woken again.
+    if (this.wake) n += this.fwd.drainHandoff(DRAIN_FRAMES, false);
     if (this.failed[0] >= 0) {
       const t = this.txList[this.failed[0]];
       this.queueFailed(t, this.failed[1]);
@@ -457,6 +495,26 @@ export class SwitchEngine {
     }
   }
 
+  /**
+   * Frames the switch's other threads handed to this one (its wake fd fired): sent on to
+   * their ports, a bounded batch per turn of the event loop until the rings are empty (a
+   * producer wakes this thread only when it finds a ring empty).
+   */
+  private scheduleDrain(): void {
+    if (this.drainScheduled || !this.wake) return;
+    this.drainScheduled = true;
+    this.wake.stop();
+    setImmediate(() => {
+      this.drainScheduled = false;
+      if (!this.wake) return;
+      if (this.paused) return; // resume() drains and watches again
+      const n = this.fwd.drainHandoff(DRAIN_FRAMES, true);
+      this.afterCall();
+      this.wake.start(true, false);
+      if (n >= DRAIN_FRAMES) this.scheduleDrain();
+    });
+  }
+
   /** The guest queues this engine serves: port name and queue index (TX: polled; RX: filled). */
   queues(): Array<{ port: string; index: number }> {
     const out: Array<{ port: string; index: number }> = [];
@@ -497,6 +555,8 @@ export class SwitchEngine {
   close(): void {
     if (this.ager) clearInterval(this.ager);
     clearInterval(this.flowAger);
+    this.wake?.close();
+    this.wake = null;
     for (const id of [...this.ports.keys()]) this.removePort(id);
     this.poller.close();
   }

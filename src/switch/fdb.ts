@@ -38,7 +38,7 @@ export const CLASSIFY_COUNTS = ClassifyCount.WORDS;
 export { ClassifyCount, CLASSIFY_DROP, CLASSIFY_FLOOD, type FdbStats };
 
 /**
- * The forwarding table (native: switch_fdb.cc), one per data-plane thread. classify()
+ * The forwarding table (native: switch_fdb.cc), one per switch (its data-plane threads share it). classify()
  * decides a burst: ingress VLAN, learning, lookup (the Forwarder does it for every burst it
  * switches).
  */
@@ -49,8 +49,10 @@ export class Fdb {
   constructor(
     public agingMs = 300_000,
     readonly maxEntries = 65536,
+    /** the table a switch's data-plane threads share (a switchShared token) instead of one of its own */
+    shared?: number,
   ) {
-    this.t = nativeSwitchFdb(maxEntries);
+    this.t = nativeSwitchFdb(maxEntries, shared);
   }
 
   get size(): number {

@@ -17,6 +17,8 @@ export interface FlowEntry {
   hardTimeout: number;
   /** milliseconds since the flow's last match (since it was added, if none) */
   idleMs: number;
+  /** milliseconds since the flow was added */
+  ageMs: number;
   line: string;
 }
 
@@ -57,6 +59,13 @@ export class FlowTable {
     return n;
   }
 
+  /** Removes the flow of this priority and match; true if it was there. */
+  removeByKey(priority: number, match: string): boolean {
+    const id = this.byMatch.get(`${priority} ${match}`);
+    const f = id === undefined ? undefined : this.specs.get(id);
+    return f !== undefined && this.remove(f.words, true, f) > 0;
+  }
+
   /** Removes the flows whose idle or hard timeout has passed; returns how many. */
   expire(now: number): number {
     const n = this.fwd.expireFlows(now);
@@ -82,8 +91,9 @@ export class FlowTable {
       const packets = st[i + FlowStat.PACKETS];
       const bytes = st[i + FlowStat.BYTES];
       const idleMs = st[i + FlowStat.IDLE_MS];
+      const ageMs = st[i + FlowStat.AGE_MS];
       const { priority, match, actions, idleTimeout, hardTimeout } = f;
-      out.push({ priority, match, actions, packets, bytes, idleTimeout, hardTimeout, idleMs, line: formatFlow(f, packets, bytes, idleMs) });
+      out.push({ priority, match, actions, packets, bytes, idleTimeout, hardTimeout, idleMs, ageMs, line: formatFlow(f, packets, bytes, idleMs) });
     }
     return out;
   }

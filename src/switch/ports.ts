@@ -67,13 +67,17 @@ export function writeVlan(w: Int32Array, v: VlanConfig): void {
   }
 }
 
-/** A guest port's words: no queue yet (10/12-byte headers come with its first queue). */
-export function portWords(vlan: VlanConfig): Int32Array {
+/**
+ * A guest port's words: no queue yet (10/12-byte headers come with its first queue). owner:
+ * the data-plane thread that serves it, of a switch with several (-1: the switch has one).
+ */
+export function portWords(vlan: VlanConfig, owner = -1): Int32Array {
   const w = new Int32Array(PortWord.WORDS);
   w[PortWord.KIND] = PortKind.GUEST;
   w[PortWord.HDR_LEN] = 12;
   w[PortWord.MERGEABLE] = 1;
   w[PortWord.HOST_FD] = -1;
+  w[PortWord.OWNER] = owner;
   writeVlan(w, vlan);
   return w;
 }

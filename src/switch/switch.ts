@@ -29,8 +29,13 @@ export interface SwitchOptions {
   burst?: number;
   /** how the data plane waits for the guests' frames: busy, event (default), adaptive */
   poll?: PollMode;
-  /** pin the data-plane thread to these CPUs (worker data plane only) */
+  /**
+   * Pin the data plane to these CPUs (worker data plane only): one thread on each, unless
+   * `threads` says how many (then thread k on the k-th CPU, round robin).
+   */
   cpus?: number[];
+  /** data-plane threads (worker only; default: one per CPU of `cpus`, else 1); each port is served by one */
+  threads?: number;
   log?: Logger;
   /**
    * Directory for the vhost-user ports' ring records (ring-record.ts), one file per
@@ -154,6 +159,8 @@ export class Switch {
       hook: opts.hook ?? null,
       poll: opts.poll,
       cpus: opts.cpus,
+      threads: opts.threads ?? Math.max(1, opts.cpus?.length ?? 1),
+      onError: (message: string) => sw?.log.error(message),
       onQueueError: (port: number, index: number, reason: string) => sw?.onQueueError(port, index, reason),
       onHandlerError: (handler: string, message: string) => sw?.log.error('packet handler threw: its frames of that run are dropped', { handler, error: message }),
     });
@@ -173,7 +180,7 @@ export class Switch {
     const id = this.nextId++;
     const vlan = o.vlan ?? { mode: 'access', vid: 1 };
     validateVlan(vlan);
-    const counters = newCounters();
+    const counters = newCounters(this.dp.threadCount);
     await this.dp.addPort(id, name, vlan, counters);
     const mac = o.mac ?? `52:54:00:00:${((macCounter >> 8) & 0xff).toString(16).padStart(2, '0')}:${(macCounter++ & 0xff).toString(16).padStart(2, '0')}`;
     const dp = this.dp;
@@ -320,7 +327,7 @@ export class Switch {
       throw e;
     }
     const id = this.nextId++;
-    const counters = newCounters();
+    const counters = newCounters(this.dp.threadCount);
     await this.dp.addPort(id, name, v, counters);
     await this.dp.attachHost(id, spec);
     const port: Port = { id, name, kind, socket: what, mode: 'server', vlan: v, counters, backend: null, device: null, fd };

@@ -1,0 +1,165 @@
+// A switch's data plane on several threads, seen as one Dataplane. Every thread knows every
+// port (its VLAN rule, for the egress edit) and has the same flows; the forwarding table is
+// one, shared (native/switch/switch_handoff.h). Each port is served by one thread, its owner
+// (the one with the fewest ports when the port was added): its guest's queues, its host
+// fd, its capture. A frame another thread switches to it goes through the ring from that
+// thread to the owner, so RX queues have one writer and no lock, and a flow, which enters
+// through one port, keeps its order. Packet handlers and hooks need a single thread.
+import { releaseSwitchShared, switchShared } from '../native/switch.js';
+import { PortCounter } from '../native/switch.js';
+import type { Dataplane } from './dataplane.js';
+import type { SharedThread } from './engine.js';
+import type { FlowEntry } from './flow-table.js';
+import { formatFlow } from './flows.js';
+
+/** Bytes of each ring between two threads: room for a few bursts of the largest frames. */
+const RING_BYTES = 4 << 20;
+/** Entries of the shared forwarding table. */
+const FDB_ENTRIES = 65536;
+
+/** n threads, thread k opened by open(k, ...); onError hears of what fails in the background (flow expiry). */
+export async function createGroup(n: number, open: (k: number, shared: SharedThread) => Promise<Dataplane>, onError: (message: string) => void): Promise<Dataplane> {
+  const token = switchShared(n, FDB_ENTRIES, RING_BYTES);
+  const opened: Dataplane[] = [];
+  try {
+    for (let k = 0; k < n; k++) opened.push(await open(k, { token, thread: k }));
+  } catch (e) {
+    await Promise.allSettled(opened.map((d) => d.close()));
+    releaseSwitchShared(token);
+    throw e;
+  }
+  return new DataplaneGroup(opened, token, onError).api();
+}
+
+class DataplaneGroup {
+  /** the thread that serves each port */
+  private readonly owner = new Map<number, number>();
+  private readonly expirer: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(
+    private readonly t: Dataplane[],
+    private readonly token: number,
+    onError: (message: string) => void,
+  ) {
+    this.expirer = setInterval(() => {
+      this.expireFlows().catch((e: unknown) => {
+        if (!this.closed) onError(`flow expiry failed: ${e instanceof Error ? e.message : String(e)}`);
+      });
+    }, 1000);
+    this.expirer.unref();
+  }
+
+  /** The thread with the fewest ports: a port added after one left takes its place. */
+  private pick(): number {
+    const load = this.t.map(() => 0);
+    for (const k of this.owner.values()) load[k]++;
+    return load.indexOf(Math.min(...load));
+  }
+
+  private of(port: number): Dataplane {
+    const k = this.owner.get(port);
+    if (k === undefined) throw new Error(`no port ${port}`);
+    return this.t[k];
+  }
+
+  private all<R>(f: (d: Dataplane) => Promise<R>): Promise<R[]> {
+    return Promise.all(this.t.map(f));
+  }
+
+  /**
+   * Flows' idle and hard timeouts over all threads: a flow is idle while no thread has
+   * matched it (OVS's revalidators judge a datapath flow the same way).
+   */
+  private async expireFlows(): Promise<void> {
+    const dumps = await this.all((d) => d.dumpFlows());
+    const due: FlowEntry[] = [];
+    for (const f of mergeFlows(dumps)) {
+      const idle = f.idleTimeout > 0 && f.idleMs >= f.idleTimeout * 1000;
+      const hard = f.hardTimeout > 0 && f.ageMs >= f.hardTimeout * 1000;
+      if (idle || hard) due.push(f);
+    }
+    for (const f of due) await this.all((d) => d.removeFlow(f.priority, f.match));
+  }
+
+  api(): Dataplane {
+    const t = this.t;
+    return {
+      threadCount: t.length,
+      addPort: async (id, name, vlan, counters) => {
+        const W = PortCounter.WORDS;
+        if (counters.length < W * t.length) throw new RangeError(`a port's counters need ${t.length} blocks of ${W} words (one per thread)`);
+        const k = this.pick();
+        this.owner.set(id, k);
+        try {
+          await Promise.all(t.map((d, j) => d.addPort(id, name, vlan, counters.subarray(j * W, (j + 1) * W), k)));
+        } catch (e) {
+          this.owner.delete(id);
+          await Promise.allSettled(t.map((d) => d.removePort(id)));
+          throw e;
+        }
+      },
+      removePort: async (id) => {
+        await this.all((d) => d.removePort(id));
+        this.owner.delete(id);
+      },
+      attachHost: (id, spec) => this.of(id).attachHost(id, spec),
+      setVlan: async (id, vlan) => void (await this.all((d) => d.setVlan(id, vlan))),
+      setMemory: (port, token) => this.of(port).setMemory(port, token),
+      releaseMemory: (port) => this.of(port).releaseMemory(port),
+      startQueue: (spec) => this.of(spec.port).startQueue(spec),
+      stopQueue: (port, index) => this.of(port).stopQueue(port, index),
+      setMtu: async (port, mtu) => void (await this.all((d) => d.setMtu(port, mtu))),
+      pause: async () => void (await this.all((d) => d.pause())),
+      resume: async () => void (await this.all((d) => d.resume())),
+      inject: (port, frame) => this.of(port).inject(port, frame),
+      // The table is shared: any thread sees all of it.
+      dumpFdb: () => t[0].dumpFdb(),
+      setRemoteMac: (mac, vlan, id, remote) => t[0].setRemoteMac(mac, vlan, id, remote),
+      removeRemoteMac: (mac, vlan, id, remote) => t[0].removeRemoteMac(mac, vlan, id, remote),
+      dumpRemoteMacs: () => t[0].dumpRemoteMacs(),
+      // The VTEP table is used where the VXLAN port's frames leave: on its owner.
+      setVtep: (id, remote, dest, flood) => this.of(id).setVtep(id, remote, dest, flood),
+      addFlow: async (spec) => void (await this.all((d) => d.addFlow(spec))),
+      removeFlows: async (words, strict) => (await this.all((d) => d.removeFlows(words, strict)))[0],
+      removeFlow: async (priority, match) => (await this.all((d) => d.removeFlow(priority, match))).some((r) => r),
+      dumpFlows: async () => mergeFlows(await this.all((d) => d.dumpFlows())),
+      addHandler: () => Promise.reject(new Error(`packet handlers need a switch with one data-plane thread (this one has ${t.length})`)),
+      removeHandler: () => Promise.resolve(0),
+      handlerStats: () => Promise.resolve([]),
+      threads: async () => (await this.all((d) => d.threads())).flat(),
+      queueStats: async () => (await this.all((d) => d.queueStats())).flat().sort((a, b) => (a.port === b.port ? a.index - b.index : a.port < b.port ? -1 : 1)),
+      startCapture: (port, spec, sink) => this.of(port).startCapture(port, spec, sink),
+      stopCapture: (port) => this.of(port).stopCapture(port),
+      setAging: async (ms) => void (await this.all((d) => d.setAging(ms))),
+      close: async () => {
+        this.closed = true;
+        clearInterval(this.expirer);
+        await Promise.allSettled(t.map((d) => d.close()));
+        releaseSwitchShared(this.token);
+      },
+    };
+  }
+}
+
+/** The same flow on every thread, one entry: packets and bytes summed, idle since the last match on any. */
+export function mergeFlows(dumps: FlowEntry[][]): FlowEntry[] {
+  const by = new Map<string, FlowEntry>();
+  for (const dump of dumps) {
+    for (const f of dump) {
+      const key = `${f.priority} ${f.match}`;
+      const m = by.get(key);
+      if (!m) {
+        by.set(key, { ...f });
+        continue;
+      }
+      m.packets += f.packets;
+      m.bytes += f.bytes;
+      m.idleMs = Math.min(m.idleMs, f.idleMs);
+      m.ageMs = Math.max(m.ageMs, f.ageMs);
+    }
+  }
+  const out = [...by.values()];
+  for (const f of out) f.line = formatFlow(f, f.packets, f.bytes, f.idleMs);
+  return out;
+}
