@@ -30,7 +30,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(split_ring packed_ring memory offload edit net blk host_io switch guest_fault)
+TARGETS=(split_ring packed_ring memory offload edit net blk host_io switch handoff guest_fault)
 N=native
 MEM_SRCS="$N/memory/memory.cc $N/memory/guest_fault.cc $N/memory/dirty_log.cc"
 RING_SRCS="$MEM_SRCS $N/ring/virtqueue.cc $N/ring/split_ring.cc $N/ring/packed_ring.cc"
@@ -44,6 +44,7 @@ declare -A SRCS=(
   [blk]="native/fuzz/fuzz_blk.cc $RING_SRCS $N/blk/blk.cc $N/blk/uring.cc $N/io/eventfd.cc"
   [host_io]="native/fuzz/fuzz_host_io.cc $RING_SRCS $N/io/host_io.cc $N/net/offload.cc"
   [switch]="native/fuzz/fuzz_switch.cc $RING_SRCS $N/switch/switch_fdb.cc $N/switch/switch_port.cc $N/switch/switch_capture.cc $N/switch/switch_host.cc $N/io/host_io.cc $N/switch/switch_forward.cc $N/switch/switch_flows.cc $N/switch/switch_handler.cc $N/switch/switch_handoff.cc $N/net/edit.cc $N/net/net.cc $N/net/offload.cc"
+  [handoff]="native/fuzz/fuzz_handoff.cc $N/switch/switch_handoff.cc $N/switch/switch_fdb.cc"
   [guest_fault]="native/fuzz/fuzz_guest_fault.cc $RING_SRCS"
 )
 declare -A DEFS=([split_ring]="-DFUZZ_PACKED=0" [packed_ring]="-DFUZZ_PACKED=1")

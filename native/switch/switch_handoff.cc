@@ -40,14 +40,16 @@ uint8_t* HandoffRing::Begin(uint32_t max_len) {
     head_cached_ = head_.load(std::memory_order_acquire);
     if (tail_local_ + skip + need - head_cached_ > size) return nullptr;
   }
-  if (skip != 0) {
-    PutU32(buf_.data() + pos, 0);
-    tail_local_ += skip;
-  }
-  return buf_.data() + (tail_local_ & mask_) + kHeader;
+  skip_ = skip;
+  return buf_.data() + ((tail_local_ + skip) & mask_) + kHeader;
 }
 
 void HandoffRing::End(int32_t port, uint32_t len, const uint8_t* hdr10) {
+  if (skip_ != 0) {
+    PutU32(buf_.data() + (tail_local_ & mask_), 0);
+    tail_local_ += skip_;
+    skip_ = 0;
+  }
   uint8_t* r = buf_.data() + (tail_local_ & mask_);
   const uint32_t rec = Align8(kHeader + len);
   PutU32(r, rec);

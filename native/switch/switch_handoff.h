@@ -26,7 +26,8 @@ class HandoffRing {
   explicit HandoffRing(size_t bytes);
 
   // Producer: room for a frame of up to max_len bytes; where to write it, or nullptr if
-  // the ring is full (the frame is dropped). Then End() with what was written.
+  // the ring is full (the frame is dropped). Then End() with what was written (len <=
+  // max_len), or nothing: a Begin not ended leaves the ring as it was.
   uint8_t* Begin(uint32_t max_len);
   void End(int32_t port, uint32_t len, const uint8_t* hdr10);
   // Makes the records ended so far visible; true if the consumer had taken everything
@@ -56,6 +57,7 @@ class HandoffRing {
   alignas(64) std::atomic<uint64_t> tail_{0};  // producer: bytes published
   uint64_t tail_local_ = 0;                    // producer: bytes written, not yet published
   uint64_t head_cached_ = 0;                   // producer: the consumer's head last read
+  uint64_t skip_ = 0;                          // producer: the end left unused by the last Begin
   alignas(64) std::atomic<uint64_t> head_{0};  // consumer: bytes released
   uint64_t head_local_ = 0;                    // consumer: bytes taken
   uint64_t tail_cached_ = 0;                   // consumer: the producer's tail last read

@@ -24,7 +24,9 @@ export const switchUsage = `vhostkit switch --port [NAME=]SOCKET[,OPTION...] [--
   --inline             forward on the main thread (default: a data-plane worker thread)
   --poll MODE          busy: spin on the guests' rings (one CPU); event: sleep on kicks;
                        adaptive: spin while traffic flows, sleep after 200 us idle (default event)
-  --cpus LIST          pin the data-plane thread to these CPUs (e.g. 1, or 2-3)
+  --cpus LIST          data-plane threads, one pinned to each CPU of LIST (e.g. 1, or 2-3: two)
+  --threads N          data-plane threads (default: one per CPU of --cpus, else 1); each
+                       port is served by one, frames for it handed over by the others
   --hook FILE[:EXPORT] a dataplane hook module run on the data-plane thread
   --state-dir DIR      where ports keep their ring records, so packed rings survive a
                        restart of the switch, kill -9 included (default ${defaultStateDir()}), or none
@@ -110,6 +112,7 @@ export async function cmdSwitch(argv: string[]): Promise<void> {
       inline: { type: 'boolean', default: false },
       poll: { type: 'string', default: 'event' },
       cpus: { type: 'string' },
+      threads: { type: 'string' },
       hook: { type: 'string' },
       'state-dir': { type: 'string' },
       help: { type: 'boolean', default: false },
@@ -136,9 +139,12 @@ export async function cmdSwitch(argv: string[]): Promise<void> {
   if (!POLL_MODES.includes(values.poll as PollMode)) throw new Error(`--poll ${values.poll}: expected ${POLL_MODES.join(', ')}`);
   const cpus = values.cpus === undefined ? undefined : parseCpuList(values.cpus);
   if (cpus && values.inline) throw new Error('--cpus pins the data-plane thread: not with --inline');
+  const threads = values.threads === undefined ? Math.max(1, cpus?.length ?? 1) : Number(values.threads);
+  if (!Number.isInteger(threads) || threads < 1 || threads > 64) throw new Error(`--threads ${values.threads}: expected 1..64`);
+  if (threads > 1 && values.inline) throw new Error('--threads: several data-plane threads need the worker data plane, not --inline');
   const sd = values['state-dir'];
   const stateDir = sd === 'none' ? undefined : sd !== undefined ? resolve(sd) : defaultStateDir();
-  const sw = await Switch.create({ agingSeconds: aging, dataplane: values.inline ? 'inline' : 'worker', hook, poll: values.poll as PollMode, cpus, stateDir });
+  const sw = await Switch.create({ agingSeconds: aging, dataplane: values.inline ? 'inline' : 'worker', hook, poll: values.poll as PollMode, cpus, threads, stateDir });
   let i = 0;
   const lines = [];
   for (const p of ports) {
@@ -159,7 +165,7 @@ export async function cmdSwitch(argv: string[]): Promise<void> {
   }
   const stopped = untilSignal(() => sw.close());
   process.stdout.write(
-    `vhostkit switch: ${lines.length} port(s); data plane: ${values.inline ? 'the main thread' : `one worker thread${cpus ? ` on CPU ${cpus.join(',')}` : ''}`}, poll ${values.poll}. Guests also need shareable memory:\n` +
+    `vhostkit switch: ${lines.length} port(s); data plane: ${values.inline ? 'the main thread' : `${threads === 1 ? 'one worker thread' : `${threads} worker threads`}${cpus ? ` on CPU ${cpus.join(',')}` : ''}`}, poll ${values.poll}. Guests also need shareable memory:\n` +
       `  -object memory-backend-memfd,id=mem,size=<RAM>,share=on -numa node,memdev=mem\n` +
       lines.join('\n') +
       '\n',

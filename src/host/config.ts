@@ -44,7 +44,9 @@ export type PortConfig = VhostPortConfig | TapPortConfig | VxlanPortConfig;
 export interface SwitchConfig {
   name: string;
   poll: PollMode;
+  /** the data plane's CPUs: one thread on each, unless threads says how many */
   cpus?: number[];
+  threads?: number;
   aging: number;
   /** forward on the main thread instead of a data-plane worker */
   inline: boolean;
@@ -211,12 +213,16 @@ function parseSwitch(raw: unknown, path: string, problems: string[], base: strin
     return partial;
   }
   if (s.inline && s.cpus) problems.push(`${path}.cpus: pins the data-plane thread: not with inline`);
+  const threads = s.threads ?? Math.max(1, s.cpus?.length ?? 1);
+  if (s.inline && threads > 1) problems.push(`${path}.threads: several data-plane threads need the worker data plane, not inline`);
+  if (threads > 1 && s.hook) problems.push(`${path}.hook: a hook needs one data-plane thread (this switch has ${threads})`);
+  if (threads > 1 && s.handlers.length > 0) problems.push(`${path}.handlers: packet handlers need one data-plane thread (this switch has ${threads})`);
   let hook: SwitchConfig['hook'];
   if (s.hook) {
     const [file, exp] = s.hook.split(':');
     hook = { module: pathFrom(base, file), export: exp };
   }
-  const sw: SwitchConfig = { name: s.name ?? `sw${index}`, poll: s.poll as PollMode, cpus: s.cpus, aging: s.aging, inline: s.inline, hook, ports: [] };
+  const sw: SwitchConfig = { name: s.name ?? `sw${index}`, poll: s.poll as PollMode, cpus: s.cpus, threads: s.threads, aging: s.aging, inline: s.inline, hook, ports: [] };
   sw.handlers = s.handlers.map((h) => ({ name: h.name, module: pathFrom(base, h.module), export: h.export, options: h.options }));
   s.handlers.forEach((h, i) => {
     if (s.handlers.findIndex((x) => x.name === h.name) < i) problems.push(`${path}.handlers[${i}].name: ${h.name} is given twice`);

@@ -117,6 +117,7 @@ export class Host {
       hook: cfg.hook,
       poll: cfg.poll,
       cpus: cfg.cpus,
+      threads: cfg.threads,
       log: this.log.child({ switch: cfg.name }),
       stateDir: this.stateDir ?? undefined,
       limits: this.limits,

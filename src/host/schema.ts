@@ -150,6 +150,8 @@ export const switchSchema = strict({
   name: name().optional(),
   poll: oneOf(POLL_MODES as unknown as readonly [string, ...string[]]).default('event'),
   cpus: cpuList.optional(),
+  /** data-plane threads (default: one per CPU of cpus, else 1) */
+  threads: int(1, 64).optional(),
   aging: int(1, 1e6).default(300),
   /** forward on the main thread instead of a data-plane worker */
   inline: bool().default(false),

@@ -1,6 +1,8 @@
 // QEMU guests on our switch: three guests ping each other and move an 8 MiB file with an
-// md5 check, with split and with packed rings; a guest powered off and booted again on the
-// same socket re-attaches and works. TCG, busybox initramfs (test/lib/guest.ts).
+// md5 check, with split and with packed rings, and with two data-plane threads (ports a and
+// c on one, b on the other: the server's frames to b cross threads); a guest powered off and
+// booted again on the same socket re-attaches and works. TCG, busybox initramfs
+// (test/lib/guest.ts).
 // The 10.0.0.x addresses exist only inside the guests, on the switch between them.
 import { expect } from 'chai';
 import { Switch } from '../../src/switch/switch.js';
@@ -48,20 +50,27 @@ describe('e2e: QEMU guests on the vhostkit switch', function () {
     findGuestKernel();
     findBusybox();
   });
-  beforeEach(async () => {
+  async function start(threads: number): Promise<void> {
+    sw = await Switch.create({ dataplane: 'worker', threads });
+    for (const n of ['a', 'b', 'c']) await sw.addVhostPort({ name: n, socket: tmp.join(`${n}.sock`) });
+  }
+  beforeEach(() => {
     oldSink = setLogSink(() => undefined);
     tmp = makeTempDir('vk-e2e-sw-');
-    sw = await Switch.create({ dataplane: 'worker' });
-    for (const n of ['a', 'b', 'c']) await sw.addVhostPort({ name: n, socket: tmp.join(`${n}.sock`) });
   });
   afterEach(async () => {
-    await sw.close();
+    await sw?.close();
     tmp.cleanup();
     setLogSink(oldSink);
   });
 
-  for (const packed of [false, true]) {
-    it(`three guests ping each other and move an 8 MiB file intact (${packed ? 'packed' : 'split'} rings)`, async () => {
+  for (const [packed, threads] of [
+    [false, 1],
+    [true, 1],
+    [false, 2],
+  ] as const) {
+    it(`three guests ping each other and move an 8 MiB file intact (${packed ? 'packed' : 'split'} rings, ${threads} data-plane thread${threads > 1 ? 's' : ''})`, async () => {
+      await start(threads);
       const dev = (n: string, i: number) => [{ type: 'vhost-user-net' as const, socket: tmp.join(`${n}.sock`), mac: MAC(i), packed, reconnect: true }];
       const settled = await Promise.allSettled([
         runScript(serverScript('10.0.0.1', ['10.0.0.2', '10.0.0.3'], 25), dev('a', 1), 200_000),
@@ -73,7 +82,9 @@ describe('e2e: QEMU guests on the vhostkit switch', function () {
       const [a, b, c] = settled.map((s) => (s as PromiseFulfilledResult<GuestRunResult>).value);
       for (const r of [a, b, c]) expect(r.results.packed, 'packed ring bit').to.equal(packed ? '1' : '0');
       for (const r of [b, c]) {
-        console.log(`      8 MiB over TCP guest to guest (${packed ? 'packed' : 'split'}, TCG): ${r.results.ms} ms = ${((8 * 1048576) / (Number(r.results.ms) / 1000) / 1e6).toFixed(1)} MB/s`);
+        console.log(
+          `      8 MiB over TCP guest to guest (${packed ? 'packed' : 'split'}, ${threads} thread(s), TCG): ${r.results.ms} ms = ${((8 * 1048576) / (Number(r.results.ms) / 1000) / 1e6).toFixed(1)} MB/s`,
+        );
         expect(r.results.ping).to.equal('3');
         expect(r.results.size).to.equal(String(8 << 20));
         expect(r.results.md5, 'the file arrived intact').to.equal(a.results.md5);
@@ -85,10 +96,16 @@ describe('e2e: QEMU guests on the vhostkit switch', function () {
         [MAC(3), 'c'],
       ]);
       expect(sw.counters('a').rx_bytes, 'the file came in on port a (twice: one copy per client)').to.be.greaterThan(16 << 20);
+      // Ports go to the thread with the fewest: a and c on thread 0, b on thread 1 (the
+      // guests are gone now, so their queues are not listed): each thread forwarded.
+      const served = await sw.dataplane.threads();
+      expect(served.map((t) => t.thread)).to.deep.equal(threads === 1 ? [0] : [0, 1]);
+      for (const t of served) expect(t.busySeconds, `thread ${t.thread} forwarded frames`).to.be.greaterThan(0);
     });
   }
 
   it('a guest powered off and booted again on the same socket re-attaches and works', async () => {
+    await start(1);
     const dev = (n: string, i: number) => [{ type: 'vhost-user-net' as const, socket: tmp.join(`${n}.sock`), mac: MAC(i), reconnect: true }];
     const server = runScript(serverScript('10.0.0.1', ['10.0.0.2'], 60), dev('a', 1), 200_000);
     const first = await runScript(clientScript('10.0.0.2', '10.0.0.1', []), dev('b', 2), 120_000);

@@ -83,6 +83,34 @@ describe('host configuration', () => {
     ).to.have.length(2);
   });
 
+  it('several data-plane threads: from cpus or threads, and not with a hook, handlers or inline', () => {
+    const c = parseConfig({
+      switches: [
+        { name: 'a', cpus: '0-1' },
+        { name: 'b', threads: 3 },
+      ],
+    });
+    expect(c.switches.map((s) => [s.cpus, s.threads])).to.deep.equal([
+      [[0, 1], undefined],
+      [undefined, 3],
+    ]);
+    expect(
+      problems({
+        switches: [
+          { name: 'a', cpus: '0-1', hook: 'h.js' },
+          { name: 'b', threads: 2, handlers: [{ name: 'x', module: 'x.js' }] },
+          { name: 'c', threads: 2, inline: true },
+          { name: 'd', threads: 65 },
+        ],
+      }),
+    ).to.include.members([
+      'switches[0].hook: a hook needs one data-plane thread (this switch has 2)',
+      'switches[1].handlers: packet handlers need one data-plane thread (this switch has 2)',
+      'switches[2].threads: several data-plane threads need the worker data plane, not inline',
+      'switches[3].threads: expected an integer in 1..64, got 65',
+    ]);
+  });
+
   it('checks single ports, disks and VLANs as the API takes them', () => {
     expect(parsePortConfig({ name: 'p', socket: '/s', mac: '52:54:00:00:00:01', vlan: { mode: 'trunk', allowed: [10, 20], native: 10 } }).vlan).to.deep.equal({
       mode: 'trunk',

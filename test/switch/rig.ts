@@ -7,6 +7,7 @@ import { Switch } from '../../src/switch/switch.js';
 import { NetGuest } from '../../src/loadgen/net-guest.js';
 import { setLogSink, type LogRecord } from '../../src/log.js';
 import type { PollMode } from '../../src/dataplane/poller.js';
+import type { SwitchOptions } from '../../src/switch/switch.js';
 
 export async function until(f: () => boolean, what: string, ms = 5000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -26,13 +27,14 @@ export class SwitchRig {
   constructor(
     private readonly prefix: string,
     private readonly poll: PollMode = 'event',
+    private readonly opts: SwitchOptions = {},
   ) {}
 
   async setUp(): Promise<void> {
     this.oldSink = setLogSink((r) => this.logs.push(r));
     this.logs.length = 0;
     this.dir = mkdtempSync(join(tmpdir(), this.prefix));
-    this.sw = await Switch.create({ dataplane: 'worker', poll: this.poll });
+    this.sw = await Switch.create({ dataplane: 'worker', poll: this.poll, ...this.opts });
   }
 
   async tearDown(): Promise<void> {
