@@ -20,6 +20,7 @@ import { memoryCase } from './cases/memory.js';
 import { netCase } from './cases/net.js';
 import { switchCase } from './cases/switch.js';
 import { switchFlowsCase } from './cases/switch-flows.js';
+import { switchThreadsCase } from './cases/switch-threads.js';
 import { barChartSvg } from './lib/chart.js';
 import { checkTarget, markdownTable, type CaseReport } from './lib/report.js';
 import { progress } from './lib/proc.js';
@@ -49,6 +50,7 @@ const CASES: CaseDef[] = [
   { id: 'memory', peers: ['dpdk-testpmd'], run: memoryCase },
   { id: 'api', peers: ['dpdk-testpmd'], run: apiCase },
   { id: 'switch-flows', peers: ['dpdk-testpmd'], run: switchFlowsCase },
+  { id: 'switch-threads', peers: ['dpdk-testpmd'], run: switchThreadsCase },
 ];
 
 const USAGE = `usage: npm run bench [-- OPTIONS]   (or: node dist/bench/run.js OPTIONS, after a build)
