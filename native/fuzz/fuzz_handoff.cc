@@ -5,7 +5,7 @@
 // op and its arguments: put (u16 max length, u16 written length, i32 port, u8 header fill),
 // a put given up (Begin without End), publish, take up to u8 records, release.
 // Oracles: what the consumer sees is exactly what the producer ended and published, in
-// order (port, length, header, every frame byte); nothing unpublished is seen, and a
+// order (port, length, VLAN operation, header, every frame byte); nothing unpublished is seen, and a
 // record taken is never seen again; Publish reports the consumer idle exactly when it had
 // released everything published before; Pending says whether published records are left;
 // an empty ring always takes a record of up to half its size; every write inside the ring
@@ -25,6 +25,7 @@ struct Rec {
   uint32_t len;
   uint8_t hdr;
   uint32_t seq;
+  int32_t vlan;
 };
 
 uint8_t ByteOf(uint32_t seq, uint32_t i) { return static_cast<uint8_t>(seq * 131u + i * 7u + (i >> 8)); }
@@ -62,8 +63,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           FUZZ_TRACE("  given up\n");
           break;  // Begin without End: nothing is added
         }
-        ring.End(port, len, hdr);
-        ended.push_back(Rec{port, len, fill, seq++});
+        const int32_t vlan = static_cast<int32_t>(port ^ 0x5a5a) % 4097 - 2;  // kVlanStrip .. a TCI
+        ring.End(port, len, hdr, vlan);
+        ended.push_back(Rec{port, len, fill, seq++, vlan});
         break;
       }
       case 2: {
@@ -85,7 +87,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           FUZZ_CHECK(got == !published.empty(), "Front found %d with %zu records published", got, published.size());
           if (!got) break;
           const Rec& want = published.front();
-          FUZZ_CHECK(r.port == want.port && r.len == want.len, "record %u: port %d len %u, want %d %u", want.seq, r.port, r.len, want.port, want.len);
+          FUZZ_CHECK(r.port == want.port && r.len == want.len && r.vlan == want.vlan, "record %u: port %d len %u vlan %d, want %d %u %d", want.seq, r.port,
+                     r.len, r.vlan, want.port, want.len, want.vlan);
           for (int i = 0; i < 10; i++) FUZZ_CHECK(r.hdr10[i] == want.hdr, "record %u: header byte %d", want.seq, i);
           for (uint32_t i = 0; i < r.len; i++) FUZZ_CHECK(r.frame[i] == ByteOf(want.seq, i), "record %u: frame byte %u", want.seq, i);
           ring.Take();

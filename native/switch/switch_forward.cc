@@ -249,6 +249,10 @@ void Forwarder::Stage(SwitchPort& q, uint32_t i) {
   q.staged_seq = stage_seq_;
   const int32_t op = as_is_[i] ? kVlanKeep : q.vlan.Egress(static_cast<uint32_t>(vid_[i]), tagged_[i] == 1);
   if (op == kEgressNone) return;  // not its VLAN (not a drop: not its traffic)
+  StageOp(q, i, op);
+}
+
+void Forwarder::StageOp(SwitchPort& q, uint32_t i, int32_t op) {
   const uint32_t nq = q.Queues();
   if (nq == 0) {
     q.Count(pc::DROP_NO_QUEUE, 1);
@@ -397,10 +401,11 @@ void Forwarder::DeliverRemote(SwitchPort& q, const TxSource* tx, const FlatSourc
     q.counts[kind] = 0;
     const int32_t op = kind == 0 ? kVlanKeep : kind == 1 ? kVlanStrip : q.insert_tci;
     const uint16_t* list = q.lists.data() + static_cast<size_t>(kind) * burst_;
+    // The frame goes as it left its sender, with its header; the owner makes the VLAN edit
+    // as it delivers (moving the header's offsets with it, as every delivery path does).
     for (uint32_t j = 0; j < m; j++) {
       const uint32_t i = list[j];
-      const uint32_t len_in = tx != nullptr ? lens_[i] : flat->lens[i];
-      const uint32_t cap = std::min(len_in, kMaxFrame) + kTagBytes;
+      const uint32_t cap = std::min(tx != nullptr ? lens_[i] : flat->lens[i], kMaxFrame);
       uint8_t* out = ring.Begin(cap);
       if (out == nullptr) {
         full += m - j;  // the owner is behind: the rest of this group waits for no one
@@ -409,18 +414,17 @@ void Forwarder::DeliverRemote(SwitchPort& q, const TxSource* tx, const FlatSourc
       uint8_t hdr[10] = {};
       uint32_t len = 0;
       if (tx != nullptr) {
-        TxSource s = *tx;
-        s.vlan = op;
-        len = NetReadFrame(s, i, out, cap, hdr);
+        len = NetReadFrame(*tx, i, out, cap, hdr);
       } else if (flat->lens[i] <= kMaxFrame) {
-        len = ApplyVlan(flat->base + flat->off[i], flat->lens[i], op, out);
+        len = flat->lens[i];
+        std::memcpy(out, flat->base + flat->off[i], len);
         if (flat->hdr10 != nullptr) std::memcpy(hdr, flat->hdr10 + 10 * size_t{i}, 10);
       }
       if (len == 0) {
         bad++;
         continue;
       }
-      ring.End(q.id, len, hdr);
+      ring.End(q.id, len, hdr, op);
     }
   }
   if (ring.Publish()) shared_->Wake(q.owner);
@@ -444,13 +448,16 @@ uint32_t Forwarder::DrainHandoff(uint32_t max_frames) {
     if (from == self_) continue;
     HandoffRing& ring = shared_->Ring(from, self_);
     while (total < max_frames) {
-      // A run of frames for one port, up to a burst, read where they lie in the ring.
+      // A run of frames for one port and VLAN operation, up to a burst, read where they lie
+      // in the ring.
       uint32_t m = 0;
       int32_t port = -1;
+      int32_t vlan = kVlanKeep;
       HandoffRing::Record r;
       while (m < burst_ && ring.Front(&r)) {
-        if (m > 0 && r.port != port) break;
+        if (m > 0 && (r.port != port || r.vlan != vlan)) break;
         port = r.port;
+        vlan = r.vlan;
         hoff_[m] = static_cast<uint32_t>(r.frame - ring.data());
         hlen_[m] = r.len;
         std::memcpy(hhdr_.data() + 10 * size_t{m}, r.hdr10, 10);
@@ -463,7 +470,7 @@ uint32_t Forwarder::DrainHandoff(uint32_t max_frames) {
         continue;
       }
       // A port removed since is gone for good (ids are not reused): its frames are dropped.
-      if (SwitchPort* q = Find(port); q != nullptr) OutputFrames(*q, ring.data(), hoff_.data(), hlen_.data(), hhdr_.data(), m);
+      if (SwitchPort* q = Find(port); q != nullptr) OutputFrames(*q, ring.data(), hoff_.data(), hlen_.data(), hhdr_.data(), m, vlan);
       ring.Release();
       total += m;
     }
@@ -521,12 +528,12 @@ bool Forwarder::Output(int32_t dst, const uint8_t* base, const uint32_t* off, co
   Begin();
   SwitchPort* q = Find(dst);
   if (q == nullptr) return false;
-  OutputFrames(*q, base, off, lens, hdr10, n);
+  OutputFrames(*q, base, off, lens, hdr10, n, kVlanKeep);
   return true;
 }
 
 void Forwarder::OutputFrames(SwitchPort& q, const uint8_t* base, const uint32_t* off, const uint32_t* lens, const uint8_t* hdr10,
-                             uint32_t n) {
+                             uint32_t n, int32_t vlan) {
   for (uint32_t at = 0; at < n; at += burst_) {
     const uint32_t m = std::min(burst_, n - at);
     for (uint32_t i = 0; i < m; i++) {
@@ -535,10 +542,7 @@ void Forwarder::OutputFrames(SwitchPort& q, const uint8_t* base, const uint32_t*
       const uint32_t have = std::min(lens[at + i], kSwitchHead);
       std::memcpy(h, base + off[at + i], have);
       std::memset(h + have, 0, kSwitchHead - have);
-      as_is_[i] = 1;
-      stage_seq_++;
-      Stage(q, i);
-      as_is_[i] = 0;
+      StageOp(q, i, vlan);
     }
     const FlatSource f{base, off + at, lens + at, hdr10 != nullptr ? hdr10 + 10 * size_t{at} : nullptr};
     Deliver(nullptr, &f);

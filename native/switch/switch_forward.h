@@ -113,6 +113,8 @@ class Forwarder {
   // Frames [0, n) through the flow table (if any) and to their destinations.
   void Switch(SwitchPort& src, uint32_t n, const TxSource* tx, const FlatSource* flat);
   void Stage(SwitchPort& q, uint32_t i);
+  // Stages frame i for q with VLAN operation op (q's RX queue by the frame's flow).
+  void StageOp(SwitchPort& q, uint32_t i, int32_t op);
   void StageTo(const SwitchPort& src, int32_t port, uint32_t i);
   void StageFlood(const SwitchPort& src, uint32_t i);
   // Stages frames [0, n) for every destination but src.
@@ -122,8 +124,10 @@ class Forwarder {
   void DeliverGuest(SwitchPort& q, uint32_t k, const TxSource* tx, const FlatSource* flat);
   // The staged frames for a port another thread owns, copied into the ring to it.
   void DeliverRemote(SwitchPort& q, const TxSource* tx, const FlatSource* flat);
-  // Frames [0, n) of a host buffer out of q as they are (Output, DrainHandoff).
-  void OutputFrames(SwitchPort& q, const uint8_t* base, const uint32_t* off, const uint32_t* lens, const uint8_t* hdr10, uint32_t n);
+  // Frames [0, n) of a host buffer out of q with the VLAN operation vlan (Output: as they
+  // are; DrainHandoff: the one the sending thread's egress rule chose).
+  void OutputFrames(SwitchPort& q, const uint8_t* base, const uint32_t* off, const uint32_t* lens, const uint8_t* hdr10, uint32_t n,
+                    int32_t vlan);
 
   SwitchFdb& fdb_;
   FlowTable flows_;

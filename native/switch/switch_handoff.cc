@@ -44,7 +44,7 @@ uint8_t* HandoffRing::Begin(uint32_t max_len) {
   return buf_.data() + ((tail_local_ + skip) & mask_) + kHeader;
 }
 
-void HandoffRing::End(int32_t port, uint32_t len, const uint8_t* hdr10) {
+void HandoffRing::End(int32_t port, uint32_t len, const uint8_t* hdr10, int32_t vlan) {
   if (skip_ != 0) {
     PutU32(buf_.data() + (tail_local_ & mask_), 0);
     tail_local_ += skip_;
@@ -55,10 +55,11 @@ void HandoffRing::End(int32_t port, uint32_t len, const uint8_t* hdr10) {
   PutU32(r, rec);
   PutU32(r + 4, static_cast<uint32_t>(port));
   PutU32(r + 8, len);
+  PutU32(r + 12, static_cast<uint32_t>(vlan));
   if (hdr10 != nullptr) {
-    std::memcpy(r + 12, hdr10, 10);
+    std::memcpy(r + 16, hdr10, 10);
   } else {
-    std::memset(r + 12, 0, 10);
+    std::memset(r + 16, 0, 10);
   }
   tail_local_ += rec;
 }
@@ -87,7 +88,8 @@ bool HandoffRing::Front(Record* r) {
     }
     r->port = static_cast<int32_t>(GetU32(p + 4));
     r->len = GetU32(p + 8);
-    r->hdr10 = p + 12;
+    r->vlan = static_cast<int32_t>(GetU32(p + 12));
+    r->hdr10 = p + 16;
     r->frame = p + kHeader;
     return true;
   }

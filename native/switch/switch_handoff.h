@@ -1,8 +1,9 @@
 // What the data-plane threads of one switch share: the forwarding table (under a lock each
 // classified burst takes once) and the handoff rings. Every port is owned by one thread,
 // which alone fills its RX queues and writes its host fd; a frame another thread switched
-// to it is copied, with its VLAN edit made and its virtio_net_hdr, into the ring from that
-// thread to the owner, and the owner sends it on as it is. One ring per (from, to) pair,
+// to it is copied as it left its sender, with its virtio_net_hdr and the VLAN edit the
+// port's egress rule asks for, into the ring from that thread to the owner, which delivers
+// it with that edit. One ring per (from, to) pair,
 // single producer and single consumer: no lock on the way, and a flow, which enters on one
 // port and so on one thread, keeps its order.
 #pragma once
@@ -16,12 +17,12 @@
 
 namespace vhostkit {
 
-// A byte ring of records: a 24-byte header (record bytes, port, frame length, 10 header
-// bytes), then the frame, each record 8-byte aligned and never split across the end (a
-// zero record length says "go back to the start").
+// A byte ring of records: a 32-byte header (record bytes, port, frame length, VLAN
+// operation, 10 header bytes), then the frame, each record 8-byte aligned and never split
+// across the end (a zero record length says "go back to the start").
 class HandoffRing {
  public:
-  static constexpr uint32_t kHeader = 24;
+  static constexpr uint32_t kHeader = 32;
 
   explicit HandoffRing(size_t bytes);
 
@@ -29,7 +30,7 @@ class HandoffRing {
   // the ring is full (the frame is dropped). Then End() with what was written (len <=
   // max_len), or nothing: a Begin not ended leaves the ring as it was.
   uint8_t* Begin(uint32_t max_len);
-  void End(int32_t port, uint32_t len, const uint8_t* hdr10);
+  void End(int32_t port, uint32_t len, const uint8_t* hdr10, int32_t vlan);
   // Makes the records ended so far visible; true if the consumer had taken everything
   // before them (it may be asleep: wake it).
   bool Publish();
@@ -39,6 +40,7 @@ class HandoffRing {
   struct Record {
     int32_t port;
     uint32_t len;
+    int32_t vlan;  // the VLAN operation to deliver it with (vlan.h)
     const uint8_t* hdr10;
     const uint8_t* frame;
   };

@@ -278,6 +278,7 @@ export async function cmdCtl(argv: string[]): Promise<number> {
           ['NOTIFIED', (r) => r.notifySent],
           ['SUPPRESSED', (r) => r.notifySuppressed],
           ['FILL', (r) => `${r.ringFill}/${r.size}`],
+          ['THREAD', (r) => r.thread],
         ]);
       break;
     case 'disks':

@@ -72,7 +72,14 @@ export class DataplaneCalls {
     /** `transfer`: buffers handed over rather than copied when the event crosses threads */
     private readonly emit: (e: DataplaneEvent, transfer?: ArrayBuffer[]) => void,
   ) {
-    this.engine = new SwitchEngine(settings.burst, settings.agingMs, { queueError: (port, index, reason) => emit({ event: 'queue-error', port, index, reason }) }, settings.poll, settings.shared);
+    this.engine = new SwitchEngine(
+      settings.burst,
+      settings.agingMs,
+      { queueError: (port, index, reason) => emit({ event: 'queue-error', port, index, reason }) },
+      settings.poll,
+      settings.shared,
+      Math.max(0, settings.thread),
+    );
     const hook = settings.hook;
     this.hookLoaded = (hook ? loadFunction<BurstHook>(hook, 'hook') : Promise.resolve(null)).then((h) => this.engine.setHook(h));
   }

@@ -44,6 +44,8 @@ export interface QueueStat {
   notifySuppressed: number;
   /** available entries / descriptors not taken yet */
   ringFill: number;
+  /** the data-plane thread that serves it (threads() numbering) */
+  thread: number;
 }
 
 export interface EngineEvents {
@@ -98,6 +100,8 @@ export class SwitchEngine {
     private readonly notify: EngineEvents = { queueError: () => undefined },
     poll: PollMode = 'event',
     shared: SharedThread | null = null,
+    /** this thread's number as threads() shows it */
+    private readonly threadNumber = shared?.thread ?? 0,
   ) {
     this.poller = new Poller(poll);
     this.fdb = new Fdb(agingMs, 65536, shared?.token);
@@ -538,6 +542,7 @@ export class SwitchEngine {
         notifySent: q.stats[QueueStat.NOTIFY],
         notifySuppressed: q.stats[QueueStat.SUPPRESSED],
         ringFill: q.vq.availCount(),
+        thread: this.threadNumber,
       });
     for (const p of this.ports.values()) {
       for (const r of p.rx) one(p, r);

@@ -119,10 +119,16 @@ const BREAKERS: Breaker[] = [
 
 // Event mode serves each queue with a call per burst; busy mode with the forwarder's own
 // loop over every queue (forwardAll), which must stop at the broken ring just the same.
-for (const poll of ['event', 'busy'] as const) {
-  describe(`switch: a hostile guest on one port (poll ${poll})`, function () {
+// Two threads: a and h on thread 0, b on thread 1, so the honest pair crosses threads and
+// b's frames for h reach its broken ring through the handoff.
+for (const [poll, threads] of [
+  ['event', 1],
+  ['busy', 1],
+  ['event', 2],
+] as const) {
+  describe(`switch: a hostile guest on one port (poll ${poll}, ${threads} thread${threads > 1 ? 's' : ''})`, function () {
     this.timeout(60_000);
-    const rig = new SwitchRig('vk-hostile-', poll);
+    const rig = new SwitchRig('vk-hostile-', poll, { threads });
     const logs = rig.logs;
     const attach = (name: string, packed: boolean) => rig.attach(name, packed);
     beforeEach(() => rig.setUp());

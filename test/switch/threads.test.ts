@@ -30,6 +30,8 @@ for (const poll of ['event', 'busy'] as PollMode[]) {
       expect(await owners(rig.sw)).to.deep.equal({ a: 0, b: 1, c: 0 });
       const threads = await rig.sw.dataplane.threads();
       expect(threads.map((t) => t.thread)).to.deep.equal([0, 1]);
+      // ctl queues shows the same, per queue
+      expect((await rig.sw.dataplane.queueStats()).map((q) => `${q.port}${q.index}@${q.thread}`)).to.deep.equal(['a0@0', 'a1@0', 'b0@1', 'b1@1', 'c0@0', 'c1@0']);
       await rig.sw.removePort('a');
       await rig.attach('d', true);
       expect(await owners(rig.sw), 'd took the place a left on thread 0').to.deep.equal({ b: 1, c: 0, d: 0 });
