@@ -92,6 +92,10 @@ export class DataplaneCalls {
   addPort(id: number, name: string, vlan: VlanConfig, counters: Float64Array, owner?: number): void {
     this.engine.addPort(id, name, vlan, counters, owner);
   }
+  /** Port `id` is served by thread `owner` from now on (several threads; the port idle here). */
+  setOwner(id: number, owner: number): void {
+    this.engine.setOwner(id, owner);
+  }
   removePort(id: number): void {
     this.engine.removePort(id);
   }

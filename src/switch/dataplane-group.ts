@@ -1,10 +1,15 @@
 // A switch's data plane on several threads, seen as one Dataplane. Every thread knows every
 // port (its VLAN rule, for the egress edit) and has the same flows; the forwarding table is
-// one, shared (native/switch/switch_handoff.h). Each port is served by one thread, its owner
-// (the one with the fewest ports when the port was added): its guest's queues, its host
-// fd, its capture. A frame another thread switches to it goes through the ring from that
-// thread to the owner, so RX queues have one writer and no lock, and a flow, which enters
-// through one port, keeps its order. Packet handlers and hooks need a single thread.
+// one, shared (native/switch/switch_handoff.h). Each port is served by one thread, its owner:
+// its guest's queues, its host fd, its capture. A frame another thread switches to it goes
+// through the ring from that thread to the owner, so RX queues have one writer and no lock,
+// and a flow, which enters through one port, keeps its order. Packet handlers and hooks need
+// a single thread.
+//
+// Owners are chosen where a port has nothing running: when it is added, and each time its
+// guest's memory arrives (a new session), the port goes to the thread that serves the
+// fewest ports in use (a guest's, or a TAP or VXLAN port). So when a port's guest leaves,
+// the next session of any port fills the place it left.
 import { releaseSwitchShared, switchShared } from '../native/switch.js';
 import { PortCounter } from '../native/switch.js';
 import type { Dataplane } from './dataplane.js';
@@ -34,6 +39,11 @@ export async function createGroup(n: number, open: (k: number, shared: SharedThr
 class DataplaneGroup {
   /** the thread that serves each port */
   private readonly owner = new Map<number, number>();
+  /** ports in use: with a guest's memory, or a host side, or captured */
+  private readonly busy = new Set<number>();
+  private readonly capturing = new Set<number>();
+  /** ports whose move to another thread is under way */
+  private readonly moving = new Map<number, Promise<void>>();
   private readonly expirer: NodeJS.Timeout;
   private closed = false;
 
@@ -50,11 +60,48 @@ class DataplaneGroup {
     this.expirer.unref();
   }
 
-  /** The thread with the fewest ports: a port added after one left takes its place. */
-  private pick(): number {
+  /** The thread that serves the fewest ports in use (ties: the fewest ports, then the first). */
+  private pick(except = -1): number {
     const load = this.t.map(() => 0);
-    for (const k of this.owner.values()) load[k]++;
+    for (const [p, k] of this.owner) if (p !== except) load[k] += this.busy.has(p) ? 1024 : 1;
     return load.indexOf(Math.min(...load));
+  }
+
+  /**
+   * Port `id` is about to be used (its guest's memory arrived, or a host side): if it is
+   * not in use yet, it moves to the thread serving the fewest ports in use.
+   */
+  private claim(id: number): Promise<Dataplane> {
+    const cur = this.owner.get(id);
+    if (cur === undefined) return Promise.reject(new Error(`no port ${id}`));
+    if (!this.busy.has(id)) {
+      this.busy.add(id);
+      const k = this.pick(id);
+      if (k !== cur) {
+        // Calls for the port made meanwhile (its queues' starts) wait for the move (route()).
+        this.owner.set(id, k);
+        const moved: Promise<void> = this.all((d) => d.setOwner(id, k)).then(
+          () => {
+            if (this.moving.get(id) === moved) this.moving.delete(id);
+          },
+          (e: unknown) => {
+            // Not moved (a thread refused): the port stays where it was; the caller hears why.
+            this.owner.set(id, cur);
+            this.busy.delete(id);
+            this.moving.delete(id);
+            throw e;
+          },
+        );
+        this.moving.set(id, moved);
+      }
+    }
+    return this.route(id);
+  }
+
+  /** The thread serving port `id`, once a move under way is done. */
+  private async route(id: number): Promise<Dataplane> {
+    await this.moving.get(id);
+    return this.of(id);
   }
 
   private of(port: number): Dataplane {
@@ -102,24 +149,29 @@ class DataplaneGroup {
       removePort: async (id) => {
         await this.all((d) => d.removePort(id));
         this.owner.delete(id);
+        this.busy.delete(id);
       },
-      attachHost: (id, spec) => this.of(id).attachHost(id, spec),
+      setOwner: () => Promise.reject(new Error("owners are the group's to choose")),
+      attachHost: async (id, spec) => (await this.claim(id)).attachHost(id, spec),
       setVlan: async (id, vlan) => void (await this.all((d) => d.setVlan(id, vlan))),
-      setMemory: (port, token) => this.of(port).setMemory(port, token),
-      releaseMemory: (port) => this.of(port).releaseMemory(port),
-      startQueue: (spec) => this.of(spec.port).startQueue(spec),
-      stopQueue: (port, index) => this.of(port).stopQueue(port, index),
+      setMemory: async (port, token) => (await this.claim(port)).setMemory(port, token),
+      releaseMemory: async (port) => {
+        await (await this.route(port)).releaseMemory(port);
+        if (!this.capturing.has(port)) this.busy.delete(port);
+      },
+      startQueue: async (spec) => (await this.route(spec.port)).startQueue(spec),
+      stopQueue: async (port, index) => (await this.route(port)).stopQueue(port, index),
       setMtu: async (port, mtu) => void (await this.all((d) => d.setMtu(port, mtu))),
       pause: async () => void (await this.all((d) => d.pause())),
       resume: async () => void (await this.all((d) => d.resume())),
-      inject: (port, frame) => this.of(port).inject(port, frame),
+      inject: async (port, frame) => (await this.route(port)).inject(port, frame),
       // The table is shared: any thread sees all of it.
       dumpFdb: () => t[0].dumpFdb(),
       setRemoteMac: (mac, vlan, id, remote) => t[0].setRemoteMac(mac, vlan, id, remote),
       removeRemoteMac: (mac, vlan, id, remote) => t[0].removeRemoteMac(mac, vlan, id, remote),
       dumpRemoteMacs: () => t[0].dumpRemoteMacs(),
       // The VTEP table is used where the VXLAN port's frames leave: on its owner.
-      setVtep: (id, remote, dest, flood) => this.of(id).setVtep(id, remote, dest, flood),
+      setVtep: async (id, remote, dest, flood) => (await this.route(id)).setVtep(id, remote, dest, flood),
       addFlow: async (spec) => void (await this.all((d) => d.addFlow(spec))),
       removeFlows: async (words, strict) => (await this.all((d) => d.removeFlows(words, strict)))[0],
       removeFlow: async (priority, match) => (await this.all((d) => d.removeFlow(priority, match))).some((r) => r),
@@ -129,8 +181,22 @@ class DataplaneGroup {
       handlerStats: () => Promise.resolve([]),
       threads: async () => (await this.all((d) => d.threads())).flat(),
       queueStats: async () => (await this.all((d) => d.queueStats())).flat().sort((a, b) => (a.port === b.port ? a.index - b.index : a.port < b.port ? -1 : 1)),
-      startCapture: (port, spec, sink) => this.of(port).startCapture(port, spec, sink),
-      stopCapture: (port) => this.of(port).stopCapture(port),
+      // A captured port stays where it is until the capture ends.
+      startCapture: async (port, spec, sink) => {
+        const d = await this.route(port);
+        this.capturing.add(port);
+        this.busy.add(port);
+        try {
+          await d.startCapture(port, spec, (records, packets, done) => {
+            if (done) this.capturing.delete(port);
+            sink(records, packets, done);
+          });
+        } catch (e) {
+          this.capturing.delete(port);
+          throw e;
+        }
+      },
+      stopCapture: async (port) => (await this.route(port)).stopCapture(port),
       setAging: async (ms) => void (await this.all((d) => d.setAging(ms))),
       close: async () => {
         this.closed = true;

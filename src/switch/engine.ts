@@ -167,6 +167,20 @@ export class SwitchEngine {
     p.host.watcher.start(true, false);
   }
 
+  /**
+   * Port `id` is served by thread `owner` from now on (a switch with several threads moves a
+   * port between its guest's sessions, never while this thread holds its memory, queues,
+   * host side or capture).
+   */
+  setOwner(id: number, owner: number): void {
+    const p = this.port(id);
+    if (this.thread < 0) throw new Error('this switch has one data-plane thread');
+    if (p.words[PortWord.OWNER] === owner) return;
+    if (p.memory || p.host || p.capture || p.rx.length > 0 || p.tx.size > 0) throw new Error(`port ${p.name} is in use on data-plane thread ${this.thread}: it cannot move`);
+    p.words[PortWord.OWNER] = owner;
+    syncPort(this.fwd, p);
+  }
+
   removePort(id: number): void {
     const p = this.ports.get(id);
     if (!p) return;

@@ -5,7 +5,7 @@
 import { expect } from 'chai';
 import { Switch } from '../../src/switch/switch.js';
 import { ethFrame } from '../../src/virtio/net-frames.js';
-import { SwitchRig } from './rig.js';
+import { SwitchRig, until } from './rig.js';
 import type { PollMode } from '../../src/dataplane/poller.js';
 
 const MAC = (i: number) => `02:00:00:00:01:${i.toString(16).padStart(2, '0')}`;
@@ -37,6 +37,28 @@ for (const poll of ['event', 'busy'] as PollMode[]) {
       expect(await owners(rig.sw), 'd took the place a left on thread 0').to.deep.equal({ b: 1, c: 0, d: 0 });
       await rig.attach('e', false);
       expect((await owners(rig.sw)).e, 'thread 1 has fewer now').to.equal(1);
+    });
+
+    it("moves a port to the thread with the fewest ports in use when its guest's next session starts", async () => {
+      const [a, b, c] = [await rig.attach('a', false), await rig.attach('b', false), await rig.attach('c', false)];
+      expect(await owners(rig.sw)).to.deep.equal({ a: 0, b: 1, c: 0 });
+      // b's and c's guests leave: thread 0 serves a, thread 1 nothing.
+      for (const [g, n] of [
+        [b, 'b'],
+        [c, 'c'],
+      ] as const) {
+        const old = rig.sw.backend(n).session;
+        rig.close(g);
+        await until(() => rig.sw.backend(n).session !== old, `${n}'s session gone`);
+      }
+      const c2 = await rig.reconnect('c', true);
+      await rig.sw.backend('c').nextSession();
+      await rig.served('c');
+      expect(await owners(rig.sw), 'c went to the idle thread').to.deep.equal({ a: 0, c: 1 });
+      c2.send([ethFrame(BCAST, MAC(3), 60, 1)]);
+      expect((await a.receive(1)).length).to.equal(1);
+      a.send([ethFrame(MAC(3), MAC(1), 60, 2)]);
+      expect((await c2.receive(1)).length, 'a reaches c on its new thread').to.equal(1);
     });
 
     it('delivers every frame across threads, in order per flow, through rings that wrap', async () => {
