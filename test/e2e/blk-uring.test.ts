@@ -52,6 +52,8 @@ describe('e2e: QEMU guests on vhostkit virtio-blk, io_uring engine', function ()
       expect(st.uring.inline + st.uring.later, 'every SQE completed').to.equal(st.uring.sqes);
       if (c.where === '/dev/shm') expect(st.uring.copiedInline, 'small requests copied inline').to.be.at.least(256);
       else expect(st.uring.copiedInline).to.equal(0);
+      // SINGLE_ISSUER | DEFER_TASKRUN on the buffered tmpfs file only (its ring requests complete on io-wq).
+      expect(st.uring.deferTaskrun, 'deferred task work').to.equal(c.where === '/dev/shm');
     });
   }
 });
