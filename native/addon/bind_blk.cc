@@ -205,6 +205,7 @@ class BlkWrap : public Napi::ObjectWrap<BlkWrap> {
     ur.Set("later", Num(env, s.uring_later));
     ur.Set("toPool", Num(env, s.uring_to_pool));
     ur.Set("copiedInline", Num(env, s.copied_inline));
+    ur.Set("deferTaskrun", Napi::Boolean::New(env, s.uring_deferred));
     o.Set("uring", ur);
     return o;
   }

@@ -379,6 +379,12 @@ void BindQueue(Napi::Env env, Napi::Object exports) {
   exports.Set("Virtqueue", f);
   exports.Set("vqErrorNames", Napi::Function::New(env, ErrorNames));
   exports.Set("maxChainSegs", Napi::Number::New(env, kMaxChainSegs));
+  // A driver written in JavaScript publishes avail idx (or descriptor flags) with plain
+  // stores and must not read the device's kick threshold before they are visible: the
+  // store-load barrier of Linux's virtio_mb() / the spec's "full memory barrier" (x86
+  // mfence or a locked op, arm64 dmb ish). The call itself also keeps the JIT from moving
+  // guest-memory accesses across it.
+  exports.Set("fullFence", Napi::Function::New(env, [](const Napi::CallbackInfo&) { FullFence(); }));
 }
 
 }  // namespace vhostkit

@@ -144,6 +144,7 @@ struct BlkStats {
   uint64_t uring_later = 0;     // completions harvested by Reap / WaitIdle
   uint64_t uring_to_pool = 0;   // requests (or their rest) handed to the worker pool
   uint64_t copied_inline = 0;   // RAM disk or tmpfs file requests copied on the submitting thread
+  bool uring_deferred = false;  // the ring runs with SINGLE_ISSUER | DEFER_TASKRUN
 };
 
 class BlkEngine {

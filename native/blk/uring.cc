@@ -26,12 +26,22 @@ T* At(void* base, uint32_t off) {
 
 }  // namespace
 
-std::unique_ptr<Uring> Uring::Create(uint32_t sq_entries, uint32_t cq_entries, std::string* err) {
+std::unique_ptr<Uring> Uring::Create(uint32_t sq_entries, uint32_t cq_entries, bool defer_taskrun, std::string* err) {
   io_uring_params p;
-  memset(&p, 0, sizeof(p));
-  p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
-  p.cq_entries = cq_entries;
-  const int fd = SysSetup(sq_entries, &p);
+  // SINGLE_ISSUER | DEFER_TASKRUN (6.1): the ring is one thread's, and io-wq completions
+  // are posted by that thread's next Enter (announced by the eventfd) instead of by the
+  // io-wq worker under the completion lock. A kernel without them says EINVAL: the ring
+  // is made without.
+  bool deferred = defer_taskrun;
+  int fd = -1;
+  for (;;) {
+    memset(&p, 0, sizeof(p));
+    p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | (deferred ? IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN : 0);
+    p.cq_entries = cq_entries;
+    fd = SysSetup(sq_entries, &p);
+    if (fd >= 0 || errno != EINVAL || !deferred) break;
+    deferred = false;
+  }
   if (fd < 0) {
     const int e = errno;
     *err = std::string("io_uring_setup: ") + strerror(e) +
@@ -40,6 +50,7 @@ std::unique_ptr<Uring> Uring::Create(uint32_t sq_entries, uint32_t cq_entries, s
   }
   std::unique_ptr<Uring> u(new Uring());
   u->fd_ = fd;
+  u->deferred_ = deferred;
   // EXT_ARG (5.11): Enter's timed wait. NODROP (5.5): a full CQ never loses a completion.
   if ((p.features & IORING_FEAT_EXT_ARG) == 0 || (p.features & IORING_FEAT_NODROP) == 0) {
     *err = "io_uring lacks IORING_FEAT_EXT_ARG or IORING_FEAT_NODROP (Linux 5.11 or newer is needed)";
@@ -110,7 +121,9 @@ int Uring::Enter(uint32_t wait_nr, int64_t timeout_ms) {
   // Everything published that the kernel has not taken, including SQEs an earlier Enter
   // left (EAGAIN, ENOMEM, a signal): they go now.
   const uint32_t n = tail - __atomic_load_n(sq_head_, __ATOMIC_ACQUIRE);
-  uint32_t flags = 0;
+  // Deferred task work runs only inside GETEVENTS: every Enter runs it (min_complete 0 does
+  // not wait), so CQEs finished since the last one are posted before the caller harvests.
+  uint32_t flags = deferred_ ? IORING_ENTER_GETEVENTS : 0;
   io_uring_getevents_arg arg;
   memset(&arg, 0, sizeof(arg));
   __kernel_timespec ts{};

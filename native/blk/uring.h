@@ -21,8 +21,10 @@ class Uring {
   // A ring of `sq_entries` submissions and `cq_entries` completions (powers of two are
   // chosen by the kernel). Returns nullptr and sets err (the reason io_uring cannot be
   // used here: ENOSYS, EPERM from kernel.io_uring_disabled or a seccomp filter, a kernel
-  // older than 5.11) on failure.
-  static std::unique_ptr<Uring> Create(uint32_t sq_entries, uint32_t cq_entries, std::string* err);
+  // older than 5.11) on failure. `defer_taskrun`: ask for SINGLE_ISSUER | DEFER_TASKRUN
+  // (6.1), made without them where the kernel says EINVAL (see deferred()); the ring must
+  // then be entered and registered from the thread that created it only.
+  static std::unique_ptr<Uring> Create(uint32_t sq_entries, uint32_t cq_entries, bool defer_taskrun, std::string* err);
   ~Uring();
   Uring(const Uring&) = delete;
   Uring& operator=(const Uring&) = delete;
@@ -48,11 +50,15 @@ class Uring {
   // kernel tears a ring down in a workqueue), and a file lock would outlive Close().
   int UnregisterFiles();
   uint32_t sq_entries() const { return sq_entries_; }
+  // Made with SINGLE_ISSUER | DEFER_TASKRUN: CQEs of async completions appear only after an
+  // Enter (on the ring's thread), which the eventfd announces.
+  bool deferred() const { return deferred_; }
   uint32_t cq_entries() const { return cq_entries_; }
 
  private:
   Uring() = default;
   int fd_ = -1;
+  bool deferred_ = false;
   void* sq_map_ = nullptr;
   size_t sq_map_len_ = 0;
   void* cq_map_ = nullptr;  // == sq_map_ with IORING_FEAT_SINGLE_MMAP

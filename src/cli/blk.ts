@@ -6,6 +6,7 @@ import { openDisk, parseSize } from '../backends/blk/disk.js';
 import { log } from '../log.js';
 import { untilSignal } from './signals.js';
 import { parseDiskConfig } from '../host/config.js';
+import { numberOr } from './run.js';
 
 export const blkUsage = `vhostkit blk --socket PATH (--file IMAGE | --ram SIZE) [options]
 
@@ -49,13 +50,14 @@ export async function cmdBlk(argv: string[]): Promise<void> {
   if (!values.socket) throw new Error('blk: --socket is required');
   if (!values.file === !values.ram) throw new Error('blk: give exactly one of --file and --ram');
   // The same checks as a configuration file's disk (and the API's), before anything is opened.
-  parseDiskConfig({
+  const cfg = parseDiskConfig({
     socket: resolve(values.socket),
     ...(values.file ? { file: resolve(values.file) } : { ram: values.ram }),
     serial: values.serial,
     ...(values.threads !== undefined ? { threads: Number(values.threads) } : {}),
     ...(values['num-queues'] !== undefined ? { queues: Number(values['num-queues']) } : {}),
     ...(values.engine !== undefined ? { engine: values.engine } : {}),
+    ...(values['poll-us'] !== undefined ? { pollUs: numberOr(values['poll-us']) } : {}),
   });
   const engine = values.engine as 'threads' | 'io_uring' | 'auto' | undefined;
   const threads = values.threads === undefined ? 2 : Number(values.threads);
@@ -71,7 +73,7 @@ export async function cmdBlk(argv: string[]): Promise<void> {
     numQueues,
     threads,
     engine,
-    pollUs: values['poll-us'] === undefined ? undefined : Number(values['poll-us']),
+    pollUs: cfg.pollUs,
   });
   const socket = resolve(values.socket);
   const be = new VhostUserBackend(disk.device, { socket, mode: values.client ? 'client' : 'server', log: log.child({ disk: values.file ?? `ram:${values.ram}` }) });

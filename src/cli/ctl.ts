@@ -30,6 +30,7 @@ export const ctlUsage = `vhostkit ctl [--api ADDR] [--token-file FILE] [--json] 
   disks                          disks
   disk PORT                      one disk, with its request counters
   disk-add [NAME=]SOCKET,file=IMAGE|ram=SIZE[,readonly][,shared][,serial=ID][,queues=N]
+           [,engine=auto|io_uring|threads][,poll-us=N]
   disk-del NAME                  (in-flight requests finish first)
   disk-resize NAME [SIZE]        grow a disk to SIZE (bytes, or 512M, 10G...); without SIZE,
                                  re-read its file's size (after truncate -s); the guest is told

@@ -20,7 +20,9 @@ export const runUsage = `vhostkit run [--config FILE] [--port ...] [--tap ...] [
   --tap IFNAME[,vlan=VID]            a TAP port on switch sw0
   --vxlan remote=ADDR,vni=N[,...]    a VXLAN port on switch sw0
   --disk [NAME=]SOCKET,file=IMAGE|ram=SIZE[,readonly][,shared][,serial=ID][,queues=N][,threads=N]
-                       a vhost-user-blk disk
+         [,engine=auto|io_uring|threads][,poll-us=N]
+                       a vhost-user-blk disk (poll-us: io_uring polls its ring up to N µs
+                       after a kick, 0..1000, default 0)
   --evpn asn=N,router-id=ADDR[,vtep=ADDR][,listen=ADDR][,gobgp-dir=DIR][,gobgp=unix:PATH|HOST:PORT][,arp-snooping][,nd-snooping][,arp-suppression]
                        BGP EVPN for the --vxlan ports of sw0, each its own VNI (docs/evpn.md):
                        starts gobgpd (its files in gobgp-dir), or uses the one gobgp= names
@@ -55,6 +57,12 @@ function kvs(spec: string, from: number): Map<string, string> {
   return m;
 }
 
+/** A number option's value as a number, or as the string given when it is none (the schema then quotes it). */
+export function numberOr(v: string): number | string {
+  const n = Number(v);
+  return v.trim() !== '' && Number.isFinite(n) ? n : v;
+}
+
 /** --disk [NAME=]SOCKET,file=...|ram=...,... -> a raw disk object (checked by parseConfig). */
 export function diskSpecToRaw(spec: string): Record<string, unknown> {
   const first = spec.split(',')[0];
@@ -69,10 +77,12 @@ export function diskSpecToRaw(spec: string): Record<string, unknown> {
     else if (k === 'shared') o.shared = v !== 'off';
     else if (k === 'format') o.format = v;
     else if (k === 'serial') o.serial = v;
-    else if (k === 'queues' || k === 'threads') o[k] = Number(v);
+    else if (k === 'queues' || k === 'threads') o[k] = numberOr(v);
+    else if (k === 'engine') o.engine = v;
+    else if (k === 'poll-us') o.pollUs = numberOr(v);
     else if (k === 'mode') o.mode = v;
     else if (k === 'packed') o.packed = v !== 'off';
-    else throw new Error(`--disk ${spec}: unknown option ${k}`);
+    else throw new Error(`--disk ${spec}: unknown option ${k} (file, ram, readonly, direct, shared, format, serial, queues, threads, engine, poll-us, mode, packed)`);
   }
   return o;
 }

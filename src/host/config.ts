@@ -75,6 +75,8 @@ export interface DiskConfig {
   threads: number;
   /** request engine: 'threads', 'io_uring' or 'auto' (io_uring where the kernel allows it) */
   engine: 'threads' | 'io_uring' | 'auto';
+  /** io_uring engine: after a kick, poll the ring up to this many µs before sleeping (0: off) */
+  pollUs: number;
   packed: boolean;
   /** requests in flight at most, over all queues (beyond it, chains wait in their rings) */
   maxInFlight: number;
@@ -301,6 +303,7 @@ function parseDisk(raw: unknown, path: string, problems: string[], base: string)
     problems.push(`${path}.file: give exactly one of file and ram`);
     return { name: d.name ?? nameOfSocket(socket), socket } as DiskConfig; // for the checks of names and sockets used twice
   }
+  if (d.pollUs > 0 && d.engine === 'threads') problems.push(`${path}.pollUs: ${d.pollUs} polls the io_uring engine's ring; engine threads has none (use engine io_uring or auto, or pollUs 0)`);
   return {
     name: d.name ?? nameOfSocket(socket),
     socket,
@@ -315,6 +318,7 @@ function parseDisk(raw: unknown, path: string, problems: string[], base: string)
     queues: d.queues ?? d.threads,
     threads: d.threads,
     engine: d.engine,
+    pollUs: d.pollUs,
     packed: d.packed,
     maxInFlight: d.maxInFlight,
   };

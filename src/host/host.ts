@@ -25,6 +25,8 @@ export interface DiskInfo {
   queues: number;
   /** the request engine in use: 'threads' or 'io_uring' */
   engine: string;
+  /** µs the io_uring engine polls the ring after a kick (0: off, and always 0 with threads) */
+  pollUs: number;
   connected: boolean;
 }
 
@@ -281,6 +283,7 @@ export class Host {
       numQueues: cfg.queues,
       threads: cfg.threads,
       engine: cfg.engine,
+      pollUs: cfg.pollUs,
       packed: cfg.packed,
       maxInFlight: cfg.maxInFlight,
     });
@@ -325,6 +328,7 @@ export class Host {
       readOnly: d.cfg.readOnly,
       queues: d.cfg.queues,
       engine: d.disk.engine.engine,
+      pollUs: d.disk.device.pollUs,
       connected: d.backend.session !== null,
     };
   }

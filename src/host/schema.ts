@@ -191,6 +191,8 @@ export const diskSchema = strict({
   queues: int(1, 64).optional(),
   threads: int(1, 64).default(2),
   engine: oneOf(['threads', 'io_uring', 'auto'] as const).default('auto'),
+  /** checked against engine by config.ts (threads has no ring to poll) */
+  pollUs: int(0, 1000).default(0),
   packed: bool().default(true),
   maxInFlight: int(1, 65536).default(1024),
 });

@@ -155,6 +155,11 @@ export interface BlkEngineStats {
     toPool: number;
     /** requests of a RAM disk or a file on tmpfs copied on the submitting thread */
     copiedInline: number;
+    /**
+     * the ring runs with SINGLE_ISSUER | DEFER_TASKRUN: a buffered file on tmpfs, where the
+     * kernel allows it (io-wq completions posted on this thread's next entry into the ring)
+     */
+    deferTaskrun: boolean;
   };
 }
 

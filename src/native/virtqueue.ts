@@ -97,8 +97,18 @@ interface RawQueueAddon {
   Virtqueue: new (packedOrToken: boolean | number, size: number, arrays: BurstArrays, maxChains: number, maxSegs: number) => RawQueue;
   vqErrorNames(): Record<number, string>;
   maxChainSegs: number;
+  fullFence(): void;
 }
 const raw = addon as RawQueueAddon;
+
+/**
+ * A full memory barrier (C++ __atomic_thread_fence(SEQ_CST)): the guest-memory stores made
+ * before the call are visible to other threads before any load after it. A driver calls it
+ * between publishing avail idx / descriptor flags and reading the device's kick threshold
+ * (avail_event, used->flags, the device event suppression area), as Linux virtio_mb() does:
+ * without it the load can pass the store and both sides can decide not to notify.
+ */
+export const fullFence: () => void = raw.fullFence;
 
 /** Most segments one chain may expand to; a longer chain breaks the queue (CHAIN_TOO_LONG). */
 export const MAX_CHAIN_SEGS: number = raw.maxChainSegs;

@@ -2,11 +2,13 @@
 //
 // Lays out split (§2.7) and packed (§2.8) virtqueues in a plain Uint8Array that stands
 // for guest memory, exactly as a virtio 1.2 driver would, so that device-side code can
-// be exercised against hand-built rings. Pure TypeScript: no native code.
+// be exercised against hand-built rings. Pure TypeScript but for one native call: the
+// full memory barrier before a kick decision (GuestMemory.fence), which JavaScript lacks.
 //
 // Memory model: `mem[0]` is guest-physical address `base`, so gpa X is `mem[X - base]`.
 // All multi-byte fields are little-endian.
 
+import { fullFence } from '../native/virtqueue.js';
 import {
   AvailOffset,
   EventSuppressOffset,
@@ -162,6 +164,15 @@ export class GuestMemory {
   }
   setU64(gpa: number, v: number | bigint): void {
     this.dv.setBigUint64(this.offset(gpa, 8), toU64(v), true);
+  }
+
+  /**
+   * A full memory barrier: every store above is visible to the device before any load
+   * below (Linux virtio_mb(); §2.7.10 and §2.8.x "a full memory barrier"). Drivers call it
+   * between publishing buffers and reading the device's notification suppression.
+   */
+  fence(): void {
+    fullFence();
   }
 }
 
@@ -632,6 +643,10 @@ export class SplitDriver {
       oldIdx = (oldAvailIdx ?? this.kickMark) & 0xffff;
       newIdx = (newAvailIdx ?? this.publishedIdx) & 0xffff;
     }
+    // The avail idx store (publish()) must be visible before avail_event / used->flags is
+    // read: a device that wrote its threshold and then re-checked avail idx must not see the
+    // old idx while we see its old threshold (both would skip the notification).
+    this.memory.fence();
     if (this.eventIdx) return vringNeedEvent(this.availEvent(), newIdx, oldIdx);
     return (this.usedFlags() & VRING_USED_F_NO_NOTIFY) === 0;
   }
@@ -1029,6 +1044,8 @@ export class PackedDriver {
     }
     const newIdx = this.publishedAvail;
     const oldIdx = (newIdx - added) & 0xffff;
+    // The descriptor flags stores (publish()) before the device event suppression loads.
+    this.memory.fence();
     const { offWrap, flags } = this.deviceEvent();
     if (flags !== RING_EVENT_FLAGS_DESC) return flags !== RING_EVENT_FLAGS_DISABLE;
     const wrap = (offWrap >> VRING_PACKED_EVENT_F_WRAP_CTR) & 1;

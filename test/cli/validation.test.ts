@@ -53,4 +53,17 @@ describe('one validator for flags, files and the API', function () {
     expect(await fails(['blk', '--socket', join(dir, 'd.sock'), '--ram', '1M', '--serial', 'x'.repeat(21)])).to.include('disk.serial: expected at most 20 printable ASCII characters');
     expect(existsSync(join(dir, 'd.sock'))).to.equal(false);
   });
+
+  it('a bad engine or poll-us: the same message from run --disk, blk, a file and the API', async () => {
+    const sock = join(dir, 'd.sock');
+    const range = 'pollUs: expected an integer in 0..1000, got 2000';
+    expect(await fails(['run', '--api', 'none', '--disk', `${sock},ram=1M,poll-us=2000`])).to.include(`disks[0].${range}`);
+    expect(await fails(['blk', '--socket', sock, '--ram', '1M', '--poll-us', '2000'])).to.include(`disk.${range}`);
+    expect(() => parseDiskConfig({ socket: sock, ram: '1M', pollUs: 2000 })).to.throw(`disk.${range}`);
+    const threads = "pollUs: 8 polls the io_uring engine's ring; engine threads has none";
+    expect(await fails(['run', '--api', 'none', '--disk', `${sock},ram=1M,engine=threads,poll-us=8`])).to.include(`disks[0].${threads}`);
+    expect(await fails(['blk', '--socket', sock, '--ram', '1M', '--engine', 'threads', '--poll-us', '8'])).to.include(`disk.${threads}`);
+    expect(await fails(['run', '--api', 'none', '--disk', `${sock},ram=1M,engine=uring`])).to.include('disks[0].engine: expected one of threads, io_uring, auto, got "uring"');
+    expect(existsSync(sock), 'no socket made').to.equal(false);
+  });
 });

@@ -128,6 +128,57 @@ describe('host configuration', () => {
     expect(() => parseVlanConfig({ mode: 'x' })).to.throw(ConfigError, /vlan\.mode/);
   });
 
+  it("a disk's engine and pollUs: defaults, values, and each bad value named with what is expected", () => {
+    const d = parseConfig({
+      disks: [
+        { socket: '/a.sock', ram: '1M' },
+        { socket: '/b.sock', ram: '1M', engine: 'io_uring', pollUs: 32 },
+        { socket: '/c.sock', ram: '1M', engine: 'threads', pollUs: 0 },
+      ],
+    }).disks;
+    expect(d.map((x) => [x.engine, x.pollUs])).to.deep.equal([
+      ['auto', 0],
+      ['io_uring', 32],
+      ['threads', 0],
+    ]);
+    expect(parseDiskConfig({ socket: '/d.sock', ram: '1M', engine: 'auto', pollUs: 1000 }).pollUs).to.equal(1000);
+    const p = problems({
+      disks: [
+        { socket: '/a.sock', ram: '1M', pollUs: -1 },
+        { socket: '/b.sock', ram: '1M', pollUs: 1001 },
+        { socket: '/c.sock', ram: '1M', pollUs: 1.5 },
+        { socket: '/d.sock', ram: '1M', pollUs: '32' },
+        { socket: '/e.sock', ram: '1M', engine: 'aio' },
+        { socket: '/f.sock', ram: '1M', engine: 'threads', pollUs: 32 },
+      ],
+    });
+    expect(p).to.deep.equal([
+      'disks[0].pollUs: expected an integer in 0..1000, got -1',
+      'disks[1].pollUs: expected an integer in 0..1000, got 1001',
+      'disks[2].pollUs: expected an integer in 0..1000, got 1.5',
+      'disks[3].pollUs: expected an integer in 0..1000, got "32"',
+      'disks[4].engine: expected one of threads, io_uring, auto, got "aio"',
+      "disks[5].pollUs: 32 polls the io_uring engine's ring; engine threads has none (use engine io_uring or auto, or pollUs 0)",
+    ]);
+  });
+
+  it('--disk engine= and poll-us=: parsed into engine and pollUs, bad values refused by the same checks as a file', () => {
+    expect(diskSpecToRaw('d=/d.sock,ram=1M,engine=io_uring,poll-us=32')).to.deep.equal({ name: 'd', socket: '/d.sock', ram: '1M', engine: 'io_uring', pollUs: 32 });
+    const c = parseConfig(mergeFlags({}, { disk: ['d=/d.sock,ram=1M,engine=threads', 'e=/e.sock,file=/e.raw,poll-us=8'] }));
+    expect(c.disks.map((x) => [x.name, x.engine, x.pollUs])).to.deep.equal([
+      ['d', 'threads', 0],
+      ['e', 'auto', 8],
+    ]);
+    const bad = (spec: string): string[] => problems(mergeFlags({}, { disk: [spec] }));
+    expect(bad('/d.sock,ram=1M,engine=fast')).to.deep.equal(['disks[0].engine: expected one of threads, io_uring, auto, got "fast"']);
+    expect(bad('/d.sock,ram=1M,poll-us=abc')).to.deep.equal(['disks[0].pollUs: expected an integer in 0..1000, got "abc"']);
+    expect(bad('/d.sock,ram=1M,poll-us=')).to.deep.equal(['disks[0].pollUs: expected an integer in 0..1000, got ""']);
+    expect(bad('/d.sock,ram=1M,poll-us=5000')).to.deep.equal(['disks[0].pollUs: expected an integer in 0..1000, got 5000']);
+    expect(bad('/d.sock,ram=1M,queues=two')).to.deep.equal(['disks[0].queues: expected an integer in 1..64, got "two"']);
+    expect(bad('/d.sock,ram=1M,engine=threads,poll-us=32')).to.deep.equal(["disks[0].pollUs: 32 polls the io_uring engine's ring; engine threads has none (use engine io_uring or auto, or pollUs 0)"]);
+    expect(() => diskSpecToRaw('/d.sock,ram=1M,pollus=3')).to.throw(/unknown option pollus \(.*engine, poll-us/);
+  });
+
   it('merges command-line ports and disks into switch sw0 and the disk list', () => {
     const raw = mergeFlags({ switches: [{ name: 'sw0', ports: [{ socket: '/a.sock' }] }] }, { port: ['b=/b.sock,vlan=5'], disk: ['d=/d.sock,ram=1M,readonly'], poll: 'busy' });
     const c = parseConfig(raw);

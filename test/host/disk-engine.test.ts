@@ -21,7 +21,7 @@ describe('disk engine: configuration and API', function () {
     expect(() => parseConfig({ disks: [{ socket: '/d.sock', ram: '1M', engine: 'aio' }] })).to.throw(ConfigError, /disks\[0\]\.engine/);
   });
 
-  it('GET /v1/disks shows the engine serving each disk', async () => {
+  it('GET /v1/disks shows the engine serving each disk and its pollUs', async () => {
     const old = setLogSink(() => undefined);
     const dir = mkdtempSync(join(tmpdir(), 'vk-disk-engine-'));
     let host: Host | null = null;
@@ -34,6 +34,7 @@ describe('disk engine: configuration and API', function () {
           disks: [
             { name: 'd0', socket: 'd0.sock', file: 'd0.img' },
             { name: 'd1', socket: 'd1.sock', ram: '1M', engine: 'threads' },
+            { name: 'd2', socket: 'd2.sock', ram: '1M', engine: 'io_uring', pollUs: 16 },
           ],
         },
         dir,
@@ -41,11 +42,12 @@ describe('disk engine: configuration and API', function () {
       host = await Host.start(cfg);
       api = await ApiServer.listen(host, `unix:${join(dir, 'api.sock')}`);
       const r = await apiRequest(api.address, 'GET', '/v1/disks');
-      const rows = r.body as Array<{ name: string; engine: string }>;
-      // This machine's kernel allows io_uring: auto takes it.
-      expect(rows.map((d) => [d.name, d.engine])).to.deep.equal([
-        ['d0', 'io_uring'],
-        ['d1', 'threads'],
+      const rows = r.body as Array<{ name: string; engine: string; pollUs: number }>;
+      // This machine's kernel allows io_uring: auto takes it. pollUs reaches the device.
+      expect(rows.map((d) => [d.name, d.engine, d.pollUs])).to.deep.equal([
+        ['d0', 'io_uring', 0],
+        ['d1', 'threads', 0],
+        ['d2', 'io_uring', 16],
       ]);
     } finally {
       await api?.close();

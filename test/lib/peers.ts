@@ -373,6 +373,8 @@ export interface VhostkitBlkOptions {
   cpus?: string;
   readyTimeoutMs?: number;
   onLine?: LineListener;
+  /** the CLI entry (src/cli/main.js) to run: another build's, for an A/B (default this checkout's) */
+  cli?: string;
 }
 
 /** The vhostkit CLI of this build (dist/src/cli/main.js). */
@@ -388,7 +390,7 @@ export async function startVhostkitBlk(opts: VhostkitBlkOptions): Promise<Storag
   const socket = opts.socket ?? (temp as TempDir).join('blk.sock');
   try {
     checkSocketPath(socket, false);
-    const argv = [process.execPath, vhostkitCli, 'blk', '--socket', socket];
+    const argv = [process.execPath, opts.cli ?? vhostkitCli, 'blk', '--socket', socket];
     if (opts.file !== undefined) argv.push('--file', opts.file);
     if (opts.ram !== undefined) argv.push('--ram', opts.ram);
     if (opts.numQueues !== undefined) argv.push('--num-queues', String(opts.numQueues));

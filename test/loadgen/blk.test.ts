@@ -8,9 +8,52 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runBlkLoad } from '../../src/loadgen/blk.js';
+import { publishSplitAvail, runBlkLoad } from '../../src/loadgen/blk.js';
 
 const cli = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'src', 'cli', 'main.js');
+
+/** A DataView that logs its 16-bit stores and loads by offset, in program order. */
+class LoggingView extends DataView<ArrayBuffer> {
+  readonly log: string[] = [];
+  override setUint16(at: number, v: number, le?: boolean): void {
+    this.log.push(`store ${at}`);
+    super.setUint16(at, v, le);
+  }
+  override getUint16(at: number, le?: boolean): number {
+    this.log.push(`load ${at}`);
+    return super.getUint16(at, le);
+  }
+}
+
+describe('loadgen: blk kick decision', () => {
+  const ring = { availAddr: 0, usedAddr: 1024, size: 16 };
+  const AVAIL_IDX = 2;
+  const USED_EVENT = 4 + 2 * 16;
+  const AVAIL_EVENT = 1024 + 4 + 8 * 16;
+
+  it('stores avail idx and used_event, then a full barrier, then reads avail_event', () => {
+    const dv = new LoggingView(new ArrayBuffer(4096));
+    publishSplitAvail(dv, ring, 0, 1, 0x8000, () => dv.log.push('fence'));
+    expect(dv.log).to.deep.equal([`store ${AVAIL_IDX}`, `store ${USED_EVENT}`, 'fence', `load ${AVAIL_EVENT}`]);
+    expect(dv.getUint16(AVAIL_IDX, true)).to.equal(1);
+    expect(dv.getUint16(USED_EVENT, true)).to.equal(0x8000);
+  });
+
+  it('asks for a kick when the published range crosses avail_event (vring_need_event), across the u16 wrap', () => {
+    const dv = new DataView(new ArrayBuffer(4096));
+    const kick = (availEvent: number, oldIdx: number, newIdx: number): boolean => {
+      dv.setUint16(AVAIL_EVENT, availEvent, true);
+      return publishSplitAvail(dv, ring, oldIdx, newIdx, 0);
+    };
+    expect(kick(0, 0, 1), 'idx 0 -> 1, event 0').to.equal(true);
+    expect(kick(1, 0, 1), 'idx 0 -> 1, event 1: not yet').to.equal(false);
+    expect(kick(3, 1, 5), 'idx 1 -> 5 passes event 3').to.equal(true);
+    expect(kick(5, 1, 5), 'idx 1 -> 5, event 5: not yet').to.equal(false);
+    expect(kick(0xffff, 0xfffe, 1), 'idx 0xfffe -> 1 passes event 0xffff').to.equal(true);
+    expect(kick(1, 0xfffe, 1), 'idx 0xfffe -> 1, event 1: not yet').to.equal(false);
+    expect(kick(7, 4, 4), 'nothing published').to.equal(false);
+  });
+});
 
 describe('loadgen: blk', function () {
   this.timeout(30_000);

@@ -1,4 +1,4 @@
-// Tests of the driver-side virtqueue helper alone (no native code). The "device" here is a
+// Tests of the driver-side virtqueue helper alone (no native device code). The "device" here is a
 // few lines of hand-written code in this file that writes used entries the way the spec says.
 import { expect } from 'chai';
 import { BumpAllocator, GuestMemory, PackedDriver, SplitDriver, type Segment } from '../../src/virtio/driver.js';
@@ -31,6 +31,29 @@ function setup(): { mem: Uint8Array; alloc: BumpAllocator; gm: GuestMemory } {
 
 function bytes(...v: number[]): Uint8Array {
   return Uint8Array.from(v);
+}
+
+/**
+ * Records, in program order, the 16-bit stores and loads a driver makes through its
+ * GuestMemory and its fence() calls (the barrier still runs): what the kick decision's
+ * ordering rests on, checked without racing a second thread.
+ */
+function recordOrder(gm: GuestMemory): string[] {
+  const log: string[] = [];
+  const { u16, setU16, fence } = gm;
+  gm.u16 = (gpa: number) => (log.push(`load ${gpa}`), u16.call(gm, gpa));
+  gm.setU16 = (gpa: number, v: number) => (log.push(`store ${gpa}`), setU16.call(gm, gpa, v));
+  gm.fence = () => (log.push('fence'), fence.call(gm));
+  return log;
+}
+
+/** Checks that a fence comes after the last store to `storeAt` and before the first load of `loadAt` that follows it. */
+function expectFenceBetween(log: string[], storeAt: number, loadAt: number, what: string): void {
+  const store = log.lastIndexOf(`store ${storeAt}`);
+  expect(store, `${what}: the publishing store`).to.be.at.least(0);
+  const load = log.indexOf(`load ${loadAt}`, store);
+  expect(load, `${what}: the threshold load after it`).to.be.greaterThan(store);
+  expect(log.slice(store + 1, load), `${what}: between the store and the load (${log.join(', ')})`).to.include('fence');
 }
 
 // ---------------------------------------------------------------------------
@@ -457,6 +480,18 @@ describe('SplitDriver', () => {
     expect(d.kickNeeded()).to.equal(false);
   });
 
+  it('kickNeeded puts a full barrier between the avail idx store and reading avail_event or used->flags', () => {
+    for (const eventIdx of [true, false]) {
+      const { mem, alloc } = setup();
+      const d = new SplitDriver({ mem, base: BASE, size: 16, alloc, eventIdx });
+      const log = recordOrder(d.memory);
+      d.addAndPublish([{ len: 1, writable: true }]);
+      d.kickNeeded();
+      const threshold = eventIdx ? d.availEventAddr : d.usedAddr;
+      expectFenceBetween(log, d.availAddr + 2, threshold, `split, event idx ${eventIdx}`);
+    }
+  });
+
   it('kickNeeded with event idx follows avail_event', () => {
     const { mem, alloc } = setup();
     const d = new SplitDriver({ mem, base: BASE, size: 16, alloc, eventIdx: true });
@@ -690,6 +725,17 @@ describe('PackedDriver', () => {
     d.memory.setU16(d.deviceEventAddr, 0x8003);
     d.memory.setU16(d.deviceEventAddr + 2, RING_EVENT_FLAGS_DISABLE);
     expect(d.deviceEvent()).to.deep.equal({ offWrap: 0x8003, flags: RING_EVENT_FLAGS_DISABLE });
+  });
+
+  it('kickNeeded puts a full barrier between the descriptor flags store and reading the device event area', () => {
+    const { mem, alloc } = setup();
+    const d = new PackedDriver({ mem, base: BASE, size: 4, alloc, eventIdx: true });
+    const log = recordOrder(d.memory);
+    const id = d.addAndPublish([{ len: 1, writable: true }]);
+    d.kickNeeded();
+    const headFlags = d.descAddr + 16 * d.chainSlots(id)[0] + 14;
+    expectFenceBetween(log, headFlags, d.deviceEventAddr + 2, 'packed: flags of the device event area');
+    expectFenceBetween(log, headFlags, d.deviceEventAddr, 'packed: off_wrap of the device event area');
   });
 
   it('kickNeeded follows the device event suppression area', () => {

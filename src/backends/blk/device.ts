@@ -69,6 +69,10 @@ export class BlkDevice implements VhostUserDevice {
   private readonly uring: boolean;
   /** BlkDeviceOptions.pollUs in nanoseconds (0n: no polling) */
   private readonly pollNs: bigint;
+  /** BlkDeviceOptions.pollUs as it applies: 0 unless the engine is io_uring */
+  get pollUs(): number {
+    return Number(this.pollNs / 1000n);
+  }
   /** queues a serve() left after URING_BURSTS_PER_SERVE bursts, and the setImmediate that resumes them */
   private readonly yielded = new Set<QueueContext>();
   private resume: NodeJS.Immediate | null = null;
