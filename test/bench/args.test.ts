@@ -23,7 +23,7 @@ describe('bench command lines', () => {
   const bad: [string, string[], RegExp][] = [
     ['run.js', ['--bogus'], /^Unknown option '--bogus'/],
     ['run.js', ['--rounds', '2'], /^--rounds 2: at least 3\n/],
-    ['run.js', ['--cases', 'net-rx,nope'], /^unknown case nope; cases: net-rx, net-tx, switch, blk, cpu, memory, api, switch-flows\n/],
+    ['run.js', ['--cases', 'net-rx,nope'], /^unknown case nope; cases: net-rx, net-tx, switch, blk, cpu, memory, api, switch-flows, switch-threads\n/],
     ['ab.js', ['--b', '/nonexistent'], /^--a DIST: the dist directory of a built checkout\n/],
     ['ab.js', ['--a', '/nonexistent', '--b', '/nonexistent'], /^--a \/nonexistent: no \/nonexistent\/src\/cli\/main\.js\n/],
     ['ab-blk.js', ['--b', '/nonexistent'], /^--a DIST: the dist directory of a built checkout\n/],
