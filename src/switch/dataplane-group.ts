@@ -42,6 +42,8 @@ class DataplaneGroup {
   /** ports in use: with a guest's memory, or a host side, or captured */
   private readonly busy = new Set<number>();
   private readonly capturing = new Set<number>();
+  /** each port's claims so far: a release counts only if no claim came after it began */
+  private readonly claims = new Map<number, number>();
   /** ports whose move to another thread is under way */
   private readonly moving = new Map<number, Promise<void>>();
   private readonly expirer: NodeJS.Timeout;
@@ -74,6 +76,7 @@ class DataplaneGroup {
   private claim(id: number): Promise<Dataplane> {
     const cur = this.owner.get(id);
     if (cur === undefined) return Promise.reject(new Error(`no port ${id}`));
+    this.claims.set(id, (this.claims.get(id) ?? 0) + 1);
     if (!this.busy.has(id)) {
       this.busy.add(id);
       const k = this.pick(id);
@@ -150,14 +153,17 @@ class DataplaneGroup {
         await this.all((d) => d.removePort(id));
         this.owner.delete(id);
         this.busy.delete(id);
+        this.claims.delete(id);
       },
       setOwner: () => Promise.reject(new Error("owners are the group's to choose")),
       attachHost: async (id, spec) => (await this.claim(id)).attachHost(id, spec),
       setVlan: async (id, vlan) => void (await this.all((d) => d.setVlan(id, vlan))),
       setMemory: async (port, token) => (await this.claim(port)).setMemory(port, token),
       releaseMemory: async (port) => {
+        const claims = this.claims.get(port);
         await (await this.route(port)).releaseMemory(port);
-        if (!this.capturing.has(port)) this.busy.delete(port);
+        // (a session that began meanwhile keeps the port in use)
+        if (!this.capturing.has(port) && this.claims.get(port) === claims) this.busy.delete(port);
       },
       startQueue: async (spec) => (await this.route(spec.port)).startQueue(spec),
       stopQueue: async (port, index) => (await this.route(port)).stopQueue(port, index),
