@@ -199,6 +199,7 @@ int32_t PackedRing::Pop(const BurstArrays& out, uint32_t max) {
         EmitOneSegment(out, n, d.a, seg, mem, region, p, d.len, (d.b & kDescWrite) != 0, lg);
         seg++;
         in_flight_count_[d.a] = 1;
+        popped_at_[d.a] = AvailPos();
         if (++last_avail_ == size_) {
           last_avail_ = 0;
           avail_wrap_ = !avail_wrap_;
@@ -232,6 +233,7 @@ int32_t PackedRing::Pop(const BurstArrays& out, uint32_t max) {
     EmitChain(out, n, id, static_cast<uint32_t>(rlen), static_cast<uint32_t>(wlen), seg, end, lg);
     seg = end;
     in_flight_count_[id] = ndesc;
+    popped_at_[id] = AvailPos();
     last_avail_ = static_cast<uint16_t>(last_avail_ + ndesc);
     if (last_avail_ >= size_) {
       last_avail_ = static_cast<uint16_t>(last_avail_ - size_);
@@ -272,6 +274,7 @@ int32_t PackedRing::PopDirect(DirectBuf* out, uint32_t max) {
     if (p == nullptr && (p = mem.TranslateGpaContiguous(d.addr, d.len)) == nullptr) break;
     out[n++] = DirectBuf{p, d.len, d.a};
     in_flight_count_[d.a] = 1;
+    popped_at_[d.a] = AvailPos();
     if (++last_avail_ == size_) {
       last_avail_ = 0;
       avail_wrap_ = !avail_wrap_;
@@ -489,11 +492,8 @@ bool PackedRing::RecordBatch(const uint16_t* ids, const uint32_t* lens, uint32_t
   bool wrap = used_wrap_;
   for (uint32_t i = 0; i < n; i++) {
     const uint32_t ndesc = in_flight_count_[ids[i]] & ~kClaimed;
-    uint32_t last = pos + ndesc - 1;
-    if (last >= size_) last -= size_;
-    // In pop order, the chain completed next is the one at the used position, and its
-    // buffer id is in its last descriptor, which the device has not written over.
-    if (LoadRelaxed<uint16_t>(desc_ + 16 * last + 12) != ids[i]) {
+    // In pop order, the chain completed next is the one popped from the used position.
+    if (popped_at_[ids[i]] != static_cast<uint16_t>(pos | (wrap ? 0x8000 : 0))) {
       StoreRelease<uint32_t>(record_, 0);
       record_ = nullptr;  // the mapping stays with record_table_ until Detach
       record_state_.store(RecordState::kOutOfOrder, std::memory_order_relaxed);

@@ -11,7 +11,7 @@ namespace vhostkit {
 
 class PackedRing final : public Virtqueue {
  public:
-  explicit PackedRing(uint32_t size) : Virtqueue(true, size) {}
+  explicit PackedRing(uint32_t size) : Virtqueue(true, size), popped_at_(size, 0) {}
   uint32_t GetBase() const override;
   VqError SetBase(uint32_t base) override;
   void SyncUsedFromRing() override;
@@ -108,6 +108,10 @@ class PackedRing final : public Virtqueue {
   std::vector<uint16_t> resubmit_ndesc_;  // per resubmit_ entry: descriptors saved
   std::vector<uint8_t> chain_copy_;   // one resubmitted chain's descriptors, contiguous
 
+  // Per buffer id in flight: the avail position (| wrap << 15) its chain was popped from.
+  // RecordBatch checks pop order against it instead of reading the ring's descriptor
+  // lines, which a read would bring over shared just before the push takes them exclusive.
+  std::vector<uint16_t> popped_at_;
   uint16_t last_avail_ = 0;
   bool avail_wrap_ = true;
   uint16_t last_used_ = 0;
