@@ -42,6 +42,8 @@ class DataplaneGroup {
   /** ports in use: with a guest's memory, or a host side, or captured */
   private readonly busy = new Set<number>();
   private readonly capturing = new Set<number>();
+  /** ports whose guest's memory is being released: leaving, so no longer counted in use */
+  private readonly releasing = new Set<number>();
   /** each port's claims so far: a release counts only if no claim came after it began */
   private readonly claims = new Map<number, number>();
   /** ports whose move to another thread is under way */
@@ -65,19 +67,21 @@ class DataplaneGroup {
   /** The thread that serves the fewest ports in use (ties: the fewest ports, then the first). */
   private pick(except = -1): number {
     const load = this.t.map(() => 0);
-    for (const [p, k] of this.owner) if (p !== except) load[k] += this.busy.has(p) ? 1024 : 1;
+    for (const [p, k] of this.owner) if (p !== except) load[k] += this.busy.has(p) && !this.releasing.has(p) ? 1024 : 1;
     return load.indexOf(Math.min(...load));
   }
 
   /**
    * Port `id` is about to be used (its guest's memory arrived, or a host side): if it is
-   * not in use yet, it moves to the thread serving the fewest ports in use.
+   * not in use yet (or its last guest's memory is still being released), it moves to the
+   * thread serving the fewest ports in use. A release under way was posted to the old
+   * thread before the move, so that thread releases first.
    */
   private claim(id: number): Promise<Dataplane> {
     const cur = this.owner.get(id);
     if (cur === undefined) return Promise.reject(new Error(`no port ${id}`));
     this.claims.set(id, (this.claims.get(id) ?? 0) + 1);
-    if (!this.busy.has(id)) {
+    if (!this.busy.has(id) || this.releasing.has(id)) {
       this.busy.add(id);
       const k = this.pick(id);
       if (k !== cur) {
@@ -161,7 +165,12 @@ class DataplaneGroup {
       setMemory: async (port, token) => (await this.claim(port)).setMemory(port, token),
       releaseMemory: async (port) => {
         const claims = this.claims.get(port);
-        await (await this.route(port)).releaseMemory(port);
+        this.releasing.add(port);
+        try {
+          await (await this.route(port)).releaseMemory(port);
+        } finally {
+          this.releasing.delete(port);
+        }
         // (a session that began meanwhile keeps the port in use)
         if (!this.capturing.has(port) && this.claims.get(port) === claims) this.busy.delete(port);
       },
