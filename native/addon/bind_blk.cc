@@ -43,6 +43,8 @@ class BlkWrap : public Napi::ObjectWrap<BlkWrap> {
     return DefineClass(env, "BlkEngine",
                        {InstanceMethod<&BlkWrap::Submit>("submit"),
                         InstanceMethod<&BlkWrap::Reap>("reap"),
+                        InstanceMethod<&BlkWrap::SubmitReap>("submitReap"),
+                        InstanceMethod<&BlkWrap::NoteWake>("noteWake"),
                         InstanceMethod<&BlkWrap::WaitIdle>("waitIdle"),
                         InstanceMethod<&BlkWrap::Resize>("resize"),
                         InstanceMethod<&BlkWrap::InFlightOf>("inFlightOf"),
@@ -131,6 +133,22 @@ class BlkWrap : public Napi::ObjectWrap<BlkWrap> {
   Napi::Value Reap(const Napi::CallbackInfo& info) {
     QueueView v = UnwrapQueue(info[0]);
     return Napi::Number::New(info.Env(), e_->Reap(*v.q));
+  }
+
+  // submitReap(queue, n) -> submit(queue, n), then reap(queue)'s result: what completed
+  // inside the submit is pushed at once, with no completion eventfd write and read for it.
+  Napi::Value SubmitReap(const Napi::CallbackInfo& info) {
+    QueueView v = UnwrapQueue(info[0]);
+    const uint32_t n = info[1].As<Napi::Number>().Uint32Value();
+    if (n > v.burst) throw Napi::RangeError::New(info.Env(), "submitReap: more chains than the burst");
+    if (!v.q->memory()) throw Napi::Error::New(info.Env(), "submitReap: queue has no memory");
+    return Napi::Number::New(info.Env(), Open(info.Env()).SubmitReap(*v.q, *v.out, n));
+  }
+
+  // noteWake(): the completion fd was found readable (the watcher); the next reap resets it.
+  Napi::Value NoteWake(const Napi::CallbackInfo& info) {
+    e_->NoteWake();
+    return info.Env().Undefined();
   }
 
   // waitIdle(timeoutMs = -1) -> true once no request is executing.

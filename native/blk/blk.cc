@@ -452,7 +452,12 @@ bool BlkEngine::Parse(Request* r, const BurstArrays& b, uint32_t i, const MemTab
   }
 }
 
-bool BlkEngine::Submit(Virtqueue& q, const BurstArrays& b, uint32_t n) {
+int32_t BlkEngine::SubmitReap(Virtqueue& q, const BurstArrays& b, uint32_t n) {
+  if (!Submit(q, b, n, true)) return -2;
+  return Reap(q);
+}
+
+bool BlkEngine::Submit(Virtqueue& q, const BurstArrays& b, uint32_t n, bool reap_next) {
   if (closed_) return false;
   const std::shared_ptr<MemTable> mem = q.memory();
   if (!mem) return false;
@@ -499,7 +504,9 @@ bool BlkEngine::Submit(Virtqueue& q, const BurstArrays& b, uint32_t n) {
       done_.push_back(r);
     }
     if (ring_in_flight_ > 0) HarvestLocked(&to_pool_, true);
-    if (!done_.empty() && !notified_) wake = notified_ = true;
+    // With reap_next, q's completions here are reaped on this wakeup; any other queue's
+    // (CQEs harvested above) wrote the eventfd from the kernel, and Reap passes them on.
+    if (!done_.empty() && !notified_ && !reap_next) wake = notified_ = true;
   }
   if (wake && efd_ >= 0) io::EventFdWrite(efd_, 1);
   batch_.insert(batch_.end(), to_pool_.begin(), to_pool_.end());
@@ -574,6 +581,7 @@ bool BlkEngine::PrepSqe(Request* r) {
     }
   }
   ring_in_flight_++;
+  sqes_since_reset_ = true;
   js_.uring_sqes++;
   return true;
 }
@@ -620,11 +628,20 @@ int32_t BlkEngine::Reap(Virtqueue& q) {
   reaped_.clear();
   {
     std::lock_guard<std::mutex> lk(cmu_);
-    // Reset the eventfd (always: a level-triggered watcher must not see it readable
-    // forever after a spurious wakeup) before taking the list. A completion queued after
-    // this point finds notified_ false and writes it again: no lost wakeup.
-    uint64_t v;
-    if (efd_ >= 0) io::EventFdRead(efd_, &v);
+    // Reset the eventfd before taking the list. A completion queued after this point
+    // finds notified_ false and writes it again: no lost wakeup. It is reset whenever
+    // something may have written it: a worker or an earlier Reap (notified_), the ring's
+    // CQEs (SQEs since the last reset, until a reset with none in flight), or anything the
+    // watcher found (NoteWake: also a CQE's write that landed after its harvest), so a
+    // level-triggered watcher never sees it readable for good. Completions made inside a
+    // SubmitReap write nothing, and their reap saves the read.
+    const bool ring_quiet = ring_in_flight_ == 0;
+    if (efd_ >= 0 && (notified_ || sqes_since_reset_ || wake_seen_)) {
+      uint64_t v;
+      io::EventFdRead(efd_, &v);
+      wake_seen_ = false;
+      if (ring_quiet) sqes_since_reset_ = false;
+    }
     notified_ = false;
     // The ring's CQEs, after the reset: one posted later writes the eventfd again.
     to_pool_.clear();

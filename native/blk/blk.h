@@ -158,7 +158,15 @@ class BlkEngine {
   // Takes chains [0, n) of the burst `b` that q.Pop() just filled. Every chain is
   // accepted: it completes later (Reap) with a status, or with used len 0 if it has no
   // writable byte. Returns false (nothing taken) if the engine is closed or q has no memory.
-  bool Submit(Virtqueue& q, const BurstArrays& b, uint32_t n);
+  // reap_next: the caller reaps q right after, on the same wakeup (SubmitReap), so the
+  // completions made inside this call need no write of the completion eventfd.
+  bool Submit(Virtqueue& q, const BurstArrays& b, uint32_t n, bool reap_next = false);
+  // Submit, then Reap of the same queue: what completed inside the submit (cached pages,
+  // RAM, inline copies) is pushed at once, with no eventfd write and read for it. Returns
+  // Reap's result, or -2 if nothing was taken (engine closed, q without memory).
+  int32_t SubmitReap(Virtqueue& q, const BurstArrays& b, uint32_t n);
+  // The completion fd was found readable: the next Reap resets it whatever else it knows.
+  void NoteWake() { wake_seen_ = true; }
   // Pushes every completed request of q (one Push, one Signal if the driver asked).
   // Returns the number pushed, or -1 if q refused the push (ids not in flight: the queue
   // was reset under in-flight requests; they are dropped).
@@ -276,6 +284,9 @@ class BlkEngine {
   std::string engine_note_;
   std::unique_ptr<Uring> ring_;  // JavaScript thread only
   uint32_t ring_in_flight_ = 0;  // SQEs not yet completed
+  // SQEs prepared since the last reset of the completion eventfd: their CQEs write it.
+  bool sqes_since_reset_ = false;
+  bool wake_seen_ = false;  // NoteWake() since the last reset
   uint32_t ring_cap_ = 0;        // at most this many (the CQ's size: no overflow)
   bool shmem_ = false;           // the file is on tmpfs: small requests are copied inline
   std::vector<Request*> to_pool_;

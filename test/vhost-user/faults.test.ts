@@ -618,10 +618,16 @@ describe('vhost-user faults: resource limits', function () {
       const disk = openDisk({ ramBytes: 8 * MiB, numQueues: 2, maxInFlight });
       const engine = disk.engine;
       let most = 0;
+      // The device submits through submit() (engine threads) or submitReap() (io_uring).
       const submit = engine.submit.bind(engine);
       engine.submit = (q, n) => {
         most = Math.max(most, engine.inFlight + n);
         submit(q, n);
+      };
+      const submitReap = engine.submitReap.bind(engine);
+      engine.submitReap = (q, n) => {
+        most = Math.max(most, engine.inFlight + n);
+        return submitReap(q, n);
       };
       try {
         const f = await serve(disk.device);

@@ -240,10 +240,10 @@ export class BlkDevice implements VhostUserDevice {
         if (n === 0 && this.pollNs > 0n && this.engine.inFlight === 0 && this.queues.size === 1) n = this.poll(q, room);
         if (n < 0) throw q.vq.error ?? new Error(`pop failed: ${n}`);
         if (n === 0) return;
-        this.engine.submit(q.vq, n);
         // io_uring: what completed inside the submit (cached pages, RAM) is pushed now, on
         // this wakeup, rather than on the completion fd's.
-        if (this.uring) this.engine.reap(q.vq);
+        if (this.uring) this.engine.submitReap(q.vq, n);
+        else this.engine.submit(q.vq, n);
       }
     } catch (e) {
       if (e instanceof VringError) q.fail(e);
