@@ -67,21 +67,26 @@ class DataplaneGroup {
   /** The thread that serves the fewest ports in use (ties: the fewest ports, then the first). */
   private pick(except = -1): number {
     const load = this.t.map(() => 0);
-    for (const [p, k] of this.owner) if (p !== except) load[k] += this.busy.has(p) && !this.releasing.has(p) ? 1024 : 1;
+    for (const [p, k] of this.owner) if (p !== except) load[k] += this.inUse(p) ? 1024 : 1;
     return load.indexOf(Math.min(...load));
+  }
+
+  /** In use and staying: a port whose guest's memory is being released is leaving, unless captured. */
+  private inUse(p: number): boolean {
+    return this.busy.has(p) && (!this.releasing.has(p) || this.capturing.has(p));
   }
 
   /**
    * Port `id` is about to be used (its guest's memory arrived, or a host side): if it is
-   * not in use yet (or its last guest's memory is still being released), it moves to the
-   * thread serving the fewest ports in use. A release under way was posted to the old
-   * thread before the move, so that thread releases first.
+   * not in use yet (or its last guest's memory is still being released, and it is not
+   * captured), it moves to the thread serving the fewest ports in use. A release under way
+   * was posted to the old thread before the move, so that thread releases first.
    */
   private claim(id: number): Promise<Dataplane> {
     const cur = this.owner.get(id);
     if (cur === undefined) return Promise.reject(new Error(`no port ${id}`));
     this.claims.set(id, (this.claims.get(id) ?? 0) + 1);
-    if (!this.busy.has(id) || this.releasing.has(id)) {
+    if (!this.inUse(id)) {
       this.busy.add(id);
       const k = this.pick(id);
       if (k !== cur) {

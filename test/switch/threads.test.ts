@@ -61,6 +61,35 @@ for (const poll of ['event', 'busy'] as PollMode[]) {
       expect((await c2.receive(1)).length, 'a reaches c on its new thread').to.equal(1);
     });
 
+    it("keeps a captured port on its thread across its guest's next session, and captures there", async () => {
+      const [a, b, c] = [await rig.attach('a', false), await rig.attach('b', false), await rig.attach('c', false)];
+      expect(await owners(rig.sw)).to.deep.equal({ a: 0, b: 1, c: 0 });
+      let packets = 0;
+      let done = false;
+      await rig.sw.startCapture('c', {}, (_records, n, last) => {
+        packets += n;
+        if (last) done = true;
+      });
+      for (const [g, n] of [
+        [b, 'b'],
+        [c, 'c'],
+      ] as const) {
+        const old = rig.sw.backend(n).session;
+        rig.close(g);
+        await until(() => rig.sw.backend(n).session !== old, `${n}'s session gone`);
+      }
+      // Thread 1 is idle now, but c is captured: it stays, even while its release is under way.
+      const c2 = await rig.reconnect('c', true);
+      await rig.sw.backend('c').nextSession();
+      await rig.served('c');
+      expect(await owners(rig.sw), 'c stayed on thread 0').to.deep.equal({ a: 0, c: 0 });
+      a.send([ethFrame(BCAST, MAC(1), 60, 1)]);
+      expect((await c2.receive(1)).length).to.equal(1);
+      await until(() => packets >= 1, 'the frame captured on c');
+      await rig.sw.stopCapture('c');
+      await until(() => done, 'capture done');
+    });
+
     it('delivers every frame across threads, in order per flow, through rings that wrap', async () => {
       // a, c on thread 0; b, d on thread 1. a and b each send to c and d in turn: a->d and
       // b->c cross threads, a->c and b->d do not.
