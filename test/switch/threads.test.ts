@@ -25,6 +25,28 @@ for (const poll of ['event', 'busy'] as PollMode[]) {
     beforeEach(() => rig.setUp());
     afterEach(() => rig.tearDown());
 
+    /**
+     * a, b, c attached (a and c on thread 0, b on thread 1), `before` run, then b's and c's
+     * guests leave (thread 0 serves a, thread 1 nothing) and c's next guest connects.
+     */
+    async function twoLeaveOneReturns(before: () => Promise<void> = () => Promise.resolve()) {
+      const [a, b, c] = [await rig.attach('a', false), await rig.attach('b', false), await rig.attach('c', false)];
+      expect(await owners(rig.sw)).to.deep.equal({ a: 0, b: 1, c: 0 });
+      await before();
+      for (const [g, n] of [
+        [b, 'b'],
+        [c, 'c'],
+      ] as const) {
+        const old = rig.sw.backend(n).session;
+        rig.close(g);
+        await until(() => rig.sw.backend(n).session !== old, `${n}'s session gone`);
+      }
+      const c2 = await rig.reconnect('c', true);
+      await rig.sw.backend('c').nextSession();
+      await rig.served('c');
+      return { a, c2 };
+    }
+
     it('assigns each port to the thread with the fewest, and a new port to the one a port left', async () => {
       for (const n of ['a', 'b', 'c']) await rig.attach(n, false);
       expect(await owners(rig.sw)).to.deep.equal({ a: 0, b: 1, c: 0 });
@@ -40,20 +62,7 @@ for (const poll of ['event', 'busy'] as PollMode[]) {
     });
 
     it("moves a port to the thread with the fewest ports in use when its guest's next session starts", async () => {
-      const [a, b, c] = [await rig.attach('a', false), await rig.attach('b', false), await rig.attach('c', false)];
-      expect(await owners(rig.sw)).to.deep.equal({ a: 0, b: 1, c: 0 });
-      // b's and c's guests leave: thread 0 serves a, thread 1 nothing.
-      for (const [g, n] of [
-        [b, 'b'],
-        [c, 'c'],
-      ] as const) {
-        const old = rig.sw.backend(n).session;
-        rig.close(g);
-        await until(() => rig.sw.backend(n).session !== old, `${n}'s session gone`);
-      }
-      const c2 = await rig.reconnect('c', true);
-      await rig.sw.backend('c').nextSession();
-      await rig.served('c');
+      const { a, c2 } = await twoLeaveOneReturns();
       expect(await owners(rig.sw), 'c went to the idle thread').to.deep.equal({ a: 0, c: 1 });
       c2.send([ethFrame(BCAST, MAC(3), 60, 1)]);
       expect((await a.receive(1)).length).to.equal(1);
@@ -62,26 +71,15 @@ for (const poll of ['event', 'busy'] as PollMode[]) {
     });
 
     it("keeps a captured port on its thread across its guest's next session, and captures there", async () => {
-      const [a, b, c] = [await rig.attach('a', false), await rig.attach('b', false), await rig.attach('c', false)];
-      expect(await owners(rig.sw)).to.deep.equal({ a: 0, b: 1, c: 0 });
       let packets = 0;
       let done = false;
-      await rig.sw.startCapture('c', {}, (_records, n, last) => {
-        packets += n;
-        if (last) done = true;
-      });
-      for (const [g, n] of [
-        [b, 'b'],
-        [c, 'c'],
-      ] as const) {
-        const old = rig.sw.backend(n).session;
-        rig.close(g);
-        await until(() => rig.sw.backend(n).session !== old, `${n}'s session gone`);
-      }
-      // Thread 1 is idle now, but c is captured: it stays, even while its release is under way.
-      const c2 = await rig.reconnect('c', true);
-      await rig.sw.backend('c').nextSession();
-      await rig.served('c');
+      // Thread 1 goes idle, but c is captured: it stays, even while its release is under way.
+      const { a, c2 } = await twoLeaveOneReturns(() =>
+        rig.sw.startCapture('c', {}, (_records, n, last) => {
+          packets += n;
+          if (last) done = true;
+        }),
+      );
       expect(await owners(rig.sw), 'c stayed on thread 0').to.deep.equal({ a: 0, c: 0 });
       a.send([ethFrame(BCAST, MAC(1), 60, 1)]);
       expect((await c2.receive(1)).length).to.equal(1);
