@@ -22,7 +22,7 @@ const USAGE = `usage: node dist/bench/ab.js --a DIST_A --b DIST_B [OPTIONS]
   two vhostkit builds (the dist directories of two built checkouts) on one configuration, in turns
   --case C              net-tx, net-rx or switch (default net-tx)
   --packed              packed rings (default split)
-  --size BYTES          frame size of the net cases (default 64)
+  --size BYTES          frame size (default 64)
   --rounds N            rounds (default 5)
   --turns T             turns per side per round (default 2)
   --frontend-cpus LIST  CPUs of the frontend (default 0)
@@ -54,7 +54,7 @@ const samples = await measureInTurns<'A' | 'B'>(
   ['A', 'B'],
   (n) =>
     kase === 'switch'
-      ? startSwitchSide(ctx, 'vhostkit switch', values.packed!, commands, builds[n])
+      ? startSwitchSide(ctx, 'vhostkit switch', values.packed!, commands, builds[n], size)
       : startNetSide(ctx, kase === 'net-tx' ? 'tx' : 'rx', 'vhostkit', size, values.packed!, commands, builds[n]),
   {
     rounds: ctx.rounds,

@@ -45,7 +45,7 @@ async function crossingCost(ctx: BenchContext, threads: number, commands: Set<st
     const argv = ['taskset', '-c', cpu, process.execPath, vhostkitCli, 'switch', '--port', `a=${sa}`, '--port', `b=${sb}`, '--poll', 'event', '--threads', String(threads), '--cpus', cpu];
     commands.add(`vhostkit, ${threads} thread(s): ${generic(argv, sa, sb)}`);
     sw = await startSwitch(argv, [sa, sb]);
-    fe = await startCombinedFrontend(ctx, sa, sb, false, commands);
+    fe = await startCombinedFrontend(ctx, sa, sb, false, commands, 64);
     // A statistics period to settle, then the window.
     await measureAll(fe, 1, 250);
     const cpu0 = cpuSeconds(sw.pid!);
@@ -80,8 +80,8 @@ async function scalingSide(ctx: BenchContext, threads: number, commands: Set<str
     argv.push('--poll', 'busy', '--threads', String(threads), '--cpus', cpus);
     commands.add(`vhostkit, ${threads} thread(s): ${generic(argv, s('a'), s('b')).replaceAll(s('c'), 'SOCK_C').replaceAll(s('d'), 'SOCK_D')}`);
     sw = await startSwitch(argv, ['a', 'b', 'c', 'd'].map(s));
-    fes.push(await startCombinedFrontend({ ...ctx, frontendCpus: front[0] }, s('a'), s('b'), false, commands));
-    fes.push(await startCombinedFrontend({ ...ctx, frontendCpus: front[1] }, s('c'), s('d'), false, commands));
+    fes.push(await startCombinedFrontend({ ...ctx, frontendCpus: front[0] }, s('a'), s('b'), false, commands, 64));
+    fes.push(await startCombinedFrontend({ ...ctx, frontendCpus: front[1] }, s('c'), s('d'), false, commands, 64));
   } catch (e) {
     await stop();
     throw e;

@@ -24,14 +24,14 @@ export function generic(argv: readonly string[], a: string, b: string): string {
     .replace(/--file-prefix \S+/, '--file-prefix PREFIX');
 }
 
-/** Frontend B (rxonly, sends one burst first so its MAC is learnt), then A (txonly to B's MAC). */
-export async function startFrontends(ctx: BenchContext, sa: string, sb: string, packed: boolean, commands: Set<string>): Promise<{ a: Testpmd; b: Testpmd }> {
+/** Frontend B (rxonly, sends one burst first so its MAC is learnt), then A (txonly to B's MAC) sending frames of `size` bytes. */
+export async function startFrontends(ctx: BenchContext, sa: string, sb: string, packed: boolean, commands: Set<string>, size: number): Promise<{ a: Testpmd; b: Testpmd }> {
   const list = ctx.frontendCpus.split(',');
   const cpuF = Number(list[0]);
   const b = await startTestpmd({ role: 'virtio-user', socket: sb, forwardMode: 'rxonly', cpu: Number(list[1] ?? list[0]), packed, mac: MAC_B, extraArgs: ['--tx-first'] });
   try {
     await new Promise((r) => setTimeout(r, 300));
-    const a = await startTestpmd({ role: 'virtio-user', socket: sa, forwardMode: 'txonly', txpkts: 64, cpu: cpuF, packed, mac: MAC_A, extraArgs: [`--eth-peer=0,${MAC_B}`] });
+    const a = await startTestpmd({ role: 'virtio-user', socket: sa, forwardMode: 'txonly', txpkts: size, cpu: cpuF, packed, mac: MAC_A, extraArgs: [`--eth-peer=0,${MAC_B}`] });
     commands.add(`frontend B (${packed ? 'packed' : 'split'}): ${generic(b.process.argv, sa, sb)}`);
     commands.add(`frontend A (${packed ? 'packed' : 'split'}): ${generic(a.process.argv, sa, sb)}`);
     return { a, b };
@@ -46,15 +46,16 @@ export async function startFrontends(ctx: BenchContext, sa: string, sb: string, 
  * frontends would share one CPU and the figure would be the scheduler's): virtio-user port
  * 0 on A's socket, port 1 on B's, one forwarding lcore in flowgen mode, which on each port
  * receives and discards a burst, then sends a burst to the other port's MAC (--eth-peer).
- * The switch forwards both ways, unicast to learnt MACs once each side has sent.
+ * The switch forwards both ways, unicast to learnt MACs once each side has sent. Frames of
+ * `size` bytes.
  */
-export async function startCombinedFrontend(ctx: BenchContext, sa: string, sb: string, packed: boolean, commands: Set<string>): Promise<Testpmd> {
+export async function startCombinedFrontend(ctx: BenchContext, sa: string, sb: string, packed: boolean, commands: Set<string>, size: number): Promise<Testpmd> {
   const cpuF = Number(ctx.frontendCpus.split(',')[0]);
   const fe = await startTestpmd({
     role: 'virtio-user',
     socket: sa,
     forwardMode: 'flowgen',
-    txpkts: 64,
+    txpkts: size,
     cpu: cpuF,
     packed,
     mac: MAC_A,
@@ -91,12 +92,13 @@ export interface SwitchTraffic {
   stop(): Promise<void>;
 }
 
-export async function startSwitchTraffic(ctx: BenchContext, sa: string, sb: string, packed: boolean, commands: Set<string>): Promise<SwitchTraffic> {
+/** The case's traffic through the switch on sockets sa, sb, in frames of `size` bytes (64 unless said). */
+export async function startSwitchTraffic(ctx: BenchContext, sa: string, sb: string, packed: boolean, commands: Set<string>, size = 64): Promise<SwitchTraffic> {
   if (combined(ctx)) {
-    const fe = await startCombinedFrontend(ctx, sa, sb, packed, commands);
+    const fe = await startCombinedFrontend(ctx, sa, sb, packed, commands, size);
     return { measure: (p, ms) => measureAll(fe, p, ms), pids: () => [fe.pid], where: 'at A and B', stop: async () => void (await fe.stop()) };
   }
-  const { a, b } = await startFrontends(ctx, sa, sb, packed, commands);
+  const { a, b } = await startFrontends(ctx, sa, sb, packed, commands, size);
   return {
     measure: (p, ms) => measureAtB(b, p, ms),
     pids: () => [a.pid, b.pid],
@@ -112,9 +114,10 @@ type Who = 'vhostkit switch' | 'testpmd io';
 
 /**
  * One side of the case, up and forwarding: the switch or the reference, and the traffic.
- * `cli`: the vhostkit CLI to run (another build's, to compare two builds: bench/ab.ts).
+ * `cli`: the vhostkit CLI to run (another build's, to compare two builds: bench/ab.ts);
+ * `size`: the frames' size in bytes.
  */
-export async function startSwitchSide(ctx: BenchContext, who: Who, packed: boolean, commands: Set<string>, cli = vhostkitCli): Promise<Contender> {
+export async function startSwitchSide(ctx: BenchContext, who: Who, packed: boolean, commands: Set<string>, cli = vhostkitCli, size = 64): Promise<Contender> {
   const tmp = makeTempDir('vhostkit-bench-sw-');
   const sa = tmp.join('a.sock');
   const sb = tmp.join('b.sock');
@@ -142,7 +145,7 @@ export async function startSwitchSide(ctx: BenchContext, who: Who, packed: boole
       ref = await startTestpmd({ role: 'vhost', socket: sa, forwardMode: 'io', cpu: cpuB, extraEalArgs: ['--vdev', `net_vhost1,iface=${sb},queues=1`] });
       commands.add(`reference: ${generic(ref.process.argv, sa, sb)}`);
     }
-    traffic = await startSwitchTraffic(ctx, sa, sb, packed, commands);
+    traffic = await startSwitchTraffic(ctx, sa, sb, packed, commands, size);
   } catch (e) {
     await stop();
     throw e;
@@ -152,24 +155,30 @@ export async function startSwitchSide(ctx: BenchContext, who: Who, packed: boole
   return { pids: () => [backendPid, ...t.pids()], measure: (p, ms) => t.measure(p, ms), stop };
 }
 
+/** Frame sizes of the case: the issue's two (64 B, where per-frame work rules, and 1500 B, where copies do). */
+const SIZES = [64, 1500] as const;
+
 export async function switchCase(ctx: BenchContext): Promise<CaseReport> {
   const rows: Row[] = [];
   const commands = new Set<string>();
   let step = 0;
-  const total = 2 * ctx.rounds * ctx.turns * 2;
+  const total = 2 * SIZES.length * ctx.rounds * ctx.turns * 2;
   for (const packed of [false, true]) {
-    const samples = await measureInTurns<Who>(['vhostkit switch', 'testpmd io'], (who) => startSwitchSide(ctx, who, packed, commands), {
-      rounds: ctx.rounds,
-      turns: ctx.turns,
-      periods: 1,
-      onTurn: (who, round, turn, w) => progress(`switch ${++step}/${total} ${packed ? 'packed' : 'split'}, ${who}, round ${round + 1} turn ${turn + 1}: ${(rate(w) / 1e6).toFixed(2)} Mpps`),
-    });
-    for (const k of Object.keys(samples) as Who[]) samples[k] = samples[k].map((pps) => pps / 1e6);
-    rows.push({ config: `${packed ? 'packed' : 'split'}, 64 B, ${combined(ctx) ? 'A <-> B unicast' : 'A -> B unicast'}`, unit: 'Mpps', samples, subject: 'vhostkit switch', reference: 'testpmd io' });
+    for (const size of SIZES) {
+      const ring = packed ? 'packed' : 'split';
+      const samples = await measureInTurns<Who>(['vhostkit switch', 'testpmd io'], (who) => startSwitchSide(ctx, who, packed, commands, vhostkitCli, size), {
+        rounds: ctx.rounds,
+        turns: ctx.turns,
+        periods: 1,
+        onTurn: (who, round, turn, w) => progress(`switch ${++step}/${total} ${ring} ${size} B, ${who}, round ${round + 1} turn ${turn + 1}: ${(rate(w) / 1e6).toFixed(2)} Mpps`),
+      });
+      for (const k of Object.keys(samples) as Who[]) samples[k] = samples[k].map((pps) => pps / 1e6);
+      rows.push({ config: `${ring}, ${size} B, ${combined(ctx) ? 'A <-> B unicast' : 'A -> B unicast'}`, unit: 'Mpps', samples, subject: 'vhostkit switch', reference: 'testpmd io' });
+    }
   }
   const notes = combined(ctx)
     ? [
-        `The switch (\`vhostkit switch --poll busy\`, forwarding on its data-plane thread) or the reference pinned to CPU ${ctx.backendCpus}; one testpmd on CPU ${ctx.frontendCpus} drives both ports: virtio-user port 0 on A's socket, port 1 on B's, one forwarding lcore in flowgen mode (on each port: receive and discard a burst, send a burst of 64 B frames to the other port's MAC). The switch learns both MACs from the first frames and forwards unicast both ways; the reference forwards port to port (io). Measured: frames received on both ports.`,
+        `The switch (\`vhostkit switch --poll busy\`, forwarding on its data-plane thread) or the reference pinned to CPU ${ctx.backendCpus}; one testpmd on CPU ${ctx.frontendCpus} drives both ports: virtio-user port 0 on A's socket, port 1 on B's, one forwarding lcore in flowgen mode (on each port: receive and discard a burst, send a burst of 64 B or 1500 B frames to the other port's MAC). The switch learns both MACs from the first frames and forwards unicast both ways; the reference forwards port to port (io). Measured: frames received on both ports.`,
         turnsNote(ctx.rounds, ctx.turns),
         "Why one frontend process: the issue's set-up (A txonly and B rxonly, each busy on its own CPU) needs 3 CPUs; on 2, the two frontends share one, B drains its ring only while A is descheduled, and both forwarders read about 0.1 Mpps, the scheduler's figure. With 3+ CPUs, `--frontend-cpus 0,2` runs that set-up (A on the first CPU listed, B on the second).",
       ]
@@ -185,7 +194,7 @@ export async function switchCase(ctx: BenchContext): Promise<CaseReport> {
     notes,
     rows,
     commands: [...commands],
-    target: { ratio: 1.0, rows: () => true, what: 'switch at 64 B: at least 1.0 x testpmd io forwarding (issue 24)' },
-    charts: [rowsChart(rows, { file: 'switch', title: `switch, 64 B: Mpps received ${combined(ctx) ? 'by A and B' : 'by B'}, by ring layout`, yLabel: 'Mpps' })],
+    target: { ratio: 1.0, rows: () => true, what: 'switch at 64 B and 1500 B: at least 1.0 x testpmd io forwarding (issue 24)' },
+    charts: [rowsChart(rows, { file: 'switch', title: `switch: Mpps received ${combined(ctx) ? 'by A and B' : 'by B'}, by ring layout and frame size`, yLabel: 'Mpps' })],
   };
 }
