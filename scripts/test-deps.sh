@@ -2,7 +2,8 @@
 # What `npm test` needs on a fresh Debian 12 machine, installed idempotently; `npm test`
 # (scripts/test.mjs) and .ci/run run it first. As root it installs what is missing; as
 # another user it stops at once with the one apt-get line to run.
-#   - g++, make, python3: the addon (node-gyp); libasan comes with g++ (the ASan build);
+#   - g++, make, python3: the addon (node-gyp); libasan comes with g++ (the ASan build), and
+#     gcc (cc) with it, which builds test/lib/no-uring.c (io_uring refused by seccomp);
 #   - clang, libclang-rt-14-dev: the libFuzzer targets (and their ASan/UBSan runtime);
 #   - the real peers: qemu-system-x86 (QEMU, qemu-storage-daemon), qemu-utils (qemu-img),
 #     dpdk-dev (dpdk-testpmd), iproute2 (netns, veth, tap, vxlan), procps (sysctl), tcpdump (reads captures);

@@ -8,7 +8,9 @@
 //   GET    /v1/switches                       POST /v1/switches {name, poll, ...}
 //   GET    /v1/switches/:sw                   DELETE /v1/switches/:sw
 //   GET    /v1/switches/:sw/fdb               the forwarding database (EVPN's installed MACs with their VTEP)
-//   GET    /v1/switches/:sw/queues            per queue counters and ring fill
+//   GET    /v1/switches/:sw/queues            per queue counters, ring fill and thread
+//   GET    /v1/switches/:sw/flows             POST {flow} / DELETE {match, strict?}: the flow table
+//   GET    /v1/switches/:sw/handlers          each packet handler's frames, runs and errors
 //   GET    /v1/ports[?switch=sw]              POST /v1/ports {switch, kind, name, socket, ...}
 //   GET    /v1/ports/:name                    DELETE /v1/ports/:name
 //   PUT    /v1/ports/:name/vlan               body: a VLAN id or {mode, vid} / {mode, allowed, native}

@@ -419,6 +419,12 @@ export function parseConfig(raw: unknown, base = process.cwd()): HostConfig {
       if (!port || port.kind !== 'vxlan') return problems.push(`${path}.port: switch ${v.switch} has no VXLAN port ${JSON.stringify(v.port)}`);
       if (port.vlan && port.vlan.mode !== 'access') problems.push(`${path}.port: ${v.port} must be an access port (one VLAN per VNI)`);
       if (port.vni !== v.vni) problems.push(`${path}.vni: port ${v.port} carries VNI ${port.vni}, not ${v.vni}`);
+      // Snooping and suppression run as the packet handler evpn-arp on the VNI's switch.
+      const threads = sw.threads ?? Math.max(1, sw.cpus?.length ?? 1);
+      const neigh = (['arpSnooping', 'ndSnooping', 'arpSuppression'] as const).filter((k) => e[k]);
+      if (neigh.length > 0 && threads > 1) {
+        problems.push(`${path}.switch: ${neigh.join(', ')} add a packet handler to switch ${v.switch}, which needs one data-plane thread (it has ${threads})`);
+      }
     });
   }
   if (problems.length > 0 || top === undefined) throw new ConfigError(problems.length ? problems : ['invalid']);

@@ -212,4 +212,18 @@ describe('host configuration', () => {
     expect(() => mergeFlags({ evpn: {} }, { vxlan: vx, evpn: 'asn=65000,router-id=192.0.2.1' })).to.throw(/evpn section already/);
     expect(() => parseConfig(mergeFlags({}, { vxlan: vx, evpn: 'asn=0,router-id=192.0.2.1' }))).to.throw(ConfigError, /evpn\.asn/);
   });
+
+  it('refuses ARP/ND snooping or suppression on a switch with several data-plane threads (they add a packet handler)', () => {
+    const vx = ['remote=192.0.2.1,vni=100'];
+    const raw = (evpn: string, threads: number) => {
+      const r = mergeFlags({}, { vxlan: vx, evpn }) as { switches: Array<Record<string, unknown>> };
+      r.switches[0].threads = threads;
+      return r;
+    };
+    for (const opt of ['arp-snooping', 'nd-snooping', 'arp-suppression']) {
+      expect(() => parseConfig(raw(`asn=65000,router-id=192.0.2.1,${opt}`, 2)), opt).to.throw(ConfigError, /evpn\.vnis\[0\]\.switch: .*needs one data-plane thread \(it has 2\)/);
+      expect(parseConfig(raw(`asn=65000,router-id=192.0.2.1,${opt}`, 1)).evpn?.vnis).to.have.length(1);
+    }
+    expect(parseConfig(raw('asn=65000,router-id=192.0.2.1', 2)).switches[0].threads).to.equal(2);
+  });
 });

@@ -328,10 +328,11 @@ async function serveOnSocket(
   socket: string,
   image: string,
   temp: TempDir | null,
-  opts: { readyTimeoutMs?: number; onLine?: LineListener; cpus?: string },
+  opts: { readyTimeoutMs?: number; onLine?: LineListener; cpus?: string; wrapper?: string[] },
 ): Promise<StorageDaemon> {
-  // taskset execs the program: the pid stays the server's.
-  const full = opts.cpus !== undefined ? ['taskset', '-c', opts.cpus, ...argv] : argv;
+  // taskset and the wrapper exec the program: the pid stays the server's.
+  const wrapped = [...(opts.wrapper ?? []), ...argv];
+  const full = opts.cpus !== undefined ? ['taskset', '-c', opts.cpus, ...wrapped] : wrapped;
   const proc = await ManagedProcess.start(full, { name, onLine: opts.onLine });
   // If Node exits with the server still running, it is SIGKILLed and leaves its socket.
   const unregisterSocket = registerExitCleanup(() => unlinkSocketIfPresent(socket));
@@ -371,6 +372,8 @@ export interface VhostkitBlkOptions {
   extraArgs?: string[];
   /** Pin the process to these CPUs (`taskset -c`). */
   cpus?: string;
+  /** a command that execs the rest of its arguments (test/lib/no-uring.ts) */
+  wrapper?: string[];
   readyTimeoutMs?: number;
   onLine?: LineListener;
   /** the CLI entry (src/cli/main.js) to run: another build's, for an A/B (default this checkout's) */
