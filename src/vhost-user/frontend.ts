@@ -7,7 +7,7 @@ import { GuestMemory, createMemfd } from '../native/guest-memory.js';
 import { EventFd } from '../native/eventfd.js';
 import { FdWatcher, connectUnix } from '../native/unix-socket.js';
 import { BumpAllocator, PackedDriver, SplitDriver } from '../virtio/driver.js';
-import { VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, bit, has } from '../virtio/features.js';
+import { VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_IN_ORDER, VIRTIO_F_RING_PACKED, VIRTIO_RING_F_EVENT_IDX, bit, has } from '../virtio/features.js';
 import type { RingLayout } from '../native/virtqueue.js';
 import { MessageChannel, closeFds } from './channel.js';
 import { FLAG_NEED_REPLY, FLAG_REPLY, ProtocolFeature, Req, configSpace, memTable, reqName, singleRegion, u64, vringAddr, vringFile, vringState, type MemRegion, type Message } from './protocol.js';
@@ -341,7 +341,7 @@ export class VhostUserFrontend {
   async startQueue(index: number, o: StartQueueOptions): Promise<FrontendQueue> {
     if (this.memory === null || this.alloc === null) throw new Error('startQueue before setupMemory');
     const layout = o.layout ?? (has(this.features, VIRTIO_F_RING_PACKED) ? 'packed' : 'split');
-    const common = { mem: this.memory.view(0), base: 0, size: o.size, alloc: this.alloc, eventIdx: has(this.features, VIRTIO_RING_F_EVENT_IDX) };
+    const common = { mem: this.memory.view(0), base: 0, size: o.size, alloc: this.alloc, eventIdx: has(this.features, VIRTIO_RING_F_EVENT_IDX), inOrder: has(this.features, VIRTIO_F_IN_ORDER) };
     const driver = o.driver ?? (layout === 'split' ? new SplitDriver(common) : new PackedDriver(common));
     const uva = (gpa: number) => FRONTEND_UVA_BASE + BigInt(gpa);
     const [desc, avail, used] = driver instanceof SplitDriver ? [driver.descAddr, driver.availAddr, driver.usedAddr] : [driver.descAddr, driver.driverEventAddr, driver.deviceEventAddr];

@@ -725,6 +725,11 @@ export interface PackedDriverOptions {
   alloc: BumpAllocator;
   /** VIRTIO_F_RING_EVENT_IDX negotiated. */
   eventIdx?: boolean;
+  /**
+   * VIRTIO_F_IN_ORDER negotiated: the device may mark a batch of buffers used with one used
+   * descriptor at the batch's first slot, carrying the last buffer's id (§2.8.20).
+   */
+  inOrder?: boolean;
 }
 
 export interface PackedUsedEntry extends UsedEntry {
@@ -741,6 +746,7 @@ interface PendingHead {
 export class PackedDriver {
   readonly size: number;
   readonly eventIdx: boolean;
+  readonly inOrder: boolean;
   readonly memory: GuestMemory;
   readonly alloc: BumpAllocator;
 
@@ -754,6 +760,8 @@ export class PackedDriver {
   private freeSlots: number;
   private readonly chains = new Map<number, ChainRecord>();
   private readonly completed = new Map<number, ChainRecord>();
+  /** Outstanding chains by the ring slot of their head (in order: where a batch starts). */
+  private readonly headAt = new Map<number, number>();
   /** Head flags not yet written, in add order. */
   private pending: PendingHead[] = [];
 
@@ -772,6 +780,7 @@ export class PackedDriver {
     if (!isValidPackedSize(size)) throw new RangeError(`packed queue size ${size} must be an integer in 1..${MAX_QUEUE_SIZE}`);
     this.size = size;
     this.eventIdx = opts.eventIdx ?? false;
+    this.inOrder = opts.inOrder ?? false;
     this.memory = new GuestMemory(mem, base);
     this.alloc = alloc;
 
@@ -908,6 +917,7 @@ export class PackedDriver {
     }
     this.freeSlots -= need;
     this.chains.set(id, { id, descs: slots, buffers, indirect: table, published: false });
+    this.headAt.set(slots[0], id);
     return id;
   }
 
@@ -937,8 +947,10 @@ export class PackedDriver {
   /**
    * Read used descriptors at the driver's used position while AVAIL == USED == used wrap
    * counter; each one advances the position by the descriptor count of the chain whose id
-   * it carries (wrapping and flipping the counter) and frees that id. Throws (without
-   * consuming anything) on an id that is not a published outstanding chain.
+   * it carries (wrapping and flipping the counter) and frees that id. In order, a used
+   * descriptor whose id is a later chain than the one at its slot completes every chain
+   * from there up to that one (the others with length 0). Throws (without consuming
+   * anything) on an id that is not a published outstanding chain.
    */
   used(): PackedUsedEntry[] {
     const out: PackedUsedEntry[] = [];
@@ -947,17 +959,10 @@ export class PackedDriver {
     let wrap = this.usedWrapCtr;
     let limit = 0;
     for (const c of this.chains.values()) if (c.published) limit++;
-    while (out.length < limit) {
-      const at = this.slotAddr(pos);
-      const flags = this.memory.u16(at + PackedDescOffset.flags);
-      const a = flags & VIRTQ_DESC_F_AVAIL ? 1 : 0;
-      const u = flags & VIRTQ_DESC_F_USED ? 1 : 0;
-      if (a !== u || u !== wrap) break;
-      const id = this.memory.u16(at + PackedDescOffset.id);
-      const len = this.memory.u32(at + PackedDescOffset.len);
+    const take = (id: number, len: number, flags: number, slot: number): void => {
       const rec = this.chains.get(id);
       if (!rec || !rec.published || seen.has(id)) {
-        throw new Error(`used descriptor at slot ${pos} has id ${id}, which is not a published outstanding buffer`);
+        throw new Error(`used descriptor at slot ${slot} has id ${id}, which is not a published outstanding buffer`);
       }
       seen.add(id);
       out.push({ id, len, flags, buffers: cloneBuffers(rec.buffers) });
@@ -966,9 +971,31 @@ export class PackedDriver {
         pos -= this.size;
         wrap ^= 1;
       }
+    };
+    while (out.length < limit) {
+      const slot = pos;
+      const at = this.slotAddr(slot);
+      const flags = this.memory.u16(at + PackedDescOffset.flags);
+      const a = flags & VIRTQ_DESC_F_AVAIL ? 1 : 0;
+      const u = flags & VIRTQ_DESC_F_USED ? 1 : 0;
+      if (a !== u || u !== wrap) break;
+      const id = this.memory.u16(at + PackedDescOffset.id);
+      const len = this.memory.u32(at + PackedDescOffset.len);
+      if (this.inOrder && this.chains.has(id)) {
+        // The chains from this slot on, in ring order, up to the one with this id.
+        for (;;) {
+          const head = this.headAt.get(pos);
+          if (head === undefined || out.length >= limit) throw new Error(`used descriptor at slot ${slot} has id ${id}, which no in-order batch from that slot reaches`);
+          take(head, head === id ? len : 0, flags, slot);
+          if (head === id) break;
+        }
+      } else {
+        take(id, len, flags, slot);
+      }
     }
     for (const e of out) {
       const rec = this.chains.get(e.id)!;
+      this.headAt.delete(rec.descs[0]);
       this.chains.delete(e.id);
       this.freeSlots += rec.descs.length;
       this.freeIds.push(e.id);

@@ -580,6 +580,46 @@ describe('PackedDriver', () => {
     ]);
   });
 
+  it('in order: one used descriptor with the last id completes every chain from its slot up to that one, across the wrap', () => {
+    const { mem, alloc } = setup();
+    const d = new PackedDriver({ mem, base: BASE, size: 8, alloc, inOrder: true });
+    const dev = new FakePackedDevice(d);
+    const ro = (n: number): Segment[] => Array.from({ length: n }, () => ({ len: 4, writable: false }));
+    for (let round = 0; round < 4; round++) {
+      // 2 + 1 + 3 = 6 slots a round: rounds 2 and 3 cross the wrap
+      const ids = [d.add(ro(2)), d.add(ro(1)), d.add(ro(3))];
+      d.publish();
+      expect(dev.take().map((c) => c.id)).to.deep.equal(ids);
+      dev.complete(ids[2], 6, 0); // the batch: one descriptor at the first chain's slot
+      expect(d.used().map((u) => [u.id, u.len])).to.deep.equal(ids.map((id) => [id, 0]));
+      expect(d.outstanding).to.equal(0);
+      expect(d.numFree).to.equal(8);
+    }
+    // a batch and a single completion read in one call
+    const ids = [d.add(ro(1)), d.add(ro(1)), d.add(ro(2))];
+    d.publish();
+    dev.take();
+    dev.complete(ids[1], 2, 0);
+    dev.complete(ids[2], 2, 7);
+    expect(d.used().map((u) => [u.id, u.len])).to.deep.equal([
+      [ids[0], 0],
+      [ids[1], 0],
+      [ids[2], 7],
+    ]);
+  });
+
+  it('in order: a used id that no batch from its slot reaches is refused, and nothing is consumed', () => {
+    const { mem, alloc } = setup();
+    const d = new PackedDriver({ mem, base: BASE, size: 8, alloc, inOrder: true });
+    const a = d.add([{ len: 4, writable: false }]);
+    d.publish();
+    const b = d.add([{ len: 4, writable: false }]); // added, not published
+    new FakePackedDevice(d).complete(b, 2, 0);
+    expect(() => d.used()).to.throw(/not a published outstanding buffer|no in-order batch/);
+    expect(d.outstanding).to.equal(2);
+    expect(d.chainSlots(a)).to.deep.equal([0]);
+  });
+
   it('flips the avail wrap counter after size descriptors and sets AVAIL/USED from it', () => {
     const { mem, alloc } = setup();
     const d = new PackedDriver({ mem, base: BASE, size: 3, alloc });
