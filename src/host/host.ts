@@ -15,6 +15,15 @@ import { resolveGroup } from '../native/socket-files.js';
 import { Capture, type CaptureInfo, type CaptureOptions } from './capture.js';
 import { EvpnService, type EvpnServiceStatus } from '../evpn/service.js';
 
+/** A disk's counters: its engine's, and its device's polls (pollUs) and in-flight cap hold-backs. */
+export type DiskStats = BlkEngineStats & {
+  /** polls started after a kick's requests were done, and those that found a request */
+  polls: number;
+  pollHits: number;
+  /** times a queue's chains were left in its ring because maxInFlight requests were in flight */
+  heldBack: number;
+};
+
 export interface DiskInfo {
   name: string;
   socket: string;
@@ -360,10 +369,11 @@ export class Host {
     return [...this.disks.keys()].map((n) => this.diskInfo(n));
   }
 
-  diskStats(name: string): BlkEngineStats {
+  diskStats(name: string): DiskStats {
     const d = this.disks.get(name);
     if (!d) throw new HostError(404, `no disk ${name}`);
-    return d.disk.engine.stats();
+    const dev = d.disk.device;
+    return { ...d.disk.engine.stats(), polls: dev.polls, pollHits: dev.pollHits, heldBack: dev.heldBack };
   }
 
   // ---- capture ----

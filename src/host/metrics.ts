@@ -107,6 +107,9 @@ export async function renderMetrics(host: Host): Promise<string> {
     e.add('vhostkit_disk_errors_total', 'counter', 'Requests completed with an error status.', { ...l, status: 'ioerr' }, st.ioerr);
     e.add('vhostkit_disk_errors_total', 'counter', 'Requests completed with an error status.', { ...l, status: 'unsupp' }, st.unsupp);
     e.add('vhostkit_disk_in_flight', 'gauge', 'Requests submitted and not yet completed.', l, st.executing);
+    e.add('vhostkit_disk_polls_total', 'counter', 'Polls of the rings after a kick (pollUs), by whether a request came.', { ...l, result: 'hit' }, st.pollHits);
+    e.add('vhostkit_disk_polls_total', 'counter', 'Polls of the rings after a kick (pollUs), by whether a request came.', { ...l, result: 'timeout' }, st.polls - st.pollHits);
+    e.add('vhostkit_disk_held_back_total', 'counter', 'Times chains were left in a ring at the in-flight cap (maxInFlight).', l, st.heldBack);
     // Latency: bucket k counts [2^k, 2^(k+1)) us; bucket 0 under 2 us. Cumulative, in seconds.
     let cum = 0;
     let sum = 0;

@@ -34,14 +34,19 @@ describe('e2e: QEMU guests on vhostkit virtio-blk, io_uring engine', function ()
   });
 
   const cases = [
-    { where: tmpdir(), packed: false, pollUs: 0, path: 'the ring' },
-    { where: '/dev/shm', packed: true, pollUs: 32, path: 'inline copies and the ring' },
+    { where: tmpdir(), packed: false, pollUs: 0, queues: 1, path: 'the ring' },
+    // two queues and two vCPUs: the poll watches both rings
+    { where: '/dev/shm', packed: true, pollUs: 32, queues: 2, path: 'inline copies and the ring' },
   ];
   for (const c of cases) {
-    it(`writes O_DIRECT and buffered, reads back after drop_caches (file in ${c.where}: ${c.path}; ${c.packed ? 'packed' : 'split'}, pollUs ${c.pollUs})`, async () => {
+    it(`writes O_DIRECT and buffered, reads back after drop_caches (file in ${c.where}: ${c.path}; ${c.packed ? 'packed' : 'split'}, pollUs ${c.pollUs}, ${c.queues} queue${c.queues > 1 ? 's' : ''})`, async () => {
       tmp = makeTempDir('vk-e2e-uring-', c.where);
       const img = makeImage(tmp);
-      const { results: r, stats: st } = await runGuestOnDisk(tmp, { file: img, engine: 'io_uring', pollUs: c.pollUs }, script, { packed: c.packed });
+      const {
+        results: r,
+        stats: st,
+        polls,
+      } = await runGuestOnDisk(tmp, { file: img, engine: 'io_uring', pollUs: c.pollUs, numQueues: c.queues }, script, { packed: c.packed, queues: c.queues, smp: c.queues });
       const md5 = patternMd5();
       expect([r.written, r.direct, r.buffered]).to.deep.equal([md5, md5, md5]);
       expectImageHoldsPattern(img, [1, 3]);
@@ -52,6 +57,9 @@ describe('e2e: QEMU guests on vhostkit virtio-blk, io_uring engine', function ()
       expect(st.uring.inline + st.uring.later, 'every SQE completed').to.equal(st.uring.sqes);
       if (c.where === '/dev/shm') expect(st.uring.copiedInline, 'small requests copied inline').to.be.at.least(256);
       else expect(st.uring.copiedInline).to.equal(0);
+      // A request done inline leaves nothing in flight: a poll follows (not how often it hits: timing).
+      if (c.pollUs > 0) expect(polls.started, 'polls with every queue started').to.be.greaterThan(0);
+      else expect(polls.started).to.equal(0);
       // SINGLE_ISSUER | DEFER_TASKRUN on the buffered tmpfs file only (its ring requests complete on io-wq).
       expect(st.uring.deferTaskrun, 'deferred task work').to.equal(c.where === '/dev/shm');
     });

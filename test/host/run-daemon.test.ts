@@ -115,6 +115,8 @@ describe('vhostkit run: one process for a host, its management API and ctl', fun
       expect(metric(text, 'vhostkit_dataplane_busy_seconds_total', { switch: 'sw0' })).to.be.a('number');
       expect(metric(text, 'vhostkit_disk_size_bytes', { disk: 'disk0' })).to.equal(16 << 20);
       expect(text).to.match(/^vhostkit_disk_request_latency_seconds_bucket\{disk="disk0",le="\+Inf"\} 0$/m);
+      expect(metric(text, 'vhostkit_disk_polls_total', { disk: 'disk0', result: 'hit' })).to.equal(0);
+      expect(metric(text, 'vhostkit_disk_held_back_total', { disk: 'disk0' })).to.equal(0);
       // The standard process metrics (prom-client): this process's memory and open fds.
       expect(metric(text, 'process_resident_memory_bytes', {})).to.be.greaterThan(10 << 20);
       expect(metric(text, 'process_open_fds', {})).to.be.greaterThan(3);

@@ -56,6 +56,8 @@ export interface GuestOnDisk {
   results: Record<string, string>;
   /** the engine's counters once the guest is gone */
   stats: BlkEngineStats;
+  /** the device's polls (pollUs): started, and those that found a chain */
+  polls: { started: number; hits: number };
 }
 
 /**
@@ -71,7 +73,7 @@ export async function runGuestOnDisk(dir: TempDir, disk: DiskOptions & { engine:
     be = new VhostUserBackend(d.device, { socket: dir.join('blk.sock') });
     await be.start();
     const r = await runScript(script, [{ type: 'vhost-user-blk', socket: dir.join('blk.sock'), packed, ...(queues !== undefined ? { numQueues: queues } : {}) }], 100_000, runOpts);
-    return { results: r.results, stats: d.engine.stats() };
+    return { results: r.results, stats: d.engine.stats(), polls: { started: d.device.polls, hits: d.device.pollHits } };
   } finally {
     await be?.stop();
     d.close();

@@ -46,8 +46,9 @@ export interface BlkDeviceOptions {
    * this many microseconds before going back to the event loop (0: off, the default). At QD 1
    * the driver's next request then needs no kick and no wakeup of an idle CPU; the cost is up
    * to this much CPU (and event-loop time) per kick. qemu-storage-daemon's iothreads poll the
-   * same way (poll-max-ns, 32 µs by default). Only while one queue is started: polling one
-   * queue would hold back the kicks of the others.
+   * same way (poll-max-ns, 32 µs by default). With several queues started the poll watches
+   * them all and ends as soon as any has a chain (that queue is served on the next turn of the
+   * event loop): no queue waits for another's poll to time out.
    */
   pollUs?: number;
 }
@@ -84,6 +85,9 @@ export class BlkDevice implements VhostUserDevice {
   private readonly capLogged = new Set<QueueContext>();
   /** times a queue was left waiting because the cap was reached */
   heldBack = 0;
+  /** polls started (pollUs), and those that found a chain before they timed out */
+  polls = 0;
+  pollHits = 0;
   /** sessions to tell when the config space changes (watchConfig) */
   private readonly configWatchers = new Set<() => void>();
 
@@ -222,8 +226,7 @@ export class BlkDevice implements VhostUserDevice {
       for (let bursts = 0; ; bursts++) {
         if (this.uring && bursts === URING_BURSTS_PER_SERVE) {
           // The ring may still hold chains and the driver will not kick for them: come back.
-          this.yielded.add(q);
-          if (this.resume === null) this.resume = setImmediate(() => this.serveYielded());
+          this.yieldTo(q);
           return;
         }
         const room = this.maxInFlight - this.engine.inFlight;
@@ -237,9 +240,16 @@ export class BlkDevice implements VhostUserDevice {
           return;
         }
         let n = q.vq.pop(Math.min(room, q.vq.burst));
-        if (n === 0 && this.pollNs > 0n && this.engine.inFlight === 0 && this.queues.size === 1) n = this.poll(q, room);
+        let next: QueueContext | null = null;
+        if (n === 0 && this.pollNs > 0n && this.engine.inFlight === 0) [n, next] = this.poll(q, room);
         if (n < 0) throw q.vq.error ?? new Error(`pop failed: ${n}`);
-        if (n === 0) return;
+        if (n === 0) {
+          // The poll saw a chain on another queue: served on the next turn of the event loop
+          // (setImmediate, before any wait), not when its kick is read; not from here, so
+          // queues that keep each other busy still let the loop run between them.
+          if (next !== null) this.yieldTo(next);
+          return;
+        }
         // io_uring: what completed inside the submit (cached pages, RAM) is pushed now, on
         // this wakeup, rather than on the completion fd's.
         if (this.uring) this.engine.submitReap(q.vq, n);
@@ -249,6 +259,12 @@ export class BlkDevice implements VhostUserDevice {
       if (e instanceof VringError) q.fail(e);
       else throw e;
     }
+  }
+
+  /** q is served again on the next turn of the event loop. */
+  private yieldTo(q: QueueContext): void {
+    this.yielded.add(q);
+    if (this.resume === null) this.resume = setImmediate(() => this.serveYielded());
   }
 
   /** Serves the queues a bounded serve() left (if they are still served). */
@@ -267,14 +283,29 @@ export class BlkDevice implements VhostUserDevice {
   }
 
   /**
-   * Pops q until a chain comes or pollNs passes (pollUs); returns pop()'s last result. Only
-   * with one queue started: polling one would delay the others' kicks.
+   * Pops q until a chain comes or pollNs passes (pollUs), watching the other started queues
+   * too: returns pop()'s last result, and a queue that has a chain when q has none (the
+   * poll ends there; the caller serves it). The event loop is held meanwhile, so a queue
+   * whose kick is pending is found here rather than by its kick.
    */
-  private poll(q: QueueContext, room: number): number {
+  private poll(q: QueueContext, room: number): [number, QueueContext | null] {
+    this.polls++;
+    const others = [...this.queues.values()].filter((o) => o !== q && !this.stopping.has(o) && o.vq.ready);
     const end = process.hrtime.bigint() + this.pollNs;
-    let n = 0;
-    while (n === 0 && process.hrtime.bigint() < end) n = q.vq.pop(Math.min(room, q.vq.burst));
-    return n;
+    for (;;) {
+      const n = q.vq.pop(Math.min(room, q.vq.burst));
+      if (n !== 0) {
+        if (n > 0) this.pollHits++;
+        return [n, null];
+      }
+      for (const o of others) {
+        if (o.vq.hasAvail()) {
+          this.pollHits++;
+          return [0, o];
+        }
+      }
+      if (process.hrtime.bigint() >= end) return [0, null];
+    }
   }
 
   /** Completions made room: serve the queues the cap left waiting (if still served). */

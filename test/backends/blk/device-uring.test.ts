@@ -97,6 +97,44 @@ for (const where of ['/dev/shm', tmpdir()]) {
 }
 
 describe('virtio-blk device: pollUs', () => {
+  it('with two queues started, a poll watches both: a chain on the other queue is served without its kick', async () => {
+    const old = setLogSink(() => undefined);
+    const dir = mkdtempSync(join('/dev/shm', 'vk-blk-poll-'));
+    writeFileSync(join(dir, 'disk.img'), new Uint8Array(0));
+    truncateSync(join(dir, 'disk.img'), MiB);
+    // A small request on tmpfs is copied inline: nothing is left in flight, so the poll runs.
+    const disk = openDisk({ file: join(dir, 'disk.img'), engine: 'io_uring', pollUs: 1000, numQueues: 2 });
+    const be = new VhostUserBackend(disk.device, { socket: join(dir, 'blk.sock') });
+    await be.start();
+    const fe = await VhostUserFrontend.connect(join(dir, 'blk.sock'));
+    try {
+      await fe.negotiate();
+      await fe.setupMemory(8 * MiB);
+      const q0 = new BlkClient(await fe.startQueue(0, { size: 64 }));
+      const q1 = new BlkClient(await fe.startQueue(1, { size: 64 }));
+      expect((await q0.write(0n, pattern(4096, 1))).status).to.equal(BlkStatus.OK);
+      const before = { polls: disk.device.polls, hits: disk.device.pollHits };
+      // Queue 1: a read made available and never kicked. Queue 0: a write, kicked; once it
+      // is done the poll that follows finds queue 1's chain.
+      const id = q1.submit(BlkReqType.IN, 0n, { readLen: 4096 });
+      q1.q.driver.publish();
+      expect((await q0.write(8n, pattern(4096, 2))).status).to.equal(BlkStatus.OK);
+      const used = await q1.q.waitUsed(1, 5000);
+      expect(used.map((u) => u.id)).to.deep.equal([id]);
+      const r = q1.result(id, used[0].len, 4096);
+      expect(r.status).to.equal(BlkStatus.OK);
+      expect(Buffer.from(r.data!).equals(Buffer.from(pattern(4096, 1)))).to.equal(true);
+      expect(disk.device.polls - before.polls, 'polls with two queues started').to.be.above(0);
+      expect(disk.device.pollHits - before.hits, 'the poll found queue 1').to.be.above(0);
+    } finally {
+      fe.close();
+      await be.stop();
+      disk.close();
+      rmSync(dir, { recursive: true, force: true });
+      setLogSink(old);
+    }
+  });
+
   it('is refused outside 0..1000 and ignored by the thread engine', () => {
     const dir = mkdtempSync(join('/dev/shm', 'vk-blk-uring-'));
     try {
