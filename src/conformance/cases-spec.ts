@@ -6,7 +6,16 @@ import { fstatSync } from 'node:fs';
 import { closeFd } from '../native/unix-socket.js';
 import { FRONTEND_UVA_BASE } from '../vhost-user/frontend.js';
 import { FLAG_REPLY, ProtocolFeature, Req, VERSION, configSpace, inflightArea, memTable, singleRegion, u64, vringState, type MemRegion } from '../vhost-user/protocol.js';
-import { DeviceStatus, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, bit } from '../virtio/features.js';
+import {
+  DeviceStatus,
+  VHOST_USER_F_PROTOCOL_FEATURES,
+  VIRTIO_F_IN_ORDER,
+  VIRTIO_F_RING_PACKED,
+  VIRTIO_F_VERSION_1,
+  VIRTIO_RING_F_EVENT_IDX,
+  VIRTIO_RING_F_INDIRECT_DESC,
+  bit,
+} from '../virtio/features.js';
 import { PackedDriver, SplitDriver } from '../virtio/driver.js';
 import { isEof } from './raw-frontend.js';
 import { failed, passed, rejected, type ConformanceCase, type Outcome } from './case.js';
@@ -152,6 +161,33 @@ export const SPEC_CASES: ConformanceCase[] = [
       return passed(await moveData(ctx.socket, ctx.type, { timeoutMs: 3000, packed: true }));
     },
   },
+  ...(['split', 'packed'] as const).map((layout): ConformanceCase => ({
+    name: layout === 'split' ? 'in-order' : 'in-order-packed',
+    group: 'data',
+    spec: `With VIRTIO_F_IN_ORDER the device uses buffers in the order they were made available, and may mark a batch used with one ${layout === 'split' ? 'used ring entry' : 'used descriptor'} naming its last buffer (virtio 1.2 ${layout === 'split' ? '§2.7.9' : '§2.8.20'})`,
+    async run(ctx) {
+      if (!offers(ctx, VIRTIO_F_IN_ORDER)) return notOffered('IN_ORDER');
+      if (layout === 'packed' && !offers(ctx, VIRTIO_F_RING_PACKED)) return notOffered('RING_PACKED');
+      const { q } = await runningQueue(ctx, { features: bit(VIRTIO_F_IN_ORDER), packed: layout === 'packed' });
+      // 6 rounds of 16 chains on a ring of 64: slots are reused, so the driver must have
+      // walked every batch right to go on.
+      const made: number[] = [];
+      const got: number[] = [];
+      for (let round = 0; round < 6; round++) {
+        for (let i = 0; i < 16; i++) made.push(addWork(ctx, q));
+        q.publishAndKick();
+        const want = made.length;
+        const deadline = Date.now() + 3000;
+        while (got.length < want && Date.now() < deadline) {
+          got.push(...q.driver.used().map((u) => u.id));
+          await sleep(5);
+        }
+        if (got.length < want) return failed(`${got.length} of ${want} chains came back`);
+      }
+      const at = got.findIndex((id, i) => id !== made[i]);
+      return at < 0 ? passed(`${got.length} chains used in the order made available`) : failed(`chain ${at} made available was ${made[at]}, used in its place: ${got[at]}`);
+    },
+  })),
   {
     name: 'indirect-descriptors',
     group: 'data',

@@ -341,11 +341,17 @@ export interface SplitDriverOptions {
    * Lets tests cross the 65535 -> 0 wrap without 65536 round trips.
    */
   startIdx?: number;
+  /**
+   * VIRTIO_F_IN_ORDER negotiated: the device may mark a batch of chains used with one used
+   * ring entry carrying the last chain's head, and move used->idx by the batch (§2.7.9).
+   */
+  inOrder?: boolean;
 }
 
 export class SplitDriver {
   readonly size: number;
   readonly eventIdx: boolean;
+  readonly inOrder: boolean;
   readonly memory: GuestMemory;
   readonly alloc: BumpAllocator;
 
@@ -363,6 +369,8 @@ export class SplitDriver {
   private readonly completedOwner: Int32Array;
   /** Heads added but not yet published, in add order. */
   private pending: number[] = [];
+  /** In order: the outstanding heads in the order they were made available. */
+  private availOrder: number[] = [];
 
   /** Driver's copy of the next avail index (includes unpublished chains). */
   private availShadow: number;
@@ -380,6 +388,7 @@ export class SplitDriver {
     if (!Number.isInteger(start) || start < 0 || start > 0xffff) throw new RangeError(`startIdx ${start} is not a u16`);
     this.size = size;
     this.eventIdx = opts.eventIdx ?? false;
+    this.inOrder = opts.inOrder ?? false;
     this.memory = new GuestMemory(mem, base);
     this.alloc = alloc;
 
@@ -515,6 +524,7 @@ export class SplitDriver {
     this.setAvailRing(this.availShadow, head);
     this.availShadow = (this.availShadow + 1) & 0xffff;
     this.pending.push(head);
+    if (this.inOrder) this.availOrder.push(head);
     return head;
   }
 
@@ -540,9 +550,11 @@ export class SplitDriver {
 
   /**
    * Read the used elements between the driver's last used index and used->idx, return
-   * their descriptors to the free list and advance. Throws (without consuming anything)
-   * if the device returned more chains than are outstanding, an id that is not the head
-   * of a published outstanding chain, or the same head twice.
+   * their descriptors to the free list and advance. In order, an entry whose id is a later
+   * chain than the oldest outstanding one completes every chain up to it, one used index
+   * each (the others with length 0). Throws (without consuming anything) if the device
+   * returned more chains than are outstanding, an id that is not the head of a published
+   * outstanding chain, or the same head twice.
    */
   used(): UsedEntry[] {
     const usedIdx = this.usedIdx;
@@ -554,16 +566,30 @@ export class SplitDriver {
     }
     const out: UsedEntry[] = [];
     const seen = new Set<number>();
-    for (let k = 0; k < count; k++) {
-      const idx = (this.lastUsed + k) & 0xffff;
-      const { id, len } = this.readUsedElem(idx);
+    const take = (id: number, len: number, idx: number): void => {
       const rec = this.chains.get(id);
       if (!rec || !rec.published || seen.has(id)) {
         throw new Error(`used ring entry ${idx} has id ${id}, which is not the head of a published outstanding chain`);
       }
       seen.add(id);
       out.push({ id, len, buffers: cloneBuffers(rec.buffers) });
+    };
+    let next = 0; // in order: the next outstanding head in availOrder
+    while (out.length < count) {
+      const idx = (this.lastUsed + out.length) & 0xffff;
+      const { id, len } = this.readUsedElem(idx);
+      if (!this.inOrder || !this.chains.has(id)) {
+        take(id, len, idx);
+        continue;
+      }
+      for (;;) {
+        const head = this.availOrder[next++];
+        if (head === undefined || out.length >= count) throw new Error(`used ring entry ${idx} has id ${id}, which no in-order batch of ${count - out.length} from there reaches`);
+        take(head, head === id ? len : 0, idx);
+        if (head === id) break;
+      }
     }
+    if (this.inOrder) this.availOrder = this.availOrder.filter((h) => !seen.has(h));
     for (const e of out) {
       const rec = this.chains.get(e.id)!;
       this.chains.delete(e.id);

@@ -87,6 +87,8 @@ describe('vhostkit conformance against real peers', function () {
         'get-vring-base-packed',
         'split-ring',
         'packed-ring',
+        'in-order',
+        'in-order-packed',
         'event-idx-used-event',
         'event-idx-avail-event',
         'status',

@@ -79,6 +79,15 @@ class FakeSplitDevice {
     }
     return heads;
   }
+  /** In order: one used element for a batch of n chains (the last one's head), used->idx + n. */
+  completeBatch(lastHead: number, n: number, len = 0): void {
+    const gm = this.drv.memory;
+    const idx = this.drv.usedIdx;
+    const at = this.drv.usedAddr + 4 + 8 * (idx & (this.drv.size - 1));
+    gm.setU32(at, lastHead);
+    gm.setU32(at + 4, len);
+    gm.setU16(this.drv.usedAddr + 2, (idx + n) & 0xffff);
+  }
   /** Write used elements at used->idx and bump used->idx once at the end. */
   complete(entries: Array<{ id: number; len: number }>): void {
     const gm = this.drv.memory;
@@ -520,6 +529,51 @@ describe('SplitDriver', () => {
     expect(d.nextAvailIdx).to.equal(0);
     expect(d.numFree).to.equal(4);
     expect(() => d.writeDesc(4, { addr: 0, len: 0, flags: 0, next: 0 })).to.throw(RangeError);
+  });
+});
+
+describe('SplitDriver in order', () => {
+  it('one used element with the last head completes the batch, used->idx moved by its size, across the index wrap', () => {
+    const { mem, alloc } = setup();
+    const d = new SplitDriver({ mem, base: BASE, size: 8, alloc, inOrder: true, startIdx: 65530 });
+    const dev = new FakeSplitDevice(d, 65530);
+    for (let round = 0; round < 4; round++) {
+      const heads = [1, 2, 1].map((n) => d.add(Array.from({ length: n }, () => ({ len: 4, writable: false }))));
+      d.publish();
+      expect(dev.take()).to.deep.equal(heads);
+      dev.completeBatch(heads[2], 3);
+      expect(d.used().map((u) => [u.id, u.len])).to.deep.equal(heads.map((h) => [h, 0]));
+      expect(d.outstanding).to.equal(0);
+    }
+    // a batch, then a single element with a length, read at once
+    const heads = [0, 1, 2].map(() => d.add([{ len: 8, writable: true }]));
+    d.publish();
+    dev.take();
+    dev.completeBatch(heads[1], 2);
+    dev.complete([{ id: heads[2], len: 8 }]);
+    expect(d.used().map((u) => [u.id, u.len])).to.deep.equal([
+      [heads[0], 0],
+      [heads[1], 0],
+      [heads[2], 8],
+    ]);
+  });
+
+  it('a batch longer than used->idx moved, or an unpublished head, is refused and nothing is consumed', () => {
+    for (const bad of ['longer', 'unpublished'] as const) {
+      const { mem, alloc } = setup();
+      const d = new SplitDriver({ mem, base: BASE, size: 8, alloc, inOrder: true });
+      const dev = new FakeSplitDevice(d);
+      const heads = [0, 1, 2].map(() => d.add([{ len: 4, writable: false }]));
+      d.publish();
+      const late = d.add([{ len: 4, writable: false }]); // not published
+      dev.take();
+      if (bad === 'longer')
+        dev.completeBatch(heads[2], 2); // names the third chain, moves used->idx by 2
+      else dev.completeBatch(late, 3);
+      expect(() => d.used(), bad).to.throw(/no in-order batch|not the head of a published outstanding chain/);
+      expect(d.outstanding, bad).to.equal(4);
+      expect(d.lastUsedIdx, bad).to.equal(0);
+    }
   });
 });
 
