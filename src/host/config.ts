@@ -9,6 +9,7 @@ import type { z } from 'zod';
 import type { PollMode } from '../dataplane/poller.js';
 import type { VlanConfig } from '../switch/engine.js';
 import { parseFlow } from '../switch/flows.js';
+import { dataplaneThreads } from '../switch/dataplane.js';
 import type { EvpnServiceOptions } from '../evpn/service.js';
 import { SUB, diskSchema, hostSchema, show, switchSchema, tapPortSchema, vhostPortSchema, vlanSchema, vxlanPortSchema } from './schema.js';
 
@@ -215,7 +216,7 @@ function parseSwitch(raw: unknown, path: string, problems: string[], base: strin
     return partial;
   }
   if (s.inline && s.cpus) problems.push(`${path}.cpus: pins the data-plane thread: not with inline`);
-  const threads = s.threads ?? Math.max(1, s.cpus?.length ?? 1);
+  const threads = dataplaneThreads(s);
   if (s.inline && threads > 1) problems.push(`${path}.threads: several data-plane threads need the worker data plane, not inline`);
   if (threads > 1 && s.hook) problems.push(`${path}.hook: a hook needs one data-plane thread (this switch has ${threads})`);
   if (threads > 1 && s.handlers.length > 0) problems.push(`${path}.handlers: packet handlers need one data-plane thread (this switch has ${threads})`);
@@ -420,7 +421,7 @@ export function parseConfig(raw: unknown, base = process.cwd()): HostConfig {
       if (port.vlan && port.vlan.mode !== 'access') problems.push(`${path}.port: ${v.port} must be an access port (one VLAN per VNI)`);
       if (port.vni !== v.vni) problems.push(`${path}.vni: port ${v.port} carries VNI ${port.vni}, not ${v.vni}`);
       // Snooping and suppression run as the packet handler evpn-arp on the VNI's switch.
-      const threads = sw.threads ?? Math.max(1, sw.cpus?.length ?? 1);
+      const threads = dataplaneThreads(sw);
       const neigh = (['arpSnooping', 'ndSnooping', 'arpSuppression'] as const).filter((k) => e[k]);
       if (neigh.length > 0 && threads > 1) {
         problems.push(`${path}.switch: ${neigh.join(', ')} add a packet handler to switch ${v.switch}, which needs one data-plane thread (it has ${threads})`);

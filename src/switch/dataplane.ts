@@ -42,6 +42,11 @@ export type Dataplane = Omit<Remote<DataplaneCalls>, 'ready' | 'startCapture' | 
   readonly threadCount: number;
 };
 
+/** A switch's data-plane threads: `threads` if given, else one per CPU of `cpus`, else 1. */
+export function dataplaneThreads(o: { threads?: number; cpus?: readonly number[] }): number {
+  return o.threads ?? Math.max(1, o.cpus?.length ?? 1);
+}
+
 export async function createDataplane(opts: DataplaneOptions = {}): Promise<Dataplane> {
   const inline = opts.thread === 'inline';
   const threads = opts.threads ?? 1;

@@ -8,7 +8,7 @@ import { VhostUserBackend } from '../vhost-user/backend.js';
 import { ringRecordPath } from '../vhost-user/ring-record.js';
 import type { SessionLimits } from '../vhost-user/session.js';
 import { NetDevice } from '../backends/net/device.js';
-import { createDataplane, type Dataplane, type HookModule } from './dataplane.js';
+import { createDataplane, dataplaneThreads, type Dataplane, type HookModule } from './dataplane.js';
 import type { BurstHook, VlanConfig } from './engine.js';
 import { parseFlow } from './flows.js';
 import type { FlowEntry } from './flow-table.js';
@@ -159,7 +159,7 @@ export class Switch {
       hook: opts.hook ?? null,
       poll: opts.poll,
       cpus: opts.cpus,
-      threads: opts.threads ?? Math.max(1, opts.cpus?.length ?? 1),
+      threads: dataplaneThreads(opts),
       onError: (message: string) => sw?.log.error(message),
       onQueueError: (port: number, index: number, reason: string) => sw?.onQueueError(port, index, reason),
       onHandlerError: (handler: string, message: string) => sw?.log.error('packet handler threw: its frames of that run are dropped', { handler, error: message }),

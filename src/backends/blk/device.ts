@@ -240,16 +240,9 @@ export class BlkDevice implements VhostUserDevice {
           return;
         }
         let n = q.vq.pop(Math.min(room, q.vq.burst));
-        let next: QueueContext | null = null;
-        if (n === 0 && this.pollNs > 0n && this.engine.inFlight === 0) [n, next] = this.poll(q, room);
+        if (n === 0 && this.pollNs > 0n && this.engine.inFlight === 0) n = this.poll(q, room);
         if (n < 0) throw q.vq.error ?? new Error(`pop failed: ${n}`);
-        if (n === 0) {
-          // The poll saw a chain on another queue: served on the next turn of the event loop
-          // (setImmediate, before any wait), not when its kick is read; not from here, so
-          // queues that keep each other busy still let the loop run between them.
-          if (next !== null) this.yieldTo(next);
-          return;
-        }
+        if (n === 0) return;
         // io_uring: what completed inside the submit (cached pages, RAM) is pushed now, on
         // this wakeup, rather than on the completion fd's.
         if (this.uring) this.engine.submitReap(q.vq, n);
@@ -284,27 +277,30 @@ export class BlkDevice implements VhostUserDevice {
 
   /**
    * Pops q until a chain comes or pollNs passes (pollUs), watching the other started queues
-   * too: returns pop()'s last result, and a queue that has a chain when q has none (the
-   * poll ends there; the caller serves it). The event loop is held meanwhile, so a queue
-   * whose kick is pending is found here rather than by its kick.
+   * too; returns pop()'s last result. A queue that has a chain while q has none ends the
+   * poll: it is served on the next turn of the event loop (setImmediate, before any wait),
+   * not when its kick is read, and not from here, so queues that keep each other busy still
+   * let the loop run between them.
    */
-  private poll(q: QueueContext, room: number): [number, QueueContext | null] {
+  private poll(q: QueueContext, room: number): number {
     this.polls++;
-    const others = [...this.queues.values()].filter((o) => o !== q && !this.stopping.has(o) && o.vq.ready);
     const end = process.hrtime.bigint() + this.pollNs;
     for (;;) {
       const n = q.vq.pop(Math.min(room, q.vq.burst));
       if (n !== 0) {
         if (n > 0) this.pollHits++;
-        return [n, null];
+        return n;
       }
-      for (const o of others) {
-        if (o.vq.hasAvail()) {
-          this.pollHits++;
-          return [0, o];
+      if (this.queues.size > 1) {
+        for (const o of this.queues.values()) {
+          if (o !== q && o.vq.ready && !this.stopping.has(o) && o.vq.hasAvail()) {
+            this.pollHits++;
+            this.yieldTo(o);
+            return 0;
+          }
         }
       }
-      if (process.hrtime.bigint() >= end) return [0, null];
+      if (process.hrtime.bigint() >= end) return 0;
     }
   }
 
