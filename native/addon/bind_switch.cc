@@ -331,10 +331,11 @@ class ForwarderWrap : public Napi::ObjectWrap<ForwarderWrap> {
     if (shared != nullptr && (owner < 0 || static_cast<uint32_t>(owner) >= shared->threads())) {
       throw Napi::RangeError::New(env, "setPort: the owner must be one of the switch's threads");
     }
-    if (shared != nullptr && static_cast<uint32_t>(owner) != fwd_->self()) {
-      // Another thread's port: frames for it go into the ring to that thread, which has its
-      // queues, host side and capture.
-      if (nrx != 0 || !Absent(info[6])) throw Napi::RangeError::New(env, "setPort: another thread's port has no queues or capture here");
+    if (shared != nullptr && static_cast<uint32_t>(owner) != fwd_->self() && nrx == 0) {
+      // Another thread's port, none of whose RX queues this thread serves: frames for it go
+      // into the ring to its owner. (A guest port with several queue pairs may have some
+      // served here: frames this thread switches to it go straight into those.) A capture
+      // here sees what this thread takes from the port's TX queues.
       p.kind = PortKind::kGuest;
       p.handoff = &shared->Ring(fwd_->self(), static_cast<uint32_t>(owner));
       p.owner = static_cast<uint32_t>(owner);

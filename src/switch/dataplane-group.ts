@@ -1,17 +1,25 @@
 // A switch's data plane on several threads, seen as one Dataplane. Every thread knows every
 // port (its VLAN rule, for the egress edit) and has the same flows; the forwarding table is
-// one, shared (native/switch/switch_handoff.h). Each port is served by one thread, its owner:
-// its guest's queues, its host fd, its capture. A frame another thread switches to it goes
-// through the ring from that thread to the owner, so RX queues have one writer and no lock,
-// and a flow, which enters through one port, keeps its order. Packet handlers and hooks need
-// a single thread.
+// one, shared (native/switch/switch_handoff.h). Each port has an owner thread: its host side,
+// frames the switch makes for it, and its guest's first queue pair. A guest's further queue
+// pairs (a multiqueue virtio-net device) are spread over the threads, as OVS spreads a
+// port's rx queues over its PMD threads: each pair's RX and TX queue on one thread. A frame a
+// thread switches to a port goes into that port's RX queues this thread serves (by the
+// flow's hash among them), else through the ring from this thread to the port's owner, so
+// an RX queue has one writer and no lock, and a flow, which enters through one TX queue,
+// keeps its order. Packet handlers and hooks need a single thread.
 //
 // Owners are chosen where a port has nothing running: when it is added, and each time its
 // guest's memory arrives (a new session), the port goes to the thread that serves the
-// fewest ports in use (a guest's, or a TAP or VXLAN port). So when a port's guest leaves,
-// the next session of any port fills the place it left.
+// fewest queue pairs in use (a host port counts as one); each further pair as it starts goes
+// to the thread serving the fewest then. So when a port's guest leaves, the next session of
+// any port fills the place it left. The guest's memory is claimed here once per session and
+// handed to each thread that serves its queues. Calls for one port are made one after
+// another, in the order they came.
 import { releaseSwitchShared, switchShared } from '../native/switch.js';
 import { PortCounter } from '../native/switch.js';
+import { GuestMemory } from '../native/guest-memory.js';
+import type { CaptureSink, CaptureSpec } from './capture.js';
 import type { Dataplane } from './dataplane.js';
 import type { SharedThread } from './engine.js';
 import type { FlowEntry } from './flow-table.js';
@@ -37,17 +45,22 @@ export async function createGroup(n: number, open: (k: number, shared: SharedThr
 }
 
 class DataplaneGroup {
-  /** the thread that serves each port */
+  /** the thread that owns each port: its host side, its first queue pair, the ring frames for it take */
   private readonly owner = new Map<number, number>();
   /** ports in use: with a guest's memory, or a host side, or captured */
   private readonly busy = new Set<number>();
-  private readonly capturing = new Set<number>();
   /** ports whose guest's memory is being released: leaving, so no longer counted in use */
   private readonly releasing = new Set<number>();
-  /** each port's claims so far: a release counts only if no claim came after it began */
-  private readonly claims = new Map<number, number>();
-  /** ports whose move to another thread is under way */
-  private readonly moving = new Map<number, Promise<void>>();
+  /** this session's queue pairs of each guest port and the thread that serves each */
+  private readonly pairs = new Map<number, Map<number, number>>();
+  /** each guest port's memory as claimed here, and the threads it was handed to */
+  private readonly memory = new Map<number, { table: GuestMemory; holders: Set<number> }>();
+  /** TAP and VXLAN ports (in use for as long as they are there) */
+  private readonly hosts = new Set<number>();
+  /** each captured port's capture, on every thread that serves its queues */
+  private readonly captures = new Map<number, CaptureFan>();
+  /** the last call made for each port: the next waits for it */
+  private readonly chains = new Map<number, Promise<unknown>>();
   private readonly expirer: NodeJS.Timeout;
   private closed = false;
 
@@ -64,65 +77,119 @@ class DataplaneGroup {
     this.expirer.unref();
   }
 
-  /** The thread that serves the fewest ports in use (ties: the fewest ports, then the first). */
-  private pick(except = -1): number {
+  /** Runs f after every call made for port `id` before it (whether they succeeded or not). */
+  private serial<T>(id: number, f: () => Promise<T>): Promise<T> {
+    const next = (this.chains.get(id) ?? Promise.resolve()).then(f, f);
+    const settled = next.catch(() => undefined);
+    this.chains.set(id, settled);
+    void settled.then(() => {
+      if (this.chains.get(id) === settled) this.chains.delete(id);
+    });
+    return next;
+  }
+
+  /**
+   * What each thread serves: 1024 for each queue pair in use (a port in use without a pair
+   * yet, or a host port, counts as one on its owner), 1 for each idle port it owns. `except`
+   * is left out.
+   */
+  private load(except = -1): number[] {
     const load = this.t.map(() => 0);
-    for (const [p, k] of this.owner) if (p !== except) load[k] += this.inUse(p) ? 1024 : 1;
+    for (const [p, k] of this.owner) {
+      if (p === except) continue;
+      if (!this.inUse(p)) {
+        load[k] += 1;
+        continue;
+      }
+      const pairs = this.pairs.get(p);
+      if (!pairs || ![...pairs.values()].includes(k)) load[k] += 1024;
+      for (const j of pairs?.values() ?? []) load[j] += 1024;
+    }
+    return load;
+  }
+
+  /** The thread that serves the least (ties: the one with fewer of port `spread`'s pairs, then the first). */
+  private pick(except = -1, spread = -1): number {
+    const load = this.load(except);
+    for (const k of this.pairs.get(spread)?.values() ?? []) load[k] += 512;
     return load.indexOf(Math.min(...load));
   }
 
   /** In use and staying: a port whose guest's memory is being released is leaving, unless captured. */
   private inUse(p: number): boolean {
-    return this.busy.has(p) && (!this.releasing.has(p) || this.capturing.has(p));
+    return this.busy.has(p) && (!this.releasing.has(p) || this.captures.has(p));
   }
 
   /**
-   * Port `id` is about to be used (its guest's memory arrived, or a host side): if it is
-   * not in use yet (or its last guest's memory is still being released, and it is not
-   * captured), it moves to the thread serving the fewest ports in use. A release under way
-   * was posted to the old thread before the move, so that thread releases first.
+   * Port `id` is about to be used (its guest's memory arrived, or a host side): if it is not
+   * in use yet (or its last guest's memory is still being released, and it is not
+   * captured), it moves to the thread serving the least. Returns its owner.
    */
-  private claim(id: number): Promise<Dataplane> {
-    const cur = this.owner.get(id);
-    if (cur === undefined) return Promise.reject(new Error(`no port ${id}`));
-    this.claims.set(id, (this.claims.get(id) ?? 0) + 1);
-    if (!this.inUse(id)) {
-      this.busy.add(id);
-      const k = this.pick(id);
-      if (k !== cur) {
-        // Calls for the port made meanwhile (its queues' starts) wait for the move (route()).
-        this.owner.set(id, k);
-        const moved: Promise<void> = this.all((d) => d.setOwner(id, k)).then(
-          () => {
-            if (this.moving.get(id) === moved) this.moving.delete(id);
-          },
-          (e: unknown) => {
-            // Not moved (a thread refused): the port stays where it was; the caller hears why.
-            this.owner.set(id, cur);
-            this.busy.delete(id);
-            this.moving.delete(id);
-            throw e;
-          },
-        );
-        this.moving.set(id, moved);
-      }
+  private async claim(id: number): Promise<number> {
+    const cur = this.ownerOf(id);
+    if (this.inUse(id)) return cur;
+    this.busy.add(id);
+    const k = this.pick(id);
+    if (k === cur) return cur;
+    try {
+      await this.all((d) => d.setOwner(id, k));
+    } catch (e) {
+      // Not moved (a thread refused): the port stays where it was; the caller hears why.
+      await Promise.allSettled(this.t.map((d) => d.setOwner(id, cur)));
+      this.busy.delete(id);
+      throw e;
     }
-    return this.route(id);
+    this.owner.set(id, k);
+    return k;
   }
 
-  /** The thread serving port `id`, once a move under way is done. */
-  private async route(id: number): Promise<Dataplane> {
-    await this.moving.get(id);
-    return this.of(id);
-  }
-
-  private of(port: number): Dataplane {
+  private ownerOf(port: number): number {
     const k = this.owner.get(port);
     if (k === undefined) throw new Error(`no port ${port}`);
-    return this.t[k];
+    return k;
   }
 
-  private all<R>(f: (d: Dataplane) => Promise<R>): Promise<R[]> {
+  /** The thread that serves queue `index` of port `id`: its pair's, given out now if new (pair 0: the owner). */
+  private queueThread(id: number, index: number, assign: boolean): number {
+    const pair = index >> 1;
+    let pairs = this.pairs.get(id);
+    const k = pairs?.get(pair);
+    if (k !== undefined || !assign) return k ?? this.ownerOf(id);
+    if (!pairs) this.pairs.set(id, (pairs = new Map()));
+    const j = pair === 0 ? this.ownerOf(id) : this.pick(-1, id);
+    pairs.set(pair, j);
+    return j;
+  }
+
+  /** The threads that serve port `id`'s queues (its owner first). */
+  private serving(id: number): number[] {
+    const own = this.ownerOf(id);
+    return [own, ...new Set([...(this.pairs.get(id)?.values() ?? [])].filter((k) => k !== own))];
+  }
+
+  /** Thread k gets port `id`'s memory, and joins its capture, if it has not yet. */
+  private async join(id: number, k: number): Promise<void> {
+    const m = this.memory.get(id);
+    if (m && !m.holders.has(k)) {
+      m.holders.add(k);
+      await this.t[k].setMemory(id, m.table.park());
+    }
+    await this.captures.get(id)?.join(k);
+  }
+
+  private async release(id: number): Promise<void> {
+    const m = this.memory.get(id);
+    const threads = new Set([this.ownerOf(id), ...(m?.holders ?? [])]);
+    try {
+      await this.all((d, k) => (threads.has(k) ? d.releaseMemory(id) : Promise.resolve()));
+    } finally {
+      this.pairs.delete(id);
+      this.memory.delete(id);
+      m?.table.close();
+    }
+  }
+
+  private all<R>(f: (d: Dataplane, k: number) => Promise<R>): Promise<R[]> {
     return Promise.all(this.t.map(f));
   }
 
@@ -143,6 +210,7 @@ class DataplaneGroup {
 
   api(): Dataplane {
     const t = this.t;
+    const owned = (id: number) => t[this.ownerOf(id)];
     return {
       threadCount: t.length,
       addPort: async (id, name, vlan, counters) => {
@@ -158,40 +226,69 @@ class DataplaneGroup {
           throw e;
         }
       },
-      removePort: async (id) => {
-        await this.all((d) => d.removePort(id));
-        this.owner.delete(id);
-        this.busy.delete(id);
-        this.claims.delete(id);
-      },
+      removePort: (id) =>
+        this.serial(id, async () => {
+          await this.all((d) => d.removePort(id));
+          this.owner.delete(id);
+          this.busy.delete(id);
+          this.hosts.delete(id);
+          this.pairs.delete(id);
+          this.memory.get(id)?.table.close();
+          this.memory.delete(id);
+          this.captures.get(id)?.end();
+        }),
       setOwner: () => Promise.reject(new Error("owners are the group's to choose")),
-      attachHost: async (id, spec) => (await this.claim(id)).attachHost(id, spec),
+      attachHost: (id, spec) =>
+        this.serial(id, async () => {
+          await t[await this.claim(id)].attachHost(id, spec);
+          this.hosts.add(id);
+        }),
       setVlan: async (id, vlan) => void (await this.all((d) => d.setVlan(id, vlan))),
-      setMemory: async (port, token) => (await this.claim(port)).setMemory(port, token),
-      releaseMemory: async (port) => {
-        const claims = this.claims.get(port);
+      setMemory: (port, token) =>
+        this.serial(port, async () => {
+          // Claimed here first, so that a thread's refusal leaves nothing mapped.
+          const table = GuestMemory.claim(token);
+          const old = this.memory.get(port);
+          let holders: Set<number>;
+          try {
+            holders = new Set([await this.claim(port), ...(old?.holders ?? [])]);
+          } catch (e) {
+            table.close();
+            throw e;
+          }
+          this.memory.set(port, { table, holders });
+          old?.table.close();
+          await Promise.all([...holders].map((k) => t[k].setMemory(port, table.park())));
+        }),
+      releaseMemory: (port) => {
         this.releasing.add(port);
-        try {
-          await (await this.route(port)).releaseMemory(port);
-        } finally {
-          this.releasing.delete(port);
-        }
-        // (a session that began meanwhile keeps the port in use)
-        if (!this.capturing.has(port) && this.claims.get(port) === claims) this.busy.delete(port);
+        return this.serial(port, async () => {
+          try {
+            await this.release(port);
+          } finally {
+            this.releasing.delete(port);
+            if (!this.captures.has(port)) this.busy.delete(port);
+          }
+        });
       },
-      startQueue: async (spec) => (await this.route(spec.port)).startQueue(spec),
-      stopQueue: async (port, index) => (await this.route(port)).stopQueue(port, index),
+      startQueue: (spec) =>
+        this.serial(spec.port, async () => {
+          const k = this.queueThread(spec.port, spec.index, true);
+          await this.join(spec.port, k);
+          await t[k].startQueue(spec);
+        }),
+      stopQueue: (port, index) => this.serial(port, async () => t[this.queueThread(port, index, false)].stopQueue(port, index)),
       setMtu: async (port, mtu) => void (await this.all((d) => d.setMtu(port, mtu))),
       pause: async () => void (await this.all((d) => d.pause())),
       resume: async () => void (await this.all((d) => d.resume())),
-      inject: async (port, frame) => (await this.route(port)).inject(port, frame),
+      inject: (port, frame) => this.serial(port, async () => owned(port).inject(port, frame)),
       // The table is shared: any thread sees all of it.
       dumpFdb: () => t[0].dumpFdb(),
       setRemoteMac: (mac, vlan, id, remote) => t[0].setRemoteMac(mac, vlan, id, remote),
       removeRemoteMac: (mac, vlan, id, remote) => t[0].removeRemoteMac(mac, vlan, id, remote),
       dumpRemoteMacs: () => t[0].dumpRemoteMacs(),
       // The VTEP table is used where the VXLAN port's frames leave: on its owner.
-      setVtep: async (id, remote, dest, flood) => (await this.route(id)).setVtep(id, remote, dest, flood),
+      setVtep: (id, remote, dest, flood) => this.serial(id, async () => owned(id).setVtep(id, remote, dest, flood)),
       addFlow: async (spec) => void (await this.all((d) => d.addFlow(spec))),
       removeFlows: async (words, strict) => (await this.all((d) => d.removeFlows(words, strict)))[0],
       removeFlow: async (priority, match) => (await this.all((d) => d.removeFlow(priority, match))).some((r) => r),
@@ -201,31 +298,118 @@ class DataplaneGroup {
       handlerStats: () => Promise.resolve([]),
       threads: async () => (await this.all((d) => d.threads())).flat(),
       queueStats: async () => (await this.all((d) => d.queueStats())).flat().sort((a, b) => (a.port === b.port ? a.index - b.index : a.port < b.port ? -1 : 1)),
-      // A captured port stays where it is until the capture ends.
-      startCapture: async (port, spec, sink) => {
-        const d = await this.route(port);
-        this.capturing.add(port);
-        this.busy.add(port);
-        try {
-          await d.startCapture(port, spec, (records, packets, done) => {
-            if (done) this.capturing.delete(port);
-            sink(records, packets, done);
-          });
-        } catch (e) {
-          this.capturing.delete(port);
-          throw e;
-        }
-      },
-      stopCapture: async (port) => (await this.route(port)).stopCapture(port),
+      // A captured port stays where it is until the capture ends; each thread that serves
+      // its queues captures what passes there, into one sink.
+      startCapture: (port, spec, sink) =>
+        this.serial(port, async () => {
+          if (this.captures.has(port)) throw new Error(`port ${port} is already being captured`);
+          const fan = new CaptureFan(
+            spec,
+            sink,
+            (k, s) => t[k].startCapture(port, spec, s),
+            (k) => t[k].stopCapture(port),
+            () => {
+              if (this.captures.get(port) === fan) this.captures.delete(port);
+              if (!this.memory.has(port) && !this.hosts.has(port)) this.busy.delete(port);
+            },
+          );
+          this.captures.set(port, fan);
+          this.busy.add(port);
+          try {
+            for (const k of this.serving(port)) await fan.join(k);
+          } catch (e) {
+            fan.end();
+            throw e;
+          }
+        }),
+      stopCapture: (port) => this.serial(port, async () => this.captures.get(port)?.stop()),
       setAging: async (ms) => void (await this.all((d) => d.setAging(ms))),
       close: async () => {
         this.closed = true;
         clearInterval(this.expirer);
         await Promise.allSettled(t.map((d) => d.close()));
+        for (const m of this.memory.values()) m.table.close();
+        this.memory.clear();
         releaseSwitchShared(this.token);
       },
     };
   }
+}
+
+/**
+ * One capture of a port over the threads that serve its queues: each thread stages the
+ * frames that pass there, and the records come together into one sink. The count, if any,
+ * is kept over all of them (records past it are cut off); done once every thread is done.
+ */
+class CaptureFan {
+  private readonly threads = new Set<number>();
+  private readonly live = new Set<number>();
+  private packets = 0;
+  private finished = false;
+
+  constructor(
+    private readonly spec: CaptureSpec,
+    private readonly sink: CaptureSink,
+    private readonly start: (k: number, sink: CaptureSink) => Promise<void>,
+    private readonly halt: (k: number) => Promise<void>,
+    private readonly ended: () => void,
+  ) {}
+
+  /** Thread k captures too (a queue pair of the port started there). */
+  async join(k: number): Promise<void> {
+    if (this.finished || this.threads.has(k)) return;
+    this.threads.add(k);
+    this.live.add(k);
+    try {
+      await this.start(k, (records, packets, done) => this.records(k, records, packets, done));
+    } catch (e) {
+      this.live.delete(k);
+      throw e;
+    }
+  }
+
+  /** Stops the capture on every thread; their last records follow. */
+  async stop(): Promise<void> {
+    await Promise.all([...this.live].map((k) => this.halt(k)));
+  }
+
+  /** Ends it now, without waiting for the threads (the port is gone, or the start failed). */
+  end(): void {
+    if (this.finished) return;
+    this.finished = true;
+    for (const k of this.live) void this.halt(k).catch(() => undefined);
+    this.sink(new Uint8Array(0), 0, true);
+    this.ended();
+  }
+
+  private records(k: number, records: Uint8Array, packets: number, done: boolean): void {
+    if (this.finished) return;
+    if (done) this.live.delete(k);
+    const limit = this.spec.count ?? 0;
+    let out = records;
+    if (limit > 0 && this.packets + packets >= limit) {
+      out = firstRecords(records, limit - this.packets);
+      packets = limit - this.packets;
+    }
+    this.packets += packets;
+    const last = (limit > 0 && this.packets >= limit) || this.live.size === 0;
+    if (!last) {
+      if (out.length > 0 || done) this.sink(out, packets, false);
+      return;
+    }
+    this.finished = true;
+    for (const j of this.live) void this.halt(j).catch(() => undefined);
+    this.sink(out, packets, true);
+    this.ended();
+  }
+}
+
+/** The first n pcap records of a run of them (each a 16-byte header whose incl_len, at 8, gives the bytes that follow). */
+function firstRecords(records: Uint8Array, n: number): Uint8Array {
+  const v = new DataView(records.buffer, records.byteOffset, records.byteLength);
+  let at = 0;
+  for (let i = 0; i < n && at + 16 <= records.length; i++) at += 16 + v.getUint32(at + 8, true);
+  return records.subarray(0, Math.min(at, records.length));
 }
 
 /** The same flow on every thread, one entry: packets and bytes summed, idle since the last match on any. */

@@ -13,7 +13,7 @@ import { Poller, type PollMode } from '../dataplane/poller.js';
 import { CaptureTap, type CaptureSink, type CaptureSpec } from './capture.js';
 import { GuestMemory } from '../native/guest-memory.js';
 import { Virtqueue } from '../native/virtqueue.js';
-import { PortWord, QueueStat, nativeForwarder, type NativeForwarder } from '../native/switch.js';
+import { PortKind, PortWord, QueueStat, nativeForwarder, type NativeForwarder } from '../native/switch.js';
 import { Fdb, type FdbEntry } from './fdb.js';
 import { PortCounter } from './counters.js';
 import { HookRunner, type BurstHook } from './hook.js';
@@ -141,7 +141,7 @@ export class SwitchEngine {
 
   /** Captures port `id`'s frames, both directions, into pcap records handed to `sink`. */
   startCapture(id: number, spec: CaptureSpec, sink: CaptureSink): void {
-    const p = this.owned(id);
+    const p = this.servable(id);
     if (p.capture && !p.capture.done) throw new Error(`port ${p.name} is already being captured`);
     p.capture = new CaptureTap(spec, this.burst, sink);
     this.captured.add(p);
@@ -215,7 +215,7 @@ export class SwitchEngine {
   }
 
   setMemory(id: number, token: number): void {
-    const p = this.owned(id);
+    const p = this.servable(id);
     p.memory?.close();
     p.memory = GuestMemory.claim(token);
     for (const r of p.rx) r.vq.setMemoryView(p.memory);
@@ -224,7 +224,7 @@ export class SwitchEngine {
   }
 
   startQueue(s: QueueStartSpec): void {
-    const p = this.owned(s.port);
+    const p = this.servable(s.port);
     const vq = new Virtqueue({ layout: s.layout, size: s.size, token: s.token, burst: this.burst });
     if (p.memory) vq.setMemoryView(p.memory);
     const w = p.words;
@@ -380,12 +380,22 @@ export class SwitchEngine {
     return p;
   }
 
-  /** A port this thread serves (its queues, host side, capture are here). */
+  /** A port this thread serves (its host side is here, and the queues no other thread was given). */
   private owned(id: number): EnginePort {
     const p = this.port(id);
     const owner = p.words[PortWord.OWNER];
     if (owner !== this.thread) throw new Error(`port ${p.name} is served by data-plane thread ${owner}, not ${this.thread}`);
     return p;
+  }
+
+  /**
+   * A port some of whose queues this thread may serve: its owner's, or a guest port's on any
+   * thread of several (a guest with several queue pairs has them spread over the threads).
+   */
+  private servable(id: number): EnginePort {
+    const p = this.port(id);
+    if (this.thread >= 0 && p.host === null && p.words[PortWord.KIND] === PortKind.GUEST) return p;
+    return this.owned(id);
   }
 
   /**

@@ -2,6 +2,7 @@
 // the other, with one data-plane thread or two (a on thread 0, b on thread 1: every frame
 // crosses).
 import { expect } from 'chai';
+import { readFileSync } from 'node:fs';
 import { makeTempDir, startTestpmd } from '../lib/peers.js';
 import { Switch } from '../../src/switch/switch.js';
 import { setLogSink } from '../../src/log.js';
@@ -47,6 +48,91 @@ describe('real peers: dpdk-testpmd virtio-user on two switch ports', function ()
               ],
         );
         expect(sw.counters('a').queue_errors + sw.counters('b').queue_errors).to.equal(0);
+      } finally {
+        await tx.stop();
+        await rx.stop();
+        await sw.close();
+        tmp.cleanup();
+        setLogSink(old);
+      }
+    });
+  }
+});
+
+// A multiqueue port on a switch with two threads: its queue pairs are spread over them, each
+// thread delivers straight into the receiver's RX queues it serves, or hands frames to the
+// receiver's owner when it serves none. dpdk-testpmd virtio-user with two queue pairs sends
+// on both TX queues (txonly, one stream per queue).
+describe('real peers: dpdk-testpmd virtio-user with two queue pairs on a switch with two threads', function () {
+  this.timeout(90000);
+
+  /** Which thread serves each queue, as `ctl queues` shows it: port + index @ thread. */
+  async function placement(sw: Switch): Promise<string[]> {
+    return (await sw.dataplane.queueStats()).map((q) => `${q.port}${q.index}@${q.thread}`);
+  }
+
+  for (const pairsB of [2, 1]) {
+    it(`spreads the pairs over the threads; every queue carries, ${pairsB === 2 ? 'each thread delivering to the RX queue it serves' : "half of it handed to the receiver's owner"}`, async () => {
+      const old = setLogSink(() => undefined);
+      const tmp = makeTempDir('vk-swmq-');
+      const sw = await Switch.create({ dataplane: 'worker', poll: 'event', threads: 2 });
+      await sw.addVhostPort({ name: 'a', socket: tmp.join('a.sock'), queuePairs: 2 });
+      await sw.addVhostPort({ name: 'b', socket: tmp.join('b.sock'), queuePairs: pairsB });
+      const mq = (n: number) => ({ queues: n, extraArgs: [`--rxq=${n}`, `--txq=${n}`] });
+      const rx = await startTestpmd({ role: 'virtio-user', socket: tmp.join('b.sock'), forwardMode: 'rxonly', cpu: 1, ...mq(pairsB) });
+      let tx = await startTestpmd({ role: 'virtio-user', socket: tmp.join('a.sock'), forwardMode: 'txonly', txpkts: 64, cpu: 0, ...mq(2) });
+      try {
+        // b came first: its owner is thread 1 (a, idle, was on 0), its second pair went to
+        // thread 0; then a's first pair stayed on 0 and its second went to thread 1.
+        expect(await placement(sw)).to.deep.equal(pairsB === 2 ? ['a0@0', 'a1@0', 'a2@1', 'a3@1', 'b0@1', 'b1@1', 'b2@0', 'b3@0'] : ['a0@0', 'a1@0', 'a2@1', 'a3@1', 'b0@1', 'b1@1']);
+        const s = await rx.waitForStats((st) => (st.ports[0]?.rxPackets ?? 0) > 20000, 30000);
+        expect(s.ports[0].rxPackets).to.be.greaterThan(20000);
+        const q = new Map((await sw.dataplane.queueStats()).map((x) => [`${x.port}${x.index}`, x]));
+        for (const k of ['a1', 'a3']) expect(q.get(k)!.packets, `${k}: testpmd sent on this TX queue`).to.be.greaterThan(1000);
+        for (const k of pairsB === 2 ? ['b0', 'b2'] : ['b0']) expect(q.get(k)!.packets, `${k}: frames delivered into this RX queue`).to.be.greaterThan(1000);
+        expect(sw.counters('a').queue_errors + sw.counters('b').queue_errors).to.equal(0);
+
+        // A capture of b gathers both threads' frames into one stream, cut at its count.
+        let packets = 0;
+        let bytes = 0;
+        let done = false;
+        await sw.startCapture('b', { count: 5000, snaplen: 128 }, (records, n, last) => {
+          packets += n;
+          bytes += records.length;
+          if (last) done = true;
+        });
+        const end = Date.now() + 20000;
+        while (!done && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+        expect(done, 'the capture reached its count').to.equal(true);
+        expect(packets).to.equal(5000);
+        expect(bytes, '5000 records of 64-byte frames').to.equal(5000 * (16 + 64));
+
+        // a's guest leaves and comes back: its memory and queues are released on both
+        // threads, and its pairs are given out again.
+        await tx.stop();
+        const until = Date.now() + 10000;
+        while ((await placement(sw)).some((p) => p.startsWith('a')) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+        expect(
+          (await placement(sw)).filter((p) => p.startsWith('a')),
+          "a's queues released on both threads",
+        ).to.deep.equal([]);
+        // Both threads took a's memory, and let it go: only b's testpmd's stays mapped.
+        const mapped = () => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('/memfd:nohuge')).length;
+        while (mapped() > 1 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+        expect(mapped(), "a's guest memory unmapped").to.equal(1);
+        // Every frame taken from a's queues on either thread reached b, or is counted where
+        // it was lost (b's ring full; with one pair, also the ring to b's owner full).
+        const accounted = () => {
+          const b = sw.counters('b');
+          return b.tx_packets + b.drop_no_buffers + b.drop_bad + b.drop_too_big + b.drop_no_queue;
+        };
+        const settle = Date.now() + 5000;
+        while (accounted() !== sw.counters('a').rx_packets && Date.now() < settle) await new Promise((r) => setTimeout(r, 50));
+        expect(accounted(), "a's frames, each delivered to b or counted dropped").to.equal(sw.counters('a').rx_packets);
+        tx = await startTestpmd({ role: 'virtio-user', socket: tmp.join('a.sock'), forwardMode: 'txonly', txpkts: 64, cpu: 0, ...mq(2) });
+        const before = rx.latestStats()!.ports[0].rxPackets;
+        await rx.waitForStats((st) => (st.ports[0]?.rxPackets ?? 0) > before + 20000, 30000);
+        expect((await placement(sw)).filter((p) => p.startsWith('a'))).to.deep.equal(['a0@0', 'a1@0', 'a2@1', 'a3@1']);
       } finally {
         await tx.stop();
         await rx.stop();
