@@ -126,7 +126,15 @@ export class Logger {
 
   private write(level: Level, msg: string, fields?: Record<string, unknown>): void {
     if (rank[level] < threshold) return;
-    sink({ level, time: Date.now(), msg, ...this.bound, ...fields });
+    const rec = { level, time: Date.now(), msg, ...this.bound, ...fields };
+    try {
+      sink(rec);
+    } catch (e) {
+      // A sink that throws must not end what was logging (a session, a queue): the record
+      // goes to stderr instead, with why.
+      defaultSink(rec);
+      defaultSink({ level: 'error', time: Date.now(), msg: 'log sink threw', error: e instanceof Error ? e.message : String(e) });
+    }
   }
 }
 

@@ -1,7 +1,7 @@
 // Logs for people and for machines: the line format on a terminal, JSON lines otherwise,
 // --log-level / --log-format on any command, and the level changed at run time through the API.
 import { expect } from 'chai';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -44,6 +44,20 @@ describe('logs', function () {
     const t = new Date(2026, 11, 6, 9, 5, 7, 42).getTime();
     const line = formatPretty({ level: 'warn', time: t, msg: 'queue broken', component: 'switch', port: 'vm1', queue: 1, why: 'a b', big: 0x10n, vlan: { mode: 'access', vid: 1 } });
     expect(line).to.equal('09:05:07.042 WARN  switch: queue broken port=vm1 queue=1 why="a b" big=0x10 vlan={"mode":"access","vid":1}\n');
+  });
+
+  it('a sink that throws does not throw into what logged: the record goes to stderr, with why', () => {
+    const mod = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'log.js');
+    const script = `
+      const { log, setLogSink } = await import(${JSON.stringify(mod)});
+      setLogSink(() => { throw new Error('sink broke'); });
+      log.child({ component: 'test' }).info('still here', { n: 1n });
+      console.log('returned');`;
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', env: { ...process.env, VHOSTKIT_LOG_FORMAT: 'json', VHOSTKIT_LOG: '' } });
+    expect(r.stdout, r.stderr).to.equal('returned\n');
+    expect(r.stderr).to.include('still here');
+    expect(r.stderr).to.include('log sink threw');
+    expect(r.stderr).to.include('sink broke');
   });
 
   it('--log-format pretty | json, JSON when stderr is not a terminal, --log-level', async () => {

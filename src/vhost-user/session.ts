@@ -3,7 +3,7 @@
 // time: the channel is paused while an async handler (GET_VRING_BASE waiting for the
 // device to drain) runs. Any malformed, unknown or out-of-order message ends this
 // session with a log line naming it; the process and other sessions keep going.
-import { closeSync, readlinkSync } from 'node:fs';
+import { closeSync, fstatSync, readlinkSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import { GuestMemory, MAX_REGIONS, createMemfd, guestFaultGuard, onGuestMemoryFault, type RegionSpec } from '../native/guest-memory.js';
 import { bit, has, DeviceStatus, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_RING_PACKED, VHOST_F_LOG_ALL } from '../virtio/features.js';
@@ -137,6 +137,14 @@ export class Session extends EventEmitter {
   private memory: GuestMemory | null = null;
   /** the regions of `memory` with their fds (owned by the session) */
   private regionSpecs: RegionSpec[] = [];
+  /**
+   * Regions added again while mapped, and how many times: QEMU before 8.1 sends a
+   * multiqueue device's ADD_MEM_REG and REM_MEM_REG once for each queue pair's vhost device,
+   * all on this one connection. A region added again (the same guest range, at the same
+   * address in the frontend, from the same file at the same offset) is counted, not mapped
+   * twice, and unmapped when its last add is taken back.
+   */
+  private readonly regionRepeats = new Map<RegionSpec, number>();
   private readonly slots: Vring[];
   private backendChannel: MessageChannel | null = null;
   private dirtyLog: DirtyLog | null = null;
@@ -503,6 +511,7 @@ export class Session extends EventEmitter {
     this.memory = null;
     Session.closeRegionFds(this.regionSpecs);
     this.regionSpecs = [];
+    this.regionRepeats.clear();
     this.backendChannel?.close('session closed');
     this.backendChannel = null;
     this.dirtyLog?.close();
@@ -561,11 +570,20 @@ export class Session extends EventEmitter {
       const specs: RegionSpec[] = regions.map((r, i) => ({ fd: m.fds[i], ...r }));
       const mem = mapOrThrow(() => GuestMemory.map(specs));
       regions.forEach((_, i) => takeFd(m, i)); // kept for the next ADD/REM_MEM_REG
+      this.regionRepeats.clear();
       return this.replaceMemory(mem, specs);
     },
     getMaxMemSlots: (): Uint8Array => u64.encode(BigInt(this.limits.maxMemSlots)),
     addMemReg: (m: Message): Promise<void> => {
       const r = decodeBody(Req.ADD_MEM_REG, m);
+      const same = this.regionSpecs.findIndex((x) => x.gpa === r.gpa && x.size === r.size && x.uva === r.uva && x.mmapOffset === r.mmapOffset && sameFile(x.fd, m.fds[0]));
+      if (same >= 0) {
+        // (its fd is closed with the message's)
+        const x = this.regionSpecs[same];
+        this.regionRepeats.set(x, (this.regionRepeats.get(x) ?? 0) + 1);
+        this.log.debug('memory region added again: counted, not mapped twice', { gpa: r.gpa, size: r.size });
+        return Promise.resolve();
+      }
       this.checkSlots('ADD_MEM_REG', this.regionSpecs.length + 1);
       this.checkMapped('ADD_MEM_REG', { memory: Session.tableBytes([...this.regionSpecs, r]) });
       const specs = [...this.regionSpecs, { fd: m.fds[0], ...r }];
@@ -578,6 +596,12 @@ export class Session extends EventEmitter {
       if (this.memory === null) throw new ProtocolError('REM_MEM_REG with no memory table');
       const i = this.regionSpecs.findIndex((x) => x.gpa === r.gpa && x.size === r.size && x.uva === r.uva);
       if (i < 0) throw ProtocolError.mismatch('REM_MEM_REG', `no region at gpa 0x${r.gpa.toString(16)} of size 0x${r.size.toString(16)}`, 'expected one of the memory table');
+      const repeats = this.regionRepeats.get(this.regionSpecs[i]) ?? 0;
+      if (repeats > 0) {
+        this.regionRepeats.set(this.regionSpecs[i], repeats - 1);
+        return Promise.resolve();
+      }
+      this.regionRepeats.delete(this.regionSpecs[i]);
       const specs = this.regionSpecs.filter((_, k) => k !== i);
       return this.replaceMemory(
         mapOrThrow(() => GuestMemory.map(specs)),
@@ -819,3 +843,11 @@ function mapOrThrow(f: () => GuestMemory): GuestMemory {
 
 /** Requests the session serves (for docs and tests). */
 export const supportedRequests: Req[] = Session.requests();
+
+/** Whether two fds open the same file (device and inode). */
+function sameFile(a: number, b: number | undefined): boolean {
+  if (b === undefined || b < 0) return false;
+  const x = fstatSync(a);
+  const y = fstatSync(b);
+  return x.dev === y.dev && x.ino === y.ino;
+}

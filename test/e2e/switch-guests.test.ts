@@ -1,8 +1,9 @@
 // QEMU guests on our switch: three guests ping each other and move an 8 MiB file with an
 // md5 check, with split and with packed rings, and with two data-plane threads (ports a and
 // c on one, b on the other: the server's frames to b cross threads); a guest powered off and
-// booted again on the same socket re-attaches and works. TCG, busybox initramfs
-// (test/lib/guest.ts).
+// booted again on the same socket re-attaches and works; two guests with two queue pairs
+// each (smp 2) on two threads have their pairs spread and fetch the file from both CPUs.
+// TCG, busybox initramfs (test/lib/guest.ts).
 // The 10.0.0.x addresses exist only inside the guests, on the switch between them.
 import { expect } from 'chai';
 import { Switch } from '../../src/switch/switch.js';
@@ -50,9 +51,9 @@ describe('e2e: QEMU guests on the vhostkit switch', function () {
     findGuestKernel();
     findBusybox();
   });
-  async function start(threads: number): Promise<void> {
+  async function start(threads: number, queuePairs = 1): Promise<void> {
     sw = await Switch.create({ dataplane: 'worker', threads });
-    for (const n of ['a', 'b', 'c']) await sw.addVhostPort({ name: n, socket: tmp.join(`${n}.sock`) });
+    for (const n of ['a', 'b', 'c']) await sw.addVhostPort({ name: n, socket: tmp.join(`${n}.sock`), queuePairs });
   }
   beforeEach(() => {
     oldSink = setLogSink(() => undefined);
@@ -103,6 +104,57 @@ describe('e2e: QEMU guests on the vhostkit switch', function () {
       for (const t of served) expect(t.busySeconds, `thread ${t.thread} forwarded frames`).to.be.greaterThan(0);
     });
   }
+
+  it('two guests with two queue pairs each, on two threads: the pairs spread, a transfer from each guest CPU arrives intact', async () => {
+    await start(2, 2);
+    const dev = (n: string, i: number) => [{ type: 'vhost-user-net' as const, socket: tmp.join(`${n}.sock`), mac: MAC(i), queues: 2, reconnect: true }];
+    // The client fetches the file twice at once, one wget on each CPU: a guest CPU n sends
+    // on its tx-n (the driver's XPS), so both of b's TX queues carry.
+    const client = `
+ip addr add 10.0.0.2/24 dev eth0 && ip link set eth0 up || vk_fail "eth0 setup"
+vk_result queues=$(ls /sys/class/net/eth0/queues | tr '\\n' ' ')
+i=0; until ping -c 1 -W 1 10.0.0.1 >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 60 ] || vk_fail "10.0.0.1 never answered"; done
+for cpu in 0 1; do
+  ( i=0; until taskset $((1 << cpu)) wget -q -O /tmp/f$cpu http://10.0.0.1/f 2>/dev/null; do i=$((i+1)); [ $i -lt 30 ] || exit 1; sleep 1; done ) &
+done
+wait || vk_fail "wget failed"
+vk_result md5_0=$(md5sum < /tmp/f0 | cut -d' ' -f1) md5_1=$(md5sum < /tmp/f1 | cut -d' ' -f1) size=$(wc -c < /tmp/f1)
+`;
+    // While the guests run, which thread serves each queue and how many frames it carried.
+    const seen = new Map<string, { thread: number; packets: number }>();
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        for (const q of await sw.dataplane.queueStats()) seen.set(`${q.port}${q.index}`, { thread: q.thread, packets: Math.max(q.packets, seen.get(`${q.port}${q.index}`)?.packets ?? 0) });
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    })();
+    let settled: Array<PromiseSettledResult<GuestRunResult>>;
+    try {
+      settled = await Promise.allSettled([runScript(serverScript('10.0.0.1', ['10.0.0.2'], 30), dev('a', 1), 200_000), runScript(client, dev('b', 2), 200_000)]);
+    } finally {
+      sampling = false;
+      await sampler;
+    }
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) throw failed.reason;
+    const [a, b] = settled.map((s) => (s as PromiseFulfilledResult<GuestRunResult>).value);
+    expect(b.results.queues, 'the guest driver enabled both pairs').to.equal('rx-0 rx-1 tx-0 tx-1');
+    expect(b.results.size).to.equal(String(8 << 20));
+    for (const k of ['md5_0', 'md5_1']) expect(b.results[k], `${k}: the file arrived intact`).to.equal(a.results.md5);
+    const at = (k: string) => seen.get(k)?.thread;
+    for (const port of ['a', 'b']) {
+      expect(
+        [0, 1, 2, 3].map((i) => at(`${port}${i}`)).every((t) => t !== undefined),
+        `all of ${port}'s queues served: ${JSON.stringify([...seen])}`,
+      ).to.equal(true);
+      expect(at(`${port}0`), `${port}'s pair 0: RX and TX on one thread`).to.equal(at(`${port}1`));
+      expect(at(`${port}2`), `${port}'s pair 1: RX and TX on one thread`).to.equal(at(`${port}3`));
+      expect(at(`${port}0`), `${port}'s pairs on different threads`).to.not.equal(at(`${port}2`));
+    }
+    for (const k of ['b1', 'b3']) expect(seen.get(k)!.packets, `${k}: the client sent on this TX queue`).to.be.greaterThan(0);
+    expect(sw.counters('a').queue_errors + sw.counters('b').queue_errors).to.equal(0);
+  });
 
   it('a guest powered off and booted again on the same socket re-attaches and works', async () => {
     await start(1);

@@ -117,7 +117,10 @@ describe('real peers: dpdk-testpmd virtio-user with two queue pairs on a switch 
           "a's queues released on both threads",
         ).to.deep.equal([]);
         // Both threads took a's memory, and let it go: only b's testpmd's stays mapped.
-        const mapped = () => readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('/memfd:nohuge')).length;
+        const mapped = () =>
+          readFileSync('/proc/self/maps', 'utf8')
+            .split('\n')
+            .filter((l) => l.includes('/memfd:nohuge')).length;
         while (mapped() > 1 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
         expect(mapped(), "a's guest memory unmapped").to.equal(1);
         // Every frame taken from a's queues on either thread reached b, or is counted where

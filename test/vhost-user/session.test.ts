@@ -210,6 +210,46 @@ describe('vhost-user session (our frontend against our backend)', () => {
     void mem;
   });
 
+  it("counts a region added again (QEMU 7.2's multiqueue ADD_MEM_REG per queue pair) and unmaps it at its last REM_MEM_REG", async () => {
+    h = await new Harness(1).start();
+    const { fe, session } = await h.connect();
+    await fe.negotiate();
+    await fe.setupMemory(4 * MiB);
+    const q = await fe.startQueue(0, { size: 64 });
+    const mapped = () =>
+      readFileSync('/proc/self/maps', 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('/memfd:vk-repeat ')).length;
+    const fd = createMemfd('vk-repeat', MiB);
+    const region = { gpa: 1n << 32n, size: BigInt(MiB), uva: FRONTEND_UVA_BASE + (1n << 32n), mmapOffset: 0n };
+    // Each of two queue pairs' vhost devices adds it: the same file, sent twice.
+    await fe.request(Req.ADD_MEM_REG, singleRegion.encode(region), { fds: [fd], ack: true });
+    await fe.request(Req.ADD_MEM_REG, singleRegion.encode(region), { fds: [fd], ack: true });
+    expect(mapped(), 'mapped once').to.equal(1);
+    expect(h.dev.events.filter((e) => e.what === 'memory').length, 'one table change').to.equal(1);
+    await echo(q, [1, 2]);
+    // Each device removes it: the first removal leaves it mapped, the second unmaps it.
+    await fe.removeRegion(region);
+    expect(mapped(), 'still mapped: one add is left').to.equal(1);
+    await echo(q, [3]);
+    await fe.removeRegion(region);
+    expect(mapped(), 'unmapped at the last removal').to.equal(0);
+    expect(h.dev.events.filter((e) => e.what === 'memory').length).to.equal(2);
+    await echo(q, [4]);
+    // The same range from another file is not the same region: refused, as an overlap is.
+    await fe.request(Req.ADD_MEM_REG, singleRegion.encode(region), { fds: [fd], ack: true });
+    const other = createMemfd('vk-repeat-other', MiB);
+    const err = await fe.request(Req.ADD_MEM_REG, singleRegion.encode(region), { fds: [other], ack: true }).catch((e: Error) => e);
+    expect(String(err)).to.match(/ADD_MEM_REG failed/);
+    expect(
+      h.logs.some((l) => /regions overlap/.test(String(l.reason))),
+      'the log says why',
+    ).to.equal(true);
+    await until(() => session.closed, 2000, 'session closed');
+    closeSync(other);
+    closeSync(fd);
+  });
+
   it('sets DEVICE_NEEDS_RESET and writes the error fd when the driver breaks a queue; other queues keep running', async () => {
     h = await new Harness(2).start();
     const { fe, session } = await h.connect();
