@@ -25,8 +25,9 @@ export const switchUsage = `vhostkit switch --port [NAME=]SOCKET[,OPTION...] [--
   --poll MODE          busy: spin on the guests' rings (one CPU); event: sleep on kicks;
                        adaptive: spin while traffic flows, sleep after 200 us idle (default event)
   --cpus LIST          data-plane threads, one pinned to each CPU of LIST (e.g. 1, or 2-3: two)
-  --threads N          data-plane threads (default: one per CPU of --cpus, else 1); each
-                       port is served by one, frames for it handed over by the others
+  --threads N          data-plane threads (default: one per CPU of --cpus, else 1); a
+                       guest's queue pairs are spread over them, frames for a port that a
+                       thread serves no RX queue of are handed to the port's owner
   --hook FILE[:EXPORT] a dataplane hook module run on the data-plane thread
   --state-dir DIR      where ports keep their ring records, so packed rings survive a
                        restart of the switch, kill -9 included (default ${defaultStateDir()}), or none

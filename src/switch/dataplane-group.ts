@@ -49,8 +49,6 @@ class DataplaneGroup {
   private readonly owner = new Map<number, number>();
   /** ports in use: with a guest's memory, or a host side, or captured */
   private readonly busy = new Set<number>();
-  /** ports whose guest's memory is being released: leaving, so no longer counted in use */
-  private readonly releasing = new Set<number>();
   /** this session's queue pairs of each guest port and the thread that serves each */
   private readonly pairs = new Map<number, Map<number, number>>();
   /** each guest port's memory as claimed here, and the threads it was handed to */
@@ -59,7 +57,7 @@ class DataplaneGroup {
   private readonly hosts = new Set<number>();
   /** each captured port's capture, on every thread that serves its queues */
   private readonly captures = new Map<number, CaptureFan>();
-  /** the last call made for each port: the next waits for it */
+  /** the last call made for each port: the next waits until it has posted its work */
   private readonly chains = new Map<number, Promise<unknown>>();
   private readonly expirer: NodeJS.Timeout;
   private closed = false;
@@ -77,15 +75,23 @@ class DataplaneGroup {
     this.expirer.unref();
   }
 
-  /** Runs f after every call made for port `id` before it (whether they succeeded or not). */
-  private serial<T>(id: number, f: () => Promise<T>): Promise<T> {
-    const next = (this.chains.get(id) ?? Promise.resolve()).then(f, f);
-    const settled = next.catch(() => undefined);
+  /**
+   * Runs f once every call made for port `id` before it has decided where its work goes and
+   * posted it (whether that succeeded or not); resolves when f's work is done. A thread
+   * takes its calls in the order they were posted, so the calls for a port need not wait
+   * for each other's round trips.
+   */
+  private serial<T>(id: number, f: () => Promise<Posted<T>> | Posted<T>): Promise<T> {
+    const head = (this.chains.get(id) ?? Promise.resolve()).then(f, f);
+    const settled = head.then(
+      () => undefined,
+      () => undefined,
+    );
     this.chains.set(id, settled);
     void settled.then(() => {
       if (this.chains.get(id) === settled) this.chains.delete(id);
     });
-    return next;
+    return head.then((p) => p.done);
   }
 
   /**
@@ -115,15 +121,14 @@ class DataplaneGroup {
     return load.indexOf(Math.min(...load));
   }
 
-  /** In use and staying: a port whose guest's memory is being released is leaving, unless captured. */
   private inUse(p: number): boolean {
-    return this.busy.has(p) && (!this.releasing.has(p) || this.captures.has(p));
+    return this.busy.has(p);
   }
 
   /**
    * Port `id` is about to be used (its guest's memory arrived, or a host side): if it is not
-   * in use yet (or its last guest's memory is still being released, and it is not
-   * captured), it moves to the thread serving the least. Returns its owner.
+   * in use yet, it moves to the thread serving the least (every thread told before the
+   * port's next calls are posted). Returns its owner.
    */
   private async claim(id: number): Promise<number> {
     const cur = this.ownerOf(id);
@@ -167,26 +172,34 @@ class DataplaneGroup {
     return [own, ...new Set([...(this.pairs.get(id)?.values() ?? [])].filter((k) => k !== own))];
   }
 
-  /** Thread k gets port `id`'s memory, and joins its capture, if it has not yet. */
-  private async join(id: number, k: number): Promise<void> {
+  /** Thread k gets port `id`'s memory, and joins its capture, if it has not yet (posted; resolves when done). */
+  private join(id: number, k: number): Promise<unknown> {
     const m = this.memory.get(id);
+    const work: Array<Promise<unknown>> = [];
     if (m && !m.holders.has(k)) {
       m.holders.add(k);
-      await this.t[k].setMemory(id, m.table.park());
+      work.push(this.t[k].setMemory(id, m.table.park()));
     }
-    await this.captures.get(id)?.join(k);
+    const c = this.captures.get(id);
+    if (c) work.push(c.join(k));
+    return Promise.all(work);
   }
 
-  private async release(id: number): Promise<void> {
+  /**
+   * Port `id`'s guest left: every thread that has its memory releases it (stopping any
+   * queue left there). The port is idle from now on, unless captured; its pairs are given
+   * out again in its next session.
+   */
+  private release(id: number): Posted<void> {
     const m = this.memory.get(id);
     const threads = new Set([this.ownerOf(id), ...(m?.holders ?? [])]);
-    try {
-      await this.all((d, k) => (threads.has(k) ? d.releaseMemory(id) : Promise.resolve()));
-    } finally {
-      this.pairs.delete(id);
-      this.memory.delete(id);
-      m?.table.close();
-    }
+    const done = this.all((d, k) => (threads.has(k) ? d.releaseMemory(id) : Promise.resolve())).then(() => undefined);
+    this.pairs.delete(id);
+    this.memory.delete(id);
+    // (each thread holds its own handle on the mappings until it has released them)
+    m?.table.close();
+    if (!this.captures.has(id) && !this.hosts.has(id)) this.busy.delete(id);
+    return { done };
   }
 
   private all<R>(f: (d: Dataplane, k: number) => Promise<R>): Promise<R[]> {
@@ -227,8 +240,8 @@ class DataplaneGroup {
         }
       },
       removePort: (id) =>
-        this.serial(id, async () => {
-          await this.all((d) => d.removePort(id));
+        this.serial(id, () => {
+          const done = this.all((d) => d.removePort(id)).then(() => undefined);
           this.owner.delete(id);
           this.busy.delete(id);
           this.hosts.delete(id);
@@ -236,12 +249,18 @@ class DataplaneGroup {
           this.memory.get(id)?.table.close();
           this.memory.delete(id);
           this.captures.get(id)?.end();
+          return { done };
         }),
       setOwner: () => Promise.reject(new Error("owners are the group's to choose")),
       attachHost: (id, spec) =>
         this.serial(id, async () => {
-          await t[await this.claim(id)].attachHost(id, spec);
+          const k = await this.claim(id);
           this.hosts.add(id);
+          const done = t[k].attachHost(id, spec).catch((e: unknown) => {
+            this.hosts.delete(id);
+            throw e;
+          });
+          return { done };
         }),
       setVlan: async (id, vlan) => void (await this.all((d) => d.setVlan(id, vlan))),
       setMemory: (port, token) =>
@@ -258,37 +277,28 @@ class DataplaneGroup {
           }
           this.memory.set(port, { table, holders });
           old?.table.close();
-          await Promise.all([...holders].map((k) => t[k].setMemory(port, table.park())));
+          return { done: Promise.all([...holders].map((k) => t[k].setMemory(port, table.park()))).then(() => undefined) };
         }),
-      releaseMemory: (port) => {
-        this.releasing.add(port);
-        return this.serial(port, async () => {
-          try {
-            await this.release(port);
-          } finally {
-            this.releasing.delete(port);
-            if (!this.captures.has(port)) this.busy.delete(port);
-          }
-        });
-      },
+      releaseMemory: (port) => this.serial(port, () => this.release(port)),
       startQueue: (spec) =>
-        this.serial(spec.port, async () => {
+        this.serial(spec.port, () => {
           const k = this.queueThread(spec.port, spec.index, true);
-          await this.join(spec.port, k);
-          await t[k].startQueue(spec);
+          const joined = this.join(spec.port, k);
+          const started = t[k].startQueue(spec);
+          return { done: Promise.all([joined, started]).then(() => undefined) };
         }),
-      stopQueue: (port, index) => this.serial(port, async () => t[this.queueThread(port, index, false)].stopQueue(port, index)),
+      stopQueue: (port, index) => this.serial(port, () => ({ done: t[this.queueThread(port, index, false)].stopQueue(port, index) })),
       setMtu: async (port, mtu) => void (await this.all((d) => d.setMtu(port, mtu))),
       pause: async () => void (await this.all((d) => d.pause())),
       resume: async () => void (await this.all((d) => d.resume())),
-      inject: (port, frame) => this.serial(port, async () => owned(port).inject(port, frame)),
+      inject: (port, frame) => this.serial(port, () => ({ done: owned(port).inject(port, frame) })),
       // The table is shared: any thread sees all of it.
       dumpFdb: () => t[0].dumpFdb(),
       setRemoteMac: (mac, vlan, id, remote) => t[0].setRemoteMac(mac, vlan, id, remote),
       removeRemoteMac: (mac, vlan, id, remote) => t[0].removeRemoteMac(mac, vlan, id, remote),
       dumpRemoteMacs: () => t[0].dumpRemoteMacs(),
       // The VTEP table is used where the VXLAN port's frames leave: on its owner.
-      setVtep: (id, remote, dest, flood) => this.serial(id, async () => owned(id).setVtep(id, remote, dest, flood)),
+      setVtep: (id, remote, dest, flood) => this.serial(id, () => ({ done: owned(id).setVtep(id, remote, dest, flood) })),
       addFlow: async (spec) => void (await this.all((d) => d.addFlow(spec))),
       removeFlows: async (words, strict) => (await this.all((d) => d.removeFlows(words, strict)))[0],
       removeFlow: async (priority, match) => (await this.all((d) => d.removeFlow(priority, match))).some((r) => r),
@@ -301,7 +311,7 @@ class DataplaneGroup {
       // A captured port stays where it is until the capture ends; each thread that serves
       // its queues captures what passes there, into one sink.
       startCapture: (port, spec, sink) =>
-        this.serial(port, async () => {
+        this.serial(port, () => {
           if (this.captures.has(port)) throw new Error(`port ${port} is already being captured`);
           const fan = new CaptureFan(
             spec,
@@ -315,14 +325,16 @@ class DataplaneGroup {
           );
           this.captures.set(port, fan);
           this.busy.add(port);
-          try {
-            for (const k of this.serving(port)) await fan.join(k);
-          } catch (e) {
-            fan.end();
-            throw e;
-          }
+          const done = Promise.all(this.serving(port).map((k) => fan.join(k))).then(
+            () => undefined,
+            (e: unknown) => {
+              fan.end();
+              throw e;
+            },
+          );
+          return { done };
         }),
-      stopCapture: (port) => this.serial(port, async () => this.captures.get(port)?.stop()),
+      stopCapture: (port) => this.serial(port, () => ({ done: this.captures.get(port)?.stop() ?? Promise.resolve() })),
       setAging: async (ms) => void (await this.all((d) => d.setAging(ms))),
       close: async () => {
         this.closed = true;
@@ -334,6 +346,11 @@ class DataplaneGroup {
       },
     };
   }
+}
+
+/** A call's work, posted to the threads: `done` resolves when they have done it. */
+interface Posted<T> {
+  done: Promise<T>;
 }
 
 /**

@@ -1,6 +1,6 @@
 // Where the forwarding engine runs: on a worker thread (the default: the event loop never
 // waits for the data plane and the data plane never waits for the event loop), on several
-// (dataplane-group.ts: each port served by one), or on the calling thread (tests,
+// (dataplane-group.ts: a guest's queue pairs spread over them), or on the calling thread (tests,
 // embedding). All are DataplaneCalls behind the same asynchronous interface; only capture
 // differs, whose records arrive as events for the sink given here.
 import { fileURLToPath } from 'node:url';
@@ -24,7 +24,7 @@ export interface DataplaneOptions {
   poll?: PollMode;
   /** pin the data-plane thread to these CPUs (worker only); with threads > 1, thread k to the k-th CPU */
   cpus?: number[];
-  /** data-plane threads (worker only; default 1): each port's queues are served by one of them */
+  /** data-plane threads (worker only; default 1): each queue pair of a port is served by one of them */
   threads?: number;
   onQueueError?: (port: number, index: number, reason: string) => void;
   /** something the data plane does in the background failed (several threads: flow expiry) */

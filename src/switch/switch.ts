@@ -34,7 +34,7 @@ export interface SwitchOptions {
    * `threads` says how many (then thread k on the k-th CPU, round robin).
    */
   cpus?: number[];
-  /** data-plane threads (worker only; default: one per CPU of `cpus`, else 1); each port is served by one */
+  /** data-plane threads (worker only; default: one per CPU of `cpus`, else 1); a guest's queue pairs are spread over them */
   threads?: number;
   log?: Logger;
   /**

@@ -194,6 +194,9 @@ for (const threads of [1, 2]) {
         for (let i = 0; i < 32; i++) q.driver.add([{ len: 2048, writable: true }]);
         q.publishAndKick();
       }
+      // Its queues start on the data plane (with two threads, spread over them) after the acks.
+      const end = Date.now() + 5000;
+      while ((await sw.dataplane.queueStats()).filter((x) => x.port === 'mq').length < 8 && Date.now() < end) await new Promise((r) => setTimeout(r, 5));
       const ipFrame = (sport: number, seq: number) => {
         const f = ethFrame(BCAST, A, 80, seq, 0x0800);
         f[14] = 0x45;
