@@ -30,7 +30,7 @@ export interface DataplaneThread {
 
 /** What the data plane tells its owner without being asked. */
 export type DataplaneEvent =
-  { event: 'queue-error'; port: number; index: number; reason: string } | { event: 'capture'; port: number; records: Uint8Array; packets: number; done: boolean } | HandlerError;
+  { event: 'queue-error'; port: number; index: number; reason: string } | { event: 'capture'; port: number; capture: number; records: Uint8Array; packets: number; done: boolean } | HandlerError;
 
 export interface DataplaneSettings {
   burst: number;
@@ -189,8 +189,8 @@ export class DataplaneCalls {
     return this.engine.queueStats();
   }
   /** Captures a port's frames (both directions): pcap records come as 'capture' events. */
-  startCapture(port: number, spec: CaptureSpec): void {
-    this.engine.startCapture(port, spec, (records, packets, done) => this.emit({ event: 'capture', port, records, packets, done }, [records.buffer as ArrayBuffer]));
+  startCapture(port: number, spec: CaptureSpec, capture: number): void {
+    this.engine.startCapture(port, spec, (records, packets, done) => this.emit({ event: 'capture', port, capture, records, packets, done }, [records.buffer as ArrayBuffer]));
   }
   stopCapture(port: number): void {
     this.engine.stopCapture(port);

@@ -114,7 +114,11 @@ class DataplaneGroup {
     return load;
   }
 
-  /** The thread that serves the least (ties: the one with fewer of port `spread`'s pairs, then the first). */
+  /**
+   * The thread that serves the least, counting half a pair more for each pair of port
+   * `spread` it serves already (so a port's pairs go to different threads before they
+   * double up), then the first.
+   */
   private pick(except = -1, spread = -1): number {
     const load = this.load(except);
     for (const k of this.pairs.get(spread)?.values() ?? []) load[k] += 512;
@@ -192,7 +196,8 @@ class DataplaneGroup {
    */
   private release(id: number): Posted<void> {
     const m = this.memory.get(id);
-    const threads = new Set([this.ownerOf(id), ...(m?.holders ?? [])]);
+    // (a pair started without memory, after a refused setMemory, has queues but no memory)
+    const threads = new Set([this.ownerOf(id), ...(m?.holders ?? []), ...(this.pairs.get(id)?.values() ?? [])]);
     const done = this.all((d, k) => (threads.has(k) ? d.releaseMemory(id) : Promise.resolve())).then(() => undefined);
     this.pairs.delete(id);
     this.memory.delete(id);
@@ -328,7 +333,7 @@ class DataplaneGroup {
           const done = Promise.all(this.serving(port).map((k) => fan.join(k))).then(
             () => undefined,
             (e: unknown) => {
-              fan.end();
+              fan.end(false);
               throw e;
             },
           );
@@ -363,6 +368,8 @@ class CaptureFan {
   private readonly live = new Set<number>();
   private packets = 0;
   private finished = false;
+  /** stopped: no thread joins any more */
+  private stopping = false;
 
   constructor(
     private readonly spec: CaptureSpec,
@@ -374,7 +381,7 @@ class CaptureFan {
 
   /** Thread k captures too (a queue pair of the port started there). */
   async join(k: number): Promise<void> {
-    if (this.finished || this.threads.has(k)) return;
+    if (this.finished || this.stopping || this.threads.has(k)) return;
     this.threads.add(k);
     this.live.add(k);
     try {
@@ -387,15 +394,16 @@ class CaptureFan {
 
   /** Stops the capture on every thread; their last records follow. */
   async stop(): Promise<void> {
+    this.stopping = true;
     await Promise.all([...this.live].map((k) => this.halt(k)));
   }
 
-  /** Ends it now, without waiting for the threads (the port is gone, or the start failed). */
-  end(): void {
+  /** Ends it now, without waiting for the threads: the port is gone (the sink hears it is done), or the start failed (it does not). */
+  end(notify = true): void {
     if (this.finished) return;
     this.finished = true;
     for (const k of this.live) void this.halt(k).catch(() => undefined);
-    this.sink(new Uint8Array(0), 0, true);
+    if (notify) this.sink(new Uint8Array(0), 0, true);
     this.ended();
   }
 

@@ -74,7 +74,10 @@ async function openThread(opts: DataplaneOptions, thread: number, shared: Shared
     shared,
     pinned: (opts.cpus?.length ?? 0) > 0,
   };
+  // Each capture's sink by the number its start was given: a capture's last records, which
+  // may come after the next capture of the port began, reach their own sink.
   const sinks = new Map<number, CaptureSink>();
+  let captures = 0;
   const onEvent = (e: DataplaneEvent) => {
     if (e.event === 'queue-error') {
       opts.onQueueError?.(e.port, e.index, e.reason);
@@ -84,8 +87,8 @@ async function openThread(opts: DataplaneOptions, thread: number, shared: Shared
       opts.onHandlerError?.(e.handler, e.message);
       return;
     }
-    const sink = sinks.get(e.port);
-    if (e.done) sinks.delete(e.port);
+    const sink = sinks.get(e.capture);
+    if (e.done) sinks.delete(e.capture);
     sink?.(e.records, e.packets, e.done);
   };
   let calls: Remote<DataplaneCalls>;
@@ -109,11 +112,12 @@ async function openThread(opts: DataplaneOptions, thread: number, shared: Shared
   return {
     ...rest,
     async startCapture(port, spec, sink) {
-      sinks.set(port, sink);
+      const id = ++captures;
+      sinks.set(id, sink);
       try {
-        await startCapture(port, spec);
+        await startCapture(port, spec, id);
       } catch (e) {
-        sinks.delete(port);
+        sinks.delete(id);
         throw e;
       }
     },

@@ -206,10 +206,10 @@ export class SwitchEngine {
   /** Unmaps a port's guest memory (its guest went away), after stopping any queue left on it. */
   releaseMemory(id: number): void {
     const p = this.ports.get(id);
-    if (!p || !p.memory) return;
+    if (!p || (!p.memory && p.rx.length === 0 && p.tx.size === 0)) return;
     for (const q of [...p.tx.keys()]) this.stopQueue(id, q);
     for (const r of [...p.rx]) this.stopQueue(id, r.index);
-    p.memory.close();
+    p.memory?.close();
     p.memory = null;
     syncPort(this.fwd, p);
   }

@@ -138,13 +138,17 @@ export class Session extends EventEmitter {
   /** the regions of `memory` with their fds (owned by the session) */
   private regionSpecs: RegionSpec[] = [];
   /**
-   * Regions added again while mapped, and how many times: QEMU before 8.1 sends a
-   * multiqueue device's ADD_MEM_REG and REM_MEM_REG once for each queue pair's vhost device,
-   * all on this one connection. A region added again (the same guest range, at the same
-   * address in the frontend, from the same file at the same offset) is counted, not mapped
-   * twice, and unmapped when its last add is taken back.
+   * Regions sent more than once: QEMU before 8.1 sends a multiqueue device's ADD_MEM_REG
+   * and REM_MEM_REG once for each queue pair's vhost device, all on this one connection,
+   * each device adding and removing the same regions in turn. A region added again (the
+   * same guest range at the same frontend address, from the same file at the same offset)
+   * is counted, not mapped twice, and unmapped when its last add is taken back. A region
+   * some device removed already gives way to one that overlaps it (the first device's
+   * replacement); the removals the other devices still send for it are then taken
+   * (`replaced`).
    */
-  private readonly regionRepeats = new Map<RegionSpec, number>();
+  private readonly regionAdds = new Map<RegionSpec, { adds: number; removed: boolean }>();
+  private replaced: Array<{ gpa: bigint; size: bigint; uva: bigint; left: number }> = [];
   private readonly slots: Vring[];
   private backendChannel: MessageChannel | null = null;
   private dirtyLog: DirtyLog | null = null;
@@ -511,7 +515,8 @@ export class Session extends EventEmitter {
     this.memory = null;
     Session.closeRegionFds(this.regionSpecs);
     this.regionSpecs = [];
-    this.regionRepeats.clear();
+    this.regionAdds.clear();
+    this.replaced = [];
     this.backendChannel?.close('session closed');
     this.backendChannel = null;
     this.dirtyLog?.close();
@@ -570,7 +575,8 @@ export class Session extends EventEmitter {
       const specs: RegionSpec[] = regions.map((r, i) => ({ fd: m.fds[i], ...r }));
       const mem = mapOrThrow(() => GuestMemory.map(specs));
       regions.forEach((_, i) => takeFd(m, i)); // kept for the next ADD/REM_MEM_REG
-      this.regionRepeats.clear();
+      this.regionAdds.clear();
+      this.replaced = [];
       return this.replaceMemory(mem, specs);
     },
     getMaxMemSlots: (): Uint8Array => u64.encode(BigInt(this.limits.maxMemSlots)),
@@ -580,13 +586,22 @@ export class Session extends EventEmitter {
       if (same >= 0) {
         // (its fd is closed with the message's)
         const x = this.regionSpecs[same];
-        this.regionRepeats.set(x, (this.regionRepeats.get(x) ?? 0) + 1);
+        const c = this.regionAdds.get(x) ?? { adds: 1, removed: false };
+        c.adds++;
+        this.regionAdds.set(x, c);
         this.log.debug('memory region added again: counted, not mapped twice', { gpa: r.gpa, size: r.size });
         return Promise.resolve();
       }
-      this.checkSlots('ADD_MEM_REG', this.regionSpecs.length + 1);
-      this.checkMapped('ADD_MEM_REG', { memory: Session.tableBytes([...this.regionSpecs, r]) });
-      const specs = [...this.regionSpecs, { fd: m.fds[0], ...r }];
+      const overlapped = this.regionSpecs.filter((x) => x.gpa < r.gpa + r.size && r.gpa < x.gpa + x.size);
+      const givesWay = overlapped.length > 0 && overlapped.every((x) => this.regionAdds.get(x)?.removed === true);
+      for (const x of givesWay ? overlapped : []) {
+        this.replaced.push({ gpa: x.gpa, size: x.size, uva: x.uva, left: this.regionAdds.get(x)!.adds });
+        this.regionAdds.delete(x);
+      }
+      const kept = givesWay ? this.regionSpecs.filter((x) => !overlapped.includes(x)) : this.regionSpecs;
+      this.checkSlots('ADD_MEM_REG', kept.length + 1);
+      this.checkMapped('ADD_MEM_REG', { memory: Session.tableBytes([...kept, r]) });
+      const specs = [...kept, { fd: m.fds[0], ...r }];
       const mem = mapOrThrow(() => GuestMemory.map(specs));
       takeFd(m);
       return this.replaceMemory(mem, specs);
@@ -595,13 +610,19 @@ export class Session extends EventEmitter {
       const r = decodeBody(Req.REM_MEM_REG, m);
       if (this.memory === null) throw new ProtocolError('REM_MEM_REG with no memory table');
       const i = this.regionSpecs.findIndex((x) => x.gpa === r.gpa && x.size === r.size && x.uva === r.uva);
-      if (i < 0) throw ProtocolError.mismatch('REM_MEM_REG', `no region at gpa 0x${r.gpa.toString(16)} of size 0x${r.size.toString(16)}`, 'expected one of the memory table');
-      const repeats = this.regionRepeats.get(this.regionSpecs[i]) ?? 0;
-      if (repeats > 0) {
-        this.regionRepeats.set(this.regionSpecs[i], repeats - 1);
+      if (i < 0) {
+        const g = this.replaced.findIndex((x) => x.gpa === r.gpa && x.size === r.size && x.uva === r.uva);
+        if (g < 0) throw ProtocolError.mismatch('REM_MEM_REG', `no region at gpa 0x${r.gpa.toString(16)} of size 0x${r.size.toString(16)}`, 'expected one of the memory table');
+        if (--this.replaced[g].left === 0) this.replaced.splice(g, 1);
         return Promise.resolve();
       }
-      this.regionRepeats.delete(this.regionSpecs[i]);
+      const c = this.regionAdds.get(this.regionSpecs[i]);
+      if (c && c.adds > 1) {
+        c.adds--;
+        c.removed = true;
+        return Promise.resolve();
+      }
+      this.regionAdds.delete(this.regionSpecs[i]);
       const specs = this.regionSpecs.filter((_, k) => k !== i);
       return this.replaceMemory(
         mapOrThrow(() => GuestMemory.map(specs)),

@@ -92,20 +92,36 @@ describe('real peers: dpdk-testpmd virtio-user with two queue pairs on a switch 
         for (const k of pairsB === 2 ? ['b0', 'b2'] : ['b0']) expect(q.get(k)!.packets, `${k}: frames delivered into this RX queue`).to.be.greaterThan(1000);
         expect(sw.counters('a').queue_errors + sw.counters('b').queue_errors).to.equal(0);
 
-        // A capture of b gathers both threads' frames into one stream, cut at its count.
-        let packets = 0;
-        let bytes = 0;
-        let done = false;
-        await sw.startCapture('b', { count: 5000, snaplen: 128 }, (records, n, last) => {
-          packets += n;
-          bytes += records.length;
-          if (last) done = true;
-        });
+        // A capture of b gathers both threads' frames into one stream, cut at its count; the
+        // next one starts as the first is done (a rotating capture), while the first's other
+        // thread is still stopping: each gets its own records, exactly its count.
+        const got = [0, 1].map(() => ({ packets: 0, bytes: 0, done: false }));
+        const capture = (i: number) =>
+          sw.startCapture('b', { count: 5000, snaplen: 128 }, (records, n, last) => {
+            got[i].packets += n;
+            got[i].bytes += records.length;
+            if (last) {
+              got[i].done = true;
+              if (i === 0) void capture(1);
+            }
+          });
+        await capture(0);
         const end = Date.now() + 20000;
-        while (!done && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
-        expect(done, 'the capture reached its count').to.equal(true);
-        expect(packets).to.equal(5000);
-        expect(bytes, '5000 records of 64-byte frames').to.equal(5000 * (16 + 64));
+        while (!got[1].done && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+        for (const g of got) {
+          expect(g.done, 'the capture reached its count').to.equal(true);
+          expect(g.packets).to.equal(5000);
+          expect(g.bytes, '5000 records of 64-byte frames').to.equal(5000 * (16 + 64));
+        }
+        await new Promise((r) => setTimeout(r, 300));
+        expect(got[1].packets, 'nothing came after done').to.equal(5000);
+        // Both threads let both captures go: a third starts on both, and stops.
+        let third = false;
+        await sw.startCapture('b', { snaplen: 64 }, (_r, _n, last) => (third ||= last));
+        await sw.stopCapture('b');
+        const stopEnd = Date.now() + 5000;
+        while (!third && Date.now() < stopEnd) await new Promise((r) => setTimeout(r, 20));
+        expect(third, 'the third capture ended when stopped').to.equal(true);
 
         // a's guest leaves and comes back: its memory and queues are released on both
         // threads, and its pairs are given out again.

@@ -236,6 +236,25 @@ describe('vhost-user session (our frontend against our backend)', () => {
     expect(mapped(), 'unmapped at the last removal').to.equal(0);
     expect(h.dev.events.filter((e) => e.what === 'memory').length).to.equal(2);
     await echo(q, [4]);
+    // A region replaced (QEMU's order per device: remove the old, add the new): the old one,
+    // removed by the first device, gives way to the overlapping new one from another file;
+    // the second device's removal of the old one is taken, its add of the new one counted.
+    const fd2 = createMemfd('vk-repeat2', 2 * MiB);
+    const grown = { ...region, size: BigInt(2 * MiB) };
+    const mapped2 = () =>
+      readFileSync('/proc/self/maps', 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('/memfd:vk-repeat2 ')).length;
+    for (let dev = 0; dev < 2; dev++) await fe.request(Req.ADD_MEM_REG, singleRegion.encode(region), { fds: [fd], ack: true });
+    for (let dev = 0; dev < 2; dev++) {
+      await fe.removeRegion(region);
+      await fe.request(Req.ADD_MEM_REG, singleRegion.encode(grown), { fds: [fd2], ack: true });
+    }
+    expect([mapped(), mapped2()], 'the old region unmapped, the new one mapped once').to.deep.equal([0, 1]);
+    await echo(q, [5]);
+    for (let dev = 0; dev < 2; dev++) await fe.removeRegion(grown);
+    expect(mapped2(), 'unmapped at its last removal').to.equal(0);
+    closeSync(fd2);
     // The same range from another file is not the same region: refused, as an overlap is.
     await fe.request(Req.ADD_MEM_REG, singleRegion.encode(region), { fds: [fd], ack: true });
     const other = createMemfd('vk-repeat-other', MiB);
