@@ -3,7 +3,9 @@
 // it pings guest B and receives a TCP stream from it. Then: the guest RAM of source and
 // destination is identical page by page (the dirty log covered every write of the switch
 // into A's memory), the stream arrived intact (md5), few pings were lost, and an 8 MiB bulk
-// transfer after the move is intact. Split and packed rings.
+// transfer after the move is intact. Split and packed rings, and a guest with two queue
+// pairs (smp 2) on a switch with two threads, its pairs spread over them: each thread logs
+// what it writes into A's memory.
 //
 // QEMU 7.2 stops the source's device with SET_STATUS 0 before GET_VRING_BASE: a backend that
 // forgets its ring positions on status 0 answers 0, and the destination's rings start at 0
@@ -82,19 +84,27 @@ describe('e2e: live migration of a QEMU guest between two ports of the switch', 
     guests = [];
     oldSink = setLogSink((r) => logs.push(r));
     tmp = makeTempDir('vk-mig-');
-    sw = await Switch.create({ dataplane: 'worker' });
-    for (const n of ['a1', 'a2', 'b']) await sw.addVhostPort({ name: n, socket: tmp.join(`${n}.sock`) });
   });
+  async function start(threads: number, queuePairs: number): Promise<void> {
+    sw = await Switch.create({ dataplane: 'worker', threads });
+    for (const n of ['a1', 'a2', 'b']) await sw.addVhostPort({ name: n, socket: tmp.join(`${n}.sock`), queuePairs });
+  }
   afterEach(async () => {
     await Promise.all(guests.map((g) => g.kill()));
-    await sw.close();
+    await sw?.close();
     tmp.cleanup();
     setLogSink(oldSink);
   });
 
-  for (const packed of [false, true]) {
-    it(`moves a guest from port a1 to a2 while it pings and streams TCP: RAM identical, stream and bulk intact (${packed ? 'packed' : 'split'})`, async () => {
-      const dev = (sock: string, mac: string): VhostUserNetDevice => ({ type: 'vhost-user-net', socket: tmp.join(sock), mac, packed, reconnect: true });
+  for (const { packed, queues } of [
+    { packed: false, queues: 1 },
+    { packed: true, queues: 1 },
+    { packed: false, queues: 2 },
+  ]) {
+    const what = `${packed ? 'packed' : 'split'}${queues > 1 ? `, ${queues} queue pairs on a switch with ${queues} threads` : ''}`;
+    it(`moves a guest from port a1 to a2 while it pings and streams TCP: RAM identical, stream and bulk intact (${what})`, async () => {
+      await start(queues, queues);
+      const dev = (sock: string, mac: string): VhostUserNetDevice => ({ type: 'vhost-user-net', socket: tmp.join(sock), mac, packed, queues, reconnect: true });
       const b = await startGuest({ script: scriptB, devices: [dev('b.sock', MAC_B)], name: 'mig-b' });
       guests.push(b);
       const a = await startMigratingGuest(tmp, scriptA, [dev('a1.sock', MAC_A)]);
@@ -103,7 +113,7 @@ describe('e2e: live migration of a QEMU guest between two ports of the switch', 
       await consoleLine(a.src, /VHOSTKIT-RESULT ready=1/, 150_000);
       await consoleLine(b, /VHOSTKIT-RESULT serving=1/, 1000);
       const m = await migrate(a, dstQmp, tmp);
-      console.log(`      migration (${packed ? 'packed' : 'split'}): downtime ${m.downtimeMs} ms, total ${m.totalMs} ms; ${m.differingPages.length} of ${m.ramBytes / 4096} pages differ`);
+      console.log(`      migration (${what}): downtime ${m.downtimeMs} ms, total ${m.totalMs} ms; ${m.differingPages.length} of ${m.ramBytes / 4096} pages differ`);
       expect(
         m.differingPages.map((p) => `0x${p.toString(16)}`),
         `guest RAM pages that differ between source and destination\n${m.differences}`,
