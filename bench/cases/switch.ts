@@ -49,7 +49,8 @@ export async function startFrontends(ctx: BenchContext, sa: string, sb: string, 
  * The switch forwards both ways, unicast to learnt MACs once each side has sent. Frames of
  * `size` bytes.
  */
-export async function startCombinedFrontend(ctx: BenchContext, sa: string, sb: string, packed: boolean, commands: Set<string>, size: number): Promise<Testpmd> {
+/** queues: queue pairs of each port (flowgen sends on each). */
+export async function startCombinedFrontend(ctx: BenchContext, sa: string, sb: string, packed: boolean, commands: Set<string>, size: number, queues = 1): Promise<Testpmd> {
   const cpuF = Number(ctx.frontendCpus.split(',')[0]);
   const fe = await startTestpmd({
     role: 'virtio-user',
@@ -59,8 +60,9 @@ export async function startCombinedFrontend(ctx: BenchContext, sa: string, sb: s
     cpu: cpuF,
     packed,
     mac: MAC_A,
-    extraEalArgs: ['--vdev', `net_virtio_user1,path=${sb},queues=1,queue_size=1024${packed ? ',packed_vq=1' : ''},mac=${MAC_B}`],
-    extraArgs: [`--eth-peer=0,${MAC_B}`, `--eth-peer=1,${MAC_A}`],
+    queues,
+    extraEalArgs: ['--vdev', `net_virtio_user1,path=${sb},queues=${queues},queue_size=1024${packed ? ',packed_vq=1' : ''},mac=${MAC_B}`],
+    extraArgs: [`--eth-peer=0,${MAC_B}`, `--eth-peer=1,${MAC_A}`, ...(queues > 1 ? [`--rxq=${queues}`, `--txq=${queues}`] : [])],
   });
   commands.add(`frontend A+B (${packed ? 'packed' : 'split'}): ${generic(fe.process.argv, sa, sb)}`);
   return fe;
