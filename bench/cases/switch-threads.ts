@@ -124,7 +124,13 @@ export async function switchThreadsCase(ctx: BenchContext): Promise<CaseReport> 
   }
   const [cost, costMq] = costs;
   rows.push({ config: 'cost: split, 64 B, a <-> b, event mode, one CPU (with 2 threads every frame crosses)', unit: 'CPU s/Mframe', samples: cost, subject: '2 threads', reference: '1 thread' });
-  rows.push({ config: 'cost: the same, ports of 2 queue pairs (with 2 threads, a pair of each port on each: nothing crosses)', unit: 'CPU s/Mframe', samples: costMq, subject: '2 threads', reference: '1 thread' });
+  rows.push({
+    config: 'cost: the same, ports of 2 queue pairs (with 2 threads, a pair of each port on each: nothing crosses)',
+    unit: 'CPU s/Mframe',
+    samples: costMq,
+    subject: '2 threads',
+    reference: '1 thread',
+  });
   const c1 = median(cost['1 thread']);
   const c2 = median(cost['2 threads']);
   const m1 = median(costMq['1 thread']);
