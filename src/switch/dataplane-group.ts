@@ -51,6 +51,8 @@ class DataplaneGroup {
   private readonly busy = new Set<number>();
   /** this session's queue pairs of each guest port and the thread that serves each */
   private readonly pairs = new Map<number, Map<number, number>>();
+  /** each guest port's queues running now: a pair counts as served while one of its queues runs */
+  private readonly running = new Map<number, Set<number>>();
   /** each guest port's memory as claimed here, and the threads it was handed to */
   private readonly memory = new Map<number, { table: GuestMemory; holders: Set<number> }>();
   /** TAP and VXLAN ports (in use for as long as they are there) */
@@ -95,9 +97,9 @@ class DataplaneGroup {
   }
 
   /**
-   * What each thread serves: 1024 for each queue pair in use (a port in use without a pair
-   * yet, or a host port, counts as one on its owner), 1 for each idle port it owns. `except`
-   * is left out.
+   * What each thread serves: 1024 for each queue pair running (a port in use without one,
+   * or a host port, counts as one on its owner), 1 for each idle port it owns. `except` is
+   * left out. (A pair the guest turned off, ethtool -L, keeps its thread but counts nothing.)
    */
   private load(except = -1): number[] {
     const load = this.t.map(() => 0);
@@ -107,11 +109,18 @@ class DataplaneGroup {
         load[k] += 1;
         continue;
       }
-      const pairs = this.pairs.get(p);
-      if (!pairs || ![...pairs.values()].includes(k)) load[k] += 1024;
-      for (const j of pairs?.values() ?? []) load[j] += 1024;
+      const served = this.servedBy(p);
+      if (!served.includes(k)) load[k] += 1024;
+      for (const j of served) load[j] += 1024;
     }
     return load;
+  }
+
+  /** The thread of each of port p's queue pairs that has a queue running. */
+  private servedBy(p: number): number[] {
+    const pairs = this.pairs.get(p);
+    const live = new Set([...(this.running.get(p) ?? [])].map((i) => i >> 1));
+    return [...live].map((pair) => pairs?.get(pair)).filter((j): j is number => j !== undefined);
   }
 
   /**
@@ -121,7 +130,7 @@ class DataplaneGroup {
    */
   private pick(except = -1, spread = -1): number {
     const load = this.load(except);
-    for (const k of this.pairs.get(spread)?.values() ?? []) load[k] += 512;
+    for (const k of this.servedBy(spread)) load[k] += 512;
     return load.indexOf(Math.min(...load));
   }
 
@@ -200,6 +209,7 @@ class DataplaneGroup {
     const threads = new Set([this.ownerOf(id), ...(m?.holders ?? []), ...(this.pairs.get(id)?.values() ?? [])]);
     const done = this.all((d, k) => (threads.has(k) ? d.releaseMemory(id) : Promise.resolve())).then(() => undefined);
     this.pairs.delete(id);
+    this.running.delete(id);
     this.memory.delete(id);
     // (each thread holds its own handle on the mappings until it has released them)
     m?.table.close();
@@ -251,6 +261,7 @@ class DataplaneGroup {
           this.busy.delete(id);
           this.hosts.delete(id);
           this.pairs.delete(id);
+          this.running.delete(id);
           this.memory.get(id)?.table.close();
           this.memory.delete(id);
           this.captures.get(id)?.end();
@@ -288,11 +299,18 @@ class DataplaneGroup {
       startQueue: (spec) =>
         this.serial(spec.port, () => {
           const k = this.queueThread(spec.port, spec.index, true);
+          let running = this.running.get(spec.port);
+          if (!running) this.running.set(spec.port, (running = new Set()));
+          running.add(spec.index);
           const joined = this.join(spec.port, k);
           const started = t[k].startQueue(spec);
           return { done: Promise.all([joined, started]).then(() => undefined) };
         }),
-      stopQueue: (port, index) => this.serial(port, () => ({ done: t[this.queueThread(port, index, false)].stopQueue(port, index) })),
+      stopQueue: (port, index) =>
+        this.serial(port, () => {
+          this.running.get(port)?.delete(index);
+          return { done: t[this.queueThread(port, index, false)].stopQueue(port, index) };
+        }),
       setMtu: async (port, mtu) => void (await this.all((d) => d.setMtu(port, mtu))),
       pause: async () => void (await this.all((d) => d.pause())),
       resume: async () => void (await this.all((d) => d.resume())),
