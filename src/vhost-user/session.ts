@@ -598,6 +598,8 @@ export class Session extends EventEmitter {
         this.replaced.push({ gpa: x.gpa, size: x.size, uva: x.uva, left: this.regionAdds.get(x)!.adds });
         this.regionAdds.delete(x);
       }
+      // (a frontend that never sends those removals cannot grow the list past its slots)
+      this.replaced.splice(0, Math.max(0, this.replaced.length - this.limits.maxMemSlots));
       const kept = givesWay ? this.regionSpecs.filter((x) => !overlapped.includes(x)) : this.regionSpecs;
       this.checkSlots('ADD_MEM_REG', kept.length + 1);
       this.checkMapped('ADD_MEM_REG', { memory: Session.tableBytes([...kept, r]) });
