@@ -1,6 +1,6 @@
 // The libFuzzer harnesses over the native engine (native/fuzz/), through
 // scripts/fuzz-native.sh: every target is built with ASan + UBSan and run for a bounded time
-// (VHOSTKIT_FUZZ_SECONDS per target, default 15; a positive whole number) on its committed seeds, which
+// (VHOSTKIT_FUZZ_SECONDS per target, default 10; a positive whole number) on its committed seeds, which
 // include the inputs of past findings (regressions are replayed on every run), and a
 // working corpus in build-fuzz/. Any crash, leak, timeout or out-of-memory input fails the
 // test, named in the message with the sanitizer's report.
@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const script = join(root, 'scripts', 'fuzz-native.sh');
-const seconds = Number(process.env.VHOSTKIT_FUZZ_SECONDS ?? 15);
+const seconds = Number(process.env.VHOSTKIT_FUZZ_SECONDS ?? 10);
 if (!Number.isInteger(seconds) || seconds < 1) throw new RangeError(`VHOSTKIT_FUZZ_SECONDS=${process.env.VHOSTKIT_FUZZ_SECONDS}: expected a positive whole number of seconds`);
 
 interface Run {
