@@ -67,7 +67,7 @@ class DataplaneGroup {
   constructor(
     private readonly t: Dataplane[],
     private readonly token: number,
-    onError: (message: string) => void,
+    private readonly onError: (message: string) => void,
   ) {
     this.expirer = setInterval(() => {
       this.expireFlows().catch((e: unknown) => {
@@ -341,6 +341,7 @@ class DataplaneGroup {
             sink,
             (k, s) => t[k].startCapture(port, spec, s),
             (k) => t[k].stopCapture(port),
+            (k, e) => this.onError(`capture of port ${port}: stopping it on data-plane thread ${k} failed: ${e instanceof Error ? e.message : String(e)}`),
             () => {
               if (this.captures.get(port) === fan) this.captures.delete(port);
               if (!this.memory.has(port) && !this.hosts.has(port)) this.busy.delete(port);
@@ -394,8 +395,15 @@ class CaptureFan {
     private readonly sink: CaptureSink,
     private readonly start: (k: number, sink: CaptureSink) => Promise<void>,
     private readonly halt: (k: number) => Promise<void>,
+    /** a stop not waited for failed (the thread keeps capturing until its own count) */
+    private readonly failed: (k: number, e: unknown) => void,
     private readonly ended: () => void,
   ) {}
+
+  /** Stops the capture on the threads still at it, without waiting. */
+  private haltLive(): void {
+    for (const k of this.live) void this.halt(k).catch((e: unknown) => this.failed(k, e));
+  }
 
   /** Thread k captures too (a queue pair of the port started there). */
   async join(k: number): Promise<void> {
@@ -420,7 +428,7 @@ class CaptureFan {
   end(notify = true): void {
     if (this.finished) return;
     this.finished = true;
-    for (const k of this.live) void this.halt(k).catch(() => undefined);
+    this.haltLive();
     if (notify) this.sink(new Uint8Array(0), 0, true);
     this.ended();
   }
@@ -441,7 +449,7 @@ class CaptureFan {
       return;
     }
     this.finished = true;
-    for (const j of this.live) void this.halt(j).catch(() => undefined);
+    this.haltLive();
     this.sink(out, packets, true);
     this.ended();
   }
