@@ -72,16 +72,39 @@ newer() {
   return 1
 }
 
-# Rebuilds build-fuzz/fuzz_<t> when one of its sources or a header is newer than it.
+# An object of one source, compiled once and shared by every target that links it (the
+# ring, memory and net sources go into most of them), rebuilt when the source or a header
+# is newer. A harness (native/fuzz/) is compiled per target, with the target's own -D flags.
+object() {
+  local src=$1 tag=$2 defs=$3 obj
+  obj=$OUT/obj/$(echo "${src%.cc}" | tr / _)${tag:+.$tag}.o
+  if [ ! -f "$obj" ] || newer "$obj" "$src" native/fuzz/*.h native/*/*.h; then
+    # shellcheck disable=SC2086
+    if ! "$CXX" "${FLAGS[@]}" $defs -c "$src" -o "$obj.tmp" 2>"$OUT/logs/build-$(basename "$obj").log"; then
+      cat "$OUT/logs/build-$(basename "$obj").log" >&2
+      die "build of $src failed (is libFuzzer installed? Debian: libclang-rt-14-dev)"
+    fi
+    mv "$obj.tmp" "$obj"
+  fi
+  echo "$obj"
+}
+
+# Rebuilds build-fuzz/fuzz_<t> when one of its objects is newer than it.
 build() {
-  local t=$1 bin=$OUT/fuzz_$1
-  # shellcheck disable=SC2086
-  if [ -f "$bin" ] && ! newer "$bin" ${SRCS[$t]} native/fuzz/*.h native/*/*.h; then return 0; fi
-  echo "fuzz-native: building $bin"
-  # shellcheck disable=SC2086
-  if ! "$CXX" "${FLAGS[@]}" ${DEFS[$t]:-} ${SRCS[$t]} -o "$bin.tmp" 2>"$OUT/logs/build-$t.log"; then
+  local t=$1 bin=$OUT/fuzz_$1 objs=() src obj
+  mkdir -p "$OUT/obj"
+  for src in ${SRCS[$t]}; do
+    case $src in
+      native/fuzz/*) obj=$(object "$src" "$t" "${DEFS[$t]:-}") || exit 2 ;;
+      *) obj=$(object "$src" "" "") || exit 2 ;;
+    esac
+    objs+=("$obj")
+  done
+  if [ -f "$bin" ] && ! newer "$bin" "${objs[@]}"; then return 0; fi
+  echo "fuzz-native: linking $bin"
+  if ! "$CXX" "${FLAGS[@]}" "${objs[@]}" -o "$bin.tmp" 2>"$OUT/logs/build-$t.log"; then
     cat "$OUT/logs/build-$t.log" >&2
-    die "build of $t failed (is libFuzzer installed? Debian: libclang-rt-14-dev)"
+    die "link of $t failed (is libFuzzer installed? Debian: libclang-rt-14-dev)"
   fi
   mv "$bin.tmp" "$bin"
 }

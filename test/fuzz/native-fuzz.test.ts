@@ -54,7 +54,8 @@ function parse(stdout: string, target: string): TargetLine | undefined {
 }
 
 describe('native fuzz targets (libFuzzer, ASan + UBSan)', function () {
-  // Building the targets takes about 2.5 minutes on a small machine (2m20s on 2 CPUs).
+  // Building the targets (each source compiled once, then linked per target) takes about
+  // 2.5 minutes of one CPU here.
   this.timeout(15 * 60 * 1000);
 
   // guest_fault: the SIGBUS guard over guest memory, with real truncated memfds.
