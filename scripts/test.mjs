@@ -1,10 +1,10 @@
 // The whole test suite, as `npm test` runs it, in two phases:
 //   1. two streams side by side (on two CPUs they mostly use one each):
 //      - the unit and native tests (mocha over dist/test, the folders of REAL_PEERS and
-//        FUZZ left out), then the native-layer tests (dist/test/native) again against the
-//        ASan/UBSan build of the addon (scripts/build-asan.sh), with the sanitizer runtime
-//        preloaded;
-//      - the libFuzzer targets (dist/test/fuzz);
+//        FUZZ left out);
+//      - the libFuzzer targets (dist/test/fuzz), then the native-layer tests
+//        (dist/test/native) again against the ASan/UBSan build of the addon
+//        (scripts/build-asan.sh), with the sanitizer runtime preloaded;
 //   2. the tests with real peers (QEMU guests, DPDK, FRR, namespaces, npm pack), one at a time,
 //      alone on the machine: they are the ones whose guests run under TCG.
 // Ends with one line "N passed, N failed" summing every run. VHOSTKIT_SKIP_ASAN=1 skips
@@ -98,33 +98,58 @@ const results = [];
   }
   results.push({ label: 'lint', passed: report === '' ? 1 : 0, failed: report === '' ? 0 : 1, report: report === '' ? '' : `lint failed (npm run lint):\n${report}` });
 }
-/** The unit and native tests, then the native ones again under ASan + UBSan. */
-async function unitStream() {
-  const out = [await run('unit and native tests', ['--exclude', folders(FAST_EXCLUDED), 'dist/test/**/*.test.js'], {})];
+/** A command run beside a mocha run, its output kept whole until it ends (as `buffered`). */
+function command(label, file, args) {
+  return new Promise((resolve) => {
+    const child = spawn(file, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (out += d));
+    child.on('error', (e) => resolve({ ok: false, out: `${label}: ${e.message}\n` }));
+    child.on('close', (code, signal) => resolve({ ok: code === 0, out: code === 0 ? out : `${out}${label}: exited with ${signal ?? code}\n` }));
+  });
+}
+
+/**
+ * The libFuzzer targets, then the native-layer tests again under ASan + UBSan: beside the
+ * unit tests, which take about as long as these two together.
+ */
+async function sanitizedStream() {
+  const out = [await run('fuzz targets', specs(FUZZ), {}, true)];
   if (process.env.VHOSTKIT_SKIP_ASAN === '1') return out;
-  execFileSync('bash', [join(root, 'scripts', 'build-asan.sh')], { stdio: 'inherit' });
+  const build = await command('build-asan', 'bash', [join(root, 'scripts', 'build-asan.sh')]);
+  process.stdout.write(build.out);
+  if (!build.ok) {
+    out.push({ label: 'native tests under ASan + UBSan', passed: 0, failed: 1, report: `the ASan build failed (scripts/build-asan.sh):\n${build.out}` });
+    return out;
+  }
   const asan = execFileSync('g++', ['-print-file-name=libasan.so']).toString().trim();
   out.push(
     // ASan and UBSan make the native code several times slower: a longer default timeout
     // (tests that set their own keep it).
-    await run('native tests under ASan + UBSan', ['--timeout', '60000', 'dist/test/native/**/*.test.js'], {
-      VHOSTKIT_NATIVE: 'asan',
-      LD_PRELOAD: asan,
-      // Node itself does not free everything at exit; leaks are checked by the fd/RSS tests.
-      // allow_user_segv_handler=1: the addon's SIGBUS guard over guest memory
-      // (native/memory/guest_fault.h) must be able to install its handler over ASan's (it
-      // chains to ASan's for any other fault, so real crashes still get ASan's report).
-      // It is this runtime's default (GCC 12's libasan); said here so a runtime with
-      // another default does not silently drop the guard (test/native/guest-fault checks).
-      ASAN_OPTIONS: 'detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:allow_user_segv_handler=1',
-      UBSAN_OPTIONS: 'print_stacktrace=1:halt_on_error=1',
-    }),
+    await run(
+      'native tests under ASan + UBSan',
+      ['--timeout', '60000', 'dist/test/native/**/*.test.js'],
+      {
+        VHOSTKIT_NATIVE: 'asan',
+        LD_PRELOAD: asan,
+        // Node itself does not free everything at exit; leaks are checked by the fd/RSS tests.
+        // allow_user_segv_handler=1: the addon's SIGBUS guard over guest memory
+        // (native/memory/guest_fault.h) must be able to install its handler over ASan's (it
+        // chains to ASan's for any other fault, so real crashes still get ASan's report).
+        // It is this runtime's default (GCC 12's libasan); said here so a runtime with
+        // another default does not silently drop the guard (test/native/guest-fault checks).
+        ASAN_OPTIONS: 'detect_leaks=0:abort_on_error=1:allocator_may_return_null=1:allow_user_segv_handler=1',
+        UBSAN_OPTIONS: 'print_stacktrace=1:halt_on_error=1',
+      },
+      true,
+    ),
   );
   return out;
 }
 
-const [unit, fuzzed] = await Promise.all([unitStream(), run('fuzz targets', specs(FUZZ), {}, true)]);
-results.push(...unit, fuzzed);
+const [unit, sanitized] = await Promise.all([run('unit and native tests', ['--exclude', folders(FAST_EXCLUDED), 'dist/test/**/*.test.js'], {}), sanitizedStream()]);
+results.push(unit, ...sanitized);
 results.push(await run('tests with real peers', specs(REAL_PEERS), {}));
 
 for (const r of results) {
