@@ -347,6 +347,15 @@ Napi::Value GuestFaultGuard(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// dropParked(token): forgets a parked table or queue that no thread will claim (the call
+// that carried its token failed), releasing what it holds. A token already claimed, or
+// unknown, is left alone.
+Napi::Value DropParked(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "dropParked(token): token must be a number");
+  DropHandle(info[0].As<Napi::Number>().Uint32Value());
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 std::shared_ptr<DirtyLog> UnwrapDirtyLog(Napi::Value v) {
@@ -374,6 +383,7 @@ void BindMemory(Napi::Env env, Napi::Object exports) {
   GetAddonData(env).dirty_log_ctor = Napi::Persistent(dl);
   exports.Set("DirtyLog", dl);
   exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate));
+  exports.Set("dropParked", Napi::Function::New(env, DropParked, "dropParked"));
   exports.Set("maxRegions", Napi::Number::New(env, kMaxRegions));
   // The SIGBUS guard and its eventfd exist from the first load on, before any region is
   // mapped (and before a test counts its fds).

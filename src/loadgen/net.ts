@@ -20,6 +20,7 @@ import { DELIVER_STATS, DeliverStat, FlatFrames, FlatSink, MAX_FRAME, type RxSid
 import { Poller, type PollMode, type PollTarget } from '../dataplane/poller.js';
 import { ethFrame, macBytes } from '../virtio/net-frames.js';
 import type { Virtqueue } from '../native/virtqueue.js';
+import { handOver } from '../native/parked.js';
 
 /**
  * What the sink does with a frame: 'copy' reads it into memory of its own (what a real
@@ -308,7 +309,7 @@ class WorkerLane implements Lane {
   setMemory(memory: GuestMemory): void {
     if (memory === this.memory) return;
     this.memory = memory;
-    void this.rpc.remote.memoryTable(memory.park()).catch((e: Error) => this.failAll(e));
+    void handOver(memory.park(), (token) => this.rpc.remote.memoryTable(token)).catch((e: Error) => this.failAll(e));
   }
 
   /** The worker could not take a change every queue depends on: each queue fails (the session logs it). */
@@ -320,7 +321,7 @@ class WorkerLane implements Lane {
     this.setMemory(ctx.memory);
     this.serving.add(q.index);
     this.contexts.set(q.index, ctx);
-    void this.rpc.remote.start(q, ctx.layout, ctx.size, ctx.vq.park(), ctx.kickFd).catch((e: Error) => {
+    void handOver(ctx.vq.park(), (token) => this.rpc.remote.start(q, ctx.layout, ctx.size, token, ctx.kickFd)).catch((e: Error) => {
       this.serving.delete(q.index);
       ctx.fail(e);
     });

@@ -19,6 +19,7 @@
 import { releaseSwitchShared, switchShared } from '../native/switch.js';
 import { PortCounter } from '../native/switch.js';
 import { GuestMemory } from '../native/guest-memory.js';
+import { handOver } from '../native/parked.js';
 import type { CaptureSink, CaptureSpec } from './capture.js';
 import type { Dataplane } from './dataplane.js';
 import type { SharedThread } from './engine.js';
@@ -191,7 +192,7 @@ class DataplaneGroup {
     const work: Array<Promise<unknown>> = [];
     if (m && !m.holders.has(k)) {
       m.holders.add(k);
-      work.push(this.t[k].setMemory(id, m.table.park()));
+      work.push(handOver(m.table.park(), (token) => this.t[k].setMemory(id, token)));
     }
     const c = this.captures.get(id);
     if (c) work.push(c.join(k));
@@ -293,7 +294,7 @@ class DataplaneGroup {
           }
           this.memory.set(port, { table, holders });
           old?.table.close();
-          return { done: Promise.all([...holders].map((k) => t[k].setMemory(port, table.park()))).then(() => undefined) };
+          return { done: Promise.all([...holders].map((k) => handOver(table.park(), (tok) => t[k].setMemory(port, tok)))).then(() => undefined) };
         }),
       releaseMemory: (port) => this.serial(port, () => this.release(port)),
       startQueue: (spec) =>

@@ -1,7 +1,10 @@
 import { expect } from 'chai';
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import { Virtqueue } from '../../src/native/virtqueue.js';
+import { GuestMemory } from '../../src/native/guest-memory.js';
+import { handOver } from '../../src/native/parked.js';
 import { Rig } from './ring-rig.js';
 
 const workerFile = fileURLToPath(new URL('./queue-worker.js', import.meta.url));
@@ -34,3 +37,51 @@ for (const layout of ['split', 'packed'] as const) {
     }
   });
 }
+
+/** Mappings of the rigs' memfds in this process. */
+const rigMaps = () =>
+  readFileSync('/proc/self/maps', 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('/memfd:rig ')).length;
+
+/** The error of a promise expected to reject. */
+async function refusal(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    return (e as Error).message;
+  }
+  return 'resolved';
+}
+
+it('a hand-over whose call fails drops the parked queue and memory: nothing stays mapped', async () => {
+  const before = rigMaps();
+  const rig = new Rig('split', { size: 64 });
+  let qtoken = 0;
+  let mtoken = 0;
+  let claimed = 0;
+  try {
+    // A thread that exited before it claimed anything (its call rejects), one that refuses
+    // the call at once (a throw), and one that claims and then fails: the last one's drop
+    // is nothing, since the token is already taken.
+    const died = () => Promise.reject(new Error('data-plane thread 1 exited with code 1'));
+    expect(await refusal(handOver((qtoken = rig.q.park()), died))).to.equal('data-plane thread 1 exited with code 1');
+    const refused = (): Promise<void> => {
+      throw new Error('no such port');
+    };
+    expect(await refusal(handOver((mtoken = rig.mem.park()), refused))).to.equal('no such port');
+    const t = rig.mem.park();
+    const claimedThenFailed = (token: number) => {
+      GuestMemory.claim(token).close();
+      claimed++;
+      return Promise.reject(new Error('later failure'));
+    };
+    expect(await refusal(handOver(t, claimedThenFailed))).to.equal('later failure');
+  } finally {
+    rig.close();
+  }
+  expect(claimed).to.equal(1);
+  expect(rigMaps(), "the rig's memory unmapped: no parked token holds it").to.equal(before);
+  expect(() => new Virtqueue({ layout: 'split', size: 64, token: qtoken }), 'the queue token is gone').to.throw(/no parked queue/);
+  expect(() => GuestMemory.claim(mtoken), 'the table token is gone').to.throw(/no parked memory table/);
+});

@@ -18,8 +18,12 @@ interface Call {
   arg?: number;
 }
 
-/** n fake threads; `slow` delays a thread's answers to setMemory. */
-async function group(n: number, slow: Record<number, number> = {}) {
+/**
+ * n fake threads; `slow` delays a thread's answers to setMemory; a thread in `dead` refuses
+ * every call from the first queue start on, as a worker that exited does (claiming nothing).
+ */
+async function group(n: number, slow: Record<number, number> = {}, dead = new Set<number>()) {
+  let started = false;
   const calls: Call[] = [];
   const threads: Dataplane[] = [];
   const dp = await createGroup(
@@ -33,6 +37,8 @@ async function group(n: number, slow: Record<number, number> = {}) {
           return (port: number | QueueStartSpec, arg?: unknown) => {
             const p = typeof port === 'object' ? port.port : port;
             calls.push({ thread: k, call: name, port: p, arg: typeof port === 'object' ? port.index : typeof arg === 'number' ? arg : undefined });
+            if (name === 'startQueue') started = true;
+            if (started && dead.has(k)) return Promise.reject(new Error(`data-plane thread ${k} exited with code 1`));
             if (name === 'setMemory') {
               GuestMemory.claim(arg as number).close(); // as a thread does, then lets it go
               return new Promise((r) => setTimeout(r, slow[k] ?? 0));
@@ -127,6 +133,25 @@ describe('switch data plane on several threads: the group', () => {
       ).to.deep.equal(['addPort', 'setMemory', 'startQueue0', 'startQueue1']);
       await Promise.all([memory, ...queues]);
       expect(answered).to.equal(true);
+    } finally {
+      await dp.close();
+    }
+  });
+
+  it("a thread that died before it claimed the guest's memory does not keep it mapped", async () => {
+    const { dp, calls } = await group(2, {}, new Set([1]));
+    try {
+      await dp.addPort(1, 'a', { mode: 'access', vid: 1 }, newCounters(2));
+      await dp.addPort(2, 'b', { mode: 'access', vid: 1 }, newCounters(2));
+      await dp.setMemory(1, parked('vk-grp-d'));
+      await dp.startQueue(spec(1, 0));
+      await dp.startQueue(spec(1, 1));
+      // Pair 1 goes to thread 1, which is handed the memory and refuses it.
+      const failed = await Promise.allSettled([dp.startQueue(spec(1, 2)), dp.startQueue(spec(1, 3))]);
+      expect(failed.map((r) => r.status)).to.deep.equal(['rejected', 'rejected']);
+      expect(calls.filter((c) => c.call === 'setMemory' && c.thread === 1).length, 'thread 1 was handed the memory').to.equal(1);
+      await Promise.allSettled([dp.releaseMemory(1)]);
+      expect(mapped('vk-grp-d'), "a's memory unmapped: the token thread 1 never claimed is dropped").to.equal(0);
     } finally {
       await dp.close();
     }

@@ -9,6 +9,7 @@ import type { GuestMemory } from '../../native/guest-memory.js';
 import type { NetPortDataplane } from './port-dataplane.js';
 import { log as rootLog, type Logger } from '../../log.js';
 import { RxOffload } from '../../native/net.js';
+import { handOver } from '../../native/parked.js';
 import { macBytes } from '../../virtio/net-frames.js';
 
 export interface NetDeviceOptions {
@@ -126,23 +127,23 @@ export class NetDevice implements VhostUserDevice {
   queueStart(q: QueueContext): void {
     if (this.memory !== q.memory) {
       this.memory = q.memory;
-      void this.dataplane.setMemory(q.memory.park()).catch((e) => q.fail(e as Error));
+      void handOver(q.memory.park(), (token) => this.dataplane.setMemory(token)).catch((e) => q.fail(e as Error));
     }
     this.started++;
-    void this.dataplane
-      .startQueue({
+    void handOver(q.vq.park(), (token) =>
+      this.dataplane.startQueue({
         index: q.index,
         layout: q.layout,
         size: q.size,
-        token: q.vq.park(),
+        token,
         kickFd: q.kickFd,
         hdrLen: this.hdrLen,
         mergeable: has(this.negotiated, NetFeature.MRG_RXBUF),
         rxOffloads: this.rxOffloads,
         txOffloads: this.txOffloads,
         mtu: this.dataplaneMtu,
-      })
-      .catch((e) => q.fail(e as Error));
+      }),
+    ).catch((e) => q.fail(e as Error));
   }
 
   queueKick(): void {
@@ -165,7 +166,7 @@ export class NetDevice implements VhostUserDevice {
 
   memoryChanged(memory: GuestMemory): void {
     this.memory = memory;
-    void this.dataplane.setMemory(memory.park()).catch((e) => this.log.error('data plane refused the new memory table', { error: (e as Error).message }));
+    void handOver(memory.park(), (token) => this.dataplane.setMemory(token)).catch((e) => this.log.error('data plane refused the new memory table', { error: (e as Error).message }));
   }
 
   reset(): void {
