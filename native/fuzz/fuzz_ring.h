@@ -263,11 +263,22 @@ class Ring {
   }
 
   // Adds every range a descriptor now in the ring (or in an indirect table it points to)
-  // marks device-writable: a superset of where a device may put data.
+  // marks device-writable: a superset of where a device may put data. A packed queue with
+  // an inflight area also resubmits chains from the copies saved there (their ring slots
+  // may hold other descriptors by now): every saved descriptor counts too.
   void AddWritableBuffers(Ranges* r) const {
     if (!desc_host_) return;
-    for (uint32_t i = 0; i < size_; i++) {
-      RawLe d = ReadLe(desc_host_ + 16 * i);
+    AddWritable(desc_host_, size_, r);
+    if (packed_ && inflight_ && inflight_len_ >= PackedRing::InflightBytes(size_)) {
+      AddWritable(inflight_->p + 64 + 16 * size_t{size_}, size_, r);  // the saved-descriptor pool
+    }
+  }
+
+  // The device-writable ranges of `count` descriptors at `descs` (and of the indirect
+  // tables they point to).
+  void AddWritable(const uint8_t* descs, uint32_t count, Ranges* r) const {
+    for (uint32_t i = 0; i < count; i++) {
+      RawLe d = ReadLe(descs + 16 * i);
       const uint16_t flags = packed_ ? d.b : d.a;
       if (flags & kFIndirect) {
         if (d.len == 0 || d.len % 16 != 0) continue;
