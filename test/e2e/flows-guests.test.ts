@@ -9,13 +9,13 @@ import { setLogSink } from '../../src/log.js';
 
 const MAC = (i: number) => `52:54:00:00:02:0${i}`;
 
-/** An 8 MiB random file over HTTP, up for `upSeconds`; it pings no one (ICMP to it is dropped). */
+/** An 8 MiB random file over HTTP, up until its client is done (`upSeconds` at most); it pings no one (ICMP to it is dropped). */
 const serverScript = (ip: string, upSeconds: number) => `
 ip addr add ${ip}/24 dev eth0 && ip link set eth0 up || vk_fail "eth0 setup"
 mkdir -p /www && dd if=/dev/urandom of=/www/f bs=1048576 count=8 2>/dev/null || vk_fail "no file"
 vk_result md5=$(md5sum < /www/f | cut -d' ' -f1)
 httpd -p 80 -h /www || vk_fail "httpd"
-sleep ${upSeconds}
+vk_hold 9 1 ${upSeconds} || echo "the client did not finish in ${upSeconds} s"
 `;
 
 /** Fetches the file (retrying until the server is up), then counts echo replies to 3 pings. */
@@ -24,6 +24,7 @@ ip addr add ${ip}/24 dev eth0 && ip link set eth0 up || vk_fail "eth0 setup"
 i=0; until wget -q -O /tmp/f http://${server}/f 2>/dev/null; do i=$((i+1)); [ $i -lt 60 ] || vk_fail "wget failed"; sleep 1; done
 vk_result md5=$(md5sum < /tmp/f | cut -d' ' -f1) size=$(wc -c < /tmp/f)
 vk_result ping=$(ping -c 3 -W 1 ${server} | sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p')
+vk_release ${server} 9
 `;
 
 describe('e2e: QEMU guests on a switch with flows', function () {

@@ -50,6 +50,7 @@ describe('e2e: QEMU guests with host_mtu on the vhostkit switch (NET_SET_MTU)', 
       `vk_result at_mtu=${received('10.0.0.1', 1372, 3)}`, // IP 1400: a's MTU exactly
       `vk_result at_limit=${received('10.0.0.1', 1376, 3)}`, // IP 1404, frame 1418 = MTU + 18 (a's reply is fragmented)
       `vk_result over_limit=${received('10.0.0.1', 1377, 2)}`, // frame 1419: dropped on the way to a
+      'vk_release 10.0.0.1 9',
     ].join('\n');
     // The MTU each port's device holds while its guest runs (it returns to the port's own when the session ends).
     const seen = { a: 0, b: 0 };
@@ -60,7 +61,7 @@ describe('e2e: QEMU guests with host_mtu on the vhostkit switch (NET_SET_MTU)', 
       }
     }, 20);
     const settled = await Promise.allSettled([
-      runScript(guestScript('10.0.0.1', '10.0.0.2', 1400, 'sleep 30'), dev('a', '52:54:00:00:02:01', 1400), 200_000),
+      runScript(guestScript('10.0.0.1', '10.0.0.2', 1400, 'vk_hold 9 1 30'), dev('a', '52:54:00:00:02:01', 1400), 200_000),
       runScript(guestScript('10.0.0.2', '10.0.0.1', 9000, bPings), dev('b', '52:54:00:00:02:02', 9000), 200_000),
     ]);
     clearInterval(watch);

@@ -13,8 +13,11 @@ import { setLogSink } from '../../src/log.js';
 
 const MAC = (i: number) => `52:54:00:00:01:0${i}`;
 
-/** The server: an 8 MiB random file over HTTP, then stays up `upSeconds`. */
-const serverScript = (ip: string, peers: string[], upSeconds: number) => `
+/**
+ * The server: an 8 MiB random file over HTTP; stays up until `releases` clients (one per
+ * peer unless said) are done, `upSeconds` at most.
+ */
+const serverScript = (ip: string, peers: string[], upSeconds: number, releases = peers.length) => `
 ip addr add ${ip}/24 dev eth0 && ip link set eth0 up || vk_fail "eth0 setup"
 vk_result packed=$(vk_feature /sys/class/net/eth0/device/features 34)
 mkdir -p /www && dd if=/dev/urandom of=/www/f bs=1048576 count=8 2>/dev/null || vk_fail "no file"
@@ -24,7 +27,7 @@ for p in ${peers.join(' ')}; do
   i=0; until ping -c 1 -W 1 $p >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 60 ] || vk_fail "$p never answered"; done
 done
 vk_result pinged=ok
-sleep ${upSeconds}
+vk_hold 9 ${releases} ${upSeconds} || echo "the clients did not all finish in ${upSeconds} s"
 `;
 
 /** A client: pings everyone, fetches the file, prints its md5. */
@@ -39,6 +42,7 @@ t0=$(cut -d' ' -f1 /proc/uptime)
 i=0; until wget -q -O /tmp/f http://${server}/f 2>/dev/null; do i=$((i+1)); [ $i -lt 30 ] || vk_fail "wget failed"; sleep 1; done
 t1=$(cut -d' ' -f1 /proc/uptime)
 vk_result md5=$(md5sum < /tmp/f | cut -d' ' -f1) size=$(wc -c < /tmp/f) ms=$(awk "BEGIN { print int(($t1 - $t0) * 1000) }")
+vk_release ${server} 9
 `;
 
 describe('e2e: QEMU guests on the vhostkit switch', function () {
@@ -119,6 +123,7 @@ for cpu in 0 1; do
 done
 wait || vk_fail "wget failed"
 vk_result md5_0=$(md5sum < /tmp/f0 | cut -d' ' -f1) md5_1=$(md5sum < /tmp/f1 | cut -d' ' -f1) size=$(wc -c < /tmp/f1)
+vk_release 10.0.0.1 9
 `;
     // While the guests run, which thread serves each queue and how many frames it carried.
     const seen = new Map<string, { thread: number; packets: number }>();
@@ -159,7 +164,7 @@ vk_result md5_0=$(md5sum < /tmp/f0 | cut -d' ' -f1) md5_1=$(md5sum < /tmp/f1 | c
   it('a guest powered off and booted again on the same socket re-attaches and works', async () => {
     await start(1);
     const dev = (n: string, i: number) => [{ type: 'vhost-user-net' as const, socket: tmp.join(`${n}.sock`), mac: MAC(i), reconnect: true }];
-    const server = runScript(serverScript('10.0.0.1', ['10.0.0.2'], 60), dev('a', 1), 200_000);
+    const server = runScript(serverScript('10.0.0.1', ['10.0.0.2'], 60, 2), dev('a', 1), 200_000);
     const first = await runScript(clientScript('10.0.0.2', '10.0.0.1', []), dev('b', 2), 120_000);
     const second = await runScript(clientScript('10.0.0.2', '10.0.0.1', []), dev('b', 2), 120_000);
     const a = await server;

@@ -457,6 +457,11 @@ export const GUEST_MARKERS = {
  * - `vk_feature FILE BIT`      prints 1 or 0: bit BIT of a virtio features file in sysfs
  *                              (/sys/class/net/eth0/device/features, /sys/block/vda/device/features)
  * - `vk_wait_path PATH [SECS]` waits (default 10 s) until PATH exists; fails if it does not
+ * - `vk_hold PORT COUNT SECS`  a server's end: returns once COUNT peers have said they are
+ *                              done (`vk_release`) on TCP PORT, or after SECS in all (then
+ *                              status 1), so a server guest stays up as long as its clients
+ *                              need it and no longer
+ * - `vk_release HOST PORT`     a client's end: tells the server at HOST it is done
  */
 export const GUEST_SHELL_LIB = `# vhostkit guest helpers (test/lib/guest.ts)
 vk_result() { echo "VHOSTKIT-RESULT $*"; }
@@ -466,6 +471,20 @@ vk_wait_path() {
   _vk_n=$(( \${2:-10} * 10 ))
   while [ ! -e "$1" ] && [ "$_vk_n" -gt 0 ]; do usleep 100000; _vk_n=$((_vk_n - 1)); done
   [ -e "$1" ]
+}
+vk_hold() {
+  _vk_end=$(( $(cut -d. -f1 /proc/uptime) + $3 )); _vk_k=0
+  while [ "$_vk_k" -lt "$2" ]; do
+    _vk_left=$(( _vk_end - $(cut -d. -f1 /proc/uptime) ))
+    [ "$_vk_left" -gt 0 ] || return 1
+    timeout "$_vk_left" nc -l -p "$1" >/dev/null 2>&1 && _vk_k=$((_vk_k + 1))
+  done
+}
+vk_release() {
+  _vk_i=0
+  until echo done | nc -w 1 "$1" "$2" >/dev/null 2>&1; do
+    _vk_i=$((_vk_i + 1)); [ "$_vk_i" -lt 10 ] || return 1; sleep 1
+  done
 }
 `;
 
