@@ -19,7 +19,7 @@ vk_result md5=$(md5sum < /www/f | cut -d' ' -f1)
 httpd -p 80 -h /www || vk_fail "httpd"
 i=0; until ping -c 1 -W 1 10.53.0.2 >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 60 ] || vk_fail "10.53.0.2 never answered"; done
 vk_result ping=$(ping -c 3 -W 2 10.53.0.2 | sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p')
-sleep 20
+vk_hold 9 1 20 || echo "the client did not finish in 20 s"
 `;
 
 const client = `
@@ -28,6 +28,7 @@ i=0; until ping -c 1 -W 1 10.53.0.1 >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 60 
 vk_result ping=$(ping -c 3 -W 2 10.53.0.1 | sed -n 's/.* \\([0-9]*\\) packets received.*/\\1/p')
 i=0; until wget -q -O /tmp/f http://10.53.0.1/f 2>/dev/null; do i=$((i+1)); [ $i -lt 30 ] || vk_fail "wget failed"; sleep 1; done
 vk_result md5=$(md5sum < /tmp/f | cut -d' ' -f1) size=$(wc -c < /tmp/f)
+vk_release 10.53.0.1 9
 `;
 
 function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
