@@ -17,7 +17,7 @@ out=build-asan/vring.node
 # Rebuild only when a source is newer than the output.
 if [ -f "$out" ] && [ -z "$(find native binding.gyp -newer "$out" -print -quit)" ]; then exit 0; fi
 echo "build-asan: compiling $(echo $srcs | wc -w) files with -fsanitize=address,undefined"
-g++ -std=c++20 -shared -fPIC -O1 -g -fno-omit-frame-pointer \
+g++ -std=c++20 -shared -fPIC -O1 -g1 -fno-omit-frame-pointer \
   -fsanitize=address,undefined -fno-sanitize-recover=undefined \
   -Wall -Wextra -Werror -Wno-missing-field-initializers \
   -DNAPI_VERSION=8 -DNAPI_CPP_EXCEPTIONS -DNODE_ADDON_API_DISABLE_DEPRECATED \

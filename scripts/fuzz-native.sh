@@ -48,7 +48,7 @@ declare -A SRCS=(
   [guest_fault]="native/fuzz/fuzz_guest_fault.cc $RING_SRCS"
 )
 declare -A DEFS=([split_ring]="-DFUZZ_PACKED=0" [packed_ring]="-DFUZZ_PACKED=1")
-FLAGS=(-std=c++20 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -g -O1 -fno-omit-frame-pointer
+FLAGS=(-std=c++20 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -gline-tables-only -O1 -fno-omit-frame-pointer
        -Wall -Wextra -Werror -Wno-missing-field-initializers -Inative)
 OUT=build-fuzz
 

@@ -21,8 +21,8 @@ import { consoleLine, migrate, startMigratingGuest, type MigratingGuest } from '
 const MiB = 1 << 20;
 const MAC_A = '52:54:00:00:02:01';
 const MAC_B = '52:54:00:00:02:02';
-const STREAM_SECONDS = 20;
-const PINGS = 250; // every 0.1 s: longer than the stream
+const STREAM_SECONDS = 12;
+const PINGS = 170; // every 0.1 s: longer than the stream
 
 /** B: serves a timed TCP stream (nc -e) and an 8 MiB file (httpd), and reports their md5s. */
 const scriptB = `
